@@ -1,0 +1,1 @@
+//! Packet I/O backends. Filled in by the io work.
