@@ -18,7 +18,10 @@
 #![deny(missing_docs)]
 
 pub mod checksum;
+pub mod ipv4;
 pub mod vnet;
+
+pub use ipv4::{Ipv4Packet, Ipv4Repr};
 
 /// IP protocol numbers (the IPv4 `protocol` field, the IPv6 `next header`).
 pub mod ip_proto {
@@ -46,6 +49,41 @@ impl std::error::Error for Error {}
 
 /// Result of the wire layer.
 pub type Result<T> = core::result::Result<T, Error>;
+
+/// Big-endian reads and writes at the fixed offsets of the `field` modules.
+///
+/// The slices are indexed with bounds checks; callers guarantee (through `check_len`) that
+/// the offsets are in range.
+mod be {
+    use core::ops::Range;
+
+    #[inline]
+    pub(super) fn get16(b: &[u8], f: Range<usize>) -> u16 {
+        u16::from_be_bytes([b[f.start], b[f.start + 1]])
+    }
+
+    #[inline]
+    pub(super) fn get_array4(b: &[u8], f: Range<usize>) -> [u8; 4] {
+        let i = f.start;
+        [b[i], b[i + 1], b[i + 2], b[i + 3]]
+    }
+
+    #[inline]
+    pub(super) fn set16(b: &mut [u8], f: Range<usize>, v: u16) {
+        let [x, y] = v.to_be_bytes();
+        b[f.start] = x;
+        b[f.start + 1] = y;
+    }
+
+    #[inline]
+    pub(super) fn set_array4(b: &mut [u8], f: Range<usize>, v: [u8; 4]) {
+        let i = f.start;
+        b[i] = v[0];
+        b[i + 1] = v[1];
+        b[i + 2] = v[2];
+        b[i + 3] = v[3];
+    }
+}
 
 #[cfg(test)]
 mod test_util;
