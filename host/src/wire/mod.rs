@@ -19,9 +19,13 @@
 
 pub mod checksum;
 pub mod ipv4;
+pub mod tcp;
+pub mod udp;
 pub mod vnet;
 
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
+pub use tcp::{TcpPacket, TcpRepr};
+pub use udp::{UdpPacket, UdpRepr};
 
 /// IP protocol numbers (the IPv4 `protocol` field, the IPv6 `next header`).
 pub mod ip_proto {
@@ -63,6 +67,12 @@ mod be {
     }
 
     #[inline]
+    pub(super) fn get32(b: &[u8], f: Range<usize>) -> u32 {
+        let i = f.start;
+        u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+    }
+
+    #[inline]
     pub(super) fn get_array4(b: &[u8], f: Range<usize>) -> [u8; 4] {
         let i = f.start;
         [b[i], b[i + 1], b[i + 2], b[i + 3]]
@@ -73,6 +83,11 @@ mod be {
         let [x, y] = v.to_be_bytes();
         b[f.start] = x;
         b[f.start + 1] = y;
+    }
+
+    #[inline]
+    pub(super) fn set32(b: &mut [u8], f: Range<usize>, v: u32) {
+        set_array4(b, f, v.to_be_bytes());
     }
 
     #[inline]
