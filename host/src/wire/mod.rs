@@ -18,12 +18,16 @@
 #![deny(missing_docs)]
 
 pub mod checksum;
+pub mod icmpv4;
 pub mod ipv4;
+pub mod ports;
 pub mod tcp;
 pub mod udp;
 pub mod vnet;
 
+pub use icmpv4::Icmpv4Packet;
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
+pub use ports::L4Ports;
 pub use tcp::{TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
 
