@@ -27,8 +27,10 @@ pub const DEFAULT_TXQUEUELEN: u32 = 10_000;
 /// exists. Right after a previous instance exits it may still: an io_uring instance that had
 /// the queue in its *registered file* table releases it from its asynchronous teardown, and
 /// the device then lingers for 25–75 ms, up to 250 ms on a busy machine (measured on Linux
-/// 6.18). `run_queue` reads the raw descriptor and waits for its operations to finish, so
+/// 6.18). [`run_queue`] reads the raw descriptor and waits for its operations to finish, so
 /// its device goes away when the descriptor is closed; the retry covers other users.
+///
+/// [`run_queue`]: super::run_queue
 pub const EBUSY_RETRY: Duration = Duration::from_secs(1);
 
 /// How a TUN device is created.
@@ -269,6 +271,17 @@ pub fn detach_steering_bpf(fd: BorrowedFd<'_>) -> io::Result<()> {
             format!("TUNSETSTEERINGEBPF(-1) on TUN fd {}", fd.as_raw_fd()),
         )
     })
+}
+
+/// Whether the TUN queue `fd` was opened with `IFF_VNET_HDR`; `None` if `fd` is not a TUN
+/// queue attached to a device.
+pub(crate) fn queue_has_vnet_hdr(fd: BorrowedFd<'_>) -> Option<bool> {
+    let mut ifr = ifreq("");
+    // Safety: TUNGETIFF writes the name and flags into the ifreq we own.
+    unsafe { tun_ioctl(fd.as_raw_fd(), libc::TUNGETIFF, &mut ifr as *mut _ as _) }.ok()?;
+    // Safety: the kernel filled the flags member of the union.
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags } as libc::c_int;
+    Some(flags & libc::IFF_VNET_HDR != 0)
 }
 
 /// Opens `/dev/net/tun` and attaches it as queue `q` of device `name`; returns the
