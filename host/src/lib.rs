@@ -19,6 +19,11 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod config;
+pub mod conn;
+pub mod control;
 pub mod dataplane;
 pub mod io;
+pub mod metrics;
+pub mod plugin;
 pub mod wire;

@@ -1,1 +1,269 @@
-fn main() {}
+//! The `ringvs` command: the daemon and its operator tools.
+
+use clap::{Args, Parser, Subcommand};
+use ringvs::config;
+use ringvs::control::client::{self, ListView};
+use ringvs::control::protocol::{ConnectionsResult, ListResult, Request, StatusResult};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A userspace Linux Virtual Server: an io_uring L4 director with WebAssembly policies.
+///
+/// Operators run it like ipvsadm + keepalived: `ringvs run -c FILE` starts the daemon,
+/// the other commands talk to it over its admin socket.
+#[derive(Parser, Debug)]
+#[command(name = "ringvs", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// How a client command finds the daemon.
+#[derive(Args, Debug, Clone)]
+struct Target {
+    /// Read the admin socket path from this config file (`director.admin_socket`).
+    #[arg(short = 'c', long = "config", value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// The admin socket path (default /run/ringvs/admin.sock).
+    #[arg(
+        short = 's',
+        long = "socket",
+        value_name = "PATH",
+        global = true,
+        conflicts_with = "config"
+    )]
+    socket: Option<PathBuf>,
+}
+
+impl Target {
+    fn socket(&self) -> Result<PathBuf, String> {
+        if let Some(s) = &self.socket {
+            return Ok(s.clone());
+        }
+        if let Some(c) = &self.config {
+            return config::load(c)
+                .map(|c| c.director.admin_socket)
+                .map_err(|e| e.to_string());
+        }
+        Ok(PathBuf::from("/run/ringvs/admin.sock"))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the daemon with a config file (SIGHUP re-reads it; SIGTERM stops).
+    Run {
+        /// The config file.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a config file without touching the network.
+    Check {
+        /// The config file.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// List services and realservers like `ipvsadm -Ln`.
+    List {
+        /// List tracked connections like `ipvsadm -Lnc`.
+        #[arg(long, conflicts_with_all = ["stats", "rate"])]
+        connections: bool,
+        /// Show packet, byte and connection counters (`ipvsadm --stats`).
+        #[arg(long, conflicts_with = "rate")]
+        stats: bool,
+        /// Show rates (`ipvsadm --rate`).
+        #[arg(long)]
+        rate: bool,
+        /// Zero the counters after listing them (`ipvsadm -Z`).
+        #[arg(long)]
+        zero: bool,
+        /// At most this many connections with --connections.
+        #[arg(long, default_value_t = 10_000)]
+        max: usize,
+        /// Print the daemon's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show table occupancy, drops by reason and queues.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Re-read the daemon's config file (same as SIGHUP).
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Zero the statistics of all services, or of one.
+    Zero {
+        /// Only this service.
+        service: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Change realservers at runtime (existing connections are kept).
+    Server {
+        #[command(subcommand)]
+        cmd: ServerCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ServerCmd {
+    /// Add a realserver to a service.
+    Add {
+        /// Service name.
+        service: String,
+        /// Realserver address:port.
+        addr: String,
+        /// Weight (0 to 65535; 0 = quiesced).
+        #[arg(short, long, default_value_t = 1)]
+        weight: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a realserver; its connections drain (or end, with expire_nodest_conn).
+    Remove {
+        /// Service name.
+        service: String,
+        /// Realserver address:port.
+        addr: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Set a realserver's weight (0 quiesces: no new flows, existing ones kept).
+    Weight {
+        /// Service name.
+        service: String,
+        /// Realserver address:port.
+        addr: String,
+        /// New weight, 0 to 65535.
+        weight: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+fn call<T: serde::de::DeserializeOwned>(t: &Target, req: Request) -> Result<T, String> {
+    let v = client::call(&t.socket()?, &req)?;
+    serde_json::from_value(v).map_err(|e| format!("unexpected answer from the daemon: {e}"))
+}
+
+fn simple(t: &Target, req: Request) -> Result<(), String> {
+    let v = client::call(&t.socket()?, &req)?;
+    match v {
+        serde_json::Value::String(s) => println!("{s}"),
+        other => println!("{other}"),
+    }
+    Ok(())
+}
+
+fn check(path: &std::path::Path) -> Result<(), String> {
+    let c = config::load(path).map_err(|e| e.to_string())?;
+    let servers: usize = c.services.iter().map(|s| s.servers.len()).sum();
+    println!(
+        "{}: OK: {} service(s), {} server(s), {} plugin(s); device {} with {} queue(s), conn_memory_limit {}",
+        path.display(),
+        c.services.len(),
+        servers,
+        c.plugins.len(),
+        c.director.device,
+        c.director.queues,
+        config::units::format_size(c.director.conn_memory_limit as u64)
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res: Result<(), String> = match cli.cmd {
+        Cmd::Run { config } => ringvs::control::daemon::run(&config).map_err(|e| e.to_string()),
+        Cmd::Check { config } => check(&config),
+        Cmd::List {
+            connections,
+            stats,
+            rate,
+            zero,
+            max,
+            json,
+            target,
+        } => (|| {
+            if connections {
+                let c: ConnectionsResult = call(&target, Request::Connections { max: Some(max) })?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&c).unwrap_or_default());
+                } else {
+                    print!("{}", client::format_connections(&c));
+                }
+            } else {
+                let s: StatusResult = call(&target, Request::Status {})?;
+                let l: ListResult = call(&target, Request::List {})?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&l).unwrap_or_default());
+                } else {
+                    let view = if stats {
+                        ListView::Stats
+                    } else if rate {
+                        ListView::Rate
+                    } else {
+                        ListView::Counts
+                    };
+                    print!("{}", client::format_list(&l, Some(&s), view));
+                }
+            }
+            if zero {
+                client::call(&target.socket()?, &Request::Zero { service: None })?;
+            }
+            Ok(())
+        })(),
+        Cmd::Status { target } => (|| {
+            let s: StatusResult = call(&target, Request::Status {})?;
+            println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            Ok(())
+        })(),
+        Cmd::Reload { target } => simple(&target, Request::Reload {}),
+        Cmd::Zero { service, target } => simple(&target, Request::Zero { service }),
+        Cmd::Server { cmd } => match cmd {
+            ServerCmd::Add {
+                service,
+                addr,
+                weight,
+                target,
+            } => simple(
+                &target,
+                Request::ServerAdd {
+                    service,
+                    addr,
+                    weight: Some(weight),
+                },
+            ),
+            ServerCmd::Remove {
+                service,
+                addr,
+                target,
+            } => simple(&target, Request::ServerRemove { service, addr }),
+            ServerCmd::Weight {
+                service,
+                addr,
+                weight,
+                target,
+            } => simple(
+                &target,
+                Request::ServerWeight {
+                    service,
+                    addr,
+                    weight,
+                },
+            ),
+        },
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringvs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

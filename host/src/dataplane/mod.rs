@@ -3,10 +3,40 @@
 //! [`Packet`] and [`Pipeline`] are the seam between packet I/O ([`crate::io`]) and the data
 //! plane: a backend reads a packet into a buffer with [`HEADROOM`] free bytes in front of it,
 //! hands it to [`Pipeline::process`], and writes it back if the verdict is [`Verdict::Forward`].
+//!
+//! [`Shard`] is the pipeline of one queue: parse → service lookup → connection lookup → (new
+//! flow: schedule) → state transition → NAT rewrite with incremental checksums → emit.
+//!
+//! # Rules for packets that are not plain tracked traffic
+//!
+//! | packet | rule | counted as |
+//! |---|---|---|
+//! | not IPv4, truncated, bad lengths | drop | `malformed` |
+//! | IPv4 with options | drop | `ip_options` |
+//! | fragment (first or later) | drop | `fragment` |
+//! | to a virtual address, protocol not TCP/UDP/ICMP | drop | `unknown_proto` |
+//! | to a virtual address, no service on that port | drop | `no_service` |
+//! | TCP with SYN+FIN, SYN+RST, FIN+RST, FIN without ACK, or none of SYN/FIN/RST/ACK | drop | `tcp_flags` |
+//! | TCP non-SYN for an unknown connection | drop | `no_conn` |
+//! | new flow, no realserver available | drop | `no_server` |
+//! | new flow, connection table at its memory limit | drop | `table_full` |
+//! | from a realserver port, unknown connection | drop | `stale_reply` |
+//! | ICMP error about an unknown flow of a service | drop | `icmp_no_conn` |
+//! | ICMP echo request to a virtual address | answered | `echo_replies` |
+//! | anything else (not for a service, not from one) | passed unchanged | `passthrough` |
 
+pub mod nat;
 mod packet;
+pub mod service;
+pub mod shard;
+pub mod stats;
+pub mod testkit;
+
+#[cfg(test)]
+mod tests;
 
 pub use packet::{Packet, Verdict, HEADROOM};
+pub use shard::{Control, Shard, ShardConfig, ShardShared};
 
 use std::time::Instant;
 

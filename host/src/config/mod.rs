@@ -1,0 +1,705 @@
+//! Configuration: TOML read with figment, overridden by `RINGVS_…` environment variables,
+//! validated into typed values.
+//!
+//! Environment variables use `__` between key parts: `RINGVS_DIRECTOR__QUEUES=4` sets
+//! `director.queues`. Every error names where the value came from (the file, or the
+//! variable), the key, and what was expected. Validation is all-or-nothing: a config that
+//! fails anywhere changes nothing.
+
+mod raw;
+pub mod units;
+
+use crate::conn::{State, Timeouts};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+/// Built-in schedulers, always available (and the fallback of plugin schedulers).
+pub const BUILTIN_SCHEDULERS: &[&str] = &["rr", "wlc"];
+
+/// Largest realserver weight (as ipvsadm).
+pub const MAX_WEIGHT: u32 = 65_535;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `[director]`.
+    pub director: Director,
+    /// `[plugins.NAME]`, by name.
+    pub plugins: BTreeMap<String, PluginDecl>,
+    /// `[[service]]`, in file order.
+    pub services: Vec<ServiceConfig>,
+}
+
+/// How virtual-address routes reach the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routes {
+    /// The operator adds them (the documented recipe).
+    Manual,
+    /// ringvs installs and removes exactly the recipe's routes.
+    Auto,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[director]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Director {
+    /// TUN device to create and drive.
+    pub device: String,
+    /// Queues: one io_uring and one thread each.
+    pub queues: usize,
+    /// Hard cap of the connection tables (all queues together), bytes.
+    pub conn_memory_limit: usize,
+    /// Admin socket path.
+    pub admin_socket: PathBuf,
+    /// Group allowed on the admin socket besides root.
+    pub admin_group: Option<String>,
+    /// Prometheus listener, if any.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Route management.
+    pub routes: Routes,
+    /// Use the virtio-net header with checksum and segmentation offload.
+    pub offload: bool,
+    /// Device MTU, if set.
+    pub mtu: Option<u32>,
+    /// Expire a connection on its next packet when its realserver was removed.
+    pub expire_nodest_conn: bool,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// `[plugins.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginDecl {
+    /// The name the services refer to.
+    pub name: String,
+    /// The component file (relative paths are relative to the config file).
+    pub path: PathBuf,
+    /// Pinned SHA-256 of the file, if any.
+    pub sha256: Option<[u8; 32]>,
+    /// Handed to the plugin at load.
+    pub config: serde_json::Value,
+}
+
+/// Transport protocol of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// Forwarding method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// LVS-NAT.
+    Nat,
+}
+
+impl Forward {
+    /// ipvsadm's name of the method.
+    pub fn ipvsadm_name(self) -> &'static str {
+        match self {
+            Forward::Nat => "Masq",
+        }
+    }
+}
+
+/// Persistence settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersistenceConfig {
+    /// The plugin name.
+    pub plugin: String,
+    /// Template timeout in seconds.
+    pub timeout_secs: u32,
+    /// Handed to the plugin.
+    pub config: serde_json::Value,
+}
+
+/// `[[service]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// Unique name.
+    pub name: String,
+    /// Protocol.
+    pub proto: Proto,
+    /// Virtual address.
+    pub vip: SocketAddrV4,
+    /// Forwarding method.
+    pub forward: Forward,
+    /// A built-in scheduler or a plugin name.
+    pub scheduler: String,
+    /// Persistence, if any.
+    pub persistence: Option<PersistenceConfig>,
+    /// Defense plugins, in order.
+    pub defense: Vec<String>,
+    /// Timeouts per state, seconds.
+    pub timeouts: Timeouts,
+    /// Realservers.
+    pub servers: Vec<ServerConfig>,
+}
+
+/// `[[service.server]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Realserver address.
+    pub addr: SocketAddrV4,
+    /// Weight (0 = quiesced).
+    pub weight: u32,
+}
+
+/// A configuration error: where, which key, and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file or environment variable the value came from.
+    pub origin: String,
+    /// The key, e.g. `service[1].server[0].addr` (empty for the whole file).
+    pub key: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.origin, self.message)
+        } else {
+            write!(f, "{}: key `{}`: {}", self.origin, self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates the config at `path`, with `RINGVS_…` environment overrides.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with_env(path, true)
+}
+
+/// Reads and validates a config; `env` selects whether `RINGVS_…` variables apply.
+pub fn load_with_env(path: &Path, env: bool) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| ConfigError {
+        origin: origin.clone(),
+        key: String::new(),
+        message: format!("cannot read the config file: {e}"),
+    })?;
+    if !meta.is_file() {
+        return Err(ConfigError {
+            origin,
+            key: String::new(),
+            message: "is not a regular file".into(),
+        });
+    }
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut fig = Figment::new().merge(Toml::file_exact(&abs));
+    if env {
+        fig = fig.merge(Env::prefixed("RINGVS_").split("__"));
+    }
+    let file: raw::File = fig.extract().map_err(|e| figment_error(&origin, e))?;
+    let v = Validator {
+        fig: &fig,
+        file_origin: origin,
+        base: abs.parent().map(Path::to_path_buf),
+    };
+    v.validate(file, abs.clone())
+}
+
+/// Parses a config from TOML text (no environment), for tests and `--dry-run` tools.
+pub fn from_str(text: &str, name: &str) -> Result<Config, ConfigError> {
+    let fig = Figment::new().merge(Toml::string(text));
+    let file: raw::File = fig.extract().map_err(|e| figment_error(name, e))?;
+    let v = Validator {
+        fig: &fig,
+        file_origin: name.to_string(),
+        base: None,
+    };
+    v.validate(file, PathBuf::from(name))
+}
+
+fn figment_error(origin: &str, e: figment::Error) -> ConfigError {
+    let key = e.path.join(".");
+    let source = match &e.metadata {
+        Some(md) if md.name.contains("environment") => {
+            let var = format!(
+                "RINGVS_{}",
+                e.path
+                    .iter()
+                    .map(|p| p.to_uppercase())
+                    .collect::<Vec<_>>()
+                    .join("__")
+            );
+            format!("environment variable {var}")
+        }
+        _ => origin.to_string(),
+    };
+    let message = e.kind.to_string();
+    ConfigError {
+        origin: source,
+        key: pretty_key(&key),
+        message,
+    }
+}
+
+/// `service.1.server.0.addr` → `service[1].server[0].addr`.
+fn pretty_key(key: &str) -> String {
+    let mut out = String::new();
+    for part in key.split('.') {
+        if part.chars().all(|c| c.is_ascii_digit()) && !part.is_empty() && !out.is_empty() {
+            out.push('[');
+            out.push_str(part);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+struct Validator<'a> {
+    fig: &'a Figment,
+    file_origin: String,
+    base: Option<PathBuf>,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        let key = key.into();
+        // A scalar key may have come from the environment.
+        let origin = match self.fig.find_metadata(&key) {
+            Some(md) if md.name.contains("environment") => format!(
+                "environment variable RINGVS_{}",
+                key.split('.')
+                    .map(str::to_uppercase)
+                    .collect::<Vec<_>>()
+                    .join("__")
+            ),
+            _ => self.file_origin.clone(),
+        };
+        ConfigError {
+            origin,
+            key: pretty_key(&key),
+            message: message.into(),
+        }
+    }
+
+    fn validate(&self, f: raw::File, path: PathBuf) -> Result<Config, ConfigError> {
+        let director = self.director(f.director.unwrap_or_default())?;
+        let mut plugins = BTreeMap::new();
+        for (name, p) in f.plugins {
+            let decl = self.plugin(&name, p)?;
+            plugins.insert(name, decl);
+        }
+        let mut services = Vec::with_capacity(f.service.len());
+        let mut names = HashSet::new();
+        let mut vips = HashSet::new();
+        for (i, s) in f.service.into_iter().enumerate() {
+            let key = format!("service.{i}");
+            let svc = self.service(&key, s, &plugins)?;
+            if !names.insert(svc.name.clone()) {
+                return Err(self.err(
+                    format!("{key}.name"),
+                    format!(
+                        "service name {:?} is used twice; names must be unique",
+                        svc.name
+                    ),
+                ));
+            }
+            if !vips.insert((svc.proto, svc.vip)) {
+                return Err(self.err(
+                    format!("{key}.vip"),
+                    format!(
+                        "{} {} is already the virtual address of another service",
+                        svc.proto.name(),
+                        svc.vip
+                    ),
+                ));
+            }
+            services.push(svc);
+        }
+        Ok(Config {
+            path,
+            director,
+            plugins,
+            services,
+        })
+    }
+
+    fn director(&self, d: raw::Director) -> Result<Director, ConfigError> {
+        let device = d.device.unwrap_or_else(|| "ringvs0".into());
+        if device.is_empty()
+            || device.len() > 15
+            || device.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
+        {
+            return Err(self.err(
+                "director.device",
+                format!("{device:?} is not a valid interface name (1 to 15 characters, no '/', ':' or spaces)"),
+            ));
+        }
+        let queues = d.queues.unwrap_or(1);
+        if !(1..=64).contains(&queues) {
+            return Err(self.err(
+                "director.queues",
+                format!("expected 1 to 64 queues, found {queues}"),
+            ));
+        }
+        let conn_memory_limit = match d.conn_memory_limit {
+            None => 256 << 20,
+            Some(q) => self.size("director.conn_memory_limit", q)?,
+        };
+        let min = queues as u64 * (1 << 20);
+        if conn_memory_limit < min {
+            return Err(self.err(
+                "director.conn_memory_limit",
+                format!(
+                    "expected at least 1MiB per queue ({}), found {conn_memory_limit} bytes",
+                    units::format_size(min)
+                ),
+            ));
+        }
+        let admin_socket = PathBuf::from(
+            d.admin_socket
+                .unwrap_or_else(|| "/run/ringvs/admin.sock".into()),
+        );
+        if admin_socket.as_os_str().is_empty() {
+            return Err(self.err(
+                "director.admin_socket",
+                "expected a path, found an empty string",
+            ));
+        }
+        let metrics_listen = match d.metrics_listen.as_deref() {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9406))),
+            Some("" | "off") => None,
+            Some(s) => Some(s.parse().map_err(|_| {
+                self.err(
+                    "director.metrics_listen",
+                    format!(
+                        "expected an address like \"127.0.0.1:9406\" (or \"off\"), found {s:?}"
+                    ),
+                )
+            })?),
+        };
+        let routes = match d.routes.as_deref().unwrap_or("manual") {
+            "manual" => Routes::Manual,
+            "auto" => Routes::Auto,
+            other => {
+                return Err(self.err(
+                    "director.routes",
+                    format!("expected \"manual\" or \"auto\", found {other:?}"),
+                ))
+            }
+        };
+        let mtu = match d.mtu {
+            None => None,
+            Some(m) if (576..=65_535).contains(&m) => Some(m as u32),
+            Some(m) => {
+                return Err(self.err("director.mtu", format!("expected 576 to 65535, found {m}")))
+            }
+        };
+        let log_format = match d.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(self.err(
+                    "director.log_format",
+                    format!("expected \"text\" or \"json\", found {other:?}"),
+                ))
+            }
+        };
+        Ok(Director {
+            device,
+            queues: queues as usize,
+            conn_memory_limit: usize::try_from(conn_memory_limit).unwrap_or(usize::MAX),
+            admin_socket,
+            admin_group: d.admin_group.filter(|g| !g.is_empty()),
+            metrics_listen,
+            routes,
+            offload: d.offload.unwrap_or(true),
+            mtu,
+            expire_nodest_conn: d.expire_nodest_conn.unwrap_or(false),
+            log_format,
+        })
+    }
+
+    fn size(&self, key: &str, q: raw::Quantity) -> Result<u64, ConfigError> {
+        match q {
+            raw::Quantity::Num(n) => Ok(n),
+            raw::Quantity::Text(s) => units::parse_size(&s).map_err(|m| self.err(key, m)),
+        }
+    }
+
+    fn seconds(&self, key: &str, q: raw::Quantity) -> Result<u32, ConfigError> {
+        let ms = match q {
+            raw::Quantity::Num(n) => n.saturating_mul(1000),
+            raw::Quantity::Text(s) => units::parse_duration_ms(&s).map_err(|m| self.err(key, m))?,
+        };
+        if ms == 0 {
+            return Err(self.err(key, "expected a duration of at least 1s, found 0"));
+        }
+        if ms % 1000 != 0 {
+            return Err(self.err(key, format!("expected whole seconds, found {ms}ms")));
+        }
+        u32::try_from(ms / 1000).map_err(|_| self.err(key, "duration is too large"))
+    }
+
+    fn plugin(&self, name: &str, p: raw::Plugin) -> Result<PluginDecl, ConfigError> {
+        let key = format!("plugins.{name}");
+        if !valid_name(name) {
+            return Err(self.err(
+                &key,
+                format!("plugin name {name:?} must be letters, digits, '-' or '_'"),
+            ));
+        }
+        if BUILTIN_SCHEDULERS.contains(&name) {
+            return Err(self.err(
+                &key,
+                format!("{name:?} is the name of a built-in scheduler; choose another name"),
+            ));
+        }
+        if p.path.is_empty() {
+            return Err(self.err(
+                format!("{key}.path"),
+                "expected the path of a .wasm component, found an empty string",
+            ));
+        }
+        let mut path = PathBuf::from(&p.path);
+        if path.is_relative() {
+            if let Some(base) = &self.base {
+                path = base.join(path);
+            }
+        }
+        let sha256 = match p.sha256 {
+            None => None,
+            Some(h) => Some(parse_sha256(&h).ok_or_else(|| {
+                self.err(
+                    format!("{key}.sha256"),
+                    format!("expected 64 hexadecimal digits, found {h:?}"),
+                )
+            })?),
+        };
+        Ok(PluginDecl {
+            name: name.to_string(),
+            path,
+            sha256,
+            config: p
+                .config
+                .unwrap_or(serde_json::Value::Object(Default::default())),
+        })
+    }
+
+    fn service(
+        &self,
+        key: &str,
+        s: raw::Service,
+        plugins: &BTreeMap<String, PluginDecl>,
+    ) -> Result<ServiceConfig, ConfigError> {
+        if !valid_name(&s.name) {
+            return Err(self.err(
+                format!("{key}.name"),
+                format!("expected letters, digits, '-' or '_', found {:?}", s.name),
+            ));
+        }
+        let proto = match s.proto.as_deref().unwrap_or("tcp") {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            other => {
+                return Err(self.err(
+                    format!("{key}.proto"),
+                    format!("expected \"tcp\" or \"udp\", found {other:?}"),
+                ))
+            }
+        };
+        let vip = self.v4_endpoint(&format!("{key}.vip"), &s.vip, None)?;
+        let forward = match s.forward.as_deref().unwrap_or("nat") {
+            "nat" => Forward::Nat,
+            "tun" => {
+                return Err(self.err(
+                    format!("{key}.forward"),
+                    "forward = \"tun\" (LVS-TUN) is not implemented yet; use \"nat\"",
+                ))
+            }
+            other => {
+                return Err(self.err(
+                    format!("{key}.forward"),
+                    format!("expected \"nat\" or \"tun\", found {other:?}"),
+                ))
+            }
+        };
+        let scheduler = s.scheduler.unwrap_or_else(|| "wlc".into());
+        if !BUILTIN_SCHEDULERS.contains(&scheduler.as_str()) && !plugins.contains_key(&scheduler) {
+            return Err(self.err(
+                format!("{key}.scheduler"),
+                format!(
+                    "{scheduler:?} is neither a built-in scheduler ({}) nor a [plugins.{scheduler}] entry",
+                    BUILTIN_SCHEDULERS.join(", ")
+                ),
+            ));
+        }
+        let persistence = match s.persistence {
+            None => None,
+            Some(p) => {
+                if !plugins.contains_key(&p.plugin) {
+                    return Err(self.err(
+                        format!("{key}.persistence.plugin"),
+                        format!("{:?} is not a [plugins.*] entry", p.plugin),
+                    ));
+                }
+                let timeout_secs = match p.timeout {
+                    None => 300,
+                    Some(q) => self.seconds(&format!("{key}.persistence.timeout"), q)?,
+                };
+                Some(PersistenceConfig {
+                    plugin: p.plugin,
+                    timeout_secs,
+                    config: p
+                        .config
+                        .unwrap_or(serde_json::Value::Object(Default::default())),
+                })
+            }
+        };
+        for (i, d) in s.defense.iter().enumerate() {
+            if !plugins.contains_key(d) {
+                return Err(self.err(
+                    format!("{key}.defense.{i}"),
+                    format!("{d:?} is not a [plugins.*] entry"),
+                ));
+            }
+        }
+        let mut timeouts = Timeouts::IPVS;
+        for (name, q) in s.timeouts {
+            let k = format!("{key}.timeouts.{name}");
+            let state = State::from_key(&name).ok_or_else(|| {
+                let all: Vec<_> = State::ALL.iter().map(|s| s.key()).collect();
+                self.err(
+                    &k,
+                    format!("unknown state {name:?}; expected one of {}", all.join(", ")),
+                )
+            })?;
+            timeouts.set(state, self.seconds(&k, q)?);
+        }
+        let mut servers = Vec::with_capacity(s.server.len());
+        for (i, srv) in s.server.into_iter().enumerate() {
+            let k = format!("{key}.server.{i}");
+            let addr = self.v4_endpoint(&format!("{k}.addr"), &srv.addr, Some(vip.port()))?;
+            let weight = srv.weight.unwrap_or(1);
+            if !(0..=MAX_WEIGHT as i64).contains(&weight) {
+                return Err(self.err(
+                    format!("{k}.weight"),
+                    format!("expected 0 to {MAX_WEIGHT}, found {weight}"),
+                ));
+            }
+            if servers.iter().any(|x: &ServerConfig| x.addr == addr) {
+                return Err(self.err(
+                    format!("{k}.addr"),
+                    format!("server {addr} is listed twice in this service"),
+                ));
+            }
+            servers.push(ServerConfig {
+                addr,
+                weight: weight as u32,
+            });
+        }
+        Ok(ServiceConfig {
+            name: s.name,
+            proto,
+            vip,
+            forward,
+            scheduler,
+            persistence,
+            defense: s.defense,
+            timeouts,
+            servers,
+        })
+    }
+
+    /// An IPv4 `addr:port`; with `default_port`, a bare address takes that port.
+    fn v4_endpoint(
+        &self,
+        key: &str,
+        s: &str,
+        default_port: Option<u16>,
+    ) -> Result<SocketAddrV4, ConfigError> {
+        let parsed = match s.parse::<SocketAddr>() {
+            Ok(a) => Ok(a),
+            Err(_) => match (default_port, s.parse::<IpAddr>()) {
+                (Some(p), Ok(ip)) => Ok(SocketAddr::new(ip, p)),
+                _ => Err(()),
+            },
+        };
+        let want = if default_port.is_some() {
+            "an address like \"10.77.1.1:8080\" (or without port)"
+        } else {
+            "an address like \"10.77.100.100:80\""
+        };
+        match parsed {
+            Ok(SocketAddr::V4(a)) if a.port() != 0 && !a.ip().is_unspecified() => Ok(a),
+            Ok(SocketAddr::V4(a)) => Err(self.err(
+                key,
+                format!("expected {want} with a nonzero port and a specific address, found {a}"),
+            )),
+            Ok(SocketAddr::V6(_)) => Err(self.err(
+                key,
+                "IPv6 services are not supported yet; expected an IPv4 address",
+            )),
+            Err(()) => Err(self.err(key, format!("expected {want}, found {s:?}"))),
+        }
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Parses 64 hex digits.
+pub fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;

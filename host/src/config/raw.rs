@@ -1,0 +1,82 @@
+//! The config file as written: what figment deserializes before validation.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// A size or duration: a string with a unit, or a bare number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Quantity {
+    /// A bare number (bytes, or seconds).
+    Num(u64),
+    /// A number with a unit.
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub director: Option<Director>,
+    #[serde(default)]
+    pub plugins: BTreeMap<String, Plugin>,
+    #[serde(default)]
+    pub service: Vec<Service>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Director {
+    pub device: Option<String>,
+    pub queues: Option<i64>,
+    pub conn_memory_limit: Option<Quantity>,
+    pub admin_socket: Option<String>,
+    pub admin_group: Option<String>,
+    pub metrics_listen: Option<String>,
+    pub routes: Option<String>,
+    pub offload: Option<bool>,
+    pub mtu: Option<i64>,
+    pub expire_nodest_conn: Option<bool>,
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plugin {
+    pub path: String,
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    pub vip: String,
+    pub proto: Option<String>,
+    pub forward: Option<String>,
+    pub scheduler: Option<String>,
+    pub persistence: Option<Persistence>,
+    #[serde(default)]
+    pub defense: Vec<String>,
+    #[serde(default)]
+    pub timeouts: BTreeMap<String, Quantity>,
+    #[serde(default)]
+    pub server: Vec<Server>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Persistence {
+    pub plugin: String,
+    pub timeout: Option<Quantity>,
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub addr: String,
+    pub weight: Option<i64>,
+}

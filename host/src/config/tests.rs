@@ -1,0 +1,179 @@
+use super::*;
+
+const GOOD: &str = r#"
+[director]
+device = "ringvs0"
+queues = 2
+conn_memory_limit = "256MiB"
+admin_socket = "/run/ringvs/admin.sock"
+metrics_listen = "127.0.0.1:9406"
+
+[[service]]
+name = "web"
+vip = "10.77.100.100:80"
+proto = "tcp"
+forward = "nat"
+scheduler = "wlc"
+timeouts = { established = "900s", syn_recv = "60s", fin_wait = "120s", udp = "300s" }
+
+[[service.server]]
+addr = "10.77.1.1:8080"
+weight = 1
+
+[[service.server]]
+addr = "10.77.1.2"
+weight = 0
+
+[[service]]
+name = "dns"
+vip = "10.77.100.100:53"
+proto = "udp"
+scheduler = "rr"
+"#;
+
+fn err(text: &str) -> ConfigError {
+    from_str(text, "test.toml").unwrap_err()
+}
+
+#[test]
+fn the_design_shape_parses() {
+    let c = from_str(GOOD, "test.toml").unwrap();
+    assert_eq!(c.director.device, "ringvs0");
+    assert_eq!(c.director.queues, 2);
+    assert_eq!(c.director.conn_memory_limit, 256 << 20);
+    assert_eq!(
+        c.director.metrics_listen,
+        Some("127.0.0.1:9406".parse().unwrap())
+    );
+    assert_eq!(c.services.len(), 2);
+    let web = &c.services[0];
+    assert_eq!(
+        (web.proto, web.vip.to_string().as_str()),
+        (Proto::Tcp, "10.77.100.100:80")
+    );
+    assert_eq!(
+        web.servers[1].addr.to_string(),
+        "10.77.1.2:80",
+        "a bare server address takes the VIP port"
+    );
+    assert_eq!(web.servers[1].weight, 0);
+    assert_eq!(web.timeouts.get(State::SynRecv), 60);
+    assert_eq!(c.services[1].proto, Proto::Udp);
+    assert_eq!(c.services[1].timeouts, Timeouts::IPVS);
+}
+
+#[test]
+fn errors_name_file_key_and_expectation() {
+    let e = err(&GOOD.replace("vip = \"10.77.100.100:80\"", "vip = \"10.77.100.100\""));
+    assert_eq!(e.origin, "test.toml");
+    assert_eq!(e.key, "service[0].vip");
+    assert!(e.message.contains("expected an address like"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("test.toml: key `service[0].vip`: expected"),
+        "{e}"
+    );
+
+    let e = err(&GOOD.replace("queues = 2", "queues = \"two\""));
+    assert_eq!(e.key, "director.queues");
+    assert!(e.message.contains("expected"), "{e}");
+
+    let e = err(&GOOD.replace("weight = 0", "weight = 70000"));
+    assert_eq!(e.key, "service[0].server[1].weight");
+    assert!(e.message.contains("0 to 65535"), "{e}");
+
+    let e = err(&GOOD.replace("scheduler = \"rr\"", "scheduler = \"nope\""));
+    assert_eq!(e.key, "service[1].scheduler");
+    assert!(e.message.contains("neither a built-in"), "{e}");
+
+    let e = err(&GOOD.replace("fin_wait", "fin_wiat"));
+    assert_eq!(e.key, "service[0].timeouts.fin_wiat");
+    assert!(e.message.contains("unknown state"), "{e}");
+
+    let e = err(&GOOD.replace("\"256MiB\"", "\"256 parsecs\""));
+    assert_eq!(e.key, "director.conn_memory_limit");
+
+    let e = err(&GOOD.replace("device = \"ringvs0\"", "device = \"a/b\""));
+    assert_eq!(e.key, "director.device");
+
+    let e = err(&GOOD.replace("forward = \"nat\"", "forward = \"dr\""));
+    assert_eq!(e.key, "service[0].forward");
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let e = err(&GOOD.replace("queues = 2", "queues = 2\nqeueus = 3"));
+    assert!(e.message.contains("qeueus"), "{e}");
+}
+
+#[test]
+fn duplicates_are_refused() {
+    let e = err(&GOOD.replace("10.77.1.2\"", "10.77.1.1:8080\""));
+    assert_eq!(e.key, "service[0].server[1].addr");
+    assert!(e.message.contains("twice"), "{e}");
+    let e = err(&GOOD.replace("name = \"dns\"", "name = \"web\""));
+    assert!(e.message.contains("used twice"), "{e}");
+    let e = err(&GOOD
+        .replace("10.77.100.100:53", "10.77.100.100:80")
+        .replace("\"udp\"", "\"tcp\""));
+    assert!(e.message.contains("already the virtual address"), "{e}");
+}
+
+#[test]
+fn ipv6_and_syntax_errors_are_explained() {
+    let e = err(&GOOD.replace("10.77.100.100:80", "[2001:db8::1]:80"));
+    assert!(e.message.contains("IPv6"), "{e}");
+    let e = err("[director\nqueues = 1");
+    assert_eq!(e.origin, "test.toml");
+    assert!(!e.message.is_empty());
+}
+
+#[test]
+fn plugins_resolve_relative_to_the_file_and_pin_hashes() {
+    let dir = std::env::temp_dir().join(format!("ringvs-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.toml");
+    let text = GOOD.replace("[director]", "[plugins.mine]\npath = \"p/x.wasm\"\nsha256 = \"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"\nconfig = { a = 1 }\n\n[director]")
+        .replace("scheduler = \"rr\"", "scheduler = \"mine\"");
+    std::fs::write(&path, &text).unwrap();
+    let c = load_with_env(&path, false).unwrap();
+    let p = &c.plugins["mine"];
+    assert!(
+        p.path.ends_with("p/x.wasm") && p.path.is_absolute(),
+        "{:?}",
+        p.path
+    );
+    assert_eq!(p.sha256.unwrap()[1], 0x11);
+    assert_eq!(p.config["a"], 1);
+    std::fs::write(&path, text.replace("00112233", "0011")).unwrap();
+    let e = load_with_env(&path, false).unwrap_err();
+    assert_eq!(e.key, "plugins.mine.sha256");
+    assert!(e.origin.ends_with("c.toml"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let e = load(Path::new("/nonexistent/ringvs.toml")).unwrap_err();
+    assert_eq!(e.origin, "/nonexistent/ringvs.toml");
+    assert!(e.message.contains("cannot read"), "{e}");
+}
+
+#[test]
+fn environment_overrides_and_is_named_in_errors() {
+    let dir = std::env::temp_dir().join(format!("ringvs-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    // Only this test sets RINGVS_ variables, and only it loads with the environment.
+    std::env::set_var("RINGVS_DIRECTOR__QUEUES", "4");
+    let c = load(&path);
+    std::env::set_var("RINGVS_DIRECTOR__QUEUES", "400");
+    let e = load(&path);
+    std::env::remove_var("RINGVS_DIRECTOR__QUEUES");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(c.unwrap().director.queues, 4);
+    let e = e.unwrap_err();
+    assert_eq!(e.origin, "environment variable RINGVS_DIRECTOR__QUEUES");
+    assert_eq!(e.key, "director.queues");
+}

@@ -1,0 +1,20 @@
+//! Connection tracking: the table, the TCP state tables as data, timers and the per-server
+//! connection counts.
+//!
+//! Everything here belongs to one data-plane thread except [`DestCounters`], which the
+//! threads share with the schedulers and the control plane (IPVS's `activeconns` and
+//! `inactconns` are global too).
+
+mod counters;
+pub mod state;
+mod table;
+
+pub use counters::DestCounters;
+pub use state::{Direction, Event, State, StateTable, StateTableError, Timeouts};
+pub use table::{
+    BudgetTooSmall, Conn, ConnId, ConnTable, FlowAddr, Full, HashKey, NewConn, Tick, F_INACTIVE,
+    F_NOOUTPUT, F_PERSISTENT, TICKS_PER_SEC, WHEEL_SLOTS,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,244 @@
+//! The CLI side of the admin socket: send one request, print the answer the way ipvsadm
+//! would.
+
+use super::protocol::{
+    encode_request, ConnectionsResult, ListResult, Request, Response, StatusResult,
+};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// Sends `req` to the daemon at `socket` and returns its result, or a clear error.
+pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, String> {
+    let mut s = UnixStream::connect(socket).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                " (is ringvs running? start it with `ringvs run -c FILE`)"
+            }
+            std::io::ErrorKind::PermissionDenied => " (only root or the admin group may use it)",
+            _ => "",
+        };
+        format!(
+            "cannot connect to the admin socket {}: {e}{hint}",
+            socket.display()
+        )
+    })?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    s.write_all(encode_request(req).as_bytes())
+        .map_err(|e| format!("cannot send the request: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(&s)
+        .read_line(&mut line)
+        .map_err(|e| format!("no answer from the daemon: {e}"))?;
+    if line.is_empty() {
+        return Err("the daemon closed the connection without answering".into());
+    }
+    let resp: Response =
+        serde_json::from_str(&line).map_err(|e| format!("unreadable answer: {e}"))?;
+    if resp.ok {
+        Ok(resp.result.unwrap_or(serde_json::Value::Null))
+    } else {
+        Err(resp
+            .error
+            .unwrap_or_else(|| "the daemon refused the request".into()))
+    }
+}
+
+/// ipvsadm's `print_largenum`: exact below 100 million, then K, M, G, T.
+pub fn large(n: u64) -> String {
+    if n < 100_000_000 {
+        n.to_string()
+    } else if n < 1_000_000_000 {
+        format!("{}K", n / 1_000)
+    } else if n < 100_000_000_000 {
+        format!("{}M", n / 1_000_000)
+    } else if n < 100_000_000_000_000 {
+        format!("{}G", n / 1_000_000_000)
+    } else {
+        format!("{}T", n / 1_000_000_000_000)
+    }
+}
+
+/// A row of five counters as ipvsadm prints them: a 33-column name, then 9-column numbers.
+fn row(name: &str, v: [u64; 5]) -> String {
+    let mut o = format!("{name:<33}");
+    for x in v {
+        o += &format!("{:>9}", large(x));
+    }
+    o.push('\n');
+    o
+}
+
+/// Which table `ringvs list` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListView {
+    /// Weights and connection counts (`ipvsadm -Ln`).
+    Counts,
+    /// Counters (`--stats`).
+    Stats,
+    /// Rates (`--rate`).
+    Rate,
+}
+
+/// Formats `ringvs list` like `ipvsadm -Ln` (and its `--stats` / `--rate` variants).
+pub fn format_list(l: &ListResult, status: Option<&StatusResult>, view: ListView) -> String {
+    let mut o = String::new();
+    if let Some(s) = status {
+        o += &format!(
+            "ringvs {} (connections={}/{}, queues={})\n",
+            s.version, s.entries, s.capacity, s.queues
+        );
+    }
+    match view {
+        ListView::Counts => {
+            o += "Prot LocalAddress:Port Scheduler Flags\n";
+            o += "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n";
+        }
+        ListView::Stats => {
+            o +=
+                "Prot LocalAddress:Port                Conns   InPkts  OutPkts  InBytes OutBytes\n";
+            o += "  -> RemoteAddress:Port\n";
+        }
+        ListView::Rate => {
+            o +=
+                "Prot LocalAddress:Port                  CPS    InPPS   OutPPS    InBPS   OutBPS\n";
+            o += "  -> RemoteAddress:Port\n";
+        }
+    }
+    for svc in &l.services {
+        let prot = svc.proto.to_uppercase();
+        match view {
+            ListView::Counts => {
+                let mut flags = svc.flags.join(" ");
+                if svc.draining {
+                    flags = format!("{flags} draining").trim().to_string();
+                }
+                o += format!("{prot:<4} {} {} {}", svc.vip, svc.scheduler, flags).trim_end();
+                o.push('\n');
+            }
+            ListView::Stats => o += &row(&format!("{prot:<4} {}", svc.vip), traffic(&svc.stats)),
+            ListView::Rate => o += &row(&format!("{prot:<4} {}", svc.vip), rates(&svc.rate)),
+        }
+        for srv in &svc.servers {
+            match view {
+                ListView::Counts => {
+                    let mut note = String::new();
+                    if srv.draining {
+                        note += " draining";
+                    }
+                    if srv.health == "down" {
+                        note += " down";
+                    }
+                    o += &format!(
+                        "  -> {:<28} {:<7} {:<6} {:<10} {:<9}{note}\n",
+                        srv.addr, srv.forward, srv.weight, srv.active, srv.inactive
+                    );
+                }
+                ListView::Stats => o += &row(&format!("  -> {}", srv.addr), traffic(&srv.stats)),
+                ListView::Rate => o += &row(&format!("  -> {}", srv.addr), rates(&srv.rate)),
+            }
+        }
+    }
+    o
+}
+
+fn traffic(t: &crate::dataplane::stats::Traffic) -> [u64; 5] {
+    [t.conns, t.in_pkts, t.out_pkts, t.in_bytes, t.out_bytes]
+}
+
+fn rates(r: &super::protocol::Rates) -> [u64; 5] {
+    [r.cps, r.in_pps, r.out_pps, r.in_bps, r.out_bps].map(|x| x.round() as u64)
+}
+
+/// Formats `ringvs list --connections` like `ipvsadm -Lnc`.
+pub fn format_connections(c: &ConnectionsResult) -> String {
+    let mut o = String::from("ringvs connection entries\n");
+    o += "pro expire state       source                virtual               destination\n";
+    for r in &c.conns {
+        o += &format!(
+            "{:<3} {:02}:{:02}  {:<11} {:<21} {:<21} {}\n",
+            r.proto,
+            r.expire_secs / 60,
+            r.expire_secs % 60,
+            r.state,
+            r.source,
+            r.virtual_addr,
+            r.destination
+        );
+    }
+    if c.truncated {
+        o += "(more connections not shown; use --max)\n";
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::protocol::{ConnRow, Rates, ServerInfo, ServiceInfo};
+    use crate::dataplane::stats::Traffic;
+
+    #[test]
+    fn looks_like_ipvsadm() {
+        let l = ListResult {
+            services: vec![ServiceInfo {
+                name: "web".into(),
+                proto: "tcp".into(),
+                vip: "10.77.100.100:80".into(),
+                scheduler: "wlc".into(),
+                flags: vec![],
+                draining: false,
+                stats: Traffic {
+                    conns: 5,
+                    in_pkts: 30,
+                    out_pkts: 20,
+                    in_bytes: 1990,
+                    out_bytes: 123_456_789_012,
+                },
+                rate: Rates::default(),
+                servers: vec![ServerInfo {
+                    addr: "10.77.1.1:8080".into(),
+                    forward: "Masq".into(),
+                    weight: 1,
+                    active: 2,
+                    inactive: 3,
+                    persistent: 0,
+                    draining: false,
+                    health: "unchecked".into(),
+                    stats: Traffic::default(),
+                    rate: Rates::default(),
+                }],
+            }],
+        };
+        let t = format_list(&l, None, ListView::Counts);
+        assert!(t.contains("TCP  10.77.100.100:80 wlc\n"), "{t}");
+        // ipvsadm: "  -> %-28s %-7s %-6d %-10d %-10d"
+        assert!(
+            t.contains(&format!(
+                "  -> {:<28} Masq    1      2          3",
+                "10.77.1.1:8080"
+            )),
+            "{t}"
+        );
+        let s = format_list(&l, None, ListView::Stats);
+        assert!(
+            s.contains(
+                "TCP  10.77.100.100:80                    5       30       20     1990     123G\n"
+            ),
+            "{s}"
+        );
+        let c = format_connections(&ConnectionsResult {
+            conns: vec![ConnRow {
+                proto: "TCP".into(),
+                expire_secs: 899,
+                state: "ESTABLISHED".into(),
+                source: "10.77.0.2:40000".into(),
+                virtual_addr: "10.77.100.100:80".into(),
+                destination: "10.77.1.1:8080".into(),
+            }],
+            truncated: false,
+        });
+        assert!(c.contains("TCP 14:59  ESTABLISHED 10.77.0.2:40000"), "{c}");
+    }
+}

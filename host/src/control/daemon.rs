@@ -1,0 +1,658 @@
+//! The daemon: startup in a safe order, one thread per queue, the control loop (signals,
+//! admin socket, metrics, reload), and an orderly shutdown.
+//!
+//! Startup checks everything that can fail before touching the network (config, admin
+//! socket, metrics listener), then creates the device, starts the queues and waits until
+//! each runs, then installs routes if asked. Any failure undoes what was done.
+
+use super::admin;
+use super::protocol::{
+    ConnRow, ConnectionsResult, ListResult, Rates, Request, ServerInfo, ServiceInfo, StatusResult,
+};
+use super::registry::Registry;
+use super::routes::{self, AutoRoutes};
+use crate::config::{self, Config, Routes};
+use crate::conn::HashKey;
+use crate::dataplane::service::{Snapshot, DEST_F_DOWN};
+use crate::dataplane::shard::{ConnInfo, ShardShared};
+use crate::dataplane::stats::{ShardReport, Traffic};
+use crate::dataplane::{Control, Shard, ShardConfig};
+use crate::io::tun::{TunDevice, TunOptions};
+use crate::io::uring::{run_queue, QueueStats, UringOptions};
+use crossbeam_channel::Sender;
+use std::collections::BTreeSet;
+use std::net::SocketAddrV4;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+
+/// A queue thread and how to reach it.
+struct Queue {
+    tx: Sender<Control>,
+    shared: Arc<ShardShared>,
+    thread: Option<JoinHandle<std::io::Result<QueueStats>>>,
+}
+
+/// Rates from successive one-second samples.
+#[derive(Default)]
+struct RateTracker {
+    prev: Option<(Instant, ShardReport)>,
+    services: Vec<Rates>,
+    dests: Vec<Rates>,
+}
+
+fn rate_of(now: &Traffic, before: &Traffic, secs: f64) -> Rates {
+    let d = now.since(before);
+    Rates {
+        cps: d.conns as f64 / secs,
+        in_pps: d.in_pkts as f64 / secs,
+        out_pps: d.out_pkts as f64 / secs,
+        in_bps: d.in_bytes as f64 / secs,
+        out_bps: d.out_bytes as f64 / secs,
+    }
+}
+
+impl RateTracker {
+    fn sample(&mut self, r: &ShardReport) {
+        let now = Instant::now();
+        if let Some((t, prev)) = &self.prev {
+            let secs = now.duration_since(*t).as_secs_f64().max(0.001);
+            let empty = Traffic::default();
+            self.services = r
+                .services
+                .iter()
+                .enumerate()
+                .map(|(i, x)| rate_of(x, prev.services.get(i).unwrap_or(&empty), secs))
+                .collect();
+            self.dests = r
+                .dests
+                .iter()
+                .enumerate()
+                .map(|(i, x)| rate_of(x, prev.dests.get(i).unwrap_or(&empty), secs))
+                .collect();
+        }
+        self.prev = Some((now, r.clone()));
+    }
+}
+
+/// The running daemon's state, shared by the control loop and the admin socket.
+pub struct Daemon {
+    cfg: Config,
+    registry: Registry,
+    queues: Vec<Queue>,
+    started: Instant,
+    routes: Option<AutoRoutes>,
+    zero: ShardReport,
+    rates: RateTracker,
+}
+
+/// A fatal startup or runtime error.
+#[derive(Debug)]
+pub struct DaemonError(pub String);
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+impl From<String> for DaemonError {
+    fn from(s: String) -> Self {
+        DaemonError(s)
+    }
+}
+
+fn pin_to_cpu(i: usize) {
+    // Safety: `set` is a plain bitmask owned by this frame; sched_setaffinity only reads it.
+    unsafe {
+        let n = libc::sysconf(libc::_SC_NPROCESSORS_ONLN);
+        if n <= 0 {
+            return;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(i % n as usize, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+impl Daemon {
+    /// Every queue's report, merged.
+    pub fn report(&self) -> ShardReport {
+        let mut total = ShardReport::default();
+        for q in &self.queues {
+            if let Ok(r) = q.shared.report.lock() {
+                total.merge(&r);
+            }
+        }
+        total
+    }
+
+    fn broadcast(&mut self, snap: Snapshot) {
+        let snap = Arc::new(snap);
+        for q in &self.queues {
+            let _ = q.tx.send(Control::Snapshot(snap.clone()));
+        }
+    }
+
+    fn sync_routes(&mut self) -> Result<(), String> {
+        let Some(r) = self.routes.as_mut() else {
+            return Ok(());
+        };
+        let vips: BTreeSet<_> = self.registry.services().map(|s| *s.cfg.vip.ip()).collect();
+        let servers: BTreeSet<_> = self
+            .registry
+            .services()
+            .flat_map(|s| s.cfg.servers.iter().map(|x| *x.addr.ip()))
+            .collect();
+        r.sync(&vips, &servers).map_err(|e| e.to_string())
+    }
+
+    /// Re-reads the config file. All or nothing: on any error the running configuration is
+    /// untouched.
+    pub fn reload(&mut self) -> Result<String, String> {
+        let new = config::load(&self.cfg.path).map_err(|e| e.to_string())?;
+        let d0 = &self.cfg.director;
+        let d1 = &new.director;
+        let mut fixed = Vec::new();
+        if d0.device != d1.device {
+            fixed.push("director.device");
+        }
+        if d0.queues != d1.queues {
+            fixed.push("director.queues");
+        }
+        if d0.conn_memory_limit != d1.conn_memory_limit {
+            fixed.push("director.conn_memory_limit");
+        }
+        if d0.offload != d1.offload {
+            fixed.push("director.offload");
+        }
+        if d0.admin_socket != d1.admin_socket || d0.metrics_listen != d1.metrics_listen {
+            fixed.push("director.admin_socket/metrics_listen");
+        }
+        if d0.routes != d1.routes {
+            fixed.push("director.routes");
+        }
+        if !fixed.is_empty() {
+            return Err(format!(
+                "{}: {} cannot change while running (restart ringvs); nothing was applied",
+                self.cfg.path.display(),
+                fixed.join(", ")
+            ));
+        }
+        let mut trial =
+            Registry::new(&self.registry.service_configs()).map_err(|e| e.to_string())?;
+        trial.apply(&new.services).map_err(|e| e.to_string())?;
+        let changed = self
+            .registry
+            .apply(&new.services)
+            .map_err(|e| e.to_string())?;
+        self.cfg = new;
+        let snap = self.registry.snapshot();
+        self.broadcast(snap);
+        if let Err(e) = self.sync_routes() {
+            warn!("routes: {e}");
+        }
+        Ok(if changed.is_empty() {
+            "configuration unchanged".to_string()
+        } else {
+            format!("reloaded; changed services: {}", changed.join(", "))
+        })
+    }
+
+    /// Services with counts, statistics since the last zero, and rates.
+    pub fn list(&self) -> ListResult {
+        let r = self.report();
+        let empty = Traffic::default();
+        let services = self
+            .registry
+            .all_services()
+            .iter()
+            .filter(|e| !e.removed || !e.dests.is_empty())
+            .map(|e| {
+                let sid = e.id as usize;
+                let mut flags = Vec::new();
+                if let Some(p) = &e.cfg.persistence {
+                    flags.push(format!("persistent {}", p.timeout_secs));
+                }
+                ServiceInfo {
+                    name: e.cfg.name.clone(),
+                    proto: e.cfg.proto.name().to_string(),
+                    vip: e.cfg.vip.to_string(),
+                    scheduler: e.cfg.scheduler.clone(),
+                    flags,
+                    draining: e.removed,
+                    stats: r
+                        .services
+                        .get(sid)
+                        .unwrap_or(&empty)
+                        .since(self.zero.services.get(sid).unwrap_or(&empty)),
+                    rate: self.rates.services.get(sid).copied().unwrap_or_default(),
+                    servers: e
+                        .dests
+                        .iter()
+                        .map(|d| {
+                            let did = d.id as usize;
+                            ServerInfo {
+                                addr: d.addr.to_string(),
+                                forward: e.cfg.forward.ipvsadm_name().to_string(),
+                                weight: d.state.weight(),
+                                active: d.state.counters.active(),
+                                inactive: d.state.counters.inactive(),
+                                persistent: d.state.counters.persistent(),
+                                draining: d.removed(),
+                                health: if d.state.flags() & DEST_F_DOWN != 0 {
+                                    "down"
+                                } else {
+                                    "unchecked"
+                                }
+                                .into(),
+                                stats: r
+                                    .dests
+                                    .get(did)
+                                    .unwrap_or(&empty)
+                                    .since(self.zero.dests.get(did).unwrap_or(&empty)),
+                                rate: self.rates.dests.get(did).copied().unwrap_or_default(),
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        ListResult { services }
+    }
+
+    fn status(&self) -> StatusResult {
+        let r = self.report();
+        StatusResult {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            device: self.cfg.director.device.clone(),
+            queues: self.queues.len(),
+            offload: self.cfg.director.offload,
+            generation: r.generation,
+            entries: r.entries,
+            capacity: r.capacity,
+            memory_bytes: r.memory_bytes,
+            memory_limit: r.memory_limit,
+            by_state: crate::conn::State::ALL
+                .iter()
+                .map(|s| (s.name().to_string(), r.by_state[*s as usize] as u64))
+                .collect(),
+            drops: crate::dataplane::stats::DropReason::ALL
+                .iter()
+                .map(|d| (d.label().to_string(), r.counters.drops[*d as usize]))
+                .collect(),
+            passthrough: r.counters.passthrough,
+        }
+    }
+
+    fn connections(&self, max: usize) -> ConnectionsResult {
+        let mut all: Vec<ConnInfo> = Vec::new();
+        let mut replies = Vec::new();
+        for q in &self.queues {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            if q.tx
+                .send(Control::ListConns {
+                    max: max + 1,
+                    reply: tx,
+                })
+                .is_ok()
+            {
+                replies.push(rx);
+            }
+        }
+        for rx in replies {
+            if let Ok(mut v) = rx.recv_timeout(Duration::from_secs(2)) {
+                all.append(&mut v);
+            }
+        }
+        let truncated = all.len() > max;
+        all.truncate(max);
+        let snap = self.registry.all_services();
+        let svc_of = |id: u16| snap.iter().find(|e| e.id == id);
+        let conns = all
+            .into_iter()
+            .map(|c| {
+                let svc = svc_of(c.svc);
+                ConnRow {
+                    proto: if c.proto == 6 { "TCP" } else { "UDP" }.to_string(),
+                    expire_secs: c.expires_in.as_secs(),
+                    state: c.state.name().to_string(),
+                    source: c.client.to_string(),
+                    virtual_addr: svc
+                        .map(|s| s.cfg.vip.to_string())
+                        .unwrap_or_else(|| "?".into()),
+                    destination: svc
+                        .and_then(|s| s.dests.iter().find(|d| d.id == c.dest))
+                        .map(|d| d.addr.to_string())
+                        .unwrap_or_else(|| "?".into()),
+                }
+            })
+            .collect();
+        ConnectionsResult { conns, truncated }
+    }
+
+    fn edited(&mut self) -> serde_json::Value {
+        let snap = self.registry.snapshot();
+        self.broadcast(snap);
+        if let Err(e) = self.sync_routes() {
+            warn!("routes: {e}");
+        }
+        serde_json::Value::String("ok".into())
+    }
+
+    /// Handles one admin request.
+    pub fn handle(&mut self, req: Request) -> Result<serde_json::Value, String> {
+        fn addr(s: &str) -> Result<SocketAddrV4, String> {
+            s.parse()
+                .map_err(|_| format!("{s:?} is not an IPv4 address:port"))
+        }
+        let json = |v: Result<serde_json::Value, serde_json::Error>| v.map_err(|e| e.to_string());
+        match req {
+            Request::Status {} => json(serde_json::to_value(self.status())),
+            Request::List {} => json(serde_json::to_value(self.list())),
+            Request::Connections { max } => json(serde_json::to_value(
+                self.connections(max.unwrap_or(10_000).min(1_000_000)),
+            )),
+            Request::Reload {} => self.reload().map(serde_json::Value::String),
+            Request::Zero { service } => {
+                let r = self.report();
+                match service {
+                    None => self.zero = r,
+                    Some(name) => {
+                        let e = self
+                            .registry
+                            .service(&name)
+                            .ok_or_else(|| format!("no service named {name:?}"))?;
+                        let sid = e.id as usize;
+                        let ids: Vec<usize> = e.dests.iter().map(|d| d.id as usize).collect();
+                        let z = &mut self.zero;
+                        if z.services.len() < r.services.len() {
+                            z.services.resize(r.services.len(), Traffic::default());
+                        }
+                        if z.dests.len() < r.dests.len() {
+                            z.dests.resize(r.dests.len(), Traffic::default());
+                        }
+                        if let Some(t) = r.services.get(sid) {
+                            z.services[sid] = *t;
+                        }
+                        for i in ids {
+                            if let Some(t) = r.dests.get(i) {
+                                z.dests[i] = *t;
+                            }
+                        }
+                    }
+                }
+                Ok("zeroed".into())
+            }
+            Request::ServerAdd {
+                service,
+                addr: a,
+                weight,
+            } => {
+                let w = weight.unwrap_or(1);
+                if w > config::MAX_WEIGHT as u64 {
+                    return Err(super::registry::EditError::BadWeight(w).to_string());
+                }
+                self.registry
+                    .add_server(&service, addr(&a)?, w as u32)
+                    .map_err(|e| e.to_string())?;
+                Ok(self.edited())
+            }
+            Request::ServerRemove { service, addr: a } => {
+                self.registry
+                    .remove_server(&service, addr(&a)?)
+                    .map_err(|e| e.to_string())?;
+                Ok(self.edited())
+            }
+            Request::ServerWeight {
+                service,
+                addr: a,
+                weight,
+            } => {
+                self.registry
+                    .set_weight(&service, addr(&a)?, weight)
+                    .map_err(|e| e.to_string())?;
+                Ok(self.edited())
+            }
+        }
+    }
+
+    /// Once a second: rates, metrics, garbage collection, queue health.
+    fn tick(&mut self) -> Result<(), String> {
+        let r = self.report();
+        self.rates.sample(&r);
+        if self.registry.collect_garbage() {
+            let snap = self.registry.snapshot();
+            self.broadcast(snap);
+        }
+        if self.cfg.director.metrics_listen.is_some() {
+            crate::metrics::update(&r, &self.list());
+        }
+        for (i, q) in self.queues.iter_mut().enumerate() {
+            if q.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                let res = q.thread.take().map(|t| t.join());
+                return Err(match res {
+                    Some(Ok(Ok(_))) => format!("queue {i} stopped unexpectedly"),
+                    Some(Ok(Err(e))) => format!("queue {i} failed: {e}"),
+                    _ => format!("queue {i} panicked"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn shutdown(&mut self) {
+        for q in &self.queues {
+            let _ = q.tx.send(Control::Stop);
+        }
+        for (i, q) in self.queues.iter_mut().enumerate() {
+            if let Some(t) = q.thread.take() {
+                match t.join() {
+                    Ok(Ok(stats)) => info!(queue = i, ?stats, "queue stopped"),
+                    Ok(Err(e)) => warn!(queue = i, "queue ended with an error: {e}"),
+                    Err(_) => warn!(queue = i, "queue thread panicked"),
+                }
+            }
+        }
+        if let Some(mut r) = self.routes.take() {
+            for e in r.remove_all() {
+                warn!("routes: {e}");
+            }
+        }
+    }
+}
+
+/// Starts the queues on the device's descriptors; waits until each is running.
+fn start_queues(
+    cfg: &Config,
+    fds: Vec<OwnedFd>,
+    snap: Arc<Snapshot>,
+    start: Instant,
+) -> Result<Vec<Queue>, String> {
+    let n = fds.len();
+    let key = HashKey::random();
+    let share = cfg.director.conn_memory_limit / n;
+    let vnet = cfg.director.offload;
+    let mut queues = Vec::with_capacity(n);
+    for (i, fd) in fds.into_iter().enumerate() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let shard_cfg = ShardConfig {
+            id: i,
+            memory_limit: share,
+            hash_key: key,
+            start,
+            expire_nodest_conn: cfg.director.expire_nodest_conn,
+        };
+        let mut shard = Shard::new(shard_cfg, snap.clone(), Some(rx)).map_err(|e| e.to_string())?;
+        let shared = shard.shared();
+        let pin = n > 1;
+        let thread = std::thread::Builder::new()
+            .name(format!("ringvs-q{i}"))
+            .spawn(move || {
+                if pin {
+                    pin_to_cpu(i);
+                }
+                let opts = UringOptions::for_device(vnet);
+                run_queue(fd.as_fd(), vnet, &opts, &mut shard)
+            })
+            .map_err(|e| format!("cannot start queue thread {i}: {e}"))?;
+        queues.push(Queue {
+            tx,
+            shared,
+            thread: Some(thread),
+        });
+    }
+    // Wait until every queue has polled once (its ring is up) or one has failed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut all = true;
+        for (i, q) in queues.iter_mut().enumerate() {
+            if q.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                let res = q.thread.take().map(|t| t.join());
+                for q in &queues {
+                    let _ = q.tx.send(Control::Stop);
+                }
+                return Err(match res {
+                    Some(Ok(Err(e))) => format!("queue {i} could not start: {e}"),
+                    _ => format!("queue {i} could not start"),
+                });
+            }
+            all &= q.shared.ready.load(std::sync::atomic::Ordering::Acquire);
+        }
+        if all {
+            return Ok(queues);
+        }
+        if Instant::now() > deadline {
+            for q in &queues {
+                let _ = q.tx.send(Control::Stop);
+            }
+            return Err("queues did not start within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(path: &Path) -> Result<(), DaemonError> {
+    let cfg = config::load(path).map_err(|e| e.to_string())?;
+    super::logging::init(cfg.director.log_format);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the control runtime: {e}"))?;
+    rt.block_on(run_async(cfg))
+}
+
+async fn run_async(cfg: Config) -> Result<(), DaemonError> {
+    let start = Instant::now();
+    let mut registry = Registry::new(&cfg.services).map_err(|e| e.to_string())?;
+    let snap = Arc::new(registry.snapshot());
+
+    // Fail early, before touching the network.
+    let listener = admin::bind(
+        &cfg.director.admin_socket,
+        cfg.director.admin_group.as_deref(),
+    )?;
+    if let Some(addr) = cfg.director.metrics_listen {
+        crate::metrics::install(addr)?;
+    }
+    for p in routes::check_forwarding() {
+        if cfg.director.routes == Routes::Auto {
+            return Err(DaemonError(format!(
+                "routes = \"auto\" needs forwarding: {p}"
+            )));
+        }
+        warn!("{p}");
+    }
+
+    let tun = TunDevice::create(&TunOptions {
+        name: cfg.director.device.clone(),
+        queues: cfg.director.queues,
+        vnet_hdr: cfg.director.offload,
+        mtu: cfg.director.mtu,
+        txqueuelen: None,
+    })
+    .map_err(|e| format!("cannot create device {}: {e}", cfg.director.device))?;
+    for w in routes::device_sysctls(tun.name()) {
+        warn!("{w}");
+    }
+    let device = tun.name().to_string();
+    let queues = start_queues(&cfg, tun.into_queues(), snap, start)?;
+
+    let mut daemon = Daemon {
+        routes: (cfg.director.routes == Routes::Auto).then(|| AutoRoutes::new(&device)),
+        cfg,
+        registry,
+        queues,
+        started: start,
+        zero: ShardReport::default(),
+        rates: RateTracker::default(),
+    };
+    if let Err(e) = daemon.sync_routes() {
+        daemon.shutdown();
+        return Err(DaemonError(format!("cannot install routes: {e}")));
+    }
+    let table = daemon.report();
+    info!(
+        device = %device,
+        queues = daemon.queues.len(),
+        offload = daemon.cfg.director.offload,
+        services = daemon.registry.services().count(),
+        table_entries = table.capacity,
+        bytes_per_entry = crate::conn::ConnTable::<std::net::Ipv4Addr>::ENTRY_BYTES,
+        "ringvs running"
+    );
+    let socket_path: PathBuf = daemon.cfg.director.admin_socket.clone();
+    let daemon = Arc::new(Mutex::new(daemon));
+    let server = tokio::spawn(admin::serve(listener, daemon.clone()));
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let outcome: Result<(), DaemonError> = loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let d = daemon.clone();
+                let res = tokio::task::spawn_blocking(move || d.lock().map_err(|_| "lock".to_string())?.reload()).await;
+                match res {
+                    Ok(Ok(m)) => info!("SIGHUP: {m}"),
+                    Ok(Err(e)) => error!("SIGHUP: reload refused: {e}"),
+                    Err(e) => error!("SIGHUP: {e}"),
+                }
+            }
+            _ = term.recv() => { info!("SIGTERM: stopping"); break Ok(()); }
+            _ = int.recv() => { info!("SIGINT: stopping"); break Ok(()); }
+            _ = tick.tick() => {
+                let d = daemon.clone();
+                let res = tokio::task::spawn_blocking(move || match d.lock() {
+                    Ok(mut d) => d.tick(),
+                    Err(_) => Err("daemon state poisoned".to_string()),
+                }).await;
+                match res {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => { error!("{e}"); break Err(DaemonError(e)); }
+                    Err(e) => { break Err(DaemonError(e.to_string())); }
+                }
+            }
+        }
+    };
+    server.abort();
+    let _ = std::fs::remove_file(&socket_path);
+    let d = daemon.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Ok(mut d) = d.lock() {
+            d.shutdown();
+        }
+    })
+    .await;
+    info!("ringvs stopped");
+    outcome
+}

@@ -1,0 +1,308 @@
+//! The admin protocol, version 1: newline-delimited JSON over a Unix socket.
+//!
+//! A request is one line: a JSON object with `"v": 1`, a `"cmd"` and the command's fields.
+//! The answer is one line: `{"v":1,"ok":true,"result":…}` or
+//! `{"v":1,"ok":false,"error":"…"}`. A connection may carry several requests in turn. Lines
+//! longer than [`MAX_REQUEST`] bytes, invalid JSON, unknown commands or fields, and a missing
+//! or different `v` are answered with an error and change nothing. See `docs/ADMIN.md`.
+
+use crate::dataplane::stats::Traffic;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Protocol version.
+pub const VERSION: u32 = 1;
+/// Largest request line, bytes.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// A request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Daemon status: table occupancy, drops, queues.
+    Status {},
+    /// Services and realservers with counts, stats and rates.
+    List {},
+    /// Tracked connections.
+    Connections {
+        /// At most this many (default 10,000).
+        #[serde(default)]
+        max: Option<usize>,
+    },
+    /// Re-read the config file.
+    Reload {},
+    /// Zero the statistics shown by `list` (all services, or one).
+    Zero {
+        /// Only this service.
+        #[serde(default)]
+        service: Option<String>,
+    },
+    /// Add a realserver.
+    ServerAdd {
+        /// Service name.
+        service: String,
+        /// `addr:port`.
+        addr: String,
+        /// Weight (default 1).
+        #[serde(default)]
+        weight: Option<u64>,
+    },
+    /// Remove a realserver (its connections drain).
+    ServerRemove {
+        /// Service name.
+        service: String,
+        /// `addr:port`.
+        addr: String,
+    },
+    /// Set a realserver's weight.
+    ServerWeight {
+        /// Service name.
+        service: String,
+        /// `addr:port`.
+        addr: String,
+        /// New weight, 0 to 65535.
+        weight: u64,
+    },
+}
+
+/// Answer envelope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    /// Protocol version.
+    pub v: u32,
+    /// Success.
+    pub ok: bool,
+    /// The result, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// The error, on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// A success.
+    pub fn ok(result: serde_json::Value) -> Response {
+        Response {
+            v: VERSION,
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+    /// A failure.
+    pub fn err(e: impl Into<String>) -> Response {
+        Response {
+            v: VERSION,
+            ok: false,
+            result: None,
+            error: Some(e.into()),
+        }
+    }
+}
+
+/// Parses one request line.
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    if line.len() > MAX_REQUEST {
+        return Err(format!(
+            "request too large: {} bytes (limit {MAX_REQUEST})",
+            line.len()
+        ));
+    }
+    let text = std::str::from_utf8(line).map_err(|_| "request is not UTF-8".to_string())?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("request is not valid JSON: {e}"))?;
+    let obj = v.as_object_mut().ok_or("request must be a JSON object")?;
+    match obj.remove("v") {
+        Some(serde_json::Value::Number(n)) if n.as_u64() == Some(VERSION as u64) => {}
+        Some(other) => {
+            return Err(format!(
+                "unsupported protocol version {other}; this daemon speaks {VERSION}"
+            ))
+        }
+        None => {
+            return Err(format!(
+                "request lacks \"v\" (the protocol version, {VERSION})"
+            ))
+        }
+    }
+    serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))
+}
+
+/// Serializes a request with its version.
+pub fn encode_request(r: &Request) -> String {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("v".into(), VERSION.into());
+    }
+    let mut s = v.to_string();
+    s.push('\n');
+    s
+}
+
+/// Rates over the last seconds (ipvsadm `--rate`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rates {
+    /// Connections per second.
+    pub cps: f64,
+    /// Incoming packets per second.
+    pub in_pps: f64,
+    /// Outgoing packets per second.
+    pub out_pps: f64,
+    /// Incoming bytes per second.
+    pub in_bps: f64,
+    /// Outgoing bytes per second.
+    pub out_bps: f64,
+}
+
+/// A realserver in `list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// `addr:port`.
+    pub addr: String,
+    /// ipvsadm's forwarding name (`Masq`).
+    pub forward: String,
+    /// Current weight.
+    pub weight: u32,
+    /// ActiveConn.
+    pub active: u32,
+    /// InActConn.
+    pub inactive: u32,
+    /// PersistConn.
+    pub persistent: u32,
+    /// Removed, connections draining.
+    pub draining: bool,
+    /// Health (`up`, `down`, or `unchecked`).
+    pub health: String,
+    /// Counters since the last zero.
+    pub stats: Traffic,
+    /// Rates.
+    pub rate: Rates,
+}
+
+/// A service in `list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    /// Name.
+    pub name: String,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// `addr:port`.
+    pub vip: String,
+    /// Scheduler in use.
+    pub scheduler: String,
+    /// Flags as ipvsadm shows them (`persistent 300`, …).
+    pub flags: Vec<String>,
+    /// Removed from the config, connections draining.
+    pub draining: bool,
+    /// Counters since the last zero.
+    pub stats: Traffic,
+    /// Rates.
+    pub rate: Rates,
+    /// Realservers.
+    pub servers: Vec<ServerInfo>,
+}
+
+/// Result of `list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListResult {
+    /// Services.
+    pub services: Vec<ServiceInfo>,
+}
+
+/// A connection in `connections`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnRow {
+    /// `TCP` or `UDP`.
+    pub proto: String,
+    /// Seconds until expiry.
+    pub expire_secs: u64,
+    /// State name.
+    pub state: String,
+    /// Client `addr:port`.
+    pub source: String,
+    /// Virtual `addr:port`.
+    pub virtual_addr: String,
+    /// Realserver `addr:port`.
+    pub destination: String,
+}
+
+/// Result of `connections`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionsResult {
+    /// Connections (at most the requested number).
+    pub conns: Vec<ConnRow>,
+    /// Whether the list was cut at the limit.
+    pub truncated: bool,
+}
+
+/// Result of `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusResult {
+    /// ringvs version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Device.
+    pub device: String,
+    /// Queues.
+    pub queues: usize,
+    /// Virtio-net header offload in use.
+    pub offload: bool,
+    /// Config snapshot generation.
+    pub generation: u64,
+    /// Tracked connections.
+    pub entries: u64,
+    /// Entries the budget allows.
+    pub capacity: u64,
+    /// Bytes used by the tables.
+    pub memory_bytes: u64,
+    /// The budget.
+    pub memory_limit: u64,
+    /// Entries per state.
+    pub by_state: BTreeMap<String, u64>,
+    /// Drops per reason.
+    pub drops: BTreeMap<String, u64>,
+    /// Packets passed through unchanged.
+    pub passthrough: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let r = Request::ServerWeight {
+            service: "web".into(),
+            addr: "10.77.1.1:8080".into(),
+            weight: 3,
+        };
+        let line = encode_request(&r);
+        assert!(
+            line.contains("\"cmd\":\"server-weight\"") && line.contains("\"v\":1"),
+            "{line}"
+        );
+        assert_eq!(parse_request(line.trim_end().as_bytes()), Ok(r));
+        assert_eq!(
+            parse_request(br#"{"v":1,"cmd":"list"}"#),
+            Ok(Request::List {})
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_explained() {
+        let e = |b: &[u8]| parse_request(b).unwrap_err();
+        assert!(e(b"\xff\xfe").contains("UTF-8"));
+        assert!(e(b"{nope").contains("not valid JSON"));
+        assert!(e(b"[1,2]").contains("JSON object"));
+        assert!(e(br#"{"cmd":"list"}"#).contains("lacks \"v\""));
+        assert!(e(br#"{"v":2,"cmd":"list"}"#).contains("unsupported protocol version"));
+        assert!(e(br#"{"v":1,"cmd":"format-disk"}"#).contains("bad request"));
+        assert!(e(br#"{"v":1,"cmd":"list","extra":1}"#).contains("bad request"));
+        assert!(
+            e(br#"{"v":1,"cmd":"server-weight","service":"web","addr":"x"}"#).contains("weight")
+        );
+        assert!(e(&vec![b' '; MAX_REQUEST + 1]).contains("too large"));
+    }
+}

@@ -1,0 +1,507 @@
+//! The control plane's model of services and realservers: stable slots across reloads and
+//! runtime edits, and the [`Snapshot`]s handed to the queues.
+//!
+//! Nothing is ever dropped abruptly. A removed realserver stays in its service, flagged
+//! `DEST_F_REMOVED`: no new flows go to it and its connections drain (or, with
+//! `expire_nodest_conn`, end on their next packet). A removed service keeps its virtual
+//! address while connections drain, with no realserver open to new flows. Slots are never
+//! reused, so a connection can never be confused with a later object in its slot.
+
+use crate::config::{ServerConfig, ServiceConfig, MAX_WEIGHT};
+use crate::dataplane::service::{Dest, DestState, Service, Snapshot, DEST_F_REMOVED};
+use std::fmt;
+use std::net::SocketAddrV4;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// A realserver as the registry knows it.
+#[derive(Debug, Clone)]
+pub struct DestEntry {
+    /// Slot.
+    pub id: u32,
+    /// Address.
+    pub addr: SocketAddrV4,
+    /// Configured weight (what health checks restore).
+    pub weight: u32,
+    /// Shared state.
+    pub state: Arc<DestState>,
+}
+
+impl DestEntry {
+    /// True once removed (draining).
+    pub fn removed(&self) -> bool {
+        self.state.flags() & DEST_F_REMOVED != 0
+    }
+}
+
+/// A service as the registry knows it.
+#[derive(Debug, Clone)]
+pub struct ServiceEntry {
+    /// Slot.
+    pub id: u16,
+    /// Its configuration.
+    pub cfg: ServiceConfig,
+    /// Realservers, configured ones first, then draining ones.
+    pub dests: Vec<DestEntry>,
+    /// Bumped on every change the queues must pick up.
+    pub version: u64,
+    /// Removed from the configuration; draining.
+    pub removed: bool,
+}
+
+/// A runtime edit that cannot be applied. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EditError {
+    /// No such service.
+    UnknownService(String),
+    /// No such realserver in the service.
+    UnknownServer(String, SocketAddrV4),
+    /// The realserver is already in the service.
+    DuplicateServer(String, SocketAddrV4),
+    /// The service already exists.
+    DuplicateService(String),
+    /// Another service has this virtual address.
+    VipInUse(String),
+    /// Weight out of range.
+    BadWeight(u64),
+    /// Too many services.
+    TooManyServices,
+}
+
+impl fmt::Display for EditError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EditError::UnknownService(s) => write!(f, "no service named {s:?}"),
+            EditError::UnknownServer(s, a) => write!(f, "service {s:?} has no server {a}"),
+            EditError::DuplicateServer(s, a) => write!(f, "service {s:?} already has server {a}"),
+            EditError::DuplicateService(s) => write!(f, "a service named {s:?} already exists"),
+            EditError::VipInUse(s) => write!(f, "service {s:?} already uses that virtual address"),
+            EditError::BadWeight(w) => write!(f, "weight {w} is out of range (0 to {MAX_WEIGHT})"),
+            EditError::TooManyServices => f.write_str("too many services (65535 slots)"),
+        }
+    }
+}
+
+impl std::error::Error for EditError {}
+
+/// Services and realservers with stable slots.
+#[derive(Debug, Default)]
+pub struct Registry {
+    services: Vec<ServiceEntry>,
+    next_dest: u32,
+    generation: u64,
+    version: u64,
+}
+
+impl Registry {
+    /// A registry holding `services`.
+    pub fn new(services: &[ServiceConfig]) -> Result<Registry, EditError> {
+        let mut r = Registry::default();
+        r.apply(services)?;
+        Ok(r)
+    }
+
+    fn bump(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
+    fn new_dest(&mut self, s: &ServerConfig) -> DestEntry {
+        let id = self.next_dest;
+        self.next_dest += 1;
+        DestEntry {
+            id,
+            addr: s.addr,
+            weight: s.weight,
+            state: DestState::new(s.weight),
+        }
+    }
+
+    /// Makes the registry match a (validated) configuration: new services and servers are
+    /// added, changed ones updated in place, missing ones start draining. Returns the names
+    /// of services whose definition changed.
+    pub fn apply(&mut self, services: &[ServiceConfig]) -> Result<Vec<String>, EditError> {
+        let mut changed = Vec::new();
+        let live: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        for e in self.services.iter_mut() {
+            if !e.removed && !live.contains(&e.cfg.name.as_str()) {
+                e.removed = true;
+                for d in &e.dests {
+                    d.state.flags.fetch_or(DEST_F_REMOVED, Relaxed);
+                }
+                e.version += 1;
+                changed.push(e.cfg.name.clone());
+            }
+        }
+        for cfg in services {
+            let pos = self.services.iter().position(|e| e.cfg.name == cfg.name);
+            // A draining service with the same virtual address gives it up.
+            if let Some(other) = self.services.iter_mut().find(|e| {
+                e.removed
+                    && e.cfg.name != cfg.name
+                    && e.cfg.proto == cfg.proto
+                    && e.cfg.vip == cfg.vip
+            }) {
+                other.cfg.vip = SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0);
+            }
+            match pos {
+                None => {
+                    if self.services.len() >= u16::MAX as usize {
+                        return Err(EditError::TooManyServices);
+                    }
+                    let dests = cfg.servers.iter().map(|s| self.new_dest(s)).collect();
+                    let version = self.bump();
+                    let id = self.services.len() as u16;
+                    self.services.push(ServiceEntry {
+                        id,
+                        cfg: cfg.clone(),
+                        dests,
+                        version,
+                        removed: false,
+                    });
+                    changed.push(cfg.name.clone());
+                }
+                Some(i) => {
+                    if self.services[i].cfg == *cfg && !self.services[i].removed {
+                        continue;
+                    }
+                    let mut dests = Vec::with_capacity(cfg.servers.len());
+                    for s in &cfg.servers {
+                        let existing = self.services[i]
+                            .dests
+                            .iter()
+                            .find(|d| d.addr == s.addr)
+                            .cloned();
+                        let d = match existing {
+                            Some(mut d) => {
+                                d.weight = s.weight;
+                                d.state.weight.store(s.weight, Relaxed);
+                                d.state.flags.fetch_and(!DEST_F_REMOVED, Relaxed);
+                                d
+                            }
+                            None => self.new_dest(s),
+                        };
+                        dests.push(d);
+                    }
+                    for old in &self.services[i].dests {
+                        if !dests.iter().any(|d| d.addr == old.addr) {
+                            old.state.flags.fetch_or(DEST_F_REMOVED, Relaxed);
+                            dests.push(old.clone());
+                        }
+                    }
+                    let version = self.bump();
+                    let e = &mut self.services[i];
+                    e.cfg = cfg.clone();
+                    e.dests = dests;
+                    e.version = version;
+                    e.removed = false;
+                    changed.push(cfg.name.clone());
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Forgets draining realservers and services with no connections left.
+    pub fn collect_garbage(&mut self) -> bool {
+        let mut any = false;
+        for e in self.services.iter_mut() {
+            let before = e.dests.len();
+            e.dests.retain(|d| {
+                !(d.removed() && d.state.counters.active() == 0 && d.state.counters.inactive() == 0)
+            });
+            if e.dests.len() != before {
+                e.version += 1;
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// The snapshot for the queues (a new generation each call).
+    pub fn snapshot(&mut self) -> Snapshot {
+        self.generation += 1;
+        let services = self
+            .services
+            .iter()
+            .filter(|e| !(e.removed && e.dests.is_empty()))
+            .filter(|e| e.cfg.vip.port() != 0)
+            .map(|e| Service {
+                id: e.id,
+                name: e.cfg.name.as_str().into(),
+                proto: e.cfg.proto,
+                vip: e.cfg.vip,
+                forward: e.cfg.forward,
+                scheduler: e.cfg.scheduler.as_str().into(),
+                timeouts: e.cfg.timeouts,
+                dests: e
+                    .dests
+                    .iter()
+                    .map(|d| Dest {
+                        id: d.id,
+                        svc: e.id,
+                        addr: d.addr,
+                        state: d.state.clone(),
+                    })
+                    .collect(),
+                version: e.version,
+            })
+            .collect();
+        Snapshot::new(self.generation, services)
+    }
+
+    /// Live (not draining) services.
+    pub fn services(&self) -> impl Iterator<Item = &ServiceEntry> {
+        self.services.iter().filter(|e| !e.removed)
+    }
+
+    /// Every service including draining ones.
+    pub fn all_services(&self) -> &[ServiceEntry] {
+        &self.services
+    }
+
+    /// The live service named `name`.
+    pub fn service(&self, name: &str) -> Option<&ServiceEntry> {
+        self.services().find(|e| e.cfg.name == name)
+    }
+
+    fn service_mut(&mut self, name: &str) -> Result<&mut ServiceEntry, EditError> {
+        self.services
+            .iter_mut()
+            .find(|e| !e.removed && e.cfg.name == name)
+            .ok_or_else(|| EditError::UnknownService(name.to_string()))
+    }
+
+    /// The configuration the registry now amounts to (for `reload` diffs after edits).
+    pub fn service_configs(&self) -> Vec<ServiceConfig> {
+        self.services().map(|e| e.cfg.clone()).collect()
+    }
+
+    /// Adds a realserver to a service.
+    pub fn add_server(
+        &mut self,
+        svc: &str,
+        addr: SocketAddrV4,
+        weight: u32,
+    ) -> Result<(), EditError> {
+        if weight > MAX_WEIGHT {
+            return Err(EditError::BadWeight(weight as u64));
+        }
+        let e = self.service_mut(svc)?;
+        if e.cfg.servers.iter().any(|s| s.addr == addr) {
+            return Err(EditError::DuplicateServer(svc.to_string(), addr));
+        }
+        let mut cfg = e.cfg.clone();
+        cfg.servers.push(ServerConfig { addr, weight });
+        let mut all = self.service_configs();
+        if let Some(c) = all.iter_mut().find(|c| c.name == svc) {
+            *c = cfg;
+        }
+        self.apply(&all).map(|_| ())
+    }
+
+    /// Removes a realserver from a service (its connections drain).
+    pub fn remove_server(&mut self, svc: &str, addr: SocketAddrV4) -> Result<(), EditError> {
+        let e = self.service_mut(svc)?;
+        if !e.cfg.servers.iter().any(|s| s.addr == addr) {
+            return Err(EditError::UnknownServer(svc.to_string(), addr));
+        }
+        let mut all = self.service_configs();
+        if let Some(c) = all.iter_mut().find(|c| c.name == svc) {
+            c.servers.retain(|s| s.addr != addr);
+        }
+        self.apply(&all).map(|_| ())
+    }
+
+    /// Sets a realserver's weight (0 quiesces it).
+    pub fn set_weight(
+        &mut self,
+        svc: &str,
+        addr: SocketAddrV4,
+        weight: u64,
+    ) -> Result<(), EditError> {
+        if weight > MAX_WEIGHT as u64 {
+            return Err(EditError::BadWeight(weight));
+        }
+        let e = self.service_mut(svc)?;
+        let Some(s) = e.cfg.servers.iter_mut().find(|s| s.addr == addr) else {
+            return Err(EditError::UnknownServer(svc.to_string(), addr));
+        };
+        s.weight = weight as u32;
+        if let Some(d) = e.dests.iter_mut().find(|d| d.addr == addr) {
+            d.weight = weight as u32;
+            d.state.weight.store(weight as u32, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Adds a service.
+    pub fn add_service(&mut self, cfg: ServiceConfig) -> Result<(), EditError> {
+        if self.service(&cfg.name).is_some() {
+            return Err(EditError::DuplicateService(cfg.name));
+        }
+        if let Some(o) = self
+            .services()
+            .find(|e| e.cfg.proto == cfg.proto && e.cfg.vip == cfg.vip)
+        {
+            return Err(EditError::VipInUse(o.cfg.name.clone()));
+        }
+        let mut all = self.service_configs();
+        all.push(cfg);
+        self.apply(&all).map(|_| ())
+    }
+
+    /// Replaces a service's definition (same name).
+    pub fn edit_service(&mut self, cfg: ServiceConfig) -> Result<(), EditError> {
+        self.service_mut(&cfg.name)?;
+        if let Some(o) = self
+            .services()
+            .find(|e| e.cfg.name != cfg.name && e.cfg.proto == cfg.proto && e.cfg.vip == cfg.vip)
+        {
+            return Err(EditError::VipInUse(o.cfg.name.clone()));
+        }
+        let mut all = self.service_configs();
+        if let Some(c) = all.iter_mut().find(|c| c.name == cfg.name) {
+            *c = cfg;
+        }
+        self.apply(&all).map(|_| ())
+    }
+
+    /// Removes a service (its connections drain).
+    pub fn remove_service(&mut self, name: &str) -> Result<(), EditError> {
+        self.service_mut(name)?;
+        let all: Vec<_> = self
+            .service_configs()
+            .into_iter()
+            .filter(|c| c.name != name)
+            .collect();
+        self.apply(&all).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_str;
+
+    const CFG: &str = r#"
+[[service]]
+name = "web"
+vip = "10.77.100.100:80"
+[[service.server]]
+addr = "10.77.1.1:8080"
+[[service.server]]
+addr = "10.77.1.2:8080"
+"#;
+
+    fn cfg(text: &str) -> Vec<ServiceConfig> {
+        from_str(text, "t.toml").unwrap().services
+    }
+
+    #[test]
+    fn slots_are_stable_across_reloads() {
+        let mut r = Registry::new(&cfg(CFG)).unwrap();
+        let s1 = r.snapshot();
+        let web = s1
+            .service_at(6, "10.77.100.100".parse().unwrap(), 80)
+            .unwrap();
+        let ids: Vec<u32> = s1
+            .service(web)
+            .unwrap()
+            .dests
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        // Reload with a server added and one removed.
+        let text = CFG.replace("10.77.1.1:8080", "10.77.1.3:8080");
+        let changed = r.apply(&cfg(&text)).unwrap();
+        assert_eq!(changed, vec!["web".to_string()]);
+        let s2 = r.snapshot();
+        assert!(s2.generation > s1.generation);
+        let svc = s2.service(web).unwrap();
+        // .2 kept its slot; .3 is new; .1 drains.
+        let by_addr = |a: &str| svc.dests.iter().find(|d| d.addr.to_string() == a).unwrap();
+        assert_eq!(by_addr("10.77.1.2:8080").id, ids[1]);
+        assert!(!ids.contains(&by_addr("10.77.1.3:8080").id));
+        assert!(by_addr("10.77.1.3:8080").state.schedulable());
+        assert!(!by_addr("10.77.1.1:8080").state.schedulable());
+        // With no connections, the drained server goes away.
+        assert!(r.collect_garbage());
+        assert_eq!(r.snapshot().service(web).unwrap().dests.len(), 2);
+        // An unchanged reload changes nothing.
+        assert!(r.apply(&cfg(&text)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn removed_service_drains_then_disappears() {
+        let mut r = Registry::new(&cfg(CFG)).unwrap();
+        let d = r.service("web").unwrap().dests[0].state.clone();
+        d.counters.bind(true);
+        r.apply(&[]).unwrap();
+        let s = r.snapshot();
+        let web = s
+            .service_at(6, "10.77.100.100".parse().unwrap(), 80)
+            .expect("draining service keeps its VIP");
+        assert!(s
+            .service(web)
+            .unwrap()
+            .dests
+            .iter()
+            .all(|d| !d.state.schedulable()));
+        r.collect_garbage();
+        assert!(r
+            .snapshot()
+            .service_at(6, "10.77.100.100".parse().unwrap(), 80)
+            .is_some());
+        d.counters.unbind(true);
+        r.collect_garbage();
+        assert!(r
+            .snapshot()
+            .service_at(6, "10.77.100.100".parse().unwrap(), 80)
+            .is_none());
+    }
+
+    #[test]
+    fn edits_check_their_input() {
+        let mut r = Registry::new(&cfg(CFG)).unwrap();
+        let a: SocketAddrV4 = "10.77.1.1:8080".parse().unwrap();
+        let n: SocketAddrV4 = "10.77.1.9:8080".parse().unwrap();
+        assert_eq!(
+            r.add_server("nope", n, 1),
+            Err(EditError::UnknownService("nope".into()))
+        );
+        assert_eq!(
+            r.add_server("web", a, 1),
+            Err(EditError::DuplicateServer("web".into(), a))
+        );
+        assert_eq!(
+            r.set_weight("web", a, 70_000),
+            Err(EditError::BadWeight(70_000))
+        );
+        assert_eq!(
+            r.remove_server("web", n),
+            Err(EditError::UnknownServer("web".into(), n))
+        );
+        r.add_server("web", n, 5).unwrap();
+        r.set_weight("web", n, 0).unwrap();
+        let e = r.service("web").unwrap();
+        let d = e.dests.iter().find(|d| d.addr == n).unwrap();
+        assert_eq!(d.state.weight(), 0);
+        r.remove_server("web", a).unwrap();
+        assert!(r
+            .service("web")
+            .unwrap()
+            .dests
+            .iter()
+            .find(|d| d.addr == a)
+            .unwrap()
+            .removed());
+        let mut dup = r.service("web").unwrap().cfg.clone();
+        assert_eq!(
+            r.add_service(dup.clone()),
+            Err(EditError::DuplicateService("web".into()))
+        );
+        dup.name = "web2".into();
+        assert_eq!(r.add_service(dup), Err(EditError::VipInUse("web".into())));
+    }
+}

@@ -1,0 +1,237 @@
+//! Services and realservers as the data plane sees them: an immutable [`Snapshot`] that the
+//! control plane builds and hands to every queue, plus per-realserver state shared by all
+//! queues ([`DestState`]).
+//!
+//! Slots are stable: a service keeps its slot (`u16`) and a realserver its slot (`u32`) across
+//! snapshots, so connections (which store slots) survive reloads and runtime edits.
+
+use crate::config::{Forward, Proto};
+use crate::conn::{DestCounters, Timeouts, TICKS_PER_SEC};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Realserver flag: removed from its service; existing connections drain.
+pub const DEST_F_REMOVED: u32 = 1;
+/// Realserver flag: over its connection threshold (no new flows).
+pub const DEST_F_OVERLOAD: u32 = 2;
+/// Realserver flag: a health check marks it down.
+pub const DEST_F_DOWN: u32 = 4;
+
+/// A realserver's state shared by every queue, the schedulers and the control plane.
+#[derive(Debug)]
+pub struct DestState {
+    /// Current weight (0 = quiesced).
+    pub weight: AtomicU32,
+    /// `DEST_F_*` flags.
+    pub flags: AtomicU32,
+    /// Connection counts.
+    pub counters: DestCounters,
+}
+
+impl DestState {
+    /// A realserver with `weight`.
+    pub fn new(weight: u32) -> Arc<DestState> {
+        Arc::new(DestState {
+            weight: AtomicU32::new(weight),
+            flags: AtomicU32::new(0),
+            counters: DestCounters::default(),
+        })
+    }
+
+    /// Current weight.
+    #[inline]
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Relaxed)
+    }
+
+    /// Current flags.
+    #[inline]
+    pub fn flags(&self) -> u32 {
+        self.flags.load(Relaxed)
+    }
+
+    /// True if new flows may go here: weight above zero and no flag set.
+    #[inline]
+    pub fn schedulable(&self) -> bool {
+        self.weight() > 0 && self.flags() == 0
+    }
+}
+
+/// One realserver of a service.
+#[derive(Debug, Clone)]
+pub struct Dest {
+    /// Slot.
+    pub id: u32,
+    /// Service slot.
+    pub svc: u16,
+    /// Address and port.
+    pub addr: SocketAddrV4,
+    /// Shared state.
+    pub state: Arc<DestState>,
+}
+
+/// A virtual service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Slot.
+    pub id: u16,
+    /// Name.
+    pub name: Arc<str>,
+    /// Protocol.
+    pub proto: Proto,
+    /// Virtual address.
+    pub vip: SocketAddrV4,
+    /// Forwarding method.
+    pub forward: Forward,
+    /// Scheduler name (a built-in or a plugin).
+    pub scheduler: Arc<str>,
+    /// Timeouts in seconds.
+    pub timeouts: Timeouts,
+    /// Realservers in configuration order, including removed ones still draining.
+    pub dests: Vec<Dest>,
+    /// Changes whenever anything a queue caches about the service changes.
+    pub version: u64,
+}
+
+impl Service {
+    /// Timeouts converted to ticks.
+    pub fn timeout_ticks(&self) -> [u32; crate::conn::state::STATES] {
+        self.timeouts.0.map(|s| s.saturating_mul(TICKS_PER_SEC))
+    }
+}
+
+/// A fast hasher for the tiny service maps (keys are not attacker-chosen beyond the few
+/// configured services).
+#[derive(Default)]
+pub struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(*b as u64);
+        }
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(i as u64)
+    }
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(i as u64)
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(i as u64)
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// Everything a queue needs to know about services, immutable once built.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Increases with every snapshot.
+    pub generation: u64,
+    services: Vec<Option<Service>>,
+    /// Realserver address per slot, for the packet path.
+    dest_addrs: Vec<Option<SocketAddrV4>>,
+    dest_svc: Vec<u16>,
+    vips: FxMap<(u8, Ipv4Addr, u16), u16>,
+    vip_addrs: FxMap<Ipv4Addr, ()>,
+    endpoints: FxMap<(u8, Ipv4Addr, u16), ()>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot. Service and realserver slots must be unique.
+    pub fn new(generation: u64, services: Vec<Service>) -> Snapshot {
+        let mut s = Snapshot {
+            generation,
+            ..Snapshot::default()
+        };
+        for svc in services {
+            let proto = svc.proto.number();
+            s.vips
+                .insert((proto, *svc.vip.ip(), svc.vip.port()), svc.id);
+            s.vip_addrs.insert(*svc.vip.ip(), ());
+            for d in &svc.dests {
+                let i = d.id as usize;
+                if s.dest_addrs.len() <= i {
+                    s.dest_addrs.resize(i + 1, None);
+                    s.dest_svc.resize(i + 1, u16::MAX);
+                }
+                s.dest_addrs[i] = Some(d.addr);
+                s.dest_svc[i] = svc.id;
+                s.endpoints.insert((proto, *d.addr.ip(), d.addr.port()), ());
+            }
+            let i = svc.id as usize;
+            if s.services.len() <= i {
+                s.services.resize_with(i + 1, || None);
+            }
+            s.services[i] = Some(svc);
+        }
+        s
+    }
+
+    /// The service listening on `(proto, addr, port)`.
+    #[inline]
+    pub fn service_at(&self, proto: u8, addr: Ipv4Addr, port: u16) -> Option<u16> {
+        self.vips.get(&(proto, addr, port)).copied()
+    }
+
+    /// True if `addr` is the address of some service.
+    #[inline]
+    pub fn is_vip(&self, addr: Ipv4Addr) -> bool {
+        self.vip_addrs.contains_key(&addr)
+    }
+
+    /// True if `(proto, addr, port)` is a realserver of some service.
+    #[inline]
+    pub fn is_realserver(&self, proto: u8, addr: Ipv4Addr, port: u16) -> bool {
+        self.endpoints.contains_key(&(proto, addr, port))
+    }
+
+    /// The service in slot `id`.
+    #[inline]
+    pub fn service(&self, id: u16) -> Option<&Service> {
+        self.services.get(id as usize).and_then(Option::as_ref)
+    }
+
+    /// All services.
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.services.iter().flatten()
+    }
+
+    /// Number of service slots (the largest slot + 1).
+    pub fn service_slots(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Number of realserver slots (the largest slot + 1).
+    pub fn dest_slots(&self) -> usize {
+        self.dest_addrs.len()
+    }
+
+    /// The address of realserver slot `id`.
+    #[inline]
+    pub fn dest_addr(&self, id: u32) -> Option<SocketAddrV4> {
+        self.dest_addrs.get(id as usize).copied().flatten()
+    }
+
+    /// The realserver in slot `id`.
+    pub fn dest(&self, id: u32) -> Option<&Dest> {
+        let svc = *self.dest_svc.get(id as usize)?;
+        self.service(svc)?.dests.iter().find(|d| d.id == id)
+    }
+}

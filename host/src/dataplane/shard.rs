@@ -1,0 +1,684 @@
+//! One queue's data plane: its connection table, its scheduler instances and its counters.
+//! Nothing here is shared with other queues on the packet path except the per-realserver
+//! connection counts, which change per connection, not per packet.
+
+use super::nat::{self, Csum, Side};
+use super::service::{DestState, Service, Snapshot, DEST_F_REMOVED};
+use super::stats::{Counters, DropReason, ShardReport, Traffic};
+use super::{Packet, Pipeline, Verdict};
+use crate::conn::state::STATES;
+use crate::conn::{
+    ConnId, ConnTable, Direction, Event, HashKey, NewConn, State, StateTable, Tick, F_INACTIVE,
+    TICKS_PER_SEC,
+};
+use crate::plugin::builtin::Builtin;
+use crate::wire::ip_proto;
+use crate::wire::tcp::flags as tf;
+use crate::wire::{Ipv4Packet, TcpPacket, UdpPacket};
+use crossbeam_channel::{Receiver, Sender};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Most expirations handled in one `poll` (the rest follow on the next).
+const EXPIRE_BUDGET: usize = 65_536;
+
+/// Settings of one queue.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// Queue index.
+    pub id: usize,
+    /// This queue's share of `conn_memory_limit`.
+    pub memory_limit: usize,
+    /// Connection hash key.
+    pub hash_key: HashKey,
+    /// Common time origin of all queues.
+    pub start: Instant,
+    /// IPVS `expire_nodest_conn`.
+    pub expire_nodest_conn: bool,
+}
+
+/// A connection as listed by `ringvs list --connections`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// IP protocol.
+    pub proto: u8,
+    /// Client.
+    pub client: SocketAddrV4,
+    /// Service slot.
+    pub svc: u16,
+    /// Realserver slot.
+    pub dest: u32,
+    /// State.
+    pub state: State,
+    /// Seconds until it expires.
+    pub expires_in: Duration,
+}
+
+/// Messages from the control plane, applied between batches.
+#[derive(Debug)]
+pub enum Control {
+    /// Use this snapshot from the next packet on.
+    Snapshot(Arc<Snapshot>),
+    /// Send back up to `max` connections.
+    ListConns {
+        /// Limit.
+        max: usize,
+        /// Where to answer.
+        reply: Sender<Vec<ConnInfo>>,
+    },
+    /// Stop the queue.
+    Stop,
+}
+
+/// What a queue shares with the control plane.
+#[derive(Debug, Default)]
+pub struct ShardShared {
+    /// The latest report, refreshed every tick.
+    pub report: Mutex<ShardReport>,
+    /// Set once the queue has polled: its I/O is running.
+    pub ready: AtomicBool,
+}
+
+/// Per-service state a queue keeps.
+#[derive(Debug, Clone)]
+struct SvcRt {
+    version: u64,
+    sched: Builtin,
+    table: StateTable,
+    timeouts: [Tick; STATES],
+}
+
+/// One queue's pipeline.
+pub struct Shard {
+    cfg: ShardConfig,
+    now: Tick,
+    table: ConnTable<Ipv4Addr>,
+    snap: Arc<Snapshot>,
+    svcs: Vec<Option<SvcRt>>,
+    dests: Vec<Option<Arc<DestState>>>,
+    counters: Counters,
+    svc_traffic: Vec<Traffic>,
+    dest_traffic: Vec<Traffic>,
+    shared: Arc<ShardShared>,
+    rx: Option<Receiver<Control>>,
+    published: Tick,
+    stopped: bool,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("id", &self.cfg.id)
+            .field("table", &self.table)
+            .finish()
+    }
+}
+
+/// Sensible TCP flag combinations only.
+#[inline]
+fn tcp_flags_sane(f: u8) -> bool {
+    let (syn, fin, rst, ack) = (
+        f & tf::SYN != 0,
+        f & tf::FIN != 0,
+        f & tf::RST != 0,
+        f & tf::ACK != 0,
+    );
+    !(syn && (fin || rst)) && !(fin && rst) && (syn || fin || rst || ack) && (!fin || ack)
+}
+
+impl Shard {
+    /// A queue with an empty table. Fails if its memory share cannot hold a table.
+    pub fn new(
+        cfg: ShardConfig,
+        snap: Arc<Snapshot>,
+        rx: Option<Receiver<Control>>,
+    ) -> Result<Shard, crate::conn::BudgetTooSmall> {
+        let now = Self::tick_at(&cfg, Instant::now());
+        let table = ConnTable::new(cfg.memory_limit, cfg.hash_key, now)?;
+        let mut s = Shard {
+            cfg,
+            now,
+            table,
+            snap: Arc::new(Snapshot::default()),
+            svcs: Vec::new(),
+            dests: Vec::new(),
+            counters: Counters::default(),
+            svc_traffic: Vec::new(),
+            dest_traffic: Vec::new(),
+            shared: Arc::new(ShardShared::default()),
+            rx,
+            published: 0,
+            stopped: false,
+        };
+        s.apply_snapshot(snap);
+        s.publish();
+        Ok(s)
+    }
+
+    /// What this queue publishes.
+    pub fn shared(&self) -> Arc<ShardShared> {
+        self.shared.clone()
+    }
+
+    /// The connection table (tests, benchmarks, replay).
+    pub fn table(&self) -> &ConnTable<Ipv4Addr> {
+        &self.table
+    }
+
+    /// The queue's counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Current tick.
+    pub fn now(&self) -> Tick {
+        self.now
+    }
+
+    /// Moves the clock (tests and replay drive time explicitly) and expires what is due.
+    pub fn set_now(&mut self, now: Tick) {
+        self.now = now;
+        self.expire();
+    }
+
+    fn tick_at(cfg: &ShardConfig, t: Instant) -> Tick {
+        let d = t.saturating_duration_since(cfg.start);
+        (d.as_millis() / (1000 / TICKS_PER_SEC as u128)) as Tick
+    }
+
+    /// Switches to a new snapshot. Services whose definition did not change keep their
+    /// scheduler state; connections are untouched.
+    pub fn apply_snapshot(&mut self, snap: Arc<Snapshot>) {
+        let mut svcs: Vec<Option<SvcRt>> = vec![None; snap.service_slots()];
+        for svc in snap.services() {
+            let old = self.svcs.get_mut(svc.id as usize).and_then(Option::take);
+            svcs[svc.id as usize] = Some(match old {
+                Some(rt) if rt.version == svc.version => rt,
+                Some(rt) if rt.sched.name() == &*svc.scheduler => SvcRt {
+                    version: svc.version,
+                    timeouts: svc.timeout_ticks(),
+                    ..rt
+                },
+                _ => SvcRt {
+                    version: svc.version,
+                    sched: Builtin::by_name(&svc.scheduler)
+                        .unwrap_or_else(|| Builtin::by_name("wlc").expect("wlc is built in")),
+                    table: StateTable::NORMAL,
+                    timeouts: svc.timeout_ticks(),
+                },
+            });
+            for d in &svc.dests {
+                let i = d.id as usize;
+                if self.dests.len() <= i {
+                    self.dests.resize(i + 1, None);
+                }
+                self.dests[i] = Some(d.state.clone());
+            }
+        }
+        if self.svc_traffic.len() < snap.service_slots() {
+            self.svc_traffic
+                .resize(snap.service_slots(), Traffic::default());
+        }
+        if self.dest_traffic.len() < snap.dest_slots() {
+            self.dest_traffic
+                .resize(snap.dest_slots(), Traffic::default());
+        }
+        self.svcs = svcs;
+        self.snap = snap;
+    }
+
+    #[inline]
+    fn drop(&mut self, r: DropReason) -> Verdict {
+        self.counters.drops[r as usize] += 1;
+        Verdict::Drop
+    }
+
+    #[inline]
+    fn pass(&mut self) -> Verdict {
+        self.counters.passthrough += 1;
+        Verdict::Forward
+    }
+
+    fn expire(&mut self) {
+        let dests = &self.dests;
+        let n = self.table.advance(self.now, EXPIRE_BUDGET, |_, c| {
+            if let Some(Some(d)) = dests.get(c.dest as usize) {
+                d.counters.unbind(c.flags & F_INACTIVE == 0);
+            }
+        });
+        self.counters.expired += n as u64;
+    }
+
+    /// Removes a connection now, fixing the realserver's counts.
+    fn kill(&mut self, id: ConnId) {
+        let c = self.table.remove(id);
+        if let Some(Some(d)) = self.dests.get(c.dest as usize) {
+            d.counters.unbind(c.flags & F_INACTIVE == 0);
+        }
+    }
+
+    /// Applies a TCP segment to a connection's state and refreshes its timer.
+    #[inline]
+    fn tcp_step(&mut self, id: ConnId, svc: u16, dir: Direction, flags: u8) {
+        let Some(rt) = self.svcs.get(svc as usize).and_then(Option::as_ref) else {
+            return;
+        };
+        let c = self.table.get_mut(id);
+        let dir = if c.flags & crate::conn::F_NOOUTPUT != 0 {
+            if dir == Direction::Output {
+                c.flags &= !crate::conn::F_NOOUTPUT;
+                Direction::Output
+            } else {
+                Direction::InputOnly
+            }
+        } else {
+            dir
+        };
+        let old = c.state;
+        let new = match Event::from_tcp_flags(flags) {
+            Some(ev) => rt.table.next(dir, ev, old),
+            None => old,
+        };
+        let timeout = rt.timeouts[new as usize];
+        if new != old {
+            let was_active = c.flags & F_INACTIVE == 0;
+            let active = new.is_active();
+            if was_active != active {
+                if active {
+                    c.flags &= !F_INACTIVE;
+                } else {
+                    c.flags |= F_INACTIVE;
+                }
+                if let Some(Some(d)) = self.dests.get(c.dest as usize) {
+                    d.counters.flip(active);
+                }
+            }
+            self.table.set_state(id, new);
+        }
+        self.table.set_expiry(id, self.now.saturating_add(timeout));
+    }
+
+    /// A new flow for service `svc` from `client`: schedule and insert. Returns the
+    /// connection or the reason it was refused.
+    fn new_flow(
+        &mut self,
+        hash: u32,
+        proto: u8,
+        client: SocketAddrV4,
+        svc: u16,
+    ) -> Result<ConnId, DropReason> {
+        let snap = &self.snap;
+        let service: &Service = snap.service(svc).ok_or(DropReason::NoService)?;
+        let rt = self
+            .svcs
+            .get_mut(svc as usize)
+            .and_then(Option::as_mut)
+            .ok_or(DropReason::NoService)?;
+        let i = rt.sched.pick(&service.dests).ok_or(DropReason::NoServer)?;
+        let dest = &service.dests[i];
+        let state = if proto == ip_proto::TCP {
+            State::None
+        } else {
+            State::Udp
+        };
+        let timeout = rt.timeouts[state as usize];
+        let id = self
+            .table
+            .insert(
+                hash,
+                NewConn {
+                    proto,
+                    caddr: *client.ip(),
+                    cport: client.port(),
+                    svc,
+                    dest: dest.id,
+                    state,
+                    flags: F_INACTIVE,
+                },
+                self.now.saturating_add(timeout),
+            )
+            .map_err(|_| DropReason::TableFull)?;
+        dest.state.counters.bind(false);
+        let did = dest.id as usize;
+        self.svc_traffic[svc as usize].conns += 1;
+        if let Some(t) = self.dest_traffic.get_mut(did) {
+            t.conns += 1;
+        }
+        self.counters.total.conns += 1;
+        Ok(id)
+    }
+
+    /// Client → virtual service.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn inbound(
+        &mut self,
+        data: &mut [u8],
+        ihl: usize,
+        proto: u8,
+        client: SocketAddrV4,
+        svc: u16,
+        tcp_flags: u8,
+        csum: Csum,
+    ) -> Verdict {
+        let hash = self.table.hash(proto, *client.ip(), client.port());
+        let found = self
+            .table
+            .lookup(hash, proto, *client.ip(), client.port(), |e| e.svc == svc);
+        let is_syn = proto == ip_proto::TCP && tcp_flags & (tf::SYN | tf::ACK) == tf::SYN;
+        let id = match found {
+            Some(id) => {
+                let c = self.table.get(id);
+                let removed = self
+                    .dests
+                    .get(c.dest as usize)
+                    .and_then(Option::as_ref)
+                    .is_none_or(|d| d.flags() & DEST_F_REMOVED != 0);
+                // IPVS conn_reuse_mode: a SYN on a closed entry starts a new connection,
+                // scheduled afresh.
+                let reuse = is_syn && matches!(c.state, State::TimeWait | State::Close);
+                if reuse || (removed && self.cfg.expire_nodest_conn) {
+                    self.kill(id);
+                    if !is_syn && proto != ip_proto::UDP {
+                        return self.drop(DropReason::DestRemoved);
+                    }
+                    match self.new_flow(hash, proto, client, svc) {
+                        Ok(id) => id,
+                        Err(r) => return self.drop(r),
+                    }
+                } else {
+                    id
+                }
+            }
+            None => {
+                if proto == ip_proto::TCP && !is_syn {
+                    return self.drop(DropReason::NoConn);
+                }
+                match self.new_flow(hash, proto, client, svc) {
+                    Ok(id) => id,
+                    Err(r) => return self.drop(r),
+                }
+            }
+        };
+        if proto == ip_proto::TCP {
+            self.tcp_step(id, svc, Direction::Input, tcp_flags);
+        } else if let Some(Some(rt)) = self.svcs.get(svc as usize) {
+            let t = rt.timeouts[State::Udp as usize];
+            self.table.set_expiry(id, self.now.saturating_add(t));
+        }
+        let c = self.table.get_mut(id);
+        c.in_pkts = c.in_pkts.saturating_add(1);
+        let dest = c.dest;
+        let Some(to) = self.snap.dest_addr(dest) else {
+            return self.drop(DropReason::NoServer);
+        };
+        nat::rewrite(data, ihl, proto, Side::Dst, to, csum);
+        let len = data.len() as u64;
+        let t = &mut self.svc_traffic[svc as usize];
+        t.in_pkts += 1;
+        t.in_bytes += len;
+        if let Some(t) = self.dest_traffic.get_mut(dest as usize) {
+            t.in_pkts += 1;
+            t.in_bytes += len;
+        }
+        self.counters.total.in_pkts += 1;
+        self.counters.total.in_bytes += len;
+        Verdict::Forward
+    }
+
+    /// Realserver → client, if it belongs to a tracked connection.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn outbound(
+        &mut self,
+        data: &mut [u8],
+        ihl: usize,
+        proto: u8,
+        server: SocketAddrV4,
+        client: SocketAddrV4,
+        tcp_flags: u8,
+        csum: Csum,
+    ) -> Verdict {
+        let hash = self.table.hash(proto, *client.ip(), client.port());
+        let snap = &self.snap;
+        let found = self
+            .table
+            .lookup(hash, proto, *client.ip(), client.port(), |e| {
+                snap.dest_addr(e.dest) == Some(server)
+            });
+        let Some(id) = found else {
+            if self.snap.is_realserver(proto, *server.ip(), server.port()) {
+                return self.drop(DropReason::StaleReply);
+            }
+            if self.snap.is_vip(*client.ip()) {
+                // Passing it on would loop back into the device.
+                return self.drop(DropReason::NoService);
+            }
+            return self.pass();
+        };
+        let (svc, dest) = {
+            let c = self.table.get(id);
+            (c.svc, c.dest)
+        };
+        if proto == ip_proto::TCP {
+            self.tcp_step(id, svc, Direction::Output, tcp_flags);
+        } else if let Some(Some(rt)) = self.svcs.get(svc as usize) {
+            let t = rt.timeouts[State::Udp as usize];
+            self.table.set_expiry(id, self.now.saturating_add(t));
+        }
+        let Some(vip) = self.snap.service(svc).map(|s| s.vip) else {
+            return self.drop(DropReason::NoService);
+        };
+        nat::rewrite(data, ihl, proto, Side::Src, vip, csum);
+        let len = data.len() as u64;
+        let t = &mut self.svc_traffic[svc as usize];
+        t.out_pkts += 1;
+        t.out_bytes += len;
+        if let Some(t) = self.dest_traffic.get_mut(dest as usize) {
+            t.out_pkts += 1;
+            t.out_bytes += len;
+        }
+        self.counters.total.out_pkts += 1;
+        self.counters.total.out_bytes += len;
+        Verdict::Forward
+    }
+
+    /// ICMP: errors about tracked flows are translated; echo requests to a virtual address
+    /// are answered; anything else to a virtual address is dropped, the rest passes.
+    fn icmp(&mut self, data: &mut [u8], ihl: usize, dst: Ipv4Addr) -> Verdict {
+        use crate::wire::icmpv4::msg_type;
+        let icmp = &data[ihl..];
+        let Ok(msg) = crate::wire::Icmpv4Packet::new_checked(icmp) else {
+            return self.drop(DropReason::Malformed);
+        };
+        let ty = msg.msg_type();
+        if ty == msg_type::ECHO_REQUEST && msg.code() == 0 && self.snap.is_vip(dst) {
+            nat::echo_reply(data, ihl);
+            self.counters.echo_replies += 1;
+            return Verdict::Forward;
+        }
+        let Some(q) = nat::quoted(icmp) else {
+            return if self.snap.is_vip(dst) {
+                self.drop(DropReason::UnknownProto)
+            } else {
+                self.pass()
+            };
+        };
+        // About a packet the director sent to a client (VIP → client): the client side
+        // complains; send it to the realserver that sent the original.
+        if let Some(svc) = self.snap.service_at(q.proto, *q.src.ip(), q.src.port()) {
+            let client = q.dst;
+            let hash = self.table.hash(q.proto, *client.ip(), client.port());
+            if let Some(id) = self
+                .table
+                .lookup(hash, q.proto, *client.ip(), client.port(), |e| e.svc == svc)
+            {
+                if let Some(to) = self.snap.dest_addr(self.table.get(id).dest) {
+                    nat::translate_icmp(data, ihl, Side::Src, to);
+                    self.counters.icmp_translated += 1;
+                    return Verdict::Forward;
+                }
+            }
+            return self.drop(DropReason::IcmpNoConn);
+        }
+        // About a packet the director sent to a realserver (client → RIP): the server side
+        // complains; send it to the client as if from the virtual address.
+        let client = q.src;
+        let hash = self.table.hash(q.proto, *client.ip(), client.port());
+        let snap = &self.snap;
+        if let Some(id) = self
+            .table
+            .lookup(hash, q.proto, *client.ip(), client.port(), |e| {
+                snap.dest_addr(e.dest) == Some(q.dst)
+            })
+        {
+            if let Some(vip) = self.snap.service(self.table.get(id).svc).map(|s| s.vip) {
+                nat::translate_icmp(data, ihl, Side::Dst, vip);
+                self.counters.icmp_translated += 1;
+                return Verdict::Forward;
+            }
+        }
+        if self.snap.is_vip(dst) || self.snap.is_realserver(q.proto, *q.dst.ip(), q.dst.port()) {
+            return self.drop(DropReason::IcmpNoConn);
+        }
+        self.pass()
+    }
+
+    /// Publishes counters for the control plane (never blocks the queue).
+    pub fn publish(&mut self) {
+        if let Ok(mut r) = self.shared.report.try_lock() {
+            r.generation = self.snap.generation;
+            r.counters.clone_from(&self.counters);
+            r.services.clone_from(&self.svc_traffic);
+            r.dests.clone_from(&self.dest_traffic);
+            r.by_state = *self.table.by_state();
+            r.entries = self.table.len() as u64;
+            r.memory_bytes = self.table.memory_bytes() as u64;
+            r.memory_limit = self.cfg.memory_limit as u64;
+            r.capacity = self.table.capacity() as u64;
+            self.published = self.now;
+        }
+    }
+
+    fn list(&self, max: usize) -> Vec<ConnInfo> {
+        let tick = Duration::from_millis(1000 / TICKS_PER_SEC as u64);
+        self.table
+            .iter()
+            .take(max)
+            .map(|(_, c)| ConnInfo {
+                proto: c.proto(),
+                client: SocketAddrV4::new(c.caddr(), c.cport()),
+                svc: c.svc,
+                dest: c.dest,
+                state: c.state,
+                expires_in: tick * c.expires().saturating_sub(self.now),
+            })
+            .collect()
+    }
+
+    fn control(&mut self) {
+        let Some(rx) = self.rx.clone() else { return };
+        while let Ok(m) = rx.try_recv() {
+            match m {
+                Control::Snapshot(s) => {
+                    self.apply_snapshot(s);
+                    self.publish();
+                }
+                Control::ListConns { max, reply } => {
+                    let _ = reply.send(self.list(max));
+                }
+                Control::Stop => self.stopped = true,
+            }
+        }
+    }
+}
+
+impl Pipeline for Shard {
+    #[inline]
+    fn process(&mut self, pkt: &mut Packet<'_>) -> Verdict {
+        let csum = match pkt.vnet {
+            Some(v) if v.needs_csum() => Csum::Partial,
+            _ => Csum::Full,
+        };
+        let data = pkt.data_mut();
+        let Ok(ip) = Ipv4Packet::new_checked(&data[..]) else {
+            return self.drop(DropReason::Malformed);
+        };
+        if ip.is_fragment() {
+            return self.drop(DropReason::Fragment);
+        }
+        if ip.header_len() != crate::wire::ipv4::HEADER_LEN {
+            return self.drop(DropReason::IpOptions);
+        }
+        let (src, dst, proto, ihl, total) = (
+            ip.src_addr(),
+            ip.dst_addr(),
+            ip.protocol(),
+            ip.header_len(),
+            ip.total_len() as usize,
+        );
+        // Bytes after the IP total length (padding) are not part of the packet.
+        let data = &mut data[..total];
+        match proto {
+            ip_proto::TCP => {
+                let Ok(t) = TcpPacket::new_checked(&data[ihl..]) else {
+                    return self.drop(DropReason::Malformed);
+                };
+                let (sport, dport, flags) = (t.src_port(), t.dst_port(), t.flags());
+                if !tcp_flags_sane(flags) {
+                    return self.drop(DropReason::TcpFlags);
+                }
+                if let Some(svc) = self.snap.service_at(proto, dst, dport) {
+                    let client = SocketAddrV4::new(src, sport);
+                    return self.inbound(data, ihl, proto, client, svc, flags, csum);
+                }
+                if self.snap.is_vip(dst) {
+                    return self.drop(DropReason::NoService);
+                }
+                let (server, client) =
+                    (SocketAddrV4::new(src, sport), SocketAddrV4::new(dst, dport));
+                self.outbound(data, ihl, proto, server, client, flags, csum)
+            }
+            ip_proto::UDP => {
+                let Ok(u) = UdpPacket::new_checked(&data[ihl..]) else {
+                    return self.drop(DropReason::Malformed);
+                };
+                let (sport, dport) = (u.src_port(), u.dst_port());
+                if let Some(svc) = self.snap.service_at(proto, dst, dport) {
+                    let client = SocketAddrV4::new(src, sport);
+                    return self.inbound(data, ihl, proto, client, svc, 0, csum);
+                }
+                if self.snap.is_vip(dst) {
+                    return self.drop(DropReason::NoService);
+                }
+                let (server, client) =
+                    (SocketAddrV4::new(src, sport), SocketAddrV4::new(dst, dport));
+                self.outbound(data, ihl, proto, server, client, 0, csum)
+            }
+            ip_proto::ICMP => self.icmp(data, ihl, dst),
+            _ => {
+                if self.snap.is_vip(dst) {
+                    self.drop(DropReason::UnknownProto)
+                } else {
+                    self.pass()
+                }
+            }
+        }
+    }
+
+    fn poll(&mut self, now: Instant) -> bool {
+        if !self.shared.ready.load(Ordering::Relaxed) {
+            self.shared.ready.store(true, Ordering::Release);
+        }
+        let tick = Self::tick_at(&self.cfg, now);
+        self.control();
+        if tick != self.now {
+            self.now = tick;
+            self.expire();
+            self.publish();
+        }
+        !self.stopped
+    }
+}

@@ -1,0 +1,183 @@
+//! Counters kept by each queue without atomics on the packet path, and the report the queue
+//! publishes for the control plane a few times a second.
+
+use crate::conn::state::STATES;
+
+/// Why a packet was dropped. Each is counted in `ringvs_dropped_packets_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Truncated or malformed IPv4/TCP/UDP/ICMP header, or a bad length.
+    Malformed = 0,
+    /// IPv4 options (no legitimate TCP/UDP client needs them; source routing is abuse).
+    IpOptions,
+    /// A fragment (first or later): ringvs does not reassemble.
+    Fragment,
+    /// Not TCP, UDP or ICMP, addressed to a virtual address.
+    UnknownProto,
+    /// Addressed to a virtual address, but no service on that protocol and port.
+    NoService,
+    /// TCP flags that make no sense (SYN+FIN, SYN+RST, FIN+RST, none, FIN without ACK).
+    TcpFlags,
+    /// A TCP segment other than a SYN for a connection the table does not know.
+    NoConn,
+    /// No realserver can take a new flow (all quiesced, down or overloaded).
+    NoServer,
+    /// The connection table is at its memory limit: new flow refused.
+    TableFull,
+    /// A reply from a realserver port for a connection the table does not know.
+    StaleReply,
+    /// The connection's realserver was removed and `expire_nodest_conn` is on.
+    DestRemoved,
+    /// An ICMP error quoting a flow the table does not know.
+    IcmpNoConn,
+}
+
+/// Number of drop reasons.
+pub const DROP_REASONS: usize = 12;
+
+impl DropReason {
+    /// Every reason, in order.
+    pub const ALL: [DropReason; DROP_REASONS] = [
+        DropReason::Malformed,
+        DropReason::IpOptions,
+        DropReason::Fragment,
+        DropReason::UnknownProto,
+        DropReason::NoService,
+        DropReason::TcpFlags,
+        DropReason::NoConn,
+        DropReason::NoServer,
+        DropReason::TableFull,
+        DropReason::StaleReply,
+        DropReason::DestRemoved,
+        DropReason::IcmpNoConn,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::IpOptions => "ip_options",
+            DropReason::Fragment => "fragment",
+            DropReason::UnknownProto => "unknown_proto",
+            DropReason::NoService => "no_service",
+            DropReason::TcpFlags => "tcp_flags",
+            DropReason::NoConn => "no_conn",
+            DropReason::NoServer => "no_server",
+            DropReason::TableFull => "table_full",
+            DropReason::StaleReply => "stale_reply",
+            DropReason::DestRemoved => "dest_removed",
+            DropReason::IcmpNoConn => "icmp_no_conn",
+        }
+    }
+}
+
+/// Packets, bytes and connections of one service or realserver (ipvsadm `--stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Traffic {
+    /// Connections scheduled.
+    pub conns: u64,
+    /// Packets client → server.
+    pub in_pkts: u64,
+    /// Packets server → client.
+    pub out_pkts: u64,
+    /// Bytes client → server.
+    pub in_bytes: u64,
+    /// Bytes server → client.
+    pub out_bytes: u64,
+}
+
+impl Traffic {
+    /// Counts since `base` (for `--zero`, which never resets the monotonic counters).
+    pub fn since(&self, base: &Traffic) -> Traffic {
+        Traffic {
+            conns: self.conns.saturating_sub(base.conns),
+            in_pkts: self.in_pkts.saturating_sub(base.in_pkts),
+            out_pkts: self.out_pkts.saturating_sub(base.out_pkts),
+            in_bytes: self.in_bytes.saturating_sub(base.in_bytes),
+            out_bytes: self.out_bytes.saturating_sub(base.out_bytes),
+        }
+    }
+
+    /// Adds another's counts.
+    pub fn add(&mut self, o: &Traffic) {
+        self.conns += o.conns;
+        self.in_pkts += o.in_pkts;
+        self.out_pkts += o.out_pkts;
+        self.in_bytes += o.in_bytes;
+        self.out_bytes += o.out_bytes;
+    }
+}
+
+/// A queue's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// All traffic through services.
+    pub total: Traffic,
+    /// Drops by reason.
+    pub drops: [u64; DROP_REASONS],
+    /// Packets passed through unchanged (not for a service, not a tracked reply).
+    pub passthrough: u64,
+    /// ICMP errors translated for a tracked flow.
+    pub icmp_translated: u64,
+    /// Echo requests to a virtual address answered.
+    pub echo_replies: u64,
+    /// Connections expired by their timer.
+    pub expired: u64,
+}
+
+/// What a queue publishes for the control plane.
+#[derive(Debug, Clone, Default)]
+pub struct ShardReport {
+    /// Snapshot generation the queue is on.
+    pub generation: u64,
+    /// Queue counters.
+    pub counters: Counters,
+    /// Per service slot.
+    pub services: Vec<Traffic>,
+    /// Per realserver slot.
+    pub dests: Vec<Traffic>,
+    /// Live entries per state.
+    pub by_state: [u32; STATES],
+    /// Live entries.
+    pub entries: u64,
+    /// Bytes accounted to the table.
+    pub memory_bytes: u64,
+    /// The table's budget.
+    pub memory_limit: u64,
+    /// Entries the budget allows.
+    pub capacity: u64,
+}
+
+impl ShardReport {
+    /// Adds another queue's report (for totals).
+    pub fn merge(&mut self, o: &ShardReport) {
+        self.generation = self.generation.max(o.generation);
+        self.counters.total.add(&o.counters.total);
+        for (a, b) in self.counters.drops.iter_mut().zip(o.counters.drops) {
+            *a += b;
+        }
+        self.counters.passthrough += o.counters.passthrough;
+        self.counters.icmp_translated += o.counters.icmp_translated;
+        self.counters.echo_replies += o.counters.echo_replies;
+        self.counters.expired += o.counters.expired;
+        merge_vec(&mut self.services, &o.services);
+        merge_vec(&mut self.dests, &o.dests);
+        for (a, b) in self.by_state.iter_mut().zip(o.by_state) {
+            *a += b;
+        }
+        self.entries += o.entries;
+        self.memory_bytes += o.memory_bytes;
+        self.memory_limit += o.memory_limit;
+        self.capacity += o.capacity;
+    }
+}
+
+fn merge_vec(a: &mut Vec<Traffic>, b: &[Traffic]) {
+    if a.len() < b.len() {
+        a.resize(b.len(), Traffic::default());
+    }
+    for (x, y) in a.iter_mut().zip(b) {
+        x.add(y);
+    }
+}

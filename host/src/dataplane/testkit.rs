@@ -1,0 +1,120 @@
+//! Packet builders for tests, benchmarks, fixtures and replay: well-formed IPv4 packets with
+//! correct checksums, built with the wire layer's `Repr`s.
+
+use crate::wire::icmpv4::{self, Icmpv4Packet};
+use crate::wire::{ip_proto, Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr, UdpPacket, UdpRepr};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+fn ip(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload_len: usize) -> (Vec<u8>, Ipv4Repr) {
+    let repr = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol,
+        ttl: 63,
+        payload_len,
+        ident: 0x1234,
+        dont_frag: true,
+        dscp_ecn: 0,
+    };
+    let mut buf = vec![0u8; repr.buffer_len()];
+    repr.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]));
+    (buf, repr)
+}
+
+/// A TCP segment `src → dst` with `flags` and `payload`.
+pub fn tcp(src: SocketAddrV4, dst: SocketAddrV4, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let t = TcpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        seq_number: 1000,
+        ack_number: if flags & crate::wire::tcp::flags::ACK != 0 {
+            2000
+        } else {
+            0
+        },
+        flags,
+        window_len: 64240,
+        payload_len: payload.len(),
+    };
+    let (mut buf, _) = ip(*src.ip(), *dst.ip(), ip_proto::TCP, t.buffer_len());
+    let l4 = &mut buf[20..];
+    l4[t.header_len()..].copy_from_slice(payload);
+    t.emit(&mut TcpPacket::new_unchecked(l4), *src.ip(), *dst.ip());
+    buf
+}
+
+/// A UDP datagram `src → dst`.
+pub fn udp(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let u = UdpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        payload_len: payload.len(),
+    };
+    let (mut buf, _) = ip(*src.ip(), *dst.ip(), ip_proto::UDP, u.buffer_len());
+    let l4 = &mut buf[20..];
+    l4[8..].copy_from_slice(payload);
+    u.emit(&mut UdpPacket::new_unchecked(l4), *src.ip(), *dst.ip());
+    buf
+}
+
+/// An ICMP error `src → dst` of `msg_type`/`code` quoting the first `quote_len` bytes of
+/// `quoted` (as routers do: the IP header and at least 8 bytes).
+pub fn icmp_error(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    msg_type: u8,
+    code: u8,
+    rest: u32,
+    quoted: &[u8],
+    quote_len: usize,
+) -> Vec<u8> {
+    let q = &quoted[..quote_len.min(quoted.len())];
+    let (mut buf, _) = ip(src, dst, ip_proto::ICMP, icmpv4::HEADER_LEN + q.len());
+    let l4 = &mut buf[20..];
+    l4[icmpv4::HEADER_LEN..].copy_from_slice(q);
+    let mut m = Icmpv4Packet::new_unchecked(l4);
+    m.set_msg_type(msg_type);
+    m.set_code(code);
+    m.set_rest_of_header(rest);
+    m.fill_checksum();
+    buf
+}
+
+/// An ICMP echo request or reply.
+pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, request: bool, ident: u16, seq: u16) -> Vec<u8> {
+    let data = b"ringvs-ping";
+    let (mut buf, _) = ip(src, dst, ip_proto::ICMP, icmpv4::HEADER_LEN + data.len());
+    let l4 = &mut buf[20..];
+    l4[icmpv4::HEADER_LEN..].copy_from_slice(data);
+    let mut m = Icmpv4Packet::new_unchecked(l4);
+    m.set_msg_type(if request {
+        icmpv4::msg_type::ECHO_REQUEST
+    } else {
+        icmpv4::msg_type::ECHO_REPLY
+    });
+    m.set_code(0);
+    m.set_echo_ident(ident);
+    m.set_echo_seq(seq);
+    m.fill_checksum();
+    buf
+}
+
+/// Sets the TTL and fixes the header checksum (to match a packet the kernel forwarded).
+pub fn with_ttl(mut pkt: Vec<u8>, ttl: u8) -> Vec<u8> {
+    let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
+    ip.set_ttl(ttl);
+    ip.fill_checksum();
+    pkt
+}
+
+/// Replaces a TCP or UDP checksum with the partial (pseudo-header only) sum a packet
+/// carries with virtio-net `NEEDS_CSUM`.
+pub fn partial(mut pkt: Vec<u8>) -> Vec<u8> {
+    let ip = Ipv4Packet::new_unchecked(&pkt[..]);
+    let (src, dst, proto, ihl) = (ip.src_addr(), ip.dst_addr(), ip.protocol(), ip.header_len());
+    let len = (pkt.len() - ihl) as u32;
+    let sum = crate::wire::checksum::pseudo_header_v4(src, dst, proto, len);
+    let off = ihl + if proto == ip_proto::TCP { 16 } else { 6 };
+    pkt[off..off + 2].copy_from_slice(&sum.to_be_bytes());
+    pkt
+}

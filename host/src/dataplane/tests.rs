@@ -1,0 +1,733 @@
+//! Table-driven data-plane fixtures (Katran style): each step feeds one packet to a queue and
+//! states the expected output packet, or the drop reason, or an unchanged pass.
+
+use super::stats::DropReason;
+use super::testkit::{self, icmp_echo, icmp_error, partial, tcp, udp};
+use super::*;
+use crate::conn::{HashKey, State};
+use crate::control::registry::Registry;
+use crate::wire::icmpv4::{msg_type, unreach_code};
+use crate::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
+use crate::wire::vnet::{VnetHdr, F_NEEDS_CSUM};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Instant;
+
+const CONFIG: &str = r#"
+[[service]]
+name = "web"
+vip = "10.77.100.100:80"
+scheduler = "wlc"
+[[service.server]]
+addr = "10.77.1.1:8080"
+[[service.server]]
+addr = "10.77.1.2:8080"
+
+[[service]]
+name = "dns"
+vip = "10.77.100.100:53"
+proto = "udp"
+scheduler = "rr"
+[[service.server]]
+addr = "10.77.1.1:5353"
+[[service.server]]
+addr = "10.77.1.2:5353"
+"#;
+
+fn a(s: &str) -> SocketAddrV4 {
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+struct Lab {
+    shard: Shard,
+    registry: Registry,
+}
+
+fn lab_with(config: &str, memory: usize) -> Lab {
+    let cfg = crate::config::from_str(config, "fixture.toml").unwrap();
+    let mut registry = Registry::new(&cfg.services).unwrap();
+    let snap = Arc::new(registry.snapshot());
+    let start = Instant::now();
+    let shard = Shard::new(
+        ShardConfig {
+            id: 0,
+            memory_limit: memory,
+            hash_key: HashKey([7, 9]),
+            start,
+            expire_nodest_conn: false,
+        },
+        snap,
+        None,
+    )
+    .unwrap();
+    Lab { shard, registry }
+}
+
+fn lab() -> Lab {
+    lab_with(CONFIG, 1 << 20)
+}
+
+/// Runs one packet; returns the verdict and the bytes that would be written.
+fn run(shard: &mut Shard, input: &[u8], vnet: Option<VnetHdr>) -> (Verdict, Vec<u8>) {
+    let mut buf = vec![0u8; HEADROOM + input.len() + 64];
+    buf[HEADROOM..HEADROOM + input.len()].copy_from_slice(input);
+    let mut p = Packet::new(&mut buf, HEADROOM, input.len()).unwrap();
+    p.vnet = vnet;
+    let v = shard.process(&mut p);
+    let out = p.data().to_vec();
+    (v, out)
+}
+
+enum Expect {
+    Forward(Vec<u8>),
+    Drop(DropReason),
+    Pass,
+}
+
+struct Fixture {
+    desc: &'static str,
+    input: Vec<u8>,
+    vnet: Option<VnetHdr>,
+    expect: Expect,
+}
+
+fn fx(desc: &'static str, input: Vec<u8>, expect: Expect) -> Fixture {
+    Fixture {
+        desc,
+        input,
+        vnet: None,
+        expect,
+    }
+}
+
+fn check(shard: &mut Shard, fixtures: Vec<Fixture>) {
+    for f in fixtures {
+        let before = shard.counters().clone();
+        let (v, out) = run(shard, &f.input, f.vnet);
+        match f.expect {
+            Expect::Forward(want) => {
+                assert_eq!(v, Verdict::Forward, "{}: verdict", f.desc);
+                assert_eq!(hex(&out), hex(&want), "{}: output packet", f.desc);
+            }
+            Expect::Pass => {
+                assert_eq!(v, Verdict::Forward, "{}: verdict", f.desc);
+                assert_eq!(out, f.input, "{}: passed packets are unchanged", f.desc);
+                assert_eq!(
+                    shard.counters().passthrough,
+                    before.passthrough + 1,
+                    "{}",
+                    f.desc
+                );
+            }
+            Expect::Drop(r) => {
+                assert_eq!(v, Verdict::Drop, "{}: verdict", f.desc);
+                let n = shard.counters().drops[r as usize];
+                assert_eq!(
+                    n,
+                    before.drops[r as usize] + 1,
+                    "{}: counted as {}",
+                    f.desc,
+                    r.label()
+                );
+            }
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn nat_tcp_connection_both_ways() {
+    let mut l = lab();
+    let client = a("10.77.0.2:40000");
+    let vip = a("10.77.100.100:80");
+    let rs1 = a("10.77.1.1:8080");
+    check(
+        &mut l.shard,
+        vec![
+            fx(
+                "client SYN goes to the first server (wlc, all idle)",
+                tcp(client, vip, SYN, b""),
+                Expect::Forward(tcp(client, rs1, SYN, b"")),
+            ),
+            fx(
+                "server SYN-ACK comes back from the VIP",
+                tcp(rs1, client, SYN | ACK, b""),
+                Expect::Forward(tcp(vip, client, SYN | ACK, b"")),
+            ),
+            fx(
+                "client ACK",
+                tcp(client, vip, ACK, b""),
+                Expect::Forward(tcp(client, rs1, ACK, b"")),
+            ),
+            fx(
+                "client data",
+                tcp(client, vip, PSH | ACK, b"GET / HTTP/1.1\r\n\r\n"),
+                Expect::Forward(tcp(client, rs1, PSH | ACK, b"GET / HTTP/1.1\r\n\r\n")),
+            ),
+            fx(
+                "server data",
+                tcp(rs1, client, PSH | ACK, &[0xab; 1400]),
+                Expect::Forward(tcp(vip, client, PSH | ACK, &[0xab; 1400])),
+            ),
+        ],
+    );
+    let dests = &l.registry.service("web").unwrap().dests;
+    assert_eq!(
+        (
+            dests[0].state.counters.active(),
+            dests[0].state.counters.inactive()
+        ),
+        (1, 0)
+    );
+    let (_, c) = l.shard.table().iter().next().unwrap();
+    assert_eq!(c.state, State::Established);
+    // A second client now goes to the other server: wlc sees one active connection on rs1.
+    let c2 = a("10.77.0.3:50000");
+    check(
+        &mut l.shard,
+        vec![fx(
+            "second client SYN to rs2",
+            tcp(c2, vip, SYN, b""),
+            Expect::Forward(tcp(c2, a("10.77.1.2:8080"), SYN, b"")),
+        )],
+    );
+    // Closing: client FIN, server FIN.
+    check(
+        &mut l.shard,
+        vec![
+            fx(
+                "client FIN",
+                tcp(client, vip, FIN | ACK, b""),
+                Expect::Forward(tcp(client, rs1, FIN | ACK, b"")),
+            ),
+            fx(
+                "server FIN",
+                tcp(rs1, client, FIN | ACK, b""),
+                Expect::Forward(tcp(vip, client, FIN | ACK, b"")),
+            ),
+        ],
+    );
+    let st: Vec<State> = l.shard.table().iter().map(|(_, c)| c.state).collect();
+    assert!(st.contains(&State::TimeWait), "{st:?}");
+    assert_eq!(
+        (
+            dests[0].state.counters.active(),
+            dests[0].state.counters.inactive()
+        ),
+        (0, 1)
+    );
+}
+
+#[test]
+fn udp_both_ways_and_zero_checksum() {
+    let mut l = lab();
+    let client = a("10.77.0.2:33000");
+    let vip = a("10.77.100.100:53");
+    // rr starts after the last pick: the first pick is the second server.
+    let rs = a("10.77.1.2:5353");
+    let mut q = udp(client, vip, b"query");
+    let mut want = udp(client, rs, b"query");
+    check(
+        &mut l.shard,
+        vec![fx(
+            "datagram to a server",
+            q.clone(),
+            Expect::Forward(want.clone()),
+        )],
+    );
+    check(
+        &mut l.shard,
+        vec![fx(
+            "answer from the VIP",
+            udp(rs, client, b"answer"),
+            Expect::Forward(udp(vip, client, b"answer")),
+        )],
+    );
+    // No checksum (0) stays none.
+    q[26] = 0;
+    q[27] = 0;
+    want[26] = 0;
+    want[27] = 0;
+    check(
+        &mut l.shard,
+        vec![fx("zero UDP checksum is kept", q, Expect::Forward(want))],
+    );
+    let d = l.registry.service("dns").unwrap().dests[1].state.clone();
+    assert_eq!(
+        (d.counters.active(), d.counters.inactive()),
+        (0, 1),
+        "UDP flows count as InActConn"
+    );
+}
+
+#[test]
+fn partial_checksums_from_offload() {
+    let mut l = lab();
+    let client = a("10.77.0.2:40001");
+    let vip = a("10.77.100.100:80");
+    let rs1 = a("10.77.1.1:8080");
+    let vnet = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        csum_start: 20,
+        csum_offset: 16,
+        ..Default::default()
+    };
+    let mut f = fx(
+        "SYN with a partial checksum",
+        partial(tcp(client, vip, SYN, b"")),
+        Expect::Forward(partial(tcp(client, rs1, SYN, b""))),
+    );
+    f.vnet = Some(vnet);
+    let mut g = fx(
+        "reply with a partial checksum",
+        partial(tcp(rs1, client, SYN | ACK, b"")),
+        Expect::Forward(partial(tcp(vip, client, SYN | ACK, b""))),
+    );
+    g.vnet = Some(vnet);
+    check(&mut l.shard, vec![f, g]);
+}
+
+#[test]
+fn icmp_errors_are_translated() {
+    let mut l = lab();
+    let client = a("10.77.0.2:40002");
+    let vip = a("10.77.100.100:80");
+    let rs1 = a("10.77.1.1:8080");
+    run(&mut l.shard, &tcp(client, vip, SYN, b""), None);
+    // The client's path says "fragmentation needed" about a packet VIP → client.
+    let big_reply = tcp(vip, client, ACK, &[0u8; 1400]);
+    let on_rs_side = tcp(rs1, client, ACK, &[0u8; 1400]);
+    let frag = icmp_error(
+        ip("10.77.0.254"),
+        *vip.ip(),
+        msg_type::DEST_UNREACHABLE,
+        unreach_code::FRAG_NEEDED,
+        1300,
+        &big_reply,
+        28,
+    );
+    let want = icmp_error(
+        ip("10.77.0.254"),
+        *rs1.ip(),
+        msg_type::DEST_UNREACHABLE,
+        unreach_code::FRAG_NEEDED,
+        1300,
+        &on_rs_side,
+        28,
+    );
+    // A quote long enough to include the TCP checksum is translated too.
+    let frag_long = icmp_error(
+        ip("10.77.0.254"),
+        *vip.ip(),
+        msg_type::DEST_UNREACHABLE,
+        unreach_code::FRAG_NEEDED,
+        1300,
+        &big_reply,
+        576,
+    );
+    let want_long = icmp_error(
+        ip("10.77.0.254"),
+        *rs1.ip(),
+        msg_type::DEST_UNREACHABLE,
+        unreach_code::FRAG_NEEDED,
+        1300,
+        &on_rs_side,
+        576,
+    );
+    // The server side says "port unreachable" about client → RIP: the client hears it from
+    // the VIP about client → VIP.
+    let sent = tcp(client, rs1, ACK, b"x");
+    let seen = tcp(client, vip, ACK, b"x");
+    let unreach = icmp_error(
+        *rs1.ip(),
+        *client.ip(),
+        msg_type::DEST_UNREACHABLE,
+        unreach_code::PORT_UNREACHABLE,
+        0,
+        &sent,
+        48,
+    );
+    let want_unreach = icmp_error(
+        *vip.ip(),
+        *client.ip(),
+        msg_type::DEST_UNREACHABLE,
+        unreach_code::PORT_UNREACHABLE,
+        0,
+        &seen,
+        48,
+    );
+    let stranger = a("10.77.0.9:1234");
+    let unknown = icmp_error(
+        ip("10.77.0.254"),
+        *vip.ip(),
+        msg_type::DEST_UNREACHABLE,
+        unreach_code::FRAG_NEEDED,
+        1300,
+        &tcp(vip, stranger, ACK, b""),
+        28,
+    );
+    check(
+        &mut l.shard,
+        vec![
+            fx(
+                "frag needed toward the VIP reaches the server",
+                frag,
+                Expect::Forward(want),
+            ),
+            fx(
+                "long quote: inner checksum fixed too",
+                frag_long,
+                Expect::Forward(want_long),
+            ),
+            fx(
+                "port unreachable from the server reaches the client from the VIP",
+                unreach,
+                Expect::Forward(want_unreach),
+            ),
+            fx(
+                "ICMP about an unknown flow of a service",
+                unknown,
+                Expect::Drop(DropReason::IcmpNoConn),
+            ),
+        ],
+    );
+    assert_eq!(l.shard.counters().icmp_translated, 3);
+}
+
+#[test]
+fn ping_to_the_vip_is_answered() {
+    let mut l = lab();
+    let req = icmp_echo(ip("10.77.0.2"), ip("10.77.100.100"), true, 7, 1);
+    let want = testkit::with_ttl(
+        icmp_echo(ip("10.77.100.100"), ip("10.77.0.2"), false, 7, 1),
+        64,
+    );
+    check(
+        &mut l.shard,
+        vec![fx("echo request to the VIP", req, Expect::Forward(want))],
+    );
+    let other = icmp_echo(ip("10.77.0.2"), ip("10.77.1.1"), true, 7, 1);
+    check(
+        &mut l.shard,
+        vec![fx("ping to a realserver passes", other, Expect::Pass)],
+    );
+}
+
+#[test]
+fn bad_and_foreign_input() {
+    let mut l = lab();
+    let client = a("10.77.0.2:40003");
+    let vip = a("10.77.100.100:80");
+    let syn = tcp(client, vip, SYN, b"");
+    let mut opts = vec![0x46u8];
+    opts.extend_from_slice(&syn[1..20]);
+    opts.extend_from_slice(&[1, 1, 1, 0]); // NOP NOP NOP EOL
+    opts.extend_from_slice(&syn[20..]);
+    let total = opts.len() as u16;
+    opts[2..4].copy_from_slice(&total.to_be_bytes());
+    let mut frag = syn.clone();
+    frag[6] = 0x20; // MF
+    let mut later = syn.clone();
+    later[6] = 0x00;
+    later[7] = 0x10; // offset 128
+    let mut gre = syn.clone();
+    gre[9] = 47;
+    let mut short_len = syn.clone();
+    short_len[3] = 30; // total_len 30 < 40: TCP header truncated
+    check(
+        &mut l.shard,
+        vec![
+            fx(
+                "ten bytes",
+                syn[..10].to_vec(),
+                Expect::Drop(DropReason::Malformed),
+            ),
+            fx(
+                "IPv6",
+                {
+                    let mut v = syn.clone();
+                    v[0] = 0x60;
+                    v
+                },
+                Expect::Drop(DropReason::Malformed),
+            ),
+            fx(
+                "total length cuts the TCP header",
+                short_len,
+                Expect::Drop(DropReason::Malformed),
+            ),
+            fx("IP options", opts, Expect::Drop(DropReason::IpOptions)),
+            fx("first fragment", frag, Expect::Drop(DropReason::Fragment)),
+            fx("later fragment", later, Expect::Drop(DropReason::Fragment)),
+            fx(
+                "GRE to the VIP",
+                gre,
+                Expect::Drop(DropReason::UnknownProto),
+            ),
+            fx(
+                "TCP to a VIP port with no service",
+                tcp(client, a("10.77.100.100:81"), SYN, b""),
+                Expect::Drop(DropReason::NoService),
+            ),
+            fx(
+                "SYN+FIN",
+                tcp(client, vip, SYN | FIN, b""),
+                Expect::Drop(DropReason::TcpFlags),
+            ),
+            fx(
+                "SYN+RST",
+                tcp(client, vip, SYN | RST, b""),
+                Expect::Drop(DropReason::TcpFlags),
+            ),
+            fx(
+                "no flags",
+                tcp(client, vip, 0, b""),
+                Expect::Drop(DropReason::TcpFlags),
+            ),
+            fx(
+                "FIN without ACK",
+                tcp(client, vip, FIN | PSH, b""),
+                Expect::Drop(DropReason::TcpFlags),
+            ),
+            fx(
+                "ACK of an unknown connection",
+                tcp(client, vip, ACK, b""),
+                Expect::Drop(DropReason::NoConn),
+            ),
+            fx(
+                "SYN-ACK to the VIP for no connection",
+                tcp(client, vip, SYN | ACK, b""),
+                Expect::Drop(DropReason::NoConn),
+            ),
+            fx(
+                "reply from a server port, no connection",
+                tcp(a("10.77.1.1:8080"), client, ACK, b""),
+                Expect::Drop(DropReason::StaleReply),
+            ),
+            fx(
+                "server's own traffic passes",
+                udp(a("10.77.1.1:40000"), a("10.77.50.1:53"), b"q"),
+                Expect::Pass,
+            ),
+        ],
+    );
+    assert!(
+        l.shard.table().is_empty(),
+        "no bad packet created a connection"
+    );
+}
+
+#[test]
+fn quiesced_server_keeps_its_flows() {
+    let mut l = lab();
+    let vip = a("10.77.100.100:80");
+    let rs1 = a("10.77.1.1:8080");
+    let c1 = a("10.77.0.2:41000");
+    run(&mut l.shard, &tcp(c1, vip, SYN, b""), None);
+    l.registry.set_weight("web", rs1, 0).unwrap();
+    let c2 = a("10.77.0.2:41001");
+    check(
+        &mut l.shard,
+        vec![
+            fx(
+                "existing flow stays on the quiesced server",
+                tcp(c1, vip, ACK, b""),
+                Expect::Forward(tcp(c1, rs1, ACK, b"")),
+            ),
+            fx(
+                "new flow avoids it",
+                tcp(c2, vip, SYN, b""),
+                Expect::Forward(tcp(c2, a("10.77.1.2:8080"), SYN, b"")),
+            ),
+        ],
+    );
+    l.registry
+        .set_weight("web", a("10.77.1.2:8080"), 0)
+        .unwrap();
+    check(
+        &mut l.shard,
+        vec![fx(
+            "nobody left",
+            tcp(a("10.77.0.2:41002"), vip, SYN, b""),
+            Expect::Drop(DropReason::NoServer),
+        )],
+    );
+}
+
+#[test]
+fn removed_server_drains_and_reload_keeps_connections() {
+    let mut l = lab();
+    let vip = a("10.77.100.100:80");
+    let rs1 = a("10.77.1.1:8080");
+    let c1 = a("10.77.0.2:42000");
+    run(&mut l.shard, &tcp(c1, vip, SYN, b""), None);
+    l.registry.remove_server("web", rs1).unwrap();
+    l.shard.apply_snapshot(Arc::new(l.registry.snapshot()));
+    let c2 = a("10.77.0.2:42001");
+    check(
+        &mut l.shard,
+        vec![
+            fx(
+                "draining server still serves its flow",
+                tcp(c1, vip, ACK, b""),
+                Expect::Forward(tcp(c1, rs1, ACK, b"")),
+            ),
+            fx(
+                "reply still translated",
+                tcp(rs1, c1, ACK, b""),
+                Expect::Forward(tcp(vip, c1, ACK, b"")),
+            ),
+            fx(
+                "new flow goes elsewhere",
+                tcp(c2, vip, SYN, b""),
+                Expect::Forward(tcp(c2, a("10.77.1.2:8080"), SYN, b"")),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn expire_nodest_conn_ends_flows_of_removed_servers() {
+    let cfg = crate::config::from_str(CONFIG, "f.toml").unwrap();
+    let mut registry = Registry::new(&cfg.services).unwrap();
+    let mut shard = Shard::new(
+        ShardConfig {
+            id: 0,
+            memory_limit: 1 << 20,
+            hash_key: HashKey([1, 2]),
+            start: Instant::now(),
+            expire_nodest_conn: true,
+        },
+        Arc::new(registry.snapshot()),
+        None,
+    )
+    .unwrap();
+    let vip = a("10.77.100.100:80");
+    let c1 = a("10.77.0.2:43000");
+    run(&mut shard, &tcp(c1, vip, SYN, b""), None);
+    registry.remove_server("web", a("10.77.1.1:8080")).unwrap();
+    shard.apply_snapshot(Arc::new(registry.snapshot()));
+    check(
+        &mut shard,
+        vec![fx(
+            "packet of a removed server's flow",
+            tcp(c1, vip, ACK, b""),
+            Expect::Drop(DropReason::DestRemoved),
+        )],
+    );
+    assert!(shard.table().is_empty());
+}
+
+#[test]
+fn syn_on_time_wait_is_rescheduled() {
+    let mut l = lab();
+    let vip = a("10.77.100.100:80");
+    let (rs1, rs2) = (a("10.77.1.1:8080"), a("10.77.1.2:8080"));
+    let c = a("10.77.0.2:44000");
+    for (p, dir_in) in [
+        (SYN, true),
+        (SYN | ACK, false),
+        (ACK, true),
+        (FIN | ACK, true),
+        (FIN | ACK, false),
+        (ACK, true),
+    ] {
+        let pkt = if dir_in {
+            tcp(c, vip, p, b"")
+        } else {
+            tcp(rs1, c, p, b"")
+        };
+        assert_eq!(run(&mut l.shard, &pkt, None).0, Verdict::Forward);
+    }
+    assert_eq!(
+        l.shard.table().iter().next().unwrap().1.state,
+        State::TimeWait
+    );
+    // Load rs1 so that wlc prefers rs2 for the reused port.
+    l.registry.service("web").unwrap().dests[0]
+        .state
+        .counters
+        .bind(true);
+    check(
+        &mut l.shard,
+        vec![fx(
+            "SYN reusing the port of a TIME_WAIT entry",
+            tcp(c, vip, SYN, b""),
+            Expect::Forward(tcp(c, rs2, SYN, b"")),
+        )],
+    );
+    assert_eq!(l.shard.table().len(), 1);
+    let _ = rs1;
+}
+
+#[test]
+fn full_table_refuses_new_flows_and_keeps_old_ones() {
+    let mut l = lab_with(CONFIG, 64 << 10);
+    let vip = a("10.77.100.100:80");
+    let cap = l.shard.table().capacity();
+    for i in 0..cap {
+        let c = SocketAddrV4::new(ip("10.77.0.2"), 10_000 + i as u16);
+        assert_eq!(
+            run(&mut l.shard, &tcp(c, vip, SYN, b""), None).0,
+            Verdict::Forward,
+            "flow {i}"
+        );
+    }
+    let extra = SocketAddrV4::new(ip("10.77.0.3"), 9999);
+    check(
+        &mut l.shard,
+        vec![fx(
+            "one flow too many",
+            tcp(extra, vip, SYN, b""),
+            Expect::Drop(DropReason::TableFull),
+        )],
+    );
+    let first = SocketAddrV4::new(ip("10.77.0.2"), 10_000);
+    assert_eq!(
+        run(&mut l.shard, &tcp(first, vip, ACK, b""), None).0,
+        Verdict::Forward,
+        "existing flows keep working"
+    );
+}
+
+#[test]
+fn timers_expire_connections_and_fix_counts() {
+    let mut l = lab();
+    let vip = a("10.77.100.100:80");
+    let c = a("10.77.0.2:45000");
+    run(&mut l.shard, &tcp(c, vip, SYN, b""), None);
+    let d = l.registry.service("web").unwrap().dests[0].state.clone();
+    assert_eq!(d.counters.inactive(), 1);
+    let now = l.shard.now();
+    // SYN_RECV lasts 60 s by default.
+    l.shard.set_now(now + 59 * crate::conn::TICKS_PER_SEC);
+    assert_eq!(l.shard.table().len(), 1);
+    l.shard.set_now(now + 61 * crate::conn::TICKS_PER_SEC);
+    assert!(l.shard.table().is_empty());
+    assert_eq!(d.counters.inactive(), 0);
+    assert_eq!(l.shard.counters().expired, 1);
+}
+
+#[test]
+fn service_timeouts_override_the_defaults() {
+    let cfg = CONFIG.replace(
+        "scheduler = \"wlc\"",
+        "scheduler = \"wlc\"\ntimeouts = { syn_recv = \"5s\" }",
+    );
+    let mut l = lab_with(&cfg, 1 << 20);
+    run(
+        &mut l.shard,
+        &tcp(a("10.77.0.2:46000"), a("10.77.100.100:80"), SYN, b""),
+        None,
+    );
+    let now = l.shard.now();
+    l.shard.set_now(now + 6 * crate::conn::TICKS_PER_SEC);
+    assert!(l.shard.table().is_empty());
+}

@@ -1,0 +1,136 @@
+//! Prometheus metrics: names (node_exporter's ipvs collector with our prefix), help texts,
+//! and the once-a-second update from the queues' reports.
+//!
+//! The queues never touch the metrics registry: they publish plain counters a few times a
+//! second and the control plane sets the exported values here.
+
+use crate::conn::State;
+use crate::control::protocol::ListResult;
+use crate::dataplane::stats::{DropReason, ShardReport};
+use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// `ringvs_connections_total`.
+pub const CONNECTIONS: &str = "ringvs_connections_total";
+/// `ringvs_incoming_packets_total`.
+pub const IN_PACKETS: &str = "ringvs_incoming_packets_total";
+/// `ringvs_outgoing_packets_total`.
+pub const OUT_PACKETS: &str = "ringvs_outgoing_packets_total";
+/// `ringvs_incoming_bytes_total`.
+pub const IN_BYTES: &str = "ringvs_incoming_bytes_total";
+/// `ringvs_outgoing_bytes_total`.
+pub const OUT_BYTES: &str = "ringvs_outgoing_bytes_total";
+/// `ringvs_backend_connections_active{service,server}`.
+pub const BACKEND_ACTIVE: &str = "ringvs_backend_connections_active";
+/// `ringvs_backend_connections_inactive{service,server}`.
+pub const BACKEND_INACTIVE: &str = "ringvs_backend_connections_inactive";
+/// `ringvs_backend_weight{service,server}`.
+pub const BACKEND_WEIGHT: &str = "ringvs_backend_weight";
+/// `ringvs_conntable_entries{state}`.
+pub const TABLE_ENTRIES: &str = "ringvs_conntable_entries";
+/// `ringvs_conntable_memory_bytes`.
+pub const TABLE_MEMORY: &str = "ringvs_conntable_memory_bytes";
+/// `ringvs_conntable_memory_limit_bytes`.
+pub const TABLE_LIMIT: &str = "ringvs_conntable_memory_limit_bytes";
+/// `ringvs_dropped_packets_total{reason}`.
+pub const DROPPED: &str = "ringvs_dropped_packets_total";
+/// `ringvs_passthrough_packets_total`.
+pub const PASSTHROUGH: &str = "ringvs_passthrough_packets_total";
+/// `ringvs_icmp_translated_total`.
+pub const ICMP_TRANSLATED: &str = "ringvs_icmp_translated_total";
+
+/// Installs the exporter on `addr` (inside the current Tokio runtime).
+pub fn install(addr: SocketAddr) -> Result<(), String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        // Series of removed services and servers disappear.
+        .idle_timeout(
+            metrics_util::MetricKindMask::GAUGE,
+            Some(Duration::from_secs(10)),
+        )
+        .install()
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    describe();
+    Ok(())
+}
+
+/// Registers help texts.
+pub fn describe() {
+    describe_counter!(CONNECTIONS, "Connections scheduled to a realserver.");
+    describe_counter!(IN_PACKETS, "Packets from clients forwarded to realservers.");
+    describe_counter!(
+        OUT_PACKETS,
+        "Packets from realservers forwarded to clients."
+    );
+    describe_counter!(
+        IN_BYTES,
+        Unit::Bytes,
+        "Bytes from clients forwarded to realservers."
+    );
+    describe_counter!(
+        OUT_BYTES,
+        Unit::Bytes,
+        "Bytes from realservers forwarded to clients."
+    );
+    describe_gauge!(
+        BACKEND_ACTIVE,
+        "Connections in ESTABLISHED per realserver (ActiveConn)."
+    );
+    describe_gauge!(
+        BACKEND_INACTIVE,
+        "Connections in other states per realserver (InActConn)."
+    );
+    describe_gauge!(
+        BACKEND_WEIGHT,
+        "Current weight per realserver (0 = quiesced)."
+    );
+    describe_gauge!(TABLE_ENTRIES, "Tracked connections per state.");
+    describe_gauge!(
+        TABLE_MEMORY,
+        Unit::Bytes,
+        "Bytes used by the connection tables."
+    );
+    describe_gauge!(
+        TABLE_LIMIT,
+        Unit::Bytes,
+        "The connection tables' memory budget."
+    );
+    describe_counter!(DROPPED, "Packets dropped, by reason.");
+    describe_counter!(
+        PASSTHROUGH,
+        "Packets neither for a service nor from one, passed unchanged."
+    );
+    describe_counter!(
+        ICMP_TRANSLATED,
+        "ICMP errors about tracked flows translated."
+    );
+}
+
+/// Sets the exported values from the merged queue report and the service list.
+pub fn update(r: &ShardReport, list: &ListResult) {
+    let t = &r.counters.total;
+    counter!(CONNECTIONS).absolute(t.conns);
+    counter!(IN_PACKETS).absolute(t.in_pkts);
+    counter!(OUT_PACKETS).absolute(t.out_pkts);
+    counter!(IN_BYTES).absolute(t.in_bytes);
+    counter!(OUT_BYTES).absolute(t.out_bytes);
+    for reason in DropReason::ALL {
+        counter!(DROPPED, "reason" => reason.label()).absolute(r.counters.drops[reason as usize]);
+    }
+    counter!(PASSTHROUGH).absolute(r.counters.passthrough);
+    counter!(ICMP_TRANSLATED).absolute(r.counters.icmp_translated);
+    for s in State::ALL {
+        gauge!(TABLE_ENTRIES, "state" => s.name()).set(r.by_state[s as usize] as f64);
+    }
+    gauge!(TABLE_MEMORY).set(r.memory_bytes as f64);
+    gauge!(TABLE_LIMIT).set(r.memory_limit as f64);
+    for svc in &list.services {
+        for srv in &svc.servers {
+            let labels = [("service", svc.name.clone()), ("server", srv.addr.clone())];
+            gauge!(BACKEND_ACTIVE, &labels).set(srv.active as f64);
+            gauge!(BACKEND_INACTIVE, &labels).set(srv.inactive as f64);
+            gauge!(BACKEND_WEIGHT, &labels).set(srv.weight as f64);
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Policies: the built-in schedulers now; WebAssembly components (wasmtime) next.
+
+pub mod builtin;
