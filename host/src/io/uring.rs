@@ -62,7 +62,8 @@ pub struct UringOptions {
     /// Longest wait for completions before [`Pipeline::poll`] runs anyway.
     pub idle_timeout: Duration,
     /// Try a multishot read first (`IORING_OP_READ_MULTISHOT`, Linux 6.7); `false` forces the
-    /// plain-read fallback (for comparison and tests).
+    /// plain-read fallback (for comparison and tests; its reads wake each other and end up on
+    /// io-wq worker threads, see the [module docs](super)).
     pub multishot: bool,
 }
 
