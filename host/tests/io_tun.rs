@@ -560,18 +560,7 @@ fn reflects_udp_gso_super_packets() {
             &UringOptions::for_device(true),
         );
         let sock = client_socket();
-        let seg: libc::c_int = 1000;
-        // Safety: UDP_SEGMENT reads one c_int through the valid pointer of the given size.
-        let rc = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&sock),
-                libc::SOL_UDP,
-                libc::UDP_SEGMENT,
-                &seg as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "UDP_SEGMENT: {}", io::Error::last_os_error());
+        set_udp_segment(&sock, 1000);
         // 5 sends of 40 segments each (40 KB): datagram k of send s carries 40 * s + k.
         let (sends, segs) = (5u32, 40u32);
         for s in 0..sends {
@@ -603,6 +592,41 @@ fn reflects_udp_gso_super_packets() {
         } else {
             assert_eq!(r.reflected, u64::from(sends * segs), "{r:?}");
         }
+    });
+}
+
+/// A packet larger than the buffer (TUN truncates it silently, returning the truncated
+/// length) is discarded, and the queue goes on.
+#[test]
+fn discards_packets_larger_than_the_buffer() {
+    if !have_root() {
+        return;
+    }
+    in_netns(|| {
+        let uring = UringOptions {
+            buf_size: 4096,
+            ..UringOptions::for_device(true)
+        };
+        let lab = Lab::start(&tun("rvs-big", 1, true), &uring);
+        let big = client_socket();
+        set_udp_segment(&big, 1000);
+        let data: Vec<u8> = (0..20).flat_map(|k| payload(k, 1000)).collect();
+        big.send_to(&data, SocketAddrV4::new(REMOTE, PORT_BASE))
+            .unwrap();
+        big.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        let e = big.recv_from(&mut buf).map(|(n, _)| n).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        ping(10, 1, 1, 100);
+        let reports = lab.stop();
+        let s = &reports[0].stats;
+        check("rvs-big", &reports, 10, true);
+        assert_eq!(s.discarded, 1, "{s:?}");
+        assert_eq!(
+            reports[0].gso, 0,
+            "the truncated GSO packet reached the pipeline"
+        );
     });
 }
 
@@ -801,6 +825,21 @@ fn throughput_smoke() {
         );
         assert_eq!(s.multishot, multishot);
     }
+}
+
+/// Lets `sock` send GSO batches of `size`-byte datagrams (`UDP_SEGMENT`).
+fn set_udp_segment(sock: &UdpSocket, size: libc::c_int) {
+    // Safety: UDP_SEGMENT reads one c_int through the valid pointer of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(sock),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            &size as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "UDP_SEGMENT: {}", io::Error::last_os_error());
 }
 
 /// CPU time (user + system) of the calling thread.

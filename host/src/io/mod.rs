@@ -17,14 +17,21 @@
 //! if any, just before it; the data plane can `prepend` (e.g. an LVS-TUN outer header) and
 //! the backend still has room to put the virtio-net header back in front.
 //!
-//! Reads: one multishot read (`IORING_OP_READ_MULTISHOT`, Linux 6.7) on the raw descriptor.
-//! Measured on Linux 6.18 while prototyping ringvs: many one-shot reads in flight on one
-//! TUN descriptor wake each other at light load, which a single multishot read with a buffer
-//! ring avoids; and a multishot read on a *registered* file fails with `EBADFD`, hence the raw
-//! descriptor. When multishot is unavailable, a fixed number of plain reads with
-//! `IOSQE_BUFFER_SELECT` is kept in flight instead. When the buffer ring runs dry the read
-//! ends with `ENOBUFS`; it is re-armed once buffers come back (the packets wait in the
-//! device's transmit queue, which is why the device gets a long `txqueuelen`).
+//! Reads: one multishot read (`IORING_OP_READ_MULTISHOT`, Linux 6.7) on the raw descriptor,
+//! which need not be non-blocking. Seen on Linux 6.18:
+//!
+//! - Many one-shot reads in flight on one TUN descriptor wake each other; the losers of a
+//!   wakeup get `EAGAIN` a second time and io_uring punts them to io-wq worker threads (up to
+//!   13 `iou-wrk` threads seen for 32 reads in the tests). One multishot read waits by
+//!   polling and never needed a worker; writes to TUN complete inline.
+//! - A multishot read on a *registered* file completes at once with `EBADFD`, hence the raw
+//!   descriptor. (A registered file also keeps the device alive after the ring is dropped:
+//!   see [`tun::EBUSY_RETRY`].)
+//!
+//! When multishot is unavailable, a fixed number of plain reads with `IOSQE_BUFFER_SELECT` is
+//! kept in flight instead. When the buffer ring runs dry the read ends with `ENOBUFS`; it is
+//! re-armed once buffers come back (the packets wait in the device's transmit queue, which is
+//! why the device gets a long `txqueuelen`).
 //!
 //! Ownership: a slot belongs to the kernel while it is in the buffer ring or lent to a write,
 //! and to the queue's thread between a read completion and the next write (or its return to

@@ -159,7 +159,7 @@ impl TunDevice {
 
         let sock = ctl_socket().map_err(|e| ctx(e, format!("control socket for {name}")))?;
         let mut ifr = ifreq(&name);
-        // Safety: SIOCGIFINDEX reads ifr_name and writes ifr_ifindex in the ifreq we own.
+        // SIOCGIFINDEX reads ifr_name and writes ifr_ifindex in the ifreq we own.
         sock_ioctl(&sock, libc::SIOCGIFINDEX, &mut ifr)
             .map_err(|e| ctx(e, format!("SIOCGIFINDEX on {name}")))?;
         // Safety: the kernel filled the ifindex member of the union.
@@ -168,7 +168,7 @@ impl TunDevice {
         if let Some(mtu) = opts.mtu {
             let mut ifr = ifreq(&name);
             ifr.ifr_ifru.ifru_mtu = int_arg(mtu, "MTU", &name)?;
-            // Safety: SIOCSIFMTU reads ifr_name and ifr_mtu from the ifreq we own.
+            // SIOCSIFMTU reads ifr_name and ifr_mtu from the ifreq we own.
             sock_ioctl(&sock, libc::SIOCSIFMTU, &mut ifr)
                 .map_err(|e| ctx(e, format!("SIOCSIFMTU({mtu}) on {name}")))?;
         }
@@ -176,18 +176,18 @@ impl TunDevice {
         let mut ifr = ifreq(&name);
         // `ifr_qlen` is the `ifr_ivalue` member, which shares its place with `ifr_mtu`.
         ifr.ifr_ifru.ifru_mtu = int_arg(qlen, "txqueuelen", &name)?;
-        // Safety: SIOCSIFTXQLEN reads ifr_name and ifr_qlen from the ifreq we own.
+        // SIOCSIFTXQLEN reads ifr_name and ifr_qlen from the ifreq we own.
         sock_ioctl(&sock, libc::SIOCSIFTXQLEN, &mut ifr)
             .map_err(|e| ctx(e, format!("SIOCSIFTXQLEN({qlen}) on {name}")))?;
 
         let mut ifr = ifreq(&name);
-        // Safety: SIOCGIFFLAGS reads ifr_name and writes ifr_flags in the ifreq we own.
+        // SIOCGIFFLAGS reads ifr_name and writes ifr_flags in the ifreq we own.
         sock_ioctl(&sock, libc::SIOCGIFFLAGS, &mut ifr)
             .map_err(|e| ctx(e, format!("SIOCGIFFLAGS on {name}")))?;
         // Safety: the kernel filled the flags member of the union.
         let up = unsafe { ifr.ifr_ifru.ifru_flags } | libc::IFF_UP as libc::c_short;
         ifr.ifr_ifru.ifru_flags = up;
-        // Safety: SIOCSIFFLAGS reads ifr_name and ifr_flags from the ifreq we own.
+        // SIOCSIFFLAGS reads ifr_name and ifr_flags from the ifreq we own.
         sock_ioctl(&sock, libc::SIOCSIFFLAGS, &mut ifr)
             .map_err(|e| ctx(e, format!("SIOCSIFFLAGS(IFF_UP) on {name}")))?;
 

@@ -55,20 +55,23 @@ pub struct UringOptions {
     pub ring_entries: u32,
     /// Packet buffers, a power of two up to [`MAX_BUFFERS`].
     pub buffers: u16,
-    /// Bytes per buffer, headroom included: at least [`HEADROOM`] + 576.
+    /// Bytes per buffer, headroom included: at least [`HEADROOM`] + 576. Packets must be
+    /// shorter than `buf_size - HEADROOM` (with a virtio-net header: plus its 10 bytes):
+    /// TUN truncates longer ones silently, so a read that fills its buffer is discarded.
     pub buf_size: usize,
     /// Plain reads kept in flight when multishot read is unavailable.
     pub reads_in_flight: u16,
     /// Longest wait for completions before [`Pipeline::poll`] runs anyway.
     pub idle_timeout: Duration,
     /// Try a multishot read first (`IORING_OP_READ_MULTISHOT`, Linux 6.7); `false` forces the
-    /// plain-read fallback (for comparison and tests).
+    /// plain-read fallback (for comparison and tests; its reads wake each other and end up on
+    /// io-wq worker threads, see the [module docs](super)).
     pub multishot: bool,
 }
 
 impl Default for UringOptions {
-    /// 512 entries, 512 buffers of 2048 bytes (packets up to 1984 bytes: no virtio-net header,
-    /// MTU ≤ 1984), 32 fallback reads, 10 ms idle timeout, multishot.
+    /// 512 entries, 512 buffers of 2048 bytes (for a device without virtio-net header and an
+    /// MTU below 1984), 32 fallback reads, 10 ms idle timeout, multishot.
     fn default() -> Self {
         UringOptions {
             ring_entries: 512,
@@ -149,8 +152,9 @@ pub struct QueueStats {
     pub bytes_out: u64,
     /// Packets the pipeline dropped.
     pub drops: u64,
-    /// Packets read but not forwarded by the backend: malformed virtio-net header, larger
-    /// than the buffer, no room left for the header after `prepend`, or read while stopping.
+    /// Packets read but not forwarded by the backend: malformed virtio-net header, possibly
+    /// truncated (filled the buffer), no room left for the header after `prepend`, or read
+    /// while stopping.
     pub discarded: u64,
     /// Times the multishot read was armed again after it ended (ENOBUFS and the like).
     pub rearms: u64,
@@ -521,8 +525,9 @@ impl Queue {
         self.stats.reads += 1;
         let n = res as usize;
         let vnet_len = self.vnet_len;
-        // TUN reports the full packet length even when it had to truncate it.
-        if self.stopping || n < vnet_len || n > self.entry_len as usize {
+        // TUN silently truncates a packet to the buffer and returns the truncated length
+        // (seen on 6.18): a read that fills the buffer may be incomplete.
+        if self.stopping || n < vnet_len || n >= self.entry_len as usize {
             self.stats.discarded += 1;
             self.recycle(bid);
             return Ok(());
