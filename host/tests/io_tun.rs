@@ -10,11 +10,13 @@
 //! Needs root (CAP_NET_ADMIN); without it the tests print a notice and pass, unless
 //! `RINGVS_REQUIRE_ROOT=1`.
 
+mod common;
+
+use common::*;
 use std::collections::HashSet;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -27,95 +29,10 @@ use ringvs::io::{run_queue, QueueStats, TunDevice, TunOptions, UringOptions};
 const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 77, 250, 1);
 const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 77, 250, 2);
 const PORT_BASE: u16 = 40_000;
-/// Upper bound for any single test body, namespace set-up included.
-const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a client waits for one reflected datagram.
 const RECV_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a queue thread may take to return once told to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn have_root() -> bool {
-    // Safety: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("RINGVS_REQUIRE_ROOT").as_deref() == Ok("1") {
-        panic!("these tests need root (CAP_NET_ADMIN) and RINGVS_REQUIRE_ROOT=1 is set");
-    }
-    eprintln!("notice: skipping TUN test, not root (set RINGVS_REQUIRE_ROOT=1 to fail instead)");
-    false
-}
-
-/// Runs `f` on a new thread in a new network namespace with `lo` up; fails the test if it
-/// panics, takes longer than [`TEST_TIMEOUT`], or leaves a thread in the namespace.
-fn in_netns<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = mpsc::channel();
-    let t = thread::spawn(move || {
-        // Safety: unshare(CLONE_NEWNET) only moves this thread to a new namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "unshare(CLONE_NEWNET): {}",
-            io::Error::last_os_error()
-        );
-        let ns = netns_inode("/proc/thread-self/ns/net");
-        ip(&["link", "set", "lo", "up"]);
-        let _ = tx.send((ns, f()));
-    });
-    match rx.recv_timeout(TEST_TIMEOUT) {
-        Ok((ns, r)) => {
-            t.join().expect("namespace thread");
-            // The namespace (and anything left in it) dies with the last task in it.
-            let left: Vec<_> = std::fs::read_dir("/proc/self/task")
-                .unwrap()
-                .filter_map(|t| t.ok())
-                .filter(|t| netns_inode(t.path().join("ns/net")) == ns)
-                .map(|t| t.file_name())
-                .collect();
-            assert!(
-                left.is_empty(),
-                "threads left in the test namespace: {left:?}"
-            );
-            r
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match t.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("namespace thread ended without a result"),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test body exceeded {TEST_TIMEOUT:?}"),
-    }
-}
-
-/// The inode identifying the network namespace at `path` (0 if it cannot be read, e.g. the
-/// thread is gone).
-fn netns_inode(path: impl AsRef<std::path::Path>) -> u64 {
-    std::fs::metadata(path)
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .unwrap_or(0)
-}
-
-/// Runs `ip ARGS` in the calling thread's network namespace (a spawned child inherits it).
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running ip {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn link_exists(name: &str) -> bool {
-    Command::new("ip")
-        .args(["link", "show", "dev", name])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
 
 /// Reflects UDP over IPv4 (addresses and ports swapped, so checksums stay valid), drops the
 /// rest, and stops when told to.

@@ -17,7 +17,8 @@ use crate::dataplane::service::{Snapshot, DEST_F_DOWN};
 use crate::dataplane::shard::{ConnInfo, ShardShared};
 use crate::dataplane::stats::{ShardReport, Traffic};
 use crate::dataplane::{Control, Shard, ShardConfig};
-use crate::io::tun::{TunDevice, TunOptions};
+use crate::io::steer;
+use crate::io::tun::{attach_steering_bpf, TunDevice, TunOptions};
 use crate::io::uring::{run_queue, QueueStats, UringOptions};
 use crossbeam_channel::Sender;
 use std::collections::BTreeSet;
@@ -81,6 +82,10 @@ impl RateTracker {
 /// The running daemon's state, shared by the control loop and the admin socket.
 pub struct Daemon {
     cfg: Config,
+    /// A queue descriptor kept for device-wide ioctls (steering), with more than one queue.
+    steer_fd: Option<OwnedFd>,
+    /// The services the attached steering program knows.
+    steered: Vec<(u8, std::net::Ipv4Addr, u16)>,
     registry: Registry,
     queues: Vec<Queue>,
     started: Instant,
@@ -132,7 +137,32 @@ impl Daemon {
         total
     }
 
+    /// Keeps the device's steering program in step with the services (before the queues see
+    /// them, so that a new service's flows are keyed on their clients from the start).
+    fn update_steering(&mut self, snap: &Snapshot) -> Result<(), String> {
+        let Some(fd) = &self.steer_fd else {
+            return Ok(());
+        };
+        let mut services: Vec<_> = snap
+            .services()
+            .map(|s| (s.proto.number(), *s.vip.ip(), s.vip.port()))
+            .collect();
+        services.sort_unstable();
+        if services == self.steered {
+            return Ok(());
+        }
+        let prog = steer::program(&services, self.queues.len() as u32);
+        let prog_fd = steer::load(&prog).map_err(|e| e.to_string())?;
+        attach_steering_bpf(fd.as_fd(), prog_fd.as_fd())
+            .map_err(|e| format!("cannot attach the steering program: {e}"))?;
+        self.steered = services;
+        Ok(())
+    }
+
     fn broadcast(&mut self, snap: Snapshot) {
+        if let Err(e) = self.update_steering(&snap) {
+            error!("steering: {e}; flows of new services may be dropped until it succeeds");
+        }
         let snap = Arc::new(snap);
         for q in &self.queues {
             let _ = q.tx.send(Control::Snapshot(snap.clone()));
@@ -583,9 +613,32 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
         warn!("{w}");
     }
     let device = tun.name().to_string();
+    // With several queues, both directions of a flow must reach the same queue: steer on the
+    // client endpoint before any queue runs.
+    let mut steer_fd = None;
+    let mut steered = Vec::new();
+    if cfg.director.queues > 1 {
+        let fd = tun.queue_fds()[0]
+            .try_clone()
+            .map_err(|e| format!("cannot duplicate a queue descriptor: {e}"))?;
+        let mut services: Vec<_> = snap
+            .services()
+            .map(|s| (s.proto.number(), *s.vip.ip(), s.vip.port()))
+            .collect();
+        services.sort_unstable();
+        let prog = steer::load(&steer::program(&services, cfg.director.queues as u32)).map_err(|e| {
+            format!("director.queues = {} needs the TUN steering program: {e}; use queues = 1 or run as root with BPF allowed", cfg.director.queues)
+        })?;
+        attach_steering_bpf(fd.as_fd(), prog.as_fd())
+            .map_err(|e| format!("cannot attach the steering program to {}: {e}", tun.name()))?;
+        steer_fd = Some(fd);
+        steered = services;
+    }
     let queues = start_queues(&cfg, tun.into_queues(), snap, start)?;
 
     let mut daemon = Daemon {
+        steer_fd,
+        steered,
         routes: (cfg.director.routes == Routes::Auto).then(|| AutoRoutes::new(&device)),
         cfg,
         registry,

@@ -45,6 +45,7 @@
 
 pub mod mem;
 pub mod pcap;
+pub mod steer;
 pub mod tun;
 pub mod uring;
 

@@ -1,0 +1,164 @@
+//! Real-kernel test of symmetric queue steering: both directions of every flow, and ICMP
+//! errors about it, reach the same queue of a multi-queue TUN device, the one `queue_of`
+//! names for the client endpoint.
+
+mod common;
+
+use common::*;
+use ringvs::dataplane::testkit::{icmp_error, tcp, udp};
+use ringvs::io::steer;
+use ringvs::io::{TunDevice, TunOptions};
+use ringvs::wire::tcp::flags::{ACK, SYN};
+use ringvs::wire::{ip_proto, Ipv4Packet, L4Ports};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 100, 100);
+const RIP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+
+fn raw_socket() -> OwnedFd {
+    // Safety: plain socket(2); the descriptor is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+    assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+    // Safety: fd is a new descriptor nobody else owns.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
+}
+
+fn send(sock: &OwnedFd, pkt: &[u8]) {
+    let dst = Ipv4Packet::new_checked(pkt).unwrap().dst_addr();
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(dst).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // Safety: pkt and sa are valid for the call; the socket is a raw IP socket.
+    let n = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            pkt.as_ptr().cast(),
+            pkt.len(),
+            0,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    assert_eq!(
+        n,
+        pkt.len() as isize,
+        "sendto: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The client port a packet belongs to (for ICMP, that of the quoted packet).
+fn client_port(pkt: &[u8]) -> Option<u16> {
+    let ip = Ipv4Packet::new_checked(pkt).ok()?;
+    let l4 = ip.payload();
+    match ip.protocol() {
+        ip_proto::ICMP => {
+            let inner = Ipv4Packet::new_checked_quoted(&l4[8..]).ok()?;
+            let p = L4Ports::new_checked(inner.payload()).ok()?;
+            Some(if inner.src_addr() == VIP {
+                p.dst_port()
+            } else {
+                p.src_port()
+            })
+        }
+        _ => {
+            let p = L4Ports::new_checked(l4).ok()?;
+            Some(if ip.dst_addr() == VIP {
+                p.src_port()
+            } else {
+                p.dst_port()
+            })
+        }
+    }
+}
+
+#[test]
+fn both_directions_reach_the_clients_queue() {
+    if !have_root() {
+        return;
+    }
+    in_netns(|| {
+        let queues = 2u32;
+        let dev = TunDevice::create(&TunOptions {
+            queues: queues as usize,
+            ..TunOptions::new("rvssteer0")
+        })
+        .unwrap();
+        ip(&["route", "add", "10.77.100.100/32", "dev", "rvssteer0"]);
+        ip(&["route", "add", "10.77.0.0/24", "dev", "rvssteer0"]);
+        let services = [(ip_proto::TCP, VIP, 80), (ip_proto::UDP, VIP, 53)];
+        let prog = steer::load(&steer::program(&services, queues)).unwrap();
+        ringvs::io::tun::attach_steering_bpf(dev.queue_fds()[0].as_fd(), prog.as_fd()).unwrap();
+        for q in dev.queue_fds() {
+            // Safety: fcntl on a descriptor we own.
+            unsafe { libc::fcntl(q.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        }
+        let sock = raw_socket();
+        let ports: Vec<u16> = (40_000..40_064).collect();
+        let mut sent = 0;
+        for &p in &ports {
+            let c = SocketAddrV4::new(CLIENT, p);
+            let (vip, rip) = (SocketAddrV4::new(VIP, 80), SocketAddrV4::new(RIP, 8080));
+            send(&sock, &tcp(c, vip, SYN, b""));
+            send(&sock, &tcp(rip, c, SYN | ACK, b""));
+            send(&sock, &udp(c, SocketAddrV4::new(VIP, 53), b"q"));
+            send(&sock, &udp(SocketAddrV4::new(RIP, 5353), c, b"a"));
+            // A router on the client's path complains about VIP → client.
+            let reply = tcp(vip, c, ACK, &[0; 100]);
+            send(
+                &sock,
+                &icmp_error(Ipv4Addr::new(10, 77, 100, 1), VIP, 3, 4, 1300, &reply, 28),
+            );
+            // A realserver complains about client → RIP.
+            let fwd = tcp(c, rip, ACK, b"x");
+            send(&sock, &icmp_error(RIP, CLIENT, 3, 3, 0, &fwd, 48));
+            sent += 6;
+        }
+        let mut seen: HashMap<u16, Vec<u32>> = HashMap::new();
+        let mut got = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 2048];
+        while got < sent && Instant::now() < deadline {
+            for (qi, q) in dev.queue_fds().iter().enumerate() {
+                // Safety: reading into a stack buffer we own.
+                let n = unsafe { libc::read(q.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n <= 0 {
+                    continue;
+                }
+                let pkt = &buf[..n as usize];
+                if Ipv4Packet::new_checked(pkt).is_err() {
+                    continue; // e.g. IPv6 router solicitations
+                }
+                if let Some(p) = client_port(pkt) {
+                    if ports.contains(&p) {
+                        seen.entry(p).or_default().push(qi as u32);
+                        got += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(got, sent, "every packet read back");
+        let mut per_queue = [0; 2];
+        for (p, qs) in &seen {
+            let want = steer::queue_of(CLIENT, *p, queues);
+            assert!(
+                qs.iter().all(|q| *q == want),
+                "port {p}: queues {qs:?}, want all {want}"
+            );
+            per_queue[want as usize] += 1;
+        }
+        assert!(
+            per_queue.iter().all(|&n| n > 10),
+            "flows spread over both queues: {per_queue:?}"
+        );
+    });
+}
