@@ -174,7 +174,7 @@ ns_sysctl() {
     in_ns "$ns" sysctl -q -w "$@" >/dev/null || die "sysctl $* failed in $(ns_name "$ns")"
 }
 
-link_is_up() { in_ns "$1" ip -o link show dev "$2" 2>/dev/null | grep -q 'LOWER_UP'; }
+link_is_up() { in_ns "$1" ip -o link show dev "$2" 2>/dev/null | grep 'LOWER_UP' >/dev/null; }
 
 # tune_veth NS DEV: long transmit queue, GRO on (when ethtool exists); records the result.
 tune_veth() {
@@ -182,7 +182,7 @@ tune_veth() {
     in_ns "$ns" ip link set dev "$dev" txqueuelen "$TXQLEN"
     if command -v ethtool >/dev/null 2>&1; then
         if in_ns "$ns" ethtool -K "$dev" gro on >/dev/null 2>&1 &&
-            in_ns "$ns" ethtool -k "$dev" 2>/dev/null | grep -q '^generic-receive-offload: on'; then
+            in_ns "$ns" ethtool -k "$dev" 2>/dev/null | grep '^generic-receive-offload: on' >/dev/null; then
             LAB_GRO=${LAB_GRO:-on}
         else
             LAB_GRO="partly failed ($ns/$dev)"
@@ -436,8 +436,8 @@ ringvs_ready() {
 
 # ringvs_routes_ok: the kernel sends the VIP into the device, and realservers' replies too.
 ringvs_routes_ok() {
-    in_ns dir ip route get "$VIP" 2>/dev/null | grep -q "dev $RVS_DEV" &&
-        in_ns dir ip route get "$CLI_IP" from "${RS_IPS[0]}" iif br-rs 2>/dev/null | grep -q "dev $RVS_DEV"
+    in_ns dir ip route get "$VIP" 2>/dev/null | grep "dev $RVS_DEV" >/dev/null &&
+        in_ns dir ip route get "$CLI_IP" from "${RS_IPS[0]}" iif br-rs 2>/dev/null | grep "dev $RVS_DEV" >/dev/null
 }
 
 ringvs_auto_conf() {
@@ -497,6 +497,7 @@ fwd_up_ringvs() {
     esac
     local rlog=$LAB_DIR/ringvs.log
     log "forwarder ringvs: $RINGVS run -c $conf (routes: $ROUTES, log: $rlog)"
+    printf '=== %s: %s run -c %s\n' "$(date '+%F %T')" "$RINGVS" "$conf" >>"$rlog"
     # `ip netns exec` execs the program, so $! is ringvs's own pid.
     ip netns exec "$(ns_name dir)" "$RINGVS" run -c "$conf" </dev/null >>"$rlog" 2>&1 &
     RINGVS_PID=$!
@@ -580,8 +581,8 @@ fwd_down() {
 
 # auto_routes_gone: after ringvs stopped, no policy rule for br-rs and no VIP route remain.
 auto_routes_gone() {
-    ! in_ns dir ip rule show | grep -q 'iif br-rs' &&
-        ! in_ns dir ip route show "$VIP/32" | grep -q .
+    ! in_ns dir ip rule show | grep 'iif br-rs' >/dev/null &&
+        ! in_ns dir ip route show "$VIP/32" | grep . >/dev/null
 }
 
 # dev_packets: "RX TX" packet counters of ringvs0 (or "0 0" when it does not exist).
@@ -635,8 +636,8 @@ count_hits() {
         HITS_PCT+="${HITS_PCT:+ }rs$i $((pct / 10)).$((pct % 10))%"
         if ((pct / 10 < HITS_MIN_PCT)); then HITS_MIN_PCT=$((pct / 10)); fi
     done
-    HITS_CLIENTS=$(for ((i = 1; i <= RS_COUNT; i++)); do access_lines "$i" | grep -E -- "$re" | cut -d' ' -f1; done |
-        sort -u | tr '\n' ' ')
+    HITS_CLIENTS=$(for ((i = 1; i <= RS_COUNT; i++)); do access_lines "$i" | { grep -E -- "$re" || true; }; done |
+        cut -d' ' -f1 | sort -u | tr '\n' ' ')
     HITS_CLIENTS=${HITS_CLIENTS% }
 }
 
@@ -644,7 +645,7 @@ count_hits() {
 # $LAB_DIR/wrk-NAME.txt. Sets WRK_REQUESTS, WRK_RPS, WRK_SOCK_ERRORS (sum), WRK_ERRORS_DETAIL,
 # WRK_NON2XX. Returns non-zero (with the output tail) when wrk fails or prints no summary.
 wrk_run() {
-    local name=$1 secs=$2 out=$LAB_DIR/wrk-$1.txt rc=0
+    local name=$1 secs=$2 out=$LAB_DIR/wrk-${1//\//-}.txt rc=0
     shift 2
     WRK_REQUESTS="" WRK_RPS="" WRK_SOCK_ERRORS="" WRK_ERRORS_DETAIL="" WRK_NON2XX=""
     ip netns exec "$(ns_name cli)" timeout $((secs + 20)) \
@@ -671,7 +672,7 @@ wrk_run() {
 # $LAB_DIR/iperf-NAME.json. Sets IPERF_GBPS (receiver), IPERF_RX_PPS, IPERF_LOSS_PCT (UDP) and
 # IPERF_RETRANS (TCP). Returns non-zero with the output tail on failure.
 iperf_run() {
-    local name=$1 secs=$2 out=$LAB_DIR/iperf-$1.json rc=0 parsed
+    local name=$1 secs=$2 out=$LAB_DIR/iperf-${1//\//-}.json rc=0 parsed
     shift 2
     IPERF_GBPS="" IPERF_RX_PPS="" IPERF_LOSS_PCT="" IPERF_RETRANS=""
     ip netns exec "$(ns_name cli)" timeout $((secs + 20)) \
