@@ -440,10 +440,21 @@ ringvs_routes_ok() {
         in_ns dir ip route get "$CLI_IP" from "${RS_IPS[0]}" iif br-rs 2>/dev/null | grep "dev $RVS_DEV" >/dev/null
 }
 
-ringvs_auto_conf() {
-    sed '/^\[director\]/a routes = "auto"' "$CONF" >"$LAB_DIR/lab-auto.toml"
-    grep -q '^routes = "auto"' "$LAB_DIR/lab-auto.toml" || return 1
-    printf '%s' "$LAB_DIR/lab-auto.toml"
+# ringvs_conf: the config file to run. $CONF as it is, except that a lab under another LAB_DIR
+# gets a copy whose /tmp/rvs-lab/ paths (the admin socket) point into its own directory, and
+# ROUTES=auto gets a copy with `routes = "auto"` added under [director].
+ringvs_conf() {
+    local conf=$CONF
+    if [[ $LAB_DIR != /tmp/rvs-lab ]] && grep '/tmp/rvs-lab/' "$conf" >/dev/null; then
+        sed "s|/tmp/rvs-lab/|$LAB_DIR/|g" "$conf" >"$LAB_DIR/lab-run.toml" || return 1
+        conf=$LAB_DIR/lab-run.toml
+    fi
+    if [[ $ROUTES == auto ]]; then
+        sed '/^\[director\]/a routes = "auto"' "$conf" >"$LAB_DIR/lab-auto.toml" || return 1
+        grep -x 'routes = "auto"' "$LAB_DIR/lab-auto.toml" >/dev/null || return 1
+        conf=$LAB_DIR/lab-auto.toml
+    fi
+    printf '%s' "$conf"
 }
 
 # ringvs_check_binary: fail fast, before any lab work, when there is nothing to run.
@@ -483,18 +494,15 @@ fwd_up_ringvs() {
         return 1
     fi
     conntrack_flush || true
-    local conf=$CONF
-    case $ROUTES in
-        manual) ;;
-        auto) conf=$(ringvs_auto_conf) || {
-            err "could not write the routes=auto variant of $CONF"
-            return 1
-        } ;;
-        *)
-            err "ROUTES must be manual or auto (got '$ROUTES')"
-            return 1
-            ;;
-    esac
+    local conf
+    if [[ $ROUTES != manual && $ROUTES != auto ]]; then
+        err "ROUTES must be manual or auto (got '$ROUTES')"
+        return 1
+    fi
+    conf=$(ringvs_conf) || {
+        err "could not write the lab's variant of $CONF into $LAB_DIR"
+        return 1
+    }
     local rlog=$LAB_DIR/ringvs.log
     log "forwarder ringvs: $RINGVS run -c $conf (routes: $ROUTES, log: $rlog)"
     printf '=== %s: %s run -c %s\n' "$(date '+%F %T')" "$RINGVS" "$conf" >>"$rlog"
