@@ -96,10 +96,17 @@ require_cmds() {
 
 # lab_trap: install the teardown that every script wants: on exit, success or failure, stop the
 # forwarder and delete the lab. INT/TERM turn into an exit so that the EXIT trap runs.
+# A command that fails under `set -e` is named (with its line and function) before the exit.
 lab_trap() {
+    set -o errtrace
+    trap 'lab_on_err "$?" "$BASH_COMMAND" "$LINENO" "${FUNCNAME[*]:-}"' ERR
     trap lab_on_exit EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
+}
+
+lab_on_err() {
+    err "failed (status $1): $2 [line $3${4:+, in ${4// / < }}]"
 }
 
 lab_on_exit() {

@@ -49,6 +49,7 @@ for _ in $(seq 30); do
     fi
 done
 spread=$(for k in "${!by_server[@]}"; do echo "$k=${by_server[$k]}"; done | sort | tr '\n' ' ')
+spread=${spread% }
 add '  %-11s %s/30 answered            served by: %s' curl "$answered" "${spread:-nobody}"
 if ((answered < 30)); then
     problems=$((problems + 1))
