@@ -560,7 +560,8 @@ fwd_up_ringvs() {
 }
 
 # fwd_down: stop the current forwarder. For ringvs: SIGTERM, up to 5 s, then SIGKILL; sets
-# RINGVS_EXIT to "exit N", "signal N" or "killed after 5 s". Manual routes are removed.
+# RINGVS_EXIT to "exit N", "signal N", "killed after 5 s" or "had already exited …". Manual
+# routes are removed.
 fwd_down() {
     case $LAB_FWD in
         nft)
@@ -586,6 +587,11 @@ fwd_down() {
                     if ((rc > 128)); then RINGVS_EXIT="signal $((rc - 128))"; else RINGVS_EXIT="exit $rc"; fi
                 fi
                 log "forwarder ringvs: stopped (${RINGVS_EXIT})"
+            elif [[ -n $RINGVS_PID ]]; then
+                local rc=0
+                wait "$RINGVS_PID" 2>/dev/null || rc=$?
+                RINGVS_EXIT="had already exited (status $rc) before SIGTERM"
+                warn "ringvs $RINGVS_EXIT; log: $LAB_DIR/ringvs.log"
             fi
             RINGVS_PID=""
             if [[ $ROUTES == manual ]]; then manual_routes_del; fi

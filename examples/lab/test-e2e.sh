@@ -7,7 +7,8 @@
 #
 # Checks, for each forwarder set-up:
 #   http keep-alive / http close: a wrk run through the VIP has zero socket errors, zero non-2xx
-#       responses, and every realserver logged >= 15 % of its requests;
+#       responses, every realserver logged >= 15 % of its requests, and a request right after
+#       the run is answered;
 #   client address: the realservers saw the client's own address (NAT, no SNAT);
 #   1 MiB download: 6 parallel downloads of /1m.bin are byte-identical (sha256) to the file, and
 #       at least 2 realservers served them;
@@ -69,11 +70,16 @@ check_http() { # check_http SETUP MODE [WRK ARGS...]
         return
     fi
     if [[ -n $breaker ]]; then wait "$breaker" || true; fi
+    # wrk does not count connections that never complete, so a forwarder that stops part-way
+    # would look clean: also ask for one more page right after the run.
     count_hits .
+    local after=answered
+    curl_vip / -o /dev/null --max-time 3 2>/dev/null || after="NOT answered"
     local ok=0 i
     ((WRK_SOCK_ERRORS == 0 && WRK_NON2XX == 0 && WRK_REQUESTS > 0 && HITS_MIN_PCT >= MIN_SHARE)) || ok=1
     for ((i = 1; i <= RS_COUNT; i++)); do ((HITS[i] > 0)) || ok=1; done
-    verdict "$ok" "$setup: http $mode" "$WRK_REQUESTS requests ($WRK_RPS/s), socket errors $WRK_SOCK_ERRORS${WRK_ERRORS_DETAIL:+ ($WRK_ERRORS_DETAIL)}, non-2xx $WRK_NON2XX; logged $HITS_TOTAL: $HITS_PCT (need >= $MIN_SHARE % each)"
+    [[ $after == answered ]] || ok=1
+    verdict "$ok" "$setup: http $mode" "$WRK_REQUESTS requests ($WRK_RPS/s), socket errors $WRK_SOCK_ERRORS${WRK_ERRORS_DETAIL:+ ($WRK_ERRORS_DETAIL)}, non-2xx $WRK_NON2XX; logged $HITS_TOTAL: $HITS_PCT (need >= $MIN_SHARE % each); a request after the run $after"
     CLIENTS_SEEN+="$HITS_CLIENTS "
 }
 
