@@ -36,7 +36,7 @@ for w in "${wanted[@]}"; do
     probe=${w%% *} pkg=${w#* }
     case $probe in
         cmd:*) command -v "${probe#cmd:}" >/dev/null 2>&1 && continue ;;
-        pkg:*) dpkg -s "${probe#pkg:}" 2>/dev/null | grep -q '^Status: install ok installed' && continue ;;
+        pkg:*) dpkg -s "${probe#pkg:}" 2>/dev/null | grep '^Status: install ok installed' >/dev/null && continue ;;
     esac
     [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
 done
@@ -99,7 +99,7 @@ fi
 
 # Plugins (later) are WebAssembly components built for wasm32-wasip2.
 if command -v rustup >/dev/null 2>&1; then
-    if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    if ! rustup target list --installed 2>/dev/null | grep -x wasm32-wasip2 >/dev/null; then
         log "adding Rust target wasm32-wasip2"
         rustup target add wasm32-wasip2 >/dev/null 2>&1 || die "rustup target add wasm32-wasip2 failed"
     fi
