@@ -28,6 +28,7 @@ wanted=(
     "cmd:ethtool ethtool"
     "cmd:ip iproute2"
     "cmd:ss iproute2"
+    "cmd:sysctl procps"
     "cmd:curl curl"
 )
 

@@ -32,7 +32,7 @@ case $FWD in nft | ringvs) ;; *) die "FWD must be nft or ringvs (got '$FWD')" ;;
 require_root
 require_cmds wrk curl nginx iperf3 nft
 if [[ $FWD == ringvs ]]; then
-    # Fail fast, before building anything.
+    # Fail fast, before bringing up the lab.
     ringvs_check_binary || {
         echo "FAIL  ringvs binary present: $RINGVS"
         exit 1
