@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# End-to-end test of the director in the netns lab. Prints every check as PASS/FAIL with its
+# figures; the exit status is the verdict.
+#
+#   sudo bash examples/lab/test-e2e.sh             # ringvs (target/release/ringvs), manual and auto routes
+#   sudo FWD=nft bash examples/lab/test-e2e.sh     # the same checks through kernel nftables DNAT
+#
+# Checks, for each forwarder set-up:
+#   http keep-alive / http close: a wrk run through the VIP has zero socket errors, zero non-2xx
+#       responses, every realserver logged >= 15 % of its requests, and a request right after
+#       the run is answered;
+#   client address: the realservers saw the client's own address (NAT, no SNAT);
+#   1 MiB download: 6 parallel downloads of /1m.bin are byte-identical (sha256) to the file, and
+#       at least 2 realservers served them;
+#   udp: 200 datagrams to VIP:53, each from its own socket, all answered with the right payload,
+#       by >= 2 realservers;
+# and for ringvs: the traffic went through ringvs0 (device counters), the director's conntrack
+# stayed empty, ringvs exits 0 within 5 s of SIGTERM, and with routes = "auto" the routes
+# exist while it runs and are gone after it stops.
+#
+# Environment: FWD=ringvs|nft, E2E_SECONDS (each wrk run, default 5), RINGVS, CONF, RVS_LAB,
+# LAB_DIR, SELFTEST_BREAK=1 (stop rs3's nginx in the middle of the first wrk run: the test
+# must then fail).
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+FWD=${FWD:-ringvs}
+E2E_SECONDS=${E2E_SECONDS:-5}
+MIN_SHARE=15 # percent of a wrk run's requests every realserver must get
+case $FWD in nft | ringvs) ;; *) die "FWD must be nft or ringvs (got '$FWD')" ;; esac
+require_root
+require_cmds wrk curl nginx iperf3 nft
+if [[ $FWD == ringvs ]]; then
+    # Fail fast, before bringing up the lab.
+    ringvs_check_binary || {
+        echo "FAIL  ringvs binary present: $RINGVS"
+        exit 1
+    }
+fi
+
+PASSES=0 FAILS=0
+verdict() { # verdict OK NAME FIGURES: OK is 0 (pass) or anything else (fail)
+    if [[ $1 == 0 ]]; then
+        PASSES=$((PASSES + 1))
+        printf 'PASS  %-42s %s\n' "$2" "$3"
+    else
+        FAILS=$((FAILS + 1))
+        printf 'FAIL  %-42s %s\n' "$2" "$3"
+    fi
+}
+# For verdict: ok_if CMD... -> 0 when CMD succeeds; arith EXPR -> 0 when the arithmetic EXPR holds.
+ok_if() { if "$@"; then echo 0; else echo 1; fi; }
+arith() { if (($1)); then echo 0; else echo 1; fi; }
+
+check_http() { # check_http SETUP MODE [WRK ARGS...]
+    local setup=$1 mode=$2 breaker=""
+    shift 2
+    hits_baseline
+    if [[ ${SELFTEST_BREAK:-0} == 1 && $mode == keep-alive ]]; then
+        log "SELFTEST_BREAK: stopping rs3's nginx in the middle of the run"
+        (
+            sleep $((E2E_SECONDS / 2))
+            stop_nginx 3
+        ) &
+        breaker=$!
+    fi
+    if ! wrk_run "$setup-$mode" "$E2E_SECONDS" -t2 -c32 "$@"; then
+        verdict 1 "$setup: http $mode" "wrk did not complete (output above)"
+        return
+    fi
+    if [[ -n $breaker ]]; then wait "$breaker" || true; fi
+    # wrk does not count connections that never complete, so a forwarder that stops part-way
+    # would look clean: also ask for one more page right after the run.
+    count_hits .
+    local after=answered
+    curl_vip / -o /dev/null --max-time 3 2>/dev/null || after="NOT answered"
+    local ok=0 i
+    ((WRK_SOCK_ERRORS == 0 && WRK_NON2XX == 0 && WRK_REQUESTS > 0 && HITS_MIN_PCT >= MIN_SHARE)) || ok=1
+    for ((i = 1; i <= RS_COUNT; i++)); do ((HITS[i] > 0)) || ok=1; done
+    [[ $after == answered ]] || ok=1
+    verdict "$ok" "$setup: http $mode" "$WRK_REQUESTS requests ($WRK_RPS/s), socket errors $WRK_SOCK_ERRORS${WRK_ERRORS_DETAIL:+ ($WRK_ERRORS_DETAIL)}, non-2xx $WRK_NON2XX; logged $HITS_TOTAL: $HITS_PCT (need >= $MIN_SHARE % each); a request after the run $after"
+    CLIENTS_SEEN+="$HITS_CLIENTS "
+}
+
+check_client_address() {
+    local seen
+    seen=$(tr ' ' '\n' <<<"$CLIENTS_SEEN" | { grep . || true; } | sort -u | tr '\n' ' ')
+    verdict "$(ok_if [ "${seen% }" == "$CLI_IP" ])" "$1: client address kept" "realservers saw: ${seen:-nothing}(want $CLI_IP only)"
+}
+
+check_download() {
+    local setup=$1 n=6 i pids=() intact=0 got servers=0
+    hits_baseline
+    for ((i = 1; i <= n; i++)); do
+        rm -f "$LAB_DIR/dl-$i.bin"
+        ip netns exec "$(ns_name cli)" curl -sS --connect-timeout 3 --max-time 30 \
+            -o "$LAB_DIR/dl-$i.bin" "http://$VIP/1m.bin" 2>>"$LAB_DIR/curl.err" &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || true; done
+    for ((i = 1; i <= n; i++)); do
+        got=$(sha256sum "$LAB_DIR/dl-$i.bin" 2>/dev/null | cut -d' ' -f1) || got=""
+        if [[ $got == "$ONE_MIB_SHA" ]]; then intact=$((intact + 1)); fi
+    done
+    count_hits 'GET /1m.bin '
+    for ((i = 1; i <= RS_COUNT; i++)); do
+        if ((HITS[i] > 0)); then servers=$((servers + 1)); fi
+    done
+    verdict "$(arith "intact == n && servers >= 2")" "$setup: 1 MiB download intact" \
+        "$intact/$n downloads match sha256 ${ONE_MIB_SHA:0:12}…; served by $servers servers ($HITS_SPREAD)"
+}
+
+check_udp() {
+    local setup=$1
+    if ! udp_probe 200; then
+        verdict 1 "$setup: udp round trip" "udp_probe.py failed (output above)"
+        return
+    fi
+    local ok=0
+    ((UDP_SENT == 200 && UDP_ANSWERED == UDP_SENT && UDP_BAD == 0 && UDP_NSERVERS >= 2)) || ok=1
+    verdict "$ok" "$setup: udp round trip" "$UDP_ANSWERED/$UDP_SENT answered, $UDP_BAD wrong, by $UDP_NSERVERS servers ($UDP_SERVERS)"
+}
+
+# run_checks SETUP: the forwarder is up; run every traffic check through it.
+run_checks() {
+    local setup=$1 rx0 tx0 rx1 tx1 requests
+    read -r rx0 tx0 < <(dev_packets)
+    CLIENTS_SEEN=""
+    check_http "$setup" keep-alive
+    requests=$WRK_REQUESTS
+    check_http "$setup" close -H 'Connection: close'
+    requests=$((${requests:-0} + ${WRK_REQUESTS:-0}))
+    check_client_address "$setup"
+    check_download "$setup"
+    check_udp "$setup"
+    if [[ $FWD == ringvs ]]; then
+        read -r rx1 tx1 < <(dev_packets)
+        verdict "$(arith "rx1 - rx0 >= requests && tx1 - tx0 >= requests && requests > 0")" \
+            "$setup: traffic through $RVS_DEV" "$((tx1 - tx0)) packets into ringvs, $((rx1 - rx0)) out, for $requests HTTP requests"
+        local ct
+        ct=$(conntrack_count)
+        verdict "$(arith "ct == 0")" "$setup: director conntrack unused" "$ct tracked connections in $(ns_name dir) (want 0: no ct/NAT rules)"
+    fi
+}
+
+lab_trap
+lab_up
+start_servers
+
+if [[ $FWD == nft ]]; then
+    fwd_up nft || die "nft forwarder did not come up"
+    run_checks nft
+    fwd_down
+else
+    for ROUTES in manual auto; do
+        setup="ringvs/$ROUTES"
+        if ! fwd_up ringvs; then
+            verdict 1 "$setup: ringvs up" "see the error and the log tail above (on stderr)"
+            fwd_down
+            break # fail fast: the other routing mode would wait for the same device in vain
+        fi
+        verdict 0 "$setup: ringvs up" "pid $RINGVS_PID, $RVS_DEV UP, VIP and replies routed into it"
+        run_checks "$setup"
+        fwd_down
+        verdict "$(ok_if [ "$RINGVS_EXIT" == "exit 0" ])" "$setup: clean stop on SIGTERM" "$RINGVS_EXIT (want exit 0 within 5 s)"
+        if [[ $ROUTES == auto ]]; then
+            verdict "$(ok_if auto_routes_gone)" "$setup: routes removed on exit" \
+                "$(in_ns dir ip rule show | grep -c 'iif br-rs' || true) rules for iif br-rs, $(in_ns dir ip route show "$VIP/32" | grep -c . || true) routes for $VIP left"
+        fi
+    done
+fi
+
+echo
+if ((FAILS > 0)); then
+    echo "test-e2e ($FWD): FAILED — $FAILS failed, $PASSES passed"
+    exit 1
+fi
+echo "test-e2e ($FWD): PASSED — $PASSES checks"
