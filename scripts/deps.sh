@@ -104,6 +104,12 @@ if command -v rustup >/dev/null 2>&1; then
         log "adding Rust target wasm32-wasip2"
         rustup target add wasm32-wasip2 >/dev/null 2>&1 || die "rustup target add wasm32-wasip2 failed"
     fi
+    for c in rustfmt clippy; do
+        if ! rustup component list --installed 2>/dev/null | grep -q "^$c"; then
+            log "adding Rust component $c"
+            rustup component add "$c" >/dev/null 2>&1 || die "rustup component add $c failed"
+        fi
+    done
 else
     log "rustup not found: install Rust (https://rustup.rs), then run: rustup target add wasm32-wasip2"
 fi

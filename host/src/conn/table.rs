@@ -46,6 +46,13 @@ const NIL: u32 = u32::MAX;
 pub trait FlowAddr: Copy + Eq + fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// Feeds the address to the keyed hasher.
     fn hash_into(&self, h: &mut SipHasher13, port: u16, proto: u8);
+    /// SipHash-1-3 of `(address, port, protocol)` under `key`.
+    #[inline]
+    fn keyed_hash(&self, key: &HashKey, port: u16, proto: u8) -> u64 {
+        let mut h = SipHasher13::new_with_keys(key.0[0], key.0[1]);
+        self.hash_into(&mut h, port, proto);
+        h.finish()
+    }
     /// The unspecified address, for free entries.
     fn unspecified() -> Self;
 }
@@ -53,8 +60,11 @@ pub trait FlowAddr: Copy + Eq + fmt::Debug + fmt::Display + Send + Sync + 'stati
 impl FlowAddr for Ipv4Addr {
     #[inline]
     fn hash_into(&self, h: &mut SipHasher13, port: u16, proto: u8) {
-        let a = u32::from_be_bytes(self.octets()) as u64;
-        h.write_u64(a << 32 | (port as u64) << 16 | proto as u64);
+        h.write_u64(v4_word(*self, port, proto));
+    }
+    #[inline]
+    fn keyed_hash(&self, key: &HashKey, port: u16, proto: u8) -> u64 {
+        sip13_one_word(key, v4_word(*self, port, proto))
     }
     fn unspecified() -> Self {
         Ipv4Addr::UNSPECIFIED
@@ -72,6 +82,48 @@ impl FlowAddr for Ipv6Addr {
     fn unspecified() -> Self {
         Ipv6Addr::UNSPECIFIED
     }
+}
+
+#[inline]
+fn v4_word(a: Ipv4Addr, port: u16, proto: u8) -> u64 {
+    (u32::from_be_bytes(a.octets()) as u64) << 32 | (port as u64) << 16 | proto as u64
+}
+
+/// SipHash-1-3 of one 8-byte message, exactly as `SipHasher13` computes it after a single
+/// `write_u64` (little-endian word, then the length block), without the generic buffering.
+#[inline(always)]
+fn sip13_one_word(key: &HashKey, m: u64) -> u64 {
+    let (k0, k1) = (key.0[0], key.0[1]);
+    let mut v0 = k0 ^ 0x736f_6d65_7073_6575;
+    let mut v1 = k1 ^ 0x646f_7261_6e64_6f6d;
+    let mut v2 = k0 ^ 0x6c79_6765_6e65_7261;
+    let mut v3 = k1 ^ 0x7465_6462_7974_6573;
+    macro_rules! round {
+        () => {
+            v0 = v0.wrapping_add(v1);
+            v1 = v1.rotate_left(13) ^ v0;
+            v0 = v0.rotate_left(32);
+            v2 = v2.wrapping_add(v3);
+            v3 = v3.rotate_left(16) ^ v2;
+            v0 = v0.wrapping_add(v3);
+            v3 = v3.rotate_left(21) ^ v0;
+            v2 = v2.wrapping_add(v1);
+            v1 = v1.rotate_left(17) ^ v2;
+            v2 = v2.rotate_left(32);
+        };
+    }
+    v3 ^= m;
+    round!();
+    v0 ^= m;
+    let b = 8u64 << 56;
+    v3 ^= b;
+    round!();
+    v0 ^= b;
+    v2 ^= 0xff;
+    round!();
+    round!();
+    round!();
+    v0 ^ v1 ^ v2 ^ v3
 }
 
 /// The secret key of the connection hash.
@@ -303,9 +355,15 @@ impl<A: FlowAddr> ConnTable<A> {
         }
         let nbuckets = 1usize << (usize::BITS - 1 - even.leading_zeros());
         let cap = ((room - nbuckets * 4) / Self::ENTRY_BYTES).min(NIL as usize - 1);
+        let entries: Vec<Conn<A>> = Vec::with_capacity(cap);
+        let buckets: Vec<u32> = vec![0; nbuckets];
+        // Random lookups over megabytes of buckets and entries miss the TLB on every packet
+        // with 4 KiB pages; ask for transparent huge pages (untouched memory stays unused).
+        advise_huge_pages(entries.as_ptr() as usize, cap * Self::ENTRY_BYTES);
+        advise_huge_pages(buckets.as_ptr() as usize, nbuckets * 4);
         Ok(ConnTable {
-            entries: Vec::with_capacity(cap),
-            buckets: vec![0; nbuckets],
+            entries,
+            buckets,
             mask: (nbuckets - 1) as u32,
             capacity: cap as u32,
             free: NIL,
@@ -350,9 +408,23 @@ impl<A: FlowAddr> ConnTable<A> {
     /// The bucket index hash of a client endpoint.
     #[inline]
     pub fn hash(&self, proto: u8, caddr: A, cport: u16) -> u32 {
-        let mut h = SipHasher13::new_with_keys(self.key.0[0], self.key.0[1]);
-        caddr.hash_into(&mut h, cport, proto);
-        h.finish() as u32
+        caddr.keyed_hash(&self.key, cport, proto) as u32
+    }
+
+    /// Asks the CPU to start loading the bucket of `hash` (first pass of batch prefetching).
+    #[inline]
+    pub fn prefetch_bucket(&self, hash: u32) {
+        prefetch_read(&self.buckets[(hash & self.mask) as usize] as *const u32 as *const u8);
+    }
+
+    /// Asks the CPU to start loading the first entry of `hash`'s chain (second pass: reads
+    /// the bucket, which the first pass brought in).
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u32) {
+        let i = self.buckets[(hash & self.mask) as usize].wrapping_sub(1);
+        if let Some(e) = self.entries.get(i as usize) {
+            prefetch_read(e as *const Conn<A> as *const u8);
+        }
     }
 
     /// Finds the connection of client endpoint `(proto, caddr, cport)` (whose hash is `hash`)
@@ -608,6 +680,31 @@ impl<A: FlowAddr> ConnTable<A> {
         e.tnext = NIL;
         e.tprev = NIL;
         e.sched = NIL;
+    }
+}
+
+#[inline(always)]
+fn prefetch_read(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // Safety: prefetching is a hint; it never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(p as *const i8, core::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// `madvise(MADV_HUGEPAGE)` on the 2 MiB-aligned part of `[addr, addr + len)`.
+fn advise_huge_pages(addr: usize, len: usize) {
+    const HUGE: usize = 2 << 20;
+    let start = addr.next_multiple_of(HUGE);
+    let end = (addr + len) & !(HUGE - 1);
+    if end > start {
+        // Safety: the range lies inside an allocation this table owns; MADV_HUGEPAGE only
+        // changes how the kernel backs it, never its contents. Failure is harmless.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
     }
 }
 

@@ -221,3 +221,20 @@ fn counters_follow_ipvs_rules() {
     c.unbind(false); // extra: never wraps
     assert_eq!((c.active(), c.inactive()), (0, 0));
 }
+
+#[test]
+fn specialised_siphash_matches_the_reference() {
+    use core::hash::Hasher;
+    use siphasher::sip::SipHasher13;
+    let key = HashKey([0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908]);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..10_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let (a, p, pr) = (Ipv4Addr::from((x >> 32) as u32), (x >> 16) as u16, x as u8);
+        let mut h = SipHasher13::new_with_keys(key.0[0], key.0[1]);
+        a.hash_into(&mut h, p, pr);
+        assert_eq!(a.keyed_hash(&key, p, pr), h.finish());
+    }
+}

@@ -42,6 +42,14 @@ use std::time::Instant;
 
 /// A data-plane stage driven by an I/O backend, one instance per queue (thread).
 pub trait Pipeline {
+    /// Optional first look at a batch: called with every packet of an I/O batch before any
+    /// of them is processed, so that the pipeline can start loading what they will need
+    /// (the connection table's buckets and entries) and the cache misses of a batch overlap
+    /// instead of queueing one after the other. Must not change state that `process`
+    /// depends on. The default does nothing.
+    #[inline]
+    fn prefetch(&mut self, _batch: &[&[u8]]) {}
+
     /// Decides the fate of one packet, rewriting it in place when it is forwarded.
     fn process(&mut self, pkt: &mut Packet<'_>) -> Verdict;
 

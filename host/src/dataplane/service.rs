@@ -139,6 +139,46 @@ impl Hasher for FxHasher {
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
+/// `(protocol, address, port)` packed in one word.
+#[inline]
+fn endpoint_key(proto: u8, addr: Ipv4Addr, port: u16) -> u64 {
+    (proto as u64) << 48 | (u32::from(addr) as u64) << 16 | port as u64
+}
+
+/// A set of keys mapped to values: a linear scan while small (the usual handful of
+/// services beats any hashing), a hash map beyond.
+#[derive(Debug, Default)]
+struct SmallIndex<V: Copy> {
+    small: Vec<(u64, V)>,
+    map: FxMap<u64, V>,
+}
+
+impl<V: Copy> SmallIndex<V> {
+    const LINEAR: usize = 16;
+
+    fn insert(&mut self, k: u64, v: V) {
+        if !self.map.is_empty() {
+            self.map.insert(k, v);
+        } else if let Some(e) = self.small.iter_mut().find(|e| e.0 == k) {
+            e.1 = v;
+        } else if self.small.len() < Self::LINEAR {
+            self.small.push((k, v));
+        } else {
+            self.map.extend(self.small.drain(..));
+            self.map.insert(k, v);
+        }
+    }
+
+    #[inline]
+    fn get(&self, k: u64) -> Option<V> {
+        if self.map.is_empty() {
+            self.small.iter().find(|e| e.0 == k).map(|e| e.1)
+        } else {
+            self.map.get(&k).copied()
+        }
+    }
+}
+
 /// Everything a queue needs to know about services, immutable once built.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -148,9 +188,9 @@ pub struct Snapshot {
     /// Realserver address per slot, for the packet path.
     dest_addrs: Vec<Option<SocketAddrV4>>,
     dest_svc: Vec<u16>,
-    vips: FxMap<(u8, Ipv4Addr, u16), u16>,
-    vip_addrs: FxMap<Ipv4Addr, ()>,
-    endpoints: FxMap<(u8, Ipv4Addr, u16), ()>,
+    vips: SmallIndex<u16>,
+    vip_addrs: SmallIndex<()>,
+    endpoints: SmallIndex<()>,
 }
 
 impl Snapshot {
@@ -163,8 +203,8 @@ impl Snapshot {
         for svc in services {
             let proto = svc.proto.number();
             s.vips
-                .insert((proto, *svc.vip.ip(), svc.vip.port()), svc.id);
-            s.vip_addrs.insert(*svc.vip.ip(), ());
+                .insert(endpoint_key(proto, *svc.vip.ip(), svc.vip.port()), svc.id);
+            s.vip_addrs.insert(u32::from(*svc.vip.ip()) as u64, ());
             for d in &svc.dests {
                 let i = d.id as usize;
                 if s.dest_addrs.len() <= i {
@@ -173,7 +213,8 @@ impl Snapshot {
                 }
                 s.dest_addrs[i] = Some(d.addr);
                 s.dest_svc[i] = svc.id;
-                s.endpoints.insert((proto, *d.addr.ip(), d.addr.port()), ());
+                s.endpoints
+                    .insert(endpoint_key(proto, *d.addr.ip(), d.addr.port()), ());
             }
             let i = svc.id as usize;
             if s.services.len() <= i {
@@ -187,19 +228,21 @@ impl Snapshot {
     /// The service listening on `(proto, addr, port)`.
     #[inline]
     pub fn service_at(&self, proto: u8, addr: Ipv4Addr, port: u16) -> Option<u16> {
-        self.vips.get(&(proto, addr, port)).copied()
+        self.vips.get(endpoint_key(proto, addr, port))
     }
 
     /// True if `addr` is the address of some service.
     #[inline]
     pub fn is_vip(&self, addr: Ipv4Addr) -> bool {
-        self.vip_addrs.contains_key(&addr)
+        self.vip_addrs.get(u32::from(addr) as u64).is_some()
     }
 
     /// True if `(proto, addr, port)` is a realserver of some service.
     #[inline]
     pub fn is_realserver(&self, proto: u8, addr: Ipv4Addr, port: u16) -> bool {
-        self.endpoints.contains_key(&(proto, addr, port))
+        self.endpoints
+            .get(endpoint_key(proto, addr, port))
+            .is_some()
     }
 
     /// The service in slot `id`.
@@ -233,5 +276,30 @@ impl Snapshot {
     pub fn dest(&self, id: u32) -> Option<&Dest> {
         let svc = *self.dest_svc.get(id as usize)?;
         self.service(svc)?.dests.iter().find(|d| d.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_index_grows_into_a_map() {
+        let mut ix = SmallIndex::default();
+        for i in 0..100u64 {
+            ix.insert(i * 7, i as u16);
+            assert_eq!(ix.get(i * 7), Some(i as u16));
+        }
+        assert!(!ix.map.is_empty());
+        for i in 0..100u64 {
+            assert_eq!(ix.get(i * 7), Some(i as u16));
+            assert_eq!(ix.get(i * 7 + 1), None);
+        }
+        ix.insert(7, 999);
+        assert_eq!(ix.get(7), Some(999));
+        assert_ne!(
+            endpoint_key(6, Ipv4Addr::new(1, 2, 3, 4), 80),
+            endpoint_key(17, Ipv4Addr::new(1, 2, 3, 4), 80)
+        );
     }
 }

@@ -435,7 +435,9 @@ impl Queue {
         self.owner.iter().all(|&o| o == Owner::Ring)
     }
 
-    /// Handles every completion available now, up to what the submission queue can absorb.
+    /// Handles every completion available now, up to what the submission queue can absorb,
+    /// in batches: the packets of a batch are shown to [`Pipeline::prefetch`] before any of
+    /// them is processed.
     fn drain<P: Pipeline>(
         &mut self,
         submitter: &Submitter<'_>,
@@ -446,32 +448,76 @@ impl Queue {
         // Each completion pushes at most one entry; leave room for the reads and a cancel.
         let cap = sq.capacity() - usize::from(self.reads_in_flight) - 2;
         let mut n = 0;
+        let mut batch = [(0u64, 0i32, 0u32); BATCH];
         loop {
             cq.sync();
             if CompletionQueue::is_empty(cq) || n >= cap {
                 break;
             }
             while n < cap {
-                let Some(cqe) = cq.next() else { break };
-                n += 1;
-                self.complete(&cqe, submitter, sq, pipeline)?;
+                let mut k = 0;
+                while k < BATCH && n + k < cap {
+                    let Some(cqe) = cq.next() else { break };
+                    batch[k] = (cqe.user_data(), cqe.result(), cqe.flags());
+                    k += 1;
+                }
+                if k == 0 {
+                    break;
+                }
+                n += k;
+                self.prefetch(&batch[..k], pipeline);
+                for &(ud, res, flags) in &batch[..k] {
+                    self.complete(ud, res, flags, submitter, sq, pipeline)?;
+                }
             }
         }
         self.stats.cq_overflow = u64::from(cq.overflow());
         Ok(n)
     }
 
+    /// Shows the packets that read completions of a batch carry to the pipeline.
+    fn prefetch<P: Pipeline>(&self, batch: &[(u64, i32, u32)], pipeline: &mut P) {
+        let mut views: [&[u8]; BATCH] = [&[]; BATCH];
+        let mut k = 0;
+        for &(ud, res, flags) in batch {
+            if ud & UD_KIND != UD_READ || res <= 0 || self.stopping {
+                continue;
+            }
+            let Some(bid) = cqueue::buffer_select(flags) else {
+                continue;
+            };
+            let n = res as usize;
+            if usize::from(bid) >= self.owner.len()
+                || n < self.vnet_len
+                || n >= self.entry_len as usize
+            {
+                continue;
+            }
+            // Safety: the kernel has finished writing this buffer (its completion is here)
+            // and nothing else refers to it until `complete` takes it; the view lives only
+            // for this call, before any of the batch is processed.
+            views[k] = unsafe {
+                std::slice::from_raw_parts(self.slot(bid).add(HEADROOM), n - self.vnet_len)
+            };
+            k += 1;
+        }
+        if k > 0 {
+            pipeline.prefetch(&views[..k]);
+        }
+    }
+
     fn complete<P: Pipeline>(
         &mut self,
-        cqe: &cqueue::Entry,
+        ud: u64,
+        res: i32,
+        flags: u32,
         submitter: &Submitter<'_>,
         sq: &mut SubmissionQueue<'_>,
         pipeline: &mut P,
     ) -> io::Result<()> {
-        let ud = cqe.user_data();
         match ud & UD_KIND {
-            UD_READ => self.on_read(cqe.result(), cqe.flags(), submitter, sq, pipeline),
-            UD_WRITE => self.on_write((ud & 0xffff) as u16, cqe.result()),
+            UD_READ => self.on_read(res, flags, submitter, sq, pipeline),
+            UD_WRITE => self.on_write((ud & 0xffff) as u16, res),
             UD_CANCEL => {
                 self.cancel_outstanding = false;
                 Ok(())
@@ -722,6 +768,9 @@ impl Queue {
         unsafe { std::slice::from_raw_parts_mut(self.slot(bid), self.buf_size) }
     }
 }
+
+/// Completions handled per batch (and packets per [`Pipeline::prefetch`] call).
+const BATCH: usize = 32;
 
 /// The pipeline used while stopping: reads are discarded before it would be called.
 struct Discard;

@@ -1,0 +1,172 @@
+//! Data-plane benchmarks on one core, no I/O: the established-flow packet path and new-flow
+//! setup through a [`Shard`] with the built-in `wlc` scheduler.
+//!
+//! `cargo bench -p ringvs --bench dataplane`
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ringvs::conn::HashKey;
+use ringvs::control::registry::Registry;
+use ringvs::dataplane::testkit::tcp;
+use ringvs::dataplane::{Packet, Pipeline, Shard, ShardConfig, Verdict, HEADROOM};
+use ringvs::wire::tcp::flags::{ACK, PSH, SYN};
+use std::hint::black_box;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CONFIG: &str = r#"
+[[service]]
+name = "web"
+vip = "10.77.100.100:80"
+scheduler = "wlc"
+[[service.server]]
+addr = "10.77.1.1:8080"
+[[service.server]]
+addr = "10.77.1.2:8080"
+[[service.server]]
+addr = "10.77.1.3:8080"
+"#;
+
+fn shard(memory: usize) -> (Shard, Registry) {
+    let cfg = ringvs::config::from_str(CONFIG, "bench.toml").unwrap();
+    let mut reg = Registry::new(&cfg.services).unwrap();
+    let snap = Arc::new(reg.snapshot());
+    let s = Shard::new(
+        ShardConfig {
+            id: 0,
+            memory_limit: memory,
+            hash_key: HashKey::random(),
+            start: Instant::now(),
+            expire_nodest_conn: false,
+        },
+        snap,
+        None,
+    )
+    .unwrap();
+    (s, reg)
+}
+
+fn client(i: u32) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::from(0x0a4d_0000 | (i >> 14)),
+        1024 + (i & 0x3fff) as u16,
+    )
+}
+
+const VIP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 77, 100, 100), 80);
+
+/// Feeds every packet of `batch` through the shard, restoring the original bytes first.
+#[inline]
+fn run_batch(s: &mut Shard, batch: &[Vec<u8>], buf: &mut [u8]) -> usize {
+    run_batch_with(s, batch, buf, false)
+}
+
+/// As [`run_batch`], in I/O batches of 32 given to `Pipeline::prefetch` first when asked
+/// (what the io_uring backend does).
+#[inline]
+fn run_batch_with(s: &mut Shard, batch: &[Vec<u8>], buf: &mut [u8], prefetch: bool) -> usize {
+    let mut fwd = 0;
+    for chunk in batch.chunks(32) {
+        if prefetch {
+            let mut views: [&[u8]; 32] = [&[]; 32];
+            for (v, p) in views.iter_mut().zip(chunk) {
+                *v = p;
+            }
+            s.prefetch(&views[..chunk.len()]);
+        }
+        fwd += run_chunk(s, chunk, buf);
+    }
+    fwd
+}
+
+#[inline]
+fn run_chunk(s: &mut Shard, batch: &[Vec<u8>], buf: &mut [u8]) -> usize {
+    let mut fwd = 0;
+    for p in batch {
+        buf[HEADROOM..HEADROOM + p.len()].copy_from_slice(p);
+        let mut pkt = Packet::new(buf, HEADROOM, p.len()).unwrap();
+        if s.process(&mut pkt) == Verdict::Forward {
+            fwd += 1;
+        }
+    }
+    fwd
+}
+
+fn established(c: &mut Criterion) {
+    let mut g = c.benchmark_group("established");
+    for flows in [1_000u32, 100_000, 1_000_000] {
+        let (mut s, _reg) = shard(256 << 20);
+        let mut buf = vec![0u8; 2048];
+        // Establish every flow (SYN, SYN-ACK, ACK).
+        for i in 0..flows {
+            let c = client(i);
+            let syn = tcp(c, VIP, SYN, b"");
+            assert_eq!(run_batch(&mut s, &[syn], &mut buf), 1);
+        }
+        assert_eq!(s.table().len(), flows as usize);
+        // 1024 data packets (64-byte frames: 20 IP + 20 TCP + 24 payload) of random flows.
+        let mut x = 0x1234_5678u32;
+        let batch: Vec<Vec<u8>> = (0..1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                tcp(client(x % flows), VIP, PSH | ACK, &[0x55; 24])
+            })
+            .collect();
+        assert_eq!(run_batch(&mut s, &batch, &mut buf), batch.len());
+        g.throughput(Throughput::Elements(batch.len() as u64));
+        g.bench_with_input(
+            BenchmarkId::new("inbound_64B", flows),
+            &batch,
+            |b, batch| b.iter(|| black_box(run_batch(&mut s, batch, &mut buf))),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("inbound_64B_prefetch32", flows),
+            &batch,
+            |b, batch| b.iter(|| black_box(run_batch_with(&mut s, batch, &mut buf, true))),
+        );
+    }
+    // The copy alone, to subtract.
+    let batch: Vec<Vec<u8>> = (0..1024)
+        .map(|i| tcp(client(i), VIP, PSH | ACK, &[0x55; 24]))
+        .collect();
+    let mut buf = vec![0u8; 2048];
+    g.bench_function("copy_only_64B", |b| {
+        b.iter(|| {
+            for p in &batch {
+                buf[HEADROOM..HEADROOM + p.len()].copy_from_slice(p);
+                black_box(&buf);
+            }
+        })
+    });
+    g.finish();
+}
+
+fn new_flows(c: &mut Criterion) {
+    let mut g = c.benchmark_group("new_flow");
+    let batch: Vec<Vec<u8>> = (0..4096).map(|i| tcp(client(i), VIP, SYN, b"")).collect();
+    g.throughput(Throughput::Elements(batch.len() as u64));
+    g.bench_function("syn_wlc_native", |b| {
+        let (mut s, _reg) = shard(64 << 20);
+        let mut buf = vec![0u8; 2048];
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let t = Instant::now();
+                let n = run_batch(&mut s, &batch, &mut buf);
+                total += t.elapsed();
+                assert_eq!(n, batch.len());
+                // Expire the batch (SYN_RECV: 60 s) outside the measurement.
+                let now = s.now();
+                s.set_now(now + 61 * ringvs::conn::TICKS_PER_SEC);
+                assert!(s.table().is_empty());
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, established, new_flows);
+criterion_main!(benches);
