@@ -854,21 +854,32 @@ fn build_ring(entries: u32, cq_entries: u32) -> io::Result<(IoUring, bool, bool)
 
 /// An anonymous private mapping. Unmapped on drop only if `release` is set, i.e. when no
 /// io_uring operation can reach it any more; leaked otherwise.
+///
+/// Large mappings start on a 2 MiB boundary and ask for transparent huge pages: packets land
+/// in buffers spread over megabytes, and with 4 KiB pages nearly every packet missed the TLB.
 struct Mapping {
+    /// Start of the usable (aligned) region.
     ptr: NonNull<u8>,
-    len: usize,
+    /// Start and length of the whole mapping, for munmap.
+    map: NonNull<u8>,
+    map_len: usize,
     release: bool,
 }
 
+/// Transparent huge page size on x86-64.
+const HUGE_PAGE: usize = 2 << 20;
+
 impl Mapping {
     fn new(len: usize) -> io::Result<Mapping> {
+        let huge = len >= HUGE_PAGE;
+        let map_len = if huge { len + HUGE_PAGE } else { len };
         // Safety: a fresh anonymous mapping aliases nothing; the result is checked.
         let p = unsafe {
             libc::mmap(
                 ptr::null_mut(),
-                len,
+                map_len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if huge { 0 } else { libc::MAP_POPULATE },
                 -1,
                 0,
             )
@@ -876,9 +887,21 @@ impl Mapping {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        let map = NonNull::new(p.cast::<u8>()).expect("mmap returned NULL");
+        let start = if huge { (p as usize).next_multiple_of(HUGE_PAGE) } else { p as usize };
+        if huge {
+            // Safety: [start, start + len) lies inside the mapping (we added a huge page of
+            // slack). MADV_HUGEPAGE is a hint; then every page is touched so that it is
+            // backed before the ring pins it.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+                ptr::write_bytes(start as *mut u8, 0, len);
+            }
+        }
         Ok(Mapping {
-            ptr: NonNull::new(p.cast()).expect("mmap returned NULL"),
-            len,
+            ptr: NonNull::new(start as *mut u8).expect("aligned start is not NULL"),
+            map,
+            map_len,
             release: true,
         })
     }
@@ -888,7 +911,7 @@ impl Drop for Mapping {
     fn drop(&mut self) {
         if self.release {
             // Safety: the mapping is ours, and `release` says no operation refers to it.
-            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+            unsafe { libc::munmap(self.map.as_ptr().cast(), self.map_len) };
         }
     }
 }
