@@ -39,6 +39,10 @@ fn entry_is_small() {
     assert!(per_entry <= 48, "entry grew to {per_entry} bytes");
     let t = table(64 << 20);
     let total = t.memory_limit_bytes() as f64 / t.capacity() as f64;
+    println!(
+        "entry {per_entry} B; 64 MiB budget: {} entries, {total:.1} B per entry with buckets and wheel",
+        t.capacity()
+    );
     assert!(total <= 64.0, "{total} bytes per entry with buckets");
 }
 
