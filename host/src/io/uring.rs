@@ -888,7 +888,11 @@ impl Mapping {
             return Err(io::Error::last_os_error());
         }
         let map = NonNull::new(p.cast::<u8>()).expect("mmap returned NULL");
-        let start = if huge { (p as usize).next_multiple_of(HUGE_PAGE) } else { p as usize };
+        let start = if huge {
+            (p as usize).next_multiple_of(HUGE_PAGE)
+        } else {
+            p as usize
+        };
         if huge {
             // Safety: [start, start + len) lies inside the mapping (we added a huge page of
             // slack). MADV_HUGEPAGE is a hint; then every page is touched so that it is
