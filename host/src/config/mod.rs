@@ -2,7 +2,8 @@
 //! validated into typed values.
 //!
 //! Environment variables use `__` between key parts: `RINGVS_DIRECTOR__QUEUES=4` sets
-//! `director.queues`. Every error names where the value came from (the file, or the
+//! `director.queues`. Variables without `__` (such as `RINGVS_REQUIRE_ROOT`, used by the
+//! tests) are not configuration and are ignored. Every error names where the value came from (the file, or the
 //! variable), the key, and what was expected. Validation is all-or-nothing: a config that
 //! fails anywhere changes nothing.
 
@@ -226,7 +227,9 @@ pub fn load_with_env(path: &Path, env: bool) -> Result<Config, ConfigError> {
     let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let mut fig = Figment::new().merge(Toml::file_exact(&abs));
     if env {
-        fig = fig.merge(Env::prefixed("RINGVS_").split("__"));
+        // Only `RINGVS_SECTION__KEY` names are config; other RINGVS_ variables (used by
+        // tools and tests) are not keys and must not be refused as unknown ones.
+        fig = fig.merge(Env::prefixed("RINGVS_").filter(|k| k.as_str().contains("__")).split("__"));
     }
     let file: raw::File = fig.extract().map_err(|e| figment_error(&origin, e))?;
     let v = Validator {

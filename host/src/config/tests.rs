@@ -167,7 +167,9 @@ fn environment_overrides_and_is_named_in_errors() {
     std::fs::write(&path, GOOD).unwrap();
     // Only this test sets RINGVS_ variables, and only it loads with the environment.
     std::env::set_var("RINGVS_DIRECTOR__QUEUES", "4");
+    std::env::set_var("RINGVS_NOT_A_KEY", "1");
     let c = load(&path);
+    std::env::remove_var("RINGVS_NOT_A_KEY");
     std::env::set_var("RINGVS_DIRECTOR__QUEUES", "400");
     let e = load(&path);
     std::env::remove_var("RINGVS_DIRECTOR__QUEUES");
