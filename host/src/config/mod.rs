@@ -229,7 +229,11 @@ pub fn load_with_env(path: &Path, env: bool) -> Result<Config, ConfigError> {
     if env {
         // Only `RINGVS_SECTION__KEY` names are config; other RINGVS_ variables (used by
         // tools and tests) are not keys and must not be refused as unknown ones.
-        fig = fig.merge(Env::prefixed("RINGVS_").filter(|k| k.as_str().contains("__")).split("__"));
+        fig = fig.merge(
+            Env::prefixed("RINGVS_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
     }
     let file: raw::File = fig.extract().map_err(|e| figment_error(&origin, e))?;
     let v = Validator {
