@@ -248,11 +248,13 @@ fn main() -> ExitCode {
             json,
         } => ringvs::control::replay::replay_files(&config, &pcap, out.as_deref())
             .map(|r| {
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                let text = if json {
+                    serde_json::to_string_pretty(&r).unwrap_or_default() + "\n"
                 } else {
-                    print!("{r}");
-                }
+                    r.to_string()
+                };
+                // A reader that stops early (`| head`) is not a failed replay.
+                let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
             })
             .map_err(|e| e.to_string()),
         Cmd::Server { cmd } => match cmd {

@@ -491,6 +491,7 @@ fn the_binary_replays_and_reports() {
     assert_eq!(v["services"][0]["servers"][1]["conns"], 21);
     assert_eq!(v["dropped"]["by_reason"][0]["reason"], "malformed");
     assert_eq!(v["capture"], pcap.display().to_string());
+    assert_eq!(v["config"], cfg.display().to_string());
 
     let missing = dir.join("missing.pcap");
     let o = ringvs(&[

@@ -250,6 +250,7 @@ pub fn replay_files(
     if let Some(w) = writer.as_mut() {
         w.flush()?;
     }
+    report.config = config_path.display().to_string();
     report.capture = Some(pcap_path.display().to_string());
     report.packets.not_ip = reader.skipped();
     Ok(report)
