@@ -758,9 +758,10 @@ fn sums(p: &[u8]) -> Option<Sums> {
                 .map(|t| t.verify_checksum(src, dst));
         }
         ip_proto::UDP => {
+            // An absent checksum (0) counts as not valid: one that was present must stay so.
             s.l4 = UdpPacket::new_checked(seg)
                 .ok()
-                .map(|u| u.verify_checksum(src, dst));
+                .map(|u| u.checksum() != 0 && u.verify_checksum(src, dst));
         }
         ip_proto::ICMP => {
             if let Ok(m) = Icmpv4Packet::new_checked(seg) {

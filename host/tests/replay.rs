@@ -362,6 +362,33 @@ fn capture_time_drives_expiry() {
         }
     }
 
+    // Gaps within and beyond the timer wheel's span (409.6 s): an ESTABLISHED entry (900 s) is
+    // kept after 800 s and gone after 1000 s; a UDP entry (300 s) is kept after 200 s only.
+    for (later_ms, entries) in [
+        (200_000, 1),
+        (800_000, 1),
+        (899_000, 1),
+        (1_000_000, 0),
+        (3_600_000, 0),
+    ] {
+        let mut c = Capture::new();
+        c.add(0, tcp(client, WEB, SYN, &[]));
+        c.add(1, tcp(RS1, client, SYN | ACK, &[]));
+        c.add(2, tcp(client, WEB, ACK, &[]));
+        c.add(later_ms, ping.clone());
+        let (r, _) = run(&c);
+        assert_eq!(r.table.entries, entries, "ESTABLISHED, {later_ms} ms later");
+        let mut c = Capture::new();
+        c.add(0, udp(D, DNS, b"q"));
+        c.add(later_ms, ping.clone());
+        let (r, _) = run(&c);
+        assert_eq!(
+            r.table.entries,
+            u64::from(later_ms < 300_000),
+            "UDP, {later_ms} ms later"
+        );
+    }
+
     // A timestamp from the past does not move the clock back.
     let mut c = Capture::new();
     c.add(0, tcp(client, WEB, SYN, &[]));
