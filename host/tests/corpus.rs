@@ -448,6 +448,31 @@ fn cases() -> Vec<Case> {
                 p
             },
             After(handshake()),
+            // Translated and sent on with a recomputed, now valid, checksum. IPVS drops an
+            // error whose checksum fails ("Incoming ICMP: failed checksum"); reported.
+            IcmpTo(RS1),
+        ),
+        case(
+            "icmp-redirect-quoting-reply",
+            icmp_error(ROUTER, VIP, msg_type::REDIRECT, 1, 0x0a4d_0001, &reply, 28),
+            After(handshake()),
+            // IPVS relates only destination-unreachable, source-quench and time-exceeded
+            // errors to its connections; ringvs also forwards redirects (and parameter
+            // problems) into the realserver network; reported.
+            IcmpTo(RS1),
+        ),
+        case(
+            "icmp-param-problem-quoting-reply",
+            icmp_error(
+                ROUTER,
+                VIP,
+                msg_type::PARAM_PROBLEM,
+                0,
+                20 << 24,
+                &reply,
+                28,
+            ),
+            After(handshake()),
             IcmpTo(RS1),
         ),
         case(
@@ -503,8 +528,8 @@ fn cases() -> Vec<Case> {
                 icmp_error(ROUTER, VIP, msg_type::TIME_EXCEEDED, 1, 0, &frag, 28)
             },
             After(handshake()),
-            // Differs from IPVS, whose ip_vs_in_icmp ignores an error quoting a non-first
-            // fragment (it has no transport header); reported, not fixed here.
+            // The quoted "ports" are payload bytes. IPVS reads them as ports too (its TCP and
+            // UDP handlers do not set dont_defrag), so this is kept as IPVS does.
             IcmpTo(RS1),
         ),
         case(
