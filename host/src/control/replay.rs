@@ -117,9 +117,9 @@ pub struct Packets {
 pub struct TimeSpan {
     /// Timestamp of the first record (RFC 3339, UTC), if any.
     pub first: Option<String>,
-    /// Timestamp of the last record, if any.
+    /// The latest timestamp of any record, if any.
     pub last: Option<String>,
-    /// Seconds from the first record to the last.
+    /// Seconds from the first record to the latest timestamp.
     pub span_secs: f64,
 }
 
