@@ -103,6 +103,22 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Run a capture through the data plane offline (no privileges, no device) and report
+    /// decisions, drops and table occupancy.
+    Replay {
+        /// The config file (validated as `check` does).
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+        /// The capture: classic pcap (Ethernet, raw IP, Linux cooked or loopback).
+        #[arg(value_name = "PCAP")]
+        pcap: PathBuf,
+        /// Write every forwarded packet, as rewritten, to this pcap (raw IP).
+        #[arg(long, value_name = "OUT.pcap")]
+        out: Option<PathBuf>,
+        /// Print the report as a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Change realservers at runtime (existing connections are kept).
     Server {
         #[command(subcommand)]
@@ -225,6 +241,22 @@ fn main() -> ExitCode {
         })(),
         Cmd::Reload { target } => simple(&target, Request::Reload {}),
         Cmd::Zero { service, target } => simple(&target, Request::Zero { service }),
+        Cmd::Replay {
+            config,
+            pcap,
+            out,
+            json,
+        } => ringvs::control::replay::replay_files(&config, &pcap, out.as_deref())
+            .map(|r| {
+                let text = if json {
+                    serde_json::to_string_pretty(&r).unwrap_or_default() + "\n"
+                } else {
+                    r.to_string()
+                };
+                // A reader that stops early (`| head`) is not a failed replay.
+                let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+            })
+            .map_err(|e| e.to_string()),
         Cmd::Server { cmd } => match cmd {
             ServerCmd::Add {
                 service,

@@ -8,4 +8,5 @@ pub mod daemon;
 pub mod logging;
 pub mod protocol;
 pub mod registry;
+pub mod replay;
 pub mod routes;
