@@ -194,6 +194,13 @@ fn check(path: &std::path::Path) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Run { .. }) {
+        // Client commands behave like other Unix tools when their reader goes away
+        // (`ringvs list | head`): end quietly instead of panicking in `println!`. The daemon
+        // keeps Rust's default (SIGPIPE ignored) so a vanished admin client cannot kill it.
+        // Safety: resetting a signal disposition before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let res: Result<(), String> = match cli.cmd {
         Cmd::Run { config } => ringvs::control::daemon::run(&config).map_err(|e| e.to_string()),
         Cmd::Check { config } => check(&config),

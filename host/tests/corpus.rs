@@ -266,7 +266,7 @@ fn cases() -> Vec<Case> {
                 p
             },
             Fresh,
-            ToServer(WEB1),
+            Drop(D::BadChecksum),
         ),
         case(
             "tcp-synack-to-vip-unknown-conn",
@@ -432,7 +432,7 @@ fn cases() -> Vec<Case> {
             "icmp-echo-reply-to-vip",
             icmp_echo(CLIENT, VIP, false, 7, 1),
             Fresh,
-            Drop(D::UnknownProto),
+            Drop(D::IcmpOther),
         ),
         case(
             "icmp-frag-needed-quoting-reply",
@@ -448,18 +448,16 @@ fn cases() -> Vec<Case> {
                 p
             },
             After(handshake()),
-            // Translated and sent on with a recomputed, now valid, checksum. IPVS drops an
-            // error whose checksum fails ("Incoming ICMP: failed checksum"); reported.
-            IcmpTo(RS1),
+            // IPVS drops an error whose checksum fails ("Incoming ICMP: failed checksum").
+            Drop(D::BadChecksum),
         ),
         case(
             "icmp-redirect-quoting-reply",
             icmp_error(ROUTER, VIP, msg_type::REDIRECT, 1, 0x0a4d_0001, &reply, 28),
             After(handshake()),
             // IPVS relates only destination-unreachable, source-quench and time-exceeded
-            // errors to its connections; ringvs also forwards redirects (and parameter
-            // problems) into the realserver network; reported.
-            IcmpTo(RS1),
+            // errors to its connections; a redirect to the VIP is not forwarded.
+            Drop(D::IcmpOther),
         ),
         case(
             "icmp-param-problem-quoting-reply",
@@ -473,7 +471,7 @@ fn cases() -> Vec<Case> {
                 28,
             ),
             After(handshake()),
-            IcmpTo(RS1),
+            Drop(D::IcmpOther),
         ),
         case(
             "icmp-port-unreach-quoting-udp-reply",
@@ -581,7 +579,7 @@ fn cases() -> Vec<Case> {
                 20,
             ),
             Fresh,
-            Drop(D::UnknownProto),
+            Drop(D::IcmpOther),
         ),
         case(
             "icmp-truncated-header-to-vip",

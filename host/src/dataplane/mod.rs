@@ -12,6 +12,7 @@
 //! | packet | rule | counted as |
 //! |---|---|---|
 //! | not IPv4, truncated, bad lengths | drop | `malformed` |
+//! | wrong IPv4 header checksum; wrong ICMP checksum on an echo or error ringvs handles | drop | `bad_checksum` |
 //! | IPv4 with options | drop | `ip_options` |
 //! | fragment (first or later) | drop | `fragment` |
 //! | to a virtual address, protocol not TCP/UDP/ICMP | drop | `unknown_proto` |
@@ -22,6 +23,7 @@
 //! | new flow, connection table at its memory limit | drop | `table_full` |
 //! | from a realserver port, unknown connection | drop | `stale_reply` |
 //! | ICMP error about an unknown flow of a service | drop | `icmp_no_conn` |
+//! | other ICMP to a virtual address (replies, redirects, parameter problems, errors whose quote lacks ports) | drop | `icmp_other` |
 //! | ICMP echo request to a virtual address | answered | `echo_replies` |
 //! | anything else (not for a service, not from one) | passed unchanged | `passthrough` |
 

@@ -489,19 +489,36 @@ impl Shard {
     /// are answered; anything else to a virtual address is dropped, the rest passes.
     fn icmp(&mut self, data: &mut [u8], ihl: usize, dst: Ipv4Addr) -> Verdict {
         use crate::wire::icmpv4::msg_type;
+        let to_vip = self.snap.is_vip(dst);
         let icmp = &data[ihl..];
         let Ok(msg) = crate::wire::Icmpv4Packet::new_checked(icmp) else {
             return self.drop(DropReason::Malformed);
         };
         let ty = msg.msg_type();
-        if ty == msg_type::ECHO_REQUEST && msg.code() == 0 && self.snap.is_vip(dst) {
+        // IPVS relates only these errors to connections (ip_vs_in_icmp).
+        let related = matches!(
+            ty,
+            msg_type::DEST_UNREACHABLE | msg_type::SOURCE_QUENCH | msg_type::TIME_EXCEEDED
+        );
+        let echo = ty == msg_type::ECHO_REQUEST && msg.code() == 0 && to_vip;
+        if !related && !echo {
+            return if to_vip {
+                self.drop(DropReason::IcmpOther)
+            } else {
+                self.pass()
+            };
+        }
+        if !msg.verify_checksum() {
+            return self.drop(DropReason::BadChecksum);
+        }
+        if echo {
             nat::echo_reply(data, ihl);
             self.counters.echo_replies += 1;
             return Verdict::Forward;
         }
         let Some(q) = nat::quoted(icmp) else {
-            return if self.snap.is_vip(dst) {
-                self.drop(DropReason::UnknownProto)
+            return if to_vip {
+                self.drop(DropReason::IcmpOther)
             } else {
                 self.pass()
             };
@@ -653,6 +670,9 @@ impl Pipeline for Shard {
         let Ok(ip) = Ipv4Packet::new_checked(&data[..]) else {
             return self.drop(DropReason::Malformed);
         };
+        if !ip.verify_checksum() {
+            return self.drop(DropReason::BadChecksum);
+        }
         if ip.is_fragment() {
             return self.drop(DropReason::Fragment);
         }

@@ -31,10 +31,16 @@ pub enum DropReason {
     DestRemoved,
     /// An ICMP error quoting a flow the table does not know.
     IcmpNoConn,
+    /// ICMP to a virtual address that is neither an echo request nor an error IPVS relates
+    /// to a connection (destination unreachable, source quench, time exceeded).
+    IcmpOther,
+    /// A wrong IPv4 header checksum, or a wrong ICMP checksum on a message ringvs would
+    /// answer or translate.
+    BadChecksum,
 }
 
 /// Number of drop reasons.
-pub const DROP_REASONS: usize = 12;
+pub const DROP_REASONS: usize = 14;
 
 impl DropReason {
     /// Every reason, in order.
@@ -51,6 +57,8 @@ impl DropReason {
         DropReason::StaleReply,
         DropReason::DestRemoved,
         DropReason::IcmpNoConn,
+        DropReason::IcmpOther,
+        DropReason::BadChecksum,
     ];
 
     /// The `reason` label.
@@ -68,6 +76,8 @@ impl DropReason {
             DropReason::StaleReply => "stale_reply",
             DropReason::DestRemoved => "dest_removed",
             DropReason::IcmpNoConn => "icmp_no_conn",
+            DropReason::IcmpOther => "icmp_other",
+            DropReason::BadChecksum => "bad_checksum",
         }
     }
 }

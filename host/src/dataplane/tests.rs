@@ -426,21 +426,34 @@ fn bad_and_foreign_input() {
     let client = a("10.77.0.2:40003");
     let vip = a("10.77.100.100:80");
     let syn = tcp(client, vip, SYN, b"");
+    // Header edits below keep a valid header checksum, so each case reaches its own check.
+    let fixed = |mut v: Vec<u8>| {
+        let ihl = ((v[0] & 0x0f) as usize) * 4;
+        crate::wire::Ipv4Packet::new_unchecked(&mut v[..ihl]).fill_checksum();
+        v
+    };
     let mut opts = vec![0x46u8];
     opts.extend_from_slice(&syn[1..20]);
     opts.extend_from_slice(&[1, 1, 1, 0]); // NOP NOP NOP EOL
     opts.extend_from_slice(&syn[20..]);
     let total = opts.len() as u16;
     opts[2..4].copy_from_slice(&total.to_be_bytes());
+    let opts = fixed(opts);
     let mut frag = syn.clone();
     frag[6] = 0x20; // MF
+    let frag = fixed(frag);
     let mut later = syn.clone();
     later[6] = 0x00;
     later[7] = 0x10; // offset 128
+    let later = fixed(later);
     let mut gre = syn.clone();
     gre[9] = 47;
+    let gre = fixed(gre);
     let mut short_len = syn.clone();
     short_len[3] = 30; // total_len 30 < 40: TCP header truncated
+    let short_len = fixed(short_len);
+    let mut bad_sum = syn.clone();
+    bad_sum[10] ^= 0x5a;
     check(
         &mut l.shard,
         vec![
@@ -448,6 +461,11 @@ fn bad_and_foreign_input() {
                 "ten bytes",
                 syn[..10].to_vec(),
                 Expect::Drop(DropReason::Malformed),
+            ),
+            fx(
+                "wrong header checksum",
+                bad_sum,
+                Expect::Drop(DropReason::BadChecksum),
             ),
             fx(
                 "IPv6",
