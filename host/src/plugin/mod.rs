@@ -1,3 +1,21 @@
-//! Policies: the built-in schedulers now; WebAssembly components (wasmtime) next.
+//! Policies: built-in schedulers, and WebAssembly components loaded with wasmtime.
+//!
+//! - [`builtin`]: `rr` and `wlc`, native and always there (the fallback).
+//! - [`Runtime`]: one shared wasmtime `Engine` (component model, pooling allocator,
+//!   `concurrency_support(false)`, epoch interruption driven by a 1 ms ticker thread) and the
+//!   loader: sha256 pin, compilation, world and import checks, configuration.
+//! - [`SchedulerInstance`] and its siblings: one instance per queue, each call under an epoch
+//!   deadline and a memory limit; any fault poisons the instance ([`Fault`]).
 
+mod bindings;
 pub mod builtin;
+mod instance;
+mod runtime;
+
+pub use instance::{
+    flow_v4, DefenseInstance, Fault, FaultKind, PersistenceInstance, SchedulerInstance, ServerInfo,
+};
+pub use runtime::{hex, Kind, Plugin, PluginError, Runtime, RuntimeOptions};
+
+/// The WIT flow record (what `SchedulerInstance::pick` takes).
+pub type FlowWit = bindings::types::Flow;

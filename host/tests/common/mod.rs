@@ -94,3 +94,4 @@ pub fn link_exists(name: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
+pub mod plugins;

@@ -1,0 +1,32 @@
+//! Host-side bindings generated from `wit/` (the only definition of the boundary).
+
+#![allow(missing_docs, clippy::all)]
+
+/// The `scheduler-plugin` world.
+pub mod scheduler {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "scheduler-plugin",
+    });
+}
+
+/// The `persistence-plugin` world.
+pub mod persistence {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "persistence-plugin",
+        with: { "ringvs:plugin/types": super::scheduler::ringvs::plugin::types },
+    });
+}
+
+/// The `defense-plugin` world.
+pub mod defense {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "defense-plugin",
+        with: { "ringvs:plugin/types": super::scheduler::ringvs::plugin::types },
+    });
+}
+
+/// The types every world shares.
+pub use scheduler::ringvs::plugin::types;

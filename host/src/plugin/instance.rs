@@ -1,0 +1,550 @@
+//! Plugin instances: one per queue, each call under an epoch deadline and a memory limit.
+//!
+//! Any fault (a trap, a missed deadline, a memory limit hit, a return that breaks the WIT's
+//! rules) poisons the instance: the caller must drop it and fall back.
+
+use super::bindings::{defense, persistence, scheduler, types};
+use super::runtime::{Kind, Plugin, PluginError, Pre, Runtime};
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use wasmtime::{ResourceLimiter, Store, Trap};
+
+/// What went wrong in a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// The call ran past its deadline (an infinite loop, or just too slow).
+    Deadline,
+    /// The instance asked for more memory than its limit.
+    Memory,
+    /// The guest trapped (`unreachable`, out-of-bounds access, a panic in the guest).
+    Trap,
+    /// The guest answered, but with something the WIT forbids (e.g. an unknown server).
+    BadReturn,
+}
+
+impl FaultKind {
+    /// Every kind, in order.
+    pub const ALL: [FaultKind; 4] = [
+        FaultKind::Deadline,
+        FaultKind::Memory,
+        FaultKind::Trap,
+        FaultKind::BadReturn,
+    ];
+
+    /// The `kind` label of `ringvs_plugin_traps_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            FaultKind::Deadline => "deadline",
+            FaultKind::Memory => "memory",
+            FaultKind::Trap => "trap",
+            FaultKind::BadReturn => "bad_return",
+        }
+    }
+}
+
+/// A fault, with what the host saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// Its kind.
+    pub kind: FaultKind,
+    /// Details for the log.
+    pub detail: String,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.label(), self.detail)
+    }
+}
+
+impl Fault {
+    /// A bad return.
+    pub fn bad_return(detail: impl Into<String>) -> Fault {
+        Fault {
+            kind: FaultKind::BadReturn,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Memory limit of one instance; remembers whether it had to refuse growth.
+struct Limits {
+    memory: usize,
+    denied: bool,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            self.denied = true;
+            // Trap at once rather than let the guest limp on without memory.
+            wasmtime::bail!(
+                "memory limit of {} bytes reached (wanted {desired})",
+                self.memory
+            );
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > 100_000 {
+            self.denied = true;
+            wasmtime::bail!("table limit reached (wanted {desired} elements)");
+        }
+        Ok(true)
+    }
+}
+
+/// What a defense plugin may see of the connection table during its tick.
+pub trait TableView {
+    /// Slots the scan ranges over.
+    fn slots(&self) -> u32;
+    /// Live entries among `start .. start + count` (wrapping).
+    fn scan(&self, start: u32, count: u32) -> Vec<defense::ringvs::plugin::table::Entry>;
+}
+
+/// A table view lent to the store for the duration of one call.
+struct Lent(*const (dyn TableView + 'static));
+
+// Safety: the pointer is set only for the duration of a call made on the thread that owns
+// both the store and the table, and cleared before the call returns (see `with_table`).
+unsafe impl Send for Lent {}
+
+/// Per-store host state.
+pub struct HostState {
+    limits: Limits,
+    table: Option<Lent>,
+}
+
+impl HostState {
+    fn new(memory: usize) -> HostState {
+        HostState {
+            limits: Limits {
+                memory,
+                denied: false,
+            },
+            table: None,
+        }
+    }
+
+    fn view(&self) -> Option<&dyn TableView> {
+        // Safety: see `Lent`: the pointee outlives the call in which this runs.
+        self.table.as_ref().map(|l| unsafe { &*l.0 })
+    }
+}
+
+impl types::Host for HostState {}
+
+impl defense::ringvs::plugin::table::Host for HostState {
+    fn slots(&mut self) -> u32 {
+        self.view().map_or(0, |t| t.slots())
+    }
+
+    fn scan(&mut self, start: u32, count: u32) -> Vec<defense::ringvs::plugin::table::Entry> {
+        // Bound the work one call can ask for.
+        self.view()
+            .map_or_else(Vec::new, |t| t.scan(start, count.min(1 << 20)))
+    }
+}
+
+fn new_store(rt: &Runtime) -> Store<HostState> {
+    let mut store = Store::new(&rt.engine, HostState::new(rt.opts.memory_limit));
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_trap();
+    store
+}
+
+fn classify(store: &Store<HostState>, e: wasmtime::Error) -> Fault {
+    if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+        return Fault {
+            kind: FaultKind::Deadline,
+            detail: "the call ran past its deadline".into(),
+        };
+    }
+    if store.data().limits.denied {
+        return Fault {
+            kind: FaultKind::Memory,
+            detail: format!("{e:#}"),
+        };
+    }
+    Fault {
+        kind: FaultKind::Trap,
+        detail: format!("{e:#}"),
+    }
+}
+
+/// A realserver as a scheduler plugin is told about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// Address and port.
+    pub addr: SocketAddrV4,
+    /// Configured weight.
+    pub weight: u32,
+}
+
+fn v4(a: Ipv4Addr) -> types::Ip {
+    types::Ip::V4(u32::from(a))
+}
+
+/// The WIT flow of an IPv4 flow.
+pub fn flow_v4(proto: u8, client: SocketAddrV4, vip: SocketAddrV4) -> types::Flow {
+    types::Flow {
+        proto,
+        client: v4(*client.ip()),
+        client_port: client.port(),
+        vip: v4(*vip.ip()),
+        vport: vip.port(),
+    }
+}
+
+/// Calls `f` with the store's deadline set to `ticks`, classifying any error.
+fn guarded<T>(
+    store: &mut Store<HostState>,
+    ticks: u64,
+    f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<T>,
+) -> Result<T, Fault> {
+    store.set_epoch_deadline(ticks);
+    f(store).map_err(|e| classify(store, e))
+}
+
+/// Instantiates `pre` in a fresh store.
+fn instantiate<B>(
+    rt: &Runtime,
+    what: &str,
+    f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<B>,
+) -> Result<(Store<HostState>, B), PluginError> {
+    let mut store = new_store(rt);
+    store.set_epoch_deadline(Runtime::ticks(rt.opts.setup_deadline));
+    let b = f(&mut store)
+        .map_err(|e| PluginError::Engine(format!("cannot instantiate {what}: {e:#}")))?;
+    Ok((store, b))
+}
+
+fn init_result(r: Result<Result<(), String>, Fault>) -> Result<(), PluginError> {
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(msg)) => Err(PluginError::ConfigRejected(msg)),
+        Err(f) => Err(PluginError::SelfTest(format!("init: {f}"))),
+    }
+}
+
+/// A scheduler plugin instance.
+pub struct SchedulerInstance {
+    store: Store<HostState>,
+    b: scheduler::SchedulerPlugin,
+    call: u64,
+    setup: u64,
+    /// The plugin it is an instance of.
+    pub plugin: Arc<Plugin>,
+}
+
+impl fmt::Debug for SchedulerInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SchedulerInstance({})", self.plugin.name)
+    }
+}
+
+impl SchedulerInstance {
+    /// Instantiates a scheduler plugin and hands it its configuration.
+    pub fn new(plugin: &Arc<Plugin>) -> Result<SchedulerInstance, PluginError> {
+        let Pre::Scheduler(pre) = &plugin.pre else {
+            return Err(PluginError::WrongWorld(
+                plugin.path.clone(),
+                format!("is a {} plugin, not a scheduler", plugin.kind.name()),
+            ));
+        };
+        let rt = &plugin.runtime;
+        let (store, b) = instantiate(rt, &plugin.name, |s| pre.instantiate(s))?;
+        let mut me = SchedulerInstance {
+            store,
+            b,
+            call: Runtime::ticks(rt.opts.call_deadline),
+            setup: Runtime::ticks(rt.opts.setup_deadline),
+            plugin: plugin.clone(),
+        };
+        let cfg = plugin.config.clone();
+        let ticks = me.setup;
+        init_result(guarded(&mut me.store, ticks, |s| {
+            me.b.ringvs_plugin_scheduler().call_init(s, &cfg)
+        }))?;
+        Ok(me)
+    }
+
+    /// Tells the instance the service's realservers.
+    pub fn servers_changed(&mut self, servers: &[ServerInfo]) -> Result<(), Fault> {
+        let list: Vec<types::Server> = servers
+            .iter()
+            .map(|s| types::Server {
+                addr: v4(*s.addr.ip()),
+                port: s.addr.port(),
+                weight: s.weight,
+            })
+            .collect();
+        let b = &self.b;
+        guarded(&mut self.store, self.setup, |s| {
+            b.ringvs_plugin_scheduler().call_servers_changed(s, &list)
+        })
+    }
+
+    /// Picks a realserver. `load` is weight, active, inactive per server. The answer is
+    /// checked: an index out of range or of a weight-0 server is a fault.
+    #[inline]
+    pub fn pick(&mut self, flow: &types::Flow, load: &[u32]) -> Result<Option<usize>, Fault> {
+        let b = &self.b;
+        let r = guarded(&mut self.store, self.call, |s| {
+            b.ringvs_plugin_scheduler().call_pick(s, *flow, load)
+        })?;
+        match r {
+            None => Ok(None),
+            Some(i) => {
+                let i = i as usize;
+                match load.get(i * 3) {
+                    Some(0) => Err(Fault::bad_return(format!(
+                        "picked server {i}, whose weight is 0"
+                    ))),
+                    Some(_) => Ok(Some(i)),
+                    None => Err(Fault::bad_return(format!(
+                        "picked server {i} of {}",
+                        load.len() / 3
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// The instance's private state.
+    pub fn export_state(&mut self) -> Result<Vec<u8>, Fault> {
+        let b = &self.b;
+        guarded(&mut self.store, self.setup, |s| {
+            b.ringvs_plugin_scheduler().call_export_state(s)
+        })
+    }
+
+    /// Hands over a predecessor's state; `Ok(Err(msg))` if the plugin did not understand it.
+    pub fn import_state(&mut self, state: &[u8]) -> Result<Result<(), String>, Fault> {
+        let b = &self.b;
+        guarded(&mut self.store, self.setup, |s| {
+            b.ringvs_plugin_scheduler().call_import_state(s, state)
+        })
+    }
+}
+
+/// A persistence plugin instance.
+pub struct PersistenceInstance {
+    store: Store<HostState>,
+    b: persistence::PersistencePlugin,
+    call: u64,
+    setup: u64,
+    /// The plugin it is an instance of.
+    pub plugin: Arc<Plugin>,
+}
+
+impl fmt::Debug for PersistenceInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PersistenceInstance({})", self.plugin.name)
+    }
+}
+
+impl PersistenceInstance {
+    /// Instantiates a persistence plugin with `config` (the service's `persistence.config`).
+    pub fn new(
+        plugin: &Arc<Plugin>,
+        config: &[(String, String)],
+    ) -> Result<PersistenceInstance, PluginError> {
+        let Pre::Persistence(pre) = &plugin.pre else {
+            return Err(PluginError::WrongWorld(
+                plugin.path.clone(),
+                format!(
+                    "is a {} plugin, not a persistence plugin",
+                    plugin.kind.name()
+                ),
+            ));
+        };
+        let rt = &plugin.runtime;
+        let (store, b) = instantiate(rt, &plugin.name, |s| pre.instantiate(s))?;
+        let mut me = PersistenceInstance {
+            store,
+            b,
+            call: Runtime::ticks(rt.opts.call_deadline),
+            setup: Runtime::ticks(rt.opts.setup_deadline),
+            plugin: plugin.clone(),
+        };
+        let ticks = me.setup;
+        let cfg = config.to_vec();
+        init_result(guarded(&mut me.store, ticks, |s| {
+            me.b.ringvs_plugin_persistence().call_init(s, &cfg)
+        }))?;
+        Ok(me)
+    }
+
+    /// The affinity key of a new flow.
+    #[inline]
+    pub fn affinity(&mut self, flow: &types::Flow) -> Result<Option<u64>, Fault> {
+        let b = &self.b;
+        guarded(&mut self.store, self.call, |s| {
+            b.ringvs_plugin_persistence().call_affinity(s, *flow)
+        })
+    }
+
+    /// The instance's private state.
+    pub fn export_state(&mut self) -> Result<Vec<u8>, Fault> {
+        let b = &self.b;
+        guarded(&mut self.store, self.setup, |s| {
+            b.ringvs_plugin_persistence().call_export_state(s)
+        })
+    }
+
+    /// Hands over a predecessor's state.
+    pub fn import_state(&mut self, state: &[u8]) -> Result<Result<(), String>, Fault> {
+        let b = &self.b;
+        guarded(&mut self.store, self.setup, |s| {
+            b.ringvs_plugin_persistence().call_import_state(s, state)
+        })
+    }
+}
+
+/// The defense interface's types.
+pub use defense::exports::ringvs::plugin::defense as defense_types;
+
+/// A defense plugin instance.
+pub struct DefenseInstance {
+    store: Store<HostState>,
+    b: defense::DefensePlugin,
+    call: u64,
+    setup: u64,
+    tick: u64,
+    /// The plugin it is an instance of.
+    pub plugin: Arc<Plugin>,
+}
+
+impl fmt::Debug for DefenseInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DefenseInstance({})", self.plugin.name)
+    }
+}
+
+impl DefenseInstance {
+    /// Instantiates a defense plugin and hands it its configuration.
+    pub fn new(plugin: &Arc<Plugin>) -> Result<DefenseInstance, PluginError> {
+        let Pre::Defense(pre) = &plugin.pre else {
+            return Err(PluginError::WrongWorld(
+                plugin.path.clone(),
+                format!("is a {} plugin, not a defense", plugin.kind.name()),
+            ));
+        };
+        let rt = &plugin.runtime;
+        let (store, b) = instantiate(rt, &plugin.name, |s| pre.instantiate(s))?;
+        let mut me = DefenseInstance {
+            store,
+            b,
+            call: Runtime::ticks(rt.opts.call_deadline),
+            setup: Runtime::ticks(rt.opts.setup_deadline),
+            tick: Runtime::ticks(rt.opts.tick_deadline),
+            plugin: plugin.clone(),
+        };
+        let ticks = me.setup;
+        let cfg = plugin.config.clone();
+        init_result(guarded(&mut me.store, ticks, |s| {
+            me.b.ringvs_plugin_defense().call_init(s, &cfg)
+        }))?;
+        Ok(me)
+    }
+
+    /// The state tables per level.
+    pub fn levels(&mut self) -> Result<Vec<defense_types::StateTable>, Fault> {
+        let b = &self.b;
+        guarded(&mut self.store, self.setup, |s| {
+            b.ringvs_plugin_defense().call_levels(s)
+        })
+    }
+
+    /// Admission of a new flow.
+    #[inline]
+    pub fn admit(
+        &mut self,
+        flow: &types::Flow,
+        source: defense_types::SourceStats,
+    ) -> Result<defense_types::Verdict, Fault> {
+        let b = &self.b;
+        guarded(&mut self.store, self.call, |s| {
+            b.ringvs_plugin_defense().call_admit(s, *flow, source)
+        })
+    }
+
+    /// The once-a-second tick, with `table` visible to the plugin for its duration.
+    pub fn tick(
+        &mut self,
+        stats: &defense_types::TickStats,
+        table: Option<&dyn TableView>,
+    ) -> Result<Vec<defense_types::Action>, Fault> {
+        // Safety: the view is only reachable through the store during this call (cleared
+        // below, also when the call fails), on this thread.
+        let lent = table.map(|t| {
+            Lent(
+                unsafe { std::mem::transmute::<&dyn TableView, &'static dyn TableView>(t) }
+                    as *const _,
+            )
+        });
+        self.store.data_mut().table = lent;
+        let b = &self.b;
+        let r = guarded(&mut self.store, self.tick, |s| {
+            b.ringvs_plugin_defense().call_tick(s, stats)
+        });
+        self.store.data_mut().table = None;
+        r
+    }
+}
+
+/// Runs a freshly loaded plugin through one round of its interface with made-up input.
+pub(crate) fn self_test(plugin: &Arc<Plugin>) -> Result<(), PluginError> {
+    let flow = flow_v4(
+        6,
+        SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 40000),
+        SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 100), 80),
+    );
+    let bad = |what: &str, f: Fault| PluginError::SelfTest(format!("{what}: {f}"));
+    match plugin.kind {
+        Kind::Scheduler => {
+            let mut s = SchedulerInstance::new(plugin)?;
+            let servers: Vec<ServerInfo> = (1..=3)
+                .map(|i| ServerInfo {
+                    addr: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 10 + i), 8080),
+                    weight: 1,
+                })
+                .collect();
+            s.servers_changed(&servers)
+                .map_err(|f| bad("servers-changed", f))?;
+            s.pick(&flow, &[1, 0, 0, 1, 2, 0, 1, 0, 5])
+                .map_err(|f| bad("pick", f))?;
+            s.export_state().map_err(|f| bad("export-state", f))?;
+        }
+        Kind::Persistence => {
+            let mut p = PersistenceInstance::new(plugin, &plugin.config)?;
+            p.affinity(&flow).map_err(|f| bad("affinity", f))?;
+        }
+        Kind::Defense => {
+            let mut d = DefenseInstance::new(plugin)?;
+            d.levels().map_err(|f| bad("levels", f))?;
+            d.admit(
+                &flow,
+                defense_types::SourceStats {
+                    new_flows: 1,
+                    concurrent: 1,
+                },
+            )
+            .map_err(|f| bad("admit", f))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! The plugin runtime against real components: loading and its refusals, calls, faults and
+//! state hand-off.
+
+mod common;
+
+use common::plugins::plugin;
+use ringvs::plugin::{
+    flow_v4, FaultKind, Kind, PluginError, Runtime, RuntimeOptions, SchedulerInstance, ServerInfo,
+};
+use serde_json::json;
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn rt() -> Arc<Runtime> {
+    Runtime::new(RuntimeOptions::default()).unwrap()
+}
+
+fn servers(n: u8) -> Vec<ServerInfo> {
+    (1..=n)
+        .map(|i| ServerInfo {
+            addr: format!("10.77.1.{i}:8080").parse().unwrap(),
+            weight: 1,
+        })
+        .collect()
+}
+
+fn flow(port: u16) -> ringvs::plugin::FlowWit {
+    flow_v4(
+        6,
+        SocketAddrV4::new("10.77.0.2".parse().unwrap(), port),
+        "10.77.100.100:80".parse().unwrap(),
+    )
+}
+
+fn sched(name: &str, config: serde_json::Value) -> SchedulerInstance {
+    let p = rt()
+        .load(name, &plugin(name), None, &config, Some(Kind::Scheduler))
+        .unwrap();
+    let mut s = SchedulerInstance::new(&p).unwrap();
+    s.servers_changed(&servers(3)).unwrap();
+    s
+}
+
+#[test]
+fn wlc_component_picks_like_ipvs() {
+    let mut s = sched("sched-wlc", json!({}));
+    // weight, active, inactive per server.
+    assert_eq!(
+        s.pick(&flow(1), &[1, 0, 0, 1, 0, 0, 1, 0, 0]).unwrap(),
+        Some(0)
+    );
+    assert_eq!(
+        s.pick(&flow(1), &[1, 1, 0, 1, 0, 5, 1, 0, 0]).unwrap(),
+        Some(2)
+    );
+    // 3×256/1 = 768 against 4×256/3 ≈ 341.
+    assert_eq!(
+        s.pick(&flow(1), &[1, 3, 0, 3, 4, 0, 0, 0, 0]).unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        s.pick(&flow(1), &[0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn rr_state_survives_a_swap() {
+    let mut a = sched("sched-rr", json!({}));
+    let load = [1, 0, 0, 1, 0, 0, 1, 0, 0];
+    assert_eq!(a.pick(&flow(1), &load).unwrap(), Some(0));
+    assert_eq!(a.pick(&flow(1), &load).unwrap(), Some(1));
+    let state = a.export_state().unwrap();
+    let mut b = sched("sched-rr", json!({}));
+    assert_eq!(b.import_state(&state).unwrap(), Ok(()));
+    assert_eq!(
+        b.pick(&flow(1), &load).unwrap(),
+        Some(2),
+        "the new instance continues the rotation"
+    );
+    let mut fresh = sched("sched-rr", json!({}));
+    assert_eq!(
+        fresh.pick(&flow(1), &load).unwrap(),
+        Some(0),
+        "without the hand-off it starts over"
+    );
+    assert!(
+        b.import_state(&[7, 7]).unwrap().is_err(),
+        "garbage state is refused, not trusted"
+    );
+}
+
+#[test]
+fn an_infinite_loop_hits_the_deadline() {
+    let mut s = sched("tc-loop", json!({}));
+    let t = Instant::now();
+    let f = s
+        .pick(&flow(666), &[1, 0, 0, 1, 0, 0, 1, 0, 0])
+        .unwrap_err();
+    let took = t.elapsed();
+    assert_eq!(f.kind, FaultKind::Deadline, "{f}");
+    assert!(took < Duration::from_millis(50), "stopped after {took:?}");
+}
+
+#[test]
+fn a_memory_bomb_hits_the_limit() {
+    let mut s = sched("tc-membomb", json!({}));
+    let f = s
+        .pick(&flow(666), &[1, 0, 0, 1, 0, 0, 1, 0, 0])
+        .unwrap_err();
+    assert_eq!(f.kind, FaultKind::Memory, "{f}");
+}
+
+#[test]
+fn a_panic_is_a_trap() {
+    let mut s = sched("tc-trap", json!({}));
+    assert_eq!(
+        s.pick(&flow(1), &[1, 0, 0, 1, 0, 0, 1, 0, 0]).unwrap(),
+        Some(0)
+    );
+    let f = s
+        .pick(&flow(666), &[1, 0, 0, 1, 0, 0, 1, 0, 0])
+        .unwrap_err();
+    assert_eq!(f.kind, FaultKind::Trap, "{f}");
+}
+
+#[test]
+fn an_unknown_server_is_a_bad_return() {
+    let mut s = sched("tc-bad-return", json!({}));
+    let f = s
+        .pick(&flow(666), &[1, 0, 0, 1, 0, 0, 1, 0, 0])
+        .unwrap_err();
+    assert_eq!(f.kind, FaultKind::BadReturn, "{f}");
+    assert!(f.detail.contains("server 10 of 3"), "{f}");
+}
+
+#[test]
+fn a_quiesced_pick_is_a_bad_return() {
+    // wlc is honest; feed the hostile one a load where its round robin lands on weight 0.
+    let mut s = sched("tc-bad-return", json!({}));
+    assert_eq!(
+        s.pick(&flow(1), &[0, 0, 0, 1, 0, 0, 1, 0, 0]).unwrap(),
+        Some(1)
+    );
+}
+
+#[test]
+fn always_hostile_plugins_fail_their_self_test_at_load() {
+    let rt = rt();
+    for (name, want) in [
+        ("tc-loop", "deadline"),
+        ("tc-membomb", "memory"),
+        ("tc-trap", "trap"),
+        ("tc-bad-return", "bad_return"),
+    ] {
+        let e = rt
+            .load(
+                name,
+                &plugin(name),
+                None,
+                &json!({"always": true}),
+                Some(Kind::Scheduler),
+            )
+            .unwrap_err();
+        match &e {
+            PluginError::SelfTest(m) => assert!(m.contains(want), "{name}: {m}"),
+            other => panic!("{name}: {other}"),
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_error() {
+    let rt = rt();
+    let dir = std::env::temp_dir().join(format!("ringvs-plugins-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Not a component: a core module, and not wasm at all.
+    let core = dir.join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let e = rt.load("core", &core, None, &json!({}), None).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("core WebAssembly module, not a component"),
+        "{e}"
+    );
+    let text = dir.join("text.wasm");
+    std::fs::write(&text, b"hello").unwrap();
+    let e = rt.load("text", &text, None, &json!({}), None).unwrap_err();
+    assert!(e.to_string().contains("not a WebAssembly component"), "{e}");
+    // Missing file.
+    let e = rt
+        .load("gone", &dir.join("gone.wasm"), None, &json!({}), None)
+        .unwrap_err();
+    assert!(
+        matches!(e, PluginError::Read(..)) && e.to_string().contains("gone.wasm"),
+        "{e}"
+    );
+    // sha256 pin.
+    let e = rt
+        .load(
+            "sched-wlc",
+            &plugin("sched-wlc"),
+            Some([0u8; 32]),
+            &json!({}),
+            None,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("sha256 mismatch"), "{e}");
+    // Wrong world.
+    let e = rt
+        .load(
+            "sched-wlc",
+            &plugin("sched-wlc"),
+            None,
+            &json!({}),
+            Some(Kind::Defense),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("is a scheduler plugin"), "{e}");
+    // A config the plugin rejects.
+    let e = rt
+        .load(
+            "sched-wlc",
+            &plugin("sched-wlc"),
+            None,
+            &json!({"bogus": 1}),
+            None,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&e, PluginError::ConfigRejected(m) if m.contains("unknown config key `bogus`")),
+        "{e}"
+    );
+    // Imports the host does not provide.
+    let e = rt
+        .load("tc-wasi", &plugin("tc-wasi"), None, &json!({}), None)
+        .unwrap_err();
+    assert!(
+        matches!(&e, PluginError::Imports(..)) && e.to_string().contains("wasi:"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_pinned_hash_is_accepted() {
+    use sha2::Digest;
+    let path = plugin("sched-wlc");
+    let digest: [u8; 32] = sha2::Sha256::digest(std::fs::read(&path).unwrap()).into();
+    let p = rt()
+        .load("sched-wlc", &path, Some(digest), &json!({}), None)
+        .unwrap();
+    assert_eq!(p.kind, Kind::Scheduler);
+}

@@ -1,0 +1,280 @@
+//! Defenses: state tables per level, admission of new flows, and a tick with actions.
+
+use crate::{Config, Flow};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::net::IpAddr;
+
+/// A TCP state, in the host's numbering (columns of a [`StateTable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[allow(missing_docs)]
+pub enum TcpState {
+    None = 0,
+    Established,
+    SynSent,
+    SynRecv,
+    FinWait,
+    TimeWait,
+    Close,
+    CloseWait,
+    LastAck,
+    Listen,
+    SynAck,
+}
+
+impl TcpState {
+    /// All TCP states in order.
+    pub const ALL: [TcpState; 11] = [
+        TcpState::None,
+        TcpState::Established,
+        TcpState::SynSent,
+        TcpState::SynRecv,
+        TcpState::FinWait,
+        TcpState::TimeWait,
+        TcpState::Close,
+        TcpState::CloseWait,
+        TcpState::LastAck,
+        TcpState::Listen,
+        TcpState::SynAck,
+    ];
+}
+
+/// Direction of a packet relative to a connection (the row blocks of a [`StateTable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client → service.
+    Input = 0,
+    /// Realserver → client.
+    Output = 1,
+    /// Client → service when replies bypass the director (or none seen yet).
+    InputOnly = 2,
+}
+
+/// What a TCP segment means to the state machine (RST > SYN > FIN > ACK).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// SYN.
+    Syn = 0,
+    /// FIN.
+    Fin = 1,
+    /// ACK only.
+    Ack = 2,
+    /// RST.
+    Rst = 3,
+}
+
+/// A TCP state table and its timeouts, handed to the host and applied per packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateTable {
+    /// Next state for (direction, event, state): index `(dir * 4 + event) * 11 + state`.
+    pub transitions: [TcpState; 132],
+    /// Timeout per state in seconds (11 TCP states then UDP); 0 keeps the service's own.
+    pub timeouts: [u32; 12],
+}
+
+impl StateTable {
+    /// A table from rows written like IPVS's `tcp_states` (12 rows of 11 columns: input
+    /// syn/fin/ack/rst, output …, input-only …), with no timeout overrides.
+    pub fn from_rows(rows: [[TcpState; 11]; 12]) -> StateTable {
+        let mut transitions = [TcpState::None; 132];
+        for (r, row) in rows.iter().enumerate() {
+            transitions[r * 11..r * 11 + 11].copy_from_slice(row);
+        }
+        StateTable {
+            transitions,
+            timeouts: [0; 12],
+        }
+    }
+
+    /// The next state.
+    pub fn next(&self, dir: Direction, ev: Event, state: TcpState) -> TcpState {
+        self.transitions[(dir as usize * 4 + ev as usize) * 11 + state as usize]
+    }
+
+    /// Sets a timeout override.
+    pub fn with_timeout(mut self, state: TcpState, secs: u32) -> StateTable {
+        self.timeouts[state as usize] = secs;
+        self
+    }
+}
+
+/// What the host counted for a new flow's source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SourceStats {
+    /// New flows per second from this address.
+    pub new_flows: u32,
+    /// Its connections in the table now.
+    pub concurrent: u32,
+}
+
+/// Admission of a new flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Schedule it.
+    Accept,
+    /// Drop its packet.
+    Drop,
+}
+
+/// A source and its rates in the last second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceRate {
+    /// The address.
+    pub addr: IpAddr,
+    /// New flows in the last second.
+    pub new_flows: u32,
+    /// Packets in the last second.
+    pub packets: u32,
+}
+
+/// Once-a-second statistics of the queue a defense instance runs in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TickStats {
+    /// Seconds since the director started.
+    pub now: u64,
+    /// The current defense level.
+    pub level: u8,
+    /// Connections tracked.
+    pub entries: u64,
+    /// The most the memory budget allows.
+    pub capacity: u64,
+    /// Bytes the table uses.
+    pub memory: u64,
+    /// The table's budget in bytes.
+    pub memory_limit: u64,
+    /// Memory the system has available, in bytes.
+    pub system_available: u64,
+    /// Entries per state: 11 TCP states, then UDP.
+    pub by_state: Vec<u32>,
+    /// New flows in the last second.
+    pub new_flows: u64,
+    /// Packets in the last second.
+    pub packets: u64,
+    /// Heavy hitters by new flows, heaviest first.
+    pub top_sources: Vec<SourceRate>,
+}
+
+/// An address prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    /// The address.
+    pub addr: IpAddr,
+    /// The prefix length.
+    pub len: u8,
+}
+
+/// How a blocked source is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockMode {
+    /// Drop its packets.
+    Drop,
+    /// Hold its new TCP flows (drop their SYNs silently), drop the rest.
+    Tarpit,
+}
+
+/// What a defense asks the host to do after a tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Use this level's state table.
+    SetLevel(u8),
+    /// Drop these connections (ids from [`Table::scan`]).
+    DropConnections(Vec<u32>),
+    /// Drop up to this many embryonic entries.
+    DropEmbryonic(u32),
+    /// Refuse one new flow in this many (0: none).
+    DropRate(u32),
+    /// Block a source prefix for `secs` seconds.
+    Block {
+        /// Whom.
+        prefix: Prefix,
+        /// How long.
+        secs: u32,
+        /// How.
+        mode: BlockMode,
+    },
+    /// Lift a block.
+    Unblock(Prefix),
+}
+
+/// One connection as a scan sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// Its id, for [`Action::DropConnections`].
+    pub id: u32,
+    /// IP protocol.
+    pub proto: u8,
+    /// Its TCP state (`None` for UDP).
+    pub state: TcpState,
+    /// Packets from the client (saturating).
+    pub packets: u32,
+    /// Seconds until it expires.
+    pub expires_in: u32,
+}
+
+/// The connection table, as far as a defense may see it during its tick.
+pub trait Table {
+    /// Slots the scan ranges over.
+    fn slots(&self) -> u32;
+    /// Live entries among `start .. start + count` (wrapping).
+    fn scan(&self, start: u32, count: u32) -> Vec<Entry>;
+}
+
+/// A defense. One instance runs per director queue.
+pub trait Defense: Default + 'static {
+    /// Takes the operator's configuration. Default: accepts an empty one.
+    fn configure(&mut self, config: &Config) -> Result<(), String> {
+        config.check_keys(&[])
+    }
+
+    /// State tables per level (level 0 first). Default: none (the host's normal table).
+    fn levels(&self) -> Vec<StateTable> {
+        Vec::new()
+    }
+
+    /// Admission of a new flow. Default: accept.
+    fn admit(&mut self, _flow: &Flow, _source: &SourceStats) -> Verdict {
+        Verdict::Accept
+    }
+
+    /// Once a second. Default: no action.
+    fn tick(&mut self, _stats: &TickStats, _table: &dyn Table) -> Vec<Action> {
+        Vec::new()
+    }
+}
+
+/// Exports a [`Defense`] as the plugin's `ringvs:plugin/defense` interface.
+#[macro_export]
+macro_rules! export_defense {
+    ($t:ty) => {
+        // On every target: the type must implement the trait (a clear error at this call).
+        const _: fn() = || {
+            fn __must_implement<T: $crate::Defense>() {}
+            __must_implement::<$t>();
+        };
+        // The export glue exists only in the component (its export names are not valid
+        // symbol names for a native shared library).
+        #[cfg(target_family = "wasm")]
+        const _: () = {
+            use $crate::__wit::def::exports::ringvs::plugin::defense as __d;
+            use $crate::__wit::types as __t;
+            struct __RingvsDefense;
+            static __STATE: $crate::rt::Slot<$t> = $crate::rt::Slot::new();
+            impl __d::Guest for __RingvsDefense {
+                fn init(config: __t::Config) -> Result<(), $crate::prelude::String> {
+                    $crate::rt::defense_init::<$t>(&__STATE, config)
+                }
+                fn levels() -> $crate::prelude::Vec<__d::StateTable> {
+                    $crate::rt::defense_levels::<$t>(&__STATE)
+                }
+                fn admit(flow: __t::Flow, source: __d::SourceStats) -> __d::Verdict {
+                    $crate::rt::defense_admit::<$t>(&__STATE, flow, source)
+                }
+                fn tick(stats: __d::TickStats) -> $crate::prelude::Vec<__d::Action> {
+                    $crate::rt::defense_tick::<$t>(&__STATE, stats)
+                }
+            }
+    $crate::__wit::def::export!(__RingvsDefense with_types_in $crate::__wit::def);
+        };
+    };
+}

@@ -1,0 +1,256 @@
+//! Testing plugins.
+//!
+//! [`SchedulerHarness`] (and its siblings) run a plugin's logic natively, in ordinary unit
+//! tests: no wasm, no director. They play the host's part: they keep the realservers'
+//! weights and connection counts and hand the plugin the same views the director would.
+//!
+//! With the `wasm-harness` feature, [`wasm`] loads the *built component* in wasmtime through
+//! the director's own plugin runtime, to test exactly what will be deployed.
+
+use crate::{
+    Config, Defense, Flow, Persistence, Scheduler, ServerInfo, Servers, SourceStats, Verdict,
+};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::net::{IpAddr, SocketAddr};
+
+/// Parses `"addr:port"` (panics on bad test input, with the input in the message).
+pub fn endpoint(s: &str) -> (IpAddr, u16) {
+    let a: SocketAddr = s
+        .parse()
+        .unwrap_or_else(|_| panic!("not an address:port: {s:?}"));
+    (a.ip(), a.port())
+}
+
+/// A TCP flow from `client` (`"addr:port"`) to `vip` (`"addr:port"`).
+pub fn flow(client: &str, vip: &str) -> Flow {
+    let (c, cp) = endpoint(client);
+    let (v, vp) = endpoint(vip);
+    Flow::tcp(c, cp, v, vp)
+}
+
+/// Runs a [`Scheduler`] natively with a host-like view of the realservers.
+pub struct SchedulerHarness<T: Scheduler> {
+    inst: T,
+    servers: Vec<ServerInfo>,
+    load: Vec<u32>,
+}
+
+impl<T: Scheduler> SchedulerHarness<T> {
+    /// Builds the scheduler with `config` (as `init` would).
+    pub fn new(config: &[(&str, &str)]) -> Result<Self, String> {
+        let mut inst = T::default();
+        inst.configure(&Config::from_pairs(config))?;
+        Ok(SchedulerHarness {
+            inst,
+            servers: Vec::new(),
+            load: Vec::new(),
+        })
+    }
+
+    /// Sets the realservers (`("addr:port", weight)`), all idle; calls `servers_changed`.
+    pub fn servers(mut self, list: &[(&str, u32)]) -> Self {
+        self.servers = list
+            .iter()
+            .map(|(a, w)| {
+                let (addr, port) = endpoint(a);
+                ServerInfo {
+                    addr,
+                    port,
+                    weight: *w,
+                }
+            })
+            .collect();
+        self.load = list.iter().flat_map(|(_, w)| [*w, 0, 0]).collect();
+        self.inst.servers_changed(&self.servers);
+        self
+    }
+
+    /// Sets server `i`'s connection counts.
+    pub fn set_conns(&mut self, i: usize, active: u32, inactive: u32) {
+        self.load[i * 3 + 1] = active;
+        self.load[i * 3 + 2] = inactive;
+    }
+
+    /// Sets server `i`'s current weight (0 quiesces it).
+    pub fn set_weight(&mut self, i: usize, weight: u32) {
+        self.load[i * 3] = weight;
+    }
+
+    /// Server `i`'s (active, inactive) counts.
+    pub fn conns(&self, i: usize) -> (u32, u32) {
+        (self.load[i * 3 + 1], self.load[i * 3 + 2])
+    }
+
+    /// Asks the scheduler, checking its answer as the director does (an index out of range,
+    /// or of a weight-0 server, panics the test).
+    pub fn pick(&mut self, flow: &Flow) -> Option<usize> {
+        let servers = Servers::new(&self.load, &self.servers);
+        let r = self.inst.pick(flow, &servers);
+        if let Some(i) = r {
+            assert!(
+                i < self.servers.len(),
+                "picked server {i} of {}",
+                self.servers.len()
+            );
+            assert!(self.load[i * 3] > 0, "picked server {i}, whose weight is 0");
+        }
+        r
+    }
+
+    /// Picks and, like the director, counts the new flow on the chosen server
+    /// (`established`: as an active connection, else an inactive one).
+    pub fn pick_and_count(&mut self, flow: &Flow, established: bool) -> Option<usize> {
+        let r = self.pick(flow);
+        if let Some(i) = r {
+            self.load[i * 3 + if established { 1 } else { 2 }] += 1;
+        }
+        r
+    }
+
+    /// The scheduler itself.
+    pub fn instance(&mut self) -> &mut T {
+        &mut self.inst
+    }
+
+    /// Moves the scheduler's exported state into a fresh instance of `U` (a hot swap).
+    pub fn swap_to<U: Scheduler>(
+        mut self,
+        config: &[(&str, &str)],
+    ) -> Result<SchedulerHarness<U>, String> {
+        let mut next = SchedulerHarness::<U>::new(config)?;
+        next.servers = core::mem::take(&mut self.servers);
+        next.load = core::mem::take(&mut self.load);
+        next.inst.servers_changed(&next.servers);
+        next.inst.import_state(&self.inst.export_state())?;
+        Ok(next)
+    }
+}
+
+/// Runs a [`Persistence`] natively.
+pub struct PersistenceHarness<T: Persistence> {
+    inst: T,
+}
+
+impl<T: Persistence> PersistenceHarness<T> {
+    /// Builds it with `config`.
+    pub fn new(config: &[(&str, &str)]) -> Result<Self, String> {
+        let mut inst = T::default();
+        inst.configure(&Config::from_pairs(config))?;
+        Ok(PersistenceHarness { inst })
+    }
+
+    /// The affinity key of `flow`.
+    pub fn affinity(&mut self, flow: &Flow) -> Option<u64> {
+        self.inst.affinity(flow)
+    }
+}
+
+/// Runs a [`Defense`] natively.
+pub struct DefenseHarness<T: Defense> {
+    inst: T,
+}
+
+impl<T: Defense> DefenseHarness<T> {
+    /// Builds it with `config`.
+    pub fn new(config: &[(&str, &str)]) -> Result<Self, String> {
+        let mut inst = T::default();
+        inst.configure(&Config::from_pairs(config))?;
+        Ok(DefenseHarness { inst })
+    }
+
+    /// Admission of a flow whose source has `source` counts.
+    pub fn admit(&mut self, flow: &Flow, source: SourceStats) -> Verdict {
+        self.inst.admit(flow, &source)
+    }
+
+    /// The defense itself.
+    pub fn instance(&mut self) -> &mut T {
+        &mut self.inst
+    }
+}
+
+/// Loading the built component in wasmtime, as the director does.
+#[cfg(feature = "wasm-harness")]
+pub mod wasm {
+    extern crate std;
+
+    use alloc::format;
+    use alloc::string::{String, ToString};
+    use alloc::sync::Arc;
+    use alloc::vec::Vec;
+    use ringvs::plugin::{
+        flow_v4, Kind, Plugin, Runtime, RuntimeOptions, SchedulerInstance, ServerInfo,
+    };
+    use std::net::SocketAddrV4;
+    use std::path::Path;
+
+    /// A scheduler component loaded in wasmtime, with the director's limits and checks.
+    pub struct WasmScheduler {
+        /// The loaded plugin.
+        pub plugin: Arc<Plugin>,
+        inst: SchedulerInstance,
+        load: Vec<u32>,
+    }
+
+    impl WasmScheduler {
+        /// Loads `path` with `config` (a TOML table as JSON), runs the director's checks and
+        /// self-test, and instantiates it.
+        pub fn load(path: &Path, config: serde_json_value::Value) -> Result<WasmScheduler, String> {
+            let rt = Runtime::new(RuntimeOptions::default()).map_err(|e| e.to_string())?;
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("plugin")
+                .to_string();
+            let plugin = rt
+                .load(&name, path, None, &config, Some(Kind::Scheduler))
+                .map_err(|e| e.to_string())?;
+            let inst = SchedulerInstance::new(&plugin).map_err(|e| e.to_string())?;
+            Ok(WasmScheduler {
+                plugin,
+                inst,
+                load: Vec::new(),
+            })
+        }
+
+        /// Sets the realservers (`("addr:port", weight)`), all idle.
+        pub fn servers(&mut self, list: &[(&str, u32)]) -> Result<(), String> {
+            let servers: Vec<ServerInfo> = list
+                .iter()
+                .map(|(a, w)| {
+                    let addr: SocketAddrV4 = a
+                        .parse()
+                        .map_err(|_| format!("not an IPv4 address:port: {a:?}"))?;
+                    Ok(ServerInfo { addr, weight: *w })
+                })
+                .collect::<Result<_, String>>()?;
+            self.load = list.iter().flat_map(|(_, w)| [*w, 0, 0]).collect();
+            self.inst
+                .servers_changed(&servers)
+                .map_err(|f| f.to_string())
+        }
+
+        /// Sets server `i`'s counts.
+        pub fn set_conns(&mut self, i: usize, active: u32, inactive: u32) {
+            self.load[i * 3 + 1] = active;
+            self.load[i * 3 + 2] = inactive;
+        }
+
+        /// Asks the component; `Err` is a fault (trap, deadline, memory, bad return).
+        pub fn pick(&mut self, client: &str, vip: &str) -> Result<Option<usize>, String> {
+            let c: SocketAddrV4 = client
+                .parse()
+                .map_err(|_| format!("bad client {client:?}"))?;
+            let v: SocketAddrV4 = vip.parse().map_err(|_| format!("bad vip {vip:?}"))?;
+            self.inst
+                .pick(&flow_v4(6, c, v), &self.load)
+                .map_err(|f| f.to_string())
+        }
+    }
+
+    /// JSON values for component configs (`json!({"netmask": "255.255.255.0"})`).
+    pub mod serde_json_value {
+        pub use serde_json::{json, Value};
+    }
+}

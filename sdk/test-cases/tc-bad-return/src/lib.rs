@@ -1,0 +1,47 @@
+//! Hostile: `pick` names a server that does not exist.
+//!
+//! It behaves (round robin) until a flow comes from client port 666 (`trigger_port`), or
+//! on every call with `always = true`: the first proves the director contains a fault at
+//! run time, the second that a load-time self-test refuses the plugin.
+#![no_std]
+use ringvs_sdk::prelude::*;
+
+/// The hostile scheduler.
+pub struct Liar {
+    always: bool,
+    trigger: u16,
+    next: usize,
+}
+
+impl Default for Liar {
+    fn default() -> Self {
+        Liar {
+            always: false,
+            trigger: 666,
+            next: 0,
+        }
+    }
+}
+
+impl Scheduler for Liar {
+    fn configure(&mut self, config: &Config) -> Result<(), String> {
+        config.check_keys(&["always", "trigger_port"])?;
+        self.always = config.parse_or("always", false)?;
+        self.trigger = config.parse_or("trigger_port", 666u16)?;
+        Ok(())
+    }
+
+    fn pick(&mut self, flow: &Flow, servers: &Servers) -> Option<usize> {
+        if self.always || flow.client_port == self.trigger {
+            return Some(servers.len() + 7);
+        }
+        let n = servers.len();
+        let i = (0..n)
+            .map(|k| (self.next + k) % n)
+            .find(|&i| servers.get(i).is_some_and(|s| s.weight > 0))?;
+        self.next = i + 1;
+        Some(i)
+    }
+}
+
+export_scheduler!(Liar);
