@@ -23,7 +23,10 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "unit, fixture and kernel tests"
+step "plugins (wasm32-wasip2)"
+bash scripts/build-plugins.sh
+
+step "unit, fixture, plugin and kernel tests"
 cargo test --workspace
 
 step "release build"

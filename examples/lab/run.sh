@@ -23,8 +23,9 @@ if [[ ${NO_DEPS:-0} != 1 ]]; then
 fi
 if [[ $FWD == ringvs ]]; then
     if [[ ${NO_BUILD:-0} != 1 ]]; then
-        log "building: cargo build --release -p ringvs"
+        log "building: cargo build --release -p ringvs, and the plugins (scripts/build-plugins.sh)"
         (cd "$LAB_ROOT" && cargo build --release -p ringvs) || die "cargo build --release -p ringvs failed"
+        bash "$LAB_ROOT/scripts/build-plugins.sh" >/dev/null || die "scripts/build-plugins.sh failed"
     fi
     ringvs_check_binary || exit 1
 fi

@@ -124,6 +124,31 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ServerCmd,
     },
+    /// WebAssembly plugins: list them, swap a service's scheduler at runtime.
+    Plugin {
+        #[command(subcommand)]
+        cmd: PluginCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginCmd {
+    /// Switch a service's scheduler without dropping a connection: to a built-in (rr, wlc),
+    /// a plugin of the config, or a .wasm file. The plugin is compiled, checked and
+    /// self-tested first; a failure changes nothing. The config file is not edited.
+    Swap {
+        /// Service name.
+        service: String,
+        /// A built-in scheduler, a `[plugins.NAME]` name, or a path to a .wasm component.
+        target: String,
+        #[command(flatten)]
+        target_daemon: Target,
+    },
+    /// Loaded plugins with their kind, file hash, services, calls and faults.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -178,6 +203,18 @@ fn simple(t: &Target, req: Request) -> Result<(), String> {
 
 fn check(path: &std::path::Path) -> Result<(), String> {
     let c = config::load(path).map_err(|e| e.to_string())?;
+    // Compile every plugin, check its world, imports and pin, and run its self-test with
+    // its config: what `run` would refuse, `check` refuses.
+    let mut pm = ringvs::control::plugins::PluginManager::default();
+    let loaded = pm.load_config(&c)?;
+    for (name, p) in &loaded {
+        println!(
+            "plugin {name}: {} {} sha256 {} OK",
+            p.kind.name(),
+            p.path.display(),
+            ringvs::plugin::hex(&p.sha256)
+        );
+    }
     let servers: usize = c.services.iter().map(|s| s.servers.len()).sum();
     println!(
         "{}: OK: {} service(s), {} server(s), {} plugin(s); device {} with {} queue(s), conn_memory_limit {}",
@@ -264,6 +301,44 @@ fn main() -> ExitCode {
                 let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
             })
             .map_err(|e| e.to_string()),
+        Cmd::Plugin { cmd } => match cmd {
+            PluginCmd::Swap {
+                service,
+                target,
+                target_daemon,
+            } => {
+                // A relative path means relative to where the operator is, not the daemon.
+                let target = if target.ends_with(".wasm") {
+                    std::fs::canonicalize(&target)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or(target)
+                } else {
+                    target
+                };
+                simple(&target_daemon, Request::PluginSwap { service, target })
+            }
+            PluginCmd::List { target } => (|| {
+                let list: Vec<ringvs::control::protocol::PluginInfo> =
+                    call(&target, Request::Plugins {})?;
+                println!(
+                    "{:<16} {:<12} {:<9} {:>10} {:>7} {:>9}  {}",
+                    "NAME", "KIND", "SERVICES", "CALLS", "FAULTS", "FALLBACKS", "SHA256"
+                );
+                for p in list {
+                    println!(
+                        "{:<16} {:<12} {:<9} {:>10} {:>7} {:>9}  {}",
+                        p.name,
+                        p.kind,
+                        p.services.join(","),
+                        p.calls,
+                        p.faults,
+                        p.fallbacks,
+                        &p.sha256[..16]
+                    );
+                }
+                Ok(())
+            })(),
+        },
         Cmd::Server { cmd } => match cmd {
             ServerCmd::Add {
                 service,

@@ -6,6 +6,7 @@
 //! each runs, then installs routes if asked. Any failure undoes what was done.
 
 use super::admin;
+use super::plugins::PluginManager;
 use super::protocol::{
     ConnRow, ConnectionsResult, ListResult, Rates, Request, ServerInfo, ServiceInfo, StatusResult,
 };
@@ -16,7 +17,7 @@ use crate::conn::HashKey;
 use crate::dataplane::service::{Snapshot, DEST_F_DOWN};
 use crate::dataplane::shard::{ConnInfo, ShardShared};
 use crate::dataplane::stats::{ShardReport, Traffic};
-use crate::dataplane::{Control, Shard, ShardConfig};
+use crate::dataplane::{Control, PluginEvent, Shard, ShardConfig};
 use crate::io::steer;
 use crate::io::tun::{attach_steering_bpf, TunDevice, TunOptions};
 use crate::io::uring::{run_queue, QueueStats, UringOptions};
@@ -82,6 +83,8 @@ impl RateTracker {
 /// The running daemon's state, shared by the control loop and the admin socket.
 pub struct Daemon {
     cfg: Config,
+    plugins: PluginManager,
+    events: crossbeam_channel::Receiver<PluginEvent>,
     /// A queue descriptor kept for device-wide ioctls (steering), with more than one queue.
     steer_fd: Option<OwnedFd>,
     /// The services the attached steering program knows.
@@ -126,6 +129,17 @@ fn pin_to_cpu(i: usize) {
 }
 
 impl Daemon {
+    /// The timed plugin calls the queues collected since the last call.
+    fn take_samples(&self) -> Vec<(Arc<str>, crate::dataplane::sched::Func, f64)> {
+        let mut out = Vec::new();
+        for q in &self.queues {
+            if let Ok(mut r) = q.shared.report.lock() {
+                out.append(&mut r.plugin_samples);
+            }
+        }
+        out
+    }
+
     /// Every queue's report, merged.
     pub fn report(&self) -> ShardReport {
         let mut total = ShardReport::default();
@@ -214,24 +228,116 @@ impl Daemon {
                 fixed.join(", ")
             ));
         }
-        let mut trial =
-            Registry::new(&self.registry.service_configs()).map_err(|e| e.to_string())?;
-        trial.apply(&new.services).map_err(|e| e.to_string())?;
-        let changed = self
-            .registry
-            .apply(&new.services)
-            .map_err(|e| e.to_string())?;
+        // Everything that can fail happens on copies first: plugins are compiled and
+        // self-tested, per-queue instances created; only then is anything switched.
+        let loaded = self.plugins.load_config(&new)?;
+        let mut trial = self.registry.clone();
+        let changed = trial.apply(&new.services).map_err(|e| e.to_string())?;
+        let prepared = self.plugins.prepare(&trial, self.queues.len(), &loaded)?;
+        let swapped: Vec<String> = trial
+            .services()
+            .filter(|e| {
+                let Some(old) = self.registry.service(&e.cfg.name) else {
+                    return false;
+                };
+                let old_plugin = self.plugins.prepared(e.id).map(|p| p.plugin.clone());
+                let new_plugin = prepared.get(&e.id).map(|p| p.plugin.clone());
+                old.cfg.scheduler != e.cfg.scheduler
+                    || match (old_plugin, new_plugin) {
+                        (Some(a), Some(b)) => !Arc::ptr_eq(&a, &b),
+                        (a, b) => a.is_some() != b.is_some(),
+                    }
+            })
+            .map(|e| e.cfg.name.clone())
+            .collect();
+        self.registry = trial;
+        self.plugins.commit(loaded);
         self.cfg = new;
-        let snap = self.registry.snapshot();
+        let snap = self.plugins.snapshot(&mut self.registry, prepared);
         self.broadcast(snap);
+        for s in &swapped {
+            self.plugins.count_swap(s);
+        }
         if let Err(e) = self.sync_routes() {
             warn!("routes: {e}");
         }
         Ok(if changed.is_empty() {
             "configuration unchanged".to_string()
-        } else {
+        } else if swapped.is_empty() {
             format!("reloaded; changed services: {}", changed.join(", "))
+        } else {
+            format!(
+                "reloaded; changed services: {}; schedulers swapped: {}",
+                changed.join(", "),
+                swapped.join(", ")
+            )
         })
+    }
+
+    /// Switches a service's scheduler at runtime to a built-in, a loaded plugin, or a
+    /// plugin file. The plugin is compiled, self-tested and instantiated for every queue
+    /// before anything changes; queues switch between two new flows and existing flows keep
+    /// their realservers. The config file is not edited: a reload applies the file again.
+    pub fn swap(&mut self, service: &str, target: &str) -> Result<String, String> {
+        let from = self
+            .registry
+            .service(service)
+            .ok_or_else(|| format!("no service named {service:?}"))?
+            .cfg
+            .scheduler
+            .clone();
+        let mut extra = std::collections::BTreeMap::new();
+        let name = if config::BUILTIN_SCHEDULERS.contains(&target) {
+            target.to_string()
+        } else if let Some(p) = self.plugins.loaded.get(target) {
+            if p.kind != crate::plugin::Kind::Scheduler {
+                return Err(format!(
+                    "plugin {target:?} is a {} plugin, not a scheduler",
+                    p.kind.name()
+                ));
+            }
+            target.to_string()
+        } else if target.ends_with(".wasm") || std::path::Path::new(target).is_file() {
+            let p = self.plugins.load_path(std::path::Path::new(target))?;
+            let n = p.name.to_string();
+            extra.insert(n.clone(), p);
+            n
+        } else {
+            return Err(format!(
+                "{target:?} is neither a built-in scheduler ({}), a loaded plugin ({}), nor a .wasm file",
+                config::BUILTIN_SCHEDULERS.join(", "),
+                self.plugins.loaded.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        };
+        let mut trial = self.registry.clone();
+        trial
+            .set_scheduler(service, &name)
+            .map_err(|e| e.to_string())?;
+        let prepared = self.plugins.prepare(&trial, self.queues.len(), &extra)?;
+        self.registry = trial;
+        self.plugins.commit(extra);
+        let snap = self.plugins.snapshot(&mut self.registry, prepared);
+        self.broadcast(snap);
+        self.plugins.count_swap(service);
+        info!(service, from = %from, to = %name, "scheduler swapped");
+        Ok(format!(
+            "{service}: scheduler {from} -> {name} on {} queue(s)",
+            self.queues.len()
+        ))
+    }
+
+    /// A new snapshot for the queues after an edit that loads no plugin.
+    fn republish(&mut self) {
+        match self
+            .plugins
+            .prepare(&self.registry, self.queues.len(), &Default::default())
+        {
+            Ok(prepared) => {
+                let snap = self.plugins.snapshot(&mut self.registry, prepared);
+                self.broadcast(snap);
+            }
+            Err(e) => error!("cannot publish the configuration: {e}"),
+        }
     }
 
     /// Services with counts, statistics since the last zero, and rates.
@@ -294,6 +400,37 @@ impl Daemon {
             })
             .collect();
         ListResult { services }
+    }
+
+    fn plugin_list(&self) -> Vec<super::protocol::PluginInfo> {
+        let r = self.report();
+        self.plugins
+            .loaded
+            .values()
+            .map(|p| {
+                let c = r
+                    .plugins
+                    .iter()
+                    .find(|(n, _)| **n == *p.name)
+                    .map(|(_, c)| c.clone())
+                    .unwrap_or_default();
+                super::protocol::PluginInfo {
+                    name: p.name.to_string(),
+                    kind: p.kind.name().to_string(),
+                    path: p.path.display().to_string(),
+                    sha256: crate::plugin::hex(&p.sha256),
+                    services: self
+                        .registry
+                        .services()
+                        .filter(|e| e.cfg.scheduler == *p.name)
+                        .map(|e| e.cfg.name.clone())
+                        .collect(),
+                    calls: c.calls.iter().sum(),
+                    faults: c.faults.iter().sum(),
+                    fallbacks: c.fallbacks,
+                }
+            })
+            .collect()
     }
 
     fn status(&self) -> StatusResult {
@@ -368,8 +505,7 @@ impl Daemon {
     }
 
     fn edited(&mut self) -> serde_json::Value {
-        let snap = self.registry.snapshot();
-        self.broadcast(snap);
+        self.republish();
         if let Err(e) = self.sync_routes() {
             warn!("routes: {e}");
         }
@@ -390,6 +526,10 @@ impl Daemon {
                 self.connections(max.unwrap_or(10_000).min(1_000_000)),
             )),
             Request::Reload {} => self.reload().map(serde_json::Value::String),
+            Request::PluginSwap { service, target } => {
+                self.swap(&service, &target).map(serde_json::Value::String)
+            }
+            Request::Plugins {} => json(serde_json::to_value(self.plugin_list())),
             Request::Zero { service } => {
                 let r = self.report();
                 match service {
@@ -458,11 +598,25 @@ impl Daemon {
         let r = self.report();
         self.rates.sample(&r);
         if self.registry.collect_garbage() {
-            let snap = self.registry.snapshot();
-            self.broadcast(snap);
+            self.republish();
         }
+        // Plugin events: retired instances are dropped here, off the data path; poisoned
+        // ones are replaced after their backoff.
+        while let Ok(ev) = self.events.try_recv() {
+            self.plugins.on_event(ev);
+        }
+        for (shard, svc, instance) in self.plugins.due(&self.registry) {
+            if let Some(q) = self.queues.get(shard) {
+                let _ = q.tx.send(Control::Scheduler {
+                    svc,
+                    instance: Box::new(instance),
+                });
+            }
+        }
+        let samples = self.take_samples();
         if self.cfg.director.metrics_listen.is_some() {
             crate::metrics::update(&r, &self.list());
+            crate::metrics::update_plugins(&r, &samples, &self.plugins.swaps);
         }
         for (i, q) in self.queues.iter_mut().enumerate() {
             if q.thread.as_ref().is_some_and(|t| t.is_finished()) {
@@ -504,6 +658,7 @@ fn start_queues(
     fds: Vec<OwnedFd>,
     snap: Arc<Snapshot>,
     start: Instant,
+    events: crossbeam_channel::Sender<PluginEvent>,
 ) -> Result<Vec<Queue>, String> {
     let n = fds.len();
     let key = HashKey::random();
@@ -518,6 +673,7 @@ fn start_queues(
             hash_key: key,
             start,
             expire_nodest_conn: cfg.director.expire_nodest_conn,
+            events: Some(events.clone()),
         };
         let mut shard = Shard::new(shard_cfg, snap.clone(), Some(rx)).map_err(|e| e.to_string())?;
         let shared = shard.shared();
@@ -582,7 +738,13 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
 async fn run_async(cfg: Config) -> Result<(), DaemonError> {
     let start = Instant::now();
     let mut registry = Registry::new(&cfg.services).map_err(|e| e.to_string())?;
-    let snap = Arc::new(registry.snapshot());
+    // Plugins are compiled, checked and self-tested before anything touches the network.
+    let mut plugins = PluginManager::default();
+    let loaded = plugins.load_config(&cfg)?;
+    let prepared = plugins.prepare(&registry, cfg.director.queues, &loaded)?;
+    plugins.commit(loaded);
+    let snap = Arc::new(plugins.snapshot(&mut registry, prepared));
+    let (events_tx, events) = crossbeam_channel::unbounded();
 
     // Fail early, before touching the network.
     let listener = admin::bind(
@@ -634,9 +796,11 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
         steer_fd = Some(fd);
         steered = services;
     }
-    let queues = start_queues(&cfg, tun.into_queues(), snap, start)?;
+    let queues = start_queues(&cfg, tun.into_queues(), snap, start, events_tx)?;
 
     let mut daemon = Daemon {
+        plugins,
+        events,
         steer_fd,
         steered,
         routes: (cfg.director.routes == Routes::Auto).then(|| AutoRoutes::new(&device)),

@@ -31,6 +31,15 @@ pub enum Request {
     },
     /// Re-read the config file.
     Reload {},
+    /// Switch a service's scheduler at runtime.
+    PluginSwap {
+        /// Service name.
+        service: String,
+        /// A built-in scheduler, a loaded plugin's name, or the path of a `.wasm` file.
+        target: String,
+    },
+    /// Loaded plugins.
+    Plugins {},
     /// Zero the statistics shown by `list` (all services, or one).
     Zero {
         /// Only this service.
@@ -234,6 +243,27 @@ pub struct ConnectionsResult {
     pub conns: Vec<ConnRow>,
     /// Whether the list was cut at the limit.
     pub truncated: bool,
+}
+
+/// A loaded plugin in `plugins`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    /// Name.
+    pub name: String,
+    /// `scheduler`, `persistence` or `defense`.
+    pub kind: String,
+    /// Its file.
+    pub path: String,
+    /// SHA-256 of the file.
+    pub sha256: String,
+    /// Services whose scheduler it is.
+    pub services: Vec<String>,
+    /// Calls so far (all queues, all functions).
+    pub calls: u64,
+    /// Faults so far.
+    pub faults: u64,
+    /// Decisions taken by a fallback while it was poisoned.
+    pub fallbacks: u64,
 }
 
 /// Result of `status`.

@@ -85,7 +85,7 @@ impl fmt::Display for EditError {
 impl std::error::Error for EditError {}
 
 /// Services and realservers with stable slots.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Registry {
     services: Vec<ServiceEntry>,
     next_dest: u32,
@@ -218,8 +218,18 @@ impl Registry {
         any
     }
 
-    /// The snapshot for the queues (a new generation each call).
+    /// The snapshot for the queues (a new generation each call), with built-in schedulers
+    /// only.
     pub fn snapshot(&mut self) -> Snapshot {
+        self.snapshot_with(&mut |_| None)
+    }
+
+    /// The snapshot for the queues, `plugin` giving each service its prepared plugin
+    /// scheduler (if its scheduler is a plugin).
+    pub fn snapshot_with(
+        &mut self,
+        plugin: &mut dyn FnMut(&ServiceEntry) -> Option<Arc<crate::dataplane::sched::PluginSched>>,
+    ) -> Snapshot {
         self.generation += 1;
         let services = self
             .services
@@ -245,6 +255,7 @@ impl Registry {
                     })
                     .collect(),
                 version: e.version,
+                plugin: plugin(e),
             })
             .collect();
         Snapshot::new(self.generation, services)
@@ -349,6 +360,18 @@ impl Registry {
         let mut all = self.service_configs();
         all.push(cfg);
         self.apply(&all).map(|_| ())
+    }
+
+    /// Switches a service's scheduler (a built-in or a loaded plugin's name).
+    pub fn set_scheduler(&mut self, svc: &str, scheduler: &str) -> Result<(), EditError> {
+        if self.service_mut(svc)?.cfg.scheduler == scheduler {
+            return Ok(());
+        }
+        let v = self.bump();
+        let e = self.service_mut(svc)?;
+        e.cfg.scheduler = scheduler.to_string();
+        e.version = v;
+        Ok(())
     }
 
     /// Replaces a service's definition (same name).

@@ -277,6 +277,7 @@ pub fn replay<W: Write>(
             hash_key: REPLAY_HASH_KEY,
             start: Instant::now(),
             expire_nodest_conn: config.director.expire_nodest_conn,
+            events: None,
         },
         snap,
         None,

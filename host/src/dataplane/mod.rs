@@ -29,6 +29,7 @@
 
 pub mod nat;
 mod packet;
+pub mod sched;
 pub mod service;
 pub mod shard;
 pub mod stats;
@@ -38,6 +39,7 @@ pub mod testkit;
 mod tests;
 
 pub use packet::{Packet, Verdict, HEADROOM};
+pub use sched::PluginEvent;
 pub use shard::{Control, Shard, ShardConfig, ShardShared};
 
 use std::time::Instant;

@@ -94,6 +94,8 @@ pub struct Service {
     pub dests: Vec<Dest>,
     /// Changes whenever anything a queue caches about the service changes.
     pub version: u64,
+    /// The plugin scheduler and its prepared instances, if the scheduler is a plugin.
+    pub plugin: Option<Arc<super::sched::PluginSched>>,
 }
 
 impl Service {

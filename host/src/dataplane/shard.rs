@@ -3,6 +3,7 @@
 //! connection counts, which change per connection, not per packet.
 
 use super::nat::{self, Csum, Side};
+use super::sched::{PluginEvent, PluginStats, SchedSlot};
 use super::service::{DestState, Service, Snapshot, DEST_F_REMOVED};
 use super::stats::{Counters, DropReason, ShardReport, Traffic};
 use super::{Packet, Pipeline, Verdict};
@@ -12,6 +13,7 @@ use crate::conn::{
     TICKS_PER_SEC,
 };
 use crate::plugin::builtin::Builtin;
+use crate::plugin::SchedulerInstance;
 use crate::wire::ip_proto;
 use crate::wire::tcp::flags as tf;
 use crate::wire::{Ipv4Packet, TcpPacket, UdpPacket};
@@ -37,6 +39,8 @@ pub struct ShardConfig {
     pub start: Instant,
     /// IPVS `expire_nodest_conn`.
     pub expire_nodest_conn: bool,
+    /// Where plugin events go (the control plane); `None` in tests and replay.
+    pub events: Option<Sender<PluginEvent>>,
 }
 
 /// A connection as listed by `ringvs list --connections`.
@@ -68,6 +72,13 @@ pub enum Control {
         /// Where to answer.
         reply: Sender<Vec<ConnInfo>>,
     },
+    /// A fresh instance of a service's plugin scheduler (after a fault).
+    Scheduler {
+        /// Service slot.
+        svc: u16,
+        /// The instance.
+        instance: Box<SchedulerInstance>,
+    },
     /// Stop the queue.
     Stop,
 }
@@ -82,10 +93,10 @@ pub struct ShardShared {
 }
 
 /// Per-service state a queue keeps.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct SvcRt {
     version: u64,
-    sched: Builtin,
+    sched: SchedSlot,
     table: StateTable,
     timeouts: [Tick; STATES],
 }
@@ -102,6 +113,7 @@ pub struct Shard {
     svc_traffic: Vec<Traffic>,
     dest_traffic: Vec<Traffic>,
     shared: Arc<ShardShared>,
+    plugin_stats: PluginStats,
     rx: Option<Receiver<Control>>,
     published: Tick,
     stopped: bool,
@@ -148,6 +160,7 @@ impl Shard {
             svc_traffic: Vec::new(),
             dest_traffic: Vec::new(),
             shared: Arc::new(ShardShared::default()),
+            plugin_stats: PluginStats::default(),
             rx,
             published: 0,
             stopped: false,
@@ -189,26 +202,78 @@ impl Shard {
     }
 
     /// Switches to a new snapshot. Services whose definition did not change keep their
-    /// scheduler state; connections are untouched.
+    /// scheduler state; a service whose plugin changed switches to the instance prepared for
+    /// this queue (the old one hands over its state and stays as the fallback); connections
+    /// are untouched.
     pub fn apply_snapshot(&mut self, snap: Arc<Snapshot>) {
-        let mut svcs: Vec<Option<SvcRt>> = vec![None; snap.service_slots()];
+        let mut svcs: Vec<Option<SvcRt>> = Vec::with_capacity(snap.service_slots());
+        svcs.resize_with(snap.service_slots(), || None);
+        let events = self.cfg.events.clone();
+        let events = events.as_ref();
         for svc in snap.services() {
-            let old = self.svcs.get_mut(svc.id as usize).and_then(Option::take);
-            svcs[svc.id as usize] = Some(match old {
-                Some(rt) if rt.version == svc.version => rt,
-                Some(rt) if rt.sched.name() == &*svc.scheduler => SvcRt {
-                    version: svc.version,
-                    timeouts: svc.timeout_ticks(),
-                    ..rt
-                },
-                _ => SvcRt {
-                    version: svc.version,
-                    sched: Builtin::by_name(&svc.scheduler)
-                        .unwrap_or_else(|| Builtin::by_name("wlc").expect("wlc is built in")),
+            let ids = (self.cfg.id, svc.id);
+            let mut rt = self
+                .svcs
+                .get_mut(svc.id as usize)
+                .and_then(Option::take)
+                .unwrap_or_else(|| SvcRt {
+                    version: u64::MAX,
+                    sched: SchedSlot::builtin(Builtin::by_name("wlc").expect("wlc is built in")),
                     table: StateTable::NORMAL,
                     timeouts: svc.timeout_ticks(),
-                },
-            });
+                });
+            if rt.version != svc.version {
+                rt.timeouts = svc.timeout_ticks();
+                // The built-in: the scheduler itself, or the fallback of a plugin.
+                let builtin = if svc.plugin.is_some() {
+                    "wlc"
+                } else {
+                    &*svc.scheduler
+                };
+                if rt.sched.builtin.name() != builtin {
+                    rt.sched.builtin = Builtin::by_name(builtin)
+                        .unwrap_or_else(|| Builtin::by_name("wlc").expect("wlc is built in"));
+                }
+                match &svc.plugin {
+                    None => {
+                        if rt.sched.plugin.is_some() {
+                            rt.sched.drop_plugins(events);
+                        }
+                    }
+                    Some(ps) => {
+                        let same = rt
+                            .sched
+                            .plugin
+                            .as_ref()
+                            .is_some_and(|p| Arc::ptr_eq(p, &ps.plugin));
+                        if same {
+                            rt.sched.servers_changed(
+                                &svc.dests,
+                                svc.version,
+                                ids,
+                                &mut self.plugin_stats,
+                                events,
+                            );
+                        } else {
+                            rt.sched.plugin = Some(ps.plugin.clone());
+                            rt.sched.waiting = false;
+                            let prepared =
+                                ps.instances.lock().ok().and_then(|mut v| {
+                                    v.get_mut(self.cfg.id).and_then(Option::take)
+                                });
+                            match prepared {
+                                Some(inst) => {
+                                    rt.sched.install(inst, &mut self.plugin_stats, events)
+                                }
+                                None => rt.sched.request(ids, events),
+                            }
+                            rt.sched.servers_version = svc.version;
+                        }
+                    }
+                }
+                rt.version = svc.version;
+            }
+            svcs[svc.id as usize] = Some(rt);
             for d in &svc.dests {
                 let i = d.id as usize;
                 if self.dests.len() <= i {
@@ -216,6 +281,11 @@ impl Shard {
                 }
                 self.dests[i] = Some(d.state.clone());
             }
+        }
+        // Services gone from the snapshot: their plugin instances leave the data path.
+        for rt in self.svcs.iter_mut().filter_map(Option::take) {
+            let mut rt = rt;
+            rt.sched.drop_plugins(events);
         }
         if self.svc_traffic.len() < snap.service_slots() {
             self.svc_traffic
@@ -316,7 +386,18 @@ impl Shard {
             .get_mut(svc as usize)
             .and_then(Option::as_mut)
             .ok_or(DropReason::NoService)?;
-        let i = rt.sched.pick(&service.dests).ok_or(DropReason::NoServer)?;
+        let i = rt
+            .sched
+            .pick(
+                proto,
+                client,
+                service.vip,
+                &service.dests,
+                (self.cfg.id, svc),
+                &mut self.plugin_stats,
+                self.cfg.events.as_ref(),
+            )
+            .ok_or(DropReason::NoServer)?;
         let dest = &service.dests[i];
         let state = if proto == ip_proto::TCP {
             State::None
@@ -575,7 +656,35 @@ impl Shard {
             r.memory_bytes = self.table.memory_bytes() as u64;
             r.memory_limit = self.cfg.memory_limit as u64;
             r.capacity = self.table.capacity() as u64;
+            r.plugins.clone_from(&self.plugin_stats.counters);
+            r.plugin_samples.append(&mut self.plugin_stats.samples);
             self.published = self.now;
+        }
+    }
+
+    fn deliver(&mut self, svc: u16, instance: SchedulerInstance) {
+        let events = self.cfg.events.clone();
+        let slot = self
+            .svcs
+            .get_mut(svc as usize)
+            .and_then(Option::as_mut)
+            .map(|rt| &mut rt.sched);
+        match slot {
+            Some(slot)
+                if slot
+                    .plugin
+                    .as_ref()
+                    .is_some_and(|p| Arc::ptr_eq(p, &instance.plugin))
+                    && slot.active.is_none() =>
+            {
+                slot.install(instance, &mut self.plugin_stats, events.as_ref());
+            }
+            _ => {
+                // Outdated (the service changed meanwhile): drop it off the data path.
+                if let Some(tx) = &events {
+                    let _ = tx.send(PluginEvent::Retire(Box::new(instance)));
+                }
+            }
         }
     }
 
@@ -606,6 +715,7 @@ impl Shard {
                 Control::ListConns { max, reply } => {
                     let _ = reply.send(self.list(max));
                 }
+                Control::Scheduler { svc, instance } => self.deliver(svc, *instance),
                 Control::Stop => self.stopped = true,
             }
         }

@@ -157,6 +157,10 @@ pub struct ShardReport {
     pub memory_limit: u64,
     /// Entries the budget allows.
     pub capacity: u64,
+    /// Plugin calls, faults and fallbacks, per plugin name.
+    pub plugins: Vec<(std::sync::Arc<str>, super::sched::PluginCounters)>,
+    /// Timed plugin calls since the control plane last took them.
+    pub plugin_samples: Vec<(std::sync::Arc<str>, super::sched::Func, f64)>,
 }
 
 impl ShardReport {
@@ -180,6 +184,20 @@ impl ShardReport {
         self.memory_bytes += o.memory_bytes;
         self.memory_limit += o.memory_limit;
         self.capacity += o.capacity;
+        for (name, c) in &o.plugins {
+            match self.plugins.iter_mut().find(|(n, _)| n == name) {
+                Some((_, t)) => {
+                    for (a, b) in t.calls.iter_mut().zip(c.calls) {
+                        *a += b;
+                    }
+                    for (a, b) in t.faults.iter_mut().zip(c.faults) {
+                        *a += b;
+                    }
+                    t.fallbacks += c.fallbacks;
+                }
+                None => self.plugins.push((name.clone(), c.clone())),
+            }
+        }
     }
 }
 

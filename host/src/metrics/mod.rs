@@ -40,6 +40,19 @@ pub const PASSTHROUGH: &str = "ringvs_passthrough_packets_total";
 /// `ringvs_icmp_translated_total`.
 pub const ICMP_TRANSLATED: &str = "ringvs_icmp_translated_total";
 
+/// `ringvs_plugin_calls_total{plugin,func}`.
+pub const PLUGIN_CALLS: &str = "ringvs_plugin_calls_total";
+/// `ringvs_plugin_call_seconds{plugin,func}` (histogram of sampled calls).
+pub const PLUGIN_CALL_SECONDS: &str = "ringvs_plugin_call_seconds";
+/// `ringvs_plugin_traps_total{plugin,kind}`.
+pub const PLUGIN_TRAPS: &str = "ringvs_plugin_traps_total";
+/// `ringvs_plugin_deadline_hits_total{plugin}`.
+pub const PLUGIN_DEADLINE: &str = "ringvs_plugin_deadline_hits_total";
+/// `ringvs_plugin_fallbacks_total{plugin}`.
+pub const PLUGIN_FALLBACKS: &str = "ringvs_plugin_fallbacks_total";
+/// `ringvs_plugin_swaps_total{service}`.
+pub const PLUGIN_SWAPS: &str = "ringvs_plugin_swaps_total";
+
 /// Installs the exporter on `addr` (inside the current Tokio runtime).
 pub fn install(addr: SocketAddr) -> Result<(), String> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -49,6 +62,13 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
             metrics_util::MetricKindMask::GAUGE,
             Some(Duration::from_secs(10)),
         )
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(PLUGIN_CALL_SECONDS.to_string()),
+            &[
+                250e-9, 500e-9, 1e-6, 2e-6, 5e-6, 10e-6, 50e-6, 100e-6, 1e-3, 10e-3,
+            ],
+        )
+        .map_err(|e| format!("metrics: {e}"))?
         .install()
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
     describe();
@@ -105,6 +125,58 @@ pub fn describe() {
         ICMP_TRANSLATED,
         "ICMP errors about tracked flows translated."
     );
+    describe_counter!(PLUGIN_CALLS, "Calls into plugins, by plugin and function.");
+    metrics::describe_histogram!(
+        PLUGIN_CALL_SECONDS,
+        Unit::Seconds,
+        "Duration of plugin calls (one call in 16 is timed)."
+    );
+    describe_counter!(
+        PLUGIN_TRAPS,
+        "Plugin faults by kind (deadline, memory, trap, bad_return); each poisons the instance."
+    );
+    describe_counter!(PLUGIN_DEADLINE, "Plugin calls stopped by their deadline.");
+    describe_counter!(
+        PLUGIN_FALLBACKS,
+        "Decisions taken by a fallback because the plugin's instance was poisoned."
+    );
+    describe_counter!(
+        PLUGIN_SWAPS,
+        "Scheduler swaps per service (reload, SIGHUP or `ringvs plugin swap`)."
+    );
+}
+
+/// Plugin metrics: counters from the merged report, the sampled call durations, swaps.
+pub fn update_plugins(
+    r: &ShardReport,
+    samples: &[(std::sync::Arc<str>, crate::dataplane::sched::Func, f64)],
+    swaps: &std::collections::BTreeMap<String, u64>,
+) {
+    use crate::dataplane::sched::Func;
+    use crate::plugin::FaultKind;
+    for (name, c) in &r.plugins {
+        let plugin = name.to_string();
+        for f in Func::ALL {
+            if c.calls[f as usize] > 0 {
+                counter!(PLUGIN_CALLS, "plugin" => plugin.clone(), "func" => f.label())
+                    .absolute(c.calls[f as usize]);
+            }
+        }
+        for k in FaultKind::ALL {
+            counter!(PLUGIN_TRAPS, "plugin" => plugin.clone(), "kind" => k.label())
+                .absolute(c.faults[k as usize]);
+        }
+        counter!(PLUGIN_DEADLINE, "plugin" => plugin.clone())
+            .absolute(c.faults[FaultKind::Deadline as usize]);
+        counter!(PLUGIN_FALLBACKS, "plugin" => plugin).absolute(c.fallbacks);
+    }
+    for (name, func, secs) in samples {
+        metrics::histogram!(PLUGIN_CALL_SECONDS, "plugin" => name.to_string(), "func" => func.label())
+            .record(*secs);
+    }
+    for (svc, n) in swaps {
+        counter!(PLUGIN_SWAPS, "service" => svc.clone()).absolute(*n);
+    }
 }
 
 /// Sets the exported values from the merged queue report and the service list.

@@ -15,7 +15,9 @@ mod runtime;
 pub use instance::{
     flow_v4, DefenseInstance, Fault, FaultKind, PersistenceInstance, SchedulerInstance, ServerInfo,
 };
-pub use runtime::{hex, Kind, Plugin, PluginError, Runtime, RuntimeOptions};
+pub use runtime::{
+    flatten_config as runtime_flatten, hex, Kind, Plugin, PluginError, Runtime, RuntimeOptions,
+};
 
 /// The WIT flow record (what `SchedulerInstance::pick` takes).
 pub type FlowWit = bindings::types::Flow;
