@@ -158,7 +158,7 @@ fn contained(hostile: &str, kind: FaultKind) {
     let (v, _) = send(&mut l.shard, &tcp(client(1002), vip, SYN, b""));
     assert_eq!(v, Verdict::Forward);
     // The control plane delivers a fresh instance (after the backoff, here at once).
-    let mut pm = l.plugins;
+    let pm = l.plugins;
     let e = l.registry.service("web").unwrap().clone();
     let p = pm.loaded["hostile"].clone();
     let mut inst = ringvs::plugin::SchedulerInstance::new(&p).unwrap();
