@@ -38,11 +38,52 @@ fn shard(memory: usize) -> (Shard, Registry) {
             hash_key: HashKey::random(),
             start: Instant::now(),
             expire_nodest_conn: false,
+            events: None,
         },
         snap,
         None,
     )
     .unwrap();
+    (s, reg)
+}
+
+/// A shard whose service schedules with the WebAssembly build of wlc.
+fn wasm_shard(memory: usize) -> (Shard, Registry) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let wasm = target.join("wasm32-wasip2/plugin/sched_wlc.wasm");
+    assert!(
+        wasm.exists(),
+        "build the plugins first: bash scripts/build-plugins.sh"
+    );
+    let text = format!(
+        "[plugins.sched-wlc]\npath = \"{}\"\n{}",
+        wasm.display(),
+        CONFIG.replace("scheduler = \"wlc\"", "scheduler = \"sched-wlc\"")
+    );
+    let cfg = ringvs::config::from_str(&text, "bench.toml").unwrap();
+    let mut reg = Registry::new(&cfg.services).unwrap();
+    let mut pm = ringvs::control::plugins::PluginManager::default();
+    let loaded = pm.load_config(&cfg).unwrap();
+    let prepared = pm.prepare(&reg, 1, &loaded).unwrap();
+    pm.commit(loaded);
+    let snap = Arc::new(pm.snapshot(&mut reg, prepared));
+    let s = Shard::new(
+        ShardConfig {
+            id: 0,
+            memory_limit: memory,
+            hash_key: HashKey::random(),
+            start: Instant::now(),
+            expire_nodest_conn: false,
+            events: None,
+        },
+        snap,
+        None,
+    )
+    .unwrap();
+    std::mem::forget(pm);
     (s, reg)
 }
 
@@ -147,24 +188,29 @@ fn new_flows(c: &mut Criterion) {
     let mut g = c.benchmark_group("new_flow");
     let batch: Vec<Vec<u8>> = (0..4096).map(|i| tcp(client(i), VIP, SYN, b"")).collect();
     g.throughput(Throughput::Elements(batch.len() as u64));
-    g.bench_function("syn_wlc_native", |b| {
-        let (mut s, _reg) = shard(64 << 20);
-        let mut buf = vec![0u8; 2048];
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let t = Instant::now();
-                let n = run_batch(&mut s, &batch, &mut buf);
-                total += t.elapsed();
-                assert_eq!(n, batch.len());
-                // Expire the batch (SYN_RECV: 60 s) outside the measurement.
-                let now = s.now();
-                s.set_now(now + 61 * ringvs::conn::TICKS_PER_SEC);
-                assert!(s.table().is_empty());
-            }
-            total
-        })
-    });
+    for (name, make) in [
+        ("syn_wlc_native", shard as fn(usize) -> (Shard, Registry)),
+        ("syn_wlc_wasm", wasm_shard),
+    ] {
+        g.bench_function(name, |b| {
+            let (mut s, _reg) = make(64 << 20);
+            let mut buf = vec![0u8; 2048];
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let n = run_batch(&mut s, &batch, &mut buf);
+                    total += t.elapsed();
+                    assert_eq!(n, batch.len());
+                    // Expire the batch (SYN_RECV: 60 s) outside the measurement.
+                    let now = s.now();
+                    s.set_now(now + 61 * ringvs::conn::TICKS_PER_SEC);
+                    assert!(s.table().is_empty());
+                }
+                total
+            })
+        });
+    }
     g.finish();
 }
 

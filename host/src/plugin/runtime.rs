@@ -242,6 +242,14 @@ impl Runtime {
         // Compilation happens on the control thread and, without wasmtime's
         // `parallel-compilation` feature, never fans out onto data-plane cores.
         cfg.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // Reserve only the memory limit per instance (not wasmtime's default 4 GiB plus
+        // guard, which for hundreds of pool slots is terabytes of address space and fails
+        // under heuristic overcommit). Bounds checks become explicit: cheap for plugins
+        // that touch little memory.
+        let reservation = (opts.memory_limit.max(1 << 16) as u64).next_multiple_of(1 << 16);
+        cfg.memory_reservation(reservation);
+        cfg.memory_guard_size(1 << 16);
+        cfg.memory_reservation_for_growth(0);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(opts.max_instances);
         pool.total_core_instances(opts.max_instances * 2);
