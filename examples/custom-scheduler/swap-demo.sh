@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Hot-swaps the example scheduler into the running netns lab while wrk sends traffic, and
-# checks that no request failed.
+# Hot-swaps the example scheduler into the running netns lab while wrk sends traffic, then
+# swaps in a second copy of it (as a new version would be deployed), which inherits the first
+# one's state; checks that no request failed.
 #
 #   sudo bash examples/custom-scheduler/swap-demo.sh
 #
@@ -20,7 +21,7 @@ fi
 # shellcheck source-path=SCRIPTDIR source=../lab/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lab/lib.sh"
 WASM=${WASM:-${CARGO_TARGET_DIR:-$LAB_ROOT/target}/wasm32-wasip2/plugin/custom_scheduler.wasm}
-SECS=${SWAP_SECONDS:-8}
+SECS=${SWAP_SECONDS:-10}
 
 require_root
 require_cmds wrk
@@ -45,6 +46,15 @@ ringvs_cli plugin swap web "$WASM"
 sleep 2
 echo "== ringvs plugin list"
 ringvs_cli plugin list
+
+# A plugin swapped in by path is named after its file: a new version under a new name.
+V2=$LAB_DIR/custom_scheduler_v2.wasm
+cp "$WASM" "$V2"
+echo "== ringvs plugin swap web $V2"
+ringvs_cli plugin swap web "$V2"
+sleep 2
+echo "== ringvs plugin list"
+ringvs_cli plugin list
 echo "== ringvs list"
 ringvs_cli list
 
@@ -56,4 +66,4 @@ echo "== metrics"
 in_ns dir curl -s --max-time 5 http://127.0.0.1:9406/metrics |
     grep -E '^ringvs_plugin_(swaps_total|calls_total|traps_total|fallbacks_total)' | grep -v ' 0$' || true
 ((WRK_SOCK_ERRORS == 0 && WRK_NON2XX == 0)) || die "requests failed across the swap"
-echo "swap-demo: web swapped from sched-wlc to custom_scheduler under load; no request failed"
+echo "swap-demo: web swapped sched-wlc -> custom_scheduler -> custom_scheduler_v2 under load; no request failed"

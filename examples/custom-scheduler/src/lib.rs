@@ -18,9 +18,12 @@
 //!
 //! Why it works: wlc drives every realserver to the same `h / W`, so a ramping one is held at
 //! about `p / N` of the load its weight gives it under wlc, and that bound grows over `N` picks.
-//! Its first pick is immediate (an idle realserver has `h = 0`). `slow_start_picks = 1` turns
-//! slow start off. Picks are counted per instance, and the director runs one instance per
-//! queue: with `Q` queues a ramp spans about `N × Q` new flows of the service.
+//! Its first pick is immediate (an idle realserver has `h = 0`). The bound grows by about
+//! `h / N` per pick (`h` of the others), and one established connection adds 256: the ramp
+//! holds a realserver back only if `N` is well above `h / 256`, the others' active connections
+//! plus their inactive ones / 256. `slow_start_picks = 1` turns slow start off. Picks are
+//! counted per instance, and the director runs one instance per queue: with `Q` queues a ramp
+//! spans about `N × Q` new flows of the service.
 
 #![no_std]
 
