@@ -321,8 +321,7 @@ fn main() -> ExitCode {
                 let list: Vec<ringvs::control::protocol::PluginInfo> =
                     call(&target, Request::Plugins {})?;
                 println!(
-                    "{:<16} {:<12} {:<9} {:>10} {:>7} {:>9}  {}",
-                    "NAME", "KIND", "SERVICES", "CALLS", "FAULTS", "FALLBACKS", "SHA256"
+                    "NAME             KIND         SERVICES       CALLS  FAULTS FALLBACKS  SHA256"
                 );
                 for p in list {
                     println!(

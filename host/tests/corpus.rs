@@ -734,6 +734,7 @@ fn queue(memory: usize, expire_nodest_conn: bool) -> (Shard, Registry) {
             hash_key: HashKey([0x636f_7270, 0x7573]),
             start: Instant::now(),
             expire_nodest_conn,
+            events: None,
         },
         Arc::new(registry.snapshot()),
         None,

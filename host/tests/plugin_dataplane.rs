@@ -259,3 +259,41 @@ fn a_swap_keeps_flows_and_hands_over_state() {
         "old instances are handed back for dropping off the data path ({retired})"
     );
 }
+
+#[test]
+fn a_new_build_under_the_same_name_reaches_the_queue() {
+    let mut l = lab("tc-trap");
+    let vip: SocketAddrV4 = VIP.parse().unwrap();
+    swap(&mut l, "rr-a");
+    send(&mut l.shard, &tcp(client(3000), vip, SYN, b""));
+    let state_calls = |s: &mut Shard| {
+        report(s)
+            .plugins
+            .iter()
+            .find(|(n, _)| &**n == "rr-a")
+            .map_or(0, |(_, c)| {
+                c.calls[ringvs::dataplane::sched::Func::State as usize]
+            })
+    };
+    let before = state_calls(&mut l.shard);
+    // "rr-a" now names another file (a rebuilt plugin): the service's version does not
+    // change, only the plugin behind the name.
+    let text = CONFIG
+        .replace("PATH", &plugin("tc-trap").display().to_string())
+        .replace("RR", &plugin("sched-wlc").display().to_string())
+        .replace("scheduler = \"hostile\"", "scheduler = \"rr-a\"");
+    let cfg = ringvs::config::from_str(&text, "t.toml").unwrap();
+    let loaded = l.plugins.load_config(&cfg).unwrap();
+    assert!(
+        !Arc::ptr_eq(&loaded["rr-a"], &l.plugins.loaded["rr-a"]),
+        "a new plugin behind the same name"
+    );
+    let prepared = l.plugins.prepare(&l.registry, 1, &loaded).unwrap();
+    l.plugins.commit(loaded);
+    let snap = l.plugins.snapshot(&mut l.registry, prepared);
+    l.shard.apply_snapshot(Arc::new(snap));
+    assert!(
+        state_calls(&mut l.shard) > before,
+        "the queue switched instances (the old one exported its state)"
+    );
+}

@@ -261,7 +261,7 @@ impl Daemon {
         if let Err(e) = self.sync_routes() {
             warn!("routes: {e}");
         }
-        Ok(if changed.is_empty() {
+        Ok(if changed.is_empty() && swapped.is_empty() {
             "configuration unchanged".to_string()
         } else if swapped.is_empty() {
             format!("reloaded; changed services: {}", changed.join(", "))

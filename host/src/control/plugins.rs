@@ -101,7 +101,9 @@ impl PluginManager {
         let used = usage(cfg)?;
         let mut out = BTreeMap::new();
         for (name, decl) in &cfg.plugins {
-            let plugin = self.load_decl(name, decl, used.get(name).copied())?;
+            let plugin = self
+                .load_decl(name, decl, used.get(name).copied())
+                .map_err(|e| format!("{}: {e}", cfg.path.display()))?;
             out.insert(name.clone(), plugin);
         }
         Ok(out)

@@ -251,6 +251,10 @@ impl SchedSlot {
         events: Option<&crossbeam_channel::Sender<PluginEvent>>,
     ) -> Option<usize> {
         if self.active.is_none() && self.previous.is_none() {
+            if let Some(p) = &self.plugin {
+                // The service's plugin is poisoned and no fallback instance is left.
+                stats.fallback(&p.name);
+            }
             return self.builtin.pick(dests);
         }
         let flow = flow_v4(proto, client, vip);
@@ -356,17 +360,21 @@ impl SchedSlot {
     pub fn install(
         &mut self,
         mut new: SchedulerInstance,
+        ids: (usize, u16),
         stats: &mut PluginStats,
         events: Option<&crossbeam_channel::Sender<PluginEvent>>,
     ) {
         self.waiting = false;
+        let mut import_fault = None;
         if let Some(mut old) = self.active.take() {
             let oname = old.plugin.name.clone();
             if let Ok(state) = stats.call(&oname, Func::State, || old.export_state()) {
                 if !state.is_empty() {
                     let nname = new.plugin.name.clone();
-                    // A refusal means "start fresh"; a fault is caught on the next call.
-                    let _ = stats.call(&nname, Func::State, || new.import_state(&state));
+                    // A refusal means "start fresh"; a fault poisons the new instance.
+                    if let Err(f) = stats.call(&nname, Func::State, || new.import_state(&state)) {
+                        import_fault = Some(f);
+                    }
                 }
             }
             if let (Some(p), Some(tx)) = (self.previous.replace(old), events) {
@@ -374,6 +382,9 @@ impl SchedSlot {
             }
         }
         self.active = Some(new);
+        if let Some(f) = import_fault {
+            self.poison(f, ids, events);
+        }
     }
 
     /// Asks the control plane for an instance (none was prepared for this queue).

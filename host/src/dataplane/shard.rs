@@ -222,7 +222,13 @@ impl Shard {
                     table: StateTable::NORMAL,
                     timeouts: svc.timeout_ticks(),
                 });
-            if rt.version != svc.version {
+            // A plugin can change without the service's version changing (a new build
+            // under the same name): compare the plugin itself too.
+            let plugin_changed = match (&svc.plugin, &rt.sched.plugin) {
+                (Some(ps), Some(p)) => !Arc::ptr_eq(&ps.plugin, p),
+                (a, b) => a.is_some() != b.is_some(),
+            };
+            if rt.version != svc.version || plugin_changed {
                 rt.timeouts = svc.timeout_ticks();
                 // The built-in: the scheduler itself, or the fallback of a plugin.
                 let builtin = if svc.plugin.is_some() {
@@ -263,7 +269,7 @@ impl Shard {
                                 });
                             match prepared {
                                 Some(inst) => {
-                                    rt.sched.install(inst, &mut self.plugin_stats, events)
+                                    rt.sched.install(inst, ids, &mut self.plugin_stats, events)
                                 }
                                 None => rt.sched.request(ids, events),
                             }
@@ -677,7 +683,12 @@ impl Shard {
                     .is_some_and(|p| Arc::ptr_eq(p, &instance.plugin))
                     && slot.active.is_none() =>
             {
-                slot.install(instance, &mut self.plugin_stats, events.as_ref());
+                slot.install(
+                    instance,
+                    (self.cfg.id, svc),
+                    &mut self.plugin_stats,
+                    events.as_ref(),
+                );
             }
             _ => {
                 // Outdated (the service changed meanwhile): drop it off the data path.
