@@ -35,5 +35,8 @@ cargo build --release -p ringvs
 step "lab: end to end through ringvs"
 NO_BUILD=1 bash examples/lab/test-e2e.sh
 
+step "lab: scheduler swaps and a hostile plugin under load"
+bash examples/lab/test-swap.sh
+
 echo
 echo "scripts/test.sh: all tests passed"

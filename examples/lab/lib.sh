@@ -661,10 +661,34 @@ count_hits() {
 wrk_run() {
     local name=$1 secs=$2 out=$LAB_DIR/wrk-${1//\//-}.txt rc=0
     shift 2
-    WRK_REQUESTS="" WRK_RPS="" WRK_SOCK_ERRORS="" WRK_ERRORS_DETAIL="" WRK_NON2XX=""
     ip netns exec "$(ns_name cli)" timeout $((secs + 20)) \
         wrk --timeout 2s -d "${secs}s" "$@" "http://$VIP/" </dev/null >"$out" 2>&1 &
     wait $! || rc=$?
+    wrk_parse "$name" "$out" "$rc"
+}
+
+# wrk_start NAME SECONDS PATH ARGS…: wrk against http://$VIP$PATH in the background (its pid in
+# WRK_PID, its output in $LAB_DIR/wrk-NAME.txt); finish with `wrk_wait NAME`.
+wrk_start() {
+    local name=$1 secs=$2 path=$3 out=$LAB_DIR/wrk-${1//\//-}.txt
+    shift 3
+    ip netns exec "$(ns_name cli)" timeout $((secs + 40)) \
+        wrk -d "${secs}s" "$@" "http://$VIP$path" </dev/null >"$out" 2>&1 &
+    WRK_PID=$!
+}
+
+# wrk_wait NAME PID: waits for a wrk_start run and parses it (see wrk_parse).
+wrk_wait() {
+    local rc=0
+    wait "$2" || rc=$?
+    wrk_parse "$1" "$LAB_DIR/wrk-${1//\//-}.txt" "$rc"
+}
+
+# wrk_parse NAME FILE STATUS: sets WRK_REQUESTS, WRK_RPS, WRK_SOCK_ERRORS (the sum of connect,
+# read, write and timeout errors), WRK_ERRORS_DETAIL and WRK_NON2XX from wrk's summary.
+wrk_parse() {
+    local name=$1 out=$2 rc=$3
+    WRK_REQUESTS="" WRK_RPS="" WRK_SOCK_ERRORS="" WRK_ERRORS_DETAIL="" WRK_NON2XX=""
     WRK_REQUESTS=$(sed -nE 's/^ *([0-9]+) requests in .*/\1/p' "$out")
     WRK_RPS=$(sed -nE 's/^Requests\/sec: *([0-9.]+).*/\1/p' "$out")
     WRK_RPS=${WRK_RPS%.*}
@@ -680,6 +704,12 @@ wrk_run() {
         err "wrk ($name) failed (status $rc) or printed no summary"
         return 1
     fi
+}
+
+# metric NAME_WITH_LABELS: the value of one series from ringvs's Prometheus endpoint (empty if
+# absent). Example: metric 'ringvs_plugin_swaps_total{service="web"}'.
+metric() {
+    in_ns dir curl -s --max-time 5 "http://127.0.0.1:9406/metrics" | awk -v k="$1" '$1 == k { print $2 }'
 }
 
 # iperf_run NAME SECONDS [IPERF3 ARGS...]: iperf3 client against VIP:5201, JSON kept in

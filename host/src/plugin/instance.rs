@@ -125,6 +125,10 @@ unsafe impl Send for Lent {}
 pub struct HostState {
     limits: Limits,
     table: Option<Lent>,
+    /// Epoch boundaries crossed while the guest ran in the current call.
+    crossings: u64,
+    /// Crossings allowed before the call is stopped (its deadline, in epochs).
+    allowed: u64,
 }
 
 impl HostState {
@@ -135,6 +139,8 @@ impl HostState {
                 denied: false,
             },
             table: None,
+            crossings: 0,
+            allowed: 0,
         }
     }
 
@@ -158,10 +164,27 @@ impl defense::ringvs::plugin::table::Host for HostState {
     }
 }
 
+/// Slack for preemptions: a thread descheduled while the guest runs sees one crossing per
+/// preemption, however long it lasted.
+const PREEMPTION_SLACK: u64 = 2;
+
 fn new_store(rt: &Runtime) -> Store<HostState> {
     let mut store = Store::new(&rt.engine, HostState::new(rt.opts.memory_limit));
     store.limiter(|s| &mut s.limits);
-    store.epoch_deadline_trap();
+    // The deadline counts epoch boundaries the guest is seen running across, not wall-clock
+    // time: the guest checks the epoch on function entry and loop back-edges, so a thread
+    // preempted for 20 ms between two checks crosses once, while a loop running for 20 ms
+    // crosses twenty times. A wall-clock deadline killed healthy 1 µs calls on a loaded
+    // two-core machine (lab, test-swap.sh).
+    store.epoch_deadline_callback(|mut cx| {
+        let s = cx.data_mut();
+        s.crossings += 1;
+        if s.crossings > s.allowed + PREEMPTION_SLACK {
+            Ok(wasmtime::UpdateDeadline::Interrupt)
+        } else {
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        }
+    });
     store
 }
 
@@ -208,13 +231,16 @@ pub fn flow_v4(proto: u8, client: SocketAddrV4, vip: SocketAddrV4) -> types::Flo
     }
 }
 
-/// Calls `f` with the store's deadline set to `ticks`, classifying any error.
+/// Calls `f` allowing `ticks` epochs of guest execution, classifying any error.
 fn guarded<T>(
     store: &mut Store<HostState>,
     ticks: u64,
     f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<T>,
 ) -> Result<T, Fault> {
-    store.set_epoch_deadline(ticks);
+    let s = store.data_mut();
+    s.crossings = 0;
+    s.allowed = ticks;
+    store.set_epoch_deadline(1);
     f(store).map_err(|e| classify(store, e))
 }
 
@@ -225,7 +251,10 @@ fn instantiate<B>(
     f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<B>,
 ) -> Result<(Store<HostState>, B), PluginError> {
     let mut store = new_store(rt);
-    store.set_epoch_deadline(Runtime::ticks(rt.opts.setup_deadline));
+    let s = store.data_mut();
+    s.crossings = 0;
+    s.allowed = Runtime::ticks(rt.opts.setup_deadline);
+    store.set_epoch_deadline(1);
     let b = f(&mut store)
         .map_err(|e| PluginError::Engine(format!("cannot instantiate {what}: {e:#}")))?;
     Ok((store, b))
