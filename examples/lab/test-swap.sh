@@ -78,6 +78,31 @@ check "re-instantiated after backoff" "$([[ ${fresh:-0} -ge 1 ]] && echo 0 || ec
 ringvs_cli plugin swap web sched-wlc >/dev/null
 swapped "back to sched-wlc" sched-wlc
 
+# Bad input is refused with a clear error and changes nothing (still sched-wlc).
+refused() { # refused NAME WANT_IN_ERROR CMD…
+    local name=$1 want=$2 out rc=0
+    shift 2
+    out=$("$@" 2>&1) || rc=$?
+    local now
+    now=$(scheduler_is)
+    check "refused: $name" "$([[ $rc != 0 && $out == *"$want"* && $now == sched-wlc ]] && echo 0 || echo 1)" \
+        "exit $rc, web still on $now; ${out:0:110}"
+}
+printf 'not wasm' >"$LAB_DIR/junk.wasm"
+refused "missing file" "No such file" ringvs_cli plugin swap web "$LAB_DIR/missing.wasm"
+refused "not a component" "not a WebAssembly component" ringvs_cli plugin swap web "$LAB_DIR/junk.wasm"
+refused "imports WASI" "wasi:" ringvs_cli plugin swap web "$PLUGIN_DIR/tc_wasi.wasm"
+refused "unknown name" "neither a built-in" ringvs_cli plugin swap web no-such-plugin
+sed -i 's/^scheduler = "sched-rr"/scheduler = "sched-wlc"/' "$conf"
+sed -i "s|^path = \"$PLUGIN_DIR/sched_rr.wasm\"|&\nsha256 = \"$(printf '0%.0s' {1..64})\"|" "$conf"
+refused "sha256 mismatch on reload" "sha256 mismatch" ringvs_cli reload
+sed -i '/^sha256 = "0*"$/d' "$conf"
+sed -i 's|^\[plugins.sched-rr\]|&\nconfig = { bogus = 1 }|' "$conf"
+refused "config the plugin rejects" "unknown config key" ringvs_cli reload
+sed -i '/^config = { bogus = 1 }$/d' "$conf"
+sed -i 's|^\[plugins.sched-rr\]|[plugins.sched-rr-as-defense]\npath = "'"$PLUGIN_DIR"'/sched_rr.wasm"\n\n&|; s|^name = "web"|&\ndefense = ["sched-rr-as-defense"]|' "$conf"
+refused "wrong world on reload" "not a defense" ringvs_cli reload
+
 wrk_wait close "$close_pid" || true
 check "wrk Connection: close" "$([[ -n $WRK_REQUESTS && $WRK_SOCK_ERRORS == 0 && $WRK_NON2XX == 0 ]] && echo 0 || echo 1)" \
     "${WRK_REQUESTS:-?} requests, socket errors ${WRK_SOCK_ERRORS:-?} (${WRK_ERRORS_DETAIL:-none}), non-2xx ${WRK_NON2XX:-?}"
