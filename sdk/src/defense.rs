@@ -133,6 +133,8 @@ pub struct SourceRate {
 pub struct TickStats {
     /// Seconds since the director started.
     pub now: u64,
+    /// Number of queues: table and rate figures are this queue's share.
+    pub queues: u32,
     /// The current defense level.
     pub level: u8,
     /// Connections tracked.
@@ -167,9 +169,9 @@ pub struct Prefix {
 /// How a blocked source is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockMode {
-    /// Drop its packets.
+    /// Drop every packet from it, established connections' too.
     Drop,
-    /// Hold its new TCP flows (drop their SYNs silently), drop the rest.
+    /// Refuse its new flows silently; established connections continue.
     Tarpit,
 }
 

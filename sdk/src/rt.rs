@@ -241,6 +241,7 @@ pub fn defense_admit<T: Defense>(
 pub fn defense_tick<T: Defense>(slot: &Slot<T>, st: wd::TickStats) -> Vec<wd::Action> {
     let stats = TickStats {
         now: st.now,
+        queues: st.queues,
         level: st.level,
         entries: st.entries,
         capacity: st.capacity,

@@ -164,9 +164,56 @@ impl<T: Defense> DefenseHarness<T> {
         self.inst.admit(flow, &source)
     }
 
+    /// The state tables it hands the host.
+    pub fn levels(&self) -> Vec<StateTable> {
+        self.inst.levels()
+    }
+
+    /// A tick with `stats`, the plugin seeing `table`.
+    pub fn tick(&mut self, stats: &TickStats, table: &MockTable) -> Vec<Action> {
+        self.inst.tick(stats, table)
+    }
+
     /// The defense itself.
     pub fn instance(&mut self) -> &mut T {
         &mut self.inst
+    }
+}
+
+/// A connection table for [`DefenseHarness::tick`]: slots, some of them live entries.
+#[derive(Debug, Clone, Default)]
+pub struct MockTable {
+    /// Slot count.
+    pub slots: u32,
+    /// Live entries (their `id` is their slot).
+    pub entries: Vec<Entry>,
+    /// Slots scanned so far (to check how much of the table a tick looked at).
+    pub scanned: core::cell::Cell<u64>,
+}
+
+impl MockTable {
+    /// A table of `slots` slots holding `entries`.
+    pub fn new(slots: u32, entries: Vec<Entry>) -> MockTable {
+        MockTable {
+            slots,
+            entries,
+            scanned: core::cell::Cell::new(0),
+        }
+    }
+}
+
+impl Table for MockTable {
+    fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    fn scan(&self, start: u32, count: u32) -> Vec<Entry> {
+        let n = self.slots.max(1);
+        self.scanned.set(self.scanned.get() + count as u64);
+        (0..count.min(n))
+            .map(|k| (start.wrapping_add(k)) % n)
+            .filter_map(|slot| self.entries.iter().find(|e| e.id == slot).copied())
+            .collect()
     }
 }
 
