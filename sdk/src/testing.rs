@@ -8,7 +8,8 @@
 //! the director's own plugin runtime, to test exactly what will be deployed.
 
 use crate::{
-    Config, Defense, Flow, Persistence, Scheduler, ServerInfo, Servers, SourceStats, Verdict,
+    Action, Config, Defense, Entry, Flow, Persistence, Scheduler, ServerInfo, Servers, SourceStats,
+    StateTable, Table, TickStats, Verdict,
 };
 use alloc::string::String;
 use alloc::vec::Vec;
