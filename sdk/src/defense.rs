@@ -212,6 +212,8 @@ pub struct Entry {
     pub packets: u32,
     /// Seconds until it expires.
     pub expires_in: u32,
+    /// Seconds since its last packet.
+    pub idle: u32,
 }
 
 /// The connection table, as far as a defense may see it during its tick.

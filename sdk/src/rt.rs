@@ -192,6 +192,7 @@ impl crate::Table for HostTable {
                 state: state_from_wit(e.state),
                 packets: e.packets,
                 expires_in: e.expires_in,
+                idle: e.idle,
             })
             .collect()
     }
