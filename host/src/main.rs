@@ -119,6 +119,17 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Live top talkers, blocks and defenses (refreshed every second; Ctrl-C to quit).
+    Top {
+        /// Print once and exit.
+        #[arg(long)]
+        once: bool,
+        /// Print the daemon's JSON answer (implies --once).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Change realservers at runtime (existing connections are kept).
     Server {
         #[command(subcommand)]
@@ -284,6 +295,22 @@ fn main() -> ExitCode {
             Ok(())
         })(),
         Cmd::Reload { target } => simple(&target, Request::Reload {}),
+        Cmd::Top { once, json, target } => (|| loop {
+            let t: ringvs::control::protocol::TopResult = call(&target, Request::Top {})?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&t).unwrap_or_default());
+                return Ok(());
+            }
+            if !once {
+                // Clear the screen and go home, like top(1).
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", client::format_top(&t));
+            if once {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        })(),
         Cmd::Zero { service, target } => simple(&target, Request::Zero { service }),
         Cmd::Replay {
             config,

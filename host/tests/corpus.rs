@@ -735,6 +735,8 @@ fn queue(memory: usize, expire_nodest_conn: bool) -> (Shard, Registry) {
             start: Instant::now(),
             expire_nodest_conn,
             events: None,
+            sources: Default::default(),
+            queues: 1,
         },
         Arc::new(registry.snapshot()),
         None,

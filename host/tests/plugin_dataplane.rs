@@ -69,6 +69,8 @@ fn lab(hostile: &str) -> Lab {
             start: Instant::now(),
             expire_nodest_conn: false,
             events: Some(etx),
+            sources: Default::default(),
+            queues: 1,
         },
         snap,
         Some(crx),
@@ -145,7 +147,7 @@ fn contained(hostile: &str, kind: FaultKind) {
     );
     let need = evs.into_iter().find_map(|e| match e {
         PluginEvent::NeedScheduler { fault, .. } => Some(fault),
-        PluginEvent::Retire(_) => None,
+        _ => None,
     });
     assert_eq!(need.flatten().map(|f| f.kind), Some(kind));
     // Until it comes, new flows go to the fallback; existing ones keep their server.

@@ -151,6 +151,57 @@ fn rates(r: &super::protocol::Rates) -> [u64; 5] {
     [r.cps, r.in_pps, r.out_pps, r.in_bps, r.out_bps].map(|x| x.round() as u64)
 }
 
+/// Formats `ringvs top`: the table's fill, the heaviest sources of the last second, blocks
+/// and defenses.
+pub fn format_top(t: &super::protocol::TopResult) -> String {
+    let mut o = format!(
+        "connections {}/{} ({:.1}%), embryonic {}\n\n",
+        t.entries,
+        t.capacity,
+        if t.capacity > 0 {
+            t.entries as f64 * 100.0 / t.capacity as f64
+        } else {
+            0.0
+        },
+        t.embryonic
+    );
+    o += "SOURCE                NEW FLOWS/S   PACKETS/S\n";
+    for s in &t.sources {
+        o += &format!("{:<21} {:>11} {:>11}\n", s.addr, s.new_flows, s.packets);
+    }
+    if t.sources.is_empty() {
+        o += "(no new flows in the last second)\n";
+    }
+    if !t.blocks.is_empty() {
+        o += "\nBLOCKED               MODE     LEFT  BY\n";
+        for b in &t.blocks {
+            let mode = match b.mode {
+                crate::dataplane::blocks::BlockMode::Drop => "drop",
+                crate::dataplane::blocks::BlockMode::Tarpit => "tarpit",
+            };
+            o += &format!(
+                "{:<21} {:<8} {:>4}s  {}\n",
+                b.prefix, mode, b.secs_left, b.by
+            );
+        }
+    }
+    if !t.defenses.is_empty() {
+        o += "\nSERVICE      DEFENSE              LEVEL  DROP 1/N  ACTIVE  POISONED\n";
+        for d in &t.defenses {
+            o += &format!(
+                "{:<12} {:<20} {:>5}  {:>8}  {:<6}  {}\n",
+                d.service,
+                d.plugin,
+                d.level,
+                d.drop_rate,
+                if d.active { "yes" } else { "no" },
+                d.poisoned_queues
+            );
+        }
+    }
+    o
+}
+
 /// Formats `ringvs list --connections` like `ipvsadm -Lnc`.
 pub fn format_connections(c: &ConnectionsResult) -> String {
     let mut o = String::from("ringvs connection entries\n");

@@ -6,7 +6,7 @@
 //! each runs, then installs routes if asked. Any failure undoes what was done.
 
 use super::admin;
-use super::plugins::PluginManager;
+use super::plugins::{Fresh, PluginManager};
 use super::protocol::{
     ConnRow, ConnectionsResult, ListResult, Rates, Request, ServerInfo, ServiceInfo, StatusResult,
 };
@@ -14,8 +14,11 @@ use super::registry::Registry;
 use super::routes::{self, AutoRoutes};
 use crate::config::{self, Config, Routes};
 use crate::conn::HashKey;
+use crate::conn::TICKS_PER_SEC;
+use crate::dataplane::blocks::{Block, BlockList};
 use crate::dataplane::service::{Snapshot, DEST_F_DOWN};
 use crate::dataplane::shard::{ConnInfo, ShardShared};
+use crate::dataplane::sources::{merge_top, SourceCount, SourceSketch};
 use crate::dataplane::stats::{ShardReport, Traffic};
 use crate::dataplane::{Control, PluginEvent, Shard, ShardConfig};
 use crate::io::steer;
@@ -95,6 +98,9 @@ pub struct Daemon {
     routes: Option<AutoRoutes>,
     zero: ShardReport,
     rates: RateTracker,
+    sources: Arc<SourceSketch>,
+    blocks: BlockList,
+    top: Arc<Vec<SourceCount>>,
 }
 
 /// A fatal startup or runtime error.
@@ -129,6 +135,67 @@ fn pin_to_cpu(i: usize) {
 }
 
 impl Daemon {
+    /// Ticks since start (the queues' clock).
+    fn now_tick(&self) -> crate::conn::Tick {
+        (self.started.elapsed().as_millis() / (1000 / TICKS_PER_SEC as u128)) as crate::conn::Tick
+    }
+
+    /// The director's top sources, blocks and defenses (`ringvs top`).
+    fn top_view(&self) -> super::protocol::TopResult {
+        let now = self.now_tick();
+        let r = self.report();
+        let svc_name = |id: u16| {
+            self.registry
+                .all_services()
+                .iter()
+                .find(|e| e.id == id)
+                .map(|e| e.cfg.name.clone())
+                .unwrap_or_default()
+        };
+        let mut defenses: Vec<super::protocol::DefenseInfo> = Vec::new();
+        for d in &r.defenses {
+            let service = svc_name(d.svc);
+            match defenses
+                .iter_mut()
+                .find(|x| x.service == service && x.plugin == *d.plugin)
+            {
+                Some(x) => {
+                    x.level = x.level.max(d.level);
+                    x.drop_rate = x.drop_rate.max(d.drop_rate);
+                    x.active |= d.active;
+                    x.poisoned_queues += u32::from(!d.healthy);
+                }
+                None => defenses.push(super::protocol::DefenseInfo {
+                    service,
+                    plugin: d.plugin.to_string(),
+                    level: d.level,
+                    drop_rate: d.drop_rate,
+                    active: d.active,
+                    poisoned_queues: u32::from(!d.healthy),
+                }),
+            }
+        }
+        super::protocol::TopResult {
+            sources: self.top.iter().take(20).copied().collect(),
+            blocks: self
+                .blocks
+                .iter()
+                .filter(|(_, _, b)| b.until > now)
+                .map(|(a, l, b)| super::protocol::BlockInfo {
+                    prefix: format!("{a}/{l}"),
+                    secs_left: (b.until - now) / TICKS_PER_SEC,
+                    mode: b.mode,
+                    by: b.by.to_string(),
+                })
+                .collect(),
+            defenses,
+            entries: r.entries,
+            capacity: r.capacity,
+            embryonic: r.by_state[crate::conn::State::SynRecv as usize] as u64
+                + r.by_state[crate::conn::State::SynAck as usize] as u64,
+        }
+    }
+
     /// The timed plugin calls the queues collected since the last call.
     fn take_samples(&self) -> Vec<(Arc<str>, crate::dataplane::sched::Func, f64)> {
         let mut out = Vec::new();
@@ -241,7 +308,7 @@ impl Daemon {
                     return false;
                 };
                 let old_plugin = self.plugins.prepared(e.id).map(|p| p.plugin.clone());
-                let new_plugin = prepared.get(&e.id).map(|p| p.plugin.clone());
+                let new_plugin = prepared.sched(e.id).map(|p| p.plugin.clone());
                 old.cfg.scheduler != e.cfg.scheduler
                     || match (old_plugin, new_plugin) {
                         (Some(a), Some(b)) => !Arc::ptr_eq(&a, &b),
@@ -530,6 +597,7 @@ impl Daemon {
                 self.swap(&service, &target).map(serde_json::Value::String)
             }
             Request::Plugins {} => json(serde_json::to_value(self.plugin_list())),
+            Request::Top {} => json(serde_json::to_value(self.top_view())),
             Request::Zero { service } => {
                 let r = self.report();
                 match service {
@@ -602,21 +670,72 @@ impl Daemon {
         }
         // Plugin events: retired instances are dropped here, off the data path; poisoned
         // ones are replaced after their backoff.
+        let now = self.now_tick();
+        let mut blocks_changed = self.blocks.expire(now);
         while let Ok(ev) = self.events.try_recv() {
-            self.plugins.on_event(ev);
+            match ev {
+                PluginEvent::Block { req, by } => {
+                    let until = now.saturating_add(req.secs.saturating_mul(TICKS_PER_SEC));
+                    info!(plugin = %by, prefix = %format!("{}/{}", req.addr, req.len), secs = req.secs, mode = ?req.mode, "source blocked");
+                    self.blocks.insert(
+                        req.addr,
+                        req.len,
+                        Block {
+                            until,
+                            mode: req.mode,
+                            by,
+                        },
+                    );
+                    blocks_changed = true;
+                }
+                PluginEvent::Unblock { addr, len } => {
+                    blocks_changed |= self.blocks.remove(addr, len)
+                }
+                other => self.plugins.on_event(other),
+            }
         }
-        for (shard, svc, instance) in self.plugins.due(&self.registry) {
+        if blocks_changed {
+            let b = Arc::new(self.blocks.clone());
+            for q in &self.queues {
+                let _ = q.tx.send(Control::Blocks(b.clone()));
+            }
+        }
+        // Per-source rates roll over; the queues' top talkers merge into the director's.
+        self.sources.rotate();
+        let parts: Vec<Vec<SourceCount>> = self
+            .queues
+            .iter()
+            .filter_map(|q| q.shared.report.lock().ok().map(|r| r.top.clone()))
+            .collect();
+        self.top = Arc::new(merge_top(&parts, 64));
+        let available = mem_available();
+        for q in &self.queues {
+            let _ = q.tx.send(Control::Top {
+                sources: self.top.clone(),
+                system_available: available,
+            });
+        }
+        for (shard, svc, fresh) in self.plugins.due(&self.registry) {
             if let Some(q) = self.queues.get(shard) {
-                let _ = q.tx.send(Control::Scheduler {
-                    svc,
-                    instance: Box::new(instance),
-                });
+                let msg = match fresh {
+                    Fresh::Scheduler(i) => Control::Scheduler {
+                        svc,
+                        instance: Box::new(i),
+                    },
+                    Fresh::Defense(index, i) => Control::Defense {
+                        svc,
+                        index,
+                        instance: Box::new(i),
+                    },
+                };
+                let _ = q.tx.send(msg);
             }
         }
         let samples = self.take_samples();
         if self.cfg.director.metrics_listen.is_some() {
             crate::metrics::update(&r, &self.list());
             crate::metrics::update_plugins(&r, &samples, &self.plugins.swaps);
+            crate::metrics::update_defense(&self.top_view());
         }
         for (i, q) in self.queues.iter_mut().enumerate() {
             if q.thread.as_ref().is_some_and(|t| t.is_finished()) {
@@ -652,6 +771,19 @@ impl Daemon {
     }
 }
 
+/// `MemAvailable` from /proc/meminfo, in bytes (0 if unreadable).
+fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// Starts the queues on the device's descriptors; waits until each is running.
 fn start_queues(
     cfg: &Config,
@@ -659,6 +791,7 @@ fn start_queues(
     snap: Arc<Snapshot>,
     start: Instant,
     events: crossbeam_channel::Sender<PluginEvent>,
+    sources: Arc<SourceSketch>,
 ) -> Result<Vec<Queue>, String> {
     let n = fds.len();
     let key = HashKey::random();
@@ -674,6 +807,8 @@ fn start_queues(
             start,
             expire_nodest_conn: cfg.director.expire_nodest_conn,
             events: Some(events.clone()),
+            sources: sources.clone(),
+            queues: n,
         };
         let mut shard = Shard::new(shard_cfg, snap.clone(), Some(rx)).map_err(|e| e.to_string())?;
         let shared = shard.shared();
@@ -796,7 +931,15 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
         steer_fd = Some(fd);
         steered = services;
     }
-    let queues = start_queues(&cfg, tun.into_queues(), snap, start, events_tx)?;
+    let sources = Arc::new(SourceSketch::new());
+    let queues = start_queues(
+        &cfg,
+        tun.into_queues(),
+        snap,
+        start,
+        events_tx,
+        sources.clone(),
+    )?;
 
     let mut daemon = Daemon {
         plugins,
@@ -810,6 +953,9 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
         started: start,
         zero: ShardReport::default(),
         rates: RateTracker::default(),
+        sources,
+        blocks: BlockList::default(),
+        top: Arc::new(Vec::new()),
     };
     if let Err(e) = daemon.sync_routes() {
         daemon.shutdown();

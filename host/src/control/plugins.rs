@@ -4,10 +4,13 @@
 
 use super::registry::{Registry, ServiceEntry};
 use crate::config::{Config, PluginDecl, BUILTIN_SCHEDULERS};
+use crate::dataplane::defense::{validate_levels, PluginDefense};
 use crate::dataplane::sched::PluginSched;
 use crate::dataplane::service::Snapshot;
 use crate::dataplane::PluginEvent;
-use crate::plugin::{Kind, Plugin, Runtime, RuntimeOptions, SchedulerInstance, ServerInfo};
+use crate::plugin::{
+    DefenseInstance, Fault, Kind, Plugin, Runtime, RuntimeOptions, SchedulerInstance, ServerInfo,
+};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -20,12 +23,44 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A plugin that has not faulted for this long starts its backoff over.
 const BACKOFF_RESET: Duration = Duration::from_secs(300);
 
+/// Which plugin of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Its scheduler.
+    Scheduler,
+    /// Its defense at this position.
+    Defense(usize),
+}
+
 /// A re-instantiation waiting for its time.
 struct Retry {
     due: Instant,
     shard: usize,
     svc: u16,
+    role: Role,
     plugin: Arc<Plugin>,
+}
+
+/// A fresh instance for a queue.
+pub enum Fresh {
+    /// A scheduler's.
+    Scheduler(SchedulerInstance),
+    /// A defense's, at this position.
+    Defense(usize, DefenseInstance),
+}
+
+/// Plugin schedulers and defenses prepared for a snapshot.
+#[derive(Default)]
+pub struct Prepared {
+    scheds: HashMap<u16, Arc<PluginSched>>,
+    defenses: HashMap<u16, Vec<Arc<PluginDefense>>>,
+}
+
+impl Prepared {
+    /// The prepared scheduler of a service.
+    pub fn sched(&self, svc: u16) -> Option<&Arc<PluginSched>> {
+        self.scheds.get(&svc)
+    }
 }
 
 /// Plugins as the daemon knows them.
@@ -34,9 +69,9 @@ pub struct PluginManager {
     runtime: Option<Arc<Runtime>>,
     /// Loaded plugins by name.
     pub loaded: BTreeMap<String, Arc<Plugin>>,
-    prepared: HashMap<u16, Arc<PluginSched>>,
+    prepared: Prepared,
     pending: Vec<Retry>,
-    backoff: HashMap<(u16, usize), (u32, Instant)>,
+    backoff: HashMap<(u16, usize, Role), (u32, Instant)>,
     /// Swaps per service name.
     pub swaps: BTreeMap<String, u64>,
 }
@@ -167,53 +202,65 @@ impl PluginManager {
 
     /// The prepared plugin scheduler of a service, if any.
     pub fn prepared(&self, svc: u16) -> Option<&Arc<PluginSched>> {
-        self.prepared.get(&svc)
+        self.prepared.scheds.get(&svc)
     }
 
-    /// Prepares per-queue instances for every service whose scheduler is a plugin and whose
-    /// plugin changed; re-uses the rest. Fails (changing nothing) if any instance cannot be
-    /// created.
+    /// Prepares per-queue instances for every service whose scheduler or defenses are
+    /// plugins that changed; re-uses the rest. Fails (changing nothing) if any instance
+    /// cannot be created or a defense hands over invalid state tables.
     pub fn prepare(
         &self,
         registry: &Registry,
         queues: usize,
         loaded: &BTreeMap<String, Arc<Plugin>>,
-    ) -> Result<HashMap<u16, Arc<PluginSched>>, String> {
-        let mut out = HashMap::new();
+    ) -> Result<Prepared, String> {
+        let mut out = Prepared::default();
+        let find = |name: &str, svc: &str| {
+            loaded
+                .get(name)
+                .or_else(|| self.loaded.get(name))
+                .cloned()
+                .ok_or_else(|| format!("service {svc:?}: plugin {name:?} is not loaded"))
+        };
         for e in registry.all_services() {
-            if BUILTIN_SCHEDULERS.contains(&e.cfg.scheduler.as_str()) {
-                continue;
-            }
             if e.removed {
                 continue;
             }
-            let plugin = loaded
-                .get(&e.cfg.scheduler)
-                .or_else(|| self.loaded.get(&e.cfg.scheduler))
-                .ok_or_else(|| {
-                    format!(
-                        "service {:?}: scheduler plugin {:?} is not loaded",
-                        e.cfg.name, e.cfg.scheduler
-                    )
-                })?
-                .clone();
-            if let Some(p) = self.prepared.get(&e.id) {
-                if Arc::ptr_eq(&p.plugin, &plugin) {
-                    out.insert(e.id, p.clone());
-                    continue;
+            if !BUILTIN_SCHEDULERS.contains(&e.cfg.scheduler.as_str()) {
+                let plugin = find(&e.cfg.scheduler, &e.cfg.name)?;
+                match self.prepared.scheds.get(&e.id) {
+                    Some(p) if Arc::ptr_eq(&p.plugin, &plugin) => {
+                        out.scheds.insert(e.id, p.clone());
+                    }
+                    _ => {
+                        let mut instances = Vec::with_capacity(queues);
+                        for _ in 0..queues {
+                            instances.push(Some(self.instance(&plugin, e)?));
+                        }
+                        let instances = Mutex::new(instances);
+                        out.scheds
+                            .insert(e.id, Arc::new(PluginSched { plugin, instances }));
+                    }
                 }
             }
-            let mut instances = Vec::with_capacity(queues);
-            for _ in 0..queues {
-                instances.push(Some(self.instance(&plugin, e)?));
+            let mut defenses = Vec::new();
+            for (i, name) in e.cfg.defense.iter().enumerate() {
+                let plugin = find(name, &e.cfg.name)?;
+                if plugin.kind != Kind::Defense {
+                    return Err(format!(
+                        "service {:?}: plugin {name:?} is a {} plugin, not a defense",
+                        e.cfg.name,
+                        plugin.kind.name()
+                    ));
+                }
+                match self.prepared.defenses.get(&e.id).and_then(|v| v.get(i)) {
+                    Some(p) if Arc::ptr_eq(&p.plugin, &plugin) => defenses.push(p.clone()),
+                    _ => defenses.push(Arc::new(self.defense(&plugin, queues)?)),
+                }
             }
-            out.insert(
-                e.id,
-                Arc::new(PluginSched {
-                    plugin,
-                    instances: Mutex::new(instances),
-                }),
-            );
+            if !defenses.is_empty() {
+                out.defenses.insert(e.id, defenses);
+            }
         }
         Ok(out)
     }
@@ -230,18 +277,40 @@ impl PluginManager {
         Ok(inst)
     }
 
-    /// The snapshot with `prepared` plugin schedulers; `prepared` becomes current.
-    pub fn snapshot(
-        &mut self,
-        registry: &mut Registry,
-        prepared: HashMap<u16, Arc<PluginSched>>,
-    ) -> Snapshot {
-        let snap = registry.snapshot_with(&mut |e| prepared.get(&e.id).cloned());
+    /// A defense's levels (asked once, checked) and one instance per queue.
+    fn defense(&self, plugin: &Arc<Plugin>, queues: usize) -> Result<PluginDefense, String> {
+        let name = &plugin.name;
+        let new = || DefenseInstance::new(plugin).map_err(|err| format!("plugin {name}: {err}"));
+        let mut first = new()?;
+        let tables = first
+            .levels()
+            .map_err(|f| format!("plugin {name}: levels: {f}"))?;
+        let levels = validate_levels(name, tables).map_err(|err| err.to_string())?;
+        let mut instances = vec![Some(first)];
+        for _ in 1..queues {
+            instances.push(Some(new()?));
+        }
+        Ok(PluginDefense {
+            plugin: plugin.clone(),
+            levels: levels.into(),
+            instances: Mutex::new(instances),
+        })
+    }
+
+    /// The snapshot with `prepared` plugins; `prepared` becomes current.
+    pub fn snapshot(&mut self, registry: &mut Registry, prepared: Prepared) -> Snapshot {
+        let snap = registry.snapshot_with(&mut |e| {
+            let sched = prepared.scheds.get(&e.id).cloned();
+            (
+                sched,
+                prepared.defenses.get(&e.id).cloned().unwrap_or_default(),
+            )
+        });
         self.prepared = prepared;
         snap
     }
 
-    /// Handles an event from a queue.
+    /// Handles an event from a queue (blocks are the caller's to apply).
     pub fn on_event(&mut self, ev: PluginEvent) {
         match ev {
             PluginEvent::Retire(inst) => drop(inst),
@@ -250,35 +319,55 @@ impl PluginManager {
                 svc,
                 plugin,
                 fault,
-            } => {
-                let now = Instant::now();
-                let entry = self.backoff.entry((svc, shard)).or_insert((0, now));
-                if now.duration_since(entry.1) > BACKOFF_RESET {
-                    entry.0 = 0;
-                }
-                let wait = if fault.is_some() {
-                    Duration::from_secs(1u64 << entry.0.min(6)).min(MAX_BACKOFF)
-                } else {
-                    Duration::ZERO
-                };
-                if let Some(f) = &fault {
-                    entry.0 += 1;
-                    entry.1 = now;
-                    warn!(plugin = %plugin.name, queue = shard, service = svc, "plugin fault ({f}); falling back, new instance in {}s", wait.as_secs());
-                }
-                self.pending.retain(|r| !(r.svc == svc && r.shard == shard));
-                self.pending.push(Retry {
-                    due: now + wait,
-                    shard,
-                    svc,
-                    plugin,
-                });
-            }
+            } => self.need(shard, svc, Role::Scheduler, plugin, fault),
+            PluginEvent::NeedDefense {
+                shard,
+                svc,
+                index,
+                plugin,
+                fault,
+            } => self.need(shard, svc, Role::Defense(index), plugin, fault),
+            PluginEvent::Block { .. } | PluginEvent::Unblock { .. } => {}
         }
     }
 
+    fn need(
+        &mut self,
+        shard: usize,
+        svc: u16,
+        role: Role,
+        plugin: Arc<Plugin>,
+        fault: Option<Fault>,
+    ) {
+        let now = Instant::now();
+        let entry = self.backoff.entry((svc, shard, role)).or_insert((0, now));
+        if now.duration_since(entry.1) > BACKOFF_RESET {
+            entry.0 = 0;
+        }
+        let wait = if fault.is_some() {
+            Duration::from_secs(1u64 << entry.0.min(6)).min(MAX_BACKOFF)
+        } else {
+            Duration::ZERO
+        };
+        if let Some(f) = &fault {
+            entry.0 += 1;
+            entry.1 = now;
+            warn!(plugin = %plugin.name, queue = shard, service = svc, ?role,
+                "plugin fault ({f}); falling back, new instance in {}s", wait.as_secs());
+        }
+        self.pending
+            .retain(|r| !(r.svc == svc && r.shard == shard && r.role == role));
+        self.pending.push(Retry {
+            due: now + wait,
+            shard,
+            svc,
+            role,
+            plugin,
+        });
+    }
+
     /// Instances due now: (queue, service, instance). Failed attempts are rescheduled.
-    pub fn due(&mut self, registry: &Registry) -> Vec<(usize, u16, SchedulerInstance)> {
+    pub fn due(&mut self, registry: &Registry) -> Vec<(usize, u16, Fresh)> {
         let now = Instant::now();
         let (due, later): (Vec<Retry>, Vec<Retry>) = std::mem::take(&mut self.pending)
             .into_iter()
@@ -289,19 +378,26 @@ impl PluginManager {
             let Some(e) = registry.all_services().iter().find(|e| e.id == r.svc) else {
                 continue;
             };
-            match self.instance(&r.plugin, e) {
+            let made = match r.role {
+                Role::Scheduler => self.instance(&r.plugin, e).map(Fresh::Scheduler),
+                Role::Defense(i) => DefenseInstance::new(&r.plugin)
+                    .map(|d| Fresh::Defense(i, d))
+                    .map_err(|err| format!("plugin {}: {err}", r.plugin.name)),
+            };
+            match made {
                 Ok(inst) => {
                     info!(plugin = %r.plugin.name, queue = r.shard, service = %e.cfg.name, "new plugin instance");
                     out.push((r.shard, r.svc, inst));
                 }
                 Err(err) => {
                     warn!("{err}; retrying");
-                    self.on_event(PluginEvent::NeedScheduler {
-                        shard: r.shard,
-                        svc: r.svc,
-                        plugin: r.plugin,
-                        fault: Some(crate::plugin::Fault::bad_return(err)),
-                    });
+                    self.need(
+                        r.shard,
+                        r.svc,
+                        r.role,
+                        r.plugin,
+                        Some(Fault::bad_return(err)),
+                    );
                 }
             }
         }

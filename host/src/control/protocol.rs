@@ -40,6 +40,8 @@ pub enum Request {
     },
     /// Loaded plugins.
     Plugins {},
+    /// Top sources, blocks and defenses (`ringvs top`).
+    Top {},
     /// Zero the statistics shown by `list` (all services, or one).
     Zero {
         /// Only this service.
@@ -264,6 +266,53 @@ pub struct PluginInfo {
     pub faults: u64,
     /// Decisions taken by a fallback while it was poisoned.
     pub fallbacks: u64,
+}
+
+/// A block in `top`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockInfo {
+    /// `addr/len`.
+    pub prefix: String,
+    /// Seconds left.
+    pub secs_left: u32,
+    /// Drop or tarpit.
+    pub mode: crate::dataplane::blocks::BlockMode,
+    /// The defense that asked.
+    pub by: String,
+}
+
+/// A defense of a service in `top`, over all queues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefenseInfo {
+    /// Service.
+    pub service: String,
+    /// Plugin.
+    pub plugin: String,
+    /// Highest level over the queues.
+    pub level: u8,
+    /// Highest drop rate over the queues.
+    pub drop_rate: u32,
+    /// Active in any queue.
+    pub active: bool,
+    /// Queues where its instance is poisoned (no defense action there until replaced).
+    pub poisoned_queues: u32,
+}
+
+/// Result of `top`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopResult {
+    /// The heaviest sources of the last second, by new flows.
+    pub sources: Vec<crate::dataplane::sources::SourceCount>,
+    /// Active blocks.
+    pub blocks: Vec<BlockInfo>,
+    /// Defenses.
+    pub defenses: Vec<DefenseInfo>,
+    /// Connections tracked.
+    pub entries: u64,
+    /// The table's capacity.
+    pub capacity: u64,
+    /// Embryonic entries (SYN_RECV + SYNACK).
+    pub embryonic: u64,
 }
 
 /// Result of `status`.

@@ -84,6 +84,12 @@ impl fmt::Display for EditError {
 
 impl std::error::Error for EditError {}
 
+/// A service's prepared plugin scheduler (if any) and defenses, for a snapshot.
+pub type ServicePlugins = (
+    Option<Arc<crate::dataplane::sched::PluginSched>>,
+    Vec<Arc<crate::dataplane::defense::PluginDefense>>,
+);
+
 /// Services and realservers with stable slots.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
@@ -221,14 +227,14 @@ impl Registry {
     /// The snapshot for the queues (a new generation each call), with built-in schedulers
     /// only.
     pub fn snapshot(&mut self) -> Snapshot {
-        self.snapshot_with(&mut |_| None)
+        self.snapshot_with(&mut |_| (None, Vec::new()))
     }
 
     /// The snapshot for the queues, `plugin` giving each service its prepared plugin
-    /// scheduler (if its scheduler is a plugin).
+    /// scheduler (if its scheduler is a plugin) and defenses.
     pub fn snapshot_with(
         &mut self,
-        plugin: &mut dyn FnMut(&ServiceEntry) -> Option<Arc<crate::dataplane::sched::PluginSched>>,
+        plugin: &mut dyn FnMut(&ServiceEntry) -> ServicePlugins,
     ) -> Snapshot {
         self.generation += 1;
         let services = self
@@ -236,26 +242,30 @@ impl Registry {
             .iter()
             .filter(|e| !(e.removed && e.dests.is_empty()))
             .filter(|e| e.cfg.vip.port() != 0)
-            .map(|e| Service {
-                id: e.id,
-                name: e.cfg.name.as_str().into(),
-                proto: e.cfg.proto,
-                vip: e.cfg.vip,
-                forward: e.cfg.forward,
-                scheduler: e.cfg.scheduler.as_str().into(),
-                timeouts: e.cfg.timeouts,
-                dests: e
-                    .dests
-                    .iter()
-                    .map(|d| Dest {
-                        id: d.id,
-                        svc: e.id,
-                        addr: d.addr,
-                        state: d.state.clone(),
-                    })
-                    .collect(),
-                version: e.version,
-                plugin: plugin(e),
+            .map(|e| {
+                let (sched, defenses) = plugin(e);
+                Service {
+                    id: e.id,
+                    name: e.cfg.name.as_str().into(),
+                    proto: e.cfg.proto,
+                    vip: e.cfg.vip,
+                    forward: e.cfg.forward,
+                    scheduler: e.cfg.scheduler.as_str().into(),
+                    timeouts: e.cfg.timeouts,
+                    dests: e
+                        .dests
+                        .iter()
+                        .map(|d| Dest {
+                            id: d.id,
+                            svc: e.id,
+                            addr: d.addr,
+                            state: d.state.clone(),
+                        })
+                        .collect(),
+                    version: e.version,
+                    plugin: sched,
+                    defenses,
+                }
             })
             .collect();
         Snapshot::new(self.generation, services)

@@ -278,6 +278,8 @@ pub fn replay<W: Write>(
             start: Instant::now(),
             expire_nodest_conn: config.director.expire_nodest_conn,
             events: None,
+            sources: Default::default(),
+            queues: 1,
         },
         snap,
         None,

@@ -27,11 +27,14 @@
 //! | ICMP echo request to a virtual address | answered | `echo_replies` |
 //! | anything else (not for a service, not from one) | passed unchanged | `passthrough` |
 
+pub mod blocks;
+pub mod defense;
 pub mod nat;
 mod packet;
 pub mod sched;
 pub mod service;
 pub mod shard;
+pub mod sources;
 pub mod stats;
 pub mod testkit;
 

@@ -65,6 +65,10 @@ pub struct PluginCounters {
     pub faults: [u64; 4],
     /// Decisions taken by a fallback because the plugin's instance was poisoned.
     pub fallbacks: u64,
+    /// Defense actions applied, per [`super::defense::ActionKind`].
+    pub actions: [u64; super::defense::ACTIONS],
+    /// Defense actions refused.
+    pub refused: [u64; super::defense::ACTIONS],
 }
 
 /// Every `SAMPLE_EVERY`-th call is timed for the latency histogram.
@@ -124,6 +128,11 @@ impl PluginStats {
         r
     }
 
+    /// The counters of a defense plugin (for its actions).
+    pub fn defense(&mut self, name: &Arc<str>) -> &mut PluginCounters {
+        self.counters(name)
+    }
+
     /// Counts a decision taken by a fallback.
     pub fn fallback(&mut self, name: &Arc<str>) {
         self.counters(name).fallbacks += 1;
@@ -159,8 +168,35 @@ pub enum PluginEvent {
         /// What happened, if it was a fault.
         fault: Option<Fault>,
     },
+    /// The queue has no usable instance of one of a service's defenses.
+    NeedDefense {
+        /// Queue.
+        shard: usize,
+        /// Service slot.
+        svc: u16,
+        /// Position of the defense in the service's list.
+        index: usize,
+        /// The plugin.
+        plugin: Arc<Plugin>,
+        /// What happened, if it was a fault.
+        fault: Option<Fault>,
+    },
+    /// A defense asked to block a prefix (already applied in the asking queue).
+    Block {
+        /// The checked request.
+        req: super::defense::BlockRequest,
+        /// The plugin.
+        by: Arc<str>,
+    },
+    /// A defense asked to lift a block.
+    Unblock {
+        /// Prefix address.
+        addr: std::net::Ipv4Addr,
+        /// Prefix length.
+        len: u8,
+    },
     /// An instance the queue no longer uses, to be dropped off the data path.
-    Retire(Box<SchedulerInstance>),
+    Retire(Box<dyn std::any::Any + Send>),
 }
 
 impl std::fmt::Debug for PluginEvent {
@@ -178,7 +214,22 @@ impl std::fmt::Debug for PluginEvent {
                     plugin.name
                 )
             }
-            PluginEvent::Retire(i) => write!(f, "Retire({})", i.plugin.name),
+            PluginEvent::NeedDefense {
+                shard,
+                svc,
+                index,
+                plugin,
+                fault,
+            } => {
+                write!(
+                    f,
+                    "NeedDefense(queue {shard}, service {svc}, #{index} {}: {fault:?})",
+                    plugin.name
+                )
+            }
+            PluginEvent::Block { req, by } => write!(f, "Block({req:?} by {by})"),
+            PluginEvent::Unblock { addr, len } => write!(f, "Unblock({addr}/{len})"),
+            PluginEvent::Retire(_) => f.write_str("Retire"),
         }
     }
 }

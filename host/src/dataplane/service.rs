@@ -96,6 +96,8 @@ pub struct Service {
     pub version: u64,
     /// The plugin scheduler and its prepared instances, if the scheduler is a plugin.
     pub plugin: Option<Arc<super::sched::PluginSched>>,
+    /// Defense plugins in configuration order, with their prepared instances.
+    pub defenses: Vec<Arc<super::defense::PluginDefense>>,
 }
 
 impl Service {

@@ -37,10 +37,16 @@ pub enum DropReason {
     /// A wrong IPv4 header checksum, or a wrong ICMP checksum on a message ringvs would
     /// answer or translate.
     BadChecksum,
+    /// A defense plugin refused the new flow (its admission, or its drop rate).
+    Defense,
+    /// The source is blocked (mode `drop`): every packet to a service is dropped.
+    Blocked,
+    /// The source is tarpitted: its new flows are refused silently.
+    Tarpit,
 }
 
 /// Number of drop reasons.
-pub const DROP_REASONS: usize = 14;
+pub const DROP_REASONS: usize = 17;
 
 impl DropReason {
     /// Every reason, in order.
@@ -59,6 +65,9 @@ impl DropReason {
         DropReason::IcmpNoConn,
         DropReason::IcmpOther,
         DropReason::BadChecksum,
+        DropReason::Defense,
+        DropReason::Blocked,
+        DropReason::Tarpit,
     ];
 
     /// The `reason` label.
@@ -78,6 +87,9 @@ impl DropReason {
             DropReason::IcmpNoConn => "icmp_no_conn",
             DropReason::IcmpOther => "icmp_other",
             DropReason::BadChecksum => "bad_checksum",
+            DropReason::Defense => "defense",
+            DropReason::Blocked => "blocked",
+            DropReason::Tarpit => "tarpit",
         }
     }
 }
@@ -134,6 +146,8 @@ pub struct Counters {
     pub echo_replies: u64,
     /// Connections expired by their timer.
     pub expired: u64,
+    /// New-flow attempts (admitted or not).
+    pub attempts: u64,
 }
 
 /// What a queue publishes for the control plane.
@@ -161,6 +175,10 @@ pub struct ShardReport {
     pub plugins: Vec<(std::sync::Arc<str>, super::sched::PluginCounters)>,
     /// Timed plugin calls since the control plane last took them.
     pub plugin_samples: Vec<(std::sync::Arc<str>, super::sched::Func, f64)>,
+    /// The queue's top sources of the last second.
+    pub top: Vec<super::sources::SourceCount>,
+    /// The queue's defenses.
+    pub defenses: Vec<super::shard::DefenseStatus>,
 }
 
 impl ShardReport {
@@ -175,6 +193,8 @@ impl ShardReport {
         self.counters.icmp_translated += o.counters.icmp_translated;
         self.counters.echo_replies += o.counters.echo_replies;
         self.counters.expired += o.counters.expired;
+        self.counters.attempts += o.counters.attempts;
+        self.defenses.extend(o.defenses.iter().cloned());
         merge_vec(&mut self.services, &o.services);
         merge_vec(&mut self.dests, &o.dests);
         for (a, b) in self.by_state.iter_mut().zip(o.by_state) {
@@ -194,6 +214,12 @@ impl ShardReport {
                         *a += b;
                     }
                     t.fallbacks += c.fallbacks;
+                    for (a, b) in t.actions.iter_mut().zip(c.actions) {
+                        *a += b;
+                    }
+                    for (a, b) in t.refused.iter_mut().zip(c.refused) {
+                        *a += b;
+                    }
                 }
                 None => self.plugins.push((name.clone(), c.clone())),
             }

@@ -53,6 +53,25 @@ pub const PLUGIN_FALLBACKS: &str = "ringvs_plugin_fallbacks_total";
 /// `ringvs_plugin_swaps_total{service}`.
 pub const PLUGIN_SWAPS: &str = "ringvs_plugin_swaps_total";
 
+/// `ringvs_defense_active{service,plugin}`.
+pub const DEFENSE_ACTIVE: &str = "ringvs_defense_active";
+/// `ringvs_defense_level{service,plugin}`.
+pub const DEFENSE_LEVEL: &str = "ringvs_defense_level";
+/// `ringvs_defense_poisoned_queues{service,plugin}`.
+pub const DEFENSE_POISONED: &str = "ringvs_defense_poisoned_queues";
+/// `ringvs_defense_actions_total{plugin,action}`.
+pub const DEFENSE_ACTIONS: &str = "ringvs_defense_actions_total";
+/// `ringvs_defense_actions_refused_total{plugin,action}`.
+pub const DEFENSE_REFUSED: &str = "ringvs_defense_actions_refused_total";
+/// `ringvs_blocked_prefixes`.
+pub const BLOCKED: &str = "ringvs_blocked_prefixes";
+/// `ringvs_top_source_new_flows{rank,source}`.
+pub const TOP_FLOWS: &str = "ringvs_top_source_new_flows";
+/// `ringvs_top_source_packets{rank,source}`.
+pub const TOP_PACKETS: &str = "ringvs_top_source_packets";
+/// Sources exported in the top metrics (bounded label cardinality).
+pub const TOP_N: usize = 10;
+
 /// Installs the exporter on `addr` (inside the current Tokio runtime).
 pub fn install(addr: SocketAddr) -> Result<(), String> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -126,6 +145,32 @@ pub fn describe() {
         "ICMP errors about tracked flows translated."
     );
     describe_counter!(PLUGIN_CALLS, "Calls into plugins, by plugin and function.");
+    describe_gauge!(
+        DEFENSE_ACTIVE,
+        "1 while a defense is doing something (level, drop rate, or actions in its last tick)."
+    );
+    describe_gauge!(
+        DEFENSE_LEVEL,
+        "A defense's level (highest over the queues)."
+    );
+    describe_gauge!(DEFENSE_POISONED, "Queues where a defense's instance is poisoned: no defense action there until it is replaced.");
+    describe_counter!(
+        DEFENSE_ACTIONS,
+        "Defense actions applied, by plugin and action."
+    );
+    describe_counter!(
+        DEFENSE_REFUSED,
+        "Defense actions refused by the host (not allowed), by plugin and action."
+    );
+    describe_gauge!(BLOCKED, "Source prefixes blocked by defenses now.");
+    describe_gauge!(
+        TOP_FLOWS,
+        "New flows in the last second of the heaviest sources (rank 1 is the heaviest)."
+    );
+    describe_gauge!(
+        TOP_PACKETS,
+        "Packets in the last second of the heaviest sources (sampled)."
+    );
     metrics::describe_histogram!(
         PLUGIN_CALL_SECONDS,
         Unit::Seconds,
@@ -144,6 +189,26 @@ pub fn describe() {
         PLUGIN_SWAPS,
         "Scheduler swaps per service (reload, SIGHUP or `ringvs plugin swap`)."
     );
+}
+
+/// Defense gauges and the top sources (ranks 1 to [`TOP_N`], so at most that many series
+/// at a time; series of sources that left the top disappear with the gauges' idle timeout).
+pub fn update_defense(top: &crate::control::protocol::TopResult) {
+    for d in &top.defenses {
+        let labels = [("service", d.service.clone()), ("plugin", d.plugin.clone())];
+        gauge!(DEFENSE_ACTIVE, &labels).set(if d.active { 1.0 } else { 0.0 });
+        gauge!(DEFENSE_LEVEL, &labels).set(d.level as f64);
+        gauge!(DEFENSE_POISONED, &labels).set(d.poisoned_queues as f64);
+    }
+    gauge!(BLOCKED).set(top.blocks.len() as f64);
+    for (i, s) in top.sources.iter().take(TOP_N).enumerate() {
+        let labels = [
+            ("rank", (i + 1).to_string()),
+            ("source", s.addr.to_string()),
+        ];
+        gauge!(TOP_FLOWS, &labels).set(s.new_flows as f64);
+        gauge!(TOP_PACKETS, &labels).set(s.packets as f64);
+    }
 }
 
 /// Plugin metrics: counters from the merged report, the sampled call durations, swaps.
@@ -168,7 +233,16 @@ pub fn update_plugins(
         }
         counter!(PLUGIN_DEADLINE, "plugin" => plugin.clone())
             .absolute(c.faults[FaultKind::Deadline as usize]);
-        counter!(PLUGIN_FALLBACKS, "plugin" => plugin).absolute(c.fallbacks);
+        counter!(PLUGIN_FALLBACKS, "plugin" => plugin.clone()).absolute(c.fallbacks);
+        for a in crate::dataplane::defense::ActionKind::ALL {
+            let (n, r) = (c.actions[a as usize], c.refused[a as usize]);
+            if n + r > 0 {
+                counter!(DEFENSE_ACTIONS, "plugin" => plugin.clone(), "action" => a.label())
+                    .absolute(n);
+                counter!(DEFENSE_REFUSED, "plugin" => plugin.clone(), "action" => a.label())
+                    .absolute(r);
+            }
+        }
     }
     for (name, func, secs) in samples {
         metrics::histogram!(PLUGIN_CALL_SECONDS, "plugin" => name.to_string(), "func" => func.label())

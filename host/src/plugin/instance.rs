@@ -445,6 +445,8 @@ impl PersistenceInstance {
 
 /// The defense interface's types.
 pub use defense::exports::ringvs::plugin::defense as defense_types;
+/// The table interface's types.
+pub use defense::ringvs::plugin::table as table_types;
 
 /// A defense plugin instance.
 pub struct DefenseInstance {

@@ -13,7 +13,8 @@ mod instance;
 mod runtime;
 
 pub use instance::{
-    flow_v4, DefenseInstance, Fault, FaultKind, PersistenceInstance, SchedulerInstance, ServerInfo,
+    defense_types, flow_v4, table_types, DefenseInstance, Fault, FaultKind, PersistenceInstance,
+    SchedulerInstance, ServerInfo, TableView,
 };
 pub use runtime::{
     flatten_config as runtime_flatten, hex, Kind, Plugin, PluginError, Runtime, RuntimeOptions,
@@ -21,3 +22,5 @@ pub use runtime::{
 
 /// The WIT flow record (what `SchedulerInstance::pick` takes).
 pub type FlowWit = bindings::types::Flow;
+/// The WIT address.
+pub type FlowWitIp = bindings::types::Ip;

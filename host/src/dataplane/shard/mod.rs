@@ -2,9 +2,12 @@
 //! Nothing here is shared with other queues on the packet path except the per-realserver
 //! connection counts, which change per connection, not per packet.
 
+use super::blocks::{BlockList, BlockMode};
+use super::defense::DefenseSlot;
 use super::nat::{self, Csum, Side};
 use super::sched::{PluginEvent, PluginStats, SchedSlot};
 use super::service::{DestState, Service, Snapshot, DEST_F_REMOVED};
+use super::sources::{SourceCount, SourceSketch, TopTalkers};
 use super::stats::{Counters, DropReason, ShardReport, Traffic};
 use super::{Packet, Pipeline, Verdict};
 use crate::conn::state::STATES;
@@ -13,7 +16,7 @@ use crate::conn::{
     TICKS_PER_SEC,
 };
 use crate::plugin::builtin::Builtin;
-use crate::plugin::SchedulerInstance;
+use crate::plugin::{DefenseInstance, SchedulerInstance};
 use crate::wire::ip_proto;
 use crate::wire::tcp::flags as tf;
 use crate::wire::{Ipv4Packet, TcpPacket, UdpPacket};
@@ -41,6 +44,10 @@ pub struct ShardConfig {
     pub expire_nodest_conn: bool,
     /// Where plugin events go (the control plane); `None` in tests and replay.
     pub events: Option<Sender<PluginEvent>>,
+    /// Director-wide per-source counts, shared by the queues.
+    pub sources: Arc<SourceSketch>,
+    /// Number of queues (defenses are told; each sees its share).
+    pub queues: usize,
 }
 
 /// A connection as listed by `ringvs list --connections`.
@@ -72,6 +79,25 @@ pub enum Control {
         /// Where to answer.
         reply: Sender<Vec<ConnInfo>>,
     },
+    /// A fresh instance of one of a service's defenses (after a fault).
+    Defense {
+        /// Service slot.
+        svc: u16,
+        /// Position in the service's defense list.
+        index: usize,
+        /// The instance.
+        instance: Box<DefenseInstance>,
+    },
+    /// The director-wide block list.
+    Blocks(Arc<BlockList>),
+    /// The director-wide top sources of the last second, and the memory the system has
+    /// available (for defenses' ticks).
+    Top {
+        /// Heaviest first.
+        sources: Arc<Vec<SourceCount>>,
+        /// Bytes.
+        system_available: u64,
+    },
     /// A fresh instance of a service's plugin scheduler (after a fault).
     Scheduler {
         /// Service slot.
@@ -99,6 +125,9 @@ struct SvcRt {
     sched: SchedSlot,
     table: StateTable,
     timeouts: [Tick; STATES],
+    /// The service's own timeouts in seconds (defense levels may override some).
+    own: [u32; STATES],
+    defenses: Vec<DefenseSlot>,
 }
 
 /// One queue's pipeline.
@@ -114,6 +143,14 @@ pub struct Shard {
     dest_traffic: Vec<Traffic>,
     shared: Arc<ShardShared>,
     plugin_stats: PluginStats,
+    blocks: Arc<BlockList>,
+    top: TopTalkers,
+    director_top: Arc<Vec<SourceCount>>,
+    system_available: u64,
+    /// Second of the last defense tick, and the counters then (for per-second rates).
+    tick_sec: u64,
+    tick_base: (u64, u64),
+    rng: u64,
     rx: Option<Receiver<Control>>,
     published: Tick,
     stopped: bool,
@@ -161,6 +198,13 @@ impl Shard {
             dest_traffic: Vec::new(),
             shared: Arc::new(ShardShared::default()),
             plugin_stats: PluginStats::default(),
+            blocks: Arc::new(BlockList::default()),
+            top: TopTalkers::default(),
+            director_top: Arc::new(Vec::new()),
+            system_available: 0,
+            tick_sec: 0,
+            tick_base: (0, 0),
+            rng: 0x9e37_79b9_7f4a_7c15,
             rx,
             published: 0,
             stopped: false,
@@ -221,6 +265,8 @@ impl Shard {
                     sched: SchedSlot::builtin(Builtin::by_name("wlc").expect("wlc is built in")),
                     table: StateTable::NORMAL,
                     timeouts: svc.timeout_ticks(),
+                    own: svc.timeouts.0,
+                    defenses: Vec::new(),
                 });
             // A plugin can change without the service's version changing (a new build
             // under the same name): compare the plugin itself too.
@@ -228,8 +274,9 @@ impl Shard {
                 (Some(ps), Some(p)) => !Arc::ptr_eq(&ps.plugin, p),
                 (a, b) => a.is_some() != b.is_some(),
             };
+            tick::sync_defenses(&mut rt.defenses, &svc.defenses, ids, events);
+            rt.own = svc.timeouts.0;
             if rt.version != svc.version || plugin_changed {
-                rt.timeouts = svc.timeout_ticks();
                 // The built-in: the scheduler itself, or the fallback of a plugin.
                 let builtin = if svc.plugin.is_some() {
                     "wlc"
@@ -279,6 +326,7 @@ impl Shard {
                 }
                 rt.version = svc.version;
             }
+            (rt.table, rt.timeouts) = super::defense::effective_table(&rt.defenses, &rt.own);
             svcs[svc.id as usize] = Some(rt);
             for d in &svc.dests {
                 let i = d.id as usize;
@@ -292,6 +340,7 @@ impl Shard {
         for rt in self.svcs.iter_mut().filter_map(Option::take) {
             let mut rt = rt;
             rt.sched.drop_plugins(events);
+            tick::sync_defenses(&mut rt.defenses, &[], (self.cfg.id, 0), events);
         }
         if self.svc_traffic.len() < snap.service_slots() {
             self.svc_traffic
@@ -319,20 +368,23 @@ impl Shard {
 
     fn expire(&mut self) {
         let dests = &self.dests;
+        let sources = &self.cfg.sources;
         let n = self.table.advance(self.now, EXPIRE_BUDGET, |_, c| {
             if let Some(Some(d)) = dests.get(c.dest as usize) {
                 d.counters.unbind(c.flags & F_INACTIVE == 0);
             }
+            sources.ended(c.caddr());
         });
         self.counters.expired += n as u64;
     }
 
-    /// Removes a connection now, fixing the realserver's counts.
+    /// Removes a connection now, fixing the realserver's and the source's counts.
     fn kill(&mut self, id: ConnId) {
         let c = self.table.remove(id);
         if let Some(Some(d)) = self.dests.get(c.dest as usize) {
             d.counters.unbind(c.flags & F_INACTIVE == 0);
         }
+        self.cfg.sources.ended(c.caddr());
     }
 
     /// Applies a TCP segment to a connection's state and refreshes its timer.
@@ -376,6 +428,26 @@ impl Shard {
         self.table.set_expiry(id, self.now.saturating_add(timeout));
     }
 
+    /// A new-flow attempt: counted for the source (rates, top talkers), refused for a
+    /// tarpitted source, else admitted and scheduled.
+    #[inline]
+    fn start_flow(
+        &mut self,
+        hash: u32,
+        proto: u8,
+        client: SocketAddrV4,
+        svc: u16,
+        blocked: Option<BlockMode>,
+    ) -> Result<ConnId, DropReason> {
+        self.top.new_flow(*client.ip());
+        self.cfg.sources.attempt(*client.ip());
+        self.counters.attempts += 1;
+        if blocked == Some(BlockMode::Tarpit) {
+            return Err(DropReason::Tarpit);
+        }
+        self.new_flow(hash, proto, client, svc)
+    }
+
     /// A new flow for service `svc` from `client`: schedule and insert. Returns the
     /// connection or the reason it was refused.
     fn new_flow(
@@ -392,6 +464,20 @@ impl Shard {
             .get_mut(svc as usize)
             .and_then(Option::as_mut)
             .ok_or(DropReason::NoService)?;
+        if !rt.defenses.is_empty()
+            && !tick::admit(
+                &mut rt.defenses,
+                proto,
+                client,
+                service.vip,
+                &self.cfg.sources,
+                (self.cfg.id, svc),
+                &mut self.plugin_stats,
+                self.cfg.events.as_ref(),
+            )
+        {
+            return Err(DropReason::Defense);
+        }
         let i = rt
             .sched
             .pick(
@@ -428,6 +514,7 @@ impl Shard {
             )
             .map_err(|_| DropReason::TableFull)?;
         dest.state.counters.bind(false);
+        self.cfg.sources.created(*client.ip());
         let did = dest.id as usize;
         self.svc_traffic[svc as usize].conns += 1;
         if let Some(t) = self.dest_traffic.get_mut(did) {
@@ -455,6 +542,15 @@ impl Shard {
             .table
             .lookup(hash, proto, *client.ip(), client.port(), |e| e.svc == svc);
         let is_syn = proto == ip_proto::TCP && tcp_flags & (tf::SYN | tf::ACK) == tf::SYN;
+        self.top.packet(*client.ip());
+        let blocked = if self.blocks.is_empty() {
+            None
+        } else {
+            self.blocks.lookup(*client.ip(), self.now).map(|b| b.mode)
+        };
+        if blocked == Some(BlockMode::Drop) {
+            return self.drop(DropReason::Blocked);
+        }
         let id = match found {
             Some(id) => {
                 let c = self.table.get(id);
@@ -471,7 +567,7 @@ impl Shard {
                     if !is_syn && proto != ip_proto::UDP {
                         return self.drop(DropReason::DestRemoved);
                     }
-                    match self.new_flow(hash, proto, client, svc) {
+                    match self.start_flow(hash, proto, client, svc, blocked) {
                         Ok(id) => id,
                         Err(r) => return self.drop(r),
                     }
@@ -483,7 +579,7 @@ impl Shard {
                 if proto == ip_proto::TCP && !is_syn {
                     return self.drop(DropReason::NoConn);
                 }
-                match self.new_flow(hash, proto, client, svc) {
+                match self.start_flow(hash, proto, client, svc, blocked) {
                     Ok(id) => id,
                     Err(r) => return self.drop(r),
                 }
@@ -727,6 +823,19 @@ impl Shard {
                     let _ = reply.send(self.list(max));
                 }
                 Control::Scheduler { svc, instance } => self.deliver(svc, *instance),
+                Control::Defense {
+                    svc,
+                    index,
+                    instance,
+                } => self.deliver_defense(svc, index, *instance),
+                Control::Blocks(b) => self.blocks = b,
+                Control::Top {
+                    sources,
+                    system_available,
+                } => {
+                    self.director_top = sources;
+                    self.system_available = system_available;
+                }
                 Control::Stop => self.stopped = true,
             }
         }
@@ -738,6 +847,10 @@ const PREFETCH_BATCH: usize = 64;
 /// Below this many live entries the table's hot part stays in cache and prefetching costs
 /// more than it saves (criterion `established/*`: a loss at 100k flows, a gain at 1M).
 const PREFETCH_MIN_ENTRIES: usize = 1 << 18;
+
+mod tick;
+
+pub use tick::DefenseStatus;
 
 impl Shard {
     /// The connection-table hash of a packet's client endpoint, read without full validation
@@ -865,6 +978,11 @@ impl Pipeline for Shard {
         if tick != self.now {
             self.now = tick;
             self.expire();
+            let sec = (tick / TICKS_PER_SEC) as u64;
+            if sec != self.tick_sec {
+                self.tick_sec = sec;
+                self.second();
+            }
             self.publish();
         }
         !self.stopped

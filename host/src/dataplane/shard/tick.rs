@@ -1,0 +1,382 @@
+//! A queue's defenses: taking prepared instances with snapshots, admission of new flows,
+//! and the once-a-second work (top talkers, each defense's tick, its checked actions).
+
+use super::super::blocks::Block;
+use super::super::defense::{
+    block_request, effective_table, prefix, wit_ip, ActionKind, DefenseSlot, PluginDefense,
+    ServiceTable,
+};
+use super::super::sched::{Func, PluginEvent, PluginStats};
+use super::super::sources::SourceSketch;
+use super::Shard;
+use crate::conn::{ConnId, State, TICKS_PER_SEC};
+use crate::plugin::{defense_types as dt, flow_v4, DefenseInstance};
+use crossbeam_channel::Sender;
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+
+/// What a queue reports about one defense.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefenseStatus {
+    /// Service slot.
+    pub svc: u16,
+    /// The plugin.
+    pub plugin: Arc<str>,
+    /// Its level in this queue.
+    pub level: u8,
+    /// Its drop rate in this queue.
+    pub drop_rate: u32,
+    /// It is doing something (level, drop rate, or actions in its last tick).
+    pub active: bool,
+    /// Its instance is usable (false while poisoned: no defense action).
+    pub healthy: bool,
+}
+
+/// Makes a service's defense slots match its prepared defenses: unchanged plugins keep
+/// their slot (level, drop rate, instance); new ones take the instance prepared for this
+/// queue; dropped ones give their instance back to the control plane.
+pub(super) fn sync_defenses(
+    slots: &mut Vec<DefenseSlot>,
+    prepared: &[Arc<PluginDefense>],
+    (shard, svc): (usize, u16),
+    events: Option<&Sender<PluginEvent>>,
+) {
+    let mut old: Vec<Option<DefenseSlot>> = std::mem::take(slots).into_iter().map(Some).collect();
+    for (index, p) in prepared.iter().enumerate() {
+        let keep = old
+            .iter_mut()
+            .find(|s| {
+                s.as_ref()
+                    .is_some_and(|s| Arc::ptr_eq(&s.plugin, &p.plugin))
+            })
+            .and_then(Option::take);
+        let slot = match keep {
+            Some(s) => s,
+            None => {
+                let inst = p
+                    .instances
+                    .lock()
+                    .ok()
+                    .and_then(|mut v| v.get_mut(shard).and_then(Option::take));
+                let mut s = DefenseSlot::new(p, inst);
+                if s.inst.is_none() {
+                    s.waiting = true;
+                    if let Some(tx) = events {
+                        let _ = tx.send(PluginEvent::NeedDefense {
+                            shard,
+                            svc,
+                            index,
+                            plugin: p.plugin.clone(),
+                            fault: None,
+                        });
+                    }
+                }
+                s
+            }
+        };
+        slots.push(slot);
+    }
+    for s in old.into_iter().flatten() {
+        if let (Some(inst), Some(tx)) = (s.inst, events) {
+            let _ = tx.send(PluginEvent::Retire(Box::new(inst)));
+        }
+    }
+}
+
+/// Admission of a new flow by a service's defenses, in order; the first refusal wins. A
+/// defense whose instance faults (or is poisoned) takes no action: the flow goes on, the
+/// fallback is counted and a fresh instance asked for.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn admit(
+    slots: &mut [DefenseSlot],
+    proto: u8,
+    client: SocketAddrV4,
+    vip: SocketAddrV4,
+    sources: &SourceSketch,
+    (shard, svc): (usize, u16),
+    stats: &mut PluginStats,
+    events: Option<&Sender<PluginEvent>>,
+) -> bool {
+    let flow = flow_v4(proto, client, vip);
+    let (new_flows, concurrent) = sources.estimate(*client.ip());
+    for (index, slot) in slots.iter_mut().enumerate() {
+        if slot.rate_drop() {
+            return false;
+        }
+        let name = slot.plugin.name.clone();
+        let Some(inst) = slot.inst.as_mut() else {
+            stats.fallback(&name);
+            continue;
+        };
+        let source = dt::SourceStats {
+            new_flows,
+            concurrent,
+        };
+        match stats.call(&name, Func::Admit, || inst.admit(&flow, source)) {
+            Ok(dt::Verdict::Accept) => {}
+            Ok(dt::Verdict::Drop) => return false,
+            Err(fault) => {
+                stats.fallback(&name);
+                if let Some(i) = slot.inst.take() {
+                    if let Some(tx) = events {
+                        let _ = tx.send(PluginEvent::Retire(Box::new(i)));
+                        if !slot.waiting {
+                            slot.waiting = true;
+                            let plugin = slot.plugin.clone();
+                            let _ = tx.send(PluginEvent::NeedDefense {
+                                shard,
+                                svc,
+                                index,
+                                plugin,
+                                fault: Some(fault),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+impl Shard {
+    /// A fresh instance for a poisoned defense.
+    pub(super) fn deliver_defense(&mut self, svc: u16, index: usize, inst: DefenseInstance) {
+        let slot = self
+            .svcs
+            .get_mut(svc as usize)
+            .and_then(Option::as_mut)
+            .and_then(|rt| rt.defenses.get_mut(index));
+        match slot {
+            Some(s) if s.inst.is_none() && Arc::ptr_eq(&s.plugin, &inst.plugin) => {
+                s.inst = Some(inst);
+                s.waiting = false;
+            }
+            _ => {
+                if let Some(tx) = &self.cfg.events {
+                    let _ = tx.send(PluginEvent::Retire(Box::new(inst)));
+                }
+            }
+        }
+    }
+
+    /// Once a second: hand over the top talkers, run the defenses' ticks, apply what they
+    /// ask (after checking it).
+    pub(super) fn second(&mut self) {
+        if let Ok(mut r) = self.shared.report.lock() {
+            r.top = self.top.take();
+        }
+        let (attempts, packets) = (
+            self.counters.attempts,
+            self.counters.total.in_pkts + self.counters.total.out_pkts,
+        );
+        let (a0, p0) = std::mem::replace(&mut self.tick_base, (attempts, packets));
+        let top: Vec<dt::SourceRate> = self
+            .director_top
+            .iter()
+            .take(16)
+            .map(|s| dt::SourceRate {
+                addr: wit_ip(s.addr),
+                new_flows: s.new_flows,
+                packets: s.packets,
+            })
+            .collect();
+        let mut todo: Vec<(u16, usize, Vec<dt::Action>)> = Vec::new();
+        let queues = self.cfg.queues.max(1) as u32;
+        for (svc, rt) in self.svcs.iter_mut().enumerate() {
+            let Some(rt) = rt.as_mut() else { continue };
+            for (i, slot) in rt.defenses.iter_mut().enumerate() {
+                slot.acted = false;
+                let name = slot.plugin.name.clone();
+                let Some(inst) = slot.inst.as_mut() else {
+                    continue;
+                };
+                let stats = dt::TickStats {
+                    now: self.tick_sec,
+                    queues,
+                    level: slot.level,
+                    entries: self.table.len() as u64,
+                    capacity: self.table.capacity() as u64,
+                    memory: self.table.memory_bytes() as u64,
+                    memory_limit: self.cfg.memory_limit as u64,
+                    system_available: self.system_available,
+                    by_state: self.table.by_state().to_vec(),
+                    new_flows: attempts - a0,
+                    packets: packets - p0,
+                    top_sources: top.clone(),
+                };
+                let view = ServiceTable {
+                    table: &self.table,
+                    svc: svc as u16,
+                    now: self.now,
+                    timeouts: rt.timeouts,
+                };
+                match self
+                    .plugin_stats
+                    .call(&name, Func::Tick, || inst.tick(&stats, Some(&view)))
+                {
+                    Ok(actions) if !actions.is_empty() => todo.push((svc as u16, i, actions)),
+                    Ok(_) => {}
+                    Err(fault) => {
+                        // "No defense action": the instance is retired and replaced later.
+                        self.plugin_stats.fallback(&name);
+                        if let (Some(inst), Some(tx)) = (slot.inst.take(), &self.cfg.events) {
+                            let _ = tx.send(PluginEvent::Retire(Box::new(inst)));
+                            slot.waiting = true;
+                            let plugin = slot.plugin.clone();
+                            let (shard, svc) = (self.cfg.id, svc as u16);
+                            let _ = tx.send(PluginEvent::NeedDefense {
+                                shard,
+                                svc,
+                                index: i,
+                                plugin,
+                                fault: Some(fault),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        for (svc, i, actions) in todo {
+            for a in actions {
+                let kind = ActionKind::of(&a);
+                let ok = self.apply(svc, i, a);
+                if let Some(slot) = self.svcs[svc as usize]
+                    .as_mut()
+                    .and_then(|rt| rt.defenses.get_mut(i))
+                {
+                    let c = self.plugin_stats.defense(&slot.plugin.name);
+                    if ok {
+                        c.actions[kind as usize] += 1;
+                        slot.acted |= !matches!(
+                            kind,
+                            ActionKind::SetLevel | ActionKind::DropRate | ActionKind::Unblock
+                        );
+                    } else {
+                        c.refused[kind as usize] += 1;
+                    }
+                }
+            }
+            if let Some(rt) = self.svcs[svc as usize].as_mut() {
+                (rt.table, rt.timeouts) = effective_table(&rt.defenses, &rt.own);
+            }
+        }
+        if let Ok(mut r) = self.shared.report.lock() {
+            r.defenses = self
+                .svcs
+                .iter()
+                .enumerate()
+                .filter_map(|(svc, rt)| rt.as_ref().map(|rt| (svc, rt)))
+                .flat_map(|(svc, rt)| {
+                    rt.defenses.iter().map(move |s| DefenseStatus {
+                        svc: svc as u16,
+                        plugin: s.plugin.name.clone(),
+                        level: s.level,
+                        drop_rate: s.drop_rate,
+                        active: s.active(),
+                        healthy: s.inst.is_some(),
+                    })
+                })
+                .collect();
+        }
+    }
+
+    /// Applies one action of defense `i` of service `svc` if it is allowed; false if it is
+    /// refused.
+    fn apply(&mut self, svc: u16, i: usize, a: dt::Action) -> bool {
+        let Some(slot) = self.svcs[svc as usize]
+            .as_mut()
+            .and_then(|rt| rt.defenses.get_mut(i))
+        else {
+            return false;
+        };
+        let by = slot.plugin.name.clone();
+        match a {
+            dt::Action::SetLevel(l) => {
+                if (l as usize) < slot.levels.len() || l == 0 {
+                    slot.level = l;
+                    true
+                } else {
+                    false
+                }
+            }
+            dt::Action::DropRate(r) => {
+                slot.drop_rate = r;
+                slot.drop_counter = r;
+                true
+            }
+            dt::Action::DropConnections(ids) => {
+                let valid = ids
+                    .iter()
+                    .all(|&id| self.table.entry_at(id).is_some_and(|(_, c)| c.svc == svc));
+                if valid {
+                    for id in ids {
+                        if let Some((cid, _)) = self.table.entry_at(id) {
+                            self.kill(cid);
+                        }
+                    }
+                }
+                valid
+            }
+            dt::Action::DropEmbryonic(n) => {
+                let by_state = self.table.by_state();
+                let embryonic =
+                    by_state[State::SynRecv as usize] + by_state[State::SynAck as usize];
+                if n == 0 || n > embryonic {
+                    return false;
+                }
+                let slots = self.table.slots();
+                self.rng ^= self.rng << 13;
+                self.rng ^= self.rng >> 7;
+                self.rng ^= self.rng << 17;
+                let start = (self.rng % slots.max(1) as u64) as u32;
+                let mut victims: Vec<ConnId> = Vec::with_capacity(n as usize);
+                for k in 0..slots {
+                    if victims.len() == n as usize {
+                        break;
+                    }
+                    if let Some((id, c)) = self.table.entry_at((start + k) % slots) {
+                        if c.svc == svc && matches!(c.state, State::SynRecv | State::SynAck) {
+                            victims.push(id);
+                        }
+                    }
+                }
+                for id in victims {
+                    self.kill(id);
+                }
+                true
+            }
+            dt::Action::Block(b) => {
+                let Some(req) = block_request(&b) else {
+                    return false;
+                };
+                let until = self
+                    .now
+                    .saturating_add(req.secs.saturating_mul(TICKS_PER_SEC));
+                Arc::make_mut(&mut self.blocks).insert(
+                    req.addr,
+                    req.len,
+                    Block {
+                        until,
+                        mode: req.mode,
+                        by: by.clone(),
+                    },
+                );
+                if let Some(tx) = &self.cfg.events {
+                    let _ = tx.send(PluginEvent::Block { req, by });
+                }
+                true
+            }
+            dt::Action::Unblock(p) => {
+                let Some((addr, len)) = prefix(&p) else {
+                    return false;
+                };
+                Arc::make_mut(&mut self.blocks).remove(addr, len);
+                if let Some(tx) = &self.cfg.events {
+                    let _ = tx.send(PluginEvent::Unblock { addr, len });
+                }
+                true
+            }
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! What the director knows about traffic sources, without a per-source table a flood could
+//! fill.
+//!
+//! - [`SourceSketch`]: a count-min sketch shared by all queues (relaxed atomics, touched
+//!   once per new flow and once per ended connection) estimating each address's new flows
+//!   in the last second and its live connections. Keyed with a secret, so an attacker cannot
+//!   aim collisions at a victim's counters; estimates never fall below the truth.
+//! - [`TopTalkers`]: a bounded heavy-hitter summary (Space-Saving) per queue of sources by
+//!   new flows and packets, merged once a second by the control plane for `ringvs top`,
+//!   the metrics and the defenses' ticks.
+
+use crate::conn::HashKey;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+const ROWS: usize = 4;
+const WIDTH_BITS: u32 = 14;
+const WIDTH: usize = 1 << WIDTH_BITS;
+
+/// Director-wide per-source estimates (count-min, `ROWS` × `WIDTH`).
+pub struct SourceSketch {
+    key: HashKey,
+    /// New flows in the current second.
+    cur: Box<[AtomicU32]>,
+    /// New flows in the previous second.
+    prev: Box<[AtomicU32]>,
+    /// Live connections.
+    live: Box<[AtomicU32]>,
+}
+
+impl std::fmt::Debug for SourceSketch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SourceSketch({ROWS}x{WIDTH})")
+    }
+}
+
+fn zeroed(n: usize) -> Box<[AtomicU32]> {
+    (0..n).map(|_| AtomicU32::new(0)).collect()
+}
+
+impl SourceSketch {
+    /// An empty sketch under a random key.
+    pub fn new() -> SourceSketch {
+        SourceSketch {
+            key: HashKey::random(),
+            cur: zeroed(ROWS * WIDTH),
+            prev: zeroed(ROWS * WIDTH),
+            live: zeroed(ROWS * WIDTH),
+        }
+    }
+
+    #[inline]
+    fn cells(&self, a: Ipv4Addr) -> [usize; ROWS] {
+        use crate::conn::FlowAddr;
+        let h = a.keyed_hash(&self.key, 0, 0);
+        let mut out = [0; ROWS];
+        for (r, o) in out.iter_mut().enumerate() {
+            *o = r * WIDTH + ((h >> (r as u32 * WIDTH_BITS)) as usize & (WIDTH - 1));
+        }
+        out
+    }
+
+    /// A new-flow attempt from `a` (admitted or not).
+    #[inline]
+    pub fn attempt(&self, a: Ipv4Addr) {
+        for c in self.cells(a) {
+            self.cur[c].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A connection from `a` entered the table.
+    #[inline]
+    pub fn created(&self, a: Ipv4Addr) {
+        for c in self.cells(a) {
+            self.live[c].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A connection from `a` ended.
+    #[inline]
+    pub fn ended(&self, a: Ipv4Addr) {
+        for c in self.cells(a) {
+            let _ = self.live[c].fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+        }
+    }
+
+    /// (new flows in about the last second, live connections) from `a`.
+    #[inline]
+    pub fn estimate(&self, a: Ipv4Addr) -> (u32, u32) {
+        let cells = self.cells(a);
+        let min = |arr: &[AtomicU32]| {
+            cells
+                .iter()
+                .map(|&c| arr[c].load(Relaxed))
+                .min()
+                .unwrap_or(0)
+        };
+        (min(&self.cur).max(min(&self.prev)), min(&self.live))
+    }
+
+    /// Once a second (control plane): the current second becomes the previous one.
+    pub fn rotate(&self) {
+        for (c, p) in self.cur.iter().zip(self.prev.iter()) {
+            p.store(c.swap(0, Relaxed), Relaxed);
+        }
+    }
+}
+
+impl Default for SourceSketch {
+    fn default() -> Self {
+        SourceSketch::new()
+    }
+}
+
+/// A source and its counts over an interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceCount {
+    /// The address.
+    pub addr: Ipv4Addr,
+    /// New flows.
+    pub new_flows: u32,
+    /// Packets (estimated from a 1-in-[`PACKET_SAMPLE`] sample).
+    pub packets: u32,
+}
+
+/// One packet in this many is counted in the packet summary (and weighs that many).
+pub const PACKET_SAMPLE: u32 = 16;
+/// Counters per summary.
+const SLOTS: usize = 64;
+
+/// Space-Saving: at most [`SLOTS`] counters; a new source takes the smallest counter over
+/// (inheriting its count as an upper-bound error), so heavy hitters are never lost.
+#[derive(Debug, Default, Clone)]
+struct SpaceSaving {
+    items: Vec<(Ipv4Addr, u32)>,
+}
+
+impl SpaceSaving {
+    #[inline]
+    fn add(&mut self, a: Ipv4Addr, n: u32) {
+        if let Some(e) = self.items.iter_mut().find(|e| e.0 == a) {
+            e.1 = e.1.saturating_add(n);
+        } else if self.items.len() < SLOTS {
+            self.items.push((a, n));
+        } else if let Some(min) = self.items.iter_mut().min_by_key(|e| e.1) {
+            *min = (a, min.1.saturating_add(n));
+        }
+    }
+}
+
+/// Per-queue heavy hitters over the current second.
+#[derive(Debug, Default, Clone)]
+pub struct TopTalkers {
+    flows: SpaceSaving,
+    packets: SpaceSaving,
+    seq: u32,
+}
+
+impl TopTalkers {
+    /// A new flow from `a`.
+    #[inline]
+    pub fn new_flow(&mut self, a: Ipv4Addr) {
+        self.flows.add(a, 1);
+    }
+
+    /// A packet from `a` (sampled).
+    #[inline]
+    pub fn packet(&mut self, a: Ipv4Addr) {
+        self.seq = self.seq.wrapping_add(1);
+        if self.seq.is_multiple_of(PACKET_SAMPLE) {
+            self.packets.add(a, PACKET_SAMPLE);
+        }
+    }
+
+    /// The second's counts, cleared for the next one.
+    pub fn take(&mut self) -> Vec<SourceCount> {
+        let mut out: Vec<SourceCount> = Vec::new();
+        for (a, n) in self.flows.items.drain(..) {
+            out.push(SourceCount {
+                addr: a,
+                new_flows: n,
+                packets: 0,
+            });
+        }
+        for (a, n) in self.packets.items.drain(..) {
+            match out.iter_mut().find(|s| s.addr == a) {
+                Some(s) => s.packets = n,
+                None => out.push(SourceCount {
+                    addr: a,
+                    new_flows: 0,
+                    packets: n,
+                }),
+            }
+        }
+        out
+    }
+}
+
+/// Merges per-queue counts into the director's top `n` by new flows (then packets).
+pub fn merge_top(parts: &[Vec<SourceCount>], n: usize) -> Vec<SourceCount> {
+    let mut all: Vec<SourceCount> = Vec::new();
+    for part in parts {
+        for s in part {
+            match all.iter_mut().find(|x| x.addr == s.addr) {
+                Some(x) => {
+                    x.new_flows = x.new_flows.saturating_add(s.new_flows);
+                    x.packets = x.packets.saturating_add(s.packets);
+                }
+                None => all.push(*s),
+            }
+        }
+    }
+    all.sort_by(|a, b| {
+        b.new_flows
+            .cmp(&a.new_flows)
+            .then(b.packets.cmp(&a.packets))
+    });
+    all.truncate(n);
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sketch_counts_and_rotates() {
+        let s = SourceSketch::new();
+        let a = Ipv4Addr::new(192, 0, 2, 1);
+        let b = Ipv4Addr::new(192, 0, 2, 2);
+        for _ in 0..100 {
+            s.attempt(a);
+            s.created(a);
+        }
+        s.attempt(b);
+        s.created(b);
+        assert_eq!(s.estimate(a), (100, 100));
+        assert_eq!(s.estimate(b), (1, 1));
+        s.rotate();
+        assert_eq!(s.estimate(a).0, 100, "the last full second still counts");
+        s.rotate();
+        assert_eq!(s.estimate(a).0, 0);
+        for _ in 0..40 {
+            s.ended(a);
+        }
+        assert_eq!(s.estimate(a).1, 60);
+        // Estimates never fall below the truth, even among thousands of other sources.
+        for i in 0..20_000u32 {
+            s.attempt(Ipv4Addr::from(0x0a00_0000 + i));
+            s.created(Ipv4Addr::from(0x0a00_0000 + i));
+        }
+        assert!(s.estimate(a).1 >= 60);
+    }
+
+    #[test]
+    fn heavy_hitters_survive_a_crowd() {
+        let mut t = TopTalkers::default();
+        let heavy = Ipv4Addr::new(198, 51, 100, 7);
+        for i in 0..10_000u32 {
+            t.new_flow(Ipv4Addr::from(0x0a00_0000 + i));
+            if i % 10 == 0 {
+                t.new_flow(heavy);
+            }
+        }
+        let top = merge_top(&[t.take()], 3);
+        assert_eq!(top[0].addr, heavy);
+        assert!(top[0].new_flows >= 1000);
+        assert!(t.take().is_empty(), "cleared for the next second");
+    }
+
+    #[test]
+    fn merge_sums_queues() {
+        let a = Ipv4Addr::new(203, 0, 113, 1);
+        let b = Ipv4Addr::new(203, 0, 113, 2);
+        let q0 = vec![SourceCount {
+            addr: a,
+            new_flows: 5,
+            packets: 10,
+        }];
+        let q1 = vec![
+            SourceCount {
+                addr: a,
+                new_flows: 7,
+                packets: 0,
+            },
+            SourceCount {
+                addr: b,
+                new_flows: 9,
+                packets: 1,
+            },
+        ];
+        let top = merge_top(&[q0, q1], 10);
+        assert_eq!(
+            top[0],
+            SourceCount {
+                addr: a,
+                new_flows: 12,
+                packets: 10
+            }
+        );
+        assert_eq!(top[1].addr, b);
+    }
+}

@@ -1,0 +1,115 @@
+//! A test defense for the host's defense machinery. `admit` drops flows from client port
+//! `drop_port` (default 666) and traps for `trap_port` (default 667); with `trap_tick = true`
+//! the tick traps. The first tick emits the actions of `actions`, a comma-separated list:
+//! `level:N`, `rate:N`, `embryonic:N`, `drop:ID`, `block:A.B.C.D/LEN:SECS:drop|tarpit`,
+//! `unblock:A.B.C.D/LEN`; with `repeat = true`, every tick does.
+#![no_std]
+use ringvs_sdk::prelude::*;
+use ringvs_sdk::{BlockMode, Prefix, Table};
+
+/// The test defense.
+pub struct TestDefense {
+    drop_port: u16,
+    trap_port: u16,
+    trap_tick: bool,
+    actions: Vec<Action>,
+    repeat: bool,
+    ticks: u64,
+}
+
+impl Default for TestDefense {
+    fn default() -> Self {
+        TestDefense {
+            drop_port: 666,
+            trap_port: 667,
+            trap_tick: false,
+            actions: Vec::new(),
+            repeat: false,
+            ticks: 0,
+        }
+    }
+}
+
+fn prefix(s: &str) -> Result<Prefix, String> {
+    let (a, l) = s
+        .split_once('/')
+        .ok_or_else(|| format!("bad prefix {s:?}"))?;
+    let addr: Ipv4Addr = a.parse().map_err(|_| format!("bad address {a:?}"))?;
+    let len: u8 = l.parse().map_err(|_| format!("bad length {l:?}"))?;
+    Ok(Prefix {
+        addr: IpAddr::V4(addr),
+        len,
+    })
+}
+
+fn action(s: &str) -> Result<Action, String> {
+    let (k, v) = s
+        .split_once(':')
+        .ok_or_else(|| format!("bad action {s:?}"))?;
+    let num = |v: &str| v.parse::<u32>().map_err(|_| format!("bad number {v:?}"));
+    Ok(match k {
+        "level" => Action::SetLevel(num(v)? as u8),
+        "rate" => Action::DropRate(num(v)?),
+        "embryonic" => Action::DropEmbryonic(num(v)?),
+        "drop" => Action::DropConnections(vec![num(v)?]),
+        "unblock" => Action::Unblock(prefix(v)?),
+        "block" => {
+            let mut it = v.split(':');
+            let p = prefix(it.next().unwrap_or(""))?;
+            let secs = num(it.next().unwrap_or(""))?;
+            let mode = match it.next() {
+                Some("drop") => BlockMode::Drop,
+                _ => BlockMode::Tarpit,
+            };
+            Action::Block {
+                prefix: p,
+                secs,
+                mode,
+            }
+        }
+        _ => return Err(format!("unknown action {k:?}")),
+    })
+}
+
+impl Defense for TestDefense {
+    fn configure(&mut self, c: &Config) -> Result<(), String> {
+        c.check_keys(&["drop_port", "trap_port", "trap_tick", "actions", "repeat"])?;
+        self.drop_port = c.parse_or("drop_port", 666)?;
+        self.trap_port = c.parse_or("trap_port", 667)?;
+        self.trap_tick = c.parse_or("trap_tick", false)?;
+        self.repeat = c.parse_or("repeat", false)?;
+        if let Some(list) = c.get("actions") {
+            self.actions = list
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(action)
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(())
+    }
+
+    fn admit(&mut self, flow: &Flow, _source: &SourceStats) -> Verdict {
+        if flow.client_port == self.trap_port {
+            panic!("trap on admit");
+        }
+        if flow.client_port == self.drop_port {
+            Verdict::Drop
+        } else {
+            Verdict::Accept
+        }
+    }
+
+    fn tick(&mut self, _stats: &TickStats, _table: &dyn Table) -> Vec<Action> {
+        if self.trap_tick {
+            panic!("trap on tick");
+        }
+        self.ticks += 1;
+        if self.ticks == 1 || self.repeat {
+            self.actions.clone()
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+export_defense!(TestDefense);
