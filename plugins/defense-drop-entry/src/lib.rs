@@ -8,8 +8,8 @@
 //! - TCP ESTABLISHED entries are dropped by `todrop_entry`'s rule: idle for at least 60 s,
 //!   with 1 to 8 packets from the client, and of those with `n` packets one in `n` (the first
 //!   one, then every `n`-th): the fewer packets, the likelier the drop. The counters live in
-//!   the instance — IPVS had them as a function-local `static`, shared by every namespace
-//!   until 2026;
+//!   the instance — IPVS has them as a function-local `static` shared by every network
+//!   namespace (a 2026 patch series moves them into the namespace);
 //! - other TCP states are left alone;
 //! - UDP entries (and any other protocol) are left alone by default (`udp = "keep"`);
 //!   `udp = "todrop"` applies the ESTABLISHED rule above to them, as IPVS does for non-TCP
@@ -343,6 +343,12 @@ mod tests {
         assert_ne!(a[0], a[1], "the same chunks every tick");
         assert_eq!(a, ranges(&[("seed", "7")], 1 << 16, 3));
         assert_ne!(a, ranges(&[("seed", "8")], 1 << 16, 3));
+        // 2048 chunks of one slot out of 65536: random picks would repeat some.
+        let one = ranges(&[("scan_chunk", "1")], 1 << 16, 1).remove(0);
+        let mut starts: Vec<u32> = one.iter().map(|(s, _)| *s).collect();
+        starts.sort_unstable();
+        starts.dedup();
+        assert_eq!((one.len(), starts.len()), (2048, 2048));
         // Partial last chunk: never wraps into the first one.
         for tick in ranges(&[("scan_chunk", "300")], 1000, 20) {
             assert!(tick.iter().all(|(s, c)| s + c <= 1000), "{tick:?}");
