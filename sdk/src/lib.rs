@@ -39,6 +39,7 @@ mod config;
 mod defense;
 mod flow;
 mod persistence;
+pub mod pressure;
 #[doc(hidden)]
 pub mod rt;
 mod scheduler;
@@ -46,8 +47,8 @@ pub mod testing;
 
 pub use config::Config;
 pub use defense::{
-    Action, BlockMode, Defense, Entry, Prefix, SourceRate, SourceStats, StateTable, Table,
-    TcpState, TickStats, Verdict,
+    Action, BlockMode, Defense, Direction, Entry, Event, Prefix, SourceRate, SourceStats,
+    StateTable, Table, TcpState, TickStats, Verdict,
 };
 pub use flow::{Flow, Proto};
 pub use persistence::Persistence;
@@ -56,9 +57,9 @@ pub use scheduler::{Scheduler, Server, ServerInfo, Servers};
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        export_defense, export_persistence, export_scheduler, Action, Config, Defense, Flow,
-        Persistence, Proto, Scheduler, Server, ServerInfo, Servers, SourceStats, StateTable,
-        TcpState, TickStats, Verdict,
+        export_defense, export_persistence, export_scheduler, Action, BlockMode, Config, Defense,
+        Direction, Entry, Event, Flow, Persistence, Prefix, Proto, Scheduler, Server, ServerInfo,
+        Servers, SourceRate, SourceStats, StateTable, Table, TcpState, TickStats, Verdict,
     };
     pub use alloc::string::{String, ToString};
     pub use alloc::vec::Vec;

@@ -171,7 +171,7 @@ impl<T: Defense> DefenseHarness<T> {
     }
 
     /// A tick with `stats`, the plugin seeing `table`.
-    pub fn tick(&mut self, stats: &TickStats, table: &MockTable) -> Vec<Action> {
+    pub fn tick(&mut self, stats: &TickStats, table: &dyn Table) -> Vec<Action> {
         self.inst.tick(stats, table)
     }
 
@@ -211,9 +211,17 @@ impl Table for MockTable {
     fn scan(&self, start: u32, count: u32) -> Vec<Entry> {
         let n = self.slots.max(1);
         self.scanned.set(self.scanned.get() + count as u64);
-        (0..count.min(n))
-            .map(|k| (start.wrapping_add(k)) % n)
-            .filter_map(|slot| self.entries.iter().find(|e| e.id == slot).copied())
+        let end = start as u64 + count.min(n) as u64;
+        // Entries sorted by slot make each scan a range (or two, when it wraps).
+        let mut live: Vec<&Entry> = self.entries.iter().collect();
+        live.sort_by_key(|e| e.id);
+        let in_range = |id: u32| {
+            let id = id as u64;
+            (id >= start as u64 && id < end) || (end > n as u64 && id < end - n as u64)
+        };
+        live.into_iter()
+            .filter(|e| in_range(e.id))
+            .copied()
             .collect()
     }
 }

@@ -4,6 +4,9 @@
 //! `table.next(direction, event, state)`; the host applies whichever [`StateTable`] the service
 //! currently uses. secure_tcp is not an `if` in the packet path: it is another table.
 //!
+//! secure_tcp's table (`tcp_states_dos`) is data of the `defense-secure-tcp` plugin, handed to
+//! the host as its level 1.
+//!
 //! The events are derived from the TCP flags with IPVS's priority: RST, then SYN, then FIN,
 //! then ACK. A segment with none of them leaves the state as it is classified by the caller
 //! (IPVS moves it to CLOSE; ringvs drops such segments earlier as nonsensical flags).
@@ -217,7 +220,7 @@ impl std::error::Error for StateTableError {}
 
 use State::{
     Close as sCL, CloseWait as sCW, Established as sES, FinWait as sFW, LastAck as sLA,
-    Listen as sLI, SynAck as sSA, SynRecv as sSR, SynSent as sSS, TimeWait as sTW,
+    Listen as sLI, SynRecv as sSR, SynSent as sSS, TimeWait as sTW,
 };
 
 impl StateTable {
@@ -239,31 +242,6 @@ impl StateTable {
         // INPUT-ONLY
         //       sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA
         /*syn*/ [sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR],
-        /*fin*/ [sCL, sFW, sSS, sTW, sFW, sTW, sCL, sCW, sLA, sLI, sTW],
-        /*ack*/ [sCL, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES],
-        /*rst*/ [sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL],
-    ]};
-
-    /// IPVS's secure_tcp table (`tcp_states_dos`): a client's ACK cannot establish a
-    /// connection, only the realserver's answer can; a SYN on a half-open entry parks it in
-    /// SYNACK.
-    #[rustfmt::skip]
-    pub const SECURE: StateTable = StateTable { rows: [
-        // INPUT
-        //       sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA
-        /*syn*/ [sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSA],
-        /*fin*/ [sCL, sCW, sSS, sTW, sTW, sTW, sCL, sCW, sLA, sLI, sSA],
-        /*ack*/ [sCL, sES, sSS, sSR, sFW, sTW, sCL, sCW, sCL, sLI, sSA],
-        /*rst*/ [sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL],
-        // OUTPUT
-        //       sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA
-        /*syn*/ [sSS, sES, sSS, sSA, sSS, sSS, sSS, sSS, sSS, sLI, sSA],
-        /*fin*/ [sTW, sFW, sSS, sTW, sFW, sTW, sCL, sTW, sLA, sLI, sTW],
-        /*ack*/ [sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sLA, sES, sES],
-        /*rst*/ [sCL, sCL, sSS, sCL, sCL, sTW, sCL, sCL, sCL, sCL, sCL],
-        // INPUT-ONLY
-        //       sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA
-        /*syn*/ [sSA, sES, sES, sSR, sSA, sSA, sSA, sSA, sSA, sSA, sSA],
         /*fin*/ [sCL, sFW, sSS, sTW, sFW, sTW, sCL, sCW, sLA, sLI, sTW],
         /*ack*/ [sCL, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES],
         /*rst*/ [sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL],
@@ -305,8 +283,6 @@ impl fmt::Debug for StateTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if *self == StateTable::NORMAL {
             f.write_str("StateTable::NORMAL")
-        } else if *self == StateTable::SECURE {
-            f.write_str("StateTable::SECURE")
         } else {
             f.debug_struct("StateTable")
                 .field("rows", &self.rows)
@@ -417,36 +393,12 @@ mod tests {
     }
 
     #[test]
-    fn secure_tcp_needs_the_server() {
-        walk(
-            &StateTable::SECURE,
-            &[
-                (Input, Syn, State::SynRecv),
-                (Input, Ack, State::SynRecv),
-                (Input, Syn, State::SynRecv),
-                (Output, Ack, State::Established),
-            ],
-        );
-        // A SYN retransmitted on a SYNACK entry keeps it there.
-        assert_eq!(
-            StateTable::SECURE.next(Input, Syn, State::SynAck),
-            State::SynAck
-        );
-        // Server SYN on a half-open entry.
-        assert_eq!(
-            StateTable::SECURE.next(Output, Syn, State::SynRecv),
-            State::SynAck
-        );
-    }
-
-    #[test]
     fn rst_closes() {
-        for t in [&StateTable::NORMAL, &StateTable::SECURE] {
-            assert_eq!(t.next(Input, Rst, State::Established), State::Close);
-            assert_eq!(t.next(Output, Rst, State::Established), State::Close);
-            // IPVS ignores a client RST on a half-open entry (blind RST protection).
-            assert_eq!(t.next(Input, Rst, State::SynRecv), State::SynRecv);
-        }
+        let t = &StateTable::NORMAL;
+        assert_eq!(t.next(Input, Rst, State::Established), State::Close);
+        assert_eq!(t.next(Output, Rst, State::Established), State::Close);
+        // IPVS ignores a client RST on a half-open entry (blind RST protection).
+        assert_eq!(t.next(Input, Rst, State::SynRecv), State::SynRecv);
     }
 
     #[test]
@@ -459,10 +411,6 @@ mod tests {
         assert_eq!(
             StateTable::NORMAL.next(Input, Fin, State::Established),
             State::CloseWait
-        );
-        assert_eq!(
-            StateTable::SECURE.next(InputOnly, Syn, State::None),
-            State::SynAck
         );
     }
 
@@ -486,8 +434,8 @@ mod tests {
 
     #[test]
     fn indices_round_trip_and_validation() {
-        let flat = StateTable::SECURE.to_indices();
-        assert_eq!(StateTable::from_indices(&flat).unwrap(), StateTable::SECURE);
+        let flat = StateTable::NORMAL.to_indices();
+        assert_eq!(StateTable::from_indices(&flat).unwrap(), StateTable::NORMAL);
         assert_eq!(
             StateTable::from_indices(&flat[1..]),
             Err(StateTableError::Shape(131))

@@ -24,12 +24,9 @@
 
 extern crate alloc;
 
-#[path = "../../defense-secure-tcp/src/pressure.rs"]
-mod pressure;
-
 use alloc::collections::BTreeSet;
-use pressure::Pressure;
 use ringvs_sdk::prelude::*;
+use ringvs_sdk::pressure::Pressure;
 use ringvs_sdk::{Entry, Table};
 
 /// The share of the table scanned per tick: `1 / SCAN_FRACTION`.
@@ -417,7 +414,7 @@ mod tests {
                 udp(3, 1, 60),
             ],
         );
-        assert_eq!(dropped(&harness(&[]).tick(&short(), &t)), []);
+        assert_eq!(dropped(&harness(&[]).tick(&short(), &t)), Vec::<u32>::new());
         let mut h = harness(&[("udp", "todrop")]);
         assert_eq!(dropped(&h.tick(&short(), &t)), [0, 3]);
     }

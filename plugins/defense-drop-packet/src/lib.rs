@@ -24,11 +24,8 @@
 
 #![no_std]
 
-#[path = "../../defense-secure-tcp/src/pressure.rs"]
-mod pressure;
-
-use pressure::Pressure;
 use ringvs_sdk::prelude::*;
+use ringvs_sdk::pressure::Pressure;
 
 /// IPVS's default `am_droprate`.
 pub const AM_DROPRATE: u32 = 10;

@@ -24,12 +24,9 @@
 
 extern crate alloc;
 
-#[path = "../../defense-secure-tcp/src/pressure.rs"]
-mod pressure;
-
 use alloc::collections::BTreeMap;
-use pressure::Pressure;
 use ringvs_sdk::prelude::*;
+use ringvs_sdk::pressure::Pressure;
 use ringvs_sdk::{BlockMode, Prefix, Table};
 
 /// Default block time, seconds.

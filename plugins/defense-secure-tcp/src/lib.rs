@@ -16,11 +16,8 @@
 
 #![no_std]
 
-#[path = "pressure.rs"]
-mod pressure;
-
-use pressure::Pressure;
 use ringvs_sdk::prelude::*;
+use ringvs_sdk::pressure::Pressure;
 
 use TcpState::{
     Close as sCL, CloseWait as sCW, Established as sES, FinWait as sFW, LastAck as sLA,

@@ -149,8 +149,12 @@ impl Shard {
             .and_then(|rt| rt.defenses.get_mut(index));
         match slot {
             Some(s) if s.inst.is_none() && Arc::ptr_eq(&s.plugin, &inst.plugin) => {
+                // A fresh instance starts from nothing: so does what its predecessor had set.
                 s.inst = Some(inst);
                 s.waiting = false;
+                s.level = 0;
+                s.drop_rate = 0;
+                s.drop_counter = 0;
             }
             _ => {
                 if let Some(tx) = &self.cfg.events {

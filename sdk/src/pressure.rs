@@ -1,9 +1,6 @@
 //! Memory pressure and IPVS's defense modes, as `update_defense_level` in `ip_vs_ctl.c` runs
 //! them once a second for each strategy, but per instance (no statics).
 //!
-//! This one file serves the four defense crates (the others include it with `#[path]`) until
-//! the SDK offers it; see docs/DEFENSE.md.
-//!
 //! IPVS compares `availmem` to `amemthresh` and, for each strategy, keeps a mode:
 //!
 //! | mode | memory short (`availmem < amemthresh`) | memory fine |
@@ -19,10 +16,9 @@
 //! director's table budget). `memory = "system"` uses `system-available` as it is, with
 //! `amemthresh` defaulting to 4 MiB (IPVS's 1024 pages).
 
-// Each crate uses part of this module.
-#![allow(dead_code)]
-
-use ringvs_sdk::prelude::*;
+use crate::{Config, TickStats};
+use alloc::format;
+use alloc::string::String;
 
 /// IPVS's default `amemthresh`: 1024 pages of 4 KiB.
 pub const SYSTEM_AMEMTHRESH: u64 = 1024 * 4096;
