@@ -320,6 +320,8 @@ mod tests {
     fn ipv6_clients_fold_to_32_bits() {
         // 2001:db8::x folds to 0x20010db8 ^ 0 ^ 0 ^ x: 2001:db8::1 is 32.1.13.185.
         assert_eq!(fold("2001:db8::1".parse().unwrap()), 0x2001_0db9);
+        // 0x20010db8 ^ 0x00010002 ^ 0x00030004 ^ 0x00050006.
+        assert_eq!(fold("2001:db8:1:2:3:4:5:6".parse().unwrap()), 0x2006_0db8);
         let mut s = h(&[], &[1, 2, 3, 4]);
         for x in 0..1000u32 {
             let v4 = format!("{}:80", Ipv4Addr::from(0x2001_0db8 ^ x));
