@@ -188,6 +188,10 @@ pub struct DefenseSlot {
     pub waiting: bool,
     /// It did something in its last tick (for `ringvs_defense_active`).
     pub acted: bool,
+    /// New flows it refused since the last tick.
+    pub refusing: u32,
+    /// New flows it refused in the second before the last tick.
+    pub refused_last: u32,
 }
 
 impl std::fmt::Debug for DefenseSlot {
@@ -213,13 +217,15 @@ impl DefenseSlot {
             drop_counter: 0,
             waiting: false,
             acted: false,
+            refusing: 0,
+            refused_last: 0,
         }
     }
 
-    /// True if this defense is doing something: a level above 0, a drop rate, or actions
-    /// in its last tick.
+    /// True if this defense is doing something: a level above 0, a drop rate, actions in
+    /// its last tick, or new flows refused in the second before it.
     pub fn active(&self) -> bool {
-        self.level > 0 || self.drop_rate > 0 || self.acted
+        self.level > 0 || self.drop_rate > 0 || self.acted || self.refused_last > 0
     }
 
     /// IPVS drop_packet: true if this new flow is the one in `drop_rate` to refuse.

@@ -69,6 +69,8 @@ pub struct PluginCounters {
     pub actions: [u64; super::defense::ACTIONS],
     /// Defense actions refused.
     pub refused: [u64; super::defense::ACTIONS],
+    /// New flows a defense refused (its `admit`, or its drop rate).
+    pub refused_flows: u64,
 }
 
 /// Every `SAMPLE_EVERY`-th call is timed for the latency histogram.

@@ -214,6 +214,7 @@ impl ShardReport {
                         *a += b;
                     }
                     t.fallbacks += c.fallbacks;
+                    t.refused_flows += c.refused_flows;
                     for (a, b) in t.actions.iter_mut().zip(c.actions) {
                         *a += b;
                     }

@@ -63,6 +63,8 @@ pub const DEFENSE_POISONED: &str = "ringvs_defense_poisoned_queues";
 pub const DEFENSE_ACTIONS: &str = "ringvs_defense_actions_total";
 /// `ringvs_defense_actions_refused_total{plugin,action}`.
 pub const DEFENSE_REFUSED: &str = "ringvs_defense_actions_refused_total";
+/// `ringvs_defense_refused_flows_total{plugin}`.
+pub const DEFENSE_REFUSED_FLOWS: &str = "ringvs_defense_refused_flows_total";
 /// `ringvs_blocked_prefixes`.
 pub const BLOCKED: &str = "ringvs_blocked_prefixes";
 /// `ringvs_top_source_new_flows{rank,source}`.
@@ -162,6 +164,10 @@ pub fn describe() {
         DEFENSE_REFUSED,
         "Defense actions refused by the host (not allowed), by plugin and action."
     );
+    describe_counter!(
+        DEFENSE_REFUSED_FLOWS,
+        "New flows refused by a defense plugin (its admission verdict or its drop rate), by plugin."
+    );
     describe_gauge!(BLOCKED, "Source prefixes blocked by defenses now.");
     describe_gauge!(
         TOP_FLOWS,
@@ -234,6 +240,9 @@ pub fn update_plugins(
         counter!(PLUGIN_DEADLINE, "plugin" => plugin.clone())
             .absolute(c.faults[FaultKind::Deadline as usize]);
         counter!(PLUGIN_FALLBACKS, "plugin" => plugin.clone()).absolute(c.fallbacks);
+        if c.refused_flows > 0 {
+            counter!(DEFENSE_REFUSED_FLOWS, "plugin" => plugin.clone()).absolute(c.refused_flows);
+        }
         for a in crate::dataplane::defense::ActionKind::ALL {
             let (n, r) = (c.actions[a as usize], c.refused[a as usize]);
             if n + r > 0 {

@@ -100,10 +100,12 @@ pub(super) fn admit(
     let flow = flow_v4(proto, client, vip);
     let (new_flows, concurrent) = sources.estimate(*client.ip());
     for (index, slot) in slots.iter_mut().enumerate() {
+        let name = slot.plugin.name.clone();
         if slot.rate_drop() {
+            slot.refusing = slot.refusing.saturating_add(1);
+            stats.defense(&name).refused_flows += 1;
             return false;
         }
-        let name = slot.plugin.name.clone();
         let Some(inst) = slot.inst.as_mut() else {
             stats.fallback(&name);
             continue;
@@ -114,7 +116,11 @@ pub(super) fn admit(
         };
         match stats.call(&name, Func::Admit, || inst.admit(&flow, source)) {
             Ok(dt::Verdict::Accept) => {}
-            Ok(dt::Verdict::Drop) => return false,
+            Ok(dt::Verdict::Drop) => {
+                slot.refusing = slot.refusing.saturating_add(1);
+                stats.defense(&name).refused_flows += 1;
+                return false;
+            }
             Err(fault) => {
                 stats.fallback(&name);
                 if let Some(i) = slot.inst.take() {
@@ -191,6 +197,7 @@ impl Shard {
             let Some(rt) = rt.as_mut() else { continue };
             for (i, slot) in rt.defenses.iter_mut().enumerate() {
                 slot.acted = false;
+                slot.refused_last = std::mem::take(&mut slot.refusing);
                 let name = slot.plugin.name.clone();
                 let Some(inst) = slot.inst.as_mut() else {
                     continue;
