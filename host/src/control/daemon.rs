@@ -741,6 +741,7 @@ impl Daemon {
                 if expire {
                     self.registry.expire_removed(&service, Some(a));
                 }
+                info!(service = %service, server = %a, expire, "server removed");
                 Ok(self.edited())
             }
             Request::ServiceAdd {
@@ -765,8 +766,9 @@ impl Daemon {
                         .map_err(|e| e.to_string())?;
                 self.check_plugin_kinds(&cfg)?;
                 self.check_not_draining(&cfg)?;
+                let (proto, vip, sched) = (cfg.proto.name(), cfg.vip, cfg.scheduler.clone());
                 self.edit_registry(|r| r.add_service(cfg))?;
-                info!(service = %name, "service added");
+                info!(service = %name, proto, vip = %vip, scheduler = %sched, "service added");
                 Ok("ok".into())
             }
             Request::ServiceEdit {
