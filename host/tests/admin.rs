@@ -50,9 +50,9 @@ scheduler = "rr"
 addr = "10.77.1.1:5353"
 "#;
 
-/// A group every Debian-like system has, for `director.admin_group` (gid 50).
-const GROUP: &str = "staff";
 const NOBODY: u32 = 65_534;
+/// A supplementary group of the test's peers that is not the admin group.
+const OTHER: u32 = 100;
 
 fn a(s: &str) -> SocketAddrV4 {
     s.parse().unwrap()
@@ -157,7 +157,7 @@ impl Director {
             .arg("--socket")
             .arg(&self.socket)
             .output()
-            .unwrap()
+            .unwrap_or_else(|e| panic!("cannot run {prefix:?} {bin}: {e}"))
     }
 }
 
@@ -752,16 +752,27 @@ fn as_nobody(gid: u32, groups: &[u32]) -> Vec<String> {
     v
 }
 
-fn gid_of(name: &str) -> u32 {
-    let out = Command::new("getent")
-        .args(["group", name])
-        .output()
-        .unwrap();
-    let line = text(&out.stdout);
-    line.split(':')
-        .nth(2)
-        .and_then(|g| g.trim().parse().ok())
-        .unwrap_or_else(|| panic!("group {name} is needed by this test: {line:?}"))
+/// A group for `director.admin_group`: `staff` (gid 50 on Debian) if it exists, else the
+/// first ordinary group of `/etc/group` (not root's, not nogroup, not in the test's way).
+fn admin_group() -> (String, u32) {
+    let groups = std::fs::read_to_string("/etc/group").expect("/etc/group");
+    let all: Vec<(String, u32)> = groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?.to_string();
+            let gid = f.nth(1)?.parse().ok()?;
+            Some((name, gid))
+        })
+        .collect();
+    all.iter()
+        .find(|(n, _)| n == "staff")
+        .or_else(|| {
+            all.iter()
+                .find(|(_, g)| *g != 0 && *g != OTHER && *g < NOBODY - 1)
+        })
+        .cloned()
+        .expect("a group in /etc/group other than root, users and nogroup")
 }
 
 fn run_as(d: &Director, who: &[String], args: &[&str]) -> Output {
@@ -802,7 +813,7 @@ fn socket_is_private_and_non_root_peers_are_refused() {
     );
     assert_eq!(d.state(), before, "a refused peer changed nothing");
     // A group the daemon was not told about does not help.
-    let o = run_as(&d, &as_nobody(NOBODY, &[gid_of(GROUP)]), &["list"]);
+    let o = run_as(&d, &as_nobody(NOBODY, &[admin_group().1]), &["list"]);
     assert!(!o.status.success(), "{}", text(&o.stdout));
     // Root is served.
     let o = d.cli(&[], &["list"]);
@@ -814,15 +825,15 @@ fn admin_group_members_are_allowed_by_primary_or_supplementary_group() {
     if !have_root() {
         return;
     }
-    let gid = gid_of(GROUP);
-    let d = Director::start(&format!("admin_group = \"{GROUP}\""));
+    let (group, gid) = admin_group();
+    let d = Director::start(&format!("admin_group = \"{group}\""));
     let meta = std::fs::metadata(&d.socket).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o660, "0660 with an admin group");
     assert_eq!((meta.uid(), meta.gid()), (0, gid));
     assert_eq!(meta.mode() & 0o007, 0, "never world-accessible");
 
     // A member by a supplementary group: served (the primary gid alone would not be).
-    let member = as_nobody(NOBODY, &[100, gid]);
+    let member = as_nobody(NOBODY, &[OTHER, gid]);
     let o = run_as(&d, &member, &["list"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(
@@ -844,7 +855,7 @@ fn admin_group_members_are_allowed_by_primary_or_supplementary_group() {
 
     // Not a member: refused by the file, and, with the file opened up, by the daemon.
     let before = d.state();
-    let outsider = as_nobody(NOBODY, &[100]);
+    let outsider = as_nobody(NOBODY, &[OTHER]);
     let o = run_as(&d, &outsider, &["list"]);
     assert!(
         text(&o.stderr).contains("Permission denied"),
