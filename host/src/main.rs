@@ -56,6 +56,11 @@ enum Cmd {
         /// The config file.
         #[arg(short = 'c', long = "config", value_name = "FILE")]
         config: PathBuf,
+        /// Log lines as human-readable text or one JSON object each (overrides
+        /// director.log_format). The level comes from RUST_LOG (default info), e.g.
+        /// RUST_LOG=debug or RUST_LOG=ringvs::control=debug.
+        #[arg(long, value_name = "FORMAT", value_parser = ["human", "text", "json"])]
+        log_format: Option<String>,
     },
     /// Validate a config file without touching the network.
     Check {
@@ -96,7 +101,7 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
-    /// Zero the statistics of all services, or of one.
+    /// Zero the statistics of all services, or of one (ipvsadm -Z).
     Zero {
         /// Only this service.
         service: Option<String>,
@@ -130,6 +135,11 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Add, edit or remove virtual services at runtime (ipvsadm -A/-E/-D).
+    Service {
+        #[command(subcommand)]
+        cmd: ServiceCmd,
+    },
     /// Change realservers at runtime (existing connections are kept).
     Server {
         #[command(subcommand)]
@@ -162,6 +172,87 @@ enum PluginCmd {
     },
 }
 
+/// `STATE=DURATION` for `--timeout`.
+fn state_timeout(s: &str) -> Result<(String, config::Quantity), String> {
+    let (state, d) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected STATE=DURATION (e.g. established=900s), found {s:?}"))?;
+    Ok((
+        state.trim().to_string(),
+        config::Quantity::Text(d.trim().to_string()),
+    ))
+}
+
+/// What `service add` and `service edit` share.
+#[derive(Args, Debug)]
+struct ServiceOpts {
+    /// Scheduler: a built-in (rr, wlc) or a loaded plugin's name (ipvsadm -s).
+    #[arg(long, value_name = "NAME")]
+    scheduler: Option<String>,
+    /// Forwarding method: nat (LVS-NAT, ipvsadm -m).
+    #[arg(long, value_name = "METHOD")]
+    forward: Option<String>,
+    /// A state's timeout, e.g. established=900s, fin_wait=2m, udp=300s (repeatable; other
+    /// states keep theirs; ipvsadm --set sets these director-wide).
+    #[arg(long = "timeout", value_name = "STATE=DURATION", value_parser = state_timeout)]
+    timeouts: Vec<(String, config::Quantity)>,
+    /// A defense plugin, in the order they apply (repeatable; on edit, replaces the list).
+    #[arg(long = "defense", value_name = "PLUGIN")]
+    defense: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ServiceCmd {
+    /// Add a virtual service with no realservers yet (ipvsadm -A -t|-u VIP -s SCHED); add
+    /// them with `ringvs server add`.
+    Add {
+        /// Service name (letters, digits, '-' and '_').
+        name: String,
+        /// Virtual address:port (ipvsadm -t/-u).
+        #[arg(long, value_name = "ADDR:PORT")]
+        vip: String,
+        /// Protocol: tcp (default) or udp (ipvsadm -t or -u).
+        #[arg(long, value_name = "PROTO")]
+        proto: Option<String>,
+        #[command(flatten)]
+        opts: ServiceOpts,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Change only the options given (ipvsadm -E); connections are kept. A new scheduler
+    /// takes new flows between two packets.
+    Edit {
+        /// Service name.
+        name: String,
+        /// Must be the current one: a service's virtual address cannot change (add a new
+        /// service, then remove this one).
+        #[arg(long, value_name = "ADDR:PORT")]
+        vip: Option<String>,
+        /// Must be the current one, like --vip.
+        #[arg(long, value_name = "PROTO")]
+        proto: Option<String>,
+        #[command(flatten)]
+        opts: ServiceOpts,
+        /// Remove every defense of the service.
+        #[arg(long, conflicts_with = "defense")]
+        no_defense: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a service (ipvsadm -D): its connections drain until they end, or with
+    /// --expire end on their next packet.
+    Remove {
+        /// Service name.
+        name: String,
+        /// End its connections on their next packet instead of letting them drain (IPVS
+        /// expire_nodest_conn, for this removal); also works on a service already draining.
+        #[arg(long)]
+        expire: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 enum ServerCmd {
     /// Add a realserver to a service.
@@ -176,16 +267,22 @@ enum ServerCmd {
         #[command(flatten)]
         target: Target,
     },
-    /// Remove a realserver; its connections drain (or end, with expire_nodest_conn).
+    /// Remove a realserver (ipvsadm -d); its connections drain until they end, or with
+    /// --expire (or director.expire_nodest_conn) end on their next packet.
     Remove {
         /// Service name.
         service: String,
         /// Realserver address:port.
         addr: String,
+        /// End its connections on their next packet instead of letting them drain (IPVS
+        /// expire_nodest_conn, for this removal); also works on a server already draining.
+        #[arg(long)]
+        expire: bool,
         #[command(flatten)]
         target: Target,
     },
-    /// Set a realserver's weight (0 quiesces: no new flows, existing ones kept).
+    /// Set a realserver's weight (ipvsadm -e -w; 0 quiesces: no new flows, existing ones
+    /// kept).
     Weight {
         /// Service name.
         service: String,
@@ -250,7 +347,11 @@ fn main() -> ExitCode {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     let res: Result<(), String> = match cli.cmd {
-        Cmd::Run { config } => ringvs::control::daemon::run(&config).map_err(|e| e.to_string()),
+        Cmd::Run { config, log_format } => ringvs::control::daemon::run(
+            &config,
+            log_format.as_deref().and_then(config::LogFormat::parse),
+        )
+        .map_err(|e| e.to_string()),
         Cmd::Check { config } => check(&config),
         Cmd::List {
             connections,
@@ -365,6 +466,54 @@ fn main() -> ExitCode {
                 Ok(())
             })(),
         },
+        Cmd::Service { cmd } => match cmd {
+            ServiceCmd::Add {
+                name,
+                vip,
+                proto,
+                opts,
+                target,
+            } => simple(
+                &target,
+                Request::ServiceAdd {
+                    name,
+                    vip,
+                    proto,
+                    forward: opts.forward,
+                    scheduler: opts.scheduler,
+                    timeouts: opts.timeouts.into_iter().collect(),
+                    defense: Some(opts.defense).filter(|d| !d.is_empty()),
+                },
+            ),
+            ServiceCmd::Edit {
+                name,
+                vip,
+                proto,
+                opts,
+                no_defense,
+                target,
+            } => simple(
+                &target,
+                Request::ServiceEdit {
+                    name,
+                    vip,
+                    proto,
+                    forward: opts.forward,
+                    scheduler: opts.scheduler,
+                    timeouts: opts.timeouts.into_iter().collect(),
+                    defense: if no_defense {
+                        Some(Vec::new())
+                    } else {
+                        Some(opts.defense).filter(|d| !d.is_empty())
+                    },
+                },
+            ),
+            ServiceCmd::Remove {
+                name,
+                expire,
+                target,
+            } => simple(&target, Request::ServiceRemove { name, expire }),
+        },
         Cmd::Server { cmd } => match cmd {
             ServerCmd::Add {
                 service,
@@ -382,8 +531,16 @@ fn main() -> ExitCode {
             ServerCmd::Remove {
                 service,
                 addr,
+                expire,
                 target,
-            } => simple(&target, Request::ServerRemove { service, addr }),
+            } => simple(
+                &target,
+                Request::ServerRemove {
+                    service,
+                    addr,
+                    expire,
+                },
+            ),
             ServerCmd::Weight {
                 service,
                 addr,
@@ -405,5 +562,128 @@ fn main() -> ExitCode {
             eprintln!("ringvs: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command and every argument of `cmd` and below, with its path.
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>, count: &mut usize) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            *count += 1;
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            if help.trim().is_empty() {
+                missing.push(format!("{path} {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let p = format!("{path} {}", sub.get_name());
+            *count += 1;
+            if sub
+                .get_about()
+                .is_none_or(|a| a.to_string().trim().is_empty())
+            {
+                missing.push(p.clone());
+            }
+            walk(sub, &p, missing, count);
+        }
+    }
+
+    #[test]
+    fn every_command_and_argument_has_help() {
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        let mut count = 0;
+        walk(&cmd, "ringvs", &mut missing, &mut count);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+        assert!(count > 60, "the walk saw only {count} items");
+    }
+
+    #[test]
+    fn top_level_help_lists_commands_with_one_line_descriptions() {
+        let mut cmd = Cli::command();
+        let help = cmd.render_help().to_string();
+        for sub in Cli::command().get_subcommands() {
+            let about = sub.get_about().unwrap().to_string();
+            let line = help
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("{} ", sub.get_name())))
+                .unwrap_or_else(|| panic!("{} is not listed:\n{help}", sub.get_name()));
+            // The line may wrap; its start is on the command's line.
+            let start: String = about.chars().take(30).collect();
+            assert!(line.contains(&start), "{line}");
+        }
+        assert!(help.contains("service"), "{help}");
+    }
+
+    #[test]
+    fn ipvsadm_users_find_their_options() {
+        let help = |path: &[&str]| {
+            let mut c = Cli::command();
+            for p in path {
+                c = c.find_subcommand(p).unwrap().clone();
+            }
+            c.render_long_help().to_string()
+        };
+        assert!(help(&["service", "add"]).contains("ipvsadm -A"));
+        assert!(help(&["service", "edit"]).contains("ipvsadm -E"));
+        assert!(help(&["service", "remove"]).contains("ipvsadm -D"));
+        assert!(help(&["service", "remove"]).contains("expire_nodest_conn"));
+        assert!(help(&["server", "remove"]).contains("ipvsadm -d"));
+        assert!(help(&["list"]).contains("ipvsadm -Ln"));
+    }
+
+    #[test]
+    fn service_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "ringvs",
+            "service",
+            "edit",
+            "web",
+            "--timeout",
+            "established=600s",
+            "--timeout",
+            "udp = 30",
+            "--defense",
+            "secure-tcp",
+        ])
+        .unwrap();
+        let Cmd::Service {
+            cmd: ServiceCmd::Edit { opts, .. },
+        } = cli.cmd
+        else {
+            panic!()
+        };
+        assert_eq!(
+            opts.timeouts,
+            vec![
+                (
+                    "established".to_string(),
+                    config::Quantity::Text("600s".into())
+                ),
+                ("udp".to_string(), config::Quantity::Text("30".into()))
+            ]
+        );
+        assert_eq!(opts.defense, vec!["secure-tcp".to_string()]);
+        assert!(Cli::try_parse_from([
+            "ringvs",
+            "service",
+            "edit",
+            "web",
+            "--defense",
+            "x",
+            "--no-defense"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from(["ringvs", "service", "add", "web"]).is_err());
+        assert!(Cli::try_parse_from(["ringvs", "run", "-c", "x", "--log-format", "yaml"]).is_err());
     }
 }

@@ -10,6 +10,8 @@
 mod raw;
 pub mod units;
 
+pub use raw::Quantity;
+
 use crate::conn::{State, Timeouts};
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
@@ -49,10 +51,21 @@ pub enum Routes {
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
-    /// Human-readable lines.
+    /// Human-readable lines (`"human"`, also spelt `"text"`).
     Text,
-    /// One JSON object per line.
+    /// One JSON object per line (`"json"`).
     Json,
+}
+
+impl LogFormat {
+    /// `human` (or `text`) or `json`.
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s {
+            "human" | "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 /// `[director]`.
@@ -256,6 +269,111 @@ pub fn from_str(text: &str, name: &str) -> Result<Config, ConfigError> {
     v.validate(file, PathBuf::from(name))
 }
 
+/// A runtime change to a service (the admin protocol's `service-add` and `service-edit`), in
+/// the config file's vocabulary: each field given replaces the current value; `timeouts`
+/// replaces the states it names and keeps the others.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceEdit {
+    /// `addr:port` (required for a new service; cannot change for an existing one).
+    pub vip: Option<String>,
+    /// `tcp` or `udp` (cannot change for an existing service).
+    pub proto: Option<String>,
+    /// `nat`.
+    pub forward: Option<String>,
+    /// A built-in scheduler or a plugin name.
+    pub scheduler: Option<String>,
+    /// State key → duration.
+    pub timeouts: BTreeMap<String, Quantity>,
+    /// Defense plugins, in order (replaces the list).
+    pub defense: Option<Vec<String>>,
+}
+
+/// A new service from a runtime request, validated as a `[[service]]` of the config file
+/// would be, with no realservers. `is_plugin` tells which names are loaded plugins. Errors
+/// name the service and the field.
+pub fn new_service(
+    name: &str,
+    edit: ServiceEdit,
+    is_plugin: &dyn Fn(&str) -> bool,
+) -> Result<ServiceConfig, ConfigError> {
+    let fig = Figment::new();
+    let v = Validator {
+        fig: &fig,
+        file_origin: format!("service {name:?}"),
+        base: None,
+    };
+    let Some(vip) = edit.vip else {
+        return Err(v.err(
+            "vip",
+            "a new service needs a virtual address, e.g. 10.77.100.100:80",
+        ));
+    };
+    let raw = raw::Service {
+        name: name.to_string(),
+        vip,
+        proto: edit.proto,
+        forward: edit.forward,
+        scheduler: edit.scheduler,
+        persistence: None,
+        defense: edit.defense.unwrap_or_default(),
+        timeouts: edit.timeouts,
+        server: Vec::new(),
+    };
+    v.service("", raw, is_plugin)
+}
+
+/// `base` with a runtime `edit` applied, validated field by field. The virtual address and
+/// protocol identify a service and its connections, so they cannot change: add a new
+/// service and remove the old one instead.
+pub fn edit_service(
+    base: &ServiceConfig,
+    edit: ServiceEdit,
+    is_plugin: &dyn Fn(&str) -> bool,
+) -> Result<ServiceConfig, ConfigError> {
+    let fig = Figment::new();
+    let v = Validator {
+        fig: &fig,
+        file_origin: format!("service {:?}", base.name),
+        base: None,
+    };
+    let mut out = base.clone();
+    if let Some(p) = &edit.proto {
+        if v.proto("proto", p)? != base.proto {
+            return Err(v.err(
+                "proto",
+                format!(
+                    "the protocol identifies the service and its connections and stays {}; add a new service and remove this one instead",
+                    base.proto.name()
+                ),
+            ));
+        }
+    }
+    if let Some(a) = &edit.vip {
+        if v.v4_endpoint("vip", a, None)? != base.vip {
+            return Err(v.err(
+                "vip",
+                format!(
+                    "the virtual address identifies the service and its connections and stays {}; add a new service and remove this one instead",
+                    base.vip
+                ),
+            ));
+        }
+    }
+    if let Some(f) = &edit.forward {
+        out.forward = v.forward("forward", f)?;
+    }
+    if let Some(s) = edit.scheduler {
+        v.scheduler("scheduler", &s, is_plugin)?;
+        out.scheduler = s;
+    }
+    if let Some(d) = edit.defense {
+        v.defense("defense", &d, is_plugin)?;
+        out.defense = d;
+    }
+    v.timeouts("timeouts", edit.timeouts, &mut out.timeouts)?;
+    Ok(out)
+}
+
 fn figment_error(origin: &str, e: figment::Error) -> ConfigError {
     let key = e.path.join(".");
     let source = match &e.metadata {
@@ -337,7 +455,7 @@ impl Validator<'_> {
         let mut vips = HashSet::new();
         for (i, s) in f.service.into_iter().enumerate() {
             let key = format!("service.{i}");
-            let svc = self.service(&key, s, &plugins)?;
+            let svc = self.service(&key, s, &|n| plugins.contains_key(n))?;
             if !names.insert(svc.name.clone()) {
                 return Err(self.err(
                     format!("{key}.name"),
@@ -438,16 +556,13 @@ impl Validator<'_> {
                 return Err(self.err("director.mtu", format!("expected 576 to 65535, found {m}")))
             }
         };
-        let log_format = match d.log_format.as_deref().unwrap_or("text") {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(self.err(
-                    "director.log_format",
-                    format!("expected \"text\" or \"json\", found {other:?}"),
-                ))
-            }
-        };
+        let log_format = d.log_format.as_deref().unwrap_or("human");
+        let log_format = LogFormat::parse(log_format).ok_or_else(|| {
+            self.err(
+                "director.log_format",
+                format!("expected \"human\" (or \"text\") or \"json\", found {log_format:?}"),
+            )
+        })?;
         Ok(Director {
             device,
             queues: queues as usize,
@@ -533,7 +648,7 @@ impl Validator<'_> {
         &self,
         key: &str,
         s: raw::Service,
-        plugins: &BTreeMap<String, PluginDecl>,
+        is_plugin: &dyn Fn(&str) -> bool,
     ) -> Result<ServiceConfig, ConfigError> {
         if !valid_name(&s.name) {
             return Err(self.err(
@@ -541,46 +656,18 @@ impl Validator<'_> {
                 format!("expected letters, digits, '-' or '_', found {:?}", s.name),
             ));
         }
-        let proto = match s.proto.as_deref().unwrap_or("tcp") {
-            "tcp" => Proto::Tcp,
-            "udp" => Proto::Udp,
-            other => {
-                return Err(self.err(
-                    format!("{key}.proto"),
-                    format!("expected \"tcp\" or \"udp\", found {other:?}"),
-                ))
-            }
-        };
+        let proto = self.proto(&format!("{key}.proto"), s.proto.as_deref().unwrap_or("tcp"))?;
         let vip = self.v4_endpoint(&format!("{key}.vip"), &s.vip, None)?;
-        let forward = match s.forward.as_deref().unwrap_or("nat") {
-            "nat" => Forward::Nat,
-            "tun" => {
-                return Err(self.err(
-                    format!("{key}.forward"),
-                    "forward = \"tun\" (LVS-TUN) is not implemented yet; use \"nat\"",
-                ))
-            }
-            other => {
-                return Err(self.err(
-                    format!("{key}.forward"),
-                    format!("expected \"nat\" or \"tun\", found {other:?}"),
-                ))
-            }
-        };
+        let forward = self.forward(
+            &format!("{key}.forward"),
+            s.forward.as_deref().unwrap_or("nat"),
+        )?;
         let scheduler = s.scheduler.unwrap_or_else(|| "wlc".into());
-        if !BUILTIN_SCHEDULERS.contains(&scheduler.as_str()) && !plugins.contains_key(&scheduler) {
-            return Err(self.err(
-                format!("{key}.scheduler"),
-                format!(
-                    "{scheduler:?} is neither a built-in scheduler ({}) nor a [plugins.{scheduler}] entry",
-                    BUILTIN_SCHEDULERS.join(", ")
-                ),
-            ));
-        }
+        self.scheduler(&format!("{key}.scheduler"), &scheduler, is_plugin)?;
         let persistence = match s.persistence {
             None => None,
             Some(p) => {
-                if !plugins.contains_key(&p.plugin) {
+                if !is_plugin(&p.plugin) {
                     return Err(self.err(
                         format!("{key}.persistence.plugin"),
                         format!("{:?} is not a [plugins.*] entry", p.plugin),
@@ -599,26 +686,9 @@ impl Validator<'_> {
                 })
             }
         };
-        for (i, d) in s.defense.iter().enumerate() {
-            if !plugins.contains_key(d) {
-                return Err(self.err(
-                    format!("{key}.defense.{i}"),
-                    format!("{d:?} is not a [plugins.*] entry"),
-                ));
-            }
-        }
+        self.defense(&format!("{key}.defense"), &s.defense, is_plugin)?;
         let mut timeouts = Timeouts::IPVS;
-        for (name, q) in s.timeouts {
-            let k = format!("{key}.timeouts.{name}");
-            let state = State::from_key(&name).ok_or_else(|| {
-                let all: Vec<_> = State::ALL.iter().map(|s| s.key()).collect();
-                self.err(
-                    &k,
-                    format!("unknown state {name:?}; expected one of {}", all.join(", ")),
-                )
-            })?;
-            timeouts.set(state, self.seconds(&k, q)?);
-        }
+        self.timeouts(&format!("{key}.timeouts"), s.timeouts, &mut timeouts)?;
         let mut servers = Vec::with_capacity(s.server.len());
         for (i, srv) in s.server.into_iter().enumerate() {
             let k = format!("{key}.server.{i}");
@@ -652,6 +722,81 @@ impl Validator<'_> {
             timeouts,
             servers,
         })
+    }
+
+    fn proto(&self, key: &str, s: &str) -> Result<Proto, ConfigError> {
+        match s {
+            "tcp" => Ok(Proto::Tcp),
+            "udp" => Ok(Proto::Udp),
+            other => Err(self.err(key, format!("expected \"tcp\" or \"udp\", found {other:?}"))),
+        }
+    }
+
+    fn forward(&self, key: &str, s: &str) -> Result<Forward, ConfigError> {
+        match s {
+            "nat" => Ok(Forward::Nat),
+            "tun" => Err(self.err(
+                key,
+                "forward = \"tun\" (LVS-TUN) is not implemented yet; use \"nat\"",
+            )),
+            other => Err(self.err(key, format!("expected \"nat\" or \"tun\", found {other:?}"))),
+        }
+    }
+
+    fn scheduler(
+        &self,
+        key: &str,
+        s: &str,
+        is_plugin: &dyn Fn(&str) -> bool,
+    ) -> Result<(), ConfigError> {
+        if BUILTIN_SCHEDULERS.contains(&s) || is_plugin(s) {
+            return Ok(());
+        }
+        Err(self.err(
+            key,
+            format!(
+                "{s:?} is neither a built-in scheduler ({}) nor a [plugins.{s}] entry",
+                BUILTIN_SCHEDULERS.join(", ")
+            ),
+        ))
+    }
+
+    fn defense(
+        &self,
+        key: &str,
+        list: &[String],
+        is_plugin: &dyn Fn(&str) -> bool,
+    ) -> Result<(), ConfigError> {
+        for (i, d) in list.iter().enumerate() {
+            if !is_plugin(d) {
+                return Err(self.err(
+                    format!("{key}.{i}"),
+                    format!("{d:?} is not a [plugins.*] entry"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the timeouts `given` (state key → duration) in `timeouts`.
+    fn timeouts(
+        &self,
+        key: &str,
+        given: BTreeMap<String, raw::Quantity>,
+        timeouts: &mut Timeouts,
+    ) -> Result<(), ConfigError> {
+        for (name, q) in given {
+            let k = format!("{key}.{name}");
+            let state = State::from_key(&name).ok_or_else(|| {
+                let all: Vec<_> = State::ALL.iter().map(|s| s.key()).collect();
+                self.err(
+                    &k,
+                    format!("unknown state {name:?}; expected one of {}", all.join(", ")),
+                )
+            })?;
+            timeouts.set(state, self.seconds(&k, q)?);
+        }
+        Ok(())
     }
 
     /// An IPv4 `addr:port`; with `default_port`, a bare address takes that port.

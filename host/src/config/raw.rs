@@ -1,10 +1,11 @@
 //! The config file as written: what figment deserializes before validation.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// A size or duration: a string with a unit, or a bare number.
-#[derive(Debug, Clone, Deserialize)]
+/// A size or duration: a string with a unit (`"900s"`, `"256MiB"`), or a bare number (seconds
+/// or bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Quantity {
     /// A bare number (bytes, or seconds).

@@ -179,3 +179,123 @@ fn environment_overrides_and_is_named_in_errors() {
     assert_eq!(e.origin, "environment variable RINGVS_DIRECTOR__QUEUES");
     assert_eq!(e.key, "director.queues");
 }
+
+#[test]
+fn log_format_accepts_human_text_and_json() {
+    let f = |v: &str| from_str(&format!("[director]\nlog_format = \"{v}\"\n"), "t.toml");
+    assert_eq!(f("human").unwrap().director.log_format, LogFormat::Text);
+    assert_eq!(f("text").unwrap().director.log_format, LogFormat::Text);
+    assert_eq!(f("json").unwrap().director.log_format, LogFormat::Json);
+    let e = f("xml").unwrap_err();
+    assert_eq!(e.key, "director.log_format");
+    assert!(e.message.contains("\"human\""), "{e}");
+    assert_eq!(
+        from_str("", "t.toml").unwrap().director.log_format,
+        LogFormat::Text
+    );
+}
+
+fn no_plugins(_: &str) -> bool {
+    false
+}
+
+#[test]
+fn runtime_services_are_validated_like_the_file() {
+    let edit = |vip: &str| ServiceEdit {
+        vip: Some(vip.into()),
+        ..ServiceEdit::default()
+    };
+    let s = new_service("dns", edit("10.77.100.100:53"), &no_plugins).unwrap();
+    // The file's defaults: tcp, nat, wlc, IPVS timeouts, no servers.
+    let file = from_str(
+        "[[service]]\nname = \"dns\"\nvip = \"10.77.100.100:53\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(s, file.services[0]);
+
+    let e = new_service("bad name", edit("10.77.100.100:53"), &no_plugins).unwrap_err();
+    assert_eq!(
+        (e.origin.as_str(), e.key.as_str()),
+        ("service \"bad name\"", "name")
+    );
+    let e = new_service("x", edit("10.77.100.100"), &no_plugins).unwrap_err();
+    assert_eq!(e.key, "vip");
+    assert!(e.message.contains("10.77.100.100:80"), "{e}");
+    let e = new_service("x", ServiceEdit::default(), &no_plugins).unwrap_err();
+    assert_eq!(e.key, "vip");
+    let mut sched = edit("10.77.100.100:80");
+    sched.scheduler = Some("lblc".into());
+    let e = new_service("x", sched.clone(), &no_plugins).unwrap_err();
+    assert_eq!(e.key, "scheduler");
+    assert!(e.message.contains("built-in scheduler (rr, wlc)"), "{e}");
+    assert_eq!(
+        new_service("x", sched, &|n| n == "lblc").unwrap().scheduler,
+        "lblc"
+    );
+    let mut t = edit("10.77.100.100:80");
+    t.timeouts
+        .insert("establised".into(), Quantity::Text("9s".into()));
+    let e = new_service("x", t, &no_plugins).unwrap_err();
+    assert_eq!(e.key, "timeouts.establised");
+    assert!(e.message.contains("expected one of"), "{e}");
+    let mut p = edit("10.77.100.100:80");
+    p.proto = Some("sctp".into());
+    assert_eq!(new_service("x", p, &no_plugins).unwrap_err().key, "proto");
+    let mut d = edit("10.77.100.100:80");
+    d.defense = Some(vec!["nope".into()]);
+    assert_eq!(
+        new_service("x", d, &no_plugins).unwrap_err().key,
+        "defense[0]"
+    );
+}
+
+#[test]
+fn runtime_edits_change_only_what_is_given() {
+    let c = from_str(GOOD, "test.toml").unwrap();
+    let web = &c.services[0];
+    let mut e = ServiceEdit {
+        scheduler: Some("rr".into()),
+        ..ServiceEdit::default()
+    };
+    e.timeouts.insert("fin_wait".into(), Quantity::Num(30));
+    let out = edit_service(web, e, &no_plugins).unwrap();
+    assert_eq!(out.scheduler, "rr");
+    assert_eq!(out.timeouts.get(State::FinWait), 30);
+    assert_eq!(out.timeouts.get(State::Established), 900, "kept");
+    assert_eq!(out.servers, web.servers, "servers are not touched");
+    assert_eq!(
+        (out.vip, out.proto, &out.name),
+        (web.vip, web.proto, &web.name)
+    );
+    // The same address may be given; another may not.
+    let same = ServiceEdit {
+        vip: Some("10.77.100.100:80".into()),
+        proto: Some("tcp".into()),
+        ..ServiceEdit::default()
+    };
+    assert_eq!(&edit_service(web, same, &no_plugins).unwrap(), web);
+    let moved = ServiceEdit {
+        vip: Some("10.77.100.101:80".into()),
+        ..ServiceEdit::default()
+    };
+    let e = edit_service(web, moved, &no_plugins).unwrap_err();
+    assert_eq!(e.key, "vip");
+    assert!(e.message.contains("add a new service"), "{e}");
+    let proto = ServiceEdit {
+        proto: Some("udp".into()),
+        ..ServiceEdit::default()
+    };
+    assert_eq!(
+        edit_service(web, proto, &no_plugins).unwrap_err().key,
+        "proto"
+    );
+    let bad = ServiceEdit {
+        forward: Some("dr".into()),
+        ..ServiceEdit::default()
+    };
+    assert_eq!(
+        edit_service(web, bad, &no_plugins).unwrap_err().key,
+        "forward"
+    );
+}

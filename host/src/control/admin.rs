@@ -1,10 +1,12 @@
 //! The admin socket: a Unix socket created 0600 (0660 with `admin_group`), never
-//! world-accessible, serving the protocol of [`super::protocol`]. Peers other than root (and
-//! the configured group) are refused.
+//! world-accessible, serving the protocol of [`super::protocol`]. Peers other than root, the
+//! daemon's own user and members of the configured group (primary or supplementary) are
+//! refused with one error answer, whatever the file's mode says.
 
 use super::daemon::Daemon;
 use super::protocol::{parse_request, Response, MAX_REQUEST};
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -33,6 +35,9 @@ fn group_id(name: &str) -> Result<u32, String> {
 /// Binds the socket. Refuses to replace a socket a running daemon answers on; removes a
 /// stale one.
 pub fn bind(path: &Path, group: Option<&str>) -> Result<Listener, String> {
+    // The umask is the process's: two binds at once (tests) must not mix theirs up.
+    static BIND: Mutex<()> = Mutex::new(());
+    let _serial = BIND.lock().unwrap_or_else(|e| e.into_inner());
     let gid = group.map(group_id).transpose()?;
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
@@ -90,14 +95,12 @@ pub async fn serve(listener: Listener, daemon: Arc<Mutex<Daemon>>) {
                 continue;
             }
         };
-        let allowed = match stream.peer_cred() {
-            // Safety: geteuid has no preconditions.
-            Ok(c) => {
-                c.uid() == 0
-                    || c.uid() == unsafe { libc::geteuid() }
-                    || Some(c.gid()) == listener.gid
+        let allowed = match authorize(&stream, listener.gid) {
+            Ok(()) => true,
+            Err(who) => {
+                warn!("admin socket: refused {who}");
+                false
             }
-            Err(_) => false,
         };
         let d = daemon.clone();
         tokio::spawn(async move {
@@ -106,6 +109,94 @@ pub async fn serve(listener: Listener, daemon: Arc<Mutex<Daemon>>) {
             }
         });
     }
+}
+
+/// Lets root, the daemon's own user and members of the admin group in; otherwise says who
+/// was refused. Membership counts the peer's primary group and its supplementary groups, as
+/// the kernel had them when it connected (`SO_PEERGROUPS`, Linux 4.13; on older kernels
+/// `Groups:` of `/proc/PID/status`).
+fn authorize(stream: &UnixStream, gid: Option<u32>) -> Result<(), String> {
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| format!("a peer whose credentials cannot be read: {e}"))?;
+    // Safety: geteuid has no preconditions.
+    if cred.uid() == 0 || cred.uid() == unsafe { libc::geteuid() } {
+        return Ok(());
+    }
+    let who = format!(
+        "uid {} gid {} (pid {}): not root and not in director.admin_group",
+        cred.uid(),
+        cred.gid(),
+        cred.pid().map_or("?".to_string(), |p| p.to_string())
+    );
+    let Some(gid) = gid else { return Err(who) };
+    if cred.gid() == gid {
+        return Ok(());
+    }
+    let groups = match peer_groups(stream.as_raw_fd()) {
+        Ok(g) => g,
+        Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => cred
+            .pid()
+            .map(|p| proc_groups(p as u32))
+            .unwrap_or_default(),
+        Err(e) => return Err(format!("{who} (its groups cannot be read: {e})")),
+    };
+    if groups.contains(&gid) {
+        Ok(())
+    } else {
+        Err(who)
+    }
+}
+
+/// `SO_PEERGROUPS` (include/uapi/asm-generic/socket.h; the same number on every
+/// architecture ringvs builds for).
+const SO_PEERGROUPS: libc::c_int = 59;
+
+/// The supplementary groups of a Unix socket's peer, as they were when it connected.
+pub fn peer_groups(fd: RawFd) -> std::io::Result<Vec<u32>> {
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // Safety: `groups` is a writable buffer of `len` bytes that outlives the call; the
+        // kernel writes at most `len` bytes and stores the size it needs in `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(n);
+            return Ok(groups);
+        }
+        let e = std::io::Error::last_os_error();
+        // ERANGE: the buffer is too small and `len` says how much is needed.
+        if e.raw_os_error() == Some(libc::ERANGE) && n > groups.len() && n <= 65_536 {
+            groups.resize(n, 0);
+            continue;
+        }
+        return Err(e);
+    }
+}
+
+/// `Groups:` of `/proc/PID/status` (empty if unreadable).
+fn proc_groups(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Groups:").map(|g| {
+                    g.split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect()
+                })
+            })
+        })
+        .unwrap_or_default()
 }
 
 async fn send(stream: &mut UnixStream, r: &Response) -> std::io::Result<()> {
@@ -131,6 +222,9 @@ async fn session(
     loop {
         // Serve every complete line in the buffer.
         while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            if pos > MAX_REQUEST {
+                break;
+            }
             let line: Vec<u8> = buf.drain(..=pos).collect();
             let line = &line[..line.len() - 1];
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -154,12 +248,18 @@ async fn session(
             };
             send(&mut stream, &resp).await?;
         }
-        if buf.len() > MAX_REQUEST {
+        // A line longer than the limit (complete or not) ends the session: the rest of it
+        // cannot be told apart from the next request.
+        let pending = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+        if pending > MAX_REQUEST {
             send(
                 &mut stream,
-                &Response::err(format!("request too large (limit {MAX_REQUEST} bytes)")),
+                &Response::err(format!(
+                    "request too large (limit {MAX_REQUEST} bytes per line); closing the connection"
+                )),
             )
             .await?;
+            let _ = stream.shutdown().await;
             return Ok(());
         }
         let n = stream.read(&mut chunk).await?;

@@ -25,14 +25,17 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, String> {
         )
     })?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    s.write_all(encode_request(req).as_bytes())
-        .map_err(|e| format!("cannot send the request: {e}"))?;
+    // A daemon that refuses the peer answers at once and closes, possibly before the request
+    // is written: its answer, not the failed write, is the error to show.
+    let sent = s.write_all(encode_request(req).as_bytes());
     let mut line = String::new();
-    BufReader::new(&s)
-        .read_line(&mut line)
-        .map_err(|e| format!("no answer from the daemon: {e}"))?;
+    let read = BufReader::new(&s).read_line(&mut line);
     if line.is_empty() {
-        return Err("the daemon closed the connection without answering".into());
+        return Err(match (sent, read) {
+            (Err(e), _) => format!("cannot send the request: {e}"),
+            (_, Err(e)) => format!("no answer from the daemon: {e}"),
+            _ => "the daemon closed the connection without answering".into(),
+        });
     }
     let resp: Response =
         serde_json::from_str(&line).map_err(|e| format!("unreadable answer: {e}"))?;

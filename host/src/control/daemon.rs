@@ -6,13 +6,14 @@
 //! each runs, then installs routes if asked. Any failure undoes what was done.
 
 use super::admin;
+use super::notify;
 use super::plugins::{Fresh, PluginManager};
 use super::protocol::{
     ConnRow, ConnectionsResult, ListResult, Rates, Request, ServerInfo, ServiceInfo, StatusResult,
 };
-use super::registry::Registry;
+use super::registry::{EditError, Registry};
 use super::routes::{self, AutoRoutes};
-use crate::config::{self, Config, Routes};
+use crate::config::{self, Config, Routes, ServiceEdit};
 use crate::conn::HashKey;
 use crate::conn::TICKS_PER_SEC;
 use crate::dataplane::blocks::{Block, BlockList};
@@ -571,6 +572,85 @@ impl Daemon {
         ConnectionsResult { conns, truncated }
     }
 
+    /// Applies an edit that may need new plugin instances: on a copy first, and only if
+    /// every instance can be prepared does the copy become the registry. (A copy shares the
+    /// realservers' state, so an edit that flags existing realservers — a removal — must not
+    /// come through here; removals cannot fail once their target is found.)
+    fn edit_registry(
+        &mut self,
+        edit: impl FnOnce(&mut Registry) -> Result<(), EditError>,
+    ) -> Result<(), String> {
+        let mut trial = self.registry.clone();
+        edit(&mut trial).map_err(|e| e.to_string())?;
+        let prepared = self
+            .plugins
+            .prepare(&trial, self.queues.len(), &Default::default())?;
+        self.registry = trial;
+        let snap = self.plugins.snapshot(&mut self.registry, prepared);
+        self.broadcast(snap);
+        if let Err(e) = self.sync_routes() {
+            warn!("routes: {e}");
+        }
+        Ok(())
+    }
+
+    /// A new service must not take the name or the virtual address of a removed service
+    /// whose connections are still draining: the queues match a connection to its service,
+    /// so those connections would be cut. The same name at the same address is the service
+    /// coming back, and keeps them.
+    fn check_not_draining(&self, cfg: &config::ServiceConfig) -> Result<(), String> {
+        let same_vip =
+            |e: &super::registry::ServiceEntry| e.cfg.proto == cfg.proto && e.cfg.vip == cfg.vip;
+        let conflict = self.registry.all_services().iter().find(|e| {
+            e.removed && !e.dests.is_empty() && ((e.cfg.name == cfg.name) != same_vip(e))
+        });
+        let Some(e) = conflict else { return Ok(()) };
+        let conns: u64 = e
+            .dests
+            .iter()
+            .map(|d| u64::from(d.state.counters.active()) + u64::from(d.state.counters.inactive()))
+            .sum();
+        Err(format!(
+            "removed service {:?} ({} {}) still has {conns} connection(s) draining; add {:?} once they have ended (`ringvs service remove {} --expire` ends each on its next packet)",
+            e.cfg.name,
+            e.cfg.proto.name(),
+            e.cfg.vip,
+            cfg.name,
+            e.cfg.name
+        ))
+    }
+
+    /// A service's scheduler and defenses must be plugins of the right kind.
+    fn check_plugin_kinds(&self, cfg: &config::ServiceConfig) -> Result<(), String> {
+        let want = std::iter::once((&cfg.scheduler, crate::plugin::Kind::Scheduler))
+            .filter(|(s, _)| !config::BUILTIN_SCHEDULERS.contains(&s.as_str()))
+            .chain(
+                cfg.defense
+                    .iter()
+                    .map(|d| (d, crate::plugin::Kind::Defense)),
+            );
+        for (name, kind) in want {
+            match self.plugins.loaded.get(name.as_str()) {
+                Some(p) if p.kind == kind => {}
+                Some(p) => {
+                    return Err(format!(
+                        "service {:?}: plugin {name:?} is a {} plugin, not a {}",
+                        cfg.name,
+                        p.kind.name(),
+                        kind.name()
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "service {:?}: plugin {name:?} is not loaded",
+                        cfg.name
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn edited(&mut self) -> serde_json::Value {
         self.republish();
         if let Err(e) = self.sync_routes() {
@@ -635,17 +715,117 @@ impl Daemon {
             } => {
                 let w = weight.unwrap_or(1);
                 if w > config::MAX_WEIGHT as u64 {
-                    return Err(super::registry::EditError::BadWeight(w).to_string());
+                    return Err(EditError::BadWeight(w).to_string());
                 }
                 self.registry
                     .add_server(&service, addr(&a)?, w as u32)
                     .map_err(|e| e.to_string())?;
                 Ok(self.edited())
             }
-            Request::ServerRemove { service, addr: a } => {
-                self.registry
-                    .remove_server(&service, addr(&a)?)
-                    .map_err(|e| e.to_string())?;
+            Request::ServerRemove {
+                service,
+                addr: a,
+                expire,
+            } => {
+                let a = addr(&a)?;
+                match self.registry.remove_server(&service, a) {
+                    Ok(()) => {}
+                    // `--expire` on a realserver already draining expires its connections.
+                    Err(EditError::UnknownServer(..))
+                        if expire && self.registry.expire_removed(&service, Some(a)) > 0 =>
+                    {
+                        return Ok("ok".into())
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+                if expire {
+                    self.registry.expire_removed(&service, Some(a));
+                }
+                info!(service = %service, server = %a, expire, "server removed");
+                Ok(self.edited())
+            }
+            Request::ServiceAdd {
+                name,
+                vip,
+                proto,
+                forward,
+                scheduler,
+                timeouts,
+                defense,
+            } => {
+                let edit = ServiceEdit {
+                    vip: Some(vip),
+                    proto,
+                    forward,
+                    scheduler,
+                    timeouts,
+                    defense,
+                };
+                let cfg =
+                    config::new_service(&name, edit, &|n| self.plugins.loaded.contains_key(n))
+                        .map_err(|e| e.to_string())?;
+                self.check_plugin_kinds(&cfg)?;
+                self.check_not_draining(&cfg)?;
+                let (proto, vip, sched) = (cfg.proto.name(), cfg.vip, cfg.scheduler.clone());
+                self.edit_registry(|r| r.add_service(cfg))?;
+                info!(service = %name, proto, vip = %vip, scheduler = %sched, "service added");
+                Ok("ok".into())
+            }
+            Request::ServiceEdit {
+                name,
+                vip,
+                proto,
+                forward,
+                scheduler,
+                timeouts,
+                defense,
+            } => {
+                let base = self
+                    .registry
+                    .service(&name)
+                    .ok_or_else(|| EditError::UnknownService(name.clone()).to_string())?
+                    .cfg
+                    .clone();
+                let edit = ServiceEdit {
+                    vip,
+                    proto,
+                    forward,
+                    scheduler,
+                    timeouts,
+                    defense,
+                };
+                let cfg =
+                    config::edit_service(&base, edit, &|n| self.plugins.loaded.contains_key(n))
+                        .map_err(|e| e.to_string())?;
+                if cfg == base {
+                    return Ok("unchanged".into());
+                }
+                self.check_plugin_kinds(&cfg)?;
+                let swapped = cfg.scheduler != base.scheduler;
+                let (from, to) = (base.scheduler.clone(), cfg.scheduler.clone());
+                self.edit_registry(|r| r.edit_service(cfg))?;
+                if swapped {
+                    self.plugins.count_swap(&name);
+                    info!(service = %name, from = %from, to = %to, "scheduler swapped");
+                }
+                info!(service = %name, "service edited");
+                Ok("ok".into())
+            }
+            Request::ServiceRemove { name, expire } => {
+                match self.registry.remove_service(&name) {
+                    Ok(()) => {}
+                    // `--expire` on a service already draining expires its connections.
+                    Err(EditError::UnknownService(_))
+                        if expire && self.registry.expire_removed(&name, None) > 0 =>
+                    {
+                        return Ok("ok".into())
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+                if expire {
+                    self.registry.expire_removed(&name, None);
+                }
+                info!(service = %name, expire, "service removed");
                 Ok(self.edited())
             }
             Request::ServerWeight {
@@ -784,6 +964,101 @@ fn mem_available() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Queue `id` of `n`: its share of the memory budget and what all queues share.
+fn shard_config(
+    cfg: &Config,
+    id: usize,
+    n: usize,
+    hash_key: HashKey,
+    start: Instant,
+    events: &crossbeam_channel::Sender<PluginEvent>,
+    sources: &Arc<SourceSketch>,
+) -> ShardConfig {
+    ShardConfig {
+        id,
+        memory_limit: cfg.director.conn_memory_limit / n,
+        hash_key,
+        start,
+        expire_nodest_conn: cfg.director.expire_nodest_conn,
+        events: Some(events.clone()),
+        sources: sources.clone(),
+        queues: n,
+    }
+}
+
+/// What a daemon starts from: the registry, its plugins (compiled, checked and self-tested,
+/// one instance per queue) and the first snapshot. Touches nothing outside the process.
+fn initial(cfg: &Config) -> Result<(Registry, PluginManager, Snapshot), String> {
+    let mut registry = Registry::new(&cfg.services).map_err(|e| e.to_string())?;
+    let mut plugins = PluginManager::default();
+    let loaded = plugins.load_config(cfg)?;
+    let prepared = plugins.prepare(&registry, cfg.director.queues, &loaded)?;
+    plugins.commit(loaded);
+    let snap = plugins.snapshot(&mut registry, prepared);
+    Ok((registry, plugins, snap))
+}
+
+impl Daemon {
+    fn new(
+        cfg: Config,
+        plugins: PluginManager,
+        registry: Registry,
+        queues: Vec<Queue>,
+        events: crossbeam_channel::Receiver<PluginEvent>,
+        sources: Arc<SourceSketch>,
+        started: Instant,
+    ) -> Daemon {
+        Daemon {
+            cfg,
+            plugins,
+            events,
+            steer_fd: None,
+            steered: Vec::new(),
+            registry,
+            queues,
+            started,
+            routes: None,
+            zero: ShardReport::default(),
+            rates: RateTracker::default(),
+            sources,
+            blocks: BlockList::default(),
+            top: Arc::new(Vec::new()),
+        }
+    }
+
+    /// A daemon whose `director.queues` queues are attached to no device: the caller drives
+    /// the returned shards (e.g. with [`crate::io::mem::process_packets`], whose `poll`
+    /// applies what the control plane sent). Everything else is the real daemon: the admin
+    /// protocol, runtime edits, reloads and plugin swaps, with no privileges needed and no
+    /// route, device or steering program touched. Tests drive the admin socket with it.
+    /// (`connections` asks every queue and waits for its answer: it needs the shards polled
+    /// meanwhile; `tick` is not run, so drained realservers are not collected.)
+    pub fn detached(cfg: Config) -> Result<(Daemon, Vec<Shard>), String> {
+        let start = Instant::now();
+        let (registry, plugins, snap) = initial(&cfg)?;
+        let snap = Arc::new(snap);
+        let (events_tx, events) = crossbeam_channel::unbounded();
+        let sources = Arc::new(SourceSketch::new());
+        let n = cfg.director.queues;
+        let key = HashKey::random();
+        let mut queues = Vec::with_capacity(n);
+        let mut shards = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let shard_cfg = shard_config(&cfg, i, n, key, start, &events_tx, &sources);
+            let shard = Shard::new(shard_cfg, snap.clone(), Some(rx)).map_err(|e| e.to_string())?;
+            queues.push(Queue {
+                tx,
+                shared: shard.shared(),
+                thread: None,
+            });
+            shards.push(shard);
+        }
+        let d = Daemon::new(cfg, plugins, registry, queues, events, sources, start);
+        Ok((d, shards))
+    }
+}
+
 /// Starts the queues on the device's descriptors; waits until each is running.
 fn start_queues(
     cfg: &Config,
@@ -795,21 +1070,11 @@ fn start_queues(
 ) -> Result<Vec<Queue>, String> {
     let n = fds.len();
     let key = HashKey::random();
-    let share = cfg.director.conn_memory_limit / n;
     let vnet = cfg.director.offload;
     let mut queues = Vec::with_capacity(n);
     for (i, fd) in fds.into_iter().enumerate() {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let shard_cfg = ShardConfig {
-            id: i,
-            memory_limit: share,
-            hash_key: key,
-            start,
-            expire_nodest_conn: cfg.director.expire_nodest_conn,
-            events: Some(events.clone()),
-            sources: sources.clone(),
-            queues: n,
-        };
+        let shard_cfg = shard_config(cfg, i, n, key, start, &events, &sources);
         let mut shard = Shard::new(shard_cfg, snap.clone(), Some(rx)).map_err(|e| e.to_string())?;
         let shared = shard.shared();
         let pin = n > 1;
@@ -859,10 +1124,10 @@ fn start_queues(
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(path: &Path) -> Result<(), DaemonError> {
+/// Runs the daemon until SIGTERM or SIGINT; `log_format` overrides `director.log_format`.
+pub fn run(path: &Path, log_format: Option<config::LogFormat>) -> Result<(), DaemonError> {
     let cfg = config::load(path).map_err(|e| e.to_string())?;
-    super::logging::init(cfg.director.log_format);
+    super::logging::init(log_format.unwrap_or(cfg.director.log_format));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -872,13 +1137,9 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
 
 async fn run_async(cfg: Config) -> Result<(), DaemonError> {
     let start = Instant::now();
-    let mut registry = Registry::new(&cfg.services).map_err(|e| e.to_string())?;
     // Plugins are compiled, checked and self-tested before anything touches the network.
-    let mut plugins = PluginManager::default();
-    let loaded = plugins.load_config(&cfg)?;
-    let prepared = plugins.prepare(&registry, cfg.director.queues, &loaded)?;
-    plugins.commit(loaded);
-    let snap = Arc::new(plugins.snapshot(&mut registry, prepared));
+    let (registry, plugins, snap) = initial(&cfg)?;
+    let snap = Arc::new(snap);
     let (events_tx, events) = crossbeam_channel::unbounded();
 
     // Fail early, before touching the network.
@@ -941,22 +1202,11 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
         sources.clone(),
     )?;
 
-    let mut daemon = Daemon {
-        plugins,
-        events,
-        steer_fd,
-        steered,
-        routes: (cfg.director.routes == Routes::Auto).then(|| AutoRoutes::new(&device)),
-        cfg,
-        registry,
-        queues,
-        started: start,
-        zero: ShardReport::default(),
-        rates: RateTracker::default(),
-        sources,
-        blocks: BlockList::default(),
-        top: Arc::new(Vec::new()),
-    };
+    let routes = (cfg.director.routes == Routes::Auto).then(|| AutoRoutes::new(&device));
+    let mut daemon = Daemon::new(cfg, plugins, registry, queues, events, sources, start);
+    daemon.steer_fd = steer_fd;
+    daemon.steered = steered;
+    daemon.routes = routes;
     if let Err(e) = daemon.sync_routes() {
         daemon.shutdown();
         return Err(DaemonError(format!("cannot install routes: {e}")));
@@ -974,6 +1224,12 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
     let socket_path: PathBuf = daemon.cfg.director.admin_socket.clone();
     let daemon = Arc::new(Mutex::new(daemon));
     let server = tokio::spawn(admin::serve(listener, daemon.clone()));
+    if let Err(e) = notify::notify(&format!(
+        "READY=1\nSTATUS=forwarding on {device}, admin socket {}",
+        socket_path.display()
+    )) {
+        warn!("sd_notify: {e}");
+    }
 
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
@@ -983,6 +1239,7 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
     let outcome: Result<(), DaemonError> = loop {
         tokio::select! {
             _ = hup.recv() => {
+                let _ = notify::notify(&notify::reloading());
                 let d = daemon.clone();
                 let res = tokio::task::spawn_blocking(move || d.lock().map_err(|_| "lock".to_string())?.reload()).await;
                 match res {
@@ -990,6 +1247,7 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
                     Ok(Err(e)) => error!("SIGHUP: reload refused: {e}"),
                     Err(e) => error!("SIGHUP: {e}"),
                 }
+                let _ = notify::notify("READY=1");
             }
             _ = term.recv() => { info!("SIGTERM: stopping"); break Ok(()); }
             _ = int.recv() => { info!("SIGINT: stopping"); break Ok(()); }
@@ -1007,6 +1265,7 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
             }
         }
     };
+    let _ = notify::notify("STOPPING=1");
     server.abort();
     let _ = std::fs::remove_file(&socket_path);
     let d = daemon.clone();

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod client;
 pub mod daemon;
 pub mod logging;
+pub mod notify;
 pub mod plugins;
 pub mod protocol;
 pub mod registry;

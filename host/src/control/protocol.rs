@@ -6,6 +6,7 @@
 //! longer than [`MAX_REQUEST`] bytes, invalid JSON, unknown commands or fields, and a missing
 //! or different `v` are answered with an error and change nothing. See `docs/ADMIN.md`.
 
+use crate::config::Quantity;
 use crate::dataplane::stats::Traffic;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -58,12 +59,71 @@ pub enum Request {
         #[serde(default)]
         weight: Option<u64>,
     },
-    /// Remove a realserver (its connections drain).
+    /// Remove a realserver (its connections drain, or, with `expire`, end on their next
+    /// packet). With `expire`, a realserver already draining has its connections expired.
     ServerRemove {
         /// Service name.
         service: String,
         /// `addr:port`.
         addr: String,
+        /// End its connections on their next packet (IPVS `expire_nodest_conn`).
+        #[serde(default)]
+        expire: bool,
+    },
+    /// Add a virtual service (with no realservers: add them with `server-add`).
+    ServiceAdd {
+        /// Unique name.
+        name: String,
+        /// Virtual `addr:port`.
+        vip: String,
+        /// `tcp` (default) or `udp`.
+        #[serde(default)]
+        proto: Option<String>,
+        /// `nat` (default).
+        #[serde(default)]
+        forward: Option<String>,
+        /// A built-in scheduler or a loaded plugin's name (default `wlc`).
+        #[serde(default)]
+        scheduler: Option<String>,
+        /// State key → duration (`"900s"` or seconds); unnamed states keep IPVS's defaults.
+        #[serde(default)]
+        timeouts: BTreeMap<String, Quantity>,
+        /// Defense plugins, in order.
+        #[serde(default)]
+        defense: Option<Vec<String>>,
+    },
+    /// Change a service: only the fields given. `vip` and `proto` identify the service and
+    /// cannot change. Existing connections are kept.
+    ServiceEdit {
+        /// The service.
+        name: String,
+        /// Must equal the current one if given.
+        #[serde(default)]
+        vip: Option<String>,
+        /// Must equal the current one if given.
+        #[serde(default)]
+        proto: Option<String>,
+        /// `nat`.
+        #[serde(default)]
+        forward: Option<String>,
+        /// A built-in scheduler or a loaded plugin's name.
+        #[serde(default)]
+        scheduler: Option<String>,
+        /// Only the states named change.
+        #[serde(default)]
+        timeouts: BTreeMap<String, Quantity>,
+        /// Replaces the defense list (`[]` removes every defense).
+        #[serde(default)]
+        defense: Option<Vec<String>>,
+    },
+    /// Remove a service: its connections drain, or, with `expire`, end on their next packet.
+    /// With `expire`, a service already draining has its connections expired.
+    ServiceRemove {
+        /// The service.
+        name: String,
+        /// End its connections on their next packet.
+        #[serde(default)]
+        expire: bool,
     },
     /// Set a realserver's weight.
     ServerWeight {
@@ -367,6 +427,46 @@ mod tests {
             parse_request(br#"{"v":1,"cmd":"list"}"#),
             Ok(Request::List {})
         );
+    }
+
+    #[test]
+    fn service_commands_and_compatible_additions() {
+        let r = parse_request(
+            br#"{"v":1,"cmd":"service-add","name":"dns","vip":"10.77.100.100:53","proto":"udp","timeouts":{"udp":"30s","established":900}}"#,
+        )
+        .unwrap();
+        let Request::ServiceAdd {
+            name,
+            proto,
+            timeouts,
+            scheduler,
+            ..
+        } = &r
+        else {
+            panic!("{r:?}")
+        };
+        assert_eq!((name.as_str(), proto.as_deref()), ("dns", Some("udp")));
+        assert_eq!(scheduler, &None);
+        assert_eq!(timeouts["udp"], Quantity::Text("30s".into()));
+        assert_eq!(timeouts["established"], Quantity::Num(900));
+        assert_eq!(
+            parse_request(encode_request(&r).trim_end().as_bytes()),
+            Ok(r)
+        );
+        // A version-1 client that knows nothing of `expire` still removes servers.
+        assert_eq!(
+            parse_request(
+                br#"{"v":1,"cmd":"server-remove","service":"web","addr":"10.77.1.1:80"}"#
+            ),
+            Ok(Request::ServerRemove {
+                service: "web".into(),
+                addr: "10.77.1.1:80".into(),
+                expire: false
+            })
+        );
+        assert!(parse_request(br#"{"v":1,"cmd":"service-remove"}"#)
+            .unwrap_err()
+            .contains("name"));
     }
 
     #[test]

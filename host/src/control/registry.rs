@@ -8,7 +8,9 @@
 //! reused, so a connection can never be confused with a later object in its slot.
 
 use crate::config::{ServerConfig, ServiceConfig, MAX_WEIGHT};
-use crate::dataplane::service::{Dest, DestState, Service, Snapshot, DEST_F_REMOVED};
+use crate::dataplane::service::{
+    Dest, DestState, Service, Snapshot, DEST_F_EXPIRE, DEST_F_REMOVED,
+};
 use std::fmt;
 use std::net::SocketAddrV4;
 use std::sync::atomic::Ordering::Relaxed;
@@ -182,7 +184,9 @@ impl Registry {
                             Some(mut d) => {
                                 d.weight = s.weight;
                                 d.state.weight.store(s.weight, Relaxed);
-                                d.state.flags.fetch_and(!DEST_F_REMOVED, Relaxed);
+                                d.state
+                                    .flags
+                                    .fetch_and(!(DEST_F_REMOVED | DEST_F_EXPIRE), Relaxed);
                                 d
                             }
                             None => self.new_dest(s),
@@ -398,6 +402,26 @@ impl Registry {
             *c = cfg;
         }
         self.apply(&all).map(|_| ())
+    }
+
+    /// Makes the connections of removed realservers end on their next packet instead of
+    /// draining (`--expire`, IPVS's `expire_nodest_conn` for one removal): every realserver
+    /// of the draining service `svc`, or, with `addr`, that removed realserver of the live
+    /// service `svc`. Returns how many realservers were marked.
+    pub fn expire_removed(&mut self, svc: &str, addr: Option<SocketAddrV4>) -> usize {
+        let mut n = 0;
+        for e in self.services.iter().filter(|e| e.cfg.name == svc) {
+            if addr.is_none() != e.removed {
+                continue;
+            }
+            for d in e.dests.iter().filter(|d| addr.is_none_or(|a| a == d.addr)) {
+                if d.removed() {
+                    d.state.flags.fetch_or(DEST_F_EXPIRE, Relaxed);
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 
     /// Removes a service (its connections drain).

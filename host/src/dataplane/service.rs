@@ -19,6 +19,9 @@ pub const DEST_F_REMOVED: u32 = 1;
 pub const DEST_F_OVERLOAD: u32 = 2;
 /// Realserver flag: a health check marks it down.
 pub const DEST_F_DOWN: u32 = 4;
+/// Realserver flag, set with [`DEST_F_REMOVED`] when the operator asked for it (`--expire`):
+/// its connections end on their next packet, as with IPVS's `expire_nodest_conn`.
+pub const DEST_F_EXPIRE: u32 = 8;
 
 /// A realserver's state shared by every queue, the schedulers and the control plane.
 #[derive(Debug)]

@@ -650,6 +650,108 @@ fn expire_nodest_conn_ends_flows_of_removed_servers() {
 }
 
 #[test]
+fn expire_on_removal_ends_only_the_flows_it_names() {
+    // expire_nodest_conn is off: the removal itself asks (`ringvs server remove --expire`).
+    let mut l = lab();
+    let vip = a("10.77.100.100:80");
+    let (rs1, rs2) = (a("10.77.1.1:8080"), a("10.77.1.2:8080"));
+    let (c1, c2) = (a("10.77.0.2:45000"), a("10.77.0.3:45000"));
+    check(
+        &mut l.shard,
+        vec![
+            fx(
+                "c1 to rs1",
+                tcp(c1, vip, SYN, b""),
+                Expect::Forward(tcp(c1, rs1, SYN, b"")),
+            ),
+            fx(
+                "c2 to rs2 (wlc)",
+                tcp(c2, vip, SYN, b""),
+                Expect::Forward(tcp(c2, rs2, SYN, b"")),
+            ),
+        ],
+    );
+    l.registry.remove_server("web", rs1).unwrap();
+    l.registry.remove_server("web", rs2).unwrap();
+    assert_eq!(l.registry.expire_removed("web", Some(rs2)), 1);
+    l.shard.apply_snapshot(Arc::new(l.registry.snapshot()));
+    check(
+        &mut l.shard,
+        vec![
+            fx(
+                "plain removal: the flow drains",
+                tcp(c1, vip, ACK, b""),
+                Expect::Forward(tcp(c1, rs1, ACK, b"")),
+            ),
+            fx(
+                "removal with expire: the flow ends on its next packet",
+                tcp(c2, vip, ACK, b""),
+                Expect::Drop(DropReason::DestRemoved),
+            ),
+        ],
+    );
+    assert_eq!(l.shard.table().len(), 1, "only c1's connection is left");
+    // A server added back is a normal server again: its flows are kept.
+    l.registry.add_server("web", rs2, 1).unwrap();
+    l.shard.apply_snapshot(Arc::new(l.registry.snapshot()));
+    check(
+        &mut l.shard,
+        vec![fx(
+            "re-added server takes new flows",
+            tcp(c2, vip, SYN, b""),
+            Expect::Forward(tcp(c2, rs2, SYN, b"")),
+        )],
+    );
+    l.registry.remove_server("web", rs2).unwrap();
+    l.shard.apply_snapshot(Arc::new(l.registry.snapshot()));
+    check(
+        &mut l.shard,
+        vec![fx(
+            "a later plain removal drains again",
+            tcp(c2, vip, ACK, b""),
+            Expect::Forward(tcp(c2, rs2, ACK, b"")),
+        )],
+    );
+}
+
+#[test]
+fn removed_service_with_expire_ends_its_flows() {
+    let mut l = lab();
+    let vip = a("10.77.100.100:80");
+    let c1 = a("10.77.0.2:46000");
+    let c2 = a("10.77.0.2:46001");
+    run(&mut l.shard, &tcp(c1, vip, SYN, b""), None);
+    run(&mut l.shard, &tcp(c2, vip, SYN, b""), None);
+    l.registry.remove_service("web").unwrap();
+    l.shard.apply_snapshot(Arc::new(l.registry.snapshot()));
+    check(
+        &mut l.shard,
+        vec![fx(
+            "a removed service's flow drains",
+            tcp(c1, vip, ACK, b""),
+            Expect::Forward(tcp(c1, a("10.77.1.1:8080"), ACK, b"")),
+        )],
+    );
+    assert_eq!(l.registry.expire_removed("web", None), 2);
+    check(
+        &mut l.shard,
+        vec![
+            fx(
+                "once expired, the next packet ends it",
+                tcp(c1, vip, ACK, b""),
+                Expect::Drop(DropReason::DestRemoved),
+            ),
+            fx(
+                "and the other flow's",
+                tcp(c2, vip, ACK, b""),
+                Expect::Drop(DropReason::DestRemoved),
+            ),
+        ],
+    );
+    assert!(l.shard.table().is_empty());
+}
+
+#[test]
 fn syn_on_time_wait_is_rescheduled() {
     let mut l = lab();
     let vip = a("10.77.100.100:80");

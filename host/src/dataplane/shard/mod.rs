@@ -6,7 +6,7 @@ use super::blocks::{BlockList, BlockMode};
 use super::defense::DefenseSlot;
 use super::nat::{self, Csum, Side};
 use super::sched::{PluginEvent, PluginStats, SchedSlot};
-use super::service::{DestState, Service, Snapshot, DEST_F_REMOVED};
+use super::service::{DestState, Service, Snapshot, DEST_F_EXPIRE, DEST_F_REMOVED};
 use super::sources::{SourceCount, SourceSketch, TopTalkers};
 use super::stats::{Counters, DropReason, ShardReport, Traffic};
 use super::{Packet, Pipeline, Verdict};
@@ -554,15 +554,19 @@ impl Shard {
         let id = match found {
             Some(id) => {
                 let c = self.table.get(id);
-                let removed = self
+                // A removed realserver's connection ends here if the director
+                // (`expire_nodest_conn`) or the removal (`--expire`) says so.
+                let flags = self
                     .dests
                     .get(c.dest as usize)
                     .and_then(Option::as_ref)
-                    .is_none_or(|d| d.flags() & DEST_F_REMOVED != 0);
+                    .map_or(DEST_F_REMOVED, |d| d.flags());
+                let expire = flags & DEST_F_REMOVED != 0
+                    && (self.cfg.expire_nodest_conn || flags & DEST_F_EXPIRE != 0);
                 // IPVS conn_reuse_mode: a SYN on a closed entry starts a new connection,
                 // scheduled afresh.
                 let reuse = is_syn && matches!(c.state, State::TimeWait | State::Close);
-                if reuse || (removed && self.cfg.expire_nodest_conn) {
+                if reuse || expire {
                     self.kill(id);
                     if !is_syn && proto != ip_proto::UDP {
                         return self.drop(DropReason::DestRemoved);

@@ -1,0 +1,901 @@
+//! The admin socket end to end, in process: a real [`Daemon`] whose queues run on no device
+//! ([`Daemon::detached`]; the test drives them with packets), the real socket code
+//! ([`admin::bind`], [`admin::serve`]) and the real client ([`client::call`], and the
+//! `ringvs` binary).
+//!
+//! - runtime service edits keep connections; removals drain, or expire with `--expire`;
+//! - bad input of every kind is answered with a clear error and changes nothing;
+//! - a request line over the limit closes the connection;
+//! - the CLI against a stopped daemon names the socket and says the daemon is not running;
+//! - socket permissions and peer credentials, with real non-root peers (`setpriv`): needs
+//!   root; without it those tests print a notice and pass, unless `RINGVS_REQUIRE_ROOT` is
+//!   set.
+
+use ringvs::config;
+use ringvs::control::admin;
+use ringvs::control::client;
+use ringvs::control::daemon::Daemon;
+use ringvs::control::protocol::{ListResult, Request};
+use ringvs::dataplane::stats::DropReason;
+use ringvs::dataplane::testkit::tcp;
+use ringvs::dataplane::Shard;
+use ringvs::io::process_packets;
+use ringvs::wire::tcp::flags::{ACK, SYN};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddrV4;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SERVICES: &str = r#"
+[[service]]
+name = "web"
+vip = "10.77.100.100:80"
+[[service.server]]
+addr = "10.77.1.1:8080"
+[[service.server]]
+addr = "10.77.1.2:8080"
+
+[[service]]
+name = "dns"
+vip = "10.77.100.100:53"
+proto = "udp"
+scheduler = "rr"
+[[service.server]]
+addr = "10.77.1.1:5353"
+"#;
+
+const NOBODY: u32 = 65_534;
+/// A supplementary group of the test's peers that is not the admin group.
+const OTHER: u32 = 100;
+
+fn a(s: &str) -> SocketAddrV4 {
+    s.parse().unwrap()
+}
+
+/// A detached daemon serving its admin socket on a thread; stops when dropped.
+struct Director {
+    dir: PathBuf,
+    socket: PathBuf,
+    shards: Vec<Shard>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Director {
+    fn start(director: &str) -> Director {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ringvs-admin-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = dir.join("admin.sock");
+        let config = dir.join("ringvs.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[director]\nadmin_socket = \"{}\"\nmetrics_listen = \"off\"\nconn_memory_limit = \"4MiB\"\n{director}\n{SERVICES}",
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let cfg = config::load_with_env(&config, false).unwrap();
+        let group = cfg.director.admin_group.clone();
+        let (daemon, shards) = Daemon::detached(cfg).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = {
+            let _in_runtime = rt.enter();
+            admin::bind(&socket, group.as_deref()).unwrap()
+        };
+        let daemon = Arc::new(Mutex::new(daemon));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            rt.block_on(async move {
+                tokio::select! {
+                    _ = admin::serve(listener, daemon) => {}
+                    _ = rx => {}
+                }
+            });
+        });
+        Director {
+            dir,
+            socket,
+            shards,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn call(&self, req: Request) -> Result<serde_json::Value, String> {
+        client::call(&self.socket, &req)
+    }
+
+    fn list(&self) -> ListResult {
+        serde_json::from_value(self.call(Request::List {}).unwrap()).unwrap()
+    }
+
+    /// The list as JSON text: what "unchanged" is compared on.
+    fn state(&self) -> String {
+        serde_json::to_string(&self.list()).unwrap()
+    }
+
+    /// Runs packets through queue 0 after it has applied what the control plane sent.
+    fn packets(&mut self, pkts: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+        let shard = &mut self.shards[0];
+        process_packets(shard, &[]);
+        let refs: Vec<&[u8]> = pkts.iter().map(Vec::as_slice).collect();
+        process_packets(shard, &refs)
+    }
+
+    fn drops(&self, r: DropReason) -> u64 {
+        self.shards[0].counters().drops[r as usize]
+    }
+
+    /// Runs the `ringvs` binary against this director, optionally as another user.
+    fn cli(&self, prefix: &[&str], args: &[&str]) -> Output {
+        let bin = env!("CARGO_BIN_EXE_ringvs");
+        let mut cmd = if prefix.is_empty() {
+            Command::new(bin)
+        } else {
+            let mut c = Command::new(prefix[0]);
+            c.args(&prefix[1..]).arg(bin);
+            c
+        };
+        cmd.args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {prefix:?} {bin}: {e}"))
+    }
+}
+
+impl Drop for Director {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn svc<'a>(l: &'a ListResult, name: &str) -> &'a ringvs::control::protocol::ServiceInfo {
+    l.services
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no service {name} in {l:?}"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn service_edits_keep_connections_and_removals_drain_or_expire() {
+    let mut d = Director::start("");
+    let vip = a("10.77.100.100:80");
+    let rs1 = a("10.77.1.1:8080");
+    let c1 = a("10.77.0.2:40000");
+    let out = d.packets(&[tcp(c1, vip, SYN, b"")]);
+    assert_eq!(out[0], Some(tcp(c1, rs1, SYN, b"")), "c1 scheduled to rs1");
+
+    // Edit: scheduler and one timeout. Only those change; c1 keeps its server.
+    let r = d.call(Request::ServiceEdit {
+        name: "web".into(),
+        vip: None,
+        proto: None,
+        forward: None,
+        scheduler: Some("rr".into()),
+        timeouts: [(
+            "established".to_string(),
+            config::Quantity::Text("600s".into()),
+        )]
+        .into(),
+        defense: None,
+    });
+    assert_eq!(r, Ok("ok".into()));
+    let l = d.list();
+    assert_eq!(svc(&l, "web").scheduler, "rr");
+    assert_eq!(svc(&l, "web").servers.len(), 2);
+    assert_eq!(
+        d.packets(&[tcp(c1, vip, ACK, b"")])[0],
+        Some(tcp(c1, rs1, ACK, b"")),
+        "an edit keeps the flow on its server"
+    );
+    // The new timeout applies from the flow's next transition on.
+    let conn = d.shards[0].table().iter().next().unwrap().1;
+    let left = conn.expires().saturating_sub(d.shards[0].now());
+    let ticks = left as f64 / ringvs::conn::TICKS_PER_SEC as f64;
+    assert!(
+        (590.0..=600.0).contains(&ticks),
+        "established timeout is 600 s now, {ticks} s left"
+    );
+    // An edit that changes nothing says so.
+    let same = Request::ServiceEdit {
+        name: "web".into(),
+        vip: Some("10.77.100.100:80".into()),
+        proto: Some("tcp".into()),
+        forward: Some("nat".into()),
+        scheduler: Some("rr".into()),
+        timeouts: Default::default(),
+        defense: None,
+    };
+    assert_eq!(d.call(same), Ok("unchanged".into()));
+
+    // Add a service and a server, through the CLI this time.
+    let o = d.cli(
+        &[],
+        &[
+            "service",
+            "add",
+            "api",
+            "--vip",
+            "10.77.100.101:80",
+            "--scheduler",
+            "rr",
+            "--timeout",
+            "fin_wait=30s",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = d.cli(&[], &["server", "add", "api", "10.77.1.3:80", "-w", "2"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let api = a("10.77.100.101:80");
+    let rs3 = a("10.77.1.3:80");
+    let c2 = a("10.77.0.3:40000");
+    assert_eq!(
+        d.packets(&[tcp(c2, api, SYN, b"")])[0],
+        Some(tcp(c2, rs3, SYN, b"")),
+        "the new service forwards"
+    );
+    let o = d.cli(&[], &["list"]);
+    let listed = text(&o.stdout);
+    assert!(listed.contains("TCP  10.77.100.101:80 rr\n"), "{listed}");
+    assert!(
+        listed.contains(&format!("  -> {:<28} Masq    2      ", "10.77.1.3:80")),
+        "{listed}"
+    );
+
+    // Remove a service: its flow drains, then --expire on the draining service ends it.
+    let o = d.cli(&[], &["service", "remove", "web"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(svc(&d.list(), "web").draining);
+    assert_eq!(
+        d.packets(&[tcp(c1, vip, ACK, b"")])[0],
+        Some(tcp(c1, rs1, ACK, b"")),
+        "a removed service's connection drains"
+    );
+    // Its name and address stay taken while it drains: a new service there would cut c1.
+    let before = d.state();
+    for (name, vip) in [("web2", "10.77.100.100:80"), ("web", "10.77.100.103:80")] {
+        let e = d.call(add_req(name, vip, None, None, None)).unwrap_err();
+        assert!(
+            e.contains(
+                "removed service \"web\" (tcp 10.77.100.100:80) still has 1 connection(s) draining"
+            ),
+            "{e}"
+        );
+    }
+    assert_eq!(d.state(), before);
+    let c3 = a("10.77.0.4:40000");
+    assert_eq!(
+        d.packets(&[tcp(c3, vip, SYN, b"")])[0],
+        None,
+        "a draining service takes no new flows"
+    );
+    let before = d.drops(DropReason::DestRemoved);
+    let o = d.cli(&[], &["service", "remove", "web", "--expire"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(d.packets(&[tcp(c1, vip, ACK, b"")])[0], None);
+    assert_eq!(d.drops(DropReason::DestRemoved), before + 1);
+
+    // Remove a server with --expire: its flow ends on its next packet.
+    let o = d.cli(
+        &[],
+        &["server", "remove", "api", "10.77.1.3:80", "--expire"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(d.packets(&[tcp(c2, api, ACK, b"")])[0], None);
+    assert_eq!(d.drops(DropReason::DestRemoved), before + 2);
+    assert!(
+        d.shards[0].table().is_empty(),
+        "both expired connections are gone"
+    );
+
+    // A reload applies the file again: runtime edits are not written to it.
+    assert!(d.call(Request::Reload {}).is_ok());
+    let l = d.list();
+    assert!(!svc(&l, "web").draining, "web is back from the file");
+    assert!(l.services.iter().all(|s| s.name != "api" || s.draining));
+}
+
+/// Sends raw bytes on a fresh connection and reads one answer line.
+fn raw_once(socket: &Path, bytes: &[u8]) -> serde_json::Value {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+}
+
+#[test]
+fn malformed_requests_are_explained_and_change_nothing() {
+    let d = Director::start("");
+    let before = d.state();
+    let cases: &[(&[u8], &str)] = &[
+        (b"{nope\n", "not valid JSON"),
+        (b"[1,2,3]\n", "must be a JSON object"),
+        (b"\"list\"\n", "must be a JSON object"),
+        (b"{\"cmd\":\"list\"}\n", "lacks \"v\""),
+        (b"{\"v\":2,\"cmd\":\"list\"}\n", "unsupported protocol version 2"),
+        (b"{\"v\":\"1\",\"cmd\":\"list\"}\n", "unsupported protocol version"),
+        (b"{\"v\":1}\n", "missing field `cmd`"),
+        (b"{\"v\":1,\"cmd\":\"format-disk\"}\n", "unknown variant `format-disk`"),
+        (
+            b"{\"v\":1,\"cmd\":\"server-weight\",\"service\":\"web\",\"addr\":\"10.77.1.1:8080\",\"weight\":0,\"force\":true}\n",
+            "unknown field `force`",
+        ),
+        (
+            b"{\"v\":1,\"cmd\":\"server-weight\",\"service\":\"web\",\"addr\":\"10.77.1.1:8080\",\"weight\":-1}\n",
+            "bad request",
+        ),
+        (
+            b"{\"v\":1,\"cmd\":\"server-weight\",\"service\":\"web\",\"addr\":\"10.77.1.1:8080\",\"weight\":\"0\"}\n",
+            "bad request",
+        ),
+        (
+            b"{\"v\":1,\"cmd\":\"server-remove\",\"service\":\"web\"}\n",
+            "missing field `addr`",
+        ),
+        (b"\xff\xfe\x00\x01garbage\x80\n", "not UTF-8"),
+        (b"\x00\x00\x00\x00\n", "not valid JSON"),
+        (b"GET / HTTP/1.1\r\n", "not valid JSON"),
+    ];
+    // All on one connection: every bad line gets its error and the session goes on.
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for (bytes, want) in cases {
+        s.write_all(bytes).unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["ok"], false, "{bytes:?}: {line}");
+        assert_eq!(v["v"], 1);
+        let e = v["error"].as_str().unwrap();
+        assert!(e.contains(want), "{bytes:?}: want {want:?}, got {e:?}");
+    }
+    s.write_all(b"\n   \n{\"v\":1,\"cmd\":\"list\"}\n").unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("{\"v\":1,\"ok\":true"), "{line}");
+    assert_eq!(d.state(), before);
+    // The same on fresh connections.
+    for (bytes, want) in cases {
+        let v = raw_once(&d.socket, bytes);
+        assert!(v["error"].as_str().unwrap().contains(want), "{v}");
+    }
+    assert_eq!(d.state(), before);
+}
+
+/// Reads until the peer closes; true if it did (EOF, or a reset because it left our extra
+/// bytes unread).
+fn closed(s: &mut UnixStream) -> bool {
+    let mut rest = Vec::new();
+    match s.read_to_end(&mut rest) {
+        Ok(_) => rest.is_empty(),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+#[test]
+fn oversized_requests_close_the_connection() {
+    let d = Director::start("");
+    let before = d.state();
+    let limit = ringvs::control::protocol::MAX_REQUEST;
+    let cases: Vec<Vec<u8>> = vec![
+        // No newline at all.
+        vec![b'a'; limit + 10_000],
+        // A complete line, just over the limit.
+        [vec![b' '; limit + 1], b"\n".to_vec()].concat(),
+        // A valid request padded over the limit.
+        {
+            let mut v = br#"{"v":1,"cmd":"server-weight","service":"web","addr":"10.77.1.1:8080","weight":0,"x":""#.to_vec();
+            v.resize(limit + 100, b'x');
+            v.extend_from_slice(b"\"}\n");
+            v
+        },
+        // Binary garbage.
+        (0..limit + 5_000)
+            .map(|i| (i * 7 + 3) as u8)
+            .filter(|b| *b != b'\n')
+            .collect(),
+    ];
+    for bytes in cases {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // The daemon may close before reading everything: a failed write is fine.
+        let _ = s.write_all(&bytes);
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["ok"], false);
+        let e = v["error"].as_str().unwrap();
+        assert!(
+            e.contains("request too large") && e.contains(&limit.to_string()),
+            "{e}"
+        );
+        assert!(
+            closed(&mut s),
+            "the connection is closed after an oversized line"
+        );
+    }
+    // A request of exactly the limit is still served.
+    let mut v = br#"{"v":1,"cmd":"list"}"#.to_vec();
+    v.resize(limit, b' ');
+    v.push(b'\n');
+    assert_eq!(raw_once(&d.socket, &v)["ok"], true);
+    assert_eq!(d.state(), before);
+}
+
+fn add_req(
+    name: &str,
+    vip: &str,
+    scheduler: Option<&str>,
+    forward: Option<&str>,
+    defense: Option<&str>,
+) -> Request {
+    Request::ServiceAdd {
+        name: name.into(),
+        vip: vip.into(),
+        proto: None,
+        forward: forward.map(Into::into),
+        scheduler: scheduler.map(Into::into),
+        timeouts: BTreeMap::new(),
+        defense: defense.map(|d| vec![d.to_string()]),
+    }
+}
+
+fn edit_req(
+    name: &str,
+    vip: Option<&str>,
+    proto: Option<&str>,
+    timeouts: &[(&str, &str)],
+) -> Request {
+    Request::ServiceEdit {
+        name: name.into(),
+        vip: vip.map(Into::into),
+        proto: proto.map(Into::into),
+        forward: None,
+        scheduler: None,
+        timeouts: timeouts
+            .iter()
+            .map(|(k, v)| (k.to_string(), config::Quantity::Text(v.to_string())))
+            .collect(),
+        defense: None,
+    }
+}
+
+#[test]
+fn refused_edits_are_explained_and_change_nothing() {
+    let d = Director::start("");
+    let before = d.state();
+    let server_add = |service: &str, addr: &str, weight: u64| Request::ServerAdd {
+        service: service.into(),
+        addr: addr.into(),
+        weight: Some(weight),
+    };
+    let service_add = |name: &str, vip: &str| add_req(name, vip, None, None, None);
+    let add_x =
+        |scheduler, forward, defense| add_req("x", "10.77.100.102:80", scheduler, forward, defense);
+    let edit = |name: &str| edit_req(name, None, None, &[]);
+    let cases: Vec<(Request, &str)> = vec![
+        (
+            server_add("nope", "10.77.1.9:80", 1),
+            "no service named \"nope\"",
+        ),
+        (
+            server_add("web", "10.77.1.1:8080", 1),
+            "service \"web\" already has server 10.77.1.1:8080",
+        ),
+        (
+            server_add("web", "10.77.1.9:80", 65_536),
+            "weight 65536 is out of range (0 to 65535)",
+        ),
+        (
+            server_add("web", "10.77.1.9", 1),
+            "\"10.77.1.9\" is not an IPv4 address:port",
+        ),
+        (
+            Request::ServerWeight {
+                service: "web".into(),
+                addr: "10.77.1.1:8080".into(),
+                weight: 70_000,
+            },
+            "weight 70000 is out of range",
+        ),
+        (
+            Request::ServerWeight {
+                service: "web".into(),
+                addr: "10.77.1.9:8080".into(),
+                weight: 1,
+            },
+            "service \"web\" has no server 10.77.1.9:8080",
+        ),
+        (
+            Request::ServerRemove {
+                service: "web".into(),
+                addr: "10.77.1.9:8080".into(),
+                expire: false,
+            },
+            "service \"web\" has no server 10.77.1.9:8080",
+        ),
+        (
+            Request::ServerRemove {
+                service: "web".into(),
+                addr: "10.77.1.9:8080".into(),
+                expire: true,
+            },
+            "service \"web\" has no server 10.77.1.9:8080",
+        ),
+        (
+            service_add("web", "10.77.100.102:80"),
+            "a service named \"web\" already exists",
+        ),
+        (
+            service_add("web2", "10.77.100.100:80"),
+            "service \"web\" already uses that virtual address",
+        ),
+        (
+            service_add("bad name", "10.77.100.102:80"),
+            "key `name`: expected letters",
+        ),
+        (service_add("x", "10.77.100.102"), "key `vip`"),
+        (
+            add_x(Some("lblc"), None, None),
+            "\"lblc\" is neither a built-in scheduler",
+        ),
+        (add_x(None, None, Some("secure-tcp")), "key `defense[0]`"),
+        (add_x(None, Some("tun"), None), "not implemented yet"),
+        (edit("nope"), "no service named \"nope\""),
+        (
+            edit_req("web", Some("10.77.100.102:80"), None, &[]),
+            "the virtual address identifies the service",
+        ),
+        (
+            edit_req("web", None, Some("udp"), &[]),
+            "the protocol identifies the service",
+        ),
+        (
+            edit_req("web", None, None, &[("syn_recv", "0s")]),
+            "key `timeouts.syn_recv`: expected a duration of at least 1s",
+        ),
+        (
+            Request::ServiceRemove {
+                name: "nope".into(),
+                expire: false,
+            },
+            "no service named \"nope\"",
+        ),
+        (
+            Request::ServiceRemove {
+                name: "nope".into(),
+                expire: true,
+            },
+            "no service named \"nope\"",
+        ),
+        (
+            Request::PluginSwap {
+                service: "web".into(),
+                target: "nope".into(),
+            },
+            "is neither a built-in scheduler",
+        ),
+        (
+            Request::Zero {
+                service: Some("nope".into()),
+            },
+            "no service named \"nope\"",
+        ),
+    ];
+    for (req, want) in cases {
+        let e = d
+            .call(req.clone())
+            .expect_err(&format!("{req:?} must fail"));
+        assert!(e.contains(want), "{req:?}: want {want:?}, got {e:?}");
+        assert_eq!(d.state(), before, "{req:?} changed the state");
+    }
+    // The CLI shows the same errors, exits non-zero, and changes nothing.
+    for (args, want) in [
+        (
+            vec!["server", "weight", "web", "10.77.1.1:8080", "65536"],
+            "weight 65536 is out of range (0 to 65535)",
+        ),
+        (
+            vec!["server", "add", "web", "10.77.1.2:8080"],
+            "already has server",
+        ),
+        (
+            vec!["server", "remove", "wbe", "10.77.1.2:8080"],
+            "no service named \"wbe\"",
+        ),
+        (
+            vec!["service", "add", "dns", "--vip", "10.77.100.100:5353"],
+            "already exists",
+        ),
+        (
+            vec!["service", "edit", "web", "--timeout", "established"],
+            "expected STATE=DURATION",
+        ),
+        (
+            vec!["service", "remove", "nope"],
+            "no service named \"nope\"",
+        ),
+        (
+            vec!["server", "weight", "web", "10.77.1.1:8080", "-1"],
+            "error",
+        ),
+    ] {
+        let o = d.cli(&[], &args);
+        assert!(!o.status.success(), "{args:?} must fail");
+        let e = text(&o.stderr);
+        assert!(e.contains(want), "{args:?}: want {want:?}, got {e:?}");
+        assert_eq!(d.state(), before, "{args:?} changed the state");
+    }
+}
+
+#[test]
+fn the_cli_against_a_stopped_daemon_says_so() {
+    let dir = std::env::temp_dir().join(format!("ringvs-admin-stopped-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = env!("CARGO_BIN_EXE_ringvs");
+    let missing = dir.join("missing.sock");
+    // A socket file left behind by a daemon that died: nobody listens.
+    let stale = dir.join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    for sock in [&missing, &stale] {
+        for args in [
+            &["list"][..],
+            &["status"],
+            &["server", "weight", "web", "10.77.1.1:80", "1"],
+        ] {
+            let o = Command::new(bin)
+                .args(args)
+                .arg("--socket")
+                .arg(sock)
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(1), "{args:?}");
+            let e = text(&o.stderr);
+            assert!(
+                e.starts_with(&format!(
+                    "ringvs: cannot connect to the admin socket {}:",
+                    sock.display()
+                )),
+                "{e}"
+            );
+            assert!(e.contains("is ringvs running?"), "{e}");
+            assert!(o.stdout.is_empty());
+        }
+    }
+    // Through a config file, the path comes from director.admin_socket.
+    let cfg = dir.join("ringvs.toml");
+    std::fs::write(
+        &cfg,
+        format!("[director]\nadmin_socket = \"{}\"\n", missing.display()),
+    )
+    .unwrap();
+    let o = Command::new(bin)
+        .args(["list", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let e = text(&o.stderr);
+    assert!(e.contains(&missing.display().to_string()), "{e}");
+    assert!(e.contains("is ringvs running?"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Root is needed to act as other users. Without it: a notice, or a failure if
+/// `RINGVS_REQUIRE_ROOT` is set.
+fn have_root() -> bool {
+    // Safety: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    match std::env::var("RINGVS_REQUIRE_ROOT") {
+        Ok(v) if !v.is_empty() && v != "0" => {
+            panic!("the admin socket permission tests need root and RINGVS_REQUIRE_ROOT is set")
+        }
+        _ => eprintln!(
+            "notice: skipping admin socket permission test, not root (set RINGVS_REQUIRE_ROOT=1 to fail instead)"
+        ),
+    }
+    false
+}
+
+/// `setpriv` arguments that make the `ringvs` client run as nobody with these groups.
+fn as_nobody(gid: u32, groups: &[u32]) -> Vec<String> {
+    let mut v = vec![
+        "setpriv".to_string(),
+        format!("--reuid={NOBODY}"),
+        format!("--regid={gid}"),
+    ];
+    if groups.is_empty() {
+        v.push("--clear-groups".into());
+    } else {
+        v.push(format!(
+            "--groups={}",
+            groups
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
+    v
+}
+
+/// A group for `director.admin_group`: `staff` (gid 50 on Debian) if it exists, else the
+/// first ordinary group of `/etc/group` (not root's, not nogroup, not in the test's way).
+fn admin_group() -> (String, u32) {
+    let groups = std::fs::read_to_string("/etc/group").expect("/etc/group");
+    let all: Vec<(String, u32)> = groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?.to_string();
+            let gid = f.nth(1)?.parse().ok()?;
+            Some((name, gid))
+        })
+        .collect();
+    all.iter()
+        .find(|(n, _)| n == "staff")
+        .or_else(|| {
+            all.iter()
+                .find(|(_, g)| *g != 0 && *g != OTHER && *g < NOBODY - 1)
+        })
+        .cloned()
+        .expect("a group in /etc/group other than root, users and nogroup")
+}
+
+fn run_as(d: &Director, who: &[String], args: &[&str]) -> Output {
+    let who: Vec<&str> = who.iter().map(String::as_str).collect();
+    d.cli(&who, args)
+}
+
+#[test]
+fn socket_is_private_and_non_root_peers_are_refused() {
+    if !have_root() {
+        return;
+    }
+    let d = Director::start("");
+    let meta = std::fs::metadata(&d.socket).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600, "created 0600");
+    assert_eq!(meta.uid(), 0);
+    let before = d.state();
+    // A non-root user cannot even connect: the file says no.
+    let nobody = as_nobody(NOBODY, &[]);
+    let o = run_as(&d, &nobody, &["list"]);
+    assert!(!o.status.success());
+    let e = text(&o.stderr);
+    assert!(e.contains(&d.socket.display().to_string()), "{e}");
+    assert!(e.contains("Permission denied"), "{e}");
+    assert!(e.contains("only root or the admin group may use it"), "{e}");
+    // Even if an operator opens the file to everyone, the daemon checks the peer.
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = run_as(
+        &d,
+        &nobody,
+        &["server", "weight", "web", "10.77.1.1:8080", "0"],
+    );
+    assert!(!o.status.success());
+    let e = text(&o.stderr);
+    assert_eq!(
+        e.trim_end(),
+        "ringvs: permission denied: only root or the admin group may use this socket"
+    );
+    assert_eq!(d.state(), before, "a refused peer changed nothing");
+    // A group the daemon was not told about does not help.
+    let o = run_as(&d, &as_nobody(NOBODY, &[admin_group().1]), &["list"]);
+    assert!(!o.status.success(), "{}", text(&o.stdout));
+    // Root is served.
+    let o = d.cli(&[], &["list"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+#[test]
+fn admin_group_members_are_allowed_by_primary_or_supplementary_group() {
+    if !have_root() {
+        return;
+    }
+    let (group, gid) = admin_group();
+    let d = Director::start(&format!("admin_group = \"{group}\""));
+    let meta = std::fs::metadata(&d.socket).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o660, "0660 with an admin group");
+    assert_eq!((meta.uid(), meta.gid()), (0, gid));
+    assert_eq!(meta.mode() & 0o007, 0, "never world-accessible");
+
+    // A member by a supplementary group: served (the primary gid alone would not be).
+    let member = as_nobody(NOBODY, &[OTHER, gid]);
+    let o = run_as(&d, &member, &["list"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("TCP  10.77.100.100:80 wlc"),
+        "{}",
+        text(&o.stdout)
+    );
+    // And may edit.
+    let o = run_as(
+        &d,
+        &member,
+        &["server", "weight", "web", "10.77.1.1:8080", "7"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(svc(&d.list(), "web").servers[0].weight, 7);
+    // A member by its primary group.
+    let o = run_as(&d, &as_nobody(gid, &[]), &["list"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    // Not a member: refused by the file, and, with the file opened up, by the daemon.
+    let before = d.state();
+    let outsider = as_nobody(NOBODY, &[OTHER]);
+    let o = run_as(&d, &outsider, &["list"]);
+    assert!(
+        text(&o.stderr).contains("Permission denied"),
+        "{}",
+        text(&o.stderr)
+    );
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = run_as(
+        &d,
+        &outsider,
+        &["server", "weight", "web", "10.77.1.1:8080", "0"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("permission denied: only root or the admin group"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(d.state(), before);
+    // The supplementary member still gets in through the opened file.
+    let o = run_as(&d, &member, &["list"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+#[test]
+fn peer_groups_are_read_from_the_socket() {
+    let (a, b) = UnixStream::pair().unwrap();
+    use std::os::fd::AsRawFd;
+    let mut want: Vec<u32> = {
+        // Safety: getgroups with a zero size only returns the count.
+        let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+        let mut g = vec![0; n as usize];
+        // Safety: `g` has room for `n` entries.
+        let n = unsafe { libc::getgroups(n, g.as_mut_ptr()) };
+        g.truncate(n as usize);
+        g
+    };
+    let mut got = admin::peer_groups(a.as_raw_fd()).unwrap();
+    want.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(got, want);
+    drop(b);
+}
