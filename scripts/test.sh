@@ -23,6 +23,9 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "Grafana dashboard (JSON, PromQL via promtool)"
+bash examples/grafana/check-dashboard.sh
+
 step "plugins (wasm32-wasip2)"
 bash scripts/build-plugins.sh
 
