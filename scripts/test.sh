@@ -23,6 +23,9 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "Grafana dashboard (JSON, PromQL via promtool)"
+bash examples/grafana/check-dashboard.sh
+
 step "plugins (wasm32-wasip2)"
 bash scripts/build-plugins.sh
 
@@ -37,6 +40,9 @@ NO_BUILD=1 bash examples/lab/test-e2e.sh
 
 step "lab: scheduler swaps and a hostile plugin under load"
 bash examples/lab/test-swap.sh
+
+step "lab: Prometheus scrapes ringvs under load; promtool and the dashboard's metrics"
+bash examples/lab/test-prometheus.sh
 
 echo
 echo "scripts/test.sh: all tests passed"

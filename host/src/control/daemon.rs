@@ -102,6 +102,8 @@ pub struct Daemon {
     sources: Arc<SourceSketch>,
     blocks: BlockList,
     top: Arc<Vec<SourceCount>>,
+    /// The sources the top-talker metrics showed at the last update.
+    top_shown: crate::metrics::TopShown,
 }
 
 /// A fatal startup or runtime error.
@@ -915,7 +917,8 @@ impl Daemon {
         if self.cfg.director.metrics_listen.is_some() {
             crate::metrics::update(&r, &self.list());
             crate::metrics::update_plugins(&r, &samples, &self.plugins.swaps);
-            crate::metrics::update_defense(&self.top_view());
+            let top = self.top_view();
+            crate::metrics::update_defense(&top, &mut self.top_shown);
         }
         for (i, q) in self.queues.iter_mut().enumerate() {
             if q.thread.as_ref().is_some_and(|t| t.is_finished()) {
@@ -1023,6 +1026,7 @@ impl Daemon {
             sources,
             blocks: BlockList::default(),
             top: Arc::new(Vec::new()),
+            top_shown: crate::metrics::TopShown::default(),
         }
     }
 

@@ -2,13 +2,14 @@
 //! and the once-a-second update from the queues' reports.
 //!
 //! The queues never touch the metrics registry: they publish plain counters a few times a
-//! second and the control plane sets the exported values here.
+//! second and the control plane sets the exported values here. Every name is in [`ALL`] with
+//! its type; `docs/METRICS.md` lists them with their labels and when each one appears.
 
 use crate::conn::State;
 use crate::control::protocol::ListResult;
 use crate::dataplane::stats::{DropReason, ShardReport};
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 /// `ringvs_connections_total`.
@@ -67,38 +68,89 @@ pub const DEFENSE_REFUSED: &str = "ringvs_defense_actions_refused_total";
 pub const DEFENSE_REFUSED_FLOWS: &str = "ringvs_defense_refused_flows_total";
 /// `ringvs_blocked_prefixes`.
 pub const BLOCKED: &str = "ringvs_blocked_prefixes";
-/// `ringvs_top_source_new_flows{rank,source}`.
+/// `ringvs_top_source_new_flows{source}`.
 pub const TOP_FLOWS: &str = "ringvs_top_source_new_flows";
-/// `ringvs_top_source_packets{rank,source}`.
+/// `ringvs_top_source_packets{source}`.
 pub const TOP_PACKETS: &str = "ringvs_top_source_packets";
 /// Sources exported in the top metrics (bounded label cardinality).
 pub const TOP_N: usize = 10;
+/// Gauges not set for this long disappear (removed services, servers, sources).
+pub const GAUGE_IDLE: Duration = Duration::from_secs(10);
 
-/// Installs the exporter on `addr` (inside the current Tokio runtime).
-pub fn install(addr: SocketAddr) -> Result<(), String> {
+/// What a metric is, as Prometheus's `# TYPE` line says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (names end in `_total`).
+    Counter,
+    /// A value now.
+    Gauge,
+    /// Buckets, `_sum` and `_count`.
+    Histogram,
+}
+
+/// Every metric ringvs exports, with its type.
+pub const ALL: [(&str, Kind); 29] = [
+    (CONNECTIONS, Kind::Counter),
+    (IN_PACKETS, Kind::Counter),
+    (OUT_PACKETS, Kind::Counter),
+    (IN_BYTES, Kind::Counter),
+    (OUT_BYTES, Kind::Counter),
+    (BACKEND_ACTIVE, Kind::Gauge),
+    (BACKEND_INACTIVE, Kind::Gauge),
+    (BACKEND_WEIGHT, Kind::Gauge),
+    (TABLE_ENTRIES, Kind::Gauge),
+    (TABLE_MEMORY, Kind::Gauge),
+    (TABLE_LIMIT, Kind::Gauge),
+    (DROPPED, Kind::Counter),
+    (PASSTHROUGH, Kind::Counter),
+    (ICMP_TRANSLATED, Kind::Counter),
+    (PLUGIN_CALLS, Kind::Counter),
+    (PLUGIN_CALL_SECONDS, Kind::Histogram),
+    (PLUGIN_TRAPS, Kind::Counter),
+    (PLUGIN_DEADLINE, Kind::Counter),
+    (PLUGIN_FALLBACKS, Kind::Counter),
+    (PLUGIN_SWAPS, Kind::Counter),
+    (DEFENSE_ACTIVE, Kind::Gauge),
+    (DEFENSE_LEVEL, Kind::Gauge),
+    (DEFENSE_POISONED, Kind::Gauge),
+    (DEFENSE_ACTIONS, Kind::Counter),
+    (DEFENSE_REFUSED, Kind::Counter),
+    (DEFENSE_REFUSED_FLOWS, Kind::Counter),
+    (BLOCKED, Kind::Gauge),
+    (TOP_FLOWS, Kind::Gauge),
+    (TOP_PACKETS, Kind::Gauge),
+];
+
+/// The exporter's settings: gauge expiry and the plugin-call histogram's buckets.
+fn builder() -> Result<metrics_exporter_prometheus::PrometheusBuilder, String> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        // Series of removed services and servers disappear.
-        .idle_timeout(
-            metrics_util::MetricKindMask::GAUGE,
-            Some(Duration::from_secs(10)),
-        )
+        // Series of removed services, servers and sources disappear.
+        .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(GAUGE_IDLE))
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(PLUGIN_CALL_SECONDS.to_string()),
             &[
                 250e-9, 500e-9, 1e-6, 2e-6, 5e-6, 10e-6, 50e-6, 100e-6, 1e-3, 10e-3,
             ],
         )
-        .map_err(|e| format!("metrics: {e}"))?
+        .map_err(|e| format!("metrics: {e}"))
+}
+
+/// Installs the exporter on `addr` (inside the current Tokio runtime).
+pub fn install(addr: SocketAddr) -> Result<(), String> {
+    builder()?
+        .with_http_listener(addr)
         .install()
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
     describe();
     Ok(())
 }
 
-/// Registers help texts.
+/// Registers help texts (every metric in [`ALL`] has one).
 pub fn describe() {
-    describe_counter!(CONNECTIONS, "Connections scheduled to a realserver.");
+    describe_counter!(
+        CONNECTIONS,
+        "Connections (TCP connections and UDP flows) scheduled to a realserver."
+    );
     describe_counter!(IN_PACKETS, "Packets from clients forwarded to realservers.");
     describe_counter!(
         OUT_PACKETS,
@@ -107,24 +159,24 @@ pub fn describe() {
     describe_counter!(
         IN_BYTES,
         Unit::Bytes,
-        "Bytes from clients forwarded to realservers."
+        "Bytes (whole IP packets) from clients forwarded to realservers."
     );
     describe_counter!(
         OUT_BYTES,
         Unit::Bytes,
-        "Bytes from realservers forwarded to clients."
+        "Bytes (whole IP packets) from realservers forwarded to clients."
     );
     describe_gauge!(
         BACKEND_ACTIVE,
-        "Connections in ESTABLISHED per realserver (ActiveConn)."
+        "Connections in ESTABLISHED per realserver (ipvsadm ActiveConn)."
     );
     describe_gauge!(
         BACKEND_INACTIVE,
-        "Connections in other states per realserver (InActConn)."
+        "Connections in any other state per realserver (ipvsadm InActConn)."
     );
     describe_gauge!(
         BACKEND_WEIGHT,
-        "Current weight per realserver (0 = quiesced)."
+        "Current weight per realserver (0 = quiesced: no new connections)."
     );
     describe_gauge!(TABLE_ENTRIES, "Tracked connections per state.");
     describe_gauge!(
@@ -135,7 +187,7 @@ pub fn describe() {
     describe_gauge!(
         TABLE_LIMIT,
         Unit::Bytes,
-        "The connection tables' memory budget."
+        "The connection tables' memory budget (director.conn_memory_limit)."
     );
     describe_counter!(DROPPED, "Packets dropped, by reason.");
     describe_counter!(
@@ -146,16 +198,43 @@ pub fn describe() {
         ICMP_TRANSLATED,
         "ICMP errors about tracked flows translated."
     );
-    describe_counter!(PLUGIN_CALLS, "Calls into plugins, by plugin and function.");
+    describe_counter!(
+        PLUGIN_CALLS,
+        "Calls into plugins, by plugin and function (pick, servers_changed, state, affinity, admit, tick)."
+    );
+    metrics::describe_histogram!(
+        PLUGIN_CALL_SECONDS,
+        Unit::Seconds,
+        "Duration of plugin calls in seconds (one call in 16 is timed)."
+    );
+    describe_counter!(
+        PLUGIN_TRAPS,
+        "Plugin faults by kind (deadline, memory, trap, bad_return); each poisons the instance."
+    );
+    describe_counter!(
+        PLUGIN_DEADLINE,
+        "Plugin calls stopped by their deadline (also counted as kind=deadline in ringvs_plugin_traps_total)."
+    );
+    describe_counter!(
+        PLUGIN_FALLBACKS,
+        "Decisions taken by a fallback because the plugin's instance was poisoned."
+    );
+    describe_counter!(
+        PLUGIN_SWAPS,
+        "Scheduler swaps per service (reload, SIGHUP or `ringvs plugin swap`)."
+    );
     describe_gauge!(
         DEFENSE_ACTIVE,
-        "1 while a defense is doing something (level, drop rate, or actions in its last tick)."
+        "1 while a defense is doing something (level, drop rate, or actions in its last tick), else 0."
     );
     describe_gauge!(
         DEFENSE_LEVEL,
-        "A defense's level (highest over the queues)."
+        "A defense's level (highest over the queues; 0 = normal)."
     );
-    describe_gauge!(DEFENSE_POISONED, "Queues where a defense's instance is poisoned: no defense action there until it is replaced.");
+    describe_gauge!(
+        DEFENSE_POISONED,
+        "Queues where a defense's instance is poisoned: no defense action there until it is replaced."
+    );
     describe_counter!(
         DEFENSE_ACTIONS,
         "Defense actions applied, by plugin and action."
@@ -171,35 +250,24 @@ pub fn describe() {
     describe_gauge!(BLOCKED, "Source prefixes blocked by defenses now.");
     describe_gauge!(
         TOP_FLOWS,
-        "New flows in the last second of the heaviest sources (rank 1 is the heaviest)."
+        "New flows in the last second of the 10 heaviest sources (0 for a source that just left the top)."
     );
     describe_gauge!(
         TOP_PACKETS,
-        "Packets in the last second of the heaviest sources (sampled)."
-    );
-    metrics::describe_histogram!(
-        PLUGIN_CALL_SECONDS,
-        Unit::Seconds,
-        "Duration of plugin calls (one call in 16 is timed)."
-    );
-    describe_counter!(
-        PLUGIN_TRAPS,
-        "Plugin faults by kind (deadline, memory, trap, bad_return); each poisons the instance."
-    );
-    describe_counter!(PLUGIN_DEADLINE, "Plugin calls stopped by their deadline.");
-    describe_counter!(
-        PLUGIN_FALLBACKS,
-        "Decisions taken by a fallback because the plugin's instance was poisoned."
-    );
-    describe_counter!(
-        PLUGIN_SWAPS,
-        "Scheduler swaps per service (reload, SIGHUP or `ringvs plugin swap`)."
+        "Packets in the last second of the 10 heaviest sources by new flows (estimated from a 1-in-16 sample)."
     );
 }
 
-/// Defense gauges and the top sources (ranks 1 to [`TOP_N`], so at most that many series
-/// at a time; series of sources that left the top disappear with the gauges' idle timeout).
-pub fn update_defense(top: &crate::control::protocol::TopResult) {
+/// The sources the top-source gauges showed at the last update.
+#[derive(Debug, Default)]
+pub struct TopShown(Vec<Ipv4Addr>);
+
+/// Defense gauges and the top sources. At most [`TOP_N`] sources are set per update; a source
+/// that left the top is set to 0 once and then disappears with the gauges' idle timeout, so a
+/// scrape shows at most [`TOP_N`] non-zero sources (plus zeros for at most [`GAUGE_IDLE`]).
+/// There is no rank label: a source keeps its one series however its rank moves
+/// (`topk()` ranks them).
+pub fn update_defense(top: &crate::control::protocol::TopResult, shown: &mut TopShown) {
     for d in &top.defenses {
         let labels = [("service", d.service.clone()), ("plugin", d.plugin.clone())];
         gauge!(DEFENSE_ACTIVE, &labels).set(if d.active { 1.0 } else { 0.0 });
@@ -207,14 +275,18 @@ pub fn update_defense(top: &crate::control::protocol::TopResult) {
         gauge!(DEFENSE_POISONED, &labels).set(d.poisoned_queues as f64);
     }
     gauge!(BLOCKED).set(top.blocks.len() as f64);
-    for (i, s) in top.sources.iter().take(TOP_N).enumerate() {
-        let labels = [
-            ("rank", (i + 1).to_string()),
-            ("source", s.addr.to_string()),
-        ];
+    let now: Vec<Ipv4Addr> = top.sources.iter().take(TOP_N).map(|s| s.addr).collect();
+    for gone in shown.0.iter().filter(|a| !now.contains(a)) {
+        let labels = [("source", gone.to_string())];
+        gauge!(TOP_FLOWS, &labels).set(0.0);
+        gauge!(TOP_PACKETS, &labels).set(0.0);
+    }
+    for s in top.sources.iter().take(TOP_N) {
+        let labels = [("source", s.addr.to_string())];
         gauge!(TOP_FLOWS, &labels).set(s.new_flows as f64);
         gauge!(TOP_PACKETS, &labels).set(s.packets as f64);
     }
+    shown.0 = now;
 }
 
 /// Plugin metrics: counters from the merged report, the sampled call durations, swaps.
@@ -281,11 +353,196 @@ pub fn update(r: &ShardReport, list: &ListResult) {
     gauge!(TABLE_MEMORY).set(r.memory_bytes as f64);
     gauge!(TABLE_LIMIT).set(r.memory_limit as f64);
     for svc in &list.services {
+        // From the start, so that increase() sees the first swap.
+        counter!(PLUGIN_SWAPS, "service" => svc.name.clone()).increment(0);
         for srv in &svc.servers {
             let labels = [("service", svc.name.clone()), ("server", srv.addr.clone())];
             gauge!(BACKEND_ACTIVE, &labels).set(srv.active as f64);
             gauge!(BACKEND_INACTIVE, &labels).set(srv.inactive as f64);
             gauge!(BACKEND_WEIGHT, &labels).set(srv.weight as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::protocol::{DefenseInfo, Rates, ServerInfo, ServiceInfo, TopResult};
+    use crate::dataplane::sched::{Func, PluginCounters};
+    use crate::dataplane::sources::SourceCount;
+    use crate::dataplane::stats::Traffic;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    /// A report in which every counter has moved, as after traffic through a busy director.
+    fn busy() -> (ShardReport, ListResult) {
+        let mut r = ShardReport::default();
+        r.counters.total = Traffic {
+            conns: 10,
+            in_pkts: 100,
+            out_pkts: 90,
+            in_bytes: 6000,
+            out_bytes: 90_000,
+        };
+        r.counters.drops = [1; crate::dataplane::stats::DROP_REASONS];
+        r.memory_bytes = 4096;
+        r.memory_limit = 1 << 20;
+        let mut c = PluginCounters::default();
+        c.calls = [7; crate::dataplane::sched::FUNCS];
+        c.faults = [1; 4];
+        c.actions = [2; crate::dataplane::defense::ACTIONS];
+        c.refused = [1; crate::dataplane::defense::ACTIONS];
+        c.refused_flows = 5;
+        r.plugins = vec![(Arc::from("sched-wlc"), c)];
+        let server = |addr: &str| ServerInfo {
+            addr: addr.into(),
+            forward: "Masq".into(),
+            weight: 1,
+            active: 2,
+            inactive: 3,
+            persistent: 0,
+            draining: false,
+            health: "unchecked".into(),
+            stats: Traffic::default(),
+            rate: Rates::default(),
+        };
+        let list = ListResult {
+            services: vec![ServiceInfo {
+                name: "web".into(),
+                proto: "tcp".into(),
+                vip: "10.77.100.100:80".into(),
+                scheduler: "sched-wlc".into(),
+                flags: vec![],
+                draining: false,
+                stats: Traffic::default(),
+                rate: Rates::default(),
+                servers: vec![server("10.77.1.1:8080"), server("10.77.1.2:8080")],
+            }],
+        };
+        (r, list)
+    }
+
+    /// `n` sources 10.0.0.first.. with decreasing new flows.
+    fn top(first: u8, n: u8) -> TopResult {
+        TopResult {
+            sources: (0..n)
+                .map(|i| SourceCount {
+                    addr: Ipv4Addr::new(10, 0, 0, first + i),
+                    new_flows: 100 - u32::from(i),
+                    packets: 1000,
+                })
+                .collect(),
+            blocks: vec![],
+            defenses: vec![DefenseInfo {
+                service: "web".into(),
+                plugin: "secure-tcp".into(),
+                level: 0,
+                drop_rate: 0,
+                active: false,
+                poisoned_queues: 0,
+            }],
+            entries: 0,
+            capacity: 0,
+            embryonic: 0,
+        }
+    }
+
+    /// Families of a text exposition: name -> (HELP, TYPE, sample lines).
+    type Families = BTreeMap<String, (String, String, Vec<String>)>;
+
+    fn families(text: &str) -> Families {
+        let mut f = Families::new();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+                f.entry(name.into()).or_default().0 = help.into();
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+                f.entry(name.into()).or_default().1 = kind.into();
+            } else {
+                let name = line.split(['{', ' ']).next().unwrap_or_default();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .filter_map(|s| name.strip_suffix(s))
+                    .find(|base| f.get(*base).is_some_and(|e| e.1 == "histogram"))
+                    .unwrap_or(name);
+                f.entry(family.into()).or_default().2.push(line.into());
+            }
+        }
+        f
+    }
+
+    fn render(shown: &mut TopShown, tops: &[TopResult]) -> Families {
+        let recorder = builder().unwrap().build_recorder();
+        let handle = recorder.handle();
+        let (r, list) = busy();
+        let mut swaps = BTreeMap::new();
+        swaps.insert("web".to_string(), 2);
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            update(&r, &list);
+            update_plugins(&r, &[(Arc::from("sched-wlc"), Func::Pick, 2e-6)], &swaps);
+            for t in tops {
+                update_defense(t, shown);
+            }
+        });
+        families(&handle.render())
+    }
+
+    #[test]
+    fn every_metric_has_help_type_and_a_conventional_name() {
+        let f = render(&mut TopShown::default(), &[top(1, 3)]);
+        for (name, kind) in ALL {
+            let (help, ty, samples) = f.get(name).unwrap_or_else(|| panic!("{name} not exported"));
+            assert!(!help.is_empty(), "{name}: no help text");
+            let want = match kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram",
+            };
+            assert_eq!(ty, want, "{name}");
+            assert!(!samples.is_empty(), "{name}: no samples");
+            assert_eq!(name.ends_with("_total"), kind == Kind::Counter, "{name}");
+            assert!(name.starts_with("ringvs_"), "{name}");
+        }
+        let ours: Vec<&str> = ALL.iter().map(|(n, _)| *n).collect();
+        for name in f.keys() {
+            assert!(
+                ours.contains(&name.as_str()),
+                "{name} is exported but not in ALL"
+            );
+        }
+        // Swaps start at 0 for every service and then follow the manager's count.
+        assert!(f[PLUGIN_SWAPS]
+            .2
+            .contains(&r#"ringvs_plugin_swaps_total{service="web"} 2"#.to_string()));
+    }
+
+    #[test]
+    fn top_sources_are_bounded_and_leavers_go_to_zero() {
+        let n = TOP_N as u8;
+        let mut shown = TopShown::default();
+        // Twice as many sources as shown; then a wholly different top.
+        let f = render(&mut shown, &[top(1, 2 * n), top(100, 2 * n)]);
+        let nonzero = |name: &str| {
+            f[name]
+                .2
+                .iter()
+                .filter(|l| !l.ends_with(" 0"))
+                .map(|l| l.split(' ').next().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        };
+        for name in [TOP_FLOWS, TOP_PACKETS] {
+            let live = nonzero(name);
+            let want: Vec<String> = (100..100 + n)
+                .map(|i| format!("{name}{{source=\"10.0.0.{i}\"}}"))
+                .collect();
+            let mut live = live;
+            live.sort();
+            assert_eq!(live, want, "{name}");
+            // The first top's sources are still there for the idle timeout, but at 0.
+            assert_eq!(f[name].2.len(), 2 * TOP_N, "{name}");
+            assert!(f[name].2.iter().all(|l| !l.contains("rank=")), "{name}");
         }
     }
 }
