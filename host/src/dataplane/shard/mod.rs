@@ -6,7 +6,7 @@ use super::blocks::{BlockList, BlockMode};
 use super::defense::DefenseSlot;
 use super::nat::{self, Csum, Side};
 use super::sched::{PluginEvent, PluginStats, SchedSlot};
-use super::service::{DestState, Service, Snapshot, DEST_F_REMOVED};
+use super::service::{DestState, Service, Snapshot, DEST_F_GONE};
 use super::sources::{SourceCount, SourceSketch, TopTalkers};
 use super::stats::{Counters, DropReason, ShardReport, Traffic};
 use super::{Packet, Pipeline, Verdict};
@@ -558,7 +558,7 @@ impl Shard {
                     .dests
                     .get(c.dest as usize)
                     .and_then(Option::as_ref)
-                    .is_none_or(|d| d.flags() & DEST_F_REMOVED != 0);
+                    .is_none_or(|d| d.flags() & DEST_F_GONE != 0);
                 // IPVS conn_reuse_mode: a SYN on a closed entry starts a new connection,
                 // scheduled afresh.
                 let reuse = is_syn && matches!(c.state, State::TimeWait | State::Close);
