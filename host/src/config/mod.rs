@@ -7,8 +7,11 @@
 //! variable), the key, and what was expected. Validation is all-or-nothing: a config that
 //! fails anywhere changes nothing.
 
+mod health;
 mod raw;
 pub mod units;
+
+pub use health::{CheckKind, HealthConfig, HttpCheck, OnFail};
 
 use crate::conn::{State, Timeouts};
 use figment::providers::{Env, Format, Toml};
@@ -170,15 +173,19 @@ pub struct ServiceConfig {
     pub timeouts: Timeouts,
     /// Realservers.
     pub servers: Vec<ServerConfig>,
+    /// The service's health check (what servers added at runtime get), if any.
+    pub health: Option<HealthConfig>,
 }
 
 /// `[[service.server]]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Realserver address.
     pub addr: SocketAddrV4,
     /// Weight (0 = quiesced).
     pub weight: u32,
+    /// Its health check: the service's with this server's overrides; None = not checked.
+    pub health: Option<HealthConfig>,
 }
 
 /// A configuration error: where, which key, and what was expected.
@@ -619,6 +626,7 @@ impl Validator<'_> {
             })?;
             timeouts.set(state, self.seconds(&k, q)?);
         }
+        let health = self.health(key, s.health.as_ref(), None, None)?;
         let mut servers = Vec::with_capacity(s.server.len());
         for (i, srv) in s.server.into_iter().enumerate() {
             let k = format!("{key}.server.{i}");
@@ -636,9 +644,14 @@ impl Validator<'_> {
                     format!("server {addr} is listed twice in this service"),
                 ));
             }
+            let health = match &srv.health {
+                None => health.clone(),
+                Some(h) => self.health(key, s.health.as_ref(), Some(&k), Some(h))?,
+            };
             servers.push(ServerConfig {
                 addr,
                 weight: weight as u32,
+                health,
             });
         }
         Ok(ServiceConfig {
@@ -651,6 +664,7 @@ impl Validator<'_> {
             defense: s.defense,
             timeouts,
             servers,
+            health,
         })
     }
 

@@ -313,7 +313,11 @@ impl Registry {
             return Err(EditError::DuplicateServer(svc.to_string(), addr));
         }
         let mut cfg = e.cfg.clone();
-        cfg.servers.push(ServerConfig { addr, weight });
+        cfg.servers.push(ServerConfig {
+            addr,
+            weight,
+            health: cfg.health.clone(),
+        });
         let mut all = self.service_configs();
         if let Some(c) = all.iter_mut().find(|c| c.name == svc) {
             *c = cfg;
