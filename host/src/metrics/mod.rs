@@ -27,6 +27,12 @@ pub const BACKEND_ACTIVE: &str = "ringvs_backend_connections_active";
 pub const BACKEND_INACTIVE: &str = "ringvs_backend_connections_inactive";
 /// `ringvs_backend_weight{service,server}`.
 pub const BACKEND_WEIGHT: &str = "ringvs_backend_weight";
+/// `ringvs_backend_up{service,server}`: 1 unless a health check holds the server down.
+pub const BACKEND_UP: &str = "ringvs_backend_up";
+/// `ringvs_health_checks_total{service,server,result}`.
+pub const HEALTH_CHECKS: &str = "ringvs_health_checks_total";
+/// `ringvs_health_transitions_total{service,server,state}`.
+pub const HEALTH_TRANSITIONS: &str = "ringvs_health_transitions_total";
 /// `ringvs_conntable_entries{state}`.
 pub const TABLE_ENTRIES: &str = "ringvs_conntable_entries";
 /// `ringvs_conntable_memory_bytes`.
@@ -123,6 +129,18 @@ pub fn describe() {
     describe_gauge!(
         BACKEND_WEIGHT,
         "Current weight per realserver (0 = quiesced)."
+    );
+    describe_gauge!(
+        BACKEND_UP,
+        "1 if the realserver may get new flows as far as health checks go (healthy, or not checked), 0 while a check holds it down or it was never checked successfully."
+    );
+    describe_counter!(
+        HEALTH_CHECKS,
+        "Health checks run per realserver, by result (ok, timeout, refused, bad_status, error)."
+    );
+    describe_counter!(
+        HEALTH_TRANSITIONS,
+        "Health changes per realserver, by the state entered (up, down)."
     );
     describe_gauge!(TABLE_ENTRIES, "Tracked connections per state.");
     describe_gauge!(
@@ -277,6 +295,10 @@ pub fn update(r: &ShardReport, list: &ListResult) {
             gauge!(BACKEND_ACTIVE, &labels).set(srv.active as f64);
             gauge!(BACKEND_INACTIVE, &labels).set(srv.inactive as f64);
             gauge!(BACKEND_WEIGHT, &labels).set(srv.weight as f64);
+            // A draining (removed) server is no longer part of the service: no health series.
+            if !srv.draining {
+                gauge!(BACKEND_UP, &labels).set(if srv.health == "down" { 0.0 } else { 1.0 });
+            }
         }
     }
 }
