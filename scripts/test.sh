@@ -38,5 +38,8 @@ NO_BUILD=1 bash examples/lab/test-e2e.sh
 step "lab: scheduler swaps and a hostile plugin under load"
 bash examples/lab/test-swap.sh
 
+step "lab: health checks (failover and recovery under load)"
+bash examples/lab/test-health.sh
+
 echo
 echo "scripts/test.sh: all tests passed"
