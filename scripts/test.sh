@@ -41,6 +41,9 @@ NO_BUILD=1 bash examples/lab/test-e2e.sh
 step "lab: scheduler swaps and a hostile plugin under load"
 bash examples/lab/test-swap.sh
 
+step "lab: health checks (failover and recovery under load)"
+bash examples/lab/test-health.sh
+
 step "lab: Prometheus scrapes ringvs under load; promtool and the dashboard's metrics"
 bash examples/lab/test-prometheus.sh
 

@@ -12,7 +12,9 @@
 //!   in-memory and pcap backends used by tests and `ringvs replay`.
 //!
 //! Beside them: [`config`] (figment schema and validation with provenance), [`control`] (the
-//! daemon, the admin socket and the CLI client) and [`metrics`] (Prometheus names).
+//! daemon, the admin socket and the CLI client), [`health`] (realserver health checks on the
+//! control plane's runtime, acting on the servers' shared flags) and [`metrics`] (Prometheus
+//! names).
 //!
 //! The established-flow path never allocates and never calls out of the host: schedulers run
 //! only when a flow is created.
@@ -23,6 +25,7 @@ pub mod config;
 pub mod conn;
 pub mod control;
 pub mod dataplane;
+pub mod health;
 pub mod io;
 pub mod metrics;
 pub mod plugin;

@@ -323,6 +323,28 @@ fn check(path: &std::path::Path) -> Result<(), String> {
             ringvs::plugin::hex(&p.sha256)
         );
     }
+    for s in &c.services {
+        let checked = s.servers.iter().filter(|x| x.health.is_some()).count();
+        if let Some(h) = &s.health {
+            let what = match &h.kind {
+                config::CheckKind::Tcp => "tcp".to_string(),
+                config::CheckKind::Http(x) => {
+                    format!("http GET {} expect {}", x.path, x.expected())
+                }
+            };
+            println!(
+                "service {}: health {what} every {:?}, timeout {:?}, rise {}, fall {}, on_fail {}; {checked} of {} server(s) checked; detection window {:?}",
+                s.name,
+                h.interval,
+                h.timeout,
+                h.rise,
+                h.fall,
+                h.on_fail.name(),
+                s.servers.len(),
+                h.detection_window()
+            );
+        }
+    }
     let servers: usize = c.services.iter().map(|s| s.servers.len()).sum();
     println!(
         "{}: OK: {} service(s), {} server(s), {} plugin(s); device {} with {} queue(s), conn_memory_limit {}",

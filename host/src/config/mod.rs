@@ -7,9 +7,11 @@
 //! variable), the key, and what was expected. Validation is all-or-nothing: a config that
 //! fails anywhere changes nothing.
 
+mod health;
 mod raw;
 pub mod units;
 
+pub use health::{CheckKind, HealthConfig, HttpCheck, OnFail};
 pub use raw::Quantity;
 
 use crate::conn::{State, Timeouts};
@@ -183,15 +185,19 @@ pub struct ServiceConfig {
     pub timeouts: Timeouts,
     /// Realservers.
     pub servers: Vec<ServerConfig>,
+    /// The service's health check (what servers added at runtime get), if any.
+    pub health: Option<HealthConfig>,
 }
 
 /// `[[service.server]]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Realserver address.
     pub addr: SocketAddrV4,
     /// Weight (0 = quiesced).
     pub weight: u32,
+    /// Its health check: the service's with this server's overrides; None = not checked.
+    pub health: Option<HealthConfig>,
 }
 
 /// A configuration error: where, which key, and what was expected.
@@ -315,6 +321,7 @@ pub fn new_service(
         forward: edit.forward,
         scheduler: edit.scheduler,
         persistence: None,
+        health: None,
         defense: edit.defense.unwrap_or_default(),
         timeouts: edit.timeouts,
         server: Vec::new(),
@@ -689,6 +696,7 @@ impl Validator<'_> {
         self.defense(&format!("{key}.defense"), &s.defense, is_plugin)?;
         let mut timeouts = Timeouts::IPVS;
         self.timeouts(&format!("{key}.timeouts"), s.timeouts, &mut timeouts)?;
+        let health = self.health(key, s.health.as_ref(), None, None)?;
         let mut servers = Vec::with_capacity(s.server.len());
         for (i, srv) in s.server.into_iter().enumerate() {
             let k = format!("{key}.server.{i}");
@@ -706,9 +714,14 @@ impl Validator<'_> {
                     format!("server {addr} is listed twice in this service"),
                 ));
             }
+            let health = match &srv.health {
+                None => health.clone(),
+                Some(h) => self.health(key, s.health.as_ref(), Some(&k), Some(h))?,
+            };
             servers.push(ServerConfig {
                 addr,
                 weight: weight as u32,
+                health,
             });
         }
         Ok(ServiceConfig {
@@ -721,6 +734,7 @@ impl Validator<'_> {
             defense: s.defense,
             timeouts,
             servers,
+            health,
         })
     }
 

@@ -64,6 +64,7 @@ pub struct Service {
     pub timeouts: BTreeMap<String, Quantity>,
     #[serde(default)]
     pub server: Vec<Server>,
+    pub health: Option<Health>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,4 +81,32 @@ pub struct Persistence {
 pub struct Server {
     pub addr: String,
     pub weight: Option<i64>,
+    pub health: Option<Health>,
+}
+
+/// Health check settings: a service's table, or a server's override of some of its keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    pub check: Option<String>,
+    pub interval: Option<Quantity>,
+    pub timeout: Option<Quantity>,
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
+    pub path: Option<String>,
+    pub expect: Option<Expect>,
+    pub host: Option<String>,
+    pub on_fail: Option<String>,
+    pub port: Option<i64>,
+    pub addr: Option<String>,
+}
+
+/// `expect = 200` or `expect = [200, 204]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Expect {
+    /// One status code.
+    One(i64),
+    /// Several.
+    Many(Vec<i64>),
 }

@@ -96,7 +96,17 @@ pub fn format_list(l: &ListResult, status: Option<&StatusResult>, view: ListView
     match view {
         ListView::Counts => {
             o += "Prot LocalAddress:Port Scheduler Flags\n";
-            o += "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n";
+            o += "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn";
+            // ipvsadm's columns, then one more when any server is health-checked.
+            let checked = l
+                .services
+                .iter()
+                .flat_map(|s| &s.servers)
+                .any(|s| s.health != "unchecked");
+            if checked {
+                o += "  Health";
+            }
+            o.push('\n');
         }
         ListView::Stats => {
             o +=
@@ -126,17 +136,20 @@ pub fn format_list(l: &ListResult, status: Option<&StatusResult>, view: ListView
         for srv in &svc.servers {
             match view {
                 ListView::Counts => {
-                    let mut note = String::new();
+                    let mut note = match (srv.health.as_str(), &srv.health_reason) {
+                        ("unchecked", _) => String::new(),
+                        ("down", Some(r)) => format!("down ({r})"),
+                        (h, _) => h.to_string(),
+                    };
                     if srv.draining {
-                        note += " draining";
+                        note = format!("{note} draining").trim_start().to_string();
                     }
-                    if srv.health == "down" {
-                        note += " down";
-                    }
-                    o += &format!(
-                        "  -> {:<28} {:<7} {:<6} {:<10} {:<9}{note}\n",
+                    let line = format!(
+                        "  -> {:<28} {:<7} {:<6} {:<10} {:<10} {note}",
                         srv.addr, srv.forward, srv.weight, srv.active, srv.inactive
                     );
+                    o += line.trim_end();
+                    o.push('\n');
                 }
                 ListView::Stats => o += &row(&format!("  -> {}", srv.addr), traffic(&srv.stats)),
                 ListView::Rate => o += &row(&format!("  -> {}", srv.addr), rates(&srv.rate)),
@@ -260,6 +273,8 @@ mod tests {
                     persistent: 0,
                     draining: false,
                     health: "unchecked".into(),
+                    health_reason: None,
+                    health_since_secs: None,
                     stats: Traffic::default(),
                     rate: Rates::default(),
                 }],
@@ -272,6 +287,39 @@ mod tests {
             t.contains(&format!(
                 "  -> {:<28} Masq    1      2          3",
                 "10.77.1.1:8080"
+            )),
+            "{t}"
+        );
+        assert!(
+            !t.contains("Health"),
+            "no health column without checks: {t}"
+        );
+        // A checked service: one more column, after ipvsadm's.
+        let mut h = l.clone();
+        let mut down = h.services[0].servers[0].clone();
+        down.addr = "10.77.1.2:8080".into();
+        down.health = "down".into();
+        down.health_reason = Some("connection refused".into());
+        h.services[0].servers[0].health = "up".into();
+        h.services[0].servers.push(down);
+        let t = format_list(&h, None, ListView::Counts);
+        assert!(
+            t.contains(
+                "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn  Health\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!(
+                "  -> {:<28} Masq    1      2          3          up\n",
+                "10.77.1.1:8080"
+            )),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!(
+                "  -> {:<28} Masq    1      2          3          down (connection refused)\n",
+                "10.77.1.2:8080"
             )),
             "{t}"
         );

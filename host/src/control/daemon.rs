@@ -104,6 +104,7 @@ pub struct Daemon {
     top: Arc<Vec<SourceCount>>,
     /// The sources the top-talker metrics showed at the last update.
     top_shown: crate::metrics::TopShown,
+    health: crate::health::Monitor,
 }
 
 /// A fatal startup or runtime error.
@@ -323,6 +324,7 @@ impl Daemon {
         self.registry = trial;
         self.plugins.commit(loaded);
         self.cfg = new;
+        self.sync_health();
         let snap = self.plugins.snapshot(&mut self.registry, prepared);
         self.broadcast(snap);
         for s in &swapped {
@@ -425,6 +427,9 @@ impl Daemon {
                 if let Some(p) = &e.cfg.persistence {
                     flags.push(format!("persistent {}", p.timeout_secs));
                 }
+                if let Some(h) = &e.cfg.health {
+                    flags.push(format!("health {} {}", h.kind.name(), h.on_fail.name()));
+                }
                 ServiceInfo {
                     name: e.cfg.name.clone(),
                     proto: e.cfg.proto.name().to_string(),
@@ -443,6 +448,11 @@ impl Daemon {
                         .iter()
                         .map(|d| {
                             let did = d.id as usize;
+                            let checked = if d.removed() {
+                                None
+                            } else {
+                                self.health.status(&e.cfg.name, d.addr)
+                            };
                             ServerInfo {
                                 addr: d.addr.to_string(),
                                 forward: e.cfg.forward.ipvsadm_name().to_string(),
@@ -451,12 +461,17 @@ impl Daemon {
                                 inactive: d.state.counters.inactive(),
                                 persistent: d.state.counters.persistent(),
                                 draining: d.removed(),
-                                health: if d.state.flags() & DEST_F_DOWN != 0 {
-                                    "down"
-                                } else {
-                                    "unchecked"
+                                health: match &checked {
+                                    Some(h) if h.health.serving() => "up",
+                                    Some(_) => "down",
+                                    None if d.state.flags() & DEST_F_DOWN != 0 => "down",
+                                    None => "unchecked",
                                 }
                                 .into(),
+                                health_reason: checked.as_ref().and_then(|h| h.reason.clone()),
+                                health_since_secs: checked
+                                    .as_ref()
+                                    .map(|h| h.since.elapsed().as_secs()),
                                 stats: r
                                     .dests
                                     .get(did)
@@ -525,6 +540,8 @@ impl Daemon {
                 .map(|d| (d.label().to_string(), r.counters.drops[*d as usize]))
                 .collect(),
             passthrough: r.counters.passthrough,
+            servers_checked: self.health.counts().0 as u64,
+            servers_down: self.health.counts().1 as u64,
         }
     }
 
@@ -653,7 +670,22 @@ impl Daemon {
         Ok(())
     }
 
+    /// Starts, stops or keeps health checkers to match the registry.
+    fn sync_health(&mut self) {
+        let r = self.health.sync(self.registry.health_wants());
+        if r.started + r.changed + r.stopped > 0 {
+            info!(
+                started = r.started,
+                changed = r.changed,
+                stopped = r.stopped,
+                kept = r.kept,
+                "health checks updated"
+            );
+        }
+    }
+
     fn edited(&mut self) -> serde_json::Value {
+        self.sync_health();
         self.republish();
         if let Err(e) = self.sync_routes() {
             warn!("routes: {e}");
@@ -934,6 +966,7 @@ impl Daemon {
     }
 
     fn shutdown(&mut self) {
+        self.health.stop_all();
         for q in &self.queues {
             let _ = q.tx.send(Control::Stop);
         }
@@ -1027,6 +1060,7 @@ impl Daemon {
             blocks: BlockList::default(),
             top: Arc::new(Vec::new()),
             top_shown: crate::metrics::TopShown::default(),
+            health: crate::health::Monitor::new(tokio::runtime::Handle::try_current().ok()),
         }
     }
 
@@ -1211,6 +1245,7 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
     daemon.steer_fd = steer_fd;
     daemon.steered = steered;
     daemon.routes = routes;
+    daemon.sync_health();
     if let Err(e) = daemon.sync_routes() {
         daemon.shutdown();
         return Err(DaemonError(format!("cannot install routes: {e}")));

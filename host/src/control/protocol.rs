@@ -243,8 +243,16 @@ pub struct ServerInfo {
     pub persistent: u32,
     /// Removed, connections draining.
     pub draining: bool,
-    /// Health (`up`, `down`, or `unchecked`).
+    /// Health (`up`, `down`, or `unchecked`). A checked server not yet seen passing is
+    /// `down` with the reason "not checked yet".
     pub health: String,
+    /// Why it is down: the last failed check (`connection refused`, `HTTP 500 (expected
+    /// 200)`, `connect timeout (1s)`, …); absent while up or unchecked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_reason: Option<String>,
+    /// Seconds since its health last changed (checked servers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_since_secs: Option<u64>,
     /// Counters since the last zero.
     pub stats: Traffic,
     /// Rates.
@@ -404,6 +412,12 @@ pub struct StatusResult {
     pub drops: BTreeMap<String, u64>,
     /// Packets passed through unchanged.
     pub passthrough: u64,
+    /// Realservers with a health check.
+    #[serde(default)]
+    pub servers_checked: u64,
+    /// Of those, the ones held out of scheduling (down, or not checked yet).
+    #[serde(default)]
+    pub servers_down: u64,
 }
 
 #[cfg(test)]

@@ -6,10 +6,15 @@
 //! `expire_nodest_conn`, end on their next packet). A removed service keeps its virtual
 //! address while connections drain, with no realserver open to new flows. Slots are never
 //! reused, so a connection can never be confused with a later object in its slot.
+//!
+//! A server new to the director whose service has a health check is created `DEST_F_DOWN`
+//! (pending): no flow reaches it before the checker (`crate::health`) has seen it pass. The
+//! registry never touches `DEST_F_DOWN` or `DEST_F_HEALTH_REMOVED` otherwise; they belong to
+//! the checkers, as `DEST_F_REMOVED` belongs to the registry.
 
 use crate::config::{ServerConfig, ServiceConfig, MAX_WEIGHT};
 use crate::dataplane::service::{
-    Dest, DestState, Service, Snapshot, DEST_F_EXPIRE, DEST_F_REMOVED,
+    Dest, DestState, Service, Snapshot, DEST_F_DOWN, DEST_F_EXPIRE, DEST_F_REMOVED,
 };
 use std::fmt;
 use std::net::SocketAddrV4;
@@ -117,11 +122,15 @@ impl Registry {
     fn new_dest(&mut self, s: &ServerConfig) -> DestEntry {
         let id = self.next_dest;
         self.next_dest += 1;
+        let state = DestState::new(s.weight);
+        if s.health.is_some() {
+            state.flags.store(DEST_F_DOWN, Relaxed);
+        }
         DestEntry {
             id,
             addr: s.addr,
             weight: s.weight,
-            state: DestState::new(s.weight),
+            state,
         }
     }
 
@@ -184,6 +193,11 @@ impl Registry {
                             Some(mut d) => {
                                 d.weight = s.weight;
                                 d.state.weight.store(s.weight, Relaxed);
+                                // Back from draining: as new to a checked service, pending
+                                // before it is open again.
+                                if d.removed() && s.health.is_some() {
+                                    d.state.flags.fetch_or(DEST_F_DOWN, Relaxed);
+                                }
                                 d.state
                                     .flags
                                     .fetch_and(!(DEST_F_REMOVED | DEST_F_EXPIRE), Relaxed);
@@ -302,6 +316,27 @@ impl Registry {
         self.services().map(|e| e.cfg.clone()).collect()
     }
 
+    /// The realservers that should be health-checked now: those of live services that are
+    /// not draining and have a check.
+    pub fn health_wants(&self) -> Vec<crate::health::Want> {
+        let mut out = Vec::new();
+        for e in self.services() {
+            for s in &e.cfg.servers {
+                let Some(cfg) = &s.health else { continue };
+                let Some(d) = e.dests.iter().find(|d| d.addr == s.addr && !d.removed()) else {
+                    continue;
+                };
+                out.push(crate::health::Want {
+                    service: e.cfg.name.clone(),
+                    server: s.addr,
+                    dest: d.state.clone(),
+                    cfg: cfg.clone(),
+                });
+            }
+        }
+        out
+    }
+
     /// Adds a realserver to a service.
     pub fn add_server(
         &mut self,
@@ -317,7 +352,11 @@ impl Registry {
             return Err(EditError::DuplicateServer(svc.to_string(), addr));
         }
         let mut cfg = e.cfg.clone();
-        cfg.servers.push(ServerConfig { addr, weight });
+        cfg.servers.push(ServerConfig {
+            addr,
+            weight,
+            health: cfg.health.clone(),
+        });
         let mut all = self.service_configs();
         if let Some(c) = all.iter_mut().find(|c| c.name == svc) {
             *c = cfg;
@@ -516,6 +555,70 @@ addr = "10.77.1.2:8080"
             .snapshot()
             .service_at(6, "10.77.100.100".parse().unwrap(), 80)
             .is_none());
+    }
+
+    #[test]
+    fn checked_servers_start_down_and_only_live_ones_are_wanted() {
+        use crate::dataplane::service::DEST_F_HEALTH_REMOVED;
+        let text = CFG.replace(
+            "vip = \"10.77.100.100:80\"",
+            "vip = \"10.77.100.100:80\"\nhealth = { check = \"tcp\" }",
+        );
+        let mut r = Registry::new(&cfg(&text)).unwrap();
+        let a: SocketAddrV4 = "10.77.1.1:8080".parse().unwrap();
+        let n: SocketAddrV4 = "10.77.1.9:8080".parse().unwrap();
+        let state = |r: &Registry, x| {
+            r.all_services()[0]
+                .dests
+                .iter()
+                .find(|d| d.addr == x)
+                .unwrap()
+                .state
+                .clone()
+        };
+        // New to the director: pending (down) before any snapshot is built.
+        assert_eq!(state(&r, a).flags(), DEST_F_DOWN);
+        assert_eq!(r.health_wants().len(), 2);
+        // The checker brought it up; a connection is open; the operator removes it.
+        state(&r, a).flags.store(0, Relaxed);
+        state(&r, a).counters.bind(true);
+        r.remove_server("web", a).unwrap();
+        assert_eq!(state(&r, a).flags(), DEST_F_REMOVED);
+        assert_eq!(
+            r.health_wants().len(),
+            1,
+            "a draining server is not checked"
+        );
+        // Re-added while draining: the same slot, pending again.
+        r.add_server("web", a, 1).unwrap();
+        assert_eq!(state(&r, a).flags(), DEST_F_DOWN);
+        // Added at runtime: the service's check, pending.
+        r.add_server("web", n, 1).unwrap();
+        let w = r.health_wants();
+        assert_eq!(w.len(), 3);
+        assert!(w
+            .iter()
+            .any(|w| w.server == n && w.cfg.kind == crate::config::CheckKind::Tcp));
+        assert_eq!(state(&r, n).flags(), DEST_F_DOWN);
+        // The registry never sets or clears the checkers' bits otherwise.
+        state(&r, n)
+            .flags
+            .store(DEST_F_DOWN | DEST_F_HEALTH_REMOVED, Relaxed);
+        r.set_weight("web", n, 4).unwrap();
+        let mut reload = r.service_configs();
+        for s in reload[0].servers.iter_mut() {
+            s.weight = 7;
+        }
+        assert_eq!(r.apply(&reload).unwrap(), vec!["web".to_string()]);
+        assert_eq!(state(&r, n).weight(), 7);
+        assert_eq!(
+            state(&r, n).flags() & (DEST_F_DOWN | DEST_F_HEALTH_REMOVED),
+            DEST_F_DOWN | DEST_F_HEALTH_REMOVED
+        );
+        // No check configured: created ready, nothing wanted.
+        let plain = Registry::new(&cfg(CFG)).unwrap();
+        assert_eq!(state(&plain, a).flags(), 0);
+        assert!(plain.health_wants().is_empty());
     }
 
     #[test]

@@ -17,11 +17,18 @@ use std::sync::Arc;
 pub const DEST_F_REMOVED: u32 = 1;
 /// Realserver flag: over its connection threshold (no new flows).
 pub const DEST_F_OVERLOAD: u32 = 2;
-/// Realserver flag: a health check marks it down.
+/// Realserver flag: a health check marks it down (no new flows; existing flows kept). Owned
+/// by the health checker (`crate::health`), like `DEST_F_REMOVED` by the registry: each
+/// side sets and clears only its own bits, so neither can undo the other.
 pub const DEST_F_DOWN: u32 = 4;
 /// Realserver flag, set with [`DEST_F_REMOVED`] when the operator asked for it (`--expire`):
 /// its connections end on their next packet, as with IPVS's `expire_nodest_conn`.
 pub const DEST_F_EXPIRE: u32 = 8;
+/// Realserver flag: a health check removed it (`on_fail = "remove"`, always together with
+/// `DEST_F_DOWN`): for its connections it counts as removed, as `DEST_F_REMOVED` does.
+pub const DEST_F_HEALTH_REMOVED: u32 = 16;
+/// The flags under which a realserver's connections drain as those of a removed server.
+pub const DEST_F_GONE: u32 = DEST_F_REMOVED | DEST_F_HEALTH_REMOVED;
 
 /// A realserver's state shared by every queue, the schedulers and the control plane.
 #[derive(Debug)]

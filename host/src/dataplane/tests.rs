@@ -650,6 +650,69 @@ fn expire_nodest_conn_ends_flows_of_removed_servers() {
 }
 
 #[test]
+fn health_down_quiesces_and_health_removed_drains_like_a_removal() {
+    use crate::dataplane::service::{DEST_F_DOWN, DEST_F_HEALTH_REMOVED};
+    use std::sync::atomic::Ordering::Relaxed;
+    let cfg = crate::config::from_str(CONFIG, "f.toml").unwrap();
+    let registry = Registry::new(&cfg.services).unwrap();
+    let mut shard = Shard::new(
+        ShardConfig {
+            id: 0,
+            memory_limit: 1 << 20,
+            hash_key: HashKey([3, 4]),
+            start: Instant::now(),
+            expire_nodest_conn: true,
+            events: None,
+            sources: Default::default(),
+            queues: 1,
+        },
+        Arc::new(registry.clone().snapshot()),
+        None,
+    )
+    .unwrap();
+    let vip = a("10.77.100.100:80");
+    let (rs1, rs2) = (a("10.77.1.1:8080"), a("10.77.1.2:8080"));
+    let (c1, c2, c3) = (
+        a("10.77.0.2:45000"),
+        a("10.77.0.2:45001"),
+        a("10.77.0.2:45002"),
+    );
+    run(&mut shard, &tcp(c1, vip, SYN, b""), None);
+    run(&mut shard, &tcp(c2, vip, SYN, b""), None);
+    let dests = &registry.service("web").unwrap().dests;
+    // rs1 fails its check under on_fail = "quiesce": the flags change, no snapshot.
+    dests[0].state.flags.store(DEST_F_DOWN, Relaxed);
+    check(
+        &mut shard,
+        vec![
+            fx(
+                "a quiesced server keeps its flow, even with expire_nodest_conn",
+                tcp(c1, vip, ACK, b""),
+                Expect::Forward(tcp(c1, rs1, ACK, b"")),
+            ),
+            fx(
+                "no new flow to it",
+                tcp(c3, vip, SYN, b""),
+                Expect::Forward(tcp(c3, rs2, SYN, b"")),
+            ),
+        ],
+    );
+    // rs2 fails under on_fail = "remove": its flows are a removed server's.
+    dests[1]
+        .state
+        .flags
+        .store(DEST_F_DOWN | DEST_F_HEALTH_REMOVED, Relaxed);
+    check(
+        &mut shard,
+        vec![fx(
+            "a health-removed server's flow ends on its next packet",
+            tcp(c2, vip, ACK, b""),
+            Expect::Drop(DropReason::DestRemoved),
+        )],
+    );
+}
+
+#[test]
 fn expire_on_removal_ends_only_the_flows_it_names() {
     // expire_nodest_conn is off: the removal itself asks (`ringvs server remove --expire`).
     let mut l = lab();

@@ -28,6 +28,12 @@ pub const BACKEND_ACTIVE: &str = "ringvs_backend_connections_active";
 pub const BACKEND_INACTIVE: &str = "ringvs_backend_connections_inactive";
 /// `ringvs_backend_weight{service,server}`.
 pub const BACKEND_WEIGHT: &str = "ringvs_backend_weight";
+/// `ringvs_backend_up{service,server}`: 1 unless a health check holds the server down.
+pub const BACKEND_UP: &str = "ringvs_backend_up";
+/// `ringvs_health_checks_total{service,server,result}`.
+pub const HEALTH_CHECKS: &str = "ringvs_health_checks_total";
+/// `ringvs_health_transitions_total{service,server,state}`.
+pub const HEALTH_TRANSITIONS: &str = "ringvs_health_transitions_total";
 /// `ringvs_conntable_entries{state}`.
 pub const TABLE_ENTRIES: &str = "ringvs_conntable_entries";
 /// `ringvs_conntable_memory_bytes`.
@@ -89,7 +95,7 @@ pub enum Kind {
 }
 
 /// Every metric ringvs exports, with its type.
-pub const ALL: [(&str, Kind); 29] = [
+pub const ALL: [(&str, Kind); 32] = [
     (CONNECTIONS, Kind::Counter),
     (IN_PACKETS, Kind::Counter),
     (OUT_PACKETS, Kind::Counter),
@@ -98,6 +104,9 @@ pub const ALL: [(&str, Kind); 29] = [
     (BACKEND_ACTIVE, Kind::Gauge),
     (BACKEND_INACTIVE, Kind::Gauge),
     (BACKEND_WEIGHT, Kind::Gauge),
+    (BACKEND_UP, Kind::Gauge),
+    (HEALTH_CHECKS, Kind::Counter),
+    (HEALTH_TRANSITIONS, Kind::Counter),
     (TABLE_ENTRIES, Kind::Gauge),
     (TABLE_MEMORY, Kind::Gauge),
     (TABLE_LIMIT, Kind::Gauge),
@@ -177,6 +186,18 @@ pub fn describe() {
     describe_gauge!(
         BACKEND_WEIGHT,
         "Current weight per realserver (0 = quiesced: no new connections)."
+    );
+    describe_gauge!(
+        BACKEND_UP,
+        "1 if the realserver may get new flows as far as health checks go (healthy, or not checked), 0 while a check holds it down or it was never checked successfully."
+    );
+    describe_counter!(
+        HEALTH_CHECKS,
+        "Health checks run per realserver, by result (ok, timeout, refused, bad_status, error)."
+    );
+    describe_counter!(
+        HEALTH_TRANSITIONS,
+        "Health changes per realserver, by the state entered (up, down)."
     );
     describe_gauge!(TABLE_ENTRIES, "Tracked connections per state.");
     describe_gauge!(
@@ -360,6 +381,10 @@ pub fn update(r: &ShardReport, list: &ListResult) {
             gauge!(BACKEND_ACTIVE, &labels).set(srv.active as f64);
             gauge!(BACKEND_INACTIVE, &labels).set(srv.inactive as f64);
             gauge!(BACKEND_WEIGHT, &labels).set(srv.weight as f64);
+            // A draining (removed) server is no longer part of the service: no health series.
+            if !srv.draining {
+                gauge!(BACKEND_UP, &labels).set(if srv.health == "down" { 0.0 } else { 1.0 });
+            }
         }
     }
 }
@@ -387,12 +412,14 @@ mod tests {
         r.counters.drops = [1; crate::dataplane::stats::DROP_REASONS];
         r.memory_bytes = 4096;
         r.memory_limit = 1 << 20;
-        let mut c = PluginCounters::default();
-        c.calls = [7; crate::dataplane::sched::FUNCS];
-        c.faults = [1; 4];
-        c.actions = [2; crate::dataplane::defense::ACTIONS];
-        c.refused = [1; crate::dataplane::defense::ACTIONS];
-        c.refused_flows = 5;
+        let c = PluginCounters {
+            calls: [7; crate::dataplane::sched::FUNCS],
+            faults: [1; 4],
+            actions: [2; crate::dataplane::defense::ACTIONS],
+            refused: [1; crate::dataplane::defense::ACTIONS],
+            refused_flows: 5,
+            ..Default::default()
+        };
         r.plugins = vec![(Arc::from("sched-wlc"), c)];
         let server = |addr: &str| ServerInfo {
             addr: addr.into(),
@@ -403,6 +430,8 @@ mod tests {
             persistent: 0,
             draining: false,
             health: "unchecked".into(),
+            health_reason: None,
+            health_since_secs: None,
             stats: Traffic::default(),
             rate: Rates::default(),
         };

@@ -6,7 +6,7 @@ use super::blocks::{BlockList, BlockMode};
 use super::defense::DefenseSlot;
 use super::nat::{self, Csum, Side};
 use super::sched::{PluginEvent, PluginStats, SchedSlot};
-use super::service::{DestState, Service, Snapshot, DEST_F_EXPIRE, DEST_F_REMOVED};
+use super::service::{DestState, Service, Snapshot, DEST_F_EXPIRE, DEST_F_GONE, DEST_F_REMOVED};
 use super::sources::{SourceCount, SourceSketch, TopTalkers};
 use super::stats::{Counters, DropReason, ShardReport, Traffic};
 use super::{Packet, Pipeline, Verdict};
@@ -561,7 +561,7 @@ impl Shard {
                     .get(c.dest as usize)
                     .and_then(Option::as_ref)
                     .map_or(DEST_F_REMOVED, |d| d.flags());
-                let expire = flags & DEST_F_REMOVED != 0
+                let expire = flags & DEST_F_GONE != 0
                     && (self.cfg.expire_nodest_conn || flags & DEST_F_EXPIRE != 0);
                 // IPVS conn_reuse_mode: a SYN on a closed entry starts a new connection,
                 // scheduled afresh.

@@ -1,0 +1,572 @@
+//! `health = { … }`: realserver health checks, per service with per-server overrides.
+//!
+//! The keys follow keepalived's `real_server` checkers under the names HAProxy made common:
+//! `interval` is keepalived's `delay_loop`, `timeout` its `connect_timeout`, `fall` its
+//! `retry` + 1, `on_fail = "quiesce"` its `inhibit_on_failure`, `port`/`addr` its
+//! `connect_port`/`connect_ip`, `host` its `virtualhost`, `expect` its `status_code`.
+//! See docs/HEALTH.md.
+
+use super::{raw, units, ConfigError, Validator};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+/// Shortest check interval.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest check interval.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+/// Shortest check timeout.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// Largest `rise` or `fall`.
+pub const MAX_COUNT: u32 = 100;
+
+/// What a check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A TCP connection is accepted (keepalived `TCP_CHECK`).
+    Tcp,
+    /// `GET path` answers with an expected status (keepalived `HTTP_GET`).
+    Http(HttpCheck),
+}
+
+impl CheckKind {
+    /// `tcp` or `http`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http(_) => "http",
+        }
+    }
+}
+
+/// An HTTP check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCheck {
+    /// Request path (starts with `/`).
+    pub path: String,
+    /// Status codes that pass; empty means any 2xx (keepalived's default).
+    pub expect: Vec<u16>,
+    /// `Host` header; the checked address when unset.
+    pub host: Option<String>,
+}
+
+impl HttpCheck {
+    /// True if `status` passes.
+    pub fn passes(&self, status: u16) -> bool {
+        if self.expect.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            self.expect.contains(&status)
+        }
+    }
+
+    /// What passes, for messages: `200`, `200 or 204`, `2xx`.
+    pub fn expected(&self) -> String {
+        if self.expect.is_empty() {
+            "2xx".into()
+        } else {
+            self.expect
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(" or ")
+        }
+    }
+}
+
+/// What a failing realserver becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFail {
+    /// No new flows, existing flows kept, weight remembered (keepalived
+    /// `inhibit_on_failure`, but without touching the weight).
+    Quiesce,
+    /// No new flows; existing flows drain as when the operator removes it (and end on their
+    /// next packet with `director.expire_nodest_conn`). keepalived's default.
+    Remove,
+}
+
+impl OnFail {
+    /// `quiesce` or `remove`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnFail::Quiesce => "quiesce",
+            OnFail::Remove => "remove",
+        }
+    }
+}
+
+/// A validated health check, as it applies to one realserver (or, on the service, to every
+/// realserver that does not override it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// TCP or HTTP.
+    pub kind: CheckKind,
+    /// Time between the starts of two checks.
+    pub interval: Duration,
+    /// A check that takes longer fails.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down server up.
+    pub rise: u32,
+    /// Consecutive failures that take an up server down.
+    pub fall: u32,
+    /// Quiesce or remove when down.
+    pub on_fail: OnFail,
+    /// Check this port instead of the server's.
+    pub port: Option<u16>,
+    /// Check this address instead of the server's (per server only).
+    pub addr: Option<SocketAddrV4>,
+}
+
+impl HealthConfig {
+    /// The endpoint checked for the realserver `server`: `addr`'s address (else the
+    /// server's) and `addr`'s port (else `port`, else the server's).
+    pub fn target(&self, server: SocketAddrV4) -> SocketAddrV4 {
+        let ip = self.addr.map_or(*server.ip(), |a| *a.ip());
+        let port = match self.addr {
+            Some(a) if a.port() != 0 => a.port(),
+            _ => self.port.unwrap_or(server.port()),
+        };
+        SocketAddrV4::new(ip, port)
+    }
+
+    /// The longest time from a server's failure to it being marked down:
+    /// `fall × interval + timeout`.
+    pub fn detection_window(&self) -> Duration {
+        self.interval * self.fall + self.timeout
+    }
+}
+
+/// A key's value from the server's table if it has it, else from the service's.
+struct Pick<'a> {
+    svc_key: &'a str,
+    svc: Option<&'a raw::Health>,
+    srv_key: Option<&'a str>,
+    srv: Option<&'a raw::Health>,
+}
+
+impl Pick<'_> {
+    fn get<T: Clone>(
+        &self,
+        name: &str,
+        f: impl Fn(&raw::Health) -> Option<T>,
+    ) -> Option<(String, T)> {
+        if let (Some(k), Some(v)) = (self.srv_key, self.srv.and_then(&f)) {
+            return Some((format!("{k}.health.{name}"), v));
+        }
+        self.svc
+            .and_then(f)
+            .map(|v| (format!("{}.health.{name}", self.svc_key), v))
+    }
+}
+
+impl Validator<'_> {
+    /// The health check of a service (`srv` = None) or of one of its servers. `svc_key` and
+    /// `srv_key` are the tables' keys (`service.0`, `service.0.server.1`).
+    pub(super) fn health(
+        &self,
+        svc_key: &str,
+        svc: Option<&raw::Health>,
+        srv_key: Option<&str>,
+        srv: Option<&raw::Health>,
+    ) -> Result<Option<HealthConfig>, ConfigError> {
+        if svc.is_none() {
+            if let (Some(k), Some(_)) = (srv_key, srv) {
+                return Err(self.err(
+                    format!("{k}.health"),
+                    format!("a server can only override the service's health check; add `health = {{ check = \"tcp\" }}` (or \"http\") to the service ({svc_key})"),
+                ));
+            }
+            return Ok(None);
+        }
+        if let Some(a) = svc.and_then(|h| h.addr.as_ref()) {
+            return Err(self.err(
+                format!("{svc_key}.health.addr"),
+                format!("{a:?}: a check address belongs to one server; set it in that [[service.server]]'s health table (use `port` to check another port on every server)"),
+            ));
+        }
+        let p = Pick {
+            svc_key,
+            svc,
+            srv_key,
+            srv,
+        };
+        let Some((ck, check)) = p.get("check", |h| h.check.clone()) else {
+            return Err(self.err(
+                format!("{svc_key}.health.check"),
+                "missing: expected \"tcp\" or \"http\"",
+            ));
+        };
+        let interval = match p.get("interval", |h| h.interval.clone()) {
+            None => Duration::from_secs(2),
+            Some((k, q)) => {
+                let d = self.duration(&k, q)?;
+                if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&d) {
+                    return Err(self.err(
+                        k,
+                        format!("expected 100ms to 1h, found {}ms", d.as_millis()),
+                    ));
+                }
+                d
+            }
+        };
+        let timeout = match p.get("timeout", |h| h.timeout.clone()) {
+            None => (interval / 2).min(Duration::from_secs(1)),
+            Some((k, q)) => {
+                let t = self.duration(&k, q)?;
+                if t < MIN_TIMEOUT || t > interval {
+                    return Err(self.err(
+                        k,
+                        format!(
+                            "expected 10ms up to the interval ({}ms), found {}ms: a check must end before the next one starts",
+                            interval.as_millis(),
+                            t.as_millis()
+                        ),
+                    ));
+                }
+                t
+            }
+        };
+        let count = |name: &str, v: Option<(String, i64)>, default: u32| match v {
+            None => Ok(default),
+            Some((_, n)) if (1..=MAX_COUNT as i64).contains(&n) => Ok(n as u32),
+            Some((k, n)) => Err(self.err(
+                k,
+                format!("expected 1 to {MAX_COUNT} consecutive checks for `{name}`, found {n}"),
+            )),
+        };
+        let rise = count("rise", p.get("rise", |h| h.rise), 2)?;
+        let fall = count("fall", p.get("fall", |h| h.fall), 3)?;
+        let on_fail = match p.get("on_fail", |h| h.on_fail.clone()) {
+            None => OnFail::Quiesce,
+            Some((_, s)) if s == "quiesce" => OnFail::Quiesce,
+            Some((_, s)) if s == "remove" => OnFail::Remove,
+            Some((k, s)) => {
+                return Err(self.err(
+                    k,
+                    format!("expected \"quiesce\" or \"remove\", found {s:?}"),
+                ))
+            }
+        };
+        let port = match p.get("port", |h| h.port) {
+            None => None,
+            Some((_, n)) if (1..=65_535).contains(&n) => Some(n as u16),
+            Some((k, n)) => return Err(self.err(k, format!("expected 1 to 65535, found {n}"))),
+        };
+        let addr = match p.get("addr", |h| h.addr.clone()) {
+            None => None,
+            Some((k, s)) => Some(self.check_addr(&k, &s)?),
+        };
+        let http_only = ["path", "expect", "host"];
+        let kind = match check.as_str() {
+            "tcp" => {
+                for name in http_only {
+                    let present = match name {
+                        "path" => p.get(name, |h| h.path.clone()).map(|x| x.0),
+                        "expect" => p.get(name, |h| h.expect.clone()).map(|x| x.0),
+                        _ => p.get(name, |h| h.host.clone()).map(|x| x.0),
+                    };
+                    if let Some(k) = present {
+                        return Err(self.err(
+                            k,
+                            "only an HTTP check has this key; set check = \"http\" or remove it",
+                        ));
+                    }
+                }
+                CheckKind::Tcp
+            }
+            "http" => {
+                let path = match p.get("path", |h| h.path.clone()) {
+                    None => "/".to_string(),
+                    Some((k, s)) => {
+                        if !s.starts_with('/')
+                            || s.len() > 1024
+                            || s.chars().any(|c| c.is_whitespace() || c.is_control())
+                        {
+                            return Err(self.err(
+                                k,
+                                format!("expected a path starting with '/' without spaces or control characters (at most 1024 bytes), found {s:?}"),
+                            ));
+                        }
+                        s
+                    }
+                };
+                let expect = match p.get("expect", |h| h.expect.clone()) {
+                    None => Vec::new(),
+                    Some((k, e)) => {
+                        let (codes, list) = match e {
+                            raw::Expect::One(n) => (vec![n], false),
+                            raw::Expect::Many(v) => (v, true),
+                        };
+                        if codes.is_empty() {
+                            return Err(self.err(
+                                k,
+                                "expected a status code like 200 or a list of them, found an empty list",
+                            ));
+                        }
+                        let mut out = Vec::with_capacity(codes.len());
+                        for (i, n) in codes.into_iter().enumerate() {
+                            if !(100..=599).contains(&n) {
+                                let key = if list { format!("{k}.{i}") } else { k.clone() };
+                                return Err(self.err(
+                                    key,
+                                    format!("expected an HTTP status code (100 to 599), found {n}"),
+                                ));
+                            }
+                            out.push(n as u16);
+                        }
+                        out
+                    }
+                };
+                let host = match p.get("host", |h| h.host.clone()) {
+                    None => None,
+                    Some((k, s)) => {
+                        if s.is_empty()
+                            || s.len() > 255
+                            || s.chars().any(|c| c.is_whitespace() || c.is_control())
+                        {
+                            return Err(self.err(
+                                k,
+                                format!("expected a host name (1 to 255 characters, no spaces or control characters), found {s:?}"),
+                            ));
+                        }
+                        Some(s)
+                    }
+                };
+                CheckKind::Http(HttpCheck { path, expect, host })
+            }
+            other => {
+                return Err(self.err(ck, format!("expected \"tcp\" or \"http\", found {other:?}")))
+            }
+        };
+        Ok(Some(HealthConfig {
+            kind,
+            interval,
+            timeout,
+            rise,
+            fall,
+            on_fail,
+            port,
+            addr,
+        }))
+    }
+
+    /// A duration with millisecond precision.
+    fn duration(&self, key: &str, q: raw::Quantity) -> Result<Duration, ConfigError> {
+        let ms = match q {
+            raw::Quantity::Num(n) => n.saturating_mul(1000),
+            raw::Quantity::Text(s) => units::parse_duration_ms(&s).map_err(|m| self.err(key, m))?,
+        };
+        Ok(Duration::from_millis(ms))
+    }
+
+    /// A check address: `ip:port`, or `ip` (stored with port 0: the check's `port`, else the
+    /// server's).
+    fn check_addr(&self, key: &str, s: &str) -> Result<SocketAddrV4, ConfigError> {
+        let want = "expected an IPv4 address like \"10.77.1.1:9000\" or \"10.77.1.1\"";
+        match s.parse::<SocketAddr>() {
+            Ok(SocketAddr::V4(a)) if a.port() != 0 && !a.ip().is_unspecified() => Ok(a),
+            Ok(_) => Err(self.err(key, format!("{want}, found {s:?}"))),
+            Err(_) => match s.parse::<IpAddr>() {
+                // Port 0: `target` takes the check's `port`, else the server's.
+                Ok(IpAddr::V4(ip)) if !ip.is_unspecified() => Ok(SocketAddrV4::new(ip, 0)),
+                _ => Err(self.err(key, format!("{want}, found {s:?}"))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_str;
+
+    const WEB: &str = r#"
+[[service]]
+name = "web"
+vip = "10.77.100.100:80"
+health = { check = "http", interval = "2s", timeout = "1s", rise = 2, fall = 3, path = "/", expect = 200, on_fail = "quiesce" }
+
+[[service.server]]
+addr = "10.77.1.1:8080"
+
+[[service.server]]
+addr = "10.77.1.2:8080"
+health = { port = 9000, path = "/status", expect = [200, 204] }
+
+[[service.server]]
+addr = "10.77.1.3:8080"
+health = { addr = "10.77.2.3", on_fail = "remove" }
+"#;
+
+    fn err(text: &str) -> ConfigError {
+        from_str(text, "h.toml").unwrap_err()
+    }
+
+    #[test]
+    fn service_checks_with_server_overrides() {
+        let c = from_str(WEB, "h.toml").unwrap();
+        let s = &c.services[0];
+        let h = s.health.as_ref().unwrap();
+        assert_eq!(h.interval, Duration::from_secs(2));
+        assert_eq!(h.timeout, Duration::from_secs(1));
+        assert_eq!((h.rise, h.fall, h.on_fail), (2, 3, OnFail::Quiesce));
+        assert_eq!(
+            h.kind,
+            CheckKind::Http(HttpCheck {
+                path: "/".into(),
+                expect: vec![200],
+                host: None
+            })
+        );
+        assert_eq!(h.detection_window(), Duration::from_secs(7));
+        // The first server takes the service's check as it is.
+        assert_eq!(s.servers[0].health.as_ref(), Some(h));
+        let a = |x: &str| x.parse::<SocketAddrV4>().unwrap();
+        assert_eq!(h.target(a("10.77.1.1:8080")), a("10.77.1.1:8080"));
+        // The second overrides port, path and codes; the rest is the service's.
+        let h2 = s.servers[1].health.as_ref().unwrap();
+        assert_eq!(h2.target(a("10.77.1.2:8080")), a("10.77.1.2:9000"));
+        assert_eq!(h2.interval, Duration::from_secs(2));
+        let CheckKind::Http(http) = &h2.kind else {
+            panic!("{h2:?}")
+        };
+        assert_eq!(
+            (http.path.as_str(), &http.expect[..]),
+            ("/status", &[200, 204][..])
+        );
+        // The third checks another address on the server's port, and is removed on failure.
+        let h3 = s.servers[2].health.as_ref().unwrap();
+        assert_eq!(h3.target(a("10.77.1.3:8080")), a("10.77.2.3:8080"));
+        assert_eq!(h3.on_fail, OnFail::Remove);
+    }
+
+    #[test]
+    fn defaults_are_haproxys_and_tcp_needs_only_check() {
+        let c = from_str(
+            &WEB.replace(
+                "health = { check = \"http\", interval = \"2s\", timeout = \"1s\", rise = 2, fall = 3, path = \"/\", expect = 200, on_fail = \"quiesce\" }",
+                "health = { check = \"tcp\" }",
+            )
+            .replace("health = { port = 9000, path = \"/status\", expect = [200, 204] }", "")
+            .replace("health = { addr = \"10.77.2.3\", on_fail = \"remove\" }", ""),
+            "h.toml",
+        )
+        .unwrap();
+        let h = c.services[0].health.clone().unwrap();
+        assert_eq!(h.kind, CheckKind::Tcp);
+        assert_eq!(
+            (h.interval, h.timeout),
+            (Duration::from_secs(2), Duration::from_secs(1))
+        );
+        assert_eq!((h.rise, h.fall, h.on_fail), (2, 3, OnFail::Quiesce));
+        // No health table: not checked.
+        let c = from_str(
+            "[[service]]\nname = \"w\"\nvip = \"10.77.100.100:80\"\n[[service.server]]\naddr = \"10.77.1.1\"\n",
+            "h.toml",
+        )
+        .unwrap();
+        assert!(c.services[0].health.is_none() && c.services[0].servers[0].health.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let svc = "check = \"http\", interval = \"2s\", timeout = \"1s\", rise = 2, fall = 3, path = \"/\", expect = 200, on_fail = \"quiesce\"";
+        let cases: &[(&str, &str, &str, &str)] = &[
+            (
+                "check = \"http\"",
+                "check = \"smtp\"",
+                "service[0].health.check",
+                "\"tcp\" or \"http\"",
+            ),
+            (
+                "interval = \"2s\"",
+                "interval = \"2 fortnights\"",
+                "service[0].health.interval",
+                "unknown duration unit",
+            ),
+            (
+                "interval = \"2s\"",
+                "interval = \"50ms\"",
+                "service[0].health.interval",
+                "100ms to 1h",
+            ),
+            (
+                "timeout = \"1s\"",
+                "timeout = \"3s\"",
+                "service[0].health.timeout",
+                "up to the interval",
+            ),
+            ("rise = 2", "rise = 0", "service[0].health.rise", "1 to 100"),
+            (
+                "fall = 3",
+                "fall = 1000",
+                "service[0].health.fall",
+                "1 to 100",
+            ),
+            (
+                "path = \"/\"",
+                "path = \"health\"",
+                "service[0].health.path",
+                "starting with '/'",
+            ),
+            (
+                "path = \"/\"",
+                "path = \"/a b\"",
+                "service[0].health.path",
+                "without spaces",
+            ),
+            (
+                "expect = 200",
+                "expect = 42",
+                "service[0].health.expect",
+                "100 to 599",
+            ),
+            (
+                "expect = 200",
+                "expect = [200, 700]",
+                "service[0].health.expect[1]",
+                "100 to 599",
+            ),
+            (
+                "expect = 200",
+                "expect = []",
+                "service[0].health.expect",
+                "empty list",
+            ),
+            (
+                "on_fail = \"quiesce\"",
+                "on_fail = \"inhibit\"",
+                "service[0].health.on_fail",
+                "\"quiesce\" or \"remove\"",
+            ),
+        ];
+        for (from, to, key, msg) in cases {
+            let e = err(&WEB.replace(svc, &svc.replace(from, to)));
+            assert_eq!(e.key, *key, "{to}: {e}");
+            assert!(e.message.contains(msg), "{to}: {e}");
+            assert!(
+                e.to_string().starts_with(&format!("h.toml: key `{key}`")),
+                "{e}"
+            );
+        }
+        // Server overrides are named as the server's keys.
+        let e = err(&WEB.replace("port = 9000", "port = 0"));
+        assert_eq!(e.key, "service[0].server[1].health.port");
+        let e = err(&WEB.replace("addr = \"10.77.2.3\"", "addr = \"somewhere\""));
+        assert_eq!(e.key, "service[0].server[2].health.addr");
+        let e = err(&WEB.replace("on_fail = \"remove\"", "on_fial = \"remove\""));
+        assert!(e.message.contains("on_fial"), "{e}");
+        // HTTP keys on a TCP check, and a check address for the whole service.
+        let e = err(&WEB.replace("check = \"http\"", "check = \"tcp\""));
+        assert_eq!(e.key, "service[0].health.path");
+        assert!(e.message.contains("only an HTTP check"), "{e}");
+        let e = err(&WEB.replace("on_fail = \"quiesce\"", "addr = \"10.77.1.9\""));
+        assert_eq!(e.key, "service[0].health.addr");
+        // A server override without a service check.
+        let e = err(&WEB.replace(&format!("health = {{ {svc} }}"), ""));
+        assert_eq!(e.key, "service[0].server[1].health");
+        assert!(e.message.contains("only override"), "{e}");
+        // A missing check kind.
+        let e = err(&WEB.replace("check = \"http\", ", ""));
+        assert_eq!(e.key, "service[0].health.check");
+    }
+}

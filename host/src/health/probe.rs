@@ -1,0 +1,243 @@
+//! One check: a TCP connect (keepalived `TCP_CHECK`) or an HTTP GET whose status line is
+//! compared with the expected codes (keepalived `HTTP_GET`), all within one deadline.
+//! Non-blocking tokio I/O only, addresses only (no name resolution).
+
+use crate::config::{CheckKind, HttpCheck};
+use std::fmt;
+use std::net::SocketAddrV4;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+
+/// Longest HTTP status line read (bytes).
+const MAX_STATUS_LINE: usize = 1024;
+
+/// Why a check failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection within the timeout.
+    ConnectTimeout(Duration),
+    /// Connected, but no complete status line within the timeout.
+    ResponseTimeout(Duration),
+    /// The server refused the connection (nothing listens).
+    Refused,
+    /// Another socket error (`no route to host`, `connection reset`, …).
+    Io(String),
+    /// The server closed before sending a status line.
+    Closed,
+    /// Not an HTTP status line.
+    BadResponse(String),
+    /// An HTTP status other than the expected ones.
+    Status {
+        /// What it answered.
+        got: u16,
+        /// What passes (`200`, `2xx`, …).
+        expected: String,
+    },
+}
+
+impl Failure {
+    /// The `result` label of `ringvs_health_checks_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Failure::ConnectTimeout(_) | Failure::ResponseTimeout(_) => "timeout",
+            Failure::Refused => "refused",
+            Failure::Status { .. } => "bad_status",
+            Failure::Io(_) | Failure::Closed | Failure::BadResponse(_) => "error",
+        }
+    }
+
+    fn io(e: std::io::Error) -> Failure {
+        match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => Failure::Refused,
+            _ => Failure::Io(e.to_string()),
+        }
+    }
+}
+
+fn ms(d: &Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::ConnectTimeout(d) => write!(f, "connect timeout ({})", ms(d)),
+            Failure::ResponseTimeout(d) => write!(f, "response timeout ({})", ms(d)),
+            Failure::Refused => f.write_str("connection refused"),
+            Failure::Io(e) => f.write_str(e),
+            Failure::Closed => f.write_str("closed without a response"),
+            Failure::BadResponse(s) => write!(f, "not an HTTP response: {s:?}"),
+            Failure::Status { got, expected } => write!(f, "HTTP {got} (expected {expected})"),
+        }
+    }
+}
+
+/// Runs one check of `kind` against `target`, bounded by `timeout` from start to verdict.
+pub async fn probe(
+    target: SocketAddrV4,
+    kind: &CheckKind,
+    timeout: Duration,
+) -> Result<(), Failure> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = match timeout_at(deadline, TcpStream::connect(target)).await {
+        Err(_) => return Err(Failure::ConnectTimeout(timeout)),
+        Ok(Err(e)) => return Err(Failure::io(e)),
+        Ok(Ok(s)) => s,
+    };
+    match kind {
+        CheckKind::Tcp => Ok(()),
+        CheckKind::Http(h) => match timeout_at(deadline, http(&mut stream, target, h)).await {
+            Err(_) => Err(Failure::ResponseTimeout(timeout)),
+            Ok(r) => r,
+        },
+    }
+}
+
+/// The request keepalived's HTTP_GET sends, in HTTP/1.0 with `Connection: close`.
+pub fn request(target: SocketAddrV4, h: &HttpCheck) -> String {
+    let host = h.host.clone().unwrap_or_else(|| target.to_string());
+    format!(
+        "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: ringvs-health/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        h.path,
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+async fn http(stream: &mut TcpStream, target: SocketAddrV4, h: &HttpCheck) -> Result<(), Failure> {
+    let _ = stream.set_nodelay(true);
+    stream
+        .write_all(request(target, h).as_bytes())
+        .await
+        .map_err(Failure::io)?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let status = status_code(&buf[..end])?;
+            return if h.passes(status) {
+                Ok(())
+            } else {
+                Err(Failure::Status {
+                    got: status,
+                    expected: h.expected(),
+                })
+            };
+        }
+        if buf.len() >= MAX_STATUS_LINE {
+            return Err(Failure::BadResponse(preview(&buf)));
+        }
+        let n = stream.read(&mut chunk).await.map_err(Failure::io)?;
+        if n == 0 {
+            return Err(if buf.is_empty() {
+                Failure::Closed
+            } else {
+                Failure::BadResponse(preview(&buf))
+            });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn preview(b: &[u8]) -> String {
+    String::from_utf8_lossy(&b[..b.len().min(40)]).into_owned()
+}
+
+/// The code of a status line `HTTP/1.x NNN reason`.
+pub fn status_code(line: &[u8]) -> Result<u16, Failure> {
+    let text = std::str::from_utf8(line).map_err(|_| Failure::BadResponse(preview(line)))?;
+    let mut parts = text.trim_end().split(' ');
+    let version = parts.next().unwrap_or("");
+    let code = parts.next().unwrap_or("");
+    if !version.starts_with("HTTP/") || code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(Failure::BadResponse(preview(line)));
+    }
+    match code.parse::<u16>() {
+        Ok(c) if (100..=599).contains(&c) => Ok(c),
+        _ => Err(Failure::BadResponse(preview(line))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(status_code(b"HTTP/1.1 200 OK\r"), Ok(200));
+        assert_eq!(status_code(b"HTTP/1.0 503 Service Unavailable"), Ok(503));
+        assert_eq!(status_code(b"HTTP/1.1 204"), Ok(204));
+        for bad in [
+            &b"SSH-2.0-OpenSSH_9.6"[..],
+            b"HTTP/1.1 20 OK",
+            b"HTTP/1.1 2000 OK",
+            b"HTTP/1.1 abc OK",
+            b"HTTP/1.1 999 Nope",
+            b"\xff\xfe",
+            b"",
+        ] {
+            assert!(
+                matches!(status_code(bad), Err(Failure::BadResponse(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn expected_codes() {
+        let mut h = HttpCheck {
+            path: "/".into(),
+            expect: vec![],
+            host: None,
+        };
+        assert!(h.passes(200) && h.passes(204) && !h.passes(301) && !h.passes(500));
+        assert_eq!(h.expected(), "2xx");
+        h.expect = vec![200, 301];
+        assert!(h.passes(301) && !h.passes(204));
+        assert_eq!(h.expected(), "200 or 301");
+    }
+
+    #[test]
+    fn the_request_names_path_and_host() {
+        let t: SocketAddrV4 = "10.77.1.1:8080".parse().unwrap();
+        let mut h = HttpCheck {
+            path: "/health?x=1".into(),
+            expect: vec![200],
+            host: None,
+        };
+        let r = request(t, &h);
+        assert!(
+            r.starts_with("GET /health?x=1 HTTP/1.0\r\nHost: 10.77.1.1:8080\r\n"),
+            "{r}"
+        );
+        assert!(r.ends_with("Connection: close\r\n\r\n"), "{r}");
+        h.host = Some("www.example.com".into());
+        assert!(request(t, &h).contains("\r\nHost: www.example.com\r\n"));
+    }
+
+    #[test]
+    fn failures_read_well_and_have_bounded_labels() {
+        let f = Failure::Status {
+            got: 500,
+            expected: "200".into(),
+        };
+        assert_eq!(f.to_string(), "HTTP 500 (expected 200)");
+        assert_eq!(f.label(), "bad_status");
+        assert_eq!(
+            Failure::ConnectTimeout(Duration::from_millis(1500)).to_string(),
+            "connect timeout (1500ms)"
+        );
+        assert_eq!(
+            Failure::ResponseTimeout(Duration::from_secs(1)).to_string(),
+            "response timeout (1s)"
+        );
+        assert_eq!(Failure::Refused.label(), "refused");
+        assert_eq!(Failure::Closed.label(), "error");
+    }
+}
