@@ -41,6 +41,9 @@ NO_BUILD=1 bash examples/lab/test-e2e.sh
 step "lab: scheduler swaps and a hostile plugin under load"
 bash examples/lab/test-swap.sh
 
+step "lab: SYN floods (no defense, synauth, nft DNAT, one source rate-limited, defenses swapped)"
+bash examples/lab/test-flood.sh
+
 step "lab: health checks (failover and recovery under load)"
 bash examples/lab/test-health.sh
 
