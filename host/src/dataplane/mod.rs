@@ -36,6 +36,7 @@ pub mod service;
 pub mod shard;
 pub mod sources;
 pub mod stats;
+pub mod templates;
 pub mod testkit;
 
 #[cfg(test)]
