@@ -16,10 +16,11 @@ use crate::config::{self, Config, Routes};
 use crate::conn::HashKey;
 use crate::conn::TICKS_PER_SEC;
 use crate::dataplane::blocks::{Block, BlockList};
-use crate::dataplane::service::{Snapshot, DEST_F_DOWN};
+use crate::dataplane::service::{Snapshot, DEST_F_DOWN, DEST_F_OVERLOAD};
 use crate::dataplane::shard::{ConnInfo, ShardShared};
 use crate::dataplane::sources::{merge_top, SourceCount, SourceSketch};
 use crate::dataplane::stats::{ShardReport, Traffic};
+use crate::dataplane::templates::TemplateStore;
 use crate::dataplane::{Control, PluginEvent, Shard, ShardConfig};
 use crate::io::steer;
 use crate::io::tun::{attach_steering_bpf, TunDevice, TunOptions};
@@ -99,6 +100,7 @@ pub struct Daemon {
     zero: ShardReport,
     rates: RateTracker,
     sources: Arc<SourceSketch>,
+    templates: Arc<TemplateStore>,
     blocks: BlockList,
     top: Arc<Vec<SourceCount>>,
 }
@@ -288,6 +290,9 @@ impl Daemon {
         if d0.routes != d1.routes {
             fixed.push("director.routes");
         }
+        if d0.template_memory_limit != d1.template_memory_limit {
+            fixed.push("director.template_memory_limit");
+        }
         if !fixed.is_empty() {
             return Err(format!(
                 "{}: {} cannot change while running (restart ringvs); nothing was applied",
@@ -317,28 +322,49 @@ impl Daemon {
             })
             .map(|e| e.cfg.name.clone())
             .collect();
+        // Persistence plugins swapped: another plugin, or the same with a new config (the
+        // queues take new instances; the templates stay).
+        let persist_swapped: Vec<String> = trial
+            .services()
+            .filter(|e| {
+                let (Some(old), Some(new)) = (
+                    self.plugins.prepared_persistence(e.id),
+                    prepared.persistence(e.id),
+                ) else {
+                    return false;
+                };
+                !Arc::ptr_eq(old, new)
+            })
+            .map(|e| e.cfg.name.clone())
+            .collect();
         self.registry = trial;
         self.plugins.commit(loaded);
+        self.templates
+            .set_expire_quiescent(new.director.expire_quiescent_template);
         self.cfg = new;
         let snap = self.plugins.snapshot(&mut self.registry, prepared);
         self.broadcast(snap);
-        for s in &swapped {
+        for s in swapped.iter().chain(&persist_swapped) {
             self.plugins.count_swap(s);
         }
         if let Err(e) = self.sync_routes() {
             warn!("routes: {e}");
         }
-        Ok(if changed.is_empty() && swapped.is_empty() {
+        let mut msg = if changed.is_empty() && swapped.is_empty() && persist_swapped.is_empty() {
             "configuration unchanged".to_string()
-        } else if swapped.is_empty() {
-            format!("reloaded; changed services: {}", changed.join(", "))
         } else {
-            format!(
-                "reloaded; changed services: {}; schedulers swapped: {}",
-                changed.join(", "),
-                swapped.join(", ")
-            )
-        })
+            format!("reloaded; changed services: {}", changed.join(", "))
+        };
+        if !swapped.is_empty() {
+            msg += &format!("; schedulers swapped: {}", swapped.join(", "));
+        }
+        if !persist_swapped.is_empty() {
+            msg += &format!(
+                "; persistence swapped (templates kept): {}",
+                persist_swapped.join(", ")
+            );
+        }
+        Ok(msg)
     }
 
     /// Switches a service's scheduler at runtime to a built-in, a loaded plugin, or a
@@ -421,6 +447,9 @@ impl Daemon {
                 let mut flags = Vec::new();
                 if let Some(p) = &e.cfg.persistence {
                     flags.push(format!("persistent {}", p.timeout_secs));
+                    if let Some(m) = p.display_mask() {
+                        flags.push(format!("mask {m}"));
+                    }
                 }
                 ServiceInfo {
                     name: e.cfg.name.clone(),
@@ -447,6 +476,9 @@ impl Daemon {
                                 active: d.state.counters.active(),
                                 inactive: d.state.counters.inactive(),
                                 persistent: d.state.counters.persistent(),
+                                upper: d.state.upper(),
+                                lower: d.state.lower(),
+                                overloaded: d.state.flags() & DEST_F_OVERLOAD != 0,
                                 draining: d.removed(),
                                 health: if d.state.flags() & DEST_F_DOWN != 0 {
                                     "down"
@@ -489,7 +521,14 @@ impl Daemon {
                     services: self
                         .registry
                         .services()
-                        .filter(|e| e.cfg.scheduler == *p.name)
+                        .filter(|e| {
+                            e.cfg.scheduler == *p.name
+                                || e.cfg.defense.iter().any(|d| *d == *p.name)
+                                || e.cfg
+                                    .persistence
+                                    .as_ref()
+                                    .is_some_and(|x| x.plugin == *p.name)
+                        })
                         .map(|e| e.cfg.name.clone())
                         .collect(),
                     calls: c.calls.iter().sum(),
@@ -522,6 +561,20 @@ impl Daemon {
                 .map(|d| (d.label().to_string(), r.counters.drops[*d as usize]))
                 .collect(),
             passthrough: r.counters.passthrough,
+            templates: Some(self.template_status(&r)),
+        }
+    }
+
+    fn template_status(&self, r: &ShardReport) -> super::protocol::TemplateStatus {
+        let t = self.templates.stats();
+        super::protocol::TemplateStatus {
+            entries: t.entries,
+            capacity: t.capacity,
+            memory_bytes: t.memory_bytes,
+            memory_limit: t.memory_limit,
+            refused: t.refused,
+            link_bytes: r.link_bytes,
+            expire_quiescent_template: self.templates.expire_quiescent(),
         }
     }
 
@@ -545,29 +598,55 @@ impl Daemon {
                 all.append(&mut v);
             }
         }
-        let truncated = all.len() > max;
-        all.truncate(max);
         let snap = self.registry.all_services();
         let svc_of = |id: u16| snap.iter().find(|e| e.id == id);
-        let conns = all
-            .into_iter()
-            .map(|c| {
-                let svc = svc_of(c.svc);
+        let dest_of = |svc: Option<&super::registry::ServiceEntry>, id: u32| {
+            svc.and_then(|s| s.dests.iter().find(|d| d.id == id))
+                .map(|d| d.addr.to_string())
+                .unwrap_or_else(|| "?".into())
+        };
+        // Templates first, as ipvsadm -Lnc shows them: state NONE, the client network (the
+        // affinity key, an address when it fits in 32 bits) with port 0.
+        let now = self.now_tick();
+        let templates = self.templates.list(max + 1);
+        let mut conns: Vec<ConnRow> = templates
+            .iter()
+            .map(|t| {
+                let svc = svc_of(t.svc);
                 ConnRow {
-                    proto: if c.proto == 6 { "TCP" } else { "UDP" }.to_string(),
-                    expire_secs: c.expires_in.as_secs(),
-                    state: c.state.name().to_string(),
-                    source: c.client.to_string(),
+                    proto: svc
+                        .map_or("TCP", |s| match s.cfg.proto {
+                            config::Proto::Tcp => "TCP",
+                            config::Proto::Udp => "UDP",
+                        })
+                        .to_string(),
+                    expire_secs: (t.expires.saturating_sub(now) / TICKS_PER_SEC) as u64,
+                    state: "NONE".into(),
+                    source: template_source(t.key),
                     virtual_addr: svc
                         .map(|s| s.cfg.vip.to_string())
                         .unwrap_or_else(|| "?".into()),
-                    destination: svc
-                        .and_then(|s| s.dests.iter().find(|d| d.id == c.dest))
-                        .map(|d| d.addr.to_string())
-                        .unwrap_or_else(|| "?".into()),
+                    destination: dest_of(svc, t.dest),
+                    template: true,
                 }
             })
             .collect();
+        conns.extend(all.into_iter().map(|c| {
+            let svc = svc_of(c.svc);
+            ConnRow {
+                proto: if c.proto == 6 { "TCP" } else { "UDP" }.to_string(),
+                expire_secs: c.expires_in.as_secs(),
+                state: c.state.name().to_string(),
+                source: c.client.to_string(),
+                virtual_addr: svc
+                    .map(|s| s.cfg.vip.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                destination: dest_of(svc, c.dest),
+                template: false,
+            }
+        }));
+        let truncated = conns.len() > max;
+        conns.truncate(max);
         ConnectionsResult { conns, truncated }
     }
 
@@ -632,13 +711,20 @@ impl Daemon {
                 service,
                 addr: a,
                 weight,
+                upper,
+                lower,
             } => {
                 let w = weight.unwrap_or(1);
                 if w > config::MAX_WEIGHT as u64 {
                     return Err(super::registry::EditError::BadWeight(w).to_string());
                 }
+                let server = config::ServerConfig {
+                    upper: upper.unwrap_or(0),
+                    lower: lower.unwrap_or(0),
+                    ..config::ServerConfig::new(addr(&a)?, w as u32)
+                };
                 self.registry
-                    .add_server(&service, addr(&a)?, w as u32)
+                    .add_server(&service, server)
                     .map_err(|e| e.to_string())?;
                 Ok(self.edited())
             }
@@ -727,6 +813,10 @@ impl Daemon {
                         index,
                         instance: Box::new(i),
                     },
+                    Fresh::Persistence(i) => Control::Persistence {
+                        svc,
+                        instance: Box::new(i),
+                    },
                 };
                 let _ = q.tx.send(msg);
             }
@@ -734,6 +824,7 @@ impl Daemon {
         let samples = self.take_samples();
         if self.cfg.director.metrics_listen.is_some() {
             crate::metrics::update(&r, &self.list());
+            crate::metrics::update_templates(&self.template_status(&r));
             crate::metrics::update_plugins(&r, &samples, &self.plugins.swaps);
             crate::metrics::update_defense(&self.top_view());
         }
@@ -771,6 +862,16 @@ impl Daemon {
     }
 }
 
+/// How `ringvs list --connections` shows a template's affinity key as its source: an
+/// address with port 0 when the key fits in 32 bits (persist-netmask's keys are the masked
+/// client address, so this reads like ipvsadm -Lnc), else the key in hex.
+fn template_source(key: u64) -> String {
+    match u32::try_from(key) {
+        Ok(a) => format!("{}:0", std::net::Ipv4Addr::from(a)),
+        Err(_) => format!("{key:#018x}:0"),
+    }
+}
+
 /// `MemAvailable` from /proc/meminfo, in bytes (0 if unreadable).
 fn mem_available() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -792,6 +893,7 @@ fn start_queues(
     start: Instant,
     events: crossbeam_channel::Sender<PluginEvent>,
     sources: Arc<SourceSketch>,
+    templates: Arc<TemplateStore>,
 ) -> Result<Vec<Queue>, String> {
     let n = fds.len();
     let key = HashKey::random();
@@ -809,6 +911,7 @@ fn start_queues(
             events: Some(events.clone()),
             sources: sources.clone(),
             queues: n,
+            templates: templates.clone(),
         };
         let mut shard = Shard::new(shard_cfg, snap.clone(), Some(rx)).map_err(|e| e.to_string())?;
         let shared = shard.shared();
@@ -880,6 +983,11 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
     plugins.commit(loaded);
     let snap = Arc::new(plugins.snapshot(&mut registry, prepared));
     let (events_tx, events) = crossbeam_channel::unbounded();
+    let templates = Arc::new(
+        TemplateStore::new(cfg.director.template_memory_limit, HashKey::random())
+            .map_err(|e| format!("{}: director.{e}", cfg.path.display()))?,
+    );
+    templates.set_expire_quiescent(cfg.director.expire_quiescent_template);
 
     // Fail early, before touching the network.
     let listener = admin::bind(
@@ -939,6 +1047,7 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
         start,
         events_tx,
         sources.clone(),
+        templates.clone(),
     )?;
 
     let mut daemon = Daemon {
@@ -954,6 +1063,7 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
         zero: ShardReport::default(),
         rates: RateTracker::default(),
         sources,
+        templates,
         blocks: BlockList::default(),
         top: Arc::new(Vec::new()),
     };

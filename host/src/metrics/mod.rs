@@ -27,6 +27,16 @@ pub const BACKEND_ACTIVE: &str = "ringvs_backend_connections_active";
 pub const BACKEND_INACTIVE: &str = "ringvs_backend_connections_inactive";
 /// `ringvs_backend_weight{service,server}`.
 pub const BACKEND_WEIGHT: &str = "ringvs_backend_weight";
+/// `ringvs_backend_connections_persistent{service,server}`.
+pub const BACKEND_PERSISTENT: &str = "ringvs_backend_connections_persistent";
+/// `ringvs_backend_overloaded{service,server}`.
+pub const BACKEND_OVERLOADED: &str = "ringvs_backend_overloaded";
+/// `ringvs_persistence_templates`.
+pub const TEMPLATES: &str = "ringvs_persistence_templates";
+/// `ringvs_persistence_template_memory_bytes`.
+pub const TEMPLATE_MEMORY: &str = "ringvs_persistence_template_memory_bytes";
+/// `ringvs_persistence_template_memory_limit_bytes`.
+pub const TEMPLATE_LIMIT: &str = "ringvs_persistence_template_memory_limit_bytes";
 /// `ringvs_conntable_entries{state}`.
 pub const TABLE_ENTRIES: &str = "ringvs_conntable_entries";
 /// `ringvs_conntable_memory_bytes`.
@@ -124,6 +134,28 @@ pub fn describe() {
         BACKEND_WEIGHT,
         "Current weight per realserver (0 = quiesced)."
     );
+    describe_gauge!(
+        BACKEND_PERSISTENT,
+        "Persistence templates pointing at each realserver (PersistConn); not counted in active or inactive."
+    );
+    describe_gauge!(
+        BACKEND_OVERLOADED,
+        "1 while a realserver is over its upper connection threshold (no new flows until below the lower one)."
+    );
+    describe_gauge!(
+        TEMPLATES,
+        "Persistence templates in the shared store (all services)."
+    );
+    describe_gauge!(
+        TEMPLATE_MEMORY,
+        Unit::Bytes,
+        "Bytes used by the persistence template store."
+    );
+    describe_gauge!(
+        TEMPLATE_LIMIT,
+        Unit::Bytes,
+        "The persistence template store's budget (director.template_memory_limit)."
+    );
     describe_gauge!(TABLE_ENTRIES, "Tracked connections per state.");
     describe_gauge!(
         TABLE_MEMORY,
@@ -187,7 +219,7 @@ pub fn describe() {
     );
     describe_counter!(
         PLUGIN_SWAPS,
-        "Scheduler swaps per service (reload, SIGHUP or `ringvs plugin swap`)."
+        "Scheduler and persistence plugin swaps per service (reload, SIGHUP or `ringvs plugin swap`)."
     );
 }
 
@@ -277,6 +309,15 @@ pub fn update(r: &ShardReport, list: &ListResult) {
             gauge!(BACKEND_ACTIVE, &labels).set(srv.active as f64);
             gauge!(BACKEND_INACTIVE, &labels).set(srv.inactive as f64);
             gauge!(BACKEND_WEIGHT, &labels).set(srv.weight as f64);
+            gauge!(BACKEND_PERSISTENT, &labels).set(srv.persistent as f64);
+            gauge!(BACKEND_OVERLOADED, &labels).set(if srv.overloaded { 1.0 } else { 0.0 });
         }
     }
+}
+
+/// The persistence template store's gauges.
+pub fn update_templates(t: &crate::control::protocol::TemplateStatus) {
+    gauge!(TEMPLATES).set(t.entries as f64);
+    gauge!(TEMPLATE_MEMORY).set(t.memory_bytes as f64);
+    gauge!(TEMPLATE_LIMIT).set(t.memory_limit as f64);
 }
