@@ -38,5 +38,8 @@ NO_BUILD=1 bash examples/lab/test-e2e.sh
 step "lab: scheduler swaps and a hostile plugin under load"
 bash examples/lab/test-swap.sh
 
+step "lab: persistence (-p -M) per client network"
+bash examples/lab/test-persist.sh
+
 echo
 echo "scripts/test.sh: all tests passed"
