@@ -50,5 +50,8 @@ bash examples/lab/test-health.sh
 step "lab: Prometheus scrapes ringvs under load; promtool and the dashboard's metrics"
 bash examples/lab/test-prometheus.sh
 
+step "lab: persistence (-p -M) per client network"
+bash examples/lab/test-persist.sh
+
 echo
 echo "scripts/test.sh: all tests passed"

@@ -70,15 +70,21 @@ enum Cmd {
     },
     /// List services and realservers like `ipvsadm -Ln`.
     List {
-        /// List tracked connections like `ipvsadm -Lnc`.
-        #[arg(long, conflicts_with_all = ["stats", "rate"])]
+        /// List tracked connections and persistence templates like `ipvsadm -Lnc`.
+        #[arg(long, conflicts_with_all = ["stats", "rate", "thresholds", "persistent_conn"])]
         connections: bool,
         /// Show packet, byte and connection counters (`ipvsadm --stats`).
-        #[arg(long, conflicts_with = "rate")]
+        #[arg(long, conflicts_with_all = ["rate", "thresholds", "persistent_conn"])]
         stats: bool,
         /// Show rates (`ipvsadm --rate`).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["thresholds", "persistent_conn"])]
         rate: bool,
+        /// Show the realservers' connection thresholds (`ipvsadm --thresholds`).
+        #[arg(long, conflicts_with = "persistent_conn")]
+        thresholds: bool,
+        /// Show the persistence templates per realserver (`ipvsadm --persistent-conn`).
+        #[arg(long)]
+        persistent_conn: bool,
         /// Zero the counters after listing them (`ipvsadm -Z`).
         #[arg(long)]
         zero: bool,
@@ -264,6 +270,14 @@ enum ServerCmd {
         /// Weight (0 to 65535; 0 = quiesced).
         #[arg(short, long, default_value_t = 1)]
         weight: u64,
+        /// Upper connection threshold (ipvsadm -x): at active + inactive >= N the server
+        /// gets no new flows. 0: none.
+        #[arg(short = 'x', long = "upper", value_name = "N", default_value_t = 0)]
+        upper: u32,
+        /// Lower connection threshold (ipvsadm -y): an overloaded server takes new flows
+        /// again below N (0: below 3/4 of the upper threshold).
+        #[arg(short = 'y', long = "lower", value_name = "N", default_value_t = 0)]
+        lower: u32,
         #[command(flatten)]
         target: Target,
     },
@@ -379,6 +393,8 @@ fn main() -> ExitCode {
             connections,
             stats,
             rate,
+            thresholds,
+            persistent_conn,
             zero,
             max,
             json,
@@ -401,6 +417,10 @@ fn main() -> ExitCode {
                         ListView::Stats
                     } else if rate {
                         ListView::Rate
+                    } else if thresholds {
+                        ListView::Thresholds
+                    } else if persistent_conn {
+                        ListView::PersistConn
                     } else {
                         ListView::Counts
                     };
@@ -541,6 +561,8 @@ fn main() -> ExitCode {
                 service,
                 addr,
                 weight,
+                upper,
+                lower,
                 target,
             } => simple(
                 &target,
@@ -548,6 +570,8 @@ fn main() -> ExitCode {
                     service,
                     addr,
                     weight: Some(weight),
+                    upper: Some(upper),
+                    lower: Some(lower),
                 },
             ),
             ServerCmd::Remove {

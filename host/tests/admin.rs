@@ -499,6 +499,8 @@ fn refused_edits_are_explained_and_change_nothing() {
         service: service.into(),
         addr: addr.into(),
         weight: Some(weight),
+        upper: None,
+        lower: None,
     };
     let service_add = |name: &str, vip: &str| add_req(name, vip, None, None, None);
     let add_x =

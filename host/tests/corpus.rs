@@ -737,6 +737,7 @@ fn queue(memory: usize, expire_nodest_conn: bool) -> (Shard, Registry) {
             events: None,
             sources: Default::default(),
             queues: 1,
+            templates: Default::default(),
         },
         Arc::new(registry.snapshot()),
         None,
@@ -988,16 +989,22 @@ fn corpus_files_meet_expectations() {
     }
 }
 
-/// Every drop reason the corpus can reach: those only a defense plugin
-/// causes are reached in `tests/defense_dataplane.rs`, and checked here to
-/// stay unreached without one.
+/// Drop reasons only a plugin causes: a defense's (reached in
+/// `tests/defense_dataplane.rs`) and a full template store, which needs a
+/// persistence plugin (reached in `tests/persist_dataplane.rs`). The corpus
+/// loads no plugin: they must stay unreached here.
+const PLUGIN_ONLY: [DropReason; 4] = [
+    DropReason::Defense,
+    DropReason::Blocked,
+    DropReason::Tarpit,
+    DropReason::TemplateFull,
+];
+
+/// Every drop reason the corpus can reach: all but [`PLUGIN_ONLY`].
 fn without_defense() -> impl Iterator<Item = DropReason> {
-    DropReason::ALL.into_iter().filter(|r| {
-        !matches!(
-            r,
-            DropReason::Defense | DropReason::Blocked | DropReason::Tarpit
-        )
-    })
+    DropReason::ALL
+        .into_iter()
+        .filter(|r| !PLUGIN_ONLY.contains(r))
 }
 
 #[test]
@@ -1324,11 +1331,11 @@ fn mutations_keep_invariants() {
             r.label()
         );
     }
-    for r in [DropReason::Defense, DropReason::Blocked, DropReason::Tarpit] {
+    for r in PLUGIN_ONLY {
         assert_eq!(
             c.drops[r as usize],
             0,
-            "no defense is loaded, yet {}",
+            "no plugin is loaded, yet {}",
             r.label()
         );
     }

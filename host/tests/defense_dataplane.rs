@@ -64,6 +64,7 @@ fn lab(defense_config: &str) -> Lab {
             events: Some(etx),
             sources: Default::default(),
             queues: 1,
+            templates: Default::default(),
         },
         snap,
         None,

@@ -474,7 +474,8 @@ async fn checkers_follow_the_registry() {
     assert_eq!(flags(&down), DEST_F_DOWN);
 
     // A server added at runtime gets the service's check, pending until it passes.
-    reg.add_server("web", srv2.addr, 3).unwrap();
+    reg.add_server("web", ringvs::config::ServerConfig::new(srv2.addr, 3))
+        .unwrap();
     let added = dest(&reg, srv2.addr);
     assert_eq!(flags(&added), DEST_F_DOWN);
     let r = m.sync(reg.health_wants());

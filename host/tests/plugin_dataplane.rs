@@ -71,6 +71,7 @@ fn lab(hostile: &str) -> Lab {
             events: Some(etx),
             sources: Default::default(),
             queues: 1,
+            templates: Default::default(),
         },
         snap,
         Some(crx),

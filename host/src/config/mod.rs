@@ -28,6 +28,13 @@ pub const BUILTIN_SCHEDULERS: &[&str] = &["rr", "wlc"];
 /// Largest realserver weight (as ipvsadm).
 pub const MAX_WEIGHT: u32 = 65_535;
 
+/// Default `director.template_memory_limit`: 16 MiB, about 380,000 persistence templates.
+pub const DEFAULT_TEMPLATE_MEMORY: u64 = 16 << 20;
+/// Least `director.template_memory_limit`.
+pub const MIN_TEMPLATE_MEMORY: u64 = 64 << 10;
+/// Largest `director.template_memory_limit` (template ids are 32-bit).
+pub const MAX_TEMPLATE_MEMORY: u64 = 64 << 30;
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -93,6 +100,11 @@ pub struct Director {
     pub mtu: Option<u32>,
     /// Expire a connection on its next packet when its realserver was removed.
     pub expire_nodest_conn: bool,
+    /// IPVS `expire_quiescent_template`: a persistence template whose realserver has weight
+    /// 0 is invalid (its clients are scheduled afresh). Applied again on reload.
+    pub expire_quiescent_template: bool,
+    /// Budget of the shared persistence template store, bytes (fixed at start).
+    pub template_memory_limit: usize,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -164,6 +176,37 @@ pub struct PersistenceConfig {
     pub config: serde_json::Value,
 }
 
+impl PersistenceConfig {
+    /// The IPv4 netmask a `netmask` key of the plugin's config names (a dotted mask or a
+    /// prefix length), as ipvsadm shows it after `persistent N`: `None` when there is no
+    /// such key, it is not a valid contiguous mask, or it is 255.255.255.255 (ipvsadm then
+    /// prints no mask either). For display only: the plugin interprets its own config.
+    pub fn display_mask(&self) -> Option<std::net::Ipv4Addr> {
+        let v = self.config.get("netmask")?;
+        let text = match v {
+            serde_json::Value::String(s) => s.trim().to_string(),
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        let len = text.strip_prefix('/').unwrap_or(&text);
+        let mask = if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) {
+            let n: u32 = len.parse().ok().filter(|n| *n <= 32)?;
+            if n == 0 {
+                0
+            } else {
+                u32::MAX << (32 - n)
+            }
+        } else {
+            let m = u32::from(text.parse::<std::net::Ipv4Addr>().ok()?);
+            if m.checked_shl(m.leading_ones()).unwrap_or(0) != 0 {
+                return None;
+            }
+            m
+        };
+        (mask != u32::MAX).then(|| std::net::Ipv4Addr::from(mask))
+    }
+}
+
 /// `[[service]]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
@@ -198,6 +241,38 @@ pub struct ServerConfig {
     pub weight: u32,
     /// Its health check: the service's with this server's overrides; None = not checked.
     pub health: Option<HealthConfig>,
+    /// Upper connection threshold (ipvsadm `-x`): at `active + inactive >= upper` the server
+    /// is overloaded and gets no new flows. 0: none.
+    pub upper: u32,
+    /// Lower connection threshold (ipvsadm `-y`): an overloaded server takes new flows again
+    /// below it (0: below 3/4 of `upper`).
+    pub lower: u32,
+}
+
+impl ServerConfig {
+    /// A server with a weight and no thresholds.
+    pub fn new(addr: SocketAddrV4, weight: u32) -> ServerConfig {
+        ServerConfig {
+            addr,
+            weight,
+            upper: 0,
+            lower: 0,
+            health: None,
+        }
+    }
+}
+
+/// Checks a pair of connection thresholds as IPVS does (`ip_vs_add_dest`): the lower one
+/// may not exceed the upper one, and with no upper threshold (0) there is no lower one.
+pub fn check_thresholds(upper: u32, lower: u32) -> Result<(), String> {
+    if lower > upper {
+        return Err(if upper == 0 {
+            format!("lower threshold {lower} without an upper one (upper = 0 means none); set upper >= {lower} or lower = 0")
+        } else {
+            format!("lower threshold {lower} is above the upper threshold {upper}; expected lower <= upper")
+        });
+    }
+    Ok(())
 }
 
 /// A configuration error: where, which key, and what was expected.
@@ -524,6 +599,20 @@ impl Validator<'_> {
                 ),
             ));
         }
+        let template_memory_limit = match d.template_memory_limit {
+            None => DEFAULT_TEMPLATE_MEMORY,
+            Some(q) => self.size("director.template_memory_limit", q)?,
+        };
+        if !(MIN_TEMPLATE_MEMORY..=MAX_TEMPLATE_MEMORY).contains(&template_memory_limit) {
+            return Err(self.err(
+                "director.template_memory_limit",
+                format!(
+                    "expected {} to {}, found {template_memory_limit} bytes",
+                    units::format_size(MIN_TEMPLATE_MEMORY),
+                    units::format_size(MAX_TEMPLATE_MEMORY)
+                ),
+            ));
+        }
         let admin_socket = PathBuf::from(
             d.admin_socket
                 .unwrap_or_else(|| "/run/ringvs/admin.sock".into()),
@@ -581,6 +670,8 @@ impl Validator<'_> {
             offload: d.offload.unwrap_or(true),
             mtu,
             expire_nodest_conn: d.expire_nodest_conn.unwrap_or(false),
+            expire_quiescent_template: d.expire_quiescent_template.unwrap_or(false),
+            template_memory_limit: template_memory_limit as usize,
             log_format,
         })
     }
@@ -718,10 +809,28 @@ impl Validator<'_> {
                 None => health.clone(),
                 Some(h) => self.health(key, s.health.as_ref(), Some(&k), Some(h))?,
             };
+            let threshold = |name: &str, v: Option<i64>| -> Result<u32, ConfigError> {
+                match v {
+                    None => Ok(0),
+                    Some(n) if (0..=u32::MAX as i64).contains(&n) => Ok(n as u32),
+                    Some(n) => Err(self.err(
+                        format!("{k}.{name}"),
+                        format!(
+                            "expected a connection count 0 to {} (0: no threshold), found {n}",
+                            u32::MAX
+                        ),
+                    )),
+                }
+            };
+            let upper = threshold("upper", srv.upper)?;
+            let lower = threshold("lower", srv.lower)?;
+            check_thresholds(upper, lower).map_err(|m| self.err(format!("{k}.lower"), m))?;
             servers.push(ServerConfig {
                 addr,
                 weight: weight as u32,
                 health,
+                upper,
+                lower,
             });
         }
         Ok(ServiceConfig {

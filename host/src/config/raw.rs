@@ -37,6 +37,8 @@ pub struct Director {
     pub offload: Option<bool>,
     pub mtu: Option<i64>,
     pub expire_nodest_conn: Option<bool>,
+    pub expire_quiescent_template: Option<bool>,
+    pub template_memory_limit: Option<Quantity>,
     pub log_format: Option<String>,
 }
 
@@ -81,6 +83,8 @@ pub struct Persistence {
 pub struct Server {
     pub addr: String,
     pub weight: Option<i64>,
+    pub upper: Option<i64>,
+    pub lower: Option<i64>,
     pub health: Option<Health>,
 }
 

@@ -299,3 +299,90 @@ fn runtime_edits_change_only_what_is_given() {
         "forward"
     );
 }
+
+#[test]
+fn server_thresholds() {
+    let with = |extra: &str| {
+        GOOD.replacen(
+            "addr = \"10.77.1.1:8080\"\nweight = 1",
+            &format!("addr = \"10.77.1.1:8080\"\nweight = 1\n{extra}"),
+            1,
+        )
+    };
+    let c = from_str(&with("upper = 1000\nlower = 800"), "test.toml").unwrap();
+    assert_eq!(
+        (
+            c.services[0].servers[0].upper,
+            c.services[0].servers[0].lower
+        ),
+        (1000, 800)
+    );
+    assert_eq!(
+        (
+            c.services[0].servers[1].upper,
+            c.services[0].servers[1].lower
+        ),
+        (0, 0)
+    );
+    let e = err(&with("upper = 10\nlower = 20"));
+    assert_eq!(e.key, "service[0].server[0].lower");
+    assert!(e.message.contains("above the upper threshold 10"), "{e}");
+    let e = err(&with("lower = 5"));
+    assert!(e.message.contains("without an upper one"), "{e}");
+    let e = err(&with("upper = -1"));
+    assert_eq!(e.key, "service[0].server[0].upper");
+    assert!(e.message.contains("expected a connection count"), "{e}");
+    assert!(from_str(&with("upper = 10\nlower = 10"), "test.toml").is_ok());
+}
+
+#[test]
+fn persistence_and_templates() {
+    let text = GOOD.replace(
+        "[director]",
+        "[plugins.pn]\npath = \"pn.wasm\"\n\n[director]\nexpire_quiescent_template = true\ntemplate_memory_limit = \"1MiB\"",
+    )
+    .replace(
+        "scheduler = \"wlc\"",
+        "scheduler = \"wlc\"\npersistence = { plugin = \"pn\", timeout = \"120s\", config = { netmask = \"255.255.255.0\" } }",
+    );
+    let c = from_str(&text, "test.toml").unwrap();
+    assert!(c.director.expire_quiescent_template);
+    assert_eq!(c.director.template_memory_limit, 1 << 20);
+    let p = c.services[0].persistence.as_ref().unwrap();
+    assert_eq!(p.timeout_secs, 120);
+    assert_eq!(p.display_mask(), Some("255.255.255.0".parse().unwrap()));
+    let d = from_str(GOOD, "test.toml").unwrap();
+    assert!(!d.director.expire_quiescent_template);
+    assert_eq!(d.director.template_memory_limit, 16 << 20);
+    let e = err(&text.replace("\"1MiB\"", "\"1KiB\""));
+    assert_eq!(e.key, "director.template_memory_limit");
+    assert!(e.message.contains("expected 64KiB"), "{e}");
+    let e = err(&text.replace("timeout = \"120s\"", "timeout = \"0s\""));
+    assert_eq!(e.key, "service[0].persistence.timeout");
+    let e = err(&text.replace("plugin = \"pn\"", "plugin = \"nope\""));
+    assert_eq!(e.key, "service[0].persistence.plugin");
+    assert!(e.message.contains("not a [plugins.*] entry"), "{e}");
+    // What `ringvs list` shows after `persistent N`.
+    let mask = |v: serde_json::Value| {
+        PersistenceConfig {
+            plugin: "pn".into(),
+            timeout_secs: 1,
+            config: serde_json::json!({ "netmask": v }),
+        }
+        .display_mask()
+    };
+    assert_eq!(
+        mask(serde_json::json!(24)),
+        Some("255.255.255.0".parse().unwrap())
+    );
+    assert_eq!(
+        mask(serde_json::json!("/16")),
+        Some("255.255.0.0".parse().unwrap())
+    );
+    assert_eq!(
+        mask(serde_json::json!("0")),
+        Some("0.0.0.0".parse().unwrap())
+    );
+    assert_eq!(mask(serde_json::json!("255.255.255.255")), None);
+    assert_eq!(mask(serde_json::json!("255.0.255.0")), None);
+}

@@ -82,6 +82,10 @@ pub enum ListView {
     Stats,
     /// Rates (`--rate`).
     Rate,
+    /// Connection thresholds (`--thresholds`).
+    Thresholds,
+    /// Persistence templates per realserver (`--persistent-conn`).
+    PersistConn,
 }
 
 /// Formats `ringvs list` like `ipvsadm -Ln` (and its `--stats` / `--rate` variants).
@@ -118,11 +122,26 @@ pub fn format_list(l: &ListResult, status: Option<&StatusResult>, view: ListView
                 "Prot LocalAddress:Port                  CPS    InPPS   OutPPS    InBPS   OutBPS\n";
             o += "  -> RemoteAddress:Port\n";
         }
+        // ipvsadm: "%-33s %-10s %-10s %-10s %-10s" and "%-33s %-9s %-11s %-10s %-10s".
+        ListView::Thresholds => {
+            o += &format!(
+                "{:<33} {:<10} {:<10} {:<10} InActConn\n",
+                "Prot LocalAddress:Port", "Uthreshold", "Lthreshold", "ActiveConn"
+            );
+            o += "  -> RemoteAddress:Port\n";
+        }
+        ListView::PersistConn => {
+            o += &format!(
+                "{:<33} {:<9} {:<11} {:<10} InActConn\n",
+                "Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn"
+            );
+            o += "  -> RemoteAddress:Port\n";
+        }
     }
     for svc in &l.services {
         let prot = svc.proto.to_uppercase();
         match view {
-            ListView::Counts => {
+            ListView::Counts | ListView::Thresholds | ListView::PersistConn => {
                 let mut flags = svc.flags.join(" ");
                 if svc.draining {
                     flags = format!("{flags} draining").trim().to_string();
@@ -153,6 +172,27 @@ pub fn format_list(l: &ListResult, status: Option<&StatusResult>, view: ListView
                 }
                 ListView::Stats => o += &row(&format!("  -> {}", srv.addr), traffic(&srv.stats)),
                 ListView::Rate => o += &row(&format!("  -> {}", srv.addr), rates(&srv.rate)),
+                // ipvsadm: "  -> %-28s %-10u %-10u %-10u %-10u".
+                ListView::Thresholds => {
+                    let line = format!(
+                        "  -> {:<28} {:<10} {:<10} {:<10} {:<10}",
+                        srv.addr, srv.upper, srv.lower, srv.active, srv.inactive
+                    );
+                    o += line.trim_end();
+                    if srv.overloaded {
+                        o += " overloaded";
+                    }
+                    o.push('\n');
+                }
+                // ipvsadm: "  -> %-28s %-9u %-11u %-10u %-10u".
+                ListView::PersistConn => {
+                    let line = format!(
+                        "  -> {:<28} {:<9} {:<11} {:<10} {:<10}",
+                        srv.addr, srv.weight, srv.persistent, srv.active, srv.inactive
+                    );
+                    o += line.trim_end();
+                    o.push('\n');
+                }
             }
         }
     }
@@ -254,7 +294,7 @@ mod tests {
                 proto: "tcp".into(),
                 vip: "10.77.100.100:80".into(),
                 scheduler: "wlc".into(),
-                flags: vec![],
+                flags: vec!["persistent 300".into(), "mask 255.255.255.0".into()],
                 draining: false,
                 stats: Traffic {
                     conns: 5,
@@ -270,7 +310,10 @@ mod tests {
                     weight: 1,
                     active: 2,
                     inactive: 3,
-                    persistent: 0,
+                    persistent: 4,
+                    upper: 1000,
+                    lower: 800,
+                    overloaded: true,
                     draining: false,
                     health: "unchecked".into(),
                     health_reason: None,
@@ -281,7 +324,44 @@ mod tests {
             }],
         };
         let t = format_list(&l, None, ListView::Counts);
-        assert!(t.contains("TCP  10.77.100.100:80 wlc\n"), "{t}");
+        assert!(
+            t.contains("TCP  10.77.100.100:80 wlc persistent 300 mask 255.255.255.0\n"),
+            "{t}"
+        );
+        let th = format_list(&l, None, ListView::Thresholds);
+        assert!(
+            th.starts_with(&format!(
+                "{:<33} Uthreshold Lthreshold ActiveConn InActConn\n",
+                "Prot LocalAddress:Port"
+            )),
+            "{th}"
+        );
+        assert!(
+            th.contains(&format!(
+                "  -> {:<28} 1000       800        2          3 overloaded\n",
+                "10.77.1.1:8080"
+            )),
+            "{th}"
+        );
+        let pc = format_list(&l, None, ListView::PersistConn);
+        assert!(
+            pc.starts_with(&format!(
+                "{:<33} Weight    PersistConn ActiveConn InActConn\n",
+                "Prot LocalAddress:Port"
+            )),
+            "{pc}"
+        );
+        assert!(
+            pc.contains("TCP  10.77.100.100:80 wlc persistent 300"),
+            "{pc}"
+        );
+        assert!(
+            pc.contains(&format!(
+                "  -> {:<28} 1         4           2          3\n",
+                "10.77.1.1:8080"
+            )),
+            "{pc}"
+        );
         // ipvsadm: "  -> %-28s %-7s %-6d %-10d %-10d"
         assert!(
             t.contains(&format!(
@@ -338,6 +418,7 @@ mod tests {
                 source: "10.77.0.2:40000".into(),
                 virtual_addr: "10.77.100.100:80".into(),
                 destination: "10.77.1.1:8080".into(),
+                template: false,
             }],
             truncated: false,
         });

@@ -17,10 +17,11 @@ use crate::config::{self, Config, Routes, ServiceEdit};
 use crate::conn::HashKey;
 use crate::conn::TICKS_PER_SEC;
 use crate::dataplane::blocks::{Block, BlockList};
-use crate::dataplane::service::{Snapshot, DEST_F_DOWN};
+use crate::dataplane::service::{Snapshot, DEST_F_DOWN, DEST_F_OVERLOAD};
 use crate::dataplane::shard::{ConnInfo, ShardShared};
 use crate::dataplane::sources::{merge_top, SourceCount, SourceSketch};
 use crate::dataplane::stats::{ShardReport, Traffic};
+use crate::dataplane::templates::TemplateStore;
 use crate::dataplane::{Control, PluginEvent, Shard, ShardConfig};
 use crate::io::steer;
 use crate::io::tun::{attach_steering_bpf, TunDevice, TunOptions};
@@ -100,6 +101,7 @@ pub struct Daemon {
     zero: ShardReport,
     rates: RateTracker,
     sources: Arc<SourceSketch>,
+    templates: Arc<TemplateStore>,
     blocks: BlockList,
     top: Arc<Vec<SourceCount>>,
     /// The sources the top-talker metrics showed at the last update.
@@ -292,6 +294,9 @@ impl Daemon {
         if d0.routes != d1.routes {
             fixed.push("director.routes");
         }
+        if d0.template_memory_limit != d1.template_memory_limit {
+            fixed.push("director.template_memory_limit");
+        }
         if !fixed.is_empty() {
             return Err(format!(
                 "{}: {} cannot change while running (restart ringvs); nothing was applied",
@@ -321,29 +326,50 @@ impl Daemon {
             })
             .map(|e| e.cfg.name.clone())
             .collect();
+        // Persistence plugins swapped: another plugin, or the same with a new config (the
+        // queues take new instances; the templates stay).
+        let persist_swapped: Vec<String> = trial
+            .services()
+            .filter(|e| {
+                let (Some(old), Some(new)) = (
+                    self.plugins.prepared_persistence(e.id),
+                    prepared.persistence(e.id),
+                ) else {
+                    return false;
+                };
+                !Arc::ptr_eq(old, new)
+            })
+            .map(|e| e.cfg.name.clone())
+            .collect();
         self.registry = trial;
         self.plugins.commit(loaded);
+        self.templates
+            .set_expire_quiescent(new.director.expire_quiescent_template);
         self.cfg = new;
         self.sync_health();
         let snap = self.plugins.snapshot(&mut self.registry, prepared);
         self.broadcast(snap);
-        for s in &swapped {
+        for s in swapped.iter().chain(&persist_swapped) {
             self.plugins.count_swap(s);
         }
         if let Err(e) = self.sync_routes() {
             warn!("routes: {e}");
         }
-        Ok(if changed.is_empty() && swapped.is_empty() {
+        let mut msg = if changed.is_empty() && swapped.is_empty() && persist_swapped.is_empty() {
             "configuration unchanged".to_string()
-        } else if swapped.is_empty() {
-            format!("reloaded; changed services: {}", changed.join(", "))
         } else {
-            format!(
-                "reloaded; changed services: {}; schedulers swapped: {}",
-                changed.join(", "),
-                swapped.join(", ")
-            )
-        })
+            format!("reloaded; changed services: {}", changed.join(", "))
+        };
+        if !swapped.is_empty() {
+            msg += &format!("; schedulers swapped: {}", swapped.join(", "));
+        }
+        if !persist_swapped.is_empty() {
+            msg += &format!(
+                "; persistence swapped (templates kept): {}",
+                persist_swapped.join(", ")
+            );
+        }
+        Ok(msg)
     }
 
     /// Switches a service's scheduler at runtime to a built-in, a loaded plugin, or a
@@ -426,6 +452,9 @@ impl Daemon {
                 let mut flags = Vec::new();
                 if let Some(p) = &e.cfg.persistence {
                     flags.push(format!("persistent {}", p.timeout_secs));
+                    if let Some(m) = p.display_mask() {
+                        flags.push(format!("mask {m}"));
+                    }
                 }
                 if let Some(h) = &e.cfg.health {
                     flags.push(format!("health {} {}", h.kind.name(), h.on_fail.name()));
@@ -460,6 +489,9 @@ impl Daemon {
                                 active: d.state.counters.active(),
                                 inactive: d.state.counters.inactive(),
                                 persistent: d.state.counters.persistent(),
+                                upper: d.state.upper(),
+                                lower: d.state.lower(),
+                                overloaded: d.state.flags() & DEST_F_OVERLOAD != 0,
                                 draining: d.removed(),
                                 health: match &checked {
                                     Some(h) if h.health.serving() => "up",
@@ -507,7 +539,14 @@ impl Daemon {
                     services: self
                         .registry
                         .services()
-                        .filter(|e| e.cfg.scheduler == *p.name)
+                        .filter(|e| {
+                            e.cfg.scheduler == *p.name
+                                || e.cfg.defense.iter().any(|d| *d == *p.name)
+                                || e.cfg
+                                    .persistence
+                                    .as_ref()
+                                    .is_some_and(|x| x.plugin == *p.name)
+                        })
                         .map(|e| e.cfg.name.clone())
                         .collect(),
                     calls: c.calls.iter().sum(),
@@ -542,6 +581,20 @@ impl Daemon {
             passthrough: r.counters.passthrough,
             servers_checked: self.health.counts().0 as u64,
             servers_down: self.health.counts().1 as u64,
+            templates: Some(self.template_status(&r)),
+        }
+    }
+
+    fn template_status(&self, r: &ShardReport) -> super::protocol::TemplateStatus {
+        let t = self.templates.stats();
+        super::protocol::TemplateStatus {
+            entries: t.entries,
+            capacity: t.capacity,
+            memory_bytes: t.memory_bytes,
+            memory_limit: t.memory_limit,
+            refused: t.refused,
+            link_bytes: r.link_bytes,
+            expire_quiescent_template: self.templates.expire_quiescent(),
         }
     }
 
@@ -565,29 +618,55 @@ impl Daemon {
                 all.append(&mut v);
             }
         }
-        let truncated = all.len() > max;
-        all.truncate(max);
         let snap = self.registry.all_services();
         let svc_of = |id: u16| snap.iter().find(|e| e.id == id);
-        let conns = all
-            .into_iter()
-            .map(|c| {
-                let svc = svc_of(c.svc);
+        let dest_of = |svc: Option<&super::registry::ServiceEntry>, id: u32| {
+            svc.and_then(|s| s.dests.iter().find(|d| d.id == id))
+                .map(|d| d.addr.to_string())
+                .unwrap_or_else(|| "?".into())
+        };
+        // Templates first, as ipvsadm -Lnc shows them: state NONE, the client network (the
+        // affinity key, an address when it fits in 32 bits) with port 0.
+        let now = self.now_tick();
+        let templates = self.templates.list(max + 1);
+        let mut conns: Vec<ConnRow> = templates
+            .iter()
+            .map(|t| {
+                let svc = svc_of(t.svc);
                 ConnRow {
-                    proto: if c.proto == 6 { "TCP" } else { "UDP" }.to_string(),
-                    expire_secs: c.expires_in.as_secs(),
-                    state: c.state.name().to_string(),
-                    source: c.client.to_string(),
+                    proto: svc
+                        .map_or("TCP", |s| match s.cfg.proto {
+                            config::Proto::Tcp => "TCP",
+                            config::Proto::Udp => "UDP",
+                        })
+                        .to_string(),
+                    expire_secs: (t.expires.saturating_sub(now) / TICKS_PER_SEC) as u64,
+                    state: "NONE".into(),
+                    source: template_source(t.key),
                     virtual_addr: svc
                         .map(|s| s.cfg.vip.to_string())
                         .unwrap_or_else(|| "?".into()),
-                    destination: svc
-                        .and_then(|s| s.dests.iter().find(|d| d.id == c.dest))
-                        .map(|d| d.addr.to_string())
-                        .unwrap_or_else(|| "?".into()),
+                    destination: dest_of(svc, t.dest),
+                    template: true,
                 }
             })
             .collect();
+        conns.extend(all.into_iter().map(|c| {
+            let svc = svc_of(c.svc);
+            ConnRow {
+                proto: if c.proto == 6 { "TCP" } else { "UDP" }.to_string(),
+                expire_secs: c.expires_in.as_secs(),
+                state: c.state.name().to_string(),
+                source: c.client.to_string(),
+                virtual_addr: svc
+                    .map(|s| s.cfg.vip.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                destination: dest_of(svc, c.dest),
+                template: false,
+            }
+        }));
+        let truncated = conns.len() > max;
+        conns.truncate(max);
         ConnectionsResult { conns, truncated }
     }
 
@@ -746,13 +825,20 @@ impl Daemon {
                 service,
                 addr: a,
                 weight,
+                upper,
+                lower,
             } => {
                 let w = weight.unwrap_or(1);
                 if w > config::MAX_WEIGHT as u64 {
                     return Err(EditError::BadWeight(w).to_string());
                 }
+                let server = config::ServerConfig {
+                    upper: upper.unwrap_or(0),
+                    lower: lower.unwrap_or(0),
+                    ..config::ServerConfig::new(addr(&a)?, w as u32)
+                };
                 self.registry
-                    .add_server(&service, addr(&a)?, w as u32)
+                    .add_server(&service, server)
                     .map_err(|e| e.to_string())?;
                 Ok(self.edited())
             }
@@ -941,6 +1027,10 @@ impl Daemon {
                         index,
                         instance: Box::new(i),
                     },
+                    Fresh::Persistence(i) => Control::Persistence {
+                        svc,
+                        instance: Box::new(i),
+                    },
                 };
                 let _ = q.tx.send(msg);
             }
@@ -948,6 +1038,7 @@ impl Daemon {
         let samples = self.take_samples();
         if self.cfg.director.metrics_listen.is_some() {
             crate::metrics::update(&r, &self.list());
+            crate::metrics::update_templates(&self.template_status(&r));
             crate::metrics::update_plugins(&r, &samples, &self.plugins.swaps);
             let top = self.top_view();
             crate::metrics::update_defense(&top, &mut self.top_shown);
@@ -987,6 +1078,16 @@ impl Daemon {
     }
 }
 
+/// How `ringvs list --connections` shows a template's affinity key as its source: an
+/// address with port 0 when the key fits in 32 bits (persist-netmask's keys are the masked
+/// client address, so this reads like ipvsadm -Lnc), else the key in hex.
+fn template_source(key: u64) -> String {
+    match u32::try_from(key) {
+        Ok(a) => format!("{}:0", std::net::Ipv4Addr::from(a)),
+        Err(_) => format!("{key:#018x}:0"),
+    }
+}
+
 /// `MemAvailable` from /proc/meminfo, in bytes (0 if unreadable).
 fn mem_available() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -1001,6 +1102,7 @@ fn mem_available() -> u64 {
 }
 
 /// Queue `id` of `n`: its share of the memory budget and what all queues share.
+#[allow(clippy::too_many_arguments)]
 fn shard_config(
     cfg: &Config,
     id: usize,
@@ -1009,6 +1111,7 @@ fn shard_config(
     start: Instant,
     events: &crossbeam_channel::Sender<PluginEvent>,
     sources: &Arc<SourceSketch>,
+    templates: &Arc<TemplateStore>,
 ) -> ShardConfig {
     ShardConfig {
         id,
@@ -1019,7 +1122,16 @@ fn shard_config(
         events: Some(events.clone()),
         sources: sources.clone(),
         queues: n,
+        templates: templates.clone(),
     }
+}
+
+/// The persistence template store every queue shares (`director.template_memory_limit`).
+fn template_store(cfg: &Config) -> Result<Arc<TemplateStore>, String> {
+    let templates = TemplateStore::new(cfg.director.template_memory_limit, HashKey::random())
+        .map_err(|e| format!("{}: director.{e}", cfg.path.display()))?;
+    templates.set_expire_quiescent(cfg.director.expire_quiescent_template);
+    Ok(Arc::new(templates))
 }
 
 /// What a daemon starts from: the registry, its plugins (compiled, checked and self-tested,
@@ -1035,6 +1147,7 @@ fn initial(cfg: &Config) -> Result<(Registry, PluginManager, Snapshot), String> 
 }
 
 impl Daemon {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         cfg: Config,
         plugins: PluginManager,
@@ -1042,6 +1155,7 @@ impl Daemon {
         queues: Vec<Queue>,
         events: crossbeam_channel::Receiver<PluginEvent>,
         sources: Arc<SourceSketch>,
+        templates: Arc<TemplateStore>,
         started: Instant,
     ) -> Daemon {
         Daemon {
@@ -1057,6 +1171,7 @@ impl Daemon {
             zero: ShardReport::default(),
             rates: RateTracker::default(),
             sources,
+            templates,
             blocks: BlockList::default(),
             top: Arc::new(Vec::new()),
             top_shown: crate::metrics::TopShown::default(),
@@ -1077,13 +1192,14 @@ impl Daemon {
         let snap = Arc::new(snap);
         let (events_tx, events) = crossbeam_channel::unbounded();
         let sources = Arc::new(SourceSketch::new());
+        let templates = template_store(&cfg)?;
         let n = cfg.director.queues;
         let key = HashKey::random();
         let mut queues = Vec::with_capacity(n);
         let mut shards = Vec::with_capacity(n);
         for i in 0..n {
             let (tx, rx) = crossbeam_channel::unbounded();
-            let shard_cfg = shard_config(&cfg, i, n, key, start, &events_tx, &sources);
+            let shard_cfg = shard_config(&cfg, i, n, key, start, &events_tx, &sources, &templates);
             let shard = Shard::new(shard_cfg, snap.clone(), Some(rx)).map_err(|e| e.to_string())?;
             queues.push(Queue {
                 tx,
@@ -1092,7 +1208,9 @@ impl Daemon {
             });
             shards.push(shard);
         }
-        let d = Daemon::new(cfg, plugins, registry, queues, events, sources, start);
+        let d = Daemon::new(
+            cfg, plugins, registry, queues, events, sources, templates, start,
+        );
         Ok((d, shards))
     }
 }
@@ -1105,6 +1223,7 @@ fn start_queues(
     start: Instant,
     events: crossbeam_channel::Sender<PluginEvent>,
     sources: Arc<SourceSketch>,
+    templates: Arc<TemplateStore>,
 ) -> Result<Vec<Queue>, String> {
     let n = fds.len();
     let key = HashKey::random();
@@ -1112,7 +1231,7 @@ fn start_queues(
     let mut queues = Vec::with_capacity(n);
     for (i, fd) in fds.into_iter().enumerate() {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let shard_cfg = shard_config(cfg, i, n, key, start, &events, &sources);
+        let shard_cfg = shard_config(cfg, i, n, key, start, &events, &sources, &templates);
         let mut shard = Shard::new(shard_cfg, snap.clone(), Some(rx)).map_err(|e| e.to_string())?;
         let shared = shard.shared();
         let pin = n > 1;
@@ -1179,6 +1298,7 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
     let (registry, plugins, snap) = initial(&cfg)?;
     let snap = Arc::new(snap);
     let (events_tx, events) = crossbeam_channel::unbounded();
+    let templates = template_store(&cfg)?;
 
     // Fail early, before touching the network.
     let listener = admin::bind(
@@ -1238,10 +1358,13 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
         start,
         events_tx,
         sources.clone(),
+        templates.clone(),
     )?;
 
     let routes = (cfg.director.routes == Routes::Auto).then(|| AutoRoutes::new(&device));
-    let mut daemon = Daemon::new(cfg, plugins, registry, queues, events, sources, start);
+    let mut daemon = Daemon::new(
+        cfg, plugins, registry, queues, events, sources, templates, start,
+    );
     daemon.steer_fd = steer_fd;
     daemon.steered = steered;
     daemon.routes = routes;

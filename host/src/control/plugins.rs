@@ -2,14 +2,16 @@
 //! re-using unchanged plugins across reloads, preparing one instance per queue off the data
 //! path, re-instantiating poisoned ones with backoff, and counting swaps.
 
-use super::registry::{Registry, ServiceEntry};
+use super::registry::{Registry, ServiceEntry, ServicePlugins};
 use crate::config::{Config, PluginDecl, BUILTIN_SCHEDULERS};
 use crate::dataplane::defense::{validate_levels, PluginDefense};
+use crate::dataplane::persist::PluginPersist;
 use crate::dataplane::sched::PluginSched;
 use crate::dataplane::service::Snapshot;
 use crate::dataplane::PluginEvent;
 use crate::plugin::{
-    DefenseInstance, Fault, Kind, Plugin, Runtime, RuntimeOptions, SchedulerInstance, ServerInfo,
+    DefenseInstance, Fault, Kind, PersistenceInstance, Plugin, Runtime, RuntimeOptions,
+    SchedulerInstance, ServerInfo,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -30,6 +32,8 @@ pub enum Role {
     Scheduler,
     /// Its defense at this position.
     Defense(usize),
+    /// Its persistence plugin.
+    Persistence,
 }
 
 /// A re-instantiation waiting for its time.
@@ -47,13 +51,16 @@ pub enum Fresh {
     Scheduler(SchedulerInstance),
     /// A defense's, at this position.
     Defense(usize, DefenseInstance),
+    /// A persistence plugin's.
+    Persistence(PersistenceInstance),
 }
 
-/// Plugin schedulers and defenses prepared for a snapshot.
+/// Plugin schedulers, defenses and persistence plugins prepared for a snapshot.
 #[derive(Default)]
 pub struct Prepared {
     scheds: HashMap<u16, Arc<PluginSched>>,
     defenses: HashMap<u16, Vec<Arc<PluginDefense>>>,
+    persists: HashMap<u16, Arc<PluginPersist>>,
 }
 
 impl Prepared {
@@ -61,6 +68,20 @@ impl Prepared {
     pub fn sched(&self, svc: u16) -> Option<&Arc<PluginSched>> {
         self.scheds.get(&svc)
     }
+
+    /// The prepared persistence plugin of a service.
+    pub fn persistence(&self, svc: u16) -> Option<&Arc<PluginPersist>> {
+        self.persists.get(&svc)
+    }
+}
+
+/// A service's `persistence.config`, flattened as the plugin receives it.
+fn persist_config(e: &ServiceEntry) -> Vec<(String, String)> {
+    e.cfg
+        .persistence
+        .as_ref()
+        .map(|p| crate::plugin::runtime_flatten(&p.config))
+        .unwrap_or_default()
 }
 
 /// Plugins as the daemon knows them.
@@ -141,6 +162,22 @@ impl PluginManager {
                 .map_err(|e| format!("{}: {e}", cfg.path.display()))?;
             out.insert(name.clone(), plugin);
         }
+        // A persistence plugin is configured per service: each service's config must be
+        // one its plugin accepts (the self-test above used `[plugins.NAME].config`).
+        for (i, s) in cfg.services.iter().enumerate() {
+            let Some(p) = &s.persistence else { continue };
+            let Some(plugin) = out.get(&p.plugin) else {
+                continue;
+            };
+            let flat = crate::plugin::runtime_flatten(&p.config);
+            PersistenceInstance::new(plugin, &flat).map_err(|e| {
+                format!(
+                    "{}: key `service[{i}].persistence.config` (plugin {:?}): {e}",
+                    cfg.path.display(),
+                    p.plugin
+                )
+            })?;
+        }
         Ok(out)
     }
 
@@ -205,6 +242,11 @@ impl PluginManager {
         self.prepared.scheds.get(&svc)
     }
 
+    /// The prepared persistence plugin of a service, if any.
+    pub fn prepared_persistence(&self, svc: u16) -> Option<&Arc<PluginPersist>> {
+        self.prepared.persists.get(&svc)
+    }
+
     /// Prepares per-queue instances for every service whose scheduler or defenses are
     /// plugins that changed; re-uses the rest. Fails (changing nothing) if any instance
     /// cannot be created or a defense hands over invalid state tables.
@@ -261,6 +303,45 @@ impl PluginManager {
             if !defenses.is_empty() {
                 out.defenses.insert(e.id, defenses);
             }
+            if let Some(pc) = &e.cfg.persistence {
+                let plugin = find(&pc.plugin, &e.cfg.name)?;
+                if plugin.kind != Kind::Persistence {
+                    return Err(format!(
+                        "service {:?}: plugin {:?} is a {} plugin, not a persistence plugin",
+                        e.cfg.name,
+                        pc.plugin,
+                        plugin.kind.name()
+                    ));
+                }
+                let config = persist_config(e);
+                match self.prepared.persists.get(&e.id) {
+                    // Same plugin, same config: the queues keep their instances.
+                    Some(p) if Arc::ptr_eq(&p.plugin, &plugin) && p.config == config => {
+                        out.persists.insert(e.id, p.clone());
+                    }
+                    _ => {
+                        let mut instances = Vec::with_capacity(queues);
+                        for _ in 0..queues {
+                            let inst =
+                                PersistenceInstance::new(&plugin, &config).map_err(|err| {
+                                    format!(
+                                        "service {:?}: persistence plugin {}: {err}",
+                                        e.cfg.name, plugin.name
+                                    )
+                                })?;
+                            instances.push(Some(inst));
+                        }
+                        out.persists.insert(
+                            e.id,
+                            Arc::new(PluginPersist {
+                                plugin,
+                                config,
+                                instances: Mutex::new(instances),
+                            }),
+                        );
+                    }
+                }
+            }
         }
         Ok(out)
     }
@@ -299,12 +380,10 @@ impl PluginManager {
 
     /// The snapshot with `prepared` plugins; `prepared` becomes current.
     pub fn snapshot(&mut self, registry: &mut Registry, prepared: Prepared) -> Snapshot {
-        let snap = registry.snapshot_with(&mut |e| {
-            let sched = prepared.scheds.get(&e.id).cloned();
-            (
-                sched,
-                prepared.defenses.get(&e.id).cloned().unwrap_or_default(),
-            )
+        let snap = registry.snapshot_with(&mut |e| ServicePlugins {
+            sched: prepared.scheds.get(&e.id).cloned(),
+            defenses: prepared.defenses.get(&e.id).cloned().unwrap_or_default(),
+            persistence: prepared.persists.get(&e.id).cloned(),
         });
         self.prepared = prepared;
         snap
@@ -327,6 +406,12 @@ impl PluginManager {
                 plugin,
                 fault,
             } => self.need(shard, svc, Role::Defense(index), plugin, fault),
+            PluginEvent::NeedPersistence {
+                shard,
+                svc,
+                plugin,
+                fault,
+            } => self.need(shard, svc, Role::Persistence, plugin, fault),
             PluginEvent::Block { .. } | PluginEvent::Unblock { .. } => {}
         }
     }
@@ -383,6 +468,9 @@ impl PluginManager {
                 Role::Defense(i) => DefenseInstance::new(&r.plugin)
                     .map(|d| Fresh::Defense(i, d))
                     .map_err(|err| format!("plugin {}: {err}", r.plugin.name)),
+                Role::Persistence => PersistenceInstance::new(&r.plugin, &persist_config(e))
+                    .map(Fresh::Persistence)
+                    .map_err(|err| format!("plugin {}: {err}", r.plugin.name)),
             };
             match made {
                 Ok(inst) => {
@@ -404,7 +492,7 @@ impl PluginManager {
         out
     }
 
-    /// Counts a swap of a service's scheduler.
+    /// Counts a swap of a service's scheduler or persistence plugin.
     pub fn count_swap(&mut self, service: &str) {
         *self.swaps.entry(service.to_string()).or_default() += 1;
     }

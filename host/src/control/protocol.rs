@@ -58,6 +58,12 @@ pub enum Request {
         /// Weight (default 1).
         #[serde(default)]
         weight: Option<u64>,
+        /// Upper connection threshold (ipvsadm `-x`; default 0: none).
+        #[serde(default)]
+        upper: Option<u32>,
+        /// Lower connection threshold (ipvsadm `-y`; default 0: 3/4 of the upper one).
+        #[serde(default)]
+        lower: Option<u32>,
     },
     /// Remove a realserver (its connections drain, or, with `expire`, end on their next
     /// packet). With `expire`, a realserver already draining has its connections expired.
@@ -241,6 +247,15 @@ pub struct ServerInfo {
     pub inactive: u32,
     /// PersistConn.
     pub persistent: u32,
+    /// Upper connection threshold (Uthreshold; 0: none).
+    #[serde(default)]
+    pub upper: u32,
+    /// Lower connection threshold (Lthreshold).
+    #[serde(default)]
+    pub lower: u32,
+    /// Over its upper threshold: no new flows until below the lower one.
+    #[serde(default)]
+    pub overloaded: bool,
     /// Removed, connections draining.
     pub draining: bool,
     /// Health (`up`, `down`, or `unchecked`). A checked server not yet seen passing is
@@ -304,6 +319,10 @@ pub struct ConnRow {
     pub virtual_addr: String,
     /// Realserver `addr:port`.
     pub destination: String,
+    /// A persistence template (its source is the affinity key with port 0), not a
+    /// connection.
+    #[serde(default)]
+    pub template: bool,
 }
 
 /// Result of `connections`.
@@ -418,6 +437,29 @@ pub struct StatusResult {
     /// Of those, the ones held out of scheduling (down, or not checked yet).
     #[serde(default)]
     pub servers_down: u64,
+    /// The persistence template store.
+    #[serde(default)]
+    pub templates: Option<TemplateStatus>,
+}
+
+/// The persistence template store in `status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateStatus {
+    /// Live templates.
+    pub entries: u64,
+    /// Most templates `director.template_memory_limit` allows.
+    pub capacity: u64,
+    /// Bytes used.
+    pub memory_bytes: u64,
+    /// Bytes the store uses full (within `director.template_memory_limit`).
+    pub memory_limit: u64,
+    /// Templates refused at the budget (their flows dropped as `template_full`).
+    pub refused: u64,
+    /// Bytes of the queues' link columns (4 per connection slot of a queue with a
+    /// persistent service).
+    pub link_bytes: u64,
+    /// `director.expire_quiescent_template`.
+    pub expire_quiescent_template: bool,
 }
 
 #[cfg(test)]

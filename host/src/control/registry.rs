@@ -12,7 +12,7 @@
 //! registry never touches `DEST_F_DOWN` or `DEST_F_HEALTH_REMOVED` otherwise; they belong to
 //! the checkers, as `DEST_F_REMOVED` belongs to the registry.
 
-use crate::config::{ServerConfig, ServiceConfig, MAX_WEIGHT};
+use crate::config::{check_thresholds, ServerConfig, ServiceConfig, MAX_WEIGHT};
 use crate::dataplane::service::{
     Dest, DestState, Service, Snapshot, DEST_F_DOWN, DEST_F_EXPIRE, DEST_F_REMOVED,
 };
@@ -71,6 +71,8 @@ pub enum EditError {
     VipInUse(String),
     /// Weight out of range.
     BadWeight(u64),
+    /// Connection thresholds that do not fit together.
+    BadThresholds(String),
     /// Too many services.
     TooManyServices,
 }
@@ -84,6 +86,7 @@ impl fmt::Display for EditError {
             EditError::DuplicateService(s) => write!(f, "a service named {s:?} already exists"),
             EditError::VipInUse(s) => write!(f, "service {s:?} already uses that virtual address"),
             EditError::BadWeight(w) => write!(f, "weight {w} is out of range (0 to {MAX_WEIGHT})"),
+            EditError::BadThresholds(m) => f.write_str(m),
             EditError::TooManyServices => f.write_str("too many services (65535 slots)"),
         }
     }
@@ -91,11 +94,16 @@ impl fmt::Display for EditError {
 
 impl std::error::Error for EditError {}
 
-/// A service's prepared plugin scheduler (if any) and defenses, for a snapshot.
-pub type ServicePlugins = (
-    Option<Arc<crate::dataplane::sched::PluginSched>>,
-    Vec<Arc<crate::dataplane::defense::PluginDefense>>,
-);
+/// A service's prepared plugins, for a snapshot.
+#[derive(Debug, Default)]
+pub struct ServicePlugins {
+    /// Its plugin scheduler, if its scheduler is a plugin.
+    pub sched: Option<Arc<crate::dataplane::sched::PluginSched>>,
+    /// Its defenses, in order.
+    pub defenses: Vec<Arc<crate::dataplane::defense::PluginDefense>>,
+    /// Its persistence plugin, if it is persistent.
+    pub persistence: Option<Arc<crate::dataplane::persist::PluginPersist>>,
+}
 
 /// Services and realservers with stable slots.
 #[derive(Debug, Default, Clone)]
@@ -126,6 +134,7 @@ impl Registry {
         if s.health.is_some() {
             state.flags.store(DEST_F_DOWN, Relaxed);
         }
+        state.set_thresholds(s.upper, s.lower);
         DestEntry {
             id,
             addr: s.addr,
@@ -201,6 +210,9 @@ impl Registry {
                                 d.state
                                     .flags
                                     .fetch_and(!(DEST_F_REMOVED | DEST_F_EXPIRE), Relaxed);
+                                if (d.state.upper(), d.state.lower()) != (s.upper, s.lower) {
+                                    d.state.set_thresholds(s.upper, s.lower);
+                                }
                                 d
                             }
                             None => self.new_dest(s),
@@ -245,11 +257,11 @@ impl Registry {
     /// The snapshot for the queues (a new generation each call), with built-in schedulers
     /// only.
     pub fn snapshot(&mut self) -> Snapshot {
-        self.snapshot_with(&mut |_| (None, Vec::new()))
+        self.snapshot_with(&mut |_| ServicePlugins::default())
     }
 
-    /// The snapshot for the queues, `plugin` giving each service its prepared plugin
-    /// scheduler (if its scheduler is a plugin) and defenses.
+    /// The snapshot for the queues, `plugin` giving each service its prepared plugins
+    /// (scheduler, defenses, persistence).
     pub fn snapshot_with(
         &mut self,
         plugin: &mut dyn FnMut(&ServiceEntry) -> ServicePlugins,
@@ -261,7 +273,7 @@ impl Registry {
             .filter(|e| !(e.removed && e.dests.is_empty()))
             .filter(|e| e.cfg.vip.port() != 0)
             .map(|e| {
-                let (sched, defenses) = plugin(e);
+                let p = plugin(e);
                 Service {
                     id: e.id,
                     name: e.cfg.name.as_str().into(),
@@ -281,8 +293,10 @@ impl Registry {
                         })
                         .collect(),
                     version: e.version,
-                    plugin: sched,
-                    defenses,
+                    plugin: p.sched,
+                    defenses: p.defenses,
+                    persist_timeout: e.cfg.persistence.as_ref().map_or(0, |p| p.timeout_secs),
+                    persistence: p.persistence,
                 }
             })
             .collect();
@@ -337,26 +351,23 @@ impl Registry {
         out
     }
 
-    /// Adds a realserver to a service.
-    pub fn add_server(
-        &mut self,
-        svc: &str,
-        addr: SocketAddrV4,
-        weight: u32,
-    ) -> Result<(), EditError> {
-        if weight > MAX_WEIGHT {
-            return Err(EditError::BadWeight(weight as u64));
+    /// Adds a realserver (with its weight and connection thresholds) to a service.
+    pub fn add_server(&mut self, svc: &str, server: ServerConfig) -> Result<(), EditError> {
+        let addr = server.addr;
+        if server.weight > MAX_WEIGHT {
+            return Err(EditError::BadWeight(server.weight as u64));
         }
+        check_thresholds(server.upper, server.lower).map_err(EditError::BadThresholds)?;
         let e = self.service_mut(svc)?;
         if e.cfg.servers.iter().any(|s| s.addr == addr) {
             return Err(EditError::DuplicateServer(svc.to_string(), addr));
         }
         let mut cfg = e.cfg.clone();
-        cfg.servers.push(ServerConfig {
-            addr,
-            weight,
-            health: cfg.health.clone(),
-        });
+        let mut server = server;
+        if server.health.is_none() {
+            server.health = cfg.health.clone();
+        }
+        cfg.servers.push(server);
         let mut all = self.service_configs();
         if let Some(c) = all.iter_mut().find(|c| c.name == svc) {
             *c = cfg;
@@ -590,10 +601,10 @@ addr = "10.77.1.2:8080"
             "a draining server is not checked"
         );
         // Re-added while draining: the same slot, pending again.
-        r.add_server("web", a, 1).unwrap();
+        r.add_server("web", ServerConfig::new(a, 1)).unwrap();
         assert_eq!(state(&r, a).flags(), DEST_F_DOWN);
         // Added at runtime: the service's check, pending.
-        r.add_server("web", n, 1).unwrap();
+        r.add_server("web", ServerConfig::new(n, 1)).unwrap();
         let w = r.health_wants();
         assert_eq!(w.len(), 3);
         assert!(w
@@ -627,13 +638,23 @@ addr = "10.77.1.2:8080"
         let a: SocketAddrV4 = "10.77.1.1:8080".parse().unwrap();
         let n: SocketAddrV4 = "10.77.1.9:8080".parse().unwrap();
         assert_eq!(
-            r.add_server("nope", n, 1),
+            r.add_server("nope", ServerConfig::new(n, 1)),
             Err(EditError::UnknownService("nope".into()))
         );
         assert_eq!(
-            r.add_server("web", a, 1),
+            r.add_server("web", ServerConfig::new(a, 1)),
             Err(EditError::DuplicateServer("web".into(), a))
         );
+        let bad = ServerConfig {
+            upper: 10,
+            lower: 20,
+            ..ServerConfig::new(n, 1)
+        };
+        assert!(matches!(
+            r.add_server("web", bad),
+            Err(EditError::BadThresholds(m)) if m.contains("above the upper threshold")
+        ));
+        assert!(r.service("web").unwrap().dests.iter().all(|d| d.addr != n));
         assert_eq!(
             r.set_weight("web", a, 70_000),
             Err(EditError::BadWeight(70_000))
@@ -642,7 +663,24 @@ addr = "10.77.1.2:8080"
             r.remove_server("web", n),
             Err(EditError::UnknownServer("web".into(), n))
         );
-        r.add_server("web", n, 5).unwrap();
+        r.add_server(
+            "web",
+            ServerConfig {
+                upper: 100,
+                lower: 50,
+                ..ServerConfig::new(n, 5)
+            },
+        )
+        .unwrap();
+        let st = &r
+            .service("web")
+            .unwrap()
+            .dests
+            .iter()
+            .find(|d| d.addr == n)
+            .unwrap()
+            .state;
+        assert_eq!((st.upper(), st.lower()), (100, 50));
         r.set_weight("web", n, 0).unwrap();
         let e = r.service("web").unwrap();
         let d = e.dests.iter().find(|d| d.addr == n).unwrap();

@@ -280,6 +280,7 @@ pub fn replay<W: Write>(
             events: None,
             sources: Default::default(),
             queues: 1,
+            templates: Default::default(),
         },
         snap,
         None,

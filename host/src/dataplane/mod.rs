@@ -5,7 +5,7 @@
 //! hands it to [`Pipeline::process`], and writes it back if the verdict is [`Verdict::Forward`].
 //!
 //! [`Shard`] is the pipeline of one queue: parse → service lookup → connection lookup → (new
-//! flow: schedule) → state transition → NAT rewrite with incremental checksums → emit.
+//! flow: admit, persist, schedule) → state transition → NAT rewrite with incremental checksums → emit.
 //!
 //! # Rules for packets that are not plain tracked traffic
 //!
@@ -21,6 +21,7 @@
 //! | TCP non-SYN for an unknown connection | drop | `no_conn` |
 //! | new flow, no realserver available | drop | `no_server` |
 //! | new flow, connection table at its memory limit | drop | `table_full` |
+//! | new flow of a persistent service, template store at its memory limit | drop | `template_full` |
 //! | from a realserver port, unknown connection | drop | `stale_reply` |
 //! | ICMP error about an unknown flow of a service | drop | `icmp_no_conn` |
 //! | other ICMP to a virtual address (replies, redirects, parameter problems, errors whose quote lacks ports) | drop | `icmp_other` |
@@ -31,11 +32,13 @@ pub mod blocks;
 pub mod defense;
 pub mod nat;
 mod packet;
+pub mod persist;
 pub mod sched;
 pub mod service;
 pub mod shard;
 pub mod sources;
 pub mod stats;
+pub mod templates;
 pub mod testkit;
 
 #[cfg(test)]

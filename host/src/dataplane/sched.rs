@@ -183,6 +183,17 @@ pub enum PluginEvent {
         /// What happened, if it was a fault.
         fault: Option<Fault>,
     },
+    /// The queue has no usable instance of a service's persistence plugin.
+    NeedPersistence {
+        /// Queue.
+        shard: usize,
+        /// Service slot.
+        svc: u16,
+        /// The plugin.
+        plugin: Arc<Plugin>,
+        /// What happened, if it was a fault.
+        fault: Option<Fault>,
+    },
     /// A defense asked to block a prefix (already applied in the asking queue).
     Block {
         /// The checked request.
@@ -226,6 +237,18 @@ impl std::fmt::Debug for PluginEvent {
                 write!(
                     f,
                     "NeedDefense(queue {shard}, service {svc}, #{index} {}: {fault:?})",
+                    plugin.name
+                )
+            }
+            PluginEvent::NeedPersistence {
+                shard,
+                svc,
+                plugin,
+                fault,
+            } => {
+                write!(
+                    f,
+                    "NeedPersistence(queue {shard}, service {svc}, {}: {fault:?})",
                     plugin.name
                 )
             }

@@ -39,16 +39,94 @@ pub struct DestState {
     pub flags: AtomicU32,
     /// Connection counts.
     pub counters: DestCounters,
+    /// Upper connection threshold (0: none); see [`overloads`].
+    upper: AtomicU32,
+    /// Lower connection threshold (0: 3/4 of the upper one); see [`unloads`].
+    lower: AtomicU32,
+}
+
+/// IPVS `ip_vs_bind_dest`: after a connection is bound, the server is overloaded when its
+/// connections (`active + inactive`, templates not counted) reach the upper threshold.
+#[inline]
+pub fn overloads(total: u64, upper: u32) -> bool {
+    upper != 0 && total >= upper as u64
+}
+
+/// IPVS `ip_vs_unbind_dest`: after a connection ends, an overloaded server takes new flows
+/// again when its connections are below the lower threshold, or, without one, below 3/4 of
+/// the upper one (`total × 4 < upper × 3`); with no threshold at all it is never overloaded.
+/// The gap between the two thresholds is the hysteresis that keeps the flag from flapping.
+#[inline]
+pub fn unloads(total: u64, upper: u32, lower: u32) -> bool {
+    if lower != 0 {
+        total < lower as u64
+    } else if upper != 0 {
+        total * 4 < upper as u64 * 3
+    } else {
+        true
+    }
 }
 
 impl DestState {
-    /// A realserver with `weight`.
+    /// A realserver with `weight` and no thresholds.
     pub fn new(weight: u32) -> Arc<DestState> {
         Arc::new(DestState {
             weight: AtomicU32::new(weight),
             flags: AtomicU32::new(0),
             counters: DestCounters::default(),
+            upper: AtomicU32::new(0),
+            lower: AtomicU32::new(0),
         })
+    }
+
+    /// Upper connection threshold (0: none).
+    #[inline]
+    pub fn upper(&self) -> u32 {
+        self.upper.load(Relaxed)
+    }
+
+    /// Lower connection threshold (0: 3/4 of the upper one).
+    #[inline]
+    pub fn lower(&self) -> u32 {
+        self.lower.load(Relaxed)
+    }
+
+    fn total(&self) -> u64 {
+        self.counters.active() as u64 + self.counters.inactive() as u64
+    }
+
+    /// Sets the thresholds (checked by the caller: `lower <= upper`) and the overload flag
+    /// for the connections the server has now: set at the upper threshold, cleared where an
+    /// unbind would clear it, else kept (as IPVS's `ip_vs_dest_update_overload`).
+    pub fn set_thresholds(&self, upper: u32, lower: u32) {
+        self.upper.store(upper, Relaxed);
+        self.lower.store(lower, Relaxed);
+        let total = self.total();
+        if overloads(total, upper) {
+            self.flags.fetch_or(DEST_F_OVERLOAD, Relaxed);
+        } else if unloads(total, upper, lower) {
+            self.flags.fetch_and(!DEST_F_OVERLOAD, Relaxed);
+        }
+    }
+
+    /// A new connection was bound here (counted as active or not): IPVS `ip_vs_bind_dest`.
+    #[inline]
+    pub fn bind(&self, active: bool) {
+        self.counters.bind(active);
+        let upper = self.upper();
+        if upper != 0 && overloads(self.total(), upper) {
+            self.flags.fetch_or(DEST_F_OVERLOAD, Relaxed);
+        }
+    }
+
+    /// A connection bound here ended: IPVS `ip_vs_unbind_dest`.
+    #[inline]
+    pub fn unbind(&self, active: bool) {
+        self.counters.unbind(active);
+        if self.flags() & DEST_F_OVERLOAD != 0 && unloads(self.total(), self.upper(), self.lower())
+        {
+            self.flags.fetch_and(!DEST_F_OVERLOAD, Relaxed);
+        }
     }
 
     /// Current weight.
@@ -108,6 +186,11 @@ pub struct Service {
     pub plugin: Option<Arc<super::sched::PluginSched>>,
     /// Defense plugins in configuration order, with their prepared instances.
     pub defenses: Vec<Arc<super::defense::PluginDefense>>,
+    /// The persistence plugin and its prepared instances, if the service is persistent (and
+    /// plugins run: without one its flows are scheduled normally).
+    pub persistence: Option<Arc<super::persist::PluginPersist>>,
+    /// Template timeout in seconds (`persistence.timeout`; 0 if not persistent).
+    pub persist_timeout: u32,
 }
 
 impl Service {
@@ -296,6 +379,80 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn overloaded(d: &DestState) -> bool {
+        d.flags() & DEST_F_OVERLOAD != 0
+    }
+
+    #[test]
+    fn thresholds_have_hysteresis() {
+        // upper 4, lower 2: overloaded at 4 connections, back below 2.
+        let d = DestState::new(1);
+        d.set_thresholds(4, 2);
+        for i in 1..=3 {
+            d.bind(i % 2 == 0);
+            assert!(!overloaded(&d), "{i} connections < upper 4");
+        }
+        d.bind(false);
+        assert!(overloaded(&d), "4 connections reach upper 4");
+        assert!(!d.schedulable(), "an overloaded server takes no new flow");
+        d.unbind(false);
+        d.unbind(false);
+        assert!(overloaded(&d), "2 connections: not below lower 2 yet");
+        d.unbind(true);
+        assert!(!overloaded(&d), "1 connection < lower 2");
+        assert!(d.schedulable());
+        // Flipping between active and inactive changes nothing.
+        d.counters.flip(true);
+        assert!(!overloaded(&d));
+    }
+
+    #[test]
+    fn without_a_lower_threshold_three_quarters_of_upper() {
+        let d = DestState::new(1);
+        d.set_thresholds(8, 0);
+        for _ in 0..8 {
+            d.bind(false);
+        }
+        assert!(overloaded(&d));
+        d.unbind(false); // 7
+        d.unbind(false); // 6 = 3/4 of 8: 24 < 24 is false
+        assert!(overloaded(&d), "6 × 4 = 24 is not below 8 × 3 = 24");
+        d.unbind(false); // 5
+        assert!(!overloaded(&d), "5 × 4 = 20 < 24");
+        // Odd uppers round as IPVS's integer test does: upper 2, clear at 1 (4 < 6).
+        let e = DestState::new(1);
+        e.set_thresholds(2, 0);
+        e.bind(true);
+        e.bind(true);
+        assert!(overloaded(&e));
+        e.unbind(true);
+        assert!(!overloaded(&e));
+    }
+
+    #[test]
+    fn no_thresholds_never_overload_and_edits_recompute() {
+        let d = DestState::new(1);
+        for _ in 0..1000 {
+            d.bind(true);
+        }
+        assert!(!overloaded(&d), "no upper threshold: never overloaded");
+        // A new upper threshold below the current count overloads at once …
+        d.set_thresholds(500, 100);
+        assert!(overloaded(&d));
+        // … raising it above keeps the flag inside the hysteresis band …
+        d.set_thresholds(2000, 900);
+        assert!(overloaded(&d), "1000 connections are not below lower 900");
+        // … and removing the thresholds clears it.
+        d.set_thresholds(0, 0);
+        assert!(!overloaded(&d));
+        assert!(overloads(10, 10) && !overloads(9, 10) && !overloads(u64::MAX, 0));
+        assert!(unloads(0, 0, 0) && unloads(9, 100, 10) && !unloads(10, 100, 10));
+        assert!(
+            unloads(3, u32::MAX, 0),
+            "no overflow in total × 4 < upper × 3"
+        );
+    }
 
     #[test]
     fn small_index_grows_into_a_map() {

@@ -43,10 +43,13 @@ pub enum DropReason {
     Blocked,
     /// The source is tarpitted: its new flows are refused silently.
     Tarpit,
+    /// A new flow of a persistent service needed a template and the template store is at
+    /// its memory limit (`director.template_memory_limit`).
+    TemplateFull,
 }
 
 /// Number of drop reasons.
-pub const DROP_REASONS: usize = 17;
+pub const DROP_REASONS: usize = 18;
 
 impl DropReason {
     /// Every reason, in order.
@@ -68,6 +71,7 @@ impl DropReason {
         DropReason::Defense,
         DropReason::Blocked,
         DropReason::Tarpit,
+        DropReason::TemplateFull,
     ];
 
     /// The `reason` label.
@@ -90,6 +94,7 @@ impl DropReason {
             DropReason::Defense => "defense",
             DropReason::Blocked => "blocked",
             DropReason::Tarpit => "tarpit",
+            DropReason::TemplateFull => "template_full",
         }
     }
 }
@@ -171,6 +176,9 @@ pub struct ShardReport {
     pub memory_limit: u64,
     /// Entries the budget allows.
     pub capacity: u64,
+    /// Bytes of the persistence link column (4 per connection slot, allocated once the
+    /// queue has a persistent service; outside `conn_memory_limit`).
+    pub link_bytes: u64,
     /// Plugin calls, faults and fallbacks, per plugin name.
     pub plugins: Vec<(std::sync::Arc<str>, super::sched::PluginCounters)>,
     /// Timed plugin calls since the control plane last took them.
@@ -204,6 +212,7 @@ impl ShardReport {
         self.memory_bytes += o.memory_bytes;
         self.memory_limit += o.memory_limit;
         self.capacity += o.capacity;
+        self.link_bytes += o.link_bytes;
         for (name, c) in &o.plugins {
             match self.plugins.iter_mut().find(|(n, _)| n == name) {
                 Some((_, t)) => {

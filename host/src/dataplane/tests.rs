@@ -62,6 +62,7 @@ fn lab_with(config: &str, memory: usize) -> Lab {
             events: None,
             sources: Default::default(),
             queues: 1,
+            templates: Default::default(),
         },
         snap,
         None,
@@ -628,6 +629,7 @@ fn expire_nodest_conn_ends_flows_of_removed_servers() {
             events: None,
             sources: Default::default(),
             queues: 1,
+            templates: Default::default(),
         },
         Arc::new(registry.snapshot()),
         None,
@@ -665,6 +667,7 @@ fn health_down_quiesces_and_health_removed_drains_like_a_removal() {
             events: None,
             sources: Default::default(),
             queues: 1,
+            templates: Default::default(),
         },
         Arc::new(registry.clone().snapshot()),
         None,
@@ -755,7 +758,9 @@ fn expire_on_removal_ends_only_the_flows_it_names() {
     );
     assert_eq!(l.shard.table().len(), 1, "only c1's connection is left");
     // A server added back is a normal server again: its flows are kept.
-    l.registry.add_server("web", rs2, 1).unwrap();
+    l.registry
+        .add_server("web", crate::config::ServerConfig::new(rs2, 1))
+        .unwrap();
     l.shard.apply_snapshot(Arc::new(l.registry.snapshot()));
     check(
         &mut l.shard,
@@ -919,4 +924,70 @@ fn service_timeouts_override_the_defaults() {
     let now = l.shard.now();
     l.shard.set_now(now + 6 * crate::conn::TICKS_PER_SEC);
     assert!(l.shard.table().is_empty());
+}
+
+#[test]
+fn an_overloaded_server_gets_no_new_flows_until_below_its_lower_threshold() {
+    // rs1: upper 3, lower 2 (ipvsadm -x 3 -y 2). Built-in rr alternates while both can.
+    let text = CONFIG.replacen(
+        "addr = \"10.77.1.1:8080\"",
+        "addr = \"10.77.1.1:8080\"\nupper = 3\nlower = 2",
+        1,
+    );
+    let mut l = lab_with(&text, 1 << 20);
+    let vip = a("10.77.100.100:80");
+    let (rs1, rs2) = (a("10.77.1.1:8080"), a("10.77.1.2:8080"));
+    let rs1_state = l.registry.service("web").unwrap().dests[0].state.clone();
+    let overloaded = || rs1_state.flags() & super::service::DEST_F_OVERLOAD != 0;
+    let dest_of = |shard: &mut Shard, port: u16| {
+        let (v, out) = run(
+            shard,
+            &tcp(a(&format!("10.77.0.2:{port}")), vip, SYN, b""),
+            None,
+        );
+        assert_eq!(v, Verdict::Forward);
+        SocketAddrV4::new(
+            Ipv4Addr::new(out[16], out[17], out[18], out[19]),
+            u16::from_be_bytes([out[22], out[23]]),
+        )
+    };
+    // Until rs1 holds 3 connections it takes its share.
+    let mut on_rs1 = Vec::new();
+    let mut port = 50_000;
+    while on_rs1.len() < 3 {
+        if dest_of(&mut l.shard, port) == rs1 {
+            on_rs1.push(port);
+        }
+        port += 1;
+        assert!(port < 50_010, "rs1 never reached its upper threshold");
+    }
+    assert!(overloaded(), "3 connections reach upper 3");
+    // Overloaded: every new flow goes to rs2.
+    for _ in 0..10 {
+        assert_eq!(dest_of(&mut l.shard, port), rs2, "port {port}");
+        port += 1;
+    }
+    // One of rs1's connections ends (reset, then its CLOSE state times out): 2 left, not
+    // below lower 2 yet.
+    // (Established first: IPVS's state table ignores a client's RST in SYN_RECV.)
+    let end = |shard: &mut Shard, p: u16| {
+        let c = a(&format!("10.77.0.2:{p}"));
+        run(shard, &tcp(rs1, c, SYN | ACK, b""), None);
+        run(shard, &tcp(c, vip, ACK, b""), None);
+        run(shard, &tcp(c, vip, RST | ACK, b""), None);
+    };
+    end(&mut l.shard, on_rs1[0]);
+    let t = l.shard.now() + 11 * crate::conn::TICKS_PER_SEC;
+    l.shard.set_now(t);
+    assert_eq!(rs1_state.counters.inactive(), 2);
+    assert!(overloaded(), "2 connections are not below lower 2");
+    assert_eq!(dest_of(&mut l.shard, port), rs2);
+    port += 1;
+    end(&mut l.shard, on_rs1[1]);
+    l.shard.set_now(t + 11 * crate::conn::TICKS_PER_SEC);
+    assert_eq!(rs1_state.counters.inactive(), 1);
+    assert!(!overloaded(), "1 connection is below lower 2");
+    // rs1 takes new flows again.
+    let back = (0..4).any(|i| dest_of(&mut l.shard, port + i) == rs1);
+    assert!(back, "rs1 gets new flows again");
 }

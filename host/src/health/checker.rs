@@ -162,13 +162,7 @@ async fn run(
         ticker.tick().await;
         let result = probe(target, &cfg.kind, cfg.timeout).await;
         let label = result.as_ref().err().map_or("ok", Failure::label);
-        metrics::counter!(
-            crate::metrics::HEALTH_CHECKS,
-            "service" => labels.service.clone(),
-            "server" => labels.server.clone(),
-            "result" => label
-        )
-        .increment(1);
+        crate::metrics::health_checked(&labels.service, &labels.server, label);
         let mut s = lock(&shared);
         if !s.active {
             return;
@@ -199,13 +193,7 @@ async fn run(
             s.status.reason = None;
         }
         drop(s);
-        metrics::counter!(
-            crate::metrics::HEALTH_TRANSITIONS,
-            "service" => labels.service.clone(),
-            "server" => labels.server.clone(),
-            "state" => to.name()
-        )
-        .increment(1);
+        crate::metrics::health_changed(&labels.service, &labels.server, to.name());
         let check = cfg.kind.name();
         match (from, &result) {
             (Health::Pending, Ok(())) => info!(

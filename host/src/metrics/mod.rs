@@ -34,6 +34,16 @@ pub const BACKEND_UP: &str = "ringvs_backend_up";
 pub const HEALTH_CHECKS: &str = "ringvs_health_checks_total";
 /// `ringvs_health_transitions_total{service,server,state}`.
 pub const HEALTH_TRANSITIONS: &str = "ringvs_health_transitions_total";
+/// `ringvs_backend_connections_persistent{service,server}`.
+pub const BACKEND_PERSISTENT: &str = "ringvs_backend_connections_persistent";
+/// `ringvs_backend_overloaded{service,server}`.
+pub const BACKEND_OVERLOADED: &str = "ringvs_backend_overloaded";
+/// `ringvs_persistence_templates`.
+pub const TEMPLATES: &str = "ringvs_persistence_templates";
+/// `ringvs_persistence_template_memory_bytes`.
+pub const TEMPLATE_MEMORY: &str = "ringvs_persistence_template_memory_bytes";
+/// `ringvs_persistence_template_memory_limit_bytes`.
+pub const TEMPLATE_LIMIT: &str = "ringvs_persistence_template_memory_limit_bytes";
 /// `ringvs_conntable_entries{state}`.
 pub const TABLE_ENTRIES: &str = "ringvs_conntable_entries";
 /// `ringvs_conntable_memory_bytes`.
@@ -95,7 +105,7 @@ pub enum Kind {
 }
 
 /// Every metric ringvs exports, with its type.
-pub const ALL: [(&str, Kind); 32] = [
+pub const ALL: [(&str, Kind); 37] = [
     (CONNECTIONS, Kind::Counter),
     (IN_PACKETS, Kind::Counter),
     (OUT_PACKETS, Kind::Counter),
@@ -107,6 +117,11 @@ pub const ALL: [(&str, Kind); 32] = [
     (BACKEND_UP, Kind::Gauge),
     (HEALTH_CHECKS, Kind::Counter),
     (HEALTH_TRANSITIONS, Kind::Counter),
+    (BACKEND_PERSISTENT, Kind::Gauge),
+    (BACKEND_OVERLOADED, Kind::Gauge),
+    (TEMPLATES, Kind::Gauge),
+    (TEMPLATE_MEMORY, Kind::Gauge),
+    (TEMPLATE_LIMIT, Kind::Gauge),
     (TABLE_ENTRIES, Kind::Gauge),
     (TABLE_MEMORY, Kind::Gauge),
     (TABLE_LIMIT, Kind::Gauge),
@@ -199,6 +214,28 @@ pub fn describe() {
         HEALTH_TRANSITIONS,
         "Health changes per realserver, by the state entered (up, down)."
     );
+    describe_gauge!(
+        BACKEND_PERSISTENT,
+        "Persistence templates pointing at each realserver (PersistConn); not counted in active or inactive."
+    );
+    describe_gauge!(
+        BACKEND_OVERLOADED,
+        "1 while a realserver is over its upper connection threshold (no new flows until below the lower one)."
+    );
+    describe_gauge!(
+        TEMPLATES,
+        "Persistence templates in the shared store (all services)."
+    );
+    describe_gauge!(
+        TEMPLATE_MEMORY,
+        Unit::Bytes,
+        "Bytes used by the persistence template store."
+    );
+    describe_gauge!(
+        TEMPLATE_LIMIT,
+        Unit::Bytes,
+        "The persistence template store's budget (director.template_memory_limit)."
+    );
     describe_gauge!(TABLE_ENTRIES, "Tracked connections per state.");
     describe_gauge!(
         TABLE_MEMORY,
@@ -242,7 +279,7 @@ pub fn describe() {
     );
     describe_counter!(
         PLUGIN_SWAPS,
-        "Scheduler swaps per service (reload, SIGHUP or `ringvs plugin swap`)."
+        "Scheduler and persistence plugin swaps per service (reload, SIGHUP or `ringvs plugin swap`)."
     );
     describe_gauge!(
         DEFENSE_ACTIVE,
@@ -381,12 +418,33 @@ pub fn update(r: &ShardReport, list: &ListResult) {
             gauge!(BACKEND_ACTIVE, &labels).set(srv.active as f64);
             gauge!(BACKEND_INACTIVE, &labels).set(srv.inactive as f64);
             gauge!(BACKEND_WEIGHT, &labels).set(srv.weight as f64);
+            gauge!(BACKEND_PERSISTENT, &labels).set(srv.persistent as f64);
+            gauge!(BACKEND_OVERLOADED, &labels).set(if srv.overloaded { 1.0 } else { 0.0 });
             // A draining (removed) server is no longer part of the service: no health series.
             if !srv.draining {
                 gauge!(BACKEND_UP, &labels).set(if srv.health == "down" { 0.0 } else { 1.0 });
             }
         }
     }
+}
+
+/// The persistence template store's gauges.
+pub fn update_templates(t: &crate::control::protocol::TemplateStatus) {
+    gauge!(TEMPLATES).set(t.entries as f64);
+    gauge!(TEMPLATE_MEMORY).set(t.memory_bytes as f64);
+    gauge!(TEMPLATE_LIMIT).set(t.memory_limit as f64);
+}
+
+/// One health check of a realserver ran, with `result` ("ok" or the failure's label).
+pub fn health_checked(service: &str, server: &str, result: &'static str) {
+    counter!(HEALTH_CHECKS, "service" => service.to_string(), "server" => server.to_string(), "result" => result)
+        .increment(1);
+}
+
+/// A realserver's health changed to `state`.
+pub fn health_changed(service: &str, server: &str, state: &'static str) {
+    counter!(HEALTH_TRANSITIONS, "service" => service.to_string(), "server" => server.to_string(), "state" => state)
+        .increment(1);
 }
 
 #[cfg(test)]
@@ -432,6 +490,9 @@ mod tests {
             health: "unchecked".into(),
             health_reason: None,
             health_since_secs: None,
+            upper: 0,
+            lower: 0,
+            overloaded: false,
             stats: Traffic::default(),
             rate: Rates::default(),
         };
@@ -510,6 +571,15 @@ mod tests {
         metrics::with_local_recorder(&recorder, || {
             describe();
             update(&r, &list);
+            update_templates(&crate::control::protocol::TemplateStatus {
+                entries: 3,
+                capacity: 100,
+                memory_bytes: 96,
+                memory_limit: 3200,
+                ..Default::default()
+            });
+            health_checked("web", "10.77.1.1:8080", "ok");
+            health_changed("web", "10.77.1.1:8080", "up");
             update_plugins(&r, &[(Arc::from("sched-wlc"), Func::Pick, 2e-6)], &swaps);
             for t in tops {
                 update_defense(t, shown);

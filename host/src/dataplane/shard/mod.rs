@@ -5,18 +5,20 @@
 use super::blocks::{BlockList, BlockMode};
 use super::defense::DefenseSlot;
 use super::nat::{self, Csum, Side};
+use super::persist::{sync_persist, PersistSlot};
 use super::sched::{PluginEvent, PluginStats, SchedSlot};
 use super::service::{DestState, Service, Snapshot, DEST_F_EXPIRE, DEST_F_GONE, DEST_F_REMOVED};
 use super::sources::{SourceCount, SourceSketch, TopTalkers};
 use super::stats::{Counters, DropReason, ShardReport, Traffic};
+use super::templates::{Bind, TemplateId, TemplateStore};
 use super::{Packet, Pipeline, Verdict};
 use crate::conn::state::STATES;
 use crate::conn::{
     ConnId, ConnTable, Direction, Event, HashKey, NewConn, State, StateTable, Tick, F_INACTIVE,
-    TICKS_PER_SEC,
+    F_PERSISTENT, TICKS_PER_SEC,
 };
 use crate::plugin::builtin::Builtin;
-use crate::plugin::{DefenseInstance, SchedulerInstance};
+use crate::plugin::{DefenseInstance, PersistenceInstance, SchedulerInstance};
 use crate::wire::ip_proto;
 use crate::wire::tcp::flags as tf;
 use crate::wire::{Ipv4Packet, TcpPacket, UdpPacket};
@@ -48,6 +50,8 @@ pub struct ShardConfig {
     pub sources: Arc<SourceSketch>,
     /// Number of queues (defenses are told; each sees its share).
     pub queues: usize,
+    /// Director-wide persistence templates, shared by the queues.
+    pub templates: Arc<TemplateStore>,
 }
 
 /// A connection as listed by `ringvs list --connections`.
@@ -105,6 +109,13 @@ pub enum Control {
         /// The instance.
         instance: Box<SchedulerInstance>,
     },
+    /// A fresh instance of a service's persistence plugin (after a fault).
+    Persistence {
+        /// Service slot.
+        svc: u16,
+        /// The instance.
+        instance: Box<PersistenceInstance>,
+    },
     /// Stop the queue.
     Stop,
 }
@@ -128,6 +139,10 @@ struct SvcRt {
     /// The service's own timeouts in seconds (defense levels may override some).
     own: [u32; STATES],
     defenses: Vec<DefenseSlot>,
+    /// The persistence plugin, if the service is persistent.
+    persist: Option<PersistSlot>,
+    /// Template timeout, ticks.
+    persist_timeout: Tick,
 }
 
 /// One queue's pipeline.
@@ -154,6 +169,12 @@ pub struct Shard {
     rx: Option<Receiver<Control>>,
     published: Tick,
     stopped: bool,
+    /// The template controlling each connection slot (id + 1; 0: none), for the connections
+    /// flagged `F_PERSISTENT`. Allocated (zeroed, so untouched until used) the first time a
+    /// persistent service appears: 4 bytes per slot of the table.
+    links: Vec<u32>,
+    /// Second of the last template sweep.
+    swept_sec: u64,
 }
 
 impl std::fmt::Debug for Shard {
@@ -208,6 +229,8 @@ impl Shard {
             rx,
             published: 0,
             stopped: false,
+            links: Vec::new(),
+            swept_sec: 0,
         };
         s.apply_snapshot(snap);
         s.publish();
@@ -267,6 +290,8 @@ impl Shard {
                     timeouts: svc.timeout_ticks(),
                     own: svc.timeouts.0,
                     defenses: Vec::new(),
+                    persist: None,
+                    persist_timeout: 0,
                 });
             // A plugin can change without the service's version changing (a new build
             // under the same name): compare the plugin itself too.
@@ -275,6 +300,17 @@ impl Shard {
                 (a, b) => a.is_some() != b.is_some(),
             };
             tick::sync_defenses(&mut rt.defenses, &svc.defenses, ids, events);
+            sync_persist(
+                &mut rt.persist,
+                svc.persistence.as_ref(),
+                ids,
+                &mut self.plugin_stats,
+                events,
+            );
+            rt.persist_timeout = svc.persist_timeout.saturating_mul(TICKS_PER_SEC);
+            if rt.persist.is_some() && self.links.is_empty() {
+                self.links = vec![0; self.table.capacity()];
+            }
             rt.own = svc.timeouts.0;
             if rt.version != svc.version || plugin_changed {
                 // The built-in: the scheduler itself, or the fallback of a plugin.
@@ -341,6 +377,13 @@ impl Shard {
             let mut rt = rt;
             rt.sched.drop_plugins(events);
             tick::sync_defenses(&mut rt.defenses, &[], (self.cfg.id, 0), events);
+            sync_persist(
+                &mut rt.persist,
+                None,
+                (self.cfg.id, 0),
+                &mut self.plugin_stats,
+                events,
+            );
         }
         if self.svc_traffic.len() < snap.service_slots() {
             self.svc_traffic
@@ -369,20 +412,34 @@ impl Shard {
     fn expire(&mut self) {
         let dests = &self.dests;
         let sources = &self.cfg.sources;
-        let n = self.table.advance(self.now, EXPIRE_BUDGET, |_, c| {
+        let templates = &self.cfg.templates;
+        let links = &mut self.links;
+        let n = self.table.advance(self.now, EXPIRE_BUDGET, |id, c| {
             if let Some(Some(d)) = dests.get(c.dest as usize) {
-                d.counters.unbind(c.flags & F_INACTIVE == 0);
+                d.unbind(c.flags & F_INACTIVE == 0);
+            }
+            if c.flags & F_PERSISTENT != 0 {
+                release_link(links, templates, id);
             }
             sources.ended(c.caddr());
         });
         self.counters.expired += n as u64;
+        // Once a second, this queue's share of the template store.
+        let sec = (self.now / TICKS_PER_SEC) as u64;
+        if sec != self.swept_sec {
+            self.swept_sec = sec;
+            templates.sweep(self.now, self.cfg.id, self.cfg.queues.max(1));
+        }
     }
 
     /// Removes a connection now, fixing the realserver's and the source's counts.
     fn kill(&mut self, id: ConnId) {
         let c = self.table.remove(id);
         if let Some(Some(d)) = self.dests.get(c.dest as usize) {
-            d.counters.unbind(c.flags & F_INACTIVE == 0);
+            d.unbind(c.flags & F_INACTIVE == 0);
+        }
+        if c.flags & F_PERSISTENT != 0 {
+            release_link(&mut self.links, &self.cfg.templates, id);
         }
         self.cfg.sources.ended(c.caddr());
     }
@@ -448,8 +505,8 @@ impl Shard {
         self.new_flow(hash, proto, client, svc)
     }
 
-    /// A new flow for service `svc` from `client`: schedule and insert. Returns the
-    /// connection or the reason it was refused.
+    /// A new flow for service `svc` from `client`: admit (defenses), persist (templates),
+    /// schedule and insert. Returns the connection or the reason it was refused.
     fn new_flow(
         &mut self,
         hash: u32,
@@ -478,18 +535,69 @@ impl Shard {
         {
             return Err(DropReason::Defense);
         }
-        let i = rt
-            .sched
-            .pick(
+        let events = self.cfg.events.as_ref();
+        let ids = (self.cfg.id, svc);
+        // IPVS ip_vs_sched_persist: the persistence plugin names the flow's affinity key; a
+        // valid template for it decides the realserver, else the scheduler does and a
+        // template is made. Only here, on the new-flow path, are templates touched.
+        let key = match rt.persist.as_mut() {
+            Some(p) => p.affinity(
                 proto,
                 client,
                 service.vip,
-                &service.dests,
-                (self.cfg.id, svc),
+                ids,
                 &mut self.plugin_stats,
-                self.cfg.events.as_ref(),
-            )
-            .ok_or(DropReason::NoServer)?;
+                events,
+            ),
+            None => None,
+        };
+        let templates = &self.cfg.templates;
+        let (now, ttl) = (self.now, rt.persist_timeout);
+        let pick = |sched: &mut super::sched::SchedSlot, stats: &mut PluginStats| {
+            sched
+                .pick(
+                    proto,
+                    client,
+                    service.vip,
+                    &service.dests,
+                    ids,
+                    stats,
+                    events,
+                )
+                .ok_or(DropReason::NoServer)
+        };
+        // `link`: the template that will control the connection.
+        let (i, link) = match key {
+            None => (pick(&mut rt.sched, &mut self.plugin_stats)?, None),
+            Some(key) => {
+                let found = match templates.find(svc, key, now, ttl) {
+                    Bind::Missing => {
+                        let i = pick(&mut rt.sched, &mut self.plugin_stats)?;
+                        let d = &service.dests[i];
+                        match templates.create(svc, key, d.id, &d.state, now, ttl) {
+                            Ok(b) => (Some(i), b),
+                            Err(_) => return Err(DropReason::TemplateFull),
+                        }
+                    }
+                    b => (None, b),
+                };
+                match found {
+                    (_, Bind::Bound { id, dest }) => {
+                        match service.dests.iter().position(|d| d.id == dest) {
+                            Some(i) if !self.links.is_empty() => (i, Some(id)),
+                            // Not in this queue's snapshot yet (or no link column): not
+                            // persistent this time.
+                            _ => {
+                                templates.release(id);
+                                (pick(&mut rt.sched, &mut self.plugin_stats)?, None)
+                            }
+                        }
+                    }
+                    (Some(i), _) => (i, None),
+                    (None, _) => (pick(&mut rt.sched, &mut self.plugin_stats)?, None),
+                }
+            }
+        };
         let dest = &service.dests[i];
         let state = if proto == ip_proto::TCP {
             State::None
@@ -497,23 +605,36 @@ impl Shard {
             State::Udp
         };
         let timeout = rt.timeouts[state as usize];
-        let id = self
-            .table
-            .insert(
-                hash,
-                NewConn {
-                    proto,
-                    caddr: *client.ip(),
-                    cport: client.port(),
-                    svc,
-                    dest: dest.id,
-                    state,
-                    flags: F_INACTIVE,
+        let inserted = self.table.insert(
+            hash,
+            NewConn {
+                proto,
+                caddr: *client.ip(),
+                cport: client.port(),
+                svc,
+                dest: dest.id,
+                state,
+                flags: if link.is_some() {
+                    F_INACTIVE | F_PERSISTENT
+                } else {
+                    F_INACTIVE
                 },
-                self.now.saturating_add(timeout),
-            )
-            .map_err(|_| DropReason::TableFull)?;
-        dest.state.counters.bind(false);
+            },
+            self.now.saturating_add(timeout),
+        );
+        let id = match inserted {
+            Ok(id) => id,
+            Err(_) => {
+                if let Some(t) = link {
+                    templates.release(t);
+                }
+                return Err(DropReason::TableFull);
+            }
+        };
+        if let Some(t) = link {
+            self.links[id.index() as usize] = t.0 + 1;
+        }
+        dest.state.bind(false);
         self.cfg.sources.created(*client.ip());
         let did = dest.id as usize;
         self.svc_traffic[svc as usize].conns += 1;
@@ -762,6 +883,7 @@ impl Shard {
             r.memory_bytes = self.table.memory_bytes() as u64;
             r.memory_limit = self.cfg.memory_limit as u64;
             r.capacity = self.table.capacity() as u64;
+            r.link_bytes = (self.links.len() * 4) as u64;
             r.plugins.clone_from(&self.plugin_stats.counters);
             r.plugin_samples.append(&mut self.plugin_stats.samples);
             self.published = self.now;
@@ -827,6 +949,22 @@ impl Shard {
                     let _ = reply.send(self.list(max));
                 }
                 Control::Scheduler { svc, instance } => self.deliver(svc, *instance),
+                Control::Persistence { svc, instance } => {
+                    let events = self.cfg.events.clone();
+                    match self
+                        .svcs
+                        .get_mut(svc as usize)
+                        .and_then(Option::as_mut)
+                        .and_then(|rt| rt.persist.as_mut())
+                    {
+                        Some(slot) => slot.deliver(*instance, events.as_ref()),
+                        None => {
+                            if let Some(tx) = &events {
+                                let _ = tx.send(PluginEvent::Retire(instance));
+                            }
+                        }
+                    }
+                }
                 Control::Defense {
                     svc,
                     index,
@@ -842,6 +980,17 @@ impl Shard {
                 }
                 Control::Stop => self.stopped = true,
             }
+        }
+    }
+}
+
+/// Releases the template that controlled connection `id` (it ended).
+#[inline]
+fn release_link(links: &mut [u32], templates: &TemplateStore, id: ConnId) {
+    if let Some(l) = links.get_mut(id.index() as usize) {
+        let t = std::mem::take(l);
+        if t != 0 {
+            templates.release(TemplateId(t - 1));
         }
     }
 }
