@@ -305,6 +305,8 @@ http {
         root $d/html;
         location = /1m.bin { root $LAB_DIR/www; }
         location = /big.bin { root $LAB_DIR/www; }
+        # test-health.sh removes this page to fail a check: never serve it from the cache.
+        location = /health.html { open_file_cache off; }
     }
 }
 EOF

@@ -25,7 +25,8 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-CONF=${CONF:-$LAB_SRC/health.toml}
+# lib.sh defaults CONF to lab.toml; this test runs on its own config (HEALTH_CONF to change it).
+CONF=${HEALTH_CONF:-$LAB_SRC/health.toml}
 require_root
 require_cmds wrk curl nginx "$PYTHON"
 ringvs_check_binary || {
