@@ -35,6 +35,8 @@ DASHBOARD_CHECK=$LAB_ROOT/examples/grafana/check-dashboard.sh
 declare -A CONDITIONAL=(
     [ringvs_defense_actions_total]="only once a defense has taken an action (defenses are idle here)"
     [ringvs_defense_actions_refused_total]="only once a defense has asked for an action it may not take"
+    [ringvs_defense_refused_flows_total]="only once a defense has refused a flow (no flood here)"
+    [ringvs_health_checks_total]="only for services with a health check (test-health.sh has them)"
 )
 
 require_root

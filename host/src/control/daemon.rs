@@ -307,9 +307,23 @@ impl Daemon {
         // Everything that can fail happens on copies first: plugins are compiled and
         // self-tested, per-queue instances created; only then is anything switched.
         let loaded = self.plugins.load_config(&new)?;
+        // The copy shares the realservers' state: put it back if anything below fails.
+        let saved = self.registry.save_shared();
         let mut trial = self.registry.clone();
-        let changed = trial.apply(&new.services).map_err(|e| e.to_string())?;
-        let prepared = self.plugins.prepare(&trial, self.queues.len(), &loaded)?;
+        let tried = trial
+            .apply(&new.services)
+            .map_err(|e| e.to_string())
+            .and_then(|changed| {
+                let prepared = self.plugins.prepare(&trial, self.queues.len(), &loaded)?;
+                Ok((changed, prepared))
+            });
+        let (changed, prepared) = match tried {
+            Ok(t) => t,
+            Err(e) => {
+                Registry::restore(saved);
+                return Err(e);
+            }
+        };
         let swapped: Vec<String> = trial
             .services()
             .filter(|e| {
@@ -671,18 +685,25 @@ impl Daemon {
     }
 
     /// Applies an edit that may need new plugin instances: on a copy first, and only if
-    /// every instance can be prepared does the copy become the registry. (A copy shares the
-    /// realservers' state, so an edit that flags existing realservers — a removal — must not
-    /// come through here; removals cannot fail once their target is found.)
+    /// every instance can be prepared does the copy become the registry. A copy shares the
+    /// realservers' state (weights, flags, thresholds): on failure it is put back as it was.
     fn edit_registry(
         &mut self,
         edit: impl FnOnce(&mut Registry) -> Result<(), EditError>,
     ) -> Result<(), String> {
+        let saved = self.registry.save_shared();
         let mut trial = self.registry.clone();
-        edit(&mut trial).map_err(|e| e.to_string())?;
-        let prepared = self
-            .plugins
-            .prepare(&trial, self.queues.len(), &Default::default())?;
+        let prepared = edit(&mut trial).map_err(|e| e.to_string()).and_then(|()| {
+            self.plugins
+                .prepare(&trial, self.queues.len(), &Default::default())
+        });
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                Registry::restore(saved);
+                return Err(e);
+            }
+        };
         self.registry = trial;
         let snap = self.plugins.snapshot(&mut self.registry, prepared);
         self.broadcast(snap);

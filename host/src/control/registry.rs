@@ -41,6 +41,13 @@ impl DestEntry {
     }
 }
 
+/// The flags the registry owns, saved and restored around an edit tried on a copy.
+const SAVED_FLAGS: u32 = DEST_F_REMOVED | DEST_F_EXPIRE;
+
+/// The realservers' shared state before an edit (see [`Registry::save_shared`]).
+#[derive(Debug)]
+pub struct SavedShared(Vec<(Arc<DestState>, u32, u32, u32, u32)>);
+
 /// A service as the registry knows it.
 #[derive(Debug, Clone)]
 pub struct ServiceEntry {
@@ -160,7 +167,24 @@ impl Registry {
             }
         }
         for cfg in services {
-            let pos = self.services.iter().position(|e| e.cfg.name == cfg.name);
+            // A service whose virtual address or protocol changed is another service to the
+            // queues (its connections are matched by address): the old one drains as if
+            // removed, and the new one starts beside it.
+            for e in self.services.iter_mut() {
+                if !e.removed
+                    && e.cfg.name == cfg.name
+                    && (e.cfg.proto, e.cfg.vip) != (cfg.proto, cfg.vip)
+                {
+                    e.removed = true;
+                    for d in &e.dests {
+                        d.state.flags.fetch_or(DEST_F_REMOVED, Relaxed);
+                    }
+                    e.version += 1;
+                }
+            }
+            let pos = self.services.iter().position(|e| {
+                e.cfg.name == cfg.name && (e.cfg.proto, e.cfg.vip) == (cfg.proto, cfg.vip)
+            });
             // A draining service with the same virtual address gives it up.
             if let Some(other) = self.services.iter_mut().find(|e| {
                 e.removed
@@ -301,6 +325,38 @@ impl Registry {
             })
             .collect();
         Snapshot::new(self.generation, services)
+    }
+
+    /// What an edit may change in the realservers' shared state (weight, registry-owned
+    /// flags, thresholds): a copy of the registry shares that state, so an edit tried on a
+    /// copy that then fails must put it back with [`Registry::restore`].
+    pub fn save_shared(&self) -> SavedShared {
+        let mut v = Vec::new();
+        for e in &self.services {
+            for d in &e.dests {
+                v.push((
+                    d.state.clone(),
+                    d.state.weight.load(Relaxed),
+                    d.state.flags() & SAVED_FLAGS,
+                    d.state.upper(),
+                    d.state.lower(),
+                ));
+            }
+        }
+        SavedShared(v)
+    }
+
+    /// Puts back what [`Registry::save_shared`] saved. Flags the health checkers own
+    /// (`DEST_F_DOWN`, `DEST_F_HEALTH_REMOVED`) and the overload flag are left as they are now.
+    pub fn restore(saved: SavedShared) {
+        for (state, weight, flags, upper, lower) in saved.0 {
+            state.weight.store(weight, Relaxed);
+            state.flags.fetch_and(!SAVED_FLAGS, Relaxed);
+            state.flags.fetch_or(flags, Relaxed);
+            if (state.upper(), state.lower()) != (upper, lower) {
+                state.set_thresholds(upper, lower);
+            }
+        }
     }
 
     /// Live (not draining) services.
@@ -503,6 +559,79 @@ addr = "10.77.1.2:8080"
 
     fn cfg(text: &str) -> Vec<ServiceConfig> {
         from_str(text, "t.toml").unwrap().services
+    }
+
+    #[test]
+    fn an_edit_tried_on_a_copy_is_undone_in_the_shared_state() {
+        let live = Registry::new(&cfg(CFG)).unwrap();
+        let state = |addr: &str| {
+            live.service("web")
+                .unwrap()
+                .dests
+                .iter()
+                .find(|d| d.addr == addr.parse().unwrap())
+                .unwrap()
+                .state
+                .clone()
+        };
+        let (a, b) = (state("10.77.1.1:8080"), state("10.77.1.2:8080"));
+        b.flags.fetch_or(DEST_F_DOWN, Relaxed); // a health checker's bit
+        let saved = live.save_shared();
+        // The copy drops 10.77.1.1, reweights and sets thresholds on 10.77.1.2.
+        let mut trial = live.clone();
+        let edited = CFG
+            .replace("addr = \"10.77.1.1:8080\"\n", "addr = \"10.77.1.3:8080\"\n")
+            .replace(
+                "addr = \"10.77.1.2:8080\"",
+                "addr = \"10.77.1.2:8080\"\nweight = 9\nupper = 10\nlower = 5",
+            );
+        trial.apply(&cfg(&edited)).unwrap();
+        assert!(
+            a.flags() & DEST_F_REMOVED != 0,
+            "the copy's edit reached the shared state"
+        );
+        assert_eq!((b.weight.load(Relaxed), b.upper(), b.lower()), (9, 10, 5));
+        // The edit failed later on: the live registry's realservers are as they were.
+        Registry::restore(saved);
+        assert_eq!(a.flags(), 0);
+        assert_eq!(b.flags(), DEST_F_DOWN, "the checker's bit is kept");
+        assert_eq!((b.weight.load(Relaxed), b.upper(), b.lower()), (1, 0, 0));
+    }
+
+    #[test]
+    fn a_reload_that_moves_a_service_drains_the_old_address() {
+        let mut r = Registry::new(&cfg(CFG)).unwrap();
+        let old = r.service("web").unwrap().dests[0].state.clone();
+        let moved = CFG.replace("10.77.100.100:80", "10.77.100.101:80");
+        assert_eq!(r.apply(&cfg(&moved)).unwrap(), vec!["web".to_string()]);
+        let snap = r.snapshot();
+        let tcp = 6;
+        let at = |ip: &str| snap.service_at(tcp, ip.parse().unwrap(), 80);
+        let (a, b) = (at("10.77.100.100").unwrap(), at("10.77.100.101").unwrap());
+        assert_ne!(
+            a, b,
+            "two services: the old address still matches its connections"
+        );
+        assert!(
+            old.flags() & DEST_F_REMOVED != 0,
+            "the old address's servers drain"
+        );
+        let live = r.service("web").unwrap();
+        assert_eq!(live.cfg.vip, "10.77.100.101:80".parse().unwrap());
+        assert!(live.dests.iter().all(|d| !d.removed()));
+        // Moving back revives the draining service with its connections.
+        assert_eq!(r.apply(&cfg(CFG)).unwrap(), vec!["web".to_string()]);
+        assert_eq!(r.service("web").unwrap().id, a_id(&r, "10.77.100.100:80"));
+        assert_eq!(old.flags() & DEST_F_REMOVED, 0);
+    }
+
+    fn a_id(r: &Registry, vip: &str) -> u16 {
+        let vip: SocketAddrV4 = vip.parse().unwrap();
+        r.all_services()
+            .iter()
+            .find(|e| e.cfg.vip == vip)
+            .unwrap()
+            .id
     }
 
     #[test]
