@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # SYN floods in the netns lab, each bounded in time, each while legitimate clients go on:
 #
-#   a. `hping3 -S --flood --rand-source` at the VIP, three times: through ringvs with no
-#      defense, through ringvs with synauth + secure-tcp + drop-entry, and through kernel
-#      nftables DNAT.
+#   a. `hping3 -S --flood --rand-source` at the VIP, four times: through ringvs with no
+#      defense, with secure-tcp + drop-entry, with synauth + secure-tcp + drop-entry, and
+#      through kernel nftables DNAT.
 #      A prober opens 20 new connections a second (each must get its page within 2 s) and one
 #      keep-alive connection, opened before the flood, asks for a page 10 times a second.
 #   b. a single-source flood (`hping3 -S --flood -a 10.77.0.66`): defense-ratelimit must block
@@ -16,7 +16,7 @@
 # with its resident memory under (memory before the flood + conn_memory_limit); no established
 # flow is lost. Every run reports entries by state, drops by reason and the flood's packets.
 #
-#   bash examples/lab/test-flood.sh      (as root; about three minutes)
+#   bash examples/lab/test-flood.sh      (as root; about four minutes)
 #   FLOOD_SECONDS=30 bash examples/lab/test-flood.sh
 #
 # The flood's sources are random addresses, but its packets go only to the VIP inside the lab's
@@ -129,7 +129,7 @@ flood_run() {
     ip netns exec "$(ns_name cli)" timeout -s INT "$FLOOD_SECS" hping3 "$@" -p 80 "$VIP" \
         </dev/null >"$LAB_DIR/hping-$name.txt" 2>&1 &
     hpid=$!
-    S_PEAK_ENTRIES=0 S_PEAK_LINE="-" S_CT_PEAK=0
+    S_PEAK_ENTRIES=0 S_PEAK_LINE="-" S_CT_PEAK=0 S_SECURE_LEVEL=0
     local f=$LAB_DIR/sample.prom n
     for ((t = 0; t < FLOOD_SECS + 3; t++)); do
         sleep 1
@@ -140,6 +140,8 @@ flood_run() {
                 S_PEAK_ENTRIES=$n
                 S_PEAK_LINE=$(entries_line "$f")
             fi
+            n=$(metric_in "$f" 'ringvs_defense_level{service="web",plugin="secure-tcp"}')
+            ((${n:-0} > S_SECURE_LEVEL)) && S_SECURE_LEVEL=${n:-0}
         else
             n=$(conntrack_count)
             ((n > S_CT_PEAK)) && S_CT_PEAK=$n
@@ -199,7 +201,7 @@ legit_verdict() {
 
 SUMMARY=()
 summarise() { # summarise NAME FORWARDER-DETAIL
-    SUMMARY+=("$(printf '%-22s %9s  %6s%%  %7s  %-9s  %s' "$1" "$F_SENT" "$P_PCT" "$P_P99" "$K_OK/$K_STARTED" "$2")")
+    SUMMARY+=("$(printf '%-26s %9s  %6s%%  %7s  %-9s  %s' "$1" "$F_SENT" "$P_PCT" "$P_P99" "$K_OK/$K_STARTED" "$2")")
 }
 
 lab_trap
@@ -208,8 +210,8 @@ start_servers
 in_ns cli ip addr add "$FLOOD_SRC/24" dev cli0
 
 # ---------------------------------------------------------------------------------------------
-# a. random-source SYN flood: ringvs without defenses, with synauth + secure-tcp + drop-entry,
-#    and kernel nftables DNAT
+# a. random-source SYN flood: ringvs without defenses, with secure-tcp + drop-entry, with
+#    synauth + secure-tcp + drop-entry, and kernel nftables DNAT
 
 ringvs_up none ""
 flood_run none -S --flood --rand-source
@@ -217,6 +219,16 @@ ringvs_verdict none
 drops=$(drops_line "$LAB_DIR/after-none.prom")
 echo "      none: entries at the peak $S_PEAK_LINE; drops: $drops"
 summarise "ringvs, no defense" "peak $S_PEAK_LINE; drops: $drops"
+
+ringvs_up secure '"secure-tcp", "drop-entry"'
+flood_run secure -S --flood --rand-source
+ringvs_verdict secure
+drops=$(drops_line "$LAB_DIR/after-secure.prom")
+dropped=$(metric_in "$LAB_DIR/after-secure.prom" 'ringvs_defense_actions_total{plugin="drop-entry",action="drop_connections"}')
+echo "      secure: entries at the peak $S_PEAK_LINE; drops: $drops; drop-entry actions ${dropped:-0}"
+check "secure: secure-tcp switched to its dos table" "$(ok_if [ "$S_SECURE_LEVEL" -ge 1 ])" \
+    "highest ringvs_defense_level{plugin=\"secure-tcp\"} during the flood: $S_SECURE_LEVEL (1 once less than amemthresh is left)"
+summarise "ringvs, secure+drop" "peak $S_PEAK_LINE; level $S_SECURE_LEVEL; drop-entry actions ${dropped:-0}; drops: $drops"
 
 ringvs_up defended '"synauth", "secure-tcp", "drop-entry"'
 flood_run defended -S --flood --rand-source
@@ -228,6 +240,9 @@ echo "      defended: entries at the peak $S_PEAK_LINE; drops: $drops; synauth r
 # Spoofed sources never retransmit: nearly every flood SYN must have been refused at the door.
 check "defended: synauth refused the flood" "$(ok_if [ "${refused:-0}" -ge $((F_SENT / 2)) ])" \
     "ringvs_defense_refused_flows_total{plugin=\"synauth\"} = ${refused:-absent} of $F_SENT flood SYNs (want ≥ half)"
+faults=$(awk '/^ringvs_plugin_(traps|fallbacks)_total\{plugin="synauth"/ { n += $NF } END { print n + 0 }' "$LAB_DIR/after-defended.prom")
+check "defended: synauth never faulted" "$(ok_if [ "$faults" = 0 ])" \
+    "ringvs_plugin_traps_total + ringvs_plugin_fallbacks_total for synauth: $faults (a fault lets the flood through until a fresh instance is up)"
 summarise "ringvs, synauth+secure" "peak $S_PEAK_LINE; synauth refused ${refused:-0}; drops: $drops"
 
 fwd_down
@@ -303,7 +318,7 @@ drops=$(drops_line "$LAB_DIR/after-swap.prom")
 summarise "ringvs, swapped x2" "defenses now ${active:-none}; drops: $drops"
 
 echo
-printf '%-22s %9s  %7s  %7s  %-9s  %s\n' "run (${FLOOD_SECS}s flood)" "flood pkt" "legit" "p99 ms" "keepalive" "table and drops"
+printf '%-26s %9s  %7s  %7s  %-9s  %s\n' "run (${FLOOD_SECS}s flood)" "flood pkt" "legit" "p99 ms" "keepalive" "table and drops"
 printf '%s\n' "${SUMMARY[@]}"
 echo
 if ((failures == 0)); then
