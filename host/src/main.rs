@@ -99,6 +99,9 @@ enum Cmd {
     },
     /// Show table occupancy, drops by reason and queues.
     Status {
+        /// Print the raw JSON result instead.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -432,9 +435,13 @@ fn main() -> ExitCode {
             }
             Ok(())
         })(),
-        Cmd::Status { target } => (|| {
+        Cmd::Status { json, target } => (|| {
             let s: StatusResult = call(&target, Request::Status {})?;
-            println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            } else {
+                print!("{}", client::format_status(&s));
+            }
             Ok(())
         })(),
         Cmd::Reload { target } => simple(&target, Request::Reload {}),

@@ -258,6 +258,76 @@ pub fn format_top(t: &super::protocol::TopResult) -> String {
     o
 }
 
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+/// `name n, name n, …` of the non-zero counts, or `none`.
+fn counts(m: &std::collections::BTreeMap<String, u64>) -> String {
+    let v: Vec<String> = m
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Formats `ringvs status` for a terminal (`--json` prints the raw result).
+pub fn format_status(s: &StatusResult) -> String {
+    let up = s.uptime_secs;
+    let mut o = format!(
+        "ringvs {}, up {}d {:02}:{:02}:{:02}, device {}, {} queue(s), offload {}, config generation {}\n",
+        s.version,
+        up / 86_400,
+        up / 3600 % 24,
+        up / 60 % 60,
+        up % 60,
+        s.device,
+        s.queues,
+        if s.offload { "on" } else { "off" },
+        s.generation
+    );
+    o += &format!(
+        "connections  {} of {} ({:.1}%), {} of {} bytes\n",
+        s.entries,
+        s.capacity,
+        percent(s.entries, s.capacity),
+        s.memory_bytes,
+        s.memory_limit
+    );
+    o += &format!("  by state   {}\n", counts(&s.by_state));
+    o += &format!("drops        {}\n", counts(&s.drops));
+    o += &format!("passthrough  {} packets\n", s.passthrough);
+    if s.servers_checked > 0 {
+        o += &format!(
+            "health       {} server(s) checked, {} down\n",
+            s.servers_checked, s.servers_down
+        );
+    }
+    if let Some(t) = &s.templates {
+        if t.entries > 0 || t.refused > 0 || t.link_bytes > 0 {
+            o += &format!(
+                "templates    {} of {} ({} of {} bytes), refused {}, expire_quiescent_template {}\n",
+                t.entries,
+                t.capacity,
+                t.memory_bytes,
+                t.memory_limit,
+                t.refused,
+                if t.expire_quiescent_template { "on" } else { "off" }
+            );
+        }
+    }
+    o
+}
+
 /// Formats `ringvs list --connections` like `ipvsadm -Lnc`.
 pub fn format_connections(c: &ConnectionsResult) -> String {
     let mut o = String::from("ringvs connection entries\n");
@@ -285,6 +355,59 @@ mod tests {
     use super::*;
     use crate::control::protocol::{ConnRow, Rates, ServerInfo, ServiceInfo};
     use crate::dataplane::stats::Traffic;
+
+    #[test]
+    fn status_reads_as_text() {
+        let mut s = StatusResult {
+            version: "0.1.0".into(),
+            uptime_secs: 90_061,
+            device: "ringvs0".into(),
+            queues: 2,
+            offload: true,
+            generation: 3,
+            entries: 35,
+            capacity: 1000,
+            memory_bytes: 4096,
+            memory_limit: 65536,
+            by_state: [
+                ("ESTABLISHED".to_string(), 4),
+                ("TIME_WAIT".to_string(), 31),
+                ("SYN_RECV".to_string(), 0),
+            ]
+            .into(),
+            drops: [("defense".to_string(), 12), ("table_full".to_string(), 0)].into(),
+            passthrough: 7,
+            servers_checked: 3,
+            servers_down: 1,
+            templates: None,
+        };
+        let text = format_status(&s);
+        assert_eq!(
+            text,
+            "ringvs 0.1.0, up 1d 01:01:01, device ringvs0, 2 queue(s), offload on, config generation 3\n\
+             connections  35 of 1000 (3.5%), 4096 of 65536 bytes\n\
+             \x20 by state   ESTABLISHED 4, TIME_WAIT 31\n\
+             drops        defense 12\n\
+             passthrough  7 packets\n\
+             health       3 server(s) checked, 1 down\n"
+        );
+        s.drops.clear();
+        s.servers_checked = 0;
+        s.templates = Some(crate::control::protocol::TemplateStatus {
+            entries: 2,
+            capacity: 100,
+            memory_bytes: 64,
+            memory_limit: 3200,
+            ..Default::default()
+        });
+        let text = format_status(&s);
+        assert!(text.contains("drops        none\n"), "{text}");
+        assert!(!text.contains("health"), "{text}");
+        assert!(
+            text.contains("templates    2 of 100 (64 of 3200 bytes), refused 0, expire_quiescent_template off\n"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn looks_like_ipvsadm() {
