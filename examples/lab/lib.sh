@@ -62,6 +62,24 @@ log_tail() {
     fi
 }
 
+# verdict OK NAME FIGURES: a lab test's check, printed as PASS or FAIL (OK: 0 passes, anything
+# else fails) with the name in a column of VERDICT_WIDTH, and counted in PASSES and FAILS.
+PASSES=0 FAILS=0
+VERDICT_WIDTH=40
+verdict() {
+    if [[ $1 == 0 ]]; then
+        PASSES=$((PASSES + 1))
+        printf "PASS  %-${VERDICT_WIDTH}s %s\n" "$2" "$3"
+    else
+        FAILS=$((FAILS + 1))
+        printf "FAIL  %-${VERDICT_WIDTH}s %s\n" "$2" "$3"
+    fi
+}
+# arith EXPR: 0 if the arithmetic EXPR holds, else 1 (the OK of verdict).
+arith() { if (($1)); then echo 0; else echo 1; fi; }
+# ok_if CMD...: 0 if CMD succeeds, else 1.
+ok_if() { if "$@"; then echo 0; else echo 1; fi; }
+
 ns_name() { printf '%s-%s' "$RVS_LAB" "$1"; }
 
 # in_ns NAME CMD...: run CMD inside namespace "$RVS_LAB-NAME" (NAME: cli, dir, rs1, rs2, rs3).

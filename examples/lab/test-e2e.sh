@@ -40,18 +40,7 @@ if [[ $FWD == ringvs ]]; then
 fi
 
 PASSES=0 FAILS=0
-verdict() { # verdict OK NAME FIGURES: OK is 0 (pass) or anything else (fail)
-    if [[ $1 == 0 ]]; then
-        PASSES=$((PASSES + 1))
-        printf 'PASS  %-42s %s\n' "$2" "$3"
-    else
-        FAILS=$((FAILS + 1))
-        printf 'FAIL  %-42s %s\n' "$2" "$3"
-    fi
-}
-# For verdict: ok_if CMD... -> 0 when CMD succeeds; arith EXPR -> 0 when the arithmetic EXPR holds.
-ok_if() { if "$@"; then echo 0; else echo 1; fi; }
-arith() { if (($1)); then echo 0; else echo 1; fi; }
+VERDICT_WIDTH=42 # verdict, ok_if and arith: lib.sh
 
 check_http() { # check_http SETUP MODE [WRK ARGS...]
     local setup=$1 mode=$2 breaker=""

@@ -39,11 +39,8 @@ KEEP_RATE=10             # requests a second on the keep-alive connection
 FLOOD_SRC=10.77.0.66     # the single-source flood's address (on the client's interface)
 DOWNLOAD_RATE=4M         # the long download in run c, bytes a second (curl --limit-rate)
 
-failures=0
-check() { # check NAME OK(0/1) DETAIL
-    if [[ $2 == 0 ]]; then printf 'PASS  %-40s %s\n' "$1" "$3"; else printf 'FAIL  %-40s %s\n' "$1" "$3"; failures=$((failures + 1)); fi
-}
-ok_if() { if "$@"; then echo 0; else echo 1; fi; }
+VERDICT_WIDTH=40
+check() { verdict "$2" "$1" "$3"; } # check NAME OK(0/1) DETAIL: lib.sh's verdict
 
 # flood_conf NAME DEFENSES: a copy of flood.toml with absolute plugin paths and the web
 # service's `defense = [...]` line set to DEFENSES (e.g. '"secure-tcp", "drop-entry"').
@@ -321,9 +318,9 @@ echo
 printf '%-26s %9s  %7s  %7s  %-9s  %s\n' "run (${FLOOD_SECS}s flood)" "flood pkt" "legit" "p99 ms" "keepalive" "table and drops"
 printf '%s\n' "${SUMMARY[@]}"
 echo
-if ((failures == 0)); then
+if ((FAILS == 0)); then
     echo "test-flood: PASSED"
 else
-    echo "test-flood: FAILED ($failures)"
+    echo "test-flood: FAILED ($FAILS)"
     exit 1
 fi

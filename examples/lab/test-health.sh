@@ -35,16 +35,7 @@ ringvs_check_binary || {
 }
 
 PASSES=0 FAILS=0
-verdict() { # verdict OK NAME FIGURES: OK is 0 (pass) or anything else (fail)
-    if [[ $1 == 0 ]]; then
-        PASSES=$((PASSES + 1))
-        printf 'PASS  %-40s %s\n' "$2" "$3"
-    else
-        FAILS=$((FAILS + 1))
-        printf 'FAIL  %-40s %s\n' "$2" "$3"
-    fi
-}
-arith() { if (($1)); then echo 0; else echo 1; fi; }
+VERDICT_WIDTH=40 # verdict and arith: lib.sh
 now_ms() { date +%s%3N; }
 secs() { printf '%d.%03d s' $(($1 / 1000)) $(($1 % 1000)); } # secs MS
 

@@ -39,16 +39,7 @@ HOSTS=(11 12 13)
 REQUESTS=${PERSIST_REQUESTS:-4}
 
 PASSES=0 FAILS=0
-verdict() { # verdict OK NAME FIGURES: OK is 0 (pass) or anything else (fail)
-    if [[ $1 == 0 ]]; then
-        PASSES=$((PASSES + 1))
-        printf 'PASS  %-44s %s\n' "$2" "$3"
-    else
-        FAILS=$((FAILS + 1))
-        printf 'FAIL  %-44s %s\n' "$2" "$3"
-    fi
-}
-arith() { if (($1)); then echo 0; else echo 1; fi; }
+VERDICT_WIDTH=44 # verdict and arith: lib.sh
 
 # client_nets_up: the extra client addresses, and the director's route back to them.
 client_nets_up() {

@@ -51,15 +51,7 @@ done
 DASHBOARD_METRICS=$(bash "$DASHBOARD_CHECK" --names) || die "examples/grafana/check-dashboard.sh --names failed"
 
 PASSES=0 FAILS=0
-verdict() { # verdict OK NAME FIGURES: OK is 0 (pass) or anything else (fail)
-    if [[ $1 == 0 ]]; then
-        PASSES=$((PASSES + 1))
-        printf 'PASS  %-34s %s\n' "$2" "$3"
-    else
-        FAILS=$((FAILS + 1))
-        printf 'FAIL  %-34s %s\n' "$2" "$3"
-    fi
-}
+VERDICT_WIDTH=34 # verdict and arith: lib.sh
 
 # ---------------------------------------------------------------------------------------------
 # Prometheus in the director's namespace

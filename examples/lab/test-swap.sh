@@ -18,10 +18,8 @@ for p in sched_wlc sched_rr tc_trap; do
     [[ -f $PLUGIN_DIR/$p.wasm ]] || die "$PLUGIN_DIR/$p.wasm is missing: run bash scripts/build-plugins.sh"
 done
 
-failures=0
-check() { # check NAME OK(0/1) DETAIL
-    if [[ $2 == 0 ]]; then printf 'PASS  %-34s %s\n' "$1" "$3"; else printf 'FAIL  %-34s %s\n' "$1" "$3"; failures=$((failures + 1)); fi
-}
+VERDICT_WIDTH=34
+check() { verdict "$2" "$1" "$3"; } # check NAME OK(0/1) DETAIL: lib.sh's verdict
 
 lab_trap
 lab_up
@@ -118,9 +116,9 @@ for p in sched-wlc sched-rr; do
 done
 
 echo
-if ((failures == 0)); then
+if ((FAILS == 0)); then
     echo "test-swap: PASSED"
 else
-    echo "test-swap: FAILED ($failures)"
+    echo "test-swap: FAILED ($FAILS)"
     exit 1
 fi
