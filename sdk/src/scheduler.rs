@@ -95,6 +95,35 @@ impl<'a> Servers<'a> {
     pub fn available(&self) -> impl Iterator<Item = Server<'a>> + 'a {
         self.iter().filter(|s| s.weight > 0)
     }
+
+    /// The index of the available realserver with the least `cost`; the first in
+    /// configuration order on a tie (IPVS takes a later one only if strictly less). `None`
+    /// when none is available. IPVS's lc: `least(Server::overhead)`.
+    pub fn least(&self, cost: impl Fn(&Server<'a>) -> u64) -> Option<usize> {
+        let mut best: Option<(u64, usize)> = None;
+        for s in self.available() {
+            let c = cost(&s);
+            if best.is_none_or(|(b, _)| c < b) {
+                best = Some((c, s.index));
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    /// The index of the available realserver with the least `cost / weight`, compared as
+    /// IPVS does without dividing (`c1 × w2 > c2 × w1`, here in 128 bits so that no weight
+    /// or cost overflows); the first in configuration order on a tie. IPVS's wlc:
+    /// `least_per_weight(Server::overhead)`; sed and nq: `|s| s.active as u64 + 1`.
+    pub fn least_per_weight(&self, cost: impl Fn(&Server<'a>) -> u64) -> Option<usize> {
+        let mut best: Option<(u128, u128, usize)> = None;
+        for s in self.available() {
+            let (c, w) = (u128::from(cost(&s)), u128::from(s.weight));
+            if best.is_none_or(|(bc, bw, _)| bc * w > c * bw) {
+                best = Some((c, w, s.index));
+            }
+        }
+        best.map(|(_, _, i)| i)
+    }
 }
 
 /// A scheduler (IPVS `struct ip_vs_scheduler`). One instance runs per director queue.

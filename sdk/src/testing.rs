@@ -30,6 +30,23 @@ pub fn flow(client: &str, vip: &str) -> Flow {
     Flow::tcp(c, cp, v, vp)
 }
 
+/// A pick fixture: the servers' weights, their `(active, inactive)` counts, the pick expected.
+pub type PickCase<'a> = (&'a [u32], &'a [(u32, u32)], Option<usize>);
+
+/// Runs each fixture on a fresh harness from `make(weights)` with the counts set: one pick
+/// of a flow 10.77.0.2:40000 → 10.77.100.100:80 must give the expected index (the panic
+/// names the case's position).
+pub fn check_picks<T: Scheduler>(make: impl Fn(&[u32]) -> SchedulerHarness<T>, cases: &[PickCase]) {
+    let f = flow("10.77.0.2:40000", "10.77.100.100:80");
+    for (i, (weights, conns, want)) in cases.iter().enumerate() {
+        let mut h = make(weights);
+        for (j, (active, inactive)) in conns.iter().enumerate() {
+            h.set_conns(j, *active, *inactive);
+        }
+        assert_eq!(h.pick(&f), *want, "case {i}");
+    }
+}
+
 /// Runs a [`Scheduler`] natively with a host-like view of the realservers.
 pub struct SchedulerHarness<T: Scheduler> {
     inst: T,
@@ -65,6 +82,19 @@ impl<T: Scheduler> SchedulerHarness<T> {
         self.load = list.iter().flat_map(|(_, w)| [*w, 0, 0]).collect();
         self.inst.servers_changed(&self.servers);
         self
+    }
+
+    /// Sets realservers `10.77.1.1:80`, `10.77.1.2:80`, … with these weights, all idle.
+    pub fn weights(self, weights: &[u32]) -> Self {
+        let names: Vec<String> = (1..=weights.len())
+            .map(|i| format!("10.77.1.{i}:80"))
+            .collect();
+        let list: Vec<(&str, u32)> = names
+            .iter()
+            .map(String::as_str)
+            .zip(weights.iter().copied())
+            .collect();
+        self.servers(&list)
     }
 
     /// Sets server `i`'s connection counts.

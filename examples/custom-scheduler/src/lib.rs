@@ -221,7 +221,7 @@ export_scheduler!(SlowStart);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringvs_sdk::testing::{flow, SchedulerHarness};
+    use ringvs_sdk::testing::{check_picks, flow, PickCase, SchedulerHarness};
 
     fn harness(weights: &[u32], picks: u32) -> SchedulerHarness<SlowStart> {
         let addrs: Vec<(String, u32)> = weights
@@ -255,8 +255,7 @@ mod tests {
     #[test]
     fn without_a_ramp_it_is_wlc() {
         // The fixtures of sched-wlc: nobody ramps, so W = w × N for all and wlc's order holds.
-        type Case<'a> = (&'a [u32], &'a [(u32, u32)], Option<usize>);
-        let cases: &[Case] = &[
+        let cases: &[PickCase] = &[
             (&[1, 1, 1], &[(0, 0), (0, 0), (0, 0)], Some(0)),
             (&[1, 1, 1], &[(1, 0), (0, 5), (0, 0)], Some(2)),
             (&[1, 1], &[(1, 0), (0, 255)], Some(1)),
@@ -266,13 +265,7 @@ mod tests {
             (&[0, 1], &[(0, 0), (50, 0)], Some(1)),
             (&[0, 0], &[(0, 0), (0, 0)], None),
         ];
-        for (i, (w, conns, want)) in cases.iter().enumerate() {
-            let mut h = harness(w, 100);
-            for (j, (a, n)) in conns.iter().enumerate() {
-                h.set_conns(j, *a, *n);
-            }
-            assert_eq!(h.pick(&f()), *want, "case {i}");
-        }
+        check_picks(|w| harness(w, 100), cases);
     }
 
     #[test]

@@ -48,6 +48,11 @@ struct Lab {
 }
 
 fn lab_with(config: &str, memory: usize) -> Lab {
+    lab_opts(config, memory, false)
+}
+
+/// A lab whose director has `expire_nodest_conn` as given.
+fn lab_opts(config: &str, memory: usize, expire_nodest_conn: bool) -> Lab {
     let cfg = crate::config::from_str(config, "fixture.toml").unwrap();
     let mut registry = Registry::new(&cfg.services).unwrap();
     let snap = Arc::new(registry.snapshot());
@@ -58,7 +63,7 @@ fn lab_with(config: &str, memory: usize) -> Lab {
             memory_limit: memory,
             hash_key: HashKey([7, 9]),
             start,
-            expire_nodest_conn: false,
+            expire_nodest_conn,
             events: None,
             sources: Default::default(),
             queues: 1,
@@ -617,24 +622,10 @@ fn removed_server_drains_and_reload_keeps_connections() {
 
 #[test]
 fn expire_nodest_conn_ends_flows_of_removed_servers() {
-    let cfg = crate::config::from_str(CONFIG, "f.toml").unwrap();
-    let mut registry = Registry::new(&cfg.services).unwrap();
-    let mut shard = Shard::new(
-        ShardConfig {
-            id: 0,
-            memory_limit: 1 << 20,
-            hash_key: HashKey([1, 2]),
-            start: Instant::now(),
-            expire_nodest_conn: true,
-            events: None,
-            sources: Default::default(),
-            queues: 1,
-            templates: Default::default(),
-        },
-        Arc::new(registry.snapshot()),
-        None,
-    )
-    .unwrap();
+    let Lab {
+        mut shard,
+        mut registry,
+    } = lab_opts(CONFIG, 1 << 20, true);
     let vip = a("10.77.100.100:80");
     let c1 = a("10.77.0.2:43000");
     run(&mut shard, &tcp(c1, vip, SYN, b""), None);
@@ -655,24 +646,10 @@ fn expire_nodest_conn_ends_flows_of_removed_servers() {
 fn health_down_quiesces_and_health_removed_drains_like_a_removal() {
     use crate::dataplane::service::{DEST_F_DOWN, DEST_F_HEALTH_REMOVED};
     use std::sync::atomic::Ordering::Relaxed;
-    let cfg = crate::config::from_str(CONFIG, "f.toml").unwrap();
-    let registry = Registry::new(&cfg.services).unwrap();
-    let mut shard = Shard::new(
-        ShardConfig {
-            id: 0,
-            memory_limit: 1 << 20,
-            hash_key: HashKey([3, 4]),
-            start: Instant::now(),
-            expire_nodest_conn: true,
-            events: None,
-            sources: Default::default(),
-            queues: 1,
-            templates: Default::default(),
-        },
-        Arc::new(registry.clone().snapshot()),
-        None,
-    )
-    .unwrap();
+    let Lab {
+        mut shard,
+        registry,
+    } = lab_opts(CONFIG, 1 << 20, true);
     let vip = a("10.77.100.100:80");
     let (rs1, rs2) = (a("10.77.1.1:8080"), a("10.77.1.2:8080"));
     let (c1, c2, c3) = (

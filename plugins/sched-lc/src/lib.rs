@@ -16,13 +16,7 @@ pub struct Lc;
 
 impl Scheduler for Lc {
     fn pick(&mut self, _flow: &Flow, servers: &Servers) -> Option<usize> {
-        let mut best: Option<Server> = None;
-        for s in servers.available() {
-            if best.is_none_or(|b| s.overhead() < b.overhead()) {
-                best = Some(s);
-            }
-        }
-        best.map(|s| s.index)
+        servers.least(Server::overhead)
     }
 }
 
@@ -31,24 +25,17 @@ export_scheduler!(Lc);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringvs_sdk::testing::{flow, SchedulerHarness};
+    use ringvs_sdk::testing::{check_picks, flow, PickCase, SchedulerHarness};
 
     fn h(weights: &[u32]) -> SchedulerHarness<Lc> {
-        let servers: Vec<(String, u32)> = weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (format!("10.77.1.{}:80", i + 1), *w))
-            .collect();
-        let list: Vec<(&str, u32)> = servers.iter().map(|(a, w)| (a.as_str(), *w)).collect();
-        SchedulerHarness::<Lc>::new(&[]).unwrap().servers(&list)
+        SchedulerHarness::<Lc>::new(&[]).unwrap().weights(weights)
     }
 
     #[test]
     fn ipvs_fixtures() {
         // (weights, (active, inactive) per server, expected pick), worked out by hand:
         // h = 256·active + inactive, least h among weight > 0, the first on a tie.
-        type Case<'a> = (&'a [u32], &'a [(u32, u32)], Option<usize>);
-        let cases: &[Case] = &[
+        let cases: &[PickCase] = &[
             // All idle: a tie, the first.
             (&[1, 1, 1], &[(0, 0), (0, 0), (0, 0)], Some(0)),
             // h = 256, 5, 0.
@@ -68,14 +55,7 @@ mod tests {
             (&[0, 0], &[(0, 0), (0, 0)], None),
             (&[], &[], None),
         ];
-        let f = flow("10.77.0.2:40000", "10.77.100.100:80");
-        for (i, (w, l, want)) in cases.iter().enumerate() {
-            let mut s = h(w);
-            for (j, (a, n)) in l.iter().enumerate() {
-                s.set_conns(j, *a, *n);
-            }
-            assert_eq!(s.pick(&f), *want, "case {i}");
-        }
+        check_picks(h, cases);
     }
 
     #[test]

@@ -23,17 +23,11 @@ fn expected(s: &Server) -> u64 {
 
 impl Scheduler for Nq {
     fn pick(&mut self, _flow: &Flow, servers: &Servers) -> Option<usize> {
-        let mut best: Option<Server> = None;
-        for s in servers.available() {
-            if s.active == 0 {
-                return Some(s.index);
-            }
-            match best {
-                Some(b) if expected(&b) * s.weight as u64 <= expected(&s) * b.weight as u64 => {}
-                _ => best = Some(s),
-            }
+        // The first idle one (no ESTABLISHED connection), else as sed.
+        match servers.available().find(|s| s.active == 0) {
+            Some(s) => Some(s.index),
+            None => servers.least_per_weight(expected),
         }
-        best.map(|s| s.index)
     }
 }
 
@@ -42,16 +36,10 @@ export_scheduler!(Nq);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringvs_sdk::testing::{flow, SchedulerHarness};
+    use ringvs_sdk::testing::{check_picks, flow, PickCase, SchedulerHarness};
 
     fn h(weights: &[u32]) -> SchedulerHarness<Nq> {
-        let servers: Vec<(String, u32)> = weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (format!("10.77.1.{}:80", i + 1), *w))
-            .collect();
-        let list: Vec<(&str, u32)> = servers.iter().map(|(a, w)| (a.as_str(), *w)).collect();
-        SchedulerHarness::<Nq>::new(&[]).unwrap().servers(&list)
+        SchedulerHarness::<Nq>::new(&[]).unwrap().weights(weights)
     }
 
     #[test]
@@ -59,8 +47,7 @@ mod tests {
         // (weights, (active, inactive) per server, expected pick), worked out by hand: the
         // first with weight > 0 and no active connection, else least (active + 1) / weight,
         // the first on a tie.
-        type Case<'a> = (&'a [u32], &'a [(u32, u32)], Option<usize>);
-        let cases: &[Case] = &[
+        let cases: &[PickCase] = &[
             // Idle, weights 1 and 10: the first idle one (sed would take B, 1/10).
             (&[1, 10], &[(0, 0), (0, 0)], Some(0)),
             // A busy: B is idle.
@@ -83,14 +70,7 @@ mod tests {
             (&[0, 0], &[(0, 0), (0, 0)], None),
             (&[], &[], None),
         ];
-        let f = flow("10.77.0.2:40000", "10.77.100.100:80");
-        for (i, (w, l, want)) in cases.iter().enumerate() {
-            let mut s = h(w);
-            for (j, (a, n)) in l.iter().enumerate() {
-                s.set_conns(j, *a, *n);
-            }
-            assert_eq!(s.pick(&f), *want, "case {i}");
-        }
+        check_picks(h, cases);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! idle heavy realserver beats an idle light one.
 //!
 //! In integers, with `h = active + 1`: `h1 × w2 > h2 × w1` ⇔ `h1 / w1 > h2 / w2` (weights
-//! are positive here; products in `u64` cannot overflow). Weight 0 means quiesced: never
+//! are positive here; `Servers::least_per_weight` multiplies in 128 bits). Weight 0 means quiesced: never
 //! picked. Ties go to the first in configuration order.
 
 #![no_std]
@@ -25,14 +25,7 @@ fn expected(s: &Server) -> u64 {
 
 impl Scheduler for Sed {
     fn pick(&mut self, _flow: &Flow, servers: &Servers) -> Option<usize> {
-        let mut best: Option<Server> = None;
-        for s in servers.available() {
-            match best {
-                Some(b) if expected(&b) * s.weight as u64 <= expected(&s) * b.weight as u64 => {}
-                _ => best = Some(s),
-            }
-        }
-        best.map(|s| s.index)
+        servers.least_per_weight(expected)
     }
 }
 
@@ -41,24 +34,17 @@ export_scheduler!(Sed);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringvs_sdk::testing::{flow, SchedulerHarness};
+    use ringvs_sdk::testing::{check_picks, flow, PickCase, SchedulerHarness};
 
     fn h(weights: &[u32]) -> SchedulerHarness<Sed> {
-        let servers: Vec<(String, u32)> = weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (format!("10.77.1.{}:80", i + 1), *w))
-            .collect();
-        let list: Vec<(&str, u32)> = servers.iter().map(|(a, w)| (a.as_str(), *w)).collect();
-        SchedulerHarness::<Sed>::new(&[]).unwrap().servers(&list)
+        SchedulerHarness::<Sed>::new(&[]).unwrap().weights(weights)
     }
 
     #[test]
     fn ipvs_fixtures() {
         // (weights, (active, inactive) per server, expected pick), worked out by hand:
         // least (active + 1) / weight among weight > 0, the first on a tie.
-        type Case<'a> = (&'a [u32], &'a [(u32, u32)], Option<usize>);
-        let cases: &[Case] = &[
+        let cases: &[PickCase] = &[
             // All idle, equal weights: 1/1 each, the first.
             (&[1, 1, 1], &[(0, 0), (0, 0), (0, 0)], Some(0)),
             // Idle, weights 1 and 10: 1/1 vs 1/10 (wlc would tie and take A).
@@ -80,14 +66,7 @@ mod tests {
             (&[0, 0], &[(0, 0), (0, 0)], None),
             (&[], &[], None),
         ];
-        let f = flow("10.77.0.2:40000", "10.77.100.100:80");
-        for (i, (w, l, want)) in cases.iter().enumerate() {
-            let mut s = h(w);
-            for (j, (a, n)) in l.iter().enumerate() {
-                s.set_conns(j, *a, *n);
-            }
-            assert_eq!(s.pick(&f), *want, "case {i}");
-        }
+        check_picks(h, cases);
     }
 
     #[test]

@@ -15,14 +15,7 @@ pub struct Wlc;
 
 impl Scheduler for Wlc {
     fn pick(&mut self, _flow: &Flow, servers: &Servers) -> Option<usize> {
-        let mut best: Option<Server> = None;
-        for s in servers.available() {
-            match best {
-                Some(b) if b.overhead() * s.weight as u64 <= s.overhead() * b.weight as u64 => {}
-                _ => best = Some(s),
-            }
-        }
-        best.map(|s| s.index)
+        servers.least_per_weight(Server::overhead)
     }
 }
 
@@ -31,23 +24,16 @@ export_scheduler!(Wlc);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringvs_sdk::testing::{flow, SchedulerHarness};
+    use ringvs_sdk::testing::{check_picks, flow, PickCase, SchedulerHarness};
 
     fn h(weights: &[u32]) -> SchedulerHarness<Wlc> {
-        let servers: Vec<(String, u32)> = weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (format!("10.77.1.{}:80", i + 1), *w))
-            .collect();
-        let list: Vec<(&str, u32)> = servers.iter().map(|(a, w)| (a.as_str(), *w)).collect();
-        SchedulerHarness::<Wlc>::new(&[]).unwrap().servers(&list)
+        SchedulerHarness::<Wlc>::new(&[]).unwrap().weights(weights)
     }
 
     #[test]
     fn ipvs_fixtures() {
         // (weights, (active, inactive) per server, expected pick), worked out by hand.
-        type Case<'a> = (&'a [u32], &'a [(u32, u32)], Option<usize>);
-        let cases: &[Case] = &[
+        let cases: &[PickCase] = &[
             (&[1, 1, 1], &[(0, 0), (0, 0), (0, 0)], Some(0)),
             (&[1, 1, 1], &[(1, 0), (0, 5), (0, 0)], Some(2)),
             (&[1, 1], &[(1, 0), (0, 255)], Some(1)),
@@ -57,14 +43,7 @@ mod tests {
             (&[0, 1], &[(0, 0), (50, 0)], Some(1)),
             (&[0, 0], &[(0, 0), (0, 0)], None),
         ];
-        let f = flow("10.77.0.2:40000", "10.77.100.100:80");
-        for (i, (w, l, want)) in cases.iter().enumerate() {
-            let mut s = h(w);
-            for (j, (a, n)) in l.iter().enumerate() {
-                s.set_conns(j, *a, *n);
-            }
-            assert_eq!(s.pick(&f), *want, "case {i}");
-        }
+        check_picks(h, cases);
     }
 
     #[test]

@@ -238,13 +238,7 @@ mod tests {
     use ringvs_sdk::testing::{flow, SchedulerHarness};
 
     fn h(weights: &[u32]) -> SchedulerHarness<Wrr> {
-        let servers: Vec<(String, u32)> = weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (format!("10.77.1.{}:80", i + 1), *w))
-            .collect();
-        let list: Vec<(&str, u32)> = servers.iter().map(|(a, w)| (a.as_str(), *w)).collect();
-        SchedulerHarness::<Wrr>::new(&[]).unwrap().servers(&list)
+        SchedulerHarness::<Wrr>::new(&[]).unwrap().weights(weights)
     }
 
     fn picks<T: Scheduler>(s: &mut SchedulerHarness<T>, n: usize) -> Vec<Option<usize>> {
