@@ -11,6 +11,7 @@ use crate::{
     Action, Config, Defense, Entry, Flow, Persistence, Scheduler, ServerInfo, Servers, SourceStats,
     StateTable, Table, TickStats, Verdict,
 };
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::{IpAddr, SocketAddr};
