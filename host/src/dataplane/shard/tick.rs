@@ -100,29 +100,30 @@ pub(super) fn admit(
     let flow = flow_v4(proto, client, vip);
     let (new_flows, concurrent) = sources.estimate(*client.ip());
     for (index, slot) in slots.iter_mut().enumerate() {
-        let name = slot.plugin.name.clone();
         if slot.rate_drop() {
             slot.refusing = slot.refusing.saturating_add(1);
-            stats.defense(&name).refused_flows += 1;
+            stats.defense(&slot.plugin.name).refused_flows += 1;
             return false;
         }
+        // Borrowed, not cloned: the name's reference count is shared by every queue.
+        let name = &slot.plugin.name;
         let Some(inst) = slot.inst.as_mut() else {
-            stats.fallback(&name);
+            stats.fallback(name);
             continue;
         };
         let source = dt::SourceStats {
             new_flows,
             concurrent,
         };
-        match stats.call(&name, Func::Admit, || inst.admit(&flow, source)) {
+        match stats.call(name, Func::Admit, || inst.admit(&flow, source)) {
             Ok(dt::Verdict::Accept) => {}
             Ok(dt::Verdict::Drop) => {
                 slot.refusing = slot.refusing.saturating_add(1);
-                stats.defense(&name).refused_flows += 1;
+                stats.defense(name).refused_flows += 1;
                 return false;
             }
             Err(fault) => {
-                stats.fallback(&name);
+                stats.fallback(name);
                 if let Some(i) = slot.inst.take() {
                     if let Some(tx) = events {
                         let _ = tx.send(PluginEvent::Retire(Box::new(i)));
