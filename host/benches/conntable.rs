@@ -16,6 +16,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringvs::conn::{ConnTable, HashKey, NewConn, State};
+use ringvs::dataplane::testkit::Rng;
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -23,17 +24,6 @@ use std::time::Duration;
 const TCP: u8 = 6;
 /// Lookups per measured iteration (random keys from the table).
 const PROBES: usize = 4096;
-
-/// xorshift64*: deterministic, fast key generation.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
 
 /// The IPVS connection hash before keyed hashing (HOWTO §33.15, `IP_VS_CONN_TAB_BITS` = 12).
 fn old_ipvs_hash(proto: u8, addr: u32, port: u16) -> u32 {
@@ -44,10 +34,10 @@ fn old_ipvs_hash(proto: u8, addr: u32, port: u16) -> u32 {
 /// high 20 bits and the port are free; the low 12 bits are solved for.
 fn colliding(n: usize, target: u32) -> Vec<(Ipv4Addr, u16)> {
     let mut out = Vec::with_capacity(n);
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let mut seen = std::collections::HashSet::with_capacity(n);
     while out.len() < n {
-        let r = rng.next();
+        let r = rng.next_u64();
         let hi = ((r >> 32) as u32) << 12;
         let port = (r as u16).max(1);
         let lo = (target ^ u32::from(TCP) ^ (hi >> 12) ^ u32::from(port)) & 4095;
@@ -63,10 +53,10 @@ fn colliding(n: usize, target: u32) -> Vec<(Ipv4Addr, u16)> {
 /// `n` distinct random client endpoints.
 fn random(n: usize, seed: u64) -> Vec<(Ipv4Addr, u16)> {
     let mut out = Vec::with_capacity(n);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut seen = std::collections::HashSet::with_capacity(n);
     while out.len() < n {
-        let r = rng.next();
+        let r = rng.next_u64();
         let key = ((r >> 32) as u32, (r as u16).max(1));
         if seen.insert(key) {
             out.push((Ipv4Addr::from(key.0), key.1));
@@ -98,9 +88,9 @@ fn filled(keys: &[(Ipv4Addr, u16)]) -> ConnTable<Ipv4Addr> {
 
 /// A random sample of `keys` to look up, in random order.
 fn probes(keys: &[(Ipv4Addr, u16)]) -> Vec<(Ipv4Addr, u16)> {
-    let mut rng = Rng(0xdead_beef_cafe_f00d);
+    let mut rng = Rng::new(0xdead_beef_cafe_f00d);
     (0..PROBES)
-        .map(|_| keys[(rng.next() % keys.len() as u64) as usize])
+        .map(|_| keys[(rng.next_u64() % keys.len() as u64) as usize])
         .collect()
 }
 

@@ -573,6 +573,7 @@ impl Daemon {
 
     fn status(&self) -> StatusResult {
         let r = self.report();
+        let (checked, down) = self.health.counts();
         StatusResult {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
@@ -593,8 +594,8 @@ impl Daemon {
                 .map(|d| (d.label().to_string(), r.counters.drops[*d as usize]))
                 .collect(),
             passthrough: r.counters.passthrough,
-            servers_checked: self.health.counts().0 as u64,
-            servers_down: self.health.counts().1 as u64,
+            servers_checked: checked as u64,
+            servers_down: down as u64,
             templates: Some(self.template_status(&r)),
         }
     }

@@ -287,7 +287,7 @@ mod tests {
                     d[w..w + 2].copy_from_slice(&old.to_be_bytes());
                     !others
                 }
-                _ => rng.next() as u16,
+                _ => rng.next_u64() as u16,
             };
             let updated = update16(check, old, new);
             d[w..w + 2].copy_from_slice(&new.to_be_bytes());
@@ -312,14 +312,14 @@ mod tests {
     fn update32_equals_two_update16() {
         let mut rng = Rng::new(32);
         for _ in 0..10_000 {
-            let check = rng.next() as u16;
-            let old = (rng.next() as u32).to_be_bytes();
-            let new = (rng.next() as u32).to_be_bytes();
+            let check = rng.next_u64() as u16;
+            let old = (rng.next_u64() as u32).to_be_bytes();
+            let new = (rng.next_u64() as u32).to_be_bytes();
             let w = |v: [u8; 4], i: usize| u16::from_be_bytes([v[i], v[i + 1]]);
             let two = update16(update16(check, w(old, 0), w(new, 0)), w(old, 2), w(new, 2));
             let one = update32(check, old, new);
             assert_eq!(one, two, "check {check:04x} {old:?} → {new:?}");
-            let p = rng.next() as u16 | 1;
+            let p = rng.next_u64() as u16 | 1;
             let two = update_partial16(
                 update_partial16(p, w(old, 0), w(new, 0)),
                 w(old, 2),

@@ -700,7 +700,7 @@ mod tests {
             let mut p = Ipv4Packet::new_checked(&mut *b).unwrap();
             p.fill_checksum();
             assert!(p.verify_checksum());
-            let addr = Ipv4Addr::from(rng.next() as u32);
+            let addr = Ipv4Addr::from(rng.next_u64() as u32);
             let (src, dst) = (p.src_addr(), p.dst_addr());
             if round % 2 == 0 {
                 assert_eq!(p.rewrite_src_addr(addr), src);

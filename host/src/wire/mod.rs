@@ -148,7 +148,7 @@ mod tests {
     }
 
     fn write_ipv4(p: &mut Ipv4Packet<&mut [u8]>, rng: &mut Rng) {
-        let r = rng.next();
+        let r = rng.next_u64();
         let a = Ipv4Addr::from(r as u32);
         match r % 22 {
             0 => p.set_version((r >> 32) as u8),
@@ -215,7 +215,7 @@ mod tests {
     }
 
     fn write_tcp(p: &mut TcpPacket<&mut [u8]>, rng: &mut Rng) {
-        let r = rng.next();
+        let r = rng.next_u64();
         let (v16, v32, a) = ((r >> 32) as u16, (r >> 16) as u32, Ipv4Addr::from(r as u32));
         let partial = r & 1 << 63 != 0;
         match r % 16 {
@@ -261,7 +261,7 @@ mod tests {
     }
 
     fn write_udp(p: &mut UdpPacket<&mut [u8]>, rng: &mut Rng) {
-        let r = rng.next();
+        let r = rng.next_u64();
         let (v16, a) = ((r >> 32) as u16, Ipv4Addr::from(r as u32));
         let partial = r & 1 << 63 != 0;
         match r % 10 {
@@ -292,7 +292,7 @@ mod tests {
     }
 
     fn write_icmp(p: &mut Icmpv4Packet<&mut [u8]>, rng: &mut Rng) {
-        let r = rng.next();
+        let r = rng.next_u64();
         let v16 = (r >> 32) as u16;
         match r % 9 {
             0 => p.set_msg_type(r as u8),
@@ -340,7 +340,7 @@ mod tests {
             bias_udp(b, &mut rng);
             let b = &*b;
             let (x, y) = (
-                Ipv4Addr::from(rng.next() as u32),
+                Ipv4Addr::from(rng.next_u64() as u32),
                 Ipv4Addr::new(10, 0, 0, 1),
             );
             let c = &mut copy[..len];

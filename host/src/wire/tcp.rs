@@ -572,14 +572,14 @@ mod tests {
             rng.fill(b);
             b[12] = 0x50;
             let (src, dst) = (
-                Ipv4Addr::from(rng.next() as u32),
-                Ipv4Addr::from(rng.next() as u32),
+                Ipv4Addr::from(rng.next_u64() as u32),
+                Ipv4Addr::from(rng.next_u64() as u32),
             );
             let mut t = TcpPacket::new_checked(&mut *b).unwrap();
             t.fill_checksum(src, dst);
             // Inbound: dst VIP:port → RIP:port. Outbound: src RIP:port → VIP:port.
-            let addr = Ipv4Addr::from(rng.next() as u32);
-            let port = rng.next() as u16;
+            let addr = Ipv4Addr::from(rng.next_u64() as u32);
+            let port = rng.next_u64() as u16;
             let (src2, dst2) = if round % 2 == 0 {
                 t.rewrite_dst_port(port, false);
                 t.update_checksum_for_addr(dst, addr, false);
@@ -609,8 +609,8 @@ mod tests {
             rng.fill(b);
             b[12] = 0x50;
             let (src, dst) = (
-                Ipv4Addr::from(rng.next() as u32),
-                Ipv4Addr::from(rng.next() as u32),
+                Ipv4Addr::from(rng.next_u64() as u32),
+                Ipv4Addr::from(rng.next_u64() as u32),
             );
             let mut t = TcpPacket::new_checked(&mut *b).unwrap();
             t.set_checksum(checksum::pseudo_header_v4(
@@ -619,8 +619,8 @@ mod tests {
                 ip_proto::TCP,
                 len as u32,
             ));
-            let addr = Ipv4Addr::from(rng.next() as u32);
-            let port = rng.next() as u16;
+            let addr = Ipv4Addr::from(rng.next_u64() as u32);
+            let port = rng.next_u64() as u16;
             let before = t.checksum();
             let (src2, dst2) = if round % 2 == 0 {
                 t.rewrite_dst_port(port, true);

@@ -401,8 +401,8 @@ mod tests {
             rng.fill(b);
             b[4..6].copy_from_slice(&(len as u16).to_be_bytes());
             let (src, dst) = (
-                Ipv4Addr::from(rng.next() as u32),
-                Ipv4Addr::from(rng.next() as u32),
+                Ipv4Addr::from(rng.next_u64() as u32),
+                Ipv4Addr::from(rng.next_u64() as u32),
             );
             let partial = round % 3 == 2;
             let mut u = UdpPacket::new_checked(&mut *b).unwrap();
@@ -416,8 +416,12 @@ mod tests {
             } else {
                 u.fill_checksum(src, dst);
             }
-            let addr = Ipv4Addr::from(rng.next() as u32);
-            let port = if round % 7 == 0 { 0 } else { rng.next() as u16 };
+            let addr = Ipv4Addr::from(rng.next_u64() as u32);
+            let port = if round % 7 == 0 {
+                0
+            } else {
+                rng.next_u64() as u16
+            };
             let (src2, dst2) = if round % 2 == 0 {
                 u.rewrite_dst_port(port, partial);
                 u.update_checksum_for_addr(dst, addr, partial);
