@@ -316,7 +316,7 @@ http {
     keepalive_requests 1000000;
     keepalive_timeout 75s;
     open_file_cache max=64;
-    log_format lab '\$remote_addr \$status \$request_method \$uri \$body_bytes_sent';
+    log_format lab '\$remote_addr \$status \$request_method \$uri \$body_bytes_sent \$connection';
     server {
         listen 8080 backlog=4096;
         access_log $d/access.log lab;
@@ -643,10 +643,25 @@ access_lines() { # access_lines N: lines rsN logged since the baseline
     tail -n +"$((HITS_BASE[$1] + 1))" "$LAB_DIR/rs$1/access.log" 2>/dev/null
 }
 
+# shares ARRAY TOTAL: each server's share of TOTAL, as SHARES_PCT ("rs1 33.1% …") and
+# SHARES_MIN (the smallest, integer percent).
+shares() {
+    local -n counts=$1
+    local total=${!2} i pct
+    SHARES_PCT="" SHARES_MIN=100
+    for ((i = 1; i <= RS_COUNT; i++)); do
+        if ((total > 0)); then pct=$((counts[i] * 1000 / total)); else pct=0; fi
+        SHARES_PCT+="${SHARES_PCT:+ }rs$i $((pct / 10)).$((pct % 10))%"
+        if ((pct / 10 < SHARES_MIN)); then SHARES_MIN=$((pct / 10)); fi
+    done
+}
+
 # count_hits [REGEX]: per-server requests logged since hits_baseline (optionally only lines
 # matching REGEX, e.g. 'GET /1m.bin'). Sets HITS[1..n], HITS_TOTAL, HITS_SPREAD ("rs1=… rs2=…"),
 # HITS_PCT ("rs1 33.1% …"), HITS_MIN_PCT (smallest share, integer percent) and HITS_CLIENTS
-# (distinct client addresses the realservers saw). Waits (≤ 3 s) until the logs stop growing.
+# (distinct client addresses the realservers saw); the same for the connections those requests
+# came on (nginx's $connection serial, the log's last field): HITS_CONNS[1..n], HITS_CONNS_TOTAL,
+# HITS_CONNS_SPREAD, HITS_CONNS_PCT, HITS_CONNS_MIN_PCT. Waits (≤ 3 s) until the logs stop growing.
 count_hits() {
     local re=${1:-.} i prev=-1 now
     for _ in $(seq 30); do
@@ -658,18 +673,19 @@ count_hits() {
         prev=$now
         sleep 0.1
     done
-    HITS=() HITS_TOTAL=0 HITS_SPREAD="" HITS_PCT="" HITS_MIN_PCT=100
+    HITS=() HITS_TOTAL=0 HITS_SPREAD="" HITS_CONNS=() HITS_CONNS_TOTAL=0 HITS_CONNS_SPREAD=""
     for ((i = 1; i <= RS_COUNT; i++)); do
         HITS[i]=$(access_lines "$i" | grep -cE -- "$re" || true)
         HITS_TOTAL=$((HITS_TOTAL + HITS[i]))
         HITS_SPREAD+="${HITS_SPREAD:+ }rs$i=${HITS[i]}"
+        HITS_CONNS[i]=$(access_lines "$i" | { grep -E -- "$re" || true; } | awk '{ print $NF }' | sort -u | grep -c . || true)
+        HITS_CONNS_TOTAL=$((HITS_CONNS_TOTAL + HITS_CONNS[i]))
+        HITS_CONNS_SPREAD+="${HITS_CONNS_SPREAD:+ }rs$i=${HITS_CONNS[i]}"
     done
-    local pct
-    for ((i = 1; i <= RS_COUNT; i++)); do
-        if ((HITS_TOTAL > 0)); then pct=$((HITS[i] * 1000 / HITS_TOTAL)); else pct=0; fi
-        HITS_PCT+="${HITS_PCT:+ }rs$i $((pct / 10)).$((pct % 10))%"
-        if ((pct / 10 < HITS_MIN_PCT)); then HITS_MIN_PCT=$((pct / 10)); fi
-    done
+    shares HITS HITS_TOTAL
+    HITS_PCT=$SHARES_PCT HITS_MIN_PCT=$SHARES_MIN
+    shares HITS_CONNS HITS_CONNS_TOTAL
+    HITS_CONNS_PCT=$SHARES_PCT HITS_CONNS_MIN_PCT=$SHARES_MIN
     HITS_CLIENTS=$(for ((i = 1; i <= RS_COUNT; i++)); do access_lines "$i" | { grep -E -- "$re" || true; }; done |
         cut -d' ' -f1 | sort -u | tr '\n' ' ')
     HITS_CLIENTS=${HITS_CLIENTS% }

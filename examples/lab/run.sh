@@ -64,8 +64,8 @@ wrk_report() { # wrk_report LABEL NAME [WRK ARGS...]
     hits_baseline
     if wrk_run "$name" "$RUN_SECONDS" "$@"; then
         count_hits .
-        add '  %-11s %s requests, %s req/s, %s socket errors, %s non-2xx   spread: %s' "$label" \
-            "$WRK_REQUESTS" "$WRK_RPS" "$WRK_SOCK_ERRORS" "$WRK_NON2XX" "$HITS_PCT"
+        add '  %-11s %s requests, %s req/s, %s socket errors, %s non-2xx   requests: %s; %s connections: %s' \
+            "$label" "$WRK_REQUESTS" "$WRK_RPS" "$WRK_SOCK_ERRORS" "$WRK_NON2XX" "$HITS_PCT" "$HITS_CONNS_TOTAL" "$HITS_CONNS_PCT"
         if ((WRK_SOCK_ERRORS + WRK_NON2XX > 0)); then problems=$((problems + 1)); fi
     else
         add '  %-11s FAILED (see above)' "$label"

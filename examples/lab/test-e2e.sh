@@ -7,8 +7,12 @@
 #
 # Checks, for each forwarder set-up:
 #   http keep-alive / http close: a wrk run through the VIP has zero socket errors, zero non-2xx
-#       responses, every realserver logged >= 15 % of its requests, and a request right after
-#       the run is answered;
+#       responses, every realserver served some of its requests and connections (nginx's
+#       connection serial, in the access logs), with Connection: close >= 15 % of them, and a
+#       request right after the run is answered. The keep-alive run's 32 connections are not
+#       held to a share: wlc weighs a half-open connection 1/256 of an established one, so how
+#       32 simultaneous connects split follows handshake timing (4/13/15 measured), and how many
+#       requests each carries follows how much CPU each nginx got;
 #   client address: the realservers saw the client's own address (NAT, no SNAT);
 #   1 MiB download: 6 parallel downloads of /1m.bin are byte-identical (sha256) to the file, and
 #       at least 2 realservers served them;
@@ -27,7 +31,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 FWD=${FWD:-ringvs}
 E2E_SECONDS=${E2E_SECONDS:-5}
-MIN_SHARE=15 # percent of a wrk run's requests every realserver must get
+MIN_SHARE=15 # percent of a Connection: close run's connections every realserver must get
 case $FWD in nft | ringvs) ;; *) die "FWD must be nft or ringvs (got '$FWD')" ;; esac
 require_root
 require_cmds wrk curl nginx iperf3 nft
@@ -64,11 +68,16 @@ check_http() { # check_http SETUP MODE [WRK ARGS...]
     count_hits .
     local after=answered
     curl_vip / -o /dev/null --max-time 3 2>/dev/null || after="NOT answered"
-    local ok=0 i
-    ((WRK_SOCK_ERRORS == 0 && WRK_NON2XX == 0 && WRK_REQUESTS > 0 && HITS_MIN_PCT >= MIN_SHARE)) || ok=1
-    for ((i = 1; i <= RS_COUNT; i++)); do ((HITS[i] > 0)) || ok=1; done
+    local ok=0 i need="need >= $MIN_SHARE % each" conns=$HITS_CONNS_PCT
+    ((WRK_SOCK_ERRORS == 0 && WRK_NON2XX == 0 && WRK_REQUESTS > 0)) || ok=1
+    if [[ $mode == keep-alive ]]; then
+        need="need >= 1 each" conns=$HITS_CONNS_SPREAD
+    else
+        ((HITS_CONNS_MIN_PCT >= MIN_SHARE)) || ok=1
+    fi
+    for ((i = 1; i <= RS_COUNT; i++)); do ((HITS[i] > 0 && HITS_CONNS[i] > 0)) || ok=1; done
     [[ $after == answered ]] || ok=1
-    verdict "$ok" "$setup: http $mode" "$WRK_REQUESTS requests ($WRK_RPS/s), socket errors $WRK_SOCK_ERRORS${WRK_ERRORS_DETAIL:+ ($WRK_ERRORS_DETAIL)}, non-2xx $WRK_NON2XX; logged $HITS_TOTAL: $HITS_PCT (need >= $MIN_SHARE % each); a request after the run $after"
+    verdict "$ok" "$setup: http $mode" "$WRK_REQUESTS requests ($WRK_RPS/s), socket errors $WRK_SOCK_ERRORS${WRK_ERRORS_DETAIL:+ ($WRK_ERRORS_DETAIL)}, non-2xx $WRK_NON2XX; logged $HITS_TOTAL on $HITS_CONNS_TOTAL connections: $conns ($need), requests $HITS_PCT; a request after the run $after"
     CLIENTS_SEEN+="$HITS_CLIENTS "
 }
 
