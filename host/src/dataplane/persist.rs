@@ -60,17 +60,18 @@ impl PersistSlot {
         stats: &mut PluginStats,
         events: Option<&Sender<PluginEvent>>,
     ) -> Option<u64> {
-        let name = self.prepared.plugin.name.clone();
+        // Borrowed, not cloned: the name's reference count is shared by every queue.
+        let name = &self.prepared.plugin.name;
         let Some(inst) = self.inst.as_mut() else {
-            stats.fallback(&name);
+            stats.fallback(name);
             self.request(ids, None, events);
             return None;
         };
         let flow = flow_v4(proto, client, vip);
-        match stats.call(&name, Func::Affinity, || inst.affinity(&flow)) {
+        match stats.call(name, Func::Affinity, || inst.affinity(&flow)) {
             Ok(key) => key,
             Err(fault) => {
-                stats.fallback(&name);
+                stats.fallback(name);
                 self.poison(fault, ids, events);
                 None
             }

@@ -111,10 +111,30 @@ impl PluginStats {
         func: Func,
         f: impl FnOnce() -> Result<T, Fault>,
     ) -> Result<T, Fault> {
+        let t = self.start();
+        let r = f();
+        self.finish(name, func, t, &r);
+        r
+    }
+
+    /// A call begins: its start time if it is one of the [`SAMPLE_EVERY`] timed. With
+    /// [`PluginStats::finish`], for a call that borrows the instance that owns the name.
+    #[inline]
+    pub fn start(&mut self) -> Option<Instant> {
         self.seq += 1;
         let timed = self.seq.is_multiple_of(SAMPLE_EVERY) && self.samples.len() < 65_536;
-        let t = timed.then(Instant::now);
-        let r = f();
+        timed.then(Instant::now)
+    }
+
+    /// Counts a call begun with [`PluginStats::start`] and its outcome.
+    #[inline]
+    pub fn finish<T>(
+        &mut self,
+        name: &Arc<str>,
+        func: Func,
+        t: Option<Instant>,
+        r: &Result<T, Fault>,
+    ) {
         let c = self.counters(name);
         c.calls[func as usize] += 1;
         if let Err(fault) = &r {
@@ -127,7 +147,6 @@ impl PluginStats {
             self.samples
                 .push((name.clone(), func, t.elapsed().as_secs_f64()));
         }
-        r
     }
 
     /// The counters of a defense plugin (for its actions).
@@ -348,22 +367,25 @@ impl SchedSlot {
                 d.state.counters.inactive(),
             ]);
         }
+        // The instances are borrowed by their calls and the names only counted after them:
+        // cloning a name's `Arc` per new flow would bounce its count between the queues.
         if let Some(inst) = self.active.as_mut() {
-            let name = inst.plugin.name.clone();
-            let load = &self.load;
-            match stats.call(&name, Func::Pick, || inst.pick(flow, load)) {
+            let t = stats.start();
+            let r = inst.pick(flow, &self.load);
+            stats.finish(&inst.plugin.name, Func::Pick, t, &r);
+            match r {
                 Ok(r) => return r,
                 Err(fault) => self.poison(fault, ids, events),
             }
         }
-        let name = self.plugin.as_ref().map(|p| p.name.clone());
-        if let Some(n) = &name {
-            stats.fallback(n);
+        if let Some(p) = &self.plugin {
+            stats.fallback(&p.name);
         }
         if let Some(prev) = self.previous.as_mut() {
-            let pname = prev.plugin.name.clone();
-            let load = &self.load;
-            match stats.call(&pname, Func::Pick, || prev.pick(flow, load)) {
+            let t = stats.start();
+            let r = prev.pick(flow, &self.load);
+            stats.finish(&prev.plugin.name, Func::Pick, t, &r);
+            match r {
                 Ok(r) => return r,
                 Err(_) => {
                     // The fallback failed too: retire it, no replacement is asked for.
