@@ -17,7 +17,7 @@ use ringvs::control::client;
 use ringvs::control::daemon::Daemon;
 use ringvs::control::protocol::{ListResult, Request};
 use ringvs::dataplane::stats::DropReason;
-use ringvs::dataplane::testkit::tcp;
+use ringvs::dataplane::testkit::{tcp, TWO_SERVICES};
 use ringvs::dataplane::Shard;
 use ringvs::io::process_packets;
 use ringvs::wire::tcp::flags::{ACK, SYN};
@@ -31,24 +31,6 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-const SERVICES: &str = r#"
-[[service]]
-name = "web"
-vip = "10.77.100.100:80"
-[[service.server]]
-addr = "10.77.1.1:8080"
-[[service.server]]
-addr = "10.77.1.2:8080"
-
-[[service]]
-name = "dns"
-vip = "10.77.100.100:53"
-proto = "udp"
-scheduler = "rr"
-[[service.server]]
-addr = "10.77.1.1:5353"
-"#;
 
 const NOBODY: u32 = 65_534;
 /// A supplementary group of the test's peers that is not the admin group.
@@ -83,7 +65,7 @@ impl Director {
         std::fs::write(
             &config,
             format!(
-                "[director]\nadmin_socket = \"{}\"\nmetrics_listen = \"off\"\nconn_memory_limit = \"4MiB\"\n{director}\n{SERVICES}",
+                "[director]\nadmin_socket = \"{}\"\nmetrics_listen = \"off\"\nconn_memory_limit = \"4MiB\"\n{director}\n{TWO_SERVICES}",
                 socket.display()
             ),
         )

@@ -15,7 +15,7 @@
 use ringvs::conn::{ConnTable, HashKey, State};
 use ringvs::control::registry::Registry;
 use ringvs::dataplane::stats::DropReason;
-use ringvs::dataplane::testkit::{icmp_echo, icmp_error, tcp, udp};
+use ringvs::dataplane::testkit::{icmp_echo, icmp_error, tcp, udp, TWO_SERVICES};
 use ringvs::dataplane::{Packet, Pipeline, Shard, ShardConfig, Verdict, HEADROOM};
 use ringvs::wire::icmpv4::{msg_type, unreach_code};
 use ringvs::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN, URG};
@@ -25,27 +25,6 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// The services the corpus addresses.
-const CONFIG: &str = r#"
-[[service]]
-name = "web"
-vip = "10.77.100.100:80"
-proto = "tcp"
-scheduler = "wlc"
-[[service.server]]
-addr = "10.77.1.1:8080"
-[[service.server]]
-addr = "10.77.1.2:8080"
-
-[[service]]
-name = "dns"
-vip = "10.77.100.100:53"
-proto = "udp"
-scheduler = "rr"
-[[service.server]]
-addr = "10.77.1.1:5353"
-"#;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 100, 100);
 const RS1: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 1);
@@ -723,9 +702,9 @@ fn addr(s: &str) -> SocketAddrV4 {
     s.parse().unwrap()
 }
 
-/// A queue over [`CONFIG`] and its registry.
+/// A queue over [`TWO_SERVICES`] and its registry.
 fn queue(memory: usize, expire_nodest_conn: bool) -> (Shard, Registry) {
-    let cfg = ringvs::config::from_str(CONFIG, "corpus.toml").unwrap();
+    let cfg = ringvs::config::from_str(TWO_SERVICES, "corpus.toml").unwrap();
     let mut registry = Registry::new(&cfg.services).unwrap();
     let shard = Shard::new(
         ShardConfig {

@@ -3,7 +3,7 @@
 
 use ringvs::config::{self, Config};
 use ringvs::control::replay::{self, ReplayError, ReplayReport};
-use ringvs::dataplane::testkit::{icmp_echo, icmp_error, tcp, udp};
+use ringvs::dataplane::testkit::{icmp_echo, icmp_error, tcp, udp, TWO_SERVICES};
 use ringvs::io::pcap::{PcapError, PcapReader, PcapWriter};
 use ringvs::wire::icmpv4::{msg_type, unreach_code};
 use ringvs::wire::tcp::flags::{ACK, FIN, PSH, SYN};
@@ -13,28 +13,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-const CONFIG: &str = r#"
-[director]
-conn_memory_limit = "16MiB"
-
-[[service]]
-name = "web"
-vip = "10.77.100.100:80"
-proto = "tcp"
-scheduler = "wlc"
-[[service.server]]
-addr = "10.77.1.1:8080"
-[[service.server]]
-addr = "10.77.1.2:8080"
-
-[[service]]
-name = "dns"
-vip = "10.77.100.100:53"
-proto = "udp"
-scheduler = "rr"
-[[service.server]]
-addr = "10.77.1.1:5353"
-"#;
+/// The two test services, in a table small enough to fill.
+fn config_text() -> String {
+    format!("[director]\nconn_memory_limit = \"16MiB\"\n{TWO_SERVICES}")
+}
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 100, 100);
 const WEB: SocketAddrV4 = SocketAddrV4::new(VIP, 80);
@@ -52,7 +34,7 @@ const T0: u64 = 1_700_000_000;
 const FLOOD: u32 = 40;
 
 fn config() -> Config {
-    config::from_str(CONFIG, "replay-test.toml").unwrap()
+    config::from_str(&config_text(), "replay-test.toml").unwrap()
 }
 
 fn at(ms: u64) -> Duration {
@@ -413,7 +395,7 @@ fn temp_dir(name: &str) -> PathBuf {
 fn bad_captures_name_the_file() {
     let dir = temp_dir("bad");
     let cfg = dir.join("ringvs.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
+    std::fs::write(&cfg, config_text()).unwrap();
 
     let bad = dir.join("not-a-capture.pcap");
     std::fs::write(&bad, b"GET / HTTP/1.1\r\nHost: example\r\n\r\n").unwrap();
@@ -469,7 +451,7 @@ fn ringvs(args: &[&std::ffi::OsStr]) -> std::process::Output {
 fn the_binary_replays_and_reports() {
     let dir = temp_dir("bin");
     let cfg = dir.join("ringvs.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
+    std::fs::write(&cfg, config_text()).unwrap();
     let pcap = dir.join("exchange.pcap");
     std::fs::write(&pcap, exchange().bytes()).unwrap();
     let out = dir.join("out.pcap");

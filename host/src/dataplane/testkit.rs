@@ -119,6 +119,28 @@ pub fn partial(mut pkt: Vec<u8>) -> Vec<u8> {
     pkt
 }
 
+/// The two services the integration tests address: `web`, TCP 10.77.100.100:80 (wlc) on
+/// 10.77.1.1:8080 and 10.77.1.2:8080, and `dns`, UDP 10.77.100.100:53 (rr) on 10.77.1.1:5353.
+pub const TWO_SERVICES: &str = r#"
+[[service]]
+name = "web"
+vip = "10.77.100.100:80"
+proto = "tcp"
+scheduler = "wlc"
+[[service.server]]
+addr = "10.77.1.1:8080"
+[[service.server]]
+addr = "10.77.1.2:8080"
+
+[[service]]
+name = "dns"
+vip = "10.77.100.100:53"
+proto = "udp"
+scheduler = "rr"
+[[service.server]]
+addr = "10.77.1.1:5353"
+"#;
+
 /// xorshift64* (Vigna): deterministic, no dependencies, good enough to spread test and
 /// benchmark inputs.
 pub struct Rng(u64);
