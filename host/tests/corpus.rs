@@ -3,7 +3,7 @@
 //! - `corpus_files_meet_expectations`: each file through a fresh queue, after the packets its
 //!   context needs (a handshake for a reply, a full table for `table_full` …), must end with
 //!   the verdict of [`cases`]: a drop reason, or a forward of a given kind.
-//! - `mutations_keep_invariants`: a deterministic mutation fuzzer (fixed-seed xorshift) runs
+//! - `mutations_keep_invariants`: a deterministic mutation fuzzer (`testkit::Rng`, seeded per file) runs
 //!   [`MUTATIONS`] variants of every file through one long-lived queue and checks that nothing
 //!   panics, that forwarded packets are well-formed IPv4 whose checksums stay valid when they
 //!   were valid, and that the table and the realservers' counts stay consistent.
@@ -15,7 +15,7 @@
 use ringvs::conn::{ConnTable, HashKey, State};
 use ringvs::control::registry::Registry;
 use ringvs::dataplane::stats::DropReason;
-use ringvs::dataplane::testkit::{icmp_echo, icmp_error, tcp, udp, TWO_SERVICES};
+use ringvs::dataplane::testkit::{icmp_echo, icmp_error, tcp, udp, Rng, TWO_SERVICES};
 use ringvs::dataplane::{Packet, Pipeline, Shard, ShardConfig, Verdict, HEADROOM};
 use ringvs::wire::icmpv4::{msg_type, unreach_code};
 use ringvs::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN, URG};
@@ -1058,26 +1058,6 @@ fn the_checker_catches_broken_checksums() {
     }
 }
 
-/// xorshift64* (Vigna): small, fast, and the same sequence everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// FNV-1a, to seed each file's sequence from its name.
 fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -1090,40 +1070,40 @@ const INTERESTING: [u8; 10] = [0x00, 0x01, 0x02, 0x04, 0x05, 0x0f, 0x40, 0x45, 0
 
 /// Applies one to three random mutations to `p`.
 fn mutate(rng: &mut Rng, p: &mut Vec<u8>) {
-    for _ in 0..1 + rng.below(3) {
-        match rng.below(6) {
+    for _ in 0..1 + rng.index(3) {
+        match rng.index(6) {
             0 if !p.is_empty() => {
-                let i = rng.below(p.len() * 8);
+                let i = rng.index(p.len() * 8);
                 p[i / 8] ^= 1 << (i % 8);
             }
             1 if !p.is_empty() => {
-                let i = rng.below(p.len());
-                p[i] = if rng.below(2) == 0 {
-                    INTERESTING[rng.below(INTERESTING.len())]
+                let i = rng.index(p.len());
+                p[i] = if rng.index(2) == 0 {
+                    INTERESTING[rng.index(INTERESTING.len())]
                 } else {
-                    rng.next() as u8
+                    rng.next_u64() as u8
                 };
             }
             // Header fields mostly: the first 64 bytes.
             2 if p.len() >= 2 => {
-                let i = rng.below(p.len().min(64) - 1);
-                let v: u16 = [0, 1, 0x7fff, 0x8000, 0xffff, p.len() as u16][rng.below(6)];
+                let i = rng.index(p.len().min(64) - 1);
+                let v: u16 = [0, 1, 0x7fff, 0x8000, 0xffff, p.len() as u16][rng.index(6)];
                 p[i..i + 2].copy_from_slice(&v.to_be_bytes());
             }
             3 => {
-                let n = rng.below(p.len() + 1);
+                let n = rng.index(p.len() + 1);
                 p.truncate(n);
             }
             4 => {
-                for _ in 0..1 + rng.below(64) {
-                    p.push(rng.next() as u8);
+                for _ in 0..1 + rng.index(64) {
+                    p.push(rng.next_u64() as u8);
                 }
             }
             _ => {
                 // Swap in an address the queue knows, to reach deeper paths.
                 if p.len() >= 20 {
-                    let a = [VIP, RS1, RS2, CLIENT, OTHER][rng.below(5)].octets();
-                    let at = if rng.below(2) == 0 { 12 } else { 16 };
+                    let a = [VIP, RS1, RS2, CLIENT, OTHER][rng.index(5)].octets();
+                    let at = if rng.index(2) == 0 { 12 } else { 16 };
                     p[at..at + 4].copy_from_slice(&a);
                 }
             }
@@ -1250,7 +1230,7 @@ fn mutations_keep_invariants() {
             input.clear();
             input.extend_from_slice(base);
             mutate(&mut rng, &mut input);
-            match rng.below(8) {
+            match rng.index(8) {
                 0 => {}
                 1..=3 => fix_checksums(&mut input, false),
                 _ => fix_checksums(&mut input, true),
@@ -1267,8 +1247,8 @@ fn mutations_keep_invariants() {
             let t = shard.table();
             assert!(t.len() <= t.capacity(), "{what}: table over capacity");
             if i % 64 == 63 {
-                tick += 1 + rng.below(4) as u32;
-                if rng.below(64) == 0 {
+                tick += 1 + rng.index(4) as u32;
+                if rng.index(64) == 0 {
                     tick += 700;
                 }
                 shard.set_now(tick);

@@ -166,6 +166,11 @@ impl Rng {
         self.next_u64() % n
     }
 
+    /// An index in `0..n` (0 when `n` is 0), for picking from a slice.
+    pub fn index(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
     /// Fills `buf` with random bytes.
     pub fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
