@@ -13,26 +13,13 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Instant;
 
-const CONFIG: &str = r#"
-[[service]]
-name = "web"
-vip = "10.77.100.100:80"
-scheduler = "wlc"
-[[service.server]]
-addr = "10.77.1.1:8080"
-[[service.server]]
-addr = "10.77.1.2:8080"
-
-[[service]]
-name = "dns"
-vip = "10.77.100.100:53"
-proto = "udp"
-scheduler = "rr"
-[[service.server]]
-addr = "10.77.1.1:5353"
-[[service.server]]
-addr = "10.77.1.2:5353"
-"#;
+/// The two test services, with a second DNS realserver (rr spreads over both).
+fn config() -> String {
+    format!(
+        "{}[[service.server]]\naddr = \"10.77.1.2:5353\"\n",
+        testkit::TWO_SERVICES
+    )
+}
 
 fn a(s: &str) -> SocketAddrV4 {
     s.parse().unwrap()
@@ -77,7 +64,7 @@ fn lab_opts(config: &str, memory: usize, expire_nodest_conn: bool) -> Lab {
 }
 
 fn lab() -> Lab {
-    lab_with(CONFIG, 1 << 20)
+    lab_with(&config(), 1 << 20)
 }
 
 /// Runs one packet; returns the verdict and the bytes that would be written.
@@ -625,7 +612,7 @@ fn expire_nodest_conn_ends_flows_of_removed_servers() {
     let Lab {
         mut shard,
         mut registry,
-    } = lab_opts(CONFIG, 1 << 20, true);
+    } = lab_opts(&config(), 1 << 20, true);
     let vip = a("10.77.100.100:80");
     let c1 = a("10.77.0.2:43000");
     run(&mut shard, &tcp(c1, vip, SYN, b""), None);
@@ -649,7 +636,7 @@ fn health_down_quiesces_and_health_removed_drains_like_a_removal() {
     let Lab {
         mut shard,
         registry,
-    } = lab_opts(CONFIG, 1 << 20, true);
+    } = lab_opts(&config(), 1 << 20, true);
     let vip = a("10.77.100.100:80");
     let (rs1, rs2) = (a("10.77.1.1:8080"), a("10.77.1.2:8080"));
     let (c1, c2, c3) = (
@@ -840,7 +827,7 @@ fn syn_on_time_wait_is_rescheduled() {
 
 #[test]
 fn full_table_refuses_new_flows_and_keeps_old_ones() {
-    let mut l = lab_with(CONFIG, 64 << 10);
+    let mut l = lab_with(&config(), 64 << 10);
     let vip = a("10.77.100.100:80");
     let cap = l.shard.table().capacity();
     for i in 0..cap {
@@ -888,7 +875,7 @@ fn timers_expire_connections_and_fix_counts() {
 
 #[test]
 fn service_timeouts_override_the_defaults() {
-    let cfg = CONFIG.replace(
+    let cfg = config().replace(
         "scheduler = \"wlc\"",
         "scheduler = \"wlc\"\ntimeouts = { syn_recv = \"5s\" }",
     );
@@ -906,7 +893,7 @@ fn service_timeouts_override_the_defaults() {
 #[test]
 fn an_overloaded_server_gets_no_new_flows_until_below_its_lower_threshold() {
     // rs1: upper 3, lower 2 (ipvsadm -x 3 -y 2). Built-in rr alternates while both can.
-    let text = CONFIG.replacen(
+    let text = config().replacen(
         "addr = \"10.77.1.1:8080\"",
         "addr = \"10.77.1.1:8080\"\nupper = 3\nlower = 2",
         1,
