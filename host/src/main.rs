@@ -208,6 +208,28 @@ struct ServiceOpts {
     /// A defense plugin, in the order they apply (repeatable; on edit, replaces the list).
     #[arg(long = "defense", value_name = "PLUGIN")]
     defense: Vec<String>,
+    /// Health check of the service's realservers, the keys of the config's `health` table:
+    /// e.g. 'check = "http", path = "/health", interval = "1s", fall = 3' (keepalived's
+    /// HTTP_GET; see docs/HEALTH.md). On edit, replaces the check, also for the servers
+    /// that used the service's.
+    #[arg(long, value_name = "KEYS", value_parser = health_table)]
+    health: Option<Box<config::HealthTable>>,
+}
+
+/// `--health 'check = "tcp", interval = "1s"'`: the inside of a TOML inline table.
+fn health_table(s: &str) -> Result<Box<config::HealthTable>, String> {
+    #[derive(serde::Deserialize)]
+    struct Wrap {
+        health: config::HealthTable,
+    }
+    toml::from_str::<Wrap>(&format!("health = {{ {s} }}"))
+        .map(|w| Box::new(w.health))
+        .map_err(|e| {
+            format!(
+                "expected the keys of a health table, e.g. 'check = \"http\", path = \"/\"': {}",
+                e.message()
+            )
+        })
 }
 
 #[derive(Subcommand, Debug)]
@@ -532,6 +554,7 @@ fn main() -> ExitCode {
                     scheduler: opts.scheduler,
                     timeouts: opts.timeouts.into_iter().collect(),
                     defense: Some(opts.defense).filter(|d| !d.is_empty()),
+                    health: opts.health.map(|h| *h),
                 },
             ),
             ServiceCmd::Edit {
@@ -555,6 +578,7 @@ fn main() -> ExitCode {
                     } else {
                         Some(opts.defense).filter(|d| !d.is_empty())
                     },
+                    health: opts.health.map(|h| *h),
                 },
             ),
             ServiceCmd::Remove {

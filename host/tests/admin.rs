@@ -188,6 +188,7 @@ fn service_edits_keep_connections_and_removals_drain_or_expire() {
         )]
         .into(),
         defense: None,
+        health: None,
     });
     assert_eq!(r, Ok("ok".into()));
     let l = d.list();
@@ -215,6 +216,7 @@ fn service_edits_keep_connections_and_removals_drain_or_expire() {
         scheduler: Some("rr".into()),
         timeouts: Default::default(),
         defense: None,
+        health: None,
     };
     assert_eq!(d.call(same), Ok("unchanged".into()));
 
@@ -251,6 +253,63 @@ fn service_edits_keep_connections_and_removals_drain_or_expire() {
         listed.contains(&format!("  -> {:<28} Masq    2      ", "10.77.1.3:80")),
         "{listed}"
     );
+
+    // A service added with a health check: servers added to it at runtime are checked.
+    // (Whether a check passes here depends on the machine's network: only that it is
+    // checked is asserted.)
+    let o = d.cli(
+        &[],
+        &[
+            "service",
+            "add",
+            "hc",
+            "--vip",
+            "10.77.100.104:80",
+            "--health",
+            r#"check = "tcp", interval = "1s", fall = 2"#,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = d.cli(&[], &["server", "add", "hc", "10.77.1.4:80"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let l = d.list();
+    assert_eq!(svc(&l, "hc").flags, ["health tcp quiesce"]);
+    assert_ne!(svc(&l, "hc").servers[0].health, "unchecked");
+    // An edit replaces the check, for the servers that used the service's.
+    let o = d.cli(
+        &[],
+        &[
+            "service",
+            "edit",
+            "hc",
+            "--health",
+            r#"check = "http", path = "/hc", on_fail = "remove""#,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(svc(&d.list(), "hc").flags, ["health http remove"]);
+    // A bad check is refused by the daemon with the key named, or by the CLI before it.
+    let before = d.state();
+    let o = d.cli(
+        &[],
+        &["service", "edit", "hc", "--health", r#"check = "icmp""#],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("health.check"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = d.cli(&[], &["service", "edit", "hc", "--health", "check = tcp"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("expected the keys of a health table"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(d.state(), before);
+    let o = d.cli(&[], &["service", "remove", "hc"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
 
     // Remove a service: its flow drains, then --expire on the draining service ends it.
     let o = d.cli(&[], &["service", "remove", "web"]);
@@ -450,6 +509,7 @@ fn add_req(
         scheduler: scheduler.map(Into::into),
         timeouts: BTreeMap::new(),
         defense: defense.map(|d| vec![d.to_string()]),
+        health: None,
     }
 }
 
@@ -470,6 +530,7 @@ fn edit_req(
             .map(|(k, v)| (k.to_string(), config::Quantity::Text(v.to_string())))
             .collect(),
         defense: None,
+        health: None,
     }
 }
 

@@ -12,7 +12,7 @@ mod raw;
 pub mod units;
 
 pub use health::{CheckKind, HealthConfig, HttpCheck, OnFail};
-pub use raw::Quantity;
+pub use raw::{Health as HealthTable, Quantity};
 
 use crate::conn::{State, Timeouts};
 use figment::providers::{Env, Format, Toml};
@@ -367,6 +367,9 @@ pub struct ServiceEdit {
     pub timeouts: BTreeMap<String, Quantity>,
     /// Defense plugins, in order (replaces the list).
     pub defense: Option<Vec<String>>,
+    /// The service's health check (replaces it; on edit, also for the servers that used
+    /// the service's check rather than an override of their own).
+    pub health: Option<HealthTable>,
 }
 
 /// A new service from a runtime request, validated as a `[[service]]` of the config file
@@ -396,7 +399,7 @@ pub fn new_service(
         forward: edit.forward,
         scheduler: edit.scheduler,
         persistence: None,
-        health: None,
+        health: edit.health,
         defense: edit.defense.unwrap_or_default(),
         timeouts: edit.timeouts,
         server: Vec::new(),
@@ -451,6 +454,13 @@ pub fn edit_service(
     if let Some(d) = edit.defense {
         v.defense("defense", &d, is_plugin)?;
         out.defense = d;
+    }
+    if let Some(h) = edit.health {
+        let new = v.health("", Some(&h), None, None)?;
+        for s in out.servers.iter_mut().filter(|s| s.health == base.health) {
+            s.health = new.clone();
+        }
+        out.health = new;
     }
     v.timeouts("timeouts", edit.timeouts, &mut out.timeouts)?;
     Ok(out)

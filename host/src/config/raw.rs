@@ -89,7 +89,8 @@ pub struct Server {
 }
 
 /// Health check settings: a service's table, or a server's override of some of its keys.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Also what `ringvs service add|edit --health` sends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
     pub check: Option<String>,
@@ -106,7 +107,7 @@ pub struct Health {
 }
 
 /// `expect = 200` or `expect = [200, 204]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Expect {
     /// One status code.

@@ -301,6 +301,60 @@ fn runtime_edits_change_only_what_is_given() {
 }
 
 #[test]
+fn a_runtime_health_edit_replaces_the_check_of_servers_without_their_own() {
+    let text = r#"
+[[service]]
+name = "web"
+vip = "10.77.100.100:80"
+health = { check = "tcp", interval = "2s" }
+[[service.server]]
+addr = "10.77.1.1:8080"
+[[service.server]]
+addr = "10.77.1.2:8080"
+health = { port = 9000 }
+"#;
+    let c = from_str(text, "test.toml").unwrap();
+    let web = &c.services[0];
+    let h = |keys: &str| -> HealthTable { toml::from_str(keys).unwrap() };
+    let e = ServiceEdit {
+        health: Some(h("check = \"http\"\npath = \"/hc\"\ninterval = \"1s\"")),
+        ..ServiceEdit::default()
+    };
+    let out = edit_service(web, e, &no_plugins).unwrap();
+    let new = out.health.clone().unwrap();
+    assert_eq!(new.kind.name(), "http");
+    assert_eq!(new.interval, std::time::Duration::from_secs(1));
+    assert_eq!(
+        out.servers[0].health.as_ref(),
+        Some(&new),
+        "followed the service"
+    );
+    assert_eq!(
+        out.servers[1].health, web.servers[1].health,
+        "its own override kept"
+    );
+    // Validated as the config file's table is, the key named.
+    let bad = ServiceEdit {
+        health: Some(h("check = \"http\"\ninterval = \"1h1s\"")),
+        ..ServiceEdit::default()
+    };
+    let err = edit_service(web, bad, &no_plugins).unwrap_err();
+    assert_eq!(err.key, "health.interval", "{err}");
+    // A new service gets it too.
+    let added = new_service(
+        "api",
+        ServiceEdit {
+            vip: Some("10.77.100.101:80".into()),
+            health: Some(h("check = \"tcp\"")),
+            ..ServiceEdit::default()
+        },
+        &no_plugins,
+    )
+    .unwrap();
+    assert_eq!(added.health.unwrap().kind.name(), "tcp");
+}
+
+#[test]
 fn server_thresholds() {
     let with = |extra: &str| {
         GOOD.replacen(

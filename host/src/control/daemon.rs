@@ -708,6 +708,7 @@ impl Daemon {
         self.registry = trial;
         let snap = self.plugins.snapshot(&mut self.registry, prepared);
         self.broadcast(snap);
+        self.sync_health();
         if let Err(e) = self.sync_routes() {
             warn!("routes: {e}");
         }
@@ -894,6 +895,7 @@ impl Daemon {
                 scheduler,
                 timeouts,
                 defense,
+                health,
             } => {
                 let edit = ServiceEdit {
                     vip: Some(vip),
@@ -902,6 +904,7 @@ impl Daemon {
                     scheduler,
                     timeouts,
                     defense,
+                    health,
                 };
                 let cfg =
                     config::new_service(&name, edit, &|n| self.plugins.loaded.contains_key(n))
@@ -921,6 +924,7 @@ impl Daemon {
                 scheduler,
                 timeouts,
                 defense,
+                health,
             } => {
                 let base = self
                     .registry
@@ -935,6 +939,7 @@ impl Daemon {
                     scheduler,
                     timeouts,
                     defense,
+                    health,
                 };
                 let cfg =
                     config::edit_service(&base, edit, &|n| self.plugins.loaded.contains_key(n))

@@ -6,7 +6,7 @@
 //! longer than [`MAX_REQUEST`] bytes, invalid JSON, unknown commands or fields, and a missing
 //! or different `v` are answered with an error and change nothing. See `docs/ADMIN.md`.
 
-use crate::config::Quantity;
+use crate::config::{HealthTable, Quantity};
 use crate::dataplane::stats::Traffic;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -97,6 +97,10 @@ pub enum Request {
         /// Defense plugins, in order.
         #[serde(default)]
         defense: Option<Vec<String>>,
+        /// Health check: the keys of the config's `health` table (optional; older clients
+        /// leave it out).
+        #[serde(default)]
+        health: Option<HealthTable>,
     },
     /// Change a service: only the fields given. `vip` and `proto` identify the service and
     /// cannot change. Existing connections are kept.
@@ -121,6 +125,10 @@ pub enum Request {
         /// Replaces the defense list (`[]` removes every defense).
         #[serde(default)]
         defense: Option<Vec<String>>,
+        /// Replaces the health check, also for the servers that used the service's (not
+        /// their own override).
+        #[serde(default)]
+        health: Option<HealthTable>,
     },
     /// Remove a service: its connections drain, or, with `expire`, end on their next packet.
     /// With `expire`, a service already draining has its connections expired.
