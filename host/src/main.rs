@@ -267,6 +267,10 @@ enum ServiceCmd {
         /// Remove every defense of the service.
         #[arg(long, conflicts_with = "defense")]
         no_defense: bool,
+        /// Stop checking the service's realservers (overrides included); down servers serve
+        /// again.
+        #[arg(long, conflicts_with = "health")]
+        no_health: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -563,6 +567,7 @@ fn main() -> ExitCode {
                 proto,
                 opts,
                 no_defense,
+                no_health,
                 target,
             } => simple(
                 &target,
@@ -579,6 +584,7 @@ fn main() -> ExitCode {
                         Some(opts.defense).filter(|d| !d.is_empty())
                     },
                     health: opts.health.map(|h| *h),
+                    no_health,
                 },
             ),
             ServiceCmd::Remove {

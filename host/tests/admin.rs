@@ -189,6 +189,7 @@ fn service_edits_keep_connections_and_removals_drain_or_expire() {
         .into(),
         defense: None,
         health: None,
+        no_health: false,
     });
     assert_eq!(r, Ok("ok".into()));
     let l = d.list();
@@ -217,6 +218,7 @@ fn service_edits_keep_connections_and_removals_drain_or_expire() {
         timeouts: Default::default(),
         defense: None,
         health: None,
+        no_health: false,
     };
     assert_eq!(d.call(same), Ok("unchanged".into()));
 
@@ -289,6 +291,11 @@ fn service_edits_keep_connections_and_removals_drain_or_expire() {
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(svc(&d.list(), "hc").flags, ["health http remove"]);
+    let o = d.cli(&[], &["service", "edit", "hc", "--no-health"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let l = d.list();
+    assert!(svc(&l, "hc").flags.is_empty(), "{:?}", svc(&l, "hc").flags);
+    assert_eq!(svc(&l, "hc").servers[0].health, "unchecked");
     let o = d.cli(&[], &["service", "remove", "hc"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     // A bad check is refused by the daemon with the key named, or by the CLI before it.
@@ -532,6 +539,7 @@ fn edit_req(
             .collect(),
         defense: None,
         health: None,
+        no_health: false,
     }
 }
 

@@ -370,6 +370,8 @@ pub struct ServiceEdit {
     /// The service's health check (replaces it; on edit, also for the servers that used
     /// the service's check rather than an override of their own).
     pub health: Option<HealthTable>,
+    /// On edit: remove the health check, the servers' overrides included.
+    pub no_health: bool,
 }
 
 /// A new service from a runtime request, validated as a `[[service]]` of the config file
@@ -454,6 +456,15 @@ pub fn edit_service(
     if let Some(d) = edit.defense {
         v.defense("defense", &d, is_plugin)?;
         out.defense = d;
+    }
+    if edit.no_health {
+        if edit.health.is_some() {
+            return Err(v.err("health", "give a new health check or remove it, not both"));
+        }
+        for s in &mut out.servers {
+            s.health = None;
+        }
+        out.health = None;
     }
     if let Some(h) = edit.health {
         let new = v.health("", Some(&h), None, None)?;

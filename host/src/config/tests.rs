@@ -352,6 +352,23 @@ health = { port = 9000 }
     )
     .unwrap();
     assert_eq!(added.health.unwrap().kind.name(), "tcp");
+    // Removed: the servers' overrides go too (an override needs the service's check).
+    let off = ServiceEdit {
+        no_health: true,
+        ..ServiceEdit::default()
+    };
+    let out = edit_service(web, off, &no_plugins).unwrap();
+    assert!(out.health.is_none());
+    assert!(out.servers.iter().all(|s| s.health.is_none()));
+    let both = ServiceEdit {
+        no_health: true,
+        health: Some(h("check = \"tcp\"")),
+        ..ServiceEdit::default()
+    };
+    assert_eq!(
+        edit_service(web, both, &no_plugins).unwrap_err().key,
+        "health"
+    );
 }
 
 #[test]

@@ -905,6 +905,7 @@ impl Daemon {
                     timeouts,
                     defense,
                     health,
+                    no_health: false,
                 };
                 let cfg =
                     config::new_service(&name, edit, &|n| self.plugins.loaded.contains_key(n))
@@ -925,6 +926,7 @@ impl Daemon {
                 timeouts,
                 defense,
                 health,
+                no_health,
             } => {
                 let base = self
                     .registry
@@ -940,6 +942,7 @@ impl Daemon {
                     timeouts,
                     defense,
                     health,
+                    no_health,
                 };
                 let cfg =
                     config::edit_service(&base, edit, &|n| self.plugins.loaded.contains_key(n))

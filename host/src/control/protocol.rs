@@ -129,6 +129,9 @@ pub enum Request {
         /// their own override).
         #[serde(default)]
         health: Option<HealthTable>,
+        /// Removes the health check, the servers' overrides included (not with `health`).
+        #[serde(default)]
+        no_health: bool,
     },
     /// Remove a service: its connections drain, or, with `expire`, end on their next packet.
     /// With `expire`, a service already draining has its connections expired.
