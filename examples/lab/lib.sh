@@ -675,10 +675,11 @@ count_hits() {
     done
     HITS=() HITS_TOTAL=0 HITS_SPREAD="" HITS_CONNS=() HITS_CONNS_TOTAL=0 HITS_CONNS_SPREAD=""
     for ((i = 1; i <= RS_COUNT; i++)); do
-        HITS[i]=$(access_lines "$i" | grep -cE -- "$re" || true)
+        # One pass: matching requests, and the distinct connections they came on.
+        read -r "HITS[i]" "HITS_CONNS[i]" < <(access_lines "$i" |
+            awk -v re="$re" '$0 ~ re { n++; if (!seen[$NF]++) c++ } END { print n + 0, c + 0 }')
         HITS_TOTAL=$((HITS_TOTAL + HITS[i]))
         HITS_SPREAD+="${HITS_SPREAD:+ }rs$i=${HITS[i]}"
-        HITS_CONNS[i]=$(access_lines "$i" | { grep -E -- "$re" || true; } | awk '{ print $NF }' | sort -u | grep -c . || true)
         HITS_CONNS_TOTAL=$((HITS_CONNS_TOTAL + HITS_CONNS[i]))
         HITS_CONNS_SPREAD+="${HITS_CONNS_SPREAD:+ }rs$i=${HITS_CONNS[i]}"
     done
