@@ -7,6 +7,7 @@ use common::plugins::plugin;
 use ringvs::conn::{HashKey, State};
 use ringvs::control::plugins::PluginManager;
 use ringvs::control::registry::Registry;
+use ringvs::dataplane::policy::Role;
 use ringvs::dataplane::stats::{DropReason, ShardReport};
 use ringvs::dataplane::testkit::tcp;
 use ringvs::dataplane::{Packet, Pipeline, PluginEvent, Shard, ShardConfig, Verdict, HEADROOM};
@@ -131,7 +132,7 @@ fn a_faulting_defense_takes_no_action() {
     let evs: Vec<PluginEvent> = l.events.try_iter().collect();
     assert!(
         evs.iter()
-            .any(|e| matches!(e, PluginEvent::NeedDefense { fault: Some(_), .. })),
+            .any(|e| matches!(e, PluginEvent::Need { at, fault: Some(_), .. } if at.role == Role::Defense(0))),
         "{evs:?}"
     );
     // Poisoned: later flows are not even asked about (port 666 is let through now).

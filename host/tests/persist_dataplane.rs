@@ -9,6 +9,7 @@ use common::plugins::plugin;
 use ringvs::conn::{HashKey, Tick, TICKS_PER_SEC};
 use ringvs::control::plugins::PluginManager;
 use ringvs::control::registry::Registry;
+use ringvs::dataplane::policy::{Instance, Role};
 use ringvs::dataplane::stats::{DropReason, ShardReport};
 use ringvs::dataplane::templates::TemplateStore;
 use ringvs::dataplane::testkit::tcp;
@@ -234,7 +235,7 @@ fn a_network_sticks_across_flows_and_queues_and_new_networks_are_spread() {
                 .iter()
                 .find(|(n, _)| &**n == "pn")
                 .map_or(0, |(_, c)| {
-                    c.calls[ringvs::dataplane::sched::Func::Affinity as usize]
+                    c.calls[ringvs::dataplane::policy::Func::Affinity as usize]
                 })
         })
         .sum();
@@ -434,7 +435,7 @@ fn a_faulty_persistence_plugin_costs_persistence_not_forwarding() {
         assert_eq!(c.faults[kind as usize], 1, "{kind:?} counted: {c:?}");
         assert_eq!(c.fallbacks, 1);
         let need = l.events.try_iter().find_map(|e| match e {
-            PluginEvent::NeedPersistence { fault, .. } => Some(fault),
+            PluginEvent::Need { at, fault, .. } if at.role == Role::Persistence => Some(fault),
             _ => None,
         });
         assert_eq!(need.flatten().map(|f| f.kind), Some(kind));
@@ -450,9 +451,10 @@ fn a_faulty_persistence_plugin_costs_persistence_not_forwarding() {
         let p = l.plugins.loaded["pn"].clone();
         let inst = ringvs::plugin::PersistenceInstance::new(&p, &[]).unwrap();
         l.controls[0]
-            .send(Control::Persistence {
+            .send(Control::Fresh {
                 svc: e.id,
-                instance: Box::new(inst),
+                role: Role::Persistence,
+                instance: Instance::Persistence(inst),
             })
             .unwrap();
         l.shards[0].poll(Instant::now());

@@ -7,6 +7,7 @@ use common::plugins::plugin;
 use ringvs::conn::HashKey;
 use ringvs::control::plugins::PluginManager;
 use ringvs::control::registry::Registry;
+use ringvs::dataplane::policy::{Instance, Role};
 use ringvs::dataplane::testkit::tcp;
 use ringvs::dataplane::{
     Control, Packet, Pipeline, PluginEvent, Shard, ShardConfig, Verdict, HEADROOM,
@@ -147,7 +148,7 @@ fn contained(hostile: &str, kind: FaultKind) {
         "{evs:?}"
     );
     let need = evs.into_iter().find_map(|e| match e {
-        PluginEvent::NeedScheduler { fault, .. } => Some(fault),
+        PluginEvent::Need { at, fault, .. } if at.role == Role::Scheduler => Some(fault),
         _ => None,
     });
     assert_eq!(need.flatten().map(|f| f.kind), Some(kind));
@@ -168,9 +169,10 @@ fn contained(hostile: &str, kind: FaultKind) {
     inst.servers_changed(&ringvs::control::plugins::server_infos_of(&e))
         .unwrap();
     l.control
-        .send(Control::Scheduler {
+        .send(Control::Fresh {
             svc: e.id,
-            instance: Box::new(inst),
+            role: Role::Scheduler,
+            instance: Instance::Scheduler(inst),
         })
         .unwrap();
     l.shard.poll(Instant::now());
@@ -275,7 +277,7 @@ fn a_new_build_under_the_same_name_reaches_the_queue() {
             .iter()
             .find(|(n, _)| &**n == "rr-a")
             .map_or(0, |(_, c)| {
-                c.calls[ringvs::dataplane::sched::Func::State as usize]
+                c.calls[ringvs::dataplane::policy::Func::State as usize]
             })
     };
     let before = state_calls(&mut l.shard);

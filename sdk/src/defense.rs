@@ -5,97 +5,67 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::IpAddr;
 
-/// A TCP state, in the host's numbering (columns of a [`StateTable`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-#[allow(missing_docs)]
-pub enum TcpState {
-    None = 0,
-    Established,
-    SynSent,
-    SynRecv,
-    FinWait,
-    TimeWait,
-    Close,
-    CloseWait,
-    LastAck,
-    Listen,
-    SynAck,
-}
-
-impl TcpState {
-    /// All TCP states in order.
-    pub const ALL: [TcpState; 11] = [
-        TcpState::None,
-        TcpState::Established,
-        TcpState::SynSent,
-        TcpState::SynRecv,
-        TcpState::FinWait,
-        TcpState::TimeWait,
-        TcpState::Close,
-        TcpState::CloseWait,
-        TcpState::LastAck,
-        TcpState::Listen,
-        TcpState::SynAck,
-    ];
-}
-
-/// Direction of a packet relative to a connection (the row blocks of a [`StateTable`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Client → service.
-    Input = 0,
-    /// Realserver → client.
-    Output = 1,
-    /// Client → service when replies bypass the director (or none seen yet).
-    InputOnly = 2,
-}
-
-/// What a TCP segment means to the state machine (RST > SYN > FIN > ACK).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// SYN.
-    Syn = 0,
-    /// FIN.
-    Fin = 1,
-    /// ACK only.
-    Ack = 2,
-    /// RST.
-    Rst = 3,
-}
+use ringvs_abi::state::{STATES, TCP_STATES, TRANSITIONS};
+/// A TCP state, in the host's numbering (columns of a [`StateTable`]); the same type the
+/// director uses (`ringvs_abi::State`). `Udp` is not a column: UDP entries are reported in
+/// scans as [`TcpState::None`], as the WIT says.
+pub use ringvs_abi::State as TcpState;
+pub use ringvs_abi::{Direction, Event};
 
 /// A TCP state table and its timeouts, handed to the host and applied per packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateTable {
     /// Next state for (direction, event, state): index `(dir * 4 + event) * 11 + state`.
-    pub transitions: [TcpState; 132],
+    pub transitions: [TcpState; TRANSITIONS],
     /// Timeout per state in seconds (11 TCP states then UDP); 0 keeps the service's own.
-    pub timeouts: [u32; 12],
+    pub timeouts: [u32; STATES],
 }
 
 impl StateTable {
     /// A table from rows written like IPVS's `tcp_states` (12 rows of 11 columns: input
     /// syn/fin/ack/rst, output …, input-only …), with no timeout overrides.
-    pub fn from_rows(rows: [[TcpState; 11]; 12]) -> StateTable {
-        let mut transitions = [TcpState::None; 132];
+    pub fn from_rows(rows: [[TcpState; TCP_STATES]; 12]) -> StateTable {
+        let mut transitions = [TcpState::None; TRANSITIONS];
         for (r, row) in rows.iter().enumerate() {
-            transitions[r * 11..r * 11 + 11].copy_from_slice(row);
+            transitions[r * TCP_STATES..(r + 1) * TCP_STATES].copy_from_slice(row);
         }
         StateTable {
             transitions,
-            timeouts: [0; 12],
+            timeouts: [0; STATES],
         }
+    }
+
+    /// IPVS's normal table (`tcp_states`), no timeout overrides.
+    pub fn normal() -> StateTable {
+        StateTable::from(ringvs_abi::StateTable::NORMAL)
+    }
+
+    /// IPVS's secure_tcp table (`tcp_states_dos`), no timeout overrides.
+    pub fn dos() -> StateTable {
+        StateTable::from(ringvs_abi::StateTable::DOS)
     }
 
     /// The next state.
     pub fn next(&self, dir: Direction, ev: Event, state: TcpState) -> TcpState {
-        self.transitions[(dir as usize * 4 + ev as usize) * 11 + state as usize]
+        self.transitions
+            .get((dir as usize * 4 + ev as usize) * TCP_STATES + state as usize)
+            .copied()
+            .unwrap_or(state)
     }
 
     /// Sets a timeout override.
     pub fn with_timeout(mut self, state: TcpState, secs: u32) -> StateTable {
         self.timeouts[state as usize] = secs;
         self
+    }
+}
+
+impl From<ringvs_abi::StateTable> for StateTable {
+    fn from(t: ringvs_abi::StateTable) -> StateTable {
+        StateTable {
+            transitions: t.flat(),
+            timeouts: [0; STATES],
+        }
     }
 }
 

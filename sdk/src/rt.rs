@@ -158,12 +158,15 @@ fn state_to_wit(s: TcpState) -> wt::TcpState {
         TcpState::LastAck => wt::TcpState::LastAck,
         TcpState::Listen => wt::TcpState::Listen,
         TcpState::SynAck => wt::TcpState::Synack,
+        // Not a column of the tables: the WIT reports UDP entries as `none`.
+        TcpState::Udp => wt::TcpState::None,
     }
 }
 
 fn state_from_wit(s: wt::TcpState) -> TcpState {
-    TcpState::ALL
-        .into_iter()
+    TcpState::ALL[..ringvs_abi::state::TCP_STATES]
+        .iter()
+        .copied()
         .find(|t| state_to_wit(*t) == s)
         .unwrap_or(TcpState::None)
 }

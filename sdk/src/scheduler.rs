@@ -34,19 +34,30 @@ pub struct Server<'a> {
 impl Server<'_> {
     /// IPVS's load estimate (`ip_vs_dest_conn_overhead`): active × 256 + inactive.
     pub fn overhead(&self) -> u64 {
-        ((self.active as u64) << 8) + self.inactive as u64
+        self.load().overhead()
     }
 
     /// True if it may get new flows (weight above 0).
     pub fn is_available(&self) -> bool {
         self.weight > 0
     }
+
+    fn load(&self) -> ringvs_abi::Server {
+        ringvs_abi::Server {
+            index: self.index,
+            weight: self.weight,
+            active: self.active,
+            inactive: self.inactive,
+        }
+    }
 }
 
-/// The service's realservers with their current weights and connection counts.
+/// The service's realservers with their current weights and connection counts: the host's
+/// packed load ([`ringvs_abi::Load`], the view the director's built-in schedulers use too)
+/// with the identities last given by `servers_changed`.
 #[derive(Debug, Clone, Copy)]
 pub struct Servers<'a> {
-    load: &'a [u32],
+    load: ringvs_abi::Load<'a>,
     info: &'a [ServerInfo],
 }
 
@@ -54,41 +65,41 @@ impl<'a> Servers<'a> {
     /// A view over the host's packed load (weight, active, inactive per server) and the
     /// identities last given by `servers_changed`.
     pub fn new(load: &'a [u32], info: &'a [ServerInfo]) -> Servers<'a> {
-        Servers { load, info }
+        Servers {
+            load: ringvs_abi::Load::new(load),
+            info,
+        }
+    }
+
+    fn with_info(&self, s: ringvs_abi::Server) -> Server<'a> {
+        Server {
+            index: s.index,
+            weight: s.weight,
+            active: s.active,
+            inactive: s.inactive,
+            info: self.info.get(s.index),
+        }
     }
 
     /// Number of realservers.
     pub fn len(&self) -> usize {
-        self.load.len() / 3
+        self.load.len()
     }
 
     /// True if the service has none.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.load.is_empty()
     }
 
     /// Realserver `i`.
     pub fn get(&self, i: usize) -> Option<Server<'a>> {
-        let w = self.load.get(i * 3..i * 3 + 3)?;
-        Some(Server {
-            index: i,
-            weight: w[0],
-            active: w[1],
-            inactive: w[2],
-            info: self.info.get(i),
-        })
+        self.load.get(i).map(|s| self.with_info(s))
     }
 
     /// Every realserver, in configuration order.
     pub fn iter(&self) -> impl Iterator<Item = Server<'a>> + 'a {
-        let (load, info) = (self.load, self.info);
-        (0..load.len() / 3).map(move |i| Server {
-            index: i,
-            weight: load[i * 3],
-            active: load[i * 3 + 1],
-            inactive: load[i * 3 + 2],
-            info: info.get(i),
-        })
+        let this = *self;
+        self.load.iter().map(move |s| this.with_info(s))
     }
 
     /// The realservers that may get new flows (weight above 0).
@@ -100,29 +111,15 @@ impl<'a> Servers<'a> {
     /// configuration order on a tie (IPVS takes a later one only if strictly less). `None`
     /// when none is available. IPVS's lc: `least(Server::overhead)`.
     pub fn least(&self, cost: impl Fn(&Server<'a>) -> u64) -> Option<usize> {
-        let mut best: Option<(u64, usize)> = None;
-        for s in self.available() {
-            let c = cost(&s);
-            if best.is_none_or(|(b, _)| c < b) {
-                best = Some((c, s.index));
-            }
-        }
-        best.map(|(_, i)| i)
+        self.load.least(|s| cost(&self.with_info(*s)))
     }
 
     /// The index of the available realserver with the least `cost / weight`, compared as
-    /// IPVS does without dividing (`c1 × w2 > c2 × w1`, here in 128 bits so that no weight
-    /// or cost overflows); the first in configuration order on a tie. IPVS's wlc:
+    /// IPVS does without dividing (`c1 × w2 > c2 × w1`, in 128 bits so that no weight or
+    /// cost overflows); the first in configuration order on a tie. IPVS's wlc:
     /// `least_per_weight(Server::overhead)`; sed and nq: `|s| s.active as u64 + 1`.
     pub fn least_per_weight(&self, cost: impl Fn(&Server<'a>) -> u64) -> Option<usize> {
-        let mut best: Option<(u128, u128, usize)> = None;
-        for s in self.available() {
-            let (c, w) = (u128::from(cost(&s)), u128::from(s.weight));
-            if best.is_none_or(|(bc, bw, _)| bc * w > c * bw) {
-                best = Some((c, w, s.index));
-            }
-        }
-        best.map(|(_, _, i)| i)
+        self.load.least_per_weight(|s| cost(&self.with_info(*s)))
     }
 }
 

@@ -15,6 +15,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::{IpAddr, SocketAddr};
+use ringvs_abi::LOAD_STRIDE;
 
 /// Parses `"addr:port"` (panics on bad test input, with the input in the message).
 pub fn endpoint(s: &str) -> (IpAddr, u16) {
@@ -100,18 +101,21 @@ impl<T: Scheduler> SchedulerHarness<T> {
 
     /// Sets server `i`'s connection counts.
     pub fn set_conns(&mut self, i: usize, active: u32, inactive: u32) {
-        self.load[i * 3 + 1] = active;
-        self.load[i * 3 + 2] = inactive;
+        self.load[i * LOAD_STRIDE + 1] = active;
+        self.load[i * LOAD_STRIDE + 2] = inactive;
     }
 
     /// Sets server `i`'s current weight (0 quiesces it).
     pub fn set_weight(&mut self, i: usize, weight: u32) {
-        self.load[i * 3] = weight;
+        self.load[i * LOAD_STRIDE] = weight;
     }
 
     /// Server `i`'s (active, inactive) counts.
     pub fn conns(&self, i: usize) -> (u32, u32) {
-        (self.load[i * 3 + 1], self.load[i * 3 + 2])
+        (
+            self.load[i * LOAD_STRIDE + 1],
+            self.load[i * LOAD_STRIDE + 2],
+        )
     }
 
     /// Asks the scheduler, checking its answer as the director does (an index out of range,
@@ -125,7 +129,10 @@ impl<T: Scheduler> SchedulerHarness<T> {
                 "picked server {i} of {}",
                 self.servers.len()
             );
-            assert!(self.load[i * 3] > 0, "picked server {i}, whose weight is 0");
+            assert!(
+                self.load[i * LOAD_STRIDE] > 0,
+                "picked server {i}, whose weight is 0"
+            );
         }
         r
     }
@@ -135,7 +142,7 @@ impl<T: Scheduler> SchedulerHarness<T> {
     pub fn pick_and_count(&mut self, flow: &Flow, established: bool) -> Option<usize> {
         let r = self.pick(flow);
         if let Some(i) = r {
-            self.load[i * 3 + if established { 1 } else { 2 }] += 1;
+            self.load[i * LOAD_STRIDE + if established { 1 } else { 2 }] += 1;
         }
         r
     }
@@ -269,6 +276,7 @@ pub mod wasm {
     use ringvs::plugin::{
         flow_v4, Kind, Plugin, Runtime, RuntimeOptions, SchedulerInstance, ServerInfo,
     };
+    use ringvs_abi::LOAD_STRIDE;
     use std::net::SocketAddrV4;
     use std::path::Path;
 
@@ -320,8 +328,8 @@ pub mod wasm {
 
         /// Sets server `i`'s counts.
         pub fn set_conns(&mut self, i: usize, active: u32, inactive: u32) {
-            self.load[i * 3 + 1] = active;
-            self.load[i * 3 + 2] = inactive;
+            self.load[i * LOAD_STRIDE + 1] = active;
+            self.load[i * LOAD_STRIDE + 2] = inactive;
         }
 
         /// Asks the component; `Err` is a fault (trap, deadline, memory, bad return).

@@ -23,7 +23,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 /// Built-in schedulers, always available (and the fallback of plugin schedulers).
-pub const BUILTIN_SCHEDULERS: &[&str] = &["rr", "wlc"];
+pub use crate::plugin::builtin::NAMES as BUILTIN_SCHEDULERS;
 
 /// Largest realserver weight (as ipvsadm).
 pub const MAX_WEIGHT: u32 = 65_535;

@@ -7,7 +7,7 @@
 
 use super::admin;
 use super::notify;
-use super::plugins::{Fresh, PluginManager};
+use super::plugins::PluginManager;
 use super::protocol::{
     ConnRow, ConnectionsResult, ListResult, Rates, Request, ServerInfo, ServiceInfo, StatusResult,
 };
@@ -203,7 +203,7 @@ impl Daemon {
     }
 
     /// The timed plugin calls the queues collected since the last call.
-    fn take_samples(&self) -> Vec<(Arc<str>, crate::dataplane::sched::Func, f64)> {
+    fn take_samples(&self) -> Vec<(Arc<str>, crate::dataplane::policy::Func, f64)> {
         let mut out = Vec::new();
         for q in &self.queues {
             if let Ok(mut r) = q.shared.report.lock() {
@@ -1045,24 +1045,13 @@ impl Daemon {
                 system_available: available,
             });
         }
-        for (shard, svc, fresh) in self.plugins.due(&self.registry) {
-            if let Some(q) = self.queues.get(shard) {
-                let msg = match fresh {
-                    Fresh::Scheduler(i) => Control::Scheduler {
-                        svc,
-                        instance: Box::new(i),
-                    },
-                    Fresh::Defense(index, i) => Control::Defense {
-                        svc,
-                        index,
-                        instance: Box::new(i),
-                    },
-                    Fresh::Persistence(i) => Control::Persistence {
-                        svc,
-                        instance: Box::new(i),
-                    },
-                };
-                let _ = q.tx.send(msg);
+        for (at, instance) in self.plugins.due(&self.registry) {
+            if let Some(q) = self.queues.get(at.shard) {
+                let _ = q.tx.send(Control::Fresh {
+                    svc: at.svc,
+                    role: at.role,
+                    instance,
+                });
             }
         }
         let samples = self.take_samples();

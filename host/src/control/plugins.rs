@@ -6,9 +6,9 @@ use super::registry::{Registry, ServiceEntry, ServicePlugins};
 use crate::config::{Config, PluginDecl, BUILTIN_SCHEDULERS};
 use crate::dataplane::defense::{validate_levels, PluginDefense};
 use crate::dataplane::persist::PluginPersist;
+use crate::dataplane::policy::{Instance, PluginEvent, Prepared as PreparedPolicy, Role, SlotId};
 use crate::dataplane::sched::PluginSched;
 use crate::dataplane::service::Snapshot;
-use crate::dataplane::PluginEvent;
 use crate::plugin::{
     DefenseInstance, Fault, Kind, PersistenceInstance, Plugin, Runtime, RuntimeOptions,
     SchedulerInstance, ServerInfo,
@@ -16,7 +16,7 @@ use crate::plugin::{
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -25,34 +25,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A plugin that has not faulted for this long starts its backoff over.
 const BACKOFF_RESET: Duration = Duration::from_secs(300);
 
-/// Which plugin of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Its scheduler.
-    Scheduler,
-    /// Its defense at this position.
-    Defense(usize),
-    /// Its persistence plugin.
-    Persistence,
-}
-
 /// A re-instantiation waiting for its time.
 struct Retry {
     due: Instant,
-    shard: usize,
-    svc: u16,
-    role: Role,
+    at: SlotId,
     plugin: Arc<Plugin>,
-}
-
-/// A fresh instance for a queue.
-pub enum Fresh {
-    /// A scheduler's.
-    Scheduler(SchedulerInstance),
-    /// A defense's, at this position.
-    Defense(usize, DefenseInstance),
-    /// A persistence plugin's.
-    Persistence(PersistenceInstance),
 }
 
 /// Plugin schedulers, defenses and persistence plugins prepared for a snapshot.
@@ -92,7 +69,7 @@ pub struct PluginManager {
     pub loaded: BTreeMap<String, Arc<Plugin>>,
     prepared: Prepared,
     pending: Vec<Retry>,
-    backoff: HashMap<(u16, usize, Role), (u32, Instant)>,
+    backoff: HashMap<SlotId, (u32, Instant)>,
     /// Swaps per service name.
     pub swaps: BTreeMap<String, u64>,
 }
@@ -275,13 +252,9 @@ impl PluginManager {
                         out.scheds.insert(e.id, p.clone());
                     }
                     _ => {
-                        let mut instances = Vec::with_capacity(queues);
-                        for _ in 0..queues {
-                            instances.push(Some(self.instance(&plugin, e)?));
-                        }
-                        let instances = Mutex::new(instances);
+                        let instances = per_queue(queues, || self.instance(&plugin, e))?;
                         out.scheds
-                            .insert(e.id, Arc::new(PluginSched { plugin, instances }));
+                            .insert(e.id, Arc::new(PluginSched::new(plugin, (), instances)));
                     }
                 }
             }
@@ -316,28 +289,21 @@ impl PluginManager {
                 let config = persist_config(e);
                 match self.prepared.persists.get(&e.id) {
                     // Same plugin, same config: the queues keep their instances.
-                    Some(p) if Arc::ptr_eq(&p.plugin, &plugin) && p.config == config => {
+                    Some(p) if Arc::ptr_eq(&p.plugin, &plugin) && p.extra == config => {
                         out.persists.insert(e.id, p.clone());
                     }
                     _ => {
-                        let mut instances = Vec::with_capacity(queues);
-                        for _ in 0..queues {
-                            let inst =
-                                PersistenceInstance::new(&plugin, &config).map_err(|err| {
-                                    format!(
-                                        "service {:?}: persistence plugin {}: {err}",
-                                        e.cfg.name, plugin.name
-                                    )
-                                })?;
-                            instances.push(Some(inst));
-                        }
+                        let instances = per_queue(queues, || {
+                            PersistenceInstance::new(&plugin, &config).map_err(|err| {
+                                format!(
+                                    "service {:?}: persistence plugin {}: {err}",
+                                    e.cfg.name, plugin.name
+                                )
+                            })
+                        })?;
                         out.persists.insert(
                             e.id,
-                            Arc::new(PluginPersist {
-                                plugin,
-                                config,
-                                instances: Mutex::new(instances),
-                            }),
+                            Arc::new(PluginPersist::new(plugin, config, instances)),
                         );
                     }
                 }
@@ -367,15 +333,13 @@ impl PluginManager {
             .levels()
             .map_err(|f| format!("plugin {name}: levels: {f}"))?;
         let levels = validate_levels(name, tables).map_err(|err| err.to_string())?;
-        let mut instances = vec![Some(first)];
-        for _ in 1..queues {
-            instances.push(Some(new()?));
-        }
-        Ok(PluginDefense {
-            plugin: plugin.clone(),
-            levels: levels.into(),
-            instances: Mutex::new(instances),
-        })
+        let mut instances = vec![first];
+        instances.extend(per_queue(queues.saturating_sub(1), new)?);
+        Ok(PreparedPolicy::new(
+            plugin.clone(),
+            levels.into(),
+            instances,
+        ))
     }
 
     /// The snapshot with `prepared` plugins; `prepared` becomes current.
@@ -393,39 +357,14 @@ impl PluginManager {
     pub fn on_event(&mut self, ev: PluginEvent) {
         match ev {
             PluginEvent::Retire(inst) => drop(inst),
-            PluginEvent::NeedScheduler {
-                shard,
-                svc,
-                plugin,
-                fault,
-            } => self.need(shard, svc, Role::Scheduler, plugin, fault),
-            PluginEvent::NeedDefense {
-                shard,
-                svc,
-                index,
-                plugin,
-                fault,
-            } => self.need(shard, svc, Role::Defense(index), plugin, fault),
-            PluginEvent::NeedPersistence {
-                shard,
-                svc,
-                plugin,
-                fault,
-            } => self.need(shard, svc, Role::Persistence, plugin, fault),
+            PluginEvent::Need { at, plugin, fault } => self.need(at, plugin, fault),
             PluginEvent::Block { .. } | PluginEvent::Unblock { .. } => {}
         }
     }
 
-    fn need(
-        &mut self,
-        shard: usize,
-        svc: u16,
-        role: Role,
-        plugin: Arc<Plugin>,
-        fault: Option<Fault>,
-    ) {
+    fn need(&mut self, at: SlotId, plugin: Arc<Plugin>, fault: Option<Fault>) {
         let now = Instant::now();
-        let entry = self.backoff.entry((svc, shard, role)).or_insert((0, now));
+        let entry = self.backoff.entry(at).or_insert((0, now));
         if now.duration_since(entry.1) > BACKOFF_RESET {
             entry.0 = 0;
         }
@@ -437,22 +376,19 @@ impl PluginManager {
         if let Some(f) = &fault {
             entry.0 += 1;
             entry.1 = now;
-            warn!(plugin = %plugin.name, queue = shard, service = svc, ?role,
+            warn!(plugin = %plugin.name, queue = at.shard, service = at.svc, role = ?at.role,
                 "plugin fault ({f}); falling back, new instance in {}s", wait.as_secs());
         }
-        self.pending
-            .retain(|r| !(r.svc == svc && r.shard == shard && r.role == role));
+        self.pending.retain(|r| r.at != at);
         self.pending.push(Retry {
             due: now + wait,
-            shard,
-            svc,
-            role,
+            at,
             plugin,
         });
     }
 
-    /// Instances due now: (queue, service, instance). Failed attempts are rescheduled.
-    pub fn due(&mut self, registry: &Registry) -> Vec<(usize, u16, Fresh)> {
+    /// Instances due now, with the slot each is for. Failed attempts are rescheduled.
+    pub fn due(&mut self, registry: &Registry) -> Vec<(SlotId, Instance)> {
         let now = Instant::now();
         let (due, later): (Vec<Retry>, Vec<Retry>) = std::mem::take(&mut self.pending)
             .into_iter()
@@ -460,32 +396,28 @@ impl PluginManager {
         self.pending = later;
         let mut out = Vec::new();
         for r in due {
-            let Some(e) = registry.all_services().iter().find(|e| e.id == r.svc) else {
+            let Some(e) = registry.all_services().iter().find(|e| e.id == r.at.svc) else {
                 continue;
             };
-            let made = match r.role {
-                Role::Scheduler => self.instance(&r.plugin, e).map(Fresh::Scheduler),
-                Role::Defense(i) => DefenseInstance::new(&r.plugin)
-                    .map(|d| Fresh::Defense(i, d))
-                    .map_err(|err| format!("plugin {}: {err}", r.plugin.name)),
+            let named =
+                |err: crate::plugin::PluginError| format!("plugin {}: {err}", r.plugin.name);
+            let made = match r.at.role {
+                Role::Scheduler => self.instance(&r.plugin, e).map(Instance::Scheduler),
+                Role::Defense(_) => DefenseInstance::new(&r.plugin)
+                    .map(Instance::Defense)
+                    .map_err(named),
                 Role::Persistence => PersistenceInstance::new(&r.plugin, &persist_config(e))
-                    .map(Fresh::Persistence)
-                    .map_err(|err| format!("plugin {}: {err}", r.plugin.name)),
+                    .map(Instance::Persistence)
+                    .map_err(named),
             };
             match made {
                 Ok(inst) => {
-                    info!(plugin = %r.plugin.name, queue = r.shard, service = %e.cfg.name, "new plugin instance");
-                    out.push((r.shard, r.svc, inst));
+                    info!(plugin = %r.plugin.name, queue = r.at.shard, service = %e.cfg.name, "new plugin instance");
+                    out.push((r.at, inst));
                 }
                 Err(err) => {
                     warn!("{err}; retrying");
-                    self.need(
-                        r.shard,
-                        r.svc,
-                        r.role,
-                        r.plugin,
-                        Some(Fault::bad_return(err)),
-                    );
+                    self.need(r.at, r.plugin, Some(Fault::bad_return(err)));
                 }
             }
         }
@@ -496,4 +428,9 @@ impl PluginManager {
     pub fn count_swap(&mut self, service: &str) {
         *self.swaps.entry(service.to_string()).or_default() += 1;
     }
+}
+
+/// `n` instances made by `make`, or its first error.
+fn per_queue<I>(n: usize, make: impl Fn() -> Result<I, String>) -> Result<Vec<I>, String> {
+    (0..n).map(|_| make()).collect()
 }

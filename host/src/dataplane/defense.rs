@@ -6,13 +6,15 @@
 //! (in that order) at a level above 0 wins; with none, the host's normal table.
 
 use super::blocks::BlockMode;
+pub use super::policy::{ActionKind, ACTIONS};
+use super::policy::{Ctx, Func, PolicySlot, Prepared, Role, SlotId};
 use crate::conn::state::{State, StateTable, STATES, TCP_STATES};
 use crate::conn::{ConnTable, Tick, TICKS_PER_SEC};
 use crate::plugin::{
     defense_types as dt, table_types as tt, DefenseInstance, Plugin, PluginError, TableView,
 };
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// One level of a defense: the state table and timeout overrides (seconds, 0 = the
 /// service's own) it asks for.
@@ -92,100 +94,22 @@ pub fn validate_levels(
     Ok(out)
 }
 
-/// A defense plugin prepared by the control plane for a service: its validated levels and
-/// one instance per queue.
-pub struct PluginDefense {
-    /// The plugin.
-    pub plugin: Arc<Plugin>,
-    /// Its levels (index = level).
-    pub levels: Arc<[Level]>,
-    /// One instance per queue, taken by the queue with the snapshot.
-    pub instances: Mutex<Vec<Option<DefenseInstance>>>,
-}
+/// A defense plugin prepared for a snapshot; its extra is its validated levels (index =
+/// level).
+pub type PluginDefense = Prepared<DefenseInstance, Arc<[Level]>>;
 
-impl std::fmt::Debug for PluginDefense {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "PluginDefense({}, {} levels)",
-            self.plugin.name,
-            self.levels.len()
-        )
-    }
-}
-
-/// Action kinds, for `ringvs_defense_actions_total{action}` and the refused ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActionKind {
-    /// `set-level`.
-    SetLevel = 0,
-    /// `drop-connections`.
-    DropConnections,
-    /// `drop-embryonic`.
-    DropEmbryonic,
-    /// `drop-rate`.
-    DropRate,
-    /// `block`.
-    Block,
-    /// `unblock`.
-    Unblock,
-}
-
-/// Number of [`ActionKind`]s.
-pub const ACTIONS: usize = 6;
-
-impl ActionKind {
-    /// Every kind.
-    pub const ALL: [ActionKind; ACTIONS] = [
-        ActionKind::SetLevel,
-        ActionKind::DropConnections,
-        ActionKind::DropEmbryonic,
-        ActionKind::DropRate,
-        ActionKind::Block,
-        ActionKind::Unblock,
-    ];
-
-    /// The `action` label.
-    pub fn label(self) -> &'static str {
-        match self {
-            ActionKind::SetLevel => "set_level",
-            ActionKind::DropConnections => "drop_connections",
-            ActionKind::DropEmbryonic => "drop_embryonic",
-            ActionKind::DropRate => "drop_rate",
-            ActionKind::Block => "block",
-            ActionKind::Unblock => "unblock",
-        }
-    }
-
-    /// The kind of an action.
-    pub fn of(a: &dt::Action) -> ActionKind {
-        match a {
-            dt::Action::SetLevel(_) => ActionKind::SetLevel,
-            dt::Action::DropConnections(_) => ActionKind::DropConnections,
-            dt::Action::DropEmbryonic(_) => ActionKind::DropEmbryonic,
-            dt::Action::DropRate(_) => ActionKind::DropRate,
-            dt::Action::Block(_) => ActionKind::Block,
-            dt::Action::Unblock(_) => ActionKind::Unblock,
-        }
-    }
-}
-
-/// A defense of a service in one queue.
+/// A defense of a service in one queue: its [`PolicySlot`] and what the host applies for it
+/// (its level's state table, its drop rate).
+#[derive(Debug)]
 pub struct DefenseSlot {
-    /// The plugin.
-    pub plugin: Arc<Plugin>,
-    /// Its levels.
-    pub levels: Arc<[Level]>,
-    /// Its instance here (none while poisoned: "no defense action").
-    pub inst: Option<DefenseInstance>,
+    /// The plugin's slot (no instance while poisoned: "no defense action").
+    pub slot: PolicySlot<DefenseInstance, Arc<[Level]>>,
     /// Its current level.
     pub level: u8,
     /// Refuse one new flow in this many (0: none).
     pub drop_rate: u32,
     /// Flows left until the next refusal.
     pub drop_counter: u32,
-    /// A fresh instance has been asked for.
-    pub waiting: bool,
     /// It did something in its last tick (for `ringvs_defense_active`).
     pub acted: bool,
     /// New flows it refused since the last tick.
@@ -194,32 +118,15 @@ pub struct DefenseSlot {
     pub refused_last: u32,
 }
 
-impl std::fmt::Debug for DefenseSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DefenseSlot")
-            .field("plugin", &self.plugin.name)
-            .field("level", &self.level)
-            .field("drop_rate", &self.drop_rate)
-            .field("healthy", &self.inst.is_some())
-            .finish()
-    }
-}
-
 impl DefenseSlot {
-    /// A slot for a prepared defense, with its instance for this queue (if any).
-    pub fn new(p: &PluginDefense, inst: Option<DefenseInstance>) -> DefenseSlot {
-        DefenseSlot {
-            plugin: p.plugin.clone(),
-            levels: p.levels.clone(),
-            inst,
-            level: 0,
-            drop_rate: 0,
-            drop_counter: 0,
-            waiting: false,
-            acted: false,
-            refusing: 0,
-            refused_last: 0,
-        }
+    /// The plugin.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        self.slot.plugin()
+    }
+
+    /// Its levels.
+    pub fn levels(&self) -> &Arc<[Level]> {
+        &self.slot.prepared().extra
     }
 
     /// True if this defense is doing something: a level above 0, a drop rate, actions in
@@ -242,6 +149,92 @@ impl DefenseSlot {
             false
         }
     }
+
+    /// A fresh instance after a fault: it starts from nothing, and so does what its
+    /// predecessor had set.
+    pub fn deliver(&mut self, inst: DefenseInstance, ctx: &mut Ctx<'_>) {
+        if self.slot.deliver(inst, ctx) {
+            self.level = 0;
+            self.drop_rate = 0;
+            self.drop_counter = 0;
+        }
+    }
+}
+
+/// Makes a service's defense slots match its prepared defenses: unchanged plugins keep
+/// their slot (level, drop rate, instance); new ones take the instance prepared for this
+/// queue; dropped ones give their instance back.
+pub fn sync(
+    slots: &mut Vec<DefenseSlot>,
+    prepared: &[Arc<PluginDefense>],
+    (shard, svc): (usize, u16),
+    ctx: &mut Ctx<'_>,
+) {
+    let mut old: Vec<Option<DefenseSlot>> = std::mem::take(slots).into_iter().map(Some).collect();
+    for (index, p) in prepared.iter().enumerate() {
+        let at = SlotId {
+            shard,
+            svc,
+            role: Role::Defense(index),
+        };
+        let kept = old
+            .iter_mut()
+            .find(|s| {
+                s.as_ref()
+                    .is_some_and(|s| Arc::ptr_eq(s.slot.prepared(), p))
+            })
+            .and_then(Option::take);
+        let slot = match kept {
+            Some(mut d) => {
+                let mut inner = Some(d.slot);
+                PolicySlot::sync(&mut inner, Some(p), at, ctx);
+                d.slot = inner.expect("kept");
+                d
+            }
+            None => {
+                let mut inner = None;
+                PolicySlot::sync(&mut inner, Some(p), at, ctx);
+                DefenseSlot {
+                    slot: inner.expect("made"),
+                    level: 0,
+                    drop_rate: 0,
+                    drop_counter: 0,
+                    acted: false,
+                    refusing: 0,
+                    refused_last: 0,
+                }
+            }
+        };
+        slots.push(slot);
+    }
+    for mut d in old.into_iter().flatten() {
+        d.slot.give_back(ctx);
+    }
+}
+
+/// Admission of a new flow by a service's defenses, in order; the first refusal wins. A
+/// defense whose instance faults (or is poisoned) takes no action: the flow goes on, the
+/// fallback is counted and a fresh instance asked for.
+pub fn admit(
+    slots: &mut [DefenseSlot],
+    flow: &crate::plugin::FlowWit,
+    source: dt::SourceStats,
+    ctx: &mut Ctx<'_>,
+) -> bool {
+    for slot in slots.iter_mut() {
+        if slot.rate_drop() {
+            slot.refusing = slot.refusing.saturating_add(1);
+            ctx.stats.defense(&slot.slot.plugin().name).refused_flows += 1;
+            return false;
+        }
+        let verdict = slot.slot.call(Func::Admit, ctx, |i| i.admit(flow, source));
+        if verdict == Some(dt::Verdict::Drop) {
+            slot.refusing = slot.refusing.saturating_add(1);
+            ctx.stats.defense(&slot.slot.plugin().name).refused_flows += 1;
+            return false;
+        }
+    }
+    true
 }
 
 /// The state table and timeouts (ticks) a service gets from its defenses' levels.
@@ -249,8 +242,8 @@ pub fn effective_table(slots: &[DefenseSlot], own: &[u32; STATES]) -> (StateTabl
     let level = slots
         .iter()
         .find(|s| s.level > 0)
-        .and_then(|s| s.levels.get(s.level as usize).cloned())
-        .or_else(|| slots.first().and_then(|s| s.levels.first().cloned()))
+        .and_then(|s| s.levels().get(s.level as usize).cloned())
+        .or_else(|| slots.first().and_then(|s| s.levels().first().cloned()))
         .unwrap_or_else(Level::normal);
     let mut t = [0; STATES];
     for i in 0..STATES {

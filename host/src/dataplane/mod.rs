@@ -33,6 +33,7 @@ pub mod defense;
 pub mod nat;
 mod packet;
 pub mod persist;
+pub mod policy;
 pub mod sched;
 pub mod service;
 pub mod shard;
@@ -45,7 +46,7 @@ pub mod testkit;
 mod tests;
 
 pub use packet::{Packet, Verdict, HEADROOM};
-pub use sched::PluginEvent;
+pub use policy::PluginEvent;
 pub use shard::{Control, Shard, ShardConfig, ShardShared};
 
 use std::time::Instant;

@@ -180,9 +180,9 @@ pub struct ShardReport {
     /// queue has a persistent service; outside `conn_memory_limit`).
     pub link_bytes: u64,
     /// Plugin calls, faults and fallbacks, per plugin name.
-    pub plugins: Vec<(std::sync::Arc<str>, super::sched::PluginCounters)>,
+    pub plugins: Vec<(std::sync::Arc<str>, super::policy::PluginCounters)>,
     /// Timed plugin calls since the control plane last took them.
-    pub plugin_samples: Vec<(std::sync::Arc<str>, super::sched::Func, f64)>,
+    pub plugin_samples: Vec<(std::sync::Arc<str>, super::policy::Func, f64)>,
     /// The queue's top sources of the last second.
     pub top: Vec<super::sources::SourceCount>,
     /// The queue's defenses.

@@ -350,10 +350,10 @@ pub fn update_defense(top: &crate::control::protocol::TopResult, shown: &mut Top
 /// Plugin metrics: counters from the merged report, the sampled call durations, swaps.
 pub fn update_plugins(
     r: &ShardReport,
-    samples: &[(std::sync::Arc<str>, crate::dataplane::sched::Func, f64)],
+    samples: &[(std::sync::Arc<str>, crate::dataplane::policy::Func, f64)],
     swaps: &std::collections::BTreeMap<String, u64>,
 ) {
-    use crate::dataplane::sched::Func;
+    use crate::dataplane::policy::Func;
     use crate::plugin::FaultKind;
     for (name, c) in &r.plugins {
         let plugin = name.to_string();
@@ -451,7 +451,7 @@ pub fn health_changed(service: &str, server: &str, state: &'static str) {
 mod tests {
     use super::*;
     use crate::control::protocol::{DefenseInfo, Rates, ServerInfo, ServiceInfo, TopResult};
-    use crate::dataplane::sched::{Func, PluginCounters};
+    use crate::dataplane::policy::{Func, PluginCounters};
     use crate::dataplane::sources::SourceCount;
     use crate::dataplane::stats::Traffic;
     use std::collections::BTreeMap;
@@ -471,7 +471,7 @@ mod tests {
         r.memory_bytes = 4096;
         r.memory_limit = 1 << 20;
         let c = PluginCounters {
-            calls: [7; crate::dataplane::sched::FUNCS],
+            calls: [7; crate::dataplane::policy::FUNCS],
             faults: [1; 4],
             actions: [2; crate::dataplane::defense::ACTIONS],
             refused: [1; crate::dataplane::defense::ACTIONS],

@@ -10,65 +10,13 @@
 //! SYN-then-ACK flood cannot fill the table with ESTABLISHED (15-minute) entries: they stay
 //! embryonic and expire after `syn_recv_timeout` / `synack_timeout`.
 //!
-//! The tables are IPVS's as in current kernels: since Linux 3.12 (sloppy TCP) an ACK on a
-//! NONE entry moves it to ESTABLISHED in the input rows of both tables, where older kernels
-//! closed it. ringvs creates a TCP entry only for a SYN, so that cell is never reached.
+//! The tables are IPVS's as in current kernels, written once in `ringvs-abi` (and checked
+//! there against `ip_vs_proto_tcp.c` cell by cell); this plugin hands them to the host.
 
 #![no_std]
 
 use ringvs_sdk::prelude::*;
 use ringvs_sdk::pressure::Pressure;
-
-use TcpState::{
-    Close as sCL, CloseWait as sCW, Established as sES, FinWait as sFW, LastAck as sLA,
-    Listen as sLI, SynAck as sSA, SynRecv as sSR, SynSent as sSS, TimeWait as sTW,
-};
-
-/// IPVS's `tcp_states`: the normal table (level 0).
-#[rustfmt::skip]
-pub const TCP_STATES: [[TcpState; 11]; 12] = [
-    // INPUT
-    //       sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA
-    /*syn*/ [sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR],
-    /*fin*/ [sCL, sCW, sSS, sTW, sTW, sTW, sCL, sCW, sLA, sLI, sTW],
-    /*ack*/ [sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES],
-    /*rst*/ [sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sSR],
-    // OUTPUT
-    //       sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA
-    /*syn*/ [sSS, sES, sSS, sSR, sSS, sSS, sSS, sSS, sSS, sLI, sSR],
-    /*fin*/ [sTW, sFW, sSS, sTW, sFW, sTW, sCL, sTW, sLA, sLI, sTW],
-    /*ack*/ [sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sLA, sES, sES],
-    /*rst*/ [sCL, sCL, sSS, sCL, sCL, sTW, sCL, sCL, sCL, sCL, sCL],
-    // INPUT-ONLY
-    //       sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA
-    /*syn*/ [sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR],
-    /*fin*/ [sCL, sFW, sSS, sTW, sFW, sTW, sCL, sCW, sLA, sLI, sTW],
-    /*ack*/ [sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES],
-    /*rst*/ [sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL],
-];
-
-/// IPVS's `tcp_states_dos`: the secure_tcp table (level 1).
-#[rustfmt::skip]
-pub const TCP_STATES_DOS: [[TcpState; 11]; 12] = [
-    // INPUT
-    //       sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA
-    /*syn*/ [sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSA],
-    /*fin*/ [sCL, sCW, sSS, sTW, sTW, sTW, sCL, sCW, sLA, sLI, sSA],
-    /*ack*/ [sES, sES, sSS, sSR, sFW, sTW, sCL, sCW, sCL, sLI, sSA],
-    /*rst*/ [sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL],
-    // OUTPUT
-    //       sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA
-    /*syn*/ [sSS, sES, sSS, sSA, sSS, sSS, sSS, sSS, sSS, sLI, sSA],
-    /*fin*/ [sTW, sFW, sSS, sTW, sFW, sTW, sCL, sTW, sLA, sLI, sTW],
-    /*ack*/ [sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sLA, sES, sES],
-    /*rst*/ [sCL, sCL, sSS, sCL, sCL, sTW, sCL, sCL, sCL, sCL, sCL],
-    // INPUT-ONLY
-    //       sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA
-    /*syn*/ [sSA, sES, sES, sSR, sSA, sSA, sSA, sSA, sSA, sSA, sSA],
-    /*fin*/ [sCL, sFW, sSS, sTW, sFW, sTW, sCL, sCW, sLA, sLI, sTW],
-    /*ack*/ [sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES],
-    /*rst*/ [sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL],
-];
 
 /// Default SYN_RECV timeout at level 1, seconds (IPVS 2.4's `vs_timeout_table_dos`).
 pub const SYN_RECV_TIMEOUT: u32 = 10;
@@ -108,8 +56,8 @@ impl Defense for SecureTcp {
 
     fn levels(&self) -> Vec<StateTable> {
         vec![
-            StateTable::from_rows(TCP_STATES),
-            StateTable::from_rows(TCP_STATES_DOS)
+            StateTable::normal(),
+            StateTable::dos()
                 .with_timeout(TcpState::SynRecv, self.syn_recv_timeout)
                 .with_timeout(TcpState::SynAck, self.synack_timeout),
         ]
@@ -131,7 +79,10 @@ export_defense!(SecureTcp);
 mod tests {
     use super::*;
     use ringvs_sdk::testing::{flow, DefenseHarness, MockTable};
-    use TcpState::None as sNO;
+    use TcpState::{
+        Close as sCL, CloseWait as sCW, Established as sES, None as sNO, SynAck as sSA,
+        SynRecv as sSR, TimeWait as sTW,
+    };
 
     const IN: usize = 0;
     const OUT: usize = 1;
@@ -179,11 +130,8 @@ mod tests {
     fn two_levels_normal_then_dos() {
         let l = levels(&[]);
         assert_eq!(l.len(), 2);
-        assert_eq!(l[0], StateTable::from_rows(TCP_STATES));
-        assert_eq!(
-            l[1].transitions,
-            StateTable::from_rows(TCP_STATES_DOS).transitions
-        );
+        assert_eq!(l[0], StateTable::normal());
+        assert_eq!(l[1].transitions, StateTable::dos().transitions);
     }
 
     #[test]
@@ -204,11 +152,16 @@ mod tests {
         }
         want.push((8, 10, sSR, sSA));
         want.sort_by_key(|(r, c, _, _)| (*r, *c));
+        let (normal, dos) = (
+            StateTable::normal().transitions,
+            StateTable::dos().transitions,
+        );
         let mut got = Vec::new();
         for r in 0..12 {
             for c in 0..11 {
-                if TCP_STATES[r][c] != TCP_STATES_DOS[r][c] {
-                    got.push((r, c, TCP_STATES[r][c], TCP_STATES_DOS[r][c]));
+                let i = r * 11 + c;
+                if normal[i] != dos[i] {
+                    got.push((r, c, normal[i], dos[i]));
                 }
             }
         }

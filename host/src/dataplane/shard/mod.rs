@@ -3,10 +3,11 @@
 //! connection counts, which change per connection, not per packet.
 
 use super::blocks::{BlockList, BlockMode};
-use super::defense::DefenseSlot;
+use super::defense::{self, DefenseSlot};
 use super::nat::{self, Csum, Side};
-use super::persist::{sync_persist, PersistSlot};
-use super::sched::{PluginEvent, PluginStats, SchedSlot};
+use super::persist::{self, PersistSlot};
+use super::policy::{Ctx, Instance, PluginEvent, PluginStats, Policy, PolicySlot, Role, SlotId};
+use super::sched::SchedSlot;
 use super::service::{DestState, Service, Snapshot, DEST_F_EXPIRE, DEST_F_GONE, DEST_F_REMOVED};
 use super::sources::{SourceCount, SourceSketch, TopTalkers};
 use super::stats::{Counters, DropReason, ShardReport, Traffic};
@@ -18,7 +19,7 @@ use crate::conn::{
     F_PERSISTENT, TICKS_PER_SEC,
 };
 use crate::plugin::builtin::Builtin;
-use crate::plugin::{DefenseInstance, PersistenceInstance, SchedulerInstance};
+use crate::plugin::flow_v4;
 use crate::wire::ip_proto;
 use crate::wire::tcp::flags as tf;
 use crate::wire::{Ipv4Packet, TcpPacket, UdpPacket};
@@ -83,15 +84,6 @@ pub enum Control {
         /// Where to answer.
         reply: Sender<Vec<ConnInfo>>,
     },
-    /// A fresh instance of one of a service's defenses (after a fault).
-    Defense {
-        /// Service slot.
-        svc: u16,
-        /// Position in the service's defense list.
-        index: usize,
-        /// The instance.
-        instance: Box<DefenseInstance>,
-    },
     /// The director-wide block list.
     Blocks(Arc<BlockList>),
     /// The director-wide top sources of the last second, and the memory the system has
@@ -102,19 +94,14 @@ pub enum Control {
         /// Bytes.
         system_available: u64,
     },
-    /// A fresh instance of a service's plugin scheduler (after a fault).
-    Scheduler {
+    /// A fresh instance of one of a service's policies (after a fault).
+    Fresh {
         /// Service slot.
         svc: u16,
+        /// Which policy.
+        role: Role,
         /// The instance.
-        instance: Box<SchedulerInstance>,
-    },
-    /// A fresh instance of a service's persistence plugin (after a fault).
-    Persistence {
-        /// Service slot.
-        svc: u16,
-        /// The instance.
-        instance: Box<PersistenceInstance>,
+        instance: Instance,
     },
     /// Stop the queue.
     Stop,
@@ -132,7 +119,6 @@ pub struct ShardShared {
 /// Per-service state a queue keeps.
 #[derive(Debug)]
 struct SvcRt {
-    version: u64,
     sched: SchedSlot,
     table: StateTable,
     timeouts: [Tick; STATES],
@@ -275,17 +261,23 @@ impl Shard {
     pub fn apply_snapshot(&mut self, snap: Arc<Snapshot>) {
         let mut svcs: Vec<Option<SvcRt>> = Vec::with_capacity(snap.service_slots());
         svcs.resize_with(snap.service_slots(), || None);
-        let events = self.cfg.events.clone();
-        let events = events.as_ref();
+        let shard = self.cfg.id;
+        let mut ctx = Ctx {
+            stats: &mut self.plugin_stats,
+            events: self.cfg.events.as_ref(),
+        };
         for svc in snap.services() {
-            let ids = (self.cfg.id, svc.id);
+            let at = |role| SlotId {
+                shard,
+                svc: svc.id,
+                role,
+            };
             let mut rt = self
                 .svcs
                 .get_mut(svc.id as usize)
                 .and_then(Option::take)
                 .unwrap_or_else(|| SvcRt {
-                    version: u64::MAX,
-                    sched: SchedSlot::builtin(Builtin::by_name("wlc").expect("wlc is built in")),
+                    sched: SchedSlot::builtin(Builtin::wlc()),
                     table: StateTable::NORMAL,
                     timeouts: svc.timeout_ticks(),
                     own: svc.timeouts.0,
@@ -293,76 +285,27 @@ impl Shard {
                     persist: None,
                     persist_timeout: 0,
                 });
-            // A plugin can change without the service's version changing (a new build
-            // under the same name): compare the plugin itself too.
-            let plugin_changed = match (&svc.plugin, &rt.sched.plugin) {
-                (Some(ps), Some(p)) => !Arc::ptr_eq(&ps.plugin, p),
-                (a, b) => a.is_some() != b.is_some(),
-            };
-            tick::sync_defenses(&mut rt.defenses, &svc.defenses, ids, events);
-            sync_persist(
+            defense::sync(&mut rt.defenses, &svc.defenses, (shard, svc.id), &mut ctx);
+            PolicySlot::sync(
                 &mut rt.persist,
                 svc.persistence.as_ref(),
-                ids,
-                &mut self.plugin_stats,
-                events,
+                at(Role::Persistence),
+                &mut ctx,
             );
             rt.persist_timeout = svc.persist_timeout.saturating_mul(TICKS_PER_SEC);
             if rt.persist.is_some() && self.links.is_empty() {
                 self.links = vec![0; self.table.capacity()];
             }
             rt.own = svc.timeouts.0;
-            if rt.version != svc.version || plugin_changed {
-                // The built-in: the scheduler itself, or the fallback of a plugin.
-                let builtin = if svc.plugin.is_some() {
-                    "wlc"
-                } else {
-                    &*svc.scheduler
-                };
-                if rt.sched.builtin.name() != builtin {
-                    rt.sched.builtin = Builtin::by_name(builtin)
-                        .unwrap_or_else(|| Builtin::by_name("wlc").expect("wlc is built in"));
-                }
-                match &svc.plugin {
-                    None => {
-                        if rt.sched.plugin.is_some() {
-                            rt.sched.drop_plugins(events);
-                        }
-                    }
-                    Some(ps) => {
-                        let same = rt
-                            .sched
-                            .plugin
-                            .as_ref()
-                            .is_some_and(|p| Arc::ptr_eq(p, &ps.plugin));
-                        if same {
-                            rt.sched.servers_changed(
-                                &svc.dests,
-                                svc.version,
-                                ids,
-                                &mut self.plugin_stats,
-                                events,
-                            );
-                        } else {
-                            rt.sched.plugin = Some(ps.plugin.clone());
-                            rt.sched.waiting = false;
-                            let prepared =
-                                ps.instances.lock().ok().and_then(|mut v| {
-                                    v.get_mut(self.cfg.id).and_then(Option::take)
-                                });
-                            match prepared {
-                                Some(inst) => {
-                                    rt.sched.install(inst, ids, &mut self.plugin_stats, events)
-                                }
-                                None => rt.sched.request(ids, events),
-                            }
-                            rt.sched.servers_version = svc.version;
-                        }
-                    }
-                }
-                rt.version = svc.version;
-            }
-            (rt.table, rt.timeouts) = super::defense::effective_table(&rt.defenses, &rt.own);
+            rt.sched.sync(
+                &svc.scheduler,
+                svc.plugin.as_ref(),
+                &svc.dests,
+                svc.version,
+                at(Role::Scheduler),
+                &mut ctx,
+            );
+            (rt.table, rt.timeouts) = defense::effective_table(&rt.defenses, &rt.own);
             svcs[svc.id as usize] = Some(rt);
             for d in &svc.dests {
                 let i = d.id as usize;
@@ -373,17 +316,12 @@ impl Shard {
             }
         }
         // Services gone from the snapshot: their plugin instances leave the data path.
-        for rt in self.svcs.iter_mut().filter_map(Option::take) {
-            let mut rt = rt;
-            rt.sched.drop_plugins(events);
-            tick::sync_defenses(&mut rt.defenses, &[], (self.cfg.id, 0), events);
-            sync_persist(
-                &mut rt.persist,
-                None,
-                (self.cfg.id, 0),
-                &mut self.plugin_stats,
-                events,
-            );
+        for mut rt in self.svcs.iter_mut().filter_map(Option::take) {
+            rt.sched.give_back(&mut ctx);
+            defense::sync(&mut rt.defenses, &[], (shard, 0), &mut ctx);
+            if let Some(mut p) = rt.persist.take() {
+                p.give_back(&mut ctx);
+            }
         }
         if self.svc_traffic.len() < snap.service_slots() {
             self.svc_traffic
@@ -521,58 +459,42 @@ impl Shard {
             .get_mut(svc as usize)
             .and_then(Option::as_mut)
             .ok_or(DropReason::NoService)?;
-        if !rt.defenses.is_empty()
-            && !tick::admit(
-                &mut rt.defenses,
-                proto,
-                client,
-                service.vip,
-                &self.cfg.sources,
-                (self.cfg.id, svc),
-                &mut self.plugin_stats,
-                self.cfg.events.as_ref(),
-            )
-        {
-            return Err(DropReason::Defense);
+        let mut ctx = Ctx {
+            stats: &mut self.plugin_stats,
+            events: self.cfg.events.as_ref(),
+        };
+        if !rt.defenses.is_empty() {
+            let (new_flows, concurrent) = self.cfg.sources.estimate(*client.ip());
+            let source = crate::plugin::defense_types::SourceStats {
+                new_flows,
+                concurrent,
+            };
+            let flow = flow_v4(proto, client, service.vip);
+            if !defense::admit(&mut rt.defenses, &flow, source, &mut ctx) {
+                return Err(DropReason::Defense);
+            }
         }
-        let events = self.cfg.events.as_ref();
-        let ids = (self.cfg.id, svc);
         // IPVS ip_vs_sched_persist: the persistence plugin names the flow's affinity key; a
         // valid template for it decides the realserver, else the scheduler does and a
         // template is made. Only here, on the new-flow path, are templates touched.
         let key = match rt.persist.as_mut() {
-            Some(p) => p.affinity(
-                proto,
-                client,
-                service.vip,
-                ids,
-                &mut self.plugin_stats,
-                events,
-            ),
+            Some(p) => persist::affinity(p, proto, client, service.vip, &mut ctx),
             None => None,
         };
         let templates = &self.cfg.templates;
         let (now, ttl) = (self.now, rt.persist_timeout);
-        let pick = |sched: &mut super::sched::SchedSlot, stats: &mut PluginStats| {
+        let pick = |sched: &mut SchedSlot, ctx: &mut Ctx<'_>| {
             sched
-                .pick(
-                    proto,
-                    client,
-                    service.vip,
-                    &service.dests,
-                    ids,
-                    stats,
-                    events,
-                )
+                .pick(proto, client, service.vip, &service.dests, ctx)
                 .ok_or(DropReason::NoServer)
         };
         // `link`: the template that will control the connection.
         let (i, link) = match key {
-            None => (pick(&mut rt.sched, &mut self.plugin_stats)?, None),
+            None => (pick(&mut rt.sched, &mut ctx)?, None),
             Some(key) => {
                 let found = match templates.find(svc, key, now, ttl) {
                     Bind::Missing => {
-                        let i = pick(&mut rt.sched, &mut self.plugin_stats)?;
+                        let i = pick(&mut rt.sched, &mut ctx)?;
                         let d = &service.dests[i];
                         match templates.create(svc, key, d.id, &d.state, now, ttl) {
                             Ok(b) => (Some(i), b),
@@ -589,12 +511,12 @@ impl Shard {
                             // persistent this time.
                             _ => {
                                 templates.release(id);
-                                (pick(&mut rt.sched, &mut self.plugin_stats)?, None)
+                                (pick(&mut rt.sched, &mut ctx)?, None)
                             }
                         }
                     }
                     (Some(i), _) => (i, None),
-                    (None, _) => (pick(&mut rt.sched, &mut self.plugin_stats)?, None),
+                    (None, _) => (pick(&mut rt.sched, &mut ctx)?, None),
                 }
             }
         };
@@ -890,35 +812,42 @@ impl Shard {
         }
     }
 
-    fn deliver(&mut self, svc: u16, instance: SchedulerInstance) {
-        let events = self.cfg.events.clone();
-        let slot = self
-            .svcs
-            .get_mut(svc as usize)
-            .and_then(Option::as_mut)
-            .map(|rt| &mut rt.sched);
-        match slot {
-            Some(slot)
-                if slot
-                    .plugin
-                    .as_ref()
-                    .is_some_and(|p| Arc::ptr_eq(p, &instance.plugin))
-                    && slot.active.is_none() =>
-            {
-                slot.install(
-                    instance,
-                    (self.cfg.id, svc),
-                    &mut self.plugin_stats,
-                    events.as_ref(),
-                );
-            }
-            _ => {
-                // Outdated (the service changed meanwhile): drop it off the data path.
-                if let Some(tx) = &events {
-                    let _ = tx.send(PluginEvent::Retire(Box::new(instance)));
+    /// A fresh instance for a service's policy (after a fault); given back if the slot
+    /// changed meanwhile.
+    fn deliver(&mut self, svc: u16, role: Role, instance: Instance) {
+        let mut ctx = Ctx {
+            stats: &mut self.plugin_stats,
+            events: self.cfg.events.as_ref(),
+        };
+        let Some(rt) = self.svcs.get_mut(svc as usize).and_then(Option::as_mut) else {
+            ctx.retire_any(instance);
+            return;
+        };
+        let instance = match (role, instance) {
+            (Role::Scheduler, Instance::Scheduler(i)) => match rt.sched.plugin.as_mut() {
+                Some(slot) => {
+                    slot.deliver(i, &mut ctx);
+                    return;
                 }
-            }
-        }
+                None => i.into_instance(),
+            },
+            (Role::Persistence, Instance::Persistence(i)) => match rt.persist.as_mut() {
+                Some(slot) => {
+                    slot.deliver(i, &mut ctx);
+                    return;
+                }
+                None => i.into_instance(),
+            },
+            (Role::Defense(index), Instance::Defense(i)) => match rt.defenses.get_mut(index) {
+                Some(slot) => {
+                    slot.deliver(i, &mut ctx);
+                    return;
+                }
+                None => i.into_instance(),
+            },
+            (_, other) => other,
+        };
+        ctx.retire_any(instance);
     }
 
     fn list(&self, max: usize) -> Vec<ConnInfo> {
@@ -948,28 +877,11 @@ impl Shard {
                 Control::ListConns { max, reply } => {
                     let _ = reply.send(self.list(max));
                 }
-                Control::Scheduler { svc, instance } => self.deliver(svc, *instance),
-                Control::Persistence { svc, instance } => {
-                    let events = self.cfg.events.clone();
-                    match self
-                        .svcs
-                        .get_mut(svc as usize)
-                        .and_then(Option::as_mut)
-                        .and_then(|rt| rt.persist.as_mut())
-                    {
-                        Some(slot) => slot.deliver(*instance, events.as_ref()),
-                        None => {
-                            if let Some(tx) = &events {
-                                let _ = tx.send(PluginEvent::Retire(instance));
-                            }
-                        }
-                    }
-                }
-                Control::Defense {
+                Control::Fresh {
                     svc,
-                    index,
+                    role,
                     instance,
-                } => self.deliver_defense(svc, index, *instance),
+                } => self.deliver(svc, role, instance),
                 Control::Blocks(b) => self.blocks = b,
                 Control::Top {
                     sources,

@@ -1,18 +1,12 @@
-//! A queue's defenses: taking prepared instances with snapshots, admission of new flows,
-//! and the once-a-second work (top talkers, each defense's tick, its checked actions).
+//! A queue's once-a-second work: top talkers, each defense's tick, and the actions it asks
+//! for, checked before they apply.
 
 use super::super::blocks::Block;
-use super::super::defense::{
-    block_request, effective_table, prefix, wit_ip, ActionKind, DefenseSlot, PluginDefense,
-    ServiceTable,
-};
-use super::super::sched::{Func, PluginEvent, PluginStats};
-use super::super::sources::SourceSketch;
+use super::super::defense::{block_request, effective_table, prefix, wit_ip, ServiceTable};
+use super::super::policy::{ActionKind, Ctx, Func, PluginEvent};
 use super::Shard;
 use crate::conn::{ConnId, State, TICKS_PER_SEC};
-use crate::plugin::{defense_types as dt, flow_v4, DefenseInstance};
-use crossbeam_channel::Sender;
-use std::net::SocketAddrV4;
+use crate::plugin::defense_types as dt;
 use std::sync::Arc;
 
 /// What a queue reports about one defense.
@@ -32,145 +26,7 @@ pub struct DefenseStatus {
     pub healthy: bool,
 }
 
-/// Makes a service's defense slots match its prepared defenses: unchanged plugins keep
-/// their slot (level, drop rate, instance); new ones take the instance prepared for this
-/// queue; dropped ones give their instance back to the control plane.
-pub(super) fn sync_defenses(
-    slots: &mut Vec<DefenseSlot>,
-    prepared: &[Arc<PluginDefense>],
-    (shard, svc): (usize, u16),
-    events: Option<&Sender<PluginEvent>>,
-) {
-    let mut old: Vec<Option<DefenseSlot>> = std::mem::take(slots).into_iter().map(Some).collect();
-    for (index, p) in prepared.iter().enumerate() {
-        let keep = old
-            .iter_mut()
-            .find(|s| {
-                s.as_ref()
-                    .is_some_and(|s| Arc::ptr_eq(&s.plugin, &p.plugin))
-            })
-            .and_then(Option::take);
-        let slot = match keep {
-            Some(s) => s,
-            None => {
-                let inst = p
-                    .instances
-                    .lock()
-                    .ok()
-                    .and_then(|mut v| v.get_mut(shard).and_then(Option::take));
-                let mut s = DefenseSlot::new(p, inst);
-                if s.inst.is_none() {
-                    s.waiting = true;
-                    if let Some(tx) = events {
-                        let _ = tx.send(PluginEvent::NeedDefense {
-                            shard,
-                            svc,
-                            index,
-                            plugin: p.plugin.clone(),
-                            fault: None,
-                        });
-                    }
-                }
-                s
-            }
-        };
-        slots.push(slot);
-    }
-    for s in old.into_iter().flatten() {
-        if let (Some(inst), Some(tx)) = (s.inst, events) {
-            let _ = tx.send(PluginEvent::Retire(Box::new(inst)));
-        }
-    }
-}
-
-/// Admission of a new flow by a service's defenses, in order; the first refusal wins. A
-/// defense whose instance faults (or is poisoned) takes no action: the flow goes on, the
-/// fallback is counted and a fresh instance asked for.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn admit(
-    slots: &mut [DefenseSlot],
-    proto: u8,
-    client: SocketAddrV4,
-    vip: SocketAddrV4,
-    sources: &SourceSketch,
-    (shard, svc): (usize, u16),
-    stats: &mut PluginStats,
-    events: Option<&Sender<PluginEvent>>,
-) -> bool {
-    let flow = flow_v4(proto, client, vip);
-    let (new_flows, concurrent) = sources.estimate(*client.ip());
-    for (index, slot) in slots.iter_mut().enumerate() {
-        if slot.rate_drop() {
-            slot.refusing = slot.refusing.saturating_add(1);
-            stats.defense(&slot.plugin.name).refused_flows += 1;
-            return false;
-        }
-        // Borrowed, not cloned: the name's reference count is shared by every queue.
-        let name = &slot.plugin.name;
-        let Some(inst) = slot.inst.as_mut() else {
-            stats.fallback(name);
-            continue;
-        };
-        let source = dt::SourceStats {
-            new_flows,
-            concurrent,
-        };
-        match stats.call(name, Func::Admit, || inst.admit(&flow, source)) {
-            Ok(dt::Verdict::Accept) => {}
-            Ok(dt::Verdict::Drop) => {
-                slot.refusing = slot.refusing.saturating_add(1);
-                stats.defense(name).refused_flows += 1;
-                return false;
-            }
-            Err(fault) => {
-                stats.fallback(name);
-                if let Some(i) = slot.inst.take() {
-                    if let Some(tx) = events {
-                        let _ = tx.send(PluginEvent::Retire(Box::new(i)));
-                        if !slot.waiting {
-                            slot.waiting = true;
-                            let plugin = slot.plugin.clone();
-                            let _ = tx.send(PluginEvent::NeedDefense {
-                                shard,
-                                svc,
-                                index,
-                                plugin,
-                                fault: Some(fault),
-                            });
-                        }
-                    }
-                }
-            }
-        }
-    }
-    true
-}
-
 impl Shard {
-    /// A fresh instance for a poisoned defense.
-    pub(super) fn deliver_defense(&mut self, svc: u16, index: usize, inst: DefenseInstance) {
-        let slot = self
-            .svcs
-            .get_mut(svc as usize)
-            .and_then(Option::as_mut)
-            .and_then(|rt| rt.defenses.get_mut(index));
-        match slot {
-            Some(s) if s.inst.is_none() && Arc::ptr_eq(&s.plugin, &inst.plugin) => {
-                // A fresh instance starts from nothing: so does what its predecessor had set.
-                s.inst = Some(inst);
-                s.waiting = false;
-                s.level = 0;
-                s.drop_rate = 0;
-                s.drop_counter = 0;
-            }
-            _ => {
-                if let Some(tx) = &self.cfg.events {
-                    let _ = tx.send(PluginEvent::Retire(Box::new(inst)));
-                }
-            }
-        }
-    }
-
     /// Once a second: hand over the top talkers, run the defenses' ticks, apply what they
     /// ask (after checking it).
     pub(super) fn second(&mut self) {
@@ -199,10 +55,9 @@ impl Shard {
             for (i, slot) in rt.defenses.iter_mut().enumerate() {
                 slot.acted = false;
                 slot.refused_last = std::mem::take(&mut slot.refusing);
-                let name = slot.plugin.name.clone();
-                let Some(inst) = slot.inst.as_mut() else {
+                if !slot.slot.healthy() {
                     continue;
-                };
+                }
                 let stats = dt::TickStats {
                     now: self.tick_sec,
                     queues,
@@ -223,29 +78,17 @@ impl Shard {
                     now: self.now,
                     timeouts: rt.timeouts,
                 };
-                match self
-                    .plugin_stats
-                    .call(&name, Func::Tick, || inst.tick(&stats, Some(&view)))
+                let mut ctx = Ctx {
+                    stats: &mut self.plugin_stats,
+                    events: self.cfg.events.as_ref(),
+                };
+                // A fault: "no defense action"; the instance is replaced later.
+                match slot
+                    .slot
+                    .call_active(Func::Tick, &mut ctx, |inst| inst.tick(&stats, Some(&view)))
                 {
-                    Ok(actions) if !actions.is_empty() => todo.push((svc as u16, i, actions)),
-                    Ok(_) => {}
-                    Err(fault) => {
-                        // "No defense action": the instance is retired and replaced later.
-                        self.plugin_stats.fallback(&name);
-                        if let (Some(inst), Some(tx)) = (slot.inst.take(), &self.cfg.events) {
-                            let _ = tx.send(PluginEvent::Retire(Box::new(inst)));
-                            slot.waiting = true;
-                            let plugin = slot.plugin.clone();
-                            let (shard, svc) = (self.cfg.id, svc as u16);
-                            let _ = tx.send(PluginEvent::NeedDefense {
-                                shard,
-                                svc,
-                                index: i,
-                                plugin,
-                                fault: Some(fault),
-                            });
-                        }
-                    }
+                    Some(actions) if !actions.is_empty() => todo.push((svc as u16, i, actions)),
+                    _ => {}
                 }
             }
         }
@@ -257,7 +100,7 @@ impl Shard {
                     .as_mut()
                     .and_then(|rt| rt.defenses.get_mut(i))
                 {
-                    let c = self.plugin_stats.defense(&slot.plugin.name);
+                    let c = self.plugin_stats.defense(&slot.plugin().name);
                     if ok {
                         c.actions[kind as usize] += 1;
                         slot.acted |= !matches!(
@@ -282,11 +125,11 @@ impl Shard {
                 .flat_map(|(svc, rt)| {
                     rt.defenses.iter().map(move |s| DefenseStatus {
                         svc: svc as u16,
-                        plugin: s.plugin.name.clone(),
+                        plugin: s.plugin().name.clone(),
                         level: s.level,
                         drop_rate: s.drop_rate,
                         active: s.active(),
-                        healthy: s.inst.is_some(),
+                        healthy: s.slot.healthy(),
                     })
                 })
                 .collect();
@@ -302,10 +145,10 @@ impl Shard {
         else {
             return false;
         };
-        let by = slot.plugin.name.clone();
+        let by = slot.plugin().name.clone();
         match a {
             dt::Action::SetLevel(l) => {
-                if (l as usize) < slot.levels.len() || l == 0 {
+                if (l as usize) < slot.levels().len() || l == 0 {
                     slot.level = l;
                     true
                 } else {

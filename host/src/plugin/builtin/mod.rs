@@ -1,5 +1,10 @@
 //! Built-in schedulers, native and statically dispatched (smoltcp's `AnyController`): the
 //! director forwards with no plugin loaded, and they take over when a plugin fails.
+//!
+//! They read the same packed load view a plugin is handed ([`ringvs_abi::Load`]: weight,
+//! active, inactive per realserver, weight 0 for one that may not take new flows), so the
+//! fallback and a plugin decide from the same numbers, and this module knows nothing of the
+//! data plane.
 
 mod rr;
 mod wlc;
@@ -7,7 +12,11 @@ mod wlc;
 pub use rr::RoundRobin;
 pub use wlc::WeightedLeastConn;
 
-use crate::dataplane::service::Dest;
+use ringvs_abi::Load;
+
+/// The names of the built-in schedulers: the one list config validation and the data
+/// plane both use.
+pub const NAMES: &[&str] = &["rr", "wlc"];
 
 /// A built-in scheduler instance (one per service per queue).
 #[derive(Debug, Clone)]
@@ -28,6 +37,11 @@ impl Builtin {
         }
     }
 
+    /// wlc, the last fallback of every service.
+    pub fn wlc() -> Builtin {
+        Builtin::Wlc(WeightedLeastConn)
+    }
+
     /// Its name.
     pub fn name(&self) -> &'static str {
         match self {
@@ -36,13 +50,13 @@ impl Builtin {
         }
     }
 
-    /// Picks a realserver for a new flow: an index into `dests`, or `None` if none is
-    /// available (all quiesced, removed, down or overloaded).
+    /// Picks a realserver for a new flow: an index into `load`, or `None` if none is
+    /// available (every weight 0: quiesced, removed, down or overloaded).
     #[inline]
-    pub fn pick(&mut self, dests: &[Dest]) -> Option<usize> {
+    pub fn pick(&mut self, load: Load<'_>) -> Option<usize> {
         match self {
-            Builtin::Rr(s) => s.pick(dests),
-            Builtin::Wlc(s) => s.pick(dests),
+            Builtin::Rr(s) => s.pick(load),
+            Builtin::Wlc(s) => s.pick(load),
         }
     }
 }

@@ -1,7 +1,7 @@
-//! Round robin (IPVS `ip_vs_rr.c`): the next schedulable realserver after the last one
-//! picked, skipping weight 0 and unavailable ones.
+//! Round robin (IPVS `ip_vs_rr.c`): the next available realserver after the last one
+//! picked, skipping weight 0.
 
-use crate::dataplane::service::Dest;
+use ringvs_abi::Load;
 
 /// Round-robin state: where the last pick was.
 #[derive(Debug, Clone, Default)]
@@ -11,13 +11,13 @@ pub struct RoundRobin {
 }
 
 impl RoundRobin {
-    /// Picks the next schedulable realserver.
+    /// Picks the next available realserver.
     #[inline]
-    pub fn pick(&mut self, dests: &[Dest]) -> Option<usize> {
-        let n = dests.len();
+    pub fn pick(&mut self, load: Load<'_>) -> Option<usize> {
+        let n = load.len();
         for step in 1..=n {
             let i = (self.cursor + step) % n;
-            if dests[i].state.schedulable() {
+            if load.get(i).is_some_and(|s| s.is_available()) {
                 self.cursor = i;
                 return Some(i);
             }

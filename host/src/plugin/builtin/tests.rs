@@ -1,47 +1,35 @@
 use super::*;
-use crate::dataplane::service::{DestState, DEST_F_REMOVED};
-use std::sync::atomic::Ordering::Relaxed;
 
-fn dests(weights: &[u32]) -> Vec<Dest> {
+/// The packed load of servers with these weights and (active, inactive) counts.
+fn packed(weights: &[u32], conns: &[(u32, u32)]) -> Vec<u32> {
     weights
         .iter()
         .enumerate()
-        .map(|(i, w)| Dest {
-            id: i as u32,
-            svc: 0,
-            addr: format!("10.77.1.{}:80", i + 1).parse().unwrap(),
-            state: DestState::new(*w),
+        .flat_map(|(i, w)| {
+            let (a, n) = conns.get(i).copied().unwrap_or((0, 0));
+            [*w, a, n]
         })
         .collect()
 }
 
-/// Binds `n` connections (active or not) to dest `i`.
-fn load(d: &[Dest], i: usize, active: u32, inactive: u32) {
-    for _ in 0..active {
-        d[i].state.counters.bind(true);
-    }
-    for _ in 0..inactive {
-        d[i].state.counters.bind(false);
-    }
-}
-
 #[test]
 fn rr_cycles_and_skips_quiesced() {
-    let d = dests(&[1, 0, 1, 1]);
+    let mut l = packed(&[1, 0, 1, 1], &[]);
     let mut rr = Builtin::by_name("rr").unwrap();
-    let picks: Vec<_> = (0..6).map(|_| rr.pick(&d).unwrap()).collect();
+    let picks: Vec<_> = (0..6).map(|_| rr.pick(Load::new(&l)).unwrap()).collect();
     assert_eq!(picks, vec![2, 3, 0, 2, 3, 0]);
-    d[3].state.flags.store(DEST_F_REMOVED, Relaxed);
-    let picks: Vec<_> = (0..3).map(|_| rr.pick(&d).unwrap()).collect();
+    // Server 3 removed: the data plane hands it over with weight 0.
+    l[3 * ringvs_abi::LOAD_STRIDE] = 0;
+    let picks: Vec<_> = (0..3).map(|_| rr.pick(Load::new(&l)).unwrap()).collect();
     assert_eq!(picks, vec![2, 0, 2]);
 }
 
 #[test]
 fn none_available() {
-    let d = dests(&[0, 0]);
-    assert_eq!(Builtin::by_name("rr").unwrap().pick(&d), None);
-    assert_eq!(Builtin::by_name("wlc").unwrap().pick(&d), None);
-    assert_eq!(Builtin::by_name("rr").unwrap().pick(&[]), None);
+    let l = packed(&[0, 0], &[]);
+    assert_eq!(Builtin::by_name("rr").unwrap().pick(Load::new(&l)), None);
+    assert_eq!(Builtin::by_name("wlc").unwrap().pick(Load::new(&l)), None);
+    assert_eq!(Builtin::by_name("rr").unwrap().pick(Load::new(&[])), None);
 }
 
 #[test]
@@ -60,23 +48,32 @@ fn wlc_fixtures() {
         (&[0, 0], &[(0, 0), (0, 0)], None),
     ];
     for (i, (w, l, want)) in cases.iter().enumerate() {
-        let d = dests(w);
-        for (j, (a, n)) in l.iter().enumerate() {
-            load(&d, j, *a, *n);
-        }
-        assert_eq!(Builtin::by_name("wlc").unwrap().pick(&d), *want, "case {i}");
+        let l = packed(w, l);
+        assert_eq!(
+            Builtin::by_name("wlc").unwrap().pick(Load::new(&l)),
+            *want,
+            "case {i}"
+        );
     }
 }
 
 #[test]
 fn wlc_balances_by_weight() {
-    let d = dests(&[1, 2, 3]);
+    let mut l = packed(&[1, 2, 3], &[]);
     let mut s = Builtin::by_name("wlc").unwrap();
     let mut n = [0; 3];
     for _ in 0..600 {
-        let i = s.pick(&d).unwrap();
-        d[i].state.counters.bind(true);
+        let i = s.pick(Load::new(&l)).unwrap();
+        l[i * ringvs_abi::LOAD_STRIDE + 1] += 1;
         n[i] += 1;
     }
     assert_eq!(n, [100, 200, 300]);
+}
+
+#[test]
+fn names_are_the_built_ins() {
+    for n in NAMES {
+        assert_eq!(Builtin::by_name(n).map(|b| b.name()), Some(*n));
+    }
+    assert!(Builtin::by_name("sh").is_none());
 }
