@@ -176,6 +176,11 @@ pub const F_INACTIVE: u8 = 1;
 pub const F_NOOUTPUT: u8 = 2;
 /// Flag: scheduled through a persistence template.
 pub const F_PERSISTENT: u8 = 4;
+/// Flag: opened by the SYN proxy; sequence numbers (and timestamps) are translated with the
+/// words in [`Conn::proxy`].
+pub const F_PROXIED: u8 = 8;
+/// Flag: opened by the SYN proxy, the realserver's SYN-ACK not seen yet.
+pub const F_PROXY_OPENING: u8 = 16;
 /// Flag: the entry is in use (cleared on free entries).
 const F_LIVE: u8 = 0x80;
 
@@ -198,6 +203,10 @@ pub struct Conn<A: FlowAddr> {
     pub dest: u32,
     /// Packets seen from the client (saturating): drop_entry's "few packets" test.
     pub in_pkts: u32,
+    /// The SYN proxy's words for a [`F_PROXIED`] connection (zero otherwise): while
+    /// [`F_PROXY_OPENING`], the cookie sent to the client and the timestamp it echoed; then
+    /// the sequence and timestamp offsets between the two halves.
+    pub proxy: [u32; 2],
     expires: Tick,
     sched: Tick,
     hnext: u32,
@@ -242,6 +251,7 @@ impl<A: FlowAddr> Conn<A> {
             aux: 0,
             dest: 0,
             in_pkts: 0,
+            proxy: [0; 2],
             expires: 0,
             sched: NIL,
             hnext: NIL,
@@ -316,6 +326,9 @@ impl fmt::Display for BudgetTooSmall {
 }
 
 impl std::error::Error for BudgetTooSmall {}
+
+/// Most entries [`ConnTable::evict`] looks at for one new flow.
+pub const EVICT_SAMPLE: u32 = 32;
 
 /// The least number of entries a table is built for.
 const MIN_ENTRIES: usize = 64;
@@ -486,6 +499,7 @@ impl<A: FlowAddr> ConnTable<A> {
             aux: 0,
             dest: c.dest,
             in_pkts: 0,
+            proxy: [0; 2],
             expires,
             sched: NIL,
             hnext: self.buckets[b].wrapping_sub(1),
@@ -601,6 +615,46 @@ impl<A: FlowAddr> ConnTable<A> {
         removed
     }
 
+    /// Early drop (conntrack's `early_drop`): makes room for a new flow by removing the least
+    /// valuable of up to [`EVICT_SAMPLE`] entries, read from slab slot `start` on (the caller
+    /// draws it at random, so nobody can aim at an entry). `class` ranks an entry: lower is
+    /// less valuable, `None` never evicted; ties go to the entry closest to its expiry. The
+    /// entry goes only if its class is at most `worst`; `evicted` fixes counters. Returns
+    /// the class evicted. Bounded work: a few cache lines of the slab, never a scan.
+    pub fn evict(
+        &mut self,
+        start: u32,
+        worst: u8,
+        mut class: impl FnMut(&Conn<A>) -> Option<u8>,
+        mut evicted: impl FnMut(ConnId, &Conn<A>),
+    ) -> Option<u8> {
+        let n = self.entries.len() as u32;
+        if n == 0 {
+            return None;
+        }
+        let mut best: Option<(u8, Tick, u32)> = None;
+        for k in 0..EVICT_SAMPLE.min(n) {
+            let i = (start.wrapping_add(k)) % n;
+            let e = &self.entries[i as usize];
+            if !e.live() {
+                continue;
+            }
+            let Some(c) = class(e).filter(|c| *c <= worst) else {
+                continue;
+            };
+            if best.is_none_or(|(bc, bx, _)| (c, e.expires) < (bc, bx)) {
+                best = Some((c, e.expires, i));
+                if c == 0 {
+                    break;
+                }
+            }
+        }
+        let (c, _, i) = best?;
+        let old = self.remove(ConnId(i));
+        evicted(ConnId(i), &old);
+        Some(c)
+    }
+
     /// The live entry at slab index `index`, if there is one: for sampling scans
     /// (drop_entry) and listings.
     pub fn entry_at(&self, index: u32) -> Option<(ConnId, &Conn<A>)> {
@@ -647,7 +701,11 @@ impl<A: FlowAddr> ConnTable<A> {
     /// Links entry `i` into the slot of `expires`, clamped to the ticks after `from` that
     /// the wheel spans.
     fn link_timer_from(&mut self, i: u32, expires: Tick, from: Tick) {
-        let sched = expires.clamp(from + 1, from + WHEEL_SLOTS as u32 - 1);
+        // Saturating: ticks are u32 (13.6 years at 10 a second); at the end of time every
+        // deadline is the last tick rather than an overflow (a replayed capture can jump
+        // there in one step).
+        let hi = from.saturating_add(WHEEL_SLOTS as u32 - 1);
+        let sched = expires.clamp(from.saturating_add(1).min(hi), hi);
         let slot = sched as usize % WHEEL_SLOTS;
         let head = self.wheel[slot];
         if head != NIL {

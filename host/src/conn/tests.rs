@@ -242,3 +242,49 @@ fn specialised_siphash_matches_the_reference() {
         assert_eq!(a.keyed_hash(&key, p, pr), h.finish());
     }
 }
+
+#[test]
+fn evict_takes_the_least_valuable_sampled_entry() {
+    let mut t = table(64 * 1024);
+    let cap = t.capacity() as u32;
+    for i in 0..cap {
+        add(&mut t, conn(i), 100 + i).unwrap();
+    }
+    assert_eq!(add(&mut t, conn(cap), 100), Err(Full));
+    // Class: 1 for even ports, 2 for odd: the first even one within the sample goes.
+    let mut gone = Vec::new();
+    let c = t.evict(
+        5,
+        2,
+        |e| Some(1 + (e.cport() % 2) as u8),
+        |id, e| gone.push((id, e.cport())),
+    );
+    assert_eq!(c, Some(1));
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].1 % 2, 0);
+    assert_eq!(t.len() as u32, cap - 1);
+    assert!(add(&mut t, conn(cap), 100).is_ok(), "room made");
+    // Nothing at or below the worst class allowed: nothing goes.
+    assert_eq!(t.evict(0, 0, |_| Some(3), |_, _| panic!("evicted")), None);
+    assert_eq!(t.evict(0, 3, |_| None, |_, _| panic!("evicted")), None);
+    // Ties go to the entry closest to its expiry.
+    let mut gone = None;
+    t.evict(10, 3, |_| Some(2), |_, e| gone = Some(e.expires()));
+    assert_eq!(gone, Some(100 + 10));
+}
+
+#[test]
+fn end_of_time_saturates_instead_of_overflowing() {
+    // Ticks are u32: a replayed capture whose timestamps jump 13.6 years, or a daemon that
+    // runs that long, reaches u32::MAX. Nothing may panic there.
+    let mut t = ConnTable::<Ipv4Addr>::new(1 << 20, key(), 0).unwrap();
+    add(&mut t, conn(1), 50).unwrap();
+    let mut n = 0;
+    t.advance(u32::MAX - 10, usize::MAX, |_, _| n += 1);
+    assert_eq!(n, 1);
+    let id = add(&mut t, conn(2), u32::MAX).unwrap();
+    t.set_expiry(id, u32::MAX);
+    t.advance(u32::MAX, usize::MAX, |_, _| {});
+    add(&mut t, conn(3), u32::MAX).unwrap();
+    assert!(t.len() <= 2);
+}

@@ -66,6 +66,17 @@ impl<'a> Packet<'a> {
         self.len == 0
     }
 
+    /// Sets the packet's length (shorter, or longer within the buffer; the bytes it gains
+    /// are whatever the buffer held) and returns the packet bytes, or `None` if the buffer
+    /// is too short.
+    pub fn resize(&mut self, len: usize) -> Option<&mut [u8]> {
+        if self.start.checked_add(len)? > self.buf.len() {
+            return None;
+        }
+        self.len = len;
+        Some(self.data_mut())
+    }
+
     /// Free bytes in front of the packet.
     pub fn headroom(&self) -> usize {
         self.start

@@ -22,6 +22,7 @@ pub mod icmpv4;
 pub mod ipv4;
 pub mod ports;
 pub mod tcp;
+pub mod tcpopt;
 pub mod udp;
 pub mod vnet;
 
