@@ -28,6 +28,14 @@ pub const BUILTIN_SCHEDULERS: &[&str] = &["rr", "wlc"];
 /// Largest realserver weight (as ipvsadm).
 pub const MAX_WEIGHT: u32 = 65_535;
 
+/// A realserver weight checked against its range, 0 (quiesced) to [`MAX_WEIGHT`]: the one
+/// check every way a weight comes in goes through (the config file, the admin protocol's
+/// `server-add` and `server-weight`, the registry's edits). `None` when out of range; the
+/// caller names the key or the request.
+pub fn check_weight<T: TryInto<u32>>(weight: T) -> Option<u32> {
+    weight.try_into().ok().filter(|w| *w <= MAX_WEIGHT)
+}
+
 /// Default `director.template_memory_limit`: 16 MiB, about 380,000 persistence templates.
 pub const DEFAULT_TEMPLATE_MEMORY: u64 = 16 << 20;
 /// Least `director.template_memory_limit`.
@@ -813,13 +821,13 @@ impl Validator<'_> {
         for (i, srv) in s.server.into_iter().enumerate() {
             let k = format!("{key}.server.{i}");
             let addr = self.v4_endpoint(&format!("{k}.addr"), &srv.addr, Some(vip.port()))?;
-            let weight = srv.weight.unwrap_or(1);
-            if !(0..=MAX_WEIGHT as i64).contains(&weight) {
+            let given = srv.weight.unwrap_or(1);
+            let Some(weight) = check_weight(given) else {
                 return Err(self.err(
                     format!("{k}.weight"),
-                    format!("expected 0 to {MAX_WEIGHT}, found {weight}"),
+                    format!("expected 0 to {MAX_WEIGHT}, found {given}"),
                 ));
-            }
+            };
             if servers.iter().any(|x: &ServerConfig| x.addr == addr) {
                 return Err(self.err(
                     format!("{k}.addr"),
@@ -848,7 +856,7 @@ impl Validator<'_> {
             check_thresholds(upper, lower).map_err(|m| self.err(format!("{k}.lower"), m))?;
             servers.push(ServerConfig {
                 addr,
-                weight: weight as u32,
+                weight,
                 health,
                 upper,
                 lower,
