@@ -1,7 +1,7 @@
 //! The `ringvs` command: the daemon and its operator tools.
 
 use clap::{Args, Parser, Subcommand};
-use ringvs::config;
+use ringvs::config::{self, ServiceEdit};
 use ringvs::control::client::{self, ListView};
 use ringvs::control::protocol::{ConnectionsResult, ListResult, Request, StatusResult};
 use std::path::PathBuf;
@@ -181,72 +181,16 @@ enum PluginCmd {
     },
 }
 
-/// `STATE=DURATION` for `--timeout`.
-fn state_timeout(s: &str) -> Result<(String, config::Quantity), String> {
-    let (state, d) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected STATE=DURATION (e.g. established=900s), found {s:?}"))?;
-    Ok((
-        state.trim().to_string(),
-        config::Quantity::Text(d.trim().to_string()),
-    ))
-}
-
-/// What `service add` and `service edit` share.
-#[derive(Args, Debug)]
-struct ServiceOpts {
-    /// Scheduler: a built-in (rr, wlc) or a loaded plugin's name (ipvsadm -s).
-    #[arg(long, value_name = "NAME")]
-    scheduler: Option<String>,
-    /// Forwarding method: nat (LVS-NAT, ipvsadm -m).
-    #[arg(long, value_name = "METHOD")]
-    forward: Option<String>,
-    /// A state's timeout, e.g. established=900s, fin_wait=2m, udp=300s (repeatable; other
-    /// states keep theirs; ipvsadm --set sets these director-wide).
-    #[arg(long = "timeout", value_name = "STATE=DURATION", value_parser = state_timeout)]
-    timeouts: Vec<(String, config::Quantity)>,
-    /// A defense plugin, in the order they apply (repeatable; on edit, replaces the list).
-    #[arg(long = "defense", value_name = "PLUGIN")]
-    defense: Vec<String>,
-    /// Health check of the service's realservers, the keys of the config's `health` table:
-    /// e.g. 'check = "http", path = "/health", interval = "1s", fall = 3' (keepalived's
-    /// HTTP_GET; see docs/HEALTH.md). On edit, replaces the check, also for the servers
-    /// that used the service's.
-    #[arg(long, value_name = "KEYS", value_parser = health_table)]
-    health: Option<Box<config::HealthTable>>,
-}
-
-/// `--health 'check = "tcp", interval = "1s"'`: the inside of a TOML inline table.
-fn health_table(s: &str) -> Result<Box<config::HealthTable>, String> {
-    #[derive(serde::Deserialize)]
-    struct Wrap {
-        health: config::HealthTable,
-    }
-    toml::from_str::<Wrap>(&format!("health = {{ {s} }}"))
-        .map(|w| Box::new(w.health))
-        .map_err(|e| {
-            format!(
-                "expected the keys of a health table, e.g. 'check = \"http\", path = \"/\"': {}",
-                e.message()
-            )
-        })
-}
-
 #[derive(Subcommand, Debug)]
 enum ServiceCmd {
     /// Add a virtual service with no realservers yet (ipvsadm -A -t|-u VIP -s SCHED); add
     /// them with `ringvs server add`.
+    #[command(mut_arg("vip", |a| a.required(true)), mut_arg("no_health", |a| a.hide(true)))]
     Add {
         /// Service name (letters, digits, '-' and '_').
         name: String,
-        /// Virtual address:port (ipvsadm -t/-u).
-        #[arg(long, value_name = "ADDR:PORT")]
-        vip: String,
-        /// Protocol: tcp (default) or udp (ipvsadm -t or -u).
-        #[arg(long, value_name = "PROTO")]
-        proto: Option<String>,
         #[command(flatten)]
-        opts: ServiceOpts,
+        edit: Box<ServiceEdit>,
         #[command(flatten)]
         target: Target,
     },
@@ -255,22 +199,11 @@ enum ServiceCmd {
     Edit {
         /// Service name.
         name: String,
-        /// Must be the current one: a service's virtual address cannot change (add a new
-        /// service, then remove this one).
-        #[arg(long, value_name = "ADDR:PORT")]
-        vip: Option<String>,
-        /// Must be the current one, like --vip.
-        #[arg(long, value_name = "PROTO")]
-        proto: Option<String>,
         #[command(flatten)]
-        opts: ServiceOpts,
+        edit: Box<ServiceEdit>,
         /// Remove every defense of the service.
         #[arg(long, conflicts_with = "defense")]
         no_defense: bool,
-        /// Stop checking the service's realservers (overrides included); down servers serve
-        /// again.
-        #[arg(long, conflicts_with = "health")]
-        no_health: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -542,51 +475,20 @@ fn main() -> ExitCode {
             })(),
         },
         Cmd::Service { cmd } => match cmd {
-            ServiceCmd::Add {
-                name,
-                vip,
-                proto,
-                opts,
-                target,
-            } => simple(
-                &target,
-                Request::ServiceAdd {
-                    name,
-                    vip,
-                    proto,
-                    forward: opts.forward,
-                    scheduler: opts.scheduler,
-                    timeouts: opts.timeouts.into_iter().collect(),
-                    defense: Some(opts.defense).filter(|d| !d.is_empty()),
-                    health: opts.health.map(|h| *h),
-                },
-            ),
+            ServiceCmd::Add { name, edit, target } => {
+                simple(&target, Request::ServiceAdd { name, edit: *edit })
+            }
             ServiceCmd::Edit {
                 name,
-                vip,
-                proto,
-                opts,
+                mut edit,
                 no_defense,
-                no_health,
                 target,
-            } => simple(
-                &target,
-                Request::ServiceEdit {
-                    name,
-                    vip,
-                    proto,
-                    forward: opts.forward,
-                    scheduler: opts.scheduler,
-                    timeouts: opts.timeouts.into_iter().collect(),
-                    defense: if no_defense {
-                        Some(Vec::new())
-                    } else {
-                        Some(opts.defense).filter(|d| !d.is_empty())
-                    },
-                    health: opts.health.map(|h| *h),
-                    no_health,
-                },
-            ),
+            } => {
+                if no_defense {
+                    edit.defense = Some(Vec::new());
+                }
+                simple(&target, Request::ServiceEdit { name, edit: *edit })
+            }
             ServiceCmd::Remove {
                 name,
                 expire,
@@ -740,13 +642,13 @@ mod tests {
         ])
         .unwrap();
         let Cmd::Service {
-            cmd: ServiceCmd::Edit { opts, .. },
+            cmd: ServiceCmd::Edit { edit, .. },
         } = cli.cmd
         else {
             panic!()
         };
         assert_eq!(
-            opts.timeouts,
+            edit.timeouts,
             vec![
                 (
                     "established".to_string(),
@@ -755,7 +657,7 @@ mod tests {
                 ("udp".to_string(), config::Quantity::Text("30".into()))
             ]
         );
-        assert_eq!(opts.defense, vec!["secure-tcp".to_string()]);
+        assert_eq!(edit.defense, Some(vec!["secure-tcp".to_string()]));
         assert!(Cli::try_parse_from([
             "ringvs",
             "service",

@@ -13,7 +13,7 @@ use super::protocol::{
 };
 use super::registry::{EditError, Registry};
 use super::routes::{self, AutoRoutes};
-use crate::config::{self, Config, Routes, ServiceEdit};
+use crate::config::{self, Config, Routes};
 use crate::conn::HashKey;
 use crate::conn::TICKS_PER_SEC;
 use crate::dataplane::blocks::{Block, BlockList};
@@ -852,13 +852,12 @@ impl Daemon {
                 lower,
             } => {
                 let w = weight.unwrap_or(1);
-                if w > config::MAX_WEIGHT as u64 {
-                    return Err(EditError::BadWeight(w).to_string());
-                }
+                let w =
+                    config::check_weight(w).ok_or_else(|| EditError::BadWeight(w).to_string())?;
                 let server = config::ServerConfig {
                     upper: upper.unwrap_or(0),
                     lower: lower.unwrap_or(0),
-                    ..config::ServerConfig::new(addr(&a)?, w as u32)
+                    ..config::ServerConfig::new(addr(&a)?, w)
                 };
                 self.registry
                     .add_server(&service, server)
@@ -887,26 +886,7 @@ impl Daemon {
                 info!(service = %service, server = %a, expire, "server removed");
                 Ok(self.edited())
             }
-            Request::ServiceAdd {
-                name,
-                vip,
-                proto,
-                forward,
-                scheduler,
-                timeouts,
-                defense,
-                health,
-            } => {
-                let edit = ServiceEdit {
-                    vip: Some(vip),
-                    proto,
-                    forward,
-                    scheduler,
-                    timeouts,
-                    defense,
-                    health,
-                    no_health: false,
-                };
+            Request::ServiceAdd { name, edit } => {
                 let cfg =
                     config::new_service(&name, edit, &|n| self.plugins.loaded.contains_key(n))
                         .map_err(|e| e.to_string())?;
@@ -917,33 +897,13 @@ impl Daemon {
                 info!(service = %name, proto, vip = %vip, scheduler = %sched, "service added");
                 Ok("ok".into())
             }
-            Request::ServiceEdit {
-                name,
-                vip,
-                proto,
-                forward,
-                scheduler,
-                timeouts,
-                defense,
-                health,
-                no_health,
-            } => {
+            Request::ServiceEdit { name, edit } => {
                 let base = self
                     .registry
                     .service(&name)
                     .ok_or_else(|| EditError::UnknownService(name.clone()).to_string())?
                     .cfg
                     .clone();
-                let edit = ServiceEdit {
-                    vip,
-                    proto,
-                    forward,
-                    scheduler,
-                    timeouts,
-                    defense,
-                    health,
-                    no_health,
-                };
                 let cfg =
                     config::edit_service(&base, edit, &|n| self.plugins.loaded.contains_key(n))
                         .map_err(|e| e.to_string())?;
