@@ -49,8 +49,9 @@ pub const DEST_F_HEALTH: u32 = DEST_F_DOWN | DEST_F_HEALTH_REMOVED;
 pub struct DestState {
     /// Current weight (0 = quiesced).
     weight: AtomicU32,
-    /// `DEST_F_*` flags. (Crate-visible in test builds only: the built-in schedulers' tests
-    /// still set it directly.)
+    /// `DEST_F_*` flags. (Crate-visible in test builds only because
+    /// `plugin/builtin/tests.rs` still stores `DEST_F_REMOVED` into it; once that test calls
+    /// [`DestState::remove`], the field is private in every build.)
     #[cfg(not(test))]
     flags: AtomicU32,
     #[cfg(test)]
@@ -127,10 +128,12 @@ impl DestState {
         self.counters.active() as u64 + self.counters.inactive() as u64
     }
 
+    #[inline]
     fn set(&self, bits: u32) {
         self.flags.fetch_or(bits, Relaxed);
     }
 
+    #[inline]
     fn clear(&self, bits: u32) {
         self.flags.fetch_and(!bits, Relaxed);
     }
@@ -565,6 +568,58 @@ mod tests {
             unloads(3, u32::MAX, 0),
             "no overflow in total × 4 < upper × 3"
         );
+    }
+
+    #[test]
+    fn each_owner_sets_and_clears_only_its_own_bits() {
+        let d = DestState::new(3);
+        d.set_thresholds(1, 0);
+        d.bind(true); // threshold: overloaded
+        d.health_down(true); // health: down, removed by the check
+        d.remove(); // operator: removed …
+        d.expire(); // … and expiring
+        let all = DEST_F_OVERLOAD | DEST_F_HEALTH | DEST_F_OPERATOR;
+        assert_eq!(d.flags(), all);
+        d.health_up();
+        assert_eq!(
+            d.flags(),
+            all & !DEST_F_HEALTH,
+            "a recovery keeps the removal"
+        );
+        d.health_down(false);
+        d.reinstate();
+        assert_eq!(
+            d.flags(),
+            DEST_F_OVERLOAD | DEST_F_DOWN,
+            "a re-add keeps the check's bit"
+        );
+        d.unbind(true);
+        assert_eq!(
+            d.flags(),
+            DEST_F_DOWN,
+            "unloaded: only the overload bit goes"
+        );
+        // Quiescing down-and-removed to down alone is never a moment without DEST_F_DOWN.
+        d.health_down(true);
+        d.health_down(false);
+        assert_eq!(d.flags(), DEST_F_DOWN);
+        // The operator's state is saved and put back without touching the others' bits.
+        let saved = d.operator();
+        d.set_weight(0);
+        d.remove();
+        d.set_thresholds(5, 2);
+        d.restore_operator(saved);
+        assert_eq!(
+            saved,
+            OperatorState {
+                weight: 3,
+                flags: 0,
+                upper: 1,
+                lower: 0
+            }
+        );
+        assert_eq!(d.operator(), saved);
+        assert_eq!((d.weight(), d.flags()), (3, DEST_F_DOWN));
     }
 
     #[test]
