@@ -11,10 +11,17 @@
 //! - [`io`]: packet I/O. The io_uring TUN backend (one ring and one thread per queue), and the
 //!   in-memory and pcap backends used by tests and `ringvs replay`.
 //!
-//! Beside them: [`config`] (figment schema and validation with provenance), [`control`] (the
-//! daemon, the admin socket and the CLI client), [`health`] (realserver health checks on the
-//! control plane's runtime, acting on the servers' shared flags) and [`metrics`] (Prometheus
-//! names).
+//! Beside them: [`config`] (figment schema and validation with provenance; a runtime service
+//! edit is one type, [`config::ServiceEdit`], from the command line through the admin
+//! protocol to the registry), [`plugin`] (the built-in schedulers and the WebAssembly
+//! runtime), [`control`] (the daemon, the admin socket, which knows the daemon only as a
+//! [`control::admin::Handler`], and the CLI client), [`health`] (realserver health checks on
+//! the control plane's runtime) and [`metrics`] (Prometheus names).
+//!
+//! A realserver's state shared by the queues and the control plane
+//! ([`dataplane::service::DestState`]) has three writers, each with its own methods and bits:
+//! the registry (operator: weight, removal, expiry), the health checkers (down, removed by a
+//! check) and the queues (the overload flag of the connection thresholds).
 //!
 //! The established-flow path never allocates and never calls out of the host: schedulers run
 //! only when a flow is created.

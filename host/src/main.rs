@@ -1,10 +1,13 @@
-//! The `ringvs` command: the daemon and its operator tools.
+//! The `ringvs` command: the daemon and its operator tools. One function per subcommand;
+//! the client commands send one admin request (see `ringvs::control::protocol`) each.
 
 use clap::{Args, Parser, Subcommand};
-use ringvs::config;
+use ringvs::config::{self, ServiceEdit};
 use ringvs::control::client::{self, ListView};
-use ringvs::control::protocol::{ConnectionsResult, ListResult, Request, StatusResult};
-use std::path::PathBuf;
+use ringvs::control::protocol::{
+    ConnectionsResult, ListResult, PluginInfo, Request, StatusResult, TopResult,
+};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// A userspace Linux Virtual Server: an io_uring L4 director with WebAssembly policies.
@@ -52,16 +55,7 @@ impl Target {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the daemon with a config file (SIGHUP re-reads it; SIGTERM stops).
-    Run {
-        /// The config file.
-        #[arg(short = 'c', long = "config", value_name = "FILE")]
-        config: PathBuf,
-        /// Log lines as human-readable text or one JSON object each (overrides
-        /// director.log_format). The level comes from RUST_LOG (default info), e.g.
-        /// RUST_LOG=debug or RUST_LOG=ringvs::control=debug.
-        #[arg(long, value_name = "FORMAT", value_parser = ["human", "text", "json"])]
-        log_format: Option<String>,
-    },
+    Run(RunArgs),
     /// Validate a config file without touching the network.
     Check {
         /// The config file.
@@ -69,34 +63,7 @@ enum Cmd {
         config: PathBuf,
     },
     /// List services and realservers like `ipvsadm -Ln`.
-    List {
-        /// List tracked connections and persistence templates like `ipvsadm -Lnc`.
-        #[arg(long, conflicts_with_all = ["stats", "rate", "thresholds", "persistent_conn"])]
-        connections: bool,
-        /// Show packet, byte and connection counters (`ipvsadm --stats`).
-        #[arg(long, conflicts_with_all = ["rate", "thresholds", "persistent_conn"])]
-        stats: bool,
-        /// Show rates (`ipvsadm --rate`).
-        #[arg(long, conflicts_with_all = ["thresholds", "persistent_conn"])]
-        rate: bool,
-        /// Show the realservers' connection thresholds (`ipvsadm --thresholds`).
-        #[arg(long, conflicts_with = "persistent_conn")]
-        thresholds: bool,
-        /// Show the persistence templates per realserver (`ipvsadm --persistent-conn`).
-        #[arg(long)]
-        persistent_conn: bool,
-        /// Zero the counters after listing them (`ipvsadm -Z`).
-        #[arg(long)]
-        zero: bool,
-        /// At most this many connections with --connections.
-        #[arg(long, default_value_t = 10_000)]
-        max: usize,
-        /// Print the daemon's JSON answer instead of a table.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        target: Target,
-    },
+    List(ListArgs),
     /// Show table occupancy, drops by reason and queues.
     Status {
         /// Print the raw JSON result instead.
@@ -119,20 +86,7 @@ enum Cmd {
     },
     /// Run a capture through the data plane offline (no privileges, no device) and report
     /// decisions, drops and table occupancy.
-    Replay {
-        /// The config file (validated as `check` does).
-        #[arg(short = 'c', long = "config", value_name = "FILE")]
-        config: PathBuf,
-        /// The capture: classic pcap (Ethernet, raw IP, Linux cooked or loopback).
-        #[arg(value_name = "PCAP")]
-        pcap: PathBuf,
-        /// Write every forwarded packet, as rewritten, to this pcap (raw IP).
-        #[arg(long, value_name = "OUT.pcap")]
-        out: Option<PathBuf>,
-        /// Print the report as a JSON object.
-        #[arg(long)]
-        json: bool,
-    },
+    Replay(ReplayArgs),
     /// Live top talkers, blocks and defenses (refreshed every second; Ctrl-C to quit).
     Top {
         /// Print once and exit.
@@ -161,6 +115,84 @@ enum Cmd {
     },
 }
 
+/// `ringvs run`.
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The config file.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: PathBuf,
+    /// Log lines as human-readable text or one JSON object each (overrides
+    /// director.log_format). The level comes from RUST_LOG (default info), e.g.
+    /// RUST_LOG=debug or RUST_LOG=ringvs::control=debug.
+    #[arg(long, value_name = "FORMAT", value_parser = ["human", "text", "json"])]
+    log_format: Option<String>,
+}
+
+/// `ringvs list`.
+#[derive(Args, Debug)]
+struct ListArgs {
+    /// List tracked connections and persistence templates like `ipvsadm -Lnc`.
+    #[arg(long, conflicts_with_all = ["stats", "rate", "thresholds", "persistent_conn"])]
+    connections: bool,
+    /// Show packet, byte and connection counters (`ipvsadm --stats`).
+    #[arg(long, conflicts_with_all = ["rate", "thresholds", "persistent_conn"])]
+    stats: bool,
+    /// Show rates (`ipvsadm --rate`).
+    #[arg(long, conflicts_with_all = ["thresholds", "persistent_conn"])]
+    rate: bool,
+    /// Show the realservers' connection thresholds (`ipvsadm --thresholds`).
+    #[arg(long, conflicts_with = "persistent_conn")]
+    thresholds: bool,
+    /// Show the persistence templates per realserver (`ipvsadm --persistent-conn`).
+    #[arg(long)]
+    persistent_conn: bool,
+    /// Zero the counters after listing them (`ipvsadm -Z`).
+    #[arg(long)]
+    zero: bool,
+    /// At most this many connections with --connections.
+    #[arg(long, default_value_t = 10_000)]
+    max: usize,
+    /// Print the daemon's JSON answer instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    target: Target,
+}
+
+impl ListArgs {
+    /// Which table the flags ask for.
+    fn view(&self) -> ListView {
+        if self.stats {
+            ListView::Stats
+        } else if self.rate {
+            ListView::Rate
+        } else if self.thresholds {
+            ListView::Thresholds
+        } else if self.persistent_conn {
+            ListView::PersistConn
+        } else {
+            ListView::Counts
+        }
+    }
+}
+
+/// `ringvs replay`.
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    /// The config file (validated as `check` does).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: PathBuf,
+    /// The capture: classic pcap (Ethernet, raw IP, Linux cooked or loopback).
+    #[arg(value_name = "PCAP")]
+    pcap: PathBuf,
+    /// Write every forwarded packet, as rewritten, to this pcap (raw IP).
+    #[arg(long, value_name = "OUT.pcap")]
+    out: Option<PathBuf>,
+    /// Print the report as a JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand, Debug)]
 enum PluginCmd {
     /// Switch a service's scheduler without dropping a connection: to a built-in (rr, wlc),
@@ -181,72 +213,16 @@ enum PluginCmd {
     },
 }
 
-/// `STATE=DURATION` for `--timeout`.
-fn state_timeout(s: &str) -> Result<(String, config::Quantity), String> {
-    let (state, d) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected STATE=DURATION (e.g. established=900s), found {s:?}"))?;
-    Ok((
-        state.trim().to_string(),
-        config::Quantity::Text(d.trim().to_string()),
-    ))
-}
-
-/// What `service add` and `service edit` share.
-#[derive(Args, Debug)]
-struct ServiceOpts {
-    /// Scheduler: a built-in (rr, wlc) or a loaded plugin's name (ipvsadm -s).
-    #[arg(long, value_name = "NAME")]
-    scheduler: Option<String>,
-    /// Forwarding method: nat (LVS-NAT, ipvsadm -m).
-    #[arg(long, value_name = "METHOD")]
-    forward: Option<String>,
-    /// A state's timeout, e.g. established=900s, fin_wait=2m, udp=300s (repeatable; other
-    /// states keep theirs; ipvsadm --set sets these director-wide).
-    #[arg(long = "timeout", value_name = "STATE=DURATION", value_parser = state_timeout)]
-    timeouts: Vec<(String, config::Quantity)>,
-    /// A defense plugin, in the order they apply (repeatable; on edit, replaces the list).
-    #[arg(long = "defense", value_name = "PLUGIN")]
-    defense: Vec<String>,
-    /// Health check of the service's realservers, the keys of the config's `health` table:
-    /// e.g. 'check = "http", path = "/health", interval = "1s", fall = 3' (keepalived's
-    /// HTTP_GET; see docs/HEALTH.md). On edit, replaces the check, also for the servers
-    /// that used the service's.
-    #[arg(long, value_name = "KEYS", value_parser = health_table)]
-    health: Option<Box<config::HealthTable>>,
-}
-
-/// `--health 'check = "tcp", interval = "1s"'`: the inside of a TOML inline table.
-fn health_table(s: &str) -> Result<Box<config::HealthTable>, String> {
-    #[derive(serde::Deserialize)]
-    struct Wrap {
-        health: config::HealthTable,
-    }
-    toml::from_str::<Wrap>(&format!("health = {{ {s} }}"))
-        .map(|w| Box::new(w.health))
-        .map_err(|e| {
-            format!(
-                "expected the keys of a health table, e.g. 'check = \"http\", path = \"/\"': {}",
-                e.message()
-            )
-        })
-}
-
 #[derive(Subcommand, Debug)]
 enum ServiceCmd {
     /// Add a virtual service with no realservers yet (ipvsadm -A -t|-u VIP -s SCHED); add
     /// them with `ringvs server add`.
+    #[command(mut_arg("vip", |a| a.required(true)), mut_arg("no_health", |a| a.hide(true)))]
     Add {
         /// Service name (letters, digits, '-' and '_').
         name: String,
-        /// Virtual address:port (ipvsadm -t/-u).
-        #[arg(long, value_name = "ADDR:PORT")]
-        vip: String,
-        /// Protocol: tcp (default) or udp (ipvsadm -t or -u).
-        #[arg(long, value_name = "PROTO")]
-        proto: Option<String>,
         #[command(flatten)]
-        opts: ServiceOpts,
+        edit: Box<ServiceEdit>,
         #[command(flatten)]
         target: Target,
     },
@@ -255,22 +231,11 @@ enum ServiceCmd {
     Edit {
         /// Service name.
         name: String,
-        /// Must be the current one: a service's virtual address cannot change (add a new
-        /// service, then remove this one).
-        #[arg(long, value_name = "ADDR:PORT")]
-        vip: Option<String>,
-        /// Must be the current one, like --vip.
-        #[arg(long, value_name = "PROTO")]
-        proto: Option<String>,
         #[command(flatten)]
-        opts: ServiceOpts,
+        edit: Box<ServiceEdit>,
         /// Remove every defense of the service.
         #[arg(long, conflicts_with = "defense")]
         no_defense: bool,
-        /// Stop checking the service's realservers (overrides included); down servers serve
-        /// again.
-        #[arg(long, conflicts_with = "health")]
-        no_health: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -352,7 +317,19 @@ fn simple(t: &Target, req: Request) -> Result<(), String> {
     Ok(())
 }
 
-fn check(path: &std::path::Path) -> Result<(), String> {
+/// Pretty JSON of an answer.
+fn pretty<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+/// `ringvs run`.
+fn run(a: RunArgs) -> Result<(), String> {
+    let log_format = a.log_format.as_deref().and_then(config::LogFormat::parse);
+    ringvs::control::daemon::run(&a.config, log_format).map_err(|e| e.to_string())
+}
+
+/// `ringvs check`.
+fn check(path: &Path) -> Result<(), String> {
     let c = config::load(path).map_err(|e| e.to_string())?;
     // Compile every plugin, check its world, imports and pin, and run its self-test with
     // its config: what `run` would refuse, `check` refuses.
@@ -367,26 +344,7 @@ fn check(path: &std::path::Path) -> Result<(), String> {
         );
     }
     for s in &c.services {
-        let checked = s.servers.iter().filter(|x| x.health.is_some()).count();
-        if let Some(h) = &s.health {
-            let what = match &h.kind {
-                config::CheckKind::Tcp => "tcp".to_string(),
-                config::CheckKind::Http(x) => {
-                    format!("http GET {} expect {}", x.path, x.expected())
-                }
-            };
-            println!(
-                "service {}: health {what} every {:?}, timeout {:?}, rise {}, fall {}, on_fail {}; {checked} of {} server(s) checked; detection window {:?}",
-                s.name,
-                h.interval,
-                h.timeout,
-                h.rise,
-                h.fall,
-                h.on_fail.name(),
-                s.servers.len(),
-                h.detection_window()
-            );
-        }
+        check_health(s);
     }
     let servers: usize = c.services.iter().map(|s| s.servers.len()).sum();
     println!(
@@ -402,242 +360,234 @@ fn check(path: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `ringvs check`'s line about a service's health check, if it has one.
+fn check_health(s: &config::ServiceConfig) {
+    let Some(h) = &s.health else { return };
+    let checked = s.servers.iter().filter(|x| x.health.is_some()).count();
+    let what = match &h.kind {
+        config::CheckKind::Tcp => "tcp".to_string(),
+        config::CheckKind::Http(x) => {
+            format!("http GET {} expect {}", x.path, x.expected())
+        }
+    };
+    println!(
+        "service {}: health {what} every {:?}, timeout {:?}, rise {}, fall {}, on_fail {}; {checked} of {} server(s) checked; detection window {:?}",
+        s.name,
+        h.interval,
+        h.timeout,
+        h.rise,
+        h.fall,
+        h.on_fail.name(),
+        s.servers.len(),
+        h.detection_window()
+    );
+}
+
+/// `ringvs list`.
+fn list(a: ListArgs) -> Result<(), String> {
+    if a.connections {
+        let c: ConnectionsResult = call(&a.target, Request::Connections { max: Some(a.max) })?;
+        if a.json {
+            println!("{}", pretty(&c));
+        } else {
+            print!("{}", client::format_connections(&c));
+        }
+    } else {
+        let s: StatusResult = call(&a.target, Request::Status {})?;
+        let l: ListResult = call(&a.target, Request::List {})?;
+        if a.json {
+            println!("{}", pretty(&l));
+        } else {
+            print!("{}", client::format_list(&l, Some(&s), a.view()));
+        }
+    }
+    if a.zero {
+        client::call(&a.target.socket()?, &Request::Zero { service: None })?;
+    }
+    Ok(())
+}
+
+/// `ringvs status`.
+fn status(json: bool, target: &Target) -> Result<(), String> {
+    let s: StatusResult = call(target, Request::Status {})?;
+    if json {
+        println!("{}", pretty(&s));
+    } else {
+        print!("{}", client::format_status(&s));
+    }
+    Ok(())
+}
+
+/// `ringvs top`.
+fn top(once: bool, json: bool, target: &Target) -> Result<(), String> {
+    loop {
+        let t: TopResult = call(target, Request::Top {})?;
+        if json {
+            println!("{}", pretty(&t));
+            return Ok(());
+        }
+        if !once {
+            // Clear the screen and go home, like top(1).
+            print!("\x1b[2J\x1b[H");
+        }
+        print!("{}", client::format_top(&t));
+        if once {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// `ringvs replay`.
+fn replay(a: ReplayArgs) -> Result<(), String> {
+    let r = ringvs::control::replay::replay_files(&a.config, &a.pcap, a.out.as_deref())
+        .map_err(|e| e.to_string())?;
+    let text = if a.json {
+        pretty(&r) + "\n"
+    } else {
+        r.to_string()
+    };
+    // A reader that stops early (`| head`) is not a failed replay.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+    Ok(())
+}
+
+/// `ringvs plugin …`.
+fn plugin(cmd: PluginCmd) -> Result<(), String> {
+    match cmd {
+        PluginCmd::Swap {
+            service,
+            target,
+            target_daemon,
+        } => {
+            // A relative path means relative to where the operator is, not the daemon.
+            let target = if target.ends_with(".wasm") {
+                std::fs::canonicalize(&target)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or(target)
+            } else {
+                target
+            };
+            simple(&target_daemon, Request::PluginSwap { service, target })
+        }
+        PluginCmd::List { target } => plugin_list(&target),
+    }
+}
+
+/// `ringvs plugin list`.
+fn plugin_list(target: &Target) -> Result<(), String> {
+    let list: Vec<PluginInfo> = call(target, Request::Plugins {})?;
+    println!("NAME             KIND         SERVICES       CALLS  FAULTS FALLBACKS  SHA256");
+    for p in list {
+        println!(
+            "{:<16} {:<12} {:<9} {:>10} {:>7} {:>9}  {}",
+            p.name,
+            p.kind,
+            p.services.join(","),
+            p.calls,
+            p.faults,
+            p.fallbacks,
+            &p.sha256[..16]
+        );
+    }
+    Ok(())
+}
+
+/// `ringvs service …`: the options go to the daemon as they were parsed.
+fn service(cmd: ServiceCmd) -> Result<(), String> {
+    match cmd {
+        ServiceCmd::Add { name, edit, target } => {
+            simple(&target, Request::ServiceAdd { name, edit: *edit })
+        }
+        ServiceCmd::Edit {
+            name,
+            mut edit,
+            no_defense,
+            target,
+        } => {
+            if no_defense {
+                edit.defense = Some(Vec::new());
+            }
+            simple(&target, Request::ServiceEdit { name, edit: *edit })
+        }
+        ServiceCmd::Remove {
+            name,
+            expire,
+            target,
+        } => simple(&target, Request::ServiceRemove { name, expire }),
+    }
+}
+
+/// `ringvs server …`.
+fn server(cmd: ServerCmd) -> Result<(), String> {
+    match cmd {
+        ServerCmd::Add {
+            service,
+            addr,
+            weight,
+            upper,
+            lower,
+            target,
+        } => {
+            let req = Request::ServerAdd {
+                service,
+                addr,
+                weight: Some(weight),
+                upper: Some(upper),
+                lower: Some(lower),
+            };
+            simple(&target, req)
+        }
+        ServerCmd::Remove {
+            service,
+            addr,
+            expire,
+            target,
+        } => {
+            let req = Request::ServerRemove {
+                service,
+                addr,
+                expire,
+            };
+            simple(&target, req)
+        }
+        ServerCmd::Weight {
+            service,
+            addr,
+            weight,
+            target,
+        } => {
+            let req = Request::ServerWeight {
+                service,
+                addr,
+                weight,
+            };
+            simple(&target, req)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.cmd, Cmd::Run { .. }) {
+    if !matches!(cli.cmd, Cmd::Run(_)) {
         // Client commands behave like other Unix tools when their reader goes away
         // (`ringvs list | head`): end quietly instead of panicking in `println!`. The daemon
         // keeps Rust's default (SIGPIPE ignored) so a vanished admin client cannot kill it.
         // Safety: resetting a signal disposition before any thread is started.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    let res: Result<(), String> = match cli.cmd {
-        Cmd::Run { config, log_format } => ringvs::control::daemon::run(
-            &config,
-            log_format.as_deref().and_then(config::LogFormat::parse),
-        )
-        .map_err(|e| e.to_string()),
+    let res = match cli.cmd {
+        Cmd::Run(a) => run(a),
         Cmd::Check { config } => check(&config),
-        Cmd::List {
-            connections,
-            stats,
-            rate,
-            thresholds,
-            persistent_conn,
-            zero,
-            max,
-            json,
-            target,
-        } => (|| {
-            if connections {
-                let c: ConnectionsResult = call(&target, Request::Connections { max: Some(max) })?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&c).unwrap_or_default());
-                } else {
-                    print!("{}", client::format_connections(&c));
-                }
-            } else {
-                let s: StatusResult = call(&target, Request::Status {})?;
-                let l: ListResult = call(&target, Request::List {})?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&l).unwrap_or_default());
-                } else {
-                    let view = if stats {
-                        ListView::Stats
-                    } else if rate {
-                        ListView::Rate
-                    } else if thresholds {
-                        ListView::Thresholds
-                    } else if persistent_conn {
-                        ListView::PersistConn
-                    } else {
-                        ListView::Counts
-                    };
-                    print!("{}", client::format_list(&l, Some(&s), view));
-                }
-            }
-            if zero {
-                client::call(&target.socket()?, &Request::Zero { service: None })?;
-            }
-            Ok(())
-        })(),
-        Cmd::Status { json, target } => (|| {
-            let s: StatusResult = call(&target, Request::Status {})?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
-            } else {
-                print!("{}", client::format_status(&s));
-            }
-            Ok(())
-        })(),
+        Cmd::List(a) => list(a),
+        Cmd::Status { json, target } => status(json, &target),
         Cmd::Reload { target } => simple(&target, Request::Reload {}),
-        Cmd::Top { once, json, target } => (|| loop {
-            let t: ringvs::control::protocol::TopResult = call(&target, Request::Top {})?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&t).unwrap_or_default());
-                return Ok(());
-            }
-            if !once {
-                // Clear the screen and go home, like top(1).
-                print!("\x1b[2J\x1b[H");
-            }
-            print!("{}", client::format_top(&t));
-            if once {
-                return Ok(());
-            }
-            std::thread::sleep(std::time::Duration::from_secs(1));
-        })(),
+        Cmd::Top { once, json, target } => top(once, json, &target),
         Cmd::Zero { service, target } => simple(&target, Request::Zero { service }),
-        Cmd::Replay {
-            config,
-            pcap,
-            out,
-            json,
-        } => ringvs::control::replay::replay_files(&config, &pcap, out.as_deref())
-            .map(|r| {
-                let text = if json {
-                    serde_json::to_string_pretty(&r).unwrap_or_default() + "\n"
-                } else {
-                    r.to_string()
-                };
-                // A reader that stops early (`| head`) is not a failed replay.
-                let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
-            })
-            .map_err(|e| e.to_string()),
-        Cmd::Plugin { cmd } => match cmd {
-            PluginCmd::Swap {
-                service,
-                target,
-                target_daemon,
-            } => {
-                // A relative path means relative to where the operator is, not the daemon.
-                let target = if target.ends_with(".wasm") {
-                    std::fs::canonicalize(&target)
-                        .map(|p| p.display().to_string())
-                        .unwrap_or(target)
-                } else {
-                    target
-                };
-                simple(&target_daemon, Request::PluginSwap { service, target })
-            }
-            PluginCmd::List { target } => (|| {
-                let list: Vec<ringvs::control::protocol::PluginInfo> =
-                    call(&target, Request::Plugins {})?;
-                println!(
-                    "NAME             KIND         SERVICES       CALLS  FAULTS FALLBACKS  SHA256"
-                );
-                for p in list {
-                    println!(
-                        "{:<16} {:<12} {:<9} {:>10} {:>7} {:>9}  {}",
-                        p.name,
-                        p.kind,
-                        p.services.join(","),
-                        p.calls,
-                        p.faults,
-                        p.fallbacks,
-                        &p.sha256[..16]
-                    );
-                }
-                Ok(())
-            })(),
-        },
-        Cmd::Service { cmd } => match cmd {
-            ServiceCmd::Add {
-                name,
-                vip,
-                proto,
-                opts,
-                target,
-            } => simple(
-                &target,
-                Request::ServiceAdd {
-                    name,
-                    vip,
-                    proto,
-                    forward: opts.forward,
-                    scheduler: opts.scheduler,
-                    timeouts: opts.timeouts.into_iter().collect(),
-                    defense: Some(opts.defense).filter(|d| !d.is_empty()),
-                    health: opts.health.map(|h| *h),
-                },
-            ),
-            ServiceCmd::Edit {
-                name,
-                vip,
-                proto,
-                opts,
-                no_defense,
-                no_health,
-                target,
-            } => simple(
-                &target,
-                Request::ServiceEdit {
-                    name,
-                    vip,
-                    proto,
-                    forward: opts.forward,
-                    scheduler: opts.scheduler,
-                    timeouts: opts.timeouts.into_iter().collect(),
-                    defense: if no_defense {
-                        Some(Vec::new())
-                    } else {
-                        Some(opts.defense).filter(|d| !d.is_empty())
-                    },
-                    health: opts.health.map(|h| *h),
-                    no_health,
-                },
-            ),
-            ServiceCmd::Remove {
-                name,
-                expire,
-                target,
-            } => simple(&target, Request::ServiceRemove { name, expire }),
-        },
-        Cmd::Server { cmd } => match cmd {
-            ServerCmd::Add {
-                service,
-                addr,
-                weight,
-                upper,
-                lower,
-                target,
-            } => simple(
-                &target,
-                Request::ServerAdd {
-                    service,
-                    addr,
-                    weight: Some(weight),
-                    upper: Some(upper),
-                    lower: Some(lower),
-                },
-            ),
-            ServerCmd::Remove {
-                service,
-                addr,
-                expire,
-                target,
-            } => simple(
-                &target,
-                Request::ServerRemove {
-                    service,
-                    addr,
-                    expire,
-                },
-            ),
-            ServerCmd::Weight {
-                service,
-                addr,
-                weight,
-                target,
-            } => simple(
-                &target,
-                Request::ServerWeight {
-                    service,
-                    addr,
-                    weight,
-                },
-            ),
-        },
+        Cmd::Replay(a) => replay(a),
+        Cmd::Plugin { cmd } => plugin(cmd),
+        Cmd::Service { cmd } => service(cmd),
+        Cmd::Server { cmd } => server(cmd),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -740,13 +690,13 @@ mod tests {
         ])
         .unwrap();
         let Cmd::Service {
-            cmd: ServiceCmd::Edit { opts, .. },
+            cmd: ServiceCmd::Edit { edit, .. },
         } = cli.cmd
         else {
             panic!()
         };
         assert_eq!(
-            opts.timeouts,
+            edit.timeouts,
             vec![
                 (
                     "established".to_string(),
@@ -755,7 +705,7 @@ mod tests {
                 ("udp".to_string(), config::Quantity::Text("30".into()))
             ]
         );
-        assert_eq!(opts.defense, vec!["secure-tcp".to_string()]);
+        assert_eq!(edit.defense, Some(vec!["secure-tcp".to_string()]));
         assert!(Cli::try_parse_from([
             "ringvs",
             "service",

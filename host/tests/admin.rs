@@ -11,7 +11,7 @@
 //!   root; without it those tests print a notice and pass, unless `RINGVS_REQUIRE_ROOT` is
 //!   set.
 
-use ringvs::config;
+use ringvs::config::{self, ServiceEdit};
 use ringvs::control::admin;
 use ringvs::control::client;
 use ringvs::control::daemon::Daemon;
@@ -21,7 +21,6 @@ use ringvs::dataplane::testkit::{tcp, TWO_SERVICES};
 use ringvs::dataplane::Shard;
 use ringvs::io::process_packets;
 use ringvs::wire::tcp::flags::{ACK, SYN};
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddrV4;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -178,18 +177,19 @@ fn service_edits_keep_connections_and_removals_drain_or_expire() {
     // Edit: scheduler and one timeout. Only those change; c1 keeps its server.
     let r = d.call(Request::ServiceEdit {
         name: "web".into(),
-        vip: None,
-        proto: None,
-        forward: None,
-        scheduler: Some("rr".into()),
-        timeouts: [(
-            "established".to_string(),
-            config::Quantity::Text("600s".into()),
-        )]
-        .into(),
-        defense: None,
-        health: None,
-        no_health: false,
+        edit: ServiceEdit {
+            vip: None,
+            proto: None,
+            forward: None,
+            scheduler: Some("rr".into()),
+            timeouts: vec![(
+                "established".to_string(),
+                config::Quantity::Text("600s".into()),
+            )],
+            defense: None,
+            health: None,
+            no_health: false,
+        },
     });
     assert_eq!(r, Ok("ok".into()));
     let l = d.list();
@@ -211,14 +211,16 @@ fn service_edits_keep_connections_and_removals_drain_or_expire() {
     // An edit that changes nothing says so.
     let same = Request::ServiceEdit {
         name: "web".into(),
-        vip: Some("10.77.100.100:80".into()),
-        proto: Some("tcp".into()),
-        forward: Some("nat".into()),
-        scheduler: Some("rr".into()),
-        timeouts: Default::default(),
-        defense: None,
-        health: None,
-        no_health: false,
+        edit: ServiceEdit {
+            vip: Some("10.77.100.100:80".into()),
+            proto: Some("tcp".into()),
+            forward: Some("nat".into()),
+            scheduler: Some("rr".into()),
+            timeouts: Default::default(),
+            defense: None,
+            health: None,
+            no_health: false,
+        },
     };
     assert_eq!(d.call(same), Ok("unchanged".into()));
 
@@ -511,13 +513,16 @@ fn add_req(
 ) -> Request {
     Request::ServiceAdd {
         name: name.into(),
-        vip: vip.into(),
-        proto: None,
-        forward: forward.map(Into::into),
-        scheduler: scheduler.map(Into::into),
-        timeouts: BTreeMap::new(),
-        defense: defense.map(|d| vec![d.to_string()]),
-        health: None,
+        edit: ServiceEdit {
+            vip: Some(vip.into()),
+            proto: None,
+            forward: forward.map(Into::into),
+            scheduler: scheduler.map(Into::into),
+            timeouts: Vec::new(),
+            defense: defense.map(|d| vec![d.to_string()]),
+            health: None,
+            no_health: false,
+        },
     }
 }
 
@@ -529,17 +534,19 @@ fn edit_req(
 ) -> Request {
     Request::ServiceEdit {
         name: name.into(),
-        vip: vip.map(Into::into),
-        proto: proto.map(Into::into),
-        forward: None,
-        scheduler: None,
-        timeouts: timeouts
-            .iter()
-            .map(|(k, v)| (k.to_string(), config::Quantity::Text(v.to_string())))
-            .collect(),
-        defense: None,
-        health: None,
-        no_health: false,
+        edit: ServiceEdit {
+            vip: vip.map(Into::into),
+            proto: proto.map(Into::into),
+            forward: None,
+            scheduler: None,
+            timeouts: timeouts
+                .iter()
+                .map(|(k, v)| (k.to_string(), config::Quantity::Text(v.to_string())))
+                .collect(),
+            defense: None,
+            health: None,
+            no_health: false,
+        },
     }
 }
 

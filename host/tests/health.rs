@@ -184,7 +184,7 @@ fn want(service: &str, server: SocketAddrV4, dest: &Arc<DestState>, cfg: HealthC
 /// A new server (created down by the registry) comes up on its first passed check.
 fn pending_dest() -> Arc<DestState> {
     let d = DestState::new(5);
-    d.flags.store(DEST_F_DOWN, Ordering::Relaxed);
+    d.health_pending();
     d
 }
 

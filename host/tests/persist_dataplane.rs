@@ -357,14 +357,13 @@ fn removed_servers_invalidate_their_templates_and_a_swap_keeps_them() {
 
 #[test]
 fn a_down_or_quiesced_server_with_expire_quiescent_template() {
-    use std::sync::atomic::Ordering::Relaxed;
     let mut l = lab(1);
     let sa = l.syn(0, "10.77.20.5:1000");
     let da = l.registry.service("web").unwrap().dests[server_index(&sa)]
         .state
         .clone();
     // Quiesced (weight 0): IPVS keeps sending the network there by default …
-    da.weight.store(0, Relaxed);
+    da.set_weight(0);
     assert_eq!(l.syn(0, "10.77.20.6:1000"), sa);
     // … but not with expire_quiescent_template.
     l.templates.set_expire_quiescent(true);
@@ -372,14 +371,14 @@ fn a_down_or_quiesced_server_with_expire_quiescent_template() {
     assert_ne!(moved, sa);
     assert_eq!(l.syn(0, "10.77.20.8:1000"), moved);
     l.templates.set_expire_quiescent(false);
-    da.weight.store(1, Relaxed);
+    da.set_weight(1);
     // Network B; a health check marks its server down: B moves.
     let sb = l.syn(0, "10.77.21.5:1000");
     let db = l.registry.service("web").unwrap().dests[server_index(&sb)]
         .state
         .clone();
-    db.flags
-        .fetch_or(ringvs::dataplane::service::DEST_F_DOWN, Relaxed);
+    db.health_down(false);
+    assert_eq!(db.flags(), ringvs::dataplane::service::DEST_F_DOWN);
     let moved = l.syn(0, "10.77.21.6:1000");
     assert_ne!(moved, sb);
     assert_eq!(l.syn(0, "10.77.21.7:1000"), moved);

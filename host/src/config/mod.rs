@@ -7,10 +7,12 @@
 //! variable), the key, and what was expected. Validation is all-or-nothing: a config that
 //! fails anywhere changes nothing.
 
+mod edit;
 mod health;
 mod raw;
 pub mod units;
 
+pub use edit::{edit_service, new_service, ServiceEdit};
 pub use health::{CheckKind, HealthConfig, HttpCheck, OnFail};
 pub use raw::{Health as HealthTable, Quantity};
 
@@ -27,6 +29,14 @@ pub use crate::plugin::builtin::NAMES as BUILTIN_SCHEDULERS;
 
 /// Largest realserver weight (as ipvsadm).
 pub const MAX_WEIGHT: u32 = 65_535;
+
+/// A realserver weight checked against its range, 0 (quiesced) to [`MAX_WEIGHT`]: the one
+/// check every way a weight comes in goes through (the config file, the admin protocol's
+/// `server-add` and `server-weight`, the registry's edits). `None` when out of range; the
+/// caller names the key or the request.
+pub fn check_weight<T: TryInto<u32>>(weight: T) -> Option<u32> {
+    weight.try_into().ok().filter(|w| *w <= MAX_WEIGHT)
+}
 
 /// Default `director.template_memory_limit`: 16 MiB, about 380,000 persistence templates.
 pub const DEFAULT_TEMPLATE_MEMORY: u64 = 16 << 20;
@@ -348,133 +358,6 @@ pub fn from_str(text: &str, name: &str) -> Result<Config, ConfigError> {
         base: None,
     };
     v.validate(file, PathBuf::from(name))
-}
-
-/// A runtime change to a service (the admin protocol's `service-add` and `service-edit`), in
-/// the config file's vocabulary: each field given replaces the current value; `timeouts`
-/// replaces the states it names and keeps the others.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ServiceEdit {
-    /// `addr:port` (required for a new service; cannot change for an existing one).
-    pub vip: Option<String>,
-    /// `tcp` or `udp` (cannot change for an existing service).
-    pub proto: Option<String>,
-    /// `nat`.
-    pub forward: Option<String>,
-    /// A built-in scheduler or a plugin name.
-    pub scheduler: Option<String>,
-    /// State key → duration.
-    pub timeouts: BTreeMap<String, Quantity>,
-    /// Defense plugins, in order (replaces the list).
-    pub defense: Option<Vec<String>>,
-    /// The service's health check (replaces it; on edit, also for the servers that used
-    /// the service's check rather than an override of their own).
-    pub health: Option<HealthTable>,
-    /// On edit: remove the health check, the servers' overrides included.
-    pub no_health: bool,
-}
-
-/// A new service from a runtime request, validated as a `[[service]]` of the config file
-/// would be, with no realservers. `is_plugin` tells which names are loaded plugins. Errors
-/// name the service and the field.
-pub fn new_service(
-    name: &str,
-    edit: ServiceEdit,
-    is_plugin: &dyn Fn(&str) -> bool,
-) -> Result<ServiceConfig, ConfigError> {
-    let fig = Figment::new();
-    let v = Validator {
-        fig: &fig,
-        file_origin: format!("service {name:?}"),
-        base: None,
-    };
-    let Some(vip) = edit.vip else {
-        return Err(v.err(
-            "vip",
-            "a new service needs a virtual address, e.g. 10.77.100.100:80",
-        ));
-    };
-    let raw = raw::Service {
-        name: name.to_string(),
-        vip,
-        proto: edit.proto,
-        forward: edit.forward,
-        scheduler: edit.scheduler,
-        persistence: None,
-        health: edit.health,
-        defense: edit.defense.unwrap_or_default(),
-        timeouts: edit.timeouts,
-        server: Vec::new(),
-    };
-    v.service("", raw, is_plugin)
-}
-
-/// `base` with a runtime `edit` applied, validated field by field. The virtual address and
-/// protocol identify a service and its connections, so they cannot change: add a new
-/// service and remove the old one instead.
-pub fn edit_service(
-    base: &ServiceConfig,
-    edit: ServiceEdit,
-    is_plugin: &dyn Fn(&str) -> bool,
-) -> Result<ServiceConfig, ConfigError> {
-    let fig = Figment::new();
-    let v = Validator {
-        fig: &fig,
-        file_origin: format!("service {:?}", base.name),
-        base: None,
-    };
-    let mut out = base.clone();
-    if let Some(p) = &edit.proto {
-        if v.proto("proto", p)? != base.proto {
-            return Err(v.err(
-                "proto",
-                format!(
-                    "the protocol identifies the service and its connections and stays {}; add a new service and remove this one instead",
-                    base.proto.name()
-                ),
-            ));
-        }
-    }
-    if let Some(a) = &edit.vip {
-        if v.v4_endpoint("vip", a, None)? != base.vip {
-            return Err(v.err(
-                "vip",
-                format!(
-                    "the virtual address identifies the service and its connections and stays {}; add a new service and remove this one instead",
-                    base.vip
-                ),
-            ));
-        }
-    }
-    if let Some(f) = &edit.forward {
-        out.forward = v.forward("forward", f)?;
-    }
-    if let Some(s) = edit.scheduler {
-        v.scheduler("scheduler", &s, is_plugin)?;
-        out.scheduler = s;
-    }
-    if let Some(d) = edit.defense {
-        v.defense("defense", &d, is_plugin)?;
-        out.defense = d;
-    }
-    if edit.no_health {
-        if edit.health.is_some() {
-            return Err(v.err("health", "give a new health check or remove it, not both"));
-        }
-        for s in &mut out.servers {
-            s.health = None;
-        }
-        out.health = None;
-    }
-    if let Some(h) = edit.health {
-        let new = v.health("", Some(&h), None, None)?;
-        for s in out.servers.iter_mut().filter(|s| s.health == base.health) {
-            s.health = new.clone();
-        }
-        out.health = new;
-    }
-    v.timeouts("timeouts", edit.timeouts, &mut out.timeouts)?;
-    Ok(out)
 }
 
 fn figment_error(origin: &str, e: figment::Error) -> ConfigError {
@@ -813,13 +696,13 @@ impl Validator<'_> {
         for (i, srv) in s.server.into_iter().enumerate() {
             let k = format!("{key}.server.{i}");
             let addr = self.v4_endpoint(&format!("{k}.addr"), &srv.addr, Some(vip.port()))?;
-            let weight = srv.weight.unwrap_or(1);
-            if !(0..=MAX_WEIGHT as i64).contains(&weight) {
+            let given = srv.weight.unwrap_or(1);
+            let Some(weight) = check_weight(given) else {
                 return Err(self.err(
                     format!("{k}.weight"),
-                    format!("expected 0 to {MAX_WEIGHT}, found {weight}"),
+                    format!("expected 0 to {MAX_WEIGHT}, found {given}"),
                 ));
-            }
+            };
             if servers.iter().any(|x: &ServerConfig| x.addr == addr) {
                 return Err(self.err(
                     format!("{k}.addr"),
@@ -848,7 +731,7 @@ impl Validator<'_> {
             check_thresholds(upper, lower).map_err(|m| self.err(format!("{k}.lower"), m))?;
             servers.push(ServerConfig {
                 addr,
-                weight: weight as u32,
+                weight,
                 health,
                 upper,
                 lower,

@@ -235,13 +235,20 @@ fn runtime_services_are_validated_like_the_file() {
     );
     let mut t = edit("10.77.100.100:80");
     t.timeouts
-        .insert("establised".into(), Quantity::Text("9s".into()));
+        .push(("establised".into(), Quantity::Text("9s".into())));
     let e = new_service("x", t, &no_plugins).unwrap_err();
     assert_eq!(e.key, "timeouts.establised");
     assert!(e.message.contains("expected one of"), "{e}");
     let mut p = edit("10.77.100.100:80");
     p.proto = Some("sctp".into());
     assert_eq!(new_service("x", p, &no_plugins).unwrap_err().key, "proto");
+    let mut h = edit("10.77.100.100:80");
+    h.no_health = true;
+    assert_eq!(
+        new_service("x", h, &no_plugins).unwrap_err().key,
+        "no_health",
+        "a new service has no check to remove"
+    );
     let mut d = edit("10.77.100.100:80");
     d.defense = Some(vec!["nope".into()]);
     assert_eq!(
@@ -258,7 +265,7 @@ fn runtime_edits_change_only_what_is_given() {
         scheduler: Some("rr".into()),
         ..ServiceEdit::default()
     };
-    e.timeouts.insert("fin_wait".into(), Quantity::Num(30));
+    e.timeouts.push(("fin_wait".into(), Quantity::Num(30)));
     let out = edit_service(web, e, &no_plugins).unwrap();
     assert_eq!(out.scheduler, "rr");
     assert_eq!(out.timeouts.get(State::FinWait), 30);

@@ -2,9 +2,11 @@
 //! world-accessible, serving the protocol of [`super::protocol`]. Peers other than root, the
 //! daemon's own user and members of the configured group (primary or supplementary) are
 //! refused with one error answer, whatever the file's mode says.
+//!
+//! What answers the requests is a [`Handler`] (the daemon implements it); this module knows
+//! the socket and the protocol's framing, not the daemon.
 
-use super::daemon::Daemon;
-use super::protocol::{parse_request, Response, MAX_REQUEST};
+use super::protocol::{parse_request, Request, Response, MAX_REQUEST};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
@@ -13,6 +15,12 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, warn};
+
+/// What answers the admin socket's requests, one at a time (behind a mutex).
+pub trait Handler: Send + 'static {
+    /// Answers one request: its result, or the error to send back.
+    fn handle(&mut self, req: Request) -> Result<serde_json::Value, String>;
+}
 
 /// A bound admin socket and who may use it.
 pub struct Listener {
@@ -84,8 +92,8 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<Listener, String> {
     Ok(Listener { inner, gid })
 }
 
-/// Accepts and serves connections until the task is aborted.
-pub async fn serve(listener: Listener, daemon: Arc<Mutex<Daemon>>) {
+/// Accepts and serves connections until the task is aborted; `handler` answers.
+pub async fn serve<H: Handler>(listener: Listener, handler: Arc<Mutex<H>>) {
     loop {
         let (stream, _) = match listener.inner.accept().await {
             Ok(s) => s,
@@ -102,9 +110,9 @@ pub async fn serve(listener: Listener, daemon: Arc<Mutex<Daemon>>) {
                 false
             }
         };
-        let d = daemon.clone();
+        let h = handler.clone();
         tokio::spawn(async move {
-            if let Err(e) = session(stream, d, allowed).await {
+            if let Err(e) = session(stream, h, allowed).await {
                 debug!("admin session ended: {e}");
             }
         });
@@ -205,9 +213,9 @@ async fn send(stream: &mut UnixStream, r: &Response) -> std::io::Result<()> {
     stream.write_all(line.as_bytes()).await
 }
 
-async fn session(
+async fn session<H: Handler>(
     mut stream: UnixStream,
-    daemon: Arc<Mutex<Daemon>>,
+    handler: Arc<Mutex<H>>,
     allowed: bool,
 ) -> std::io::Result<()> {
     if !allowed {
@@ -233,9 +241,9 @@ async fn session(
             let resp = match parse_request(line) {
                 Err(e) => Response::err(e),
                 Ok(req) => {
-                    let d = daemon.clone();
-                    match tokio::task::spawn_blocking(move || match d.lock() {
-                        Ok(mut d) => d.handle(req),
+                    let h = handler.clone();
+                    match tokio::task::spawn_blocking(move || match h.lock() {
+                        Ok(mut h) => h.handle(req),
                         Err(_) => Err("daemon state poisoned".to_string()),
                     })
                     .await

@@ -6,7 +6,7 @@
 //! longer than [`MAX_REQUEST`] bytes, invalid JSON, unknown commands or fields, and a missing
 //! or different `v` are answered with an error and change nothing. See `docs/ADMIN.md`.
 
-use crate::config::{HealthTable, Quantity};
+use crate::config::ServiceEdit;
 use crate::dataplane::stats::Traffic;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -80,58 +80,24 @@ pub enum Request {
     ServiceAdd {
         /// Unique name.
         name: String,
-        /// Virtual `addr:port`.
-        vip: String,
-        /// `tcp` (default) or `udp`.
-        #[serde(default)]
-        proto: Option<String>,
-        /// `nat` (default).
-        #[serde(default)]
-        forward: Option<String>,
-        /// A built-in scheduler or a loaded plugin's name (default `wlc`).
-        #[serde(default)]
-        scheduler: Option<String>,
-        /// State key → duration (`"900s"` or seconds); unnamed states keep IPVS's defaults.
-        #[serde(default)]
-        timeouts: BTreeMap<String, Quantity>,
-        /// Defense plugins, in order.
-        #[serde(default)]
-        defense: Option<Vec<String>>,
-        /// Health check: the keys of the config's `health` table (optional; older clients
-        /// leave it out).
-        #[serde(default)]
-        health: Option<HealthTable>,
+        /// Its definition: `vip` (required), `proto` (default `tcp`), `forward` (`nat`),
+        /// `scheduler` (`wlc`), `timeouts` (unnamed states keep IPVS's defaults), `defense`,
+        /// `health` (the keys of the config's `health` table). Not `no_health`.
+        #[serde(flatten)]
+        edit: ServiceEdit,
     },
     /// Change a service: only the fields given. `vip` and `proto` identify the service and
     /// cannot change. Existing connections are kept.
     ServiceEdit {
         /// The service.
         name: String,
-        /// Must equal the current one if given.
-        #[serde(default)]
-        vip: Option<String>,
-        /// Must equal the current one if given.
-        #[serde(default)]
-        proto: Option<String>,
-        /// `nat`.
-        #[serde(default)]
-        forward: Option<String>,
-        /// A built-in scheduler or a loaded plugin's name.
-        #[serde(default)]
-        scheduler: Option<String>,
-        /// Only the states named change.
-        #[serde(default)]
-        timeouts: BTreeMap<String, Quantity>,
-        /// Replaces the defense list (`[]` removes every defense).
-        #[serde(default)]
-        defense: Option<Vec<String>>,
-        /// Replaces the health check, also for the servers that used the service's (not
-        /// their own override).
-        #[serde(default)]
-        health: Option<HealthTable>,
-        /// Removes the health check, the servers' overrides included (not with `health`).
-        #[serde(default)]
-        no_health: bool,
+        /// What changes: `vip` and `proto` (must equal the current ones if given),
+        /// `forward`, `scheduler`, `timeouts` (only the states named), `defense` (replaces
+        /// the list), `health` (replaces the check, also for the servers that used the
+        /// service's rather than their own), `no_health` (removes the check, the servers'
+        /// overrides included; not with `health`).
+        #[serde(flatten)]
+        edit: ServiceEdit,
     },
     /// Remove a service: its connections drain, or, with `expire`, end on their next packet.
     /// With `expire`, a service already draining has its connections expired.
@@ -476,6 +442,7 @@ pub struct TemplateStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Quantity;
 
     #[test]
     fn round_trip() {
@@ -502,20 +469,14 @@ mod tests {
             br#"{"v":1,"cmd":"service-add","name":"dns","vip":"10.77.100.100:53","proto":"udp","timeouts":{"udp":"30s","established":900}}"#,
         )
         .unwrap();
-        let Request::ServiceAdd {
-            name,
-            proto,
-            timeouts,
-            scheduler,
-            ..
-        } = &r
-        else {
+        let Request::ServiceAdd { name, edit } = &r else {
             panic!("{r:?}")
         };
-        assert_eq!((name.as_str(), proto.as_deref()), ("dns", Some("udp")));
-        assert_eq!(scheduler, &None);
-        assert_eq!(timeouts["udp"], Quantity::Text("30s".into()));
-        assert_eq!(timeouts["established"], Quantity::Num(900));
+        assert_eq!((name.as_str(), edit.proto.as_deref()), ("dns", Some("udp")));
+        assert_eq!(edit.scheduler, None);
+        let timeout = |state: &str| edit.timeouts.iter().find(|(s, _)| s == state).unwrap();
+        assert_eq!(timeout("udp").1, Quantity::Text("30s".into()));
+        assert_eq!(timeout("established").1, Quantity::Num(900));
         assert_eq!(
             parse_request(encode_request(&r).trim_end().as_bytes()),
             Ok(r)
@@ -534,6 +495,58 @@ mod tests {
         assert!(parse_request(br#"{"v":1,"cmd":"service-remove"}"#)
             .unwrap_err()
             .contains("name"));
+    }
+
+    #[test]
+    fn service_edits_keep_their_wire_names() {
+        // Every field of version 1's service-edit, by its name.
+        let line = br#"{"v":1,"cmd":"service-edit","name":"web","vip":"10.77.100.100:80","proto":"tcp","forward":"nat","scheduler":"rr","timeouts":{"udp":30,"established":"600s"},"defense":[],"health":{"check":"tcp"},"no_health":false}"#;
+        let r = parse_request(line).unwrap();
+        let Request::ServiceEdit { name, edit } = &r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(name, "web");
+        assert_eq!(edit.vip.as_deref(), Some("10.77.100.100:80"));
+        assert_eq!(edit.proto.as_deref(), Some("tcp"));
+        assert_eq!(edit.forward.as_deref(), Some("nat"));
+        assert_eq!(edit.scheduler.as_deref(), Some("rr"));
+        assert_eq!(
+            edit.timeouts,
+            vec![
+                ("established".to_string(), Quantity::Text("600s".into())),
+                ("udp".to_string(), Quantity::Num(30)),
+            ]
+        );
+        assert_eq!(edit.defense, Some(Vec::new()));
+        assert!(edit.health.is_some() && !edit.no_health);
+        assert_eq!(
+            parse_request(encode_request(&r).trim_end().as_bytes()),
+            Ok(r)
+        );
+        // Unknown fields are refused next to the flattened ones too.
+        assert!(
+            parse_request(br#"{"v":1,"cmd":"service-edit","name":"web","schedular":"rr"}"#)
+                .unwrap_err()
+                .contains("unknown field `schedular`")
+        );
+        // What a client sends: timeouts as an object (a state given twice: the last), and
+        // `no_health` only when set, so a daemon that knows nothing of it still takes a
+        // service-add.
+        let add = Request::ServiceAdd {
+            name: "dns".into(),
+            edit: ServiceEdit {
+                vip: Some("10.77.100.100:53".into()),
+                timeouts: vec![
+                    ("udp".into(), Quantity::Text("30s".into())),
+                    ("udp".into(), Quantity::Text("40s".into())),
+                ],
+                ..ServiceEdit::default()
+            },
+        };
+        let v: serde_json::Value = serde_json::from_str(&encode_request(&add)).unwrap();
+        assert_eq!(v["timeouts"], serde_json::json!({"udp": "40s"}));
+        assert_eq!(v["vip"], "10.77.100.100:53");
+        assert!(v.get("no_health").is_none(), "{v}");
     }
 
     #[test]

@@ -8,17 +8,17 @@
 //! reused, so a connection can never be confused with a later object in its slot.
 //!
 //! A server new to the director whose service has a health check is created `DEST_F_DOWN`
-//! (pending): no flow reaches it before the checker (`crate::health`) has seen it pass. The
-//! registry never touches `DEST_F_DOWN` or `DEST_F_HEALTH_REMOVED` otherwise; they belong to
-//! the checkers, as `DEST_F_REMOVED` belongs to the registry.
+//! (pending, [`DestState::health_pending`]): no flow reaches it before the checker
+//! (`crate::health`) has seen it pass. The registry never touches `DEST_F_DOWN` or
+//! `DEST_F_HEALTH_REMOVED` otherwise; they belong to the checkers, as `DEST_F_REMOVED`,
+//! `DEST_F_EXPIRE` and the weight belong to the registry ([`DestState`]'s operator methods).
 
-use crate::config::{check_thresholds, ServerConfig, ServiceConfig, MAX_WEIGHT};
+use crate::config::{check_thresholds, check_weight, ServerConfig, ServiceConfig, MAX_WEIGHT};
 use crate::dataplane::service::{
-    Dest, DestState, Service, Snapshot, DEST_F_DOWN, DEST_F_EXPIRE, DEST_F_REMOVED,
+    Dest, DestState, OperatorState, Service, Snapshot, DEST_F_REMOVED,
 };
 use std::fmt;
 use std::net::SocketAddrV4;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// A realserver as the registry knows it.
@@ -41,12 +41,9 @@ impl DestEntry {
     }
 }
 
-/// The flags the registry owns, saved and restored around an edit tried on a copy.
-const SAVED_FLAGS: u32 = DEST_F_REMOVED | DEST_F_EXPIRE;
-
 /// The realservers' shared state before an edit (see [`Registry::save_shared`]).
 #[derive(Debug)]
-pub struct SavedShared(Vec<(Arc<DestState>, u32, u32, u32, u32)>);
+pub struct SavedShared(Vec<(Arc<DestState>, OperatorState)>);
 
 /// A service as the registry knows it.
 #[derive(Debug, Clone)]
@@ -139,7 +136,7 @@ impl Registry {
         self.next_dest += 1;
         let state = DestState::new(s.weight);
         if s.health.is_some() {
-            state.flags.store(DEST_F_DOWN, Relaxed);
+            state.health_pending();
         }
         state.set_thresholds(s.upper, s.lower);
         DestEntry {
@@ -160,7 +157,7 @@ impl Registry {
             if !e.removed && !live.contains(&e.cfg.name.as_str()) {
                 e.removed = true;
                 for d in &e.dests {
-                    d.state.flags.fetch_or(DEST_F_REMOVED, Relaxed);
+                    d.state.remove();
                 }
                 e.version += 1;
                 changed.push(e.cfg.name.clone());
@@ -177,7 +174,7 @@ impl Registry {
                 {
                     e.removed = true;
                     for d in &e.dests {
-                        d.state.flags.fetch_or(DEST_F_REMOVED, Relaxed);
+                        d.state.remove();
                     }
                     e.version += 1;
                 }
@@ -225,15 +222,13 @@ impl Registry {
                         let d = match existing {
                             Some(mut d) => {
                                 d.weight = s.weight;
-                                d.state.weight.store(s.weight, Relaxed);
+                                d.state.set_weight(s.weight);
                                 // Back from draining: as new to a checked service, pending
                                 // before it is open again.
                                 if d.removed() && s.health.is_some() {
-                                    d.state.flags.fetch_or(DEST_F_DOWN, Relaxed);
+                                    d.state.health_pending();
                                 }
-                                d.state
-                                    .flags
-                                    .fetch_and(!(DEST_F_REMOVED | DEST_F_EXPIRE), Relaxed);
+                                d.state.reinstate();
                                 if (d.state.upper(), d.state.lower()) != (s.upper, s.lower) {
                                     d.state.set_thresholds(s.upper, s.lower);
                                 }
@@ -245,7 +240,7 @@ impl Registry {
                     }
                     for old in &self.services[i].dests {
                         if !dests.iter().any(|d| d.addr == old.addr) {
-                            old.state.flags.fetch_or(DEST_F_REMOVED, Relaxed);
+                            old.state.remove();
                             dests.push(old.clone());
                         }
                     }
@@ -334,13 +329,7 @@ impl Registry {
         let mut v = Vec::new();
         for e in &self.services {
             for d in &e.dests {
-                v.push((
-                    d.state.clone(),
-                    d.state.weight.load(Relaxed),
-                    d.state.flags() & SAVED_FLAGS,
-                    d.state.upper(),
-                    d.state.lower(),
-                ));
+                v.push((d.state.clone(), d.state.operator()));
             }
         }
         SavedShared(v)
@@ -349,13 +338,8 @@ impl Registry {
     /// Puts back what [`Registry::save_shared`] saved. Flags the health checkers own
     /// (`DEST_F_DOWN`, `DEST_F_HEALTH_REMOVED`) and the overload flag are left as they are now.
     pub fn restore(saved: SavedShared) {
-        for (state, weight, flags, upper, lower) in saved.0 {
-            state.weight.store(weight, Relaxed);
-            state.flags.fetch_and(!SAVED_FLAGS, Relaxed);
-            state.flags.fetch_or(flags, Relaxed);
-            if (state.upper(), state.lower()) != (upper, lower) {
-                state.set_thresholds(upper, lower);
-            }
+        for (state, operator) in saved.0 {
+            state.restore_operator(operator);
         }
     }
 
@@ -410,8 +394,8 @@ impl Registry {
     /// Adds a realserver (with its weight and connection thresholds) to a service.
     pub fn add_server(&mut self, svc: &str, server: ServerConfig) -> Result<(), EditError> {
         let addr = server.addr;
-        if server.weight > MAX_WEIGHT {
-            return Err(EditError::BadWeight(server.weight as u64));
+        if check_weight(server.weight).is_none() {
+            return Err(EditError::BadWeight(server.weight.into()));
         }
         check_thresholds(server.upper, server.lower).map_err(EditError::BadThresholds)?;
         let e = self.service_mut(svc)?;
@@ -451,17 +435,15 @@ impl Registry {
         addr: SocketAddrV4,
         weight: u64,
     ) -> Result<(), EditError> {
-        if weight > MAX_WEIGHT as u64 {
-            return Err(EditError::BadWeight(weight));
-        }
+        let weight = check_weight(weight).ok_or(EditError::BadWeight(weight))?;
         let e = self.service_mut(svc)?;
         let Some(s) = e.cfg.servers.iter_mut().find(|s| s.addr == addr) else {
             return Err(EditError::UnknownServer(svc.to_string(), addr));
         };
-        s.weight = weight as u32;
+        s.weight = weight;
         if let Some(d) = e.dests.iter_mut().find(|d| d.addr == addr) {
-            d.weight = weight as u32;
-            d.state.weight.store(weight as u32, Relaxed);
+            d.weight = weight;
+            d.state.set_weight(weight);
         }
         Ok(())
     }
@@ -522,7 +504,7 @@ impl Registry {
             }
             for d in e.dests.iter().filter(|d| addr.is_none_or(|a| a == d.addr)) {
                 if d.removed() {
-                    d.state.flags.fetch_or(DEST_F_EXPIRE, Relaxed);
+                    d.state.expire();
                     n += 1;
                 }
             }
@@ -546,6 +528,7 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::config::from_str;
+    use crate::dataplane::service::DEST_F_DOWN;
 
     const CFG: &str = r#"
 [[service]]
@@ -575,7 +558,7 @@ addr = "10.77.1.2:8080"
                 .clone()
         };
         let (a, b) = (state("10.77.1.1:8080"), state("10.77.1.2:8080"));
-        b.flags.fetch_or(DEST_F_DOWN, Relaxed); // a health checker's bit
+        b.health_pending(); // a health checker's bit
         let saved = live.save_shared();
         // The copy drops 10.77.1.1, reweights and sets thresholds on 10.77.1.2.
         let mut trial = live.clone();
@@ -590,12 +573,12 @@ addr = "10.77.1.2:8080"
             a.flags() & DEST_F_REMOVED != 0,
             "the copy's edit reached the shared state"
         );
-        assert_eq!((b.weight.load(Relaxed), b.upper(), b.lower()), (9, 10, 5));
+        assert_eq!((b.weight(), b.upper(), b.lower()), (9, 10, 5));
         // The edit failed later on: the live registry's realservers are as they were.
         Registry::restore(saved);
         assert_eq!(a.flags(), 0);
         assert_eq!(b.flags(), DEST_F_DOWN, "the checker's bit is kept");
-        assert_eq!((b.weight.load(Relaxed), b.upper(), b.lower()), (1, 0, 0));
+        assert_eq!((b.weight(), b.upper(), b.lower()), (1, 0, 0));
     }
 
     #[test]
@@ -720,7 +703,7 @@ addr = "10.77.1.2:8080"
         assert_eq!(state(&r, a).flags(), DEST_F_DOWN);
         assert_eq!(r.health_wants().len(), 2);
         // The checker brought it up; a connection is open; the operator removes it.
-        state(&r, a).flags.store(0, Relaxed);
+        state(&r, a).health_up();
         state(&r, a).counters.bind(true);
         r.remove_server("web", a).unwrap();
         assert_eq!(state(&r, a).flags(), DEST_F_REMOVED);
@@ -741,9 +724,7 @@ addr = "10.77.1.2:8080"
             .any(|w| w.server == n && w.cfg.kind == crate::config::CheckKind::Tcp));
         assert_eq!(state(&r, n).flags(), DEST_F_DOWN);
         // The registry never sets or clears the checkers' bits otherwise.
-        state(&r, n)
-            .flags
-            .store(DEST_F_DOWN | DEST_F_HEALTH_REMOVED, Relaxed);
+        state(&r, n).health_down(true);
         r.set_weight("web", n, 4).unwrap();
         let mut reload = r.service_configs();
         for s in reload[0].servers.iter_mut() {

@@ -13,36 +13,64 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
-/// Realserver flag: removed from its service; existing connections drain.
+/// Realserver flag: removed from its service; existing connections drain. Operator's.
 pub const DEST_F_REMOVED: u32 = 1;
-/// Realserver flag: over its connection threshold (no new flows).
+/// Realserver flag: over its connection threshold (no new flows). Threshold's.
 pub const DEST_F_OVERLOAD: u32 = 2;
-/// Realserver flag: a health check marks it down (no new flows; existing flows kept). Owned
-/// by the health checker (`crate::health`), like `DEST_F_REMOVED` by the registry: each
-/// side sets and clears only its own bits, so neither can undo the other.
+/// Realserver flag: a health check marks it down (no new flows; existing flows kept).
+/// Health's.
 pub const DEST_F_DOWN: u32 = 4;
 /// Realserver flag, set with [`DEST_F_REMOVED`] when the operator asked for it (`--expire`):
-/// its connections end on their next packet, as with IPVS's `expire_nodest_conn`.
+/// its connections end on their next packet, as with IPVS's `expire_nodest_conn`. Operator's.
 pub const DEST_F_EXPIRE: u32 = 8;
 /// Realserver flag: a health check removed it (`on_fail = "remove"`, always together with
 /// `DEST_F_DOWN`): for its connections it counts as removed, as `DEST_F_REMOVED` does.
+/// Health's.
 pub const DEST_F_HEALTH_REMOVED: u32 = 16;
 /// The flags under which a realserver's connections drain as those of a removed server.
 pub const DEST_F_GONE: u32 = DEST_F_REMOVED | DEST_F_HEALTH_REMOVED;
+/// The flags the operator's side (the registry: removals, `--expire`) owns.
+pub const DEST_F_OPERATOR: u32 = DEST_F_REMOVED | DEST_F_EXPIRE;
+/// The flags the health checkers own.
+pub const DEST_F_HEALTH: u32 = DEST_F_DOWN | DEST_F_HEALTH_REMOVED;
 
 /// A realserver's state shared by every queue, the schedulers and the control plane.
+///
+/// Three owners write it, each only through its own methods, so none can undo another's
+/// bits:
+/// - the operator (the registry: configuration, runtime edits): the weight,
+///   [`DEST_F_REMOVED`] and [`DEST_F_EXPIRE`] ([`DestState::remove`],
+///   [`DestState::restore_operator`] …);
+/// - the health checkers: [`DEST_F_DOWN`] and [`DEST_F_HEALTH_REMOVED`]
+///   ([`DestState::health_up`], [`DestState::health_down`], [`DestState::health_pending`]);
+/// - the thresholds, kept by the queues as connections come and go: [`DEST_F_OVERLOAD`]
+///   ([`DestState::bind`], [`DestState::unbind`], [`DestState::set_thresholds`]).
 #[derive(Debug)]
 pub struct DestState {
     /// Current weight (0 = quiesced).
-    pub weight: AtomicU32,
-    /// `DEST_F_*` flags.
-    pub flags: AtomicU32,
+    weight: AtomicU32,
+    /// `DEST_F_*` flags, each bit written only by its owner's methods.
+    flags: AtomicU32,
     /// Connection counts.
     pub counters: DestCounters,
     /// Upper connection threshold (0: none); see [`overloads`].
     upper: AtomicU32,
     /// Lower connection threshold (0: 3/4 of the upper one); see [`unloads`].
     lower: AtomicU32,
+}
+
+/// What the operator's side owns of a realserver, saved to be put back
+/// ([`DestState::operator`], [`DestState::restore_operator`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperatorState {
+    /// The weight.
+    pub weight: u32,
+    /// The operator's flags (within [`DEST_F_OPERATOR`]).
+    pub flags: u32,
+    /// Upper connection threshold.
+    pub upper: u32,
+    /// Lower connection threshold.
+    pub lower: u32,
 }
 
 /// IPVS `ip_vs_bind_dest`: after a connection is bound, the server is overloaded when its
@@ -95,6 +123,18 @@ impl DestState {
         self.counters.active() as u64 + self.counters.inactive() as u64
     }
 
+    #[inline]
+    fn set(&self, bits: u32) {
+        self.flags.fetch_or(bits, Relaxed);
+    }
+
+    #[inline]
+    fn clear(&self, bits: u32) {
+        self.flags.fetch_and(!bits, Relaxed);
+    }
+
+    // Thresholds: DEST_F_OVERLOAD.
+
     /// Sets the thresholds (checked by the caller: `lower <= upper`) and the overload flag
     /// for the connections the server has now: set at the upper threshold, cleared where an
     /// unbind would clear it, else kept (as IPVS's `ip_vs_dest_update_overload`).
@@ -103,9 +143,9 @@ impl DestState {
         self.lower.store(lower, Relaxed);
         let total = self.total();
         if overloads(total, upper) {
-            self.flags.fetch_or(DEST_F_OVERLOAD, Relaxed);
+            self.set(DEST_F_OVERLOAD);
         } else if unloads(total, upper, lower) {
-            self.flags.fetch_and(!DEST_F_OVERLOAD, Relaxed);
+            self.clear(DEST_F_OVERLOAD);
         }
     }
 
@@ -115,7 +155,7 @@ impl DestState {
         self.counters.bind(active);
         let upper = self.upper();
         if upper != 0 && overloads(self.total(), upper) {
-            self.flags.fetch_or(DEST_F_OVERLOAD, Relaxed);
+            self.set(DEST_F_OVERLOAD);
         }
     }
 
@@ -125,9 +165,80 @@ impl DestState {
         self.counters.unbind(active);
         if self.flags() & DEST_F_OVERLOAD != 0 && unloads(self.total(), self.upper(), self.lower())
         {
-            self.flags.fetch_and(!DEST_F_OVERLOAD, Relaxed);
+            self.clear(DEST_F_OVERLOAD);
         }
     }
+
+    // Operator: the weight, DEST_F_REMOVED, DEST_F_EXPIRE.
+
+    /// Sets the weight (checked by the caller: [`crate::config::check_weight`]; 0 quiesces).
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Relaxed);
+    }
+
+    /// Removed from its service: no new flows; its connections drain.
+    pub fn remove(&self) {
+        self.set(DEST_F_REMOVED);
+    }
+
+    /// A removed realserver's connections end on their next packet (`--expire`).
+    pub fn expire(&self) {
+        self.set(DEST_F_EXPIRE);
+    }
+
+    /// Back in its service: neither removed nor expiring.
+    pub fn reinstate(&self) {
+        self.clear(DEST_F_OPERATOR);
+    }
+
+    /// What the operator's side owns now: weight, flags and thresholds.
+    pub fn operator(&self) -> OperatorState {
+        OperatorState {
+            weight: self.weight(),
+            flags: self.flags() & DEST_F_OPERATOR,
+            upper: self.upper(),
+            lower: self.lower(),
+        }
+    }
+
+    /// Puts back what [`DestState::operator`] saved. The health checkers' flags are left as
+    /// they are, and the overload flag follows the thresholds as [`DestState::set_thresholds`]
+    /// sets it (only if they change).
+    pub fn restore_operator(&self, saved: OperatorState) {
+        self.set_weight(saved.weight);
+        self.clear(DEST_F_OPERATOR);
+        self.set(saved.flags & DEST_F_OPERATOR);
+        if (self.upper(), self.lower()) != (saved.upper, saved.lower) {
+            self.set_thresholds(saved.upper, saved.lower);
+        }
+    }
+
+    // Health: DEST_F_DOWN, DEST_F_HEALTH_REMOVED.
+
+    /// Held out of scheduling until a health check passes (a server new to a checked
+    /// service, or back from draining). Sets `DEST_F_DOWN` only.
+    pub fn health_pending(&self) {
+        self.set(DEST_F_DOWN);
+    }
+
+    /// Healthy, or no longer checked: clears the health flags.
+    pub fn health_up(&self) {
+        self.clear(DEST_F_HEALTH);
+    }
+
+    /// Down: quiesced (`DEST_F_DOWN`), and with `remove` its connections drain as those of
+    /// a removed server (`DEST_F_HEALTH_REMOVED` too). Never a moment without `DEST_F_DOWN`
+    /// when going from one down mode to the other.
+    pub fn health_down(&self, remove: bool) {
+        if remove {
+            self.set(DEST_F_HEALTH);
+        } else {
+            self.set(DEST_F_DOWN);
+            self.clear(DEST_F_HEALTH_REMOVED);
+        }
+    }
+
+    // Readers.
 
     /// Current weight.
     #[inline]
@@ -452,6 +563,58 @@ mod tests {
             unloads(3, u32::MAX, 0),
             "no overflow in total × 4 < upper × 3"
         );
+    }
+
+    #[test]
+    fn each_owner_sets_and_clears_only_its_own_bits() {
+        let d = DestState::new(3);
+        d.set_thresholds(1, 0);
+        d.bind(true); // threshold: overloaded
+        d.health_down(true); // health: down, removed by the check
+        d.remove(); // operator: removed …
+        d.expire(); // … and expiring
+        let all = DEST_F_OVERLOAD | DEST_F_HEALTH | DEST_F_OPERATOR;
+        assert_eq!(d.flags(), all);
+        d.health_up();
+        assert_eq!(
+            d.flags(),
+            all & !DEST_F_HEALTH,
+            "a recovery keeps the removal"
+        );
+        d.health_down(false);
+        d.reinstate();
+        assert_eq!(
+            d.flags(),
+            DEST_F_OVERLOAD | DEST_F_DOWN,
+            "a re-add keeps the check's bit"
+        );
+        d.unbind(true);
+        assert_eq!(
+            d.flags(),
+            DEST_F_DOWN,
+            "unloaded: only the overload bit goes"
+        );
+        // Quiescing down-and-removed to down alone is never a moment without DEST_F_DOWN.
+        d.health_down(true);
+        d.health_down(false);
+        assert_eq!(d.flags(), DEST_F_DOWN);
+        // The operator's state is saved and put back without touching the others' bits.
+        let saved = d.operator();
+        d.set_weight(0);
+        d.remove();
+        d.set_thresholds(5, 2);
+        d.restore_operator(saved);
+        assert_eq!(
+            saved,
+            OperatorState {
+                weight: 3,
+                flags: 0,
+                upper: 1,
+                lower: 0
+            }
+        );
+        assert_eq!(d.operator(), saved);
+        assert_eq!((d.weight(), d.flags()), (3, DEST_F_DOWN));
     }
 
     #[test]

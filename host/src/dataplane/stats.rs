@@ -186,7 +186,7 @@ pub struct ShardReport {
     /// The queue's top sources of the last second.
     pub top: Vec<super::sources::SourceCount>,
     /// The queue's defenses.
-    pub defenses: Vec<super::shard::DefenseStatus>,
+    pub defenses: Vec<DefenseStatus>,
 }
 
 impl ShardReport {
@@ -244,4 +244,21 @@ fn merge_vec(a: &mut Vec<Traffic>, b: &[Traffic]) {
     for (x, y) in a.iter_mut().zip(b) {
         x.add(y);
     }
+}
+
+/// What a queue reports about one defense.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefenseStatus {
+    /// Service slot.
+    pub svc: u16,
+    /// The plugin.
+    pub plugin: std::sync::Arc<str>,
+    /// Its level in this queue.
+    pub level: u8,
+    /// Its drop rate in this queue.
+    pub drop_rate: u32,
+    /// It is doing something (level, drop rate, or actions in its last tick).
+    pub active: bool,
+    /// Its instance is usable (false while poisoned: no defense action).
+    pub healthy: bool,
 }

@@ -632,7 +632,6 @@ fn expire_nodest_conn_ends_flows_of_removed_servers() {
 #[test]
 fn health_down_quiesces_and_health_removed_drains_like_a_removal() {
     use crate::dataplane::service::{DEST_F_DOWN, DEST_F_HEALTH_REMOVED};
-    use std::sync::atomic::Ordering::Relaxed;
     let Lab {
         mut shard,
         registry,
@@ -648,7 +647,8 @@ fn health_down_quiesces_and_health_removed_drains_like_a_removal() {
     run(&mut shard, &tcp(c2, vip, SYN, b""), None);
     let dests = &registry.service("web").unwrap().dests;
     // rs1 fails its check under on_fail = "quiesce": the flags change, no snapshot.
-    dests[0].state.flags.store(DEST_F_DOWN, Relaxed);
+    dests[0].state.health_down(false);
+    assert_eq!(dests[0].state.flags(), DEST_F_DOWN);
     check(
         &mut shard,
         vec![
@@ -665,10 +665,8 @@ fn health_down_quiesces_and_health_removed_drains_like_a_removal() {
         ],
     );
     // rs2 fails under on_fail = "remove": its flows are a removed server's.
-    dests[1]
-        .state
-        .flags
-        .store(DEST_F_DOWN | DEST_F_HEALTH_REMOVED, Relaxed);
+    dests[1].state.health_down(true);
+    assert_eq!(dests[1].state.flags(), DEST_F_DOWN | DEST_F_HEALTH_REMOVED);
     check(
         &mut shard,
         vec![fx(

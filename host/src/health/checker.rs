@@ -5,9 +5,8 @@
 use super::probe::{probe, Failure};
 use super::state::{Health, Machine};
 use crate::config::{HealthConfig, OnFail};
-use crate::dataplane::service::{DestState, DEST_F_DOWN, DEST_F_HEALTH_REMOVED};
+use crate::dataplane::service::DestState;
 use std::net::SocketAddrV4;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::task::JoinHandle;
@@ -39,30 +38,19 @@ pub(super) struct Shared {
     pub(super) status: Status,
 }
 
-/// Sets `dest`'s health flags for `health` under `on_fail`. Never a moment without
-/// `DEST_F_DOWN` when going from one down mode to the other.
+/// Sets `dest`'s health flags for `health` under `on_fail`.
 pub fn apply_flags(dest: &DestState, health: Health, on_fail: OnFail) {
     match (health, on_fail) {
-        (Health::Up, _) => {
-            dest.flags
-                .fetch_and(!(DEST_F_DOWN | DEST_F_HEALTH_REMOVED), Relaxed);
-        }
-        (Health::Down, OnFail::Remove) => {
-            dest.flags
-                .fetch_or(DEST_F_DOWN | DEST_F_HEALTH_REMOVED, Relaxed);
-        }
+        (Health::Up, _) => dest.health_up(),
+        (Health::Down, OnFail::Remove) => dest.health_down(true),
         // A pending server has no flows to drain: held out of scheduling, nothing else.
-        (Health::Pending, _) | (Health::Down, OnFail::Quiesce) => {
-            dest.flags.fetch_or(DEST_F_DOWN, Relaxed);
-            dest.flags.fetch_and(!DEST_F_HEALTH_REMOVED, Relaxed);
-        }
+        (Health::Pending, _) | (Health::Down, OnFail::Quiesce) => dest.health_down(false),
     }
 }
 
 /// Clears the health flags (the server is no longer checked).
 pub fn clear_flags(dest: &DestState) {
-    dest.flags
-        .fetch_and(!(DEST_F_DOWN | DEST_F_HEALTH_REMOVED), Relaxed);
+    dest.health_up();
 }
 
 /// A running checker.

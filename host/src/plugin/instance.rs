@@ -4,11 +4,12 @@
 //! rules) poisons the instance: the caller must drop it and fall back.
 
 use super::bindings::{defense, persistence, scheduler, types};
-use super::runtime::{Kind, Plugin, PluginError, Pre, Runtime};
+use super::runtime::{Plugin, PluginError, Pre, Runtime};
+use super::store::{new_store, HostState, Lent, TableView};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{Store, Trap};
 
 /// What went wrong in a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,126 +67,6 @@ impl Fault {
             detail: detail.into(),
         }
     }
-}
-
-/// Memory limit of one instance; remembers whether it had to refuse growth.
-struct Limits {
-    memory: usize,
-    denied: bool,
-}
-
-impl ResourceLimiter for Limits {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.memory {
-            self.denied = true;
-            // Trap at once rather than let the guest limp on without memory.
-            wasmtime::bail!(
-                "memory limit of {} bytes reached (wanted {desired})",
-                self.memory
-            );
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > 100_000 {
-            self.denied = true;
-            wasmtime::bail!("table limit reached (wanted {desired} elements)");
-        }
-        Ok(true)
-    }
-}
-
-/// What a defense plugin may see of the connection table during its tick.
-pub trait TableView {
-    /// Slots the scan ranges over.
-    fn slots(&self) -> u32;
-    /// Live entries among `start .. start + count` (wrapping).
-    fn scan(&self, start: u32, count: u32) -> Vec<defense::ringvs::plugin::table::Entry>;
-}
-
-/// A table view lent to the store for the duration of one call.
-struct Lent(*const (dyn TableView + 'static));
-
-// Safety: the pointer is set only for the duration of a call made on the thread that owns
-// both the store and the table, and cleared before the call returns (see `with_table`).
-unsafe impl Send for Lent {}
-
-/// Per-store host state.
-pub struct HostState {
-    limits: Limits,
-    table: Option<Lent>,
-    /// Epoch boundaries crossed while the guest ran in the current call.
-    crossings: u64,
-    /// Crossings allowed before the call is stopped (its deadline, in epochs).
-    allowed: u64,
-}
-
-impl HostState {
-    fn new(memory: usize) -> HostState {
-        HostState {
-            limits: Limits {
-                memory,
-                denied: false,
-            },
-            table: None,
-            crossings: 0,
-            allowed: 0,
-        }
-    }
-
-    fn view(&self) -> Option<&dyn TableView> {
-        // Safety: see `Lent`: the pointee outlives the call in which this runs.
-        self.table.as_ref().map(|l| unsafe { &*l.0 })
-    }
-}
-
-impl types::Host for HostState {}
-
-impl defense::ringvs::plugin::table::Host for HostState {
-    fn slots(&mut self) -> u32 {
-        self.view().map_or(0, |t| t.slots())
-    }
-
-    fn scan(&mut self, start: u32, count: u32) -> Vec<defense::ringvs::plugin::table::Entry> {
-        // Bound the work one call can ask for.
-        self.view()
-            .map_or_else(Vec::new, |t| t.scan(start, count.min(1 << 20)))
-    }
-}
-
-/// Slack for preemptions: a thread descheduled while the guest runs sees one crossing per
-/// preemption, however long it lasted.
-const PREEMPTION_SLACK: u64 = 2;
-
-fn new_store(rt: &Runtime) -> Store<HostState> {
-    let mut store = Store::new(&rt.engine, HostState::new(rt.opts.memory_limit));
-    store.limiter(|s| &mut s.limits);
-    // The deadline counts epoch boundaries the guest is seen running across, not wall-clock
-    // time: the guest checks the epoch on function entry and loop back-edges, so a thread
-    // preempted for 20 ms between two checks crosses once, while a loop running for 20 ms
-    // crosses twenty times. A wall-clock deadline killed healthy 1 µs calls on a loaded
-    // two-core machine (lab, test-swap.sh).
-    store.epoch_deadline_callback(|mut cx| {
-        let s = cx.data_mut();
-        s.crossings += 1;
-        if s.crossings > s.allowed + PREEMPTION_SLACK {
-            Ok(wasmtime::UpdateDeadline::Interrupt)
-        } else {
-            Ok(wasmtime::UpdateDeadline::Continue(1))
-        }
-    });
-    store
 }
 
 fn classify(store: &Store<HostState>, e: wasmtime::Error) -> Fault {
@@ -250,7 +131,7 @@ fn instantiate<B>(
     what: &str,
     f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<B>,
 ) -> Result<(Store<HostState>, B), PluginError> {
-    let mut store = new_store(rt);
+    let mut store = new_store(&rt.engine, rt.opts.memory_limit);
     let s = store.data_mut();
     s.crossings = 0;
     s.allowed = Runtime::ticks(rt.opts.setup_deadline);
@@ -535,47 +416,4 @@ impl DefenseInstance {
         self.store.data_mut().table = None;
         r
     }
-}
-
-/// Runs a freshly loaded plugin through one round of its interface with made-up input.
-pub(crate) fn self_test(plugin: &Arc<Plugin>) -> Result<(), PluginError> {
-    let flow = flow_v4(
-        6,
-        SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 40000),
-        SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 100), 80),
-    );
-    let bad = |what: &str, f: Fault| PluginError::SelfTest(format!("{what}: {f}"));
-    match plugin.kind {
-        Kind::Scheduler => {
-            let mut s = SchedulerInstance::new(plugin)?;
-            let servers: Vec<ServerInfo> = (1..=3)
-                .map(|i| ServerInfo {
-                    addr: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 10 + i), 8080),
-                    weight: 1,
-                })
-                .collect();
-            s.servers_changed(&servers)
-                .map_err(|f| bad("servers-changed", f))?;
-            s.pick(&flow, &[1, 0, 0, 1, 2, 0, 1, 0, 5])
-                .map_err(|f| bad("pick", f))?;
-            s.export_state().map_err(|f| bad("export-state", f))?;
-        }
-        Kind::Persistence => {
-            let mut p = PersistenceInstance::new(plugin, &plugin.config)?;
-            p.affinity(&flow).map_err(|f| bad("affinity", f))?;
-        }
-        Kind::Defense => {
-            let mut d = DefenseInstance::new(plugin)?;
-            d.levels().map_err(|f| bad("levels", f))?;
-            d.admit(
-                &flow,
-                defense_types::SourceStats {
-                    new_flows: 1,
-                    concurrent: 1,
-                },
-            )
-            .map_err(|f| bad("admit", f))?;
-        }
-    }
-    Ok(())
 }

@@ -6,19 +6,27 @@
 //!   loader: sha256 pin, compilation, world and import checks, configuration.
 //! - [`SchedulerInstance`] and its siblings: one instance per queue, each call under an epoch
 //!   deadline and a memory limit; any fault poisons the instance ([`Fault`]).
+//!
+//! Inside, each module uses only those before it: `bindings` (the WIT's generated code) →
+//! `store` (one instance's host state, [`TableView`]) → `runtime` (the engine; compiling and
+//! checking a component) → `instance` (calls under deadlines) → `load` ([`Runtime::load`]:
+//! read, pin, compile, self-test).
 
 mod bindings;
 pub mod builtin;
 mod instance;
+mod load;
 mod runtime;
+mod store;
 
 pub use instance::{
     defense_types, flow_v4, table_types, DefenseInstance, Fault, FaultKind, PersistenceInstance,
-    SchedulerInstance, ServerInfo, TableView,
+    SchedulerInstance, ServerInfo,
 };
 pub use runtime::{
     flatten_config as runtime_flatten, hex, Kind, Plugin, PluginError, Runtime, RuntimeOptions,
 };
+pub use store::TableView;
 
 /// The WIT flow record (what `SchedulerInstance::pick` takes).
 pub type FlowWit = bindings::types::Flow;

@@ -1,8 +1,9 @@
-//! The shared engine and the loader.
+//! The shared engine and the compiler: what a plugin is ([`Kind`], [`Plugin`]), how it is
+//! compiled and checked. Loading, with the self-test on instances, is [`Runtime::load`]
+//! (module `load`).
 
 use super::bindings::{defense, persistence, scheduler};
-use super::instance::HostState;
-use sha2::{Digest, Sha256};
+use super::store::HostState;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -304,32 +305,11 @@ impl Runtime {
         &self.opts
     }
 
-    /// Reads, pins, compiles and checks a plugin file, then runs its self-test with
-    /// `config`. `want` restricts the kind. Nothing is changed on failure.
-    pub fn load(
-        self: &Arc<Self>,
-        name: &str,
-        path: &Path,
-        sha256: Option<[u8; 32]>,
-        config: &serde_json::Value,
-        want: Option<Kind>,
-    ) -> Result<Arc<Plugin>, PluginError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| PluginError::Read(path.to_path_buf(), e.to_string()))?;
-        let digest: [u8; 32] = Sha256::digest(&bytes).into();
-        if let Some(pin) = sha256 {
-            if pin != digest {
-                return Err(PluginError::Sha256 {
-                    path: path.to_path_buf(),
-                    expected: hex(&pin),
-                    actual: hex(&digest),
-                });
-            }
-        }
-        self.load_bytes(name, path, &bytes, digest, config, want)
-    }
-
-    fn load_bytes(
+    /// Compiles and checks the plugin file `path` whose contents are `bytes` (SHA-256
+    /// `sha256`): a component exporting one of the plugin interfaces (`want` restricts the
+    /// kind) and importing nothing the host does not link. No self-test: see
+    /// [`Runtime::load`] for what a caller may use.
+    pub(super) fn compile(
         self: &Arc<Self>,
         name: &str,
         path: &Path,
@@ -444,7 +424,7 @@ impl Runtime {
                 )
             }
         };
-        let plugin = Arc::new(Plugin {
+        Ok(Arc::new(Plugin {
             name: name.into(),
             kind,
             path: path.to_path_buf(),
@@ -452,9 +432,7 @@ impl Runtime {
             config: flatten_config(config),
             pre,
             runtime: self.clone(),
-        });
-        super::instance::self_test(&plugin)?;
-        Ok(plugin)
+        }))
     }
 }
 

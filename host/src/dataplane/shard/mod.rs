@@ -460,7 +460,7 @@ mod flow;
 mod icmp;
 mod tick;
 
-pub use tick::DefenseStatus;
+pub use super::stats::DefenseStatus;
 
 impl Shard {
     /// The connection-table hash of a packet's client endpoint, read without full validation

@@ -4,27 +4,11 @@
 use super::super::blocks::Block;
 use super::super::defense::{block_request, effective_table, prefix, wit_ip, ServiceTable};
 use super::super::policy::{ActionKind, Ctx, Func, PluginEvent};
+use super::super::stats::DefenseStatus;
 use super::Shard;
 use crate::conn::{ConnId, State, TICKS_PER_SEC};
 use crate::plugin::defense_types as dt;
 use std::sync::Arc;
-
-/// What a queue reports about one defense.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DefenseStatus {
-    /// Service slot.
-    pub svc: u16,
-    /// The plugin.
-    pub plugin: Arc<str>,
-    /// Its level in this queue.
-    pub level: u8,
-    /// Its drop rate in this queue.
-    pub drop_rate: u32,
-    /// It is doing something (level, drop rate, or actions in its last tick).
-    pub active: bool,
-    /// Its instance is usable (false while poisoned: no defense action).
-    pub healthy: bool,
-}
 
 impl Shard {
     /// Once a second: hand over the top talkers, run the defenses' ticks, apply what they

@@ -83,11 +83,14 @@ fn a_template_lives_while_it_controls_connections() {
 
 #[test]
 fn removed_and_down_servers_invalidate_templates() {
-    for flag in [DEST_F_REMOVED, DEST_F_DOWN] {
+    let removed: fn(&DestState) = DestState::remove;
+    let down: fn(&DestState) = |d| d.health_down(false);
+    for (flag, set) in [(DEST_F_REMOVED, removed), (DEST_F_DOWN, down)] {
         let s = store();
         let a = dest();
         let id = bound(s.create(1, 9, 1, &a, 0, T).unwrap());
-        a.flags.fetch_or(flag, Relaxed);
+        set(&a);
+        assert_eq!(a.flags(), flag);
         assert_eq!(s.find(1, 9, 1, T), Bind::Missing, "flag {flag}");
         // Unfindable, but alive while its connection lasts, and still counted on `a`.
         assert_eq!(s.stats().entries, 1);
@@ -108,7 +111,7 @@ fn quiesced_servers_keep_their_clients_unless_expire_quiescent_template() {
     let a = dest();
     let id = bound(s.create(1, 5, 1, &a, 0, T).unwrap());
     s.release(id);
-    a.weight.store(0, Relaxed);
+    a.set_weight(0);
     let id = bound(s.find(1, 5, 1, T));
     s.release(id);
     s.set_expire_quiescent(true);
@@ -126,10 +129,14 @@ fn an_overloaded_server_takes_no_persistent_flow_but_keeps_its_template() {
     let s = store();
     let a = dest();
     let id = bound(s.create(1, 5, 1, &a, 0, T).unwrap());
-    a.flags.fetch_or(DEST_F_OVERLOAD, Relaxed);
+    // One connection at an upper threshold of one: overloaded.
+    a.set_thresholds(1, 0);
+    a.bind(false);
+    assert_eq!(a.flags(), DEST_F_OVERLOAD);
     assert_eq!(s.find(1, 5, 1, T), Bind::Busy);
     assert_eq!(s.create(1, 5, 2, &dest(), 1, T), Ok(Bind::Busy));
-    a.flags.fetch_and(!DEST_F_OVERLOAD, Relaxed);
+    a.unbind(false);
+    assert_eq!(a.flags(), 0);
     assert_eq!(bound(s.find(1, 5, 2, T)), id);
 }
 
@@ -212,7 +219,7 @@ fn listing_shows_findable_templates() {
             controls: 1
         }]
     );
-    a.flags.fetch_or(DEST_F_REMOVED, Relaxed);
+    a.remove();
     assert_eq!(s.find(4, 0x0a4d_0000, 1, T), Bind::Missing);
     assert!(
         s.list(10).is_empty(),

@@ -1,0 +1,215 @@
+//! A runtime change to a service, one type from the command line to the registry:
+//! [`ServiceEdit`] is the options of `ringvs service add|edit` (clap), the fields of the admin
+//! protocol's `service-add` and `service-edit` (serde, flattened into the request) and what
+//! [`new_service`] and [`edit_service`] validate and apply, as a `[[service]]` of the config
+//! file would be. A new option is a field here and a line in those two functions.
+
+use super::{raw, ConfigError, HealthTable, Quantity, ServiceConfig, Validator};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// A runtime change to a service, in the config file's vocabulary: each field given
+/// replaces the current value; `timeouts` replaces the states it names and keeps the others.
+/// On the command line its fields are `ringvs service add|edit` options; on the admin socket
+/// they are the fields of `service-add` and `service-edit` (the same names).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct ServiceEdit {
+    /// Virtual address:port (ipvsadm -t/-u). Required for a new service; on edit it must be
+    /// the current one: a service's virtual address cannot change (add a new service, then
+    /// remove this one).
+    #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(default)]
+    pub vip: Option<String>,
+    /// Protocol: tcp (default) or udp (ipvsadm -t or -u); on edit it must be the current
+    /// one, like --vip.
+    #[arg(long, value_name = "PROTO")]
+    #[serde(default)]
+    pub proto: Option<String>,
+    /// Forwarding method: nat (LVS-NAT, ipvsadm -m).
+    #[arg(long, value_name = "METHOD")]
+    #[serde(default)]
+    pub forward: Option<String>,
+    /// Scheduler: a built-in (rr, wlc) or a loaded plugin's name (ipvsadm -s).
+    #[arg(long, value_name = "NAME")]
+    #[serde(default)]
+    pub scheduler: Option<String>,
+    /// A state's timeout, e.g. established=900s, fin_wait=2m, udp=300s (repeatable; other
+    /// states keep theirs; ipvsadm --set sets these director-wide). On the admin socket an
+    /// object, state → duration (`"900s"` or seconds).
+    #[arg(long = "timeout", value_name = "STATE=DURATION", value_parser = state_timeout)]
+    #[serde(default, with = "timeouts_map")]
+    pub timeouts: Vec<(String, Quantity)>,
+    /// A defense plugin, in the order they apply (repeatable; on edit, replaces the list; on
+    /// the admin socket `[]` removes every defense).
+    #[arg(long = "defense", value_name = "PLUGIN")]
+    #[serde(default)]
+    pub defense: Option<Vec<String>>,
+    /// Health check of the service's realservers, the keys of the config's `health` table:
+    /// e.g. 'check = "http", path = "/health", interval = "1s", fall = 3' (keepalived's
+    /// HTTP_GET; see docs/HEALTH.md). On edit, replaces the check, also for the servers
+    /// that used the service's.
+    #[arg(long, value_name = "KEYS", value_parser = health_keys)]
+    #[serde(default)]
+    pub health: Option<HealthTable>,
+    /// Stop checking the service's realservers (overrides included); down servers serve
+    /// again. Edit only; not with --health.
+    #[arg(long, conflicts_with = "health")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_health: bool,
+}
+
+/// `STATE=DURATION` for `--timeout`.
+fn state_timeout(s: &str) -> Result<(String, Quantity), String> {
+    let (state, d) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected STATE=DURATION (e.g. established=900s), found {s:?}"))?;
+    Ok((
+        state.trim().to_string(),
+        Quantity::Text(d.trim().to_string()),
+    ))
+}
+
+/// `--health 'check = "tcp", interval = "1s"'`: the inside of a TOML inline table.
+fn health_keys(s: &str) -> Result<HealthTable, String> {
+    #[derive(serde::Deserialize)]
+    struct Wrap {
+        health: HealthTable,
+    }
+    toml::from_str::<Wrap>(&format!("health = {{ {s} }}"))
+        .map(|w| w.health)
+        .map_err(|e| {
+            format!(
+                "expected the keys of a health table, e.g. 'check = \"http\", path = \"/\"': {}",
+                e.message()
+            )
+        })
+}
+
+/// `timeouts` on the wire: a JSON object, state → duration (the last of a state given twice
+/// counts, as in a map).
+mod timeouts_map {
+    use super::Quantity;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(v: &[(String, Quantity)], s: S) -> Result<S::Ok, S::Error> {
+        let map: BTreeMap<&String, &Quantity> = v.iter().map(|(k, q)| (k, q)).collect();
+        s.collect_map(map)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, Quantity)>, D::Error> {
+        BTreeMap::<String, Quantity>::deserialize(d).map(|m| m.into_iter().collect())
+    }
+}
+
+/// A new service from a runtime request, validated as a `[[service]]` of the config file
+/// would be, with no realservers. `is_plugin` tells which names are loaded plugins. Errors
+/// name the service and the field.
+pub fn new_service(
+    name: &str,
+    edit: ServiceEdit,
+    is_plugin: &dyn Fn(&str) -> bool,
+) -> Result<ServiceConfig, ConfigError> {
+    let fig = Figment::new();
+    let v = Validator {
+        fig: &fig,
+        file_origin: format!("service {name:?}"),
+        base: None,
+    };
+    let Some(vip) = edit.vip else {
+        return Err(v.err(
+            "vip",
+            "a new service needs a virtual address, e.g. 10.77.100.100:80",
+        ));
+    };
+    if edit.no_health {
+        return Err(v.err(
+            "no_health",
+            "a new service has no health check to remove (leave `health` out instead)",
+        ));
+    }
+    let raw = raw::Service {
+        name: name.to_string(),
+        vip,
+        proto: edit.proto,
+        forward: edit.forward,
+        scheduler: edit.scheduler,
+        persistence: None,
+        health: edit.health,
+        defense: edit.defense.unwrap_or_default(),
+        timeouts: edit.timeouts.into_iter().collect(),
+        server: Vec::new(),
+    };
+    v.service("", raw, is_plugin)
+}
+
+/// `base` with a runtime `edit` applied, validated field by field. The virtual address and
+/// protocol identify a service and its connections, so they cannot change: add a new
+/// service and remove the old one instead.
+pub fn edit_service(
+    base: &ServiceConfig,
+    edit: ServiceEdit,
+    is_plugin: &dyn Fn(&str) -> bool,
+) -> Result<ServiceConfig, ConfigError> {
+    let fig = Figment::new();
+    let v = Validator {
+        fig: &fig,
+        file_origin: format!("service {:?}", base.name),
+        base: None,
+    };
+    let mut out = base.clone();
+    if let Some(p) = &edit.proto {
+        if v.proto("proto", p)? != base.proto {
+            return Err(v.err(
+                "proto",
+                format!(
+                    "the protocol identifies the service and its connections and stays {}; add a new service and remove this one instead",
+                    base.proto.name()
+                ),
+            ));
+        }
+    }
+    if let Some(a) = &edit.vip {
+        if v.v4_endpoint("vip", a, None)? != base.vip {
+            return Err(v.err(
+                "vip",
+                format!(
+                    "the virtual address identifies the service and its connections and stays {}; add a new service and remove this one instead",
+                    base.vip
+                ),
+            ));
+        }
+    }
+    if let Some(f) = &edit.forward {
+        out.forward = v.forward("forward", f)?;
+    }
+    if let Some(s) = edit.scheduler {
+        v.scheduler("scheduler", &s, is_plugin)?;
+        out.scheduler = s;
+    }
+    if let Some(d) = edit.defense {
+        v.defense("defense", &d, is_plugin)?;
+        out.defense = d;
+    }
+    if edit.no_health {
+        if edit.health.is_some() {
+            return Err(v.err("health", "give a new health check or remove it, not both"));
+        }
+        for s in &mut out.servers {
+            s.health = None;
+        }
+        out.health = None;
+    }
+    if let Some(h) = edit.health {
+        let new = v.health("", Some(&h), None, None)?;
+        for s in out.servers.iter_mut().filter(|s| s.health == base.health) {
+            s.health = new.clone();
+        }
+        out.health = new;
+    }
+    let timeouts = edit.timeouts.into_iter().collect();
+    v.timeouts("timeouts", timeouts, &mut out.timeouts)?;
+    Ok(out)
+}

@@ -1,0 +1,247 @@
+//! The admin protocol: [`Handler::handle`] hands each request to one function of its own.
+//! Edits are checked completely before anything changes; what changes ends with a snapshot
+//! to the queues, health checkers and routes to match (see `state`).
+
+use super::super::admin::Handler;
+use super::super::protocol::Request;
+use super::super::registry::{EditError, ServiceEntry};
+use super::state::Daemon;
+use crate::config::{self, ServiceConfig, ServiceEdit};
+use serde_json::Value;
+use std::net::SocketAddrV4;
+use tracing::info;
+
+fn addr(s: &str) -> Result<SocketAddrV4, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 address:port"))
+}
+
+fn json<T: serde::Serialize>(v: T) -> Result<Value, String> {
+    serde_json::to_value(v).map_err(|e| e.to_string())
+}
+
+impl Handler for Daemon {
+    /// Handles one admin request.
+    fn handle(&mut self, req: Request) -> Result<Value, String> {
+        match req {
+            Request::Status {} => json(self.status()),
+            Request::List {} => json(self.list()),
+            Request::Connections { max } => {
+                json(self.connections(max.unwrap_or(10_000).min(1_000_000)))
+            }
+            Request::Reload {} => self.reload().map(Value::String),
+            Request::PluginSwap { service, target } => {
+                self.swap(&service, &target).map(Value::String)
+            }
+            Request::Plugins {} => json(self.plugin_list()),
+            Request::Top {} => json(self.top_view()),
+            Request::Zero { service } => self.on_zero(service.as_deref()),
+            Request::ServerAdd {
+                service,
+                addr,
+                weight,
+                upper,
+                lower,
+            } => self.on_server_add(&service, &addr, weight, (upper, lower)),
+            Request::ServerRemove {
+                service,
+                addr,
+                expire,
+            } => self.on_server_remove(&service, &addr, expire),
+            Request::ServerWeight {
+                service,
+                addr,
+                weight,
+            } => self.on_server_weight(&service, &addr, weight),
+            Request::ServiceAdd { name, edit } => self.on_service_add(&name, edit),
+            Request::ServiceEdit { name, edit } => self.on_service_edit(&name, edit),
+            Request::ServiceRemove { name, expire } => self.on_service_remove(&name, expire),
+        }
+    }
+}
+
+impl Daemon {
+    /// `zero`: the statistics `list` shows start again from the queues' counters now, for
+    /// every service or for one and its realservers.
+    fn on_zero(&mut self, service: Option<&str>) -> Result<Value, String> {
+        let r = self.report();
+        match service {
+            None => self.stats.zero_all(r),
+            Some(name) => {
+                let e = self
+                    .registry
+                    .service(name)
+                    .ok_or_else(|| format!("no service named {name:?}"))?;
+                let dests: Vec<usize> = e.dests.iter().map(|d| d.id as usize).collect();
+                self.stats.zero_service(&r, e.id as usize, &dests);
+            }
+        }
+        Ok("zeroed".into())
+    }
+
+    /// `server-add`: a realserver with its weight (default 1) and connection thresholds
+    /// `(upper, lower)` (default 0).
+    fn on_server_add(
+        &mut self,
+        service: &str,
+        a: &str,
+        weight: Option<u64>,
+        (upper, lower): (Option<u32>, Option<u32>),
+    ) -> Result<Value, String> {
+        let w = weight.unwrap_or(1);
+        let w = config::check_weight(w).ok_or_else(|| EditError::BadWeight(w).to_string())?;
+        let server = config::ServerConfig {
+            upper: upper.unwrap_or(0),
+            lower: lower.unwrap_or(0),
+            ..config::ServerConfig::new(addr(a)?, w)
+        };
+        self.registry
+            .add_server(service, server)
+            .map_err(|e| e.to_string())?;
+        Ok(self.edited())
+    }
+
+    /// `server-remove`: its connections drain, or with `expire` end on their next packet
+    /// (also for a realserver already draining).
+    fn on_server_remove(&mut self, service: &str, a: &str, expire: bool) -> Result<Value, String> {
+        let a = addr(a)?;
+        match self.registry.remove_server(service, a) {
+            Ok(()) => {}
+            // `--expire` on a realserver already draining expires its connections.
+            Err(EditError::UnknownServer(..))
+                if expire && self.registry.expire_removed(service, Some(a)) > 0 =>
+            {
+                return Ok("ok".into())
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        if expire {
+            self.registry.expire_removed(service, Some(a));
+        }
+        info!(service = %service, server = %a, expire, "server removed");
+        Ok(self.edited())
+    }
+
+    /// `server-weight`.
+    fn on_server_weight(&mut self, service: &str, a: &str, weight: u64) -> Result<Value, String> {
+        self.registry
+            .set_weight(service, addr(a)?, weight)
+            .map_err(|e| e.to_string())?;
+        Ok(self.edited())
+    }
+
+    /// `service-add`: validated as a `[[service]]` of the config file, with no realservers.
+    fn on_service_add(&mut self, name: &str, edit: ServiceEdit) -> Result<Value, String> {
+        let cfg = config::new_service(name, edit, &|n| self.plugins.manager.loaded.contains_key(n))
+            .map_err(|e| e.to_string())?;
+        self.check_plugin_kinds(&cfg)?;
+        self.check_not_draining(&cfg)?;
+        let (proto, vip, sched) = (cfg.proto.name(), cfg.vip, cfg.scheduler.clone());
+        self.edit_registry(|r| r.add_service(cfg))?;
+        info!(service = %name, proto, vip = %vip, scheduler = %sched, "service added");
+        Ok("ok".into())
+    }
+
+    /// `service-edit`: only the fields given change; connections are kept.
+    fn on_service_edit(&mut self, name: &str, edit: ServiceEdit) -> Result<Value, String> {
+        let base = self
+            .registry
+            .service(name)
+            .ok_or_else(|| EditError::UnknownService(name.to_string()).to_string())?
+            .cfg
+            .clone();
+        let cfg = config::edit_service(&base, edit, &|n| {
+            self.plugins.manager.loaded.contains_key(n)
+        })
+        .map_err(|e| e.to_string())?;
+        if cfg == base {
+            return Ok("unchanged".into());
+        }
+        self.check_plugin_kinds(&cfg)?;
+        let swapped = cfg.scheduler != base.scheduler;
+        let (from, to) = (base.scheduler.clone(), cfg.scheduler.clone());
+        self.edit_registry(|r| r.edit_service(cfg))?;
+        if swapped {
+            self.plugins.manager.count_swap(name);
+            info!(service = %name, from = %from, to = %to, "scheduler swapped");
+        }
+        info!(service = %name, "service edited");
+        Ok("ok".into())
+    }
+
+    /// `service-remove`: its connections drain, or with `expire` end on their next packet
+    /// (also for a service already draining).
+    fn on_service_remove(&mut self, name: &str, expire: bool) -> Result<Value, String> {
+        match self.registry.remove_service(name) {
+            Ok(()) => {}
+            // `--expire` on a service already draining expires its connections.
+            Err(EditError::UnknownService(_))
+                if expire && self.registry.expire_removed(name, None) > 0 =>
+            {
+                return Ok("ok".into())
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        if expire {
+            self.registry.expire_removed(name, None);
+        }
+        info!(service = %name, expire, "service removed");
+        Ok(self.edited())
+    }
+
+    /// A new service must not take the name or the virtual address of a removed service
+    /// whose connections are still draining: the queues match a connection to its service,
+    /// so those connections would be cut. The same name at the same address is the service
+    /// coming back, and keeps them.
+    fn check_not_draining(&self, cfg: &ServiceConfig) -> Result<(), String> {
+        let same_vip = |e: &ServiceEntry| e.cfg.proto == cfg.proto && e.cfg.vip == cfg.vip;
+        let conflict = self.registry.all_services().iter().find(|e| {
+            e.removed && !e.dests.is_empty() && ((e.cfg.name == cfg.name) != same_vip(e))
+        });
+        let Some(e) = conflict else { return Ok(()) };
+        let conns: u64 = e
+            .dests
+            .iter()
+            .map(|d| u64::from(d.state.counters.active()) + u64::from(d.state.counters.inactive()))
+            .sum();
+        Err(format!(
+            "removed service {:?} ({} {}) still has {conns} connection(s) draining; add {:?} once they have ended (`ringvs service remove {} --expire` ends each on its next packet)",
+            e.cfg.name,
+            e.cfg.proto.name(),
+            e.cfg.vip,
+            cfg.name,
+            e.cfg.name
+        ))
+    }
+
+    /// A service's scheduler and defenses must be plugins of the right kind.
+    fn check_plugin_kinds(&self, cfg: &ServiceConfig) -> Result<(), String> {
+        let want = std::iter::once((&cfg.scheduler, crate::plugin::Kind::Scheduler))
+            .filter(|(s, _)| !config::BUILTIN_SCHEDULERS.contains(&s.as_str()))
+            .chain(
+                cfg.defense
+                    .iter()
+                    .map(|d| (d, crate::plugin::Kind::Defense)),
+            );
+        for (name, kind) in want {
+            match self.plugins.manager.loaded.get(name.as_str()) {
+                Some(p) if p.kind == kind => {}
+                Some(p) => {
+                    return Err(format!(
+                        "service {:?}: plugin {name:?} is a {} plugin, not a {}",
+                        cfg.name,
+                        p.kind.name(),
+                        kind.name()
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "service {:?}: plugin {name:?} is not loaded",
+                        cfg.name
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}

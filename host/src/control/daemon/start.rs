@@ -1,0 +1,394 @@
+//! Starting and running the daemon: [`run`] (the device, the queues, the control loop,
+//! the shutdown) and [`Daemon::detached`] (the same daemon on queues attached to nothing).
+
+use super::super::admin;
+use super::super::notify;
+use super::super::plugins::PluginManager;
+use super::super::registry::Registry;
+use super::super::routes::{self, AutoRoutes};
+use super::queues::{steered, Queue, Queues, Steering};
+use super::state::{Daemon, DaemonError, Plugins, Sources};
+use crate::config::{self, Config, Routes};
+use crate::conn::HashKey;
+use crate::dataplane::service::Snapshot;
+use crate::dataplane::sources::SourceSketch;
+use crate::dataplane::templates::TemplateStore;
+use crate::dataplane::{Control, PluginEvent, Shard, ShardConfig};
+use crate::io::steer;
+use crate::io::tun::{attach_steering_bpf, TunDevice, TunOptions};
+use crate::io::uring::{run_queue, UringOptions};
+use crossbeam_channel::Sender;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+
+fn pin_to_cpu(i: usize) {
+    // Safety: `set` is a plain bitmask owned by this frame; sched_setaffinity only reads it.
+    unsafe {
+        let n = libc::sysconf(libc::_SC_NPROCESSORS_ONLN);
+        if n <= 0 {
+            return;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(i % n as usize, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// What every queue of a daemon shares; each gets its [`ShardConfig`] from it.
+struct QueueSetup {
+    /// How many queues.
+    n: usize,
+    /// `director.conn_memory_limit`, shared out.
+    memory_limit: usize,
+    expire_nodest_conn: bool,
+    hash_key: HashKey,
+    start: Instant,
+    events: Sender<PluginEvent>,
+    sources: Arc<SourceSketch>,
+    templates: Arc<TemplateStore>,
+}
+
+impl QueueSetup {
+    /// Queue `id`: its share of the memory budget and what all queues share.
+    fn shard_config(&self, id: usize) -> ShardConfig {
+        ShardConfig {
+            id,
+            memory_limit: self.memory_limit / self.n,
+            hash_key: self.hash_key,
+            start: self.start,
+            expire_nodest_conn: self.expire_nodest_conn,
+            events: Some(self.events.clone()),
+            sources: self.sources.clone(),
+            queues: self.n,
+            templates: self.templates.clone(),
+        }
+    }
+}
+
+/// The persistence template store every queue shares (`director.template_memory_limit`).
+fn template_store(cfg: &Config) -> Result<Arc<TemplateStore>, String> {
+    let templates = TemplateStore::new(cfg.director.template_memory_limit, HashKey::random())
+        .map_err(|e| format!("{}: director.{e}", cfg.path.display()))?;
+    templates.set_expire_quiescent(cfg.director.expire_quiescent_template);
+    Ok(Arc::new(templates))
+}
+
+/// What a daemon starts from: the registry, its plugins (compiled, checked and
+/// self-tested, one instance per queue), the first snapshot, and what the queues will
+/// share. Touches nothing outside the process.
+struct Startup {
+    registry: Registry,
+    plugins: Plugins,
+    snap: Arc<Snapshot>,
+    setup: QueueSetup,
+}
+
+fn startup(cfg: &Config) -> Result<Startup, String> {
+    let start = Instant::now();
+    let mut registry = Registry::new(&cfg.services).map_err(|e| e.to_string())?;
+    let mut manager = PluginManager::default();
+    let loaded = manager.load_config(cfg)?;
+    let prepared = manager.prepare(&registry, cfg.director.queues, &loaded)?;
+    manager.commit(loaded);
+    let snap = Arc::new(manager.snapshot(&mut registry, prepared));
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    let templates = template_store(cfg)?;
+    let setup = QueueSetup {
+        n: cfg.director.queues,
+        memory_limit: cfg.director.conn_memory_limit,
+        expire_nodest_conn: cfg.director.expire_nodest_conn,
+        hash_key: HashKey::random(),
+        start,
+        events: events_tx,
+        sources: Arc::new(SourceSketch::new()),
+        templates: templates.clone(),
+    };
+    let plugins = Plugins {
+        manager,
+        events,
+        templates,
+    };
+    Ok(Startup {
+        registry,
+        plugins,
+        snap,
+        setup,
+    })
+}
+
+impl Startup {
+    /// The daemon, once its queues are `queues`.
+    fn into_daemon(self, cfg: Config, queues: Vec<Queue>, steering: Option<Steering>) -> Daemon {
+        let queues = Queues::new(queues, self.setup.start, steering);
+        let sources = Sources::new(self.setup.sources);
+        Daemon::new(cfg, self.registry, queues, self.plugins, sources)
+    }
+}
+
+impl Daemon {
+    /// A daemon whose `director.queues` queues are attached to no device: the caller drives
+    /// the returned shards (e.g. with [`crate::io::mem::process_packets`], whose `poll`
+    /// applies what the control plane sent). Everything else is the real daemon: the admin
+    /// protocol, runtime edits, reloads and plugin swaps, with no privileges needed and no
+    /// route, device or steering program touched. Tests drive the admin socket with it.
+    /// (`connections` asks every queue and waits for its answer: it needs the shards polled
+    /// meanwhile; `tick` is not run, so drained realservers are not collected.)
+    pub fn detached(cfg: Config) -> Result<(Daemon, Vec<Shard>), String> {
+        let s = startup(&cfg)?;
+        let n = s.setup.n;
+        let mut queues = Vec::with_capacity(n);
+        let mut shards = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let shard = Shard::new(s.setup.shard_config(i), s.snap.clone(), Some(rx))
+                .map_err(|e| e.to_string())?;
+            queues.push(Queue {
+                tx,
+                shared: shard.shared(),
+                thread: None,
+            });
+            shards.push(shard);
+        }
+        Ok((s.into_daemon(cfg, queues, None), shards))
+    }
+}
+
+/// Starts the queues on the device's descriptors; waits until each is running.
+fn start_queues(
+    setup: &QueueSetup,
+    vnet: bool,
+    fds: Vec<OwnedFd>,
+    snap: &Arc<Snapshot>,
+) -> Result<Vec<Queue>, String> {
+    let n = fds.len();
+    let mut queues = Vec::with_capacity(n);
+    for (i, fd) in fds.into_iter().enumerate() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut shard =
+            Shard::new(setup.shard_config(i), snap.clone(), Some(rx)).map_err(|e| e.to_string())?;
+        let shared = shard.shared();
+        let pin = n > 1;
+        let thread = std::thread::Builder::new()
+            .name(format!("ringvs-q{i}"))
+            .spawn(move || {
+                if pin {
+                    pin_to_cpu(i);
+                }
+                let opts = UringOptions::for_device(vnet);
+                run_queue(fd.as_fd(), vnet, &opts, &mut shard)
+            })
+            .map_err(|e| format!("cannot start queue thread {i}: {e}"))?;
+        queues.push(Queue {
+            tx,
+            shared,
+            thread: Some(thread),
+        });
+    }
+    wait_running(queues)
+}
+
+/// Waits until every queue has polled once (its ring is up) or one has failed.
+fn wait_running(mut queues: Vec<Queue>) -> Result<Vec<Queue>, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut all = true;
+        for (i, q) in queues.iter_mut().enumerate() {
+            if q.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                let res = q.thread.take().map(|t| t.join());
+                for q in &queues {
+                    let _ = q.tx.send(Control::Stop);
+                }
+                return Err(match res {
+                    Some(Ok(Err(e))) => format!("queue {i} could not start: {e}"),
+                    _ => format!("queue {i} could not start"),
+                });
+            }
+            all &= q.shared.ready.load(std::sync::atomic::Ordering::Acquire);
+        }
+        if all {
+            return Ok(queues);
+        }
+        if Instant::now() > deadline {
+            for q in &queues {
+                let _ = q.tx.send(Control::Stop);
+            }
+            return Err("queues did not start within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; `log_format` overrides `director.log_format`.
+pub fn run(path: &Path, log_format: Option<config::LogFormat>) -> Result<(), DaemonError> {
+    let cfg = config::load(path).map_err(|e| e.to_string())?;
+    super::super::logging::init(log_format.unwrap_or(cfg.director.log_format));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the control runtime: {e}"))?;
+    rt.block_on(run_async(cfg))
+}
+
+/// What fails without touching the network: the admin socket, the metrics listener, and
+/// forwarding when `routes = "auto"` needs it.
+fn bind_listeners(cfg: &Config) -> Result<admin::Listener, DaemonError> {
+    let listener = admin::bind(
+        &cfg.director.admin_socket,
+        cfg.director.admin_group.as_deref(),
+    )?;
+    if let Some(addr) = cfg.director.metrics_listen {
+        crate::metrics::install(addr)?;
+    }
+    for p in routes::check_forwarding() {
+        if cfg.director.routes == Routes::Auto {
+            return Err(DaemonError(format!(
+                "routes = \"auto\" needs forwarding: {p}"
+            )));
+        }
+        warn!("{p}");
+    }
+    Ok(listener)
+}
+
+/// With several queues, both directions of a flow must reach the same queue: steers on the
+/// client endpoint before any queue runs.
+fn attach_steering(
+    tun: &TunDevice,
+    queues: usize,
+    snap: &Snapshot,
+) -> Result<Option<Steering>, String> {
+    if queues <= 1 {
+        return Ok(None);
+    }
+    let fd = tun.queue_fds()[0]
+        .try_clone()
+        .map_err(|e| format!("cannot duplicate a queue descriptor: {e}"))?;
+    let services = steered(snap);
+    let prog = steer::load(&steer::program(&services, queues as u32)).map_err(|e| {
+        format!("director.queues = {queues} needs the TUN steering program: {e}; use queues = 1 or run as root with BPF allowed")
+    })?;
+    attach_steering_bpf(fd.as_fd(), prog.as_fd())
+        .map_err(|e| format!("cannot attach the steering program to {}: {e}", tun.name()))?;
+    Ok(Some(Steering { fd, services }))
+}
+
+/// The device, the steering program and the queues; then the daemon with its health checks
+/// and routes. Returns it with the device's name.
+fn start_director(cfg: Config, s: Startup) -> Result<(Daemon, String), DaemonError> {
+    let tun = TunDevice::create(&TunOptions {
+        name: cfg.director.device.clone(),
+        queues: cfg.director.queues,
+        vnet_hdr: cfg.director.offload,
+        mtu: cfg.director.mtu,
+        txqueuelen: None,
+    })
+    .map_err(|e| format!("cannot create device {}: {e}", cfg.director.device))?;
+    for w in routes::device_sysctls(tun.name()) {
+        warn!("{w}");
+    }
+    let device = tun.name().to_string();
+    let steering = attach_steering(&tun, cfg.director.queues, &s.snap)?;
+    let queues = start_queues(&s.setup, cfg.director.offload, tun.into_queues(), &s.snap)?;
+    let routes = (cfg.director.routes == Routes::Auto).then(|| AutoRoutes::new(&device));
+    let mut daemon = s.into_daemon(cfg, queues, steering);
+    daemon.routes = routes;
+    daemon.sync_health();
+    if let Err(e) = daemon.sync_routes() {
+        daemon.shutdown();
+        return Err(DaemonError(format!("cannot install routes: {e}")));
+    }
+    Ok((daemon, device))
+}
+
+async fn run_async(cfg: Config) -> Result<(), DaemonError> {
+    // Plugins are compiled, checked and self-tested before anything touches the network.
+    let s = startup(&cfg)?;
+    // Fail early, before touching the network.
+    let listener = bind_listeners(&cfg)?;
+    let (daemon, device) = start_director(cfg, s)?;
+    let table = daemon.report();
+    info!(
+        device = %device,
+        queues = daemon.queues.len(),
+        offload = daemon.cfg.director.offload,
+        services = daemon.registry.services().count(),
+        table_entries = table.capacity,
+        bytes_per_entry = crate::conn::ConnTable::<std::net::Ipv4Addr>::ENTRY_BYTES,
+        "ringvs running"
+    );
+    let socket_path: PathBuf = daemon.cfg.director.admin_socket.clone();
+    let daemon = Arc::new(Mutex::new(daemon));
+    let server = tokio::spawn(admin::serve(listener, daemon.clone()));
+    if let Err(e) = notify::notify(&format!(
+        "READY=1\nSTATUS=forwarding on {device}, admin socket {}",
+        socket_path.display()
+    )) {
+        warn!("sd_notify: {e}");
+    }
+    let outcome = control_loop(&daemon).await;
+    let _ = notify::notify("STOPPING=1");
+    server.abort();
+    let _ = std::fs::remove_file(&socket_path);
+    let d = daemon.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Ok(mut d) = d.lock() {
+            d.shutdown();
+        }
+    })
+    .await;
+    info!("ringvs stopped");
+    outcome
+}
+
+/// Signals and the once-a-second tick, until SIGTERM, SIGINT or a failed tick.
+async fn control_loop(daemon: &Arc<Mutex<Daemon>>) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = hup.recv() => on_hangup(daemon).await,
+            _ = term.recv() => { info!("SIGTERM: stopping"); return Ok(()); }
+            _ = int.recv() => { info!("SIGINT: stopping"); return Ok(()); }
+            _ = tick.tick() => on_tick(daemon).await?,
+        }
+    }
+}
+
+/// SIGHUP: a reload.
+async fn on_hangup(daemon: &Arc<Mutex<Daemon>>) {
+    let _ = notify::notify(&notify::reloading());
+    let d = daemon.clone();
+    let res =
+        tokio::task::spawn_blocking(move || d.lock().map_err(|_| "lock".to_string())?.reload())
+            .await;
+    match res {
+        Ok(Ok(m)) => info!("SIGHUP: {m}"),
+        Ok(Err(e)) => error!("SIGHUP: reload refused: {e}"),
+        Err(e) => error!("SIGHUP: {e}"),
+    }
+    let _ = notify::notify("READY=1");
+}
+
+/// The once-a-second tick; an error ends the daemon.
+async fn on_tick(daemon: &Arc<Mutex<Daemon>>) -> Result<(), DaemonError> {
+    let d = daemon.clone();
+    let res = tokio::task::spawn_blocking(move || match d.lock() {
+        Ok(mut d) => d.tick(),
+        Err(_) => Err("daemon state poisoned".to_string()),
+    })
+    .await;
+    match res {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            error!("{e}");
+            Err(DaemonError(e))
+        }
+        Err(e) => Err(DaemonError(e.to_string())),
+    }
+}

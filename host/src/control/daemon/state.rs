@@ -1,0 +1,296 @@
+//! The running daemon's state, in parts, and what every change ends with: a snapshot to the
+//! queues, health checkers and routes that match the registry. Also the once-a-second tick
+//! and the shutdown.
+
+use super::super::plugins::PluginManager;
+use super::super::registry::{EditError, Registry};
+use super::super::routes::AutoRoutes;
+use super::queues::Queues;
+use super::rates::Stats;
+use crate::config::Config;
+use crate::conn::TICKS_PER_SEC;
+use crate::dataplane::blocks::{Block, BlockList};
+use crate::dataplane::service::Snapshot;
+use crate::dataplane::sources::{merge_top, SourceCount, SourceSketch};
+use crate::dataplane::stats::ShardReport;
+use crate::dataplane::templates::TemplateStore;
+use crate::dataplane::{Control, PluginEvent};
+use crossbeam_channel::Receiver;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tracing::{error, info, warn};
+
+/// The plugins and what comes back from them.
+pub(super) struct Plugins {
+    /// Loaded plugins and the instances prepared for the queues.
+    pub(super) manager: PluginManager,
+    /// From the queues: faults, retired instances, block requests.
+    pub(super) events: Receiver<PluginEvent>,
+    /// The persistence templates every queue shares.
+    pub(super) templates: Arc<TemplateStore>,
+}
+
+/// Clients as the director sees them: per-source counts, the heaviest sources, the blocks
+/// defenses asked for.
+pub(super) struct Sources {
+    /// Per-source counts, shared with the queues.
+    pub(super) sketch: Arc<SourceSketch>,
+    /// The director's top sources of the last second.
+    pub(super) top: Arc<Vec<SourceCount>>,
+    /// Active blocks.
+    pub(super) blocks: BlockList,
+}
+
+impl Sources {
+    pub(super) fn new(sketch: Arc<SourceSketch>) -> Sources {
+        Sources {
+            sketch,
+            top: Arc::new(Vec::new()),
+            blocks: BlockList::default(),
+        }
+    }
+}
+
+/// The running daemon's state, shared by the control loop and the admin socket.
+pub struct Daemon {
+    pub(super) cfg: Config,
+    pub(super) registry: Registry,
+    pub(super) queues: Queues,
+    pub(super) plugins: Plugins,
+    pub(super) sources: Sources,
+    pub(super) stats: Stats,
+    pub(super) health: crate::health::Monitor,
+    /// Routes installed with `director.routes = "auto"`.
+    pub(super) routes: Option<AutoRoutes>,
+}
+
+/// A fatal startup or runtime error.
+#[derive(Debug)]
+pub struct DaemonError(pub String);
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+impl From<String> for DaemonError {
+    fn from(s: String) -> Self {
+        DaemonError(s)
+    }
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes (0 if unreadable).
+fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+impl Daemon {
+    pub(super) fn new(
+        cfg: Config,
+        registry: Registry,
+        queues: Queues,
+        plugins: Plugins,
+        sources: Sources,
+    ) -> Daemon {
+        Daemon {
+            cfg,
+            registry,
+            queues,
+            plugins,
+            sources,
+            stats: Stats::default(),
+            health: crate::health::Monitor::new(tokio::runtime::Handle::try_current().ok()),
+            routes: None,
+        }
+    }
+
+    /// Every queue's report, merged.
+    pub fn report(&self) -> ShardReport {
+        self.queues.report()
+    }
+
+    /// Hands the queues a new snapshot (the steering program first).
+    pub(super) fn broadcast(&mut self, snap: Snapshot) {
+        if let Err(e) = self.queues.update_steering(&snap) {
+            error!("steering: {e}; flows of new services may be dropped until it succeeds");
+        }
+        let snap = Arc::new(snap);
+        self.queues.send_all(|| Control::Snapshot(snap.clone()));
+    }
+
+    /// Installs and removes routes to match the registry (`director.routes = "auto"`).
+    pub(super) fn sync_routes(&mut self) -> Result<(), String> {
+        let Some(r) = self.routes.as_mut() else {
+            return Ok(());
+        };
+        let vips: BTreeSet<_> = self.registry.services().map(|s| *s.cfg.vip.ip()).collect();
+        let servers: BTreeSet<_> = self
+            .registry
+            .services()
+            .flat_map(|s| s.cfg.servers.iter().map(|x| *x.addr.ip()))
+            .collect();
+        r.sync(&vips, &servers).map_err(|e| e.to_string())
+    }
+
+    /// Starts, stops or keeps health checkers to match the registry.
+    pub(super) fn sync_health(&mut self) {
+        let r = self.health.sync(self.registry.health_wants());
+        if r.started + r.changed + r.stopped > 0 {
+            info!(
+                started = r.started,
+                changed = r.changed,
+                stopped = r.stopped,
+                kept = r.kept,
+                "health checks updated"
+            );
+        }
+    }
+
+    /// A new snapshot for the queues after an edit that loads no plugin.
+    pub(super) fn republish(&mut self) {
+        let manager = &self.plugins.manager;
+        match manager.prepare(&self.registry, self.queues.len(), &Default::default()) {
+            Ok(prepared) => {
+                let snap = self.plugins.manager.snapshot(&mut self.registry, prepared);
+                self.broadcast(snap);
+            }
+            Err(e) => error!("cannot publish the configuration: {e}"),
+        }
+    }
+
+    /// Applies an edit that may need new plugin instances: on a copy first, and only if
+    /// every instance can be prepared does the copy become the registry. A copy shares the
+    /// realservers' state (weights, flags, thresholds): on failure it is put back as it was.
+    pub(super) fn edit_registry(
+        &mut self,
+        edit: impl FnOnce(&mut Registry) -> Result<(), EditError>,
+    ) -> Result<(), String> {
+        let saved = self.registry.save_shared();
+        let mut trial = self.registry.clone();
+        let prepared = edit(&mut trial).map_err(|e| e.to_string()).and_then(|()| {
+            self.plugins
+                .manager
+                .prepare(&trial, self.queues.len(), &Default::default())
+        });
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                Registry::restore(saved);
+                return Err(e);
+            }
+        };
+        self.registry = trial;
+        let snap = self.plugins.manager.snapshot(&mut self.registry, prepared);
+        self.broadcast(snap);
+        self.sync_health();
+        if let Err(e) = self.sync_routes() {
+            warn!("routes: {e}");
+        }
+        Ok(())
+    }
+
+    /// After an edit made on the registry itself (no plugin to prepare): health checks, a
+    /// snapshot, routes. The answer `"ok"`.
+    pub(super) fn edited(&mut self) -> serde_json::Value {
+        self.sync_health();
+        self.republish();
+        if let Err(e) = self.sync_routes() {
+            warn!("routes: {e}");
+        }
+        serde_json::Value::String("ok".into())
+    }
+
+    /// Once a second: rates, metrics, garbage collection, queue health.
+    pub(super) fn tick(&mut self) -> Result<(), String> {
+        let r = self.queues.report();
+        self.stats.rates.sample(&r);
+        if self.registry.collect_garbage() {
+            self.republish();
+        }
+        self.take_events();
+        self.update_top();
+        self.deliver_fresh();
+        let samples = self.queues.take_samples();
+        if self.cfg.director.metrics_listen.is_some() {
+            crate::metrics::update(&r, &self.list());
+            crate::metrics::update_templates(&self.template_status(&r));
+            crate::metrics::update_plugins(&r, &samples, &self.plugins.manager.swaps);
+            let top = self.top_view();
+            crate::metrics::update_defense(&top, &mut self.stats.top_shown);
+        }
+        self.queues.check_threads()
+    }
+
+    /// Plugin events: retired instances are dropped here, off the data path; poisoned ones
+    /// are replaced after their backoff; blocks are added, removed and expired, and the
+    /// queues get the new list if it changed.
+    fn take_events(&mut self) {
+        let now = self.queues.now_tick();
+        let blocks = &mut self.sources.blocks;
+        let mut blocks_changed = blocks.expire(now);
+        while let Ok(ev) = self.plugins.events.try_recv() {
+            match ev {
+                PluginEvent::Block { req, by } => {
+                    let until = now.saturating_add(req.secs.saturating_mul(TICKS_PER_SEC));
+                    info!(plugin = %by, prefix = %format!("{}/{}", req.addr, req.len), secs = req.secs, mode = ?req.mode, "source blocked");
+                    let mode = req.mode;
+                    blocks.insert(req.addr, req.len, Block { until, mode, by });
+                    blocks_changed = true;
+                }
+                PluginEvent::Unblock { addr, len } => blocks_changed |= blocks.remove(addr, len),
+                other => self.plugins.manager.on_event(other),
+            }
+        }
+        if blocks_changed {
+            let b = Arc::new(blocks.clone());
+            self.queues.send_all(|| Control::Blocks(b.clone()));
+        }
+    }
+
+    /// Per-source rates roll over; the queues' top talkers merge into the director's, which
+    /// every queue gets back with the memory the system has available.
+    fn update_top(&mut self) {
+        self.sources.sketch.rotate();
+        self.sources.top = Arc::new(merge_top(&self.queues.tops(), 64));
+        let available = mem_available();
+        let top = &self.sources.top;
+        self.queues.send_all(|| Control::Top {
+            sources: top.clone(),
+            system_available: available,
+        });
+    }
+
+    /// Fresh instances for poisoned ones, to the queues that wait for them.
+    fn deliver_fresh(&mut self) {
+        for (at, instance) in self.plugins.manager.due(&self.registry) {
+            let msg = Control::Fresh {
+                svc: at.svc,
+                role: at.role,
+                instance,
+            };
+            self.queues.send(at.shard, msg);
+        }
+    }
+
+    /// Stops the health checks and the queues, and removes the routes it installed.
+    pub(super) fn shutdown(&mut self) {
+        self.health.stop_all();
+        self.queues.stop();
+        if let Some(mut r) = self.routes.take() {
+            for e in r.remove_all() {
+                warn!("routes: {e}");
+            }
+        }
+    }
+}

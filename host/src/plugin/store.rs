@@ -1,0 +1,130 @@
+//! What a plugin's store holds: the host state of one instance (its memory limiter, the
+//! connection table lent to a defense's tick, the epoch counters of its deadline) and the
+//! host side of the WIT imports. Below both the engine (`runtime`, whose linkers are typed
+//! by it) and the instances (`instance`).
+
+use super::bindings::{defense, types};
+use wasmtime::{Engine, ResourceLimiter, Store};
+
+/// Memory limit of one instance; remembers whether it had to refuse growth.
+pub(super) struct Limits {
+    memory: usize,
+    /// Growth was refused (the fault is a memory fault, not a trap).
+    pub(super) denied: bool,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            self.denied = true;
+            // Trap at once rather than let the guest limp on without memory.
+            wasmtime::bail!(
+                "memory limit of {} bytes reached (wanted {desired})",
+                self.memory
+            );
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > 100_000 {
+            self.denied = true;
+            wasmtime::bail!("table limit reached (wanted {desired} elements)");
+        }
+        Ok(true)
+    }
+}
+
+/// What a defense plugin may see of the connection table during its tick.
+pub trait TableView {
+    /// Slots the scan ranges over.
+    fn slots(&self) -> u32;
+    /// Live entries among `start .. start + count` (wrapping).
+    fn scan(&self, start: u32, count: u32) -> Vec<defense::ringvs::plugin::table::Entry>;
+}
+
+/// A table view lent to the store for the duration of one call.
+pub(super) struct Lent(pub(super) *const (dyn TableView + 'static));
+
+// Safety: the pointer is set only for the duration of a call made on the thread that owns
+// both the store and the table, and cleared before the call returns (see `DefenseInstance::tick`).
+unsafe impl Send for Lent {}
+
+/// Per-store host state.
+pub struct HostState {
+    pub(super) limits: Limits,
+    /// The table a defense's tick may scan, lent for that call only.
+    pub(super) table: Option<Lent>,
+    /// Epoch boundaries crossed while the guest ran in the current call.
+    pub(super) crossings: u64,
+    /// Crossings allowed before the call is stopped (its deadline, in epochs).
+    pub(super) allowed: u64,
+}
+
+impl HostState {
+    fn new(memory: usize) -> HostState {
+        HostState {
+            limits: Limits {
+                memory,
+                denied: false,
+            },
+            table: None,
+            crossings: 0,
+            allowed: 0,
+        }
+    }
+
+    fn view(&self) -> Option<&dyn TableView> {
+        // Safety: see `Lent`: the pointee outlives the call in which this runs.
+        self.table.as_ref().map(|l| unsafe { &*l.0 })
+    }
+}
+
+impl types::Host for HostState {}
+
+impl defense::ringvs::plugin::table::Host for HostState {
+    fn slots(&mut self) -> u32 {
+        self.view().map_or(0, |t| t.slots())
+    }
+
+    fn scan(&mut self, start: u32, count: u32) -> Vec<defense::ringvs::plugin::table::Entry> {
+        // Bound the work one call can ask for.
+        self.view()
+            .map_or_else(Vec::new, |t| t.scan(start, count.min(1 << 20)))
+    }
+}
+
+/// Slack for preemptions: a thread descheduled while the guest runs sees one crossing per
+/// preemption, however long it lasted.
+const PREEMPTION_SLACK: u64 = 2;
+
+/// A fresh store on `engine` whose instance may have `memory` bytes of linear memory.
+pub(super) fn new_store(engine: &Engine, memory: usize) -> Store<HostState> {
+    let mut store = Store::new(engine, HostState::new(memory));
+    store.limiter(|s| &mut s.limits);
+    // The deadline counts epoch boundaries the guest is seen running across, not wall-clock
+    // time: the guest checks the epoch on function entry and loop back-edges, so a thread
+    // preempted for 20 ms between two checks crosses once, while a loop running for 20 ms
+    // crosses twenty times. A wall-clock deadline killed healthy 1 µs calls on a loaded
+    // two-core machine (lab, test-swap.sh).
+    store.epoch_deadline_callback(|mut cx| {
+        let s = cx.data_mut();
+        s.crossings += 1;
+        if s.crossings > s.allowed + PREEMPTION_SLACK {
+            Ok(wasmtime::UpdateDeadline::Interrupt)
+        } else {
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        }
+    });
+    store
+}
