@@ -188,6 +188,8 @@ fn service_edits_keep_connections_and_removals_drain_or_expire() {
             )],
             defense: None,
             health: None,
+            syn_proxy: None,
+            max_conns: None,
             no_health: false,
         },
     });
@@ -219,6 +221,8 @@ fn service_edits_keep_connections_and_removals_drain_or_expire() {
             timeouts: Default::default(),
             defense: None,
             health: None,
+            syn_proxy: None,
+            max_conns: None,
             no_health: false,
         },
     };
@@ -521,6 +525,8 @@ fn add_req(
             timeouts: Vec::new(),
             defense: defense.map(|d| vec![d.to_string()]),
             health: None,
+            syn_proxy: None,
+            max_conns: None,
             no_health: false,
         },
     }
@@ -545,6 +551,8 @@ fn edit_req(
                 .collect(),
             defense: None,
             health: None,
+            syn_proxy: None,
+            max_conns: None,
             no_health: false,
         },
     }

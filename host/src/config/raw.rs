@@ -67,6 +67,8 @@ pub struct Service {
     #[serde(default)]
     pub server: Vec<Server>,
     pub health: Option<Health>,
+    pub syn_proxy: Option<String>,
+    pub max_conns: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -281,6 +281,11 @@ pub fn replay<W: Write>(
             sources: Default::default(),
             queues: 1,
             templates: Default::default(),
+            // Fixed secrets: a replay writes the same cookies every time.
+            cookies: Arc::new(crate::dataplane::synproxy::cookie::CookieKeys::with(
+                REPLAY_HASH_KEY,
+                [REPLAY_HASH_KEY, REPLAY_HASH_KEY],
+            )),
         },
         snap,
         None,

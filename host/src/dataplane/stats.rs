@@ -23,7 +23,8 @@ pub enum DropReason {
     NoConn,
     /// No realserver can take a new flow (all quiesced, down or overloaded).
     NoServer,
-    /// The connection table is at its memory limit: new flow refused.
+    /// The connection table is at its memory limit and early drop found no entry less
+    /// valuable than the new flow among those it sampled: new flow refused.
     TableFull,
     /// A reply from a realserver port for a connection the table does not know.
     StaleReply,
@@ -46,10 +47,12 @@ pub enum DropReason {
     /// A new flow of a persistent service needed a template and the template store is at
     /// its memory limit (`director.template_memory_limit`).
     TemplateFull,
+    /// The service is at its `max_conns` and none of its entries could be evicted.
+    MaxConns,
 }
 
 /// Number of drop reasons.
-pub const DROP_REASONS: usize = 18;
+pub const DROP_REASONS: usize = 19;
 
 impl DropReason {
     /// Every reason, in order.
@@ -72,6 +75,7 @@ impl DropReason {
         DropReason::Blocked,
         DropReason::Tarpit,
         DropReason::TemplateFull,
+        DropReason::MaxConns,
     ];
 
     /// The `reason` label.
@@ -95,6 +99,7 @@ impl DropReason {
             DropReason::Blocked => "blocked",
             DropReason::Tarpit => "tarpit",
             DropReason::TemplateFull => "template_full",
+            DropReason::MaxConns => "max_conns",
         }
     }
 }
@@ -153,6 +158,47 @@ pub struct Counters {
     pub expired: u64,
     /// New-flow attempts (admitted or not).
     pub attempts: u64,
+    /// Entries evicted to make room for new flows, per [`Evicted`] class.
+    pub evictions: [u64; EVICT_CLASSES],
+    /// SYN proxy events, per [`crate::dataplane::synproxy::Event`].
+    pub syn_proxy: [u64; crate::dataplane::synproxy::EVENTS],
+}
+
+/// Why an entry was evicted for a new flow (early drop), in eviction order: the first
+/// classes go first. Counted in `ringvs_evictions_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Evicted {
+    /// It never completed a handshake (TCP SYN_RECV, SYNACK, NONE) or, UDP, never saw a
+    /// reply.
+    Unreplied = 0,
+    /// It was closing (FIN_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK).
+    Closing = 1,
+    /// Idle for at least [`IDLE_TICKS`] with at most [`FEW_PACKETS`] packets from its
+    /// client.
+    Idle = 2,
+}
+
+/// Number of eviction classes.
+pub const EVICT_CLASSES: usize = 3;
+
+/// Ticks without a packet after which a connection with few packets is evictable (2 s).
+pub const IDLE_TICKS: u32 = 2 * crate::conn::TICKS_PER_SEC;
+/// Packets from the client up to which an idle connection is evictable.
+pub const FEW_PACKETS: u32 = 8;
+
+impl Evicted {
+    /// Every class, in eviction order.
+    pub const ALL: [Evicted; EVICT_CLASSES] = [Evicted::Unreplied, Evicted::Closing, Evicted::Idle];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Evicted::Unreplied => "unreplied",
+            Evicted::Closing => "closing",
+            Evicted::Idle => "idle",
+        }
+    }
 }
 
 /// What a queue publishes for the control plane.

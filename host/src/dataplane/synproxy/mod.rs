@@ -48,10 +48,14 @@ pub const OPEN_TIMEOUT_SECS: u32 = 3;
 /// Bytes of data sent with a client's ACK that the proxy keeps until the realserver has
 /// answered (more is dropped: the client sends it again).
 pub const STASH_BYTES: usize = 1460;
-/// Stash slots per queue.
+/// Most stash slots per queue (connections opening with data at once).
 pub const STASH_SLOTS: usize = 256;
-/// Bytes of stash per queue (carved out of the queue's table budget).
-pub const STASH_MEMORY: usize = STASH_BYTES * STASH_SLOTS;
+
+/// Bytes of stash for a queue with `budget` bytes of memory: at most 1/64 of it, from 4 to
+/// [`STASH_SLOTS`] slots. The stash is carved out of the queue's table budget.
+pub fn stash_memory(budget: usize) -> usize {
+    (budget / 64 / STASH_BYTES).clamp(4, STASH_SLOTS) * STASH_BYTES
+}
 
 /// Resets for clients whose realserver never answered, waiting to be written.
 const OUTBOX_MAX: usize = 4096;
@@ -159,11 +163,12 @@ struct Stash {
 }
 
 impl Stash {
-    fn new() -> Stash {
+    fn new(memory: usize) -> Stash {
+        let slots = memory / STASH_BYTES;
         Stash {
-            bytes: vec![0; STASH_MEMORY],
-            len: vec![0; STASH_SLOTS],
-            owner: vec![0; STASH_SLOTS],
+            bytes: vec![0; slots * STASH_BYTES],
+            len: vec![0; slots],
+            owner: vec![0; slots],
         }
     }
 
@@ -243,7 +248,7 @@ impl Seg {
     pub fn read(data: &[u8]) -> Option<Seg> {
         let ip = Ipv4Packet::new_unchecked(data);
         let t = TcpPacket::new_checked(&data[IHL..]).ok()?;
-        let opts = tcpopt::parse(&t.options()[..]).ok()?;
+        let opts = tcpopt::parse(t.options()).ok()?;
         let hl = t.header_len();
         Some(Seg {
             src: SocketAddrV4::new(ip.src_addr(), t.src_port()),
@@ -323,14 +328,20 @@ fn ticks(secs: u32) -> Tick {
 }
 
 impl SynProxy {
-    /// A queue's proxy with the director's cookie secrets.
-    pub fn new(keys: Arc<CookieKeys>) -> SynProxy {
+    /// A queue's proxy with the director's cookie secrets and `stash` bytes of stash (see
+    /// [`stash_memory`]).
+    pub fn new(keys: Arc<CookieKeys>, stash: usize) -> SynProxy {
         SynProxy {
             keys,
-            stash: Stash::new(),
+            stash: Stash::new(stash),
             outbox: Vec::new(),
             events: [0; EVENTS],
         }
+    }
+
+    /// Stash slots holding data now.
+    pub fn stash_in_use(&self) -> usize {
+        self.stash.owner.iter().filter(|o| **o != 0).count()
     }
 
     /// The cookie secrets.
@@ -448,7 +459,8 @@ impl SynProxy {
         }
         c.flags |= crate::conn::F_PROXIED | F_PROXY_OPENING;
         c.proxy = [a.cookie, a.isn];
-        c.aux = (a.opts.bits() as u8 & aux::OPENING_OPTS) | if a.tsval.is_some() { aux::TS } else { 0 };
+        c.aux =
+            (a.opts.bits() as u8 & aux::OPENING_OPTS) | if a.tsval.is_some() { aux::TS } else { 0 };
         self.send_syn(pkt, s.src, to, a.isn, a.mss, a.opts, a.tsval)
     }
 
@@ -508,7 +520,15 @@ impl SynProxy {
         self.count(Event::SynRetry);
         // The MSS the cookie promised went with the first ACK; the table's smallest is
         // always safe.
-        self.send_syn(pkt, s.src, to, c.proxy[1], cookie::MSS_TABLE[0], opts, tsval)
+        self.send_syn(
+            pkt,
+            s.src,
+            to,
+            c.proxy[1],
+            cookie::MSS_TABLE[0],
+            opts,
+            tsval,
+        )
     }
 
     /// The realserver's SYN-ACK for an opening connection: learns the offsets, and turns the
@@ -569,6 +589,26 @@ impl SynProxy {
                 window: window_64k(client_opts.wscale.filter(|_| client_ts)),
                 opts: opts.as_ref().map_or(&[][..], |o| &o[..]),
                 payload,
+            },
+        )
+    }
+
+    /// The realserver's SYN-ACK again, on a connection already open: the proxy's ACK was
+    /// lost. The packet becomes that ACK again (without the data, which the client sends
+    /// again itself), with a modest window that the client's next segment corrects.
+    pub fn reack(&mut self, pkt: &mut Packet<'_>, s: &Seg, client: SocketAddrV4) -> bool {
+        let opts = s.opts.ts.map(|(sval, secr)| tcpopt::emit_ts(secr, sval));
+        build(
+            pkt,
+            &Build {
+                src: client,
+                dst: s.src,
+                seq: s.ack,
+                ack: s.seq.wrapping_add(1),
+                flags: tf::ACK,
+                window: 512,
+                opts: opts.as_ref().map_or(&[][..], |o| &o[..]),
+                payload: None,
             },
         )
     }
