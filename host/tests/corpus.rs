@@ -989,9 +989,9 @@ const PLUGIN_ONLY: [DropReason; 4] = [
     DropReason::TemplateFull,
 ];
 
-/// Drop reasons that need a service configured for them (`max_conns`), reached in the data
-/// plane's fixtures (`dataplane::tests::max_conns_*`); the corpus's services have none.
-const CONFIG_ONLY: [DropReason; 1] = [DropReason::MaxConns];
+/// Drop reasons that need a service configured for them (`max_conns`, the SYN proxy on), reached in the data
+/// plane's fixtures (`dataplane::tests::max_conns_*`, `dataplane::synproxy::tests`).
+const CONFIG_ONLY: [DropReason; 2] = [DropReason::MaxConns, DropReason::ProxyOpening];
 
 /// Every drop reason the corpus can reach: all but [`PLUGIN_ONLY`] and [`CONFIG_ONLY`].
 fn without_defense() -> impl Iterator<Item = DropReason> {

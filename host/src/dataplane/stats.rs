@@ -49,10 +49,13 @@ pub enum DropReason {
     TemplateFull,
     /// The service is at its `max_conns` and none of its entries could be evicted.
     MaxConns,
+    /// A client packet while the SYN proxy opens its connection, whose data could not be
+    /// kept for the realserver (the client sends it again).
+    ProxyOpening,
 }
 
 /// Number of drop reasons.
-pub const DROP_REASONS: usize = 19;
+pub const DROP_REASONS: usize = 20;
 
 impl DropReason {
     /// Every reason, in order.
@@ -76,6 +79,7 @@ impl DropReason {
         DropReason::Tarpit,
         DropReason::TemplateFull,
         DropReason::MaxConns,
+        DropReason::ProxyOpening,
     ];
 
     /// The `reason` label.
@@ -100,6 +104,7 @@ impl DropReason {
             DropReason::Tarpit => "tarpit",
             DropReason::TemplateFull => "template_full",
             DropReason::MaxConns => "max_conns",
+            DropReason::ProxyOpening => "proxy_opening",
         }
     }
 }
@@ -222,6 +227,9 @@ pub struct ShardReport {
     pub memory_limit: u64,
     /// Entries the budget allows.
     pub capacity: u64,
+    /// Per service slot: the SYN proxy answers its new connections (in this queue; merged:
+    /// in any queue).
+    pub proxying: Vec<bool>,
     /// Bytes of the persistence link column (4 per connection slot, allocated once the
     /// queue has a persistent service; outside `conn_memory_limit`).
     pub link_bytes: u64,
@@ -248,6 +256,18 @@ impl ShardReport {
         self.counters.echo_replies += o.counters.echo_replies;
         self.counters.expired += o.counters.expired;
         self.counters.attempts += o.counters.attempts;
+        for (a, b) in self.counters.evictions.iter_mut().zip(o.counters.evictions) {
+            *a += b;
+        }
+        for (a, b) in self.counters.syn_proxy.iter_mut().zip(o.counters.syn_proxy) {
+            *a += b;
+        }
+        if self.proxying.len() < o.proxying.len() {
+            self.proxying.resize(o.proxying.len(), false);
+        }
+        for (a, b) in self.proxying.iter_mut().zip(&o.proxying) {
+            *a |= *b;
+        }
         self.defenses.extend(o.defenses.iter().cloned());
         merge_vec(&mut self.services, &o.services);
         merge_vec(&mut self.dests, &o.dests);

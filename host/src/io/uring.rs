@@ -323,6 +323,8 @@ const UD_CANCEL: u64 = 3 << 32;
 enum Outcome {
     Discard,
     Drop,
+    /// Kept by the pipeline: nothing to write, not a drop.
+    Consumed,
     /// Write `len` bytes from `off` in the slot (virtio-net header included).
     Write {
         off: usize,
@@ -625,6 +627,7 @@ impl Queue {
                     pkt.vnet = vnet;
                     match pipeline.process(&mut pkt) {
                         Verdict::Drop => Outcome::Drop,
+                        Verdict::Consumed => Outcome::Consumed,
                         Verdict::Forward if pkt.start() < vnet_len => Outcome::Discard,
                         Verdict::Forward => {
                             let (start, len) = (pkt.start(), pkt.len());
@@ -646,6 +649,10 @@ impl Queue {
             Outcome::Write { off, len } => (off, len),
             Outcome::Drop => {
                 self.stats.drops += 1;
+                self.recycle(bid);
+                return Ok(());
+            }
+            Outcome::Consumed => {
                 self.recycle(bid);
                 return Ok(());
             }

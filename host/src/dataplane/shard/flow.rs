@@ -494,10 +494,16 @@ impl Shard {
             self.kill(id);
             return self.drop(DropReason::NoServer);
         };
-        if self
-            .proxy
-            .open(pkt, &seg, &accepted, id.index(), self.table.get_mut(id), to)
-        {
+        let now = self.now;
+        if self.proxy.open(
+            pkt,
+            &seg,
+            &accepted,
+            id.index(),
+            self.table.get_mut(id),
+            to,
+            now,
+        ) {
             self.count_in(svc, self.table.get(id).dest, pkt.len());
             Verdict::Forward
         } else {
@@ -536,7 +542,8 @@ impl Shard {
         self.counters.total.out_bytes += len;
     }
 
-    /// A client packet of a proxied connection still opening.
+    /// A client packet of a proxied connection still opening: its data kept for the
+    /// realserver, or dropped (the client sends it again); a RST or FIN ends it.
     fn proxy_opening_client(&mut self, pkt: &mut Packet<'_>, l4: &L4, id: ConnId) -> Verdict {
         if l4.flags & (tf::RST | tf::FIN) != 0 {
             // The client gave up before the realserver answered.
@@ -546,15 +553,11 @@ impl Shard {
         let Some(seg) = Seg::read(&pkt.data()[..l4.total]) else {
             return self.drop(DropReason::Malformed);
         };
-        let c = *self.table.get(id);
-        let Some(to) = self.snap.dest_addr(c.dest) else {
-            return self.drop(DropReason::NoServer);
-        };
-        if self.proxy.client_while_opening(pkt, &seg, &c, to, self.now) {
-            self.count_in(c.svc, c.dest, pkt.len());
-            Verdict::Forward
+        let isn = self.table.get(id).proxy[1];
+        if self.proxy.client_while_opening(pkt, &seg, id.index(), isn) {
+            Verdict::Consumed
         } else {
-            self.drop(DropReason::NoConn)
+            self.drop(DropReason::ProxyOpening)
         }
     }
 
@@ -678,16 +681,24 @@ impl Shard {
             return self.proxy_server_synack(pkt, &l4, id);
         }
         if c.flags & F_PROXY_OPENING != 0 {
-            if l4.flags & tf::RST != 0 {
+            let ok = if l4.flags & tf::RST != 0 {
                 let ok = self.proxy.server_refused(pkt, id.index(), &c, vip);
                 self.kill(id);
-                return if ok {
-                    Verdict::Forward
-                } else {
-                    self.drop(DropReason::Malformed)
+                ok
+            } else {
+                // A bare ACK: the realserver still has an older connection of these
+                // addresses (TIME_WAIT).
+                let Some(seg) = Seg::read(&pkt.data()[..l4.total]) else {
+                    return self.drop(DropReason::Malformed);
                 };
-            }
-            return self.drop(DropReason::NoConn);
+                self.proxy
+                    .server_stale(pkt, &seg, id.index(), client, self.now)
+            };
+            return if ok {
+                Verdict::Forward
+            } else {
+                self.drop(DropReason::Malformed)
+            };
         }
         if proto == ip_proto::TCP {
             self.tcp_step(id, svc, Direction::Output, l4.flags);

@@ -288,6 +288,14 @@ impl Shard {
         }
         let period = synproxy::cookie::ROTATE_SECS * TICKS_PER_SEC;
         self.proxy.keys().rotate_to(self.now / period);
+        let table = &self.table;
+        self.proxy.retry_due(self.now, |conn, client| {
+            table.entry_at(conn).is_some_and(|(_, c)| {
+                c.flags & crate::conn::F_PROXY_OPENING != 0
+                    && c.caddr() == *client.ip()
+                    && c.cport() == client.port()
+            })
+        });
     }
 
     fn tick_at(cfg: &ShardConfig, t: Instant) -> Tick {
@@ -407,6 +415,12 @@ impl Shard {
             r.generation = self.snap.generation;
             r.counters.clone_from(&self.counters);
             r.counters.syn_proxy = self.proxy.events;
+            r.proxying.clear();
+            r.proxying.extend(
+                self.svcs
+                    .iter()
+                    .map(|rt| rt.as_ref().is_some_and(|rt| rt.proxy.active())),
+            );
             r.services.clone_from(&self.svc_traffic);
             r.dests.clone_from(&self.dest_traffic);
             r.by_state = *self.table.by_state();

@@ -392,6 +392,64 @@ fn data_in_the_ack_too_long_to_keep_is_dropped_not_forwarded_half() {
 }
 
 #[test]
+fn a_request_sent_after_the_bare_ack_goes_with_the_proxys_ack() {
+    // What curl and wrk do: the bare ACK, then the request in its own segment, before the
+    // realserver has answered the proxy.
+    let mut s = shard(PROXIED);
+    let synack = handshake_syn(&mut s);
+    let (tsval, _) = synack.opts.ts.unwrap();
+    let ack = |seq, data: &[u8]| {
+        tcp_full(
+            a(CLIENT),
+            a(VIP),
+            seq,
+            synack.seq + 1,
+            ACK | PSH,
+            502,
+            &ts_opts(TSC + 1, tsval),
+            data,
+        )
+    };
+    assert_eq!(run(&mut s, &ack(ISN + 1, b""), None).0, Verdict::Forward);
+    assert_eq!(
+        run(&mut s, &ack(ISN + 1, b"GET / HTTP/1.1\r\n"), None).0,
+        Verdict::Consumed
+    );
+    assert_eq!(
+        run(&mut s, &ack(ISN + 17, b"Host: x\r\n\r\n"), None).0,
+        Verdict::Consumed
+    );
+    // A gap is not kept.
+    assert_eq!(
+        run(&mut s, &ack(ISN + 100, b"later"), None).0,
+        Verdict::Drop
+    );
+    assert_eq!(s.counters().drops[DropReason::ProxyOpening as usize], 1);
+    let server_synack = tcp_full(
+        a(RS),
+        a(CLIENT),
+        SISN,
+        ISN + 1,
+        SYN | ACK,
+        65160,
+        &syn_opts(1460, Some((TSS, TSC + 1)), Some(9)),
+        b"",
+    );
+    let (_, out) = run(&mut s, &server_synack, None);
+    let o = parse(&out);
+    assert_eq!(o.payload, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(o.seq, ISN + 1);
+    let ev = s.syn_proxy().events;
+    assert_eq!(
+        (
+            ev[Event::DataStashed as usize],
+            ev[Event::EarlyPacket as usize]
+        ),
+        (2, 1)
+    );
+}
+
+#[test]
 fn forged_and_stale_cookies_are_refused_and_counted() {
     let mut s = shard(PROXIED);
     let synack = handshake_syn(&mut s);
@@ -497,7 +555,51 @@ fn rst_or_fin_before_the_handshake_completes() {
 }
 
 #[test]
-fn a_realserver_that_never_answers_gets_the_client_reset() {
+fn a_realserver_that_never_answers_gets_the_syn_again_then_the_client_reset() {
+    let mut s = shard(PROXIED);
+    let synack = handshake_syn(&mut s);
+    let (tsval, _) = synack.opts.ts.unwrap();
+    let ack = tcp_full(
+        a(CLIENT),
+        a(VIP),
+        ISN + 1,
+        synack.seq + 1,
+        ACK,
+        502,
+        &ts_opts(TSC + 1, tsval),
+        b"",
+    );
+    let now = s.now();
+    run(&mut s, &ack, None);
+    let mut sent = Vec::new();
+    // Nothing before a second; then the SYN again, and again two seconds later.
+    s.set_now(now + TICKS_PER_SEC - 1);
+    s.drain(&mut |p| sent.push(p.to_vec()));
+    assert!(sent.is_empty());
+    for at in [SYN_RETRIES_SECS[0], SYN_RETRIES_SECS[1]] {
+        s.set_now(now + at * TICKS_PER_SEC);
+        s.drain(&mut |p| sent.push(p.to_vec()));
+        assert_eq!(sent.len(), 1, "one SYN at {at} s");
+        let o = parse(&sent.pop().unwrap());
+        assert_eq!((o.src, o.dst, o.flags, o.seq), (a(CLIENT), a(RS), SYN, ISN));
+        assert_eq!(o.opts.mss, Some(1460), "the MSS the cookie promised");
+        assert_eq!(o.opts.wscale, Some(7));
+    }
+    assert_eq!(s.syn_proxy().events[Event::SynRetry as usize], 2);
+    // Past the open timeout: the entry goes and the client gets a RST from the VIP.
+    s.set_now(now + SynProxy::open_timeout() + 1);
+    assert_eq!(s.table().len(), 0);
+    s.drain(&mut |p| sent.push(p.to_vec()));
+    assert_eq!(sent.len(), 1);
+    let r = parse(&sent[0]);
+    assert_eq!((r.src, r.dst, r.flags), (a(VIP), a(CLIENT), RST));
+    assert_eq!(r.seq, synack.seq + 1);
+    assert_eq!(s.syn_proxy().events[Event::ServerTimeout as usize], 1);
+    s.drain(&mut |_| panic!("sent twice"));
+}
+
+#[test]
+fn a_realserver_in_time_wait_is_reset_and_gets_the_syn_again() {
     let mut s = shard(PROXIED);
     let synack = handshake_syn(&mut s);
     let (tsval, _) = synack.opts.ts.unwrap();
@@ -512,37 +614,23 @@ fn a_realserver_that_never_answers_gets_the_client_reset() {
         b"",
     );
     run(&mut s, &ack, None);
-    // A client packet a moment later: dropped (too early to send the SYN again).
-    let again = tcp_full(
-        a(CLIENT),
-        a(VIP),
-        ISN + 1,
-        synack.seq + 1,
-        ACK,
-        502,
-        &ts_opts(TSC + 2, tsval),
-        b"",
-    );
-    assert_eq!(run(&mut s, &again, None).0, Verdict::Drop);
-    // After a second, it becomes the SYN again.
-    let now = s.now();
-    s.set_now(now + TICKS_PER_SEC + 1);
-    let (v, out) = run(&mut s, &again, None);
+    // The realserver answers the SYN for its old connection: an ACK of an old sequence.
+    let old = tcp_full(a(RS), a(CLIENT), 4242, 0x5555, ACK, 500, &[], b"");
+    let (v, out) = run(&mut s, &old, None);
     assert_eq!(v, Verdict::Forward);
-    let o = parse(&out);
-    assert_eq!((o.flags, o.seq, o.dst), (SYN, ISN, a(RS)));
-    assert_eq!(s.syn_proxy().events[Event::SynRetry as usize], 1);
-    // Past the open timeout: the entry goes and the client gets a RST from the VIP.
-    s.set_now(now + SynProxy::open_timeout() + 1);
-    assert_eq!(s.table().len(), 0);
+    let r = parse(&out);
+    assert_eq!(
+        (r.src, r.dst, r.flags, r.seq),
+        (a(CLIENT), a(RS), RST, 0x5555)
+    );
+    assert_eq!(s.syn_proxy().events[Event::ServerStale as usize], 1);
+    // The SYN goes again at the next tick.
+    let now = s.now();
+    s.set_now(now + 1);
     let mut sent = Vec::new();
     s.drain(&mut |p| sent.push(p.to_vec()));
     assert_eq!(sent.len(), 1);
-    let r = parse(&sent[0]);
-    assert_eq!((r.src, r.dst, r.flags), (a(VIP), a(CLIENT), RST));
-    assert_eq!(r.seq, synack.seq + 1);
-    assert_eq!(s.syn_proxy().events[Event::ServerTimeout as usize], 1);
-    s.drain(&mut |_| panic!("sent twice"));
+    assert_eq!(parse(&sent[0]).flags, SYN);
 }
 
 #[test]
