@@ -177,7 +177,8 @@ pub enum Evicted {
     /// It never completed a handshake (TCP SYN_RECV, SYNACK, NONE) or, UDP, never saw a
     /// reply.
     Unreplied = 0,
-    /// It was closing (FIN_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK).
+    /// It was closing (FIN_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK), or it is a UDP
+    /// exchange of one datagram that got its answer.
     Closing = 1,
     /// Idle for at least [`IDLE_TICKS`] with at most [`FEW_PACKETS`] packets from its
     /// client.

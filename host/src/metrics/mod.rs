@@ -58,6 +58,8 @@ pub const EVICTIONS: &str = "ringvs_evictions_total";
 pub const SYN_PROXY: &str = "ringvs_syn_proxy_total";
 /// `ringvs_syn_proxy_active{service}`.
 pub const SYN_PROXY_ACTIVE: &str = "ringvs_syn_proxy_active";
+/// `ringvs_plugin_memory_bytes`.
+pub const PLUGIN_MEMORY: &str = "ringvs_plugin_memory_bytes";
 /// `ringvs_passthrough_packets_total`.
 pub const PASSTHROUGH: &str = "ringvs_passthrough_packets_total";
 /// `ringvs_icmp_translated_total`.
@@ -111,7 +113,7 @@ pub enum Kind {
 }
 
 /// Every metric ringvs exports, with its type.
-pub const ALL: [(&str, Kind); 40] = [
+pub const ALL: [(&str, Kind); 41] = [
     (CONNECTIONS, Kind::Counter),
     (IN_PACKETS, Kind::Counter),
     (OUT_PACKETS, Kind::Counter),
@@ -135,6 +137,7 @@ pub const ALL: [(&str, Kind); 40] = [
     (EVICTIONS, Kind::Counter),
     (SYN_PROXY, Kind::Counter),
     (SYN_PROXY_ACTIVE, Kind::Gauge),
+    (PLUGIN_MEMORY, Kind::Gauge),
     (PASSTHROUGH, Kind::Counter),
     (ICMP_TRANSLATED, Kind::Counter),
     (PLUGIN_CALLS, Kind::Counter),
@@ -264,6 +267,11 @@ pub fn describe() {
     describe_counter!(
         SYN_PROXY,
         "SYN proxy events: cookies sent, returned valid or invalid, realservers opened, refused or silent, data kept or dropped."
+    );
+    describe_gauge!(
+        PLUGIN_MEMORY,
+        Unit::Bytes,
+        "Linear memory of every live plugin instance (each at most the runtime's per-instance limit); outside conn_memory_limit."
     );
     describe_gauge!(
         SYN_PROXY_ACTIVE,
@@ -460,6 +468,11 @@ pub fn update(r: &ShardReport, list: &ListResult) {
     }
 }
 
+/// The plugins' linear memory.
+pub fn plugin_memory(bytes: usize) {
+    gauge!(PLUGIN_MEMORY).set(bytes as f64);
+}
+
 /// The persistence template store's gauges.
 pub fn update_templates(t: &crate::control::protocol::TemplateStatus) {
     gauge!(TEMPLATES).set(t.entries as f64);
@@ -615,6 +628,7 @@ mod tests {
             health_checked("web", "10.77.1.1:8080", "ok");
             health_changed("web", "10.77.1.1:8080", "up");
             update_plugins(&r, &[(Arc::from("sched-wlc"), Func::Pick, 2e-6)], &swaps);
+            plugin_memory(1 << 20);
             for t in tops {
                 update_defense(t, shown);
             }

@@ -58,7 +58,7 @@ impl QueueSetup {
     fn shard_config(&self, id: usize) -> ShardConfig {
         ShardConfig {
             id,
-            memory_limit: self.memory_limit / self.n,
+            memory_limit: crate::dataplane::shard::queue_share(self.memory_limit, self.n),
             hash_key: self.hash_key,
             start: self.start,
             expire_nodest_conn: self.expire_nodest_conn,

@@ -74,7 +74,9 @@ fn evict_class(c: &Conn<Ipv4Addr>, now: Tick, timeouts: Option<&[Tick; STATES]>)
     if unreplied {
         return Some(Evicted::Unreplied as u8);
     }
-    if c.state.is_closing() {
+    // A UDP exchange of one datagram and its answer (DNS-like) is over.
+    let udp_done = c.proto() == ip_proto::UDP && c.in_pkts <= 1;
+    if c.state.is_closing() || udp_done {
         return Some(Evicted::Closing as u8);
     }
     let full = timeouts.map_or(0, |t| t[c.state as usize]);
@@ -425,13 +427,18 @@ impl Shard {
         Ok(id)
     }
 
-    /// True if the SYN proxy answers new connections of service `svc` now.
+    /// True if the SYN proxy answers new connections of service `svc` now (in `auto`
+    /// mode, the table's half-open entries are checked first: see `ProxyRt`).
     #[inline]
-    fn proxying(&self, svc: u16) -> bool {
+    fn proxying(&mut self, svc: u16) -> bool {
+        let by_state = self.table.by_state();
+        let embryonic = u64::from(by_state[State::SynRecv as usize])
+            + u64::from(by_state[State::SynAck as usize]);
+        let capacity = self.table.capacity() as u64;
         self.svcs
-            .get(svc as usize)
-            .and_then(Option::as_ref)
-            .is_some_and(|rt| rt.proxy.active())
+            .get_mut(svc as usize)
+            .and_then(Option::as_mut)
+            .is_some_and(|rt| rt.proxy.check_embryonic(embryonic, capacity))
     }
 
     /// True if cookies are checked for service `svc` (a TCP service whose proxy is not off).

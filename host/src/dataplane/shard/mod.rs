@@ -6,7 +6,10 @@ use super::blocks::{BlockList, BlockMode};
 use super::defense::{self, DefenseSlot};
 use super::nat::{self, Csum, Side};
 use super::persist::{self, PersistSlot};
-use super::policy::{Ctx, Instance, PluginEvent, PluginStats, Policy, PolicySlot, Role, SlotId};
+use super::policy::{
+    reserve_touched, Ctx, Instance, PluginEvent, PluginStats, Policy, PolicySlot, Role, SlotId,
+    MAX_SAMPLES,
+};
 use super::sched::SchedSlot;
 use super::service::{DestState, Service, Snapshot, DEST_F_EXPIRE, DEST_F_GONE, DEST_F_REMOVED};
 use super::sources::{SourceCount, SourceSketch, TopTalkers};
@@ -29,6 +32,20 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Each queue's share of `director.conn_memory_limit` for `queues` queues. The limit bounds
+/// all the memory the director grows under load: of it, [`working_reserve`] is kept for
+/// the director's own working memory (counters, plugin calls, the control plane's work,
+/// which grow with the traffic, not with the table), and each queue gets an even share of
+/// the rest for its table and its SYN proxy's stash.
+pub fn queue_share(limit: usize, queues: usize) -> usize {
+    limit.saturating_sub(working_reserve(limit)) / queues.max(1)
+}
+
+/// What [`queue_share`] keeps out of `limit`: 1 MiB, or 1/16 of a smaller limit.
+pub fn working_reserve(limit: usize) -> usize {
+    (limit / 16).min(1 << 20)
+}
 
 /// Most expirations handled in one `poll` (the rest follow on the next).
 const EXPIRE_BUDGET: usize = 65_536;
@@ -220,7 +237,7 @@ impl Shard {
             svc_traffic: Vec::new(),
             dest_traffic: Vec::new(),
             shared: Arc::new(ShardShared::default()),
-            plugin_stats: PluginStats::default(),
+            plugin_stats: PluginStats::new(),
             blocks: Arc::new(BlockList::default()),
             top: TopTalkers::default(),
             director_top: Arc::new(Vec::new()),
@@ -236,6 +253,9 @@ impl Shard {
             svc_conns: Vec::new(),
             proxy,
         };
+        if let Ok(mut r) = s.shared.report.lock() {
+            reserve_touched(&mut r.plugin_samples, 10 * MAX_SAMPLES);
+        }
         s.apply_snapshot(snap);
         s.publish();
         Ok(s)
@@ -430,6 +450,10 @@ impl Shard {
             r.capacity = self.table.capacity() as u64;
             r.link_bytes = (self.links.len() * 4) as u64;
             r.plugins.clone_from(&self.plugin_stats.counters);
+            // Bounded: ten publications' worth waits for the control plane at most; more
+            // (a control plane too busy to collect) is dropped rather than kept.
+            let room = (10 * MAX_SAMPLES).saturating_sub(r.plugin_samples.len());
+            self.plugin_stats.samples.truncate(room);
             r.plugin_samples.append(&mut self.plugin_stats.samples);
             self.published = self.now;
         }

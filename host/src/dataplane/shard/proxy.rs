@@ -95,6 +95,20 @@ impl ProxyRt {
         }
     }
 
+    /// A new TCP flow is about to be scheduled without the proxy: in `auto` mode, if the
+    /// queue already holds `embryonic` half-open entries (see [`ON_EMBRYONIC`]), the proxy
+    /// switches on now rather than at the next tick, so a flood leaves at most that many
+    /// entries behind. True if it is on.
+    #[inline]
+    pub fn check_embryonic(&mut self, embryonic: u64, capacity: u64) -> bool {
+        if self.mode == Mode::Auto && !self.auto_on && embryonic >= ON_EMBRYONIC.max(capacity / 128)
+        {
+            self.auto_on = true;
+            self.calm = 0;
+        }
+        self.active()
+    }
+
     /// True if the proxy may take connections at all (cookies are checked).
     #[inline]
     pub fn enabled(&self) -> bool {

@@ -700,7 +700,7 @@ fn off_means_off_and_auto_waits_for_pressure() {
 fn auto_turns_on_under_a_flood_and_the_flood_leaves_no_state() {
     let auto = PROXIED.replace("syn_proxy = \"on\"", "");
     let mut s = shard(&auto);
-    // 2000 spoofed SYNs: half-open entries pile up.
+    // Spoofed SYNs: half-open entries pile up to 1024, then the proxy takes over at once.
     for i in 0..2000u32 {
         let src = SocketAddrV4::new(Ipv4Addr::from(0x0b00_0000 + i), 1024 + i as u16);
         run(
@@ -709,7 +709,11 @@ fn auto_turns_on_under_a_flood_and_the_flood_leaves_no_state() {
             None,
         );
     }
-    assert_eq!(s.table().len(), 2000);
+    assert_eq!(s.table().len(), 1024);
+    assert_eq!(
+        s.syn_proxy().events[Event::CookieSent as usize],
+        2000 - 1024
+    );
     s.set_now(1);
     for i in 0..2000u32 {
         let src = SocketAddrV4::new(Ipv4Addr::from(0x0c00_0000 + i), 1024 + i as u16);
@@ -721,7 +725,7 @@ fn auto_turns_on_under_a_flood_and_the_flood_leaves_no_state() {
         assert_eq!(v, Verdict::Forward);
         assert_eq!(parse(&out).flags, SYN | ACK, "answered by the proxy");
     }
-    assert_eq!(s.table().len(), 2000, "the second wave left nothing");
+    assert_eq!(s.table().len(), 1024, "the second wave left nothing");
     // A real client still gets through.
     let synack = handshake_syn(&mut s);
     let (tsval, _) = synack.opts.ts.unwrap();
@@ -736,5 +740,5 @@ fn auto_turns_on_under_a_flood_and_the_flood_leaves_no_state() {
         b"",
     );
     assert_eq!(run(&mut s, &ack, None).0, Verdict::Forward);
-    assert_eq!(s.table().len(), 2001);
+    assert_eq!(s.table().len(), 1025);
 }
