@@ -1049,6 +1049,10 @@ fn max_conns_caps_a_service_and_leaves_the_others_room() {
             run(&mut l.shard, &udp(rs, src, b"a"), None).0,
             Verdict::Forward
         );
+        assert_eq!(
+            run(&mut l.shard, &udp(src, dns, b"q2"), None).0,
+            Verdict::Forward
+        );
     }
     check(
         &mut l.shard,
