@@ -14,11 +14,14 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The plain NAT path: the SYN proxy off (its auto mode would take over once a thousand
+/// SYNs are half-open, and these benchmarks open far more; `syn_cookies` measures it).
 const CONFIG: &str = r#"
 [[service]]
 name = "web"
 vip = "10.77.100.100:80"
 scheduler = "wlc"
+syn_proxy = "off"
 [[service.server]]
 addr = "10.77.1.1:8080"
 [[service.server]]
@@ -222,5 +225,103 @@ fn new_flows(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, established, new_flows);
+/// The plugin directory (built by `bash scripts/build-plugins.sh`).
+fn plugin(name: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let p = target.join(format!("wasm32-wasip2/plugin/{name}.wasm"));
+    assert!(
+        p.exists(),
+        "build the plugins first: bash scripts/build-plugins.sh"
+    );
+    p
+}
+
+/// A shard built from `text`, its plugins loaded.
+fn shard_with(text: &str) -> Shard {
+    let cfg = ringvs::config::from_str(text, "bench.toml").unwrap();
+    let mut reg = Registry::new(&cfg.services).unwrap();
+    let mut pm = ringvs::control::plugins::PluginManager::default();
+    let loaded = pm.load_config(&cfg).unwrap();
+    let prepared = pm.prepare(&reg, 1, &loaded).unwrap();
+    pm.commit(loaded);
+    let snap = Arc::new(pm.snapshot(&mut reg, prepared));
+    let s = Shard::new(
+        ShardConfig {
+            id: 0,
+            memory_limit: 64 << 20,
+            hash_key: HashKey::random(),
+            start: Instant::now(),
+            expire_nodest_conn: false,
+            events: None,
+            sources: Default::default(),
+            queues: 1,
+            templates: Default::default(),
+            cookies: Default::default(),
+        },
+        snap,
+        None,
+    )
+    .unwrap();
+    std::mem::forget(pm);
+    s
+}
+
+/// A queue's stall while a defense's tick returns 100 000 actions (the host applies at
+/// most `MAX_TICK_ACTIONS` and refuses the rest), against a tick with no defense: what an
+/// established flow's packet may wait behind it.
+fn defense_tick(c: &mut Criterion) {
+    let mut g = c.benchmark_group("defense_tick");
+    let hostile = format!(
+        "[plugins.tc]\npath = \"{}\"\nconfig = {{ flood = 100000, repeat = true }}\n{}",
+        plugin("tc_defense").display(),
+        CONFIG.replace(
+            "scheduler = \"wlc\"",
+            "scheduler = \"wlc\"\ndefense = [\"tc\"]"
+        )
+    );
+    for (name, text) in [
+        ("no_defense", CONFIG.to_string()),
+        ("100k_actions", hostile),
+    ] {
+        g.bench_function(name, |b| {
+            let mut s = shard_with(&text);
+            let t0 = Instant::now();
+            let mut secs = 0u64;
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    secs += 1;
+                    let t = Instant::now();
+                    s.poll(t0 + Duration::from_secs(secs));
+                    total += t.elapsed();
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The SYN proxy answering SYNs with cookies (no state), per SYN.
+fn syn_cookies(c: &mut Criterion) {
+    let mut g = c.benchmark_group("syn_proxy");
+    let batch: Vec<Vec<u8>> = (0..4096).map(|i| tcp(client(i), VIP, SYN, b"")).collect();
+    g.throughput(Throughput::Elements(batch.len() as u64));
+    let text = CONFIG.replace("syn_proxy = \"off\"", "syn_proxy = \"on\"");
+    g.bench_function("syn_to_cookie_syn_ack", |b| {
+        let mut s = shard_with(&text);
+        let mut buf = vec![0u8; 2048];
+        b.iter(|| {
+            let n = run_batch(&mut s, &batch, &mut buf);
+            assert_eq!(n, batch.len());
+            assert!(s.table().is_empty());
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, established, new_flows, defense_tick, syn_cookies);
 criterion_main!(benches);

@@ -7,7 +7,7 @@ use common::plugins::plugin;
 use ringvs::conn::{HashKey, State};
 use ringvs::control::plugins::PluginManager;
 use ringvs::control::registry::Registry;
-use ringvs::dataplane::policy::Role;
+use ringvs::dataplane::policy::{ActionKind, Role};
 use ringvs::dataplane::stats::{DropReason, ShardReport};
 use ringvs::dataplane::testkit::tcp;
 use ringvs::dataplane::{Packet, Pipeline, PluginEvent, Shard, ShardConfig, Verdict, HEADROOM};
@@ -32,6 +32,13 @@ defense = ["tc"]
 addr = "10.77.1.1:8080"
 [[service.server]]
 addr = "10.77.1.2:8080"
+
+[[service]]
+name = "other"
+vip = "10.77.100.100:81"
+scheduler = "rr"
+[[service.server]]
+addr = "10.77.1.1:8081"
 "#,
         plugin("tc-defense").display()
     )
@@ -212,4 +219,44 @@ fn a_drop_block_stops_established_flows_too() {
     );
     assert_eq!(l.drops(DropReason::Blocked), 1);
     assert_eq!(l.syn("10.77.8.9", 5001), Verdict::Forward, "only the /32");
+}
+
+#[test]
+fn a_block_applies_to_the_asking_defenses_service_only() {
+    let mut l = lab("actions = \"block:10.77.0.9/32:60:drop\"");
+    l.second();
+    assert_eq!(l.syn("10.77.0.9", 1000), Verdict::Drop);
+    assert_eq!(l.drops(DropReason::Blocked), 1);
+    let other = SocketAddrV4::new("10.77.0.9".parse().unwrap(), 1001);
+    assert_eq!(
+        l.send(&tcp(other, "10.77.100.100:81".parse().unwrap(), SYN, b"")),
+        Verdict::Forward,
+        "the other service has no defense and no block"
+    );
+}
+
+#[test]
+fn a_hundred_thousand_actions_a_tick_cost_the_host_a_bounded_share() {
+    // A plugin that returns 100 000 actions every tick: the host applies at most
+    // MAX_TICK_ACTIONS of them per tick and refuses (and counts) the rest; the service's
+    // blocks stop at MAX_BLOCKS; established flows keep flowing in between.
+    let mut l = lab("flood = 100000, repeat = true");
+    let c = SocketAddrV4::new("10.77.0.2".parse().unwrap(), 4000);
+    let vip: SocketAddrV4 = "10.77.100.100:80".parse().unwrap();
+    assert_eq!(l.send(&tcp(c, vip, SYN, b"")), Verdict::Forward);
+    let ticks = ringvs_abi::MAX_BLOCKS / ringvs_abi::MAX_TICK_ACTIONS + 2;
+    for _ in 0..ticks {
+        l.second();
+        assert_eq!(l.send(&tcp(c, vip, ACK, b"data")), Verdict::Forward);
+    }
+    let r = l.report();
+    let (_, tc) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
+    let block = ActionKind::Block as usize;
+    assert_eq!(tc.actions[block] as usize, ringvs_abi::MAX_BLOCKS);
+    assert_eq!(
+        (tc.actions[block] + tc.refused[block]) as usize,
+        ticks * 100_000,
+        "every action applied or refused, counted"
+    );
+    assert_eq!(tc.faults, [0; 4], "the plugin itself stayed healthy");
 }

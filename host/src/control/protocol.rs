@@ -349,6 +349,9 @@ pub struct BlockInfo {
     pub mode: crate::dataplane::blocks::BlockMode,
     /// The defense that asked.
     pub by: String,
+    /// The service it applies to (the asking defense's).
+    #[serde(default)]
+    pub service: String,
 }
 
 /// A defense of a service in `top`, over all queues.

@@ -1,6 +1,7 @@
-//! Blocked source prefixes, set by defense plugins for a time. The control plane keeps the
-//! director-wide list and hands every queue a copy; a queue checks it only while it is not
-//! empty, one hash lookup per distinct prefix length.
+//! Blocked source prefixes, set by defense plugins for a time, each for the service whose
+//! defense asked. The control plane keeps the list and hands every queue a copy; a queue
+//! checks it only while it is not empty, one hash lookup per distinct prefix length. A
+//! service holds at most [`ringvs_abi::MAX_BLOCKS`] blocks.
 
 use crate::conn::Tick;
 use std::collections::HashMap;
@@ -27,10 +28,10 @@ pub struct Block {
     pub by: Arc<str>,
 }
 
-/// Blocked IPv4 prefixes.
+/// Blocked IPv4 prefixes, per service slot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BlockList {
-    entries: HashMap<(u32, u8), Block>,
+    entries: HashMap<(u16, u32, u8), Block>,
     lens: Vec<u8>,
 }
 
@@ -45,21 +46,32 @@ pub fn mask(a: Ipv4Addr, len: u8) -> u32 {
 }
 
 impl BlockList {
-    /// Adds or extends a block.
-    pub fn insert(&mut self, addr: Ipv4Addr, len: u8, block: Block) {
-        let k = (mask(addr, len), len);
+    /// Adds or extends a block of service `svc`. False (nothing changed) if the service
+    /// already holds [`ringvs_abi::MAX_BLOCKS`] others.
+    pub fn insert(&mut self, svc: u16, addr: Ipv4Addr, len: u8, block: Block) -> bool {
+        let k = (svc, mask(addr, len), len);
         match self.entries.get_mut(&k) {
-            Some(b) if b.until >= block.until && b.mode == block.mode => {}
-            _ => {
+            Some(b) if b.until >= block.until && b.mode == block.mode => return true,
+            Some(b) => *b = block,
+            None => {
+                if self.count(svc) >= ringvs_abi::MAX_BLOCKS {
+                    return false;
+                }
                 self.entries.insert(k, block);
             }
         }
         self.reindex();
+        true
     }
 
-    /// Lifts a block; true if there was one.
-    pub fn remove(&mut self, addr: Ipv4Addr, len: u8) -> bool {
-        let r = self.entries.remove(&(mask(addr, len), len)).is_some();
+    /// Blocks of service `svc`.
+    pub fn count(&self, svc: u16) -> usize {
+        self.entries.keys().filter(|k| k.0 == svc).count()
+    }
+
+    /// Lifts a block of service `svc`; true if there was one.
+    pub fn remove(&mut self, svc: u16, addr: Ipv4Addr, len: u8) -> bool {
+        let r = self.entries.remove(&(svc, mask(addr, len), len)).is_some();
         self.reindex();
         r
     }
@@ -76,7 +88,7 @@ impl BlockList {
     }
 
     fn reindex(&mut self) {
-        let mut lens: Vec<u8> = self.entries.keys().map(|k| k.1).collect();
+        let mut lens: Vec<u8> = self.entries.keys().map(|k| k.2).collect();
         lens.sort_unstable_by(|a, b| b.cmp(a));
         lens.dedup();
         self.lens = lens;
@@ -93,26 +105,44 @@ impl BlockList {
         self.entries.len()
     }
 
-    /// The block covering `a` at `now`, the most specific first.
+    /// The block of service `svc` covering `a` at `now`, the most specific first.
     #[inline]
-    pub fn lookup(&self, a: Ipv4Addr, now: Tick) -> Option<&Block> {
+    pub fn lookup(&self, svc: u16, a: Ipv4Addr, now: Tick) -> Option<&Block> {
         self.lens
             .iter()
-            .filter_map(|&len| self.entries.get(&(mask(a, len), len)))
+            .filter_map(|&len| self.entries.get(&(svc, mask(a, len), len)))
             .find(|b| b.until > now)
     }
 
-    /// Every block: (prefix, length, block).
-    pub fn iter(&self) -> impl Iterator<Item = (Ipv4Addr, u8, &Block)> {
+    /// Every block: (service slot, prefix, length, block).
+    pub fn iter(&self) -> impl Iterator<Item = (u16, Ipv4Addr, u8, &Block)> {
         self.entries
             .iter()
-            .map(|((p, l), b)| (Ipv4Addr::from(*p), *l, b))
+            .map(|((s, p, l), b)| (*s, Ipv4Addr::from(*p), *l, b))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_holds_at_most_max_blocks() {
+        let mut l = BlockList::default();
+        for i in 0..ringvs_abi::MAX_BLOCKS as u32 {
+            assert!(l.insert(
+                3,
+                Ipv4Addr::from(0x0b00_0000 + i),
+                32,
+                b(100, BlockMode::Drop)
+            ));
+        }
+        assert!(!l.insert(3, Ipv4Addr::new(10, 9, 9, 9), 32, b(100, BlockMode::Drop)));
+        // Extending one it has is fine; another service has its own room.
+        assert!(l.insert(3, Ipv4Addr::from(0x0b00_0000), 32, b(200, BlockMode::Drop)));
+        assert!(l.insert(4, Ipv4Addr::new(10, 9, 9, 9), 32, b(100, BlockMode::Drop)));
+        assert_eq!((l.count(3), l.count(4)), (ringvs_abi::MAX_BLOCKS, 1));
+    }
 
     fn b(until: Tick, mode: BlockMode) -> Block {
         Block {
@@ -126,28 +156,40 @@ mod tests {
     fn prefixes_match_and_expire() {
         let mut l = BlockList::default();
         l.insert(
+            1,
             Ipv4Addr::new(198, 51, 100, 77),
             24,
             b(100, BlockMode::Tarpit),
         );
-        l.insert(Ipv4Addr::new(198, 51, 100, 5), 32, b(50, BlockMode::Drop));
+        l.insert(
+            1,
+            Ipv4Addr::new(198, 51, 100, 5),
+            32,
+            b(50, BlockMode::Drop),
+        );
         assert_eq!(
-            l.lookup(Ipv4Addr::new(198, 51, 100, 5), 10).map(|b| b.mode),
+            l.lookup(1, Ipv4Addr::new(198, 51, 100, 5), 10)
+                .map(|b| b.mode),
             Some(BlockMode::Drop)
         );
         assert_eq!(
-            l.lookup(Ipv4Addr::new(198, 51, 100, 9), 10).map(|b| b.mode),
+            l.lookup(1, Ipv4Addr::new(198, 51, 100, 9), 10)
+                .map(|b| b.mode),
             Some(BlockMode::Tarpit)
         );
-        assert!(l.lookup(Ipv4Addr::new(198, 51, 101, 9), 10).is_none());
+        assert!(l.lookup(1, Ipv4Addr::new(198, 51, 101, 9), 10).is_none());
+        // Another service is not blocked.
+        assert!(l.lookup(2, Ipv4Addr::new(198, 51, 100, 5), 10).is_none());
         // The /32 has ended at 60, the /24 still covers it.
         assert_eq!(
-            l.lookup(Ipv4Addr::new(198, 51, 100, 5), 60).map(|b| b.mode),
+            l.lookup(1, Ipv4Addr::new(198, 51, 100, 5), 60)
+                .map(|b| b.mode),
             Some(BlockMode::Tarpit)
         );
         assert!(l.expire(60));
         assert_eq!(l.len(), 1);
-        assert!(l.remove(Ipv4Addr::new(198, 51, 100, 0), 24));
+        assert!(!l.remove(2, Ipv4Addr::new(198, 51, 100, 0), 24));
+        assert!(l.remove(1, Ipv4Addr::new(198, 51, 100, 0), 24));
         assert!(l.is_empty());
         assert_eq!(mask(Ipv4Addr::new(10, 1, 2, 3), 0), 0);
         assert_eq!(

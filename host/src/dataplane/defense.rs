@@ -306,6 +306,8 @@ impl TableView for ServiceTable<'_> {
 /// A block a defense asked for, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockRequest {
+    /// The service whose defense asked (the block applies to it only).
+    pub svc: u16,
     /// Prefix address.
     pub addr: Ipv4Addr,
     /// Prefix length.
@@ -324,10 +326,10 @@ pub fn prefix(p: &dt::Prefix) -> Option<(Ipv4Addr, u8)> {
     }
 }
 
-/// Checks a WIT block.
-pub fn block_request(b: &dt::Block) -> Option<BlockRequest> {
+/// Checks a WIT block asked for by a defense of service `svc`.
+pub fn block_request(svc: u16, b: &dt::Block) -> Option<BlockRequest> {
     let (addr, len) = prefix(&b.prefix)?;
-    if b.secs == 0 || b.secs > 86_400 {
+    if b.secs == 0 || b.secs > ringvs_abi::MAX_BLOCK_SECS {
         return None;
     }
     let mode = match b.mode {
@@ -335,6 +337,7 @@ pub fn block_request(b: &dt::Block) -> Option<BlockRequest> {
         dt::BlockMode::Tarpit => BlockMode::Tarpit,
     };
     Some(BlockRequest {
+        svc,
         addr,
         len,
         secs: b.secs,

@@ -246,10 +246,12 @@ impl Daemon {
                     let until = now.saturating_add(req.secs.saturating_mul(TICKS_PER_SEC));
                     info!(plugin = %by, prefix = %format!("{}/{}", req.addr, req.len), secs = req.secs, mode = ?req.mode, "source blocked");
                     let mode = req.mode;
-                    blocks.insert(req.addr, req.len, Block { until, mode, by });
+                    blocks.insert(req.svc, req.addr, req.len, Block { until, mode, by });
                     blocks_changed = true;
                 }
-                PluginEvent::Unblock { addr, len } => blocks_changed |= blocks.remove(addr, len),
+                PluginEvent::Unblock { svc, addr, len } => {
+                    blocks_changed |= blocks.remove(svc, addr, len)
+                }
                 other => self.plugins.manager.on_event(other),
             }
         }

@@ -90,12 +90,13 @@ impl Daemon {
                 .sources
                 .blocks
                 .iter()
-                .filter(|(_, _, b)| b.until > now)
-                .map(|(a, l, b)| BlockInfo {
+                .filter(|(_, _, _, b)| b.until > now)
+                .map(|(svc, a, l, b)| BlockInfo {
                     prefix: format!("{a}/{l}"),
                     secs_left: (b.until - now) / TICKS_PER_SEC,
                     mode: b.mode,
                     by: b.by.to_string(),
+                    service: service_name(svc),
                 })
                 .collect(),
             defenses: merge_defenses(&r.defenses, service_name),

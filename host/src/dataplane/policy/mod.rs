@@ -201,6 +201,8 @@ pub enum PluginEvent {
     },
     /// A defense asked to lift a block.
     Unblock {
+        /// The service whose defense asked.
+        svc: u16,
         /// Prefix address.
         addr: std::net::Ipv4Addr,
         /// Prefix length.

@@ -590,7 +590,9 @@ impl Shard {
         let blocked = if self.blocks.is_empty() {
             None
         } else {
-            self.blocks.lookup(*client.ip(), self.now).map(|b| b.mode)
+            self.blocks
+                .lookup(svc, *client.ip(), self.now)
+                .map(|b| b.mode)
         };
         if blocked == Some(BlockMode::Drop) {
             return self.drop(DropReason::Blocked);

@@ -77,9 +77,30 @@ impl Shard {
             }
         }
         for (svc, i, actions) in todo {
-            for a in actions {
+            // The host's work for one defense's tick is bounded (see the WIT): at most
+            // MAX_TICK_ACTIONS actions, MAX_TICK_DROPS connection ids and MAX_TICK_SCAN
+            // slots scanned; the rest is refused and counted.
+            let mut budget = TickBudget {
+                drops: ringvs_abi::MAX_TICK_DROPS,
+                scan: ringvs_abi::MAX_TICK_SCAN,
+            };
+            // Past the cap, only counted (in bulk, below).
+            let mut over = [0u64; crate::dataplane::policy::ACTIONS];
+            for a in actions.iter().skip(ringvs_abi::MAX_TICK_ACTIONS) {
+                over[ActionKind::of(a) as usize] += 1;
+            }
+            if let Some(slot) = self.svcs[svc as usize]
+                .as_ref()
+                .and_then(|rt| rt.defenses.get(i))
+            {
+                let c = self.plugin_stats.defense(&slot.plugin().name);
+                for (r, n) in c.refused.iter_mut().zip(over) {
+                    *r += n;
+                }
+            }
+            for a in actions.into_iter().take(ringvs_abi::MAX_TICK_ACTIONS) {
                 let kind = ActionKind::of(&a);
-                let ok = self.apply(svc, i, a);
+                let ok = self.apply(svc, i, a, &mut budget);
                 if let Some(slot) = self.svcs[svc as usize]
                     .as_mut()
                     .and_then(|rt| rt.defenses.get_mut(i))
@@ -120,9 +141,9 @@ impl Shard {
         }
     }
 
-    /// Applies one action of defense `i` of service `svc` if it is allowed; false if it is
-    /// refused.
-    fn apply(&mut self, svc: u16, i: usize, a: dt::Action) -> bool {
+    /// Applies one action of defense `i` of service `svc` if it is allowed and within what
+    /// is left of the tick's `budget`; false if it is refused.
+    fn apply(&mut self, svc: u16, i: usize, a: dt::Action, budget: &mut TickBudget) -> bool {
         let Some(slot) = self.svcs[svc as usize]
             .as_mut()
             .and_then(|rt| rt.defenses.get_mut(i))
@@ -145,6 +166,10 @@ impl Shard {
                 true
             }
             dt::Action::DropConnections(ids) => {
+                if ids.len() > budget.drops {
+                    return false;
+                }
+                budget.drops -= ids.len();
                 let valid = ids
                     .iter()
                     .all(|&id| self.table.entry_at(id).is_some_and(|(_, c)| c.svc == svc));
@@ -169,8 +194,10 @@ impl Shard {
                 self.rng ^= self.rng >> 7;
                 self.rng ^= self.rng << 17;
                 let start = (self.rng % slots.max(1) as u64) as u32;
-                let mut victims: Vec<ConnId> = Vec::with_capacity(n as usize);
-                for k in 0..slots {
+                let scan = slots.min(budget.scan);
+                budget.scan -= scan;
+                let mut victims: Vec<ConnId> = Vec::with_capacity(n.min(scan) as usize);
+                for k in 0..scan {
                     if victims.len() == n as usize {
                         break;
                     }
@@ -186,21 +213,20 @@ impl Shard {
                 true
             }
             dt::Action::Block(b) => {
-                let Some(req) = block_request(&b) else {
+                let Some(req) = block_request(svc, &b) else {
                     return false;
                 };
                 let until = self
                     .now
                     .saturating_add(req.secs.saturating_mul(TICKS_PER_SEC));
-                Arc::make_mut(&mut self.blocks).insert(
-                    req.addr,
-                    req.len,
-                    Block {
-                        until,
-                        mode: req.mode,
-                        by: by.clone(),
-                    },
-                );
+                let block = Block {
+                    until,
+                    mode: req.mode,
+                    by: by.clone(),
+                };
+                if !Arc::make_mut(&mut self.blocks).insert(svc, req.addr, req.len, block) {
+                    return false;
+                }
                 if let Some(tx) = &self.cfg.events {
                     let _ = tx.send(PluginEvent::Block { req, by });
                 }
@@ -210,12 +236,20 @@ impl Shard {
                 let Some((addr, len)) = prefix(&p) else {
                     return false;
                 };
-                Arc::make_mut(&mut self.blocks).remove(addr, len);
+                Arc::make_mut(&mut self.blocks).remove(svc, addr, len);
                 if let Some(tx) = &self.cfg.events {
-                    let _ = tx.send(PluginEvent::Unblock { addr, len });
+                    let _ = tx.send(PluginEvent::Unblock { svc, addr, len });
                 }
                 true
             }
         }
     }
+}
+
+/// What is left of the host's work for one defense's tick.
+struct TickBudget {
+    /// Connection ids `drop-connections` may still name.
+    drops: usize,
+    /// Table slots `drop-embryonic` may still visit.
+    scan: u32,
 }

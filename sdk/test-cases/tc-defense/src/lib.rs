@@ -2,7 +2,9 @@
 //! `drop_port` (default 666) and traps for `trap_port` (default 667); with `trap_tick = true`
 //! the tick traps. The first tick emits the actions of `actions`, a comma-separated list:
 //! `level:N`, `rate:N`, `embryonic:N`, `drop:ID`, `block:A.B.C.D/LEN:SECS:drop|tarpit`,
-//! `unblock:A.B.C.D/LEN`; with `repeat = true`, every tick does.
+//! `unblock:A.B.C.D/LEN`; with `repeat = true`, every tick does. With `flood = N`, every
+//! tick also asks for N blocks of /32s in 198.18.0.0/15, each tick's following on the last
+//! one's (a plugin that floods the host with actions).
 #![no_std]
 use ringvs_sdk::prelude::*;
 use ringvs_sdk::{BlockMode, Prefix, Table};
@@ -14,6 +16,7 @@ pub struct TestDefense {
     trap_tick: bool,
     actions: Vec<Action>,
     repeat: bool,
+    flood: u32,
     ticks: u64,
 }
 
@@ -25,6 +28,7 @@ impl Default for TestDefense {
             trap_tick: false,
             actions: Vec::new(),
             repeat: false,
+            flood: 0,
             ticks: 0,
         }
     }
@@ -73,7 +77,15 @@ fn action(s: &str) -> Result<Action, String> {
 
 impl Defense for TestDefense {
     fn configure(&mut self, c: &Config) -> Result<(), String> {
-        c.check_keys(&["drop_port", "trap_port", "trap_tick", "actions", "repeat"])?;
+        c.check_keys(&[
+            "drop_port",
+            "trap_port",
+            "trap_tick",
+            "actions",
+            "repeat",
+            "flood",
+        ])?;
+        self.flood = c.parse_or("flood", 0)?;
         self.drop_port = c.parse_or("drop_port", 666)?;
         self.trap_port = c.parse_or("trap_port", 667)?;
         self.trap_tick = c.parse_or("trap_tick", false)?;
@@ -104,11 +116,23 @@ impl Defense for TestDefense {
             panic!("trap on tick");
         }
         self.ticks += 1;
-        if self.ticks == 1 || self.repeat {
+        let mut out = if self.ticks == 1 || self.repeat {
             self.actions.clone()
         } else {
             Vec::new()
-        }
+        };
+        let first = (self.ticks - 1).wrapping_mul(u64::from(self.flood));
+        out.extend((0..u64::from(self.flood)).map(|i| Action::Block {
+            prefix: Prefix {
+                addr: IpAddr::V4(Ipv4Addr::from(
+                    0xc612_0000 + ((first + i) % (1 << 17)) as u32,
+                )),
+                len: 32,
+            },
+            secs: 60,
+            mode: BlockMode::Drop,
+        }));
+        out
     }
 }
 
