@@ -11,6 +11,9 @@ use ringvs_abi::state::{STATES, TCP_STATES, TRANSITIONS};
 /// scans as [`TcpState::None`], as the WIT says.
 pub use ringvs_abi::State as TcpState;
 pub use ringvs_abi::{Direction, Event};
+/// Host limits a defense meets: the longest block, the most heavy hitters in `tick-stats`,
+/// the most actions applied from one tick.
+pub use ringvs_abi::{MAX_BLOCK_SECS, MAX_TICK_ACTIONS, MAX_TOP_SOURCES};
 
 /// A TCP state table and its timeouts, handed to the host and applied per packet.
 #[derive(Debug, Clone, PartialEq, Eq)]

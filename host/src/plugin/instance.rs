@@ -219,14 +219,14 @@ impl SchedulerInstance {
             None => Ok(None),
             Some(i) => {
                 let i = i as usize;
-                match load.get(i * 3) {
+                match load.get(i * ringvs_abi::LOAD_STRIDE) {
                     Some(0) => Err(Fault::bad_return(format!(
                         "picked server {i}, whose weight is 0"
                     ))),
                     Some(_) => Ok(Some(i)),
                     None => Err(Fault::bad_return(format!(
                         "picked server {i} of {}",
-                        load.len() / 3
+                        load.len() / ringvs_abi::LOAD_STRIDE
                     ))),
                 }
             }

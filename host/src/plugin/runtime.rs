@@ -27,9 +27,9 @@ impl Kind {
     /// The exported interface's name.
     pub fn interface(self) -> &'static str {
         match self {
-            Kind::Scheduler => "ringvs:plugin/scheduler@0.1.0",
-            Kind::Persistence => "ringvs:plugin/persistence@0.1.0",
-            Kind::Defense => "ringvs:plugin/defense@0.1.0",
+            Kind::Scheduler => ringvs_abi::wit_interface!("scheduler"),
+            Kind::Persistence => ringvs_abi::wit_interface!("persistence"),
+            Kind::Defense => ringvs_abi::wit_interface!("defense"),
         }
     }
 
@@ -364,7 +364,8 @@ impl Runtime {
                 PluginError::WrongWorld(
                     p.clone(),
                     format!(
-                        "exports none of ringvs:plugin/{{scheduler,persistence,defense}}@0.1.0 (it exports: {})",
+                        "exports none of ringvs:plugin/{{scheduler,persistence,defense}}@{} (it exports: {})",
+                        ringvs_abi::WIT_VERSION,
                         if exports.is_empty() { "nothing".into() } else { exports.join(", ") }
                     ),
                 )
@@ -384,8 +385,11 @@ impl Runtime {
         }
         // Only what the world declares is linked: anything else is refused by name.
         let allowed: &[&str] = match kind {
-            Kind::Defense => &["ringvs:plugin/types@0.1.0", "ringvs:plugin/table@0.1.0"],
-            _ => &["ringvs:plugin/types@0.1.0"],
+            Kind::Defense => &[
+                ringvs_abi::wit_interface!("types"),
+                ringvs_abi::wit_interface!("table"),
+            ],
+            _ => &[ringvs_abi::wit_interface!("types")],
         };
         let extra: Vec<&String> = imports
             .iter()

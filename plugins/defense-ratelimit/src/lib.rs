@@ -31,8 +31,8 @@ use ringvs_sdk::{BlockMode, Prefix, Table};
 
 /// Default block time, seconds.
 pub const BLOCK_SECS: u32 = 60;
-/// The longest block the host accepts, seconds.
-pub const MAX_BLOCK_SECS: u32 = 86_400;
+/// The longest block the host accepts, seconds (the host's own bound, from the ABI).
+pub use ringvs_sdk::MAX_BLOCK_SECS;
 /// Default bound on the prefixes with a token bucket.
 pub const MAX_PREFIXES: u32 = 16_384;
 /// Bound on the blocks remembered (the soonest to expire is forgotten first).

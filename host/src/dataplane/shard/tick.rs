@@ -25,7 +25,7 @@ impl Shard {
         let top: Vec<dt::SourceRate> = self
             .director_top
             .iter()
-            .take(16)
+            .take(ringvs_abi::MAX_TOP_SOURCES)
             .map(|s| dt::SourceRate {
                 addr: wit_ip(s.addr),
                 new_flows: s.new_flows,
