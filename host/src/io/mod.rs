@@ -43,6 +43,7 @@
 //! [`Pipeline::poll`](crate::dataplane::Pipeline::poll) runs once; the wait for completions
 //! has a timeout ([`UringOptions::idle_timeout`]) so `poll` also runs when idle.
 
+pub mod bpf;
 pub mod mem;
 pub mod pcap;
 pub mod steer;

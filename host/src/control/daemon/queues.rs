@@ -2,7 +2,7 @@
 //! its thread (none for a detached daemon), their common clock, and the device's steering
 //! program.
 
-use crate::conn::{Tick, TICKS_PER_SEC};
+use crate::conn::{HashKey, Tick, TICKS_PER_SEC};
 use crate::dataplane::service::Snapshot;
 use crate::dataplane::shard::{ConnInfo, ShardShared};
 use crate::dataplane::sources::SourceCount;
@@ -35,6 +35,8 @@ pub(super) struct Steering {
     pub(super) fd: OwnedFd,
     /// The services the attached program knows.
     pub(super) services: Steered,
+    /// The steering secret, drawn at start.
+    pub(super) key: HashKey,
 }
 
 /// The services of `snap` as a steering program knows them.
@@ -154,7 +156,7 @@ impl Queues {
         if services == steering.services {
             return Ok(());
         }
-        let prog = steer::program(&services, n);
+        let prog = steer::program(&services, n, &steering.key);
         let prog_fd = steer::load(&prog).map_err(|e| e.to_string())?;
         attach_steering_bpf(steering.fd.as_fd(), prog_fd.as_fd())
             .map_err(|e| format!("cannot attach the steering program: {e}"))?;

@@ -254,7 +254,7 @@ fn bind_listeners(cfg: &Config) -> Result<admin::Listener, DaemonError> {
 }
 
 /// With several queues, both directions of a flow must reach the same queue: steers on the
-/// client endpoint before any queue runs.
+/// client endpoint, keyed with a secret drawn here, before any queue runs.
 fn attach_steering(
     tun: &TunDevice,
     queues: usize,
@@ -267,12 +267,13 @@ fn attach_steering(
         .try_clone()
         .map_err(|e| format!("cannot duplicate a queue descriptor: {e}"))?;
     let services = steered(snap);
-    let prog = steer::load(&steer::program(&services, queues as u32)).map_err(|e| {
+    let key = HashKey::random();
+    let prog = steer::load(&steer::program(&services, queues as u32, &key)).map_err(|e| {
         format!("director.queues = {queues} needs the TUN steering program: {e}; use queues = 1 or run as root with BPF allowed")
     })?;
     attach_steering_bpf(fd.as_fd(), prog.as_fd())
         .map_err(|e| format!("cannot attach the steering program to {}: {e}", tun.name()))?;
-    Ok(Some(Steering { fd, services }))
+    Ok(Some(Steering { fd, services, key }))
 }
 
 /// The device, the steering program and the queues; then the daemon with its health checks
