@@ -337,6 +337,7 @@ fn start_director(cfg: Config, s: Startup) -> Result<(Daemon, String), DaemonErr
         vnet_hdr: cfg.director.offload,
         mtu: cfg.director.mtu,
         txqueuelen: None,
+        napi: false,
     })
     .map_err(|e| format!("cannot create device {}: {e}", cfg.director.device))?;
     for w in routes::device_sysctls(tun.name()) {
