@@ -401,9 +401,11 @@ fn veth_two_queues_end_to_end() {
                 ),
             ),
         );
-        let frames: Vec<Vec<u8>> = recv_frames(&sock, 2 * ports.len(), Duration::from_secs(10))
+        let frames: Vec<Vec<u8>> = recv_frames(&sock, 2 * ports.len() + 1, Duration::from_secs(3))
             .into_iter()
             .filter(|f| f.len() >= 34 && f[12..14] == [0x08, 0x00] && f[6..12] == a.mac)
+            // Not the kernel's own answers (its RST to the frame for the local address).
+            .filter(|f| f[26..30] != LOCAL.octets())
             .collect();
         stop.store(true, Ordering::Relaxed);
         let stats: Vec<_> = threads
@@ -473,5 +475,85 @@ fn veth_two_queues_end_to_end() {
             !ip(&["link", "show", "xa"]).contains("xdp"),
             "detached on drop"
         );
+    });
+}
+
+/// The resolver's netlink calls against a real kernel: the route to an address on a
+/// connected network, an `NTF_USE` request that makes the kernel resolve a neighbour nobody
+/// talked to yet, and the neighbour table read back with its MAC.
+#[test]
+fn netlink_routes_and_resolves() {
+    if !have_root() {
+        return;
+    }
+    in_netns(|| {
+        use ringvs::io::xdp::netlink::Netlink;
+        // The peer lives in a namespace of its own, so that it answers ARP like a host.
+        ip(&["netns", "add", "rvs-xdp-peer"]);
+        struct Cleanup;
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", "rvs-xdp-peer"])
+                    .status();
+            }
+        }
+        let _cleanup = Cleanup;
+        ip(&[
+            "link",
+            "add",
+            "na",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "nb",
+            "netns",
+            "rvs-xdp-peer",
+        ]);
+        ip(&["addr", "add", "10.77.8.1/24", "dev", "na"]);
+        ip(&["link", "set", "na", "up"]);
+        let peer = |args: &[&str]| {
+            let mut a = vec!["netns", "exec", "rvs-xdp-peer", "ip"];
+            a.extend_from_slice(args);
+            ip(&a)
+        };
+        peer(&["addr", "add", "10.77.8.2/24", "dev", "nb"]);
+        peer(&["link", "set", "nb", "up"]);
+        peer(&["link", "set", "lo", "up"]);
+        let na = Iface::by_name("na").unwrap();
+        let mut nl = Netlink::new().unwrap();
+        let dst = Ipv4Addr::new(10, 77, 8, 2);
+        let r = nl.route_get(dst).unwrap().expect("a connected route");
+        assert_eq!((r.oif, r.next_hop), (na.index, dst));
+        assert!(
+            nl.route_get(Ipv4Addr::new(192, 0, 2, 1)).unwrap().is_none(),
+            "no default route"
+        );
+        nl.resolve(na.index, dst).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mac = loop {
+            let found = nl
+                .neighbours()
+                .unwrap()
+                .into_iter()
+                .find(|n| n.addr == dst && n.ifindex == na.index)
+                .and_then(|n| n.mac);
+            if let Some(m) = found {
+                break m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the kernel did not resolve {dst}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let shown = peer(&["-o", "link", "show", "nb"]);
+        let want = mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        assert!(shown.contains(&want), "{shown} has {want}");
     });
 }

@@ -10,8 +10,9 @@
 //!   or queues).
 //! - [`queue`]: one thread per queue, one socket per interface on that queue; frames of a flow
 //!   another queue owns are handed to it through [`spsc`] rings.
-//! - [`neigh`] and [`netlink`]: Ethernet headers for what is sent, from the kernel's routing
-//!   and neighbour tables.
+//! - [`frame`]: Ethernet off before the pipeline, on after it (shared with the in-memory
+//!   mirror the corpus tests use); [`neigh`] and [`netlink`]: the headers for what is sent,
+//!   from the kernel's routing and neighbour tables.
 //!
 //! [`XdpPlane::start`] attaches the program to every interface through a BPF link: the kernel
 //! detaches it when the link's descriptor closes, so no program outlives the process, however
@@ -26,6 +27,7 @@
 //! Frames are at most one MTU (no multi-buffer): with XDP attached, veth turns off the GSO
 //! of its peer, so bulk TCP arrives as MTU-sized segments instead of 64 KiB super-packets.
 
+pub mod frame;
 pub mod neigh;
 pub mod netlink;
 pub mod prog;
@@ -66,7 +68,7 @@ pub struct XdpOptions {
     pub frames_per_queue: u32,
     /// Entries of each RX and TX ring.
     pub ring_size: u32,
-    /// Empty loop iterations before a queue sleeps (busy polling).
+    /// Empty loop iterations before a queue sleeps (busy polling); 0 sleeps at once.
     pub busy_poll: u32,
     /// Longest sleep before [`Pipeline::poll`](crate::dataplane::Pipeline::poll) runs anyway.
     pub idle_timeout: Duration,
@@ -74,7 +76,9 @@ pub struct XdpOptions {
 
 impl XdpOptions {
     /// Defaults for `interfaces` and `queues`: 4096 frames of 2 KiB per queue, rings of 2048,
-    /// 64 empty iterations before sleeping, 10 ms idle timeout.
+    /// no busy polling (a queue sleeps in `poll(2)` as soon as it finds nothing to do: on the
+    /// shared 2-core lab machine spinning took CPU from the clients and servers and lowered
+    /// keep-alive req/s by 15-40 %, see docs/PERFORMANCE.md), 10 ms idle timeout.
     pub fn new(interfaces: Vec<String>, queues: usize) -> XdpOptions {
         XdpOptions {
             interfaces,
@@ -83,7 +87,7 @@ impl XdpOptions {
             zero_copy: None,
             frames_per_queue: 4096,
             ring_size: 2048,
-            busy_poll: 64,
+            busy_poll: 0,
             idle_timeout: Duration::from_millis(10),
         }
     }

@@ -36,18 +36,16 @@ use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::frame::{self, Framed, ETH};
 use super::neigh::{Hop, NextHop, NextHopCache, HOLD, HOLD_TIME};
 use super::spsc::{Consumer, Producer};
 use super::xsk::{Desc, Umem, Xsk, XskStats};
 use super::Shared;
-use crate::dataplane::{Packet, Pipeline, Verdict};
+use crate::dataplane::Pipeline;
 use crate::io::steer;
 
 /// Frames handled per batch (and per [`Pipeline::prefetch`] call).
 pub const BATCH: usize = 32;
-
-/// Ethernet header length.
-const ETH: usize = 14;
 
 /// Wakes a sleeping queue.
 #[derive(Debug)]
@@ -175,6 +173,10 @@ struct Held {
 /// The running state of a queue (what `run` works with).
 struct State {
     held: Vec<Held>,
+    /// The other half of `held`'s double buffer (retries move what stays into it).
+    held_spare: Vec<Held>,
+    /// What `sleep` polls: every socket, then the eventfd.
+    pollfds: Vec<libc::pollfd>,
     held_version: u64,
     free: Vec<u64>,
     tx_pending: Vec<bool>,
@@ -197,8 +199,24 @@ impl XdpQueue {
     pub fn run<P: Pipeline>(mut self, pipeline: &mut P) -> io::Result<XdpQueueStats> {
         let fs = u64::from(self.umem.frame_size());
         let first = self.id as u64 * self.share;
+        let mut pollfds: Vec<libc::pollfd> = self
+            .socks
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        pollfds.push(libc::pollfd {
+            fd: self.wakers[self.id].fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
         let mut st = State {
             held: Vec::with_capacity(HOLD),
+            held_spare: Vec::with_capacity(HOLD),
+            pollfds,
             held_version: 0,
             free: (first..first + self.share).map(|f| f * fs).rev().collect(),
             tx_pending: vec![false; self.socks.len()],
@@ -422,36 +440,24 @@ impl XdpQueue {
     fn process_one<P: Pipeline>(&mut self, st: &mut State, pipeline: &mut P, d: Desc) {
         let frame = self.umem.frame_of(d.addr);
         let off = (d.addr - frame) as usize;
-        let len = d.len as usize;
-        if len < ETH + 20 || off + len > self.umem.frame_size() as usize {
-            st.stats.discarded += 1;
-            self.release(st, d.addr);
-            return;
-        }
-        // Safety: the frame is ours (app) until it is queued for sending or released below;
-        // the slice does not outlive this block.
-        let buf = unsafe { self.umem.frame_mut(frame) };
-        let out = match Packet::new(buf, off + ETH, len - ETH) {
-            None => None,
-            Some(mut pkt) => match pipeline.process(&mut pkt) {
-                Verdict::Drop => {
-                    st.stats.drops += 1;
-                    None
-                }
-                Verdict::Forward if pkt.start() < ETH || pkt.len() < 20 => {
-                    st.stats.discarded += 1;
-                    None
-                }
-                Verdict::Forward => {
-                    let d = pkt.data();
-                    let dst = Ipv4Addr::new(d[16], d[17], d[18], d[19]);
-                    Some((dst, pkt.start(), pkt.len()))
-                }
-            },
+        let out = {
+            // Safety: the frame is ours (app) until it is queued for sending or released
+            // below; the slice does not outlive this block.
+            let buf = unsafe { self.umem.frame_mut(frame) };
+            frame::run(pipeline, buf, off, d.len as usize)
         };
-        let Some((dst, start, plen)) = out else {
-            self.release(st, d.addr);
-            return;
+        let (start, plen, dst) = match out {
+            Framed::Forward { start, len, dst } => (start, len, dst),
+            Framed::Dropped => {
+                st.stats.drops += 1;
+                self.release(st, frame);
+                return;
+            }
+            Framed::Discarded => {
+                st.stats.discarded += 1;
+                self.release(st, frame);
+                return;
+            }
         };
         match st.hops.get(&self.shared.neigh, dst) {
             Hop::Via(hop) => self.transmit(st, frame, start, plen, hop),
@@ -491,7 +497,7 @@ impl XdpQueue {
             // Safety: the frame is ours (app) until it is queued below; the slice ends
             // before that.
             let buf = unsafe { self.umem.frame_mut(frame) };
-            buf[start - ETH..start].copy_from_slice(&hop.hdr);
+            frame::put_header(buf, start, &hop.hdr);
         }
         let s = &mut self.socks[slot];
         s.tx.push(Desc {
@@ -514,9 +520,9 @@ impl XdpQueue {
             return;
         }
         st.held_version = v;
-        let held = std::mem::take(&mut st.held);
-        let mut keep = Vec::with_capacity(HOLD);
-        for h in held {
+        let mut held = std::mem::take(&mut st.held);
+        let mut keep = std::mem::take(&mut st.held_spare);
+        for h in held.drain(..) {
             match st.hops.get(&self.shared.neigh, h.dst) {
                 Hop::Via(hop) => self.transmit(st, h.frame, h.start, h.len, hop),
                 Hop::Unreachable => {
@@ -531,6 +537,7 @@ impl XdpQueue {
             }
         }
         st.held = keep;
+        st.held_spare = held;
     }
 
     /// Publishes TX rings (and asks the kernel to send), hand-off and return rings (and wakes
@@ -579,20 +586,10 @@ impl XdpQueue {
             me.sleeping.store(false, Ordering::SeqCst);
             return Ok(());
         }
-        let mut fds: Vec<libc::pollfd> = self
-            .socks
-            .iter()
-            .map(|s| libc::pollfd {
-                fd: s.raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        fds.push(libc::pollfd {
-            fd: me.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
+        let fds = &mut st.pollfds;
+        for f in fds.iter_mut() {
+            f.revents = 0;
+        }
         let ms = if st.held.is_empty() {
             self.idle_timeout.as_millis().clamp(1, 1000) as libc::c_int
         } else {
