@@ -38,6 +38,9 @@ cargo build --release -p ringvs
 step "lab: end to end through ringvs"
 NO_BUILD=1 bash examples/lab/test-e2e.sh
 
+step "lab: end to end through ringvs with director.io = \"af_xdp\" (1 and 2 queues, detach on exit and on SIGKILL)"
+LAB_IO=af_xdp bash examples/lab/test-e2e.sh
+
 step "lab: scheduler swaps and a hostile plugin under load"
 bash examples/lab/test-swap.sh
 

@@ -1,117 +1,234 @@
 #!/usr/bin/env bash
-# Benchmark the kernel's nftables DNAT and ringvs on the same lab, in one run, and print a
-# table (also written as markdown to $BENCH_OUT).
+# Benchmark the kernel's nftables DNAT and ringvs (TUN and AF_XDP, at 1, 2 and 4 queues) on
+# the same lab, in one run, and print a table of figures with each one's ratio to nft's
+# (also written as markdown to $BENCH_OUT).
 #
 #   sudo bash examples/lab/bench.sh
-#   sudo BENCH_SECONDS=5 BENCH_PHASES=nft bash examples/lab/bench.sh
+#   sudo BENCH_SECONDS=5 BENCH_PHASES="nft xdp-q1" bash examples/lab/bench.sh
 #
-# Each phase gets a fresh forwarder (conntrack is flushed in between) and measures, through
-# VIP 10.77.100.100: wrk keep-alive req/s, wrk Connection: close req/s (both -t2 -c64),
-# iperf3 TCP Gbit/s (one stream) and iperf3 UDP with 64-byte payloads at full speed (packets
-# per second the receiver got, and the loss).
+# The lab runs in the switch topology (LAB_TOPO=switch: the director has one interface per
+# side, dcli and drs, each with 4 queues), which AF_XDP needs, for every phase alike. Each
+# phase gets a fresh forwarder (conntrack flushed in between) and measures, through VIP
+# 10.77.100.100:
+#
+#   ka      wrk keep-alive req/s (-t2 -c64)
+#   close   wrk Connection: close req/s, i.e. new connections/s (the client namespace has
+#           tcp_tw_reuse=1 and ip_local_port_range 1024-65535, so its ports never cap it)
+#   tcp     iperf3 TCP Gbit/s (one stream, receiver's rate)
+#   udp     iperf3 UDP with 64-byte payloads at full speed: packets/s the receiver got
+#   cpu     CPU cost at a fixed offered load: iperf3 UDP 64 B at BENCH_CPU_PPS packets/s; the
+#           lab's CPU-seconds (every process of the lab, kernel work done on their behalf
+#           included: a cpuacct/cgroup of its own) per million packets received, and ringvs's
+#           own CPU-seconds per million packets (its process). Lower is better; the ratio is
+#           cost / nft's cost.
+#
+# Phases: nft; tun-qN (director.io = "tun", N queues); xdp-qN (director.io = "af_xdp", N
+# queues); ringvs (TUN with the config's queues, as before this table existed).
 #
 # Environment: BENCH_SECONDS (per measurement, default 10), BENCH_OUT (default
-# $LAB_DIR/bench.md), BENCH_PHASES (default "nft ringvs"), RINGVS, CONF, ROUTES, RVS_LAB, LAB_DIR.
+# $LAB_DIR/bench.md), BENCH_PHASES (default "nft tun-q1 tun-q2 tun-q4 xdp-q1 xdp-q2 xdp-q4"),
+# BENCH_CPU_PPS (default 20000), RINGVS, CONF, RVS_LAB, LAB_DIR.
 # Exit status: non-zero when a phase or a measurement failed (the table then says n/a).
 set -euo pipefail
+LAB_TOPO=switch
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_OUT=${BENCH_OUT:-$LAB_DIR/bench.md}
-BENCH_PHASES=${BENCH_PHASES:-nft ringvs}
+BENCH_PHASES=${BENCH_PHASES:-nft tun-q1 tun-q2 tun-q4 xdp-q1 xdp-q2 xdp-q4}
+BENCH_CPU_PPS=${BENCH_CPU_PPS:-20000}
 [[ $BENCH_SECONDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer (got '$BENCH_SECONDS')"
+[[ $BENCH_CPU_PPS =~ ^[1-9][0-9]*$ ]] || die "BENCH_CPU_PPS must be a positive integer (got '$BENCH_CPU_PPS')"
 for p in $BENCH_PHASES; do
-    case $p in nft | ringvs) ;; *) die "BENCH_PHASES may only name nft and ringvs (got '$p')" ;; esac
+    case $p in
+        nft | ringvs | tun-q[1-9] | xdp-q[1-9]) ;;
+        *) die "BENCH_PHASES: unknown phase '$p' (nft, ringvs, tun-qN, xdp-qN)" ;;
+    esac
+    n=${p#*-q}
+    if [[ $p == *-q* ]] && ((n > LAB_MAXQ)); then die "phase $p: at most LAB_MAXQ=$LAB_MAXQ queues"; fi
 done
 require_root
-require_cmds wrk iperf3 nft curl nginx
+require_cmds wrk iperf3 nft curl nginx ethtool
 
 S=$BENCH_SECONDS
-METRICS=(ka close tcp udp_pps udp_loss)
+METRICS=(ka close tcp udp cpu rcpu)
 declare -A LABEL=(
-    [ka]="HTTP keep-alive req/s (wrk -t2 -c64)"
-    [close]="HTTP Connection: close req/s (wrk -t2 -c64)"
-    [tcp]="TCP Gbit/s (iperf3, 1 stream)"
-    [udp_pps]="UDP 64 B packets/s received (iperf3 -u -l 64 -b 0)"
-    [udp_loss]="UDP 64 B loss %"
+    [ka]="keep-alive req/s"
+    [close]="new conn/s"
+    [tcp]="TCP Gbit/s"
+    [udp]="UDP 64 B pps"
+    [cpu]="lab CPU-s/Mpkt"
+    [rcpu]="ringvs CPU-s/Mpkt"
 )
 
-# phase FWD: bring the forwarder up, measure, bring it down. Runs in a subshell (own EXIT trap
-# stops the forwarder); results go to $LAB_DIR/bench-FWD.txt as "metric value" lines, notes to
-# $LAB_DIR/bench-FWD.notes. Exit status non-zero if anything failed.
+# --- CPU accounting: a cgroup of the lab's own --------------------------------------------
+# Tick-based accounting charges softirq work to the task it interrupts, so the lab's cgroup
+# also pays for the forwarding the kernel does on its behalf (what ksoftirqd does is not in
+# it: the figure is a lower bound under overload, which the fixed load avoids).
+CG=""
+CG_KIND=""
+cg_init() {
+    local name=rvs-bench-$RVS_LAB
+    if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+        CG=/sys/fs/cgroup/$name CG_KIND=v2
+    elif [[ -d /sys/fs/cgroup/cpuacct ]]; then
+        CG=/sys/fs/cgroup/cpuacct/$name CG_KIND=v1
+    else
+        warn "no cgroup for CPU accounting: the CPU rows use /proc/stat (the whole machine)"
+        return 0
+    fi
+    mkdir -p "$CG" 2>/dev/null && echo $$ >"$CG/cgroup.procs" 2>/dev/null || {
+        warn "cannot use cgroup $CG: the CPU rows use /proc/stat (the whole machine)"
+        CG="" CG_KIND=""
+    }
+}
+cg_done() {
+    [[ -n $CG ]] || return 0
+    # Move ourselves back to the root group, then remove ours (it must be empty).
+    local root=${CG%/*}
+    echo $$ >"$root/cgroup.procs" 2>/dev/null || true
+    rmdir "$CG" 2>/dev/null || true
+}
+# cpu_ns: CPU time used so far (ns): the lab's cgroup, else the machine's busy time.
+cpu_ns() {
+    case $CG_KIND in
+        v2) awk '$1 == "usage_usec" { printf "%.0f\n", $2 * 1000 }' "$CG/cpu.stat" ;;
+        v1) cat "$CG/cpuacct.usage" ;;
+        *) awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" { printf "%.0f\n", ($2 + $3 + $4 + $7 + $8 + $9) * 1e9 / hz }' /proc/stat ;;
+    esac
+}
+# proc_cpu_ns PID: user + system time of a process and its threads (ns).
+proc_cpu_ns() {
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.0f\n", ($12 + $13) * 1e9 / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# phase NAME: bring the forwarder up, measure, bring it down. Runs in a subshell (own EXIT
+# trap stops the forwarder); results go to $LAB_DIR/bench-NAME.txt as "metric value" lines,
+# notes to $LAB_DIR/bench-NAME.notes. Exit status non-zero if anything failed.
 phase() {
-    local fwd=$1 res=$LAB_DIR/bench-$1.txt notes=$LAB_DIR/bench-$1.notes failed=0
+    local name=$1 res=$LAB_DIR/bench-$1.txt notes=$LAB_DIR/bench-$1.notes failed=0 fwd=ringvs
     : >"$res"
     : >"$notes"
     trap 'fwd_down' EXIT
+    case $name in
+        nft) fwd=nft LAB_IO=tun ;;
+        ringvs) LAB_IO=tun RINGVS_QUEUES="" ;;
+        tun-q*) LAB_IO=tun RINGVS_QUEUES=${name#tun-q} ;;
+        xdp-q*) LAB_IO=af_xdp RINGVS_QUEUES=${name#xdp-q} ;;
+    esac
+    # nft and TUN: the veths keep all their queues (the kernel spreads flows over them);
+    # AF_XDP: fwd_up sets them to ringvs's queue count.
+    if [[ $LAB_IO == tun ]]; then lab_queues "$LAB_MAXQ"; fi
     if ! fwd_up "$fwd"; then
-        echo "$fwd did not come up (see the error above; log: $LAB_DIR/ringvs.log)" >>"$notes"
+        echo "$name did not come up (see the error above; log: $LAB_DIR/ringvs.log)" >>"$notes"
         return 1
     fi
     local rx0 tx0 rx1 tx1
     read -r rx0 tx0 < <(dev_packets)
 
-    log "$fwd: wrk keep-alive, $S s"
-    if wrk_run "bench-$fwd-ka" "$S" -t2 -c64; then
+    log "$name: wrk keep-alive, $S s"
+    if wrk_run "bench-$name-ka" "$S" -t2 -c64; then
         echo "ka $WRK_RPS" >>"$res"
-        echo "$fwd keep-alive: $WRK_REQUESTS requests, $WRK_SOCK_ERRORS socket errors, $WRK_NON2XX non-2xx" >>"$notes"
+        echo "$name keep-alive: $WRK_REQUESTS requests, $WRK_SOCK_ERRORS socket errors, $WRK_NON2XX non-2xx" >>"$notes"
         if ((WRK_SOCK_ERRORS + WRK_NON2XX > 0)); then failed=1; fi
     else failed=1; fi
 
-    log "$fwd: wrk Connection: close, $S s"
-    if wrk_run "bench-$fwd-close" "$S" -t2 -c64 -H 'Connection: close'; then
+    log "$name: wrk Connection: close, $S s"
+    if wrk_run "bench-$name-close" "$S" -t2 -c64 -H 'Connection: close'; then
         echo "close $WRK_RPS" >>"$res"
-        echo "$fwd close: $WRK_REQUESTS requests, $WRK_SOCK_ERRORS socket errors, $WRK_NON2XX non-2xx" >>"$notes"
+        echo "$name close: $WRK_REQUESTS requests, $WRK_SOCK_ERRORS socket errors, $WRK_NON2XX non-2xx" >>"$notes"
         if ((WRK_SOCK_ERRORS + WRK_NON2XX > 0)); then failed=1; fi
     else failed=1; fi
 
-    log "$fwd: iperf3 TCP, $S s"
-    if iperf_run "bench-$fwd-tcp" "$S"; then
+    log "$name: iperf3 TCP, $S s"
+    if iperf_run "bench-$name-tcp" "$S"; then
         echo "tcp $IPERF_GBPS" >>"$res"
-        echo "$fwd iperf3 TCP: $IPERF_RETRANS retransmits" >>"$notes"
+        echo "$name iperf3 TCP: $IPERF_RETRANS retransmits" >>"$notes"
     else failed=1; fi
 
-    log "$fwd: iperf3 UDP 64 B, $S s"
-    if iperf_run "bench-$fwd-udp" "$S" -u -l 64 -b 0; then
-        echo "udp_pps $IPERF_RX_PPS" >>"$res"
-        echo "udp_loss $IPERF_LOSS_PCT" >>"$res"
+    log "$name: iperf3 UDP 64 B, $S s"
+    if iperf_run "bench-$name-udp" "$S" -u -l 64 -b 0; then
+        echo "udp $IPERF_RX_PPS" >>"$res"
+        echo "$name iperf3 UDP 64 B: $IPERF_RX_PPS packets/s received, loss $IPERF_LOSS_PCT %" >>"$notes"
+    else failed=1; fi
+
+    log "$name: CPU at $BENCH_CPU_PPS packets/s (iperf3 UDP 64 B), $S s"
+    sleep 3 # let what the full-speed run left in queues and rings drain first
+    local c0 c1 r0="" r1="" pkts
+    c0=$(cpu_ns)
+    if [[ $fwd == ringvs ]]; then r0=$(proc_cpu_ns "$RINGVS_PID"); fi
+    if iperf_run "bench-$name-cpu" "$S" -u -l 64 -b "$((BENCH_CPU_PPS * 64 * 8))"; then
+        c1=$(cpu_ns)
+        if [[ $fwd == ringvs ]]; then r1=$(proc_cpu_ns "$RINGVS_PID"); fi
+        pkts=$(awk -v p="$IPERF_RX_PPS" -v s="$S" 'BEGIN { printf "%.0f", p * s }')
+        # A cost per packet means something only at the offered load: below 90 % of it
+        # (the sender starved, or the forwarder dropped) the row says n/a.
+        if ((pkts * 10 < BENCH_CPU_PPS * S * 9)); then
+            echo "$name CPU run: the offered load was not met (see below): no CPU figure" >>"$notes"
+        elif ((pkts > 0)); then
+            echo "cpu $(awk -v c=$((c1 - c0)) -v p="$pkts" 'BEGIN { printf "%.2f", c / 1e9 / (p / 1e6) }')" >>"$res"
+            if [[ $fwd == ringvs ]]; then
+                echo "rcpu $(awk -v c=$((r1 - r0)) -v p="$pkts" 'BEGIN { printf "%.2f", c / 1e9 / (p / 1e6) }')" >>"$res"
+            fi
+        fi
+        echo "$name CPU run: $IPERF_RX_PPS packets/s received (offered $BENCH_CPU_PPS), loss $IPERF_LOSS_PCT %, lab CPU $(((c1 - c0) / 1000000)) ms${r1:+, ringvs $(((r1 - r0) / 1000000)) ms}" >>"$notes"
     else failed=1; fi
 
     if [[ $fwd == ringvs ]]; then
         read -r rx1 tx1 < <(dev_packets)
-        echo "ringvs: $RVS_DEV carried $((tx1 - tx0)) packets in and $((rx1 - rx0)) out; director conntrack entries: $(conntrack_count)" >>"$notes"
+        echo "$name: ringvs carried $((tx1 - tx0)) packets in and $((rx1 - rx0)) out; director conntrack entries: $(conntrack_count)" >>"$notes"
     else
         echo "nft: director conntrack entries at the end: $(conntrack_count)" >>"$notes"
     fi
     return "$failed"
 }
 
-# table FILE: the markdown result table.
+# cell PHASE METRIC: the figure, with its ratio to nft's in parentheses.
+cell() {
+    local v=${R[$1,$2]:-n/a} n=${R[nft,$2]:-}
+    if [[ $v == n/a || $1 == nft || -z $n || $2 == rcpu ]]; then
+        echo "$v"
+    else
+        awk -v a="$n" -v b="$v" 'BEGIN { if (a > 0) printf "%s (%.2f)", b, b / a; else print b }'
+    fi
+}
+
+# table: the markdown result table.
 table() {
-    local m a b ratio
+    local p m row
     echo "## ringvs lab benchmark"
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); kernel: $(uname -r); CPU: $CPU ($(nproc) CPUs)"
-    echo "- $S s per measurement, all in one run on one lab (client, director, 3 realservers share the CPUs)"
-    echo "- load average before the run: $LOAD_BEFORE; veth GRO: ${LAB_GRO:-unknown}"
-    echo "- command: \`BENCH_SECONDS=$S bash examples/lab/bench.sh\`; ringvs: $RINGVS -c $CONF (routes: $ROUTES)"
+    echo "- $S s per measurement, all in one run on one lab (client, director, 3 realservers share the CPUs); topology: $LAB_TOPO (dcli, drs: $LAB_MAXQ queues)"
+    echo "- load average before the run: $LOAD_BEFORE; veth GRO: ${LAB_GRO:-unknown}; CPU accounting: ${CG_KIND:-/proc/stat (whole machine)}"
+    echo "- command: \`BENCH_SECONDS=$S BENCH_PHASES=\"$BENCH_PHASES\" bash examples/lab/bench.sh\`; ringvs: $RINGVS -c $CONF"
+    echo "- figures with their ratio to nft in parentheses (for CPU, cost / nft's cost: lower is better); CPU at a fixed $BENCH_CPU_PPS packets/s"
     echo
-    printf '| %-52s | %12s | %12s | %10s |\n' metric nft ringvs ringvs/nft
-    printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..54})" "$(printf -- '-%.0s' {1..13}):" \
-        "$(printf -- '-%.0s' {1..13}):" "$(printf -- '-%.0s' {1..11}):"
-    for m in "${METRICS[@]}"; do
-        a=${R[nft,$m]:-n/a} b=${R[ringvs,$m]:-n/a} ratio=n/a
-        if [[ $m != udp_loss && $a != n/a && $b != n/a ]]; then
-            ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { if (a > 0) printf "%.2f", b / a; else print "n/a" }')
-        elif [[ $m == udp_loss ]]; then
-            ratio=-
-        fi
-        printf '| %-52s | %12s | %12s | %10s |\n' "${LABEL[$m]}" "$a" "$b" "$ratio"
+    row="| director "
+    for m in "${METRICS[@]}"; do row+="| ${LABEL[$m]} "; done
+    echo "$row|"
+    row="|---"
+    for m in "${METRICS[@]}"; do row+="|---:"; done
+    echo "$row|"
+    for p in $BENCH_PHASES; do
+        row="| $p "
+        for m in "${METRICS[@]}"; do row+="| $(cell "$p" "$m") "; done
+        echo "$row|"
     done
     echo
-    for f in nft ringvs; do
-        while IFS= read -r line; do echo "- $line"; done <"$LAB_DIR/bench-$f.notes"
+    local kind a b
+    for kind in tun xdp; do
+        for m in ka close udp; do
+            a=${R[$kind-q1,$m]:-} b=${R[$kind-q4,$m]:-}
+            if [[ -n $a && -n $b ]]; then
+                echo "- scaling $kind ${LABEL[$m]}, 1 → 4 queues: $(awk -v a="$a" -v b="$b" 'BEGIN { if (a > 0) printf "%.2fx", b / a; else print "n/a" }')"
+            fi
+        done
+    done
+    echo
+    for p in $BENCH_PHASES; do
+        while IFS= read -r line; do echo "- $line"; done <"$LAB_DIR/bench-$p.notes"
     done
 }
 
@@ -119,17 +236,24 @@ CPU=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 lab_trap
+cg_init
+# lab_on_exit, then the cgroup (empty once the lab's processes are gone).
+bench_on_exit() {
+    local rc=$?
+    set +e
+    trap - INT TERM
+    if [[ -n $LAB_FWD ]]; then fwd_down >/dev/null 2>&1; fi
+    lab_down
+    cg_done
+    exit "$rc"
+}
+trap bench_on_exit EXIT
 lab_up
 start_servers
 
 declare -A R=()
 failed_phases=()
-for f in nft ringvs; do
-    : >"$LAB_DIR/bench-$f.notes"
-    if [[ " $BENCH_PHASES " != *" $f "* ]]; then
-        echo "$f phase not run (BENCH_PHASES=$BENCH_PHASES)" >"$LAB_DIR/bench-$f.notes"
-        continue
-    fi
+for f in $BENCH_PHASES; do
     log "=== phase $f ==="
     # Not `(phase) || rc=$?`: errexit must stay on inside the phase, so that an unexpected
     # failure ends it (its EXIT trap stops the forwarder) instead of being ignored.

@@ -33,6 +33,17 @@ RS_COUNT=${#RS_IPS[@]}
 RVS_DEV=ringvs0         # director.device in lab.toml
 RVS_TABLE=77            # routing table for realservers' replies (manual recipe)
 RVS_RULE_PREF=1000
+# Packet I/O of ringvs: tun (routes into ringvs0) or af_xdp (XDP + AF_XDP sockets on the
+# director's two interfaces, dcli and drs; needs LAB_TOPO=switch, which it selects).
+LAB_IO=${LAB_IO:-tun}
+# Topology of the realserver side: "bridge" (br-rs in the director, the default) or "switch"
+# (the director's own veth drs to a switch namespace "$RVS_LAB-sw" holding br-rs: one
+# interface per side, each with LAB_MAXQ queues, as AF_XDP needs).
+LAB_TOPO=${LAB_TOPO:-bridge}
+if [[ $LAB_IO == af_xdp ]]; then LAB_TOPO=switch; fi
+LAB_MAXQ=${LAB_MAXQ:-4}
+RS_IF=br-rs # the director's realserver-facing interface
+if [[ $LAB_TOPO == switch ]]; then RS_IF=drs; fi
 NFT_TABLE=rvs_lab
 TXQLEN=10000
 
@@ -140,7 +151,7 @@ lab_on_exit() {
 # topology
 
 lab_namespaces() {
-    ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${RVS_LAB}-(cli|dir|rs[0-9]+)\$" || true
+    ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${RVS_LAB}-(cli|dir|sw|rs[0-9]+)\$" || true
 }
 
 # kill_ns_procs NS: SIGTERM every process in network namespace NS, SIGKILL what is left after 3 s.
@@ -226,8 +237,9 @@ lab_up() {
     lab_reset_dir
     log "bringing up lab '$RVS_LAB' (state in $LAB_DIR)"
 
-    local n ns
-    for n in cli dir $(seq -f 'rs%g' 1 "$RS_COUNT"); do
+    local n ns sw=""
+    if [[ $LAB_TOPO == switch ]]; then sw=sw; fi
+    for n in cli dir $sw $(seq -f 'rs%g' 1 "$RS_COUNT"); do
         ns=$(ns_name "$n")
         ip netns add "$ns" || die "ip netns add $ns failed"
         in_ns "$n" ip link set lo up
@@ -239,7 +251,9 @@ lab_up() {
     ns_sysctl dir net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
 
     # client <-> director
-    in_ns cli ip link add cli0 type veth peer name dcli netns "$(ns_name dir)"
+    local mq=()
+    if [[ $LAB_TOPO == switch ]]; then mq=(numtxqueues "$LAB_MAXQ" numrxqueues "$LAB_MAXQ"); fi
+    in_ns cli ip link add cli0 "${mq[@]}" type veth peer name dcli "${mq[@]}" netns "$(ns_name dir)"
     in_ns cli ip addr add "$CLI_IP/24" dev cli0
     in_ns dir ip addr add "$DIR_CLI_IP/24" dev dcli
     tune_veth cli cli0
@@ -249,7 +263,29 @@ lab_up() {
     in_ns cli ip route add default via "$DIR_CLI_IP"
     ns_sysctl cli net.ipv4.tcp_tw_reuse=1 "net.ipv4.ip_local_port_range=1024 65535"
 
-    # director <-> realservers: one bridge, one veth per realserver
+    if [[ $LAB_TOPO == switch ]]; then
+        lab_up_switch
+    else
+        lab_up_bridge
+    fi
+    local dev
+    local vrs=""
+    if [[ $LAB_TOPO == bridge ]]; then vrs=$(seq -f 'vrs%g' 1 "$RS_COUNT"); fi
+    for dev in lo dcli "$RS_IF" $vrs; do
+        ns_sysctl dir "net.ipv4.conf.$dev.rp_filter=0"
+    done
+
+    wait_until 5 link_is_up cli cli0 || die "cli0 did not come up in $(ns_name cli)"
+    wait_until 5 link_is_up dir dcli || die "dcli did not come up in $(ns_name dir)"
+    wait_until 5 link_is_up dir "$RS_IF" || die "$RS_IF did not come up in $(ns_name dir)"
+    for ((i = 1; i <= RS_COUNT; i++)); do
+        wait_until 5 link_is_up "rs$i" eth0 || die "eth0 did not come up in $(ns_name "rs$i")"
+    done
+    log "lab up: client $CLI_IP, director $DIR_CLI_IP/$DIR_RS_IP, realservers ${RS_IPS[*]}, VIP $VIP; veth GRO: $LAB_GRO; topology $LAB_TOPO"
+}
+
+# lab_up_bridge: the realserver side as a bridge br-rs in the director, one veth per realserver.
+lab_up_bridge() {
     in_ns dir ip link add br-rs type bridge
     in_ns dir ip addr add "$DIR_RS_IP/24" dev br-rs
     in_ns dir ip link set br-rs up
@@ -265,18 +301,64 @@ lab_up() {
         in_ns "rs$i" ip route add default via "$DIR_RS_IP"
         ns_sysctl "rs$i" net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
     done
-    local dev
-    for dev in lo dcli br-rs $(seq -f 'vrs%g' 1 "$RS_COUNT"); do
-        ns_sysctl dir "net.ipv4.conf.$dev.rp_filter=0"
-    done
+}
 
-    wait_until 5 link_is_up cli cli0 || die "cli0 did not come up in $(ns_name cli)"
-    wait_until 5 link_is_up dir dcli || die "dcli did not come up in $(ns_name dir)"
-    wait_until 5 link_is_up dir br-rs || die "br-rs did not come up in $(ns_name dir)"
+# lab_up_switch: the realserver side behind a switch: the director's veth drs (10.77.1.254)
+# to sw0 in namespace "$RVS_LAB-sw", bridged there (br-rs) with one veth per realserver. drs
+# and dcli have LAB_MAXQ queues (lab_queues changes how many are in use).
+lab_up_switch() {
+    local mq=(numtxqueues "$LAB_MAXQ" numrxqueues "$LAB_MAXQ") i
+    in_ns dir ip link add drs "${mq[@]}" type veth peer name sw0 "${mq[@]}" netns "$(ns_name sw)"
+    in_ns dir ip addr add "$DIR_RS_IP/24" dev drs
+    tune_veth dir drs
+    tune_veth sw sw0
+    in_ns sw ip link add br-rs type bridge
+    in_ns sw ip link set sw0 master br-rs
+    in_ns sw ip link set br-rs up
+    in_ns sw ip link set sw0 up
+    in_ns dir ip link set drs up
     for ((i = 1; i <= RS_COUNT; i++)); do
-        wait_until 5 link_is_up "rs$i" eth0 || die "eth0 did not come up in $(ns_name "rs$i")"
+        in_ns sw ip link add "vrs$i" type veth peer name eth0 netns "$(ns_name "rs$i")"
+        in_ns sw ip link set "vrs$i" master br-rs
+        tune_veth sw "vrs$i"
+        tune_veth "rs$i" eth0
+        in_ns sw ip link set "vrs$i" up
+        in_ns "rs$i" ip addr add "${RS_IPS[i - 1]}/24" dev eth0
+        in_ns "rs$i" ip link set eth0 up
+        in_ns "rs$i" ip route add default via "$DIR_RS_IP"
+        ns_sysctl "rs$i" net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
     done
-    log "lab up: client $CLI_IP, director $DIR_CLI_IP/$DIR_RS_IP, realservers ${RS_IPS[*]}, VIP $VIP; veth GRO: $LAB_GRO"
+}
+
+# lab_tx_csum on|off: (switch topology) checksum offload of the senders facing the director
+# (the client's cli0, each realserver's eth0, the switch's sw0). A packet that never left the machine carries
+# only a partial checksum (CHECKSUM_PARTIAL) over veth, and an XDP program cannot see that: a
+# forwarder that takes frames with XDP (AF_XDP) would send them on with a wrong checksum. So
+# ringvs's AF_XDP mode runs with it off (as on a real wire, every frame then carries its full
+# checksum; turning it off also turns off TSO on those veths); nft and TUN keep it on.
+lab_tx_csum() {
+    local i
+    [[ $LAB_TOPO == switch ]] || return 0
+    require_cmds ethtool
+    in_ns cli ethtool -K cli0 tx "$1" >/dev/null 2>&1 || return 1
+    # The switch's port to the director too: it re-segments what GRO merged on the
+    # realservers' ports, and with offload on the segments carry partial checksums.
+    in_ns sw ethtool -K sw0 tx "$1" >/dev/null 2>&1 || return 1
+    for ((i = 1; i <= RS_COUNT; i++)); do
+        in_ns "rs$i" ethtool -K eth0 tx "$1" >/dev/null 2>&1 || return 1
+    done
+}
+
+# lab_queues N: (switch topology) use N receive and transmit queues on both of the director's
+# veth pairs (dcli/cli0, drs/sw0): AF_XDP needs one socket per receive queue of an interface.
+lab_queues() {
+    local n=$1
+    [[ $LAB_TOPO == switch ]] || return 0
+    require_cmds ethtool
+    in_ns cli ethtool -L cli0 rx "$n" tx "$n" &&
+        in_ns dir ethtool -L dcli rx "$n" tx "$n" &&
+        in_ns dir ethtool -L drs rx "$n" tx "$n" &&
+        in_ns sw ethtool -L sw0 rx "$n" tx "$n"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -445,6 +527,7 @@ fwd_up() {
 
 fwd_up_nft() {
     require_cmds nft
+    lab_tx_csum on || warn "could not turn checksum offload back on"
     if ! nft_ruleset | in_ns dir nft -f - 2>"$LAB_DIR/nft.err"; then
         log_tail "$LAB_DIR/nft.err"
         err "loading the nftables DNAT table into $(ns_name dir) failed"
@@ -502,7 +585,7 @@ ringvs_ready() {
 # ringvs_routes_ok: the kernel sends the VIP into the device, and realservers' replies too.
 ringvs_routes_ok() {
     in_ns dir ip route get "$VIP" 2>/dev/null | grep "dev $RVS_DEV" >/dev/null &&
-        in_ns dir ip route get "$CLI_IP" from "${RS_IPS[0]}" iif br-rs 2>/dev/null | grep "dev $RVS_DEV" >/dev/null
+        in_ns dir ip route get "$CLI_IP" from "${RS_IPS[0]}" iif "$RS_IF" 2>/dev/null | grep "dev $RVS_DEV" >/dev/null
 }
 
 # ringvs_env: the environment overrides ringvs runs with (the config file itself is used as
@@ -510,9 +593,33 @@ ringvs_routes_ok() {
 # `director.routes` from $ROUTES. This also exercises the RINGVS_SECTION__KEY contract.
 ringvs_env() {
     printf 'RINGVS_DIRECTOR__ADMIN_SOCKET=%s RINGVS_DIRECTOR__ROUTES=%s' "$LAB_DIR/admin.sock" "$ROUTES"
+    if [[ -n ${RINGVS_QUEUES:-} ]]; then printf ' RINGVS_DIRECTOR__QUEUES=%s' "$RINGVS_QUEUES"; fi
+    if [[ $LAB_IO == af_xdp ]]; then
+        printf ' RINGVS_DIRECTOR__IO=af_xdp RINGVS_DIRECTOR__INTERFACES=[dcli,%s]' "$RS_IF"
+    fi
     # More overrides for one run, e.g. RINGVS_EXTRA_ENV="RINGVS_DIRECTOR__QUEUES=1".
     if [[ -n ${RINGVS_EXTRA_ENV:-} ]]; then printf ' %s' "$RINGVS_EXTRA_ENV"; fi
 }
+
+# ringvs_queues: the queues ringvs will run with ($RINGVS_QUEUES, else the config's).
+ringvs_queues() {
+    if [[ -n ${RINGVS_QUEUES:-} ]]; then
+        echo "$RINGVS_QUEUES"
+    else
+        sed -nE 's/^queues *= *([0-9]+).*/\1/p' "$CONF" | head -n 1 | grep . || echo 1
+    fi
+}
+
+# xdp_attached DEV: an XDP program is attached to DEV in the director.
+xdp_attached() { in_ns dir ip -o link show dev "$1" 2>/dev/null | grep -E ' xdp(generic|drv|offload)? ' >/dev/null; }
+
+# ringvs_xdp_ready: (af_xdp) the program is on both interfaces and the daemon answers.
+ringvs_xdp_ready() {
+    xdp_attached dcli && xdp_attached "$RS_IF" && ringvs_cli status >/dev/null 2>&1
+}
+
+# xdp_detached: (af_xdp) no XDP program is left on the director's interfaces.
+xdp_detached() { ! xdp_attached dcli && ! xdp_attached "$RS_IF"; }
 
 # ringvs_cli ARGS…: the ringvs command-line client against the lab's daemon.
 ringvs_cli() {
@@ -535,14 +642,14 @@ ringvs_check_binary() {
 manual_routes_add() {
     in_ns dir ip route replace "$VIP/32" dev "$RVS_DEV" || return 1
     # idempotent: drop an old copy of the rule before adding it
-    while in_ns dir ip rule del iif br-rs lookup "$RVS_TABLE" pref "$RVS_RULE_PREF" 2>/dev/null; do :; done
-    in_ns dir ip rule add iif br-rs lookup "$RVS_TABLE" pref "$RVS_RULE_PREF" || return 1
+    while in_ns dir ip rule del iif "$RS_IF" lookup "$RVS_TABLE" pref "$RVS_RULE_PREF" 2>/dev/null; do :; done
+    in_ns dir ip rule add iif "$RS_IF" lookup "$RVS_TABLE" pref "$RVS_RULE_PREF" || return 1
     in_ns dir ip route replace default dev "$RVS_DEV" table "$RVS_TABLE" || return 1
     in_ns dir sysctl -q -w "net.ipv4.conf.$RVS_DEV.rp_filter=0" >/dev/null
 }
 
 manual_routes_del() {
-    while in_ns dir ip rule del iif br-rs lookup "$RVS_TABLE" pref "$RVS_RULE_PREF" 2>/dev/null; do :; done
+    while in_ns dir ip rule del iif "$RS_IF" lookup "$RVS_TABLE" pref "$RVS_RULE_PREF" 2>/dev/null; do :; done
     in_ns dir ip route flush table "$RVS_TABLE" 2>/dev/null || true
     in_ns dir ip route del "$VIP/32" 2>/dev/null || true
 }
@@ -561,6 +668,18 @@ fwd_up_ringvs() {
         return 1
     fi
     conf=$CONF
+    if [[ $LAB_IO == af_xdp ]]; then
+        if ! lab_queues "$(ringvs_queues)"; then
+            err "cannot set $(ringvs_queues) queues on the director's veths (ethtool -L)"
+            return 1
+        fi
+        lab_tx_csum off || {
+            err "cannot turn off checksum offload on cli0 and the realservers' eth0 (ethtool -K tx off)"
+            return 1
+        }
+    else
+        lab_tx_csum on || warn "could not turn checksum offload back on"
+    fi
     local rlog=$LAB_DIR/ringvs.log envs
     envs=$(ringvs_env)
     log "forwarder ringvs: $envs $RINGVS run -c $conf (log: $rlog)"
@@ -572,8 +691,9 @@ fwd_up_ringvs() {
     echo "$RINGVS_PID" >"$LAB_DIR/ringvs.pid"
     LAB_FWD=ringvs
 
-    local deadline=$((SECONDS + 15)) rc
-    until ringvs_ready; do
+    local deadline=$((SECONDS + 15)) rc ready=ringvs_ready
+    if [[ $LAB_IO == af_xdp ]]; then ready=ringvs_xdp_ready; fi
+    until $ready; do
         if ! pid_alive "$RINGVS_PID"; then
             rc=0
             wait "$RINGVS_PID" 2>/dev/null || rc=$?
@@ -584,11 +704,15 @@ fwd_up_ringvs() {
         fi
         if ((SECONDS >= deadline)); then
             log_tail "$rlog"
-            err "ringvs (pid $RINGVS_PID) did not bring $RVS_DEV up within 15 s (want flags UP and LOWER_UP in $(ns_name dir))"
+            err "ringvs (pid $RINGVS_PID) did not come up within 15 s (tun: $RVS_DEV UP and LOWER_UP; af_xdp: XDP on dcli and $RS_IF, admin socket answering; in $(ns_name dir))"
             return 1
         fi
         sleep 0.1
     done
+    if [[ $LAB_IO == af_xdp ]]; then
+        log "forwarder ringvs: pid $RINGVS_PID, AF_XDP on dcli and $RS_IF ($(ringvs_queues) queue(s)); no routes needed"
+        return 0
+    fi
 
     if [[ $ROUTES == manual ]]; then
         if ! manual_routes_add; then
@@ -601,12 +725,12 @@ fwd_up_ringvs() {
             in_ns dir ip route show >&2
             in_ns dir ip rule show >&2
             log_tail "$rlog"
-            err "routes=auto: after 5 s the director does not route $VIP and realservers' replies (iif br-rs) into $RVS_DEV"
+            err "routes=auto: after 5 s the director does not route $VIP and realservers' replies (iif $RS_IF) into $RVS_DEV"
             return 1
         fi
     fi
     if ! ringvs_routes_ok; then
-        err "routing check failed: 'ip route get $VIP' or 'ip route get $CLI_IP from ${RS_IPS[0]} iif br-rs' does not say dev $RVS_DEV"
+        err "routing check failed: 'ip route get $VIP' or 'ip route get $CLI_IP from ${RS_IPS[0]} iif $RS_IF' does not say dev $RVS_DEV"
         return 1
     fi
     log "forwarder ringvs: pid $RINGVS_PID, $RVS_DEV up, VIP and replies routed into it"
@@ -650,7 +774,7 @@ fwd_down() {
                 warn "ringvs $RINGVS_EXIT; log: $LAB_DIR/ringvs.log"
             fi
             RINGVS_PID=""
-            if [[ $ROUTES == manual ]]; then manual_routes_del; fi
+            if [[ $ROUTES == manual && $LAB_IO != af_xdp ]]; then manual_routes_del; fi
             ;;
     esac
     LAB_FWD=""
@@ -658,13 +782,21 @@ fwd_down() {
 
 # auto_routes_gone: after ringvs stopped, no policy rule for br-rs and no VIP route remain.
 auto_routes_gone() {
-    ! in_ns dir ip rule show | grep 'iif br-rs' >/dev/null &&
+    ! in_ns dir ip rule show | grep "iif $RS_IF" >/dev/null &&
         ! in_ns dir ip route show "$VIP/32" | grep . >/dev/null
 }
 
-# dev_packets: "RX TX" packet counters of ringvs0 (or "0 0" when it does not exist).
+# dev_packets: "RX TX" packet counters of ringvs0 (or "0 0" when it does not exist); with
+# LAB_IO=af_xdp, ringvs's own counters: packets out to clients ("RX" of the device) and in
+# from them ("TX").
 dev_packets() {
     local rx tx
+    if [[ $LAB_IO == af_xdp ]]; then
+        rx=$(metric ringvs_outgoing_packets_total)
+        tx=$(metric ringvs_incoming_packets_total)
+        echo "${rx:-0} ${tx:-0}"
+        return
+    fi
     rx=$(in_ns dir cat "/sys/class/net/$RVS_DEV/statistics/rx_packets" 2>/dev/null) || rx=0
     tx=$(in_ns dir cat "/sys/class/net/$RVS_DEV/statistics/tx_packets" 2>/dev/null) || tx=0
     echo "$rx $tx"

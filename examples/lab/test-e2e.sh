@@ -4,6 +4,7 @@
 #
 #   sudo bash examples/lab/test-e2e.sh             # ringvs (target/release/ringvs), manual and auto routes
 #   sudo FWD=nft bash examples/lab/test-e2e.sh     # the same checks through kernel nftables DNAT
+#   sudo LAB_IO=af_xdp bash examples/lab/test-e2e.sh   # ringvs with director.io = "af_xdp"
 #
 # Checks, for each forwarder set-up:
 #   http keep-alive / http close: a wrk run through the VIP has zero socket errors, zero non-2xx
@@ -22,7 +23,15 @@
 # stayed empty, ringvs exits 0 within 5 s of SIGTERM, and with routes = "auto" the routes
 # exist while it runs and are gone after it stops.
 #
-# Environment: FWD=ringvs|nft, E2E_SECONDS (each wrk run, default 5), RINGVS, CONF, RVS_LAB,
+# With LAB_IO=af_xdp (switch topology: the director's own interfaces dcli and drs, each with
+# as many queues as ringvs runs) the same traffic checks run for each queue count of
+# E2E_XDP_QUEUES (default "1 2": one queue, and two with frames handed between queues), plus:
+# `ringvs check` validates the AF_XDP set-up (and names a missing interface), the traffic went
+# through ringvs (its packet counters), no XDP program is left on the interfaces after a clean
+# stop, nor after SIGKILL, and ringvs starts again right after the kill.
+#
+# Environment: FWD=ringvs|nft, LAB_IO=tun|af_xdp, E2E_XDP_QUEUES, E2E_SECONDS (each wrk run,
+# default 5), RINGVS, CONF, RVS_LAB,
 # LAB_DIR, SELFTEST_BREAK=1 (stop rs3's nginx in the middle of the first wrk run: the test
 # must then fail).
 set -euo pipefail
@@ -33,6 +42,9 @@ FWD=${FWD:-ringvs}
 E2E_SECONDS=${E2E_SECONDS:-5}
 MIN_SHARE=15 # percent of a Connection: close run's connections every realserver must get
 case $FWD in nft | ringvs) ;; *) die "FWD must be nft or ringvs (got '$FWD')" ;; esac
+case $LAB_IO in tun | af_xdp) ;; *) die "LAB_IO must be tun or af_xdp (got '$LAB_IO')" ;; esac
+if [[ $LAB_IO == af_xdp && $FWD != ringvs ]]; then die "LAB_IO=af_xdp tests ringvs (FWD=ringvs)"; fi
+E2E_XDP_QUEUES=${E2E_XDP_QUEUES:-1 2}
 require_root
 require_cmds wrk curl nginx iperf3 nft
 if [[ $FWD == ringvs ]]; then
@@ -134,8 +146,10 @@ run_checks() {
     check_udp "$setup"
     if [[ $FWD == ringvs ]]; then
         read -r rx1 tx1 < <(dev_packets)
+        local through=$RVS_DEV
+        if [[ $LAB_IO == af_xdp ]]; then through="AF_XDP (ringvs's counters)"; fi
         verdict "$(arith "rx1 - rx0 >= requests && tx1 - tx0 >= requests && requests > 0")" \
-            "$setup: traffic through $RVS_DEV" "$((tx1 - tx0)) packets into ringvs, $((rx1 - rx0)) out, for $requests HTTP requests"
+            "$setup: traffic through $through" "$((tx1 - tx0)) packets into ringvs, $((rx1 - rx0)) out, for $requests HTTP requests"
         local ct
         ct=$(conntrack_count)
         verdict "$(arith "ct == 0")" "$setup: director conntrack unused" "$ct tracked connections in $(ns_name dir) (want 0: no ct/NAT rules)"
@@ -146,10 +160,60 @@ lab_trap
 lab_up
 start_servers
 
+# check_xdp_config: `ringvs check` accepts the AF_XDP set-up and refuses a missing interface.
+check_xdp_config() {
+    local out rc=0 envs
+    envs=$(ringvs_env)
+    lab_queues "$(ringvs_queues)" || true
+    # shellcheck disable=SC2086 # $envs is a list of NAME=value words
+    out=$(in_ns dir env $envs "$RINGVS" check -c "$CONF" 2>&1) || rc=$?
+    verdict "$(ok_if [ "$rc" == 0 ] && grep -q '^af_xdp: dcli' <<<"$out")" "ringvs-xdp: ringvs check" \
+        "$(grep '^af_xdp:' <<<"$out" || tail -n 2 <<<"$out")"
+    rc=0
+    # shellcheck disable=SC2086
+    out=$(in_ns dir env $envs RINGVS_DIRECTOR__INTERFACES='[dcli,nosuch0]' "$RINGVS" check -c "$CONF" 2>&1) || rc=$?
+    verdict "$(ok_if [ "$rc" != 0 ] && grep -q 'nosuch0 does not exist' <<<"$out")" "ringvs-xdp: check names a missing interface" \
+        "exit $rc: $(tail -n 1 <<<"$out")"
+}
+
 if [[ $FWD == nft ]]; then
     fwd_up nft || die "nft forwarder did not come up"
     run_checks nft
     fwd_down
+elif [[ $LAB_IO == af_xdp ]]; then
+    check_xdp_config
+    for q in $E2E_XDP_QUEUES; do
+        RINGVS_QUEUES=$q
+        setup="ringvs-xdp/q$q"
+        if ! fwd_up ringvs; then
+            verdict 1 "$setup: ringvs up" "see the error and the log tail above (on stderr)"
+            fwd_down
+            break
+        fi
+        verdict 0 "$setup: ringvs up" "pid $RINGVS_PID, XDP on dcli and $RS_IF, $q queue(s)"
+        run_checks "$setup"
+        fwd_down
+        verdict "$(ok_if [ "$RINGVS_EXIT" == "exit 0" ])" "$setup: clean stop on SIGTERM" "$RINGVS_EXIT (want exit 0 within 5 s)"
+        verdict "$(ok_if xdp_detached)" "$setup: XDP detached on exit" "$(in_ns dir ip -o link show | grep -c ' xdp' || true) interface(s) with XDP left"
+    done
+    # A crash must not leave the program behind either: the BPF links die with the process.
+    setup="ringvs-xdp/kill"
+    if fwd_up ringvs; then
+        kill -KILL "$RINGVS_PID"
+        wait "$RINGVS_PID" 2>/dev/null || true
+        RINGVS_PID=""
+        LAB_FWD=""
+        verdict "$(ok_if wait_until 5 xdp_detached)" "$setup: XDP detached after SIGKILL" \
+            "$(in_ns dir ip -o link show | grep -c ' xdp' || true) interface(s) with XDP left"
+        if fwd_up ringvs && curl_vip / -o /dev/null --max-time 3; then
+            verdict 0 "$setup: starts again after the kill" "a request through the VIP answered"
+        else
+            verdict 1 "$setup: starts again after the kill" "see above"
+        fi
+        fwd_down
+    else
+        verdict 1 "$setup: ringvs up" "see above"
+    fi
 else
     for ROUTES in manual auto; do
         setup="ringvs/$ROUTES"
@@ -170,8 +234,10 @@ else
 fi
 
 echo
+mode=$FWD
+if [[ $LAB_IO == af_xdp ]]; then mode="$FWD, af_xdp"; fi
 if ((FAILS > 0)); then
-    echo "test-e2e ($FWD): FAILED — $FAILS failed, $PASSES passed"
+    echo "test-e2e ($mode): FAILED — $FAILS failed, $PASSES passed"
     exit 1
 fi
-echo "test-e2e ($FWD): PASSED — $PASSES checks"
+echo "test-e2e ($mode): PASSED — $PASSES checks"

@@ -346,6 +346,9 @@ fn check(path: &Path) -> Result<(), String> {
     for s in &c.services {
         check_health(s);
     }
+    if let Some(line) = ringvs::control::daemon::check_io(&c)? {
+        println!("{line}");
+    }
     let servers: usize = c.services.iter().map(|s| s.servers.len()).sum();
     println!(
         "{}: OK: {} service(s), {} server(s), {} plugin(s); device {} with {} queue(s), conn_memory_limit {}",

@@ -1329,3 +1329,72 @@ fn mutations_keep_invariants() {
     }
     assert_eq!(forwarded + dropped, (files.len() * mutations) as u64);
 }
+
+/// The same corpus through the AF_XDP backend's packet handling where it differs from TUN's
+/// (`io::mem::process_frame`: the XDP program's decision, Ethernet off, the same pipeline,
+/// the next hop's header on). A frame the program takes must come out exactly as the TUN
+/// path's packet, framed for its destination; a frame it leaves to the kernel must be one the
+/// data plane would have passed through unchanged, or one the kernel discards itself (not
+/// IPv4, header shorter than 20 bytes).
+#[test]
+fn corpus_through_the_af_xdp_framing() {
+    use ringvs::io::mem::{process_frame, FrameOutcome};
+    use ringvs::io::xdp::prog::Endpoint;
+    let director = [2, 0, 0, 0, 0, 1];
+    let peer = [2, 0, 0, 0, 0, 2];
+    let endpoints = [
+        Endpoint::vip(VIP),
+        Endpoint::local(Ipv4Addr::new(10, 77, 9, 1)),
+        Endpoint::real(ip_proto::TCP, RS1, 8080),
+        Endpoint::real(ip_proto::TCP, RS2, 8080),
+        Endpoint::real(ip_proto::UDP, RS1, 5353),
+    ];
+    let hop = |dst: Ipv4Addr| {
+        let mut h = [0u8; 14];
+        h[..4].copy_from_slice(&dst.octets()); // a MAC per destination
+        h[6..12].copy_from_slice(&director);
+        h[12] = 0x08;
+        Some(h)
+    };
+    let cases: BTreeMap<&str, Case> = cases().into_iter().map(|c| (c.name, c)).collect();
+    let (mut taken, mut left) = (0, 0);
+    let mut buf = Vec::new();
+    for (name, input) in &corpus_files() {
+        let c = &cases[name.as_str()];
+        let (mut tun, _r1) = set_up(name, &c.ctx);
+        let (mut xdp, _r2) = set_up(name, &c.ctx);
+        let (v, out) = run(&mut tun, &mut buf, input);
+        let mut frame = director.to_vec();
+        frame.extend_from_slice(&peer);
+        frame.extend_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(input);
+        match process_frame(&mut xdp, &frame, |e| endpoints.contains(e), hop) {
+            FrameOutcome::Kernel => {
+                left += 1;
+                // What the kernel's own ip_rcv() discards: not IPv4, or a header shorter
+                // than 20 bytes.
+                let kernel_drops = input.len() < 20 || input[0] >> 4 != 4 || input[0] & 0x0f < 5;
+                assert!(
+                    matches!(c.expect, Expect::Pass) || kernel_drops,
+                    "{name}: left to the kernel, but the data plane would not pass it through"
+                );
+            }
+            FrameOutcome::Dropped => {
+                taken += 1;
+                assert_eq!(v, Verdict::Drop, "{name}: dropped only through AF_XDP");
+            }
+            FrameOutcome::Sent(f) => {
+                taken += 1;
+                assert_eq!(v, Verdict::Forward, "{name}: forwarded only through AF_XDP");
+                let dst = Ipv4Packet::new_checked(&f[14..]).unwrap().dst_addr();
+                assert_eq!(f[..14], hop(dst).unwrap(), "{name}: Ethernet header");
+                assert_eq!(&f[14..14 + out.len()], out, "{name}: same packet as TUN");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert!(
+        taken > 40 && left > 0,
+        "taken {taken}, left to the kernel {left}"
+    );
+}

@@ -96,7 +96,8 @@ fn both_directions_reach_the_clients_queue() {
         ip(&["route", "add", "10.77.100.100/32", "dev", "rvssteer0"]);
         ip(&["route", "add", "10.77.0.0/24", "dev", "rvssteer0"]);
         let services = [(ip_proto::TCP, VIP, 80), (ip_proto::UDP, VIP, 53)];
-        let prog = steer::load(&steer::program(&services, queues)).unwrap();
+        let key = ringvs::conn::HashKey::random();
+        let prog = steer::load(&steer::program(&services, queues, &key)).unwrap();
         ringvs::io::tun::attach_steering_bpf(dev.queue_fds()[0].as_fd(), prog.as_fd()).unwrap();
         for q in dev.queue_fds() {
             // Safety: fcntl on a descriptor we own.
@@ -149,7 +150,7 @@ fn both_directions_reach_the_clients_queue() {
         assert_eq!(got, sent, "every packet read back");
         let mut per_queue = [0; 2];
         for (p, qs) in &seen {
-            let want = steer::queue_of(CLIENT, *p, queues);
+            let want = steer::queue_of(&key, CLIENT, *p, queues);
             assert!(
                 qs.iter().all(|q| *q == want),
                 "port {p}: queues {qs:?}, want all {want}"

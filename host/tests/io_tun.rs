@@ -336,6 +336,7 @@ fn tun(name: &str, queues: usize, vnet_hdr: bool) -> TunOptions {
         vnet_hdr,
         mtu: None,
         txqueuelen: None,
+        napi: false,
     }
 }
 

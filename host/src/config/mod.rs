@@ -67,6 +67,26 @@ pub enum Routes {
     Auto,
 }
 
+/// The packet I/O backend (`director.io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Io {
+    /// A multi-queue TUN device driven by io_uring (`"tun"`, the default).
+    Tun,
+    /// AF_XDP sockets on `director.interfaces` (`"af_xdp"`).
+    AfXdp,
+}
+
+/// How the XDP program is attached (`director.xdp_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native where the driver supports it, else generic (`"auto"`, the default).
+    Auto,
+    /// The driver's hook only (`"native"`).
+    Native,
+    /// The generic hook only (`"generic"`).
+    Generic,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -117,6 +137,12 @@ pub struct Director {
     pub template_memory_limit: usize,
     /// Log format.
     pub log_format: LogFormat,
+    /// Packet I/O backend.
+    pub io: Io,
+    /// With `io = "af_xdp"`: the client- and realserver-facing interfaces (one may be both).
+    pub interfaces: Vec<String>,
+    /// With `io = "af_xdp"`: how the XDP program is attached.
+    pub xdp_mode: XdpMode,
 }
 
 /// `[plugins.NAME]`.
@@ -600,7 +626,70 @@ impl Validator<'_> {
                 format!("expected \"human\" (or \"text\") or \"json\", found {log_format:?}"),
             )
         })?;
+        let io = match d.io.as_deref().unwrap_or("tun") {
+            "tun" => Io::Tun,
+            "af_xdp" => Io::AfXdp,
+            other => {
+                return Err(self.err(
+                    "director.io",
+                    format!("expected \"tun\" or \"af_xdp\", found {other:?}"),
+                ))
+            }
+        };
+        let interfaces = d.interfaces.unwrap_or_default();
+        for (i, name) in interfaces.iter().enumerate() {
+            if name.is_empty()
+                || name.len() > 15
+                || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
+            {
+                return Err(self.err(
+                    format!("director.interfaces.{i}"),
+                    format!("{name:?} is not a valid interface name (1 to 15 characters, no '/', ':' or spaces)"),
+                ));
+            }
+            if interfaces[..i].contains(name) {
+                return Err(self.err(
+                    format!("director.interfaces.{i}"),
+                    format!("interface {name:?} is named twice"),
+                ));
+            }
+        }
+        match io {
+            Io::AfXdp if interfaces.is_empty() => {
+                return Err(self.err(
+                    "director.interfaces",
+                    "io = \"af_xdp\" needs the client- and realserver-facing interfaces, e.g. interfaces = [\"eth0\", \"eth1\"]",
+                ))
+            }
+            Io::Tun if !interfaces.is_empty() => {
+                return Err(self.err(
+                    "director.interfaces",
+                    "only used with io = \"af_xdp\" (the TUN backend takes its traffic from routes into director.device)",
+                ))
+            }
+            Io::AfXdp if routes == Routes::Auto => {
+                return Err(self.err(
+                    "director.routes",
+                    "\"auto\" installs routes into the TUN device; with io = \"af_xdp\" traffic is taken on the interfaces and needs no routes: use \"manual\"",
+                ))
+            }
+            _ => {}
+        }
+        let xdp_mode = match d.xdp_mode.as_deref().unwrap_or("auto") {
+            "auto" => XdpMode::Auto,
+            "native" => XdpMode::Native,
+            "generic" => XdpMode::Generic,
+            other => {
+                return Err(self.err(
+                    "director.xdp_mode",
+                    format!("expected \"auto\", \"native\" or \"generic\", found {other:?}"),
+                ))
+            }
+        };
         Ok(Director {
+            io,
+            interfaces,
+            xdp_mode,
             device,
             queues: queues as usize,
             conn_memory_limit: usize::try_from(conn_memory_limit).unwrap_or(usize::MAX),

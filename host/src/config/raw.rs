@@ -40,6 +40,9 @@ pub struct Director {
     pub expire_quiescent_template: Option<bool>,
     pub template_memory_limit: Option<Quantity>,
     pub log_format: Option<String>,
+    pub io: Option<String>,
+    pub interfaces: Option<Vec<String>>,
+    pub xdp_mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -464,3 +464,37 @@ fn persistence_and_templates() {
     assert_eq!(mask(serde_json::json!("255.255.255.255")), None);
     assert_eq!(mask(serde_json::json!("255.0.255.0")), None);
 }
+
+#[test]
+fn io_backend_and_its_interfaces() {
+    let c = from_str(GOOD, "test.toml").unwrap();
+    assert_eq!(c.director.io, Io::Tun, "TUN is the default");
+    assert!(c.director.interfaces.is_empty());
+    let xdp = GOOD.replace(
+        "queues = 2",
+        "queues = 2\nio = \"af_xdp\"\ninterfaces = [\"dcli\", \"drs\"]\nxdp_mode = \"native\"",
+    );
+    let c = from_str(&xdp, "test.toml").unwrap();
+    assert_eq!(c.director.io, Io::AfXdp);
+    assert_eq!(c.director.interfaces, ["dcli", "drs"]);
+    assert_eq!(c.director.xdp_mode, XdpMode::Native);
+
+    let e = err(&GOOD.replace("queues = 2", "queues = 2\nio = \"af_xdp\""));
+    assert_eq!(e.key, "director.interfaces");
+    assert!(e.message.contains("client- and realserver-facing"), "{e}");
+    let e = err(&GOOD.replace("queues = 2", "queues = 2\nio = \"dpdk\""));
+    assert_eq!(e.key, "director.io");
+    assert!(e.message.contains("\"tun\" or \"af_xdp\""), "{e}");
+    let e = err(&GOOD.replace("queues = 2", "queues = 2\ninterfaces = [\"eth0\"]"));
+    assert_eq!(e.key, "director.interfaces");
+    assert!(e.message.contains("only used with io = \"af_xdp\""), "{e}");
+    let e = err(&xdp.replace("[\"dcli\", \"drs\"]", "[\"dcli\", \"dcli\"]"));
+    assert_eq!(e.key, "director.interfaces[1]");
+    let e = err(&xdp.replace("[\"dcli\", \"drs\"]", "[\"a/b\"]"));
+    assert_eq!(e.key, "director.interfaces[0]");
+    let e = err(&xdp.replace("native", "turbo"));
+    assert_eq!(e.key, "director.xdp_mode");
+    let e = err(&xdp.replace("queues = 2", "queues = 2\nroutes = \"auto\""));
+    assert_eq!(e.key, "director.routes");
+    assert!(e.message.contains("needs no routes"), "{e}");
+}

@@ -2,9 +2,14 @@
 //! tests and `ringvs replay`. It mirrors what the io_uring backend does around
 //! [`Pipeline::process`] (headroom in front, the virtio-net header carried beside the packet,
 //! no room for the header after too large a `prepend` → not sent) but allocates freely.
+//! [`process_frame`] mirrors the AF_XDP backend the same way: the XDP program's decision, the
+//! Ethernet header off, the pipeline, the next hop's header on (the same framing code).
 
+use std::net::Ipv4Addr;
 use std::time::Instant;
 
+use super::xdp::frame::{self, Framed, ETH};
+use super::xdp::prog::{self, Endpoint};
 use crate::dataplane::{Packet, Pipeline, Verdict, HEADROOM};
 use crate::wire::vnet::{self, VnetHdr};
 
@@ -53,6 +58,55 @@ fn run_one<P: Pipeline>(
         Verdict::Drop | Verdict::Consumed => None,
         Verdict::Forward if pkt.start() < vnet_len => None,
         Verdict::Forward => Some((pkt.vnet, pkt.data().to_vec())),
+    }
+}
+
+/// What the AF_XDP backend does with one received Ethernet frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameOutcome {
+    /// The XDP program passes it to the kernel: ringvs never sees it.
+    Kernel,
+    /// The pipeline dropped it.
+    Dropped,
+    /// The pipeline kept what it needed of it: nothing sent, not a drop.
+    Consumed,
+    /// Too short, or forwarded without room for the Ethernet header: not sent.
+    Discarded,
+    /// Forwarded, but the destination has no next hop: not sent.
+    NoNextHop,
+    /// Sent: the whole frame, Ethernet header included.
+    Sent(Vec<u8>),
+}
+
+/// Bytes in front of a received frame in an AF_XDP buffer (`XDP_PACKET_HEADROOM`).
+pub const XDP_HEADROOM: usize = 256;
+
+/// Runs `frame` through the AF_XDP backend's path without sockets: the XDP program's decision
+/// ([`prog::classify`] with `has` answering for the endpoint map), the IP packet through `p`
+/// in a buffer laid out as the backend's ([`XDP_HEADROOM`] in front), and the Ethernet header
+/// `next_hop` gives for the forwarded packet's destination (as the neighbour table would).
+pub fn process_frame<P: Pipeline>(
+    p: &mut P,
+    frame: &[u8],
+    has: impl Fn(&Endpoint) -> bool,
+    next_hop: impl Fn(Ipv4Addr) -> Option<[u8; ETH]>,
+) -> FrameOutcome {
+    if !prog::classify(frame, has) {
+        return FrameOutcome::Kernel;
+    }
+    let mut buf = vec![0u8; XDP_HEADROOM + frame.len() + TAILROOM];
+    buf[XDP_HEADROOM..XDP_HEADROOM + frame.len()].copy_from_slice(frame);
+    match frame::run(p, &mut buf, XDP_HEADROOM, frame.len()) {
+        Framed::Dropped => FrameOutcome::Dropped,
+        Framed::Consumed => FrameOutcome::Consumed,
+        Framed::Discarded => FrameOutcome::Discarded,
+        Framed::Forward { start, len, dst } => match next_hop(dst) {
+            None => FrameOutcome::NoNextHop,
+            Some(h) => {
+                let at = frame::put_header(&mut buf, start, &h);
+                FrameOutcome::Sent(buf[at..start + len].to_vec())
+            }
+        },
     }
 }
 

@@ -1,11 +1,26 @@
 //! Packet I/O backends.
 //!
+//! The seam is [`QueueIo`]: one queue of a backend, run on its own thread, reads packets,
+//! hands each to a [`Pipeline`](crate::dataplane::Pipeline) starting at its IP header, and
+//! sends what the pipeline forwards. The data plane does not know which backend runs it.
+//! [`AnyQueue`] dispatches statically between the two real backends:
+//!
+//! - TUN ([`TunQueue`], `director.io = "tun"`, the default): works everywhere; the kernel
+//!   routes traffic into a TUN device and forwards what ringvs writes back.
+//! - AF_XDP ([`xdp::XdpQueue`], `director.io = "af_xdp"`): sockets on the client- and
+//!   realserver-facing interfaces; Ethernet is stripped on receive and built on transmit.
+//!
+//! Modules:
+//!
 //! - [`tun`]: creates the multi-queue TUN device, one file descriptor per queue.
 //! - [`uring`]: the data-plane backend. [`run_queue`] drives one queue with one io_uring on
 //!   the calling thread (thread per queue, nothing shared on the hot path) and hands every
 //!   packet to a [`Pipeline`](crate::dataplane::Pipeline).
 //! - [`mem`]: the same contract over byte slices, for tests and replay.
 //! - [`pcap`]: classic pcap reading (IP packets out of the usual link types) and writing.
+//! - [`steer`]: the keyed symmetric steering of a multi-queue TUN device (and, in Rust, of
+//!   the AF_XDP queues' hand-off).
+//! - [`xdp`]: the AF_XDP backend; [`bpf`]: the eBPF assembler and syscalls both use.
 //!
 //! # The io_uring design, and why
 //!
@@ -43,11 +58,13 @@
 //! [`Pipeline::poll`](crate::dataplane::Pipeline::poll) runs once; the wait for completions
 //! has a timeout ([`UringOptions::idle_timeout`]) so `poll` also runs when idle.
 
+pub mod bpf;
 pub mod mem;
 pub mod pcap;
 pub mod steer;
 pub mod tun;
 pub mod uring;
+pub mod xdp;
 
 pub use mem::{process_packets, process_packets_vnet};
 pub use pcap::{PcapError, PcapReader, PcapRecord, PcapWriter};
@@ -55,6 +72,67 @@ pub use tun::{attach_steering_bpf, detach_steering_bpf, TunDevice, TunOptions};
 pub use uring::{run_queue, QueueStats, UringOptions};
 
 use std::fmt;
+use std::os::fd::{AsFd, OwnedFd};
+
+use crate::dataplane::Pipeline;
+
+/// One queue of a packet-I/O backend, moved to its own thread and run there.
+pub trait QueueIo: Send + 'static {
+    /// Runs the queue on the calling thread until
+    /// [`Pipeline::poll`](crate::dataplane::Pipeline::poll) returns `false`: receives
+    /// packets, hands each to `pipeline`, sends those it forwards. Returns what the queue did.
+    fn run<P: Pipeline>(self, pipeline: &mut P) -> std::io::Result<IoStats>;
+}
+
+/// What a queue did, by backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IoStats {
+    /// A TUN queue.
+    Tun(QueueStats),
+    /// An AF_XDP queue.
+    Xdp(xdp::XdpQueueStats),
+}
+
+/// A TUN queue: its descriptor and how to drive it.
+#[derive(Debug)]
+pub struct TunQueue {
+    /// The queue's descriptor.
+    pub fd: OwnedFd,
+    /// Whether the device was opened with `IFF_VNET_HDR`.
+    pub vnet_hdr: bool,
+    /// The io_uring tuning.
+    pub opts: UringOptions,
+}
+
+impl QueueIo for TunQueue {
+    fn run<P: Pipeline>(self, pipeline: &mut P) -> std::io::Result<IoStats> {
+        run_queue(self.fd.as_fd(), self.vnet_hdr, &self.opts, pipeline).map(IoStats::Tun)
+    }
+}
+
+impl QueueIo for xdp::XdpQueue {
+    fn run<P: Pipeline>(self, pipeline: &mut P) -> std::io::Result<IoStats> {
+        xdp::XdpQueue::run(self, pipeline).map(IoStats::Xdp)
+    }
+}
+
+/// A queue of either backend (static dispatch: the pipeline is monomorphised per backend).
+#[derive(Debug)]
+pub enum AnyQueue {
+    /// TUN.
+    Tun(TunQueue),
+    /// AF_XDP.
+    Xdp(xdp::XdpQueue),
+}
+
+impl QueueIo for AnyQueue {
+    fn run<P: Pipeline>(self, pipeline: &mut P) -> std::io::Result<IoStats> {
+        match self {
+            AnyQueue::Tun(q) => q.run(pipeline),
+            AnyQueue::Xdp(q) => QueueIo::run(q, pipeline),
+        }
+    }
+}
 
 /// An I/O error with what was being done when it happened; the original error stays
 /// reachable through [`std::error::Error::source`].

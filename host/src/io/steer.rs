@@ -11,138 +11,132 @@
 //! - ICMP errors: the client of the quoted packet (its destination if it came from a VIP,
 //!   else its source).
 //!
-//! [`queue_of`] is the same function in Rust; the data plane never needs it, tests do.
+//! The queue is SipHash-1-3 of the client endpoint under a secret drawn when the daemon
+//! starts ([`queue_of`]), modulo the number of queues: one client's many connections spread
+//! over the queues by their ports, and nobody who does not know the secret can choose source
+//! ports (or addresses) that pile onto one queue (the old fixed multiplicative hash let
+//! anyone compute such a set). The secret is compiled into the program as immediates.
+//!
+//! [`queue_of`] and [`client_of`] are the same functions in Rust: the tests compare them with
+//! the kernel, and the AF_XDP backend uses them to hand packets to the queue that owns them.
 //! The program is a socket filter (`BPF_PROG_TYPE_SOCKET_FILTER`) using `LD_ABS`/`LD_IND`
 //! loads, generated from the list of services and loaded with `bpf(2)`; it is rebuilt when
 //! the services change. Packets it cannot parse go to queue 0.
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
-/// One eBPF instruction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C)]
-pub struct Insn {
-    code: u8,
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
-// Instruction classes, sizes, modes and operations (include/uapi/linux/bpf_common.h, bpf.h).
-const LD: u8 = 0x00;
-const LDX: u8 = 0x01;
-const STX: u8 = 0x03;
-const ALU: u8 = 0x04;
-const JMP: u8 = 0x05;
-const JMP32: u8 = 0x06;
-const ALU64: u8 = 0x07;
-const W: u8 = 0x00;
-const H: u8 = 0x08;
-const B: u8 = 0x10;
-const ABS: u8 = 0x20;
-const IND: u8 = 0x40;
-const MEM: u8 = 0x60;
-const K: u8 = 0x00;
-const X: u8 = 0x08;
-const ADD: u8 = 0x00;
-const MUL: u8 = 0x20;
-const AND: u8 = 0x50;
-const LSH: u8 = 0x60;
-const RSH: u8 = 0x70;
-const MOD: u8 = 0x90;
-const XOR: u8 = 0xa0;
-const MOV: u8 = 0xb0;
-const JA: u8 = 0x00;
-const JEQ: u8 = 0x10;
-const JNE: u8 = 0x50;
-const EXIT: u8 = 0x90;
-
-const R0: u8 = 0;
-const R1: u8 = 1;
-const R6: u8 = 6;
-const R7: u8 = 7;
-const R8: u8 = 8;
-const R9: u8 = 9;
-const FP: u8 = 10;
+use super::bpf::{op::*, prog_load, Asm, Insn, ProgType};
+use crate::conn::HashKey;
 
 /// Stack slots (offsets from the frame pointer).
 const SLOT_PORT: i16 = -4;
 const SLOT_PROTO: i16 = -8;
 
-/// First multiplier of the hash.
-const M1: u32 = 0x9e37_79b1;
-/// Second multiplier of the hash.
-const M2: u32 = 0x85eb_ca6b;
+/// SipHash-1-3's initialisation constants ("somepseudorandomlygeneratedbytes").
+const SIP_INIT: [u64; 4] = [
+    0x736f_6d65_7073_6575,
+    0x646f_7261_6e64_6f6d,
+    0x6c79_6765_6e65_7261,
+    0x7465_6462_7974_6573,
+];
 
-/// The queue (of `queues`) that packets of client endpoint `addr:port` are steered to.
-pub fn queue_of(addr: Ipv4Addr, port: u16, queues: u32) -> u32 {
-    let mut h = u32::from(addr).wrapping_mul(M1) ^ port as u32;
-    h = h.wrapping_mul(M2);
-    h ^= h >> 16;
-    h % queues.max(1)
+/// The one 8-byte message hashed for a client endpoint: the address in the high half, the
+/// port above the low 16 bits (the layout of the connection table's key, protocol 0).
+fn message(addr: Ipv4Addr, port: u16) -> u64 {
+    (u64::from(u32::from(addr)) << 32) | (u64::from(port) << 16)
 }
 
-/// A tiny assembler with forward labels.
-#[derive(Default)]
-struct Asm {
-    insns: Vec<Insn>,
-    fixups: Vec<(usize, usize)>,
-    labels: Vec<Option<usize>>,
+/// SipHash-1-3 of one 8-byte message under `key`: what `SipHasher13` gives after a single
+/// `write_u64` (checked against the `siphasher` crate in the tests), and what the program
+/// computes in eBPF.
+pub fn siphash13_word(key: &HashKey, m: u64) -> u64 {
+    let [mut v0, mut v1, mut v2, mut v3] = SIP_INIT;
+    v0 ^= key.0[0];
+    v1 ^= key.0[1];
+    v2 ^= key.0[0];
+    v3 ^= key.0[1];
+    let round = |v0: &mut u64, v1: &mut u64, v2: &mut u64, v3: &mut u64| {
+        *v0 = v0.wrapping_add(*v1);
+        *v1 = v1.rotate_left(13) ^ *v0;
+        *v0 = v0.rotate_left(32);
+        *v2 = v2.wrapping_add(*v3);
+        *v3 = v3.rotate_left(16) ^ *v2;
+        *v0 = v0.wrapping_add(*v3);
+        *v3 = v3.rotate_left(21) ^ *v0;
+        *v2 = v2.wrapping_add(*v1);
+        *v1 = v1.rotate_left(17) ^ *v2;
+        *v2 = v2.rotate_left(32);
+    };
+    v3 ^= m;
+    round(&mut v0, &mut v1, &mut v2, &mut v3);
+    v0 ^= m;
+    let b = 8u64 << 56;
+    v3 ^= b;
+    round(&mut v0, &mut v1, &mut v2, &mut v3);
+    v0 ^= b;
+    v2 ^= 0xff;
+    for _ in 0..3 {
+        round(&mut v0, &mut v1, &mut v2, &mut v3);
+    }
+    v0 ^ v1 ^ v2 ^ v3
 }
 
-impl Asm {
-    fn emit(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
-        self.insns.push(Insn {
-            code,
-            regs: dst | (src << 4),
-            off,
-            imm,
-        });
-    }
-    fn label(&mut self) -> usize {
-        self.labels.push(None);
-        self.labels.len() - 1
-    }
-    fn bind(&mut self, l: usize) {
-        self.labels[l] = Some(self.insns.len());
-    }
-    /// A jump whose target is label `l` (offset patched in `finish`).
-    fn jump(&mut self, code: u8, dst: u8, src: u8, imm: i32, l: usize) {
-        self.fixups.push((self.insns.len(), l));
-        self.emit(code, dst, src, 0, imm);
-    }
-    fn finish(mut self) -> Vec<Insn> {
-        for (at, l) in self.fixups {
-            let target = self.labels[l].expect("every label is bound");
-            self.insns[at].off = (target as isize - at as isize - 1) as i16;
-        }
-        self.insns
-    }
-    fn ld_abs(&mut self, size: u8, off: i32) {
-        self.emit(LD | ABS | size, 0, 0, 0, off);
-    }
-    fn ld_ind(&mut self, size: u8, reg: u8, off: i32) {
-        self.emit(LD | IND | size, 0, reg, 0, off);
-    }
-    fn mov(&mut self, dst: u8, src: u8) {
-        self.emit(ALU64 | MOV | X, dst, src, 0, 0);
-    }
-    fn store(&mut self, slot: i16, src: u8) {
-        self.emit(STX | MEM | W, FP, src, slot, 0);
-    }
-    fn load(&mut self, dst: u8, slot: i16) {
-        self.emit(LDX | MEM | W, dst, FP, slot, 0);
-    }
-    fn exit_with(&mut self, v: i32) {
-        self.emit(ALU64 | MOV | K, R0, 0, 0, v);
-        self.emit(JMP | EXIT, 0, 0, 0, 0);
-    }
+/// The queue (of `queues`) that packets of client endpoint `addr:port` are steered to under
+/// the steering secret `key`.
+pub fn queue_of(key: &HashKey, addr: Ipv4Addr, port: u16, queues: u32) -> u32 {
+    (siphash13_word(key, message(addr, port)) % u64::from(queues.max(1))) as u32
 }
 
-/// Builds the program for `services` (protocol number, VIP, port) and `queues` queues.
-pub fn program(services: &[(u8, Ipv4Addr, u16)], queues: u32) -> Vec<Insn> {
+/// Emits one SipRound on v0..v3 = r1..r4, with r5 as scratch.
+fn sip_round(a: &mut Asm) {
+    let (v0, v1, v2, v3, t) = (R1, R2, R3, R4, R5);
+    a.alu_reg(ADD, v0, v1);
+    a.rotl(v1, 13, t);
+    a.alu_reg(XOR, v1, v0);
+    a.rotl(v0, 32, t);
+    a.alu_reg(ADD, v2, v3);
+    a.rotl(v3, 16, t);
+    a.alu_reg(XOR, v3, v2);
+    a.alu_reg(ADD, v0, v3);
+    a.rotl(v3, 21, t);
+    a.alu_reg(XOR, v3, v0);
+    a.alu_reg(ADD, v2, v1);
+    a.rotl(v1, 17, t);
+    a.alu_reg(XOR, v1, v2);
+    a.rotl(v2, 32, t);
+}
+
+/// Emits `r0 = siphash13_word(key, m) % queues` for the message in `m` (not r0–r5).
+/// Clobbers r0–r5.
+pub(crate) fn emit_queue_of(a: &mut Asm, key: &HashKey, m: u8, queues: u32) {
+    let (v0, v1, v2, v3) = (R1, R2, R3, R4);
+    a.ld_imm64(v0, SIP_INIT[0] ^ key.0[0]);
+    a.ld_imm64(v1, SIP_INIT[1] ^ key.0[1]);
+    a.ld_imm64(v2, SIP_INIT[2] ^ key.0[0]);
+    a.ld_imm64(v3, SIP_INIT[3] ^ key.0[1]);
+    a.alu_reg(XOR, v3, m);
+    sip_round(a);
+    a.alu_reg(XOR, v0, m);
+    a.ld_imm64(R0, 8u64 << 56);
+    a.alu_reg(XOR, v3, R0);
+    sip_round(a);
+    a.alu_reg(XOR, v0, R0);
+    a.alu_imm(XOR, v2, 0xff);
+    for _ in 0..3 {
+        sip_round(a);
+    }
+    a.mov(R0, v0);
+    a.alu_reg(XOR, R0, v1);
+    a.alu_reg(XOR, R0, v2);
+    a.alu_reg(XOR, R0, v3);
+    a.alu_imm(MOD, R0, queues.max(1) as i32);
+}
+
+/// Builds the program for `services` (protocol number, VIP, port), `queues` queues and the
+/// steering secret `key`.
+pub fn program(services: &[(u8, Ipv4Addr, u16)], queues: u32, key: &HashKey) -> Vec<Insn> {
     let mut a = Asm::default();
     let out0 = a.label();
     let l4 = a.label();
@@ -174,13 +168,13 @@ pub fn program(services: &[(u8, Ipv4Addr, u16)], queues: u32) -> Vec<Insn> {
     a.ld_abs(W, 16);
     a.mov(R9, R0);
     a.ld_ind(H, R7, 2);
-    a.store(SLOT_PORT, R0);
+    a.stx(W, FP, SLOT_PORT, R0);
     let inbound = a.label();
     for &(proto, vip, port) in services {
         let next = a.label();
         a.jump(JMP32 | JNE | K, R9, 0, u32::from(vip) as i32, next);
         a.jump(JMP32 | JNE | K, R8, 0, proto as i32, next);
-        a.load(R0, SLOT_PORT);
+        a.ldx(W, R0, FP, SLOT_PORT);
         a.jump(JMP32 | JEQ | K, R0, 0, port as i32, inbound);
         a.bind(next);
     }
@@ -189,7 +183,7 @@ pub fn program(services: &[(u8, Ipv4Addr, u16)], queues: u32) -> Vec<Insn> {
     a.ld_abs(W, 12);
     a.mov(R9, R0);
     a.ld_ind(H, R7, 0);
-    a.store(SLOT_PORT, R0);
+    a.stx(W, FP, SLOT_PORT, R0);
     a.jump(JMP | JA, 0, 0, 0, mix);
 
     // ICMP errors: the quoted packet starts 8 bytes into the ICMP message.
@@ -207,18 +201,18 @@ pub fn program(services: &[(u8, Ipv4Addr, u16)], queues: u32) -> Vec<Insn> {
     a.emit(ALU64 | ADD | X, R0, R7, 0, 0);
     a.mov(R8, R0); // r8 = quoted transport header
     a.ld_ind(B, R7, 9);
-    a.store(SLOT_PROTO, R0);
+    a.stx(W, FP, SLOT_PROTO, R0);
     a.ld_ind(W, R7, 12);
     a.mov(R9, R0); // quoted source address
     a.ld_ind(H, R8, 0);
-    a.store(SLOT_PORT, R0); // quoted source port
+    a.stx(W, FP, SLOT_PORT, R0); // quoted source port
     let from_vip = a.label();
     for &(proto, vip, port) in services {
         let next = a.label();
         a.jump(JMP32 | JNE | K, R9, 0, u32::from(vip) as i32, next);
-        a.load(R0, SLOT_PROTO);
+        a.ldx(W, R0, FP, SLOT_PROTO);
         a.jump(JMP32 | JNE | K, R0, 0, proto as i32, next);
-        a.load(R0, SLOT_PORT);
+        a.ldx(W, R0, FP, SLOT_PORT);
         a.jump(JMP32 | JEQ | K, R0, 0, port as i32, from_vip);
         a.bind(next);
     }
@@ -227,20 +221,16 @@ pub fn program(services: &[(u8, Ipv4Addr, u16)], queues: u32) -> Vec<Insn> {
     a.ld_ind(W, R7, 16);
     a.mov(R9, R0);
     a.ld_ind(H, R8, 2);
-    a.store(SLOT_PORT, R0);
+    a.stx(W, FP, SLOT_PORT, R0);
 
-    // r0 = queue_of(r9, port)
+    // r0 = queue_of(key, r9, port): m = addr << 32 | port << 16, in r9.
     a.bind(mix);
-    a.emit(ALU | MOV | X, R0, R9, 0, 0);
-    a.emit(ALU | MUL | K, R0, 0, 0, M1 as i32);
-    a.load(R1, SLOT_PORT);
-    a.emit(ALU | XOR | X, R0, R1, 0, 0);
-    a.emit(ALU | MUL | K, R0, 0, 0, M2 as i32);
-    a.emit(ALU | MOV | X, R1, R0, 0, 0);
-    a.emit(ALU | RSH | K, R1, 0, 0, 16);
-    a.emit(ALU | XOR | X, R0, R1, 0, 0);
-    a.emit(ALU | MOD | K, R0, 0, 0, queues.max(1) as i32);
-    a.emit(JMP | EXIT, 0, 0, 0, 0);
+    a.alu_imm(LSH, R9, 32);
+    a.ldx(W, R0, FP, SLOT_PORT);
+    a.alu_imm(LSH, R0, 16);
+    a.alu_reg(OR, R9, R0);
+    emit_queue_of(&mut a, key, R9, queues);
+    a.exit();
 
     a.bind(out0);
     a.exit_with(0);
@@ -250,58 +240,80 @@ pub fn program(services: &[(u8, Ipv4Addr, u16)], queues: u32) -> Vec<Insn> {
 /// Loads a socket-filter program; returns its descriptor. The error carries the verifier's
 /// log.
 pub fn load(insns: &[Insn]) -> io::Result<OwnedFd> {
-    const BPF_PROG_LOAD: libc::c_long = 5;
-    const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
-    let license = b"GPL\0";
-    let mut log = vec![0u8; 64 * 1024];
-    // union bpf_attr, BPF_PROG_LOAD part: prog_type, insn_cnt, insns, license, log_level,
-    // log_size, log_buf, kern_version, prog_flags, prog_name[16].
-    let mut attr = [0u8; 128];
-    attr[0..4].copy_from_slice(&BPF_PROG_TYPE_SOCKET_FILTER.to_ne_bytes());
-    attr[4..8].copy_from_slice(&(insns.len() as u32).to_ne_bytes());
-    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
-    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
-    attr[24..28].copy_from_slice(&1u32.to_ne_bytes());
-    attr[28..32].copy_from_slice(&(log.len() as u32).to_ne_bytes());
-    attr[32..40].copy_from_slice(&(log.as_mut_ptr() as u64).to_ne_bytes());
-    attr[48..48 + 12].copy_from_slice(b"ringvs_steer");
-    // Safety: `attr` is a valid bpf_attr for BPF_PROG_LOAD whose pointers (instructions,
-    // license, log buffer) stay alive and unaliased for the duration of the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            attr.as_mut_ptr(),
-            attr.len() as u32,
-        )
+    prog_load(
+        ProgType::SocketFilter,
+        insns,
+        "ringvs_steer",
+        "the TUN steering program",
+    )
+}
+
+/// The client endpoint of an IPv4 packet as the program sees it (see the [module
+/// docs](self)), or `None` where the program answers queue 0 (not IPv4, a fragment, another
+/// protocol, an ICMP message that is not an error, truncated). `services` is sorted, as the
+/// daemon keeps it. The AF_XDP backend uses it to hand a packet to the queue that owns its
+/// flow.
+pub fn client_of(pkt: &[u8], services: &[(u8, Ipv4Addr, u16)]) -> Option<(Ipv4Addr, u16)> {
+    let be16 = |b: &[u8], at: usize| b.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]]));
+    let addr = |b: &[u8], at: usize| {
+        b.get(at..at + 4)
+            .map(|s| Ipv4Addr::new(s[0], s[1], s[2], s[3]))
     };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        let end = log.iter().position(|&b| b == 0).unwrap_or(0);
-        let text = String::from_utf8_lossy(&log[..end]);
-        let tail: Vec<&str> = text.lines().rev().take(6).collect();
-        return Err(io::Error::new(
-            e.kind(),
-            format!(
-                "loading the TUN steering program failed: {e}{}",
-                if tail.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; verifier: {}",
-                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                    )
-                }
-            ),
-        ));
+    let is_service =
+        |proto: u8, a: Ipv4Addr, p: u16| services.binary_search(&(proto, a, p)).is_ok();
+    let first = *pkt.first()?;
+    if first & 0xf0 != 0x40 || be16(pkt, 6)? & 0x1fff != 0 {
+        return None;
     }
-    // Safety: bpf(2) returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    let ihl = usize::from(first & 0x0f) * 4;
+    let proto = *pkt.get(9)?;
+    match proto {
+        6 | 17 => {
+            let (src, dst) = (addr(pkt, 12)?, addr(pkt, 16)?);
+            let (sport, dport) = (be16(pkt, ihl)?, be16(pkt, ihl + 2)?);
+            Some(if is_service(proto, dst, dport) {
+                (src, sport)
+            } else {
+                (dst, dport)
+            })
+        }
+        1 => {
+            if !matches!(*pkt.get(ihl)?, 3 | 4 | 5 | 11 | 12) {
+                return None;
+            }
+            let q = ihl + 8;
+            let qihl = usize::from(*pkt.get(q)? & 0x0f) * 4;
+            let qproto = *pkt.get(q + 9)?;
+            let (src, dst) = (addr(pkt, q + 12)?, addr(pkt, q + 16)?);
+            let (sport, dport) = (be16(pkt, q + qihl)?, be16(pkt, q + qihl + 2)?);
+            Some(if is_service(qproto, src, sport) {
+                (dst, dport)
+            } else {
+                (src, sport)
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The queue the program sends `pkt` to: [`queue_of`] its [`client_of`], else 0.
+pub fn queue_of_packet(
+    pkt: &[u8],
+    services: &[(u8, Ipv4Addr, u16)],
+    key: &HashKey,
+    queues: u32,
+) -> u32 {
+    client_of(pkt, services).map_or(0, |(a, p)| queue_of(key, a, p, queues))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::testkit::{icmp_error, tcp, udp};
+    use std::hash::Hasher;
+    use std::net::SocketAddrV4;
+
+    const KEY: HashKey = HashKey([0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210]);
 
     #[test]
     fn jumps_land_inside_the_program() {
@@ -311,26 +323,78 @@ mod tests {
                 (17, Ipv4Addr::new(192, 0, 2, 1), 53),
             ],
             2,
+            &KEY,
         );
-        for (i, insn) in p.iter().enumerate() {
-            let class = insn.code & 0x07;
-            if (class == JMP || class == JMP32) && insn.code & 0xf0 != EXIT {
-                let t = i as isize + 1 + insn.off as isize;
-                assert!(
-                    t > i as isize && (t as usize) < p.len(),
-                    "insn {i} jumps to {t}"
-                );
-            }
-        }
-        assert_eq!(p.last().unwrap().code, JMP | EXIT);
+        super::super::bpf::jumps_are_forward_and_inside(&p).unwrap();
     }
 
     #[test]
-    fn spreads_clients() {
+    fn siphash_matches_the_reference() {
+        for (k, m) in [
+            (KEY, 0u64),
+            (KEY, message(Ipv4Addr::new(10, 77, 0, 2), 40_000)),
+            (HashKey([1, 2]), u64::MAX),
+        ] {
+            let mut h = siphasher::sip::SipHasher13::new_with_keys(k.0[0], k.0[1]);
+            h.write_u64(m);
+            assert_eq!(siphash13_word(&k, m), h.finish());
+        }
+    }
+
+    #[test]
+    fn spreads_one_clients_ports() {
         let mut n = [0u32; 4];
         for port in 0..4000u16 {
-            n[queue_of(Ipv4Addr::new(10, 77, 0, 2), port, 4) as usize] += 1;
+            n[queue_of(&KEY, Ipv4Addr::new(10, 77, 0, 2), port, 4) as usize] += 1;
         }
         assert!(n.iter().all(|&c| c > 800), "{n:?}");
+    }
+
+    /// Ports an attacker chose to pile onto one queue under one secret spread evenly under
+    /// another: the queue of a port cannot be predicted without the secret drawn at start.
+    #[test]
+    fn chosen_ports_do_not_pile_up_under_another_secret() {
+        let client = Ipv4Addr::new(192, 0, 2, 7);
+        let piled: Vec<u16> = (1..=u16::MAX)
+            .filter(|&p| queue_of(&KEY, client, p, 4) == 0)
+            .take(4000)
+            .collect();
+        let other = HashKey::random();
+        let mut n = [0u32; 4];
+        for &p in &piled {
+            n[queue_of(&other, client, p, 4) as usize] += 1;
+        }
+        assert!(n.iter().all(|&c| c > 800), "{n:?}");
+    }
+
+    #[test]
+    fn both_directions_and_icmp_errors_name_the_client() {
+        let vip = SocketAddrV4::new(Ipv4Addr::new(10, 77, 100, 100), 80);
+        let rip = SocketAddrV4::new(Ipv4Addr::new(10, 77, 1, 1), 8080);
+        let c = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 40_001);
+        let services = [(6, *vip.ip(), 80), (17, *vip.ip(), 53)];
+        let want = Some((*c.ip(), c.port()));
+        let reply = tcp(vip, c, 0x10, &[0; 100]);
+        let fwd = tcp(c, rip, 0x10, b"x");
+        for pkt in [
+            tcp(c, vip, 0x02, b""),
+            tcp(rip, c, 0x12, b""),
+            udp(c, SocketAddrV4::new(*vip.ip(), 53), b"q"),
+            udp(SocketAddrV4::new(*rip.ip(), 5353), c, b"a"),
+            icmp_error(
+                Ipv4Addr::new(10, 77, 100, 1),
+                *vip.ip(),
+                3,
+                4,
+                1300,
+                &reply,
+                28,
+            ),
+            icmp_error(*rip.ip(), *c.ip(), 3, 3, 0, &fwd, 48),
+        ] {
+            assert_eq!(client_of(&pkt, &services), want, "{pkt:02x?}");
+        }
+        assert_eq!(client_of(&[0x60; 40], &services), None, "IPv6");
+        assert_eq!(client_of(&[0x45, 0], &services), None, "truncated");
     }
 }

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use super::ctx;
 use crate::wire::vnet;
 
+/// `IFF_NAPI` (include/uapi/linux/if_tun.h).
+const IFF_NAPI: libc::c_int = 0x0010;
+
 /// Linux's limit on the queues of one TUN device (`MAX_TAP_QUEUES`).
 pub const MAX_QUEUES: usize = 256;
 
@@ -48,6 +51,9 @@ pub struct TunOptions {
     pub mtu: Option<u32>,
     /// Transmit queue length; `None` means [`DEFAULT_TXQUEUELEN`].
     pub txqueuelen: Option<u32>,
+    /// `IFF_NAPI`: packets written to the device are received through a NAPI context (with
+    /// GRO) instead of directly in the writer's system call.
+    pub napi: bool,
 }
 
 impl TunOptions {
@@ -59,6 +65,7 @@ impl TunOptions {
             vnet_hdr: false,
             mtu: None,
             txqueuelen: None,
+            napi: false,
         }
     }
 }
@@ -107,6 +114,9 @@ impl TunDevice {
         let mut flags = libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE;
         if opts.vnet_hdr {
             flags |= libc::IFF_VNET_HDR;
+        }
+        if opts.napi {
+            flags |= IFF_NAPI;
         }
         let mut name = opts.name.clone();
         let mut queues = Vec::with_capacity(opts.queues);

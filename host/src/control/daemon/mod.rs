@@ -8,12 +8,14 @@
 //! - `state`: the [`Daemon`] (its parts: the queues, the plugins, the sources, the
 //!   statistics) and what every change ends with (a snapshot to the queues, health checks,
 //!   routes), plus the once-a-second tick and the shutdown;
-//! - `queues`: the queue threads and how to reach them, the steering program;
+//! - `queues`: the queue threads and how to reach them, the packet I/O's control (the TUN
+//!   steering program, or the AF_XDP plane);
 //! - `rates`: rates and the zeroed statistics;
 //! - `requests`: the admin protocol, one function per request ([`super::admin::Handler`]);
 //! - `views`: the read-only answers (`status`, `list`, `connections`, `plugins`, `top`);
 //! - `reload`: re-reading the config file and swapping schedulers;
-//! - `start`: [`run`] and [`Daemon::detached`].
+//! - `start`: [`run`], [`Daemon::detached`] and [`check_io`] (what `ringvs check` asks of
+//!   the packet I/O).
 //!
 //! `queues` and `rates` use no sibling, `state` uses them, and the others use `state` (and
 //! `start` also `queues`); nothing uses `requests`, `views`, `reload` or `start` but through
@@ -27,5 +29,5 @@ mod start;
 mod state;
 mod views;
 
-pub use start::run;
+pub use start::{check_io, run};
 pub use state::{Daemon, DaemonError};

@@ -1,8 +1,8 @@
 //! The queues as the control plane holds them: a channel and the published report of each,
-//! its thread (none for a detached daemon), their common clock, and the device's steering
-//! program.
+//! its thread (none for a detached daemon), their common clock, and what keeps the packet
+//! I/O in step with the services (the TUN device's steering program, or the AF_XDP plane).
 
-use crate::conn::{Tick, TICKS_PER_SEC};
+use crate::conn::{HashKey, Tick, TICKS_PER_SEC};
 use crate::dataplane::service::Snapshot;
 use crate::dataplane::shard::{ConnInfo, ShardShared};
 use crate::dataplane::sources::SourceCount;
@@ -10,7 +10,8 @@ use crate::dataplane::stats::ShardReport;
 use crate::dataplane::Control;
 use crate::io::steer;
 use crate::io::tun::attach_steering_bpf;
-use crate::io::uring::QueueStats;
+use crate::io::xdp::{ServiceSet, XdpPlane};
+use crate::io::IoStats;
 use crossbeam_channel::Sender;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -23,7 +24,7 @@ use tracing::{info, warn};
 pub(super) struct Queue {
     pub(super) tx: Sender<Control>,
     pub(super) shared: Arc<ShardShared>,
-    pub(super) thread: Option<JoinHandle<std::io::Result<QueueStats>>>,
+    pub(super) thread: Option<JoinHandle<std::io::Result<IoStats>>>,
 }
 
 /// The services a steering program knows: `(protocol, address, port)`, sorted.
@@ -35,6 +36,8 @@ pub(super) struct Steering {
     pub(super) fd: OwnedFd,
     /// The services the attached program knows.
     pub(super) services: Steered,
+    /// The steering secret, drawn at start.
+    pub(super) key: HashKey,
 }
 
 /// The services of `snap` as a steering program knows them.
@@ -47,13 +50,43 @@ pub(super) fn steered(snap: &Snapshot) -> Steered {
     services
 }
 
-/// Every queue, their clock and the steering program.
+/// The services of `snap` as the AF_XDP plane knows them: the steering list and every
+/// realserver endpoint (draining ones included: their replies still come).
+pub(super) fn service_set(snap: &Snapshot) -> ServiceSet {
+    let mut reals: Vec<(u8, Ipv4Addr, u16)> = snap
+        .services()
+        .flat_map(|s| {
+            let p = s.proto.number();
+            s.dests
+                .iter()
+                .map(move |d| (p, *d.addr.ip(), d.addr.port()))
+        })
+        .collect();
+    reals.sort_unstable();
+    reals.dedup();
+    ServiceSet {
+        services: steered(snap),
+        reals,
+    }
+}
+
+/// What keeps the packet I/O in step with the services.
+pub(super) enum IoControl {
+    /// Queues attached to nothing (a detached daemon), or one TUN queue.
+    None,
+    /// A multi-queue TUN device and its steering program.
+    Tun(Steering),
+    /// The AF_XDP plane: XDP programs, endpoint map, steering list, neighbours. Dropping it
+    /// detaches the programs.
+    Xdp(XdpPlane),
+}
+
+/// Every queue, their clock and the packet I/O's control.
 pub(super) struct Queues {
     list: Vec<Queue>,
     /// The queues' clock starts here.
     started: Instant,
-    /// With more than one queue on a device.
-    steering: Option<Steering>,
+    io: IoControl,
     /// The timed plugin calls collected each second, in a buffer reserved (and touched)
     /// once: a flood of new flows does not grow the control plane's memory.
     samples: Vec<Sample>,
@@ -63,7 +96,7 @@ pub(super) struct Queues {
 type Sample = (Arc<str>, crate::dataplane::policy::Func, f64);
 
 impl Queues {
-    pub(super) fn new(list: Vec<Queue>, started: Instant, steering: Option<Steering>) -> Queues {
+    pub(super) fn new(list: Vec<Queue>, started: Instant, io: IoControl) -> Queues {
         let mut samples = Vec::new();
         crate::dataplane::policy::reserve_touched(
             &mut samples,
@@ -72,7 +105,7 @@ impl Queues {
         Queues {
             list,
             started,
-            steering,
+            io,
             samples,
         }
     }
@@ -158,18 +191,21 @@ impl Queues {
         all
     }
 
-    /// Keeps the device's steering program in step with the services (before the queues see
-    /// them, so that a new service's flows are keyed on their clients from the start).
+    /// Keeps the device's steering program (or the AF_XDP plane's endpoint map and steering
+    /// list) in step with the services (before the queues see them, so that a new service's
+    /// flows are keyed on their clients from the start).
     pub(super) fn update_steering(&mut self, snap: &Snapshot) -> Result<(), String> {
         let n = self.list.len() as u32;
-        let Some(steering) = self.steering.as_mut() else {
-            return Ok(());
+        let steering = match &mut self.io {
+            IoControl::None => return Ok(()),
+            IoControl::Xdp(plane) => return plane.update(&service_set(snap)),
+            IoControl::Tun(s) => s,
         };
         let services = steered(snap);
         if services == steering.services {
             return Ok(());
         }
-        let prog = steer::program(&services, n);
+        let prog = steer::program(&services, n, &steering.key);
         let prog_fd = steer::load(&prog).map_err(|e| e.to_string())?;
         attach_steering_bpf(steering.fd.as_fd(), prog_fd.as_fd())
             .map_err(|e| format!("cannot attach the steering program: {e}"))?;
@@ -192,7 +228,7 @@ impl Queues {
         Ok(())
     }
 
-    /// Stops every queue and waits for its thread.
+    /// Stops every queue and waits for its thread; then detaches the XDP programs.
     pub(super) fn stop(&mut self) {
         self.send_all(|| Control::Stop);
         for (i, q) in self.list.iter_mut().enumerate() {
@@ -204,5 +240,6 @@ impl Queues {
                 }
             }
         }
+        self.io = IoControl::None;
     }
 }

@@ -27,6 +27,9 @@ fn fixed_changes(d0: &Director, d1: &Director) -> Vec<&'static str> {
     if d0.offload != d1.offload {
         fixed.push("director.offload");
     }
+    if d0.io != d1.io || d0.interfaces != d1.interfaces || d0.xdp_mode != d1.xdp_mode {
+        fixed.push("director.io/interfaces/xdp_mode");
+    }
     if d0.admin_socket != d1.admin_socket || d0.metrics_listen != d1.metrics_listen {
         fixed.push("director.admin_socket/metrics_listen");
     }

@@ -6,20 +6,23 @@ use super::super::notify;
 use super::super::plugins::PluginManager;
 use super::super::registry::Registry;
 use super::super::routes::{self, AutoRoutes};
-use super::queues::{steered, Queue, Queues, Steering};
+use super::queues::{service_set, steered, IoControl, Queue, Queues, Steering};
 use super::state::{Daemon, DaemonError, Plugins, Sources};
-use crate::config::{self, Config, Routes};
+use crate::config::{self, Config, Io, Routes};
 use crate::conn::HashKey;
 use crate::dataplane::service::Snapshot;
 use crate::dataplane::sources::SourceSketch;
 use crate::dataplane::synproxy::cookie::CookieKeys;
 use crate::dataplane::templates::TemplateStore;
 use crate::dataplane::{Control, PluginEvent, Shard, ShardConfig};
+use crate::io::bpf::XdpMode;
 use crate::io::steer;
 use crate::io::tun::{attach_steering_bpf, TunDevice, TunOptions};
-use crate::io::uring::{run_queue, UringOptions};
+use crate::io::uring::UringOptions;
+use crate::io::xdp::{XdpOptions, XdpPlane};
+use crate::io::{AnyQueue, QueueIo, TunQueue};
 use crossbeam_channel::Sender;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -125,8 +128,8 @@ fn startup(cfg: &Config) -> Result<Startup, String> {
 
 impl Startup {
     /// The daemon, once its queues are `queues`.
-    fn into_daemon(self, cfg: Config, queues: Vec<Queue>, steering: Option<Steering>) -> Daemon {
-        let queues = Queues::new(queues, self.setup.start, steering);
+    fn into_daemon(self, cfg: Config, queues: Vec<Queue>, io: IoControl) -> Daemon {
+        let queues = Queues::new(queues, self.setup.start, io);
         let sources = Sources::new(self.setup.sources);
         Daemon::new(cfg, self.registry, queues, self.plugins, sources)
     }
@@ -156,20 +159,19 @@ impl Daemon {
             });
             shards.push(shard);
         }
-        Ok((s.into_daemon(cfg, queues, None), shards))
+        Ok((s.into_daemon(cfg, queues, IoControl::None), shards))
     }
 }
 
-/// Starts the queues on the device's descriptors; waits until each is running.
+/// Starts one thread per I/O queue, each driving its shard; waits until each is running.
 fn start_queues(
     setup: &QueueSetup,
-    vnet: bool,
-    fds: Vec<OwnedFd>,
+    io: Vec<AnyQueue>,
     snap: &Arc<Snapshot>,
 ) -> Result<Vec<Queue>, String> {
-    let n = fds.len();
+    let n = io.len();
     let mut queues = Vec::with_capacity(n);
-    for (i, fd) in fds.into_iter().enumerate() {
+    for (i, q) in io.into_iter().enumerate() {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut shard =
             Shard::new(setup.shard_config(i), snap.clone(), Some(rx)).map_err(|e| e.to_string())?;
@@ -181,8 +183,7 @@ fn start_queues(
                 if pin {
                     pin_to_cpu(i);
                 }
-                let opts = UringOptions::for_device(vnet);
-                run_queue(fd.as_fd(), vnet, &opts, &mut shard)
+                q.run(&mut shard)
             })
             .map_err(|e| format!("cannot start queue thread {i}: {e}"))?;
         queues.push(Queue {
@@ -258,7 +259,7 @@ fn bind_listeners(cfg: &Config) -> Result<admin::Listener, DaemonError> {
 }
 
 /// With several queues, both directions of a flow must reach the same queue: steers on the
-/// client endpoint before any queue runs.
+/// client endpoint, keyed with a secret drawn here, before any queue runs.
 fn attach_steering(
     tun: &TunDevice,
     queues: usize,
@@ -271,23 +272,76 @@ fn attach_steering(
         .try_clone()
         .map_err(|e| format!("cannot duplicate a queue descriptor: {e}"))?;
     let services = steered(snap);
-    let prog = steer::load(&steer::program(&services, queues as u32)).map_err(|e| {
+    let key = HashKey::random();
+    let prog = steer::load(&steer::program(&services, queues as u32, &key)).map_err(|e| {
         format!("director.queues = {queues} needs the TUN steering program: {e}; use queues = 1 or run as root with BPF allowed")
     })?;
     attach_steering_bpf(fd.as_fd(), prog.as_fd())
         .map_err(|e| format!("cannot attach the steering program to {}: {e}", tun.name()))?;
-    Ok(Some(Steering { fd, services }))
+    Ok(Some(Steering { fd, services, key }))
 }
 
-/// The device, the steering program and the queues; then the daemon with its health checks
-/// and routes. Returns it with the device's name.
+/// For `ringvs check`: with `director.io = "af_xdp"`, that the interfaces exist and have
+/// `director.queues` receive queues, that AF_XDP sockets open and that the XDP program loads
+/// and attaches (a program that passes everything, detached at once). `Ok(None)` for TUN.
+pub fn check_io(cfg: &Config) -> Result<Option<String>, String> {
+    match cfg.director.io {
+        Io::Tun => Ok(None),
+        Io::AfXdp => crate::io::xdp::check(&xdp_options(cfg))
+            .map(Some)
+            .map_err(|e| format!("{}: director.io = \"af_xdp\": {e}", cfg.path.display())),
+    }
+}
+
+/// `director.io = "af_xdp"`: what `XdpPlane` takes from the config.
+fn xdp_options(cfg: &Config) -> XdpOptions {
+    XdpOptions {
+        mode: match cfg.director.xdp_mode {
+            config::XdpMode::Auto => None,
+            config::XdpMode::Native => Some(XdpMode::Native),
+            config::XdpMode::Generic => Some(XdpMode::Generic),
+        },
+        ..XdpOptions::new(cfg.director.interfaces.clone(), cfg.director.queues)
+    }
+}
+
+/// The AF_XDP plane (program on every interface, sockets, resolver) and its queues.
+fn start_xdp(cfg: &Config, s: &Startup) -> Result<(IoControl, Vec<Queue>, String), String> {
+    let opts = xdp_options(cfg);
+    let (plane, io) = XdpPlane::start(&opts, &service_set(&s.snap), HashKey::random())
+        .map_err(|e| format!("director.io = \"af_xdp\": {e}"))?;
+    let what = format!(
+        "af_xdp on {} ({} XDP)",
+        cfg.director.interfaces.join(", "),
+        match plane.mode() {
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        }
+    );
+    let queues = start_queues(
+        &s.setup,
+        io.into_iter().map(AnyQueue::Xdp).collect(),
+        &s.snap,
+    )?;
+    Ok((IoControl::Xdp(plane), queues, what))
+}
+
+/// The packet I/O (TUN device and steering program, or the AF_XDP plane) and the queues;
+/// then the daemon with its health checks and routes. Returns it with what it forwards on.
 fn start_director(cfg: Config, s: Startup) -> Result<(Daemon, String), DaemonError> {
+    if cfg.director.io == Io::AfXdp {
+        let (io, queues, what) = start_xdp(&cfg, &s)?;
+        let mut daemon = s.into_daemon(cfg, queues, io);
+        daemon.sync_health();
+        return Ok((daemon, what));
+    }
     let tun = TunDevice::create(&TunOptions {
         name: cfg.director.device.clone(),
         queues: cfg.director.queues,
         vnet_hdr: cfg.director.offload,
         mtu: cfg.director.mtu,
         txqueuelen: None,
+        napi: false,
     })
     .map_err(|e| format!("cannot create device {}: {e}", cfg.director.device))?;
     for w in routes::device_sysctls(tun.name()) {
@@ -295,9 +349,22 @@ fn start_director(cfg: Config, s: Startup) -> Result<(Daemon, String), DaemonErr
     }
     let device = tun.name().to_string();
     let steering = attach_steering(&tun, cfg.director.queues, &s.snap)?;
-    let queues = start_queues(&s.setup, cfg.director.offload, tun.into_queues(), &s.snap)?;
+    let vnet_hdr = cfg.director.offload;
+    let io = tun
+        .into_queues()
+        .into_iter()
+        .map(|fd| {
+            AnyQueue::Tun(TunQueue {
+                fd,
+                vnet_hdr,
+                opts: UringOptions::for_device(vnet_hdr),
+            })
+        })
+        .collect();
+    let queues = start_queues(&s.setup, io, &s.snap)?;
     let routes = (cfg.director.routes == Routes::Auto).then(|| AutoRoutes::new(&device));
-    let mut daemon = s.into_daemon(cfg, queues, steering);
+    let io = steering.map_or(IoControl::None, IoControl::Tun);
+    let mut daemon = s.into_daemon(cfg, queues, io);
     daemon.routes = routes;
     daemon.sync_health();
     if let Err(e) = daemon.sync_routes() {

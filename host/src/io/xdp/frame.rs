@@ -1,0 +1,65 @@
+//! Ethernet framing around the data plane, shared by the AF_XDP queues and the in-memory
+//! backend that mirrors them for tests ([`crate::io::mem::process_frame`]): the IP packet of
+//! a received frame goes to the pipeline without its Ethernet header; a forwarded packet gets
+//! the header of its next hop in front of it, in the same buffer.
+
+use std::net::Ipv4Addr;
+
+use crate::dataplane::{Packet, Pipeline, Verdict};
+
+/// Ethernet header length (no VLAN tag: the XDP program passes tagged frames to the kernel).
+pub const ETH: usize = 14;
+
+/// What became of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framed {
+    /// Too short for Ethernet + IPv4, not inside the buffer, or forwarded with no room left
+    /// in front for the Ethernet header: not sent.
+    Discarded,
+    /// The pipeline dropped it.
+    Dropped,
+    /// The pipeline kept what it needed of it ([`Verdict::Consumed`]): nothing to send,
+    /// not a drop.
+    Consumed,
+    /// Forward the IP packet at `start..start + len` of the buffer to `dst`.
+    Forward {
+        /// Where the IP packet starts in the buffer.
+        start: usize,
+        /// Its length.
+        len: usize,
+        /// Its destination address (whose next hop frames it).
+        dst: Ipv4Addr,
+    },
+}
+
+/// Runs the IP packet of the frame at `off..off + len` of `buf` through `pipeline`.
+#[inline]
+pub fn run<P: Pipeline>(pipeline: &mut P, buf: &mut [u8], off: usize, len: usize) -> Framed {
+    if len < ETH + 20 || off.saturating_add(len) > buf.len() {
+        return Framed::Discarded;
+    }
+    let Some(mut pkt) = Packet::new(buf, off + ETH, len - ETH) else {
+        return Framed::Discarded;
+    };
+    match pipeline.process(&mut pkt) {
+        Verdict::Drop => Framed::Dropped,
+        Verdict::Consumed => Framed::Consumed,
+        Verdict::Forward if pkt.start() < ETH || pkt.len() < 20 => Framed::Discarded,
+        Verdict::Forward => {
+            let d = pkt.data();
+            Framed::Forward {
+                start: pkt.start(),
+                len: pkt.len(),
+                dst: Ipv4Addr::new(d[16], d[17], d[18], d[19]),
+            }
+        }
+    }
+}
+
+/// Writes `hdr` in front of the IP packet at `start` (which [`run`] guarantees room for);
+/// returns where the frame starts.
+#[inline]
+pub fn put_header(buf: &mut [u8], start: usize, hdr: &[u8; ETH]) -> usize {
+    buf[start - ETH..start].copy_from_slice(hdr);
+    start - ETH
+}
