@@ -42,14 +42,12 @@ DOWNLOAD_RATE=4M         # the long download in run c, bytes a second (curl --li
 VERDICT_WIDTH=40
 check() { verdict "$2" "$1" "$3"; } # check NAME OK(0/1) DETAIL: lib.sh's verdict
 
-# flood_conf NAME DEFENSES: a copy of flood.toml with absolute plugin paths and the web
-# service's `defense = [...]` line set to DEFENSES (e.g. '"secure-tcp", "drop-entry"').
+# flood_conf NAME DEFENSES: a copy of flood.toml (its plugins are the catalogue's, by name)
+# with the web service's `defense = [...]` line set to DEFENSES (e.g. '"secure-tcp", "drop-entry"').
 flood_conf() {
     local out=$LAB_DIR/flood-$1.toml
-    sed -e "s|path = \"\\.\\./\\.\\./target/wasm32-wasip2/plugin/|path = \"$PLUGIN_DIR/|" \
-        -e "s|^defense = \\[.*\\]$|defense = [$2]|" "$LAB_SRC/flood.toml" >"$out"
+    sed -e "s|^defense = \\[.*\\]$|defense = [$2]|" "$LAB_SRC/flood.toml" >"$out"
     grep -q "^defense = \\[$2\\]$" "$out" || die "could not set the defenses in $out"
-    grep -q "path = \"$PLUGIN_DIR/defense_secure_tcp.wasm\"" "$out" || die "could not rewrite the plugin paths in $out"
     echo "$out"
 }
 

@@ -178,12 +178,11 @@ trap prom_on_exit EXIT
 lab_up
 start_servers
 
-# lab.toml with absolute plugin paths, and a defense (secure_tcp, automatic mode) loaded on the
+# lab.toml with a defense (the catalogue's secure-tcp, automatic mode) loaded on the
 # web service: it stays idle (the table is far below its memory threshold) but exports its gauges.
 conf=$LAB_DIR/prometheus-lab.toml
-sed -e "s|path = \"\\.\\./\\.\\./target/wasm32-wasip2/plugin/|path = \"$PLUGIN_DIR/|" \
-    -e '/^scheduler = "sched-wlc"$/a defense = ["secure-tcp"]' "$LAB_SRC/lab.toml" >"$conf"
-printf '\n[plugins.secure-tcp]\npath = "%s/defense_secure_tcp.wasm"\nconfig = { mode = 1 }\n' "$PLUGIN_DIR" >>"$conf"
+sed -e '/^scheduler = "sched-wlc"$/a defense = ["secure-tcp"]' "$LAB_SRC/lab.toml" >"$conf"
+printf '\n[plugins.secure-tcp]\nconfig = { mode = 1 }\n' >>"$conf"
 grep -q '^defense = \["secure-tcp"\]$' "$conf" || die "could not add the defense to $conf"
 CONF=$conf fwd_up ringvs || die "ringvs did not come up"
 wait_until 10 scrape || die "ringvs does not answer on $METRICS_URL in $(ns_name dir)"

@@ -206,8 +206,14 @@ enum PluginCmd {
         #[command(flatten)]
         target_daemon: Target,
     },
-    /// Loaded plugins with their kind, file hash, services, calls and faults.
+    /// Loaded plugins with their kind, file hash, services, calls and faults; with
+    /// --available, the plugins usable by name (built-ins and the catalogue) with their
+    /// versions, hashes and files, read on this machine without a daemon.
     List {
+        /// Show the built-ins and the catalogue instead (looked for in the directories of
+        /// the config's director.plugin_dirs with -c, then the default ones).
+        #[arg(long)]
+        available: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -336,8 +342,12 @@ fn check(path: &Path) -> Result<(), String> {
     let mut pm = ringvs::control::plugins::PluginManager::default();
     let loaded = pm.load_config(&c)?;
     for (name, p) in &loaded {
+        let from = match c.plugins.get(name).map(|d| d.source) {
+            Some(config::PluginSource::Path) | None => "",
+            Some(_) => " (catalogue)",
+        };
         println!(
-            "plugin {name}: {} {} sha256 {} OK",
+            "plugin {name}: {} {} sha256 {} OK{from}",
             p.kind.name(),
             p.path.display(),
             ringvs::plugin::hex(&p.sha256)
@@ -470,7 +480,11 @@ fn plugin(cmd: PluginCmd) -> Result<(), String> {
             };
             simple(&target_daemon, Request::PluginSwap { service, target })
         }
-        PluginCmd::List { target } => plugin_list(&target),
+        PluginCmd::List {
+            available: true,
+            target,
+        } => plugin_available(&target),
+        PluginCmd::List { target, .. } => plugin_list(&target),
     }
 }
 
@@ -490,6 +504,23 @@ fn plugin_list(target: &Target) -> Result<(), String> {
             &p.sha256[..16]
         );
     }
+    Ok(())
+}
+
+/// `ringvs plugin list --available`: built-ins and the catalogue, from this machine's files.
+fn plugin_available(target: &Target) -> Result<(), String> {
+    let first = match &target.config {
+        Some(c) => {
+            config::load(c)
+                .map_err(|e| e.to_string())?
+                .director
+                .plugin_dirs
+        }
+        None => Vec::new(),
+    };
+    let dirs = ringvs::plugin::catalogue::search_path(&first);
+    let list = ringvs::plugin::catalogue::available(&dirs);
+    print!("{}", client::format_available(&list, &dirs));
     Ok(())
 }
 

@@ -189,6 +189,7 @@ fn service_edits_keep_connections_and_removals_drain_or_expire() {
             defense: None,
             health: None,
             no_health: false,
+            ..Default::default()
         },
     });
     assert_eq!(r, Ok("ok".into()));
@@ -220,6 +221,7 @@ fn service_edits_keep_connections_and_removals_drain_or_expire() {
             defense: None,
             health: None,
             no_health: false,
+            ..Default::default()
         },
     };
     assert_eq!(d.call(same), Ok("unchanged".into()));
@@ -522,6 +524,7 @@ fn add_req(
             defense: defense.map(|d| vec![d.to_string()]),
             health: None,
             no_health: false,
+            ..Default::default()
         },
     }
 }
@@ -546,6 +549,7 @@ fn edit_req(
             defense: None,
             health: None,
             no_health: false,
+            ..Default::default()
         },
     }
 }
@@ -631,7 +635,12 @@ fn refused_edits_are_explained_and_change_nothing() {
             add_x(Some("lblc"), None, None),
             "\"lblc\" is neither a built-in scheduler",
         ),
-        (add_x(None, None, Some("secure-tcp")), "key `defense[0]`"),
+        // Neither loaded nor in the catalogue (catalogue defenses load at runtime: see
+        // tests/catalogue.rs).
+        (
+            add_x(None, None, Some("no-such-defense")),
+            "key `defense[0]`",
+        ),
         (add_x(None, Some("tun"), None), "not implemented yet"),
         (edit("nope"), "no service named \"nope\""),
         (

@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 
 /// Built-in schedulers, always available (and the fallback of plugin schedulers).
 pub use crate::plugin::builtin::NAMES as BUILTIN_SCHEDULERS;
+use crate::plugin::catalogue;
+use crate::plugin::Kind;
 
 /// Largest realserver weight (as ipvsadm).
 pub const MAX_WEIGHT: u32 = 65_535;
@@ -37,6 +39,11 @@ pub const MAX_WEIGHT: u32 = 65_535;
 pub fn check_weight<T: TryInto<u32>>(weight: T) -> Option<u32> {
     weight.try_into().ok().filter(|w| *w <= MAX_WEIGHT)
 }
+
+/// Default persistence timeout (`persistence.timeout`, ipvsadm `-p` without a value).
+pub const DEFAULT_PERSISTENCE_SECS: u32 = 300;
+/// The persistence plugin `ringvs service add -p` uses unless told another.
+pub const DEFAULT_PERSISTENCE_PLUGIN: &str = "persist-netmask";
 
 /// Default `director.template_memory_limit`: 16 MiB, about 380,000 persistence templates.
 pub const DEFAULT_TEMPLATE_MEMORY: u64 = 16 << 20;
@@ -117,6 +124,28 @@ pub struct Director {
     pub template_memory_limit: usize,
     /// Log format.
     pub log_format: LogFormat,
+    /// Directories searched for catalogue plugins before the default ones
+    /// (`crate::plugin::catalogue::search_path`); relative ones are relative to the file.
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+impl Director {
+    /// Where catalogue plugins are looked for: `plugin_dirs`, then the defaults.
+    pub fn catalogue_dirs(&self) -> Vec<PathBuf> {
+        catalogue::search_path(&self.plugin_dirs)
+    }
+}
+
+/// Where a plugin's file comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginSource {
+    /// `[plugins.NAME] path = …`.
+    Path,
+    /// `[plugins.NAME]` of a catalogue plugin without `path`: the catalogue's file, with the
+    /// entry's `config` and `sha256`.
+    Catalogue,
+    /// No entry: a catalogue name a service uses.
+    Implicit,
 }
 
 /// `[plugins.NAME]`.
@@ -130,6 +159,8 @@ pub struct PluginDecl {
     pub sha256: Option<[u8; 32]>,
     /// Handed to the plugin at load.
     pub config: serde_json::Value,
+    /// Where `path` comes from.
+    pub source: PluginSource,
 }
 
 /// Transport protocol of a service.
@@ -431,9 +462,10 @@ impl Validator<'_> {
 
     fn validate(&self, f: raw::File, path: PathBuf) -> Result<Config, ConfigError> {
         let director = self.director(f.director.unwrap_or_default())?;
+        let dirs = director.catalogue_dirs();
         let mut plugins = BTreeMap::new();
         for (name, p) in f.plugins {
-            let decl = self.plugin(&name, p)?;
+            let decl = self.plugin(&name, p, &dirs)?;
             plugins.insert(name, decl);
         }
         let mut services = Vec::with_capacity(f.service.len());
@@ -463,6 +495,7 @@ impl Validator<'_> {
             }
             services.push(svc);
         }
+        self.implicit_plugins(&services, &dirs, &mut plugins)?;
         Ok(Config {
             path,
             director,
@@ -563,6 +596,21 @@ impl Validator<'_> {
                 format!("expected \"human\" (or \"text\") or \"json\", found {log_format:?}"),
             )
         })?;
+        let plugin_dirs = d
+            .plugin_dirs
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if p.is_empty() {
+                    return Err(self.err(
+                        format!("director.plugin_dirs.{i}"),
+                        "expected a directory, found an empty string",
+                    ));
+                }
+                Ok(self.relative(&p))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Director {
             device,
             queues: queues as usize,
@@ -577,7 +625,97 @@ impl Validator<'_> {
             expire_quiescent_template: d.expire_quiescent_template.unwrap_or(false),
             template_memory_limit: template_memory_limit as usize,
             log_format,
+            plugin_dirs,
         })
+    }
+
+    /// A path from the file: relative ones are relative to the file's directory.
+    fn relative(&self, p: &str) -> PathBuf {
+        let path = PathBuf::from(p);
+        match &self.base {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path,
+        }
+    }
+
+    /// Declares the catalogue plugins the services use by name without a `[plugins.NAME]`
+    /// entry, with their files from `dirs`; a name whose file is in none of them is an
+    /// error at the first key that uses it.
+    fn implicit_plugins(
+        &self,
+        services: &[ServiceConfig],
+        dirs: &[PathBuf],
+        plugins: &mut BTreeMap<String, PluginDecl>,
+    ) -> Result<(), ConfigError> {
+        for (i, s) in services.iter().enumerate() {
+            let mut uses = vec![(format!("service.{i}.scheduler"), s.scheduler.as_str())];
+            if let Some(p) = &s.persistence {
+                uses.push((format!("service.{i}.persistence.plugin"), p.plugin.as_str()));
+            }
+            for (j, d) in s.defense.iter().enumerate() {
+                uses.push((format!("service.{i}.defense.{j}"), d.as_str()));
+            }
+            for (key, name) in uses {
+                if plugins.contains_key(name) {
+                    continue;
+                }
+                let Some(entry) = catalogue::get(name) else {
+                    continue;
+                };
+                let path = catalogue::locate(entry, dirs)
+                    .ok_or_else(|| self.err(&key, catalogue::not_found(entry, dirs)))?;
+                plugins.insert(
+                    name.to_string(),
+                    PluginDecl {
+                        name: name.to_string(),
+                        path,
+                        sha256: None,
+                        config: serde_json::Value::Object(Default::default()),
+                        source: PluginSource::Implicit,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A plugin a service names as `kind`: one `is_plugin` knows (a `[plugins.*]` entry, a
+    /// loaded plugin), or a catalogue plugin of that kind. `what` names the list of
+    /// alternatives in the error.
+    fn plugin_ref(
+        &self,
+        key: &str,
+        name: &str,
+        kind: Kind,
+        is_plugin: &dyn Fn(&str) -> bool,
+        unknown: impl FnOnce(&str) -> String,
+    ) -> Result<(), ConfigError> {
+        if is_plugin(name) {
+            return Ok(());
+        }
+        match catalogue::get(name) {
+            Some(e) if e.kind == kind => Ok(()),
+            Some(e) => Err(self.err(
+                key,
+                format!(
+                    "{name:?} is a catalogue {} plugin ({}), not a {} plugin",
+                    e.kind.name(),
+                    e.about,
+                    kind.name()
+                ),
+            )),
+            None => {
+                let names: Vec<&str> = catalogue::ENTRIES
+                    .iter()
+                    .filter(|e| e.kind == kind)
+                    .map(|e| e.name)
+                    .collect();
+                Err(self.err(
+                    key,
+                    format!("{}; the catalogue's: {}", unknown(name), names.join(", ")),
+                ))
+            }
+        }
     }
 
     fn size(&self, key: &str, q: raw::Quantity) -> Result<u64, ConfigError> {
@@ -601,7 +739,12 @@ impl Validator<'_> {
         u32::try_from(ms / 1000).map_err(|_| self.err(key, "duration is too large"))
     }
 
-    fn plugin(&self, name: &str, p: raw::Plugin) -> Result<PluginDecl, ConfigError> {
+    fn plugin(
+        &self,
+        name: &str,
+        p: raw::Plugin,
+        dirs: &[PathBuf],
+    ) -> Result<PluginDecl, ConfigError> {
         let key = format!("plugins.{name}");
         if !valid_name(name) {
             return Err(self.err(
@@ -615,18 +758,26 @@ impl Validator<'_> {
                 format!("{name:?} is the name of a built-in scheduler; choose another name"),
             ));
         }
-        if p.path.is_empty() {
-            return Err(self.err(
-                format!("{key}.path"),
-                "expected the path of a .wasm component, found an empty string",
-            ));
-        }
-        let mut path = PathBuf::from(&p.path);
-        if path.is_relative() {
-            if let Some(base) = &self.base {
-                path = base.join(path);
+        let (path, source) = match (p.path, catalogue::get(name)) {
+            (Some(p), _) if p.is_empty() => {
+                return Err(self.err(
+                    format!("{key}.path"),
+                    "expected the path of a .wasm component, found an empty string",
+                ))
             }
-        }
+            (Some(p), _) => (self.relative(&p), PluginSource::Path),
+            (None, Some(entry)) => (
+                catalogue::locate(entry, dirs)
+                    .ok_or_else(|| self.err(&key, catalogue::not_found(entry, dirs)))?,
+                PluginSource::Catalogue,
+            ),
+            (None, None) => {
+                return Err(self.err(
+                    format!("{key}.path"),
+                    format!("expected the path of a .wasm component: {name:?} is not a catalogue plugin, so its entry needs one"),
+                ))
+            }
+        };
         let sha256 = match p.sha256 {
             None => None,
             Some(h) => Some(parse_sha256(&h).ok_or_else(|| {
@@ -643,6 +794,7 @@ impl Validator<'_> {
             config: p
                 .config
                 .unwrap_or(serde_json::Value::Object(Default::default())),
+            source,
         })
     }
 
@@ -668,25 +820,7 @@ impl Validator<'_> {
         self.scheduler(&format!("{key}.scheduler"), &scheduler, is_plugin)?;
         let persistence = match s.persistence {
             None => None,
-            Some(p) => {
-                if !is_plugin(&p.plugin) {
-                    return Err(self.err(
-                        format!("{key}.persistence.plugin"),
-                        format!("{:?} is not a [plugins.*] entry", p.plugin),
-                    ));
-                }
-                let timeout_secs = match p.timeout {
-                    None => 300,
-                    Some(q) => self.seconds(&format!("{key}.persistence.timeout"), q)?,
-                };
-                Some(PersistenceConfig {
-                    plugin: p.plugin,
-                    timeout_secs,
-                    config: p
-                        .config
-                        .unwrap_or(serde_json::Value::Object(Default::default())),
-                })
-            }
+            Some(p) => Some(self.persistence(&format!("{key}.persistence"), p, is_plugin)?),
         };
         self.defense(&format!("{key}.defense"), &s.defense, is_plugin)?;
         let mut timeouts = Timeouts::IPVS;
@@ -751,6 +885,33 @@ impl Validator<'_> {
         })
     }
 
+    /// A service's `persistence` table (`key` is its key).
+    fn persistence(
+        &self,
+        key: &str,
+        p: raw::Persistence,
+        is_plugin: &dyn Fn(&str) -> bool,
+    ) -> Result<PersistenceConfig, ConfigError> {
+        self.plugin_ref(
+            &format!("{key}.plugin"),
+            &p.plugin,
+            Kind::Persistence,
+            is_plugin,
+            |n| format!("{n:?} is not a [plugins.*] entry nor a catalogue persistence plugin"),
+        )?;
+        let timeout_secs = match p.timeout {
+            None => DEFAULT_PERSISTENCE_SECS,
+            Some(q) => self.seconds(&format!("{key}.timeout"), q)?,
+        };
+        Ok(PersistenceConfig {
+            plugin: p.plugin,
+            timeout_secs,
+            config: p
+                .config
+                .unwrap_or(serde_json::Value::Object(Default::default())),
+        })
+    }
+
     fn proto(&self, key: &str, s: &str) -> Result<Proto, ConfigError> {
         match s {
             "tcp" => Ok(Proto::Tcp),
@@ -776,16 +937,15 @@ impl Validator<'_> {
         s: &str,
         is_plugin: &dyn Fn(&str) -> bool,
     ) -> Result<(), ConfigError> {
-        if BUILTIN_SCHEDULERS.contains(&s) || is_plugin(s) {
+        if BUILTIN_SCHEDULERS.contains(&s) {
             return Ok(());
         }
-        Err(self.err(
-            key,
+        self.plugin_ref(key, s, Kind::Scheduler, is_plugin, |s| {
             format!(
-                "{s:?} is neither a built-in scheduler ({}) nor a [plugins.{s}] entry",
+                "{s:?} is neither a built-in scheduler ({}), a catalogue scheduler, nor a [plugins.{s}] entry",
                 BUILTIN_SCHEDULERS.join(", ")
-            ),
-        ))
+            )
+        })
     }
 
     fn defense(
@@ -795,12 +955,9 @@ impl Validator<'_> {
         is_plugin: &dyn Fn(&str) -> bool,
     ) -> Result<(), ConfigError> {
         for (i, d) in list.iter().enumerate() {
-            if !is_plugin(d) {
-                return Err(self.err(
-                    format!("{key}.{i}"),
-                    format!("{d:?} is not a [plugins.*] entry"),
-                ));
-            }
+            self.plugin_ref(&format!("{key}.{i}"), d, Kind::Defense, is_plugin, |d| {
+                format!("{d:?} is not a [plugins.*] entry nor a catalogue defense plugin")
+            })?;
         }
         Ok(())
     }

@@ -40,12 +40,13 @@ pub struct Director {
     pub expire_quiescent_template: Option<bool>,
     pub template_memory_limit: Option<Quantity>,
     pub log_format: Option<String>,
+    pub plugin_dirs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plugin {
-    pub path: String,
+    pub path: Option<String>,
     pub sha256: Option<String>,
     #[serde(default)]
     pub config: Option<serde_json::Value>,

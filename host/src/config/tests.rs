@@ -464,3 +464,148 @@ fn persistence_and_templates() {
     assert_eq!(mask(serde_json::json!("255.255.255.255")), None);
     assert_eq!(mask(serde_json::json!("255.0.255.0")), None);
 }
+
+/// A directory with empty files named like the catalogue's components (config validation
+/// only locates them; loading is the plugin layer's).
+fn fake_catalogue(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringvs-cat-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in catalogue::ENTRIES {
+        std::fs::write(dir.join(e.file_name()), b"").unwrap();
+    }
+    dir
+}
+
+#[test]
+fn catalogue_plugins_are_used_by_name_without_an_entry() {
+    let dir = fake_catalogue("name");
+    let text = GOOD
+        .replace(
+            "[director]",
+            &format!("[director]\nplugin_dirs = [\"{}\"]", dir.display()),
+        )
+        .replace(
+            "scheduler = \"wlc\"",
+            "scheduler = \"wrr\"\ndefense = [\"secure-tcp\", \"synauth\"]\npersistence = { plugin = \"persist-netmask\", config = { netmask = \"255.255.255.0\" } }",
+        )
+        .replace("scheduler = \"rr\"", "scheduler = \"sh\"");
+    let c = from_str(&text, "test.toml").unwrap();
+    assert_eq!(c.director.plugin_dirs, vec![dir.clone()]);
+    let names: Vec<&str> = c.plugins.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["persist-netmask", "secure-tcp", "sh", "synauth", "wrr"]
+    );
+    for (name, p) in &c.plugins {
+        assert_eq!(p.source, PluginSource::Implicit, "{name}");
+        assert!(p.path.starts_with(&dir), "{name}: {:?}", p.path);
+        assert_eq!(p.sha256, None);
+    }
+    assert_eq!(c.plugins["wrr"].path, dir.join("sched_wrr.wasm"));
+    assert_eq!(
+        c.plugins["secure-tcp"].path,
+        dir.join("defense_secure_tcp.wasm")
+    );
+    // The built-ins stay native: no plugin.
+    let d = from_str(GOOD, "test.toml").unwrap();
+    assert!(d.plugins.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn catalogue_names_are_checked_for_their_kind() {
+    let e = err(&GOOD.replace("scheduler = \"rr\"", "scheduler = \"secure-tcp\""));
+    assert_eq!(e.key, "service[1].scheduler");
+    assert!(
+        e.message
+            .contains("\"secure-tcp\" is a catalogue defense plugin"),
+        "{e}"
+    );
+    assert!(e.message.contains("not a scheduler plugin"), "{e}");
+    let e = err(&GOOD.replace(
+        "scheduler = \"rr\"",
+        "scheduler = \"rr\"\ndefense = [\"wrr\"]",
+    ));
+    assert_eq!(e.key, "service[1].defense[0]");
+    assert!(e.message.contains("catalogue scheduler plugin"), "{e}");
+    let e = err(&GOOD.replace("scheduler = \"rr\"", "persistence = { plugin = \"sh\" }"));
+    assert_eq!(e.key, "service[1].persistence.plugin");
+    assert!(e.message.contains("not a persistence plugin"), "{e}");
+    // Unknown names list the catalogue's of that kind.
+    let e = err(&GOOD.replace("scheduler = \"rr\"", "scheduler = \"lblc\""));
+    assert!(e.message.contains("neither a built-in scheduler"), "{e}");
+    assert!(e.message.contains("wrr, lc, sed, nq, sh, mh, twos"), "{e}");
+    let e = err(&GOOD.replace("scheduler = \"rr\"", "defense = [\"nope\"]"));
+    assert!(e.message.contains("secure-tcp, drop-entry"), "{e}");
+}
+
+#[test]
+fn a_catalogue_entry_configures_pins_or_overrides_the_catalogue_file() {
+    let dir = fake_catalogue("entry");
+    let pin = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let base = GOOD.replace(
+        "[director]",
+        &format!("[director]\nplugin_dirs = [\"{}\"]", dir.display()),
+    );
+    // No path: the catalogue's file, with this entry's config and pin.
+    let text = base
+        .replace(
+            "[director]",
+            &format!(
+                "[plugins.ratelimit]\nsha256 = \"{pin}\"\nconfig = {{ rate = 5 }}\n\n[director]"
+            ),
+        )
+        .replace("scheduler = \"rr\"", "defense = [\"ratelimit\"]");
+    let c = from_str(&text, "test.toml").unwrap();
+    let p = &c.plugins["ratelimit"];
+    assert_eq!(p.source, PluginSource::Catalogue);
+    assert_eq!(p.path, dir.join("defense_ratelimit.wasm"));
+    assert_eq!(p.sha256.unwrap()[1], 0x11);
+    assert_eq!(p.config["rate"], 5);
+    // A path overrides the catalogue's file.
+    let c = from_str(
+        &text.replace(
+            "[plugins.ratelimit]",
+            "[plugins.ratelimit]\npath = \"/opt/rl.wasm\"",
+        ),
+        "test.toml",
+    )
+    .unwrap();
+    assert_eq!(c.plugins["ratelimit"].source, PluginSource::Path);
+    assert_eq!(c.plugins["ratelimit"].path, PathBuf::from("/opt/rl.wasm"));
+    // Only catalogue plugins may leave the path out; built-in names stay reserved.
+    let e = err(&GOOD.replace("[director]", "[plugins.mine]\nconfig = {}\n\n[director]"));
+    assert_eq!(e.key, "plugins.mine.path");
+    assert!(e.message.contains("not a catalogue plugin"), "{e}");
+    let e = err(&GOOD.replace(
+        "[director]",
+        "[plugins.wlc]\npath = \"w.wasm\"\n\n[director]",
+    ));
+    assert_eq!(e.key, "plugins.wlc");
+    let e = err(&GOOD.replace("[director]", "[director]\nplugin_dirs = [\"\"]"));
+    assert_eq!(e.key, "director.plugin_dirs[0]");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn plugin_dirs_are_relative_to_the_file() {
+    let dir = std::env::temp_dir().join(format!("ringvs-cfg-dirs-{}", std::process::id()));
+    let plugins = dir.join("lib/plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::write(plugins.join("sched_mh.wasm"), b"").unwrap();
+    let path = dir.join("c.toml");
+    let text = GOOD
+        .replace("[director]", "[director]\nplugin_dirs = [\"lib/plugins\"]")
+        .replace("scheduler = \"rr\"", "scheduler = \"mh\"");
+    std::fs::write(&path, text).unwrap();
+    let c = load_with_env(&path, false).unwrap();
+    let want = std::fs::canonicalize(&plugins)
+        .unwrap()
+        .join("sched_mh.wasm");
+    assert_eq!(c.plugins["mh"].path, want);
+    assert_eq!(
+        c.director.catalogue_dirs()[0],
+        std::fs::canonicalize(&plugins).unwrap()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

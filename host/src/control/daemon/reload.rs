@@ -210,6 +210,21 @@ impl Daemon {
             }
             return Ok(target.to_string());
         }
+        if crate::plugin::catalogue::get(target).is_some() {
+            let dirs = self.cfg.director.catalogue_dirs();
+            let mut found = self.plugins.manager.load_catalogue(&[target], &dirs)?;
+            let p = found
+                .remove(target)
+                .ok_or_else(|| format!("catalogue plugin {target:?} did not load"))?;
+            if p.kind != crate::plugin::Kind::Scheduler {
+                return Err(format!(
+                    "catalogue plugin {target:?} is a {} plugin, not a scheduler",
+                    p.kind.name()
+                ));
+            }
+            extra.insert(target.to_string(), p);
+            return Ok(target.to_string());
+        }
         if target.ends_with(".wasm") || Path::new(target).is_file() {
             let p = self.plugins.manager.load_path(Path::new(target))?;
             let n = p.name.to_string();

@@ -15,8 +15,9 @@ use crate::dataplane::sources::{merge_top, SourceCount, SourceSketch};
 use crate::dataplane::stats::ShardReport;
 use crate::dataplane::templates::TemplateStore;
 use crate::dataplane::{Control, PluginEvent};
+use crate::plugin::Plugin;
 use crossbeam_channel::Receiver;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tracing::{error, info, warn};
 
@@ -172,8 +173,11 @@ impl Daemon {
     /// Applies an edit that may need new plugin instances: on a copy first, and only if
     /// every instance can be prepared does the copy become the registry. A copy shares the
     /// realservers' state (weights, flags, thresholds): on failure it is put back as it was.
+    /// `extra` are plugins the edit needs that are not loaded yet (catalogue plugins named
+    /// at runtime): they are committed with the edit.
     pub(super) fn edit_registry(
         &mut self,
+        extra: BTreeMap<String, Arc<Plugin>>,
         edit: impl FnOnce(&mut Registry) -> Result<(), EditError>,
     ) -> Result<(), String> {
         let saved = self.registry.save_shared();
@@ -181,7 +185,7 @@ impl Daemon {
         let prepared = edit(&mut trial).map_err(|e| e.to_string()).and_then(|()| {
             self.plugins
                 .manager
-                .prepare(&trial, self.queues.len(), &Default::default())
+                .prepare(&trial, self.queues.len(), &extra)
         });
         let prepared = match prepared {
             Ok(p) => p,
@@ -191,6 +195,7 @@ impl Daemon {
             }
         };
         self.registry = trial;
+        self.plugins.manager.commit(extra);
         let snap = self.plugins.manager.snapshot(&mut self.registry, prepared);
         self.broadcast(snap);
         self.sync_health();
