@@ -35,6 +35,9 @@ cargo test --workspace
 step "release build"
 cargo build --release -p ringvs
 
+step "Debian package: build, dpkg -i, the unit's command in a namespace, dpkg -P"
+NO_BUILD=1 bash scripts/test-deb.sh
+
 step "lab: end to end through ringvs"
 NO_BUILD=1 bash examples/lab/test-e2e.sh
 

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 /// Operators run it like ipvsadm + keepalived: `ringvs run -c FILE` starts the daemon,
 /// the other commands talk to it over its admin socket.
 #[derive(Parser, Debug)]
-#[command(name = "ringvs", version, about, long_about = None, propagate_version = true)]
+#[command(name = "ringvs", version = ringvs::LONG_VERSION, about, long_about = None, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -112,6 +112,27 @@ enum Cmd {
     Plugin {
         #[command(subcommand)]
         cmd: PluginCmd,
+    },
+    /// Write the man pages or a shell completion script (for packagers).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: GenerateCmd,
+    },
+}
+
+/// `ringvs generate`.
+#[derive(Subcommand, Debug)]
+enum GenerateCmd {
+    /// Man pages into DIR: ringvs.1 and one per command (ringvs-list.1, …).
+    Man {
+        /// The directory to write them to (created if missing).
+        dir: PathBuf,
+    },
+    /// A completion script for SHELL, on standard output.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -598,6 +619,24 @@ fn server(cmd: ServerCmd) -> Result<(), String> {
     }
 }
 
+/// `ringvs generate`: man pages or a completion script, from the command's own definition.
+fn generate(what: GenerateCmd) -> Result<(), String> {
+    use clap::CommandFactory;
+    match what {
+        GenerateCmd::Man { dir } => {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .map_err(|e| format!("cannot write man pages to {}: {e}", dir.display()))
+        }
+        GenerateCmd::Completion { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "ringvs", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.cmd, Cmd::Run(_)) {
@@ -619,6 +658,7 @@ fn main() -> ExitCode {
         Cmd::Plugin { cmd } => plugin(cmd),
         Cmd::Service { cmd } => service(cmd),
         Cmd::Server { cmd } => server(cmd),
+        Cmd::Generate { what } => generate(what),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -675,7 +715,10 @@ mod tests {
     fn top_level_help_lists_commands_with_one_line_descriptions() {
         let mut cmd = Cli::command();
         let help = cmd.render_help().to_string();
-        for sub in Cli::command().get_subcommands() {
+        for sub in Cli::command()
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set())
+        {
             let about = sub.get_about().unwrap().to_string();
             let line = help
                 .lines()
@@ -703,6 +746,49 @@ mod tests {
         assert!(help(&["service", "remove"]).contains("expire_nodest_conn"));
         assert!(help(&["server", "remove"]).contains("ipvsadm -d"));
         assert!(help(&["list"]).contains("ipvsadm -Ln"));
+    }
+
+    #[test]
+    fn version_names_the_revision_and_the_wit() {
+        let v = Cli::command().render_version().to_string();
+        assert!(
+            v.starts_with(&format!("ringvs {} (git ", env!("CARGO_PKG_VERSION"))),
+            "{v}"
+        );
+        assert!(v.contains(ringvs::REVISION), "{v}");
+        assert!(
+            v.contains(&format!("WIT ringvs:plugin@{}", ringvs_abi::WIT_VERSION)),
+            "{v}"
+        );
+        assert!(!ringvs::REVISION.is_empty());
+    }
+
+    #[test]
+    fn man_pages_and_completions_are_generated() {
+        let dir = std::env::temp_dir().join(format!("ringvs-man-{}", std::process::id()));
+        generate(GenerateCmd::Man { dir: dir.clone() }).unwrap();
+        let page = std::fs::read_to_string(dir.join("ringvs.1")).unwrap();
+        assert!(page.contains(".TH ringvs 1"), "{page}");
+        assert!(page.contains("Linux Virtual Server"), "{page}");
+        for sub in [
+            "ringvs-run.1",
+            "ringvs-list.1",
+            "ringvs-service-add.1",
+            "ringvs-check.1",
+        ] {
+            assert!(dir.join(sub).is_file(), "{sub} missing");
+        }
+        assert!(
+            !dir.join("ringvs-generate.1").exists(),
+            "the hidden command has no page"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut cmd = Cli::command();
+        let mut out = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "ringvs", &mut out);
+        let script = String::from_utf8(out).unwrap();
+        assert!(script.contains("complete -F _ringvs"), "bash completion");
+        assert!(script.contains("--scheduler"), "options of service add");
     }
 
     #[test]
