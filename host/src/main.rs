@@ -72,8 +72,26 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
-    /// Re-read the daemon's config file (same as SIGHUP).
+    /// Re-read the daemon's config file (same as SIGHUP). Runtime edits the file does not
+    /// repeat are reverted, and the answer names them.
     Reload {
+        /// Print what a reload would change, runtime edits it would revert included, and
+        /// change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep runtime edits (weights, servers, services, schedulers changed with the CLI)
+        /// where the file left the same thing unchanged since it was last applied.
+        #[arg(long)]
+        keep_runtime: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print the running state as a config file (ipvsadm-save): `ringvs check` accepts it,
+    /// and as the config file it reproduces what runs now, runtime edits included.
+    Save {
+        /// Write it to FILE instead of standard output.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
         #[command(flatten)]
         target: Target,
     },
@@ -449,6 +467,20 @@ fn status(json: bool, target: &Target) -> Result<(), String> {
     Ok(())
 }
 
+/// `ringvs save`.
+fn save(output: Option<&Path>, target: &Target) -> Result<(), String> {
+    let text: String = call(target, Request::Save {})?;
+    match output {
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+        Some(p) => {
+            std::fs::write(p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))
+        }
+    }
+}
+
 /// `ringvs top`.
 fn top(once: bool, json: bool, target: &Target) -> Result<(), String> {
     loop {
@@ -651,7 +683,18 @@ fn main() -> ExitCode {
         Cmd::Check { config } => check(&config),
         Cmd::List(a) => list(a),
         Cmd::Status { json, target } => status(json, &target),
-        Cmd::Reload { target } => simple(&target, Request::Reload {}),
+        Cmd::Reload {
+            dry_run,
+            keep_runtime,
+            target,
+        } => simple(
+            &target,
+            Request::Reload {
+                dry_run,
+                keep_runtime,
+            },
+        ),
+        Cmd::Save { output, target } => save(output.as_deref(), &target),
         Cmd::Top { once, json, target } => top(once, json, &target),
         Cmd::Zero { service, target } => simple(&target, Request::Zero { service }),
         Cmd::Replay(a) => replay(a),

@@ -11,48 +11,14 @@
 
 mod common;
 
+use common::director::{run, text, tmpdir, Director, BIN};
 use common::plugins::plugin_dir;
-use ringvs::config;
-use ringvs::control::admin;
-use ringvs::control::client;
-use ringvs::control::daemon::Daemon;
-use ringvs::control::protocol::{ListResult, Request};
 use ringvs::dataplane::testkit::{tcp, TWO_SERVICES};
-use ringvs::dataplane::Shard;
-use ringvs::io::process_packets;
 use ringvs::plugin::catalogue::{self, ENTRIES};
 use ringvs::wire::tcp::flags::SYN;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ringvs");
-
-fn tmpdir(tag: &str) -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "ringvs-catalogue-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(bin: &Path, args: &[&str]) -> Output {
-    Command::new(bin)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn sha256_hex(path: &Path) -> String {
     let d = Sha256::digest(std::fs::read(path).unwrap());
@@ -268,100 +234,6 @@ fn an_installed_binary_finds_its_catalogue_and_one_without_names_the_key() {
         "{out}"
     );
     std::fs::remove_dir_all(&root).unwrap();
-}
-
-/// A detached daemon serving its admin socket on a thread; stops when dropped.
-struct Director {
-    dir: PathBuf,
-    socket: PathBuf,
-    shards: Vec<Shard>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Director {
-    fn start(services: &str) -> Director {
-        let dir = tmpdir("daemon");
-        let socket = dir.join("admin.sock");
-        let conf = dir.join("ringvs.toml");
-        std::fs::write(
-            &conf,
-            format!(
-                "[director]\nadmin_socket = \"{}\"\nmetrics_listen = \"off\"\nconn_memory_limit = \"4MiB\"\n{services}",
-                socket.display()
-            ),
-        )
-        .unwrap();
-        let cfg = config::load_with_env(&conf, false).unwrap();
-        let (daemon, shards) = Daemon::detached(cfg).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = {
-            let _in_runtime = rt.enter();
-            admin::bind(&socket, None).unwrap()
-        };
-        let daemon = Arc::new(Mutex::new(daemon));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            rt.block_on(async move {
-                tokio::select! {
-                    _ = admin::serve(listener, daemon) => {}
-                    _ = rx => {}
-                }
-            });
-        });
-        Director {
-            dir,
-            socket,
-            shards,
-            stop: Some(tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        let mut a: Vec<&str> = args.to_vec();
-        a.extend(["--socket", self.socket.to_str().unwrap()]);
-        run(Path::new(BIN), &a)
-    }
-
-    /// The CLI must succeed; its standard output.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.cli(args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}{}",
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
-    }
-
-    fn list(&self) -> ListResult {
-        serde_json::from_value(client::call(&self.socket, &Request::List {}).unwrap()).unwrap()
-    }
-
-    /// Runs packets through queue 0 after it has applied what the control plane sent.
-    fn packets(&mut self, pkts: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
-        let shard = &mut self.shards[0];
-        process_packets(shard, &[]);
-        let refs: Vec<&[u8]> = pkts.iter().map(Vec::as_slice).collect();
-        process_packets(shard, &refs)
-    }
-}
-
-impl Drop for Director {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn a(s: &str) -> SocketAddrV4 {

@@ -7,9 +7,12 @@
 //! variable), the key, and what was expected. Validation is all-or-nothing: a config that
 //! fails anywhere changes nothing.
 
+pub mod diff;
 mod edit;
 mod health;
+pub mod keys;
 mod raw;
+pub mod save;
 pub mod units;
 
 pub use edit::{edit_service, new_service, ServiceEdit};
@@ -360,6 +363,9 @@ pub fn load_with_env(path: &Path, env: bool) -> Result<Config, ConfigError> {
         });
     }
     let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if let Ok(text) = std::fs::read_to_string(&abs) {
+        unknown_keys(&text, &origin)?;
+    }
     let mut fig = Figment::new().merge(Toml::file_exact(&abs));
     if env {
         // Only `RINGVS_SECTION__KEY` names are config; other RINGVS_ variables (used by
@@ -381,6 +387,7 @@ pub fn load_with_env(path: &Path, env: bool) -> Result<Config, ConfigError> {
 
 /// Parses a config from TOML text (no environment), for tests and `--dry-run` tools.
 pub fn from_str(text: &str, name: &str) -> Result<Config, ConfigError> {
+    unknown_keys(text, name)?;
     let fig = Figment::new().merge(Toml::string(text));
     let file: raw::File = fig.extract().map_err(|e| figment_error(name, e))?;
     let v = Validator {
@@ -389,6 +396,33 @@ pub fn from_str(text: &str, name: &str) -> Result<Config, ConfigError> {
         base: None,
     };
     v.validate(file, PathBuf::from(name))
+}
+
+/// Refuses a file with keys this version does not know, naming and explaining every one
+/// ([`keys::unknown`]). A file that is not TOML is left to the reader's error.
+fn unknown_keys(text: &str, origin: &str) -> Result<(), ConfigError> {
+    let Ok(doc) = text.parse::<toml::Table>() else {
+        return Ok(());
+    };
+    let found = keys::unknown(&doc);
+    let Some(first) = found.first() else {
+        return Ok(());
+    };
+    let mut message = first.explanation.clone();
+    if found.len() > 1 {
+        message += &format!(
+            "; and {} more key(s) this version of ringvs does not know:",
+            found.len() - 1
+        );
+        for u in &found[1..] {
+            message += &format!("\n  key `{}`: {}", u.key, u.explanation);
+        }
+    }
+    Err(ConfigError {
+        origin: origin.to_string(),
+        key: first.key.clone(),
+        message,
+    })
 }
 
 fn figment_error(origin: &str, e: figment::Error) -> ConfigError {

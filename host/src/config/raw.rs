@@ -14,17 +14,18 @@ pub enum Quantity {
     Text(String),
 }
 
-#[derive(Debug, Deserialize)]
+// Serialize: `ringvs save` writes a running state back as a config file (config/save.rs).
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct File {
     pub director: Option<Director>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub plugins: BTreeMap<String, Plugin>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service: Vec<Service>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Director {
     pub device: Option<String>,
@@ -43,7 +44,7 @@ pub struct Director {
     pub plugin_dirs: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plugin {
     pub path: Option<String>,
@@ -52,7 +53,7 @@ pub struct Plugin {
     pub config: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
     pub name: String,
@@ -61,16 +62,16 @@ pub struct Service {
     pub forward: Option<String>,
     pub scheduler: Option<String>,
     pub persistence: Option<Persistence>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub defense: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub timeouts: BTreeMap<String, Quantity>,
-    #[serde(default)]
-    pub server: Vec<Server>,
     pub health: Option<Health>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server: Vec<Server>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Persistence {
     pub plugin: String,
@@ -79,7 +80,7 @@ pub struct Persistence {
     pub config: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub addr: String,

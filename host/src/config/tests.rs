@@ -609,3 +609,165 @@ fn plugin_dirs_are_relative_to_the_file() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_saved_config_reads_back_to_the_same_state() {
+    let dir = fake_catalogue("save");
+    let text = format!(
+        r#"
+[director]
+device = "rvs9"
+queues = 3
+conn_memory_limit = "96MiB"
+admin_socket = "/run/x/admin.sock"
+admin_group = "lvsadmin"
+metrics_listen = "off"
+routes = "auto"
+offload = false
+mtu = 1400
+expire_nodest_conn = true
+expire_quiescent_template = true
+template_memory_limit = "2MiB"
+log_format = "json"
+plugin_dirs = ["{dir}"]
+
+[plugins.mine]
+path = "/opt/mine.wasm"
+sha256 = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+config = {{ a = 1, b = {{ c = "x" }} }}
+
+[plugins.ratelimit]
+config = {{ new_flows_per_sec = 5 }}
+
+[[service]]
+name = "web"
+vip = "10.77.100.100:80"
+scheduler = "mine"
+defense = ["ratelimit", "secure-tcp"]
+persistence = {{ plugin = "persist-netmask", timeout = "120s", config = {{ netmask = "255.255.255.0" }} }}
+timeouts = {{ established = "600s", udp = "30s" }}
+health = {{ check = "http", path = "/h", expect = [200, 204], host = "example.org", interval = "1500ms", fall = 4, on_fail = "remove", port = 9000 }}
+
+[[service.server]]
+addr = "10.77.1.1:8080"
+weight = 3
+upper = 100
+lower = 50
+
+[[service.server]]
+addr = "10.77.1.2:8080"
+weight = 0
+health = {{ addr = "10.77.2.2", path = "/other" }}
+
+[[service]]
+name = "dns"
+vip = "10.77.100.100:53"
+proto = "udp"
+scheduler = "sh"
+health = {{ check = "tcp", port = 53 }}
+
+[[service.server]]
+addr = "10.77.1.1:5353"
+"#,
+        dir = dir.display()
+    );
+    let c = from_str(&text, "test.toml").unwrap();
+    let saved = save::to_toml(&c.director, &c.plugins, &c.services).unwrap();
+    let back = from_str(&saved, "saved.toml").unwrap_or_else(|e| panic!("{e}\n{saved}"));
+    assert_eq!(back.director, c.director, "{saved}");
+    assert_eq!(back.services, c.services, "{saved}");
+    assert_eq!(back.plugins, c.plugins, "{saved}");
+    // Catalogue plugins used by name need no entry; declared ones keep theirs.
+    assert!(!saved.contains("[plugins.sh]"), "{saved}");
+    assert!(!saved.contains("[plugins.secure-tcp]"), "{saved}");
+    assert!(saved.contains("[plugins.ratelimit.config]"), "{saved}");
+    assert!(saved.contains("path = \"/opt/mine.wasm\""), "{saved}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_reload_plan_names_changes_and_reverts_or_keeps_runtime_edits() {
+    use diff::{plan, Runtime};
+    let loaded = from_str(GOOD, "test.toml").unwrap().services;
+    // Runtime: web's first server weight 1 -> 0, a server added to dns, a service added,
+    // dns's scheduler swapped.
+    let mut running = loaded.clone();
+    running[0].servers[0].weight = 0;
+    running[1]
+        .servers
+        .push(ServerConfig::new("10.77.1.9:53".parse().unwrap(), 2));
+    running[1].scheduler = "wlc".into();
+    let mut api = running[1].clone();
+    api.name = "api".into();
+    api.vip = "10.77.100.101:53".parse().unwrap();
+    running.push(api);
+    // The file now: web's second server weight 0 -> 5, and dns's scheduler rr -> wrr.
+    let mut file = loaded.clone();
+    file[0].servers[1].weight = 5;
+    file[1].scheduler = "wrr".into();
+
+    let p = plan(&running, &loaded, &file, false);
+    assert_eq!(p.services, file, "a plain reload applies the file");
+    let texts: Vec<String> = p.changes.iter().map(|c| c.to_string()).collect();
+    for want in [
+        "~ service web: server 10.77.1.1:8080 weight 0 -> 1 (reverts a runtime edit)",
+        "~ service web: server 10.77.1.2:80 weight 0 -> 5",
+        "~ service dns: scheduler wlc -> wrr (reverts a runtime edit)",
+        "- service dns: server 10.77.1.9:53 (reverts a runtime edit)",
+        "- service api (udp 10.77.100.101:53) (reverts a runtime edit)",
+    ] {
+        assert!(
+            texts.contains(&want.to_string()),
+            "{want} not in {texts:#?}"
+        );
+    }
+    assert_eq!(texts.len(), 5, "{texts:#?}");
+    assert_eq!(p.reverted().count(), 4);
+
+    let k = plan(&running, &loaded, &file, true);
+    let texts: Vec<String> = k.changes.iter().map(|c| c.to_string()).collect();
+    for want in [
+        "= service web: server 10.77.1.1:8080 weight 0 (runtime edit kept)",
+        "~ service web: server 10.77.1.2:80 weight 0 -> 5",
+        // The file changed the scheduler too: the file wins.
+        "~ service dns: scheduler wlc -> wrr (reverts a runtime edit)",
+        "= service dns: server 10.77.1.9:53 added at runtime (runtime edit kept)",
+        "= service api (udp 10.77.100.101:53) added at runtime (runtime edit kept)",
+    ] {
+        assert!(
+            texts.contains(&want.to_string()),
+            "{want} not in {texts:#?}"
+        );
+    }
+    assert_eq!(k.kept().count(), 3, "{texts:#?}");
+    let names: Vec<&str> = k.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["web", "dns", "api"]);
+    assert_eq!(k.services[0].servers[0].weight, 0);
+    assert_eq!(k.services[0].servers[1].weight, 5);
+    assert_eq!(k.services[1].scheduler, "wrr");
+    assert_eq!(
+        k.services[1].servers.len(),
+        1,
+        "dns had none; the runtime one is kept"
+    );
+
+    // A service removed at runtime stays removed with --keep-runtime, comes back without.
+    let running: Vec<_> = loaded.iter().filter(|s| s.name != "dns").cloned().collect();
+    let p = plan(&running, &loaded, &loaded, false);
+    assert_eq!(p.services, loaded);
+    assert_eq!(p.changes[0].runtime, Runtime::Reverted);
+    assert!(
+        p.changes[0].text.starts_with("+ service dns"),
+        "{:?}",
+        p.changes
+    );
+    let k = plan(&running, &loaded, &loaded, true);
+    assert_eq!(k.services, running);
+    assert_eq!(
+        k.changes[0].to_string(),
+        "= service dns removed at runtime (runtime edit kept)"
+    );
+    // Nothing edited, nothing changed: no changes.
+    assert!(plan(&loaded, &loaded, &loaded, false).changes.is_empty());
+    assert!(plan(&loaded, &loaded, &loaded, true).changes.is_empty());
+}

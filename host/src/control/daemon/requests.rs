@@ -32,7 +32,16 @@ impl Handler for Daemon {
             Request::Connections { max } => {
                 json(self.connections(max.unwrap_or(10_000).min(1_000_000)))
             }
-            Request::Reload {} => self.reload().map(Value::String),
+            Request::Reload {
+                dry_run,
+                keep_runtime,
+            } => self
+                .reload_with(super::reload::ReloadOptions {
+                    dry_run,
+                    keep_runtime,
+                })
+                .map(Value::String),
+            Request::Save {} => self.save().map(Value::String),
             Request::PluginSwap { service, target } => {
                 self.swap(&service, &target).map(Value::String)
             }

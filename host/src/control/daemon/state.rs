@@ -63,6 +63,10 @@ pub struct Daemon {
     pub(super) health: crate::health::Monitor,
     /// Routes installed with `director.routes = "auto"`.
     pub(super) routes: Option<AutoRoutes>,
+    /// Who may use the admin socket (changed on reload by `director.admin_group`).
+    pub(super) admin: Option<super::super::admin::Access>,
+    /// Reloads done and refused.
+    pub(super) reloads: super::reload::ReloadStats,
 }
 
 /// A fatal startup or runtime error.
@@ -113,7 +117,16 @@ impl Daemon {
             stats: Stats::default(),
             health: crate::health::Monitor::new(tokio::runtime::Handle::try_current().ok()),
             routes: None,
+            admin: None,
+            reloads: Default::default(),
         }
+    }
+
+    /// Gives the daemon the admin socket's access handle, so that a reload can change
+    /// `director.admin_group` (the real daemon does this at start; tests with a detached
+    /// daemon do it after binding).
+    pub fn attach_admin(&mut self, access: super::super::admin::Access) {
+        self.admin = Some(access);
     }
 
     /// Every queue's report, merged.
