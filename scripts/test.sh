@@ -26,6 +26,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "Grafana dashboard (JSON, PromQL via promtool)"
 bash examples/grafana/check-dashboard.sh
 
+step "Prometheus rules (promtool check rules, promtool test rules)"
+bash examples/prometheus/check-rules.sh
+
 step "plugins (wasm32-wasip2)"
 bash scripts/build-plugins.sh
 

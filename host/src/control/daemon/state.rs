@@ -246,6 +246,10 @@ impl Daemon {
             crate::metrics::update_plugins(&r, &samples, &self.plugins.manager.swaps);
             let top = self.top_view();
             crate::metrics::update_defense(&top, &mut self.stats.top_shown);
+            let (services, backends) = self.traffic_rows(&r);
+            crate::metrics::traffic::update(&mut self.stats.totals, &services, &backends);
+            let l = &self.reloads;
+            crate::metrics::traffic::update_reloads(l.ok, l.failed, l.last_unix, l.last_ok);
         }
         self.queues.check_threads()
     }

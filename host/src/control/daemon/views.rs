@@ -106,6 +106,42 @@ impl Daemon {
         }
     }
 
+    /// Every slot's counters since start, for the per-service and per-backend metrics
+    /// (draining services and realservers included until they are collected).
+    pub(super) fn traffic_rows(
+        &self,
+        r: &ShardReport,
+    ) -> (
+        Vec<crate::metrics::traffic::ServiceRow>,
+        Vec<crate::metrics::traffic::BackendRow>,
+    ) {
+        use crate::metrics::traffic::{BackendRow, ServiceRow};
+        let mut services = Vec::new();
+        let mut backends = Vec::new();
+        for e in self.registry.all_services() {
+            if e.removed && e.dests.is_empty() {
+                continue;
+            }
+            services.push(ServiceRow {
+                slot: e.id,
+                service: e.cfg.name.clone(),
+                proto: e.cfg.proto.name(),
+                vip: e.cfg.vip,
+                live: !e.removed,
+                traffic: r.services.get(e.id as usize).copied().unwrap_or_default(),
+            });
+            for d in &e.dests {
+                backends.push(BackendRow {
+                    slot: d.id,
+                    service: e.cfg.name.clone(),
+                    server: d.addr.to_string(),
+                    traffic: r.dests.get(d.id as usize).copied().unwrap_or_default(),
+                });
+            }
+        }
+        (services, backends)
+    }
+
     /// Services with counts, statistics since the last zero, and rates.
     pub fn list(&self) -> ListResult {
         let r = self.report();
