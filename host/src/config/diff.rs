@@ -272,6 +272,11 @@ impl Merge {
                 Some(h) => format!("{} every {:?}", h.kind.name(), h.interval),
             }
         );
+        out.sorry_server = field!(
+            "sorry server",
+            |s: &ServiceConfig| s.sorry_server,
+            |v: &Option<std::net::SocketAddrV4>| v.map_or("none".to_string(), |a| a.to_string())
+        );
         out.servers = self.servers(name, r, l, f);
         out
     }

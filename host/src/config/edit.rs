@@ -75,6 +75,15 @@ pub struct ServiceEdit {
     #[arg(long = "persistence", value_name = "PLUGIN")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistence: Option<String>,
+    /// A sorry server (keepalived's sorry_server): new flows go to it while no realserver
+    /// can take them (all down, removed or at weight 0). A bare address takes the VIP's port.
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sorry_server: Option<String>,
+    /// No sorry server any more (edit only).
+    #[arg(long, conflicts_with = "sorry_server")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_sorry_server: bool,
     /// No more persistence (edit only; the templates expire on their own).
     #[arg(long, conflicts_with_all = ["persistent", "netmask", "persistence"])]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -203,6 +212,12 @@ pub fn new_service(
             "a new service has no persistence to remove (leave `persistent` out instead)",
         ));
     }
+    if edit.no_sorry_server {
+        return Err(v.err(
+            "no_sorry_server",
+            "a new service has no sorry server to remove (leave `sorry_server` out instead)",
+        ));
+    }
     let raw = raw::Service {
         name: name.to_string(),
         vip,
@@ -211,6 +226,7 @@ pub fn new_service(
         scheduler: edit.scheduler,
         persistence,
         health: edit.health,
+        sorry_server: edit.sorry_server,
         defense: edit.defense.unwrap_or_default(),
         timeouts: edit.timeouts.into_iter().collect(),
         server: Vec::new(),
@@ -262,6 +278,12 @@ pub fn edit_service(
     }
     if let Some(f) = &edit.forward {
         out.forward = v.forward("forward", f)?;
+    }
+    if edit.no_sorry_server {
+        out.sorry_server = None;
+    }
+    if let Some(a) = &edit.sorry_server {
+        out.sorry_server = Some(v.sorry_server("", a, base.vip, &base.servers)?);
     }
     if let Some(s) = edit.scheduler {
         v.scheduler("scheduler", &s, is_plugin)?;

@@ -274,6 +274,9 @@ pub struct ServiceConfig {
     pub servers: Vec<ServerConfig>,
     /// The service's health check (what servers added at runtime get), if any.
     pub health: Option<HealthConfig>,
+    /// keepalived's `sorry_server`: takes the new flows while no realserver can (every one
+    /// down, removed or at weight 0); not health-checked.
+    pub sorry_server: Option<SocketAddrV4>,
 }
 
 /// `[[service.server]]`.
@@ -905,6 +908,10 @@ impl Validator<'_> {
                 lower,
             });
         }
+        let sorry_server = match &s.sorry_server {
+            None => None,
+            Some(a) => Some(self.sorry_server(key, a, vip, &servers)?),
+        };
         Ok(ServiceConfig {
             name: s.name,
             proto,
@@ -916,7 +923,28 @@ impl Validator<'_> {
             timeouts,
             servers,
             health,
+            sorry_server,
         })
+    }
+
+    /// A service's `sorry_server`: an address (a bare one takes the VIP's port) that is not
+    /// one of its realservers.
+    fn sorry_server(
+        &self,
+        key: &str,
+        s: &str,
+        vip: SocketAddrV4,
+        servers: &[ServerConfig],
+    ) -> Result<SocketAddrV4, ConfigError> {
+        let k = format!("{key}.sorry_server");
+        let a = self.v4_endpoint(&k, s, Some(vip.port()))?;
+        if servers.iter().any(|x| x.addr == a) {
+            return Err(self.err(
+                k,
+                format!("{a} is a realserver of this service; a sorry server stands in for them, so it must be another address"),
+            ));
+        }
+        Ok(a)
     }
 
     /// A service's `persistence` table (`key` is its key).

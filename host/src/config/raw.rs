@@ -67,6 +67,7 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub timeouts: BTreeMap<String, Quantity>,
     pub health: Option<Health>,
+    pub sorry_server: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server: Vec<Server>,
 }

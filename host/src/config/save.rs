@@ -139,6 +139,7 @@ fn service(s: &ServiceConfig) -> raw::Service {
         defense: s.defense.clone(),
         timeouts: timeouts(&s.timeouts),
         health: s.health.as_ref().map(health_table),
+        sorry_server: s.sorry_server.map(|a| a.to_string()),
         server: s
             .servers
             .iter()

@@ -648,6 +648,8 @@ persistence = {{ plugin = "persist-netmask", timeout = "120s", config = {{ netma
 timeouts = {{ established = "600s", udp = "30s" }}
 health = {{ check = "http", path = "/h", expect = [200, 204], host = "example.org", interval = "1500ms", fall = 4, on_fail = "remove", port = 9000 }}
 
+sorry_server = "10.77.9.9"
+
 [[service.server]]
 addr = "10.77.1.1:8080"
 weight = 3
@@ -770,4 +772,54 @@ fn a_reload_plan_names_changes_and_reverts_or_keeps_runtime_edits() {
     // Nothing edited, nothing changed: no changes.
     assert!(plan(&loaded, &loaded, &loaded, false).changes.is_empty());
     assert!(plan(&loaded, &loaded, &loaded, true).changes.is_empty());
+}
+
+#[test]
+fn a_sorry_server_is_another_address() {
+    let c = from_str(
+        &GOOD.replace(
+            "scheduler = \"wlc\"",
+            "scheduler = \"wlc\"\nsorry_server = \"10.77.9.9\"",
+        ),
+        "test.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.services[0].sorry_server,
+        Some("10.77.9.9:80".parse().unwrap())
+    );
+    assert_eq!(c.services[1].sorry_server, None);
+    let e = err(&GOOD.replace(
+        "scheduler = \"wlc\"",
+        "scheduler = \"wlc\"\nsorry_server = \"10.77.1.1:8080\"",
+    ));
+    assert_eq!(e.key, "service[0].sorry_server");
+    assert!(e.message.contains("is a realserver of this service"), "{e}");
+    let e = err(&GOOD.replace(
+        "scheduler = \"wlc\"",
+        "scheduler = \"wlc\"\nsorry_server = \"nowhere\"",
+    ));
+    assert_eq!(e.key, "service[0].sorry_server");
+    // At runtime too.
+    let web = c.services[0].clone();
+    let edit = ServiceEdit {
+        sorry_server: Some("10.77.9.8:81".into()),
+        ..Default::default()
+    };
+    let out = edit_service(&web, edit, &no_plugins).unwrap();
+    assert_eq!(out.sorry_server, Some("10.77.9.8:81".parse().unwrap()));
+    let edit = ServiceEdit {
+        no_sorry_server: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        edit_service(&web, edit, &no_plugins).unwrap().sorry_server,
+        None
+    );
+    let edit = ServiceEdit {
+        sorry_server: Some("10.77.1.2".into()),
+        ..Default::default()
+    };
+    let e = edit_service(&web, edit, &no_plugins).unwrap_err();
+    assert_eq!(e.key, "sorry_server");
 }

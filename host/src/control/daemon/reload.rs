@@ -229,6 +229,7 @@ impl Daemon {
         self.sync_health();
         let snap = self.plugins.manager.snapshot(&mut self.registry, prepared);
         self.broadcast(snap);
+        self.sync_sorry();
         for s in swapped.iter().chain(&persist_swapped) {
             self.plugins.manager.count_swap(s);
         }

@@ -157,6 +157,18 @@ impl Daemon {
         r.sync(&vips, &servers).map_err(|e| e.to_string())
     }
 
+    /// Sorry servers on or off to match their services' realservers
+    /// ([`Registry::update_sorry`]); each change is logged.
+    pub(super) fn sync_sorry(&mut self) {
+        for (service, addr, on) in self.registry.update_sorry() {
+            if on {
+                warn!(service = %service, sorry_server = %addr, "sorry server ON: no realserver can take new flows");
+            } else {
+                info!(service = %service, sorry_server = %addr, "sorry server off: a realserver serves again");
+            }
+        }
+    }
+
     /// Starts, stops or keeps health checkers to match the registry.
     pub(super) fn sync_health(&mut self) {
         let r = self.health.sync(self.registry.health_wants());
@@ -212,6 +224,7 @@ impl Daemon {
         let snap = self.plugins.manager.snapshot(&mut self.registry, prepared);
         self.broadcast(snap);
         self.sync_health();
+        self.sync_sorry();
         if let Err(e) = self.sync_routes() {
             warn!("routes: {e}");
         }
@@ -223,6 +236,7 @@ impl Daemon {
     pub(super) fn edited(&mut self) -> serde_json::Value {
         self.sync_health();
         self.republish();
+        self.sync_sorry();
         if let Err(e) = self.sync_routes() {
             warn!("routes: {e}");
         }
@@ -236,6 +250,7 @@ impl Daemon {
         if self.registry.collect_garbage() {
             self.republish();
         }
+        self.sync_sorry();
         self.take_events();
         self.update_top();
         self.deliver_fresh();

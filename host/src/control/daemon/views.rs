@@ -36,6 +36,14 @@ fn service_flags(e: &ServiceEntry) -> Vec<String> {
     if let Some(h) = &e.cfg.health {
         flags.push(format!("health {} {}", h.kind.name(), h.on_fail.name()));
     }
+    if let Some(d) = e.dests.iter().find(|d| d.sorry && !d.removed()) {
+        let state = if d.state.weight() > 0 {
+            "active"
+        } else {
+            "standby"
+        };
+        flags.push(format!("sorry {} {state}", d.addr));
+    }
     flags
 }
 
