@@ -905,7 +905,7 @@ addr = "10.77.1.2:8080"
         // One back: standby again.
         r.set_weight("web", "10.77.1.1:8080".parse().unwrap(), 2)
             .unwrap();
-        assert_eq!(r.update_sorry()[0].2, false);
+        assert!(!r.update_sorry()[0].2);
         assert_eq!(sorry(&r).state.weight(), 0);
         // A health check holding the last one down counts as down.
         web(&r)[0].state.health_down(false);
