@@ -418,6 +418,12 @@ fn check_health(s: &config::ServiceConfig) {
         config::CheckKind::Http(x) => {
             format!("http GET {} expect {}", x.path, x.expected())
         }
+        config::CheckKind::Script(x) => format!(
+            "script {} as {}{}",
+            x.command.join(" "),
+            x.user,
+            if x.dynamic { " (dynamic weight)" } else { "" }
+        ),
     };
     println!(
         "service {}: health {what} every {:?}, timeout {:?}, rise {}, fall {}, on_fail {}; {checked} of {} server(s) checked; detection window {:?}",

@@ -277,6 +277,14 @@ impl Merge {
             |s: &ServiceConfig| s.sorry_server,
             |v: &Option<std::net::SocketAddrV4>| v.map_or("none".to_string(), |a| a.to_string())
         );
+        out.notify = field!(
+            "notify",
+            |s: &ServiceConfig| s.notify.clone(),
+            |v: &Option<super::NotifyConfig>| match v {
+                None => "none".to_string(),
+                Some(n) => format!("up {:?} down {:?}", n.up, n.down),
+            }
+        );
         out.servers = self.servers(name, r, l, f);
         out
     }

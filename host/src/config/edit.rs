@@ -227,6 +227,7 @@ pub fn new_service(
         persistence,
         health: edit.health,
         sorry_server: edit.sorry_server,
+        notify: None,
         defense: edit.defense.unwrap_or_default(),
         timeouts: edit.timeouts.into_iter().collect(),
         server: Vec::new(),

@@ -38,6 +38,11 @@ pub const FOREIGN: &[(&str, &str)] = &[
     ("u_threshold", "keepalived's uthreshold is `upper` here (ipvsadm -x)"),
     ("uthreshold", "keepalived's uthreshold is `upper` here (ipvsadm -x)"),
     ("lthreshold", "keepalived's lthreshold is `lower` here (ipvsadm -y)"),
+    ("misc_path", "keepalived's MISC_CHECK misc_path is `health = { check = \"script\", command = [\"/path\", \"arg\"] }` here"),
+    ("misc_timeout", "keepalived's misc_timeout is `health.timeout` here"),
+    ("misc_dynamic", "keepalived's misc_dynamic is `health.dynamic = true` here"),
+    ("notify_up", "keepalived's notify_up is `notify = { up = [\"/path\", \"arg\"] }` here"),
+    ("notify_down", "keepalived's notify_down is `notify = { down = [\"/path\", \"arg\"] }` here"),
 ];
 
 /// The field names serde's derive gives a struct's `deserialize_struct`.

@@ -16,7 +16,10 @@ pub mod save;
 pub mod units;
 
 pub use edit::{edit_service, new_service, ServiceEdit};
-pub use health::{CheckKind, HealthConfig, HttpCheck, OnFail};
+pub use health::{
+    user_ids, CheckKind, HealthConfig, HttpCheck, NotifyConfig, OnFail, ScriptCheck,
+    DEFAULT_SCRIPT_USER,
+};
 pub use raw::{Health as HealthTable, Quantity};
 
 use crate::conn::{State, Timeouts};
@@ -277,6 +280,8 @@ pub struct ServiceConfig {
     /// keepalived's `sorry_server`: takes the new flows while no realserver can (every one
     /// down, removed or at weight 0); not health-checked.
     pub sorry_server: Option<SocketAddrV4>,
+    /// Commands run when a realserver goes up or down (keepalived notify_up/notify_down).
+    pub notify: Option<NotifyConfig>,
 }
 
 /// `[[service.server]]`.
@@ -912,6 +917,10 @@ impl Validator<'_> {
             None => None,
             Some(a) => Some(self.sorry_server(key, a, vip, &servers)?),
         };
+        let notify = match &s.notify {
+            None => None,
+            Some(n) => Some(self.notify(&format!("{key}.notify"), n)?),
+        };
         Ok(ServiceConfig {
             name: s.name,
             proto,
@@ -924,6 +933,7 @@ impl Validator<'_> {
             servers,
             health,
             sorry_server,
+            notify,
         })
     }
 

@@ -68,6 +68,7 @@ pub struct Service {
     pub timeouts: BTreeMap<String, Quantity>,
     pub health: Option<Health>,
     pub sorry_server: Option<String>,
+    pub notify: Option<Notify>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server: Vec<Server>,
 }
@@ -107,6 +108,21 @@ pub struct Health {
     pub on_fail: Option<String>,
     pub port: Option<i64>,
     pub addr: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub user: Option<String>,
+    pub dynamic: Option<bool>,
+}
+
+/// `notify = { up = [...], down = [...], timeout, user, max_per_minute }`: commands run when
+/// a realserver of the service goes up or down (keepalived's notify_up/notify_down).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    pub up: Option<Vec<String>>,
+    pub down: Option<Vec<String>>,
+    pub timeout: Option<Quantity>,
+    pub user: Option<String>,
+    pub max_per_minute: Option<i64>,
 }
 
 /// `expect = 200` or `expect = [200, 204]`.

@@ -60,8 +60,16 @@ fn director(d: &Director) -> raw::Director {
 
 /// A health check as the keys of a `health` table (every key written).
 pub fn health_table(h: &HealthConfig) -> raw::Health {
+    let (command, user, dynamic) = match &h.kind {
+        CheckKind::Script(s) => (
+            Some(s.command.clone()),
+            Some(s.user.clone()),
+            s.dynamic.then_some(true),
+        ),
+        _ => (None, None, None),
+    };
     let (path, expect, host) = match &h.kind {
-        CheckKind::Tcp => (None, None, None),
+        CheckKind::Tcp | CheckKind::Script(_) => (None, None, None),
         CheckKind::Http(x) => (
             Some(x.path.clone()),
             match x.expect.as_slice() {
@@ -98,6 +106,20 @@ pub fn health_table(h: &HealthConfig) -> raw::Health {
                 a.to_string()
             }
         }),
+        command,
+        user,
+        dynamic,
+    }
+}
+
+/// A `notify` table.
+fn notify_table(n: &super::NotifyConfig) -> raw::Notify {
+    raw::Notify {
+        up: n.up.clone(),
+        down: n.down.clone(),
+        timeout: Some(ms(n.timeout)),
+        user: Some(n.user.clone()),
+        max_per_minute: Some(i64::from(n.max_per_minute)),
     }
 }
 
@@ -140,6 +162,7 @@ fn service(s: &ServiceConfig) -> raw::Service {
         timeouts: timeouts(&s.timeouts),
         health: s.health.as_ref().map(health_table),
         sorry_server: s.sorry_server.map(|a| a.to_string()),
+        notify: s.notify.as_ref().map(notify_table),
         server: s
             .servers
             .iter()

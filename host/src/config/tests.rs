@@ -823,3 +823,106 @@ fn a_sorry_server_is_another_address() {
     let e = edit_service(&web, edit, &no_plugins).unwrap_err();
     assert_eq!(e.key, "sorry_server");
 }
+
+#[test]
+fn script_checks_and_notify_hooks() {
+    let text = GOOD.replace(
+        "scheduler = \"wlc\"",
+        "scheduler = \"wlc\"\nhealth = { check = \"script\", command = [\"/usr/local/bin/check\", \"--fast\"], dynamic = true, timeout = \"2s\", interval = \"5s\" }\nnotify = { down = [\"/usr/local/bin/page\", \"ops\"], max_per_minute = 2 }",
+    );
+    let c = from_str(&text, "test.toml").unwrap();
+    let h = c.services[0].health.as_ref().unwrap();
+    assert_eq!(
+        h.kind,
+        CheckKind::Script(ScriptCheck {
+            command: vec!["/usr/local/bin/check".into(), "--fast".into()],
+            user: "nobody".into(),
+            dynamic: true
+        })
+    );
+    let n = c.services[0].notify.as_ref().unwrap();
+    assert_eq!(n.up, None);
+    assert_eq!(
+        n.down.as_deref(),
+        Some(&["/usr/local/bin/page".to_string(), "ops".into()][..])
+    );
+    assert_eq!(
+        (n.max_per_minute, n.timeout),
+        (2, std::time::Duration::from_secs(5))
+    );
+    assert_eq!(n.user, "nobody");
+    // What `save` writes reads back the same.
+    let saved = save::to_toml(&c.director, &c.plugins, &c.services).unwrap();
+    assert_eq!(
+        from_str(&saved, "s.toml").unwrap().services,
+        c.services,
+        "{saved}"
+    );
+
+    for (from, to, key, msg) in [
+        (
+            "command = [\"/usr/local/bin/check\", \"--fast\"], ",
+            "",
+            "service[0].health.command",
+            "a script check needs command",
+        ),
+        (
+            "[\"/usr/local/bin/check\", \"--fast\"]",
+            "[\"check\"]",
+            "service[0].health.command",
+            "absolute path",
+        ),
+        (
+            "[\"/usr/local/bin/check\", \"--fast\"]",
+            "[]",
+            "service[0].health.command",
+            "empty list",
+        ),
+        (
+            "dynamic = true",
+            "path = \"/\"",
+            "service[0].health.path",
+            "only an HTTP check has this key",
+        ),
+        (
+            "check = \"script\"",
+            "check = \"tcp\"",
+            "service[0].health.command",
+            "only a script check has this key",
+        ),
+        (
+            "dynamic = true",
+            "user = \"no-such-user-rvs\"",
+            "service[0].health.user",
+            "no user named",
+        ),
+        (
+            "max_per_minute = 2",
+            "max_per_minute = 0",
+            "service[0].notify.max_per_minute",
+            "1 to 600",
+        ),
+        (
+            "down = [\"/usr/local/bin/page\", \"ops\"], ",
+            "",
+            "service[0].notify",
+            "up = ",
+        ),
+        (
+            "[\"/usr/local/bin/page\", \"ops\"]",
+            "[\"page\"]",
+            "service[0].notify.down",
+            "absolute path",
+        ),
+        (
+            "max_per_minute = 2",
+            "timeout = \"2m\"",
+            "service[0].notify.timeout",
+            "100ms to 60s",
+        ),
+    ] {
+        let e = err(&text.replace(from, to));
+        assert_eq!(e.key, key, "{to}: {e}");
+        assert!(e.message.contains(msg), "{to}: {e}");
+    }
+}

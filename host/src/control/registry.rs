@@ -319,6 +319,25 @@ impl Registry {
         out
     }
 
+    /// Sets the weight a dynamic script check gave a realserver (keepalived `misc_dynamic`),
+    /// in the shared state only: the configured weight stays what `save` writes and a reload
+    /// restores (until the next check). True if it changed.
+    pub fn set_dynamic_weight(&self, svc: &str, addr: SocketAddrV4, weight: u32) -> bool {
+        let weight = weight.min(MAX_WEIGHT);
+        let Some(d) = self.service(svc).and_then(|e| {
+            e.dests
+                .iter()
+                .find(|d| d.addr == addr && !d.sorry && !d.removed())
+        }) else {
+            return false;
+        };
+        if d.state.weight() == weight {
+            return false;
+        }
+        d.state.set_weight(weight);
+        true
+    }
+
     /// Forgets draining realservers and services with no connections left.
     pub fn collect_garbage(&mut self) -> bool {
         let mut any = false;
@@ -447,6 +466,7 @@ impl Registry {
                     server: s.addr,
                     dest: d.state.clone(),
                     cfg: cfg.clone(),
+                    notify: e.cfg.notify.clone(),
                 });
             }
         }

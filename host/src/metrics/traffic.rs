@@ -1,7 +1,7 @@
 //! Per-service and per-backend traffic counters (ipvsadm `--stats` per line, as counters),
 //! the service info metric that carries a service's address for joins (and node_exporter's
 //! `node_ipvs_backend_*` labels: `examples/prometheus/node-ipvs.rules.yml`), the build info,
-//! and the reload counters.
+//! the reload counters, and the notify hooks' runs.
 //!
 //! Labels are bounded by the config: `service` is a `[[service]]` name, `server` a
 //! realserver's `addr:port`. A label set's counters never go down, even when a service or
@@ -44,9 +44,11 @@ pub const RELOADS: &str = "ringvs_reloads_total";
 pub const LAST_RELOAD: &str = "ringvs_last_reload_timestamp_seconds";
 /// `ringvs_last_reload_successful`.
 pub const LAST_RELOAD_OK: &str = "ringvs_last_reload_successful";
+/// `ringvs_notify_total{service,event,result}`.
+pub const NOTIFY: &str = "ringvs_notify_total";
 
 /// Every metric of this module, with its type (beside [`super::ALL`]).
-pub const ALL: [(&str, Kind); 15] = [
+pub const ALL: [(&str, Kind); 16] = [
     (SERVICE_CONNECTIONS, Kind::Counter),
     (SERVICE_IN_PACKETS, Kind::Counter),
     (SERVICE_OUT_PACKETS, Kind::Counter),
@@ -62,6 +64,7 @@ pub const ALL: [(&str, Kind); 15] = [
     (RELOADS, Kind::Counter),
     (LAST_RELOAD, Kind::Gauge),
     (LAST_RELOAD_OK, Kind::Gauge),
+    (NOTIFY, Kind::Counter),
 ];
 
 /// Help texts of this module's metrics.
@@ -134,13 +137,17 @@ pub fn describe() {
         Unit::Seconds,
         "When the last reload was tried, seconds since the Unix epoch (0: none since start)."
     );
+    describe_counter!(
+        NOTIFY,
+        "Notify hooks (a service's notify.up/down), by event and result: ok, failed, timeout (killed at its timeout), error (could not run), dropped (over max_per_minute)."
+    );
     describe_gauge!(
         LAST_RELOAD_OK,
         "1 if the last reload was applied (or none was tried), 0 if it was refused."
     );
 }
 
-/// `ringvs_build_info`: set once, at start.
+/// `ringvs_build_info`: set at start and every second (unset gauges expire).
 pub fn build_info() {
     gauge!(
         BUILD_INFO,
@@ -161,6 +168,12 @@ pub fn update_reloads(ok: u64, failed: u64, last_unix: f64, last_ok: bool) {
     } else {
         0.0
     });
+}
+
+/// A notify hook of `service` for `event` ended with `result`, or was `dropped`.
+pub fn notified(service: &str, event: &'static str, result: &'static str) {
+    counter!(NOTIFY, "service" => service.to_string(), "event" => event, "result" => result)
+        .increment(1);
 }
 
 /// A service's counters from one slot of the queues' report.
@@ -346,6 +359,7 @@ mod tests {
             describe();
             build_info();
             update_reloads(3, 1, 1.7e9, false);
+            notified("web", "down", "timeout");
             let mut tot = Totals::default();
             update(
                 &mut tot,

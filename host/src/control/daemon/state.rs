@@ -169,6 +169,15 @@ impl Daemon {
         }
     }
 
+    /// Weights from dynamic script checks into the realservers' shared state.
+    fn sync_dynamic_weights(&mut self) {
+        for (service, server, w) in self.health.dynamic_weights() {
+            if self.registry.set_dynamic_weight(&service, server, w) {
+                info!(service = %service, server = %server, weight = w, "weight set by a dynamic check");
+            }
+        }
+    }
+
     /// Starts, stops or keeps health checkers to match the registry.
     pub(super) fn sync_health(&mut self) {
         let r = self.health.sync(self.registry.health_wants());
@@ -250,6 +259,7 @@ impl Daemon {
         if self.registry.collect_garbage() {
             self.republish();
         }
+        self.sync_dynamic_weights();
         self.sync_sorry();
         self.take_events();
         self.update_top();
@@ -265,6 +275,8 @@ impl Daemon {
             crate::metrics::traffic::update(&mut self.stats.totals, &services, &backends);
             let l = &self.reloads;
             crate::metrics::traffic::update_reloads(l.ok, l.failed, l.last_unix, l.last_ok);
+            // Gauges not set for 10 s disappear: the build info is set every second too.
+            crate::metrics::traffic::build_info();
         }
         self.queues.check_threads()
     }
