@@ -452,6 +452,44 @@ fwd_up_nft() {
     fi
     LAB_FWD=nft
     log "forwarder nft: table ip $NFT_TABLE (DNAT, numgen round robin) loaded in $(ns_name dir)"
+    if [[ ${NFT_SYNPROXY:-0} == 1 ]]; then
+        # The kernel's SYN proxy in front of the DNAT: the VIP's SYNs are left untracked and
+        # answered with cookies by the synproxy statement (VIP local, input hook); a valid ACK
+        # makes the kernel send its own SYN, which the output chain DNATs to a realserver.
+        in_ns dir ip addr add "$VIP/32" dev lo 2>/dev/null || true
+        in_ns dir sysctl -q -w net.netfilter.nf_conntrack_tcp_loose=0 >/dev/null
+        if ! nft_synproxy_ruleset | in_ns dir nft -f - 2>"$LAB_DIR/nft.err"; then
+            log_tail "$LAB_DIR/nft.err"
+            err "loading the nftables synproxy table into $(ns_name dir) failed"
+            return 1
+        fi
+        log "forwarder nft: with synproxy (table ip ${NFT_TABLE}_sp)"
+    fi
+}
+
+# nft_synproxy_ruleset: nftables' SYN proxy for the web service (see fwd_up_nft).
+nft_synproxy_ruleset() {
+    local tcp_map="" i
+    for ((i = 0; i < RS_COUNT; i++)); do
+        tcp_map+="${tcp_map:+, }$i : ${RS_IPS[i]} . 8080"
+    done
+    cat <<EOF
+table ip ${NFT_TABLE}_sp {
+    chain raw {
+        type filter hook prerouting priority raw; policy accept;
+        ip daddr $VIP tcp dport 80 tcp flags syn notrack
+    }
+    chain input {
+        type filter hook input priority filter; policy accept;
+        ip daddr $VIP tcp dport 80 ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
+        ip daddr $VIP tcp dport 80 ct state invalid drop
+    }
+    chain output {
+        type nat hook output priority -100; policy accept;
+        ip daddr $VIP tcp dport 80 dnat ip to numgen inc mod $RS_COUNT map { $tcp_map }
+    }
+}
+EOF
 }
 
 # ringvs_ready: the device exists, is administratively up and has carrier (a queue is attached).
@@ -472,6 +510,8 @@ ringvs_routes_ok() {
 # `director.routes` from $ROUTES. This also exercises the RINGVS_SECTION__KEY contract.
 ringvs_env() {
     printf 'RINGVS_DIRECTOR__ADMIN_SOCKET=%s RINGVS_DIRECTOR__ROUTES=%s' "$LAB_DIR/admin.sock" "$ROUTES"
+    # More overrides for one run, e.g. RINGVS_EXTRA_ENV="RINGVS_DIRECTOR__QUEUES=1".
+    if [[ -n ${RINGVS_EXTRA_ENV:-} ]]; then printf ' %s' "$RINGVS_EXTRA_ENV"; fi
 }
 
 # ringvs_cli ARGS…: the ringvs command-line client against the lab's daemon.
@@ -579,6 +619,9 @@ fwd_down() {
     case $LAB_FWD in
         nft)
             in_ns dir nft delete table ip "$NFT_TABLE" 2>/dev/null || true
+            in_ns dir nft delete table ip "${NFT_TABLE}_sp" 2>/dev/null || true
+            in_ns dir ip addr del "$VIP/32" dev lo 2>/dev/null || true
+            in_ns dir sysctl -q -w net.netfilter.nf_conntrack_tcp_loose=1 >/dev/null 2>&1 || true
             dir_ruleset_empty || warn "the director's nftables ruleset is not empty after removing $NFT_TABLE"
             if conntrack_flush; then
                 log "forwarder nft: table removed, conntrack flushed"

@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# SYN floods in the netns lab, each bounded in time, each while legitimate clients go on:
+# Floods in the netns lab, each bounded in time, each while legitimate clients go on, against
+# ringvs's DEFAULT protection (no `defense` list: early drop when the table is full, and the
+# SYN proxy switching itself on under pressure) and against the kernel's anchors, for 1 and
+# 2 queues. The table (16 MiB) is sized so that the flood would fill it within 10 s without
+# the proxy; every run checks that the flood was that fast.
 #
-#   a. `hping3 -S --flood --rand-source` at the VIP, four times: through ringvs with no
-#      defense, with secure-tcp + drop-entry, with synauth + secure-tcp + drop-entry, and
-#      through kernel nftables DNAT.
-#      A prober opens 20 new connections a second (each must get its page within 2 s) and one
-#      keep-alive connection, opened before the flood, asks for a page 10 times a second.
-#   b. a single-source flood (`hping3 -S --flood -a 10.77.0.66`): defense-ratelimit must block
-#      it while the prober, from another address, is served as usual.
-#   c. a random-source flood during which the web service's defenses are swapped twice by
-#      `ringvs reload` (synauth stays): the keep-alive connection and a download started
-#      before must survive, and the legitimate clients go on being served.
+#   a. `hping3 -S --flood --rand-source` at the VIP, FLOOD_SECONDS (30 s): ≥ 99 % of the
+#      legitimate new connections answered within 2 s, p99 < 100 ms, the table holding about
+#      the legitimate connections, RSS under its cap, the keep-alive flow alive.
+#   b. The same flood against nftables DNAT, and against nftables DNAT + nft synproxy
+#      (anchors, reported side by side).
+#   c. A spoofed UDP flood at the UDP service: the TCP service still served ≥ 99 %.
+#   d. SYNs spoofing the legitimate client's own address, with defense-ratelimit on: the
+#      client is never blocked; a real client opening too many connections is.
+#   e. A flood during which the web service's policy is swapped (`ringvs service edit
+#      --syn-proxy on`, then a reload that adds defenses): established flows lose nothing.
+#   Also, as the comparison the closing notes quote: the IPVS defenses (secure-tcp +
+#   drop-entry, automatic) with the proxy off, whose table does fill — early drop then keeps
+#   new flows coming and the RSS must stay under its cap at the table's limit — and synauth.
 #
-# Checks: with defenses ≥ 99 % of the prober's requests succeed within 2 s; ringvs stays alive
-# with its resident memory under (memory before the flood + conn_memory_limit); no established
-# flow is lost. Every run reports entries by state, drops by reason and the flood's packets.
+# A prober opens 20 new connections a second (each must get its page within 2 s) and one
+# keep-alive connection, opened before the flood, asks for a page 10 times a second.
 #
-#   bash examples/lab/test-flood.sh      (as root; about four minutes)
-#   FLOOD_SECONDS=30 bash examples/lab/test-flood.sh
+#   bash examples/lab/test-flood.sh      (as root; about eight minutes)
+#   FLOOD_SECONDS=60 FLOOD_QUEUES="2" bash examples/lab/test-flood.sh
 #
 # The flood's sources are random addresses, but its packets go only to the VIP inside the lab's
 # namespaces, and the director has no route out of them: answers to spoofed sources die there.
@@ -32,22 +38,32 @@ for p in sched_wlc defense_synauth defense_secure_tcp defense_drop_entry defense
     [[ -f $PLUGIN_DIR/$p.wasm ]] || die "$PLUGIN_DIR/$p.wasm is missing: run bash scripts/build-plugins.sh"
 done
 
-FLOOD_SECS=${FLOOD_SECONDS:-22}
-((FLOOD_SECS >= 20 && FLOOD_SECS <= 120)) || die "FLOOD_SECONDS must be 20-120 (got $FLOOD_SECS)"
+LONG_SECS=${FLOOD_SECONDS:-30}
+SHORT_SECS=${FLOOD_SHORT_SECONDS:-20}
+((LONG_SECS >= 30 && LONG_SECS <= 300)) || die "FLOOD_SECONDS must be 30-300 (got $LONG_SECS)"
+((SHORT_SECS >= 10 && SHORT_SECS <= 300)) || die "FLOOD_SHORT_SECONDS must be 10-300 (got $SHORT_SECS)"
+read -r -a QUEUE_COUNTS <<<"${FLOOD_QUEUES:-1 2}"
 PROBE_RATE=20            # new connections a second from the legitimate client
 KEEP_RATE=10             # requests a second on the keep-alive connection
-FLOOD_SRC=10.77.0.66     # the single-source flood's address (on the client's interface)
-DOWNLOAD_RATE=4M         # the long download in run c, bytes a second (curl --limit-rate)
+HEAVY_SRC=10.77.0.66     # a real client that opens too many connections (run d)
+HEAVY_RATE=250           # its new connections a second (ratelimit allows 100)
+DOWNLOAD_RATE=4M         # the long download in run e, bytes a second (curl --limit-rate)
+P99_MAX_MS=100           # what a legitimate client may wait at the 99th percentile (runs a)
 
 VERDICT_WIDTH=40
 check() { verdict "$2" "$1" "$3"; } # check NAME OK(0/1) DETAIL: lib.sh's verdict
 
-# flood_conf NAME DEFENSES: a copy of flood.toml (its plugins are the catalogue's, by name)
-# with the web service's `defense = [...]` line set to DEFENSES (e.g. '"secure-tcp", "drop-entry"').
+# flood_conf NAME DEFENSES PROXY: a copy of flood.toml with absolute plugin paths, the web
+# service's `defense = [...]` set to DEFENSES (e.g. '"secure-tcp", "drop-entry"') and its
+# `syn_proxy` to PROXY (auto, on, off).
 flood_conf() {
     local out=$LAB_DIR/flood-$1.toml
-    sed -e "s|^defense = \\[.*\\]$|defense = [$2]|" "$LAB_SRC/flood.toml" >"$out"
-    grep -q "^defense = \\[$2\\]$" "$out" || die "could not set the defenses in $out"
+    sed -e "s|path = \"\.\./\.\./target/wasm32-wasip2/plugin/|path = \"$PLUGIN_DIR/|" \
+        -e "s|^defense = \[.*\]$|defense = [$2]|" \
+        -e "s|^syn_proxy = \".*\"$|syn_proxy = \"$3\"|" "$LAB_SRC/flood.toml" >"$out"
+    grep -q "^defense = \[$2\]$" "$out" || die "could not set the defenses in $out"
+    grep -q "^syn_proxy = \"$3\"$" "$out" || die "could not set syn_proxy in $out"
+    grep -q "path = \"$PLUGIN_DIR/defense_secure_tcp.wasm\"" "$out" || die "could not rewrite the plugin paths in $out"
     echo "$out"
 }
 
@@ -105,28 +121,43 @@ print(d["started"], d["ok"], d["late"], d["failed"], d["ok_pct"], d["ms_p99"], e
 # hping_sent FILE: packets hping3 says it transmitted.
 hping_sent() { sed -nE 's/^([0-9]+) packets transmitted.*/\1/p' "$1" | tail -1; }
 
-# flood_run NAME FLOOD_ARGS…: the measured run on the forwarder that is up. Legit clients start
-# first (the keep-alive connection is established before the flood), then hping3 runs for
-# FLOOD_SECS; every second a sample of the forwarder's table and (ringvs) memory is kept.
-# Sets: F_SENT, the P_* of the new-connection prober, K_* of the keep-alive one, and for
-# ringvs S_PEAK_ENTRIES, S_PEAK_LINE (entries by state at the peak), S_HWM_KIB, S_ALIVE; for
-# nft S_CT_PEAK.
+
+# hping_sent FILE: packets hping3 says it transmitted.
+hping_sent() { sed -nE 's/^([0-9]+) packets transmitted.*/\1/p' "$1" | tail -1; }
+
+# capacity: entries the running ringvs's table holds at most (from `ringvs list`'s header).
+capacity() { ringvs_cli list | sed -nE '1s/.*connections=[0-9]+\/([0-9]+).*/\1/p'; }
+
+# labeled METRICS_FILE NAME: the non-zero series of a metric with one label, as "label n, …".
+labeled() {
+    awk -F'[{}" ]+' -v m="$2" '$1 == m && $NF > 0 { s = s sprintf("%s%s %d", (s ? ", " : ""), $3, $NF) }
+        END { print (s ? s : "none") }' "$1"
+}
+
+# flood_run NAME SECONDS FLOOD_ARGS…: the measured run on the forwarder that is up. Legit
+# clients start first (the keep-alive connection is established before the flood), then
+# hping3 runs for SECONDS; every second the forwarder's table (and ringvs's memory) is
+# sampled. Extra legit-side load can be started by the caller before it (run d's heavy
+# client). Sets F_SENT, F_SECS, the P_* of the new-connection prober, K_* of the keep-alive
+# one, and for ringvs S_PEAK_ENTRIES, S_PEAK_LINE (entries by state at the peak), S_HWM_KIB,
+# S_ALIVE, S_PROXY_ON; for nft S_CT_PEAK.
 flood_run() {
-    local name=$1 hpid k_pid p_pid t
-    shift
-    probe_start "$name-keep" $((FLOOD_SECS + 6)) --keepalive --rate "$KEEP_RATE"
+    local name=$1 secs=$2 hpid k_pid p_pid t
+    shift 2
+    F_SECS=$secs
+    probe_start "$name-keep" $((secs + 6)) --keepalive --rate "$KEEP_RATE"
     k_pid=$PROBE_PID
     sleep 1
-    probe_start "$name" $((FLOOD_SECS + 4)) --rate "$PROBE_RATE"
+    probe_start "$name" $((secs + 4)) --rate "$PROBE_RATE"
     p_pid=$PROBE_PID
     sleep 1
-    log "run $name: flood for ${FLOOD_SECS}s: hping3 $*"
-    ip netns exec "$(ns_name cli)" timeout -s INT "$FLOOD_SECS" hping3 "$@" -p 80 "$VIP" \
+    log "run $name: flood for ${secs}s: hping3 $*"
+    ip netns exec "$(ns_name cli)" timeout -s INT "$secs" hping3 "$@" "$VIP" \
         </dev/null >"$LAB_DIR/hping-$name.txt" 2>&1 &
     hpid=$!
-    S_PEAK_ENTRIES=0 S_PEAK_LINE="-" S_CT_PEAK=0 S_SECURE_LEVEL=0
+    S_PEAK_ENTRIES=0 S_PEAK_LINE="-" S_CT_PEAK=0 S_SECURE_LEVEL=0 S_PROXY_ON=0
     local f=$LAB_DIR/sample.prom n
-    for ((t = 0; t < FLOOD_SECS + 3; t++)); do
+    for ((t = 0; t < secs + 3; t++)); do
         sleep 1
         if [[ $LAB_FWD == ringvs ]]; then
             scrape >"$f" || true
@@ -137,6 +168,8 @@ flood_run() {
             fi
             n=$(metric_in "$f" 'ringvs_defense_level{service="web",plugin="secure-tcp"}')
             ((${n:-0} > S_SECURE_LEVEL)) && S_SECURE_LEVEL=${n:-0}
+            n=$(metric_in "$f" 'ringvs_syn_proxy_active{service="web"}')
+            ((${n:-0} > S_PROXY_ON)) && S_PROXY_ON=${n:-0}
         else
             n=$(conntrack_count)
             ((n > S_CT_PEAK)) && S_CT_PEAK=$n
@@ -161,25 +194,37 @@ flood_run() {
     log "run $name: hping3 sent $F_SENT; prober $P_OK/$P_STARTED ok within 2 s (late $P_LATE, failed $P_FAILED: $P_ERRORS), p99 ${P_P99} ms; keep-alive $K_OK/$K_STARTED"
 }
 
-# ringvs_up NAME DEFENSES: (re)start ringvs on a fresh copy of flood.toml; sets CONF_FILE,
-# LIMIT (bytes) and RSS0_KIB (resident memory once up, before any flood).
+# ringvs_up NAME QUEUES DEFENSES PROXY: (re)start ringvs on a fresh copy of flood.toml with
+# QUEUES queues; sets CONF_FILE, LIMIT (bytes), CAP (entries) and RSS0_KIB (resident memory
+# once up, before any flood).
 ringvs_up() {
     [[ -z $LAB_FWD ]] || fwd_down
-    CONF_FILE=$(flood_conf "$1" "$2")
+    CONF_FILE=$(flood_conf "$1" "$3" "$4")
     LIMIT=$(conf_limit "$CONF_FILE")
-    CONF=$CONF_FILE fwd_up ringvs || die "ringvs did not come up with $CONF_FILE"
+    CONF=$CONF_FILE RINGVS_EXTRA_ENV="RINGVS_DIRECTOR__QUEUES=$2" fwd_up ringvs ||
+        die "ringvs did not come up with $CONF_FILE"
     # Let the first ticks pass (defense plugins instantiate off the data path).
     sleep 2
     curl_vip / -o /dev/null || die "no page through ringvs before the flood"
     RSS0_KIB=$(rss_kib "$RINGVS_PID")
+    PMEM0=$(scrape | awk '$1 == "ringvs_plugin_memory_bytes" { print int($2) }')
+    CAP=$(capacity)
+    [[ -n $CAP ]] || die "cannot read the table's capacity from ringvs list"
 }
 
-# ringvs_verdict NAME: the checks every ringvs flood run must pass.
+# ringvs_verdict NAME: the checks every ringvs flood run must pass. The memory cap is what
+# ringvs had before the flood, plus conn_memory_limit (everything the data plane may grow),
+# plus what defense plugins' linear memory grew (each instance has its own limit, outside
+# conn_memory_limit; ringvs_plugin_memory_bytes).
 ringvs_verdict() {
-    local name=$1 cap_kib=$((RSS0_KIB + LIMIT / 1024))
+    local name=$1 pmem pgrow cap_kib
+    pmem=$(metric_in "$LAB_DIR/after-$name.prom" ringvs_plugin_memory_bytes)
+    pgrow=$(((${pmem:-0} - ${PMEM0:-0}) / 1024))
+    ((pgrow > 0)) || pgrow=0
+    cap_kib=$((RSS0_KIB + LIMIT / 1024 + pgrow))
     check "$name: ringvs alive" "$(ok_if [ "$S_ALIVE" = 1 ])" "pid $RINGVS_PID after $F_SENT flood packets"
     check "$name: RSS under its cap" "$(ok_if [ "$S_HWM_KIB" -le "$cap_kib" ])" \
-        "peak $((S_HWM_KIB / 1024)) MiB ≤ $((RSS0_KIB / 1024)) MiB before + $((LIMIT >> 20)) MiB table budget"
+        "peak $S_HWM_KIB KiB ≤ $RSS0_KIB KiB before + $((LIMIT >> 10)) KiB conn_memory_limit + $pgrow KiB plugin memory grown"
     check "$name: keep-alive flow survived" "$(ok_if [ "$K_OK" -gt 0 ] && [ "$K_OK" = "$K_STARTED" ])" \
         "$K_OK/$K_STARTED requests on one connection opened before the flood ($K_ERRORS)"
     local mem
@@ -188,132 +233,194 @@ ringvs_verdict() {
         "ringvs_conntable_memory_bytes ${mem:-absent} ≤ $LIMIT"
 }
 
-# legit_verdict NAME: ≥ 99 % of the prober's requests got their page within 2 s.
+# regime_verdict NAME: the flood was fast enough to fill the table within 10 s.
+regime_verdict() {
+    local ten=$((F_SENT * 10 / F_SECS))
+    check "$1: flood fills the table in 10 s" "$(ok_if [ "$ten" -ge "$CAP" ])" \
+        "$F_SENT packets in ${F_SECS}s: $ten in 10 s ≥ $CAP entries of capacity"
+}
+
+# legit_verdict NAME [P99_MAX_MS]: ≥ 99 % of the prober's requests got their page within 2 s
+# (and, if given, the 99th percentile under that many ms).
 legit_verdict() {
     check "$1: legit clients served" "$(ok_if awk -v p="$P_PCT" 'BEGIN { exit !(p >= 99) }')" \
         "$P_OK/$P_STARTED (${P_PCT} %) within 2 s, p99 ${P_P99} ms, failed: $P_ERRORS"
+    if [[ -n ${2:-} ]]; then
+        check "$1: legit p99 < $2 ms" "$(ok_if awk -v p="$P_P99" -v m="$2" 'BEGIN { exit !(p != "-" && p + 0 < m) }')" \
+            "p99 ${P_P99} ms (no SYN retransmission: that would be ≥ 1000 ms)"
+    fi
 }
 
+# not_blocked ADDR BLOCKS: ADDR/32 is not among the blocks (as `ringvs top` lists them).
+not_blocked() { ! grep -qw "$1/32:ratelimit" <<<"$2"; }
+
 SUMMARY=()
-summarise() { # summarise NAME FORWARDER-DETAIL
-    SUMMARY+=("$(printf '%-26s %9s  %6s%%  %7s  %-9s  %s' "$1" "$F_SENT" "$P_PCT" "$P_P99" "$K_OK/$K_STARTED" "$2")")
+summarise() { # summarise NAME QUEUES FORWARDER-DETAIL
+    SUMMARY+=("$(printf '%-24s %2s %9s  %6s%%  %7s  %-9s  %s' "$1" "$2" "$F_SENT" "$P_PCT" "$P_P99" "$K_OK/$K_STARTED" "$3")")
+}
+
+# ringvs_summary NAME QUEUES: the figures of a ringvs run, for the table at the end.
+ringvs_summary() {
+    local f=$LAB_DIR/after-$1.prom
+    summarise "$1" "$2" "peak $S_PEAK_LINE of $CAP; proxy $(labeled "$f" ringvs_syn_proxy_total | grep -oE '(cookie_sent|cookie_ok) [0-9]+' | tr '\n' ' ')| evicted: $(labeled "$f" ringvs_evictions_total); drops: $(drops_line "$f")"
 }
 
 lab_trap
 lab_up
 start_servers
-in_ns cli ip addr add "$FLOOD_SRC/24" dev cli0
+in_ns cli ip addr add "$HEAVY_SRC/24" dev cli0
 
-# ---------------------------------------------------------------------------------------------
-# a. random-source SYN flood: ringvs without defenses, with secure-tcp + drop-entry, with
-#    synauth + secure-tcp + drop-entry, and kernel nftables DNAT
+for q in "${QUEUE_COUNTS[@]}"; do
+    # -----------------------------------------------------------------------------------------
+    # a. random-source SYN flood against the default protection
+    name=syn-q$q
+    ringvs_up "$name" "$q" "" auto
+    flood_run "$name" "$LONG_SECS" -S -p 80 --flood --rand-source
+    ringvs_verdict "$name"
+    regime_verdict "$name"
+    legit_verdict "$name" "$P99_MAX_MS"
+    sent=$(metric_in "$LAB_DIR/after-$name.prom" 'ringvs_syn_proxy_total{event="cookie_sent"}')
+    check "$name: the SYN proxy took the flood" "$(ok_if [ "$S_PROXY_ON" = 1 ] && [ "${sent:-0}" -ge $((F_SENT / 2)) ])" \
+        "ringvs_syn_proxy_active went to $S_PROXY_ON; ${sent:-0} cookies for $F_SENT flood SYNs (want ≥ half)"
+    # What is left in the table: the legitimate connections (most in TIME_WAIT), and at most
+    # what piled up in each queue before the proxy switched on (1/128 of its share, ≥ 1024).
+    bound=$((P_STARTED + K_STARTED + q * (CAP / q / 128 > 1024 ? CAP / q / 128 : 1024) + 64))
+    check "$name: table holds about the legit flows" "$(ok_if [ "$S_PEAK_ENTRIES" -le "$bound" ])" \
+        "peak $S_PEAK_LINE ≤ $bound (legit $P_STARTED + the proxy's switch-on allowance) of $CAP"
+    ringvs_summary "$name" "$q"
 
-ringvs_up none ""
-flood_run none -S --flood --rand-source
-ringvs_verdict none
-drops=$(drops_line "$LAB_DIR/after-none.prom")
-echo "      none: entries at the peak $S_PEAK_LINE; drops: $drops"
-summarise "ringvs, no defense" "peak $S_PEAK_LINE; drops: $drops"
+    # -----------------------------------------------------------------------------------------
+    # c. spoofed UDP flood at the UDP service; the TCP service is probed
+    name=udp-q$q
+    ringvs_up "$name" "$q" "" auto
+    flood_run "$name" "$SHORT_SECS" --udp -p 514 --flood --rand-source -d 32
+    ringvs_verdict "$name"
+    regime_verdict "$name"
+    legit_verdict "$name"
+    f=$LAB_DIR/after-$name.prom
+    evicted=$(awk '/^ringvs_evictions_total\{/ { n += $NF } END { print n + 0 }' "$f")
+    full=$(metric_in "$f" 'ringvs_dropped_packets_total{reason="table_full"}')
+    check "$name: UDP entries make way" "$(ok_if [ "${full:-0}" -le $((P_STARTED / 100)) ] && { [ "$evicted" -gt 0 ] || [ "$S_PEAK_ENTRIES" -lt "$CAP" ]; })" \
+        "peak $S_PEAK_LINE of $CAP; evicted: $(labeled "$f" ringvs_evictions_total); table_full ${full:-0}"
+    ringvs_summary "$name" "$q"
 
-ringvs_up secure '"secure-tcp", "drop-entry"'
-flood_run secure -S --flood --rand-source
-ringvs_verdict secure
-drops=$(drops_line "$LAB_DIR/after-secure.prom")
-dropped=$(metric_in "$LAB_DIR/after-secure.prom" 'ringvs_defense_actions_total{plugin="drop-entry",action="drop_connections"}')
-echo "      secure: entries at the peak $S_PEAK_LINE; drops: $drops; drop-entry actions ${dropped:-0}"
-check "secure: secure-tcp switched to its dos table" "$(ok_if [ "$S_SECURE_LEVEL" -ge 1 ])" \
-    "highest ringvs_defense_level{plugin=\"secure-tcp\"} during the flood: $S_SECURE_LEVEL (1 once less than amemthresh is left)"
-summarise "ringvs, secure+drop" "peak $S_PEAK_LINE; level $S_SECURE_LEVEL; drop-entry actions ${dropped:-0}; drops: $drops"
-
-ringvs_up defended '"synauth", "secure-tcp", "drop-entry"'
-flood_run defended -S --flood --rand-source
-ringvs_verdict defended
-legit_verdict defended
-drops=$(drops_line "$LAB_DIR/after-defended.prom")
-refused=$(metric_in "$LAB_DIR/after-defended.prom" 'ringvs_defense_refused_flows_total{plugin="synauth"}')
-echo "      defended: entries at the peak $S_PEAK_LINE; drops: $drops; synauth refused ${refused:-0} flows"
-# Spoofed sources never retransmit: nearly every flood SYN must have been refused at the door.
-check "defended: synauth refused the flood" "$(ok_if [ "${refused:-0}" -ge $((F_SENT / 2)) ])" \
-    "ringvs_defense_refused_flows_total{plugin=\"synauth\"} = ${refused:-absent} of $F_SENT flood SYNs (want ≥ half)"
-faults=$(awk '/^ringvs_plugin_(traps|fallbacks)_total\{plugin="synauth"/ { n += $NF } END { print n + 0 }' "$LAB_DIR/after-defended.prom")
-check "defended: synauth never faulted" "$(ok_if [ "$faults" = 0 ])" \
-    "ringvs_plugin_traps_total + ringvs_plugin_fallbacks_total for synauth: $faults (a fault lets the flood through until a fresh instance is up)"
-summarise "ringvs, synauth+secure" "peak $S_PEAK_LINE; synauth refused ${refused:-0}; drops: $drops"
-
-fwd_down
-fwd_up nft || die "nft DNAT did not come up"
-ct_max=$(in_ns dir cat /proc/sys/net/netfilter/nf_conntrack_max 2>/dev/null || echo "?")
-flood_run nft -S --flood --rand-source
-ct_stats=$(in_ns dir conntrack -S 2>/dev/null | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^(drop|early_drop|insert_failed)=/) { split($i, kv, "="); s[kv[1]] += kv[2] } }
-    END { printf "drop %d, early_drop %d, insert_failed %d", s["drop"], s["early_drop"], s["insert_failed"] }')
-echo "      nft: conntrack peak $S_CT_PEAK of nf_conntrack_max $ct_max; $ct_stats"
-summarise "nft DNAT" "conntrack peak $S_CT_PEAK of $ct_max; $ct_stats"
-fwd_down
-
-# ---------------------------------------------------------------------------------------------
-# b. single-source flood against defense-ratelimit
-
-ringvs_up ratelimit '"ratelimit", "secure-tcp", "drop-entry"'
-before=$(metric ringvs_connections_total)
-flood_run ratelimit -S --flood -a "$FLOOD_SRC"
-ringvs_verdict ratelimit
-legit_verdict ratelimit
-after=$(metric_in "$LAB_DIR/after-ratelimit.prom" ringvs_connections_total)
-admitted=$((${after:-0} - ${before:-0}))
-drops=$(drops_line "$LAB_DIR/after-ratelimit.prom")
-top=$(ringvs_cli top --once --json)
-blocked=$("$PYTHON" -c '
+    # -----------------------------------------------------------------------------------------
+    # d. SYNs spoofing the legitimate client's address, ratelimit on; a real heavy client
+    name=spoof-q$q
+    ringvs_up "$name" "$q" '"ratelimit"' auto
+    ip netns exec "$(ns_name cli)" timeout $((SHORT_SECS + 30)) "$PYTHON" "$LAB_SRC/http_probe.py" "$VIP:80" \
+        --seconds "$SHORT_SECS" --rate "$HEAVY_RATE" --source "$HEAVY_SRC" </dev/null \
+        >"$LAB_DIR/probe-$name-heavy.json" 2>"$LAB_DIR/probe-$name-heavy.err" &
+    heavy=$!
+    flood_run "$name" "$SHORT_SECS" -S -p 80 --flood -a "$CLI_IP"
+    wait "$heavy" || true
+    ringvs_verdict "$name"
+    # Reported, not required: the client's own kernel answers every SYN-ACK the flood's
+    # SYNs draw with a RST, and a spoofed SYN on the port of a connection the client is
+    # opening can reset it.
+    echo "      $name: legit $P_OK/$P_STARTED (${P_PCT} %), p99 ${P_P99} ms, failed: $P_ERRORS"
+    top=$(ringvs_cli top --once --json)
+    blocked=$("$PYTHON" -c '
 import json, sys
 t = json.loads(sys.argv[1])
 print(" ".join("%s:%s" % (b["prefix"], b["by"]) for b in t.get("blocks", [])) or "none")' "$top")
-check "ratelimit: the flooding source is blocked" "$(ok_if grep -qw "$FLOOD_SRC/32:ratelimit" <<<"$blocked")" \
-    "blocks (ringvs top): $blocked"
-# The flood got at most a few seconds' worth of its limit in; the prober's flows are the rest.
-check "ratelimit: the flood did not reach the servers" "$(ok_if [ "$admitted" -le $((F_SENT / 50 + P_STARTED + K_STARTED)) ])" \
-    "$admitted flows admitted while hping3 sent $F_SENT (≤ 2 % of them + the prober's $P_STARTED); drops: $drops"
-summarise "ringvs, ratelimit (1 src)" "admitted $admitted; blocked $blocked; drops: $drops"
+    check "$name: the spoofed client is never blocked" "$(ok_if not_blocked "$CLI_IP" "$blocked")" \
+        "blocks: $blocked (the flood's $F_SENT SYNs carried $CLI_IP as their source)"
+    check "$name: a real heavy client is blocked" "$(ok_if grep -qw "$HEAVY_SRC/32:ratelimit" <<<"$blocked")" \
+        "blocks: $blocked ($HEAVY_SRC opened $HEAVY_RATE real connections a second; the limit is 100)"
+    ringvs_summary "$name" "$q"
 
-# ---------------------------------------------------------------------------------------------
-# c. defenses swapped by `ringvs reload` during a flood
-
-ringvs_up swap '"synauth", "secure-tcp"'
-in_ns cli curl -sS --max-time $((FLOOD_SECS + 40)) --limit-rate "$DOWNLOAD_RATE" -o "$LAB_DIR/download.bin" \
-    "http://$VIP/1m.bin" -o "$LAB_DIR/download-big.bin" "http://$VIP/big.bin" \
-    </dev/null >"$LAB_DIR/download.log" 2>&1 &
-dl_pid=$!
-(
-    sleep $((FLOOD_SECS / 3 + 2))
-    sed -i 's/^defense = \[.*\]$/defense = ["synauth", "ratelimit", "drop-entry", "secure-tcp"]/' "$CONF_FILE"
-    ringvs_cli reload >"$LAB_DIR/reload-1.txt" 2>&1 || echo "reload 1 failed" >>"$LAB_DIR/reload-1.txt"
-    sleep $((FLOOD_SECS / 3))
-    sed -i 's/^defense = \[.*\]$/defense = ["synauth", "drop-entry"]/' "$CONF_FILE"
-    ringvs_cli reload >"$LAB_DIR/reload-2.txt" 2>&1 || echo "reload 2 failed" >>"$LAB_DIR/reload-2.txt"
-) &
-swapper=$!
-flood_run swap -S --flood --rand-source
-wait "$swapper" || true
-ringvs_verdict swap
-legit_verdict swap
-active=$(ringvs_cli top --once --json | "$PYTHON" -c '
+    # -----------------------------------------------------------------------------------------
+    # e. the web service's policy swapped during a flood
+    name=swap-q$q
+    ringvs_up "$name" "$q" "" auto
+    in_ns cli curl -sS --max-time $((LONG_SECS + 40)) --limit-rate "$DOWNLOAD_RATE" -o "$LAB_DIR/download.bin" \
+        "http://$VIP/1m.bin" -o "$LAB_DIR/download-big.bin" "http://$VIP/big.bin" \
+        </dev/null >"$LAB_DIR/download.log" 2>&1 &
+    dl_pid=$!
+    (
+        sleep $((LONG_SECS / 3 + 2))
+        ringvs_cli service edit web --syn-proxy on >"$LAB_DIR/swap-1.txt" 2>&1 || echo "edit failed" >>"$LAB_DIR/swap-1.txt"
+        sleep $((LONG_SECS / 3))
+        sed -i -e 's/^defense = \[.*\]$/defense = ["secure-tcp", "drop-entry"]/' \
+            -e 's/^syn_proxy = ".*"$/syn_proxy = "auto"/' "$CONF_FILE"
+        ringvs_cli reload >"$LAB_DIR/swap-2.txt" 2>&1 || echo "reload failed" >>"$LAB_DIR/swap-2.txt"
+    ) &
+    swapper=$!
+    flood_run "$name" "$LONG_SECS" -S -p 80 --flood --rand-source
+    wait "$swapper" || true
+    ringvs_verdict "$name"
+    legit_verdict "$name"
+    active=$(ringvs_cli top --once --json | "$PYTHON" -c '
 import json, sys
 print(",".join(d["plugin"] for d in json.load(sys.stdin).get("defenses", []) if d["service"] == "web"))')
-check "swap: both reloads applied" "$(ok_if [ "$active" = synauth,drop-entry ] && ! grep -q failed "$LAB_DIR"/reload-*.txt)" \
-    "defenses active at the end: ${active:-none} (want synauth,drop-entry); $(tr '\n' ' ' <"$LAB_DIR/reload-1.txt" | cut -c1-80)"
-# The download started before the flood goes on at its own pace; stop it and check what came.
-sleep 1
-kill "$dl_pid" 2>/dev/null || true
-wait "$dl_pid" 2>/dev/null || true
-want=$ONE_MIB_SHA
-got=$(sha256sum <"$LAB_DIR/download.bin" | cut -d' ' -f1)
-size=$(stat -c %s "$LAB_DIR/download-big.bin" 2>/dev/null || echo 0)
-expect=$(((FLOOD_SECS + 4) * 4 * 1024 * 1024 / 2))
-check "swap: download across the swaps" "$(ok_if [ "$got" = "$want" ] && [ "$size" -ge "$expect" ] && ! grep -qi 'curl: (' "$LAB_DIR/download.log")" \
-    "1m.bin intact, then $((size >> 20)) MiB of big.bin at 4 MiB/s (≥ $((expect >> 20)) MiB) with no curl error"
-drops=$(drops_line "$LAB_DIR/after-swap.prom")
-summarise "ringvs, swapped x2" "defenses now ${active:-none}; drops: $drops"
+    check "$name: the edit and the reload applied" "$(ok_if [ "$active" = secure-tcp,drop-entry ] && ! grep -q failed "$LAB_DIR"/swap-*.txt)" \
+        "defenses at the end: ${active:-none} (want secure-tcp,drop-entry); $(cat "$LAB_DIR"/swap-*.txt | tr '\n' ' ' | cut -c1-80)"
+    sleep 1
+    kill "$dl_pid" 2>/dev/null || true
+    wait "$dl_pid" 2>/dev/null || true
+    got=$(sha256sum <"$LAB_DIR/download.bin" | cut -d' ' -f1)
+    size=$(stat -c %s "$LAB_DIR/download-big.bin" 2>/dev/null || echo 0)
+    expect=$(((LONG_SECS + 4) * 4 * 1024 * 1024 / 2))
+    check "$name: download across the swaps" "$(ok_if [ "$got" = "$ONE_MIB_SHA" ] && [ "$size" -ge "$expect" ] && ! grep -qi 'curl: (' "$LAB_DIR/download.log")" \
+        "1m.bin intact, then $((size >> 20)) MiB of big.bin at 4 MiB/s (≥ $((expect >> 20)) MiB) with no curl error"
+    ringvs_summary "$name" "$q"
+
+    # -----------------------------------------------------------------------------------------
+    # The IPVS defenses, IPVS-faithful: secure-tcp + drop-entry (automatic), the proxy off. The
+    # table fills: early drop keeps new flows coming, and memory stays within the budget.
+    name=ipvs-q$q
+    ringvs_up "$name" "$q" '"secure-tcp", "drop-entry"' off
+    flood_run "$name" "$SHORT_SECS" -S -p 80 --flood --rand-source
+    ringvs_verdict "$name"
+    regime_verdict "$name"
+    check "$name: the table reached its limit" "$(ok_if [ "$S_PEAK_ENTRIES" -ge $((CAP * 95 / 100)) ])" \
+        "peak $S_PEAK_LINE of $CAP (the RSS check above is at the table's limit)"
+    check "$name: secure-tcp switched to its dos table" "$(ok_if [ "$S_SECURE_LEVEL" -ge 1 ])" \
+        "highest ringvs_defense_level{plugin=\"secure-tcp\"}: $S_SECURE_LEVEL"
+    ringvs_summary "$name" "$q"
+done
+
+# ---------------------------------------------------------------------------------------------
+# synauth (beyond IPVS, a plugin): the first SYN of an unknown flow dropped under a flood.
+name=synauth-q1
+ringvs_up "$name" 1 '"synauth"' off
+flood_run "$name" "$SHORT_SECS" -S -p 80 --flood --rand-source
+ringvs_verdict "$name"
+legit_verdict "$name"
+refused=$(metric_in "$LAB_DIR/after-$name.prom" 'ringvs_defense_refused_flows_total{plugin="synauth"}')
+check "$name: synauth refused the flood" "$(ok_if [ "${refused:-0}" -ge $((F_SENT / 2)) ])" \
+    "ringvs_defense_refused_flows_total{plugin=\"synauth\"} = ${refused:-absent} of $F_SENT flood SYNs (want ≥ half)"
+faults=$(awk '/^ringvs_plugin_(traps|fallbacks)_total\{plugin="synauth"/ { n += $NF } END { print n + 0 }' "$LAB_DIR/after-$name.prom")
+check "$name: synauth never faulted" "$(ok_if [ "$faults" = 0 ])" \
+    "ringvs_plugin_traps_total + ringvs_plugin_fallbacks_total for synauth: $faults"
+ringvs_summary "$name" 1
+
+# ---------------------------------------------------------------------------------------------
+# b. the anchors: kernel nftables DNAT, then with nft synproxy
+fwd_down
+for mode in nft nft-synproxy; do
+    sp=0
+    [[ $mode == nft-synproxy ]] && sp=1
+    NFT_SYNPROXY=$sp fwd_up nft || die "$mode did not come up"
+    ct_max=$(in_ns dir cat /proc/sys/net/netfilter/nf_conntrack_max 2>/dev/null || echo "?")
+    flood_run "$mode" "$SHORT_SECS" -S -p 80 --flood --rand-source
+    ct_stats=$(in_ns dir conntrack -S 2>/dev/null | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^(drop|early_drop|insert_failed)=/) { split($i, kv, "="); s[kv[1]] += kv[2] } }
+        END { printf "drop %d, early_drop %d, insert_failed %d", s["drop"], s["early_drop"], s["insert_failed"] }')
+    sp_stats=""
+    if ((sp)); then
+        sp_stats=$(in_ns dir "$PYTHON" -c '
+rows = [l.split() for l in open("/proc/net/stat/synproxy").read().splitlines()[1:]]
+r, i, v = (sum(int(row[k], 16) for row in rows) for k in (1, 2, 3))
+print(f"; synproxy syn_received {r}, cookie_valid {v}, cookie_invalid {i}")' 2>/dev/null || true)
+    fi
+    echo "      $mode: conntrack peak $S_CT_PEAK of nf_conntrack_max $ct_max; $ct_stats$sp_stats"
+    summarise "$mode" - "conntrack peak $S_CT_PEAK of $ct_max; $ct_stats$sp_stats"
+    fwd_down
+done
 
 echo
-printf '%-26s %9s  %7s  %7s  %-9s  %s\n' "run (${FLOOD_SECS}s flood)" "flood pkt" "legit" "p99 ms" "keepalive" "table and drops"
+printf '%-24s %2s %9s  %7s  %7s  %-9s  %s\n' "run (q: queues)" "q" "flood pkt" "legit" "p99 ms" "keepalive" "table, proxy, evictions and drops"
 printf '%s\n' "${SUMMARY[@]}"
 echo
 if ((FAILS == 0)); then

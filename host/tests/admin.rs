@@ -189,6 +189,8 @@ fn service_edits_keep_connections_and_removals_drain_or_expire() {
             )],
             defense: None,
             health: None,
+            syn_proxy: None,
+            max_conns: None,
             no_health: false,
             ..Default::default()
         },
@@ -221,6 +223,8 @@ fn service_edits_keep_connections_and_removals_drain_or_expire() {
             timeouts: Default::default(),
             defense: None,
             health: None,
+            syn_proxy: None,
+            max_conns: None,
             no_health: false,
             ..Default::default()
         },
@@ -529,6 +533,8 @@ fn add_req(
             timeouts: Vec::new(),
             defense: defense.map(|d| vec![d.to_string()]),
             health: None,
+            syn_proxy: None,
+            max_conns: None,
             no_health: false,
             ..Default::default()
         },
@@ -554,6 +560,8 @@ fn edit_req(
                 .collect(),
             defense: None,
             health: None,
+            syn_proxy: None,
+            max_conns: None,
             no_health: false,
             ..Default::default()
         },

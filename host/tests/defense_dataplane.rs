@@ -66,6 +66,7 @@ fn lab(defense_config: &str) -> Lab {
             sources: Default::default(),
             queues: 1,
             templates: Default::default(),
+            cookies: Default::default(),
         },
         snap,
         None,

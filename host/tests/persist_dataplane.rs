@@ -97,6 +97,7 @@ fn lab_store(text: &str, queues: usize, templates: TemplateStore) -> Lab {
                 sources: Default::default(),
                 queues,
                 templates: templates.clone(),
+                cookies: Default::default(),
             },
             snap.clone(),
             Some(crx),

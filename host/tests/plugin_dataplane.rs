@@ -73,6 +73,7 @@ fn lab(hostile: &str) -> Lab {
             sources: Default::default(),
             queues: 1,
             templates: Default::default(),
+            cookies: Default::default(),
         },
         snap,
         Some(crx),

@@ -362,12 +362,24 @@ fn capture_time_drives_expiry() {
         assert_eq!(r.table.entries, entries, "ESTABLISHED, {later_ms} ms later");
         let mut c = Capture::new();
         c.add(0, udp(D, DNS, b"q"));
+        c.add(1, udp(DNS1, D, b"a"));
         c.add(later_ms, ping.clone());
         let (r, _) = run(&c);
         assert_eq!(
             r.table.entries,
             u64::from(later_ms < 300_000),
-            "UDP, {later_ms} ms later"
+            "UDP with a reply, {later_ms} ms later"
+        );
+    }
+    // A UDP entry that never saw a reply lives `udp_unreplied` (30 s).
+    for (later_ms, entries) in [(29_000, 1), (31_000, 0)] {
+        let mut c = Capture::new();
+        c.add(0, udp(D, DNS, b"q"));
+        c.add(later_ms, ping.clone());
+        let (r, _) = run(&c);
+        assert_eq!(
+            r.table.entries, entries,
+            "UDP without a reply, {later_ms} ms later"
         );
     }
 

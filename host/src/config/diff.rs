@@ -264,6 +264,18 @@ impl Merge {
                 }
             }
         );
+        out.udp_unreplied = field!(
+            "timeouts.udp_unreplied",
+            |s: &ServiceConfig| s.udp_unreplied,
+            |v: &u32| format!("{v}s")
+        );
+        out.syn_proxy = field!(
+            "syn_proxy",
+            |s: &ServiceConfig| s.syn_proxy,
+            |v: &super::SynProxyMode| v.name().to_string()
+        );
+        out.max_conns = field!("max_conns", |s: &ServiceConfig| s.max_conns, |v: &u32| v
+            .to_string());
         out.health = field!(
             "health",
             |s: &ServiceConfig| s.health.clone(),

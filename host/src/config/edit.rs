@@ -51,6 +51,16 @@ pub struct ServiceEdit {
     #[arg(long, value_name = "KEYS", value_parser = health_keys)]
     #[serde(default)]
     pub health: Option<HealthTable>,
+    /// When the SYN proxy opens the service's connections: auto (under pressure, the
+    /// default), on or off (TCP only; see docs/DEFENSE.md).
+    #[arg(long, value_name = "auto|on|off")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syn_proxy: Option<String>,
+    /// Most connections the service may hold; 0 for no limit (enforced per queue, each
+    /// its share).
+    #[arg(long, value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_conns: Option<u32>,
     /// Stop checking the service's realservers (overrides included); down servers serve
     /// again. Edit only; not with --health.
     #[arg(long, conflicts_with = "health")]
@@ -231,6 +241,8 @@ pub fn new_service(
         defense: edit.defense.unwrap_or_default(),
         timeouts: edit.timeouts.into_iter().collect(),
         server: Vec::new(),
+        syn_proxy: edit.syn_proxy,
+        max_conns: edit.max_conns.map(i64::from),
     };
     v.service("", raw, is_plugin)
 }
@@ -310,7 +322,18 @@ pub fn edit_service(
         }
         out.health = new;
     }
+    if let Some(m) = &edit.syn_proxy {
+        out.syn_proxy = v.syn_proxy("syn_proxy", m, base.proto)?;
+    }
+    if let Some(n) = edit.max_conns {
+        out.max_conns = n;
+    }
     let timeouts = edit.timeouts.into_iter().collect();
-    v.timeouts("timeouts", timeouts, &mut out.timeouts)?;
+    v.timeouts(
+        "timeouts",
+        timeouts,
+        &mut out.timeouts,
+        &mut out.udp_unreplied,
+    )?;
     Ok(out)
 }

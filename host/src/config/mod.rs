@@ -212,6 +212,36 @@ impl Forward {
     }
 }
 
+/// When a TCP service's connections are opened through the SYN proxy
+/// (`dataplane::synproxy`): the client's handshake answered with a cookie, the realserver's
+/// opened only for a client that proved it is real.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SynProxyMode {
+    /// Under pressure only: switched on by the data plane when a queue's table fills or new
+    /// flows turn into unanswered handshakes, or by a defense plugin; off again when calm.
+    #[default]
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+impl SynProxyMode {
+    /// Its config value.
+    pub fn name(self) -> &'static str {
+        match self {
+            SynProxyMode::Auto => "auto",
+            SynProxyMode::On => "on",
+            SynProxyMode::Off => "off",
+        }
+    }
+}
+
+/// Seconds an unreplied UDP entry lives by default (`timeouts.udp_unreplied`; conntrack's
+/// `nf_conntrack_udp_timeout`).
+pub const UDP_UNREPLIED_SECS: u32 = 30;
+
 /// Persistence settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PersistenceConfig {
@@ -273,6 +303,13 @@ pub struct ServiceConfig {
     pub defense: Vec<String>,
     /// Timeouts per state, seconds.
     pub timeouts: Timeouts,
+    /// Seconds a UDP entry that has not seen a reply lives (`timeouts.udp_unreplied`; at
+    /// most `timeouts.udp`).
+    pub udp_unreplied: u32,
+    /// When the SYN proxy opens the service's connections (TCP only).
+    pub syn_proxy: SynProxyMode,
+    /// Most connections the service may hold (0: no limit besides the table's).
+    pub max_conns: u32,
     /// Realservers.
     pub servers: Vec<ServerConfig>,
     /// The service's health check (what servers added at runtime get), if any.
@@ -866,7 +903,21 @@ impl Validator<'_> {
         };
         self.defense(&format!("{key}.defense"), &s.defense, is_plugin)?;
         let mut timeouts = Timeouts::IPVS;
-        self.timeouts(&format!("{key}.timeouts"), s.timeouts, &mut timeouts)?;
+        let mut udp_unreplied = UDP_UNREPLIED_SECS;
+        self.timeouts(
+            &format!("{key}.timeouts"),
+            s.timeouts,
+            &mut timeouts,
+            &mut udp_unreplied,
+        )?;
+        let syn_proxy = match &s.syn_proxy {
+            None => SynProxyMode::Auto,
+            Some(m) => self.syn_proxy(&format!("{key}.syn_proxy"), m, proto)?,
+        };
+        let max_conns = match s.max_conns {
+            None => 0,
+            Some(n) => self.max_conns(&format!("{key}.max_conns"), n)?,
+        };
         let health = self.health(key, s.health.as_ref(), None, None)?;
         let mut servers = Vec::with_capacity(s.server.len());
         for (i, srv) in s.server.into_iter().enumerate() {
@@ -930,6 +981,9 @@ impl Validator<'_> {
             persistence,
             defense: s.defense,
             timeouts,
+            udp_unreplied,
+            syn_proxy,
+            max_conns,
             servers,
             health,
             sorry_server,
@@ -984,6 +1038,46 @@ impl Validator<'_> {
         })
     }
 
+    /// `syn_proxy = "auto" | "on" | "off"`; only a TCP service can be proxied.
+    pub(crate) fn syn_proxy(
+        &self,
+        key: &str,
+        s: &str,
+        proto: Proto,
+    ) -> Result<SynProxyMode, ConfigError> {
+        let m = match s {
+            "auto" => SynProxyMode::Auto,
+            "on" => SynProxyMode::On,
+            "off" => SynProxyMode::Off,
+            other => {
+                return Err(self.err(
+                    key,
+                    format!("expected \"auto\", \"on\" or \"off\", found {other:?}"),
+                ))
+            }
+        };
+        if proto != Proto::Tcp && m == SynProxyMode::On {
+            return Err(self.err(
+                key,
+                "the SYN proxy opens TCP connections; a UDP service cannot use it",
+            ));
+        }
+        Ok(m)
+    }
+
+    /// `max_conns`: a connection count, 0 for none.
+    pub(crate) fn max_conns(&self, key: &str, n: i64) -> Result<u32, ConfigError> {
+        u32::try_from(n).map_err(|_| {
+            self.err(
+                key,
+                format!(
+                    "expected a connection count 0 to {} (0: no limit), found {n}",
+                    u32::MAX
+                ),
+            )
+        })
+    }
+
     fn proto(&self, key: &str, s: &str) -> Result<Proto, ConfigError> {
         match s {
             "tcp" => Ok(Proto::Tcp),
@@ -1034,20 +1128,29 @@ impl Validator<'_> {
         Ok(())
     }
 
-    /// Sets the timeouts `given` (state key → duration) in `timeouts`.
+    /// Sets the timeouts `given` (state key → duration) in `timeouts`, and
+    /// `udp_unreplied` from its key of the same name.
     fn timeouts(
         &self,
         key: &str,
         given: BTreeMap<String, raw::Quantity>,
         timeouts: &mut Timeouts,
+        udp_unreplied: &mut u32,
     ) -> Result<(), ConfigError> {
         for (name, q) in given {
             let k = format!("{key}.{name}");
+            if name == "udp_unreplied" {
+                *udp_unreplied = self.seconds(&k, q)?;
+                continue;
+            }
             let state = State::from_key(&name).ok_or_else(|| {
                 let all: Vec<_> = State::ALL.iter().map(|s| s.key()).collect();
                 self.err(
                     &k,
-                    format!("unknown state {name:?}; expected one of {}", all.join(", ")),
+                    format!(
+                        "unknown state {name:?}; expected one of {}, or udp_unreplied",
+                        all.join(", ")
+                    ),
                 )
             })?;
             timeouts.set(state, self.seconds(&k, q)?);

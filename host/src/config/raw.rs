@@ -69,6 +69,8 @@ pub struct Service {
     pub health: Option<Health>,
     pub sorry_server: Option<String>,
     pub notify: Option<Notify>,
+    pub syn_proxy: Option<String>,
+    pub max_conns: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server: Vec<Server>,
 }

@@ -159,7 +159,19 @@ fn service(s: &ServiceConfig) -> raw::Service {
                 .then(|| p.config.clone()),
         }),
         defense: s.defense.clone(),
-        timeouts: timeouts(&s.timeouts),
+        timeouts: {
+            let mut t = timeouts(&s.timeouts);
+            if s.udp_unreplied != super::UDP_UNREPLIED_SECS {
+                t.insert(
+                    "udp_unreplied".into(),
+                    Quantity::Text(format!("{}s", s.udp_unreplied)),
+                );
+            }
+            t
+        },
+        syn_proxy: (s.syn_proxy != super::SynProxyMode::Auto)
+            .then(|| s.syn_proxy.name().to_string()),
+        max_conns: (s.max_conns != 0).then_some(i64::from(s.max_conns)),
         health: s.health.as_ref().map(health_table),
         sorry_server: s.sorry_server.map(|a| a.to_string()),
         notify: s.notify.as_ref().map(notify_table),

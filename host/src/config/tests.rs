@@ -649,6 +649,8 @@ timeouts = {{ established = "600s", udp = "30s" }}
 health = {{ check = "http", path = "/h", expect = [200, 204], host = "example.org", interval = "1500ms", fall = 4, on_fail = "remove", port = 9000 }}
 
 sorry_server = "10.77.9.9"
+syn_proxy = "off"
+max_conns = 5000
 
 [[service.server]]
 addr = "10.77.1.1:8080"
@@ -666,6 +668,7 @@ name = "dns"
 vip = "10.77.100.100:53"
 proto = "udp"
 scheduler = "sh"
+timeouts = {{ udp_unreplied = "10s" }}
 health = {{ check = "tcp", port = 53 }}
 
 [[service.server]]

@@ -460,6 +460,8 @@ mod tests {
         let l = ListResult {
             services: vec![ServiceInfo {
                 name: "web".into(),
+                syn_proxy: "auto".into(),
+                syn_proxy_active: false,
                 proto: "tcp".into(),
                 vip: "10.77.100.100:80".into(),
                 scheduler: "wlc".into(),

@@ -119,6 +119,11 @@ fn sha256_of(path: &Path) -> Option<[u8; 32]> {
 }
 
 impl PluginManager {
+    /// Linear memory of every live plugin instance, bytes.
+    pub fn memory_in_use(&self) -> usize {
+        self.runtime.as_ref().map_or(0, |r| r.memory_in_use())
+    }
+
     /// The shared runtime, built on first use.
     pub fn runtime(&mut self) -> Result<Arc<Runtime>, String> {
         if let Some(r) = &self.runtime {

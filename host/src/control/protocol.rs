@@ -276,6 +276,12 @@ pub struct ServiceInfo {
     pub flags: Vec<String>,
     /// Removed from the config, connections draining.
     pub draining: bool,
+    /// The SYN proxy's mode (`auto`, `on`, `off`).
+    #[serde(default)]
+    pub syn_proxy: String,
+    /// The SYN proxy answers the service's new connections now (in at least one queue).
+    #[serde(default)]
+    pub syn_proxy_active: bool,
     /// Counters since the last zero.
     pub stats: Traffic,
     /// Rates.

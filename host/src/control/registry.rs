@@ -396,6 +396,9 @@ impl Registry {
                     plugin: p.sched,
                     defenses: p.defenses,
                     persist_timeout: e.cfg.persistence.as_ref().map_or(0, |p| p.timeout_secs),
+                    udp_unreplied: e.cfg.udp_unreplied,
+                    syn_proxy: e.cfg.syn_proxy,
+                    max_conns: e.cfg.max_conns,
                     persistence: p.persistence,
                 }
             })

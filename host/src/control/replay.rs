@@ -273,7 +273,10 @@ pub fn replay<W: Write>(
     let mut shard = Shard::new(
         ShardConfig {
             id: 0,
-            memory_limit: config.director.conn_memory_limit,
+            memory_limit: crate::dataplane::shard::queue_share(
+                config.director.conn_memory_limit,
+                1,
+            ),
             hash_key: REPLAY_HASH_KEY,
             start: Instant::now(),
             expire_nodest_conn: config.director.expire_nodest_conn,
@@ -281,6 +284,11 @@ pub fn replay<W: Write>(
             sources: Default::default(),
             queues: 1,
             templates: Default::default(),
+            // Fixed secrets: a replay writes the same cookies every time.
+            cookies: Arc::new(crate::dataplane::synproxy::cookie::CookieKeys::with(
+                REPLAY_HASH_KEY,
+                [REPLAY_HASH_KEY, REPLAY_HASH_KEY],
+            )),
         },
         snap,
         None,

@@ -39,6 +39,7 @@ pub mod service;
 pub mod shard;
 pub mod sources;
 pub mod stats;
+pub mod synproxy;
 pub mod templates;
 pub mod testkit;
 
@@ -63,6 +64,12 @@ pub trait Pipeline {
 
     /// Decides the fate of one packet, rewriting it in place when it is forwarded.
     fn process(&mut self, pkt: &mut Packet<'_>) -> Verdict;
+
+    /// Packets the pipeline sends on its own (not an answer to a packet in hand: the SYN
+    /// proxy's resets for clients whose realserver never answered), each handed to `f`
+    /// once, starting at the IP header. Called after [`Pipeline::poll`]. The default has
+    /// none.
+    fn drain(&mut self, _f: &mut dyn FnMut(&[u8])) {}
 
     /// Called after every I/O batch and at least every few milliseconds when idle: expire
     /// timers, publish counters, apply control messages. Returns `false` when the queue must

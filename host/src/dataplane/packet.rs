@@ -13,6 +13,9 @@ pub enum Verdict {
     Forward,
     /// Drop it; the reason has been counted by the pipeline.
     Drop,
+    /// Nothing to write: the pipeline kept what it needed of it (the SYN proxy keeps a
+    /// client's early data for the realserver). Not a drop.
+    Consumed,
 }
 
 /// A packet in a buffer owned by the I/O backend: `[headroom | packet | unused]`.

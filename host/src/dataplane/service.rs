@@ -302,6 +302,12 @@ pub struct Service {
     pub persistence: Option<Arc<super::persist::PluginPersist>>,
     /// Template timeout in seconds (`persistence.timeout`; 0 if not persistent).
     pub persist_timeout: u32,
+    /// Seconds an unreplied UDP entry lives.
+    pub udp_unreplied: u32,
+    /// When the SYN proxy opens its connections.
+    pub syn_proxy: crate::config::SynProxyMode,
+    /// Most connections it may hold (0: no limit); each queue enforces its share.
+    pub max_conns: u32,
 }
 
 impl Service {

@@ -3,8 +3,10 @@
 //!
 //! - [`SourceSketch`]: a count-min sketch shared by all queues (relaxed atomics, touched
 //!   once per new flow and once per ended connection) estimating each address's new flows
-//!   in the last second and its live connections. Keyed with a secret, so an attacker cannot
-//!   aim collisions at a victim's counters; estimates never fall below the truth.
+//!   in the last second (with conservative update) and its live connections. Keyed with a
+//!   secret, so an attacker cannot aim collisions at a victim's counters; estimates never
+//!   fall below the truth. The data plane counts a source only once it is proven real (a
+//!   completed handshake, a valid SYN-proxy cookie), so spoofed SYNs count for nothing.
 //! - [`TopTalkers`]: a bounded heavy-hitter summary (Space-Saving) per queue of sources by
 //!   new flows and packets, merged once a second by the control plane for `ringvs top`,
 //!   the metrics and the defenses' ticks.
@@ -60,11 +62,22 @@ impl SourceSketch {
         out
     }
 
-    /// A new-flow attempt from `a` (admitted or not).
+    /// A new flow from `a` (counted once the source is proven real; see the data plane).
+    ///
+    /// Conservative update (Estan and Varghese): only the cells at the address's current
+    /// minimum grow, to one above it. An estimate still never falls below the truth, but a
+    /// random-source flood that fills the other cells no longer lifts every address's
+    /// estimate with it.
     #[inline]
     pub fn attempt(&self, a: Ipv4Addr) {
-        for c in self.cells(a) {
-            self.cur[c].fetch_add(1, Relaxed);
+        let cells = self.cells(a);
+        let min = cells
+            .iter()
+            .map(|&c| self.cur[c].load(Relaxed))
+            .min()
+            .unwrap_or(0);
+        for c in cells {
+            self.cur[c].fetch_max(min.saturating_add(1), Relaxed);
         }
     }
 
@@ -250,6 +263,29 @@ mod tests {
             s.created(Ipv4Addr::from(0x0a00_0000 + i));
         }
         assert!(s.estimate(a).1 >= 60);
+    }
+
+    #[test]
+    fn a_random_source_crowd_does_not_lift_a_quiet_source() {
+        // 200 000 distinct sources, one new flow each, in one second: with plain count-min
+        // every cell of a 16384-wide row sees ~12; with conservative update an address that
+        // sent nothing still reads near zero, and a real heavy source reads its count.
+        let s = SourceSketch::new();
+        for i in 0..200_000u32 {
+            s.attempt(Ipv4Addr::from(0x0b00_0000 + i));
+        }
+        let heavy = Ipv4Addr::new(10, 77, 0, 66);
+        for _ in 0..500 {
+            s.attempt(heavy);
+        }
+        let quiet = Ipv4Addr::new(10, 77, 0, 2);
+        let (q, _) = s.estimate(quiet);
+        assert!(q <= 6, "a quiet source reads {q} new flows");
+        let (h, _) = s.estimate(heavy);
+        assert!((500..=510).contains(&h), "the heavy source reads {h}");
+        // Never below the truth.
+        let (one, _) = s.estimate(Ipv4Addr::from(0x0b00_0000 + 7));
+        assert!(one >= 1);
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub enum DropReason {
     NoConn,
     /// No realserver can take a new flow (all quiesced, down or overloaded).
     NoServer,
-    /// The connection table is at its memory limit: new flow refused.
+    /// The connection table is at its memory limit and early drop found no entry less
+    /// valuable than the new flow among those it sampled: new flow refused.
     TableFull,
     /// A reply from a realserver port for a connection the table does not know.
     StaleReply,
@@ -46,10 +47,15 @@ pub enum DropReason {
     /// A new flow of a persistent service needed a template and the template store is at
     /// its memory limit (`director.template_memory_limit`).
     TemplateFull,
+    /// The service is at its `max_conns` and none of its entries could be evicted.
+    MaxConns,
+    /// A client packet while the SYN proxy opens its connection, whose data could not be
+    /// kept for the realserver (the client sends it again).
+    ProxyOpening,
 }
 
 /// Number of drop reasons.
-pub const DROP_REASONS: usize = 18;
+pub const DROP_REASONS: usize = 20;
 
 impl DropReason {
     /// Every reason, in order.
@@ -72,6 +78,8 @@ impl DropReason {
         DropReason::Blocked,
         DropReason::Tarpit,
         DropReason::TemplateFull,
+        DropReason::MaxConns,
+        DropReason::ProxyOpening,
     ];
 
     /// The `reason` label.
@@ -95,6 +103,8 @@ impl DropReason {
             DropReason::Blocked => "blocked",
             DropReason::Tarpit => "tarpit",
             DropReason::TemplateFull => "template_full",
+            DropReason::MaxConns => "max_conns",
+            DropReason::ProxyOpening => "proxy_opening",
         }
     }
 }
@@ -153,6 +163,48 @@ pub struct Counters {
     pub expired: u64,
     /// New-flow attempts (admitted or not).
     pub attempts: u64,
+    /// Entries evicted to make room for new flows, per [`Evicted`] class.
+    pub evictions: [u64; EVICT_CLASSES],
+    /// SYN proxy events, per [`crate::dataplane::synproxy::Event`].
+    pub syn_proxy: [u64; crate::dataplane::synproxy::EVENTS],
+}
+
+/// Why an entry was evicted for a new flow (early drop), in eviction order: the first
+/// classes go first. Counted in `ringvs_evictions_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Evicted {
+    /// It never completed a handshake (TCP SYN_RECV, SYNACK, NONE) or, UDP, never saw a
+    /// reply.
+    Unreplied = 0,
+    /// It was closing (FIN_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK), or it is a UDP
+    /// exchange of one datagram that got its answer.
+    Closing = 1,
+    /// Idle for at least [`IDLE_TICKS`] with at most [`FEW_PACKETS`] packets from its
+    /// client.
+    Idle = 2,
+}
+
+/// Number of eviction classes.
+pub const EVICT_CLASSES: usize = 3;
+
+/// Ticks without a packet after which a connection with few packets is evictable (2 s).
+pub const IDLE_TICKS: u32 = 2 * crate::conn::TICKS_PER_SEC;
+/// Packets from the client up to which an idle connection is evictable.
+pub const FEW_PACKETS: u32 = 8;
+
+impl Evicted {
+    /// Every class, in eviction order.
+    pub const ALL: [Evicted; EVICT_CLASSES] = [Evicted::Unreplied, Evicted::Closing, Evicted::Idle];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Evicted::Unreplied => "unreplied",
+            Evicted::Closing => "closing",
+            Evicted::Idle => "idle",
+        }
+    }
 }
 
 /// What a queue publishes for the control plane.
@@ -176,6 +228,9 @@ pub struct ShardReport {
     pub memory_limit: u64,
     /// Entries the budget allows.
     pub capacity: u64,
+    /// Per service slot: the SYN proxy answers its new connections (in this queue; merged:
+    /// in any queue).
+    pub proxying: Vec<bool>,
     /// Bytes of the persistence link column (4 per connection slot, allocated once the
     /// queue has a persistent service; outside `conn_memory_limit`).
     pub link_bytes: u64,
@@ -202,6 +257,18 @@ impl ShardReport {
         self.counters.echo_replies += o.counters.echo_replies;
         self.counters.expired += o.counters.expired;
         self.counters.attempts += o.counters.attempts;
+        for (a, b) in self.counters.evictions.iter_mut().zip(o.counters.evictions) {
+            *a += b;
+        }
+        for (a, b) in self.counters.syn_proxy.iter_mut().zip(o.counters.syn_proxy) {
+            *a += b;
+        }
+        if self.proxying.len() < o.proxying.len() {
+            self.proxying.resize(o.proxying.len(), false);
+        }
+        for (a, b) in self.proxying.iter_mut().zip(&o.proxying) {
+            *a |= *b;
+        }
         self.defenses.extend(o.defenses.iter().cloned());
         merge_vec(&mut self.services, &o.services);
         merge_vec(&mut self.dests, &o.dests);

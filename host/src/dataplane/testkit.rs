@@ -43,6 +43,41 @@ pub fn tcp(src: SocketAddrV4, dst: SocketAddrV4, flags: u8, payload: &[u8]) -> V
     buf
 }
 
+/// A TCP segment with every header field chosen and `opts` (a whole number of 4-byte
+/// words) between the header and the payload; complete checksums.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_full(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    opts: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    assert!(
+        opts.len().is_multiple_of(4) && opts.len() <= 40,
+        "options: whole words, at most 40 bytes"
+    );
+    let hl = crate::wire::tcp::HEADER_LEN + opts.len();
+    let (mut buf, _) = ip(*src.ip(), *dst.ip(), ip_proto::TCP, hl + payload.len());
+    let l4 = &mut buf[20..];
+    l4[crate::wire::tcp::HEADER_LEN..hl].copy_from_slice(opts);
+    l4[hl..].copy_from_slice(payload);
+    l4[crate::wire::tcp::field::DATA_OFF] = ((hl / 4) as u8) << 4;
+    let mut t = TcpPacket::new_unchecked(l4);
+    t.set_src_port(src.port());
+    t.set_dst_port(dst.port());
+    t.set_seq_number(seq);
+    t.set_ack_number(ack);
+    t.set_flags(flags);
+    t.set_window_len(window);
+    t.set_urgent_at(0);
+    t.fill_checksum(*src.ip(), *dst.ip());
+    buf
+}
+
 /// A UDP datagram `src → dst`.
 pub fn udp(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
     let u = UdpRepr {

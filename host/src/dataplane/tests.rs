@@ -55,6 +55,7 @@ fn lab_opts(config: &str, memory: usize, expire_nodest_conn: bool) -> Lab {
             sources: Default::default(),
             queues: 1,
             templates: Default::default(),
+            cookies: Default::default(),
         },
         snap,
         None,
@@ -824,7 +825,9 @@ fn syn_on_time_wait_is_rescheduled() {
 }
 
 #[test]
-fn full_table_refuses_new_flows_and_keeps_old_ones() {
+fn full_table_of_half_open_entries_makes_room_for_a_new_flow() {
+    // Early drop: a table full of SYN_RECV entries (a flood's leftovers) does not refuse a
+    // new flow; one sampled half-open entry goes, and is counted.
     let mut l = lab_with(&config(), 64 << 10);
     let vip = a("10.77.100.100:80");
     let cap = l.shard.table().capacity();
@@ -836,6 +839,50 @@ fn full_table_refuses_new_flows_and_keeps_old_ones() {
             "flow {i}"
         );
     }
+    assert_eq!(l.shard.table().len(), cap);
+    let extra = SocketAddrV4::new(ip("10.77.0.3"), 9999);
+    let (v, out) = run(&mut l.shard, &tcp(extra, vip, SYN, b""), None);
+    assert_eq!(v, Verdict::Forward, "the new flow is scheduled");
+    assert_eq!(
+        crate::wire::Ipv4Packet::new_checked(&out[..])
+            .unwrap()
+            .src_addr(),
+        ip("10.77.0.3")
+    );
+    assert_eq!(l.shard.table().len(), cap, "one entry went, one came");
+    assert_eq!(l.shard.counters().evictions, [1, 0, 0]);
+    assert_eq!(l.shard.counters().drops[DropReason::TableFull as usize], 0);
+    let d = l.registry.service("web").unwrap().dests.clone();
+    let inactive: u32 = d.iter().map(|d| d.state.counters.inactive()).sum();
+    assert_eq!(
+        inactive as usize, cap,
+        "the evicted entry's server count went with it"
+    );
+}
+
+#[test]
+fn full_table_of_talking_flows_refuses_new_ones_and_keeps_old_ones() {
+    // Established connections that talk are never evicted for a new flow: the new flow is
+    // refused as table_full.
+    let mut l = lab_with(&config(), 64 << 10);
+    let vip = a("10.77.100.100:80");
+    let cap = l.shard.table().capacity();
+    for i in 0..cap {
+        let c = SocketAddrV4::new(ip("10.77.0.2"), 10_000 + i as u16);
+        let (_, out) = run(&mut l.shard, &tcp(c, vip, SYN, b""), None);
+        let rs = SocketAddrV4::new(
+            crate::wire::Ipv4Packet::new_checked(&out[..])
+                .unwrap()
+                .dst_addr(),
+            8080,
+        );
+        run(&mut l.shard, &tcp(rs, c, SYN | ACK, b""), None);
+        run(&mut l.shard, &tcp(c, vip, ACK, b"GET /"), None);
+    }
+    assert_eq!(
+        l.shard.table().by_state()[State::Established as usize] as usize,
+        cap
+    );
     let extra = SocketAddrV4::new(ip("10.77.0.3"), 9999);
     check(
         &mut l.shard,
@@ -845,6 +892,7 @@ fn full_table_refuses_new_flows_and_keeps_old_ones() {
             Expect::Drop(DropReason::TableFull),
         )],
     );
+    assert_eq!(l.shard.counters().evictions, [0, 0, 0]);
     let first = SocketAddrV4::new(ip("10.77.0.2"), 10_000);
     assert_eq!(
         run(&mut l.shard, &tcp(first, vip, ACK, b""), None).0,
@@ -952,4 +1000,199 @@ fn an_overloaded_server_gets_no_new_flows_until_below_its_lower_threshold() {
     // rs1 takes new flows again.
     let back = (0..4).any(|i| dest_of(&mut l.shard, port + i) == rs1);
     assert!(back, "rs1 gets new flows again");
+}
+
+/// TWO_SERVICES with `max_conns` on the DNS service.
+fn config_max_conns(n: u32) -> String {
+    config().replace(
+        "proto = \"udp\"\nscheduler = \"rr\"",
+        &format!("proto = \"udp\"\nscheduler = \"rr\"\nmax_conns = {n}"),
+    )
+}
+
+#[test]
+fn max_conns_caps_a_service_and_leaves_the_others_room() {
+    let mut l = lab_with(&config_max_conns(10), 1 << 20);
+    let dns = a("10.77.100.100:53");
+    let web = a("10.77.100.100:80");
+    // A spoofed UDP flood: ten entries, then each new source evicts an unreplied one of the
+    // same service; the table never holds more than ten of them.
+    for i in 0..1000u32 {
+        let src = SocketAddrV4::new(Ipv4Addr::from(0x0b00_0000 + i), 5000);
+        assert_eq!(
+            run(&mut l.shard, &udp(src, dns, b"q"), None).0,
+            Verdict::Forward
+        );
+    }
+    assert_eq!(l.shard.table().len(), 10);
+    assert_eq!(l.shard.counters().evictions[0], 990);
+    // The web service is served as ever.
+    let c = a("10.77.0.2:41000");
+    assert_eq!(
+        run(&mut l.shard, &tcp(c, web, SYN, b""), None).0,
+        Verdict::Forward
+    );
+    assert_eq!(l.shard.table().len(), 11);
+    // Ten DNS flows that got replies and keep talking cannot be evicted: the eleventh
+    // is refused as max_conns.
+    let mut l = lab_with(&config_max_conns(10), 1 << 20);
+    for i in 0..10u32 {
+        let src = SocketAddrV4::new(ip("10.77.0.2"), 6000 + i as u16);
+        let (_, out) = run(&mut l.shard, &udp(src, dns, b"q"), None);
+        let rs = SocketAddrV4::new(
+            crate::wire::Ipv4Packet::new_checked(&out[..])
+                .unwrap()
+                .dst_addr(),
+            5353,
+        );
+        assert_eq!(
+            run(&mut l.shard, &udp(rs, src, b"a"), None).0,
+            Verdict::Forward
+        );
+        assert_eq!(
+            run(&mut l.shard, &udp(src, dns, b"q2"), None).0,
+            Verdict::Forward
+        );
+    }
+    check(
+        &mut l.shard,
+        vec![fx(
+            "the eleventh flow of a service at max_conns",
+            udp(a("10.77.0.2:7000"), dns, b"q"),
+            Expect::Drop(DropReason::MaxConns),
+        )],
+    );
+}
+
+#[test]
+fn max_conns_is_shared_out_between_queues() {
+    // Each of 4 queues enforces a quarter of it (rounded up).
+    let cfg = crate::config::from_str(&config_max_conns(10), "fixture.toml").unwrap();
+    let mut registry = Registry::new(&cfg.services).unwrap();
+    let mut shard = Shard::new(
+        ShardConfig {
+            id: 1,
+            memory_limit: 1 << 20,
+            hash_key: HashKey([7, 9]),
+            start: Instant::now(),
+            expire_nodest_conn: false,
+            events: None,
+            sources: Default::default(),
+            queues: 4,
+            templates: Default::default(),
+            cookies: Default::default(),
+        },
+        Arc::new(registry.snapshot()),
+        None,
+    )
+    .unwrap();
+    let dns = a("10.77.100.100:53");
+    for i in 0..100u32 {
+        let src = SocketAddrV4::new(Ipv4Addr::from(0x0b00_0000 + i), 5000);
+        run(&mut shard, &udp(src, dns, b"q"), None);
+    }
+    assert_eq!(shard.table().len(), 3, "ceil(10 / 4)");
+}
+
+#[test]
+fn unreplied_udp_entries_live_short_replied_ones_the_udp_timeout() {
+    let mut l = lab();
+    let dns = a("10.77.100.100:53");
+    let c = a("10.77.0.2:5555");
+    let (_, out) = run(&mut l.shard, &udp(c, dns, b"q"), None);
+    let now = l.shard.now();
+    let id = |l: &Lab| l.shard.table().iter().next().map(|(_, e)| e.expires());
+    assert_eq!(
+        id(&l),
+        Some(now + 30 * crate::conn::TICKS_PER_SEC),
+        "udp_unreplied: 30 s"
+    );
+    let rs = SocketAddrV4::new(
+        crate::wire::Ipv4Packet::new_checked(&out[..])
+            .unwrap()
+            .dst_addr(),
+        5353,
+    );
+    run(&mut l.shard, &udp(rs, c, b"a"), None);
+    assert_eq!(
+        id(&l),
+        Some(now + 300 * crate::conn::TICKS_PER_SEC),
+        "replied: udp, 300 s"
+    );
+    // An unreplied one is gone after its 30 s.
+    let c2 = a("10.77.0.2:5556");
+    run(&mut l.shard, &udp(c2, dns, b"q"), None);
+    l.shard.set_now(now + 31 * crate::conn::TICKS_PER_SEC);
+    assert_eq!(l.shard.table().len(), 1);
+    // Configurable, and never above the udp timeout.
+    let short = config().replace(
+        "proto = \"udp\"\nscheduler = \"rr\"",
+        "proto = \"udp\"\nscheduler = \"rr\"\ntimeouts = { udp = \"20s\", udp_unreplied = \"5s\" }",
+    );
+    let mut l = lab_with(&short, 1 << 20);
+    run(&mut l.shard, &udp(c, dns, b"q"), None);
+    let now = l.shard.now();
+    assert_eq!(id(&l), Some(now + 5 * crate::conn::TICKS_PER_SEC));
+}
+
+#[test]
+fn a_source_counts_only_once_its_handshake_completes() {
+    // Spoof-proof accounting: SYNs that never complete (a flood spoofing the client's
+    // address) add nothing to the client's count; a completed handshake does.
+    let sources: Arc<crate::dataplane::sources::SourceSketch> = Default::default();
+    let cfg = crate::config::from_str(&config(), "fixture.toml").unwrap();
+    let mut registry = Registry::new(&cfg.services).unwrap();
+    let mut shard = Shard::new(
+        ShardConfig {
+            id: 0,
+            memory_limit: 1 << 20,
+            hash_key: HashKey([7, 9]),
+            start: Instant::now(),
+            expire_nodest_conn: false,
+            events: None,
+            sources: sources.clone(),
+            queues: 1,
+            templates: Default::default(),
+            cookies: Default::default(),
+        },
+        Arc::new(registry.snapshot()),
+        None,
+    )
+    .unwrap();
+    let web = a("10.77.100.100:80");
+    let victim = ip("10.77.0.2");
+    for port in 0..500u16 {
+        let c = SocketAddrV4::new(victim, 20_000 + port);
+        run(&mut shard, &tcp(c, web, SYN, b""), None);
+    }
+    assert_eq!(
+        sources.estimate(victim),
+        (0, 0),
+        "spoofed SYNs count for nothing"
+    );
+    let c = SocketAddrV4::new(victim, 30_000);
+    let (_, out) = run(&mut shard, &tcp(c, web, SYN, b""), None);
+    let rs = SocketAddrV4::new(
+        crate::wire::Ipv4Packet::new_checked(&out[..])
+            .unwrap()
+            .dst_addr(),
+        8080,
+    );
+    run(&mut shard, &tcp(rs, c, SYN | ACK, b""), None);
+    assert_eq!(
+        sources.estimate(victim),
+        (0, 0),
+        "not before the client's ACK"
+    );
+    run(&mut shard, &tcp(c, web, ACK, b""), None);
+    assert_eq!(
+        sources.estimate(victim),
+        (1, 1),
+        "a completed handshake counts"
+    );
+    // The entry ending takes its live count with it; the half-open ones never had one.
+    let before = shard.table().len();
+    shard.set_now(shard.now() + 2000 * crate::conn::TICKS_PER_SEC);
+    assert!(shard.table().len() < before);
+    assert_eq!(sources.estimate(victim).1, 0);
 }

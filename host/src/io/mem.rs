@@ -50,7 +50,7 @@ fn run_one<P: Pipeline>(
     let mut pkt = Packet::new(&mut buf, HEADROOM, data.len())?;
     pkt.vnet = vnet;
     match p.process(&mut pkt) {
-        Verdict::Drop => None,
+        Verdict::Drop | Verdict::Consumed => None,
         Verdict::Forward if pkt.start() < vnet_len => None,
         Verdict::Forward => Some((pkt.vnet, pkt.data().to_vec())),
     }

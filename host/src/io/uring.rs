@@ -323,6 +323,8 @@ const UD_CANCEL: u64 = 3 << 32;
 enum Outcome {
     Discard,
     Drop,
+    /// Kept by the pipeline: nothing to write, not a drop.
+    Consumed,
     /// Write `len` bytes from `off` in the slot (virtio-net header included).
     Write {
         off: usize,
@@ -392,7 +394,38 @@ impl Queue {
             if !pipeline.poll(Instant::now()) {
                 return Ok(());
             }
+            self.send_own(pipeline);
         }
+    }
+
+    /// Writes the packets the pipeline sends on its own ([`Pipeline::drain`]: rare, a few
+    /// a second at most) with a plain `writev`, outside the ring: they own no buffer slot.
+    fn send_own<P: Pipeline>(&mut self, pipeline: &mut P) {
+        let (fd, vnet_len) = (self.fd, self.vnet_len);
+        let stats = &mut self.stats;
+        pipeline.drain(&mut |pkt| {
+            let hdr = [0u8; vnet::LEN];
+            let iov = [
+                libc::iovec {
+                    iov_base: hdr.as_ptr() as *mut libc::c_void,
+                    iov_len: vnet_len,
+                },
+                libc::iovec {
+                    iov_base: pkt.as_ptr() as *mut libc::c_void,
+                    iov_len: pkt.len(),
+                },
+            ];
+            // Safety: both iovecs point into live buffers of the given lengths for the
+            // duration of the call; the kernel only reads them.
+            let n = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
+            if n < 0 {
+                stats.write_errors += 1;
+                stats.last_write_errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            } else {
+                stats.writes += 1;
+                stats.bytes_out += pkt.len() as u64;
+            }
+        });
     }
 
     /// Cancels the reads and waits for every operation to complete. Returns true if no
@@ -594,6 +627,7 @@ impl Queue {
                     pkt.vnet = vnet;
                     match pipeline.process(&mut pkt) {
                         Verdict::Drop => Outcome::Drop,
+                        Verdict::Consumed => Outcome::Consumed,
                         Verdict::Forward if pkt.start() < vnet_len => Outcome::Discard,
                         Verdict::Forward => {
                             let (start, len) = (pkt.start(), pkt.len());
@@ -615,6 +649,10 @@ impl Queue {
             Outcome::Write { off, len } => (off, len),
             Outcome::Drop => {
                 self.stats.drops += 1;
+                self.recycle(bid);
+                return Ok(());
+            }
+            Outcome::Consumed => {
                 self.recycle(bid);
                 return Ok(());
             }

@@ -9,7 +9,7 @@ pub mod traffic;
 
 use crate::conn::State;
 use crate::control::protocol::ListResult;
-use crate::dataplane::stats::{DropReason, ShardReport};
+use crate::dataplane::stats::{DropReason, Evicted, ShardReport};
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -54,6 +54,14 @@ pub const TABLE_MEMORY: &str = "ringvs_conntable_memory_bytes";
 pub const TABLE_LIMIT: &str = "ringvs_conntable_memory_limit_bytes";
 /// `ringvs_dropped_packets_total{reason}`.
 pub const DROPPED: &str = "ringvs_dropped_packets_total";
+/// `ringvs_evictions_total{reason}`.
+pub const EVICTIONS: &str = "ringvs_evictions_total";
+/// `ringvs_syn_proxy_total{event}`.
+pub const SYN_PROXY: &str = "ringvs_syn_proxy_total";
+/// `ringvs_syn_proxy_active{service}`.
+pub const SYN_PROXY_ACTIVE: &str = "ringvs_syn_proxy_active";
+/// `ringvs_plugin_memory_bytes`.
+pub const PLUGIN_MEMORY: &str = "ringvs_plugin_memory_bytes";
 /// `ringvs_passthrough_packets_total`.
 pub const PASSTHROUGH: &str = "ringvs_passthrough_packets_total";
 /// `ringvs_icmp_translated_total`.
@@ -107,7 +115,7 @@ pub enum Kind {
 }
 
 /// Every metric ringvs exports, with its type.
-pub const ALL: [(&str, Kind); 37] = [
+pub const ALL: [(&str, Kind); 41] = [
     (CONNECTIONS, Kind::Counter),
     (IN_PACKETS, Kind::Counter),
     (OUT_PACKETS, Kind::Counter),
@@ -128,6 +136,10 @@ pub const ALL: [(&str, Kind); 37] = [
     (TABLE_MEMORY, Kind::Gauge),
     (TABLE_LIMIT, Kind::Gauge),
     (DROPPED, Kind::Counter),
+    (EVICTIONS, Kind::Counter),
+    (SYN_PROXY, Kind::Counter),
+    (SYN_PROXY_ACTIVE, Kind::Gauge),
+    (PLUGIN_MEMORY, Kind::Gauge),
     (PASSTHROUGH, Kind::Counter),
     (ICMP_TRANSLATED, Kind::Counter),
     (PLUGIN_CALLS, Kind::Counter),
@@ -252,6 +264,23 @@ pub fn describe() {
         "The connection tables' memory budget (director.conn_memory_limit)."
     );
     describe_counter!(DROPPED, "Packets dropped, by reason.");
+    describe_counter!(
+        EVICTIONS,
+        "Connection entries evicted to make room for new flows when the table or a service's max_conns was full (early drop), by reason: unreplied, closing, idle."
+    );
+    describe_counter!(
+        SYN_PROXY,
+        "SYN proxy events: cookies sent, returned valid or invalid, realservers opened, refused or silent, data kept or dropped."
+    );
+    describe_gauge!(
+        PLUGIN_MEMORY,
+        Unit::Bytes,
+        "Linear memory of every live plugin instance (each at most the runtime's per-instance limit); outside conn_memory_limit."
+    );
+    describe_gauge!(
+        SYN_PROXY_ACTIVE,
+        "1 while the SYN proxy answers a service's new connections (in at least one queue)."
+    );
     describe_counter!(
         PASSTHROUGH,
         "Packets neither for a service nor from one, passed unchanged."
@@ -407,6 +436,12 @@ pub fn update(r: &ShardReport, list: &ListResult) {
     for reason in DropReason::ALL {
         counter!(DROPPED, "reason" => reason.label()).absolute(r.counters.drops[reason as usize]);
     }
+    for e in Evicted::ALL {
+        counter!(EVICTIONS, "reason" => e.label()).absolute(r.counters.evictions[e as usize]);
+    }
+    for e in crate::dataplane::synproxy::Event::ALL {
+        counter!(SYN_PROXY, "event" => e.label()).absolute(r.counters.syn_proxy[e as usize]);
+    }
     counter!(PASSTHROUGH).absolute(r.counters.passthrough);
     counter!(ICMP_TRANSLATED).absolute(r.counters.icmp_translated);
     for s in State::ALL {
@@ -415,6 +450,11 @@ pub fn update(r: &ShardReport, list: &ListResult) {
     gauge!(TABLE_MEMORY).set(r.memory_bytes as f64);
     gauge!(TABLE_LIMIT).set(r.memory_limit as f64);
     for svc in &list.services {
+        gauge!(SYN_PROXY_ACTIVE, "service" => svc.name.clone()).set(if svc.syn_proxy_active {
+            1.0
+        } else {
+            0.0
+        });
         // From the start, so that increase() sees the first swap.
         counter!(PLUGIN_SWAPS, "service" => svc.name.clone()).increment(0);
         for srv in &svc.servers {
@@ -430,6 +470,11 @@ pub fn update(r: &ShardReport, list: &ListResult) {
             }
         }
     }
+}
+
+/// The plugins' linear memory.
+pub fn plugin_memory(bytes: usize) {
+    gauge!(PLUGIN_MEMORY).set(bytes as f64);
 }
 
 /// The persistence template store's gauges.
@@ -503,6 +548,8 @@ mod tests {
         let list = ListResult {
             services: vec![ServiceInfo {
                 name: "web".into(),
+                syn_proxy: "auto".into(),
+                syn_proxy_active: false,
                 proto: "tcp".into(),
                 vip: "10.77.100.100:80".into(),
                 scheduler: "sched-wlc".into(),
@@ -585,6 +632,7 @@ mod tests {
             health_checked("web", "10.77.1.1:8080", "ok");
             health_changed("web", "10.77.1.1:8080", "up");
             update_plugins(&r, &[(Arc::from("sched-wlc"), Func::Pick, 2e-6)], &swaps);
+            plugin_memory(1 << 20);
             for t in tops {
                 update_defense(t, shown);
             }

@@ -131,7 +131,7 @@ fn instantiate<B>(
     what: &str,
     f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<B>,
 ) -> Result<(Store<HostState>, B), PluginError> {
-    let mut store = new_store(&rt.engine, rt.opts.memory_limit);
+    let mut store = new_store(&rt.engine, rt.opts.memory_limit, rt.memory.clone());
     let s = store.data_mut();
     s.crossings = 0;
     s.allowed = Runtime::ticks(rt.opts.setup_deadline);

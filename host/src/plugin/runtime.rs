@@ -221,6 +221,8 @@ pub struct Runtime {
     persist_linker: Linker<HostState>,
     defense_linker: Linker<HostState>,
     _ticker: Ticker,
+    /// Linear memory of every live instance, bytes.
+    pub(crate) memory: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl fmt::Debug for Runtime {
@@ -292,7 +294,14 @@ impl Runtime {
             persist_linker,
             defense_linker,
             _ticker: Ticker { stop },
+            memory: Default::default(),
         }))
+    }
+
+    /// Linear memory of every live instance of this runtime's plugins, bytes (what they
+    /// grew to: pages are resident once the guest touches them).
+    pub fn memory_in_use(&self) -> usize {
+        self.memory.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Epoch ticks for a deadline (at least two, so a call never starts already late).

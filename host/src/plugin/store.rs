@@ -4,6 +4,8 @@
 //! by it) and the instances (`instance`).
 
 use super::bindings::{defense, types};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use wasmtime::{Engine, ResourceLimiter, Store};
 
 /// Memory limit of one instance; remembers whether it had to refuse growth.
@@ -11,12 +13,21 @@ pub(super) struct Limits {
     memory: usize,
     /// Growth was refused (the fault is a memory fault, not a trap).
     pub(super) denied: bool,
+    /// Linear memory this store has grown to, and the runtime-wide total it counts in.
+    grown: usize,
+    total: Arc<AtomicUsize>,
+}
+
+impl Drop for Limits {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.grown, Ordering::Relaxed);
+    }
 }
 
 impl ResourceLimiter for Limits {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -28,6 +39,9 @@ impl ResourceLimiter for Limits {
                 self.memory
             );
         }
+        let more = desired.saturating_sub(current);
+        self.grown += more;
+        self.total.fetch_add(more, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -72,11 +86,13 @@ pub struct HostState {
 }
 
 impl HostState {
-    fn new(memory: usize) -> HostState {
+    fn new(memory: usize, total: Arc<AtomicUsize>) -> HostState {
         HostState {
             limits: Limits {
                 memory,
                 denied: false,
+                grown: 0,
+                total,
             },
             table: None,
             crossings: 0,
@@ -109,8 +125,12 @@ impl defense::ringvs::plugin::table::Host for HostState {
 const PREEMPTION_SLACK: u64 = 2;
 
 /// A fresh store on `engine` whose instance may have `memory` bytes of linear memory.
-pub(super) fn new_store(engine: &Engine, memory: usize) -> Store<HostState> {
-    let mut store = Store::new(engine, HostState::new(memory));
+pub(super) fn new_store(
+    engine: &Engine,
+    memory: usize,
+    total: Arc<AtomicUsize>,
+) -> Store<HostState> {
+    let mut store = Store::new(engine, HostState::new(memory, total));
     store.limiter(|s| &mut s.limits);
     // The deadline counts epoch boundaries the guest is seen running across, not wall-clock
     // time: the guest checks the epoch on function entry and loop back-edges, so a thread

@@ -54,14 +54,26 @@ pub(super) struct Queues {
     started: Instant,
     /// With more than one queue on a device.
     steering: Option<Steering>,
+    /// The timed plugin calls collected each second, in a buffer reserved (and touched)
+    /// once: a flood of new flows does not grow the control plane's memory.
+    samples: Vec<Sample>,
 }
+
+/// A timed plugin call: plugin, function, seconds.
+type Sample = (Arc<str>, crate::dataplane::policy::Func, f64);
 
 impl Queues {
     pub(super) fn new(list: Vec<Queue>, started: Instant, steering: Option<Steering>) -> Queues {
+        let mut samples = Vec::new();
+        crate::dataplane::policy::reserve_touched(
+            &mut samples,
+            list.len().max(1) * 10 * crate::dataplane::policy::MAX_SAMPLES,
+        );
         Queues {
             list,
             started,
             steering,
+            samples,
         }
     }
 
@@ -107,14 +119,17 @@ impl Queues {
     }
 
     /// The timed plugin calls the queues collected since the last call.
-    pub(super) fn take_samples(&self) -> Vec<(Arc<str>, crate::dataplane::policy::Func, f64)> {
-        let mut out = Vec::new();
+    pub(super) fn take_samples(&mut self) -> &[Sample] {
+        self.samples.clear();
         for q in &self.list {
             if let Ok(mut r) = q.shared.report.lock() {
-                out.append(&mut r.plugin_samples);
+                let room = self.samples.capacity() - self.samples.len();
+                let n = r.plugin_samples.len().min(room);
+                self.samples.extend(r.plugin_samples.drain(..n));
+                r.plugin_samples.clear();
             }
         }
-        out
+        &self.samples
     }
 
     /// Each queue's top sources of the last second.

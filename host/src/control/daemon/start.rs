@@ -12,6 +12,7 @@ use crate::config::{self, Config, Routes};
 use crate::conn::HashKey;
 use crate::dataplane::service::Snapshot;
 use crate::dataplane::sources::SourceSketch;
+use crate::dataplane::synproxy::cookie::CookieKeys;
 use crate::dataplane::templates::TemplateStore;
 use crate::dataplane::{Control, PluginEvent, Shard, ShardConfig};
 use crate::io::steer;
@@ -49,6 +50,7 @@ struct QueueSetup {
     events: Sender<PluginEvent>,
     sources: Arc<SourceSketch>,
     templates: Arc<TemplateStore>,
+    cookies: Arc<CookieKeys>,
 }
 
 impl QueueSetup {
@@ -56,7 +58,7 @@ impl QueueSetup {
     fn shard_config(&self, id: usize) -> ShardConfig {
         ShardConfig {
             id,
-            memory_limit: self.memory_limit / self.n,
+            memory_limit: crate::dataplane::shard::queue_share(self.memory_limit, self.n),
             hash_key: self.hash_key,
             start: self.start,
             expire_nodest_conn: self.expire_nodest_conn,
@@ -64,6 +66,7 @@ impl QueueSetup {
             sources: self.sources.clone(),
             queues: self.n,
             templates: self.templates.clone(),
+            cookies: self.cookies.clone(),
         }
     }
 }
@@ -105,6 +108,7 @@ fn startup(cfg: &Config) -> Result<Startup, String> {
         events: events_tx,
         sources: Arc::new(SourceSketch::new()),
         templates: templates.clone(),
+        cookies: Arc::new(CookieKeys::new()),
     };
     let plugins = Plugins {
         manager,

@@ -264,11 +264,12 @@ impl Daemon {
         self.take_events();
         self.update_top();
         self.deliver_fresh();
-        let samples = self.queues.take_samples();
         if self.cfg.director.metrics_listen.is_some() {
             crate::metrics::update(&r, &self.list());
             crate::metrics::update_templates(&self.template_status(&r));
-            crate::metrics::update_plugins(&r, &samples, &self.plugins.manager.swaps);
+            let samples = self.queues.take_samples();
+            crate::metrics::update_plugins(&r, samples, &self.plugins.manager.swaps);
+            crate::metrics::plugin_memory(self.plugins.manager.memory_in_use());
             let top = self.top_view();
             crate::metrics::update_defense(&top, &mut self.stats.top_shown);
             let (services, backends) = self.traffic_rows(&r);

@@ -165,8 +165,16 @@ impl Daemon {
                     proto: e.cfg.proto.name().to_string(),
                     vip: e.cfg.vip.to_string(),
                     scheduler: e.cfg.scheduler.clone(),
-                    flags: service_flags(e),
+                    flags: {
+                        let mut f = service_flags(e);
+                        if r.proxying.get(sid).copied().unwrap_or(false) {
+                            f.push("synproxy".into());
+                        }
+                        f
+                    },
                     draining: e.removed,
+                    syn_proxy: e.cfg.syn_proxy.name().to_string(),
+                    syn_proxy_active: r.proxying.get(sid).copied().unwrap_or(false),
                     stats: self.stats.service_since_zero(&r, sid),
                     rate: self
                         .stats

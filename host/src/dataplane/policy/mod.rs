@@ -29,7 +29,9 @@
 
 mod stats;
 
-pub use stats::{ActionKind, Func, PluginCounters, PluginStats, ACTIONS, FUNCS};
+pub use stats::{
+    reserve_touched, ActionKind, Func, PluginCounters, PluginStats, ACTIONS, FUNCS, MAX_SAMPLES,
+};
 
 use crate::plugin::{DefenseInstance, Fault, PersistenceInstance, Plugin, SchedulerInstance};
 use crossbeam_channel::Sender;

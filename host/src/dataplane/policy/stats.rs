@@ -69,6 +69,11 @@ pub struct PluginCounters {
 /// Every `SAMPLE_EVERY`-th call is timed for the latency histogram.
 const SAMPLE_EVERY: u64 = 16;
 
+/// Most timed calls a queue keeps between two publications (10 a second): a flood of new
+/// flows must not grow the queue's memory, and a histogram needs no more. The buffers are
+/// reserved up front (see [`PluginStats::new`]).
+pub const MAX_SAMPLES: usize = 512;
+
 /// Per-queue bookkeeping of plugin calls (published with the queue's report).
 #[derive(Debug, Default)]
 pub struct PluginStats {
@@ -80,6 +85,18 @@ pub struct PluginStats {
 }
 
 impl PluginStats {
+    /// Empty, with the sample buffer reserved and touched now (so that a flood of new
+    /// flows does not grow the queue's resident memory later).
+    pub fn new() -> PluginStats {
+        let mut samples = Vec::new();
+        reserve_touched(&mut samples, MAX_SAMPLES);
+        PluginStats {
+            counters: Vec::new(),
+            samples,
+            seq: 0,
+        }
+    }
+
     fn counters(&mut self, name: &Arc<str>) -> &mut PluginCounters {
         let i = match self
             .counters
@@ -115,7 +132,7 @@ impl PluginStats {
     #[inline]
     pub fn start(&mut self) -> Option<Instant> {
         self.seq += 1;
-        let timed = self.seq.is_multiple_of(SAMPLE_EVERY) && self.samples.len() < 65_536;
+        let timed = self.seq.is_multiple_of(SAMPLE_EVERY) && self.samples.len() < MAX_SAMPLES;
         timed.then(Instant::now)
     }
 
@@ -207,4 +224,13 @@ impl ActionKind {
             dt::Action::Unblock(_) => ActionKind::Unblock,
         }
     }
+}
+
+/// Reserves room for `n` samples and writes every byte of it once, so that its pages are
+/// resident from now on rather than when a flood fills it.
+pub fn reserve_touched(v: &mut Vec<(Arc<str>, Func, f64)>, n: usize) {
+    let name: Arc<str> = Arc::from("");
+    v.reserve(n);
+    v.resize(v.capacity(), (name, Func::Pick, 0.0));
+    v.clear();
 }

@@ -1,46 +1,194 @@
 //! The packet path of tracked flows: a client's packet to a virtual service (inbound), a
-//! realserver's reply (outbound), new flows (admit, persist, schedule, insert, or the SYN
+//! realserver's reply (outbound), new flows (admit, persist, schedule, insert — or the SYN
 //! proxy's cookie), state transitions, expiry and early drop.
+//!
+//! # Early drop
+//!
+//! When the table (or the service's `max_conns` share) is full, a new flow evicts the least
+//! valuable of [`crate::conn::EVICT_SAMPLE`] entries read from a random slot, as conntrack's
+//! `early_drop` does, instead of being refused: first entries that never completed a
+//! handshake or never saw a reply, then closing ones, then idle ones with few packets
+//! ([`Evicted`]). Established connections that talk are never evicted for a new flow.
+//!
+//! # Evidence
+//!
+//! A source counts toward blocking (the per-source sketch and the top talkers that defenses
+//! read) only once it is proven real: a TCP handshake completed, or a valid SYN-proxy
+//! cookie. A flood of SYNs spoofing somebody's address cannot get them refused. UDP has no
+//! handshake: its sources count when they send.
 
 use super::*;
+use crate::conn::{Conn, F_PROXIED, F_PROXY_OPENING};
+use crate::dataplane::stats::{Evicted, FEW_PACKETS, IDLE_TICKS};
+use crate::dataplane::synproxy::{Seg, SynProxy};
+
+/// Flag: the entry saw a packet from its realserver.
+pub(super) const F_REPLIED: u8 = 32;
+/// Flag: the entry's source is proven real (counted in the per-source sketch).
+pub(super) const F_VERIFIED: u8 = 64;
+
+/// A TCP or UDP packet's addressing, as [`Shard::process`] read it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct L4 {
+    /// IP protocol.
+    pub proto: u8,
+    /// Source endpoint.
+    pub src: SocketAddrV4,
+    /// Destination endpoint.
+    pub dst: SocketAddrV4,
+    /// TCP flags (0 for UDP).
+    pub flags: u8,
+    /// State of the transport checksum.
+    pub csum: Csum,
+    /// IP total length (bytes after it are padding).
+    pub total: usize,
+}
+
+impl L4 {
+    fn is_tcp(&self) -> bool {
+        self.proto == ip_proto::TCP
+    }
+
+    /// A SYN without ACK.
+    fn is_syn(&self) -> bool {
+        self.is_tcp() && self.flags & (tf::SYN | tf::ACK) == tf::SYN
+    }
+}
+
+/// The early-drop class of an entry (lower goes first), or `None` if a new flow may not
+/// evict it.
+#[inline]
+fn evict_class(c: &Conn<Ipv4Addr>, now: Tick, timeouts: Option<&[Tick; STATES]>) -> Option<u8> {
+    if c.flags & F_PROXY_OPENING != 0 {
+        // A proven client waiting a moment for its realserver.
+        return None;
+    }
+    let unreplied = if c.proto() == ip_proto::TCP {
+        matches!(
+            c.state,
+            State::None | State::SynRecv | State::SynAck | State::SynSent
+        )
+    } else {
+        c.flags & F_REPLIED == 0
+    };
+    if unreplied {
+        return Some(Evicted::Unreplied as u8);
+    }
+    // A UDP exchange of one datagram and its answer (DNS-like) is over.
+    let udp_done = c.proto() == ip_proto::UDP && c.in_pkts <= 1;
+    if c.state.is_closing() || udp_done {
+        return Some(Evicted::Closing as u8);
+    }
+    let full = timeouts.map_or(0, |t| t[c.state as usize]);
+    let idle = full.saturating_sub(c.expires().saturating_sub(now));
+    (idle >= IDLE_TICKS && c.in_pkts <= FEW_PACKETS).then_some(Evicted::Idle as u8)
+}
 
 impl Shard {
+    /// Everything that must follow an entry out of the table (expired, evicted or killed):
+    /// the realserver's and the source's counts, the persistence template, the service's
+    /// count, and an opening proxied connection's stash (its client reset if it timed out).
+    #[allow(clippy::too_many_arguments)]
+    fn forget(
+        dests: &[Option<Arc<DestState>>],
+        cfg: &ShardConfig,
+        links: &mut [u32],
+        svc_conns: &mut [u32],
+        proxy: &mut SynProxy,
+        snap: &Snapshot,
+        id: ConnId,
+        c: &Conn<Ipv4Addr>,
+        timed_out: bool,
+    ) {
+        if let Some(Some(d)) = dests.get(c.dest as usize) {
+            d.unbind(c.flags & F_INACTIVE == 0);
+        }
+        if c.flags & F_PERSISTENT != 0 {
+            release_link(links, &cfg.templates, id);
+        }
+        if c.flags & F_VERIFIED != 0 {
+            cfg.sources.ended(c.caddr());
+        }
+        if let Some(n) = svc_conns.get_mut(c.svc as usize) {
+            *n = n.saturating_sub(1);
+        }
+        if c.flags & F_PROXY_OPENING != 0 {
+            let vip = timed_out
+                .then(|| snap.service(c.svc).map(|s| s.vip))
+                .flatten();
+            proxy.abandoned(id.index(), c, vip);
+        }
+    }
+
     pub(super) fn expire(&mut self) {
-        let dests = &self.dests;
-        let sources = &self.cfg.sources;
-        let templates = &self.cfg.templates;
-        let links = &mut self.links;
+        let (dests, cfg, snap) = (&self.dests, &self.cfg, &self.snap);
+        let (links, svc_conns, proxy) = (&mut self.links, &mut self.svc_conns, &mut self.proxy);
         let n = self.table.advance(self.now, EXPIRE_BUDGET, |id, c| {
-            if let Some(Some(d)) = dests.get(c.dest as usize) {
-                d.unbind(c.flags & F_INACTIVE == 0);
-            }
-            if c.flags & F_PERSISTENT != 0 {
-                release_link(links, templates, id);
-            }
-            sources.ended(c.caddr());
+            Self::forget(dests, cfg, links, svc_conns, proxy, snap, id, c, true);
         });
         self.counters.expired += n as u64;
         // Once a second, this queue's share of the template store.
         let sec = (self.now / TICKS_PER_SEC) as u64;
         if sec != self.swept_sec {
             self.swept_sec = sec;
-            templates.sweep(self.now, self.cfg.id, self.cfg.queues.max(1));
+            let queues = self.cfg.queues.max(1);
+            self.cfg.templates.sweep(self.now, self.cfg.id, queues);
         }
     }
 
-    /// Removes a connection now, fixing the realserver's and the source's counts.
+    /// Removes a connection now, fixing the counts that follow it.
     pub(super) fn kill(&mut self, id: ConnId) {
         let c = self.table.remove(id);
-        if let Some(Some(d)) = self.dests.get(c.dest as usize) {
-            d.unbind(c.flags & F_INACTIVE == 0);
-        }
-        if c.flags & F_PERSISTENT != 0 {
-            release_link(&mut self.links, &self.cfg.templates, id);
-        }
-        self.cfg.sources.ended(c.caddr());
+        Self::forget(
+            &self.dests,
+            &self.cfg,
+            &mut self.links,
+            &mut self.svc_conns,
+            &mut self.proxy,
+            &self.snap,
+            id,
+            &c,
+            false,
+        );
     }
 
-    /// Applies a TCP segment to a connection's state and refreshes its timer.
+    /// Early drop: evicts the least valuable sampled entry (of service `svc` only, if
+    /// given). True if one went.
+    fn evict(&mut self, svc: Option<u16>) -> bool {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let start = self.rng as u32;
+        let now = self.now;
+        let svcs = &self.svcs;
+        let (dests, cfg, snap) = (&self.dests, &self.cfg, &self.snap);
+        let (links, svc_conns, proxy) = (&mut self.links, &mut self.svc_conns, &mut self.proxy);
+        let class = self.table.evict(
+            start,
+            Evicted::Idle as u8,
+            |c| {
+                if svc.is_some_and(|s| s != c.svc) {
+                    return None;
+                }
+                let timeouts = svcs
+                    .get(c.svc as usize)
+                    .and_then(Option::as_ref)
+                    .map(|rt| &rt.timeouts);
+                evict_class(c, now, timeouts)
+            },
+            |id, c| Self::forget(dests, cfg, links, svc_conns, proxy, snap, id, c, false),
+        );
+        match class {
+            Some(c) => {
+                self.counters.evictions[c as usize] += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Applies a TCP segment to a connection's state and refreshes its timer. A client
+    /// whose handshake completes here is proven real (see the module docs).
     #[inline]
     pub(super) fn tcp_step(&mut self, id: ConnId, svc: u16, dir: Direction, flags: u8) {
         let Some(rt) = self.svcs.get(svc as usize).and_then(Option::as_ref) else {
@@ -57,6 +205,9 @@ impl Shard {
         } else {
             dir
         };
+        if dir == Direction::Output {
+            c.flags |= F_REPLIED;
+        }
         let old = c.state;
         let new = match Event::from_tcp_flags(flags) {
             Some(ev) => rt.table.next(dir, ev, old),
@@ -76,13 +227,30 @@ impl Shard {
                     d.counters.flip(active);
                 }
             }
+            if new == State::Established
+                && c.flags & (F_REPLIED | F_VERIFIED) == F_REPLIED
+                && dir != Direction::Output
+            {
+                c.flags |= F_VERIFIED;
+                let a = c.caddr();
+                self.verified(a);
+            }
             self.table.set_state(id, new);
         }
         self.table.set_expiry(id, self.now.saturating_add(timeout));
     }
 
-    /// A new-flow attempt: counted for the source (rates, top talkers), refused for a
-    /// tarpitted source, else admitted and scheduled.
+    /// A source proved real: it counts toward its rates and the top talkers.
+    #[inline]
+    fn verified(&mut self, a: Ipv4Addr) {
+        self.top.new_flow(a);
+        self.cfg.sources.attempt(a);
+        self.cfg.sources.created(a);
+    }
+
+    /// A new-flow attempt: refused for a tarpitted source, else admitted and scheduled.
+    /// `proven`: a valid SYN-proxy cookie came with it (the source counts at once); a UDP
+    /// source counts when it sends (there is no handshake to wait for).
     #[inline]
     pub(super) fn start_flow(
         &mut self,
@@ -91,14 +259,46 @@ impl Shard {
         client: SocketAddrV4,
         svc: u16,
         blocked: Option<BlockMode>,
+        proven: bool,
     ) -> Result<ConnId, DropReason> {
-        self.top.new_flow(*client.ip());
-        self.cfg.sources.attempt(*client.ip());
         self.counters.attempts += 1;
+        if let Some(rt) = self.svcs.get_mut(svc as usize).and_then(Option::as_mut) {
+            rt.proxy.syns += u32::from(proto == ip_proto::TCP && !proven);
+        }
         if blocked == Some(BlockMode::Tarpit) {
             return Err(DropReason::Tarpit);
         }
-        self.new_flow(hash, proto, client, svc)
+        let counted = proven || proto != ip_proto::TCP;
+        if counted {
+            self.top.new_flow(*client.ip());
+            self.cfg.sources.attempt(*client.ip());
+        }
+        let id = self.new_flow(hash, proto, client, svc)?;
+        if counted {
+            self.table.get_mut(id).flags |= F_VERIFIED;
+            self.cfg.sources.created(*client.ip());
+        }
+        Ok(id)
+    }
+
+    /// Makes room for one more entry of service `svc`: within its `max_conns` share (by
+    /// evicting one of its own entries) and within the table (early drop).
+    fn room_for(&mut self, svc: u16) -> Result<(), DropReason> {
+        let limit = self
+            .svcs
+            .get(svc as usize)
+            .and_then(Option::as_ref)
+            .map_or(0, |rt| rt.max_conns);
+        if limit > 0
+            && self.svc_conns.get(svc as usize).copied().unwrap_or(0) >= limit
+            && !self.evict(Some(svc))
+        {
+            return Err(DropReason::MaxConns);
+        }
+        if self.table.len() >= self.table.capacity() && !self.evict(None) {
+            return Err(DropReason::TableFull);
+        }
+        Ok(())
     }
 
     /// A new flow for service `svc` from `client`: admit (defenses), persist (templates),
@@ -110,6 +310,7 @@ impl Shard {
         client: SocketAddrV4,
         svc: u16,
     ) -> Result<ConnId, DropReason> {
+        self.room_for(svc)?;
         let snap = &self.snap;
         let service: &Service = snap.service(svc).ok_or(DropReason::NoService)?;
         let rt = self
@@ -179,12 +380,11 @@ impl Shard {
             }
         };
         let dest = &service.dests[i];
-        let state = if proto == ip_proto::TCP {
-            State::None
+        let (state, timeout) = if proto == ip_proto::TCP {
+            (State::None, rt.timeouts[State::None as usize])
         } else {
-            State::Udp
+            (State::Udp, rt.udp_unreplied)
         };
-        let timeout = rt.timeouts[state as usize];
         let inserted = self.table.insert(
             hash,
             NewConn {
@@ -215,7 +415,9 @@ impl Shard {
             self.links[id.index() as usize] = t.0 + 1;
         }
         dest.state.bind(false);
-        self.cfg.sources.created(*client.ip());
+        if let Some(n) = self.svc_conns.get_mut(svc as usize) {
+            *n += 1;
+        }
         let did = dest.id as usize;
         self.svc_traffic[svc as usize].conns += 1;
         if let Some(t) = self.dest_traffic.get_mut(did) {
@@ -225,24 +427,156 @@ impl Shard {
         Ok(id)
     }
 
+    /// True if the SYN proxy answers new connections of service `svc` now (in `auto`
+    /// mode, the table's half-open entries are checked first: see `ProxyRt`).
+    #[inline]
+    fn proxying(&mut self, svc: u16) -> bool {
+        let by_state = self.table.by_state();
+        let embryonic = u64::from(by_state[State::SynRecv as usize])
+            + u64::from(by_state[State::SynAck as usize]);
+        let capacity = self.table.capacity() as u64;
+        self.svcs
+            .get_mut(svc as usize)
+            .and_then(Option::as_mut)
+            .is_some_and(|rt| rt.proxy.check_embryonic(embryonic, capacity))
+    }
+
+    /// True if cookies are checked for service `svc` (a TCP service whose proxy is not off).
+    #[inline]
+    fn cookies(&self, svc: u16) -> bool {
+        self.svcs
+            .get(svc as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|rt| rt.proxy.enabled())
+    }
+
+    /// A client's SYN answered by the proxy (no state).
+    fn proxy_syn(&mut self, pkt: &mut Packet<'_>, l4: &L4, svc: u16) -> Verdict {
+        let seg = Seg::read(&pkt.data()[..l4.total]);
+        let Some(seg) = seg else {
+            return self.drop(DropReason::Malformed);
+        };
+        if let Some(rt) = self.svcs.get_mut(svc as usize).and_then(Option::as_mut) {
+            rt.proxy.syns += 1;
+            rt.proxy.cookies += 1;
+        }
+        self.counters.attempts += 1;
+        if self.proxy.answer_syn(pkt, &seg) {
+            Verdict::Forward
+        } else {
+            self.drop(DropReason::Malformed)
+        }
+    }
+
+    /// An ACK for a connection the table does not know: a valid cookie opens a connection
+    /// to a realserver (the ACK becomes the proxy's SYN to it), anything else is dropped.
+    fn proxy_ack(
+        &mut self,
+        pkt: &mut Packet<'_>,
+        l4: &L4,
+        svc: u16,
+        hash: u32,
+        blocked: Option<BlockMode>,
+    ) -> Verdict {
+        let Some(seg) = Seg::read(&pkt.data()[..l4.total]) else {
+            return self.drop(DropReason::Malformed);
+        };
+        let accepted = match self.proxy.check_ack(&seg) {
+            Ok(a) => a,
+            Err(_) => return self.drop(DropReason::NoConn),
+        };
+        if let Some(rt) = self.svcs.get_mut(svc as usize).and_then(Option::as_mut) {
+            rt.proxy.verified += 1;
+        }
+        let id = match self.start_flow(hash, l4.proto, l4.src, svc, blocked, true) {
+            Ok(id) => id,
+            Err(r) => return self.drop(r),
+        };
+        let timeout = SynProxy::open_timeout();
+        self.table.set_state(id, State::SynRecv);
+        self.table.set_expiry(id, self.now.saturating_add(timeout));
+        let c = self.table.get_mut(id);
+        c.in_pkts = 1;
+        let Some(to) = self.snap.dest_addr(c.dest) else {
+            self.kill(id);
+            return self.drop(DropReason::NoServer);
+        };
+        let now = self.now;
+        if self.proxy.open(
+            pkt,
+            &seg,
+            &accepted,
+            id.index(),
+            self.table.get_mut(id),
+            to,
+            now,
+        ) {
+            self.count_in(svc, self.table.get(id).dest, pkt.len());
+            Verdict::Forward
+        } else {
+            self.kill(id);
+            self.drop(DropReason::Malformed)
+        }
+    }
+
+    /// Counts a packet to a realserver.
+    #[inline]
+    fn count_in(&mut self, svc: u16, dest: u32, len: usize) {
+        let len = len as u64;
+        let t = &mut self.svc_traffic[svc as usize];
+        t.in_pkts += 1;
+        t.in_bytes += len;
+        if let Some(t) = self.dest_traffic.get_mut(dest as usize) {
+            t.in_pkts += 1;
+            t.in_bytes += len;
+        }
+        self.counters.total.in_pkts += 1;
+        self.counters.total.in_bytes += len;
+    }
+
+    /// Counts a packet to a client.
+    #[inline]
+    fn count_out(&mut self, svc: u16, dest: u32, len: usize) {
+        let len = len as u64;
+        let t = &mut self.svc_traffic[svc as usize];
+        t.out_pkts += 1;
+        t.out_bytes += len;
+        if let Some(t) = self.dest_traffic.get_mut(dest as usize) {
+            t.out_pkts += 1;
+            t.out_bytes += len;
+        }
+        self.counters.total.out_pkts += 1;
+        self.counters.total.out_bytes += len;
+    }
+
+    /// A client packet of a proxied connection still opening: its data kept for the
+    /// realserver, or dropped (the client sends it again); a RST or FIN ends it.
+    fn proxy_opening_client(&mut self, pkt: &mut Packet<'_>, l4: &L4, id: ConnId) -> Verdict {
+        if l4.flags & (tf::RST | tf::FIN) != 0 {
+            // The client gave up before the realserver answered.
+            self.kill(id);
+            return self.drop(DropReason::NoConn);
+        }
+        let Some(seg) = Seg::read(&pkt.data()[..l4.total]) else {
+            return self.drop(DropReason::Malformed);
+        };
+        let isn = self.table.get(id).proxy[1];
+        if self.proxy.client_while_opening(pkt, &seg, id.index(), isn) {
+            Verdict::Consumed
+        } else {
+            self.drop(DropReason::ProxyOpening)
+        }
+    }
+
     /// Client → virtual service.
     #[inline]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn inbound(
-        &mut self,
-        data: &mut [u8],
-        ihl: usize,
-        proto: u8,
-        client: SocketAddrV4,
-        svc: u16,
-        tcp_flags: u8,
-        csum: Csum,
-    ) -> Verdict {
+    pub(super) fn inbound(&mut self, pkt: &mut Packet<'_>, l4: L4, svc: u16) -> Verdict {
+        let (proto, client) = (l4.proto, l4.src);
         let hash = self.table.hash(proto, *client.ip(), client.port());
         let found = self
             .table
             .lookup(hash, proto, *client.ip(), client.port(), |e| e.svc == svc);
-        let is_syn = proto == ip_proto::TCP && tcp_flags & (tf::SYN | tf::ACK) == tf::SYN;
+        let is_syn = l4.is_syn();
         self.top.packet(*client.ip());
         let blocked = if self.blocks.is_empty() {
             None
@@ -255,6 +589,9 @@ impl Shard {
         let id = match found {
             Some(id) => {
                 let c = self.table.get(id);
+                if c.flags & F_PROXY_OPENING != 0 {
+                    return self.proxy_opening_client(pkt, &l4, id);
+                }
                 // A removed realserver's connection ends here if the director
                 // (`expire_nodest_conn`) or the removal (`--expire`) says so.
                 let flags = self
@@ -272,7 +609,10 @@ impl Shard {
                     if !is_syn && proto != ip_proto::UDP {
                         return self.drop(DropReason::DestRemoved);
                     }
-                    match self.start_flow(hash, proto, client, svc, blocked) {
+                    if is_syn && self.proxying(svc) {
+                        return self.proxy_syn(pkt, &l4, svc);
+                    }
+                    match self.start_flow(hash, proto, client, svc, blocked, false) {
                         Ok(id) => id,
                         Err(r) => return self.drop(r),
                     }
@@ -280,55 +620,48 @@ impl Shard {
                     id
                 }
             }
-            None => {
-                if proto == ip_proto::TCP && !is_syn {
-                    return self.drop(DropReason::NoConn);
+            None if is_syn && self.proxying(svc) => return self.proxy_syn(pkt, &l4, svc),
+            None if l4.is_tcp() && !is_syn => {
+                if l4.flags & (tf::ACK | tf::RST) == tf::ACK && self.cookies(svc) {
+                    return self.proxy_ack(pkt, &l4, svc, hash, blocked);
                 }
-                match self.start_flow(hash, proto, client, svc, blocked) {
-                    Ok(id) => id,
-                    Err(r) => return self.drop(r),
-                }
+                return self.drop(DropReason::NoConn);
             }
+            None => match self.start_flow(hash, proto, client, svc, blocked, false) {
+                Ok(id) => id,
+                Err(r) => return self.drop(r),
+            },
         };
         if proto == ip_proto::TCP {
-            self.tcp_step(id, svc, Direction::Input, tcp_flags);
+            self.tcp_step(id, svc, Direction::Input, l4.flags);
         } else if let Some(Some(rt)) = self.svcs.get(svc as usize) {
-            let t = rt.timeouts[State::Udp as usize];
+            let c = self.table.get(id);
+            let t = if c.flags & F_REPLIED != 0 {
+                rt.timeouts[State::Udp as usize]
+            } else {
+                rt.udp_unreplied
+            };
             self.table.set_expiry(id, self.now.saturating_add(t));
         }
         let c = self.table.get_mut(id);
         c.in_pkts = c.in_pkts.saturating_add(1);
-        let dest = c.dest;
-        let Some(to) = self.snap.dest_addr(dest) else {
+        let c = *c;
+        let Some(to) = self.snap.dest_addr(c.dest) else {
             return self.drop(DropReason::NoServer);
         };
-        nat::rewrite(data, ihl, proto, Side::Dst, to, csum);
-        let len = data.len() as u64;
-        let t = &mut self.svc_traffic[svc as usize];
-        t.in_pkts += 1;
-        t.in_bytes += len;
-        if let Some(t) = self.dest_traffic.get_mut(dest as usize) {
-            t.in_pkts += 1;
-            t.in_bytes += len;
+        let data = &mut pkt.data_mut()[..l4.total];
+        if c.flags & F_PROXIED != 0 {
+            SynProxy::to_server(&mut data[IHL..], &c, l4.flags, l4.csum == Csum::Full);
         }
-        self.counters.total.in_pkts += 1;
-        self.counters.total.in_bytes += len;
+        nat::rewrite(data, IHL, proto, Side::Dst, to, l4.csum);
+        self.count_in(svc, c.dest, l4.total);
         Verdict::Forward
     }
 
     /// Realserver → client, if it belongs to a tracked connection.
     #[inline]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn outbound(
-        &mut self,
-        data: &mut [u8],
-        ihl: usize,
-        proto: u8,
-        server: SocketAddrV4,
-        client: SocketAddrV4,
-        tcp_flags: u8,
-        csum: Csum,
-    ) -> Verdict {
+    pub(super) fn outbound(&mut self, pkt: &mut Packet<'_>, l4: L4) -> Verdict {
+        let (proto, server, client) = (l4.proto, l4.src, l4.dst);
         let hash = self.table.hash(proto, *client.ip(), client.port());
         let snap = &self.snap;
         let found = self
@@ -346,33 +679,94 @@ impl Shard {
             }
             return self.pass();
         };
-        let (svc, dest) = {
-            let c = self.table.get(id);
-            (c.svc, c.dest)
-        };
-        if proto == ip_proto::TCP {
-            self.tcp_step(id, svc, Direction::Output, tcp_flags);
-        } else if let Some(Some(rt)) = self.svcs.get(svc as usize) {
-            let t = rt.timeouts[State::Udp as usize];
-            self.table.set_expiry(id, self.now.saturating_add(t));
-        }
+        let c = *self.table.get(id);
+        let (svc, dest) = (c.svc, c.dest);
         let Some(vip) = self.snap.service(svc).map(|s| s.vip) else {
             return self.drop(DropReason::NoService);
         };
-        nat::rewrite(data, ihl, proto, Side::Src, vip, csum);
-        let len = data.len() as u64;
-        let t = &mut self.svc_traffic[svc as usize];
-        t.out_pkts += 1;
-        t.out_bytes += len;
-        if let Some(t) = self.dest_traffic.get_mut(dest as usize) {
-            t.out_pkts += 1;
-            t.out_bytes += len;
+        if c.flags & F_PROXIED != 0 && l4.flags & tf::SYN != 0 {
+            return self.proxy_server_synack(pkt, &l4, id);
         }
-        self.counters.total.out_pkts += 1;
-        self.counters.total.out_bytes += len;
+        if c.flags & F_PROXY_OPENING != 0 {
+            let ok = if l4.flags & tf::RST != 0 {
+                let ok = self.proxy.server_refused(pkt, id.index(), &c, vip);
+                self.kill(id);
+                ok
+            } else {
+                // A bare ACK: the realserver still has an older connection of these
+                // addresses (TIME_WAIT).
+                let Some(seg) = Seg::read(&pkt.data()[..l4.total]) else {
+                    return self.drop(DropReason::Malformed);
+                };
+                self.proxy
+                    .server_stale(pkt, &seg, id.index(), client, self.now)
+            };
+            return if ok {
+                Verdict::Forward
+            } else {
+                self.drop(DropReason::Malformed)
+            };
+        }
+        if proto == ip_proto::TCP {
+            self.tcp_step(id, svc, Direction::Output, l4.flags);
+        } else if let Some(Some(rt)) = self.svcs.get(svc as usize) {
+            let t = rt.timeouts[State::Udp as usize];
+            self.table.get_mut(id).flags |= F_REPLIED;
+            self.table.set_expiry(id, self.now.saturating_add(t));
+        }
+        let data = &mut pkt.data_mut()[..l4.total];
+        if c.flags & F_PROXIED != 0 {
+            SynProxy::to_client(&mut data[IHL..], &c, l4.csum == Csum::Full);
+        }
+        nat::rewrite(data, IHL, proto, Side::Src, vip, l4.csum);
+        self.count_out(svc, dest, l4.total);
+        Verdict::Forward
+    }
+
+    /// A realserver's SYN-ACK on a proxied connection: the first opens it (the packet
+    /// becomes the client's ACK, with the data kept from the client); a repeated one (our
+    /// ACK was lost) is acknowledged again.
+    fn proxy_server_synack(&mut self, pkt: &mut Packet<'_>, l4: &L4, id: ConnId) -> Verdict {
+        if l4.flags & tf::ACK == 0 {
+            return self.drop(DropReason::TcpFlags);
+        }
+        let Some(seg) = Seg::read(&pkt.data()[..l4.total]) else {
+            return self.drop(DropReason::Malformed);
+        };
+        let client = l4.dst;
+        let c = self.table.get_mut(id);
+        if c.flags & F_PROXY_OPENING == 0 {
+            let (svc, dest) = (c.svc, c.dest);
+            if !self.proxy.reack(pkt, &seg, client) {
+                return self.drop(DropReason::Malformed);
+            }
+            self.count_in(svc, dest, pkt.len());
+            return Verdict::Forward;
+        }
+        if !self.proxy.server_synack(pkt, &seg, id.index(), c, client) {
+            return self.drop(DropReason::Malformed);
+        }
+        // The connection is open on both sides: ESTABLISHED, active.
+        c.flags |= F_REPLIED;
+        let (svc, dest) = (c.svc, c.dest);
+        let was_active = c.flags & F_INACTIVE == 0;
+        if !was_active {
+            c.flags &= !F_INACTIVE;
+            if let Some(Some(d)) = self.dests.get(dest as usize) {
+                d.counters.flip(true);
+            }
+        }
+        self.table.set_state(id, State::Established);
+        if let Some(rt) = self.svcs.get(svc as usize).and_then(Option::as_ref) {
+            let t = rt.timeouts[State::Established as usize];
+            self.table.set_expiry(id, self.now.saturating_add(t));
+        }
+        self.count_in(svc, dest, pkt.len());
         Verdict::Forward
     }
 }
+
+const IHL: usize = crate::wire::ipv4::HEADER_LEN;
 
 /// Releases the template that controlled connection `id` (it ended).
 #[inline]

@@ -6,11 +6,15 @@ use super::blocks::{BlockList, BlockMode};
 use super::defense::{self, DefenseSlot};
 use super::nat::{self, Csum, Side};
 use super::persist::{self, PersistSlot};
-use super::policy::{Ctx, Instance, PluginEvent, PluginStats, Policy, PolicySlot, Role, SlotId};
+use super::policy::{
+    reserve_touched, Ctx, Instance, PluginEvent, PluginStats, Policy, PolicySlot, Role, SlotId,
+    MAX_SAMPLES,
+};
 use super::sched::SchedSlot;
 use super::service::{DestState, Service, Snapshot, DEST_F_EXPIRE, DEST_F_GONE, DEST_F_REMOVED};
 use super::sources::{SourceCount, SourceSketch, TopTalkers};
 use super::stats::{Counters, DropReason, ShardReport, Traffic};
+use super::synproxy::{self, cookie::CookieKeys, SynProxy};
 use super::templates::{Bind, TemplateId, TemplateStore};
 use super::{Packet, Pipeline, Verdict};
 use crate::conn::state::STATES;
@@ -28,6 +32,20 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Each queue's share of `director.conn_memory_limit` for `queues` queues. The limit bounds
+/// all the memory the director grows under load: of it, [`working_reserve`] is kept for
+/// the director's own working memory (counters, plugin calls, the control plane's work,
+/// which grow with the traffic, not with the table), and each queue gets an even share of
+/// the rest for its table and its SYN proxy's stash.
+pub fn queue_share(limit: usize, queues: usize) -> usize {
+    limit.saturating_sub(working_reserve(limit)) / queues.max(1)
+}
+
+/// What [`queue_share`] keeps out of `limit`: 1 MiB, or 1/16 of a smaller limit.
+pub fn working_reserve(limit: usize) -> usize {
+    (limit / 16).min(1 << 20)
+}
 
 /// Most expirations handled in one `poll` (the rest follow on the next).
 const EXPIRE_BUDGET: usize = 65_536;
@@ -53,6 +71,8 @@ pub struct ShardConfig {
     pub queues: usize,
     /// Director-wide persistence templates, shared by the queues.
     pub templates: Arc<TemplateStore>,
+    /// The SYN proxy's cookie secrets, shared by the queues.
+    pub cookies: Arc<CookieKeys>,
 }
 
 /// A connection as listed by `ringvs list --connections`.
@@ -129,6 +149,12 @@ struct SvcRt {
     persist: Option<PersistSlot>,
     /// Template timeout, ticks.
     persist_timeout: Tick,
+    /// Its SYN proxy here.
+    proxy: ProxyRt,
+    /// This queue's share of the service's `max_conns` (0: none).
+    max_conns: u32,
+    /// How long an unreplied UDP entry lives, ticks.
+    udp_unreplied: Tick,
 }
 
 /// One queue's pipeline.
@@ -161,6 +187,10 @@ pub struct Shard {
     links: Vec<u32>,
     /// Second of the last template sweep.
     swept_sec: u64,
+    /// Live entries per service slot (for `max_conns`).
+    svc_conns: Vec<u32>,
+    /// The SYN proxy: cookies, the stash, resets to send.
+    proxy: SynProxy,
 }
 
 impl std::fmt::Debug for Shard {
@@ -192,7 +222,10 @@ impl Shard {
         rx: Option<Receiver<Control>>,
     ) -> Result<Shard, crate::conn::BudgetTooSmall> {
         let now = Self::tick_at(&cfg, Instant::now());
-        let table = ConnTable::new(cfg.memory_limit, cfg.hash_key, now)?;
+        // The SYN proxy's stash comes out of the queue's budget.
+        let stash = synproxy::stash_memory(cfg.memory_limit);
+        let table = ConnTable::new(cfg.memory_limit.saturating_sub(stash), cfg.hash_key, now)?;
+        let proxy = SynProxy::new(cfg.cookies.clone(), stash);
         let mut s = Shard {
             cfg,
             now,
@@ -204,7 +237,7 @@ impl Shard {
             svc_traffic: Vec::new(),
             dest_traffic: Vec::new(),
             shared: Arc::new(ShardShared::default()),
-            plugin_stats: PluginStats::default(),
+            plugin_stats: PluginStats::new(),
             blocks: Arc::new(BlockList::default()),
             top: TopTalkers::default(),
             director_top: Arc::new(Vec::new()),
@@ -217,7 +250,12 @@ impl Shard {
             stopped: false,
             links: Vec::new(),
             swept_sec: 0,
+            svc_conns: Vec::new(),
+            proxy,
         };
+        if let Ok(mut r) = s.shared.report.lock() {
+            reserve_touched(&mut r.plugin_samples, 10 * MAX_SAMPLES);
+        }
         s.apply_snapshot(snap);
         s.publish();
         Ok(s)
@@ -233,6 +271,11 @@ impl Shard {
         &self.table
     }
 
+    /// The queue's SYN proxy (tests, replay).
+    pub fn syn_proxy(&self) -> &SynProxy {
+        &self.proxy
+    }
+
     /// The queue's counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
@@ -243,10 +286,36 @@ impl Shard {
         self.now
     }
 
-    /// Moves the clock (tests and replay drive time explicitly) and expires what is due.
+    /// Moves the clock (tests and replay drive time explicitly) and does what is due.
     pub fn set_now(&mut self, now: Tick) {
         self.now = now;
+        self.on_tick();
+    }
+
+    /// Every tick: expiry, the SYN proxy's reading of the pressure, the cookie secret's
+    /// rotation.
+    fn on_tick(&mut self) {
         self.expire();
+        let by_state = self.table.by_state();
+        let p = Pressure {
+            entries: self.table.len() as u64,
+            capacity: self.table.capacity() as u64,
+            embryonic: u64::from(by_state[State::SynRecv as usize])
+                + u64::from(by_state[State::SynAck as usize]),
+        };
+        for rt in self.svcs.iter_mut().flatten() {
+            rt.proxy.tick(p);
+        }
+        let period = synproxy::cookie::ROTATE_SECS * TICKS_PER_SEC;
+        self.proxy.keys().rotate_to(self.now / period);
+        let table = &self.table;
+        self.proxy.retry_due(self.now, |conn, client| {
+            table.entry_at(conn).is_some_and(|(_, c)| {
+                c.flags & crate::conn::F_PROXY_OPENING != 0
+                    && c.caddr() == *client.ip()
+                    && c.cport() == client.port()
+            })
+        });
     }
 
     fn tick_at(cfg: &ShardConfig, t: Instant) -> Tick {
@@ -284,7 +353,17 @@ impl Shard {
                     defenses: Vec::new(),
                     persist: None,
                     persist_timeout: 0,
+                    proxy: ProxyRt::default(),
+                    max_conns: 0,
+                    udp_unreplied: 0,
                 });
+            rt.proxy.mode = ProxyMode::of(svc.syn_proxy, svc.proto == crate::config::Proto::Tcp);
+            let queues = self.cfg.queues.max(1) as u32;
+            rt.max_conns = svc.max_conns.div_ceil(queues);
+            rt.udp_unreplied = svc
+                .udp_unreplied
+                .min(svc.timeouts.0[State::Udp as usize])
+                .saturating_mul(TICKS_PER_SEC);
             defense::sync(&mut rt.defenses, &svc.defenses, (shard, svc.id), &mut ctx);
             PolicySlot::sync(
                 &mut rt.persist,
@@ -327,6 +406,9 @@ impl Shard {
             self.svc_traffic
                 .resize(snap.service_slots(), Traffic::default());
         }
+        if self.svc_conns.len() < snap.service_slots() {
+            self.svc_conns.resize(snap.service_slots(), 0);
+        }
         if self.dest_traffic.len() < snap.dest_slots() {
             self.dest_traffic
                 .resize(snap.dest_slots(), Traffic::default());
@@ -352,6 +434,13 @@ impl Shard {
         if let Ok(mut r) = self.shared.report.try_lock() {
             r.generation = self.snap.generation;
             r.counters.clone_from(&self.counters);
+            r.counters.syn_proxy = self.proxy.events;
+            r.proxying.clear();
+            r.proxying.extend(
+                self.svcs
+                    .iter()
+                    .map(|rt| rt.as_ref().is_some_and(|rt| rt.proxy.active())),
+            );
             r.services.clone_from(&self.svc_traffic);
             r.dests.clone_from(&self.dest_traffic);
             r.by_state = *self.table.by_state();
@@ -361,6 +450,10 @@ impl Shard {
             r.capacity = self.table.capacity() as u64;
             r.link_bytes = (self.links.len() * 4) as u64;
             r.plugins.clone_from(&self.plugin_stats.counters);
+            // Bounded: ten publications' worth waits for the control plane at most; more
+            // (a control plane too busy to collect) is dropped rather than kept.
+            let room = (10 * MAX_SAMPLES).saturating_sub(r.plugin_samples.len());
+            self.plugin_stats.samples.truncate(room);
             r.plugin_samples.append(&mut self.plugin_stats.samples);
             self.published = self.now;
         }
@@ -458,7 +551,11 @@ const PREFETCH_MIN_ENTRIES: usize = 1 << 18;
 
 mod flow;
 mod icmp;
+mod proxy;
 mod tick;
+
+use flow::L4;
+use proxy::{Mode as ProxyMode, Pressure, ProxyRt};
 
 pub use super::stats::DefenseStatus;
 
@@ -510,8 +607,8 @@ impl Pipeline for Shard {
             Some(v) if v.needs_csum() => Csum::Partial,
             _ => Csum::Full,
         };
-        let data = pkt.data_mut();
-        let Ok(ip) = Ipv4Packet::new_checked(&data[..]) else {
+        let data = pkt.data();
+        let Ok(ip) = Ipv4Packet::new_checked(data) else {
             return self.drop(DropReason::Malformed);
         };
         if !ip.verify_checksum() {
@@ -531,52 +628,51 @@ impl Pipeline for Shard {
             ip.total_len() as usize,
         );
         // Bytes after the IP total length (padding) are not part of the packet.
-        let data = &mut data[..total];
-        match proto {
+        let data = &data[..total];
+        let (sport, dport, flags) = match proto {
             ip_proto::TCP => {
                 let Ok(t) = TcpPacket::new_checked(&data[ihl..]) else {
                     return self.drop(DropReason::Malformed);
                 };
-                let (sport, dport, flags) = (t.src_port(), t.dst_port(), t.flags());
-                if !tcp_flags_sane(flags) {
+                if !tcp_flags_sane(t.flags()) {
                     return self.drop(DropReason::TcpFlags);
                 }
-                if let Some(svc) = self.snap.service_at(proto, dst, dport) {
-                    let client = SocketAddrV4::new(src, sport);
-                    return self.inbound(data, ihl, proto, client, svc, flags, csum);
-                }
-                if self.snap.is_vip(dst) {
-                    return self.drop(DropReason::NoService);
-                }
-                let (server, client) =
-                    (SocketAddrV4::new(src, sport), SocketAddrV4::new(dst, dport));
-                self.outbound(data, ihl, proto, server, client, flags, csum)
+                (t.src_port(), t.dst_port(), t.flags())
             }
             ip_proto::UDP => {
                 let Ok(u) = UdpPacket::new_checked(&data[ihl..]) else {
                     return self.drop(DropReason::Malformed);
                 };
-                let (sport, dport) = (u.src_port(), u.dst_port());
-                if let Some(svc) = self.snap.service_at(proto, dst, dport) {
-                    let client = SocketAddrV4::new(src, sport);
-                    return self.inbound(data, ihl, proto, client, svc, 0, csum);
-                }
-                if self.snap.is_vip(dst) {
-                    return self.drop(DropReason::NoService);
-                }
-                let (server, client) =
-                    (SocketAddrV4::new(src, sport), SocketAddrV4::new(dst, dport));
-                self.outbound(data, ihl, proto, server, client, 0, csum)
+                (u.src_port(), u.dst_port(), 0)
             }
-            ip_proto::ICMP => self.icmp(data, ihl, dst),
+            ip_proto::ICMP => return self.icmp(&mut pkt.data_mut()[..total], ihl, dst),
             _ => {
-                if self.snap.is_vip(dst) {
+                return if self.snap.is_vip(dst) {
                     self.drop(DropReason::UnknownProto)
                 } else {
                     self.pass()
-                }
+                };
             }
+        };
+        let l4 = L4 {
+            proto,
+            src: SocketAddrV4::new(src, sport),
+            dst: SocketAddrV4::new(dst, dport),
+            flags,
+            csum,
+            total,
+        };
+        if let Some(svc) = self.snap.service_at(proto, dst, dport) {
+            return self.inbound(pkt, l4, svc);
         }
+        if self.snap.is_vip(dst) {
+            return self.drop(DropReason::NoService);
+        }
+        self.outbound(pkt, l4)
+    }
+
+    fn drain(&mut self, f: &mut dyn FnMut(&[u8])) {
+        self.proxy.drain(f);
     }
 
     fn poll(&mut self, now: Instant) -> bool {
@@ -587,7 +683,7 @@ impl Pipeline for Shard {
         self.control();
         if tick != self.now {
             self.now = tick;
-            self.expire();
+            self.on_tick();
             let sec = (tick / TICKS_PER_SEC) as u64;
             if sec != self.tick_sec {
                 self.tick_sec = sec;

@@ -125,7 +125,10 @@ impl CookieKeys {
     #[inline]
     fn key(&self, gen: u32) -> (u64, u64) {
         let cell = &self.keys[(gen % 2) as usize];
-        (cell[0].load(Ordering::Relaxed), cell[1].load(Ordering::Relaxed))
+        (
+            cell[0].load(Ordering::Relaxed),
+            cell[1].load(Ordering::Relaxed),
+        )
     }
 
     #[inline]
@@ -239,10 +242,7 @@ mod tests {
     use super::*;
 
     fn keys() -> CookieKeys {
-        CookieKeys::with(
-            HashKey([1, 2]),
-            [HashKey([3, 4]), HashKey([5, 6])],
-        )
+        CookieKeys::with(HashKey([1, 2]), [HashKey([3, 4]), HashKey([5, 6])])
     }
 
     fn tuple(port: u16) -> Tuple {
@@ -257,7 +257,13 @@ mod tests {
     #[test]
     fn round_trip_with_the_mss_rounded_down() {
         let k = keys();
-        for (mss, want) in [(1460, 1460), (1500, 1460), (1400, 1300), (100, 536), (9000, 1460)] {
+        for (mss, want) in [
+            (1460, 1460),
+            (1500, 1460),
+            (1400, 1300),
+            (100, 536),
+            (9000, 1460),
+        ] {
             let (c, m) = k.make(&tuple(1), 777, mss);
             assert_eq!(m, want);
             assert_eq!(k.check(&tuple(1), 777, c), Ok(want));
@@ -269,11 +275,16 @@ mod tests {
         let k = keys();
         let (c, _) = k.make(&tuple(1), 777, 1460);
         assert!(k.check(&tuple(2), 777, c).is_err());
-        assert!(k.check(&tuple(1), 778, c).is_err());
-        // Flipping any bit of the cookie: refused (the 2-bit MSS index may hit another
-        // valid index only by a forger's 1-in-2^22 luck; none of these do).
-        for bit in 0..32 {
-            assert!(k.check(&tuple(1), 777, c ^ (1 << bit)).is_err(), "bit {bit}");
+        assert!(k.check(&tuple(1), 777 + 100, c).is_err());
+        assert!(k.check(&tuple(1), 777 ^ (1 << 24), c).is_err());
+        // Flipping any bit of the cookie above the MSS index is refused. (The index's two
+        // low bits decode another of the four MSS values, as in Linux's cookies: four of
+        // the 2^24 low values are valid, which is what a forger must hit.)
+        for bit in 2..32 {
+            assert!(
+                k.check(&tuple(1), 777, c ^ (1 << bit)).is_err(),
+                "bit {bit}"
+            );
         }
     }
 
@@ -308,14 +319,30 @@ mod tests {
     #[test]
     fn timestamp_carries_the_options() {
         for opts in [
-            TsOptions { wscale: Some(7), sack: true },
-            TsOptions { wscale: None, sack: true },
-            TsOptions { wscale: Some(0), sack: false },
-            TsOptions { wscale: Some(14), sack: false },
+            TsOptions {
+                wscale: Some(7),
+                sack: true,
+            },
+            TsOptions {
+                wscale: None,
+                sack: true,
+            },
+            TsOptions {
+                wscale: Some(0),
+                sack: false,
+            },
+            TsOptions {
+                wscale: Some(14),
+                sack: false,
+            },
         ] {
             let ts = ts_encode(0xdead_beef, opts);
             assert_eq!(ts_decode(0xdead_beef, ts), Some(opts));
-            assert_eq!(ts_decode(0xdead_beee, ts), None, "another cookie's timestamp");
+            assert_eq!(
+                ts_decode(0xdead_beee, ts),
+                None,
+                "another cookie's timestamp"
+            );
         }
     }
 }

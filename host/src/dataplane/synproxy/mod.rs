@@ -43,18 +43,28 @@ use std::sync::Arc;
 pub const WS_PROXY: u8 = 7;
 
 /// Seconds the proxy waits for a realserver's SYN-ACK before resetting the client.
-pub const OPEN_TIMEOUT_SECS: u32 = 3;
+pub const OPEN_TIMEOUT_SECS: u32 = 5;
+
+/// Seconds after which the proxy sends its SYN again while the realserver is silent (as a
+/// Linux client does: 1 s, then 2 s later).
+pub const SYN_RETRIES_SECS: [u32; 2] = [1, 3];
 
 /// Bytes of data sent with a client's ACK that the proxy keeps until the realserver has
 /// answered (more is dropped: the client sends it again).
 pub const STASH_BYTES: usize = 1460;
-/// Stash slots per queue.
+/// Most stash slots per queue (connections opening with data at once).
 pub const STASH_SLOTS: usize = 256;
-/// Bytes of stash per queue (carved out of the queue's table budget).
-pub const STASH_MEMORY: usize = STASH_BYTES * STASH_SLOTS;
 
-/// Resets for clients whose realserver never answered, waiting to be written.
+/// Bytes of stash for a queue with `budget` bytes of memory: at most 1/64 of it, from 4 to
+/// [`STASH_SLOTS`] slots. The stash is carved out of the queue's table budget.
+pub fn stash_memory(budget: usize) -> usize {
+    (budget / 64 / STASH_BYTES).clamp(4, STASH_SLOTS) * STASH_BYTES
+}
+
+/// Packets the proxy sends on its own (resets, SYNs again), waiting to be written.
 const OUTBOX_MAX: usize = 4096;
+/// Opening connections whose SYN the proxy will send again, at most.
+const RETRIES_MAX: usize = 65_536;
 
 /// `aux` bits of a proxied connection.
 mod aux {
@@ -67,6 +77,8 @@ mod aux {
     /// While opening: the client's option bits (window scale 0-3, SACK 4) are stored
     /// instead, with `TS`.
     pub const OPENING_OPTS: u8 = 0x1f;
+    /// While opening: the index of the MSS the cookie promised (bits 6-7).
+    pub const OPENING_MSS_SHIFT: u8 = 6;
 }
 
 /// What the proxy counts, per queue (`ringvs_syn_proxy_total{event}`).
@@ -90,14 +102,17 @@ pub enum Event {
     DataDropped,
     /// A client packet while its connection was opening (dropped; the client resends).
     EarlyPacket,
-    /// The proxy's SYN sent again (the client sent more while the realserver was silent).
+    /// The proxy's SYN sent again (the realserver was silent).
     SynRetry,
     /// A client RST or FIN before the realserver answered.
     ClientGaveUp,
+    /// The realserver answered the proxy's SYN for an older connection of the same
+    /// addresses (its TIME_WAIT): reset, and the SYN sent again.
+    ServerStale,
 }
 
 /// Number of [`Event`]s.
-pub const EVENTS: usize = 11;
+pub const EVENTS: usize = 12;
 
 impl Event {
     /// Every event, in order.
@@ -113,6 +128,7 @@ impl Event {
         Event::EarlyPacket,
         Event::SynRetry,
         Event::ClientGaveUp,
+        Event::ServerStale,
     ];
 
     /// The `event` label.
@@ -129,6 +145,7 @@ impl Event {
             Event::EarlyPacket => "early_packet",
             Event::SynRetry => "syn_retry",
             Event::ClientGaveUp => "client_gave_up",
+            Event::ServerStale => "server_stale",
         }
     }
 }
@@ -159,11 +176,12 @@ struct Stash {
 }
 
 impl Stash {
-    fn new() -> Stash {
+    fn new(memory: usize) -> Stash {
+        let slots = memory / STASH_BYTES;
         Stash {
-            bytes: vec![0; STASH_MEMORY],
-            len: vec![0; STASH_SLOTS],
-            owner: vec![0; STASH_SLOTS],
+            bytes: vec![0; slots * STASH_BYTES],
+            len: vec![0; slots],
+            owner: vec![0; slots],
         }
     }
 
@@ -177,6 +195,28 @@ impl Stash {
         self.owner[i] = conn + 1;
         self.len[i] = data.len() as u16;
         self.bytes[i * STASH_BYTES..i * STASH_BYTES + data.len()].copy_from_slice(data);
+        true
+    }
+
+    /// Adds `data` at byte `at` of what is kept for `conn` (a slot is taken if it has
+    /// none): only if it follows on exactly and fits. A repeat of what is kept is taken as
+    /// kept.
+    fn append(&mut self, conn: u32, at: usize, data: &[u8]) -> bool {
+        let i = match self.owner.iter().position(|o| *o == conn + 1) {
+            Some(i) => i,
+            None if at == 0 => return self.put(conn, data),
+            None => return false,
+        };
+        let have = usize::from(self.len[i]);
+        if at + data.len() <= have {
+            return true;
+        }
+        if at != have || have + data.len() > STASH_BYTES {
+            return false;
+        }
+        let base = i * STASH_BYTES + have;
+        self.bytes[base..base + data.len()].copy_from_slice(data);
+        self.len[i] = (have + data.len()) as u16;
         true
     }
 
@@ -200,7 +240,8 @@ impl Stash {
 pub struct SynProxy {
     keys: Arc<CookieKeys>,
     stash: Stash,
-    outbox: Vec<[u8; 40]>,
+    outbox: Vec<Own>,
+    retries: Vec<Retry>,
     /// Events counted, per [`Event`].
     pub events: [u64; EVENTS],
 }
@@ -212,6 +253,32 @@ impl std::fmt::Debug for SynProxy {
             .field("events", &self.events)
             .finish()
     }
+}
+
+/// A packet the proxy sends on its own (a SYN with options at most).
+#[derive(Clone, Copy)]
+struct Own {
+    bytes: [u8; 60],
+    len: u8,
+}
+
+/// An opening connection whose SYN goes again if the realserver stays silent.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    /// Slab index of its entry.
+    conn: u32,
+    /// Its client (the slab slot may belong to another connection later).
+    client: SocketAddrV4,
+    /// Its realserver.
+    server: SocketAddrV4,
+    /// The client's initial sequence number.
+    isn: u32,
+    /// The entry's `aux` while opening (options, MSS index).
+    opts: u8,
+    /// When.
+    due: Tick,
+    /// SYNs sent again so far.
+    tries: u8,
 }
 
 /// The fields of a TCP segment the proxy reads, from a packet whose IPv4 header is 20 bytes
@@ -243,7 +310,7 @@ impl Seg {
     pub fn read(data: &[u8]) -> Option<Seg> {
         let ip = Ipv4Packet::new_unchecked(data);
         let t = TcpPacket::new_checked(&data[IHL..]).ok()?;
-        let opts = tcpopt::parse(&t.options()[..]).ok()?;
+        let opts = tcpopt::parse(t.options()).ok()?;
         let hl = t.header_len();
         Some(Seg {
             src: SocketAddrV4::new(ip.src_addr(), t.src_port()),
@@ -323,14 +390,21 @@ fn ticks(secs: u32) -> Tick {
 }
 
 impl SynProxy {
-    /// A queue's proxy with the director's cookie secrets.
-    pub fn new(keys: Arc<CookieKeys>) -> SynProxy {
+    /// A queue's proxy with the director's cookie secrets and `stash` bytes of stash (see
+    /// [`stash_memory`]).
+    pub fn new(keys: Arc<CookieKeys>, stash: usize) -> SynProxy {
         SynProxy {
             keys,
-            stash: Stash::new(),
+            stash: Stash::new(stash),
             outbox: Vec::new(),
+            retries: Vec::new(),
             events: [0; EVENTS],
         }
+    }
+
+    /// Stash slots holding data now.
+    pub fn stash_in_use(&self) -> usize {
+        self.stash.owner.iter().filter(|o| **o != 0).count()
     }
 
     /// The cookie secrets.
@@ -428,6 +502,7 @@ impl SynProxy {
     /// Turns the client's ACK into the proxy's SYN to the realserver `to`, in place, keeping
     /// its data (if it fits) for later; fills the connection's proxy words. The entry `c`
     /// (slab index `conn`) was just created for it.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         &mut self,
         pkt: &mut Packet<'_>,
@@ -436,6 +511,7 @@ impl SynProxy {
         conn: u32,
         c: &mut Conn<Ipv4Addr>,
         to: SocketAddrV4,
+        now: Tick,
     ) -> bool {
         let (off, len) = s.payload;
         if len > 0 {
@@ -448,7 +524,24 @@ impl SynProxy {
         }
         c.flags |= crate::conn::F_PROXIED | F_PROXY_OPENING;
         c.proxy = [a.cookie, a.isn];
-        c.aux = (a.opts.bits() as u8 & aux::OPENING_OPTS) | if a.tsval.is_some() { aux::TS } else { 0 };
+        let mss_index = cookie::MSS_TABLE
+            .iter()
+            .position(|m| *m == a.mss)
+            .unwrap_or(0) as u8;
+        c.aux = (a.opts.bits() as u8 & aux::OPENING_OPTS)
+            | if a.tsval.is_some() { aux::TS } else { 0 }
+            | mss_index << aux::OPENING_MSS_SHIFT;
+        if self.retries.len() < RETRIES_MAX {
+            self.retries.push(Retry {
+                conn,
+                client: s.src,
+                server: to,
+                isn: a.isn,
+                opts: c.aux,
+                due: now.saturating_add(ticks(SYN_RETRIES_SECS[0])),
+                tries: 0,
+            });
+        }
         self.send_syn(pkt, s.src, to, a.isn, a.mss, a.opts, a.tsval)
     }
 
@@ -486,29 +579,115 @@ impl SynProxy {
         )
     }
 
-    /// A client packet while its connection is opening: sends the SYN again (in place of
-    /// this packet) if the realserver has been silent for a second, else drops it. The
-    /// entry's expiry tells how long it has waited. Returns true if the packet is to be
-    /// sent.
-    pub fn client_while_opening(
+    /// A client packet while its connection is opening: its data is kept with what the ACK
+    /// brought, if it follows on and fits (a client usually sends its request right after
+    /// the bare ACK); otherwise it is dropped and the client sends it again. True if kept.
+    pub fn client_while_opening(&mut self, pkt: &Packet<'_>, s: &Seg, conn: u32, isn: u32) -> bool {
+        let (off, len) = s.payload;
+        let kept = len > 0
+            && self.stash.append(
+                conn,
+                s.seq.wrapping_sub(isn.wrapping_add(1)) as usize,
+                &pkt.data()[off..off + len],
+            );
+        self.count(if kept {
+            Event::DataStashed
+        } else {
+            Event::EarlyPacket
+        });
+        kept
+    }
+
+    /// Sends the SYNs of opening connections again whose time has come; `opening` tells
+    /// whether a connection (slab index, client) is still opening. Called every tick.
+    pub fn retry_due(&mut self, now: Tick, mut opening: impl FnMut(u32, SocketAddrV4) -> bool) {
+        let mut i = 0;
+        while i < self.retries.len() {
+            let r = self.retries[i];
+            if !opening(r.conn, r.client) {
+                self.retries.swap_remove(i);
+                continue;
+            }
+            if r.due > now {
+                i += 1;
+                continue;
+            }
+            let opts =
+                TsOptions::from_bits(u32::from(r.opts & aux::OPENING_OPTS)).unwrap_or_default();
+            let mss = cookie::MSS_TABLE[usize::from(r.opts >> aux::OPENING_MSS_SHIFT) & 3];
+            // Any timestamp will do for the realserver's PAWS: the client's own come later
+            // and are larger than 1.
+            let tsval = (r.opts & aux::TS != 0).then_some(1);
+            let mut scratch = [0u8; 256];
+            let mut sent = false;
+            if let Some(mut p) = Packet::new(&mut scratch, 64, 60) {
+                if self.send_syn(&mut p, r.client, r.server, r.isn, mss, opts, tsval) {
+                    sent = self.push_own(p.data());
+                }
+            }
+            if sent {
+                self.count(Event::SynRetry);
+            }
+            let tries = r.tries + 1;
+            match SYN_RETRIES_SECS.get(usize::from(tries)) {
+                Some(&secs) => {
+                    let first = SYN_RETRIES_SECS[0];
+                    self.retries[i].tries = tries;
+                    self.retries[i].due = now.saturating_add(ticks(secs.saturating_sub(first)));
+                    i += 1;
+                }
+                None => {
+                    self.retries.swap_remove(i);
+                }
+            }
+        }
+    }
+
+    fn push_own(&mut self, p: &[u8]) -> bool {
+        if self.outbox.len() >= OUTBOX_MAX || p.len() > 60 {
+            return false;
+        }
+        let mut own = Own {
+            bytes: [0; 60],
+            len: p.len() as u8,
+        };
+        own.bytes[..p.len()].copy_from_slice(p);
+        self.outbox.push(own);
+        true
+    }
+
+    /// The realserver answered the proxy's SYN with a bare ACK: it still holds an older
+    /// connection of the same addresses (TIME_WAIT). As a client's kernel would, the packet
+    /// becomes a RST that clears it, and the SYN goes again at the next tick.
+    pub fn server_stale(
         &mut self,
         pkt: &mut Packet<'_>,
         s: &Seg,
-        c: &Conn<Ipv4Addr>,
-        to: SocketAddrV4,
+        conn: u32,
+        client: SocketAddrV4,
         now: Tick,
     ) -> bool {
-        let waited = Self::open_timeout().saturating_sub(c.expires().saturating_sub(now));
-        if waited < crate::conn::TICKS_PER_SEC {
-            self.count(Event::EarlyPacket);
-            return false;
+        self.count(Event::ServerStale);
+        if let Some(r) = self
+            .retries
+            .iter_mut()
+            .find(|r| r.conn == conn && r.client == client)
+        {
+            r.due = now.saturating_add(1);
         }
-        let opts = TsOptions::from_bits(u32::from(c.aux & aux::OPENING_OPTS)).unwrap_or_default();
-        let tsval = (c.aux & aux::TS != 0).then(|| s.opts.ts.map_or(0, |t| t.0));
-        self.count(Event::SynRetry);
-        // The MSS the cookie promised went with the first ACK; the table's smallest is
-        // always safe.
-        self.send_syn(pkt, s.src, to, c.proxy[1], cookie::MSS_TABLE[0], opts, tsval)
+        build(
+            pkt,
+            &Build {
+                src: client,
+                dst: s.src,
+                seq: s.ack,
+                ack: 0,
+                flags: tf::RST,
+                window: 0,
+                opts: &[],
+                payload: None,
+            },
+        )
     }
 
     /// The realserver's SYN-ACK for an opening connection: learns the offsets, and turns the
@@ -573,6 +752,26 @@ impl SynProxy {
         )
     }
 
+    /// The realserver's SYN-ACK again, on a connection already open: the proxy's ACK was
+    /// lost. The packet becomes that ACK again (without the data, which the client sends
+    /// again itself), with a modest window that the client's next segment corrects.
+    pub fn reack(&mut self, pkt: &mut Packet<'_>, s: &Seg, client: SocketAddrV4) -> bool {
+        let opts = s.opts.ts.map(|(sval, secr)| tcpopt::emit_ts(secr, sval));
+        build(
+            pkt,
+            &Build {
+                src: client,
+                dst: s.src,
+                seq: s.ack,
+                ack: s.seq.wrapping_add(1),
+                flags: tf::ACK,
+                window: 512,
+                opts: opts.as_ref().map_or(&[][..], |o| &o[..]),
+                payload: None,
+            },
+        )
+    }
+
     /// The realserver refused an opening connection (RST): the packet becomes the client's
     /// RST, from the virtual service.
     pub fn server_refused(
@@ -608,11 +807,7 @@ impl SynProxy {
             return;
         };
         self.count(Event::ServerTimeout);
-        if self.outbox.len() >= OUTBOX_MAX {
-            return;
-        }
-        let mut b = [0u8; 40];
-        let mut scratch = [0u8; 2048];
+        let mut scratch = [0u8; 256];
         let Some(mut p) = Packet::new(&mut scratch, 64, 40) else {
             return;
         };
@@ -629,15 +824,15 @@ impl SynProxy {
                 payload: None,
             },
         ) {
-            b.copy_from_slice(&p.data()[..40]);
-            self.outbox.push(b);
+            self.push_own(p.data());
         }
     }
 
-    /// Packets the proxy sends on its own (resets), handed to `f` and forgotten.
+    /// Packets the proxy sends on its own (resets, SYNs again), handed to `f` and
+    /// forgotten.
     pub fn drain(&mut self, f: &mut dyn FnMut(&[u8])) {
         for p in self.outbox.drain(..) {
-            f(&p);
+            f(&p.bytes[..usize::from(p.len)]);
         }
     }
 
