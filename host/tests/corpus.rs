@@ -991,7 +991,11 @@ const PLUGIN_ONLY: [DropReason; 4] = [
 
 /// Drop reasons that need a service configured for them (`max_conns`, the SYN proxy on), reached in the data
 /// plane's fixtures (`dataplane::tests::max_conns_*`, `dataplane::synproxy::tests`).
-const CONFIG_ONLY: [DropReason; 2] = [DropReason::MaxConns, DropReason::ProxyOpening];
+const CONFIG_ONLY: [DropReason; 3] = [
+    DropReason::MaxConns,
+    DropReason::ProxyOpening,
+    DropReason::FloodLimit,
+];
 
 /// Every drop reason the corpus can reach: all but [`PLUGIN_ONLY`] and [`CONFIG_ONLY`].
 fn without_defense() -> impl Iterator<Item = DropReason> {

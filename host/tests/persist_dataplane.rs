@@ -391,7 +391,13 @@ fn a_full_template_store_refuses_new_networks_cleanly() {
     // One template per client address, in a tiny store.
     let tiny = TemplateStore::new(64 << 10, HashKey([5, 5])).unwrap();
     let cap = tiny.capacity();
-    let mut l = lab_store(&config(&path, "netmask = \"255.255.255.255\""), 1, tiny);
+    // Every SYN must reach the template store: without `syn_proxy = "off"` the SYN proxy
+    // would answer them itself once a thousand are half-open (that is the flood defense).
+    let cfg = config(&path, "netmask = \"255.255.255.255\"").replace(
+        "scheduler = \"rr\"",
+        "scheduler = \"rr\"\nsyn_proxy = \"off\"",
+    );
+    let mut l = lab_store(&cfg, 1, tiny);
     let tiny = l.templates.clone();
     let s = &mut l.shards[0];
     let vip: SocketAddrV4 = VIP.parse().unwrap();

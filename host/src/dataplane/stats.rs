@@ -52,10 +52,13 @@ pub enum DropReason {
     /// A client packet while the SYN proxy opens its connection, whose data could not be
     /// kept for the realserver (the client sends it again).
     ProxyOpening,
+    /// A new flow of a UDP service under a flood of new flows, beyond what the service
+    /// admits until the flood ends.
+    FloodLimit,
 }
 
 /// Number of drop reasons.
-pub const DROP_REASONS: usize = 20;
+pub const DROP_REASONS: usize = 21;
 
 impl DropReason {
     /// Every reason, in order.
@@ -80,6 +83,7 @@ impl DropReason {
         DropReason::TemplateFull,
         DropReason::MaxConns,
         DropReason::ProxyOpening,
+        DropReason::FloodLimit,
     ];
 
     /// The `reason` label.
@@ -105,6 +109,7 @@ impl DropReason {
             DropReason::TemplateFull => "template_full",
             DropReason::MaxConns => "max_conns",
             DropReason::ProxyOpening => "proxy_opening",
+            DropReason::FloodLimit => "flood_limit",
         }
     }
 }

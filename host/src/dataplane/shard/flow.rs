@@ -441,6 +441,15 @@ impl Shard {
             .is_some_and(|rt| rt.proxy.check_embryonic(embryonic, capacity))
     }
 
+    /// A new UDP flow of service `svc`: false if its flood guard holds it back.
+    #[inline]
+    fn udp_admit(&mut self, svc: u16) -> bool {
+        self.svcs
+            .get_mut(svc as usize)
+            .and_then(Option::as_mut)
+            .is_none_or(|rt| rt.udp_guard.admit())
+    }
+
     /// True if cookies are checked for service `svc` (a TCP service whose proxy is not off).
     #[inline]
     fn cookies(&self, svc: u16) -> bool {
@@ -627,10 +636,15 @@ impl Shard {
                 }
                 return self.drop(DropReason::NoConn);
             }
-            None => match self.start_flow(hash, proto, client, svc, blocked, false) {
-                Ok(id) => id,
-                Err(r) => return self.drop(r),
-            },
+            None => {
+                if proto == ip_proto::UDP && !self.udp_admit(svc) {
+                    return self.drop(DropReason::FloodLimit);
+                }
+                match self.start_flow(hash, proto, client, svc, blocked, false) {
+                    Ok(id) => id,
+                    Err(r) => return self.drop(r),
+                }
+            }
         };
         if proto == ip_proto::TCP {
             self.tcp_step(id, svc, Direction::Input, l4.flags);

@@ -151,6 +151,8 @@ struct SvcRt {
     persist_timeout: Tick,
     /// Its SYN proxy here.
     proxy: ProxyRt,
+    /// Its guard against floods of new UDP flows here.
+    udp_guard: FloodGuard,
     /// This queue's share of the service's `max_conns` (0: none).
     max_conns: u32,
     /// How long an unreplied UDP entry lives, ticks.
@@ -305,6 +307,7 @@ impl Shard {
         };
         for rt in self.svcs.iter_mut().flatten() {
             rt.proxy.tick(p);
+            rt.udp_guard.tick();
         }
         let period = synproxy::cookie::ROTATE_SECS * TICKS_PER_SEC;
         self.proxy.keys().rotate_to(self.now / period);
@@ -354,6 +357,7 @@ impl Shard {
                     persist: None,
                     persist_timeout: 0,
                     proxy: ProxyRt::default(),
+                    udp_guard: FloodGuard::default(),
                     max_conns: 0,
                     udp_unreplied: 0,
                 });
@@ -555,7 +559,7 @@ mod proxy;
 mod tick;
 
 use flow::L4;
-use proxy::{Mode as ProxyMode, Pressure, ProxyRt};
+use proxy::{FloodGuard, Mode as ProxyMode, Pressure, ProxyRt};
 
 pub use super::stats::DefenseStatus;
 

@@ -154,6 +154,74 @@ impl ProxyRt {
     }
 }
 
+/// New UDP flows a tick (per queue) from which a jump against the history is a flood.
+pub const UDP_ON_PER_TICK: u32 = 2_000;
+/// New UDP flows a tick (per queue) a flooded service admits at least.
+pub const UDP_FLOOR_PER_TICK: u32 = 200;
+
+/// A UDP service's guard against floods of new flows, in one queue. UDP has no handshake
+/// that could prove a source, so a spoofed flood is recognised by its rate: new flows at
+/// [`UDP_ON_PER_TICK`] a tick or more and 8 times the service's history. While it lasts, the
+/// service admits new flows at twice its history (at least [`UDP_FLOOR_PER_TICK`] a tick)
+/// and drops the rest before any work is done for them (`reason="flood_limit"`): the flood
+/// cannot take the table, nor the queue's time from other services. Flows already in the
+/// table are not touched. It ends after [`CALM_TICKS`] under the trigger.
+#[derive(Debug, Clone, Default)]
+pub struct FloodGuard {
+    /// A flood is on.
+    pub on: bool,
+    calm: u32,
+    /// New flows a tick while calm, ×16 (exponential average, 1/16 per tick).
+    history: u32,
+    /// New flows tried this tick.
+    pub tried: u32,
+    /// New flows admitted this tick.
+    admitted: u32,
+}
+
+impl FloodGuard {
+    /// A new flow asks to be admitted: true if it may go on.
+    #[inline]
+    pub fn admit(&mut self) -> bool {
+        self.tried = self.tried.saturating_add(1);
+        if self.on && self.admitted >= self.budget() {
+            return false;
+        }
+        self.admitted += 1;
+        true
+    }
+
+    /// New flows a tick a flooded service admits.
+    fn budget(&self) -> u32 {
+        (self.history / 8).max(UDP_FLOOR_PER_TICK)
+    }
+
+    /// Once a tick.
+    pub fn tick(&mut self) {
+        let tried = std::mem::take(&mut self.tried);
+        self.admitted = 0;
+        let jump =
+            tried >= UDP_ON_PER_TICK && tried.saturating_mul(16) >= self.history.saturating_mul(8);
+        if !self.on {
+            if jump {
+                self.on = true;
+                self.calm = 0;
+            } else {
+                self.history = self.history - self.history / 16 + tried;
+            }
+            return;
+        }
+        if jump {
+            self.calm = 0;
+        } else {
+            self.calm += 1;
+            if self.calm >= CALM_TICKS {
+                self.on = false;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +239,47 @@ mod tests {
             mode: Mode::Auto,
             ..ProxyRt::default()
         }
+    }
+
+    #[test]
+    fn a_udp_flood_is_held_to_twice_the_history() {
+        let mut g = FloodGuard::default();
+        // A steady 300 new flows a tick for a while.
+        for _ in 0..300 {
+            for _ in 0..300 {
+                assert!(g.admit());
+            }
+            g.tick();
+        }
+        assert!(!g.on);
+        // A flood: 5000 a tick. The first tick goes through (it is what shows the jump).
+        for _ in 0..5000 {
+            g.admit();
+        }
+        g.tick();
+        assert!(g.on);
+        let admitted = (0..5000).filter(|_| g.admit()).count();
+        assert_eq!(admitted, 600, "twice the history of 300");
+        g.tick();
+        // Calm again for thirty seconds: off.
+        for _ in 0..CALM_TICKS {
+            assert!(g.on);
+            for _ in 0..300 {
+                g.admit();
+            }
+            g.tick();
+        }
+        assert!(!g.on);
+        // Cold start: the floor.
+        let mut g = FloodGuard::default();
+        for _ in 0..5000 {
+            g.admit();
+        }
+        g.tick();
+        assert_eq!(
+            (0..5000).filter(|_| g.admit()).count(),
+            UDP_FLOOR_PER_TICK as usize
+        );
     }
 
     #[test]
