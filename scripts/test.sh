@@ -26,6 +26,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "Grafana dashboard (JSON, PromQL via promtool)"
 bash examples/grafana/check-dashboard.sh
 
+step "Prometheus rules (promtool check rules, promtool test rules)"
+bash examples/prometheus/check-rules.sh
+
 step "plugins (wasm32-wasip2)"
 bash scripts/build-plugins.sh
 
@@ -34,6 +37,9 @@ cargo test --workspace
 
 step "release build"
 cargo build --release -p ringvs
+
+step "Debian package: build, dpkg -i, the unit's command in a namespace, dpkg -P"
+NO_BUILD=1 bash scripts/test-deb.sh
 
 step "lab: end to end through ringvs"
 NO_BUILD=1 bash examples/lab/test-e2e.sh

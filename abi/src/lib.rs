@@ -43,6 +43,19 @@ macro_rules! wit_interface {
     };
 }
 
+/// The name of the custom section in which a plugin built with the SDK carries its crate's
+/// name and version, `"NAME VERSION"` in UTF-8 (`ringvs plugin list --available` shows it).
+/// A macro for `#[link_section]`, which takes a literal.
+#[macro_export]
+macro_rules! ident_section {
+    () => {
+        "ringvs-plugin"
+    };
+}
+
+/// The name of the plugin ident custom section (see [`ident_section!`]).
+pub const IDENT_SECTION: &str = ident_section!();
+
 /// Numbers a server takes in a scheduler's packed `load` list: weight, active, inactive.
 pub const LOAD_STRIDE: usize = 3;
 

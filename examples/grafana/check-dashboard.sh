@@ -2,7 +2,8 @@
 # Checks the Grafana dashboard offline: the JSON parses and is importable (a ${DS_PROMETHEUS}
 # input, the instance/service/server variables, every query on that datasource), every PromQL
 # expression is valid (promtool check rules on a generated file holding each expression as a
-# recording rule), and every metric it uses is one host/src/metrics exports.
+# recording rule; annotation queries too), and every metric it uses is one host/src/metrics
+# exports.
 #
 #   bash examples/grafana/check-dashboard.sh [DASHBOARD.json]     # exit status = verdict
 #   bash examples/grafana/check-dashboard.sh --names [DASHBOARD]   # print the metric names it uses
@@ -34,10 +35,10 @@ if promtool check rules "$work/bad.yml" >/dev/null 2>&1; then
     exit 1
 fi
 
-python3 - "$dashboard" "$root/host/src/metrics/mod.rs" "$work" "$names_only" <<'EOF'
-import json, re, sys
+python3 - "$dashboard" "$root/host/src/metrics" "$work" "$names_only" <<'EOF'
+import glob, json, re, sys
 
-path, metrics_rs, work, names_only = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+path, metrics_dir, work, names_only = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
 problems = []
 def bad(msg):
     problems.append(msg)
@@ -92,6 +93,16 @@ for p in panels(d.get("panels", [])):
         if not t.get("expr", "").strip():
             bad(f"{where} query {t.get('refId')}: empty expression")
         exprs.append((f"{where} query {t.get('refId')}", t.get("expr", "")))
+# Annotations from Prometheus queries (reloads, swaps): same datasource, valid PromQL.
+for a in d.get("annotations", {}).get("list", []):
+    if a.get("builtIn"):
+        continue
+    where = f"annotation {a.get('name')!r}"
+    if a.get("datasource") != DS:
+        bad(f"{where}: datasource is {a.get('datasource')!r}, want {DS}")
+    if not a.get("expr", "").strip():
+        bad(f"{where}: no expression")
+    exprs.append((where, a.get("expr", "")))
 for name, v in variables.items():
     if v.get("type") != "query":
         continue
@@ -112,10 +123,12 @@ def substitute(where, e):
         bad(f"{where}: unknown variable in {e!r}")
     return e
 
-# The metrics ringvs exports: the string constants of host/src/metrics/mod.rs.
-exported = set(re.findall(r'pub const [A-Z_]+: &str = "(ringvs_[a-z0-9_]+)";', open(metrics_rs).read()))
+# The metrics ringvs exports: the string constants of host/src/metrics/*.rs.
+exported = set()
+for rs in glob.glob(f"{metrics_dir}/*.rs"):
+    exported |= set(re.findall(r'pub const [A-Z_0-9]+: &str = "(ringvs_[a-z0-9_]+)";', open(rs).read()))
 if len(exported) < 20:
-    bad(f"found only {len(exported)} metric names in {metrics_rs}")
+    bad(f"found only {len(exported)} metric names in {metrics_dir}")
 used = set()
 for where, e in exprs:
     for m in re.findall(r"\bringvs_[a-z0-9_]+\b", e):

@@ -14,6 +14,14 @@
 #       scrape, except the few listed below that exist only under certain conditions;
 #   connections counted: ringvs_connections_total is at least wrk's request count;
 #   rate(ringvs_connections_total[1m]): Prometheus's HTTP API returns a series with a value > 0.
+#   per-backend counters: every web realserver has ringvs_backend_connections_total > 0 and
+#       their sum equals ringvs_service_connections_total{service="web"};
+#   build info: ringvs_build_info carries the binary's git revision (ringvs --version);
+#   reload counted: after `ringvs reload`, ringvs_reloads_total{result="ok"} is 1 and
+#       ringvs_last_reload_successful 1;
+#   node_exporter labels: with examples/prometheus/node-ipvs.rules.yml loaded, Prometheus
+#       records node_ipvs_backend_connections_active for the three web realservers with
+#       local_address/local_port/proto/remote_address/remote_port; the alert rules load too.
 # The query's answer is printed.
 #
 # Environment: PROM_SECONDS (the wrk run, default 6), RINGVS, RVS_LAB, LAB_DIR, PROMETHEUS,
@@ -81,6 +89,9 @@ global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
+rule_files:
+  - $LAB_ROOT/examples/prometheus/ringvs-alerts.yml
+  - $LAB_ROOT/examples/prometheus/node-ipvs.rules.yml
 scrape_configs:
   - job_name: ringvs
     static_configs:
@@ -178,12 +189,11 @@ trap prom_on_exit EXIT
 lab_up
 start_servers
 
-# lab.toml with absolute plugin paths, and a defense (secure_tcp, automatic mode) loaded on the
+# lab.toml with a defense (the catalogue's secure-tcp, automatic mode) loaded on the
 # web service: it stays idle (the table is far below its memory threshold) but exports its gauges.
 conf=$LAB_DIR/prometheus-lab.toml
-sed -e "s|path = \"\\.\\./\\.\\./target/wasm32-wasip2/plugin/|path = \"$PLUGIN_DIR/|" \
-    -e '/^scheduler = "sched-wlc"$/a defense = ["secure-tcp"]' "$LAB_SRC/lab.toml" >"$conf"
-printf '\n[plugins.secure-tcp]\npath = "%s/defense_secure_tcp.wasm"\nconfig = { mode = 1 }\n' "$PLUGIN_DIR" >>"$conf"
+sed -e '/^scheduler = "sched-wlc"$/a defense = ["secure-tcp"]' "$LAB_SRC/lab.toml" >"$conf"
+printf '\n[plugins.secure-tcp]\nconfig = { mode = 1 }\n' >>"$conf"
 grep -q '^defense = \["secure-tcp"\]$' "$conf" || die "could not add the defense to $conf"
 CONF=$conf fwd_up ringvs || die "ringvs did not come up"
 wait_until 10 scrape || die "ringvs does not answer on $METRICS_URL in $(ns_name dir)"
@@ -261,6 +271,54 @@ conns_ok=0
 wait_until 5 conns_cover_requests || conns_ok=1
 verdict "$conns_ok" "connections counted" \
     "ringvs_connections_total ${CONNS:-absent} after the run for ${WRK_REQUESTS:-?} requests (want >= requests)"
+
+# Per-backend counters: each web realserver took connections, and they add up to the service's.
+backend_counts() {
+    local body
+    body=$(scrape) || return 1
+    BACKENDS=$(awk -F'[{}" ]+' '$1 == "ringvs_backend_connections_total" && $3 == "web" { print $5 "=" $NF }' <<<"$body" | sort | tr '\n' ' ')
+    SERVICE_CONNS=$(awk '$1 == "ringvs_service_connections_total{service=\"web\"}" { print $2 }' <<<"$body")
+    local sum n
+    sum=$(awk -F'[{}" ]+' '$1 == "ringvs_backend_connections_total" && $3 == "web" { s += $NF } END { print s + 0 }' <<<"$body")
+    n=$(awk -F'[{}" ]+' '$1 == "ringvs_backend_connections_total" && $3 == "web" && $NF + 0 > 0 { n++ } END { print n + 0 }' <<<"$body")
+    [[ $SERVICE_CONNS =~ ^[0-9]+$ ]] && ((n == 3 && sum == SERVICE_CONNS && sum >= ${WRK_REQUESTS:-1}))
+}
+BACKENDS="" SERVICE_CONNS=""
+backend_ok=0
+wait_until 5 backend_counts || backend_ok=1
+verdict "$backend_ok" "per-backend counters" \
+    "ringvs_backend_connections_total{service=\"web\"}: ${BACKENDS:-absent}= ringvs_service_connections_total ${SERVICE_CONNS:-absent} (want 3 servers > 0, summing to the service's)"
+
+rev=$("$RINGVS" --version | sed -n 's/.*(git \([^,]*\),.*/\1/p')
+build=$(scrape | grep '^ringvs_build_info{' || true)
+verdict "$(if [[ -n $rev && $build == *"revision=\"$rev\""* && $build == *' 1' ]]; then echo 0; else echo 1; fi)" \
+    "build info" "${build:-absent} (ringvs --version: git $rev)"
+
+reload_out=$(ringvs_cli reload 2>&1) || true
+reloads_counted() {
+    local body
+    body=$(scrape) || return 1
+    RELOADS_OK=$(awk '$1 == "ringvs_reloads_total{result=\"ok\"}" { print $2 }' <<<"$body")
+    LAST_OK=$(awk '$1 == "ringvs_last_reload_successful" { print $2 }' <<<"$body")
+    [[ $RELOADS_OK == 1 && $LAST_OK == 1 ]]
+}
+RELOADS_OK="" LAST_OK=""
+reload_ok=0
+wait_until 5 reloads_counted || reload_ok=1
+verdict "$reload_ok" "reload counted" \
+    "after ringvs reload (${reload_out:0:60}): ringvs_reloads_total{result=\"ok\"} ${RELOADS_OK:-absent}, ringvs_last_reload_successful ${LAST_OK:-absent}"
+
+node_query='node_ipvs_backend_connections_inactive{local_address="10.77.100.100",local_port="80",proto="TCP",remote_port="8080"}'
+node_series() {
+    PROM_ANSWER=$(prom_query "$node_query" 2>&1) || return 1
+    [[ $(grep -c 'remote_address="10.77.1.[123]"' <<<"$PROM_ANSWER") == 3 ]]
+}
+node_ok=0
+wait_until 30 node_series || node_ok=1
+verdict "$node_ok" "node_exporter labels (recording rules)" "$node_query: $(grep -c '^{' <<<"${PROM_ANSWER:-}" || true) series (want the 3 web realservers)"
+printf '%s\n' "${PROM_ANSWER:-(no answer)}" | head -3 | sed 's/^/        /'
+rules=$(in_ns dir curl -s --max-time 5 "http://127.0.0.1:$PROM_PORT/api/v1/rules" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(len(g["rules"]) for g in d["data"]["groups"]))' 2>/dev/null || echo 0)
+verdict "$(if ((rules == 17)); then echo 0; else echo 1; fi)" "alert and recording rules loaded" "$rules rules (want 9 alerts + 8 recording rules)"
 
 # The query an operator's dashboard runs.
 query='rate(ringvs_connections_total[1m])'

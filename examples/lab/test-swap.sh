@@ -24,10 +24,9 @@ check() { verdict "$2" "$1" "$3"; } # check NAME OK(0/1) DETAIL: lib.sh's verdic
 lab_trap
 lab_up
 start_servers
-# A copy of the config the test can edit, with absolute plugin paths.
+# A copy of the config the test can edit (its plugins come from the catalogue by name).
 conf=$LAB_DIR/swap.toml
-sed "s|path = \"\\.\\./\\.\\./target/wasm32-wasip2/plugin/|path = \"$PLUGIN_DIR/|" "$LAB_SRC/lab.toml" >"$conf"
-grep -q "path = \"$PLUGIN_DIR/sched_wlc.wasm\"" "$conf" || die "could not rewrite the plugin paths in $conf"
+cp "$LAB_SRC/lab.toml" "$conf"
 CONF=$conf fwd_up ringvs || die "ringvs did not come up"
 
 SECS=${SWAP_SECONDS:-24}
@@ -92,13 +91,16 @@ refused "not a component" "not a WebAssembly component" ringvs_cli plugin swap w
 refused "imports WASI" "wasi:" ringvs_cli plugin swap web "$PLUGIN_DIR/tc_wasi.wasm"
 refused "unknown name" "neither a built-in" ringvs_cli plugin swap web no-such-plugin
 sed -i 's/^scheduler = "sched-rr"/scheduler = "sched-wlc"/' "$conf"
-sed -i "s|^path = \"$PLUGIN_DIR/sched_rr.wasm\"|&\nsha256 = \"$(printf '0%.0s' {1..64})\"|" "$conf"
+cp "$conf" "$conf.good"
+# A [plugins.NAME] entry of a catalogue plugin, without a path, pins or configures its file.
+printf '\n[plugins.sched-wlc]\nsha256 = "%s"\n' "$(printf '0%.0s' {1..64})" >>"$conf"
 refused "sha256 mismatch on reload" "sha256 mismatch" ringvs_cli reload
-sed -i '/^sha256 = "0*"$/d' "$conf"
-sed -i 's|^\[plugins.sched-rr\]|&\nconfig = { bogus = 1 }|' "$conf"
+cp "$conf.good" "$conf"
+printf '\n[plugins.sched-wlc]\nconfig = { bogus = 1 }\n' >>"$conf"
 refused "config the plugin rejects" "unknown config key" ringvs_cli reload
-sed -i '/^config = { bogus = 1 }$/d' "$conf"
-sed -i 's|^\[plugins.sched-rr\]|[plugins.sched-rr-as-defense]\npath = "'"$PLUGIN_DIR"'/sched_rr.wasm"\n\n&|; s|^name = "web"|&\ndefense = ["sched-rr-as-defense"]|' "$conf"
+cp "$conf.good" "$conf"
+printf '\n[plugins.sched-rr-as-defense]\npath = "%s/sched_rr.wasm"\n' "$PLUGIN_DIR" >>"$conf"
+sed -i 's|^name = "web"|&\ndefense = ["sched-rr-as-defense"]|' "$conf"
 refused "wrong world on reload" "not a defense" ringvs_cli reload
 
 wrk_wait close "$close_pid" || true

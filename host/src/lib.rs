@@ -28,6 +28,21 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+/// The git revision this build is from (`host/build.rs`: `RINGVS_REVISION` at build time,
+/// else `git rev-parse --short=12 HEAD`), or `unknown`.
+pub const REVISION: &str = env!("RINGVS_REVISION");
+
+/// What `ringvs --version` says: the version, the git revision and the version of the WIT
+/// package plugins are built against (`ringvs_abi::WIT_VERSION`).
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("RINGVS_REVISION"),
+    ", WIT ringvs:plugin@",
+    ringvs_abi::wit_version!(),
+    ")"
+);
+
 pub mod config;
 pub mod conn;
 pub mod control;

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 /// Operators run it like ipvsadm + keepalived: `ringvs run -c FILE` starts the daemon,
 /// the other commands talk to it over its admin socket.
 #[derive(Parser, Debug)]
-#[command(name = "ringvs", version, about, long_about = None, propagate_version = true)]
+#[command(name = "ringvs", version = ringvs::LONG_VERSION, about, long_about = None, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -72,8 +72,26 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
-    /// Re-read the daemon's config file (same as SIGHUP).
+    /// Re-read the daemon's config file (same as SIGHUP). Runtime edits the file does not
+    /// repeat are reverted, and the answer names them.
     Reload {
+        /// Print what a reload would change, runtime edits it would revert included, and
+        /// change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep runtime edits (weights, servers, services, schedulers changed with the CLI)
+        /// where the file left the same thing unchanged since it was last applied.
+        #[arg(long)]
+        keep_runtime: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print the running state as a config file (ipvsadm-save): `ringvs check` accepts it,
+    /// and as the config file it reproduces what runs now, runtime edits included.
+    Save {
+        /// Write it to FILE instead of standard output.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
         #[command(flatten)]
         target: Target,
     },
@@ -112,6 +130,27 @@ enum Cmd {
     Plugin {
         #[command(subcommand)]
         cmd: PluginCmd,
+    },
+    /// Write the man pages or a shell completion script (for packagers).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: GenerateCmd,
+    },
+}
+
+/// `ringvs generate`.
+#[derive(Subcommand, Debug)]
+enum GenerateCmd {
+    /// Man pages into DIR: ringvs.1 and one per command (ringvs-list.1, …).
+    Man {
+        /// The directory to write them to (created if missing).
+        dir: PathBuf,
+    },
+    /// A completion script for SHELL, on standard output.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -206,8 +245,14 @@ enum PluginCmd {
         #[command(flatten)]
         target_daemon: Target,
     },
-    /// Loaded plugins with their kind, file hash, services, calls and faults.
+    /// Loaded plugins with their kind, file hash, services, calls and faults; with
+    /// --available, the plugins usable by name (built-ins and the catalogue) with their
+    /// versions, hashes and files, read on this machine without a daemon.
     List {
+        /// Show the built-ins and the catalogue instead (looked for in the directories of
+        /// the config's director.plugin_dirs with -c, then the default ones).
+        #[arg(long)]
+        available: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -336,8 +381,12 @@ fn check(path: &Path) -> Result<(), String> {
     let mut pm = ringvs::control::plugins::PluginManager::default();
     let loaded = pm.load_config(&c)?;
     for (name, p) in &loaded {
+        let from = match c.plugins.get(name).map(|d| d.source) {
+            Some(config::PluginSource::Path) | None => "",
+            Some(_) => " (catalogue)",
+        };
         println!(
-            "plugin {name}: {} {} sha256 {} OK",
+            "plugin {name}: {} {} sha256 {} OK{from}",
             p.kind.name(),
             p.path.display(),
             ringvs::plugin::hex(&p.sha256)
@@ -372,6 +421,12 @@ fn check_health(s: &config::ServiceConfig) {
         config::CheckKind::Http(x) => {
             format!("http GET {} expect {}", x.path, x.expected())
         }
+        config::CheckKind::Script(x) => format!(
+            "script {} as {}{}",
+            x.command.join(" "),
+            x.user,
+            if x.dynamic { " (dynamic weight)" } else { "" }
+        ),
     };
     println!(
         "service {}: health {what} every {:?}, timeout {:?}, rise {}, fall {}, on_fail {}; {checked} of {} server(s) checked; detection window {:?}",
@@ -419,6 +474,20 @@ fn status(json: bool, target: &Target) -> Result<(), String> {
         print!("{}", client::format_status(&s));
     }
     Ok(())
+}
+
+/// `ringvs save`.
+fn save(output: Option<&Path>, target: &Target) -> Result<(), String> {
+    let text: String = call(target, Request::Save {})?;
+    match output {
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+        Some(p) => {
+            std::fs::write(p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))
+        }
+    }
 }
 
 /// `ringvs top`.
@@ -473,7 +542,11 @@ fn plugin(cmd: PluginCmd) -> Result<(), String> {
             };
             simple(&target_daemon, Request::PluginSwap { service, target })
         }
-        PluginCmd::List { target } => plugin_list(&target),
+        PluginCmd::List {
+            available: true,
+            target,
+        } => plugin_available(&target),
+        PluginCmd::List { target, .. } => plugin_list(&target),
     }
 }
 
@@ -493,6 +566,23 @@ fn plugin_list(target: &Target) -> Result<(), String> {
             &p.sha256[..16]
         );
     }
+    Ok(())
+}
+
+/// `ringvs plugin list --available`: built-ins and the catalogue, from this machine's files.
+fn plugin_available(target: &Target) -> Result<(), String> {
+    let first = match &target.config {
+        Some(c) => {
+            config::load(c)
+                .map_err(|e| e.to_string())?
+                .director
+                .plugin_dirs
+        }
+        None => Vec::new(),
+    };
+    let dirs = ringvs::plugin::catalogue::search_path(&first);
+    let list = ringvs::plugin::catalogue::available(&dirs);
+    print!("{}", client::format_available(&list, &dirs));
     Ok(())
 }
 
@@ -570,6 +660,24 @@ fn server(cmd: ServerCmd) -> Result<(), String> {
     }
 }
 
+/// `ringvs generate`: man pages or a completion script, from the command's own definition.
+fn generate(what: GenerateCmd) -> Result<(), String> {
+    use clap::CommandFactory;
+    match what {
+        GenerateCmd::Man { dir } => {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .map_err(|e| format!("cannot write man pages to {}: {e}", dir.display()))
+        }
+        GenerateCmd::Completion { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "ringvs", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.cmd, Cmd::Run(_)) {
@@ -584,13 +692,25 @@ fn main() -> ExitCode {
         Cmd::Check { config } => check(&config),
         Cmd::List(a) => list(a),
         Cmd::Status { json, target } => status(json, &target),
-        Cmd::Reload { target } => simple(&target, Request::Reload {}),
+        Cmd::Reload {
+            dry_run,
+            keep_runtime,
+            target,
+        } => simple(
+            &target,
+            Request::Reload {
+                dry_run,
+                keep_runtime,
+            },
+        ),
+        Cmd::Save { output, target } => save(output.as_deref(), &target),
         Cmd::Top { once, json, target } => top(once, json, &target),
         Cmd::Zero { service, target } => simple(&target, Request::Zero { service }),
         Cmd::Replay(a) => replay(a),
         Cmd::Plugin { cmd } => plugin(cmd),
         Cmd::Service { cmd } => service(cmd),
         Cmd::Server { cmd } => server(cmd),
+        Cmd::Generate { what } => generate(what),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -647,7 +767,10 @@ mod tests {
     fn top_level_help_lists_commands_with_one_line_descriptions() {
         let mut cmd = Cli::command();
         let help = cmd.render_help().to_string();
-        for sub in Cli::command().get_subcommands() {
+        for sub in Cli::command()
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set())
+        {
             let about = sub.get_about().unwrap().to_string();
             let line = help
                 .lines()
@@ -675,6 +798,49 @@ mod tests {
         assert!(help(&["service", "remove"]).contains("expire_nodest_conn"));
         assert!(help(&["server", "remove"]).contains("ipvsadm -d"));
         assert!(help(&["list"]).contains("ipvsadm -Ln"));
+    }
+
+    #[test]
+    fn version_names_the_revision_and_the_wit() {
+        let v = Cli::command().render_version().to_string();
+        assert!(
+            v.starts_with(&format!("ringvs {} (git ", env!("CARGO_PKG_VERSION"))),
+            "{v}"
+        );
+        assert!(v.contains(ringvs::REVISION), "{v}");
+        assert!(
+            v.contains(&format!("WIT ringvs:plugin@{}", ringvs_abi::WIT_VERSION)),
+            "{v}"
+        );
+        assert!(!ringvs::REVISION.is_empty());
+    }
+
+    #[test]
+    fn man_pages_and_completions_are_generated() {
+        let dir = std::env::temp_dir().join(format!("ringvs-man-{}", std::process::id()));
+        generate(GenerateCmd::Man { dir: dir.clone() }).unwrap();
+        let page = std::fs::read_to_string(dir.join("ringvs.1")).unwrap();
+        assert!(page.contains(".TH ringvs 1"), "{page}");
+        assert!(page.contains("Linux Virtual Server"), "{page}");
+        for sub in [
+            "ringvs-run.1",
+            "ringvs-list.1",
+            "ringvs-service-add.1",
+            "ringvs-check.1",
+        ] {
+            assert!(dir.join(sub).is_file(), "{sub} missing");
+        }
+        assert!(
+            !dir.join("ringvs-generate.1").exists(),
+            "the hidden command has no page"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut cmd = Cli::command();
+        let mut out = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "ringvs", &mut out);
+        let script = String::from_utf8(out).unwrap();
+        assert!(script.contains("complete -F _ringvs"), "bash completion");
+        assert!(script.contains("--scheduler"), "options of service add");
     }
 
     #[test]

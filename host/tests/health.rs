@@ -178,6 +178,7 @@ fn want(service: &str, server: SocketAddrV4, dest: &Arc<DestState>, cfg: HealthC
         server,
         dest: dest.clone(),
         cfg,
+        notify: None,
     }
 }
 

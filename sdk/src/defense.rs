@@ -235,6 +235,7 @@ macro_rules! export_defense {
         const _: () = {
             use $crate::__wit::def::exports::ringvs::plugin::defense as __d;
             use $crate::__wit::types as __t;
+            $crate::__ident!();
             struct __RingvsDefense;
             static __STATE: $crate::rt::Slot<$t> = $crate::rt::Slot::new();
             impl __d::Guest for __RingvsDefense {

@@ -42,6 +42,7 @@ macro_rules! export_persistence {
         const _: () = {
             use $crate::__wit::persist::exports::ringvs::plugin::persistence as __p;
             use $crate::__wit::types as __t;
+            $crate::__ident!();
             struct __RingvsPersistence;
             static __STATE: $crate::rt::Slot<$t> = $crate::rt::Slot::new();
             impl __p::Guest for __RingvsPersistence {

@@ -14,6 +14,42 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 
+/// `s` as an array of its `N` bytes (`N` = `s.len()`), for the ident custom section that
+/// [`crate::__ident!`] puts in every plugin.
+pub const fn ident_bytes<const N: usize>(s: &str) -> [u8; N] {
+    let b = s.as_bytes();
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = b[i];
+        i += 1;
+    }
+    out
+}
+
+/// The plugin's crate name and version, `"NAME VERSION"`, in the custom section
+/// `ringvs_abi::IDENT_SECTION` of the component: what `ringvs plugin list --available` shows.
+/// Every export macro expands it once, in the plugin's crate (so `CARGO_PKG_*` are the
+/// plugin's).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ident {
+    () => {
+        #[unsafe(link_section = "ringvs-plugin")]
+        #[used]
+        static __RINGVS_PLUGIN_IDENT: [u8; concat!(
+            env!("CARGO_PKG_NAME"),
+            " ",
+            env!("CARGO_PKG_VERSION")
+        )
+        .len()] = $crate::rt::ident_bytes(concat!(
+            env!("CARGO_PKG_NAME"),
+            " ",
+            env!("CARGO_PKG_VERSION")
+        ));
+    };
+}
+
 /// The plugin instance's state.
 ///
 /// A component instance runs one call at a time on one thread (wasm32 without threads), so

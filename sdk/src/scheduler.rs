@@ -170,6 +170,7 @@ macro_rules! export_scheduler {
         const _: () = {
             use $crate::__wit::sched::exports::ringvs::plugin::scheduler as __s;
             use $crate::__wit::types as __t;
+            $crate::__ident!();
             struct __RingvsScheduler;
             static __STATE: $crate::rt::Slot<$crate::rt::SchedState<$t>> = $crate::rt::Slot::new();
             impl __s::Guest for __RingvsScheduler {

@@ -66,6 +66,81 @@ pub struct ServiceEdit {
     #[arg(long, conflicts_with = "health")]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_health: bool,
+    /// Make the service persistent (ipvsadm -p [TIMEOUT]): a client's new connections go
+    /// to the realserver of its earlier ones until TIMEOUT (default 300s) after the last
+    /// ended. With the catalogue's persist-netmask unless --persistence names another
+    /// plugin; on edit, changes only the timeout of a persistent service.
+    #[arg(short = 'p', long = "persistent", value_name = "TIMEOUT", num_args = 0..=1,
+          default_missing_value = "300", value_parser = quantity)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent: Option<Quantity>,
+    /// Persistence granularity (ipvsadm -M): clients in one network of this mask share a
+    /// realserver, e.g. 255.255.255.0 or 24 (default 255.255.255.255: per client). Makes
+    /// the service persistent if it is not.
+    #[arg(short = 'M', long = "netmask", value_name = "MASK")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netmask: Option<String>,
+    /// The persistence plugin (default persist-netmask): a catalogue name or a loaded
+    /// plugin's. Makes the service persistent if it is not.
+    #[arg(long = "persistence", value_name = "PLUGIN")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<String>,
+    /// A sorry server (keepalived's sorry_server): new flows go to it while no realserver
+    /// can take them (all down, removed or at weight 0). A bare address takes the VIP's port.
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sorry_server: Option<String>,
+    /// No sorry server any more (edit only).
+    #[arg(long, conflicts_with = "sorry_server")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_sorry_server: bool,
+    /// No more persistence (edit only; the templates expire on their own).
+    #[arg(long, conflicts_with_all = ["persistent", "netmask", "persistence"])]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_persistent: bool,
+}
+
+impl ServiceEdit {
+    /// The persistence table the edit asks for on top of `base` (the service's now), or
+    /// `None` if it does not touch persistence. `Some(None)`: no persistence.
+    fn persistence_table(
+        &self,
+        base: Option<&super::PersistenceConfig>,
+    ) -> Option<Option<raw::Persistence>> {
+        if self.no_persistent {
+            return Some(None);
+        }
+        if self.persistent.is_none() && self.netmask.is_none() && self.persistence.is_none() {
+            return None;
+        }
+        let plugin = self
+            .persistence
+            .clone()
+            .or_else(|| base.map(|b| b.plugin.clone()))
+            .unwrap_or_else(|| super::DEFAULT_PERSISTENCE_PLUGIN.to_string());
+        // Another plugin starts from an empty config; the same one keeps its keys.
+        let mut config = match base {
+            Some(b) if b.plugin == plugin => b.config.clone(),
+            _ => serde_json::Value::Object(Default::default()),
+        };
+        if let (Some(m), Some(obj)) = (&self.netmask, config.as_object_mut()) {
+            obj.insert("netmask".into(), serde_json::Value::String(m.clone()));
+        }
+        let timeout = self
+            .persistent
+            .clone()
+            .or_else(|| base.map(|b| Quantity::Num(u64::from(b.timeout_secs))));
+        Some(Some(raw::Persistence {
+            plugin,
+            timeout,
+            config: Some(config),
+        }))
+    }
+}
+
+/// A duration for `--persistent`: seconds or a number with a unit.
+fn quantity(s: &str) -> Result<Quantity, String> {
+    Ok(Quantity::Text(s.trim().to_string()))
 }
 
 /// `STATE=DURATION` for `--timeout`.
@@ -128,6 +203,7 @@ pub fn new_service(
         file_origin: format!("service {name:?}"),
         base: None,
     };
+    let persistence = edit.persistence_table(None).flatten();
     let Some(vip) = edit.vip else {
         return Err(v.err(
             "vip",
@@ -140,14 +216,28 @@ pub fn new_service(
             "a new service has no health check to remove (leave `health` out instead)",
         ));
     }
+    if edit.no_persistent {
+        return Err(v.err(
+            "no_persistent",
+            "a new service has no persistence to remove (leave `persistent` out instead)",
+        ));
+    }
+    if edit.no_sorry_server {
+        return Err(v.err(
+            "no_sorry_server",
+            "a new service has no sorry server to remove (leave `sorry_server` out instead)",
+        ));
+    }
     let raw = raw::Service {
         name: name.to_string(),
         vip,
         proto: edit.proto,
         forward: edit.forward,
         scheduler: edit.scheduler,
-        persistence: None,
+        persistence,
         health: edit.health,
+        sorry_server: edit.sorry_server,
+        notify: None,
         defense: edit.defense.unwrap_or_default(),
         timeouts: edit.timeouts.into_iter().collect(),
         server: Vec::new(),
@@ -172,6 +262,11 @@ pub fn edit_service(
         base: None,
     };
     let mut out = base.clone();
+    match edit.persistence_table(base.persistence.as_ref()) {
+        None => {}
+        Some(None) => out.persistence = None,
+        Some(Some(p)) => out.persistence = Some(v.persistence("persistence", p, is_plugin)?),
+    }
     if let Some(p) = &edit.proto {
         if v.proto("proto", p)? != base.proto {
             return Err(v.err(
@@ -196,6 +291,12 @@ pub fn edit_service(
     }
     if let Some(f) = &edit.forward {
         out.forward = v.forward("forward", f)?;
+    }
+    if edit.no_sorry_server {
+        out.sorry_server = None;
+    }
+    if let Some(a) = &edit.sorry_server {
+        out.sorry_server = Some(v.sorry_server("", a, base.vip, &base.servers)?);
     }
     if let Some(s) = edit.scheduler {
         v.scheduler("scheduler", &s, is_plugin)?;

@@ -26,7 +26,60 @@ pub enum CheckKind {
     Tcp,
     /// `GET path` answers with an expected status (keepalived `HTTP_GET`).
     Http(HttpCheck),
+    /// A command exits 0 (keepalived `MISC_CHECK`).
+    Script(ScriptCheck),
 }
+
+/// A script check (keepalived `MISC_CHECK`): `command` runs (no shell) every interval with
+/// `RINGVS_SERVICE`, `RINGVS_SERVER`, `RINGVS_TARGET` in its environment, as `user`, killed
+/// at the timeout. Exit 0 passes. With `dynamic` (keepalived `misc_dynamic`), 1 fails and
+/// 2 to 255 pass with weight `status - 2`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptCheck {
+    /// The program (an absolute path) and its arguments.
+    pub command: Vec<String>,
+    /// Who it runs as when the daemon is root.
+    pub user: String,
+    /// The exit status sets the weight.
+    pub dynamic: bool,
+}
+
+/// Commands run when a realserver goes up or down (keepalived `notify_up`/`notify_down`),
+/// with `RINGVS_EVENT`, `RINGVS_SERVICE`, `RINGVS_SERVER` and `RINGVS_REASON` set; at most
+/// `max_per_minute` per service (the rest are dropped and counted), each killed at `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    /// Run when a realserver comes up.
+    pub up: Option<Vec<String>>,
+    /// Run when a realserver goes down.
+    pub down: Option<Vec<String>>,
+    /// Each run ends by then (killed with its process group).
+    pub timeout: Duration,
+    /// Who they run as when the daemon is root.
+    pub user: String,
+    /// Most runs per service per minute.
+    pub max_per_minute: u32,
+}
+
+/// A user's uid and gid, from the password database.
+pub fn user_ids(name: &str) -> Result<(u32, u32), String> {
+    let c = std::ffi::CString::new(name).map_err(|_| format!("bad user name {name:?}"))?;
+    // Safety: `passwd` is plain data; getpwnam_r fills it.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // Safety: every pointer is to a live local of the size passed; getpwnam_r writes only
+    // into `pw` and `buf` and sets `out` to `&mut pw` or null.
+    let rc =
+        unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if rc != 0 || out.is_null() {
+        return Err(format!("no user named {name:?}"));
+    }
+    Ok((pw.pw_uid, pw.pw_gid))
+}
+
+/// The user scripts and hooks run as when none is configured.
+pub const DEFAULT_SCRIPT_USER: &str = "nobody";
 
 impl CheckKind {
     /// `tcp` or `http`.
@@ -34,6 +87,7 @@ impl CheckKind {
         match self {
             CheckKind::Tcp => "tcp",
             CheckKind::Http(_) => "http",
+            CheckKind::Script(_) => "script",
         }
     }
 }
@@ -256,7 +310,56 @@ impl Validator<'_> {
             Some((k, s)) => Some(self.check_addr(&k, &s)?),
         };
         let http_only = ["path", "expect", "host"];
+        let script_only = ["command", "user", "dynamic"];
+        let refuse = |names: &[&str], what: &str| -> Result<(), ConfigError> {
+            for name in names {
+                let present = match *name {
+                    "path" => p.get(name, |h| h.path.clone()).map(|x| x.0),
+                    "expect" => p.get(name, |h| h.expect.clone()).map(|x| x.0),
+                    "host" => p.get(name, |h| h.host.clone()).map(|x| x.0),
+                    "command" => p.get(name, |h| h.command.clone()).map(|x| x.0),
+                    "user" => p.get(name, |h| h.user.clone()).map(|x| x.0),
+                    _ => p.get(name, |h| h.dynamic).map(|x| x.0),
+                };
+                if let Some(k) = present {
+                    return Err(self.err(
+                        k,
+                        format!(
+                            "only {what} check has this key; set check = \"{}\" or remove it",
+                            if what == "an HTTP" { "http" } else { "script" }
+                        ),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        if check != "script" {
+            refuse(&script_only, "a script")?;
+        }
         let kind = match check.as_str() {
+            "script" => {
+                refuse(&http_only, "an HTTP")?;
+                let Some((k, command)) = p.get("command", |h| h.command.clone()) else {
+                    return Err(self.err(
+                        format!("{svc_key}.health.command"),
+                        "missing: a script check needs command = [\"/path/to/check\", \"arg\", …]",
+                    ));
+                };
+                self.command(&k, &command)?;
+                let user = match p.get("user", |h| h.user.clone()) {
+                    None => DEFAULT_SCRIPT_USER.to_string(),
+                    Some((k, u)) => {
+                        user_ids(&u).map_err(|e| self.err(k, e))?;
+                        u
+                    }
+                };
+                let dynamic = p.get("dynamic", |h| h.dynamic).is_some_and(|x| x.1);
+                CheckKind::Script(ScriptCheck {
+                    command,
+                    user,
+                    dynamic,
+                })
+            }
             "tcp" => {
                 for name in http_only {
                     let present = match name {
@@ -334,7 +437,10 @@ impl Validator<'_> {
                 CheckKind::Http(HttpCheck { path, expect, host })
             }
             other => {
-                return Err(self.err(ck, format!("expected \"tcp\" or \"http\", found {other:?}")))
+                return Err(self.err(
+                    ck,
+                    format!("expected \"tcp\", \"http\" or \"script\", found {other:?}"),
+                ))
             }
         };
         Ok(Some(HealthConfig {
@@ -347,6 +453,74 @@ impl Validator<'_> {
             port,
             addr,
         }))
+    }
+
+    /// A command: an absolute program path and its arguments.
+    pub(super) fn command(&self, key: &str, command: &[String]) -> Result<(), ConfigError> {
+        match command.first() {
+            None => Err(self.err(key, "expected [\"/path/to/program\", \"arg\", …], found an empty list")),
+            Some(p) if !p.starts_with('/') => Err(self.err(
+                key,
+                format!("expected an absolute path as the program (no shell, no PATH lookup), found {p:?}"),
+            )),
+            Some(_) if command.iter().any(|a| a.contains('\0')) => {
+                Err(self.err(key, "an argument contains a NUL byte"))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// A service's `notify` table.
+    pub(super) fn notify(&self, key: &str, n: &raw::Notify) -> Result<NotifyConfig, ConfigError> {
+        if n.up.is_none() && n.down.is_none() {
+            return Err(self.err(
+                key,
+                "expected `up = [\"/path\", …]` and/or `down = [\"/path\", …]`",
+            ));
+        }
+        for (name, c) in [("up", &n.up), ("down", &n.down)] {
+            if let Some(c) = c {
+                self.command(&format!("{key}.{name}"), c)?;
+            }
+        }
+        let timeout = match n.timeout.clone() {
+            None => Duration::from_secs(5),
+            Some(q) => {
+                let k = format!("{key}.timeout");
+                let t = self.duration(&k, q)?;
+                if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&t) {
+                    return Err(self.err(
+                        k,
+                        format!("expected 100ms to 60s, found {}ms", t.as_millis()),
+                    ));
+                }
+                t
+            }
+        };
+        let user = match &n.user {
+            None => DEFAULT_SCRIPT_USER.to_string(),
+            Some(u) => {
+                user_ids(u).map_err(|e| self.err(format!("{key}.user"), e))?;
+                u.clone()
+            }
+        };
+        let max_per_minute = match n.max_per_minute {
+            None => 6,
+            Some(m) if (1..=600).contains(&m) => m as u32,
+            Some(m) => {
+                return Err(self.err(
+                    format!("{key}.max_per_minute"),
+                    format!("expected 1 to 600, found {m}"),
+                ))
+            }
+        };
+        Ok(NotifyConfig {
+            up: n.up.clone(),
+            down: n.down.clone(),
+            timeout,
+            user,
+            max_per_minute,
+        })
     }
 
     /// A duration with millisecond precision.
@@ -475,7 +649,7 @@ health = { addr = "10.77.2.3", on_fail = "remove" }
                 "check = \"http\"",
                 "check = \"smtp\"",
                 "service[0].health.check",
-                "\"tcp\" or \"http\"",
+                "\"tcp\", \"http\" or \"script\"",
             ),
             (
                 "interval = \"2s\"",

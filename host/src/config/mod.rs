@@ -7,13 +7,19 @@
 //! variable), the key, and what was expected. Validation is all-or-nothing: a config that
 //! fails anywhere changes nothing.
 
+pub mod diff;
 mod edit;
 mod health;
+pub mod keys;
 mod raw;
+pub mod save;
 pub mod units;
 
 pub use edit::{edit_service, new_service, ServiceEdit};
-pub use health::{CheckKind, HealthConfig, HttpCheck, OnFail};
+pub use health::{
+    user_ids, CheckKind, HealthConfig, HttpCheck, NotifyConfig, OnFail, ScriptCheck,
+    DEFAULT_SCRIPT_USER,
+};
 pub use raw::{Health as HealthTable, Quantity};
 
 use crate::conn::{State, Timeouts};
@@ -26,6 +32,8 @@ use std::path::{Path, PathBuf};
 
 /// Built-in schedulers, always available (and the fallback of plugin schedulers).
 pub use crate::plugin::builtin::NAMES as BUILTIN_SCHEDULERS;
+use crate::plugin::catalogue;
+use crate::plugin::Kind;
 
 /// Largest realserver weight (as ipvsadm).
 pub const MAX_WEIGHT: u32 = 65_535;
@@ -37,6 +45,11 @@ pub const MAX_WEIGHT: u32 = 65_535;
 pub fn check_weight<T: TryInto<u32>>(weight: T) -> Option<u32> {
     weight.try_into().ok().filter(|w| *w <= MAX_WEIGHT)
 }
+
+/// Default persistence timeout (`persistence.timeout`, ipvsadm `-p` without a value).
+pub const DEFAULT_PERSISTENCE_SECS: u32 = 300;
+/// The persistence plugin `ringvs service add -p` uses unless told another.
+pub const DEFAULT_PERSISTENCE_PLUGIN: &str = "persist-netmask";
 
 /// Default `director.template_memory_limit`: 16 MiB, about 380,000 persistence templates.
 pub const DEFAULT_TEMPLATE_MEMORY: u64 = 16 << 20;
@@ -143,6 +156,28 @@ pub struct Director {
     pub interfaces: Vec<String>,
     /// With `io = "af_xdp"`: how the XDP program is attached.
     pub xdp_mode: XdpMode,
+    /// Directories searched for catalogue plugins before the default ones
+    /// (`crate::plugin::catalogue::search_path`); relative ones are relative to the file.
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+impl Director {
+    /// Where catalogue plugins are looked for: `plugin_dirs`, then the defaults.
+    pub fn catalogue_dirs(&self) -> Vec<PathBuf> {
+        catalogue::search_path(&self.plugin_dirs)
+    }
+}
+
+/// Where a plugin's file comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginSource {
+    /// `[plugins.NAME] path = …`.
+    Path,
+    /// `[plugins.NAME]` of a catalogue plugin without `path`: the catalogue's file, with the
+    /// entry's `config` and `sha256`.
+    Catalogue,
+    /// No entry: a catalogue name a service uses.
+    Implicit,
 }
 
 /// `[plugins.NAME]`.
@@ -156,6 +191,8 @@ pub struct PluginDecl {
     pub sha256: Option<[u8; 32]>,
     /// Handed to the plugin at load.
     pub config: serde_json::Value,
+    /// Where `path` comes from.
+    pub source: PluginSource,
 }
 
 /// Transport protocol of a service.
@@ -303,6 +340,11 @@ pub struct ServiceConfig {
     pub servers: Vec<ServerConfig>,
     /// The service's health check (what servers added at runtime get), if any.
     pub health: Option<HealthConfig>,
+    /// keepalived's `sorry_server`: takes the new flows while no realserver can (every one
+    /// down, removed or at weight 0); not health-checked.
+    pub sorry_server: Option<SocketAddrV4>,
+    /// Commands run when a realserver goes up or down (keepalived notify_up/notify_down).
+    pub notify: Option<NotifyConfig>,
 }
 
 /// `[[service.server]]`.
@@ -392,6 +434,9 @@ pub fn load_with_env(path: &Path, env: bool) -> Result<Config, ConfigError> {
         });
     }
     let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if let Ok(text) = std::fs::read_to_string(&abs) {
+        unknown_keys(&text, &origin)?;
+    }
     let mut fig = Figment::new().merge(Toml::file_exact(&abs));
     if env {
         // Only `RINGVS_SECTION__KEY` names are config; other RINGVS_ variables (used by
@@ -413,6 +458,7 @@ pub fn load_with_env(path: &Path, env: bool) -> Result<Config, ConfigError> {
 
 /// Parses a config from TOML text (no environment), for tests and `--dry-run` tools.
 pub fn from_str(text: &str, name: &str) -> Result<Config, ConfigError> {
+    unknown_keys(text, name)?;
     let fig = Figment::new().merge(Toml::string(text));
     let file: raw::File = fig.extract().map_err(|e| figment_error(name, e))?;
     let v = Validator {
@@ -421,6 +467,33 @@ pub fn from_str(text: &str, name: &str) -> Result<Config, ConfigError> {
         base: None,
     };
     v.validate(file, PathBuf::from(name))
+}
+
+/// Refuses a file with keys this version does not know, naming and explaining every one
+/// ([`keys::unknown`]). A file that is not TOML is left to the reader's error.
+fn unknown_keys(text: &str, origin: &str) -> Result<(), ConfigError> {
+    let Ok(doc) = text.parse::<toml::Table>() else {
+        return Ok(());
+    };
+    let found = keys::unknown(&doc);
+    let Some(first) = found.first() else {
+        return Ok(());
+    };
+    let mut message = first.explanation.clone();
+    if found.len() > 1 {
+        message += &format!(
+            "; and {} more key(s) this version of ringvs does not know:",
+            found.len() - 1
+        );
+        for u in &found[1..] {
+            message += &format!("\n  key `{}`: {}", u.key, u.explanation);
+        }
+    }
+    Err(ConfigError {
+        origin: origin.to_string(),
+        key: first.key.clone(),
+        message,
+    })
 }
 
 fn figment_error(origin: &str, e: figment::Error) -> ConfigError {
@@ -494,9 +567,10 @@ impl Validator<'_> {
 
     fn validate(&self, f: raw::File, path: PathBuf) -> Result<Config, ConfigError> {
         let director = self.director(f.director.unwrap_or_default())?;
+        let dirs = director.catalogue_dirs();
         let mut plugins = BTreeMap::new();
         for (name, p) in f.plugins {
-            let decl = self.plugin(&name, p)?;
+            let decl = self.plugin(&name, p, &dirs)?;
             plugins.insert(name, decl);
         }
         let mut services = Vec::with_capacity(f.service.len());
@@ -526,6 +600,7 @@ impl Validator<'_> {
             }
             services.push(svc);
         }
+        self.implicit_plugins(&services, &dirs, &mut plugins)?;
         Ok(Config {
             path,
             director,
@@ -686,6 +761,21 @@ impl Validator<'_> {
                 ))
             }
         };
+        let plugin_dirs = d
+            .plugin_dirs
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if p.is_empty() {
+                    return Err(self.err(
+                        format!("director.plugin_dirs.{i}"),
+                        "expected a directory, found an empty string",
+                    ));
+                }
+                Ok(self.relative(&p))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Director {
             io,
             interfaces,
@@ -703,7 +793,97 @@ impl Validator<'_> {
             expire_quiescent_template: d.expire_quiescent_template.unwrap_or(false),
             template_memory_limit: template_memory_limit as usize,
             log_format,
+            plugin_dirs,
         })
+    }
+
+    /// A path from the file: relative ones are relative to the file's directory.
+    fn relative(&self, p: &str) -> PathBuf {
+        let path = PathBuf::from(p);
+        match &self.base {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path,
+        }
+    }
+
+    /// Declares the catalogue plugins the services use by name without a `[plugins.NAME]`
+    /// entry, with their files from `dirs`; a name whose file is in none of them is an
+    /// error at the first key that uses it.
+    fn implicit_plugins(
+        &self,
+        services: &[ServiceConfig],
+        dirs: &[PathBuf],
+        plugins: &mut BTreeMap<String, PluginDecl>,
+    ) -> Result<(), ConfigError> {
+        for (i, s) in services.iter().enumerate() {
+            let mut uses = vec![(format!("service.{i}.scheduler"), s.scheduler.as_str())];
+            if let Some(p) = &s.persistence {
+                uses.push((format!("service.{i}.persistence.plugin"), p.plugin.as_str()));
+            }
+            for (j, d) in s.defense.iter().enumerate() {
+                uses.push((format!("service.{i}.defense.{j}"), d.as_str()));
+            }
+            for (key, name) in uses {
+                if plugins.contains_key(name) {
+                    continue;
+                }
+                let Some(entry) = catalogue::get(name) else {
+                    continue;
+                };
+                let path = catalogue::locate(entry, dirs)
+                    .ok_or_else(|| self.err(&key, catalogue::not_found(entry, dirs)))?;
+                plugins.insert(
+                    name.to_string(),
+                    PluginDecl {
+                        name: name.to_string(),
+                        path,
+                        sha256: None,
+                        config: serde_json::Value::Object(Default::default()),
+                        source: PluginSource::Implicit,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A plugin a service names as `kind`: one `is_plugin` knows (a `[plugins.*]` entry, a
+    /// loaded plugin), or a catalogue plugin of that kind. `what` names the list of
+    /// alternatives in the error.
+    fn plugin_ref(
+        &self,
+        key: &str,
+        name: &str,
+        kind: Kind,
+        is_plugin: &dyn Fn(&str) -> bool,
+        unknown: impl FnOnce(&str) -> String,
+    ) -> Result<(), ConfigError> {
+        if is_plugin(name) {
+            return Ok(());
+        }
+        match catalogue::get(name) {
+            Some(e) if e.kind == kind => Ok(()),
+            Some(e) => Err(self.err(
+                key,
+                format!(
+                    "{name:?} is a catalogue {} plugin ({}), not a {} plugin",
+                    e.kind.name(),
+                    e.about,
+                    kind.name()
+                ),
+            )),
+            None => {
+                let names: Vec<&str> = catalogue::ENTRIES
+                    .iter()
+                    .filter(|e| e.kind == kind)
+                    .map(|e| e.name)
+                    .collect();
+                Err(self.err(
+                    key,
+                    format!("{}; the catalogue's: {}", unknown(name), names.join(", ")),
+                ))
+            }
+        }
     }
 
     fn size(&self, key: &str, q: raw::Quantity) -> Result<u64, ConfigError> {
@@ -727,7 +907,12 @@ impl Validator<'_> {
         u32::try_from(ms / 1000).map_err(|_| self.err(key, "duration is too large"))
     }
 
-    fn plugin(&self, name: &str, p: raw::Plugin) -> Result<PluginDecl, ConfigError> {
+    fn plugin(
+        &self,
+        name: &str,
+        p: raw::Plugin,
+        dirs: &[PathBuf],
+    ) -> Result<PluginDecl, ConfigError> {
         let key = format!("plugins.{name}");
         if !valid_name(name) {
             return Err(self.err(
@@ -741,18 +926,26 @@ impl Validator<'_> {
                 format!("{name:?} is the name of a built-in scheduler; choose another name"),
             ));
         }
-        if p.path.is_empty() {
-            return Err(self.err(
-                format!("{key}.path"),
-                "expected the path of a .wasm component, found an empty string",
-            ));
-        }
-        let mut path = PathBuf::from(&p.path);
-        if path.is_relative() {
-            if let Some(base) = &self.base {
-                path = base.join(path);
+        let (path, source) = match (p.path, catalogue::get(name)) {
+            (Some(p), _) if p.is_empty() => {
+                return Err(self.err(
+                    format!("{key}.path"),
+                    "expected the path of a .wasm component, found an empty string",
+                ))
             }
-        }
+            (Some(p), _) => (self.relative(&p), PluginSource::Path),
+            (None, Some(entry)) => (
+                catalogue::locate(entry, dirs)
+                    .ok_or_else(|| self.err(&key, catalogue::not_found(entry, dirs)))?,
+                PluginSource::Catalogue,
+            ),
+            (None, None) => {
+                return Err(self.err(
+                    format!("{key}.path"),
+                    format!("expected the path of a .wasm component: {name:?} is not a catalogue plugin, so its entry needs one"),
+                ))
+            }
+        };
         let sha256 = match p.sha256 {
             None => None,
             Some(h) => Some(parse_sha256(&h).ok_or_else(|| {
@@ -769,6 +962,7 @@ impl Validator<'_> {
             config: p
                 .config
                 .unwrap_or(serde_json::Value::Object(Default::default())),
+            source,
         })
     }
 
@@ -794,25 +988,7 @@ impl Validator<'_> {
         self.scheduler(&format!("{key}.scheduler"), &scheduler, is_plugin)?;
         let persistence = match s.persistence {
             None => None,
-            Some(p) => {
-                if !is_plugin(&p.plugin) {
-                    return Err(self.err(
-                        format!("{key}.persistence.plugin"),
-                        format!("{:?} is not a [plugins.*] entry", p.plugin),
-                    ));
-                }
-                let timeout_secs = match p.timeout {
-                    None => 300,
-                    Some(q) => self.seconds(&format!("{key}.persistence.timeout"), q)?,
-                };
-                Some(PersistenceConfig {
-                    plugin: p.plugin,
-                    timeout_secs,
-                    config: p
-                        .config
-                        .unwrap_or(serde_json::Value::Object(Default::default())),
-                })
-            }
+            Some(p) => Some(self.persistence(&format!("{key}.persistence"), p, is_plugin)?),
         };
         self.defense(&format!("{key}.defense"), &s.defense, is_plugin)?;
         let mut timeouts = Timeouts::IPVS;
@@ -877,6 +1053,14 @@ impl Validator<'_> {
                 lower,
             });
         }
+        let sorry_server = match &s.sorry_server {
+            None => None,
+            Some(a) => Some(self.sorry_server(key, a, vip, &servers)?),
+        };
+        let notify = match &s.notify {
+            None => None,
+            Some(n) => Some(self.notify(&format!("{key}.notify"), n)?),
+        };
         Ok(ServiceConfig {
             name: s.name,
             proto,
@@ -891,6 +1075,55 @@ impl Validator<'_> {
             max_conns,
             servers,
             health,
+            sorry_server,
+            notify,
+        })
+    }
+
+    /// A service's `sorry_server`: an address (a bare one takes the VIP's port) that is not
+    /// one of its realservers.
+    fn sorry_server(
+        &self,
+        key: &str,
+        s: &str,
+        vip: SocketAddrV4,
+        servers: &[ServerConfig],
+    ) -> Result<SocketAddrV4, ConfigError> {
+        let k = format!("{key}.sorry_server");
+        let a = self.v4_endpoint(&k, s, Some(vip.port()))?;
+        if servers.iter().any(|x| x.addr == a) {
+            return Err(self.err(
+                k,
+                format!("{a} is a realserver of this service; a sorry server stands in for them, so it must be another address"),
+            ));
+        }
+        Ok(a)
+    }
+
+    /// A service's `persistence` table (`key` is its key).
+    fn persistence(
+        &self,
+        key: &str,
+        p: raw::Persistence,
+        is_plugin: &dyn Fn(&str) -> bool,
+    ) -> Result<PersistenceConfig, ConfigError> {
+        self.plugin_ref(
+            &format!("{key}.plugin"),
+            &p.plugin,
+            Kind::Persistence,
+            is_plugin,
+            |n| format!("{n:?} is not a [plugins.*] entry nor a catalogue persistence plugin"),
+        )?;
+        let timeout_secs = match p.timeout {
+            None => DEFAULT_PERSISTENCE_SECS,
+            Some(q) => self.seconds(&format!("{key}.timeout"), q)?,
+        };
+        Ok(PersistenceConfig {
+            plugin: p.plugin,
+            timeout_secs,
+            config: p
+                .config
+                .unwrap_or(serde_json::Value::Object(Default::default())),
         })
     }
 
@@ -959,16 +1192,15 @@ impl Validator<'_> {
         s: &str,
         is_plugin: &dyn Fn(&str) -> bool,
     ) -> Result<(), ConfigError> {
-        if BUILTIN_SCHEDULERS.contains(&s) || is_plugin(s) {
+        if BUILTIN_SCHEDULERS.contains(&s) {
             return Ok(());
         }
-        Err(self.err(
-            key,
+        self.plugin_ref(key, s, Kind::Scheduler, is_plugin, |s| {
             format!(
-                "{s:?} is neither a built-in scheduler ({}) nor a [plugins.{s}] entry",
+                "{s:?} is neither a built-in scheduler ({}), a catalogue scheduler, nor a [plugins.{s}] entry",
                 BUILTIN_SCHEDULERS.join(", ")
-            ),
-        ))
+            )
+        })
     }
 
     fn defense(
@@ -978,12 +1210,9 @@ impl Validator<'_> {
         is_plugin: &dyn Fn(&str) -> bool,
     ) -> Result<(), ConfigError> {
         for (i, d) in list.iter().enumerate() {
-            if !is_plugin(d) {
-                return Err(self.err(
-                    format!("{key}.{i}"),
-                    format!("{d:?} is not a [plugins.*] entry"),
-                ));
-            }
+            self.plugin_ref(&format!("{key}.{i}"), d, Kind::Defense, is_plugin, |d| {
+                format!("{d:?} is not a [plugins.*] entry nor a catalogue defense plugin")
+            })?;
         }
         Ok(())
     }

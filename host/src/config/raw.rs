@@ -14,17 +14,18 @@ pub enum Quantity {
     Text(String),
 }
 
-#[derive(Debug, Deserialize)]
+// Serialize: `ringvs save` writes a running state back as a config file (config/save.rs).
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct File {
     pub director: Option<Director>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub plugins: BTreeMap<String, Plugin>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service: Vec<Service>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Director {
     pub device: Option<String>,
@@ -43,18 +44,19 @@ pub struct Director {
     pub io: Option<String>,
     pub interfaces: Option<Vec<String>>,
     pub xdp_mode: Option<String>,
+    pub plugin_dirs: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plugin {
-    pub path: String,
+    pub path: Option<String>,
     pub sha256: Option<String>,
     #[serde(default)]
     pub config: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
     pub name: String,
@@ -63,18 +65,20 @@ pub struct Service {
     pub forward: Option<String>,
     pub scheduler: Option<String>,
     pub persistence: Option<Persistence>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub defense: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub timeouts: BTreeMap<String, Quantity>,
-    #[serde(default)]
-    pub server: Vec<Server>,
     pub health: Option<Health>,
+    pub sorry_server: Option<String>,
+    pub notify: Option<Notify>,
     pub syn_proxy: Option<String>,
     pub max_conns: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server: Vec<Server>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Persistence {
     pub plugin: String,
@@ -83,7 +87,7 @@ pub struct Persistence {
     pub config: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub addr: String,
@@ -109,6 +113,21 @@ pub struct Health {
     pub on_fail: Option<String>,
     pub port: Option<i64>,
     pub addr: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub user: Option<String>,
+    pub dynamic: Option<bool>,
+}
+
+/// `notify = { up = [...], down = [...], timeout, user, max_per_minute }`: commands run when
+/// a realserver of the service goes up or down (keepalived's notify_up/notify_down).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    pub up: Option<Vec<String>>,
+    pub down: Option<Vec<String>>,
+    pub timeout: Option<Quantity>,
+    pub user: Option<String>,
+    pub max_per_minute: Option<i64>,
 }
 
 /// `expect = 200` or `expect = [200, 204]`.

@@ -478,6 +478,13 @@ fn io_backend_and_its_interfaces() {
     assert_eq!(c.director.io, Io::AfXdp);
     assert_eq!(c.director.interfaces, ["dcli", "drs"]);
     assert_eq!(c.director.xdp_mode, XdpMode::Native);
+    // `ringvs save` writes them back.
+    let saved = save::to_toml(&c.director, &c.plugins, &c.services).unwrap();
+    assert_eq!(
+        from_str(&saved, "s.toml").unwrap().director,
+        c.director,
+        "{saved}"
+    );
 
     let e = err(&GOOD.replace("queues = 2", "queues = 2\nio = \"af_xdp\""));
     assert_eq!(e.key, "director.interfaces");
@@ -497,4 +504,469 @@ fn io_backend_and_its_interfaces() {
     let e = err(&xdp.replace("queues = 2", "queues = 2\nroutes = \"auto\""));
     assert_eq!(e.key, "director.routes");
     assert!(e.message.contains("needs no routes"), "{e}");
+}
+
+/// A directory with empty files named like the catalogue's components (config validation
+/// only locates them; loading is the plugin layer's).
+fn fake_catalogue(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringvs-cat-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in catalogue::ENTRIES {
+        std::fs::write(dir.join(e.file_name()), b"").unwrap();
+    }
+    dir
+}
+
+#[test]
+fn catalogue_plugins_are_used_by_name_without_an_entry() {
+    let dir = fake_catalogue("name");
+    let text = GOOD
+        .replace(
+            "[director]",
+            &format!("[director]\nplugin_dirs = [\"{}\"]", dir.display()),
+        )
+        .replace(
+            "scheduler = \"wlc\"",
+            "scheduler = \"wrr\"\ndefense = [\"secure-tcp\", \"synauth\"]\npersistence = { plugin = \"persist-netmask\", config = { netmask = \"255.255.255.0\" } }",
+        )
+        .replace("scheduler = \"rr\"", "scheduler = \"sh\"");
+    let c = from_str(&text, "test.toml").unwrap();
+    assert_eq!(c.director.plugin_dirs, vec![dir.clone()]);
+    let names: Vec<&str> = c.plugins.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["persist-netmask", "secure-tcp", "sh", "synauth", "wrr"]
+    );
+    for (name, p) in &c.plugins {
+        assert_eq!(p.source, PluginSource::Implicit, "{name}");
+        assert!(p.path.starts_with(&dir), "{name}: {:?}", p.path);
+        assert_eq!(p.sha256, None);
+    }
+    assert_eq!(c.plugins["wrr"].path, dir.join("sched_wrr.wasm"));
+    assert_eq!(
+        c.plugins["secure-tcp"].path,
+        dir.join("defense_secure_tcp.wasm")
+    );
+    // The built-ins stay native: no plugin.
+    let d = from_str(GOOD, "test.toml").unwrap();
+    assert!(d.plugins.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn catalogue_names_are_checked_for_their_kind() {
+    let e = err(&GOOD.replace("scheduler = \"rr\"", "scheduler = \"secure-tcp\""));
+    assert_eq!(e.key, "service[1].scheduler");
+    assert!(
+        e.message
+            .contains("\"secure-tcp\" is a catalogue defense plugin"),
+        "{e}"
+    );
+    assert!(e.message.contains("not a scheduler plugin"), "{e}");
+    let e = err(&GOOD.replace(
+        "scheduler = \"rr\"",
+        "scheduler = \"rr\"\ndefense = [\"wrr\"]",
+    ));
+    assert_eq!(e.key, "service[1].defense[0]");
+    assert!(e.message.contains("catalogue scheduler plugin"), "{e}");
+    let e = err(&GOOD.replace("scheduler = \"rr\"", "persistence = { plugin = \"sh\" }"));
+    assert_eq!(e.key, "service[1].persistence.plugin");
+    assert!(e.message.contains("not a persistence plugin"), "{e}");
+    // Unknown names list the catalogue's of that kind.
+    let e = err(&GOOD.replace("scheduler = \"rr\"", "scheduler = \"lblc\""));
+    assert!(e.message.contains("neither a built-in scheduler"), "{e}");
+    assert!(e.message.contains("wrr, lc, sed, nq, sh, mh, twos"), "{e}");
+    let e = err(&GOOD.replace("scheduler = \"rr\"", "defense = [\"nope\"]"));
+    assert!(e.message.contains("secure-tcp, drop-entry"), "{e}");
+}
+
+#[test]
+fn a_catalogue_entry_configures_pins_or_overrides_the_catalogue_file() {
+    let dir = fake_catalogue("entry");
+    let pin = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let base = GOOD.replace(
+        "[director]",
+        &format!("[director]\nplugin_dirs = [\"{}\"]", dir.display()),
+    );
+    // No path: the catalogue's file, with this entry's config and pin.
+    let text = base
+        .replace(
+            "[director]",
+            &format!(
+                "[plugins.ratelimit]\nsha256 = \"{pin}\"\nconfig = {{ rate = 5 }}\n\n[director]"
+            ),
+        )
+        .replace("scheduler = \"rr\"", "defense = [\"ratelimit\"]");
+    let c = from_str(&text, "test.toml").unwrap();
+    let p = &c.plugins["ratelimit"];
+    assert_eq!(p.source, PluginSource::Catalogue);
+    assert_eq!(p.path, dir.join("defense_ratelimit.wasm"));
+    assert_eq!(p.sha256.unwrap()[1], 0x11);
+    assert_eq!(p.config["rate"], 5);
+    // A path overrides the catalogue's file.
+    let c = from_str(
+        &text.replace(
+            "[plugins.ratelimit]",
+            "[plugins.ratelimit]\npath = \"/opt/rl.wasm\"",
+        ),
+        "test.toml",
+    )
+    .unwrap();
+    assert_eq!(c.plugins["ratelimit"].source, PluginSource::Path);
+    assert_eq!(c.plugins["ratelimit"].path, PathBuf::from("/opt/rl.wasm"));
+    // Only catalogue plugins may leave the path out; built-in names stay reserved.
+    let e = err(&GOOD.replace("[director]", "[plugins.mine]\nconfig = {}\n\n[director]"));
+    assert_eq!(e.key, "plugins.mine.path");
+    assert!(e.message.contains("not a catalogue plugin"), "{e}");
+    let e = err(&GOOD.replace(
+        "[director]",
+        "[plugins.wlc]\npath = \"w.wasm\"\n\n[director]",
+    ));
+    assert_eq!(e.key, "plugins.wlc");
+    let e = err(&GOOD.replace("[director]", "[director]\nplugin_dirs = [\"\"]"));
+    assert_eq!(e.key, "director.plugin_dirs[0]");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn plugin_dirs_are_relative_to_the_file() {
+    let dir = std::env::temp_dir().join(format!("ringvs-cfg-dirs-{}", std::process::id()));
+    let plugins = dir.join("lib/plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::write(plugins.join("sched_mh.wasm"), b"").unwrap();
+    let path = dir.join("c.toml");
+    let text = GOOD
+        .replace("[director]", "[director]\nplugin_dirs = [\"lib/plugins\"]")
+        .replace("scheduler = \"rr\"", "scheduler = \"mh\"");
+    std::fs::write(&path, text).unwrap();
+    let c = load_with_env(&path, false).unwrap();
+    let want = std::fs::canonicalize(&plugins)
+        .unwrap()
+        .join("sched_mh.wasm");
+    assert_eq!(c.plugins["mh"].path, want);
+    assert_eq!(
+        c.director.catalogue_dirs()[0],
+        std::fs::canonicalize(&plugins).unwrap()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_saved_config_reads_back_to_the_same_state() {
+    let dir = fake_catalogue("save");
+    let text = format!(
+        r#"
+[director]
+device = "rvs9"
+queues = 3
+conn_memory_limit = "96MiB"
+admin_socket = "/run/x/admin.sock"
+admin_group = "lvsadmin"
+metrics_listen = "off"
+routes = "auto"
+offload = false
+mtu = 1400
+expire_nodest_conn = true
+expire_quiescent_template = true
+template_memory_limit = "2MiB"
+log_format = "json"
+plugin_dirs = ["{dir}"]
+
+[plugins.mine]
+path = "/opt/mine.wasm"
+sha256 = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+config = {{ a = 1, b = {{ c = "x" }} }}
+
+[plugins.ratelimit]
+config = {{ new_flows_per_sec = 5 }}
+
+[[service]]
+name = "web"
+vip = "10.77.100.100:80"
+scheduler = "mine"
+defense = ["ratelimit", "secure-tcp"]
+persistence = {{ plugin = "persist-netmask", timeout = "120s", config = {{ netmask = "255.255.255.0" }} }}
+timeouts = {{ established = "600s", udp = "30s" }}
+health = {{ check = "http", path = "/h", expect = [200, 204], host = "example.org", interval = "1500ms", fall = 4, on_fail = "remove", port = 9000 }}
+
+sorry_server = "10.77.9.9"
+syn_proxy = "off"
+max_conns = 5000
+
+[[service.server]]
+addr = "10.77.1.1:8080"
+weight = 3
+upper = 100
+lower = 50
+
+[[service.server]]
+addr = "10.77.1.2:8080"
+weight = 0
+health = {{ addr = "10.77.2.2", path = "/other" }}
+
+[[service]]
+name = "dns"
+vip = "10.77.100.100:53"
+proto = "udp"
+scheduler = "sh"
+timeouts = {{ udp_unreplied = "10s" }}
+health = {{ check = "tcp", port = 53 }}
+
+[[service.server]]
+addr = "10.77.1.1:5353"
+"#,
+        dir = dir.display()
+    );
+    let c = from_str(&text, "test.toml").unwrap();
+    let saved = save::to_toml(&c.director, &c.plugins, &c.services).unwrap();
+    let back = from_str(&saved, "saved.toml").unwrap_or_else(|e| panic!("{e}\n{saved}"));
+    assert_eq!(back.director, c.director, "{saved}");
+    assert_eq!(back.services, c.services, "{saved}");
+    assert_eq!(back.plugins, c.plugins, "{saved}");
+    // Catalogue plugins used by name need no entry; declared ones keep theirs.
+    assert!(!saved.contains("[plugins.sh]"), "{saved}");
+    assert!(!saved.contains("[plugins.secure-tcp]"), "{saved}");
+    assert!(saved.contains("[plugins.ratelimit.config]"), "{saved}");
+    assert!(saved.contains("path = \"/opt/mine.wasm\""), "{saved}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_reload_plan_names_changes_and_reverts_or_keeps_runtime_edits() {
+    use diff::{plan, Runtime};
+    let loaded = from_str(GOOD, "test.toml").unwrap().services;
+    // Runtime: web's first server weight 1 -> 0, a server added to dns, a service added,
+    // dns's scheduler swapped.
+    let mut running = loaded.clone();
+    running[0].servers[0].weight = 0;
+    running[1]
+        .servers
+        .push(ServerConfig::new("10.77.1.9:53".parse().unwrap(), 2));
+    running[1].scheduler = "wlc".into();
+    let mut api = running[1].clone();
+    api.name = "api".into();
+    api.vip = "10.77.100.101:53".parse().unwrap();
+    running.push(api);
+    // The file now: web's second server weight 0 -> 5, and dns's scheduler rr -> wrr.
+    let mut file = loaded.clone();
+    file[0].servers[1].weight = 5;
+    file[1].scheduler = "wrr".into();
+
+    let p = plan(&running, &loaded, &file, false);
+    assert_eq!(p.services, file, "a plain reload applies the file");
+    let texts: Vec<String> = p.changes.iter().map(|c| c.to_string()).collect();
+    for want in [
+        "~ service web: server 10.77.1.1:8080 weight 0 -> 1 (reverts a runtime edit)",
+        "~ service web: server 10.77.1.2:80 weight 0 -> 5",
+        "~ service dns: scheduler wlc -> wrr (reverts a runtime edit)",
+        "- service dns: server 10.77.1.9:53 (reverts a runtime edit)",
+        "- service api (udp 10.77.100.101:53) (reverts a runtime edit)",
+    ] {
+        assert!(
+            texts.contains(&want.to_string()),
+            "{want} not in {texts:#?}"
+        );
+    }
+    assert_eq!(texts.len(), 5, "{texts:#?}");
+    assert_eq!(p.reverted().count(), 4);
+
+    let k = plan(&running, &loaded, &file, true);
+    let texts: Vec<String> = k.changes.iter().map(|c| c.to_string()).collect();
+    for want in [
+        "= service web: server 10.77.1.1:8080 weight 0 (runtime edit kept)",
+        "~ service web: server 10.77.1.2:80 weight 0 -> 5",
+        // The file changed the scheduler too: the file wins.
+        "~ service dns: scheduler wlc -> wrr (reverts a runtime edit)",
+        "= service dns: server 10.77.1.9:53 added at runtime (runtime edit kept)",
+        "= service api (udp 10.77.100.101:53) added at runtime (runtime edit kept)",
+    ] {
+        assert!(
+            texts.contains(&want.to_string()),
+            "{want} not in {texts:#?}"
+        );
+    }
+    assert_eq!(k.kept().count(), 3, "{texts:#?}");
+    let names: Vec<&str> = k.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["web", "dns", "api"]);
+    assert_eq!(k.services[0].servers[0].weight, 0);
+    assert_eq!(k.services[0].servers[1].weight, 5);
+    assert_eq!(k.services[1].scheduler, "wrr");
+    assert_eq!(
+        k.services[1].servers.len(),
+        1,
+        "dns had none; the runtime one is kept"
+    );
+
+    // A service removed at runtime stays removed with --keep-runtime, comes back without.
+    let running: Vec<_> = loaded.iter().filter(|s| s.name != "dns").cloned().collect();
+    let p = plan(&running, &loaded, &loaded, false);
+    assert_eq!(p.services, loaded);
+    assert_eq!(p.changes[0].runtime, Runtime::Reverted);
+    assert!(
+        p.changes[0].text.starts_with("+ service dns"),
+        "{:?}",
+        p.changes
+    );
+    let k = plan(&running, &loaded, &loaded, true);
+    assert_eq!(k.services, running);
+    assert_eq!(
+        k.changes[0].to_string(),
+        "= service dns removed at runtime (runtime edit kept)"
+    );
+    // Nothing edited, nothing changed: no changes.
+    assert!(plan(&loaded, &loaded, &loaded, false).changes.is_empty());
+    assert!(plan(&loaded, &loaded, &loaded, true).changes.is_empty());
+}
+
+#[test]
+fn a_sorry_server_is_another_address() {
+    let c = from_str(
+        &GOOD.replace(
+            "scheduler = \"wlc\"",
+            "scheduler = \"wlc\"\nsorry_server = \"10.77.9.9\"",
+        ),
+        "test.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.services[0].sorry_server,
+        Some("10.77.9.9:80".parse().unwrap())
+    );
+    assert_eq!(c.services[1].sorry_server, None);
+    let e = err(&GOOD.replace(
+        "scheduler = \"wlc\"",
+        "scheduler = \"wlc\"\nsorry_server = \"10.77.1.1:8080\"",
+    ));
+    assert_eq!(e.key, "service[0].sorry_server");
+    assert!(e.message.contains("is a realserver of this service"), "{e}");
+    let e = err(&GOOD.replace(
+        "scheduler = \"wlc\"",
+        "scheduler = \"wlc\"\nsorry_server = \"nowhere\"",
+    ));
+    assert_eq!(e.key, "service[0].sorry_server");
+    // At runtime too.
+    let web = c.services[0].clone();
+    let edit = ServiceEdit {
+        sorry_server: Some("10.77.9.8:81".into()),
+        ..Default::default()
+    };
+    let out = edit_service(&web, edit, &no_plugins).unwrap();
+    assert_eq!(out.sorry_server, Some("10.77.9.8:81".parse().unwrap()));
+    let edit = ServiceEdit {
+        no_sorry_server: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        edit_service(&web, edit, &no_plugins).unwrap().sorry_server,
+        None
+    );
+    let edit = ServiceEdit {
+        sorry_server: Some("10.77.1.2".into()),
+        ..Default::default()
+    };
+    let e = edit_service(&web, edit, &no_plugins).unwrap_err();
+    assert_eq!(e.key, "sorry_server");
+}
+
+#[test]
+fn script_checks_and_notify_hooks() {
+    let text = GOOD.replace(
+        "scheduler = \"wlc\"",
+        "scheduler = \"wlc\"\nhealth = { check = \"script\", command = [\"/usr/local/bin/check\", \"--fast\"], dynamic = true, timeout = \"2s\", interval = \"5s\" }\nnotify = { down = [\"/usr/local/bin/page\", \"ops\"], max_per_minute = 2 }",
+    );
+    let c = from_str(&text, "test.toml").unwrap();
+    let h = c.services[0].health.as_ref().unwrap();
+    assert_eq!(
+        h.kind,
+        CheckKind::Script(ScriptCheck {
+            command: vec!["/usr/local/bin/check".into(), "--fast".into()],
+            user: "nobody".into(),
+            dynamic: true
+        })
+    );
+    let n = c.services[0].notify.as_ref().unwrap();
+    assert_eq!(n.up, None);
+    assert_eq!(
+        n.down.as_deref(),
+        Some(&["/usr/local/bin/page".to_string(), "ops".into()][..])
+    );
+    assert_eq!(
+        (n.max_per_minute, n.timeout),
+        (2, std::time::Duration::from_secs(5))
+    );
+    assert_eq!(n.user, "nobody");
+    // What `save` writes reads back the same.
+    let saved = save::to_toml(&c.director, &c.plugins, &c.services).unwrap();
+    assert_eq!(
+        from_str(&saved, "s.toml").unwrap().services,
+        c.services,
+        "{saved}"
+    );
+
+    for (from, to, key, msg) in [
+        (
+            "command = [\"/usr/local/bin/check\", \"--fast\"], ",
+            "",
+            "service[0].health.command",
+            "a script check needs command",
+        ),
+        (
+            "[\"/usr/local/bin/check\", \"--fast\"]",
+            "[\"check\"]",
+            "service[0].health.command",
+            "absolute path",
+        ),
+        (
+            "[\"/usr/local/bin/check\", \"--fast\"]",
+            "[]",
+            "service[0].health.command",
+            "empty list",
+        ),
+        (
+            "dynamic = true",
+            "path = \"/\"",
+            "service[0].health.path",
+            "only an HTTP check has this key",
+        ),
+        (
+            "check = \"script\"",
+            "check = \"tcp\"",
+            "service[0].health.command",
+            "only a script check has this key",
+        ),
+        (
+            "dynamic = true",
+            "user = \"no-such-user-rvs\"",
+            "service[0].health.user",
+            "no user named",
+        ),
+        (
+            "max_per_minute = 2",
+            "max_per_minute = 0",
+            "service[0].notify.max_per_minute",
+            "1 to 600",
+        ),
+        (
+            "down = [\"/usr/local/bin/page\", \"ops\"], ",
+            "",
+            "service[0].notify",
+            "up = ",
+        ),
+        (
+            "[\"/usr/local/bin/page\", \"ops\"]",
+            "[\"page\"]",
+            "service[0].notify.down",
+            "absolute path",
+        ),
+        (
+            "max_per_minute = 2",
+            "timeout = \"2m\"",
+            "service[0].notify.timeout",
+            "100ms to 60s",
+        ),
+    ] {
+        let e = err(&text.replace(from, to));
+        assert_eq!(e.key, key, "{to}: {e}");
+        assert!(e.message.contains(msg), "{to}: {e}");
+    }
 }

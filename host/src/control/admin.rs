@@ -25,7 +25,67 @@ pub trait Handler: Send + 'static {
 /// A bound admin socket and who may use it.
 pub struct Listener {
     inner: UnixListener,
-    gid: Option<u32>,
+    access: Access,
+}
+
+/// Who may use a bound admin socket besides root and the daemon's user: the members of one
+/// group, or nobody. Shared by the listener and the daemon, which changes it on reload
+/// (`director.admin_group`): the socket file's group and mode follow, and every request is
+/// checked against the group of the moment, so removing the group revokes access at once,
+/// also on connections already open.
+#[derive(Clone, Debug)]
+pub struct Access(Arc<AccessInner>);
+
+#[derive(Debug)]
+struct AccessInner {
+    path: std::path::PathBuf,
+    /// The admin group's id, or -1 for none.
+    gid: std::sync::atomic::AtomicI64,
+}
+
+impl Access {
+    /// The admin group's id, if any.
+    pub fn gid(&self) -> Option<u32> {
+        u32::try_from(self.0.gid.load(std::sync::atomic::Ordering::Acquire)).ok()
+    }
+
+    /// Gives the socket to `group` (0660, that group) or to no group (0600, the daemon's own
+    /// group); nothing changes if the group does not exist or the file cannot be changed.
+    pub fn set_group(&self, group: Option<&str>) -> Result<(), String> {
+        let gid = group.map(group_id).transpose()?;
+        let path = &self.0.path;
+        let c = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| "bad socket path".to_string())?;
+        // Safety: getegid has no preconditions.
+        let owner_gid = gid.unwrap_or_else(|| unsafe { libc::getegid() });
+        // Revoking: the mode first, so the file is never group-accessible to a new group.
+        if gid.is_none() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+        }
+        // Safety: chown on a NUL-terminated path; -1 keeps the owner.
+        if unsafe { libc::chown(c.as_ptr(), u32::MAX, owner_gid) } != 0 {
+            return Err(format!(
+                "cannot give {} to group {owner_gid}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        if gid.is_some() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+                .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+        }
+        self.0.gid.store(
+            gid.map_or(-1, i64::from),
+            std::sync::atomic::Ordering::Release,
+        );
+        Ok(())
+    }
+}
+
+/// Checks that `group`, if given, exists (for a reload, before anything changes).
+pub fn check_group(group: Option<&str>) -> Result<(), String> {
+    group.map(group_id).transpose().map(|_| ())
 }
 
 fn group_id(name: &str) -> Result<u32, String> {
@@ -89,7 +149,18 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<Listener, String> {
         .set_nonblocking(true)
         .map_err(|e| e.to_string())?;
     let inner = UnixListener::from_std(std_listener).map_err(|e| e.to_string())?;
-    Ok(Listener { inner, gid })
+    let access = Access(Arc::new(AccessInner {
+        path: path.to_path_buf(),
+        gid: std::sync::atomic::AtomicI64::new(gid.map_or(-1, i64::from)),
+    }));
+    Ok(Listener { inner, access })
+}
+
+impl Listener {
+    /// Who may use it: a handle the daemon keeps to change the admin group on reload.
+    pub fn access(&self) -> Access {
+        self.access.clone()
+    }
 }
 
 /// Accepts and serves connections until the task is aborted; `handler` answers.
@@ -103,7 +174,7 @@ pub async fn serve<H: Handler>(listener: Listener, handler: Arc<Mutex<H>>) {
                 continue;
             }
         };
-        let allowed = match authorize(&stream, listener.gid) {
+        let allowed = match authorize(&stream, listener.access.gid()) {
             Ok(()) => true,
             Err(who) => {
                 warn!("admin socket: refused {who}");
@@ -111,8 +182,9 @@ pub async fn serve<H: Handler>(listener: Listener, handler: Arc<Mutex<H>>) {
             }
         };
         let h = handler.clone();
+        let access = listener.access.clone();
         tokio::spawn(async move {
-            if let Err(e) = session(stream, h, allowed).await {
+            if let Err(e) = session(stream, h, allowed, access).await {
                 debug!("admin session ended: {e}");
             }
         });
@@ -213,17 +285,17 @@ async fn send(stream: &mut UnixStream, r: &Response) -> std::io::Result<()> {
     stream.write_all(line.as_bytes()).await
 }
 
+/// The answer to a peer that may not use the socket.
+const DENIED: &str = "permission denied: only root or the admin group may use this socket";
+
 async fn session<H: Handler>(
     mut stream: UnixStream,
     handler: Arc<Mutex<H>>,
     allowed: bool,
+    access: Access,
 ) -> std::io::Result<()> {
     if !allowed {
-        return send(
-            &mut stream,
-            &Response::err("permission denied: only root or the admin group may use this socket"),
-        )
-        .await;
+        return send(&mut stream, &Response::err(DENIED)).await;
     }
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
@@ -237,6 +309,13 @@ async fn session<H: Handler>(
             let line = &line[..line.len() - 1];
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
+            }
+            // The admin group may have changed (a reload) since the peer connected.
+            if let Err(who) = authorize(&stream, access.gid()) {
+                warn!("admin socket: refused {who} (admin group changed)");
+                send(&mut stream, &Response::err(DENIED)).await?;
+                let _ = stream.shutdown().await;
+                return Ok(());
             }
             let resp = match parse_request(line) {
                 Err(e) => Response::err(e),

@@ -350,6 +350,52 @@ pub fn format_connections(c: &ConnectionsResult) -> String {
     o
 }
 
+/// `ringvs plugin list --available`: one line per plugin usable by name, then where the
+/// catalogue was looked for.
+pub fn format_available(
+    list: &[crate::plugin::catalogue::Available],
+    dirs: &[std::path::PathBuf],
+) -> String {
+    let mut out = format!(
+        "{:<16} {:<12} {:<24} {:<64}  {}\n",
+        "NAME", "KIND", "VERSION", "SHA256", "FILE"
+    );
+    for a in list {
+        let (version, sha, file) = if a.builtin {
+            (
+                a.version.clone().unwrap_or_default(),
+                "-".to_string(),
+                "built-in (native)".to_string(),
+            )
+        } else {
+            match &a.file {
+                Some(f) => (
+                    a.version.clone().unwrap_or_else(|| "?".into()),
+                    a.sha256.clone().unwrap_or_default(),
+                    f.display().to_string(),
+                ),
+                None => ("-".into(), "-".into(), "NOT FOUND".into()),
+            }
+        };
+        out += &format!(
+            "{:<16} {:<12} {:<24} {:<64}  {}\n",
+            a.name, a.kind, version, sha, file
+        );
+    }
+    let missing = list
+        .iter()
+        .filter(|a| !a.builtin && a.file.is_none())
+        .count();
+    let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    out += &format!("catalogue searched in: {}\n", dirs.join(", "));
+    if missing > 0 {
+        out += &format!(
+            "{missing} catalogue plugin(s) not found: install the ringvs package, or build them with `bash scripts/build-plugins.sh`\n"
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

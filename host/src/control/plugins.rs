@@ -9,6 +9,7 @@ use crate::dataplane::persist::PluginPersist;
 use crate::dataplane::policy::{Instance, PluginEvent, Prepared as PreparedPolicy, Role, SlotId};
 use crate::dataplane::sched::PluginSched;
 use crate::dataplane::service::Snapshot;
+use crate::plugin::catalogue;
 use crate::plugin::{
     DefenseInstance, Fault, Kind, PersistenceInstance, Plugin, Runtime, RuntimeOptions,
     SchedulerInstance, ServerInfo,
@@ -141,7 +142,15 @@ impl PluginManager {
         for (name, decl) in &cfg.plugins {
             let plugin = self
                 .load_decl(name, decl, used.get(name).copied())
-                .map_err(|e| format!("{}: {e}", cfg.path.display()))?;
+                .map_err(|e| {
+                    let hint = match decl.source {
+                        crate::config::PluginSource::Implicit => format!(
+                            " (a catalogue plugin used by name gets an empty config: give it one in a [plugins.{name}] entry, `config = {{ … }}`, no path needed)"
+                        ),
+                        _ => String::new(),
+                    };
+                    format!("{}: {e}{hint}", cfg.path.display())
+                })?;
             out.insert(name.clone(), plugin);
         }
         // A persistence plugin is configured per service: each service's config must be
@@ -183,6 +192,36 @@ impl PluginManager {
         let rt = self.runtime()?;
         rt.load(name, &decl.path, decl.sha256, &decl.config, kind)
             .map_err(|e| format!("plugins.{name}: {e}"))
+    }
+
+    /// Loads the catalogue plugins among `names` that are neither built-ins nor loaded yet,
+    /// from `dirs`, with an empty config (for runtime edits and swaps). Changes nothing;
+    /// `commit` installs the result.
+    pub fn load_catalogue(
+        &mut self,
+        names: &[&str],
+        dirs: &[std::path::PathBuf],
+    ) -> Result<BTreeMap<String, Arc<Plugin>>, String> {
+        let mut out = BTreeMap::new();
+        for &name in names {
+            if BUILTIN_SCHEDULERS.contains(&name)
+                || self.loaded.contains_key(name)
+                || out.contains_key(name)
+            {
+                continue;
+            }
+            let Some(entry) = catalogue::get(name) else {
+                continue;
+            };
+            let path =
+                catalogue::locate(entry, dirs).ok_or_else(|| catalogue::not_found(entry, dirs))?;
+            let rt = self.runtime()?;
+            let plugin = rt
+                .load(name, &path, None, &serde_json::json!({}), Some(entry.kind))
+                .map_err(|e| format!("catalogue plugin {name}: {e}{}", config_hint(name, &e)))?;
+            out.insert(name.to_string(), plugin);
+        }
+        Ok(out)
     }
 
     /// Loads a scheduler from a file for `ringvs plugin swap SERVICE PATH` (no config).
@@ -432,6 +471,17 @@ impl PluginManager {
     /// Counts a swap of a service's scheduler or persistence plugin.
     pub fn count_swap(&mut self, service: &str) {
         *self.swaps.entry(service.to_string()).or_default() += 1;
+    }
+}
+
+/// For a catalogue plugin loaded at runtime with an empty config that refused it: how to
+/// give it one.
+fn config_hint(name: &str, e: &crate::plugin::PluginError) -> String {
+    match e {
+        crate::plugin::PluginError::ConfigRejected(_) => format!(
+            " (a catalogue plugin named at runtime gets an empty config: declare it in the config file, [plugins.{name}] config = {{ … }}, and reload)"
+        ),
+        _ => String::new(),
     }
 }
 

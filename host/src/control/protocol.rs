@@ -31,7 +31,17 @@ pub enum Request {
         max: Option<usize>,
     },
     /// Re-read the config file.
-    Reload {},
+    Reload {
+        /// Say what a reload would change (runtime edits it would revert included); change
+        /// nothing.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dry_run: bool,
+        /// Keep the runtime edits the file does not contradict.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keep_runtime: bool,
+    },
+    /// The running state as a config file (ipvsadm-save).
+    Save {},
     /// Switch a service's scheduler at runtime.
     PluginSwap {
         /// Service name.

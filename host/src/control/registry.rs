@@ -15,7 +15,7 @@
 
 use crate::config::{check_thresholds, check_weight, ServerConfig, ServiceConfig, MAX_WEIGHT};
 use crate::dataplane::service::{
-    Dest, DestState, OperatorState, Service, Snapshot, DEST_F_REMOVED,
+    Dest, DestState, OperatorState, Service, Snapshot, DEST_F_HEALTH, DEST_F_REMOVED,
 };
 use std::fmt;
 use std::net::SocketAddrV4;
@@ -32,6 +32,9 @@ pub struct DestEntry {
     pub weight: u32,
     /// Shared state.
     pub state: Arc<DestState>,
+    /// The service's sorry server (`sorry_server`): weight 0 while a realserver can take
+    /// new flows, 1 while none can ([`Registry::update_sorry`]).
+    pub sorry: bool,
 }
 
 impl DestEntry {
@@ -144,7 +147,15 @@ impl Registry {
             addr: s.addr,
             weight: s.weight,
             state,
+            sorry: false,
         }
+    }
+
+    /// A sorry server's slot: weight 0 until every realserver is out.
+    fn new_sorry(&mut self, addr: SocketAddrV4) -> DestEntry {
+        let mut d = self.new_dest(&ServerConfig::new(addr, 0));
+        d.sorry = true;
+        d
     }
 
     /// Makes the registry match a (validated) configuration: new services and servers are
@@ -196,7 +207,11 @@ impl Registry {
                     if self.services.len() >= u16::MAX as usize {
                         return Err(EditError::TooManyServices);
                     }
-                    let dests = cfg.servers.iter().map(|s| self.new_dest(s)).collect();
+                    let mut dests: Vec<DestEntry> =
+                        cfg.servers.iter().map(|s| self.new_dest(s)).collect();
+                    if let Some(a) = cfg.sorry_server {
+                        dests.push(self.new_sorry(a));
+                    }
                     let version = self.bump();
                     let id = self.services.len() as u16;
                     self.services.push(ServiceEntry {
@@ -221,6 +236,8 @@ impl Registry {
                             .cloned();
                         let d = match existing {
                             Some(mut d) => {
+                                // A former sorry server may come back as a realserver.
+                                d.sorry = false;
                                 d.weight = s.weight;
                                 d.state.set_weight(s.weight);
                                 // Back from draining: as new to a checked service, pending
@@ -235,6 +252,26 @@ impl Registry {
                                 d
                             }
                             None => self.new_dest(s),
+                        };
+                        dests.push(d);
+                    }
+                    if let Some(a) = cfg.sorry_server {
+                        let existing = self.services[i]
+                            .dests
+                            .iter()
+                            .find(|d| d.addr == a && !dests.iter().any(|x| x.addr == a))
+                            .cloned();
+                        let d = match existing {
+                            Some(d) if d.sorry && !d.removed() => d,
+                            Some(mut d) => {
+                                // Back from draining, or a former realserver: standby.
+                                d.sorry = true;
+                                d.weight = 0;
+                                d.state.set_weight(0);
+                                d.state.reinstate();
+                                d
+                            }
+                            None => self.new_sorry(a),
                         };
                         dests.push(d);
                     }
@@ -255,6 +292,50 @@ impl Registry {
             }
         }
         Ok(changed)
+    }
+
+    /// Turns each service's sorry server on (weight 1) when none of its realservers can take
+    /// a new flow (each removed, held down by its check, or at weight 0), and off again when
+    /// one can, as keepalived adds and removes its `sorry_server`. Returns the services whose
+    /// sorry server changed, with its new state. Weights are read by the queues at each new
+    /// flow: no snapshot is needed.
+    pub fn update_sorry(&self) -> Vec<(String, SocketAddrV4, bool)> {
+        let mut out = Vec::new();
+        for e in self.services() {
+            let Some(sorry) = e.dests.iter().find(|d| d.sorry && !d.removed()) else {
+                continue;
+            };
+            let serving = e.dests.iter().any(|d| {
+                !d.sorry
+                    && d.state.weight() > 0
+                    && d.state.flags() & (DEST_F_REMOVED | DEST_F_HEALTH) == 0
+            });
+            let on = sorry.state.weight() > 0;
+            if on == serving {
+                sorry.state.set_weight(u32::from(!serving));
+                out.push((e.cfg.name.clone(), sorry.addr, !serving));
+            }
+        }
+        out
+    }
+
+    /// Sets the weight a dynamic script check gave a realserver (keepalived `misc_dynamic`),
+    /// in the shared state only: the configured weight stays what `save` writes and a reload
+    /// restores (until the next check). True if it changed.
+    pub fn set_dynamic_weight(&self, svc: &str, addr: SocketAddrV4, weight: u32) -> bool {
+        let weight = weight.min(MAX_WEIGHT);
+        let Some(d) = self.service(svc).and_then(|e| {
+            e.dests
+                .iter()
+                .find(|d| d.addr == addr && !d.sorry && !d.removed())
+        }) else {
+            return false;
+        };
+        if d.state.weight() == weight {
+            return false;
+        }
+        d.state.set_weight(weight);
+        true
     }
 
     /// Forgets draining realservers and services with no connections left.
@@ -388,6 +469,7 @@ impl Registry {
                     server: s.addr,
                     dest: d.state.clone(),
                     cfg: cfg.clone(),
+                    notify: e.cfg.notify.clone(),
                 });
             }
         }
@@ -814,5 +896,61 @@ addr = "10.77.1.2:8080"
         );
         dup.name = "web2".into();
         assert_eq!(r.add_service(dup), Err(EditError::VipInUse("web".into())));
+    }
+
+    #[test]
+    fn a_sorry_server_serves_only_while_no_realserver_can() {
+        let mut services = cfg(CFG);
+        services[0].sorry_server = Some("10.77.9.9:80".parse().unwrap());
+        let mut r = Registry::new(&services).unwrap();
+        let web = |r: &Registry| r.service("web").unwrap().dests.clone();
+        let sorry = |r: &Registry| web(r).into_iter().find(|d| d.sorry).unwrap();
+        assert_eq!(web(&r).len(), 3);
+        assert_eq!(sorry(&r).addr, "10.77.9.9:80".parse().unwrap());
+        assert_eq!(sorry(&r).state.weight(), 0, "standby");
+        assert!(r.update_sorry().is_empty());
+        assert!(r
+            .health_wants()
+            .iter()
+            .all(|w| !w.server.ip().octets().starts_with(&[10, 77, 9])));
+        // Both realservers quiesced by the operator: the sorry server takes over.
+        r.set_weight("web", "10.77.1.1:8080".parse().unwrap(), 0)
+            .unwrap();
+        assert!(r.update_sorry().is_empty(), "one realserver still serves");
+        r.set_weight("web", "10.77.1.2:8080".parse().unwrap(), 0)
+            .unwrap();
+        assert_eq!(
+            r.update_sorry(),
+            [("web".to_string(), "10.77.9.9:80".parse().unwrap(), true)]
+        );
+        assert_eq!(sorry(&r).state.weight(), 1);
+        assert!(r.update_sorry().is_empty(), "no change, no report");
+        // One back: standby again.
+        r.set_weight("web", "10.77.1.1:8080".parse().unwrap(), 2)
+            .unwrap();
+        assert!(!r.update_sorry()[0].2);
+        assert_eq!(sorry(&r).state.weight(), 0);
+        // A health check holding the last one down counts as down.
+        web(&r)[0].state.health_down(false);
+        assert!(r.update_sorry()[0].2);
+        web(&r)[0].state.health_up();
+        assert!(!r.update_sorry()[0].2);
+        // A reload without the sorry server drains it; with another address, a new one.
+        let id = sorry(&r).id;
+        let mut again = services.clone();
+        again[0].servers[0].weight = 2;
+        again[0].sorry_server = Some("10.77.9.10:80".parse().unwrap());
+        r.apply(&again).unwrap();
+        let d = web(&r);
+        assert!(
+            d.iter().any(|x| x.id == id && x.removed()),
+            "the old one drains"
+        );
+        let new = d.iter().find(|x| x.sorry && !x.removed()).unwrap();
+        assert_eq!(new.addr, "10.77.9.10:80".parse().unwrap());
+        assert_eq!(r.service_configs()[0].sorry_server, again[0].sorry_server);
+        again[0].sorry_server = None;
+        r.apply(&again).unwrap();
+        assert!(web(&r).iter().all(|x| !x.sorry || x.removed()));
     }
 }

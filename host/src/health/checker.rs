@@ -2,7 +2,8 @@
 //! machine and, on a change, sets or clears the health flags of the server's shared
 //! [`DestState`] — the same atomics the queues read when they schedule a new flow.
 
-use super::probe::{probe, Failure};
+use super::notify::{Event, Notifier};
+use super::probe::{check, Failure};
 use super::state::{Health, Machine};
 use crate::config::{HealthConfig, OnFail};
 use crate::dataplane::service::DestState;
@@ -27,6 +28,8 @@ pub struct Status {
     pub streak: u32,
     /// Checks run so far.
     pub checks: u64,
+    /// The weight the last passed dynamic script check gave (exit status − 2), if any.
+    pub dynamic_weight: Option<u32>,
 }
 
 /// State shared by the task and the control plane. The flags of `dest` are written only
@@ -59,6 +62,8 @@ pub struct Checker {
     pub(super) cfg: HealthConfig,
     pub(super) dest: Arc<DestState>,
     pub(super) shared: Arc<Mutex<Shared>>,
+    /// The service's notify hooks, if any.
+    pub(super) notify: Option<Arc<Notifier>>,
     task: JoinHandle<()>,
 }
 
@@ -76,6 +81,7 @@ impl Checker {
         server: SocketAddrV4,
         cfg: HealthConfig,
         dest: Arc<DestState>,
+        notify: Option<Arc<Notifier>>,
         from: (Health, Option<String>, Instant, u64),
     ) -> Checker {
         let (health, reason, since, checks) = from;
@@ -89,6 +95,7 @@ impl Checker {
                 since,
                 streak: 0,
                 checks,
+                dynamic_weight: None,
             },
         }));
         let task = rt.spawn(run(
@@ -96,15 +103,17 @@ impl Checker {
                 service: service.to_string(),
                 server: server.to_string(),
             },
-            cfg.target(server),
+            server,
             cfg.clone(),
             dest.clone(),
             shared.clone(),
+            notify.clone(),
         ));
         Checker {
             cfg,
             dest,
             shared,
+            notify,
             task,
         }
     }
@@ -138,17 +147,19 @@ struct Labels {
 
 async fn run(
     labels: Labels,
-    target: SocketAddrV4,
+    server: SocketAddrV4,
     cfg: HealthConfig,
     dest: Arc<DestState>,
     shared: Arc<Mutex<Shared>>,
+    notify: Option<Arc<Notifier>>,
 ) {
+    let target = cfg.target(server);
     let mut ticker = tokio::time::interval(cfg.interval);
     // A late check (a busy runtime) shifts the schedule instead of bursting to catch up.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let result = probe(target, &cfg.kind, cfg.timeout).await;
+        let result = check(&labels.service, server, &cfg).await;
         let label = result.as_ref().err().map_or("ok", Failure::label);
         crate::metrics::health_checked(&labels.service, &labels.server, label);
         let mut s = lock(&shared);
@@ -156,6 +167,9 @@ async fn run(
             return;
         }
         s.status.checks += 1;
+        if let Ok(Some(w)) = &result {
+            s.status.dynamic_weight = Some(*w);
+        }
         let changed = s.machine.record(result.is_ok());
         if let Err(f) = &result {
             s.status.reason = Some(f.to_string());
@@ -182,13 +196,20 @@ async fn run(
         }
         drop(s);
         crate::metrics::health_changed(&labels.service, &labels.server, to.name());
+        if let Some(n) = &notify {
+            match (from, to, &result) {
+                (Health::Down, Health::Up, _) => n.fire(Event::Up, server, None),
+                (_, Health::Down, Err(f)) => n.fire(Event::Down, server, Some(f.to_string())),
+                _ => {}
+            }
+        }
         let check = cfg.kind.name();
         match (from, &result) {
-            (Health::Pending, Ok(())) => info!(
+            (Health::Pending, Ok(_)) => info!(
                 service = %labels.service, server = %labels.server, check, target = %target,
                 "realserver UP: first check passed"
             ),
-            (_, Ok(())) => info!(
+            (_, Ok(_)) => info!(
                 service = %labels.service, server = %labels.server, check, target = %target,
                 "realserver UP: {} consecutive checks passed", cfg.rise
             ),

@@ -18,15 +18,18 @@
 //! start `Pending` (no flows until one check passes); see docs/HEALTH.md for why.
 
 mod checker;
+pub mod notify;
 pub mod probe;
+pub mod script;
 pub mod state;
 
 pub use checker::{apply_flags, clear_flags, Checker, Status};
 pub use probe::Failure;
 pub use state::{Health, Machine};
 
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, NotifyConfig};
 use crate::dataplane::service::{DestState, DEST_F_DOWN};
+use notify::Notifier;
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
 use std::sync::Arc;
@@ -43,6 +46,8 @@ pub struct Want {
     pub dest: Arc<DestState>,
     /// The check.
     pub cfg: HealthConfig,
+    /// Its service's notify hooks (`notify`), if any.
+    pub notify: Option<NotifyConfig>,
 }
 
 /// Counts of what [`Monitor::sync`] did.
@@ -64,6 +69,9 @@ pub struct Monitor {
     /// The runtime the checkers run on: given, or the one `sync` is first called in.
     rt: Option<tokio::runtime::Handle>,
     checkers: HashMap<(String, SocketAddrV4), Checker>,
+    /// Each service's notify hooks, kept across syncs while its `notify` is the same (so is
+    /// its rate limit).
+    notifiers: HashMap<String, Arc<Notifier>>,
 }
 
 impl Monitor {
@@ -73,6 +81,7 @@ impl Monitor {
         Monitor {
             rt,
             checkers: HashMap::new(),
+            notifiers: HashMap::new(),
         }
     }
 
@@ -91,10 +100,25 @@ impl Monitor {
         let mut wanted: Vec<Want> = want.into_iter().collect();
         wanted.sort_by(|a, b| (&a.service, a.server).cmp(&(&b.service, b.server)));
         wanted.dedup_by(|a, b| a.service == b.service && a.server == b.server);
+        let mut notifiers: HashMap<String, Arc<Notifier>> = HashMap::new();
+        for w in &wanted {
+            let Some(cfg) = &w.notify else { continue };
+            let n = match self.notifiers.get(&w.service) {
+                Some(n) if n.cfg == *cfg => n.clone(),
+                _ => Notifier::new(&w.service, cfg.clone()),
+            };
+            notifiers.insert(w.service.clone(), n);
+        }
+        self.notifiers = notifiers;
         for w in wanted {
             let key = (w.service.clone(), w.server);
+            let notify = self.notifiers.get(&w.service).cloned();
+            let same_notify = |c: &Checker| match (&c.notify, &notify) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            };
             let from = match self.checkers.remove(&key) {
-                Some(c) if Arc::ptr_eq(&c.dest, &w.dest) && c.cfg == w.cfg => {
+                Some(c) if Arc::ptr_eq(&c.dest, &w.dest) && c.cfg == w.cfg && same_notify(&c) => {
                     report.kept += 1;
                     next.insert(key, c);
                     continue;
@@ -127,7 +151,7 @@ impl Monitor {
                     }
                 }
             };
-            let c = Checker::start(&rt, &w.service, w.server, w.cfg, w.dest, from);
+            let c = Checker::start(&rt, &w.service, w.server, w.cfg, w.dest, notify, from);
             next.insert(key, c);
         }
         for (_, c) in self.checkers.drain() {
@@ -143,6 +167,14 @@ impl Monitor {
         self.checkers
             .get(&(service.to_string(), server))
             .map(Checker::status)
+    }
+
+    /// The weights dynamic script checks gave their servers (keepalived `misc_dynamic`).
+    pub fn dynamic_weights(&self) -> Vec<(String, SocketAddrV4, u32)> {
+        self.checkers
+            .iter()
+            .filter_map(|((svc, srv), c)| c.status().dynamic_weight.map(|w| (svc.clone(), *srv, w)))
+            .collect()
     }
 
     /// Checked servers, and how many of them are held out of scheduling (down or pending).

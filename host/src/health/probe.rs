@@ -1,8 +1,10 @@
-//! One check: a TCP connect (keepalived `TCP_CHECK`) or an HTTP GET whose status line is
-//! compared with the expected codes (keepalived `HTTP_GET`), all within one deadline.
-//! Non-blocking tokio I/O only, addresses only (no name resolution).
+//! One check: a TCP connect (keepalived `TCP_CHECK`), an HTTP GET whose status line is
+//! compared with the expected codes (keepalived `HTTP_GET`), or a script (keepalived
+//! `MISC_CHECK`, [`super::script`]), all within one deadline. Non-blocking tokio I/O only,
+//! addresses only (no name resolution).
 
-use crate::config::{CheckKind, HttpCheck};
+use super::script::{self, ScriptError};
+use crate::config::{CheckKind, HealthConfig, HttpCheck, ScriptCheck};
 use std::fmt;
 use std::net::SocketAddrV4;
 use std::time::Duration;
@@ -35,6 +37,9 @@ pub enum Failure {
         /// What passes (`200`, `2xx`, …).
         expected: String,
     },
+    /// A script check failed: it exited with another status, timed out (and was killed) or
+    /// could not run.
+    Script(ScriptError),
 }
 
 impl Failure {
@@ -45,6 +50,9 @@ impl Failure {
             Failure::Refused => "refused",
             Failure::Status { .. } => "bad_status",
             Failure::Io(_) | Failure::Closed | Failure::BadResponse(_) => "error",
+            Failure::Script(ScriptError::Timeout(_)) => "timeout",
+            Failure::Script(ScriptError::Spawn(_)) => "error",
+            Failure::Script(_) => "bad_status",
         }
     }
 
@@ -74,16 +82,60 @@ impl fmt::Display for Failure {
             Failure::Closed => f.write_str("closed without a response"),
             Failure::BadResponse(s) => write!(f, "not an HTTP response: {s:?}"),
             Failure::Status { got, expected } => write!(f, "HTTP {got} (expected {expected})"),
+            Failure::Script(e) => write!(f, "{e}"),
         }
     }
 }
 
-/// Runs one check of `kind` against `target`, bounded by `timeout` from start to verdict.
+/// Runs one check of realserver `server` of `service` with `cfg`: `Ok(Some(weight))` when a
+/// dynamic script check passed with a weight (exit status 2 to 255: weight status − 2).
+pub async fn check(
+    service: &str,
+    server: SocketAddrV4,
+    cfg: &HealthConfig,
+) -> Result<Option<u32>, Failure> {
+    let target = cfg.target(server);
+    match &cfg.kind {
+        CheckKind::Script(s) => {
+            let env = [
+                ("RINGVS_SERVICE", service.to_string()),
+                ("RINGVS_SERVER", server.to_string()),
+                ("RINGVS_SERVER_IP", server.ip().to_string()),
+                ("RINGVS_SERVER_PORT", server.port().to_string()),
+                ("RINGVS_TARGET", target.to_string()),
+            ];
+            run_script(s, &env, cfg.timeout).await
+        }
+        kind => probe(target, kind, cfg.timeout).await.map(|()| None),
+    }
+}
+
+/// A script check: exit 0 passes; with `dynamic`, 1 fails and 2 to 255 pass with a weight.
+async fn run_script(
+    s: &ScriptCheck,
+    env: &[(&str, String)],
+    timeout: Duration,
+) -> Result<Option<u32>, Failure> {
+    match script::run(&s.command, env, &s.user, timeout, s.dynamic).await {
+        Ok(0) => Ok(None),
+        Ok(code) if code >= 2 => Ok(Some(code as u32 - 2)),
+        Ok(code) => Err(Failure::Script(ScriptError::Exit(code, String::new()))),
+        Err(e) => Err(Failure::Script(e)),
+    }
+}
+
+/// Runs one check of `kind` against `target`, bounded by `timeout` from start to verdict (a
+/// script check with only `RINGVS_TARGET` in its environment).
 pub async fn probe(
     target: SocketAddrV4,
     kind: &CheckKind,
     timeout: Duration,
 ) -> Result<(), Failure> {
+    if let CheckKind::Script(s) = kind {
+        return run_script(s, &[("RINGVS_TARGET", target.to_string())], timeout)
+            .await
+            .map(|_| ());
+    }
     let deadline = Instant::now() + timeout;
     let mut stream = match timeout_at(deadline, TcpStream::connect(target)).await {
         Err(_) => return Err(Failure::ConnectTimeout(timeout)),
@@ -91,7 +143,7 @@ pub async fn probe(
         Ok(Ok(s)) => s,
     };
     match kind {
-        CheckKind::Tcp => Ok(()),
+        CheckKind::Tcp | CheckKind::Script(_) => Ok(()),
         CheckKind::Http(h) => match timeout_at(deadline, http(&mut stream, target, h)).await {
             Err(_) => Err(Failure::ResponseTimeout(timeout)),
             Ok(r) => r,
@@ -239,5 +291,27 @@ mod tests {
         );
         assert_eq!(Failure::Refused.label(), "refused");
         assert_eq!(Failure::Closed.label(), "error");
+    }
+
+    #[test]
+    fn script_failures_have_the_check_labels() {
+        let t = Failure::Script(ScriptError::Timeout(Duration::from_millis(100)));
+        assert_eq!(
+            (t.label(), t.to_string().as_str()),
+            ("timeout", "script timeout (100ms), killed")
+        );
+        let x = Failure::Script(ScriptError::Exit(1, "no".into()));
+        assert_eq!(
+            (x.label(), x.to_string().as_str()),
+            ("bad_status", "script exit 1: no")
+        );
+        assert_eq!(
+            Failure::Script(ScriptError::Signal(9)).label(),
+            "bad_status"
+        );
+        assert_eq!(
+            Failure::Script(ScriptError::Spawn("x".into())).label(),
+            "error"
+        );
     }
 }

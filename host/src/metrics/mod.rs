@@ -5,6 +5,8 @@
 //! second and the control plane sets the exported values here. Every name is in [`ALL`] with
 //! its type; `docs/METRICS.md` lists them with their labels and when each one appears.
 
+pub mod traffic;
+
 use crate::conn::State;
 use crate::control::protocol::ListResult;
 use crate::dataplane::stats::{DropReason, Evicted, ShardReport};
@@ -178,11 +180,13 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         .install()
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
     describe();
+    traffic::build_info();
     Ok(())
 }
 
-/// Registers help texts (every metric in [`ALL`] has one).
+/// Registers help texts (every metric in [`ALL`] and [`traffic::ALL`] has one).
 pub fn describe() {
+    traffic::describe();
     describe_counter!(
         CONNECTIONS,
         "Connections (TCP connections and UDP flows) scheduled to a realserver."

@@ -1,6 +1,8 @@
 //! Policies: built-in schedulers, and WebAssembly components loaded with wasmtime.
 //!
 //! - [`builtin`]: `rr` and `wlc`, native and always there (the fallback).
+//! - [`catalogue`]: the plugins every ringvs ships, usable by name, and where their files
+//!   are found.
 //! - [`Runtime`]: one shared wasmtime `Engine` (component model, pooling allocator,
 //!   `concurrency_support(false)`, epoch interruption driven by a 1 ms ticker thread) and the
 //!   loader: sha256 pin, compilation, world and import checks, configuration.
@@ -14,6 +16,7 @@
 
 mod bindings;
 pub mod builtin;
+pub mod catalogue;
 mod instance;
 mod load;
 mod runtime;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod director;
+
 use std::io;
 use std::process::Command;
 use std::sync::mpsc;

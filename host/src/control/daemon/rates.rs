@@ -56,6 +56,8 @@ pub(super) struct Stats {
     pub(super) rates: RateTracker,
     /// The sources the top-talker metrics showed at the last update.
     pub(super) top_shown: crate::metrics::TopShown,
+    /// What removed services and realservers counted, for monotonic per-label counters.
+    pub(super) totals: crate::metrics::traffic::Totals,
 }
 
 impl Stats {

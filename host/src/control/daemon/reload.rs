@@ -11,35 +11,124 @@ use std::path::Path;
 use std::sync::Arc;
 use tracing::{info, warn};
 
-/// The `director` settings that differ between `d0` and `d1` but cannot change while
-/// running.
-fn fixed_changes(d0: &Director, d1: &Director) -> Vec<&'static str> {
+/// How a reload runs (`ringvs reload --dry-run --keep-runtime`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReloadOptions {
+    /// Say what would change; change nothing.
+    pub dry_run: bool,
+    /// Keep runtime edits the file does not contradict (see `config::diff`).
+    pub keep_runtime: bool,
+}
+
+/// Reloads done and refused, for the metrics.
+#[derive(Debug, Default, Clone)]
+pub struct ReloadStats {
+    /// Reloads applied (SIGHUP, `ringvs reload`; not dry runs).
+    pub ok: u64,
+    /// Reloads refused (the file, a plugin, a key that cannot change).
+    pub failed: u64,
+    /// When the last reload was tried, seconds since the Unix epoch (0: none yet).
+    pub last_unix: f64,
+    /// Whether the last one was applied.
+    pub last_ok: bool,
+}
+
+impl ReloadStats {
+    fn record(&mut self, ok: bool) {
+        if ok {
+            self.ok += 1;
+        } else {
+            self.failed += 1;
+        }
+        self.last_ok = ok;
+        self.last_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+    }
+}
+
+/// How a reload treats `[director]`: the keys that differ between `d0` and `d1` but cannot
+/// change while running (the reload is refused, naming them), and those it applies, in
+/// words. Every key is one or the other: the destructuring below does not compile when a
+/// key is added to [`Director`] until it is sorted here.
+fn director_changes(d0: &Director, d1: &Director) -> (Vec<&'static str>, Vec<String>) {
+    let Director {
+        io,
+        interfaces,
+        xdp_mode,
+        device,
+        queues,
+        conn_memory_limit,
+        admin_socket,
+        admin_group,
+        metrics_listen,
+        routes,
+        offload,
+        mtu,
+        expire_nodest_conn,
+        expire_quiescent_template,
+        template_memory_limit,
+        log_format,
+        plugin_dirs,
+    } = d1;
     let mut fixed = Vec::new();
-    if d0.device != d1.device {
-        fixed.push("director.device");
+    let mut refuse = |changed: bool, key: &'static str| {
+        if changed {
+            fixed.push(key);
+        }
+    };
+    refuse(*device != d0.device, "director.device");
+    refuse(*queues != d0.queues, "director.queues");
+    refuse(
+        *conn_memory_limit != d0.conn_memory_limit,
+        "director.conn_memory_limit",
+    );
+    refuse(*offload != d0.offload, "director.offload");
+    // The I/O backend and its XDP programs are set up at start.
+    refuse(*io != d0.io, "director.io");
+    refuse(*interfaces != d0.interfaces, "director.interfaces");
+    refuse(*xdp_mode != d0.xdp_mode, "director.xdp_mode");
+    refuse(*admin_socket != d0.admin_socket, "director.admin_socket");
+    refuse(
+        *metrics_listen != d0.metrics_listen,
+        "director.metrics_listen",
+    );
+    refuse(*routes != d0.routes, "director.routes");
+    refuse(
+        *template_memory_limit != d0.template_memory_limit,
+        "director.template_memory_limit",
+    );
+    // Set on the device at start.
+    refuse(*mtu != d0.mtu, "director.mtu");
+    // Every queue's table holds it from start.
+    refuse(
+        *expire_nodest_conn != d0.expire_nodest_conn,
+        "director.expire_nodest_conn",
+    );
+    // The log subscriber is installed once (`ringvs run --log-format` overrides it).
+    refuse(*log_format != d0.log_format, "director.log_format");
+    let mut applied = Vec::new();
+    if *admin_group != d0.admin_group {
+        let show = |g: &Option<String>| g.clone().unwrap_or_else(|| "none".into());
+        applied.push(format!(
+            "director.admin_group {} -> {}",
+            show(&d0.admin_group),
+            show(admin_group)
+        ));
     }
-    if d0.queues != d1.queues {
-        fixed.push("director.queues");
+    if *expire_quiescent_template != d0.expire_quiescent_template {
+        applied.push(format!(
+            "director.expire_quiescent_template {} -> {expire_quiescent_template}",
+            d0.expire_quiescent_template
+        ));
     }
-    if d0.conn_memory_limit != d1.conn_memory_limit {
-        fixed.push("director.conn_memory_limit");
+    if *plugin_dirs != d0.plugin_dirs {
+        applied.push(format!(
+            "director.plugin_dirs {:?} -> {plugin_dirs:?}",
+            d0.plugin_dirs
+        ));
     }
-    if d0.offload != d1.offload {
-        fixed.push("director.offload");
-    }
-    if d0.io != d1.io || d0.interfaces != d1.interfaces || d0.xdp_mode != d1.xdp_mode {
-        fixed.push("director.io/interfaces/xdp_mode");
-    }
-    if d0.admin_socket != d1.admin_socket || d0.metrics_listen != d1.metrics_listen {
-        fixed.push("director.admin_socket/metrics_listen");
-    }
-    if d0.routes != d1.routes {
-        fixed.push("director.routes");
-    }
-    if d0.template_memory_limit != d1.template_memory_limit {
-        fixed.push("director.template_memory_limit");
-    }
-    fixed
+    (fixed, applied)
 }
 
 /// What a reload says it did.
@@ -62,11 +151,30 @@ fn reload_message(changed: &[String], swapped: &[String], persist_swapped: &[Str
 }
 
 impl Daemon {
-    /// Re-reads the config file. All or nothing: on any error the running configuration is
-    /// untouched.
+    /// Re-reads the config file (SIGHUP). All or nothing: on any error the running
+    /// configuration is untouched.
     pub fn reload(&mut self) -> Result<String, String> {
+        self.reload_with(ReloadOptions::default())
+    }
+
+    /// Re-reads the config file; with `dry_run` says what that would change and changes
+    /// nothing; with `keep_runtime` keeps the runtime edits the file leaves alone. The
+    /// answer names the runtime edits the reload reverts (or keeps).
+    pub fn reload_with(&mut self, o: ReloadOptions) -> Result<String, String> {
+        let res = self.try_reload(o);
+        if !o.dry_run {
+            self.reloads.record(res.is_ok());
+            match &res {
+                Ok(m) => info!(keep_runtime = o.keep_runtime, "reload: {m}"),
+                Err(e) => warn!("reload refused: {e}"),
+            }
+        }
+        res
+    }
+
+    fn try_reload(&mut self, o: ReloadOptions) -> Result<String, String> {
         let new = config::load(&self.cfg.path).map_err(|e| e.to_string())?;
-        let fixed = fixed_changes(&self.cfg.director, &new.director);
+        let (fixed, applied) = director_changes(&self.cfg.director, &new.director);
         if !fixed.is_empty() {
             return Err(format!(
                 "{}: {} cannot change while running (restart ringvs); nothing was applied",
@@ -74,14 +182,25 @@ impl Daemon {
                 fixed.join(", ")
             ));
         }
+        super::super::admin::check_group(new.director.admin_group.as_deref())
+            .map_err(|e| format!("{}: {e}; nothing was applied", self.cfg.path.display()))?;
+        let plan = config::diff::plan(
+            &self.registry.service_configs(),
+            &self.cfg.services,
+            &new.services,
+            o.keep_runtime,
+        );
         // Everything that can fail happens on copies first: plugins are compiled and
         // self-tested, per-queue instances created; only then is anything switched.
         let loaded = self.plugins.manager.load_config(&new)?;
+        if o.dry_run {
+            return Ok(self.dry_run_text(&plan, &applied, &loaded));
+        }
         // The copy shares the realservers' state: put it back if anything below fails.
         let saved = self.registry.save_shared();
         let mut trial = self.registry.clone();
         let tried = trial
-            .apply(&new.services)
+            .apply(&plan.services)
             .map_err(|e| e.to_string())
             .and_then(|changed| {
                 let prepared = self
@@ -89,6 +208,15 @@ impl Daemon {
                     .manager
                     .prepare(&trial, self.queues.len(), &loaded)?;
                 Ok((changed, prepared))
+            })
+            .and_then(|t| {
+                // Last, as it changes the socket file: the admin group.
+                if new.director.admin_group != self.cfg.director.admin_group {
+                    if let Some(a) = &self.admin {
+                        a.set_group(new.director.admin_group.as_deref())?;
+                    }
+                }
+                Ok(t)
             });
         let (changed, prepared) = match tried {
             Ok(t) => t,
@@ -108,13 +236,79 @@ impl Daemon {
         self.sync_health();
         let snap = self.plugins.manager.snapshot(&mut self.registry, prepared);
         self.broadcast(snap);
+        self.sync_sorry();
         for s in swapped.iter().chain(&persist_swapped) {
             self.plugins.manager.count_swap(s);
         }
         if let Err(e) = self.sync_routes() {
             warn!("routes: {e}");
         }
-        Ok(reload_message(&changed, &swapped, &persist_swapped))
+        for c in plan.reverted() {
+            warn!(change = %c.text, "reload reverted a runtime edit");
+        }
+        let mut msg = reload_message(&changed, &swapped, &persist_swapped);
+        if !applied.is_empty() {
+            msg += &format!("; {}", applied.join("; "));
+        }
+        let list = |it: &mut dyn Iterator<Item = &config::diff::Change>| {
+            it.map(|c| c.text.clone()).collect::<Vec<_>>().join("; ")
+        };
+        let reverted = list(&mut plan.reverted());
+        if !reverted.is_empty() {
+            msg += &format!(
+                "; reverted runtime edits: {reverted} (`ringvs reload --keep-runtime` keeps them; `ringvs save` writes them out)"
+            );
+        }
+        let kept = list(&mut plan.kept());
+        if !kept.is_empty() {
+            msg += &format!("; kept runtime edits: {kept}");
+        }
+        Ok(msg)
+    }
+
+    /// What a reload with `plan` would do, one change a line.
+    fn dry_run_text(
+        &self,
+        plan: &config::diff::Plan,
+        applied: &[String],
+        loaded: &BTreeMap<String, Arc<crate::plugin::Plugin>>,
+    ) -> String {
+        let mut lines: Vec<String> = applied.iter().map(|a| format!("~ {a}")).collect();
+        for (name, p) in loaded {
+            match self.plugins.manager.loaded.get(name) {
+                Some(old) if Arc::ptr_eq(old, p) => {}
+                Some(_) => lines.push(format!(
+                    "~ plugin {name}: reloaded ({} {}, sha256 {})",
+                    p.kind.name(),
+                    p.path.display(),
+                    &crate::plugin::hex(&p.sha256)[..16]
+                )),
+                None => lines.push(format!(
+                    "+ plugin {name}: {} {} sha256 {}",
+                    p.kind.name(),
+                    p.path.display(),
+                    &crate::plugin::hex(&p.sha256)[..16]
+                )),
+            }
+        }
+        lines.extend(plan.changes.iter().map(|c| c.to_string()));
+        let reverted = plan.reverted().count();
+        let changes = lines.len() - plan.kept().count();
+        let head = if lines.is_empty() {
+            format!(
+                "dry run: {} is what runs; a reload would change nothing",
+                self.cfg.path.display()
+            )
+        } else {
+            format!(
+                "dry run: a reload of {} would make {changes} change(s), {reverted} of them reverting runtime edits; nothing was applied",
+                self.cfg.path.display(),
+            )
+        };
+        std::iter::once(head)
+            .chain(lines)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Services of `trial` whose scheduler is another than now: another name, or another
@@ -213,6 +407,21 @@ impl Daemon {
             }
             return Ok(target.to_string());
         }
+        if crate::plugin::catalogue::get(target).is_some() {
+            let dirs = self.cfg.director.catalogue_dirs();
+            let mut found = self.plugins.manager.load_catalogue(&[target], &dirs)?;
+            let p = found
+                .remove(target)
+                .ok_or_else(|| format!("catalogue plugin {target:?} did not load"))?;
+            if p.kind != crate::plugin::Kind::Scheduler {
+                return Err(format!(
+                    "catalogue plugin {target:?} is a {} plugin, not a scheduler",
+                    p.kind.name()
+                ));
+            }
+            extra.insert(target.to_string(), p);
+            return Ok(target.to_string());
+        }
         if target.ends_with(".wasm") || Path::new(target).is_file() {
             let p = self.plugins.manager.load_path(Path::new(target))?;
             let n = p.name.to_string();
@@ -230,5 +439,71 @@ impl Daemon {
                 .collect::<Vec<_>>()
                 .join(", ")
         ))
+    }
+}
+
+impl Daemon {
+    /// The running state as a config file (`ringvs save`, ipvsadm-save): the director as
+    /// running, the plugins (catalogue plugins used by name need no entry; plugins loaded
+    /// at runtime by path get an entry pinned to their sha256 and are named in the header),
+    /// and the services as the registry holds them, runtime edits included.
+    pub fn save(&self) -> Result<String, String> {
+        let services = self.registry.service_configs();
+        let used = |name: &str| {
+            services.iter().any(|s| {
+                s.scheduler == name
+                    || s.persistence.as_ref().is_some_and(|p| p.plugin == name)
+                    || s.defense.iter().any(|d| d == name)
+            })
+        };
+        let mut plugins = self.cfg.plugins.clone();
+        let mut runtime = Vec::new();
+        for (name, p) in &self.plugins.manager.loaded {
+            if plugins.contains_key(name) || !used(name) {
+                continue;
+            }
+            if crate::plugin::catalogue::get(name).is_some() {
+                runtime.push(format!(
+                    "#   {name}: catalogue {} plugin {}, named at runtime (a catalogue name needs no entry)",
+                    p.kind.name(),
+                    p.path.display()
+                ));
+                continue;
+            }
+            runtime.push(format!(
+                "#   {name}: {} plugin {}, swapped in by path at runtime (its entry below pins its sha256)",
+                p.kind.name(),
+                p.path.display()
+            ));
+            plugins.insert(
+                name.clone(),
+                config::PluginDecl {
+                    name: name.clone(),
+                    path: p.path.clone(),
+                    sha256: Some(p.sha256),
+                    config: serde_json::Value::Object(Default::default()),
+                    source: config::PluginSource::Path,
+                },
+            );
+        }
+        let body = config::save::to_toml(&self.cfg.director, &plugins, &services)?;
+        let mut head = format!(
+            "# ringvs save: the running state of ringvs {}, whose config file is {}.\n\
+             # `ringvs check -c FILE` accepts this file; as the config file (copied over it and\n\
+             # reloaded, or given to `ringvs run -c`) it reproduces the services, realservers,\n\
+             # weights, thresholds, health checks and plugins running now, runtime edits included.\n",
+            crate::LONG_VERSION,
+            self.cfg.path.display()
+        );
+        if runtime.is_empty() {
+            head += "# Runtime-only plugins: none.\n";
+        } else {
+            head += &format!(
+                "# Runtime-only plugins (not in {}):\n{}\n",
+                self.cfg.path.display(),
+                runtime.join("\n")
+            );
+        }
+        Ok(format!("{head}\n{body}"))
     }
 }

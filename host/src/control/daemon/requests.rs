@@ -7,8 +7,11 @@ use super::super::protocol::Request;
 use super::super::registry::{EditError, ServiceEntry};
 use super::state::Daemon;
 use crate::config::{self, ServiceConfig, ServiceEdit};
+use crate::plugin::Plugin;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
+use std::sync::Arc;
 use tracing::info;
 
 fn addr(s: &str) -> Result<SocketAddrV4, String> {
@@ -29,7 +32,16 @@ impl Handler for Daemon {
             Request::Connections { max } => {
                 json(self.connections(max.unwrap_or(10_000).min(1_000_000)))
             }
-            Request::Reload {} => self.reload().map(Value::String),
+            Request::Reload {
+                dry_run,
+                keep_runtime,
+            } => self
+                .reload_with(super::reload::ReloadOptions {
+                    dry_run,
+                    keep_runtime,
+                })
+                .map(Value::String),
+            Request::Save {} => self.save().map(Value::String),
             Request::PluginSwap { service, target } => {
                 self.swap(&service, &target).map(Value::String)
             }
@@ -132,12 +144,13 @@ impl Daemon {
 
     /// `service-add`: validated as a `[[service]]` of the config file, with no realservers.
     fn on_service_add(&mut self, name: &str, edit: ServiceEdit) -> Result<Value, String> {
-        let cfg = config::new_service(name, edit, &|n| self.plugins.manager.loaded.contains_key(n))
-            .map_err(|e| e.to_string())?;
-        self.check_plugin_kinds(&cfg)?;
+        let known = |n: &str| self.plugins.manager.loaded.contains_key(n);
+        let cfg = config::new_service(name, edit, &known).map_err(|e| e.to_string())?;
+        let extra = self.catalogue_for(&cfg)?;
+        self.check_plugin_kinds(&cfg, &extra)?;
         self.check_not_draining(&cfg)?;
         let (proto, vip, sched) = (cfg.proto.name(), cfg.vip, cfg.scheduler.clone());
-        self.edit_registry(|r| r.add_service(cfg))?;
+        self.edit_registry(extra, |r| r.add_service(cfg))?;
         info!(service = %name, proto, vip = %vip, scheduler = %sched, "service added");
         Ok("ok".into())
     }
@@ -150,17 +163,16 @@ impl Daemon {
             .ok_or_else(|| EditError::UnknownService(name.to_string()).to_string())?
             .cfg
             .clone();
-        let cfg = config::edit_service(&base, edit, &|n| {
-            self.plugins.manager.loaded.contains_key(n)
-        })
-        .map_err(|e| e.to_string())?;
+        let known = |n: &str| self.plugins.manager.loaded.contains_key(n);
+        let cfg = config::edit_service(&base, edit, &known).map_err(|e| e.to_string())?;
         if cfg == base {
             return Ok("unchanged".into());
         }
-        self.check_plugin_kinds(&cfg)?;
+        let extra = self.catalogue_for(&cfg)?;
+        self.check_plugin_kinds(&cfg, &extra)?;
         let swapped = cfg.scheduler != base.scheduler;
         let (from, to) = (base.scheduler.clone(), cfg.scheduler.clone());
-        self.edit_registry(|r| r.edit_service(cfg))?;
+        self.edit_registry(extra, |r| r.edit_service(cfg))?;
         if swapped {
             self.plugins.manager.count_swap(name);
             info!(service = %name, from = %from, to = %to, "scheduler swapped");
@@ -214,17 +226,50 @@ impl Daemon {
         ))
     }
 
-    /// A service's scheduler and defenses must be plugins of the right kind.
-    fn check_plugin_kinds(&self, cfg: &ServiceConfig) -> Result<(), String> {
+    /// The catalogue plugins a service names (scheduler, persistence, defenses) that are
+    /// not loaded yet, loaded from the config's catalogue directories (not committed: the
+    /// edit does that if it succeeds).
+    fn catalogue_for(
+        &mut self,
+        cfg: &ServiceConfig,
+    ) -> Result<BTreeMap<String, Arc<Plugin>>, String> {
+        let mut names = vec![cfg.scheduler.as_str()];
+        names.extend(cfg.persistence.iter().map(|p| p.plugin.as_str()));
+        names.extend(cfg.defense.iter().map(String::as_str));
+        let dirs = self.cfg.director.catalogue_dirs();
+        self.plugins
+            .manager
+            .load_catalogue(&names, &dirs)
+            .map_err(|e| format!("service {:?}: {e}", cfg.name))
+    }
+
+    /// A service's scheduler, persistence and defenses must be plugins of the right kind,
+    /// loaded or in `extra`.
+    fn check_plugin_kinds(
+        &self,
+        cfg: &ServiceConfig,
+        extra: &BTreeMap<String, Arc<Plugin>>,
+    ) -> Result<(), String> {
         let want = std::iter::once((&cfg.scheduler, crate::plugin::Kind::Scheduler))
             .filter(|(s, _)| !config::BUILTIN_SCHEDULERS.contains(&s.as_str()))
+            .chain(
+                cfg.persistence
+                    .iter()
+                    .map(|p| (&p.plugin, crate::plugin::Kind::Persistence)),
+            )
             .chain(
                 cfg.defense
                     .iter()
                     .map(|d| (d, crate::plugin::Kind::Defense)),
             );
         for (name, kind) in want {
-            match self.plugins.manager.loaded.get(name.as_str()) {
+            let found = self
+                .plugins
+                .manager
+                .loaded
+                .get(name.as_str())
+                .or_else(|| extra.get(name.as_str()));
+            match found {
                 Some(p) if p.kind == kind => {}
                 Some(p) => {
                     return Err(format!(

@@ -379,7 +379,8 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
     let s = startup(&cfg)?;
     // Fail early, before touching the network.
     let listener = bind_listeners(&cfg)?;
-    let (daemon, device) = start_director(cfg, s)?;
+    let (mut daemon, device) = start_director(cfg, s)?;
+    daemon.attach_admin(listener.access());
     let table = daemon.report();
     info!(
         device = %device,

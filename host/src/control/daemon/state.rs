@@ -15,8 +15,9 @@ use crate::dataplane::sources::{merge_top, SourceCount, SourceSketch};
 use crate::dataplane::stats::ShardReport;
 use crate::dataplane::templates::TemplateStore;
 use crate::dataplane::{Control, PluginEvent};
+use crate::plugin::Plugin;
 use crossbeam_channel::Receiver;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tracing::{error, info, warn};
 
@@ -62,6 +63,10 @@ pub struct Daemon {
     pub(super) health: crate::health::Monitor,
     /// Routes installed with `director.routes = "auto"`.
     pub(super) routes: Option<AutoRoutes>,
+    /// Who may use the admin socket (changed on reload by `director.admin_group`).
+    pub(super) admin: Option<super::super::admin::Access>,
+    /// Reloads done and refused.
+    pub(super) reloads: super::reload::ReloadStats,
 }
 
 /// A fatal startup or runtime error.
@@ -112,7 +117,16 @@ impl Daemon {
             stats: Stats::default(),
             health: crate::health::Monitor::new(tokio::runtime::Handle::try_current().ok()),
             routes: None,
+            admin: None,
+            reloads: Default::default(),
         }
+    }
+
+    /// Gives the daemon the admin socket's access handle, so that a reload can change
+    /// `director.admin_group` (the real daemon does this at start; tests with a detached
+    /// daemon do it after binding).
+    pub fn attach_admin(&mut self, access: super::super::admin::Access) {
+        self.admin = Some(access);
     }
 
     /// Every queue's report, merged.
@@ -141,6 +155,27 @@ impl Daemon {
             .flat_map(|s| s.cfg.servers.iter().map(|x| *x.addr.ip()))
             .collect();
         r.sync(&vips, &servers).map_err(|e| e.to_string())
+    }
+
+    /// Sorry servers on or off to match their services' realservers
+    /// ([`Registry::update_sorry`]); each change is logged.
+    pub(super) fn sync_sorry(&mut self) {
+        for (service, addr, on) in self.registry.update_sorry() {
+            if on {
+                warn!(service = %service, sorry_server = %addr, "sorry server ON: no realserver can take new flows");
+            } else {
+                info!(service = %service, sorry_server = %addr, "sorry server off: a realserver serves again");
+            }
+        }
+    }
+
+    /// Weights from dynamic script checks into the realservers' shared state.
+    fn sync_dynamic_weights(&mut self) {
+        for (service, server, w) in self.health.dynamic_weights() {
+            if self.registry.set_dynamic_weight(&service, server, w) {
+                info!(service = %service, server = %server, weight = w, "weight set by a dynamic check");
+            }
+        }
     }
 
     /// Starts, stops or keeps health checkers to match the registry.
@@ -172,8 +207,11 @@ impl Daemon {
     /// Applies an edit that may need new plugin instances: on a copy first, and only if
     /// every instance can be prepared does the copy become the registry. A copy shares the
     /// realservers' state (weights, flags, thresholds): on failure it is put back as it was.
+    /// `extra` are plugins the edit needs that are not loaded yet (catalogue plugins named
+    /// at runtime): they are committed with the edit.
     pub(super) fn edit_registry(
         &mut self,
+        extra: BTreeMap<String, Arc<Plugin>>,
         edit: impl FnOnce(&mut Registry) -> Result<(), EditError>,
     ) -> Result<(), String> {
         let saved = self.registry.save_shared();
@@ -181,7 +219,7 @@ impl Daemon {
         let prepared = edit(&mut trial).map_err(|e| e.to_string()).and_then(|()| {
             self.plugins
                 .manager
-                .prepare(&trial, self.queues.len(), &Default::default())
+                .prepare(&trial, self.queues.len(), &extra)
         });
         let prepared = match prepared {
             Ok(p) => p,
@@ -191,9 +229,11 @@ impl Daemon {
             }
         };
         self.registry = trial;
+        self.plugins.manager.commit(extra);
         let snap = self.plugins.manager.snapshot(&mut self.registry, prepared);
         self.broadcast(snap);
         self.sync_health();
+        self.sync_sorry();
         if let Err(e) = self.sync_routes() {
             warn!("routes: {e}");
         }
@@ -205,6 +245,7 @@ impl Daemon {
     pub(super) fn edited(&mut self) -> serde_json::Value {
         self.sync_health();
         self.republish();
+        self.sync_sorry();
         if let Err(e) = self.sync_routes() {
             warn!("routes: {e}");
         }
@@ -218,6 +259,8 @@ impl Daemon {
         if self.registry.collect_garbage() {
             self.republish();
         }
+        self.sync_dynamic_weights();
+        self.sync_sorry();
         self.take_events();
         self.update_top();
         self.deliver_fresh();
@@ -229,6 +272,12 @@ impl Daemon {
             crate::metrics::plugin_memory(self.plugins.manager.memory_in_use());
             let top = self.top_view();
             crate::metrics::update_defense(&top, &mut self.stats.top_shown);
+            let (services, backends) = self.traffic_rows(&r);
+            crate::metrics::traffic::update(&mut self.stats.totals, &services, &backends);
+            let l = &self.reloads;
+            crate::metrics::traffic::update_reloads(l.ok, l.failed, l.last_unix, l.last_ok);
+            // Gauges not set for 10 s disappear: the build info is set every second too.
+            crate::metrics::traffic::build_info();
         }
         self.queues.check_threads()
     }

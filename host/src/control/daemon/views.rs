@@ -36,6 +36,14 @@ fn service_flags(e: &ServiceEntry) -> Vec<String> {
     if let Some(h) = &e.cfg.health {
         flags.push(format!("health {} {}", h.kind.name(), h.on_fail.name()));
     }
+    if let Some(d) = e.dests.iter().find(|d| d.sorry && !d.removed()) {
+        let state = if d.state.weight() > 0 {
+            "active"
+        } else {
+            "standby"
+        };
+        flags.push(format!("sorry {} {state}", d.addr));
+    }
     flags
 }
 
@@ -105,6 +113,42 @@ impl Daemon {
             embryonic: r.by_state[crate::conn::State::SynRecv as usize] as u64
                 + r.by_state[crate::conn::State::SynAck as usize] as u64,
         }
+    }
+
+    /// Every slot's counters since start, for the per-service and per-backend metrics
+    /// (draining services and realservers included until they are collected).
+    pub(super) fn traffic_rows(
+        &self,
+        r: &ShardReport,
+    ) -> (
+        Vec<crate::metrics::traffic::ServiceRow>,
+        Vec<crate::metrics::traffic::BackendRow>,
+    ) {
+        use crate::metrics::traffic::{BackendRow, ServiceRow};
+        let mut services = Vec::new();
+        let mut backends = Vec::new();
+        for e in self.registry.all_services() {
+            if e.removed && e.dests.is_empty() {
+                continue;
+            }
+            services.push(ServiceRow {
+                slot: e.id,
+                service: e.cfg.name.clone(),
+                proto: e.cfg.proto.name(),
+                vip: e.cfg.vip,
+                live: !e.removed,
+                traffic: r.services.get(e.id as usize).copied().unwrap_or_default(),
+            });
+            for d in &e.dests {
+                backends.push(BackendRow {
+                    slot: d.id,
+                    service: e.cfg.name.clone(),
+                    server: d.addr.to_string(),
+                    traffic: r.dests.get(d.id as usize).copied().unwrap_or_default(),
+                });
+            }
+        }
+        (services, backends)
     }
 
     /// Services with counts, statistics since the last zero, and rates.

@@ -1,0 +1,408 @@
+//! Per-service and per-backend traffic counters (ipvsadm `--stats` per line, as counters),
+//! the service info metric that carries a service's address for joins (and node_exporter's
+//! `node_ipvs_backend_*` labels: `examples/prometheus/node-ipvs.rules.yml`), the build info,
+//! the reload counters, and the notify hooks' runs.
+//!
+//! Labels are bounded by the config: `service` is a `[[service]]` name, `server` a
+//! realserver's `addr:port`. A label set's counters never go down, even when a service or
+//! realserver is removed and comes back in a new slot ([`Totals`] keeps what left).
+
+use crate::dataplane::stats::Traffic;
+use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+
+use super::Kind;
+
+/// `ringvs_service_connections_total{service}`.
+pub const SERVICE_CONNECTIONS: &str = "ringvs_service_connections_total";
+/// `ringvs_service_incoming_packets_total{service}`.
+pub const SERVICE_IN_PACKETS: &str = "ringvs_service_incoming_packets_total";
+/// `ringvs_service_outgoing_packets_total{service}`.
+pub const SERVICE_OUT_PACKETS: &str = "ringvs_service_outgoing_packets_total";
+/// `ringvs_service_incoming_bytes_total{service}`.
+pub const SERVICE_IN_BYTES: &str = "ringvs_service_incoming_bytes_total";
+/// `ringvs_service_outgoing_bytes_total{service}`.
+pub const SERVICE_OUT_BYTES: &str = "ringvs_service_outgoing_bytes_total";
+/// `ringvs_backend_connections_total{service,server}`.
+pub const BACKEND_CONNECTIONS: &str = "ringvs_backend_connections_total";
+/// `ringvs_backend_incoming_packets_total{service,server}`.
+pub const BACKEND_IN_PACKETS: &str = "ringvs_backend_incoming_packets_total";
+/// `ringvs_backend_outgoing_packets_total{service,server}`.
+pub const BACKEND_OUT_PACKETS: &str = "ringvs_backend_outgoing_packets_total";
+/// `ringvs_backend_incoming_bytes_total{service,server}`.
+pub const BACKEND_IN_BYTES: &str = "ringvs_backend_incoming_bytes_total";
+/// `ringvs_backend_outgoing_bytes_total{service,server}`.
+pub const BACKEND_OUT_BYTES: &str = "ringvs_backend_outgoing_bytes_total";
+/// `ringvs_service_info{service,proto,local_address,local_port}`: 1.
+pub const SERVICE_INFO: &str = "ringvs_service_info";
+/// `ringvs_build_info{version,revision,wit}`: 1.
+pub const BUILD_INFO: &str = "ringvs_build_info";
+/// `ringvs_reloads_total{result}`.
+pub const RELOADS: &str = "ringvs_reloads_total";
+/// `ringvs_last_reload_timestamp_seconds`.
+pub const LAST_RELOAD: &str = "ringvs_last_reload_timestamp_seconds";
+/// `ringvs_last_reload_successful`.
+pub const LAST_RELOAD_OK: &str = "ringvs_last_reload_successful";
+/// `ringvs_notify_total{service,event,result}`.
+pub const NOTIFY: &str = "ringvs_notify_total";
+
+/// Every metric of this module, with its type (beside [`super::ALL`]).
+pub const ALL: [(&str, Kind); 16] = [
+    (SERVICE_CONNECTIONS, Kind::Counter),
+    (SERVICE_IN_PACKETS, Kind::Counter),
+    (SERVICE_OUT_PACKETS, Kind::Counter),
+    (SERVICE_IN_BYTES, Kind::Counter),
+    (SERVICE_OUT_BYTES, Kind::Counter),
+    (BACKEND_CONNECTIONS, Kind::Counter),
+    (BACKEND_IN_PACKETS, Kind::Counter),
+    (BACKEND_OUT_PACKETS, Kind::Counter),
+    (BACKEND_IN_BYTES, Kind::Counter),
+    (BACKEND_OUT_BYTES, Kind::Counter),
+    (SERVICE_INFO, Kind::Gauge),
+    (BUILD_INFO, Kind::Gauge),
+    (RELOADS, Kind::Counter),
+    (LAST_RELOAD, Kind::Gauge),
+    (LAST_RELOAD_OK, Kind::Gauge),
+    (NOTIFY, Kind::Counter),
+];
+
+/// Help texts of this module's metrics.
+pub fn describe() {
+    let what = [
+        (
+            SERVICE_CONNECTIONS,
+            BACKEND_CONNECTIONS,
+            "Connections (TCP) and flows (UDP) scheduled",
+            None,
+        ),
+        (
+            SERVICE_IN_PACKETS,
+            BACKEND_IN_PACKETS,
+            "Packets from clients forwarded",
+            None,
+        ),
+        (
+            SERVICE_OUT_PACKETS,
+            BACKEND_OUT_PACKETS,
+            "Packets to clients forwarded",
+            None,
+        ),
+        (
+            SERVICE_IN_BYTES,
+            BACKEND_IN_BYTES,
+            "Bytes (whole IP packets) from clients forwarded",
+            Some(Unit::Bytes),
+        ),
+        (
+            SERVICE_OUT_BYTES,
+            BACKEND_OUT_BYTES,
+            "Bytes (whole IP packets) to clients forwarded",
+            Some(Unit::Bytes),
+        ),
+    ];
+    for (svc, backend, text, unit) in what {
+        match unit {
+            Some(u) => {
+                describe_counter!(svc, u, format!("{text}, per service (ipvsadm --stats)."));
+                describe_counter!(
+                    backend,
+                    u,
+                    format!("{text}, per realserver (ipvsadm --stats).")
+                );
+            }
+            None => {
+                describe_counter!(svc, format!("{text}, per service (ipvsadm --stats)."));
+                describe_counter!(
+                    backend,
+                    format!("{text}, per realserver (ipvsadm --stats).")
+                );
+            }
+        }
+    }
+    describe_gauge!(
+        SERVICE_INFO,
+        "1 per live service, with its protocol (TCP/UDP) and virtual address and port: join on `service` for node_exporter's labels."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "1, with the version, the git revision and the WIT version of the running ringvs."
+    );
+    describe_counter!(
+        RELOADS,
+        "Config reloads (SIGHUP, `ringvs reload`), by result: ok or failed (nothing applied)."
+    );
+    describe_gauge!(
+        LAST_RELOAD,
+        Unit::Seconds,
+        "When the last reload was tried, seconds since the Unix epoch (0: none since start)."
+    );
+    describe_counter!(
+        NOTIFY,
+        "Notify hooks (a service's notify.up/down), by event and result: ok, failed, timeout (killed at its timeout), error (could not run), dropped (over max_per_minute)."
+    );
+    describe_gauge!(
+        LAST_RELOAD_OK,
+        "1 if the last reload was applied (or none was tried), 0 if it was refused."
+    );
+}
+
+/// `ringvs_build_info`: set at start and every second (unset gauges expire).
+pub fn build_info() {
+    gauge!(
+        BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "revision" => crate::REVISION,
+        "wit" => ringvs_abi::WIT_VERSION
+    )
+    .set(1.0);
+}
+
+/// The reload metrics from the daemon's count.
+pub fn update_reloads(ok: u64, failed: u64, last_unix: f64, last_ok: bool) {
+    counter!(RELOADS, "result" => "ok").absolute(ok);
+    counter!(RELOADS, "result" => "failed").absolute(failed);
+    gauge!(LAST_RELOAD).set(last_unix);
+    gauge!(LAST_RELOAD_OK).set(if last_ok || ok + failed == 0 {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+/// A notify hook of `service` for `event` ended with `result`, or was `dropped`.
+pub fn notified(service: &str, event: &'static str, result: &'static str) {
+    counter!(NOTIFY, "service" => service.to_string(), "event" => event, "result" => result)
+        .increment(1);
+}
+
+/// A service's counters from one slot of the queues' report.
+#[derive(Debug, Clone)]
+pub struct ServiceRow {
+    /// The service's slot.
+    pub slot: u16,
+    /// Its name.
+    pub service: String,
+    /// `tcp` or `udp`.
+    pub proto: &'static str,
+    /// Its virtual address.
+    pub vip: SocketAddrV4,
+    /// False while draining (removed): counted, but no info series.
+    pub live: bool,
+    /// Its counters since start.
+    pub traffic: Traffic,
+}
+
+/// A realserver's counters from one slot of the queues' report.
+#[derive(Debug, Clone)]
+pub struct BackendRow {
+    /// The realserver's slot.
+    pub slot: u32,
+    /// Its service's name.
+    pub service: String,
+    /// Its `addr:port`.
+    pub server: String,
+    /// Its counters since start.
+    pub traffic: Traffic,
+}
+
+fn add(a: &mut Traffic, b: &Traffic) {
+    a.conns += b.conns;
+    a.in_pkts += b.in_pkts;
+    a.out_pkts += b.out_pkts;
+    a.in_bytes += b.in_bytes;
+    a.out_bytes += b.out_bytes;
+}
+
+/// Per label set, what slots that are gone had counted, so that a label set's counters stay
+/// monotonic when a service or realserver leaves its slot and comes back in another.
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Slot → (labels, last counters).
+    services: HashMap<u16, (String, Traffic)>,
+    dests: HashMap<u32, ((String, String), Traffic)>,
+    /// Labels → what gone slots counted.
+    service_base: HashMap<String, Traffic>,
+    dest_base: HashMap<(String, String), Traffic>,
+}
+
+impl Totals {
+    /// Each label set's counters: its gone slots' and its current slots' together.
+    fn services(&mut self, rows: &[ServiceRow]) -> HashMap<String, Traffic> {
+        let now: HashMap<u16, (String, Traffic)> = rows
+            .iter()
+            .map(|r| (r.slot, (r.service.clone(), r.traffic)))
+            .collect();
+        for (slot, (label, t)) in &self.services {
+            match now.get(slot) {
+                Some((l, _)) if l == label => {}
+                _ => add(self.service_base.entry(label.clone()).or_default(), t),
+            }
+        }
+        self.services = now;
+        let mut out = self.service_base.clone();
+        for (label, t) in self.services.values() {
+            add(out.entry(label.clone()).or_default(), t);
+        }
+        out
+    }
+
+    fn dests(&mut self, rows: &[BackendRow]) -> HashMap<(String, String), Traffic> {
+        let now: HashMap<u32, ((String, String), Traffic)> = rows
+            .iter()
+            .map(|r| (r.slot, ((r.service.clone(), r.server.clone()), r.traffic)))
+            .collect();
+        for (slot, (label, t)) in &self.dests {
+            match now.get(slot) {
+                Some((l, _)) if l == label => {}
+                _ => add(self.dest_base.entry(label.clone()).or_default(), t),
+            }
+        }
+        self.dests = now;
+        let mut out = self.dest_base.clone();
+        for (label, t) in self.dests.values() {
+            add(out.entry(label.clone()).or_default(), t);
+        }
+        out
+    }
+}
+
+/// Sets the per-service and per-backend counters and the service info.
+pub fn update(totals: &mut Totals, services: &[ServiceRow], backends: &[BackendRow]) {
+    for (service, t) in totals.services(services) {
+        let l = [("service", service)];
+        counter!(SERVICE_CONNECTIONS, &l).absolute(t.conns);
+        counter!(SERVICE_IN_PACKETS, &l).absolute(t.in_pkts);
+        counter!(SERVICE_OUT_PACKETS, &l).absolute(t.out_pkts);
+        counter!(SERVICE_IN_BYTES, &l).absolute(t.in_bytes);
+        counter!(SERVICE_OUT_BYTES, &l).absolute(t.out_bytes);
+    }
+    for ((service, server), t) in totals.dests(backends) {
+        let l = [("service", service), ("server", server)];
+        counter!(BACKEND_CONNECTIONS, &l).absolute(t.conns);
+        counter!(BACKEND_IN_PACKETS, &l).absolute(t.in_pkts);
+        counter!(BACKEND_OUT_PACKETS, &l).absolute(t.out_pkts);
+        counter!(BACKEND_IN_BYTES, &l).absolute(t.in_bytes);
+        counter!(BACKEND_OUT_BYTES, &l).absolute(t.out_bytes);
+    }
+    for s in services.iter().filter(|s| s.live) {
+        gauge!(
+            SERVICE_INFO,
+            "service" => s.service.clone(),
+            "proto" => s.proto.to_ascii_uppercase(),
+            "local_address" => s.vip.ip().to_string(),
+            "local_port" => s.vip.port().to_string()
+        )
+        .set(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(n: u64) -> Traffic {
+        Traffic {
+            conns: n,
+            in_pkts: 10 * n,
+            out_pkts: 9 * n,
+            in_bytes: 600 * n,
+            out_bytes: 9000 * n,
+        }
+    }
+
+    fn svc(slot: u16, name: &str, n: u64) -> ServiceRow {
+        ServiceRow {
+            slot,
+            service: name.into(),
+            proto: "tcp",
+            vip: "10.77.100.100:80".parse().unwrap(),
+            live: true,
+            traffic: t(n),
+        }
+    }
+
+    fn srv(slot: u32, name: &str, server: &str, n: u64) -> BackendRow {
+        BackendRow {
+            slot,
+            service: name.into(),
+            server: server.into(),
+            traffic: t(n),
+        }
+    }
+
+    #[test]
+    fn a_label_set_stays_monotonic_when_its_slot_changes() {
+        let mut tot = Totals::default();
+        assert_eq!(tot.services(&[svc(0, "web", 5)])["web"], t(5));
+        // Removed (slot 0 gone), then back in slot 3 from zero: 5 + 2, never below 5.
+        assert_eq!(tot.services(&[])["web"], t(5));
+        assert_eq!(tot.services(&[svc(3, "web", 2)])["web"], t(7));
+        // A draining slot and a live one of the same name add up.
+        let both = tot.services(&[svc(3, "web", 4), svc(4, "web", 1)]);
+        assert_eq!(both["web"], t(10));
+        let d = tot.dests(&[
+            srv(1, "web", "10.77.1.1:8080", 3),
+            srv(2, "web", "10.77.1.2:8080", 1),
+        ]);
+        assert_eq!(d[&("web".into(), "10.77.1.1:8080".into())], t(3));
+        let d = tot.dests(&[srv(7, "web", "10.77.1.1:8080", 1)]);
+        assert_eq!(d[&("web".into(), "10.77.1.1:8080".into())], t(4));
+        assert_eq!(d[&("web".into(), "10.77.1.2:8080".into())], t(1));
+    }
+
+    #[test]
+    fn every_metric_is_exported_with_help_and_type() {
+        let recorder = super::super::builder().unwrap().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            build_info();
+            update_reloads(3, 1, 1.7e9, false);
+            notified("web", "down", "timeout");
+            let mut tot = Totals::default();
+            update(
+                &mut tot,
+                &[svc(0, "web", 5)],
+                &[srv(1, "web", "10.77.1.1:8080", 5)],
+            );
+        });
+        let text = handle.render();
+        for (name, kind) in ALL {
+            let want = match kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram",
+            };
+            assert!(
+                text.contains(&format!("# TYPE {name} {want}")),
+                "{name}:\n{text}"
+            );
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+            assert_eq!(name.ends_with("_total"), kind == Kind::Counter, "{name}");
+            assert!(
+                !super::super::ALL.iter().any(|(n, _)| *n == name),
+                "{name} twice"
+            );
+        }
+        for line in [
+            "ringvs_backend_incoming_bytes_total{service=\"web\",server=\"10.77.1.1:8080\"} 3000",
+            "ringvs_service_connections_total{service=\"web\"} 5",
+            "ringvs_reloads_total{result=\"ok\"} 3",
+            "ringvs_reloads_total{result=\"failed\"} 1",
+            "ringvs_last_reload_successful 0",
+            "ringvs_service_info{service=\"web\",proto=\"TCP\",local_address=\"10.77.100.100\",local_port=\"80\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} not in:\n{text}");
+        }
+        assert!(
+            text.contains(&format!(
+                "ringvs_build_info{{version=\"{}\",revision=\"{}\",wit=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION"),
+                crate::REVISION,
+                ringvs_abi::WIT_VERSION
+            )),
+            "{text}"
+        );
+    }
+}
