@@ -75,6 +75,10 @@ pub const MAX_TICK_DROPS: usize = 4096;
 /// Most table slots the host visits for a defense's `drop-embryonic` actions in one tick.
 pub const MAX_TICK_SCAN: u32 = 65_536;
 
+/// Most table slots one `table.scan` call visits (a larger count is cut to it): what the
+/// host builds for one call stays small however much a plugin asks for.
+pub const MAX_SCAN_SLOTS: u32 = 4096;
+
 /// Most blocks a service's defenses may hold at once.
 pub const MAX_BLOCKS: usize = 4096;
 

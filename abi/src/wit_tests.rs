@@ -60,6 +60,8 @@ fn defense_limits() {
     says(&format!("at most {MAX_TICK_ACTIONS} actions of one tick"));
     says(&format!("at most {MAX_TICK_DROPS} connection ids"));
     says(&format!("at most {MAX_TICK_SCAN} table slots per tick"));
+    says(&format!("One call visits at most {MAX_SCAN_SLOTS}"));
+    says(&format!("scan on from `start + {MAX_SCAN_SLOTS}`"));
 }
 
 #[test]

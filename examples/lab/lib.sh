@@ -91,6 +91,11 @@ arith() { if (($1)); then echo 0; else echo 1; fi; }
 # ok_if CMD...: 0 if CMD succeeds, else 1.
 ok_if() { if "$@"; then echo 0; else echo 1; fi; }
 
+# ok_when 'CONDITION': like ok_if for a compound condition (`&&`, `||`, `!`), given as one
+# string and evaluated here: `"$(ok_if [ A ] && [ B ])"` would test only A and print B's
+# output, if any. Variables in CONDITION are read when it runs (the caller's locals too).
+ok_when() { if eval "$1"; then echo 0; else echo 1; fi; }
+
 ns_name() { printf '%s-%s' "$RVS_LAB" "$1"; }
 
 # in_ns NAME CMD...: run CMD inside namespace "$RVS_LAB-NAME" (NAME: cli, dir, rs1, rs2, rs3).

@@ -167,12 +167,12 @@ check_xdp_config() {
     lab_queues "$(ringvs_queues)" || true
     # shellcheck disable=SC2086 # $envs is a list of NAME=value words
     out=$(in_ns dir env $envs "$RINGVS" check -c "$CONF" 2>&1) || rc=$?
-    verdict "$(ok_if [ "$rc" == 0 ] && grep -q '^af_xdp: dcli' <<<"$out")" "ringvs-xdp: ringvs check" \
+    verdict "$(ok_when '[ "$rc" == 0 ] && grep -q "^af_xdp: dcli" <<<"$out"')" "ringvs-xdp: ringvs check" \
         "$(grep '^af_xdp:' <<<"$out" || tail -n 2 <<<"$out")"
     rc=0
     # shellcheck disable=SC2086
     out=$(in_ns dir env $envs RINGVS_DIRECTOR__INTERFACES='[dcli,nosuch0]' "$RINGVS" check -c "$CONF" 2>&1) || rc=$?
-    verdict "$(ok_if [ "$rc" != 0 ] && grep -q 'nosuch0 does not exist' <<<"$out")" "ringvs-xdp: check names a missing interface" \
+    verdict "$(ok_when '[ "$rc" != 0 ] && grep -q "nosuch0 does not exist" <<<"$out"')" "ringvs-xdp: check names a missing interface" \
         "exit $rc: $(tail -n 1 <<<"$out")"
 }
 

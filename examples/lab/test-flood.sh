@@ -201,7 +201,7 @@ flood_run() {
 
 # ringvs_up NAME QUEUES DEFENSES PROXY: (re)start ringvs on a fresh copy of flood.toml with
 # QUEUES queues; sets CONF_FILE, LIMIT (bytes), CAP (entries) and RSS0_KIB (resident memory
-# once up, before any flood).
+# once up and once it has served a page, a scrape and a listing: before any flood).
 ringvs_up() {
     [[ -z $LAB_FWD ]] || fwd_down
     CONF_FILE=$(flood_conf "$1" "$3" "$4")
@@ -211,16 +211,19 @@ ringvs_up() {
     # Let the first ticks pass (defense plugins instantiate off the data path).
     sleep 2
     curl_vip / -o /dev/null || die "no page through ringvs before the flood"
-    RSS0_KIB=$(rss_kib "$RINGVS_PID")
     PMEM0=$(scrape | awk '$1 == "ringvs_plugin_memory_bytes" { print int($2) }')
     CAP=$(capacity)
     [[ -n $CAP ]] || die "cannot read the table's capacity from ringvs list"
+    ringvs_cli top --once --json >/dev/null || die "ringvs top failed before the flood"
+    RSS0_KIB=$(rss_kib "$RINGVS_PID")
 }
 
-# ringvs_verdict NAME: the checks every ringvs flood run must pass. The memory cap is what
-# ringvs had before the flood, plus conn_memory_limit (everything the data plane may grow),
-# plus what defense plugins' linear memory grew (each instance has its own limit, outside
-# conn_memory_limit; ringvs_plugin_memory_bytes).
+# ringvs_verdict NAME [reported]: the checks every ringvs flood run must pass. The memory cap
+# is what ringvs had before the flood, plus conn_memory_limit (everything the data plane may
+# grow), plus what defense plugins' linear memory grew (each instance has its own limit,
+# outside conn_memory_limit; ringvs_plugin_memory_bytes). The keep-alive flow must answer
+# every request, except with `reported` (the rows that report the prober's figures rather than
+# require them): there it must still be alive at the end.
 ringvs_verdict() {
     local name=$1 pmem pgrow cap_kib
     pmem=$(metric_in "$LAB_DIR/after-$name.prom" ringvs_plugin_memory_bytes)
@@ -230,11 +233,16 @@ ringvs_verdict() {
     check "$name: ringvs alive" "$(ok_if [ "$S_ALIVE" = 1 ])" "pid $RINGVS_PID after $F_SENT flood packets"
     check "$name: RSS under its cap" "$(ok_if [ "$S_HWM_KIB" -le "$cap_kib" ])" \
         "peak $S_HWM_KIB KiB ≤ $RSS0_KIB KiB before + $((LIMIT >> 10)) KiB conn_memory_limit + $pgrow KiB plugin memory grown"
-    check "$name: keep-alive flow survived" "$(ok_if [ "$K_OK" -gt 0 ] && [ "$K_OK" = "$K_STARTED" ])" \
-        "$K_OK/$K_STARTED requests on one connection opened before the flood ($K_ERRORS)"
+    if [[ ${2:-} == reported ]]; then
+        check "$name: keep-alive flow alive" "$(ok_if [ "$K_OK" -gt 0 ])" \
+            "$K_OK/$K_STARTED requests on one connection opened before the flood ($K_ERRORS; reported)"
+    else
+        check "$name: keep-alive flow survived" "$(ok_when '[ "$K_OK" -gt 0 ] && [ "$K_OK" = "$K_STARTED" ]')" \
+            "$K_OK/$K_STARTED requests on one connection opened before the flood ($K_ERRORS)"
+    fi
     local mem
     mem=$(metric_in "$LAB_DIR/after-$name.prom" ringvs_conntable_memory_bytes)
-    check "$name: table within its budget" "$(ok_if [ "${mem:-0}" -gt 0 ] && [ "${mem:-0}" -le "$LIMIT" ])" \
+    check "$name: table within its budget" "$(ok_when '[ "${mem:-0}" -gt 0 ] && [ "${mem:-0}" -le "$LIMIT" ]')" \
         "ringvs_conntable_memory_bytes ${mem:-absent} ≤ $LIMIT"
 }
 
@@ -267,7 +275,7 @@ summarise() { # summarise NAME QUEUES FORWARDER-DETAIL
 # ringvs_summary NAME QUEUES: the figures of a ringvs run, for the table at the end.
 ringvs_summary() {
     local f=$LAB_DIR/after-$1.prom
-    summarise "$1" "$2" "peak $S_PEAK_LINE of $CAP; proxy $(labeled "$f" ringvs_syn_proxy_total | grep -oE '(cookie_sent|cookie_ok) [0-9]+' | tr '\n' ' ')| evicted: $(labeled "$f" ringvs_evictions_total); drops: $(drops_line "$f")"
+    summarise "$1" "$2" "peak $S_PEAK_LINE of $CAP; proxy $(labeled "$f" ringvs_syn_proxy_total | { grep -oE '(cookie_sent|cookie_ok) [0-9]+' || true; } | tr '\n' ' ')| evicted: $(labeled "$f" ringvs_evictions_total); drops: $(drops_line "$f")"
 }
 
 lab_trap
@@ -286,7 +294,7 @@ for q in "${QUEUE_COUNTS[@]}"; do
     regime_verdict "$name"
     legit_verdict "$name" "$P99_MAX_MS"
     sent=$(metric_in "$LAB_DIR/after-$name.prom" 'ringvs_syn_proxy_total{event="cookie_sent"}')
-    check "$name: the SYN proxy took the flood" "$(ok_if [ "$S_PROXY_ON" = 1 ] && [ "${sent:-0}" -ge $((F_SENT / 2)) ])" \
+    check "$name: the SYN proxy took the flood" "$(ok_when '[ "$S_PROXY_ON" = 1 ] && [ "${sent:-0}" -ge $((F_SENT / 2)) ]')" \
         "ringvs_syn_proxy_active went to $S_PROXY_ON; ${sent:-0} cookies for $F_SENT flood SYNs (want ≥ half)"
     # What is left in the table: the legitimate connections (most in TIME_WAIT), and at most
     # what piled up in each queue before the proxy switched on (1/128 of its share, ≥ 1024).
@@ -308,7 +316,7 @@ for q in "${QUEUE_COUNTS[@]}"; do
     f=$LAB_DIR/after-$name.prom
     evicted=$(awk '/^ringvs_evictions_total\{/ { n += $NF } END { print n + 0 }' "$f")
     full=$(metric_in "$f" 'ringvs_dropped_packets_total{reason="table_full"}')
-    check "$name: UDP entries make way" "$(ok_if [ "${full:-0}" -le $((P_STARTED / 100)) ] && { [ "$evicted" -gt 0 ] || [ "$S_PEAK_ENTRIES" -lt "$CAP" ]; })" \
+    check "$name: UDP entries make way" "$(ok_when '[ "${full:-0}" -le $((P_STARTED / 100)) ] && { [ "$evicted" -gt 0 ] || [ "$S_PEAK_ENTRIES" -lt "$CAP" ]; }')" \
         "peak $S_PEAK_LINE of $CAP; evicted: $(labeled "$f" ringvs_evictions_total); table_full ${full:-0}"
     ringvs_summary "$name" "$q"
     fi
@@ -324,10 +332,11 @@ for q in "${QUEUE_COUNTS[@]}"; do
     heavy=$!
     flood_run "$name" "$SHORT_SECS" -S -p 80 --flood -a "$CLI_IP"
     wait "$heavy" || true
-    ringvs_verdict "$name"
+    ringvs_verdict "$name" reported
     # Reported, not required: the client's own kernel answers every SYN-ACK the flood's
     # SYNs draw with a RST, and a spoofed SYN on the port of a connection the client is
-    # opening can reset it.
+    # opening (or of its keep-alive connection: hping3 walks every source port about a
+    # hundred times) can reset it.
     echo "      $name: legit $P_OK/$P_STARTED (${P_PCT} %), p99 ${P_P99} ms, failed: $P_ERRORS"
     top=$(ringvs_cli top --once --json)
     blocked=$("$PYTHON" -c '
@@ -366,7 +375,7 @@ print(" ".join("%s:%s" % (b["prefix"], b["by"]) for b in t.get("blocks", [])) or
     active=$(ringvs_cli top --once --json | "$PYTHON" -c '
 import json, sys
 print(",".join(d["plugin"] for d in json.load(sys.stdin).get("defenses", []) if d["service"] == "web"))')
-    check "$name: the edit and the reload applied" "$(ok_if [ "$active" = secure-tcp,drop-entry ] && ! grep -q failed "$LAB_DIR"/swap-*.txt)" \
+    check "$name: the edit and the reload applied" "$(ok_when '[ "$active" = secure-tcp,drop-entry ] && ! grep -q failed "$LAB_DIR"/swap-*.txt')" \
         "defenses at the end: ${active:-none} (want secure-tcp,drop-entry); $(cat "$LAB_DIR"/swap-*.txt | tr '\n' ' ' | cut -c1-80)"
     sleep 1
     kill "$dl_pid" 2>/dev/null || true
@@ -374,7 +383,7 @@ print(",".join(d["plugin"] for d in json.load(sys.stdin).get("defenses", []) if 
     got=$(sha256sum <"$LAB_DIR/download.bin" | cut -d' ' -f1)
     size=$(stat -c %s "$LAB_DIR/download-big.bin" 2>/dev/null || echo 0)
     expect=$(((LONG_SECS + 4) * 4 * 1024 * 1024 / 2))
-    check "$name: download across the swaps" "$(ok_if [ "$got" = "$ONE_MIB_SHA" ] && [ "$size" -ge "$expect" ] && ! grep -qi 'curl: (' "$LAB_DIR/download.log")" \
+    check "$name: download across the swaps" "$(ok_when '[ "$got" = "$ONE_MIB_SHA" ] && [ "$size" -ge "$expect" ] && ! grep -qi "curl: (" "$LAB_DIR/download.log"')" \
         "1m.bin intact, then $((size >> 20)) MiB of big.bin at 4 MiB/s (≥ $((expect >> 20)) MiB) with no curl error"
     ringvs_summary "$name" "$q"
     fi
@@ -386,12 +395,20 @@ print(",".join(d["plugin"] for d in json.load(sys.stdin).get("defenses", []) if 
     name=ipvs-q$q
     ringvs_up "$name" "$q" '"secure-tcp", "drop-entry"' off
     flood_run "$name" "$SHORT_SECS" -S -p 80 --flood --rand-source
-    ringvs_verdict "$name"
+    # Reported: without the proxy every flood SYN is forwarded, and the realservers' answers
+    # come back through the same queues, which then have no CPU left on this machine.
+    ringvs_verdict "$name" reported
+    echo "      $name: legit $P_OK/$P_STARTED (${P_PCT} %), p99 ${P_P99} ms, failed: $P_ERRORS"
     regime_verdict "$name"
     check "$name: the table reached its limit" "$(ok_if [ "$S_PEAK_ENTRIES" -ge $((CAP * 95 / 100)) ])" \
         "peak $S_PEAK_LINE of $CAP (the RSS check above is at the table's limit)"
     check "$name: secure-tcp switched to its dos table" "$(ok_if [ "$S_SECURE_LEVEL" -ge 1 ])" \
         "highest ringvs_defense_level{plugin=\"secure-tcp\"}: $S_SECURE_LEVEL"
+    f=$LAB_DIR/after-$name.prom
+    applied=$(metric_in "$f" 'ringvs_defense_actions_total{plugin="drop-entry",action="drop_connections"}')
+    refused=$(metric_in "$f" 'ringvs_defense_actions_refused_total{plugin="drop-entry",action="drop_connections"}')
+    check "$name: drop-entry's drops applied" "$(ok_when '[ "${applied:-0}" -gt 0 ] && [ "${refused:-0}" = 0 ]')" \
+        "drop_connections applied ${applied:-0}, refused ${refused:-0}"
     ringvs_summary "$name" "$q"
     fi
 done

@@ -12,8 +12,11 @@ use ringvs_abi::state::{STATES, TCP_STATES, TRANSITIONS};
 pub use ringvs_abi::State as TcpState;
 pub use ringvs_abi::{Direction, Event};
 /// Host limits a defense meets: the longest block, the most heavy hitters in `tick-stats`,
-/// the most actions applied from one tick.
-pub use ringvs_abi::{MAX_BLOCK_SECS, MAX_TICK_ACTIONS, MAX_TOP_SOURCES};
+/// the most actions applied from one tick, the most connection ids one tick may drop, the
+/// most slots one `table.scan` call visits.
+pub use ringvs_abi::{
+    MAX_BLOCK_SECS, MAX_SCAN_SLOTS, MAX_TICK_ACTIONS, MAX_TICK_DROPS, MAX_TOP_SOURCES,
+};
 
 /// A TCP state table and its timeouts, handed to the host and applied per packet.
 #[derive(Debug, Clone, PartialEq, Eq)]

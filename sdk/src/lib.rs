@@ -48,8 +48,8 @@ pub mod testing;
 pub use config::Config;
 pub use defense::{
     Action, BlockMode, Defense, Direction, Entry, Event, Prefix, SourceRate, SourceStats,
-    StateTable, Table, TcpState, TickStats, Verdict, MAX_BLOCK_SECS, MAX_TICK_ACTIONS,
-    MAX_TOP_SOURCES,
+    StateTable, Table, TcpState, TickStats, Verdict, MAX_BLOCK_SECS, MAX_SCAN_SLOTS,
+    MAX_TICK_ACTIONS, MAX_TICK_DROPS, MAX_TOP_SOURCES,
 };
 pub use flow::{Flow, Proto};
 pub use persistence::Persistence;

@@ -114,9 +114,10 @@ impl defense::ringvs::plugin::table::Host for HostState {
     }
 
     fn scan(&mut self, start: u32, count: u32) -> Vec<defense::ringvs::plugin::table::Entry> {
-        // Bound the work one call can ask for.
-        self.view()
-            .map_or_else(Vec::new, |t| t.scan(start, count.min(1 << 20)))
+        // Bound the work, and the list built, of one call.
+        self.view().map_or_else(Vec::new, |t| {
+            t.scan(start, count.min(ringvs_abi::MAX_SCAN_SLOTS))
+        })
     }
 }
 
@@ -147,4 +148,36 @@ pub(super) fn new_store(
         }
     });
     store
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// Records the largest count a scan asked it for.
+    struct Counting(Cell<u32>);
+
+    impl TableView for Counting {
+        fn slots(&self) -> u32 {
+            1 << 20
+        }
+        fn scan(&self, _start: u32, count: u32) -> Vec<defense::ringvs::plugin::table::Entry> {
+            self.0.set(self.0.get().max(count));
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn one_scan_call_visits_a_bounded_number_of_slots() {
+        let t = Counting(Cell::new(0));
+        let mut h = HostState::new(1 << 20, Arc::default());
+        h.table = Some(Lent(&t as &dyn TableView as *const _));
+        use defense::ringvs::plugin::table::Host;
+        h.scan(0, u32::MAX);
+        assert_eq!(t.0.get(), ringvs_abi::MAX_SCAN_SLOTS);
+        h.scan(7, 100);
+        assert_eq!(t.0.get(), ringvs_abi::MAX_SCAN_SLOTS, "smaller counts pass");
+        h.table = None;
+    }
 }

@@ -17,8 +17,8 @@
 //!
 //! The scan covers `slots / 32` slots (at least one chunk of `scan_chunk` slots, default 256)
 //! in chunks, each chunk-aligned, starting at a pseudo-random chunk (xorshift64 seeded from
-//! `seed`), no chunk twice in a tick. At most `max_drops_per_tick` ids (default 10,000) go
-//! out in one `drop-connections`; the scan stops there.
+//! `seed`), no chunk twice in a tick. At most `max_drops_per_tick` ids (default and most
+//! 4096, the host's `MAX_TICK_DROPS`) go out in one `drop-connections`; the scan stops there.
 
 #![no_std]
 
@@ -33,8 +33,9 @@ use ringvs_sdk::{Entry, Table};
 pub const SCAN_FRACTION: u32 = 32;
 /// Default slots per chunk.
 pub const SCAN_CHUNK: u32 = 256;
-/// Default bound on the ids of one tick.
-pub const MAX_DROPS_PER_TICK: u32 = 10_000;
+/// Default (and largest) bound on the ids of one tick: the host refuses a larger
+/// `drop-connections` as a whole.
+pub const MAX_DROPS_PER_TICK: u32 = ringvs_sdk::MAX_TICK_DROPS as u32;
 /// ESTABLISHED (and, if asked, UDP) entries younger than this since their last packet stay.
 pub const MIN_IDLE_SECS: u32 = 60;
 /// The seed when none is configured.
@@ -176,13 +177,13 @@ impl Defense for DropEntry {
         self.rng = XorShift::seeded(config.parse_or("seed", DEFAULT_SEED)?);
         self.max_drops = config.parse_or("max_drops_per_tick", MAX_DROPS_PER_TICK)?;
         self.chunk = config.parse_or("scan_chunk", SCAN_CHUNK)?;
-        for (key, v) in [
-            ("max_drops_per_tick", self.max_drops),
-            ("scan_chunk", self.chunk),
+        for (key, v, max) in [
+            ("max_drops_per_tick", self.max_drops, MAX_DROPS_PER_TICK),
+            ("scan_chunk", self.chunk, ringvs_sdk::MAX_SCAN_SLOTS),
         ] {
-            if v == 0 {
+            if v == 0 || v > max {
                 return Err(format!(
-                    "config key `{key}`: cannot use 0 (expected 1 or more)"
+                    "config key `{key}`: cannot use {v} (expected 1 to {max}: the host's bound)"
                 ));
             }
         }
@@ -442,7 +443,7 @@ mod tests {
         let mut h = harness(&[("max_drops_per_tick", "7")]);
         assert_eq!(dropped(&h.tick(&short(), &t)).len(), 7);
         assert_eq!(dropped(&harness(&[]).tick(&short(), &t)).len(), 200);
-        assert_eq!(DropEntry::default().max_drops, 10_000);
+        assert_eq!(DropEntry::default().max_drops, 4096);
     }
 
     #[test]
@@ -451,6 +452,8 @@ mod tests {
             ("udp", "all"),
             ("max_drops_per_tick", "0"),
             ("scan_chunk", "0"),
+            ("scan_chunk", "4097"),
+            ("max_drops_per_tick", "4097"),
             ("seed", "-1"),
             ("drop_entry", "1"),
             ("mode", "9"),
