@@ -28,11 +28,28 @@ pub struct Block {
     pub by: Arc<str>,
 }
 
-/// Blocked IPv4 prefixes, per service slot.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Blocked IPv4 prefixes, per service slot. Every change costs O(1) (plus 33 steps when a
+/// prefix length appears or disappears): a defense may add hundreds of blocks a tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockList {
     entries: HashMap<(u16, u32, u8), Block>,
+    /// Blocks per service slot.
+    per_svc: HashMap<u16, usize>,
+    /// Blocks per prefix length.
+    per_len: [u32; 33],
+    /// The prefix lengths in use, longest first (what `lookup` tries).
     lens: Vec<u8>,
+}
+
+impl Default for BlockList {
+    fn default() -> Self {
+        BlockList {
+            entries: HashMap::new(),
+            per_svc: HashMap::new(),
+            per_len: [0; 33],
+            lens: Vec::new(),
+        }
+    }
 }
 
 /// The prefix of `a` of length `len` (0..=32).
@@ -49,6 +66,7 @@ impl BlockList {
     /// Adds or extends a block of service `svc`. False (nothing changed) if the service
     /// already holds [`ringvs_abi::MAX_BLOCKS`] others.
     pub fn insert(&mut self, svc: u16, addr: Ipv4Addr, len: u8, block: Block) -> bool {
+        let len = len.min(32);
         let k = (svc, mask(addr, len), len);
         match self.entries.get_mut(&k) {
             Some(b) if b.until >= block.until && b.mode == block.mode => return true,
@@ -58,40 +76,64 @@ impl BlockList {
                     return false;
                 }
                 self.entries.insert(k, block);
+                self.counted(svc, len, true);
             }
         }
-        self.reindex();
         true
     }
 
     /// Blocks of service `svc`.
     pub fn count(&self, svc: u16) -> usize {
-        self.entries.keys().filter(|k| k.0 == svc).count()
+        self.per_svc.get(&svc).copied().unwrap_or(0)
     }
 
     /// Lifts a block of service `svc`; true if there was one.
     pub fn remove(&mut self, svc: u16, addr: Ipv4Addr, len: u8) -> bool {
+        let len = len.min(32);
         let r = self.entries.remove(&(svc, mask(addr, len), len)).is_some();
-        self.reindex();
+        if r {
+            self.counted(svc, len, false);
+        }
         r
     }
 
     /// Drops blocks that ended before `now`; true if any did.
     pub fn expire(&mut self, now: Tick) -> bool {
-        let before = self.entries.len();
-        self.entries.retain(|_, b| b.until > now);
-        let changed = self.entries.len() != before;
-        if changed {
-            self.reindex();
+        let mut gone = Vec::new();
+        self.entries.retain(|k, b| {
+            let keep = b.until > now;
+            if !keep {
+                gone.push((k.0, k.2));
+            }
+            keep
+        });
+        for &(svc, len) in &gone {
+            self.counted(svc, len, false);
         }
-        changed
+        !gone.is_empty()
     }
 
-    fn reindex(&mut self) {
-        let mut lens: Vec<u8> = self.entries.keys().map(|k| k.2).collect();
-        lens.sort_unstable_by(|a, b| b.cmp(a));
-        lens.dedup();
-        self.lens = lens;
+    /// Keeps the counts (and the lengths in use) in step with one block added or removed.
+    fn counted(&mut self, svc: u16, len: u8, added: bool) {
+        let n = self.per_svc.entry(svc).or_insert(0);
+        let l = &mut self.per_len[usize::from(len)];
+        if added {
+            *n += 1;
+            *l += 1;
+        } else {
+            *n -= 1;
+            *l -= 1;
+            if *n == 0 {
+                self.per_svc.remove(&svc);
+            }
+        }
+        if *l <= 1 {
+            // A length appeared or disappeared (or may have): rebuild, longest first.
+            self.lens = (0..=32u8)
+                .rev()
+                .filter(|&i| self.per_len[usize::from(i)] > 0)
+                .collect();
+        }
     }
 
     /// True if nothing is blocked.
@@ -188,9 +230,11 @@ mod tests {
         );
         assert!(l.expire(60));
         assert_eq!(l.len(), 1);
+        assert_eq!((l.count(1), l.lens.as_slice()), (1, &[24u8][..]));
         assert!(!l.remove(2, Ipv4Addr::new(198, 51, 100, 0), 24));
         assert!(l.remove(1, Ipv4Addr::new(198, 51, 100, 0), 24));
         assert!(l.is_empty());
+        assert_eq!((l.count(1), l.lens.len()), (0, 0));
         assert_eq!(mask(Ipv4Addr::new(10, 1, 2, 3), 0), 0);
         assert_eq!(
             mask(Ipv4Addr::new(10, 1, 2, 3), 16),
