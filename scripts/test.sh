@@ -32,6 +32,9 @@ bash examples/prometheus/check-rules.sh
 step "plugins (wasm32-wasip2)"
 bash scripts/build-plugins.sh
 
+step "the SDK packaged (cargo package) and used by a plugin crate outside the workspace"
+bash scripts/test-sdk-outside.sh
+
 step "unit, fixture, plugin and kernel tests"
 cargo test --workspace
 

@@ -1,6 +1,6 @@
 //! What crosses the ringvs plugin boundary, written once.
 //!
-//! The WIT package (`wit/plugin.wit`) is the law of the boundary; this crate is its Rust
+//! The WIT package (`sdk/wit/plugin.wit`) is the law of the boundary; this crate is its Rust
 //! side, shared by the director (`ringvs`) and the plugin SDK (`ringvs-sdk`) so that neither
 //! copies a definition from the other:
 //!

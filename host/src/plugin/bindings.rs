@@ -1,11 +1,11 @@
-//! Host-side bindings generated from `wit/` (the only definition of the boundary).
+//! Host-side bindings generated from `sdk/wit/` (the only definition of the boundary).
 
 #![allow(missing_docs, clippy::all)]
 
 /// The `scheduler-plugin` world.
 pub mod scheduler {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../sdk/wit",
         world: "scheduler-plugin",
     });
 }
@@ -13,7 +13,7 @@ pub mod scheduler {
 /// The `persistence-plugin` world.
 pub mod persistence {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../sdk/wit",
         world: "persistence-plugin",
         with: { "ringvs:plugin/types": super::scheduler::ringvs::plugin::types },
     });
@@ -22,7 +22,7 @@ pub mod persistence {
 /// The `defense-plugin` world.
 pub mod defense {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../sdk/wit",
         world: "defense-plugin",
         with: { "ringvs:plugin/types": super::scheduler::ringvs::plugin::types },
     });

@@ -17,6 +17,7 @@
 mod bindings;
 pub mod builtin;
 pub mod catalogue;
+pub mod harness;
 mod instance;
 mod load;
 mod runtime;
