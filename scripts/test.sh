@@ -41,6 +41,9 @@ cargo test --workspace
 step "release build"
 cargo build --release -p ringvs
 
+step "plugin author: ringvs plugin new, test, build, hot-swap into a director (namespace rauth-pnew-*)"
+bash scripts/test-plugin-new.sh
+
 step "Debian package: build, dpkg -i, the unit's command in a namespace, dpkg -P"
 NO_BUILD=1 bash scripts/test-deb.sh
 

@@ -232,8 +232,48 @@ struct ReplayArgs {
     json: bool,
 }
 
+/// A plugin's kind, for `plugin new`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum KindArg {
+    /// Picks a realserver for each new flow (`Scheduler`).
+    Scheduler,
+    /// Maps a new flow to an affinity key (`Persistence`).
+    Persistence,
+    /// Admits new flows and acts once a second (`Defense`).
+    Defense,
+}
+
+impl From<KindArg> for ringvs::plugin::Kind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Scheduler => ringvs::plugin::Kind::Scheduler,
+            KindArg::Persistence => ringvs::plugin::Kind::Persistence,
+            KindArg::Defense => ringvs::plugin::Kind::Defense,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum PluginCmd {
+    /// Write a new plugin crate from a template: Cargo.toml (the SDK, a `plugin` build
+    /// profile), src/lib.rs (the kind's trait implemented, with tests on the SDK's harness)
+    /// and ringvs.toml (a config using it, for `ringvs check`). Then: `cargo test`, `cargo
+    /// build --profile plugin --target wasm32-wasip2`, `ringvs plugin swap SERVICE FILE`.
+    New {
+        /// The crate's name, and the plugin's (`[plugins.NAME]`).
+        name: String,
+        /// What it decides.
+        #[arg(long, value_enum)]
+        kind: KindArg,
+        /// Where to write it (default: ./NAME); must be empty or missing.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The ringvs-sdk to depend on: a directory (by path) or a version (crates.io).
+        /// Default: the SDK of the source tree this ringvs was built from, if it is there,
+        /// else this ringvs's version.
+        #[arg(long, value_name = "PATH|VERSION")]
+        sdk: Option<String>,
+    },
     /// Switch a service's scheduler without dropping a connection: to a built-in (rr, wlc),
     /// a plugin of the config, or a .wasm file. The plugin is compiled, checked and
     /// self-tested first; a failure changes nothing. The config file is not edited.
@@ -527,6 +567,12 @@ fn replay(a: ReplayArgs) -> Result<(), String> {
 /// `ringvs plugin …`.
 fn plugin(cmd: PluginCmd) -> Result<(), String> {
     match cmd {
+        PluginCmd::New {
+            name,
+            kind,
+            dir,
+            sdk,
+        } => plugin_new(&name, kind.into(), dir, sdk.as_deref()),
         PluginCmd::Swap {
             service,
             target,
@@ -548,6 +594,37 @@ fn plugin(cmd: PluginCmd) -> Result<(), String> {
         } => plugin_available(&target),
         PluginCmd::List { target, .. } => plugin_list(&target),
     }
+}
+
+/// `ringvs plugin new`.
+fn plugin_new(
+    name: &str,
+    kind: ringvs::plugin::Kind,
+    dir: Option<PathBuf>,
+    sdk: Option<&str>,
+) -> Result<(), String> {
+    use ringvs::control::template::{render, Sdk};
+    let sdk = sdk.map_or_else(Sdk::default_for_this_build, Sdk::parse);
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    let krate = render(name, kind, &sdk).map_err(|e| e.to_string())?;
+    krate.write(&dir, &sdk).map_err(|e| e.to_string())?;
+    let from = match &sdk {
+        Sdk::Path(p) => format!("ringvs-sdk from {}", p.display()),
+        Sdk::Version(v) => format!("ringvs-sdk {v} from crates.io"),
+    };
+    let file = name.replace('-', "_");
+    println!(
+        "{} plugin {name} written in {} ({from})",
+        kind.name(),
+        dir.display()
+    );
+    println!("  cd {} && cargo test", dir.display());
+    println!("  cargo build --profile plugin --target wasm32-wasip2   # target/wasm32-wasip2/plugin/{file}.wasm");
+    println!("  ringvs check -c ringvs.toml");
+    if kind == ringvs::plugin::Kind::Scheduler {
+        println!("  ringvs plugin swap SERVICE target/wasm32-wasip2/plugin/{file}.wasm");
+    }
+    Ok(())
 }
 
 /// `ringvs plugin list`.

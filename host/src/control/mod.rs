@@ -17,3 +17,4 @@ pub mod protocol;
 pub mod registry;
 pub mod replay;
 pub mod routes;
+pub mod template;
