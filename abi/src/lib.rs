@@ -78,5 +78,12 @@ pub const MAX_TICK_SCAN: u32 = 65_536;
 /// Most blocks a service's defenses may hold at once.
 pub const MAX_BLOCKS: usize = 4096;
 
+/// Most `log` messages the host keeps per plugin instance and second; the rest are dropped
+/// and counted.
+pub const MAX_LOG_PER_SEC: u32 = 10;
+
+/// Longest `log` message in bytes; a longer one is cut (at a character boundary).
+pub const MAX_LOG_BYTES: usize = 1024;
+
 #[cfg(test)]
 mod wit_tests;

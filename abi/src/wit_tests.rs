@@ -63,6 +63,14 @@ fn defense_limits() {
 }
 
 #[test]
+fn log_limits() {
+    says(&format!(
+        "at most {MAX_LOG_PER_SEC} messages per second per instance"
+    ));
+    says(&format!("A message over {MAX_LOG_BYTES} bytes is cut"));
+}
+
+#[test]
 fn tcp_state_enum_order() {
     let body = WIT
         .split("enum tcp-state {")

@@ -39,6 +39,7 @@ extern crate self as ringvs_sdk;
 mod config;
 mod defense;
 mod flow;
+pub mod log;
 mod persistence;
 pub mod pressure;
 #[doc(hidden)]
@@ -95,7 +96,10 @@ pub mod __wit {
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "ringvs_sdk::__wit::persist",
-            with: { "ringvs:plugin/types@0.1.0": crate::__wit::sched::ringvs::plugin::types },
+            with: {
+                "ringvs:plugin/types@0.1.0": crate::__wit::sched::ringvs::plugin::types,
+                "ringvs:plugin/log@0.1.0": crate::__wit::sched::ringvs::plugin::log,
+            },
         });
     }
 
@@ -108,7 +112,10 @@ pub mod __wit {
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "ringvs_sdk::__wit::def",
-            with: { "ringvs:plugin/types@0.1.0": crate::__wit::sched::ringvs::plugin::types },
+            with: {
+                "ringvs:plugin/types@0.1.0": crate::__wit::sched::ringvs::plugin::types,
+                "ringvs:plugin/log@0.1.0": crate::__wit::sched::ringvs::plugin::log,
+            },
         });
     }
 

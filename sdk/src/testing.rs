@@ -18,6 +18,13 @@ use alloc::vec::Vec;
 use core::net::{IpAddr, SocketAddr};
 use ringvs_abi::LOAD_STRIDE;
 
+/// The messages the plugin logged ([`crate::log`]) on this thread since the last call, in
+/// order (native tests only: in a component they go to the director).
+#[cfg(not(target_family = "wasm"))]
+pub fn take_logs() -> Vec<(crate::log::Level, String)> {
+    crate::log::imp::take()
+}
+
 /// Parses `"addr:port"` (panics on bad test input, with the input in the message).
 pub fn endpoint(s: &str) -> (IpAddr, u16) {
     let a: SocketAddr = s

@@ -139,6 +139,13 @@ impl PluginManager {
         self.runtime.as_ref().map_or(0, |r| r.memory_in_use())
     }
 
+    /// Every plugin name's `log` counters (none before the runtime exists).
+    pub fn log_counters(&self) -> Vec<(Arc<str>, Arc<crate::plugin::LogCounters>)> {
+        self.runtime
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.log_counters())
+    }
+
     /// The shared runtime, built on first use.
     pub fn runtime(&mut self) -> Result<Arc<Runtime>, String> {
         if let Some(r) = &self.runtime {

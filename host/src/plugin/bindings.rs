@@ -15,7 +15,10 @@ pub mod persistence {
     wasmtime::component::bindgen!({
         path: "../sdk/wit",
         world: "persistence-plugin",
-        with: { "ringvs:plugin/types": super::scheduler::ringvs::plugin::types },
+        with: {
+            "ringvs:plugin/types": super::scheduler::ringvs::plugin::types,
+            "ringvs:plugin/log": super::scheduler::ringvs::plugin::log,
+        },
     });
 }
 
@@ -24,9 +27,14 @@ pub mod defense {
     wasmtime::component::bindgen!({
         path: "../sdk/wit",
         world: "defense-plugin",
-        with: { "ringvs:plugin/types": super::scheduler::ringvs::plugin::types },
+        with: {
+            "ringvs:plugin/types": super::scheduler::ringvs::plugin::types,
+            "ringvs:plugin/log": super::scheduler::ringvs::plugin::log,
+        },
     });
 }
 
+/// The `log` import every world shares.
+pub use scheduler::ringvs::plugin::log;
 /// The types every world shares.
 pub use scheduler::ringvs::plugin::types;
