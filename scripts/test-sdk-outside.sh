@@ -8,7 +8,8 @@
 #
 #   bash scripts/test-sdk-outside.sh
 #
-# Fast when run again: the plugin's build directory is target/sdk-outside (kept), and the
+# Fast when run again: the build directories are target/sdk-package and target/sdk-outside
+# (kept), and the
 # workspace's Cargo.lock seeds the plugin's, so the versions resolved are the workspace's.
 # The temporary directory is removed on any exit.
 set -euo pipefail
@@ -17,13 +18,24 @@ root=$PWD
 target=${CARGO_TARGET_DIR:-$root/target}
 
 # Both crates in one command: cargo resolves ringvs-sdk's dependency on ringvs-abi against the
-# ringvs-abi it has just packaged (it is not on crates.io yet; publishing goes abi, then sdk).
-cargo package -q -p ringvs-abi -p ringvs-sdk --allow-dirty
+# ringvs-abi it has just packaged (it is not on crates.io yet; publishing goes abi, then sdk),
+# through a local registry overlay. Cargo takes a registry crate of a given version as
+# immutable: it unpacks its source under $CARGO_HOME/registry/src/ once and never rebuilds it
+# by content. Both would keep an earlier run's ringvs-abi 0.1.0, so this run removes the
+# unpacked copies of our two crates (crates.io has neither) and builds the verification in a
+# directory of its own (target/sdk-package) where it removes their build artefacts.
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+pkg_target=$target/sdk-package
+for stale in "$cargo_home"/registry/src/*/ringvs-abi-* "$cargo_home"/registry/src/*/ringvs-sdk-* \
+    "$pkg_target"/debug/.fingerprint/ringvs-{abi,sdk}-* "$pkg_target"/debug/deps/libringvs_{abi,sdk}-*; do
+    [[ -e $stale ]] && rm -rf "$stale"
+done
+CARGO_TARGET_DIR=$pkg_target cargo package -q -p ringvs-abi -p ringvs-sdk --allow-dirty
 
 tmp=$(mktemp -d /tmp/ringvs-sdk-outside.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-tar -xzf "$target/package/ringvs-abi-0.1.0.crate" -C "$tmp"
-tar -xzf "$target/package/ringvs-sdk-0.1.0.crate" -C "$tmp"
+tar -xzf "$pkg_target/package/ringvs-abi-0.1.0.crate" -C "$tmp"
+tar -xzf "$pkg_target/package/ringvs-sdk-0.1.0.crate" -C "$tmp"
 [[ -f $tmp/ringvs-sdk-0.1.0/wit/plugin.wit ]] || { echo "the packaged SDK lacks wit/plugin.wit" >&2; exit 1; }
 
 mkdir -p "$tmp/outside/src"
