@@ -285,6 +285,22 @@ enum PluginCmd {
         #[command(flatten)]
         target_daemon: Target,
     },
+    /// Which realserver a scheduler gives each of many flows, and how many flows move when a
+    /// realserver is removed (no daemon, no network: the component runs here, as the
+    /// director would run it).
+    Test {
+        /// A catalogue scheduler (wrr, mh, sched-wlc, …) or a .wasm file.
+        plugin: String,
+        /// The realservers: ADDR:PORT[=WEIGHT],… (weight 1 by default).
+        #[arg(long, value_name = "LIST")]
+        servers: String,
+        /// How many new flows (pseudo-random clients, the same every run).
+        #[arg(long, default_value_t = 100_000)]
+        flows: u64,
+        /// The realserver to remove for the second run (default: the last).
+        #[arg(long, value_name = "ADDR:PORT")]
+        remove: Option<std::net::SocketAddrV4>,
+    },
     /// Loaded plugins with their kind, file hash, services, calls and faults; with
     /// --available, the plugins usable by name (built-ins and the catalogue) with their
     /// versions, hashes and files, read on this machine without a daemon.
@@ -573,6 +589,12 @@ fn plugin(cmd: PluginCmd) -> Result<(), String> {
             dir,
             sdk,
         } => plugin_new(&name, kind.into(), dir, sdk.as_deref()),
+        PluginCmd::Test {
+            plugin,
+            servers,
+            flows,
+            remove,
+        } => plugin_test(&plugin, &servers, flows, remove),
         PluginCmd::Swap {
             service,
             target,
@@ -594,6 +616,50 @@ fn plugin(cmd: PluginCmd) -> Result<(), String> {
         } => plugin_available(&target),
         PluginCmd::List { target, .. } => plugin_list(&target),
     }
+}
+
+/// `ringvs plugin test`.
+fn plugin_test(
+    plugin: &str,
+    servers: &str,
+    flows: u64,
+    remove: Option<std::net::SocketAddrV4>,
+) -> Result<(), String> {
+    use ringvs::control::simulate::{parse_servers, simulate};
+    let servers = parse_servers(servers)?;
+    let remove = match remove {
+        None => None,
+        Some(a) => Some(
+            servers
+                .iter()
+                .position(|s| s.0 == a)
+                .ok_or_else(|| format!("--remove {a}: not among --servers"))?,
+        ),
+    };
+    let mut pm = ringvs::control::plugins::PluginManager::default();
+    let p = if plugin.ends_with(".wasm") || Path::new(plugin).is_file() {
+        match pm.load_path(Path::new(plugin))? {
+            ringvs::control::plugins::PathLoad::New(p)
+            | ringvs::control::plugins::PathLoad::Unchanged(p)
+            | ringvs::control::plugins::PathLoad::Rebuilt { plugin: p, .. } => p,
+        }
+    } else {
+        let dirs = ringvs::plugin::catalogue::default_dirs();
+        pm.load_catalogue(&[plugin], &dirs)?
+            .remove(plugin)
+            .ok_or_else(|| {
+                format!("{plugin:?} is neither a catalogue scheduler nor a .wasm file")
+            })?
+    };
+    if p.kind != ringvs::plugin::Kind::Scheduler {
+        return Err(format!(
+            "{plugin:?} is a {} plugin, not a scheduler",
+            p.kind.name()
+        ));
+    }
+    println!("{plugin}: sha256 {}", &ringvs::plugin::hex(&p.sha256)[..16]);
+    println!("{}", simulate(&p, &servers, flows, remove)?);
+    Ok(())
 }
 
 /// `ringvs plugin new`.

@@ -325,3 +325,34 @@ fn a_plugin_logs_with_its_name_rate_limited_per_instance_and_counted() {
         "every kept message is in the output: {text}"
     );
 }
+
+#[test]
+fn the_pick_simulator_shows_the_spread_and_what_a_removal_moves() {
+    use ringvs::control::simulate::{parse_servers, simulate};
+    let load = |name: &str| {
+        rt().load(name, &plugin(name), None, &json!({}), Some(Kind::Scheduler))
+            .unwrap()
+    };
+    // wrr: exactly the weights, before and after; removing a server reshuffles the rest.
+    let servers = parse_servers("10.0.0.1:80=3,10.0.0.2:80=1,10.0.0.3:80=1").unwrap();
+    let s = simulate(&load("sched-wrr"), &servers, 20_000, None).unwrap();
+    assert_eq!(s.picks, vec![12_000, 4_000, 4_000]);
+    assert_eq!(s.picks_after, vec![15_000, 5_000, 0]);
+    assert_eq!((s.removed, s.displaced, s.unplaced), (2, 4_000, 0));
+    assert!(s.moved > 1_000, "wrr is not consistent: {s}");
+    // mh (Maglev hashing): about a quarter each; removing one moves its flows and almost
+    // no other.
+    let servers = parse_servers("10.0.0.1:80,10.0.0.2:80,10.0.0.3:80,10.0.0.4:80").unwrap();
+    let s = simulate(&load("sched-mh"), &servers, 20_000, Some(0)).unwrap();
+    for n in &s.picks {
+        assert!((4_500..5_500).contains(n), "{s}");
+    }
+    assert_eq!(s.picks_after[0], 0);
+    assert_eq!(s.displaced, s.picks[0]);
+    assert!(
+        s.moved * 100 < 15_000,
+        "mh moves under 1% of the others: {s}"
+    );
+    let text = s.to_string();
+    assert!(text.contains("removing 10.0.0.1:80:"), "{text}");
+}

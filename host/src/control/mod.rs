@@ -17,4 +17,5 @@ pub mod protocol;
 pub mod registry;
 pub mod replay;
 pub mod routes;
+pub mod simulate;
 pub mod template;
