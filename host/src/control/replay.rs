@@ -7,14 +7,20 @@
 //! timeouts and expiry behave as they would live. The connection hash uses a fixed key
 //! ([`REPLAY_HASH_KEY`]), so two runs over the same capture give the same report.
 //!
+//! The config's plugins run as in the daemon: schedulers, persistence and defenses are
+//! loaded, self-tested and instantiated for the one queue, with the capture's time as the
+//! queue's clock (defense ticks, template expiry). A plugin that cannot load stops the replay
+//! with the same error as `ringvs check`.
+//!
 //! Records are handled as the daemon would handle packets read from its device, with two
 //! exceptions that only a capture can produce: a record cut short by the capture's snaplen
 //! (captured length below the original length) is counted and skipped, because its headers'
 //! lengths no longer match its bytes; and a timestamp earlier than the one before it is
 //! counted and treated as "no time passed", because the data plane's clock never goes back.
 
-use crate::config::{self, Config, ConfigError, BUILTIN_SCHEDULERS};
+use crate::config::{self, Config, ConfigError};
 use crate::conn::{HashKey, State, Tick, TICKS_PER_SEC};
+use crate::control::plugins::PluginManager;
 use crate::control::registry::{EditError, Registry};
 use crate::dataplane::stats::DropReason;
 use crate::dataplane::{Packet, Pipeline, Shard, ShardConfig, Verdict, HEADROOM};
@@ -56,6 +62,14 @@ pub enum ReplayError {
         /// What is wrong.
         #[source]
         source: EditError,
+    },
+    /// A plugin of the config cannot be loaded or instantiated (as `ringvs check` says).
+    #[error("{file}: {message}")]
+    Plugins {
+        /// The config file.
+        file: String,
+        /// What is wrong.
+        message: String,
     },
     /// The connection table does not fit in `director.conn_memory_limit`.
     #[error("{file}: key `director.conn_memory_limit`: {source}")]
@@ -269,7 +283,17 @@ pub fn replay<W: Write>(
         file: file.clone(),
         source,
     })?;
-    let snap = Arc::new(registry.snapshot());
+    // The config's plugins, loaded, self-tested and instantiated as the daemon does (one
+    // queue): schedulers, persistence and defenses decide here as they would live.
+    let mut plugins = PluginManager::default();
+    let failed = |message: String| ReplayError::Plugins {
+        file: file.clone(),
+        message,
+    };
+    let loaded = plugins.load_config(config).map_err(failed)?;
+    let prepared = plugins.prepare(&registry, 1, &loaded).map_err(failed)?;
+    plugins.commit(loaded);
+    let snap = Arc::new(plugins.snapshot(&mut registry, prepared));
     let mut shard = Shard::new(
         ShardConfig {
             id: 0,
@@ -495,27 +519,6 @@ fn notes(config: &Config) -> Vec<String> {
             "one queue holds the whole conn_memory_limit; the daemon spreads flows over {} queues",
             config.director.queues
         ));
-    }
-    for s in &config.services {
-        if !BUILTIN_SCHEDULERS.contains(&s.scheduler.as_str()) {
-            notes.push(format!(
-                "service {}: scheduler plugin {:?} is not run by this build; the built-in wlc \
-                 decided, as the daemon's fallback does",
-                s.name, s.scheduler
-            ));
-        }
-        if let Some(p) = &s.persistence {
-            notes.push(format!(
-                "service {}: persistence plugin {:?} is not applied by this build",
-                s.name, p.plugin
-            ));
-        }
-        if !s.defense.is_empty() {
-            notes.push(format!(
-                "service {}: defense plugins {:?} are not applied by this build",
-                s.name, s.defense
-            ));
-        }
     }
     notes
 }
