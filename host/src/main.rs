@@ -219,8 +219,17 @@ impl ListArgs {
 #[derive(Args, Debug)]
 struct ReplayArgs {
     /// The config file (validated as `check` does).
-    #[arg(short = 'c', long = "config", value_name = "FILE")]
-    config: PathBuf,
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        required_unless_present = "compare"
+    )]
+    config: Option<PathBuf>,
+    /// Replay the capture through two configs and compare them side by side: new flows per
+    /// server, flows on a different server, defense drops and when, table entries over time.
+    #[arg(long, num_args = 2, value_names = ["A.toml", "B.toml"], conflicts_with_all = ["config", "out"])]
+    compare: Option<Vec<PathBuf>>,
     /// The capture: classic pcap (Ethernet, raw IP, Linux cooked or loopback).
     #[arg(value_name = "PCAP")]
     pcap: PathBuf,
@@ -568,12 +577,27 @@ fn top(once: bool, json: bool, target: &Target) -> Result<(), String> {
 
 /// `ringvs replay`.
 fn replay(a: ReplayArgs) -> Result<(), String> {
-    let r = ringvs::control::replay::replay_files(&a.config, &a.pcap, a.out.as_deref())
-        .map_err(|e| e.to_string())?;
-    let text = if a.json {
-        pretty(&r) + "\n"
+    use ringvs::control::replay::replay_files;
+    let text = if let Some(pair) = &a.compare {
+        let ra = replay_files(&pair[0], &a.pcap, None).map_err(|e| e.to_string())?;
+        let rb = replay_files(&pair[1], &a.pcap, None).map_err(|e| e.to_string())?;
+        let c = ringvs::control::compare::compare(&ra, &rb);
+        if a.json {
+            pretty(&c) + "\n"
+        } else {
+            c.to_string() + "\n"
+        }
     } else {
-        r.to_string()
+        let config = a
+            .config
+            .as_deref()
+            .ok_or("--config FILE or --compare A B")?;
+        let r = replay_files(config, &a.pcap, a.out.as_deref()).map_err(|e| e.to_string())?;
+        if a.json {
+            pretty(&r) + "\n"
+        } else {
+            r.to_string()
+        }
     };
     // A reader that stops early (`| head`) is not a failed replay.
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());

@@ -577,4 +577,25 @@ fn the_configs_plugins_decide() {
     assert!(n0.iter().all(|s| *s == n0[0]), "{n0:?}");
     assert!(n1.iter().all(|s| *s == n1[0]), "{n1:?}");
     assert_ne!(n0[0], n1[0]);
+
+    // The two side by side (`replay --compare`).
+    let c = ringvs::control::compare::compare(&plain, &r);
+    assert_eq!((c.new_flows, c.common), ([16, 16], 16));
+    let moved = plain
+        .flows
+        .iter()
+        .zip(&r.flows)
+        .filter(|(x, y)| x.server != y.server)
+        .count() as u64;
+    assert_eq!(c.different_server, moved);
+    assert!(moved > 0);
+    for side in 0..2 {
+        let total: u64 = c.spread.iter().map(|(_, n)| n[side]).sum();
+        assert_eq!(total, 16, "{c}");
+    }
+    assert_eq!(c.occupancy.last().unwrap().1, [16, 16]);
+    assert_eq!(c.defense_drops, [0, 0]);
+    let text = c.to_string();
+    assert!(text.contains("flows on a different server in B:"), "{text}");
+    assert!(text.contains("web/10.77.1.1:8080"), "{text}");
 }

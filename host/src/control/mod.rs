@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod compare;
 pub mod daemon;
 pub mod logging;
 pub mod notify;

@@ -39,6 +39,20 @@ pub const REPLAY_HASH_KEY: HashKey = HashKey([0x7269_6e67_7673_2d72, 0x6570_6c61
 /// Most new-flow decisions kept in a report; the rest are only counted.
 pub const MAX_FLOWS: usize = 1000;
 
+/// Most timeline samples a report keeps.
+pub const MAX_SAMPLES: usize = 3600;
+
+/// The table and the defenses at one moment of the capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Sample {
+    /// Whole seconds since the first record.
+    pub at_secs: u64,
+    /// Live entries in the table.
+    pub entries: u64,
+    /// Packets dropped by defenses so far (`defense` drops).
+    pub defense_drops: u64,
+}
+
 /// Most new-flow decisions the text report prints.
 const TEXT_FLOWS: usize = 10;
 
@@ -105,6 +119,12 @@ pub struct ReplayReport {
     pub flows_omitted: u64,
     /// The connection table after the last packet.
     pub table: TableReport,
+    /// Table occupancy and defense refusals over the capture's time: a sample at the first
+    /// record of each new second (at most [`MAX_SAMPLES`]), and one at the end.
+    pub timeline: Vec<Sample>,
+    /// Every new-flow decision, in order (for `--compare`; not in the report).
+    #[serde(skip)]
+    pub decisions: Vec<FlowDecision>,
     /// How the replay differs from what the daemon would do with this config.
     pub notes: Vec<String>,
 }
@@ -326,6 +346,8 @@ pub fn replay<W: Write>(
     let mut forwarded = 0u64;
     let mut flows = Vec::new();
     let mut flows_omitted = 0u64;
+    let mut decisions = Vec::new();
+    let mut timeline: Vec<Sample> = Vec::new();
     let (mut first, mut last): (Option<Duration>, Option<Duration>) = (None, None);
     let mut tick: Tick = shard.now();
     let mut buf = Vec::new();
@@ -339,6 +361,13 @@ pub fn replay<W: Write>(
         }
         last = Some(last.map_or(rec.ts, |l| l.max(rec.ts)));
         let at = rec.ts.saturating_sub(t0);
+        if timeline.len() < MAX_SAMPLES
+            && timeline
+                .last()
+                .is_none_or(|s: &Sample| at.as_secs() > s.at_secs)
+        {
+            timeline.push(sample(&shard, at.as_secs()));
+        }
         let t = ticks(at).max(tick);
         if t != tick {
             tick = t;
@@ -364,7 +393,11 @@ pub fn replay<W: Write>(
         }
         forwarded += 1;
         if shard.counters().total.conns != conns_before {
-            match new_flow(&rec.data, pkt.data(), at) {
+            let f = new_flow(&rec.data, pkt.data(), at);
+            if let Some(f) = &f {
+                decisions.push(f.clone());
+            }
+            match f {
                 Some(f) if flows.len() < MAX_FLOWS => flows.push(f),
                 _ => flows_omitted += 1,
             }
@@ -382,6 +415,10 @@ pub fn replay<W: Write>(
         }
     }
 
+    let end = last
+        .zip(first)
+        .map_or(0, |(l, f)| l.saturating_sub(f).as_secs());
+    timeline.push(sample(&shard, end));
     shard.publish();
     let shared = shard.shared();
     let published = shared
@@ -473,8 +510,18 @@ pub fn replay<W: Write>(
         flows,
         flows_omitted,
         table,
+        timeline,
+        decisions,
         notes: notes(config),
     })
+}
+
+fn sample(shard: &Shard, at_secs: u64) -> Sample {
+    Sample {
+        at_secs,
+        entries: shard.table().len() as u64,
+        defense_drops: shard.counters().drops[DropReason::Defense as usize],
+    }
 }
 
 /// Ticks of the data-plane clock in `d`, saturating.
