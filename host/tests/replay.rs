@@ -595,6 +595,8 @@ fn the_configs_plugins_decide() {
     }
     assert_eq!(c.occupancy.last().unwrap().1, [16, 16]);
     assert_eq!(c.defense_drops, [0, 0]);
+    // Per network, the first flow makes the template and the other seven hit it.
+    assert_eq!(c.persistence_hits, [0, 14]);
     let text = c.to_string();
     assert!(text.contains("flows on a different server in B:"), "{text}");
     assert!(text.contains("web/10.77.1.1:8080"), "{text}");

@@ -1,7 +1,7 @@
 //! `ringvs replay --compare A.toml B.toml CAPTURE`: the same capture through two configs (two
 //! policies), side by side: the spread of new flows over the realservers, the flows that would
-//! land on a different server, what the defenses refused and when, and the table's occupancy
-//! over time.
+//! land on a different server, the persistence template hits, what the defenses refused and
+//! when, and the table's occupancy over time.
 
 use super::replay::{ReplayReport, Sample};
 use serde::Serialize;
@@ -22,6 +22,8 @@ pub struct Comparison {
     pub common: u64,
     /// Of those, the ones B sent to another realserver than A.
     pub different_server: u64,
+    /// New flows sent by an existing persistence template, A and B.
+    pub persistence_hits: [u64; 2],
     /// Packets dropped by defenses, A and B.
     pub defense_drops: [u64; 2],
     /// The first second at which a defense dropped anything, A and B.
@@ -116,6 +118,7 @@ pub fn compare(a: &ReplayReport, b: &ReplayReport) -> Comparison {
         new_flows: [a.decisions.len() as u64, b.decisions.len() as u64],
         common,
         different_server: different,
+        persistence_hits: [a.persistence_hits, b.persistence_hits],
         defense_drops: [drops(a), drops(b)],
         first_defense_drop_secs: [first_drop(a), first_drop(b)],
         occupancy,
@@ -151,6 +154,11 @@ impl fmt::Display for Comparison {
                 cell(*y, self.new_flows[1])
             )?;
         }
+        writeln!(
+            f,
+            "{:<32} {:>16} {:>16}",
+            "persistence hits", self.persistence_hits[0], self.persistence_hits[1]
+        )?;
         let when = |s: Option<u64>| s.map_or("-".to_string(), |s| format!("from {s} s"));
         writeln!(
             f,

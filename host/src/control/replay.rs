@@ -117,6 +117,8 @@ pub struct ReplayReport {
     pub flows: Vec<FlowDecision>,
     /// New flows beyond [`MAX_FLOWS`], counted only.
     pub flows_omitted: u64,
+    /// New flows a persistence template sent to its realserver (template hits).
+    pub persistence_hits: u64,
     /// The connection table after the last packet.
     pub table: TableReport,
     /// Table occupancy and defense refusals over the capture's time: a sample at the first
@@ -509,6 +511,7 @@ pub fn replay<W: Write>(
         services,
         flows,
         flows_omitted,
+        persistence_hits: c.persist_hits,
         table,
         timeline,
         decisions,
