@@ -32,11 +32,17 @@ bash examples/prometheus/check-rules.sh
 step "plugins (wasm32-wasip2)"
 bash scripts/build-plugins.sh
 
+step "the SDK packaged (cargo package) and used by a plugin crate outside the workspace"
+bash scripts/test-sdk-outside.sh
+
 step "unit, fixture, plugin and kernel tests"
 cargo test --workspace
 
 step "release build"
 cargo build --release -p ringvs
+
+step "plugin author: ringvs plugin new, test, build, hot-swap into a director (namespace rauth-pnew-*)"
+bash scripts/test-plugin-new.sh
 
 step "Debian package: build, dpkg -i, the unit's command in a namespace, dpkg -P"
 NO_BUILD=1 bash scripts/test-deb.sh

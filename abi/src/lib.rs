@@ -1,6 +1,6 @@
 //! What crosses the ringvs plugin boundary, written once.
 //!
-//! The WIT package (`wit/plugin.wit`) is the law of the boundary; this crate is its Rust
+//! The WIT package (`sdk/wit/plugin.wit`) is the law of the boundary; this crate is its Rust
 //! side, shared by the director (`ringvs`) and the plugin SDK (`ringvs-sdk`) so that neither
 //! copies a definition from the other:
 //!
@@ -81,6 +81,13 @@ pub const MAX_SCAN_SLOTS: u32 = 4096;
 
 /// Most blocks a service's defenses may hold at once.
 pub const MAX_BLOCKS: usize = 4096;
+
+/// Most `log` messages the host keeps per plugin instance and second; the rest are dropped
+/// and counted.
+pub const MAX_LOG_PER_SEC: u32 = 10;
+
+/// Longest `log` message in bytes; a longer one is cut (at a character boundary).
+pub const MAX_LOG_BYTES: usize = 1024;
 
 #[cfg(test)]
 mod wit_tests;

@@ -8,7 +8,7 @@ use std::format;
 use std::string::String;
 use std::vec::Vec;
 
-const WIT: &str = include_str!("../../wit/plugin.wit");
+const WIT: &str = include_str!("../../sdk/wit/plugin.wit");
 
 /// The WIT with doc-comment markers and line breaks folded, so a phrase split over two
 /// lines still matches.
@@ -22,7 +22,7 @@ fn prose() -> String {
 fn says(phrase: &str) {
     assert!(
         prose().contains(phrase),
-        "wit/plugin.wit no longer says {phrase:?}: a limit and its constant in ringvs-abi diverged"
+        "sdk/wit/plugin.wit no longer says {phrase:?}: a limit and its constant in ringvs-abi diverged"
     );
 }
 
@@ -65,12 +65,20 @@ fn defense_limits() {
 }
 
 #[test]
+fn log_limits() {
+    says(&format!(
+        "at most {MAX_LOG_PER_SEC} messages per second per instance"
+    ));
+    says(&format!("A message over {MAX_LOG_BYTES} bytes is cut"));
+}
+
+#[test]
 fn tcp_state_enum_order() {
     let body = WIT
         .split("enum tcp-state {")
         .nth(1)
         .and_then(|s| s.split('}').next())
-        .expect("wit/plugin.wit has enum tcp-state");
+        .expect("sdk/wit/plugin.wit has enum tcp-state");
     let names: Vec<&str> = body
         .lines()
         .map(str::trim)

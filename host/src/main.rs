@@ -219,8 +219,17 @@ impl ListArgs {
 #[derive(Args, Debug)]
 struct ReplayArgs {
     /// The config file (validated as `check` does).
-    #[arg(short = 'c', long = "config", value_name = "FILE")]
-    config: PathBuf,
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        required_unless_present = "compare"
+    )]
+    config: Option<PathBuf>,
+    /// Replay the capture through two configs and compare them side by side: new flows per
+    /// server, flows on a different server, defense drops and when, table entries over time.
+    #[arg(long, num_args = 2, value_names = ["A.toml", "B.toml"], conflicts_with_all = ["config", "out"])]
+    compare: Option<Vec<PathBuf>>,
     /// The capture: classic pcap (Ethernet, raw IP, Linux cooked or loopback).
     #[arg(value_name = "PCAP")]
     pcap: PathBuf,
@@ -232,8 +241,48 @@ struct ReplayArgs {
     json: bool,
 }
 
+/// A plugin's kind, for `plugin new`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum KindArg {
+    /// Picks a realserver for each new flow (`Scheduler`).
+    Scheduler,
+    /// Maps a new flow to an affinity key (`Persistence`).
+    Persistence,
+    /// Admits new flows and acts once a second (`Defense`).
+    Defense,
+}
+
+impl From<KindArg> for ringvs::plugin::Kind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Scheduler => ringvs::plugin::Kind::Scheduler,
+            KindArg::Persistence => ringvs::plugin::Kind::Persistence,
+            KindArg::Defense => ringvs::plugin::Kind::Defense,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum PluginCmd {
+    /// Write a new plugin crate from a template: Cargo.toml (the SDK, a `plugin` build
+    /// profile), src/lib.rs (the kind's trait implemented, with tests on the SDK's harness)
+    /// and ringvs.toml (a config using it, for `ringvs check`). Then: `cargo test`, `cargo
+    /// build --profile plugin --target wasm32-wasip2`, `ringvs plugin swap SERVICE FILE`.
+    New {
+        /// The crate's name, and the plugin's (`[plugins.NAME]`).
+        name: String,
+        /// What it decides.
+        #[arg(long, value_enum)]
+        kind: KindArg,
+        /// Where to write it (default: ./NAME); must be empty or missing.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The ringvs-sdk to depend on: a directory (by path) or a version (crates.io).
+        /// Default: the SDK of the source tree this ringvs was built from, if it is there,
+        /// else this ringvs's version.
+        #[arg(long, value_name = "PATH|VERSION")]
+        sdk: Option<String>,
+    },
     /// Switch a service's scheduler without dropping a connection: to a built-in (rr, wlc),
     /// a plugin of the config, or a .wasm file. The plugin is compiled, checked and
     /// self-tested first; a failure changes nothing. The config file is not edited.
@@ -244,6 +293,22 @@ enum PluginCmd {
         target: String,
         #[command(flatten)]
         target_daemon: Target,
+    },
+    /// Which realserver a scheduler gives each of many flows, and how many flows move when a
+    /// realserver is removed (no daemon, no network: the component runs here, as the
+    /// director would run it).
+    Test {
+        /// A catalogue scheduler (wrr, mh, sched-wlc, …) or a .wasm file.
+        plugin: String,
+        /// The realservers: ADDR:PORT[=WEIGHT],… (weight 1 by default).
+        #[arg(long, value_name = "LIST")]
+        servers: String,
+        /// How many new flows (pseudo-random clients, the same every run).
+        #[arg(long, default_value_t = 100_000)]
+        flows: u64,
+        /// The realserver to remove for the second run (default: the last).
+        #[arg(long, value_name = "ADDR:PORT")]
+        remove: Option<std::net::SocketAddrV4>,
     },
     /// Loaded plugins with their kind, file hash, services, calls and faults; with
     /// --available, the plugins usable by name (built-ins and the catalogue) with their
@@ -512,12 +577,27 @@ fn top(once: bool, json: bool, target: &Target) -> Result<(), String> {
 
 /// `ringvs replay`.
 fn replay(a: ReplayArgs) -> Result<(), String> {
-    let r = ringvs::control::replay::replay_files(&a.config, &a.pcap, a.out.as_deref())
-        .map_err(|e| e.to_string())?;
-    let text = if a.json {
-        pretty(&r) + "\n"
+    use ringvs::control::replay::replay_files;
+    let text = if let Some(pair) = &a.compare {
+        let ra = replay_files(&pair[0], &a.pcap, None).map_err(|e| e.to_string())?;
+        let rb = replay_files(&pair[1], &a.pcap, None).map_err(|e| e.to_string())?;
+        let c = ringvs::control::compare::compare(&ra, &rb);
+        if a.json {
+            pretty(&c) + "\n"
+        } else {
+            c.to_string() + "\n"
+        }
     } else {
-        r.to_string()
+        let config = a
+            .config
+            .as_deref()
+            .ok_or("--config FILE or --compare A B")?;
+        let r = replay_files(config, &a.pcap, a.out.as_deref()).map_err(|e| e.to_string())?;
+        if a.json {
+            pretty(&r) + "\n"
+        } else {
+            r.to_string()
+        }
     };
     // A reader that stops early (`| head`) is not a failed replay.
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
@@ -527,6 +607,18 @@ fn replay(a: ReplayArgs) -> Result<(), String> {
 /// `ringvs plugin …`.
 fn plugin(cmd: PluginCmd) -> Result<(), String> {
     match cmd {
+        PluginCmd::New {
+            name,
+            kind,
+            dir,
+            sdk,
+        } => plugin_new(&name, kind.into(), dir, sdk.as_deref()),
+        PluginCmd::Test {
+            plugin,
+            servers,
+            flows,
+            remove,
+        } => plugin_test(&plugin, &servers, flows, remove),
         PluginCmd::Swap {
             service,
             target,
@@ -548,6 +640,81 @@ fn plugin(cmd: PluginCmd) -> Result<(), String> {
         } => plugin_available(&target),
         PluginCmd::List { target, .. } => plugin_list(&target),
     }
+}
+
+/// `ringvs plugin test`.
+fn plugin_test(
+    plugin: &str,
+    servers: &str,
+    flows: u64,
+    remove: Option<std::net::SocketAddrV4>,
+) -> Result<(), String> {
+    use ringvs::control::simulate::{parse_servers, simulate};
+    let servers = parse_servers(servers)?;
+    let remove = match remove {
+        None => None,
+        Some(a) => Some(
+            servers
+                .iter()
+                .position(|s| s.0 == a)
+                .ok_or_else(|| format!("--remove {a}: not among --servers"))?,
+        ),
+    };
+    let mut pm = ringvs::control::plugins::PluginManager::default();
+    let p = if plugin.ends_with(".wasm") || Path::new(plugin).is_file() {
+        match pm.load_path(Path::new(plugin))? {
+            ringvs::control::plugins::PathLoad::New(p)
+            | ringvs::control::plugins::PathLoad::Unchanged(p)
+            | ringvs::control::plugins::PathLoad::Rebuilt { plugin: p, .. } => p,
+        }
+    } else {
+        let dirs = ringvs::plugin::catalogue::default_dirs();
+        pm.load_catalogue(&[plugin], &dirs)?
+            .remove(plugin)
+            .ok_or_else(|| {
+                format!("{plugin:?} is neither a catalogue scheduler nor a .wasm file")
+            })?
+    };
+    if p.kind != ringvs::plugin::Kind::Scheduler {
+        return Err(format!(
+            "{plugin:?} is a {} plugin, not a scheduler",
+            p.kind.name()
+        ));
+    }
+    println!("{plugin}: sha256 {}", &ringvs::plugin::hex(&p.sha256)[..16]);
+    println!("{}", simulate(&p, &servers, flows, remove)?);
+    Ok(())
+}
+
+/// `ringvs plugin new`.
+fn plugin_new(
+    name: &str,
+    kind: ringvs::plugin::Kind,
+    dir: Option<PathBuf>,
+    sdk: Option<&str>,
+) -> Result<(), String> {
+    use ringvs::control::template::{render, Sdk};
+    let sdk = sdk.map_or_else(Sdk::default_for_this_build, Sdk::parse);
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    let krate = render(name, kind, &sdk).map_err(|e| e.to_string())?;
+    krate.write(&dir, &sdk).map_err(|e| e.to_string())?;
+    let from = match &sdk {
+        Sdk::Path(p) => format!("ringvs-sdk from {}", p.display()),
+        Sdk::Version(v) => format!("ringvs-sdk {v} from crates.io"),
+    };
+    let file = name.replace('-', "_");
+    println!(
+        "{} plugin {name} written in {} ({from})",
+        kind.name(),
+        dir.display()
+    );
+    println!("  cd {} && cargo test", dir.display());
+    println!("  cargo build --profile plugin --target wasm32-wasip2   # target/wasm32-wasip2/plugin/{file}.wasm");
+    println!("  ringvs check -c ringvs.toml");
+    if kind == ringvs::plugin::Kind::Scheduler {
+        println!("  ringvs plugin swap SERVICE target/wasm32-wasip2/plugin/{file}.wasm");
+    }
+    Ok(())
 }
 
 /// `ringvs plugin list`.

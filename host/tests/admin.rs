@@ -9,8 +9,13 @@
 //! - the CLI against a stopped daemon names the socket and says the daemon is not running;
 //! - socket permissions and peer credentials, with real non-root peers (`setpriv`): needs
 //!   root; without it those tests print a notice and pass, unless `RINGVS_REQUIRE_ROOT` is
-//!   set.
+//!   set;
+//! - a swap or reload of a plugin whose file was rebuilt takes the new build, on the queues
+//!   too, and reports both hashes.
 
+mod common;
+
+use common::plugins::plugin;
 use ringvs::config::{self, ServiceEdit};
 use ringvs::control::admin;
 use ringvs::control::client;
@@ -1089,4 +1094,112 @@ fn peer_groups_are_read_from_the_socket() {
     got.sort_unstable();
     assert_eq!(got, want);
     drop(b);
+}
+
+/// The realserver a rewritten packet goes to.
+fn dst(pkt: &[u8]) -> SocketAddrV4 {
+    let ip = [pkt[16], pkt[17], pkt[18], pkt[19]];
+    SocketAddrV4::new(ip.into(), u16::from_be_bytes([pkt[22], pkt[23]]))
+}
+
+/// The realservers that new flows from `client` ports `ports` go to.
+fn picks(d: &mut Director, client: &str, ports: std::ops::Range<u16>) -> Vec<SocketAddrV4> {
+    let vip = a("10.77.100.100:80");
+    let syns: Vec<Vec<u8>> = ports
+        .map(|p| tcp(a(&format!("{client}:{p}")), vip, SYN, b""))
+        .collect();
+    d.packets(&syns)
+        .into_iter()
+        .map(|o| dst(&o.expect("forwarded")))
+        .collect()
+}
+
+fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest;
+    let digest: [u8; 32] = sha2::Sha256::digest(std::fs::read(path).unwrap()).into();
+    ringvs::plugin::hex(&digest)
+}
+
+#[test]
+fn a_swap_or_reload_of_a_rebuilt_plugin_takes_the_new_build_and_says_so() {
+    let mut d = Director::start("");
+    let file = d.dir.join("mine.wasm");
+    let swap = |d: &Director| {
+        d.call(Request::PluginSwap {
+            service: "web".into(),
+            target: file.display().to_string(),
+        })
+    };
+    // First build: round robin. New flows of one client alternate.
+    std::fs::copy(plugin("sched-rr"), &file).unwrap();
+    let rr = sha256_hex(&file);
+    assert_eq!(
+        swap(&d),
+        Ok("web: scheduler wlc -> mine on 1 queue(s)".into())
+    );
+    let p = picks(&mut d, "10.77.0.2", 1000..1004);
+    assert_ne!(p[0], p[1], "rr alternates: {p:?}");
+
+    // The same bytes again: nothing to do, said so.
+    assert_eq!(
+        swap(&d),
+        Ok(format!(
+            "web: scheduler mine unchanged ({} sha256 {rr})",
+            file.display()
+        )
+        .into())
+    );
+
+    // Rebuilt under the same name: source hashing. Every new flow of one client goes to one
+    // server, on the queue too (not only in the listing).
+    std::fs::copy(plugin("sched-sh"), &file).unwrap();
+    let sh = sha256_hex(&file);
+    assert_ne!(rr, sh);
+    assert_eq!(
+        swap(&d),
+        Ok(format!(
+            "web: scheduler mine -> mine on 1 queue(s); {} rebuilt: sha256 {rr} -> {sh}",
+            file.display()
+        )
+        .into())
+    );
+    for client in ["10.77.0.3", "10.77.0.4", "10.77.0.5"] {
+        let p = picks(&mut d, client, 2000..2006);
+        assert!(
+            p.iter().all(|s| *s == p[0]),
+            "sh: one server per client: {p:?}"
+        );
+    }
+    let list: Vec<ringvs::control::protocol::PluginInfo> =
+        serde_json::from_value(d.call(Request::Plugins {}).unwrap()).unwrap();
+    let mine = list.iter().find(|p| p.name == "mine").unwrap();
+    assert_eq!(
+        (mine.sha256.as_str(), mine.services.as_slice()),
+        (sh.as_str(), &["web".to_string()][..])
+    );
+
+    // A reload of a [plugins.NAME] whose file changed: the new build, both hashes said.
+    let cfg_path = d.dir.join("ringvs.toml");
+    let text = std::fs::read_to_string(&cfg_path).unwrap();
+    let decl = format!("[plugins.decl]\npath = \"{}\"\n\n", file.display());
+    let text = text.replacen("[[service]]", &format!("{decl}[[service]]"), 1);
+    let text = text.replacen("scheduler = \"wlc\"", "scheduler = \"decl\"", 1);
+    std::fs::write(&cfg_path, &text).unwrap();
+    let reload = |d: &Director| {
+        d.call(Request::Reload {
+            dry_run: false,
+            keep_runtime: false,
+        })
+    };
+    let r = reload(&d).unwrap();
+    assert!(r.as_str().unwrap().contains("web"), "{r}");
+    std::fs::copy(plugin("sched-rr"), &file).unwrap();
+    let r = reload(&d).unwrap();
+    let r = r.as_str().unwrap();
+    assert!(
+        r.contains(&format!("plugin decl reloaded: sha256 {sh} -> {rr}")),
+        "{r}"
+    );
+    let p = picks(&mut d, "10.77.0.6", 3000..3004);
+    assert_ne!(p[0], p[1], "rr again after the reload: {p:?}");
 }

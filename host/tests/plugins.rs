@@ -253,3 +253,106 @@ fn a_pinned_hash_is_accepted() {
         .unwrap();
     assert_eq!(p.kind, Kind::Scheduler);
 }
+
+/// Collects what the daemon's tracing output would show.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_plugin_logs_with_its_name_rate_limited_per_instance_and_counted() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let out = Captured::default();
+    let w = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || w.clone())
+        .finish();
+    let (p, picks) = tracing::subscriber::with_default(subscriber, || {
+        let p = rt()
+            .load(
+                "chatty",
+                &plugin("tc-log"),
+                None,
+                &json!({}),
+                Some(Kind::Scheduler),
+            )
+            .unwrap();
+        let mut s = SchedulerInstance::new(&p).unwrap();
+        s.servers_changed(&servers(2)).unwrap();
+        let t0 = Instant::now();
+        for port in 0..100 {
+            assert!(s.pick(&flow(port), &[1, 0, 0, 1, 0, 0]).unwrap().is_some());
+        }
+        (p, t0.elapsed())
+    });
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    // init logged at warn twice (the self-test's instance and this one), the self-test's
+    // pick and ours at info.
+    let c = &p.logs;
+    let (warn, info, dropped) = (
+        c.written[1].load(Relaxed),
+        c.written[2].load(Relaxed),
+        c.dropped.load(Relaxed),
+    );
+    assert_eq!(warn, 2);
+    assert_eq!(info + dropped, 101, "every message kept or dropped");
+    if picks < Duration::from_millis(900) {
+        // All in one second: the self-test's pick; then this instance's ten a second, its
+        // init's warn being one of them.
+        assert_eq!((info, dropped), (10, 91));
+    }
+    assert!(dropped > 0, "100 picks in {picks:?} and nothing dropped");
+    assert!(
+        text.lines().any(|l| l.contains("WARN")
+            && l.contains("plugin=\"chatty\"")
+            && l.contains("configured with 0 key(s)")),
+        "the level, the plugin's name and the message on one line: {text}"
+    );
+    assert_eq!(
+        text.matches("picked server").count() as u64,
+        info,
+        "every kept message is in the output: {text}"
+    );
+}
+
+#[test]
+fn the_pick_simulator_shows_the_spread_and_what_a_removal_moves() {
+    use ringvs::control::simulate::{parse_servers, simulate};
+    let load = |name: &str| {
+        rt().load(name, &plugin(name), None, &json!({}), Some(Kind::Scheduler))
+            .unwrap()
+    };
+    // wrr: exactly the weights, before and after; removing a server reshuffles the rest.
+    let servers = parse_servers("10.0.0.1:80=3,10.0.0.2:80=1,10.0.0.3:80=1").unwrap();
+    let s = simulate(&load("sched-wrr"), &servers, 20_000, None).unwrap();
+    assert_eq!(s.picks, vec![12_000, 4_000, 4_000]);
+    assert_eq!(s.picks_after, vec![15_000, 5_000, 0]);
+    assert_eq!((s.removed, s.displaced, s.unplaced), (2, 4_000, 0));
+    assert!(s.moved > 1_000, "wrr is not consistent: {s}");
+    // mh (Maglev hashing): about a quarter each; removing one moves its flows and almost
+    // no other.
+    let servers = parse_servers("10.0.0.1:80,10.0.0.2:80,10.0.0.3:80,10.0.0.4:80").unwrap();
+    let s = simulate(&load("sched-mh"), &servers, 20_000, Some(0)).unwrap();
+    for n in &s.picks {
+        assert!((4_500..5_500).contains(n), "{s}");
+    }
+    assert_eq!(s.picks_after[0], 0);
+    assert_eq!(s.displaced, s.picks[0]);
+    assert!(
+        s.moved * 100 < 15_000,
+        "mh moves under 1% of the others: {s}"
+    );
+    let text = s.to_string();
+    assert!(text.contains("removing 10.0.0.1:80:"), "{text}");
+}

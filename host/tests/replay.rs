@@ -1,5 +1,7 @@
 //! `ringvs replay`: a realistic capture replayed with exact figures, expiry driven by the
-//! capture's timestamps, bad inputs, and the binary itself.
+//! capture's timestamps, bad inputs, the binary itself, and the config's plugins deciding.
+
+mod common;
 
 use ringvs::config::{self, Config};
 use ringvs::control::replay::{self, ReplayError, ReplayReport};
@@ -529,4 +531,73 @@ fn the_binary_replays_and_reports() {
     );
     assert!(o.stdout.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_configs_plugins_decide() {
+    // Built catalogue plugins (found next to the test binary's build directory).
+    common::plugins::plugin_dir();
+    let persistent = TWO_SERVICES.replacen(
+        "scheduler = \"wlc\"",
+        "scheduler = \"sched-rr\"\npersistence = { plugin = \"persist-netmask\", timeout = \"300s\", config = { netmask = \"255.255.255.0\" } }",
+        1,
+    );
+    assert_ne!(persistent, TWO_SERVICES);
+    // Eight clients of one /24, then eight of another, one SYN each.
+    let mut cap = Capture::new();
+    for (n, net) in [(0u64, 0u8), (1, 1)] {
+        for i in 0..8u8 {
+            let c = SocketAddrV4::new(Ipv4Addr::new(10, 77, net, 10 + i), 40_000 + i as u16);
+            cap.add(n * 100 + i as u64, tcp(c, WEB, SYN, &[]));
+        }
+    }
+    let bytes = cap.bytes();
+    let run_with = |services: &str| {
+        let text = format!("[director]\nconn_memory_limit = \"16MiB\"\n{services}");
+        let cfg = config::from_str(&text, "replay-plugins.toml").unwrap();
+        let mut reader = PcapReader::from_reader(&bytes[..]).unwrap();
+        replay::replay::<Vec<u8>>(&cfg, reader.by_ref(), None).unwrap()
+    };
+    let servers = |r: &ReplayReport, net: u8| -> Vec<SocketAddrV4> {
+        r.flows
+            .iter()
+            .filter(|f| f.client.ip().octets()[2] == net)
+            .map(|f| f.server)
+            .collect()
+    };
+    // The built-in wlc spreads each network over both servers.
+    let plain = run_with(TWO_SERVICES);
+    assert!(servers(&plain, 0).contains(&RS1) && servers(&plain, 0).contains(&RS2));
+    // persist-netmask /24 (with sched-rr picking each network's server): one server per
+    // network, the two networks on different servers (rr's first two picks).
+    let r = run_with(&persistent);
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+    let (n0, n1) = (servers(&r, 0), servers(&r, 1));
+    assert_eq!(n0.len(), 8);
+    assert!(n0.iter().all(|s| *s == n0[0]), "{n0:?}");
+    assert!(n1.iter().all(|s| *s == n1[0]), "{n1:?}");
+    assert_ne!(n0[0], n1[0]);
+
+    // The two side by side (`replay --compare`).
+    let c = ringvs::control::compare::compare(&plain, &r);
+    assert_eq!((c.new_flows, c.common), ([16, 16], 16));
+    let moved = plain
+        .flows
+        .iter()
+        .zip(&r.flows)
+        .filter(|(x, y)| x.server != y.server)
+        .count() as u64;
+    assert_eq!(c.different_server, moved);
+    assert!(moved > 0);
+    for side in 0..2 {
+        let total: u64 = c.spread.iter().map(|(_, n)| n[side]).sum();
+        assert_eq!(total, 16, "{c}");
+    }
+    assert_eq!(c.occupancy.last().unwrap().1, [16, 16]);
+    assert_eq!(c.defense_drops, [0, 0]);
+    // Per network, the first flow makes the template and the other seven hit it.
+    assert_eq!(c.persistence_hits, [0, 14]);
+    let text = c.to_string();
+    assert!(text.contains("flows on a different server in B:"), "{text}");
+    assert!(text.contains("web/10.77.1.1:8080"), "{text}");
 }

@@ -25,8 +25,9 @@
 //! the host links nothing into it. A panic in a plugin traps its instance; the host falls back
 //! and counts it.
 //!
-//! [`testing`] runs a plugin's logic natively (no wasm) in unit tests, and, with the
-//! `wasm-harness` feature, loads the built component in wasmtime exactly as the director does.
+//! [`testing`] runs a plugin's logic natively (no wasm) in unit tests; the director crate's
+//! `ringvs::plugin::harness` loads the built component in wasmtime exactly as the director
+//! does. The WIT package the plugins implement is this crate's `wit/plugin.wit`.
 
 #![cfg_attr(all(target_family = "wasm", not(feature = "std")), no_std)]
 #![deny(missing_docs)]
@@ -38,6 +39,7 @@ extern crate self as ringvs_sdk;
 mod config;
 mod defense;
 mod flow;
+pub mod log;
 mod persistence;
 pub mod pressure;
 #[doc(hidden)]
@@ -68,7 +70,7 @@ pub mod prelude {
     pub use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 }
 
-/// Bindings generated from `wit/` (hidden: plugins use the traits above).
+/// Bindings generated from `sdk/wit/` (hidden: plugins use the traits above).
 #[doc(hidden)]
 pub mod __wit {
     pub use wit_bindgen;
@@ -76,7 +78,7 @@ pub mod __wit {
     /// The scheduler world.
     pub mod sched {
         wit_bindgen::generate!({
-            path: "../wit",
+            path: "wit",
             world: "scheduler-plugin",
             runtime_path: "ringvs_sdk::__wit::wit_bindgen::rt",
             pub_export_macro: true,
@@ -88,26 +90,32 @@ pub mod __wit {
     /// The persistence world.
     pub mod persist {
         wit_bindgen::generate!({
-            path: "../wit",
+            path: "wit",
             world: "persistence-plugin",
             runtime_path: "ringvs_sdk::__wit::wit_bindgen::rt",
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "ringvs_sdk::__wit::persist",
-            with: { "ringvs:plugin/types@0.1.0": crate::__wit::sched::ringvs::plugin::types },
+            with: {
+                "ringvs:plugin/types@0.1.0": crate::__wit::sched::ringvs::plugin::types,
+                "ringvs:plugin/log@0.1.0": crate::__wit::sched::ringvs::plugin::log,
+            },
         });
     }
 
     /// The defense world.
     pub mod def {
         wit_bindgen::generate!({
-            path: "../wit",
+            path: "wit",
             world: "defense-plugin",
             runtime_path: "ringvs_sdk::__wit::wit_bindgen::rt",
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "ringvs_sdk::__wit::def",
-            with: { "ringvs:plugin/types@0.1.0": crate::__wit::sched::ringvs::plugin::types },
+            with: {
+                "ringvs:plugin/types@0.1.0": crate::__wit::sched::ringvs::plugin::types,
+                "ringvs:plugin/log@0.1.0": crate::__wit::sched::ringvs::plugin::log,
+            },
         });
     }
 

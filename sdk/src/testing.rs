@@ -4,8 +4,9 @@
 //! tests: no wasm, no director. They play the host's part: they keep the realservers'
 //! weights and connection counts and hand the plugin the same views the director would.
 //!
-//! With the `wasm-harness` feature, [`wasm`] loads the *built component* in wasmtime through
-//! the director's own plugin runtime, to test exactly what will be deployed.
+//! To test the *built component* in wasmtime through the director's own plugin runtime, use
+//! `ringvs::plugin::harness` (a dev-dependency on the director crate, `ringvs`): the SDK
+//! itself depends on nothing of the director, so that it can be published on its own.
 
 use crate::{
     Action, Config, Defense, Entry, Flow, Persistence, Scheduler, ServerInfo, Servers, SourceStats,
@@ -16,6 +17,13 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::{IpAddr, SocketAddr};
 use ringvs_abi::LOAD_STRIDE;
+
+/// The messages the plugin logged ([`crate::log`]) on this thread since the last call, in
+/// order (native tests only: in a component they go to the director).
+#[cfg(not(target_family = "wasm"))]
+pub fn take_logs() -> Vec<(crate::log::Level, String)> {
+    crate::log::imp::take()
+}
 
 /// Parses `"addr:port"` (panics on bad test input, with the input in the message).
 pub fn endpoint(s: &str) -> (IpAddr, u16) {
@@ -261,91 +269,5 @@ impl Table for MockTable {
             .filter(|e| in_range(e.id))
             .copied()
             .collect()
-    }
-}
-
-/// Loading the built component in wasmtime, as the director does.
-#[cfg(feature = "wasm-harness")]
-pub mod wasm {
-    extern crate std;
-
-    use alloc::format;
-    use alloc::string::{String, ToString};
-    use alloc::sync::Arc;
-    use alloc::vec::Vec;
-    use ringvs::plugin::{
-        flow_v4, Kind, Plugin, Runtime, RuntimeOptions, SchedulerInstance, ServerInfo,
-    };
-    use ringvs_abi::LOAD_STRIDE;
-    use std::net::SocketAddrV4;
-    use std::path::Path;
-
-    /// A scheduler component loaded in wasmtime, with the director's limits and checks.
-    pub struct WasmScheduler {
-        /// The loaded plugin.
-        pub plugin: Arc<Plugin>,
-        inst: SchedulerInstance,
-        load: Vec<u32>,
-    }
-
-    impl WasmScheduler {
-        /// Loads `path` with `config` (a TOML table as JSON), runs the director's checks and
-        /// self-test, and instantiates it.
-        pub fn load(path: &Path, config: serde_json_value::Value) -> Result<WasmScheduler, String> {
-            let rt = Runtime::new(RuntimeOptions::default()).map_err(|e| e.to_string())?;
-            let name = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("plugin")
-                .to_string();
-            let plugin = rt
-                .load(&name, path, None, &config, Some(Kind::Scheduler))
-                .map_err(|e| e.to_string())?;
-            let inst = SchedulerInstance::new(&plugin).map_err(|e| e.to_string())?;
-            Ok(WasmScheduler {
-                plugin,
-                inst,
-                load: Vec::new(),
-            })
-        }
-
-        /// Sets the realservers (`("addr:port", weight)`), all idle.
-        pub fn servers(&mut self, list: &[(&str, u32)]) -> Result<(), String> {
-            let servers: Vec<ServerInfo> = list
-                .iter()
-                .map(|(a, w)| {
-                    let addr: SocketAddrV4 = a
-                        .parse()
-                        .map_err(|_| format!("not an IPv4 address:port: {a:?}"))?;
-                    Ok(ServerInfo { addr, weight: *w })
-                })
-                .collect::<Result<_, String>>()?;
-            self.load = list.iter().flat_map(|(_, w)| [*w, 0, 0]).collect();
-            self.inst
-                .servers_changed(&servers)
-                .map_err(|f| f.to_string())
-        }
-
-        /// Sets server `i`'s counts.
-        pub fn set_conns(&mut self, i: usize, active: u32, inactive: u32) {
-            self.load[i * LOAD_STRIDE + 1] = active;
-            self.load[i * LOAD_STRIDE + 2] = inactive;
-        }
-
-        /// Asks the component; `Err` is a fault (trap, deadline, memory, bad return).
-        pub fn pick(&mut self, client: &str, vip: &str) -> Result<Option<usize>, String> {
-            let c: SocketAddrV4 = client
-                .parse()
-                .map_err(|_| format!("bad client {client:?}"))?;
-            let v: SocketAddrV4 = vip.parse().map_err(|_| format!("bad vip {vip:?}"))?;
-            self.inst
-                .pick(&flow_v4(6, c, v), &self.load)
-                .map_err(|f| f.to_string())
-        }
-    }
-
-    /// JSON values for component configs (`json!({"netmask": "255.255.255.0"})`).
-    pub mod serde_json_value {
-        pub use serde_json::{json, Value};
     }
 }

@@ -2,7 +2,7 @@
 //! picks exactly as the native code does.
 
 use custom_scheduler::SlowStart;
-use ringvs_sdk::testing::wasm::{serde_json_value::json, WasmScheduler};
+use ringvs::plugin::harness::{json, WasmScheduler};
 use ringvs_sdk::testing::{flow, SchedulerHarness};
 use std::path::PathBuf;
 use std::process::Command;

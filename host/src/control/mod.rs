@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod compare;
 pub mod daemon;
 pub mod logging;
 pub mod notify;
@@ -17,3 +18,5 @@ pub mod protocol;
 pub mod registry;
 pub mod replay;
 pub mod routes;
+pub mod simulate;
+pub mod template;

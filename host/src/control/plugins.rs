@@ -62,6 +62,21 @@ fn persist_config(e: &ServiceEntry) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// What [`PluginManager::load_path`] found.
+pub enum PathLoad {
+    /// A plugin not loaded before.
+    New(Arc<Plugin>),
+    /// The file is the build already loaded under its name (same sha256).
+    Unchanged(Arc<Plugin>),
+    /// The file changed since it was loaded: the new build, and the old one's sha256.
+    Rebuilt {
+        /// The new build.
+        plugin: Arc<Plugin>,
+        /// The sha256 of the build it replaces.
+        old: [u8; 32],
+    },
+}
+
 /// Plugins as the daemon knows them.
 #[derive(Default)]
 pub struct PluginManager {
@@ -122,6 +137,13 @@ impl PluginManager {
     /// Linear memory of every live plugin instance, bytes.
     pub fn memory_in_use(&self) -> usize {
         self.runtime.as_ref().map_or(0, |r| r.memory_in_use())
+    }
+
+    /// Every plugin name's `log` counters (none before the runtime exists).
+    pub fn log_counters(&self) -> Vec<(Arc<str>, Arc<crate::plugin::LogCounters>)> {
+        self.runtime
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.log_counters())
     }
 
     /// The shared runtime, built on first use.
@@ -224,30 +246,44 @@ impl PluginManager {
         Ok(out)
     }
 
-    /// Loads a scheduler from a file for `ringvs plugin swap SERVICE PATH` (no config).
-    pub fn load_path(&mut self, path: &Path) -> Result<Arc<Plugin>, String> {
+    /// Loads a scheduler from a file for `ringvs plugin swap SERVICE PATH` (no config). A
+    /// file loaded before under its name is read again: the same bytes (sha256) give the
+    /// loaded plugin back, other bytes are compiled as a new build.
+    pub fn load_path(&mut self, path: &Path) -> Result<PathLoad, String> {
         let name = path
             .file_stem()
             .and_then(|s| s.to_str())
             .ok_or_else(|| format!("{}: not a file name", path.display()))?
             .to_string();
-        if let Some(p) = self.loaded.get(&name) {
+        let old = self.loaded.get(&name).cloned();
+        if let Some(p) = &old {
             if p.path != path {
                 return Err(format!(
                     "a plugin named {name:?} is already loaded from {}; swap by that name or rename the file",
                     p.path.display()
                 ));
             }
+            if p.kind == Kind::Scheduler && sha256_of(path) == Some(p.sha256) {
+                return Ok(PathLoad::Unchanged(p.clone()));
+            }
         }
         let rt = self.runtime()?;
-        rt.load(
-            &name,
-            path,
-            None,
-            &serde_json::json!({}),
-            Some(Kind::Scheduler),
-        )
-        .map_err(|e| e.to_string())
+        let plugin = rt
+            .load(
+                &name,
+                path,
+                None,
+                &serde_json::json!({}),
+                Some(Kind::Scheduler),
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(match old {
+            Some(old) => PathLoad::Rebuilt {
+                plugin,
+                old: old.sha256,
+            },
+            None => PathLoad::New(plugin),
+        })
     }
 
     /// Installs a loaded set (after everything else of a reload succeeded). Plugins loaded

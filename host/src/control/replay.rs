@@ -7,14 +7,20 @@
 //! timeouts and expiry behave as they would live. The connection hash uses a fixed key
 //! ([`REPLAY_HASH_KEY`]), so two runs over the same capture give the same report.
 //!
+//! The config's plugins run as in the daemon: schedulers, persistence and defenses are
+//! loaded, self-tested and instantiated for the one queue, with the capture's time as the
+//! queue's clock (defense ticks, template expiry). A plugin that cannot load stops the replay
+//! with the same error as `ringvs check`.
+//!
 //! Records are handled as the daemon would handle packets read from its device, with two
 //! exceptions that only a capture can produce: a record cut short by the capture's snaplen
 //! (captured length below the original length) is counted and skipped, because its headers'
 //! lengths no longer match its bytes; and a timestamp earlier than the one before it is
 //! counted and treated as "no time passed", because the data plane's clock never goes back.
 
-use crate::config::{self, Config, ConfigError, BUILTIN_SCHEDULERS};
+use crate::config::{self, Config, ConfigError};
 use crate::conn::{HashKey, State, Tick, TICKS_PER_SEC};
+use crate::control::plugins::PluginManager;
 use crate::control::registry::{EditError, Registry};
 use crate::dataplane::stats::DropReason;
 use crate::dataplane::{Packet, Pipeline, Shard, ShardConfig, Verdict, HEADROOM};
@@ -32,6 +38,20 @@ pub const REPLAY_HASH_KEY: HashKey = HashKey([0x7269_6e67_7673_2d72, 0x6570_6c61
 
 /// Most new-flow decisions kept in a report; the rest are only counted.
 pub const MAX_FLOWS: usize = 1000;
+
+/// Most timeline samples a report keeps.
+pub const MAX_SAMPLES: usize = 3600;
+
+/// The table and the defenses at one moment of the capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Sample {
+    /// Whole seconds since the first record.
+    pub at_secs: u64,
+    /// Live entries in the table.
+    pub entries: u64,
+    /// Packets dropped by defenses so far (`defense` drops).
+    pub defense_drops: u64,
+}
 
 /// Most new-flow decisions the text report prints.
 const TEXT_FLOWS: usize = 10;
@@ -56,6 +76,14 @@ pub enum ReplayError {
         /// What is wrong.
         #[source]
         source: EditError,
+    },
+    /// A plugin of the config cannot be loaded or instantiated (as `ringvs check` says).
+    #[error("{file}: {message}")]
+    Plugins {
+        /// The config file.
+        file: String,
+        /// What is wrong.
+        message: String,
     },
     /// The connection table does not fit in `director.conn_memory_limit`.
     #[error("{file}: key `director.conn_memory_limit`: {source}")]
@@ -89,8 +117,16 @@ pub struct ReplayReport {
     pub flows: Vec<FlowDecision>,
     /// New flows beyond [`MAX_FLOWS`], counted only.
     pub flows_omitted: u64,
+    /// New flows a persistence template sent to its realserver (template hits).
+    pub persistence_hits: u64,
     /// The connection table after the last packet.
     pub table: TableReport,
+    /// Table occupancy and defense refusals over the capture's time: a sample at the first
+    /// record of each new second (at most [`MAX_SAMPLES`]), and one at the end.
+    pub timeline: Vec<Sample>,
+    /// Every new-flow decision, in order (for `--compare`; not in the report).
+    #[serde(skip)]
+    pub decisions: Vec<FlowDecision>,
     /// How the replay differs from what the daemon would do with this config.
     pub notes: Vec<String>,
 }
@@ -269,7 +305,17 @@ pub fn replay<W: Write>(
         file: file.clone(),
         source,
     })?;
-    let snap = Arc::new(registry.snapshot());
+    // The config's plugins, loaded, self-tested and instantiated as the daemon does (one
+    // queue): schedulers, persistence and defenses decide here as they would live.
+    let mut plugins = PluginManager::default();
+    let failed = |message: String| ReplayError::Plugins {
+        file: file.clone(),
+        message,
+    };
+    let loaded = plugins.load_config(config).map_err(failed)?;
+    let prepared = plugins.prepare(&registry, 1, &loaded).map_err(failed)?;
+    plugins.commit(loaded);
+    let snap = Arc::new(plugins.snapshot(&mut registry, prepared));
     let mut shard = Shard::new(
         ShardConfig {
             id: 0,
@@ -302,6 +348,8 @@ pub fn replay<W: Write>(
     let mut forwarded = 0u64;
     let mut flows = Vec::new();
     let mut flows_omitted = 0u64;
+    let mut decisions = Vec::new();
+    let mut timeline: Vec<Sample> = Vec::new();
     let (mut first, mut last): (Option<Duration>, Option<Duration>) = (None, None);
     let mut tick: Tick = shard.now();
     let mut buf = Vec::new();
@@ -315,6 +363,13 @@ pub fn replay<W: Write>(
         }
         last = Some(last.map_or(rec.ts, |l| l.max(rec.ts)));
         let at = rec.ts.saturating_sub(t0);
+        if timeline.len() < MAX_SAMPLES
+            && timeline
+                .last()
+                .is_none_or(|s: &Sample| at.as_secs() > s.at_secs)
+        {
+            timeline.push(sample(&shard, at.as_secs()));
+        }
         let t = ticks(at).max(tick);
         if t != tick {
             tick = t;
@@ -340,7 +395,11 @@ pub fn replay<W: Write>(
         }
         forwarded += 1;
         if shard.counters().total.conns != conns_before {
-            match new_flow(&rec.data, pkt.data(), at) {
+            let f = new_flow(&rec.data, pkt.data(), at);
+            if let Some(f) = &f {
+                decisions.push(f.clone());
+            }
+            match f {
                 Some(f) if flows.len() < MAX_FLOWS => flows.push(f),
                 _ => flows_omitted += 1,
             }
@@ -358,6 +417,10 @@ pub fn replay<W: Write>(
         }
     }
 
+    let end = last
+        .zip(first)
+        .map_or(0, |(l, f)| l.saturating_sub(f).as_secs());
+    timeline.push(sample(&shard, end));
     shard.publish();
     let shared = shard.shared();
     let published = shared
@@ -448,9 +511,20 @@ pub fn replay<W: Write>(
         services,
         flows,
         flows_omitted,
+        persistence_hits: c.persist_hits,
         table,
+        timeline,
+        decisions,
         notes: notes(config),
     })
+}
+
+fn sample(shard: &Shard, at_secs: u64) -> Sample {
+    Sample {
+        at_secs,
+        entries: shard.table().len() as u64,
+        defense_drops: shard.counters().drops[DropReason::Defense as usize],
+    }
 }
 
 /// Ticks of the data-plane clock in `d`, saturating.
@@ -495,27 +569,6 @@ fn notes(config: &Config) -> Vec<String> {
             "one queue holds the whole conn_memory_limit; the daemon spreads flows over {} queues",
             config.director.queues
         ));
-    }
-    for s in &config.services {
-        if !BUILTIN_SCHEDULERS.contains(&s.scheduler.as_str()) {
-            notes.push(format!(
-                "service {}: scheduler plugin {:?} is not run by this build; the built-in wlc \
-                 decided, as the daemon's fallback does",
-                s.name, s.scheduler
-            ));
-        }
-        if let Some(p) = &s.persistence {
-            notes.push(format!(
-                "service {}: persistence plugin {:?} is not applied by this build",
-                s.name, p.plugin
-            ));
-        }
-        if !s.defense.is_empty() {
-            notes.push(format!(
-                "service {}: defense plugins {:?} are not applied by this build",
-                s.name, s.defense
-            ));
-        }
     }
     notes
 }

@@ -168,6 +168,8 @@ pub struct Counters {
     pub expired: u64,
     /// New-flow attempts (admitted or not).
     pub attempts: u64,
+    /// New flows sent to their realserver by an existing persistence template (a hit).
+    pub persist_hits: u64,
     /// Entries evicted to make room for new flows, per [`Evicted`] class.
     pub evictions: [u64; EVICT_CLASSES],
     /// SYN proxy events, per [`crate::dataplane::synproxy::Event`].
@@ -262,6 +264,7 @@ impl ShardReport {
         self.counters.echo_replies += o.counters.echo_replies;
         self.counters.expired += o.counters.expired;
         self.counters.attempts += o.counters.attempts;
+        self.counters.persist_hits += o.counters.persist_hits;
         for (a, b) in self.counters.evictions.iter_mut().zip(o.counters.evictions) {
             *a += b;
         }

@@ -79,6 +79,10 @@ pub const PLUGIN_DEADLINE: &str = "ringvs_plugin_deadline_hits_total";
 pub const PLUGIN_FALLBACKS: &str = "ringvs_plugin_fallbacks_total";
 /// `ringvs_plugin_swaps_total{service}`.
 pub const PLUGIN_SWAPS: &str = "ringvs_plugin_swaps_total";
+/// `ringvs_plugin_log_messages_total{plugin,level}`.
+pub const PLUGIN_LOG: &str = "ringvs_plugin_log_messages_total";
+/// `ringvs_plugin_log_dropped_total{plugin}`.
+pub const PLUGIN_LOG_DROPPED: &str = "ringvs_plugin_log_dropped_total";
 
 /// `ringvs_defense_active{service,plugin}`.
 pub const DEFENSE_ACTIVE: &str = "ringvs_defense_active";
@@ -115,7 +119,7 @@ pub enum Kind {
 }
 
 /// Every metric ringvs exports, with its type.
-pub const ALL: [(&str, Kind); 41] = [
+pub const ALL: [(&str, Kind); 43] = [
     (CONNECTIONS, Kind::Counter),
     (IN_PACKETS, Kind::Counter),
     (OUT_PACKETS, Kind::Counter),
@@ -148,6 +152,8 @@ pub const ALL: [(&str, Kind); 41] = [
     (PLUGIN_DEADLINE, Kind::Counter),
     (PLUGIN_FALLBACKS, Kind::Counter),
     (PLUGIN_SWAPS, Kind::Counter),
+    (PLUGIN_LOG, Kind::Counter),
+    (PLUGIN_LOG_DROPPED, Kind::Counter),
     (DEFENSE_ACTIVE, Kind::Gauge),
     (DEFENSE_LEVEL, Kind::Gauge),
     (DEFENSE_POISONED, Kind::Gauge),
@@ -314,6 +320,14 @@ pub fn describe() {
         PLUGIN_SWAPS,
         "Scheduler and persistence plugin swaps per service (reload, SIGHUP or `ringvs plugin swap`)."
     );
+    describe_counter!(
+        PLUGIN_LOG,
+        "Messages plugins wrote to the director's log (the WIT's `log` import), by plugin and level."
+    );
+    describe_counter!(
+        PLUGIN_LOG_DROPPED,
+        "Plugin log messages dropped by the host's rate limit (10 a second per instance)."
+    );
     describe_gauge!(
         DEFENSE_ACTIVE,
         "1 while a defense is doing something (level, drop rate, or actions in its last tick), else 0."
@@ -469,6 +483,25 @@ pub fn update(r: &ShardReport, list: &ListResult) {
                 gauge!(BACKEND_UP, &labels).set(if srv.health == "down" { 0.0 } else { 1.0 });
             }
         }
+    }
+}
+
+/// The plugins' `log` messages, by plugin name (every build loaded under a name counts in
+/// the same series).
+pub fn update_plugin_logs(
+    logs: &[(
+        std::sync::Arc<str>,
+        std::sync::Arc<crate::plugin::LogCounters>,
+    )],
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (name, c) in logs {
+        for (i, level) in crate::plugin::LogCounters::LEVELS.iter().enumerate() {
+            counter!(PLUGIN_LOG, "plugin" => name.to_string(), "level" => *level)
+                .absolute(c.written[i].load(Relaxed));
+        }
+        counter!(PLUGIN_LOG_DROPPED, "plugin" => name.to_string())
+            .absolute(c.dropped.load(Relaxed));
     }
 }
 
@@ -633,6 +666,7 @@ mod tests {
             health_changed("web", "10.77.1.1:8080", "up");
             update_plugins(&r, &[(Arc::from("sched-wlc"), Func::Pick, 2e-6)], &swaps);
             plugin_memory(1 << 20);
+            update_plugin_logs(&[(Arc::from("sched-wlc"), Default::default())]);
             for t in tops {
                 update_defense(t, shown);
             }

@@ -1,11 +1,11 @@
-//! Host-side bindings generated from `wit/` (the only definition of the boundary).
+//! Host-side bindings generated from `sdk/wit/` (the only definition of the boundary).
 
 #![allow(missing_docs, clippy::all)]
 
 /// The `scheduler-plugin` world.
 pub mod scheduler {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../sdk/wit",
         world: "scheduler-plugin",
     });
 }
@@ -13,20 +13,28 @@ pub mod scheduler {
 /// The `persistence-plugin` world.
 pub mod persistence {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../sdk/wit",
         world: "persistence-plugin",
-        with: { "ringvs:plugin/types": super::scheduler::ringvs::plugin::types },
+        with: {
+            "ringvs:plugin/types": super::scheduler::ringvs::plugin::types,
+            "ringvs:plugin/log": super::scheduler::ringvs::plugin::log,
+        },
     });
 }
 
 /// The `defense-plugin` world.
 pub mod defense {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../sdk/wit",
         world: "defense-plugin",
-        with: { "ringvs:plugin/types": super::scheduler::ringvs::plugin::types },
+        with: {
+            "ringvs:plugin/types": super::scheduler::ringvs::plugin::types,
+            "ringvs:plugin/log": super::scheduler::ringvs::plugin::log,
+        },
     });
 }
 
+/// The `log` import every world shares.
+pub use scheduler::ringvs::plugin::log;
 /// The types every world shares.
 pub use scheduler::ringvs::plugin::types;

@@ -5,7 +5,7 @@
 
 use super::bindings::{defense, persistence, scheduler, types};
 use super::runtime::{Plugin, PluginError, Pre, Runtime};
-use super::store::{new_store, HostState, Lent, TableView};
+use super::store::{new_store, HostState, Lent, LogBudget, TableView};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
@@ -127,11 +127,12 @@ fn guarded<T>(
 
 /// Instantiates `pre` in a fresh store.
 fn instantiate<B>(
-    rt: &Runtime,
-    what: &str,
+    plugin: &Plugin,
     f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<B>,
 ) -> Result<(Store<HostState>, B), PluginError> {
-    let mut store = new_store(&rt.engine, rt.opts.memory_limit, rt.memory.clone());
+    let (rt, what) = (&plugin.runtime, &plugin.name);
+    let log = LogBudget::new(plugin.name.clone(), plugin.logs.clone());
+    let mut store = new_store(&rt.engine, rt.opts.memory_limit, rt.memory.clone(), log);
     let s = store.data_mut();
     s.crossings = 0;
     s.allowed = Runtime::ticks(rt.opts.setup_deadline);
@@ -175,7 +176,7 @@ impl SchedulerInstance {
             ));
         };
         let rt = &plugin.runtime;
-        let (store, b) = instantiate(rt, &plugin.name, |s| pre.instantiate(s))?;
+        let (store, b) = instantiate(plugin, |s| pre.instantiate(s))?;
         let mut me = SchedulerInstance {
             store,
             b,
@@ -282,7 +283,7 @@ impl PersistenceInstance {
             ));
         };
         let rt = &plugin.runtime;
-        let (store, b) = instantiate(rt, &plugin.name, |s| pre.instantiate(s))?;
+        let (store, b) = instantiate(plugin, |s| pre.instantiate(s))?;
         let mut me = PersistenceInstance {
             store,
             b,
@@ -356,7 +357,7 @@ impl DefenseInstance {
             ));
         };
         let rt = &plugin.runtime;
-        let (store, b) = instantiate(rt, &plugin.name, |s| pre.instantiate(s))?;
+        let (store, b) = instantiate(plugin, |s| pre.instantiate(s))?;
         let mut me = DefenseInstance {
             store,
             b,

@@ -17,6 +17,7 @@
 mod bindings;
 pub mod builtin;
 pub mod catalogue;
+pub mod harness;
 mod instance;
 mod load;
 mod runtime;
@@ -29,7 +30,7 @@ pub use instance::{
 pub use runtime::{
     flatten_config as runtime_flatten, hex, Kind, Plugin, PluginError, Runtime, RuntimeOptions,
 };
-pub use store::TableView;
+pub use store::{LogCounters, TableView};
 
 /// The WIT flow record (what `SchedulerInstance::pick` takes).
 pub type FlowWit = bindings::types::Flow;

@@ -144,6 +144,8 @@ pub struct Plugin {
     pub config: Vec<(String, String)>,
     pub(crate) pre: Pre,
     pub(crate) runtime: Arc<Runtime>,
+    /// Its `log` messages, over all its instances.
+    pub logs: Arc<super::store::LogCounters>,
 }
 
 impl fmt::Debug for Plugin {
@@ -223,6 +225,9 @@ pub struct Runtime {
     _ticker: Ticker,
     /// Linear memory of every live instance, bytes.
     pub(crate) memory: Arc<std::sync::atomic::AtomicUsize>,
+    /// `log` counters by plugin name: every build loaded under a name counts in the same
+    /// ones, so the exported counters never go down across a rebuild.
+    logs: std::sync::Mutex<std::collections::BTreeMap<Arc<str>, Arc<super::store::LogCounters>>>,
 }
 
 impl fmt::Debug for Runtime {
@@ -235,6 +240,18 @@ impl fmt::Debug for Runtime {
 pub(crate) const EPOCH: Duration = Duration::from_millis(1);
 
 impl Runtime {
+    /// The `log` counters of the plugins loaded under `name` (created on first use).
+    fn log_counters_of(&self, name: &str) -> Arc<super::store::LogCounters> {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.entry(name.into()).or_default().clone()
+    }
+
+    /// Every plugin name's `log` counters, for the metrics.
+    pub fn log_counters(&self) -> Vec<(Arc<str>, Arc<super::store::LogCounters>)> {
+        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.iter().map(|(n, c)| (n.clone(), c.clone())).collect()
+    }
+
     /// Builds the engine and starts its epoch ticker.
     pub fn new(opts: RuntimeOptions) -> Result<Arc<Runtime>, PluginError> {
         let mut cfg = Config::new();
@@ -262,9 +279,20 @@ impl Runtime {
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&cfg).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
 
-        // The scheduler and persistence worlds import nothing: empty linkers.
-        let sched_linker = Linker::new(&engine);
-        let persist_linker = Linker::new(&engine);
+        // Every world imports `log`; the defense world the table too.
+        let link = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
+        let mut sched_linker = Linker::new(&engine);
+        scheduler::SchedulerPlugin::add_to_linker::<
+            HostState,
+            wasmtime::component::HasSelf<HostState>,
+        >(&mut sched_linker, |s| s)
+        .map_err(link)?;
+        let mut persist_linker = Linker::new(&engine);
+        persistence::PersistencePlugin::add_to_linker::<
+            HostState,
+            wasmtime::component::HasSelf<HostState>,
+        >(&mut persist_linker, |s| s)
+        .map_err(link)?;
         let mut defense_linker = Linker::new(&engine);
         defense::DefensePlugin::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut defense_linker,
@@ -295,6 +323,7 @@ impl Runtime {
             defense_linker,
             _ticker: Ticker { stop },
             memory: Default::default(),
+            logs: Default::default(),
         }))
     }
 
@@ -387,9 +416,13 @@ impl Runtime {
         let allowed: &[&str] = match kind {
             Kind::Defense => &[
                 ringvs_abi::wit_interface!("types"),
+                ringvs_abi::wit_interface!("log"),
                 ringvs_abi::wit_interface!("table"),
             ],
-            _ => &[ringvs_abi::wit_interface!("types")],
+            _ => &[
+                ringvs_abi::wit_interface!("types"),
+                ringvs_abi::wit_interface!("log"),
+            ],
         };
         let extra: Vec<&String> = imports
             .iter()
@@ -399,7 +432,7 @@ impl Runtime {
             return Err(PluginError::Imports(
                 p,
                 format!(
-                    "imports {} which ringvs does not provide to a {} plugin (a plugin built with ringvs-sdk imports nothing; std's panic and print machinery pull in wasi:cli)",
+                    "imports {} which ringvs does not provide to a {} plugin (a plugin built with ringvs-sdk imports nothing but ringvs:plugin/log; std's panic and print machinery pull in wasi:cli)",
                     extra.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
                     kind.name()
                 ),
@@ -445,6 +478,7 @@ impl Runtime {
             config: flatten_config(config),
             pre,
             runtime: self.clone(),
+            logs: self.log_counters_of(name),
         }))
     }
 }

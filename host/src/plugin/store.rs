@@ -3,9 +3,11 @@
 //! host side of the WIT imports. Below both the engine (`runtime`, whose linkers are typed
 //! by it) and the instances (`instance`).
 
-use super::bindings::{defense, types};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use super::bindings::{defense, log, types};
+use ringvs_abi::{MAX_LOG_BYTES, MAX_LOG_PER_SEC};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use wasmtime::{Engine, ResourceLimiter, Store};
 
 /// Memory limit of one instance; remembers whether it had to refuse growth.
@@ -74,6 +76,72 @@ pub(super) struct Lent(pub(super) *const (dyn TableView + 'static));
 // both the store and the table, and cleared before the call returns (see `DefenseInstance::tick`).
 unsafe impl Send for Lent {}
 
+/// A plugin's `log` messages, over all its instances: kept by level (`error` … `trace`), and
+/// dropped by the per-instance rate limit (`ringvs_plugin_log_messages_total`,
+/// `ringvs_plugin_log_dropped_total`). Touched only when the plugin logs.
+#[derive(Debug, Default)]
+pub struct LogCounters {
+    /// Messages written, by level in WIT order.
+    pub written: [AtomicU64; 5],
+    /// Messages dropped over the rate limit.
+    pub dropped: AtomicU64,
+}
+
+impl LogCounters {
+    /// The label of each level, in the order of `written`.
+    pub const LEVELS: [&'static str; 5] = ["error", "warn", "info", "debug", "trace"];
+}
+
+/// One instance's `log` budget: [`MAX_LOG_PER_SEC`] messages per second (a fixed window).
+pub(super) struct LogBudget {
+    plugin: Arc<str>,
+    counters: Arc<LogCounters>,
+    window: Instant,
+    used: u32,
+    /// Dropped since the last message written (that message says so).
+    dropped: u64,
+}
+
+impl LogBudget {
+    pub(super) fn new(plugin: Arc<str>, counters: Arc<LogCounters>) -> LogBudget {
+        LogBudget {
+            plugin,
+            counters,
+            window: Instant::now(),
+            used: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Writes or drops one message at `now`.
+    fn log(&mut self, level: log::Level, message: &str, now: Instant) {
+        if now.saturating_duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.used = 0;
+        }
+        if self.used >= MAX_LOG_PER_SEC {
+            self.dropped += 1;
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.used += 1;
+        let mut end = message.len().min(MAX_LOG_BYTES);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let message = &message[..end];
+        let (plugin, dropped) = (&*self.plugin, std::mem::take(&mut self.dropped));
+        match level {
+            log::Level::Error => tracing::error!(plugin, dropped, "{message}"),
+            log::Level::Warn => tracing::warn!(plugin, dropped, "{message}"),
+            log::Level::Info => tracing::info!(plugin, dropped, "{message}"),
+            log::Level::Debug => tracing::debug!(plugin, dropped, "{message}"),
+            log::Level::Trace => tracing::trace!(plugin, dropped, "{message}"),
+        }
+        self.counters.written[level as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Per-store host state.
 pub struct HostState {
     pub(super) limits: Limits,
@@ -83,10 +151,12 @@ pub struct HostState {
     pub(super) crossings: u64,
     /// Crossings allowed before the call is stopped (its deadline, in epochs).
     pub(super) allowed: u64,
+    /// Its `log` rate limit.
+    pub(super) log: LogBudget,
 }
 
 impl HostState {
-    fn new(memory: usize, total: Arc<AtomicUsize>) -> HostState {
+    fn new(memory: usize, total: Arc<AtomicUsize>, log: LogBudget) -> HostState {
         HostState {
             limits: Limits {
                 memory,
@@ -97,6 +167,7 @@ impl HostState {
             table: None,
             crossings: 0,
             allowed: 0,
+            log,
         }
     }
 
@@ -107,6 +178,12 @@ impl HostState {
 }
 
 impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) {
+        self.log.log(level, &message, Instant::now());
+    }
+}
 
 impl defense::ringvs::plugin::table::Host for HostState {
     fn slots(&mut self) -> u32 {
@@ -130,8 +207,9 @@ pub(super) fn new_store(
     engine: &Engine,
     memory: usize,
     total: Arc<AtomicUsize>,
+    log: LogBudget,
 ) -> Store<HostState> {
-    let mut store = Store::new(engine, HostState::new(memory, total));
+    let mut store = Store::new(engine, HostState::new(memory, total, log));
     store.limiter(|s| &mut s.limits);
     // The deadline counts epoch boundaries the guest is seen running across, not wall-clock
     // time: the guest checks the epoch on function entry and loop back-edges, so a thread
@@ -171,7 +249,8 @@ mod tests {
     #[test]
     fn one_scan_call_visits_a_bounded_number_of_slots() {
         let t = Counting(Cell::new(0));
-        let mut h = HostState::new(1 << 20, Arc::default());
+        let log = LogBudget::new("p".into(), Arc::new(LogCounters::default()));
+        let mut h = HostState::new(1 << 20, Arc::default(), log);
         h.table = Some(Lent(&t as &dyn TableView as *const _));
         use defense::ringvs::plugin::table::Host;
         h.scan(0, u32::MAX);
@@ -179,5 +258,26 @@ mod tests {
         h.scan(7, 100);
         assert_eq!(t.0.get(), ringvs_abi::MAX_SCAN_SLOTS, "smaller counts pass");
         h.table = None;
+    }
+
+    #[test]
+    fn log_keeps_ten_a_second_per_instance_and_counts_the_rest() {
+        let counters = Arc::new(LogCounters::default());
+        let mut b = LogBudget::new("p".into(), counters.clone());
+        let t0 = b.window;
+        for i in 0..25 {
+            b.log(log::Level::Info, "hello", t0 + Duration::from_millis(i));
+        }
+        assert_eq!(counters.written[2].load(Ordering::Relaxed), 10);
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 15);
+        assert_eq!(b.dropped, 15, "the next message written says so");
+        // The next second: a new budget; the first message carries the dropped count.
+        b.log(log::Level::Warn, "again", t0 + Duration::from_millis(1000));
+        assert_eq!(counters.written[1].load(Ordering::Relaxed), 1);
+        assert_eq!(b.dropped, 0);
+        // Another instance of the same plugin has its own budget, the same counters.
+        let mut other = LogBudget::new("p".into(), counters.clone());
+        other.log(log::Level::Error, &"é".repeat(2000), other.window);
+        assert_eq!(counters.written[0].load(Ordering::Relaxed), 1);
     }
 }

@@ -2,14 +2,26 @@
 //! everything on copies (plugins compiled and self-tested, per-queue instances created)
 //! before anything is switched.
 
-use super::super::plugins::Prepared;
+use super::super::plugins::{PathLoad, Prepared};
 use super::super::registry::Registry;
 use super::state::Daemon;
 use crate::config::{self, Director};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tracing::{info, warn};
+
+/// What a swap by path found behind a name loaded before.
+enum Rebuild {
+    /// The same build (sha256) as loaded.
+    Unchanged(Arc<crate::plugin::Plugin>),
+    /// A new build: the file, the old and the new sha256.
+    Changed {
+        path: PathBuf,
+        old: [u8; 32],
+        new: [u8; 32],
+    },
+}
 
 /// How a reload runs (`ringvs reload --dry-run --keep-runtime`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -225,6 +237,20 @@ impl Daemon {
                 return Err(e);
             }
         };
+        // Plugins whose file changed under the same name: both hashes, for the answer.
+        let rebuilt: Vec<String> = loaded
+            .iter()
+            .filter_map(|(name, p)| {
+                let old = self.plugins.manager.loaded.get(name)?;
+                (old.sha256 != p.sha256).then(|| {
+                    format!(
+                        "plugin {name} reloaded: sha256 {} -> {}",
+                        crate::plugin::hex(&old.sha256),
+                        crate::plugin::hex(&p.sha256)
+                    )
+                })
+            })
+            .collect();
         let swapped = self.schedulers_swapped(&trial, &prepared);
         let persist_swapped = self.persistence_swapped(&trial, &prepared);
         self.registry = trial;
@@ -247,6 +273,10 @@ impl Daemon {
             warn!(change = %c.text, "reload reverted a runtime edit");
         }
         let mut msg = reload_message(&changed, &swapped, &persist_swapped);
+        for r in &rebuilt {
+            info!("reload: {r}");
+            msg += &format!("; {r}");
+        }
         if !applied.is_empty() {
             msg += &format!("; {}", applied.join("; "));
         }
@@ -367,7 +397,16 @@ impl Daemon {
             .scheduler
             .clone();
         let mut extra = BTreeMap::new();
-        let name = self.scheduler_named(target, &mut extra)?;
+        let (name, rebuilt) = self.scheduler_named(target, &mut extra)?;
+        if let Some(Rebuild::Unchanged(p)) = &rebuilt {
+            if name == from {
+                return Ok(format!(
+                    "{service}: scheduler {name} unchanged ({} sha256 {})",
+                    p.path.display(),
+                    crate::plugin::hex(&p.sha256)
+                ));
+            }
+        }
         let mut trial = self.registry.clone();
         trial
             .set_scheduler(service, &name)
@@ -381,22 +420,74 @@ impl Daemon {
         let snap = self.plugins.manager.snapshot(&mut self.registry, prepared);
         self.broadcast(snap);
         self.plugins.manager.count_swap(service);
-        info!(service, from = %from, to = %name, "scheduler swapped");
-        Ok(format!(
+        let mut msg = format!(
             "{service}: scheduler {from} -> {name} on {} queue(s)",
             self.queues.len()
-        ))
+        );
+        if let Some(Rebuild::Changed { path, old, new }) = &rebuilt {
+            let (old, new) = (crate::plugin::hex(old), crate::plugin::hex(new));
+            info!(service, from = %from, to = %name, path = %path.display(), old_sha256 = %old, new_sha256 = %new, "scheduler swapped to a rebuilt plugin");
+            msg += &format!("; {} rebuilt: sha256 {old} -> {new}", path.display());
+        } else {
+            info!(service, from = %from, to = %name, "scheduler swapped");
+        }
+        Ok(msg)
     }
 
     /// The scheduler `target` names: a built-in, a loaded scheduler plugin, or a `.wasm`
-    /// file (loaded into `extra`, not yet committed).
+    /// file (loaded into `extra`, not yet committed, unless it is the build already loaded
+    /// under its name); for a file, whether it was loaded before and changed since.
     fn scheduler_named(
         &mut self,
         target: &str,
         extra: &mut BTreeMap<String, Arc<crate::plugin::Plugin>>,
-    ) -> Result<String, String> {
+    ) -> Result<(String, Option<Rebuild>), String> {
+        let name = self.scheduler_named_not_a_file(target, extra)?;
+        if let Some(name) = name {
+            return Ok((name, None));
+        }
+        if target.ends_with(".wasm") || Path::new(target).is_file() {
+            return Ok(match self.plugins.manager.load_path(Path::new(target))? {
+                PathLoad::New(p) => {
+                    let n = p.name.to_string();
+                    extra.insert(n.clone(), p);
+                    (n, None)
+                }
+                PathLoad::Unchanged(p) => (p.name.to_string(), Some(Rebuild::Unchanged(p))),
+                PathLoad::Rebuilt { plugin, old } => {
+                    let n = plugin.name.to_string();
+                    let change = Rebuild::Changed {
+                        path: plugin.path.clone(),
+                        old,
+                        new: plugin.sha256,
+                    };
+                    extra.insert(n.clone(), plugin);
+                    (n, Some(change))
+                }
+            });
+        }
+        Err(format!(
+            "{target:?} is neither a built-in scheduler ({}), a loaded plugin ({}), nor a .wasm file",
+            config::BUILTIN_SCHEDULERS.join(", "),
+            self.plugins
+                .manager
+                .loaded
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
+    /// A built-in, a loaded plugin or a catalogue scheduler called `target`; `None` if it is
+    /// none of those (a file, perhaps).
+    fn scheduler_named_not_a_file(
+        &mut self,
+        target: &str,
+        extra: &mut BTreeMap<String, Arc<crate::plugin::Plugin>>,
+    ) -> Result<Option<String>, String> {
         if config::BUILTIN_SCHEDULERS.contains(&target) {
-            return Ok(target.to_string());
+            return Ok(Some(target.to_string()));
         }
         if let Some(p) = self.plugins.manager.loaded.get(target) {
             if p.kind != crate::plugin::Kind::Scheduler {
@@ -405,7 +496,7 @@ impl Daemon {
                     p.kind.name()
                 ));
             }
-            return Ok(target.to_string());
+            return Ok(Some(target.to_string()));
         }
         if crate::plugin::catalogue::get(target).is_some() {
             let dirs = self.cfg.director.catalogue_dirs();
@@ -420,25 +511,9 @@ impl Daemon {
                 ));
             }
             extra.insert(target.to_string(), p);
-            return Ok(target.to_string());
+            return Ok(Some(target.to_string()));
         }
-        if target.ends_with(".wasm") || Path::new(target).is_file() {
-            let p = self.plugins.manager.load_path(Path::new(target))?;
-            let n = p.name.to_string();
-            extra.insert(n.clone(), p);
-            return Ok(n);
-        }
-        Err(format!(
-            "{target:?} is neither a built-in scheduler ({}), a loaded plugin ({}), nor a .wasm file",
-            config::BUILTIN_SCHEDULERS.join(", "),
-            self.plugins
-                .manager
-                .loaded
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
+        Ok(None)
     }
 }
 

@@ -270,6 +270,7 @@ impl Daemon {
             let samples = self.queues.take_samples();
             crate::metrics::update_plugins(&r, samples, &self.plugins.manager.swaps);
             crate::metrics::plugin_memory(self.plugins.manager.memory_in_use());
+            crate::metrics::update_plugin_logs(&self.plugins.manager.log_counters());
             let top = self.top_view();
             crate::metrics::update_defense(&top, &mut self.stats.top_shown);
             let (services, backends) = self.traffic_rows(&r);

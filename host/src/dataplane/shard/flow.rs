@@ -351,8 +351,10 @@ impl Shard {
         let (i, link) = match key {
             None => (pick(&mut rt.sched, &mut ctx)?, None),
             Some(key) => {
+                let mut hit = true;
                 let found = match templates.find(svc, key, now, ttl) {
                     Bind::Missing => {
+                        hit = false;
                         let i = pick(&mut rt.sched, &mut ctx)?;
                         let d = &service.dests[i];
                         match templates.create(svc, key, d.id, &d.state, now, ttl) {
@@ -365,7 +367,10 @@ impl Shard {
                 match found {
                     (_, Bind::Bound { id, dest }) => {
                         match service.dests.iter().position(|d| d.id == dest) {
-                            Some(i) if !self.links.is_empty() => (i, Some(id)),
+                            Some(i) if !self.links.is_empty() => {
+                                self.counters.persist_hits += u64::from(hit);
+                                (i, Some(id))
+                            }
                             // Not in this queue's snapshot yet (or no link column): not
                             // persistent this time.
                             _ => {
