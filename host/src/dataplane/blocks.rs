@@ -3,7 +3,7 @@
 //! checks it only while it is not empty, one hash lookup per distinct prefix length. A
 //! service holds at most [`ringvs_abi::MAX_BLOCKS`] blocks.
 
-use crate::conn::Tick;
+use crate::conn::{reached, Tick};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -51,7 +51,7 @@ impl BlockList {
     pub fn insert(&mut self, svc: u16, addr: Ipv4Addr, len: u8, block: Block) -> bool {
         let k = (svc, mask(addr, len), len);
         match self.entries.get_mut(&k) {
-            Some(b) if b.until >= block.until && b.mode == block.mode => return true,
+            Some(b) if reached(b.until, block.until) && b.mode == block.mode => return true,
             Some(b) => *b = block,
             None => {
                 if self.count(svc) >= ringvs_abi::MAX_BLOCKS {
@@ -79,7 +79,7 @@ impl BlockList {
     /// Drops blocks that ended before `now`; true if any did.
     pub fn expire(&mut self, now: Tick) -> bool {
         let before = self.entries.len();
-        self.entries.retain(|_, b| b.until > now);
+        self.entries.retain(|_, b| !reached(now, b.until));
         let changed = self.entries.len() != before;
         if changed {
             self.reindex();
@@ -111,7 +111,7 @@ impl BlockList {
         self.lens
             .iter()
             .filter_map(|&len| self.entries.get(&(svc, mask(a, len), len)))
-            .find(|b| b.until > now)
+            .find(|b| !reached(now, b.until))
     }
 
     /// Every block: (service slot, prefix, length, block).

@@ -292,7 +292,12 @@ impl Daemon {
         while let Ok(ev) = self.plugins.events.try_recv() {
             match ev {
                 PluginEvent::Block { req, by } => {
-                    let until = now.saturating_add(req.secs.saturating_mul(TICKS_PER_SEC));
+                    // Bounded below the wrapping clock's horizon (a block of 3.4 years at most).
+                    let span = req
+                        .secs
+                        .saturating_mul(TICKS_PER_SEC)
+                        .min(crate::conn::MAX_STEP);
+                    let until = now.wrapping_add(span);
                     info!(plugin = %by, prefix = %format!("{}/{}", req.addr, req.len), secs = req.secs, mode = ?req.mode, "source blocked");
                     let mode = req.mode;
                     blocks.insert(req.svc, req.addr, req.len, Block { until, mode, by });
