@@ -598,7 +598,7 @@ fn refused_edits_are_explained_and_change_nothing() {
         ),
         (
             server_add("web", "10.77.1.9", 1),
-            "\"10.77.1.9\" is not an IPv4 address:port",
+            "server-add: key `addr`: expected an address like \"10.77.100.100:80\", found \"10.77.1.9\"",
         ),
         (
             Request::ServerWeight {
@@ -741,6 +741,63 @@ fn refused_edits_are_explained_and_change_nothing() {
         assert!(e.contains(want), "{args:?}: want {want:?}, got {e:?}");
         assert_eq!(d.state(), before, "{args:?} changed the state");
     }
+}
+
+/// `server-add` and runtime edits are validated as the config file is (issue 11): no
+/// unspecified address, no port 0, and no realserver or sorry server at the virtual address
+/// of any service (a forwarding loop bounded only by the TTL). Refused, nothing changes.
+#[test]
+fn runtime_servers_are_validated_as_the_config_is() {
+    let d = Director::start("");
+    let before = d.state();
+    let server_add = |service: &str, addr: &str| Request::ServerAdd {
+        service: service.into(),
+        addr: addr.into(),
+        weight: None,
+        upper: None,
+        lower: None,
+    };
+    let specific = "with a nonzero port and a specific address";
+    let cases: Vec<(Request, &str)> = vec![
+        (server_add("web", "0.0.0.0:0"), specific),
+        (server_add("web", "0.0.0.0:8080"), specific),
+        (server_add("web", "10.77.1.9:0"), specific),
+        (
+            server_add("web", "10.77.100.100:80"),
+            "10.77.100.100 is the virtual address of service \"web\"; packets sent to it would come back into the director",
+        ),
+        // Another service's VIP, on another port, is the same loop.
+        (
+            server_add("dns", "10.77.100.100:8080"),
+            "cannot be a realserver",
+        ),
+        // A new service whose VIP is a realserver's address.
+        (
+            add_req("x", "10.77.1.1:81", None, None, None),
+            "10.77.1.1 is the virtual address of service \"x\"",
+        ),
+        (
+            Request::ServiceEdit {
+                name: "web".into(),
+                edit: ServiceEdit {
+                    sorry_server: Some("10.77.100.100:80".into()),
+                    ..ServiceEdit::default()
+                },
+            },
+            "cannot be a sorry server",
+        ),
+    ];
+    for (req, want) in cases {
+        let e = d
+            .call(req.clone())
+            .expect_err(&format!("{req:?} must fail"));
+        assert!(e.contains(want), "{req:?}: want {want:?}, got {e:?}");
+        assert_eq!(d.state(), before, "{req:?} changed the state");
+    }
+    let o = d.cli(&[], &["server", "add", "web", "0.0.0.0:0"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains(specific), "{}", text(&o.stderr));
+    assert_eq!(d.state(), before);
 }
 
 #[test]

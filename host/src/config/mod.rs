@@ -390,6 +390,73 @@ pub fn check_thresholds(upper: u32, lower: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// A realserver or sorry server whose address is the virtual address of a service (found by
+/// [`vip_as_server`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipAsServer {
+    /// Index of the service that lists it.
+    pub service: usize,
+    /// Index of the realserver in that service; `None` for its sorry server.
+    pub server: Option<usize>,
+    /// The address.
+    pub addr: SocketAddrV4,
+    /// The service whose virtual address it is.
+    pub vip_of: String,
+}
+
+impl fmt::Display for VipAsServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} is the virtual address of service {:?}; packets sent to it would come back \
+             into the director (a loop bounded only by the TTL), so it cannot be a {}",
+            self.addr.ip(),
+            self.vip_of,
+            if self.server.is_some() {
+                "realserver"
+            } else {
+                "sorry server"
+            }
+        )
+    }
+}
+
+/// The first realserver or sorry server of `services` whose IP address is the virtual
+/// address of any service (any port or protocol: the routing contract sends every packet
+/// for a VIP into the director). Config loading and every runtime edit refuse one.
+pub fn vip_as_server(services: &[ServiceConfig]) -> Option<VipAsServer> {
+    let vip_of = |a: &SocketAddrV4| services.iter().find(|s| s.vip.ip() == a.ip());
+    for (i, s) in services.iter().enumerate() {
+        let servers = s.servers.iter().map(|x| x.addr).enumerate();
+        let listed = servers
+            .map(|(j, a)| (Some(j), a))
+            .chain(s.sorry_server.map(|a| (None, a)));
+        for (server, addr) in listed {
+            if let Some(v) = vip_of(&addr) {
+                return Some(VipAsServer {
+                    service: i,
+                    server,
+                    addr,
+                    vip_of: v.name.clone(),
+                });
+            }
+        }
+    }
+    None
+}
+
+/// A realserver's `addr:port` given at runtime (`server-add`), checked as the config file's
+/// `service.N.server.N.addr` is: IPv4, a specific address, a nonzero port.
+pub fn server_endpoint(s: &str) -> Result<SocketAddrV4, ConfigError> {
+    let fig = Figment::new();
+    let v = Validator {
+        fig: &fig,
+        file_origin: "server-add".into(),
+        base: None,
+    };
+    v.v4_endpoint("addr", s, None)
+}
+
 /// A configuration error: where, which key, and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -599,6 +666,13 @@ impl Validator<'_> {
                 ));
             }
             services.push(svc);
+        }
+        if let Some(v) = vip_as_server(&services) {
+            let key = match v.server {
+                Some(j) => format!("service.{}.server.{j}.addr", v.service),
+                None => format!("service.{}.sorry_server", v.service),
+            };
+            return Err(self.err(key, v.to_string()));
         }
         self.implicit_plugins(&services, &dirs, &mut plugins)?;
         Ok(Config {

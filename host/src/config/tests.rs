@@ -120,6 +120,36 @@ fn duplicates_are_refused() {
 }
 
 #[test]
+fn a_vip_is_never_a_realserver_or_sorry_server() {
+    // The web VIP's address as one of dns's realservers (another port, another protocol):
+    // the routing contract sends it back into the director.
+    let dns_server = "scheduler = \"rr\"\n[[service.server]]\naddr = \"10.77.100.100:8080\"\n";
+    let e = err(&GOOD.replace("scheduler = \"rr\"\n", dns_server));
+    assert_eq!(e.key, "service[1].server[0].addr");
+    assert!(
+        e.to_string().contains(
+            "10.77.100.100 is the virtual address of service \"web\"; packets sent to it would \
+             come back into the director"
+        ),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "scheduler = \"rr\"\n",
+        "scheduler = \"rr\"\nsorry_server = \"10.77.100.100:81\"\n",
+    ));
+    assert_eq!(e.key, "service[1].sorry_server");
+    assert!(e.message.contains("cannot be a sorry server"), "{e}");
+    // Unspecified addresses and port 0 were refused already; runtime adds use the same rule.
+    let e = server_endpoint("0.0.0.0:0").unwrap_err();
+    assert_eq!((e.origin.as_str(), e.key.as_str()), ("server-add", "addr"));
+    assert!(server_endpoint("10.77.1.1:0").is_err());
+    assert_eq!(
+        server_endpoint("10.77.1.1:80"),
+        Ok("10.77.1.1:80".parse().unwrap())
+    );
+}
+
+#[test]
 fn ipv6_and_syntax_errors_are_explained() {
     let e = err(&GOOD.replace("10.77.100.100:80", "[2001:db8::1]:80"));
     assert!(e.message.contains("IPv6"), "{e}");

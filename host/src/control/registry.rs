@@ -13,7 +13,9 @@
 //! `DEST_F_HEALTH_REMOVED` otherwise; they belong to the checkers, as `DEST_F_REMOVED`,
 //! `DEST_F_EXPIRE` and the weight belong to the registry ([`DestState`]'s operator methods).
 
-use crate::config::{check_thresholds, check_weight, ServerConfig, ServiceConfig, MAX_WEIGHT};
+use crate::config::{
+    self, check_thresholds, check_weight, ServerConfig, ServiceConfig, MAX_WEIGHT,
+};
 use crate::dataplane::service::{
     Dest, DestState, OperatorState, Service, Snapshot, DEST_F_HEALTH, DEST_F_REMOVED,
 };
@@ -82,6 +84,8 @@ pub enum EditError {
     BadThresholds(String),
     /// Too many services.
     TooManyServices,
+    /// A realserver or sorry server at a service's virtual address.
+    VipAsServer(config::VipAsServer),
 }
 
 impl fmt::Display for EditError {
@@ -95,6 +99,7 @@ impl fmt::Display for EditError {
             EditError::BadWeight(w) => write!(f, "weight {w} is out of range (0 to {MAX_WEIGHT})"),
             EditError::BadThresholds(m) => f.write_str(m),
             EditError::TooManyServices => f.write_str("too many services (65535 slots)"),
+            EditError::VipAsServer(v) => v.fmt(f),
         }
     }
 }
@@ -162,6 +167,10 @@ impl Registry {
     /// added, changed ones updated in place, missing ones start draining. Returns the names
     /// of services whose definition changed.
     pub fn apply(&mut self, services: &[ServiceConfig]) -> Result<Vec<String>, EditError> {
+        // Checked before anything changes: a refused edit leaves the registry as it was.
+        if let Some(v) = config::vip_as_server(services) {
+            return Err(EditError::VipAsServer(v));
+        }
         let mut changed = Vec::new();
         let live: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
         for e in self.services.iter_mut() {

@@ -105,7 +105,7 @@ impl Daemon {
         let server = config::ServerConfig {
             upper: upper.unwrap_or(0),
             lower: lower.unwrap_or(0),
-            ..config::ServerConfig::new(addr(a)?, w)
+            ..config::ServerConfig::new(config::server_endpoint(a).map_err(|e| e.to_string())?, w)
         };
         self.registry
             .add_server(service, server)
