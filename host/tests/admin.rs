@@ -23,13 +23,16 @@ use ringvs::io::process_packets;
 use ringvs::wire::tcp::flags::{ACK, SYN};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddrV4;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+#[path = "common/plugins.rs"]
+mod built;
 
 const NOBODY: u32 = 65_534;
 /// A supplementary group of the test's peers that is not the admin group.
@@ -798,6 +801,124 @@ fn runtime_servers_are_validated_as_the_config_is() {
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains(specific), "{}", text(&o.stderr));
     assert_eq!(d.state(), before);
+}
+
+/// Calls `req` on a thread and waits at most 20 s for the answer; on a timeout, `unstick`
+/// runs (to release what the daemon hangs on) and the test fails.
+fn call_within(
+    d: &Director,
+    req: Request,
+    unstick: impl FnOnce(),
+) -> Result<serde_json::Value, String> {
+    let socket = d.socket.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = req.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(client::call(&socket, &r));
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(res) => res,
+        Err(_) => {
+            unstick();
+            panic!("{req:?}: no answer in 20 s");
+        }
+    }
+}
+
+/// `plugin swap SERVICE PATH` reads regular files only, at most `MAX_PLUGIN_BYTES`, off the
+/// daemon's lock (issue 11): a FIFO (which hung the daemon: every later `list` timed out), a
+/// symlink to one, a symlink to `/dev/zero` (which read until memory ran out) and an
+/// oversized file are refused at once, and the daemon answers on.
+#[test]
+fn plugin_swap_takes_regular_files_only_and_the_daemon_keeps_answering() {
+    let d = Director::start("");
+    let before = d.state();
+    let fifo = d.dir.join("fifo.wasm");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // Safety: mkfifo on a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let fifo_link = d.dir.join("fifo-link.wasm");
+    std::os::unix::fs::symlink(&fifo, &fifo_link).unwrap();
+    let zero = d.dir.join("zero.wasm");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let big = d.dir.join("big.wasm");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(ringvs::plugin::MAX_PLUGIN_BYTES + 1)
+        .unwrap();
+    // Releases a daemon stuck opening the FIFO (before the fix): a writer that closes.
+    let unstick = || {
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+    };
+    let regular = "a plugin must be a regular file";
+    for (path, want) in [
+        (&fifo, format!("a FIFO; {regular}")),
+        (&fifo_link, format!("a FIFO; {regular}")),
+        (&zero, format!("a device; {regular}")),
+        (
+            &big,
+            "over the limit of 16777216 bytes for a plugin".to_string(),
+        ),
+        (&d.dir, "directory".to_string()),
+    ] {
+        let req = Request::PluginSwap {
+            service: "web".into(),
+            target: path.display().to_string(),
+        };
+        let e = call_within(&d, req, unstick).expect_err("must fail");
+        assert!(
+            e.contains(&want),
+            "{}: want {want:?}, got {e:?}",
+            path.display()
+        );
+        assert_eq!(d.state(), before, "the daemon answers, unchanged");
+    }
+    // The CLI says the same.
+    let o = d.cli(&[], &["plugin", "swap", "web", fifo.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains(regular), "{}", text(&o.stderr));
+    assert_eq!(d.state(), before);
+}
+
+/// A file swapped in by path whose name the config pins (`[plugins.NAME] sha256`) must match
+/// the pin (issue 11: paths given at runtime ignored it).
+#[test]
+fn a_swap_by_path_honours_the_configs_sha256_pin() {
+    use sha2::Digest;
+    let rr = std::fs::read(built::plugin("sched-rr")).unwrap();
+    let lc = std::fs::read(built::plugin("sched-lc")).unwrap();
+    let dir = std::env::temp_dir().join(format!("ringvs-admin-pin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("pinned.wasm");
+    std::fs::write(&file, &rr).unwrap();
+    let sha: String = sha2::Sha256::digest(&rr)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let d = Director::start(&format!(
+        "[plugins.pinned]\npath = \"{}\"\nsha256 = \"{sha}\"\n",
+        file.display()
+    ));
+    let before = d.state();
+    let swap = || Request::PluginSwap {
+        service: "web".into(),
+        target: file.display().to_string(),
+    };
+    // The file changed since the config pinned it.
+    std::fs::write(&file, &lc).unwrap();
+    let e = d
+        .call(swap())
+        .expect_err("a file that is not the pinned one");
+    assert!(e.contains("sha256 mismatch: the config pins"), "{e}");
+    assert_eq!(d.state(), before);
+    // The pinned contents swap in.
+    std::fs::write(&file, &rr).unwrap();
+    d.call(swap()).unwrap();
+    assert!(d.state().contains("\"pinned\""), "{}", d.state());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -18,8 +18,33 @@ use tracing::{debug, warn};
 
 /// What answers the admin socket's requests, one at a time (behind a mutex).
 pub trait Handler: Send + 'static {
-    /// Answers one request: its result, or the error to send back.
-    fn handle(&mut self, req: Request) -> Result<serde_json::Value, String>;
+    /// Reads what a request names outside the daemon (the plugin file of a `plugin-swap`)
+    /// before the lock is taken, so that a slow or hostile file holds up this connection
+    /// only, never the daemon. An error is the answer, and the lock is not taken.
+    fn read_ahead(req: &Request) -> Result<Option<ReadAhead>, String>
+    where
+        Self: Sized,
+    {
+        let _ = req;
+        Ok(None)
+    }
+
+    /// Answers one request, with what [`Handler::read_ahead`] read for it: its result, or
+    /// the error to send back.
+    fn handle(
+        &mut self,
+        req: Request,
+        ahead: Option<ReadAhead>,
+    ) -> Result<serde_json::Value, String>;
+}
+
+/// A file a request names, read before the handler's lock was taken.
+#[derive(Debug)]
+pub struct ReadAhead {
+    /// The path as the request gave it.
+    pub path: std::path::PathBuf,
+    /// Its contents.
+    pub bytes: Vec<u8>,
 }
 
 /// A bound admin socket and who may use it.
@@ -321,9 +346,12 @@ async fn session<H: Handler>(
                 Err(e) => Response::err(e),
                 Ok(req) => {
                     let h = handler.clone();
-                    match tokio::task::spawn_blocking(move || match h.lock() {
-                        Ok(mut h) => h.handle(req),
-                        Err(_) => Err("daemon state poisoned".to_string()),
+                    match tokio::task::spawn_blocking(move || {
+                        let ahead = H::read_ahead(&req)?;
+                        match h.lock() {
+                            Ok(mut h) => h.handle(req, ahead),
+                            Err(_) => Err("daemon state poisoned".to_string()),
+                        }
                     })
                     .await
                     {

@@ -115,7 +115,9 @@ pub fn server_infos_of(e: &ServiceEntry) -> Vec<ServerInfo> {
 }
 
 fn sha256_of(path: &Path) -> Option<[u8; 32]> {
-    std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
+    crate::plugin::read_plugin_file(path)
+        .ok()
+        .map(|b| Sha256::digest(&b).into())
 }
 
 impl PluginManager {
@@ -224,8 +226,14 @@ impl PluginManager {
         Ok(out)
     }
 
-    /// Loads a scheduler from a file for `ringvs plugin swap SERVICE PATH` (no config).
-    pub fn load_path(&mut self, path: &Path) -> Result<Arc<Plugin>, String> {
+    /// Loads a scheduler for `ringvs plugin swap SERVICE PATH` (no config) from the file's
+    /// `bytes`, read already; `pin` is the sha256 the config pins for its name, if any.
+    pub fn load_path(
+        &mut self,
+        path: &Path,
+        bytes: Vec<u8>,
+        pin: Option<[u8; 32]>,
+    ) -> Result<Arc<Plugin>, String> {
         let name = path
             .file_stem()
             .and_then(|s| s.to_str())
@@ -240,10 +248,11 @@ impl PluginManager {
             }
         }
         let rt = self.runtime()?;
-        rt.load(
+        rt.load_bytes(
             &name,
             path,
-            None,
+            bytes,
+            pin,
             &serde_json::json!({}),
             Some(Kind::Scheduler),
         )

@@ -19,6 +19,7 @@ pub mod builtin;
 pub mod catalogue;
 mod instance;
 mod load;
+pub use load::{read_plugin_file, MAX_PLUGIN_BYTES};
 mod runtime;
 mod store;
 

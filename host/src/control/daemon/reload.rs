@@ -2,12 +2,12 @@
 //! everything on copies (plugins compiled and self-tested, per-queue instances created)
 //! before anything is switched.
 
+use super::super::admin::ReadAhead;
 use super::super::plugins::Prepared;
 use super::super::registry::Registry;
 use super::state::Daemon;
 use crate::config::{self, Director};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -358,7 +358,13 @@ impl Daemon {
     /// plugin file. The plugin is compiled, self-tested and instantiated for every queue
     /// before anything changes; queues switch between two new flows and existing flows keep
     /// their realservers. The config file is not edited: a reload applies the file again.
-    pub fn swap(&mut self, service: &str, target: &str) -> Result<String, String> {
+    /// A file target arrives read (`ahead`, see [`crate::control::admin::Handler::read_ahead`]).
+    pub fn swap(
+        &mut self,
+        service: &str,
+        target: &str,
+        ahead: Option<ReadAhead>,
+    ) -> Result<String, String> {
         let from = self
             .registry
             .service(service)
@@ -367,7 +373,7 @@ impl Daemon {
             .scheduler
             .clone();
         let mut extra = BTreeMap::new();
-        let name = self.scheduler_named(target, &mut extra)?;
+        let name = self.scheduler_named(target, ahead, &mut extra)?;
         let mut trial = self.registry.clone();
         trial
             .set_scheduler(service, &name)
@@ -389,10 +395,12 @@ impl Daemon {
     }
 
     /// The scheduler `target` names: a built-in, a loaded scheduler plugin, or a `.wasm`
-    /// file (loaded into `extra`, not yet committed).
+    /// file, read already (`ahead`) and loaded into `extra`, not yet committed. A file whose
+    /// name (its stem) the config pins with `sha256` must match the pin.
     fn scheduler_named(
         &mut self,
         target: &str,
+        ahead: Option<ReadAhead>,
         extra: &mut BTreeMap<String, Arc<crate::plugin::Plugin>>,
     ) -> Result<String, String> {
         if config::BUILTIN_SCHEDULERS.contains(&target) {
@@ -422,8 +430,15 @@ impl Daemon {
             extra.insert(target.to_string(), p);
             return Ok(target.to_string());
         }
-        if target.ends_with(".wasm") || Path::new(target).is_file() {
-            let p = self.plugins.manager.load_path(Path::new(target))?;
+        if let Some(file) = ahead {
+            let stem = file.path.file_stem().and_then(|s| s.to_str());
+            let pin = stem
+                .and_then(|n| self.cfg.plugins.get(n))
+                .and_then(|d| d.sha256);
+            let p = self
+                .plugins
+                .manager
+                .load_path(&file.path, file.bytes, pin)?;
             let n = p.name.to_string();
             extra.insert(n.clone(), p);
             return Ok(n);
