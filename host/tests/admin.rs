@@ -53,6 +53,10 @@ struct Director {
 
 impl Director {
     fn start(director: &str) -> Director {
+        Director::start_with(director, admin::Limits::DEFAULT)
+    }
+
+    fn start_with(director: &str, limits: admin::Limits) -> Director {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "ringvs-admin-{}-{}",
@@ -89,7 +93,7 @@ impl Director {
         let thread = std::thread::spawn(move || {
             rt.block_on(async move {
                 tokio::select! {
-                    _ = admin::serve(listener, daemon) => {}
+                    _ = admin::serve_with(listener, daemon, limits) => {}
                     _ = rx => {}
                 }
             });
@@ -801,6 +805,83 @@ fn runtime_servers_are_validated_as_the_config_is() {
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains(specific), "{}", text(&o.stderr));
     assert_eq!(d.state(), before);
+}
+
+/// The admin socket bounds its connections (issue 11: nothing did): one over the cap is
+/// answered with an error and closed, an idle one is closed after the idle timeout (freeing
+/// its slot), and requests over the per-connection rate are answered with an error, not run,
+/// while the connection stays usable.
+#[test]
+fn admin_connections_are_capped_timed_out_and_rate_limited() {
+    let limits = admin::Limits {
+        max_connections: 4,
+        idle_timeout: Duration::from_secs(2),
+        requests_per_sec: 5,
+    };
+    let d = Director::start_with("", limits);
+    let before = d.state();
+    // Four connections take every slot: each has been served (a connection made while the
+    // `state` call's session was still ending may have been refused: it tries again).
+    let status = b"{\"v\":1,\"cmd\":\"status\"}\n";
+    let mut held: Vec<UnixStream> = Vec::new();
+    while held.len() < 4 {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(status).unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        if line.contains("\"ok\":true") {
+            held.push(s);
+        } else {
+            assert!(line.contains("too many admin connections"), "{line}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let v = raw_once(&d.socket, b"{\"v\":1,\"cmd\":\"status\"}\n");
+    let e = v["error"].as_str().unwrap_or_default();
+    assert!(e.contains("too many admin connections (limit 4)"), "{v}");
+    // The idle timeout closes them, with a word, and the slots come back.
+    for s in &mut held {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut line = String::new();
+        BufReader::new(&*s).read_line(&mut line).unwrap();
+        assert!(
+            line.contains("idle for 2 s; closing the connection"),
+            "{line}"
+        );
+        assert!(closed(s));
+    }
+    assert_eq!(d.state(), before);
+    // Twenty requests at once on one connection: the first five run, later ones within the
+    // same instant are refused; a second later the connection serves again.
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    s.write_all(&b"{\"v\":1,\"cmd\":\"status\"}\n".repeat(20))
+        .unwrap();
+    let (mut ok, mut limited) = (0, 0);
+    for _ in 0..20 {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line.contains("\"ok\":true") {
+            ok += 1;
+        } else {
+            assert!(
+                line.contains("rate limit: more than 5 requests a second"),
+                "{line}"
+            );
+            limited += 1;
+        }
+    }
+    assert!(
+        (5..20).contains(&ok) && limited > 0,
+        "{ok} ran, {limited} refused"
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    s.write_all(b"{\"v\":1,\"cmd\":\"status\"}\n").unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\":true"), "{line}");
 }
 
 /// Calls `req` on a thread and waits at most 20 s for the answer; on a timeout, `unstick`
