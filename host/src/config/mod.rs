@@ -390,6 +390,19 @@ pub fn check_thresholds(upper: u32, lower: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Physical memory in bytes (`MemTotal` of `/proc/meminfo`), if it can be read: what the
+/// memory budgets are checked against at load.
+pub fn physical_memory() -> Option<u64> {
+    mem_total(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// A realserver or sorry server whose address is the virtual address of a service (found by
 /// [`vip_as_server`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -835,6 +848,35 @@ impl Validator<'_> {
                 ))
             }
         };
+        let offload = d.offload.unwrap_or(true);
+        if let (Io::Tun, Some(m)) = (&io, mtu) {
+            let largest = crate::io::uring::largest_packet(offload);
+            if m as usize > largest {
+                return Err(self.err(
+                    "director.mtu",
+                    format!(
+                        "expected at most {largest} with offload = {offload} (an I/O buffer of {} bytes, less {} of headroom, holds one packet; longer ones would be discarded), found {m}; lower mtu{}",
+                        crate::io::uring::UringOptions::for_device(offload).buf_size,
+                        crate::dataplane::HEADROOM,
+                        if offload { "" } else { " or set offload = true" }
+                    ),
+                ));
+            }
+        }
+        if let Some(total) = physical_memory() {
+            let asked = conn_memory_limit.saturating_add(template_memory_limit);
+            if asked > total {
+                return Err(self.err(
+                    "director.conn_memory_limit",
+                    format!(
+                        "{} (with template_memory_limit {}) is more than this machine's memory, {} (MemTotal in /proc/meminfo)",
+                        units::format_size(conn_memory_limit),
+                        units::format_size(template_memory_limit),
+                        units::format_size(total)
+                    ),
+                ));
+            }
+        }
         let plugin_dirs = d
             .plugin_dirs
             .unwrap_or_default()
@@ -861,7 +903,7 @@ impl Validator<'_> {
             admin_group: d.admin_group.filter(|g| !g.is_empty()),
             metrics_listen,
             routes,
-            offload: d.offload.unwrap_or(true),
+            offload,
             mtu,
             expire_nodest_conn: d.expire_nodest_conn.unwrap_or(false),
             expire_quiescent_template: d.expire_quiescent_template.unwrap_or(false),

@@ -149,6 +149,42 @@ fn a_vip_is_never_a_realserver_or_sorry_server() {
     );
 }
 
+/// Issue 11: `mtu = 9000` with `offload = false` was accepted, then every packet over 1983
+/// bytes was discarded; a `conn_memory_limit` over the machine's memory was accepted.
+#[test]
+fn mtu_and_memory_are_checked_against_the_machine() {
+    let with = |keys: &str| GOOD.replace("queues = 2\n", &format!("queues = 2\n{keys}\n"));
+    let e = err(&with("offload = false\nmtu = 9000"));
+    assert_eq!(e.key, "director.mtu");
+    assert!(
+        e.message
+            .starts_with("expected at most 1983 with offload = false (an I/O buffer of 2048 bytes"),
+        "{e}"
+    );
+    assert!(
+        e.message
+            .ends_with("found 9000; lower mtu or set offload = true"),
+        "{e}"
+    );
+    from_str(&with("offload = false\nmtu = 1983"), "t.toml").unwrap();
+    from_str(&with("offload = true\nmtu = 9000"), "t.toml").unwrap();
+    from_str(&with("mtu = 65535"), "t.toml").unwrap();
+
+    let total = physical_memory().expect("/proc/meminfo");
+    let e = err(&GOOD.replace("\"256MiB\"", "\"99999TiB\""));
+    assert_eq!(e.key, "director.conn_memory_limit");
+    assert!(
+        e.message.contains("is more than this machine's memory"),
+        "{e}"
+    );
+    assert!(e.message.contains(&units::format_size(total)), "{e}");
+    assert_eq!(
+        mem_total("MemTotal:       16318508 kB\nMemFree: 1 kB\n"),
+        Some(16_318_508 * 1024)
+    );
+    assert_eq!(mem_total("MemFree: 1 kB\n"), None);
+}
+
 #[test]
 fn ipv6_and_syntax_errors_are_explained() {
     let e = err(&GOOD.replace("10.77.100.100:80", "[2001:db8::1]:80"));
