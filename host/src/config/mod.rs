@@ -159,6 +159,9 @@ pub struct Director {
     /// Directories searched for catalogue plugins before the default ones
     /// (`crate::plugin::catalogue::search_path`); relative ones are relative to the file.
     pub plugin_dirs: Vec<PathBuf>,
+    /// The user the daemon runs as once set up (`director.user`), giving up root and every
+    /// capability (`control::privileges`); `None`: it stays root.
+    pub user: Option<String>,
 }
 
 impl Director {
@@ -877,6 +880,16 @@ impl Validator<'_> {
                 ));
             }
         }
+        let user = d.user.filter(|u| !u.is_empty());
+        if let Some(u) = &user {
+            crate::control::privileges::lookup(u).map_err(|e| self.err("director.user", e))?;
+            if routes == Routes::Auto {
+                return Err(self.err(
+                    "director.user",
+                    "routes = \"auto\" installs and removes routes while running, which needs root (CAP_NET_ADMIN): use routes = \"manual\" with a user, or no user",
+                ));
+            }
+        }
         let plugin_dirs = d
             .plugin_dirs
             .unwrap_or_default()
@@ -910,6 +923,7 @@ impl Validator<'_> {
             template_memory_limit: template_memory_limit as usize,
             log_format,
             plugin_dirs,
+            user,
         })
     }
 

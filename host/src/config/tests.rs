@@ -186,6 +186,26 @@ fn mtu_and_memory_are_checked_against_the_machine() {
 }
 
 #[test]
+fn a_user_to_run_as_exists_and_needs_manual_routes() {
+    let with = |keys: &str| GOOD.replace("queues = 2\n", &format!("queues = 2\n{keys}\n"));
+    let c = from_str(&with("user = \"nobody\""), "t.toml").unwrap();
+    assert_eq!(c.director.user.as_deref(), Some("nobody"));
+    let e = err(&with("user = \"no-such-user-here\""));
+    assert_eq!(e.key, "director.user");
+    assert!(
+        e.message.contains("no user named \"no-such-user-here\""),
+        "{e}"
+    );
+    let e = err(&with("user = \"nobody\"\nroutes = \"auto\""));
+    assert_eq!(e.key, "director.user");
+    assert!(
+        e.message
+            .starts_with("routes = \"auto\" installs and removes routes"),
+        "{e}"
+    );
+}
+
+#[test]
 fn ipv6_and_syntax_errors_are_explained() {
     let e = err(&GOOD.replace("10.77.100.100:80", "[2001:db8::1]:80"));
     assert!(e.message.contains("IPv6"), "{e}");

@@ -70,6 +70,7 @@ fn director_changes(d0: &Director, d1: &Director) -> (Vec<&'static str>, Vec<Str
         template_memory_limit,
         log_format,
         plugin_dirs,
+        user,
     } = d1;
     let mut fixed = Vec::new();
     let mut refuse = |changed: bool, key: &'static str| {
@@ -107,6 +108,8 @@ fn director_changes(d0: &Director, d1: &Director) -> (Vec<&'static str>, Vec<Str
     );
     // The log subscriber is installed once (`ringvs run --log-format` overrides it).
     refuse(*log_format != d0.log_format, "director.log_format");
+    // Root is given up once, after setup; it cannot be taken back.
+    refuse(*user != d0.user, "director.user");
     let mut applied = Vec::new();
     if *admin_group != d0.admin_group {
         let show = |g: &Option<String>| g.clone().unwrap_or_else(|| "none".into());
