@@ -121,6 +121,14 @@ pub struct ServicePlugins {
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     services: Vec<ServiceEntry>,
+    /// The next never-used service slot.
+    next_service: u32,
+    /// Slots of services that drained and were forgotten, with the snapshot generation at
+    /// that moment: one is reused only once a later snapshot (which no longer has it) went to
+    /// the queues, so a queue never takes a gone service's state for a new one.
+    free_services: Vec<(u16, u64)>,
+    /// Slots freed since [`Registry::take_freed`] was last called.
+    freed: Vec<u16>,
     next_dest: u32,
     generation: u64,
     version: u64,
@@ -213,16 +221,22 @@ impl Registry {
             }
             match pos {
                 None => {
-                    if self.services.len() >= u16::MAX as usize {
-                        return Err(EditError::TooManyServices);
-                    }
+                    let generation = self.generation;
+                    let reuse = self.free_services.iter().position(|&(_, g)| g < generation);
+                    let id = match reuse {
+                        Some(k) => self.free_services.swap_remove(k).0,
+                        None if self.next_service < u32::from(u16::MAX) => {
+                            self.next_service += 1;
+                            (self.next_service - 1) as u16
+                        }
+                        None => return Err(EditError::TooManyServices),
+                    };
                     let mut dests: Vec<DestEntry> =
                         cfg.servers.iter().map(|s| self.new_dest(s)).collect();
                     if let Some(a) = cfg.sorry_server {
                         dests.push(self.new_sorry(a));
                     }
                     let version = self.bump();
-                    let id = self.services.len() as u16;
                     self.services.push(ServiceEntry {
                         id,
                         cfg: cfg.clone(),
@@ -347,7 +361,9 @@ impl Registry {
         true
     }
 
-    /// Forgets draining realservers and services with no connections left.
+    /// Forgets draining realservers and services with no connections left; a forgotten
+    /// service's slot becomes free for a new service (after the next snapshot; see
+    /// [`Registry::take_freed`]).
     pub fn collect_garbage(&mut self) -> bool {
         let mut any = false;
         for e in self.services.iter_mut() {
@@ -360,7 +376,30 @@ impl Registry {
                 any = true;
             }
         }
+        let generation = self.generation;
+        let (free, freed) = (&mut self.free_services, &mut self.freed);
+        self.services.retain(|e| {
+            let gone = e.removed && e.dests.is_empty();
+            if gone {
+                free.push((e.id, generation));
+                freed.push(e.id);
+                any = true;
+            }
+            !gone
+        });
         any
+    }
+
+    /// The service slots freed by [`Registry::collect_garbage`] since the last call: their
+    /// counters in the queues go on from where the gone service left them, so what shows
+    /// them per service must start a new occupant from there.
+    pub fn take_freed(&mut self) -> Vec<u16> {
+        std::mem::take(&mut self.freed)
+    }
+
+    /// Service slots in use or free for reuse: what the queues' per-service vectors span.
+    pub fn service_slots_used(&self) -> usize {
+        self.next_service as usize
     }
 
     /// The snapshot for the queues (a new generation each call), with built-in schedulers
@@ -743,6 +782,49 @@ addr = "10.77.1.2:8080"
         assert_eq!(r.snapshot().service(web).unwrap().dests.len(), 2);
         // An unchanged reload changes nothing.
         assert!(r.apply(&cfg(&text)).unwrap().is_empty());
+    }
+
+    /// Issue 11: service slots were never freed, so after 65,535 adds `TooManyServices` held
+    /// until restart. A drained, forgotten service's slot is reused, once a snapshot without
+    /// it has gone out.
+    #[test]
+    fn service_slots_of_forgotten_services_are_reused() {
+        let mut r = Registry::new(&cfg(CFG)).unwrap();
+        let base = cfg(CFG);
+        let api = cfg(&CFG
+            .replace("\"web\"", "\"api\"")
+            .replace(".100:80", ".101:80"));
+        let mut ids = std::collections::BTreeSet::new();
+        for round in 0..70_000 {
+            let mut all = base.clone();
+            all.extend(api.iter().cloned());
+            r.apply(&all)
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            ids.insert(r.service("api").unwrap().id);
+            r.apply(&base).unwrap();
+            // No connections: forgotten at once; the slot is free after the next snapshot.
+            assert!(r.collect_garbage());
+            assert_eq!(r.take_freed().len(), 1);
+            r.snapshot();
+            if round == 100 {
+                assert_eq!(ids.len(), 1, "one slot for api, reused: {ids:?}");
+            }
+        }
+        assert_eq!(ids.len(), 1);
+        assert!(r.service_slots_used() <= 2);
+        // Not before a snapshot without it went out.
+        let mut all = base.clone();
+        all.extend(api.iter().cloned());
+        r.apply(&all).unwrap();
+        let first = r.service("api").unwrap().id;
+        r.apply(&base).unwrap();
+        r.collect_garbage();
+        r.apply(&all).unwrap();
+        assert_ne!(
+            r.service("api").unwrap().id,
+            first,
+            "reused before a snapshot"
+        );
     }
 
     #[test]

@@ -259,6 +259,11 @@ impl Daemon {
         if self.registry.collect_garbage() {
             self.republish();
         }
+        // A freed slot's counters go on in the queues: `list --stats` starts its next
+        // service from here.
+        for sid in self.registry.take_freed() {
+            self.stats.zero_service(&r, sid as usize, &[]);
+        }
         self.sync_dynamic_weights();
         self.sync_sorry();
         self.take_events();
