@@ -130,6 +130,10 @@ pub struct Registry {
     /// Slots freed since [`Registry::take_freed`] was last called.
     freed: Vec<u16>,
     next_dest: u32,
+    /// Realserver ids of forgotten (drained) realservers, reused as service slots are.
+    free_dests: Vec<(u32, u64)>,
+    /// Realserver ids freed since [`Registry::take_freed`] was last called.
+    freed_dests: Vec<u32>,
     generation: u64,
     version: u64,
 }
@@ -148,8 +152,14 @@ impl Registry {
     }
 
     fn new_dest(&mut self, s: &ServerConfig) -> DestEntry {
-        let id = self.next_dest;
-        self.next_dest += 1;
+        let generation = self.generation;
+        let id = match self.free_dests.iter().position(|&(_, g)| g < generation) {
+            Some(k) => self.free_dests.swap_remove(k).0,
+            None => {
+                self.next_dest += 1;
+                self.next_dest - 1
+            }
+        };
         let state = DestState::new(s.weight);
         if s.health.is_some() {
             state.health_pending();
@@ -366,17 +376,25 @@ impl Registry {
     /// [`Registry::take_freed`]).
     pub fn collect_garbage(&mut self) -> bool {
         let mut any = false;
+        let generation = self.generation;
         for e in self.services.iter_mut() {
             let before = e.dests.len();
+            let (free, freed) = (&mut self.free_dests, &mut self.freed_dests);
             e.dests.retain(|d| {
-                !(d.removed() && d.state.counters.active() == 0 && d.state.counters.inactive() == 0)
+                let gone = d.removed()
+                    && d.state.counters.active() == 0
+                    && d.state.counters.inactive() == 0;
+                if gone {
+                    free.push((d.id, generation));
+                    freed.push(d.id);
+                }
+                !gone
             });
             if e.dests.len() != before {
                 e.version += 1;
                 any = true;
             }
         }
-        let generation = self.generation;
         let (free, freed) = (&mut self.free_services, &mut self.freed);
         self.services.retain(|e| {
             let gone = e.removed && e.dests.is_empty();
@@ -390,11 +408,19 @@ impl Registry {
         any
     }
 
-    /// The service slots freed by [`Registry::collect_garbage`] since the last call: their
-    /// counters in the queues go on from where the gone service left them, so what shows
-    /// them per service must start a new occupant from there.
-    pub fn take_freed(&mut self) -> Vec<u16> {
-        std::mem::take(&mut self.freed)
+    /// The service slots and realserver ids freed by [`Registry::collect_garbage`] since
+    /// the last call: their counters in the queues go on from where the gone object left
+    /// them, so what shows them must start a new occupant from there.
+    pub fn take_freed(&mut self) -> (Vec<u16>, Vec<u32>) {
+        (
+            std::mem::take(&mut self.freed),
+            std::mem::take(&mut self.freed_dests),
+        )
+    }
+
+    /// Realserver ids in use or free for reuse: what the queues' per-realserver vectors span.
+    pub fn dest_ids_used(&self) -> usize {
+        self.next_dest as usize
     }
 
     /// Service slots in use or free for reuse: what the queues' per-service vectors span.
@@ -804,7 +830,8 @@ addr = "10.77.1.2:8080"
             r.apply(&base).unwrap();
             // No connections: forgotten at once; the slot is free after the next snapshot.
             assert!(r.collect_garbage());
-            assert_eq!(r.take_freed().len(), 1);
+            let (services, dests) = r.take_freed();
+            assert_eq!((services.len(), dests.len()), (1, 2));
             r.snapshot();
             if round == 100 {
                 assert_eq!(ids.len(), 1, "one slot for api, reused: {ids:?}");
@@ -812,6 +839,8 @@ addr = "10.77.1.2:8080"
         }
         assert_eq!(ids.len(), 1);
         assert!(r.service_slots_used() <= 2);
+        // The realserver ids too (web's two, api's two, reused).
+        assert!(r.dest_ids_used() <= 4, "{} ids", r.dest_ids_used());
         // Not before a snapshot without it went out.
         let mut all = base.clone();
         all.extend(api.iter().cloned());

@@ -224,6 +224,8 @@ pub struct Totals {
     /// reused once its service is gone, and the queues' counters go on.
     service_start: HashMap<u16, Traffic>,
     dests: HashMap<u32, ((String, String), Traffic)>,
+    /// Realserver slot → what its counters stood at when its label set took it.
+    dest_start: HashMap<u32, Traffic>,
     /// Labels → what gone slots counted.
     service_base: HashMap<String, Traffic>,
     dest_base: HashMap<(String, String), Traffic>,
@@ -263,14 +265,25 @@ impl Totals {
     }
 
     fn dests(&mut self, rows: &[BackendRow]) -> HashMap<(String, String), Traffic> {
-        let now: HashMap<u32, ((String, String), Traffic)> = rows
-            .iter()
-            .map(|r| (r.slot, ((r.service.clone(), r.server.clone()), r.traffic)))
-            .collect();
+        let mut now: HashMap<u32, ((String, String), Traffic)> = HashMap::new();
+        for r in rows {
+            let start = self.dest_start.entry(r.slot).or_default();
+            let label = (r.service.clone(), r.server.clone());
+            now.insert(r.slot, (label, r.traffic.since(start)));
+        }
         for (slot, (label, t)) in &self.dests {
             match now.get(slot) {
                 Some((l, _)) if l == label => {}
-                _ => add(self.dest_base.entry(label.clone()).or_default(), t),
+                _ => {
+                    add(self.dest_base.entry(label.clone()).or_default(), t);
+                    let start = self.dest_start.entry(*slot).or_default();
+                    add(start, t);
+                    if let (Some((_, t)), Some(r)) =
+                        (now.get_mut(slot), rows.iter().find(|r| r.slot == *slot))
+                    {
+                        *t = r.traffic.since(start);
+                    }
+                }
             }
         }
         self.dests = now;
@@ -380,6 +393,13 @@ mod tests {
         // Taken over in one update, without a gap.
         let now = tot.services(&[svc(0, "third", 10)]);
         assert_eq!((now["third"], now["new"]), (t(1), t(4)));
+        // Realserver ids alike.
+        let a = ("web".to_string(), "10.77.1.1:8080".to_string());
+        let b = ("web".to_string(), "10.77.1.9:8080".to_string());
+        assert_eq!(tot.dests(&[srv(5, "web", "10.77.1.1:8080", 3)])[&a], t(3));
+        assert_eq!(tot.dests(&[])[&a], t(3));
+        let now = tot.dests(&[srv(5, "web", "10.77.1.9:8080", 4)]);
+        assert_eq!((now[&a], now[&b]), (t(3), t(1)));
     }
 
     #[test]

@@ -261,9 +261,12 @@ impl Daemon {
         }
         // A freed slot's counters go on in the queues: `list --stats` starts its next
         // service from here.
-        for sid in self.registry.take_freed() {
+        let (services, dests) = self.registry.take_freed();
+        for sid in services {
             self.stats.zero_service(&r, sid as usize, &[]);
         }
+        let dests: Vec<usize> = dests.into_iter().map(|d| d as usize).collect();
+        self.stats.zero_dests(&r, &dests);
         self.sync_dynamic_weights();
         self.sync_sorry();
         self.take_events();
