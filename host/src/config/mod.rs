@@ -872,10 +872,10 @@ impl Validator<'_> {
                 return Err(self.err(
                     "director.conn_memory_limit",
                     format!(
-                        "{} (with template_memory_limit {}) is more than this machine's memory, {} (MemTotal in /proc/meminfo)",
+                        "{} (with template_memory_limit {}) is more than this machine's memory, {:.1} GiB (MemTotal in /proc/meminfo)",
                         units::format_size(conn_memory_limit),
                         units::format_size(template_memory_limit),
-                        units::format_size(total)
+                        total as f64 / f64::from(1u32 << 30)
                     ),
                 ));
             }
