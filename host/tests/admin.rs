@@ -28,13 +28,16 @@ use ringvs::io::process_packets;
 use ringvs::wire::tcp::flags::{ACK, SYN};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddrV4;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+#[path = "common/plugins.rs"]
+mod built;
 
 const NOBODY: u32 = 65_534;
 /// A supplementary group of the test's peers that is not the admin group.
@@ -55,6 +58,10 @@ struct Director {
 
 impl Director {
     fn start(director: &str) -> Director {
+        Director::start_with(director, admin::Limits::DEFAULT)
+    }
+
+    fn start_with(director: &str, limits: admin::Limits) -> Director {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "ringvs-admin-{}-{}",
@@ -91,7 +98,7 @@ impl Director {
         let thread = std::thread::spawn(move || {
             rt.block_on(async move {
                 tokio::select! {
-                    _ = admin::serve(listener, daemon) => {}
+                    _ = admin::serve_with(listener, daemon, limits) => {}
                     _ = rx => {}
                 }
             });
@@ -603,7 +610,7 @@ fn refused_edits_are_explained_and_change_nothing() {
         ),
         (
             server_add("web", "10.77.1.9", 1),
-            "\"10.77.1.9\" is not an IPv4 address:port",
+            "server-add: key `addr`: expected an address like \"10.77.100.100:80\", found \"10.77.1.9\"",
         ),
         (
             Request::ServerWeight {
@@ -746,6 +753,258 @@ fn refused_edits_are_explained_and_change_nothing() {
         assert!(e.contains(want), "{args:?}: want {want:?}, got {e:?}");
         assert_eq!(d.state(), before, "{args:?} changed the state");
     }
+}
+
+/// `server-add` and runtime edits are validated as the config file is (issue 11): no
+/// unspecified address, no port 0, and no realserver or sorry server at the virtual address
+/// of any service (a forwarding loop bounded only by the TTL). Refused, nothing changes.
+#[test]
+fn runtime_servers_are_validated_as_the_config_is() {
+    let d = Director::start("");
+    let before = d.state();
+    let server_add = |service: &str, addr: &str| Request::ServerAdd {
+        service: service.into(),
+        addr: addr.into(),
+        weight: None,
+        upper: None,
+        lower: None,
+    };
+    let specific = "with a nonzero port and a specific address";
+    let cases: Vec<(Request, &str)> = vec![
+        (server_add("web", "0.0.0.0:0"), specific),
+        (server_add("web", "0.0.0.0:8080"), specific),
+        (server_add("web", "10.77.1.9:0"), specific),
+        (
+            server_add("web", "10.77.100.100:80"),
+            "10.77.100.100 is the virtual address of service \"web\"; packets sent to it would come back into the director",
+        ),
+        // Another service's VIP, on another port, is the same loop.
+        (
+            server_add("dns", "10.77.100.100:8080"),
+            "cannot be a realserver",
+        ),
+        // A new service whose VIP is a realserver's address.
+        (
+            add_req("x", "10.77.1.1:81", None, None, None),
+            "10.77.1.1 is the virtual address of service \"x\"",
+        ),
+        (
+            Request::ServiceEdit {
+                name: "web".into(),
+                edit: ServiceEdit {
+                    sorry_server: Some("10.77.100.100:80".into()),
+                    ..ServiceEdit::default()
+                },
+            },
+            "cannot be a sorry server",
+        ),
+    ];
+    for (req, want) in cases {
+        let e = d
+            .call(req.clone())
+            .expect_err(&format!("{req:?} must fail"));
+        assert!(e.contains(want), "{req:?}: want {want:?}, got {e:?}");
+        assert_eq!(d.state(), before, "{req:?} changed the state");
+    }
+    let o = d.cli(&[], &["server", "add", "web", "0.0.0.0:0"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains(specific), "{}", text(&o.stderr));
+    assert_eq!(d.state(), before);
+}
+
+/// The admin socket bounds its connections (issue 11: nothing did): one over the cap is
+/// answered with an error and closed, an idle one is closed after the idle timeout (freeing
+/// its slot), and requests over the per-connection rate are answered with an error, not run,
+/// while the connection stays usable.
+#[test]
+fn admin_connections_are_capped_timed_out_and_rate_limited() {
+    let limits = admin::Limits {
+        max_connections: 4,
+        idle_timeout: Duration::from_secs(2),
+        requests_per_sec: 5,
+    };
+    let d = Director::start_with("", limits);
+    let before = d.state();
+    // Four connections take every slot: each has been served (a connection made while the
+    // `state` call's session was still ending may have been refused: it tries again).
+    let status = b"{\"v\":1,\"cmd\":\"status\"}\n";
+    let mut held: Vec<UnixStream> = Vec::new();
+    while held.len() < 4 {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(status).unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        if line.contains("\"ok\":true") {
+            held.push(s);
+        } else {
+            assert!(line.contains("too many admin connections"), "{line}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let v = raw_once(&d.socket, b"{\"v\":1,\"cmd\":\"status\"}\n");
+    let e = v["error"].as_str().unwrap_or_default();
+    assert!(e.contains("too many admin connections (limit 4)"), "{v}");
+    // The idle timeout closes them, with a word, and the slots come back.
+    for s in &mut held {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut line = String::new();
+        BufReader::new(&*s).read_line(&mut line).unwrap();
+        assert!(
+            line.contains("idle for 2 s; closing the connection"),
+            "{line}"
+        );
+        assert!(closed(s));
+    }
+    assert_eq!(d.state(), before);
+    // Twenty requests at once on one connection: the first five run, later ones within the
+    // same instant are refused; a second later the connection serves again.
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    s.write_all(&b"{\"v\":1,\"cmd\":\"status\"}\n".repeat(20))
+        .unwrap();
+    let (mut ok, mut limited) = (0, 0);
+    for _ in 0..20 {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line.contains("\"ok\":true") {
+            ok += 1;
+        } else {
+            assert!(
+                line.contains("rate limit: more than 5 requests a second"),
+                "{line}"
+            );
+            limited += 1;
+        }
+    }
+    assert!(
+        (5..20).contains(&ok) && limited > 0,
+        "{ok} ran, {limited} refused"
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    s.write_all(b"{\"v\":1,\"cmd\":\"status\"}\n").unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\":true"), "{line}");
+}
+
+/// Calls `req` on a thread and waits at most 20 s for the answer; on a timeout, `unstick`
+/// runs (to release what the daemon hangs on) and the test fails.
+fn call_within(
+    d: &Director,
+    req: Request,
+    unstick: impl FnOnce(),
+) -> Result<serde_json::Value, String> {
+    let socket = d.socket.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = req.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(client::call(&socket, &r));
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(res) => res,
+        Err(_) => {
+            unstick();
+            panic!("{req:?}: no answer in 20 s");
+        }
+    }
+}
+
+/// `plugin swap SERVICE PATH` reads regular files only, at most `MAX_PLUGIN_BYTES`, off the
+/// daemon's lock (issue 11): a FIFO (which hung the daemon: every later `list` timed out), a
+/// symlink to one, a symlink to `/dev/zero` (which read until memory ran out) and an
+/// oversized file are refused at once, and the daemon answers on.
+#[test]
+fn plugin_swap_takes_regular_files_only_and_the_daemon_keeps_answering() {
+    let d = Director::start("");
+    let before = d.state();
+    let fifo = d.dir.join("fifo.wasm");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // Safety: mkfifo on a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let fifo_link = d.dir.join("fifo-link.wasm");
+    std::os::unix::fs::symlink(&fifo, &fifo_link).unwrap();
+    let zero = d.dir.join("zero.wasm");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let big = d.dir.join("big.wasm");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(ringvs::plugin::MAX_PLUGIN_BYTES + 1)
+        .unwrap();
+    // Releases a daemon stuck opening the FIFO (before the fix): a writer that closes.
+    let unstick = || {
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+    };
+    let regular = "a plugin must be a regular file";
+    for (path, want) in [
+        (&fifo, format!("a FIFO; {regular}")),
+        (&fifo_link, format!("a FIFO; {regular}")),
+        (&zero, format!("a device; {regular}")),
+        (
+            &big,
+            "over the limit of 16777216 bytes for a plugin".to_string(),
+        ),
+        (&d.dir, "directory".to_string()),
+    ] {
+        let req = Request::PluginSwap {
+            service: "web".into(),
+            target: path.display().to_string(),
+        };
+        let e = call_within(&d, req, unstick).expect_err("must fail");
+        assert!(
+            e.contains(&want),
+            "{}: want {want:?}, got {e:?}",
+            path.display()
+        );
+        assert_eq!(d.state(), before, "the daemon answers, unchanged");
+    }
+    // The CLI says the same.
+    let o = d.cli(&[], &["plugin", "swap", "web", fifo.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains(regular), "{}", text(&o.stderr));
+    assert_eq!(d.state(), before);
+}
+
+/// A file swapped in by path whose name the config pins (`[plugins.NAME] sha256`) must match
+/// the pin (issue 11: paths given at runtime ignored it).
+#[test]
+fn a_swap_by_path_honours_the_configs_sha256_pin() {
+    use sha2::Digest;
+    let rr = std::fs::read(built::plugin("sched-rr")).unwrap();
+    let lc = std::fs::read(built::plugin("sched-lc")).unwrap();
+    let dir = std::env::temp_dir().join(format!("ringvs-admin-pin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("pinned.wasm");
+    std::fs::write(&file, &rr).unwrap();
+    let sha: String = sha2::Sha256::digest(&rr)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let d = Director::start(&format!(
+        "[plugins.pinned]\npath = \"{}\"\nsha256 = \"{sha}\"\n",
+        file.display()
+    ));
+    let before = d.state();
+    let swap = || Request::PluginSwap {
+        service: "web".into(),
+        target: file.display().to_string(),
+    };
+    // The file changed since the config pinned it.
+    std::fs::write(&file, &lc).unwrap();
+    let e = d
+        .call(swap())
+        .expect_err("a file that is not the pinned one");
+    assert!(e.contains("sha256 mismatch: the config pins"), "{e}");
+    assert_eq!(d.state(), before);
+    // The pinned contents swap in.
+    std::fs::write(&file, &rr).unwrap();
+    d.call(swap()).unwrap();
+    assert!(d.state().contains("\"pinned\""), "{}", d.state());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -397,6 +397,43 @@ fn capture_time_drives_expiry() {
     assert_eq!(r.time.span_secs, 61.0);
 }
 
+/// Two UDP datagrams 429,496,700 s apart (the audit's crash in issue 11: the clock reaches
+/// 2^32 ticks), then two more from other clients 40 s apart after that.
+fn thirteen_years() -> Capture {
+    const GAP_MS: u64 = 429_496_700_000;
+    let client = |i: u8| SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 30 + i), 5300);
+    let mut c = Capture::new();
+    c.add(0, udp(client(0), DNS, b"q"));
+    c.add(GAP_MS, udp(client(1), DNS, b"q"));
+    c.add(GAP_MS + 40_000, udp(client(2), DNS, b"q"));
+    c.add(GAP_MS + 80_000, udp(client(3), DNS, b"q"));
+    c
+}
+
+/// The fixture `tests/captures/thirteen-years.pcap`: a capture that spans the wrap of the
+/// data plane's 32-bit clock. It replays without a panic, and every entry expires on time
+/// on both sides of the wrap (each datagram is unreplied: 30 s).
+#[test]
+fn a_capture_across_the_clock_wrap_expires_on_time() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/captures/thirteen-years.pcap");
+    if std::env::var_os("RINGVS_WRITE_FIXTURES").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, thirteen_years().bytes()).unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(
+        bytes,
+        thirteen_years().bytes(),
+        "{} is stale",
+        path.display()
+    );
+    let mut reader = PcapReader::from_reader(&bytes[..]).unwrap();
+    let r = replay::replay(&config(), reader.by_ref(), None::<&mut PcapWriter<Vec<u8>>>).unwrap();
+    assert_eq!(r.packets.processed, 4);
+    assert_eq!(r.forwarded.total, 4);
+    assert_eq!((r.table.entries, r.table.expired), (1, 3));
+}
+
 /// A directory of its own under the system's temporary directory.
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ringvs-replay-{}-{name}", std::process::id()));

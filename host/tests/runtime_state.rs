@@ -197,6 +197,7 @@ fn director_keys_are_applied_or_refused_by_name() {
         ("log_format", "\"json\""),
         ("queues", "2"),
         ("offload", "false"),
+        ("user", "\"nobody\""),
     ] {
         std::fs::write(
             &d.conf,

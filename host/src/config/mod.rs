@@ -159,6 +159,9 @@ pub struct Director {
     /// Directories searched for catalogue plugins before the default ones
     /// (`crate::plugin::catalogue::search_path`); relative ones are relative to the file.
     pub plugin_dirs: Vec<PathBuf>,
+    /// The user the daemon runs as once set up (`director.user`), giving up root and every
+    /// capability (`control::privileges`); `None`: it stays root.
+    pub user: Option<String>,
 }
 
 impl Director {
@@ -390,6 +393,86 @@ pub fn check_thresholds(upper: u32, lower: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Physical memory in bytes (`MemTotal` of `/proc/meminfo`), if it can be read: what the
+/// memory budgets are checked against at load.
+pub fn physical_memory() -> Option<u64> {
+    mem_total(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// A realserver or sorry server whose address is the virtual address of a service (found by
+/// [`vip_as_server`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipAsServer {
+    /// Index of the service that lists it.
+    pub service: usize,
+    /// Index of the realserver in that service; `None` for its sorry server.
+    pub server: Option<usize>,
+    /// The address.
+    pub addr: SocketAddrV4,
+    /// The service whose virtual address it is.
+    pub vip_of: String,
+}
+
+impl fmt::Display for VipAsServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} is the virtual address of service {:?}; packets sent to it would come back \
+             into the director (a loop bounded only by the TTL), so it cannot be a {}",
+            self.addr.ip(),
+            self.vip_of,
+            if self.server.is_some() {
+                "realserver"
+            } else {
+                "sorry server"
+            }
+        )
+    }
+}
+
+/// The first realserver or sorry server of `services` whose IP address is the virtual
+/// address of any service (any port or protocol: the routing contract sends every packet
+/// for a VIP into the director). Config loading and every runtime edit refuse one.
+pub fn vip_as_server(services: &[ServiceConfig]) -> Option<VipAsServer> {
+    let vip_of = |a: &SocketAddrV4| services.iter().find(|s| s.vip.ip() == a.ip());
+    for (i, s) in services.iter().enumerate() {
+        let servers = s.servers.iter().map(|x| x.addr).enumerate();
+        let listed = servers
+            .map(|(j, a)| (Some(j), a))
+            .chain(s.sorry_server.map(|a| (None, a)));
+        for (server, addr) in listed {
+            if let Some(v) = vip_of(&addr) {
+                return Some(VipAsServer {
+                    service: i,
+                    server,
+                    addr,
+                    vip_of: v.name.clone(),
+                });
+            }
+        }
+    }
+    None
+}
+
+/// A realserver's `addr:port` given at runtime (`server-add`), checked as the config file's
+/// `service.N.server.N.addr` is: IPv4, a specific address, a nonzero port.
+pub fn server_endpoint(s: &str) -> Result<SocketAddrV4, ConfigError> {
+    let fig = Figment::new();
+    let v = Validator {
+        fig: &fig,
+        file_origin: "server-add".into(),
+        base: None,
+    };
+    v.v4_endpoint("addr", s, None)
+}
+
 /// A configuration error: where, which key, and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -600,6 +683,13 @@ impl Validator<'_> {
             }
             services.push(svc);
         }
+        if let Some(v) = vip_as_server(&services) {
+            let key = match v.server {
+                Some(j) => format!("service.{}.server.{j}.addr", v.service),
+                None => format!("service.{}.sorry_server", v.service),
+            };
+            return Err(self.err(key, v.to_string()));
+        }
         self.implicit_plugins(&services, &dirs, &mut plugins)?;
         Ok(Config {
             path,
@@ -761,6 +851,45 @@ impl Validator<'_> {
                 ))
             }
         };
+        let offload = d.offload.unwrap_or(true);
+        if let (Io::Tun, Some(m)) = (&io, mtu) {
+            let largest = crate::io::uring::largest_packet(offload);
+            if m as usize > largest {
+                return Err(self.err(
+                    "director.mtu",
+                    format!(
+                        "expected at most {largest} with offload = {offload} (an I/O buffer of {} bytes, less {} of headroom, holds one packet; longer ones would be discarded), found {m}; lower mtu{}",
+                        crate::io::uring::UringOptions::for_device(offload).buf_size,
+                        crate::dataplane::HEADROOM,
+                        if offload { "" } else { " or set offload = true" }
+                    ),
+                ));
+            }
+        }
+        if let Some(total) = physical_memory() {
+            let asked = conn_memory_limit.saturating_add(template_memory_limit);
+            if asked > total {
+                return Err(self.err(
+                    "director.conn_memory_limit",
+                    format!(
+                        "{} (with template_memory_limit {}) is more than this machine's memory, {:.1} GiB (MemTotal in /proc/meminfo)",
+                        units::format_size(conn_memory_limit),
+                        units::format_size(template_memory_limit),
+                        total as f64 / f64::from(1u32 << 30)
+                    ),
+                ));
+            }
+        }
+        let user = d.user.filter(|u| !u.is_empty());
+        if let Some(u) = &user {
+            crate::control::privileges::lookup(u).map_err(|e| self.err("director.user", e))?;
+            if routes == Routes::Auto {
+                return Err(self.err(
+                    "director.user",
+                    "routes = \"auto\" installs and removes routes while running, which needs root (CAP_NET_ADMIN): use routes = \"manual\" with a user, or no user",
+                ));
+            }
+        }
         let plugin_dirs = d
             .plugin_dirs
             .unwrap_or_default()
@@ -787,13 +916,14 @@ impl Validator<'_> {
             admin_group: d.admin_group.filter(|g| !g.is_empty()),
             metrics_listen,
             routes,
-            offload: d.offload.unwrap_or(true),
+            offload,
             mtu,
             expire_nodest_conn: d.expire_nodest_conn.unwrap_or(false),
             expire_quiescent_template: d.expire_quiescent_template.unwrap_or(false),
             template_memory_limit: template_memory_limit as usize,
             log_format,
             plugin_dirs,
+            user,
         })
     }
 

@@ -45,6 +45,7 @@ pub struct Director {
     pub interfaces: Option<Vec<String>>,
     pub xdp_mode: Option<String>,
     pub plugin_dirs: Option<Vec<String>>,
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -68,6 +68,7 @@ fn director(d: &Director) -> raw::Director {
                 .map(|p| p.display().to_string())
                 .collect()
         }),
+        user: d.user.clone(),
     }
 }
 

@@ -120,6 +120,93 @@ fn duplicates_are_refused() {
 }
 
 #[test]
+fn a_vip_is_never_a_realserver_or_sorry_server() {
+    // The web VIP's address as one of dns's realservers (another port, another protocol):
+    // the routing contract sends it back into the director.
+    let dns_server = "scheduler = \"rr\"\n[[service.server]]\naddr = \"10.77.100.100:8080\"\n";
+    let e = err(&GOOD.replace("scheduler = \"rr\"\n", dns_server));
+    assert_eq!(e.key, "service[1].server[0].addr");
+    assert!(
+        e.to_string().contains(
+            "10.77.100.100 is the virtual address of service \"web\"; packets sent to it would \
+             come back into the director"
+        ),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "scheduler = \"rr\"\n",
+        "scheduler = \"rr\"\nsorry_server = \"10.77.100.100:81\"\n",
+    ));
+    assert_eq!(e.key, "service[1].sorry_server");
+    assert!(e.message.contains("cannot be a sorry server"), "{e}");
+    // Unspecified addresses and port 0 were refused already; runtime adds use the same rule.
+    let e = server_endpoint("0.0.0.0:0").unwrap_err();
+    assert_eq!((e.origin.as_str(), e.key.as_str()), ("server-add", "addr"));
+    assert!(server_endpoint("10.77.1.1:0").is_err());
+    assert_eq!(
+        server_endpoint("10.77.1.1:80"),
+        Ok("10.77.1.1:80".parse().unwrap())
+    );
+}
+
+/// Issue 11: `mtu = 9000` with `offload = false` was accepted, then every packet over 1983
+/// bytes was discarded; a `conn_memory_limit` over the machine's memory was accepted.
+#[test]
+fn mtu_and_memory_are_checked_against_the_machine() {
+    let with = |keys: &str| GOOD.replace("queues = 2\n", &format!("queues = 2\n{keys}\n"));
+    let e = err(&with("offload = false\nmtu = 9000"));
+    assert_eq!(e.key, "director.mtu");
+    assert!(
+        e.message
+            .starts_with("expected at most 1983 with offload = false (an I/O buffer of 2048 bytes"),
+        "{e}"
+    );
+    assert!(
+        e.message
+            .ends_with("found 9000; lower mtu or set offload = true"),
+        "{e}"
+    );
+    from_str(&with("offload = false\nmtu = 1983"), "t.toml").unwrap();
+    from_str(&with("offload = true\nmtu = 9000"), "t.toml").unwrap();
+    from_str(&with("mtu = 65535"), "t.toml").unwrap();
+
+    let total = physical_memory().expect("/proc/meminfo");
+    let e = err(&GOOD.replace("\"256MiB\"", "\"99999TiB\""));
+    assert_eq!(e.key, "director.conn_memory_limit");
+    assert!(
+        e.message.contains("is more than this machine's memory"),
+        "{e}"
+    );
+    let gib = format!("{:.1} GiB (MemTotal", total as f64 / f64::from(1u32 << 30));
+    assert!(e.message.contains(&gib), "{e}");
+    assert_eq!(
+        mem_total("MemTotal:       16318508 kB\nMemFree: 1 kB\n"),
+        Some(16_318_508 * 1024)
+    );
+    assert_eq!(mem_total("MemFree: 1 kB\n"), None);
+}
+
+#[test]
+fn a_user_to_run_as_exists_and_needs_manual_routes() {
+    let with = |keys: &str| GOOD.replace("queues = 2\n", &format!("queues = 2\n{keys}\n"));
+    let c = from_str(&with("user = \"nobody\""), "t.toml").unwrap();
+    assert_eq!(c.director.user.as_deref(), Some("nobody"));
+    let e = err(&with("user = \"no-such-user-here\""));
+    assert_eq!(e.key, "director.user");
+    assert!(
+        e.message.contains("no user named \"no-such-user-here\""),
+        "{e}"
+    );
+    let e = err(&with("user = \"nobody\"\nroutes = \"auto\""));
+    assert_eq!(e.key, "director.user");
+    assert!(
+        e.message
+            .starts_with("routes = \"auto\" installs and removes routes"),
+        "{e}"
+    );
+}
+
+#[test]
 fn ipv6_and_syntax_errors_are_explained() {
     let e = err(&GOOD.replace("10.77.100.100:80", "[2001:db8::1]:80"));
     assert!(e.message.contains("IPv6"), "{e}");

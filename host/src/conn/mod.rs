@@ -11,9 +11,11 @@ mod table;
 
 pub use counters::DestCounters;
 pub use state::{Direction, Event, State, StateTable, StateTableError, Timeouts};
+pub use table::{reached, ticks_left};
 pub use table::{
     BudgetTooSmall, Conn, ConnId, ConnTable, FlowAddr, Full, HashKey, NewConn, Tick, EVICT_SAMPLE,
-    F_INACTIVE, F_NOOUTPUT, F_PERSISTENT, F_PROXIED, F_PROXY_OPENING, TICKS_PER_SEC, WHEEL_SLOTS,
+    F_INACTIVE, F_NOOUTPUT, F_PERSISTENT, F_PROXIED, F_PROXY_OPENING, MAX_STEP, TICKS_PER_SEC,
+    WHEEL_SLOTS,
 };
 
 #[cfg(test)]

@@ -23,6 +23,15 @@
 //! when its deadline moves *earlier* (a state change to a shorter timeout). When a slot comes
 //! due, entries whose deadline has not yet passed are relinked further on. The work per tick
 //! is proportional to the entries due, never a scan of the table.
+//!
+//! # The clock wraps
+//!
+//! A [`Tick`] is a `u32` that wraps after 2^32 ticks (13.6 years at [`TICKS_PER_SEC`]), as
+//! the kernel's jiffies do: a wider clock would grow every entry by 8 bytes. Deadlines are
+//! therefore compared with [`reached`] and measured with [`ticks_left`], never with `<` or
+//! `-`; both are right while a deadline lies less than 2^31 ticks (6.8 years) from the
+//! present. Nothing is scheduled that far ahead, and a clock that jumps further in one step
+//! (only a replayed capture can) moves in steps of at most [`MAX_STEP`].
 
 use super::state::{State, STATES};
 use core::fmt;
@@ -36,8 +45,32 @@ pub const TICKS_PER_SEC: u32 = 10;
 /// Slots of the timer wheel (a span of 409.6 s at 10 ticks per second).
 pub const WHEEL_SLOTS: usize = 4096;
 
-/// A point in time, in ticks since the data plane started.
+/// A point in time, in ticks since the data plane started, modulo 2^32 (see "The clock
+/// wraps" above).
 pub type Tick = u32;
+
+/// The largest step the clock may take in one move: half the span within which [`reached`]
+/// is right, so that every deadline set before a step is seen as reached after it.
+pub const MAX_STEP: Tick = 1 << 30;
+
+/// True once `now` has reached `deadline` on the wrapping clock (the kernel's
+/// `time_after_eq(now, deadline)`).
+#[inline]
+pub fn reached(now: Tick, deadline: Tick) -> bool {
+    // Two's complement: the difference is non-negative as an i32 while `now` lies at most
+    // 2^31 - 1 ticks after `deadline`.
+    now.wrapping_sub(deadline) as i32 >= 0
+}
+
+/// Ticks from `now` until `deadline`, zero once it is reached.
+#[inline]
+pub fn ticks_left(deadline: Tick, now: Tick) -> Tick {
+    if reached(now, deadline) {
+        0
+    } else {
+        deadline.wrapping_sub(now)
+    }
+}
 
 const NIL: u32 = u32::MAX;
 
@@ -529,7 +562,8 @@ impl<A: FlowAddr> ConnTable<A> {
     pub fn set_expiry(&mut self, id: ConnId, expires: Tick) {
         let e = &mut self.entries[id.0 as usize];
         e.expires = expires;
-        if expires < e.sched {
+        // Relink when the deadline is now before the slot it waits in (or it waits in none).
+        if e.sched == NIL || !reached(expires, e.sched) {
             self.unlink_timer(id.0);
             self.link_timer(id.0, expires);
         }
@@ -581,11 +615,13 @@ impl<A: FlowAddr> ConnTable<A> {
         mut expired: impl FnMut(ConnId, &Conn<A>),
     ) -> usize {
         let mut removed = 0;
-        if now.saturating_sub(self.wheel_now) > WHEEL_SLOTS as u32 {
-            self.wheel_now = now - WHEEL_SLOTS as u32;
+        // A clock that went back (it never does) is ignored; a jump past the wheel's span
+        // walks the whole wheel once.
+        if ticks_left(now, self.wheel_now) > WHEEL_SLOTS as u32 {
+            self.wheel_now = now.wrapping_sub(WHEEL_SLOTS as u32);
         }
-        while self.wheel_now < now {
-            let t = self.wheel_now + 1;
+        while !reached(self.wheel_now, now) {
+            let t = self.wheel_now.wrapping_add(1);
             let slot = t as usize % WHEEL_SLOTS;
             let mut i = core::mem::replace(&mut self.wheel[slot], NIL);
             while i != NIL {
@@ -600,7 +636,7 @@ impl<A: FlowAddr> ConnTable<A> {
                 e.tnext = NIL;
                 e.tprev = NIL;
                 e.sched = NIL;
-                if e.expires <= now {
+                if reached(now, e.expires) {
                     let old = self.remove_off_wheel(i);
                     expired(ConnId(i), &old);
                     removed += 1;
@@ -632,6 +668,8 @@ impl<A: FlowAddr> ConnTable<A> {
         if n == 0 {
             return None;
         }
+        // Closeness to expiry is measured from the wheel's present: deadlines wrap.
+        let now = self.wheel_now;
         let mut best: Option<(u8, Tick, u32)> = None;
         for k in 0..EVICT_SAMPLE.min(n) {
             let i = (start.wrapping_add(k)) % n;
@@ -642,8 +680,9 @@ impl<A: FlowAddr> ConnTable<A> {
             let Some(c) = class(e).filter(|c| *c <= worst) else {
                 continue;
             };
-            if best.is_none_or(|(bc, bx, _)| (c, e.expires) < (bc, bx)) {
-                best = Some((c, e.expires, i));
+            let left = ticks_left(e.expires, now);
+            if best.is_none_or(|(bc, bx, _)| (c, left) < (bc, bx)) {
+                best = Some((c, left, i));
                 if c == 0 {
                     break;
                 }
@@ -701,11 +740,14 @@ impl<A: FlowAddr> ConnTable<A> {
     /// Links entry `i` into the slot of `expires`, clamped to the ticks after `from` that
     /// the wheel spans.
     fn link_timer_from(&mut self, i: u32, expires: Tick, from: Tick) {
-        // Saturating: ticks are u32 (13.6 years at 10 a second); at the end of time every
-        // deadline is the last tick rather than an overflow (a replayed capture can jump
-        // there in one step).
-        let hi = from.saturating_add(WHEEL_SLOTS as u32 - 1);
-        let sched = expires.clamp(from.saturating_add(1).min(hi), hi);
+        // On the wrapping clock: the distance from `from`, clamped to 1..=WHEEL_SLOTS - 1.
+        let ahead = ticks_left(expires, from).clamp(1, WHEEL_SLOTS as u32 - 1);
+        let mut sched = from.wrapping_add(ahead);
+        if sched == NIL {
+            // NIL marks an entry off the wheel: look at it one tick early instead (it is
+            // relinked, its deadline is kept), or one late if early is `from` itself.
+            sched = if ahead > 1 { NIL - 1 } else { 0 };
+        }
         let slot = sched as usize % WHEEL_SLOTS;
         let head = self.wheel[slot];
         if head != NIL {

@@ -274,17 +274,58 @@ fn evict_takes_the_least_valuable_sampled_entry() {
 }
 
 #[test]
-fn end_of_time_saturates_instead_of_overflowing() {
-    // Ticks are u32: a replayed capture whose timestamps jump 13.6 years, or a daemon that
-    // runs that long, reaches u32::MAX. Nothing may panic there.
-    let mut t = ConnTable::<Ipv4Addr>::new(1 << 20, key(), 0).unwrap();
-    add(&mut t, conn(1), 50).unwrap();
-    let mut n = 0;
-    t.advance(u32::MAX - 10, usize::MAX, |_, _| n += 1);
-    assert_eq!(n, 1);
-    let id = add(&mut t, conn(2), u32::MAX).unwrap();
-    t.set_expiry(id, u32::MAX);
-    t.advance(u32::MAX, usize::MAX, |_, _| {});
-    add(&mut t, conn(3), u32::MAX).unwrap();
-    assert!(t.len() <= 2);
+fn wrapping_comparisons() {
+    assert!(reached(5, 5) && reached(6, 5) && !reached(4, 5));
+    assert!(reached(3, u32::MAX - 2) && !reached(u32::MAX - 2, 3));
+    assert_eq!(ticks_left(3, u32::MAX - 2), 6);
+    assert_eq!(ticks_left(u32::MAX - 2, 3), 0);
+}
+
+#[test]
+fn the_clock_wraps_without_losing_expiry() {
+    // Ticks are u32 and wrap after 13.6 years, as the daemon's clock does (`as Tick`). The
+    // table must keep expiring on time across the wrap, and nothing may panic there.
+    let t0 = u32::MAX - 100;
+    let mut t = ConnTable::<Ipv4Addr>::new(1 << 20, key(), t0).unwrap();
+    add(&mut t, conn(1), t0.wrapping_add(50)).unwrap(); // before the wrap
+    add(&mut t, conn(2), t0.wrapping_add(300)).unwrap(); // after it
+    let moved = add(&mut t, conn(3), t0.wrapping_add(4000)).unwrap();
+    t.set_expiry(moved, t0.wrapping_add(150)); // earlier, across the wrap
+    let mut gone = Vec::new();
+    for step in 1..=600u32 {
+        let now = t0.wrapping_add(step);
+        t.advance(now, usize::MAX, |_, c| gone.push((c.cport(), step)));
+        if step == 400 {
+            // Inserted after the wrap: expires 100 ticks later, not before.
+            add(&mut t, conn(4), now.wrapping_add(100)).unwrap();
+        }
+    }
+    gone.sort();
+    let port = |i: u32| conn(i).cport;
+    assert_eq!(
+        gone,
+        vec![
+            (port(1), 50),
+            (port(2), 300),
+            (port(3), 150),
+            (port(4), 500)
+        ]
+    );
+    assert!(t.is_empty());
+    // A jump across the wrap longer than the wheel's span.
+    add(&mut t, conn(5), t0.wrapping_add(700)).unwrap();
+    assert_eq!(t.advance(t0.wrapping_add(699), usize::MAX, |_, _| {}), 0);
+    let id = add(&mut t, conn(6), t0.wrapping_add(9000)).unwrap();
+    assert_eq!(t.advance(t0.wrapping_add(8999), usize::MAX, |_, _| {}), 1);
+    assert_eq!(t.get_mut(id).expires(), t0.wrapping_add(9000));
+    assert_eq!(t.advance(t0.wrapping_add(9000), usize::MAX, |_, _| {}), 1);
+    // The deadline at u32::MAX itself (the value that marks "off the wheel"), set from one
+    // and from two ticks before it.
+    for from in [u32::MAX - 1, u32::MAX - 2] {
+        let mut t = ConnTable::<Ipv4Addr>::new(1 << 20, key(), from).unwrap();
+        add(&mut t, conn(7), u32::MAX).unwrap();
+        assert_eq!(t.advance(u32::MAX - 1, usize::MAX, |_, _| {}), 0);
+        let late = t.advance(u32::MAX, usize::MAX, |_, _| {}) + t.advance(0, usize::MAX, |_, _| {});
+        assert_eq!(late, 1);
+    }
 }

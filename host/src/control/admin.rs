@@ -5,6 +5,12 @@
 //!
 //! What answers the requests is a [`Handler`] (the daemon implements it); this module knows
 //! the socket and the protocol's framing, not the daemon.
+//!
+//! Connections are bounded ([`Limits`]): at most [`Limits::max_connections`] at once (one
+//! more is answered with an error and closed, so file descriptors stay free for health
+//! probes), each closed after [`Limits::idle_timeout`] without a request (or with an answer
+//! it does not read), and each allowed [`Limits::requests_per_sec`] requests a second (a
+//! token bucket of that size; a request over it is answered with an error, not run).
 
 use super::protocol::{parse_request, Request, Response, MAX_REQUEST};
 use std::ffi::CString;
@@ -12,14 +18,40 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, warn};
 
 /// What answers the admin socket's requests, one at a time (behind a mutex).
 pub trait Handler: Send + 'static {
-    /// Answers one request: its result, or the error to send back.
-    fn handle(&mut self, req: Request) -> Result<serde_json::Value, String>;
+    /// Reads what a request names outside the daemon (the plugin file of a `plugin-swap`)
+    /// before the lock is taken, so that a slow or hostile file holds up this connection
+    /// only, never the daemon. An error is the answer, and the lock is not taken.
+    fn read_ahead(req: &Request) -> Result<Option<ReadAhead>, String>
+    where
+        Self: Sized,
+    {
+        let _ = req;
+        Ok(None)
+    }
+
+    /// Answers one request, with what [`Handler::read_ahead`] read for it: its result, or
+    /// the error to send back.
+    fn handle(
+        &mut self,
+        req: Request,
+        ahead: Option<ReadAhead>,
+    ) -> Result<serde_json::Value, String>;
+}
+
+/// A file a request names, read before the handler's lock was taken.
+#[derive(Debug)]
+pub struct ReadAhead {
+    /// The path as the request gave it.
+    pub path: std::path::PathBuf,
+    /// Its contents.
+    pub bytes: Vec<u8>,
 }
 
 /// A bound admin socket and who may use it.
@@ -163,8 +195,41 @@ impl Listener {
     }
 }
 
-/// Accepts and serves connections until the task is aborted; `handler` answers.
+/// Bounds on the admin socket's connections (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// How long a connection may wait for its next request, or leave an answer unread.
+    pub idle_timeout: Duration,
+    /// Requests a second one connection may make (also the burst).
+    pub requests_per_sec: u32,
+}
+
+impl Limits {
+    /// The daemon's: 64 connections, 30 s idle, 50 requests a second each.
+    pub const DEFAULT: Limits = Limits {
+        max_connections: 64,
+        idle_timeout: Duration::from_secs(30),
+        requests_per_sec: 50,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+/// Accepts and serves connections until the task is aborted; `handler` answers. With the
+/// default [`Limits`].
 pub async fn serve<H: Handler>(listener: Listener, handler: Arc<Mutex<H>>) {
+    serve_with(listener, handler, Limits::DEFAULT).await
+}
+
+/// [`serve`] with other limits (tests).
+pub async fn serve_with<H: Handler>(listener: Listener, handler: Arc<Mutex<H>>, limits: Limits) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         let (stream, _) = match listener.inner.accept().await {
             Ok(s) => s,
@@ -173,6 +238,25 @@ pub async fn serve<H: Handler>(listener: Listener, handler: Arc<Mutex<H>>) {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            warn!(
+                "admin socket: refused a connection: {} already open",
+                limits.max_connections
+            );
+            let msg = format!(
+                "too many admin connections (limit {}); try again",
+                limits.max_connections
+            );
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    send(&mut stream, &Response::err(msg)),
+                )
+                .await;
+            });
+            continue;
         };
         let allowed = match authorize(&stream, listener.access.gid()) {
             Ok(()) => true,
@@ -184,9 +268,10 @@ pub async fn serve<H: Handler>(listener: Listener, handler: Arc<Mutex<H>>) {
         let h = handler.clone();
         let access = listener.access.clone();
         tokio::spawn(async move {
-            if let Err(e) = session(stream, h, allowed, access).await {
+            if let Err(e) = session(stream, h, allowed, access, limits).await {
                 debug!("admin session ended: {e}");
             }
+            drop(slot);
         });
     }
 }
@@ -279,6 +364,52 @@ fn proc_groups(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// A request rate limit: a token bucket of `rate` tokens, refilled at `rate` a second.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Bucket {
+        Bucket {
+            rate: f64::from(rate.max(1)),
+            tokens: f64::from(rate.max(1)),
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// [`send`] within `limit`: a peer that does not read its answers is dropped.
+async fn send_within(
+    stream: &mut UnixStream,
+    r: &Response,
+    limit: Duration,
+) -> std::io::Result<()> {
+    match tokio::time::timeout(limit, send(stream, r)).await {
+        Ok(res) => res,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the peer does not read its answers",
+        )),
+    }
+}
+
 async fn send(stream: &mut UnixStream, r: &Response) -> std::io::Result<()> {
     let mut line = serde_json::to_string(r).unwrap_or_else(|_| "{\"v\":1,\"ok\":false}".into());
     line.push('\n');
@@ -293,10 +424,13 @@ async fn session<H: Handler>(
     handler: Arc<Mutex<H>>,
     allowed: bool,
     access: Access,
+    limits: Limits,
 ) -> std::io::Result<()> {
+    let idle = limits.idle_timeout;
     if !allowed {
-        return send(&mut stream, &Response::err(DENIED)).await;
+        return send_within(&mut stream, &Response::err(DENIED), idle).await;
     }
+    let mut bucket = Bucket::new(limits.requests_per_sec);
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
@@ -313,17 +447,28 @@ async fn session<H: Handler>(
             // The admin group may have changed (a reload) since the peer connected.
             if let Err(who) = authorize(&stream, access.gid()) {
                 warn!("admin socket: refused {who} (admin group changed)");
-                send(&mut stream, &Response::err(DENIED)).await?;
+                send_within(&mut stream, &Response::err(DENIED), idle).await?;
                 let _ = stream.shutdown().await;
                 return Ok(());
+            }
+            if !bucket.take() {
+                let e = format!(
+                    "rate limit: more than {} requests a second on one connection; request not run",
+                    limits.requests_per_sec
+                );
+                send_within(&mut stream, &Response::err(e), idle).await?;
+                continue;
             }
             let resp = match parse_request(line) {
                 Err(e) => Response::err(e),
                 Ok(req) => {
                     let h = handler.clone();
-                    match tokio::task::spawn_blocking(move || match h.lock() {
-                        Ok(mut h) => h.handle(req),
-                        Err(_) => Err("daemon state poisoned".to_string()),
+                    match tokio::task::spawn_blocking(move || {
+                        let ahead = H::read_ahead(&req)?;
+                        match h.lock() {
+                            Ok(mut h) => h.handle(req, ahead),
+                            Err(_) => Err("daemon state poisoned".to_string()),
+                        }
                     })
                     .await
                     {
@@ -333,23 +478,32 @@ async fn session<H: Handler>(
                     }
                 }
             };
-            send(&mut stream, &resp).await?;
+            send_within(&mut stream, &resp, idle).await?;
         }
         // A line longer than the limit (complete or not) ends the session: the rest of it
         // cannot be told apart from the next request.
         let pending = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
         if pending > MAX_REQUEST {
-            send(
+            send_within(
                 &mut stream,
                 &Response::err(format!(
                     "request too large (limit {MAX_REQUEST} bytes per line); closing the connection"
                 )),
+                idle,
             )
             .await?;
             let _ = stream.shutdown().await;
             return Ok(());
         }
-        let n = stream.read(&mut chunk).await?;
+        let n = match tokio::time::timeout(idle, stream.read(&mut chunk)).await {
+            Ok(n) => n?,
+            Err(_) => {
+                let e = format!("idle for {} s; closing the connection", idle.as_secs_f64());
+                let _ = send_within(&mut stream, &Response::err(e), Duration::from_secs(1)).await;
+                let _ = stream.shutdown().await;
+                return Ok(());
+            }
+        };
         if n == 0 {
             return Ok(());
         }

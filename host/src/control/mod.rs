@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod logging;
 pub mod notify;
 pub mod plugins;
+pub mod privileges;
 pub mod protocol;
 pub mod registry;
 pub mod replay;

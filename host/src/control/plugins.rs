@@ -130,7 +130,9 @@ pub fn server_infos_of(e: &ServiceEntry) -> Vec<ServerInfo> {
 }
 
 fn sha256_of(path: &Path) -> Option<[u8; 32]> {
-    std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
+    crate::plugin::read_plugin_file(path)
+        .ok()
+        .map(|b| Sha256::digest(&b).into())
 }
 
 impl PluginManager {
@@ -246,10 +248,16 @@ impl PluginManager {
         Ok(out)
     }
 
-    /// Loads a scheduler from a file for `ringvs plugin swap SERVICE PATH` (no config). A
-    /// file loaded before under its name is read again: the same bytes (sha256) give the
-    /// loaded plugin back, other bytes are compiled as a new build.
-    pub fn load_path(&mut self, path: &Path) -> Result<PathLoad, String> {
+    /// Loads a scheduler for `ringvs plugin swap SERVICE PATH` (no config) from the file's
+    /// `bytes`, read already; `pin` is the sha256 the config pins for its name, if any. A
+    /// file loaded before under its name: the same bytes (sha256) give the loaded plugin
+    /// back, other bytes are compiled as a new build.
+    pub fn load_path(
+        &mut self,
+        path: &Path,
+        bytes: Vec<u8>,
+        pin: Option<[u8; 32]>,
+    ) -> Result<PathLoad, String> {
         let name = path
             .file_stem()
             .and_then(|s| s.to_str())
@@ -263,16 +271,18 @@ impl PluginManager {
                     p.path.display()
                 ));
             }
-            if p.kind == Kind::Scheduler && sha256_of(path) == Some(p.sha256) {
+            let digest: [u8; 32] = Sha256::digest(&bytes).into();
+            if p.kind == Kind::Scheduler && digest == p.sha256 {
                 return Ok(PathLoad::Unchanged(p.clone()));
             }
         }
         let rt = self.runtime()?;
         let plugin = rt
-            .load(
+            .load_bytes(
                 &name,
                 path,
-                None,
+                bytes,
+                pin,
                 &serde_json::json!({}),
                 Some(Kind::Scheduler),
             )

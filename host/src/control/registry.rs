@@ -13,7 +13,9 @@
 //! `DEST_F_HEALTH_REMOVED` otherwise; they belong to the checkers, as `DEST_F_REMOVED`,
 //! `DEST_F_EXPIRE` and the weight belong to the registry ([`DestState`]'s operator methods).
 
-use crate::config::{check_thresholds, check_weight, ServerConfig, ServiceConfig, MAX_WEIGHT};
+use crate::config::{
+    self, check_thresholds, check_weight, ServerConfig, ServiceConfig, MAX_WEIGHT,
+};
 use crate::dataplane::service::{
     Dest, DestState, OperatorState, Service, Snapshot, DEST_F_HEALTH, DEST_F_REMOVED,
 };
@@ -82,6 +84,8 @@ pub enum EditError {
     BadThresholds(String),
     /// Too many services.
     TooManyServices,
+    /// A realserver or sorry server at a service's virtual address.
+    VipAsServer(config::VipAsServer),
 }
 
 impl fmt::Display for EditError {
@@ -95,6 +99,7 @@ impl fmt::Display for EditError {
             EditError::BadWeight(w) => write!(f, "weight {w} is out of range (0 to {MAX_WEIGHT})"),
             EditError::BadThresholds(m) => f.write_str(m),
             EditError::TooManyServices => f.write_str("too many services (65535 slots)"),
+            EditError::VipAsServer(v) => v.fmt(f),
         }
     }
 }
@@ -116,7 +121,19 @@ pub struct ServicePlugins {
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     services: Vec<ServiceEntry>,
+    /// The next never-used service slot.
+    next_service: u32,
+    /// Slots of services that drained and were forgotten, with the snapshot generation at
+    /// that moment: one is reused only once a later snapshot (which no longer has it) went to
+    /// the queues, so a queue never takes a gone service's state for a new one.
+    free_services: Vec<(u16, u64)>,
+    /// Slots freed since [`Registry::take_freed`] was last called.
+    freed: Vec<u16>,
     next_dest: u32,
+    /// Realserver ids of forgotten (drained) realservers, reused as service slots are.
+    free_dests: Vec<(u32, u64)>,
+    /// Realserver ids freed since [`Registry::take_freed`] was last called.
+    freed_dests: Vec<u32>,
     generation: u64,
     version: u64,
 }
@@ -135,8 +152,14 @@ impl Registry {
     }
 
     fn new_dest(&mut self, s: &ServerConfig) -> DestEntry {
-        let id = self.next_dest;
-        self.next_dest += 1;
+        let generation = self.generation;
+        let id = match self.free_dests.iter().position(|&(_, g)| g < generation) {
+            Some(k) => self.free_dests.swap_remove(k).0,
+            None => {
+                self.next_dest += 1;
+                self.next_dest - 1
+            }
+        };
         let state = DestState::new(s.weight);
         if s.health.is_some() {
             state.health_pending();
@@ -162,6 +185,10 @@ impl Registry {
     /// added, changed ones updated in place, missing ones start draining. Returns the names
     /// of services whose definition changed.
     pub fn apply(&mut self, services: &[ServiceConfig]) -> Result<Vec<String>, EditError> {
+        // Checked before anything changes: a refused edit leaves the registry as it was.
+        if let Some(v) = config::vip_as_server(services) {
+            return Err(EditError::VipAsServer(v));
+        }
         let mut changed = Vec::new();
         let live: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
         for e in self.services.iter_mut() {
@@ -204,16 +231,22 @@ impl Registry {
             }
             match pos {
                 None => {
-                    if self.services.len() >= u16::MAX as usize {
-                        return Err(EditError::TooManyServices);
-                    }
+                    let generation = self.generation;
+                    let reuse = self.free_services.iter().position(|&(_, g)| g < generation);
+                    let id = match reuse {
+                        Some(k) => self.free_services.swap_remove(k).0,
+                        None if self.next_service < u32::from(u16::MAX) => {
+                            self.next_service += 1;
+                            (self.next_service - 1) as u16
+                        }
+                        None => return Err(EditError::TooManyServices),
+                    };
                     let mut dests: Vec<DestEntry> =
                         cfg.servers.iter().map(|s| self.new_dest(s)).collect();
                     if let Some(a) = cfg.sorry_server {
                         dests.push(self.new_sorry(a));
                     }
                     let version = self.bump();
-                    let id = self.services.len() as u16;
                     self.services.push(ServiceEntry {
                         id,
                         cfg: cfg.clone(),
@@ -338,20 +371,61 @@ impl Registry {
         true
     }
 
-    /// Forgets draining realservers and services with no connections left.
+    /// Forgets draining realservers and services with no connections left; a forgotten
+    /// service's slot becomes free for a new service (after the next snapshot; see
+    /// [`Registry::take_freed`]).
     pub fn collect_garbage(&mut self) -> bool {
         let mut any = false;
+        let generation = self.generation;
         for e in self.services.iter_mut() {
             let before = e.dests.len();
+            let (free, freed) = (&mut self.free_dests, &mut self.freed_dests);
             e.dests.retain(|d| {
-                !(d.removed() && d.state.counters.active() == 0 && d.state.counters.inactive() == 0)
+                let gone = d.removed()
+                    && d.state.counters.active() == 0
+                    && d.state.counters.inactive() == 0;
+                if gone {
+                    free.push((d.id, generation));
+                    freed.push(d.id);
+                }
+                !gone
             });
             if e.dests.len() != before {
                 e.version += 1;
                 any = true;
             }
         }
+        let (free, freed) = (&mut self.free_services, &mut self.freed);
+        self.services.retain(|e| {
+            let gone = e.removed && e.dests.is_empty();
+            if gone {
+                free.push((e.id, generation));
+                freed.push(e.id);
+                any = true;
+            }
+            !gone
+        });
         any
+    }
+
+    /// The service slots and realserver ids freed by [`Registry::collect_garbage`] since
+    /// the last call: their counters in the queues go on from where the gone object left
+    /// them, so what shows them must start a new occupant from there.
+    pub fn take_freed(&mut self) -> (Vec<u16>, Vec<u32>) {
+        (
+            std::mem::take(&mut self.freed),
+            std::mem::take(&mut self.freed_dests),
+        )
+    }
+
+    /// Realserver ids in use or free for reuse: what the queues' per-realserver vectors span.
+    pub fn dest_ids_used(&self) -> usize {
+        self.next_dest as usize
+    }
+
+    /// Service slots in use or free for reuse: what the queues' per-service vectors span.
+    pub fn service_slots_used(&self) -> usize {
+        self.next_service as usize
     }
 
     /// The snapshot for the queues (a new generation each call), with built-in schedulers
@@ -734,6 +808,52 @@ addr = "10.77.1.2:8080"
         assert_eq!(r.snapshot().service(web).unwrap().dests.len(), 2);
         // An unchanged reload changes nothing.
         assert!(r.apply(&cfg(&text)).unwrap().is_empty());
+    }
+
+    /// Issue 11: service slots were never freed, so after 65,535 adds `TooManyServices` held
+    /// until restart. A drained, forgotten service's slot is reused, once a snapshot without
+    /// it has gone out.
+    #[test]
+    fn service_slots_of_forgotten_services_are_reused() {
+        let mut r = Registry::new(&cfg(CFG)).unwrap();
+        let base = cfg(CFG);
+        let api = cfg(&CFG
+            .replace("\"web\"", "\"api\"")
+            .replace(".100:80", ".101:80"));
+        let mut ids = std::collections::BTreeSet::new();
+        for round in 0..70_000 {
+            let mut all = base.clone();
+            all.extend(api.iter().cloned());
+            r.apply(&all)
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            ids.insert(r.service("api").unwrap().id);
+            r.apply(&base).unwrap();
+            // No connections: forgotten at once; the slot is free after the next snapshot.
+            assert!(r.collect_garbage());
+            let (services, dests) = r.take_freed();
+            assert_eq!((services.len(), dests.len()), (1, 2));
+            r.snapshot();
+            if round == 100 {
+                assert_eq!(ids.len(), 1, "one slot for api, reused: {ids:?}");
+            }
+        }
+        assert_eq!(ids.len(), 1);
+        assert!(r.service_slots_used() <= 2);
+        // The realserver ids too (web's two, api's two, reused).
+        assert!(r.dest_ids_used() <= 4, "{} ids", r.dest_ids_used());
+        // Not before a snapshot without it went out.
+        let mut all = base.clone();
+        all.extend(api.iter().cloned());
+        r.apply(&all).unwrap();
+        let first = r.service("api").unwrap().id;
+        r.apply(&base).unwrap();
+        r.collect_garbage();
+        r.apply(&all).unwrap();
+        assert_ne!(
+            r.service("api").unwrap().id,
+            first,
+            "reused before a snapshot"
+        );
     }
 
     #[test]

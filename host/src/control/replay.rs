@@ -4,7 +4,8 @@
 //! One [`Shard`] (one queue holding all of `director.conn_memory_limit`) processes every
 //! record of the capture in order. Time comes from the capture: the first record is tick 0,
 //! and before each packet the queue's clock moves to the record's offset from the first, so
-//! timeouts and expiry behave as they would live. The connection hash uses a fixed key
+//! timeouts and expiry behave as they would live. A gap longer than the wrapping clock can
+//! take in one move ([`MAX_STEP`], 3.4 years) is crossed in several. The connection hash uses a fixed key
 //! ([`REPLAY_HASH_KEY`]), so two runs over the same capture give the same report.
 //!
 //! The config's plugins run as in the daemon: schedulers, persistence and defenses are
@@ -19,7 +20,7 @@
 //! counted and treated as "no time passed", because the data plane's clock never goes back.
 
 use crate::config::{self, Config, ConfigError};
-use crate::conn::{HashKey, State, Tick, TICKS_PER_SEC};
+use crate::conn::{HashKey, State, Tick, MAX_STEP, TICKS_PER_SEC};
 use crate::control::plugins::PluginManager;
 use crate::control::registry::{EditError, Registry};
 use crate::dataplane::stats::DropReason;
@@ -351,7 +352,10 @@ pub fn replay<W: Write>(
     let mut decisions = Vec::new();
     let mut timeline: Vec<Sample> = Vec::new();
     let (mut first, mut last): (Option<Duration>, Option<Duration>) = (None, None);
-    let mut tick: Tick = shard.now();
+    // The shard's clock wraps (see `crate::conn::Tick`); the capture's is counted here in
+    // full, and moved on in steps the wrapping clock can take.
+    let start: Tick = shard.now();
+    let mut elapsed: u64 = 0;
     let mut buf = Vec::new();
 
     for rec in records {
@@ -370,10 +374,9 @@ pub fn replay<W: Write>(
         {
             timeline.push(sample(&shard, at.as_secs()));
         }
-        let t = ticks(at).max(tick);
-        if t != tick {
-            tick = t;
-            shard.set_now(tick);
+        while ticks(at) > elapsed {
+            elapsed += (ticks(at) - elapsed).min(u64::from(MAX_STEP));
+            shard.set_now(start.wrapping_add(elapsed as Tick));
         }
         if rec.truncated {
             packets.truncated += 1;
@@ -411,7 +414,7 @@ pub fn replay<W: Write>(
     // Finish expirations the per-call budget left for later (only a huge burst does).
     loop {
         let before = shard.counters().expired;
-        shard.set_now(tick);
+        shard.set_now(start.wrapping_add(elapsed as Tick));
         if shard.counters().expired == before {
             break;
         }
@@ -527,10 +530,10 @@ fn sample(shard: &Shard, at_secs: u64) -> Sample {
     }
 }
 
-/// Ticks of the data-plane clock in `d`, saturating.
-fn ticks(d: Duration) -> Tick {
+/// Ticks of the data-plane clock in `d`, unwrapped (saturating at 58 billion years).
+fn ticks(d: Duration) -> u64 {
     let t = d.as_millis() / u128::from(1000 / TICKS_PER_SEC);
-    Tick::try_from(t).unwrap_or(Tick::MAX)
+    u64::try_from(t).unwrap_or(u64::MAX)
 }
 
 /// The decision for a packet that created a flow: the client and virtual service from the
@@ -745,6 +748,6 @@ mod tests {
         assert_eq!(human_size(1536), "1.5 KiB");
         assert_eq!(human_size(256 << 20), "256.0 MiB");
         assert_eq!(ticks(Duration::from_millis(61_050)), 610);
-        assert_eq!(ticks(Duration::from_secs(u64::MAX / 2)), Tick::MAX);
+        assert_eq!(ticks(Duration::from_secs(u64::MAX / 2)), u64::MAX);
     }
 }

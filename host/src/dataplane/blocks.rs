@@ -3,7 +3,7 @@
 //! checks it only while it is not empty, one hash lookup per distinct prefix length. A
 //! service holds at most [`ringvs_abi::MAX_BLOCKS`] blocks.
 
-use crate::conn::Tick;
+use crate::conn::{reached, Tick};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -69,7 +69,7 @@ impl BlockList {
         let len = len.min(32);
         let k = (svc, mask(addr, len), len);
         match self.entries.get_mut(&k) {
-            Some(b) if b.until >= block.until && b.mode == block.mode => return true,
+            Some(b) if reached(b.until, block.until) && b.mode == block.mode => return true,
             Some(b) => *b = block,
             None => {
                 if self.count(svc) >= ringvs_abi::MAX_BLOCKS {
@@ -101,7 +101,7 @@ impl BlockList {
     pub fn expire(&mut self, now: Tick) -> bool {
         let mut gone = Vec::new();
         self.entries.retain(|k, b| {
-            let keep = b.until > now;
+            let keep = !reached(now, b.until);
             if !keep {
                 gone.push((k.0, k.2));
             }
@@ -153,7 +153,7 @@ impl BlockList {
         self.lens
             .iter()
             .filter_map(|&len| self.entries.get(&(svc, mask(a, len), len)))
-            .find(|b| b.until > now)
+            .find(|b| !reached(now, b.until))
     }
 
     /// Every block: (service slot, prefix, length, block).

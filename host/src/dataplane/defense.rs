@@ -288,7 +288,7 @@ impl TableView for ServiceTable<'_> {
             if c.svc != self.svc {
                 continue;
             }
-            let left = c.expires().saturating_sub(self.now);
+            let left = crate::conn::ticks_left(c.expires(), self.now);
             let full = self.timeouts[c.state as usize];
             out.push(tt::Entry {
                 id: i,

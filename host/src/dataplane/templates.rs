@@ -42,7 +42,7 @@
 //! connection slot, see `Shard`), which is how `n_control` goes down when it ends.
 
 use super::service::{DestState, DEST_F_DOWN, DEST_F_OVERLOAD, DEST_F_REMOVED};
-use crate::conn::{HashKey, Tick};
+use crate::conn::{reached, HashKey, Tick};
 use core::hash::Hasher;
 use siphasher::sip::SipHasher13;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -322,7 +322,7 @@ impl TemplateStore {
             svc,
             flags: F_LIVE | F_HASHED,
             dest_id,
-            expires: now.saturating_add(timeout),
+            expires: now.wrapping_add(timeout),
             n_control: 1,
             next: head.wrapping_sub(1),
         };
@@ -431,7 +431,7 @@ impl TemplateStore {
             return Bind::Missing;
         }
         let t = &s.entries[i as usize];
-        if t.n_control == 0 && t.expires <= now {
+        if t.n_control == 0 && reached(now, t.expires) {
             // Expired; the sweep has not come by yet.
             Self::unhash(s, b, i);
             Self::free(s, i);
@@ -453,7 +453,7 @@ impl TemplateStore {
         }
         let t = &mut s.entries[i as usize];
         t.n_control += 1;
-        t.expires = now.saturating_add(timeout);
+        t.expires = now.wrapping_add(timeout);
         Bind::Bound {
             id: TemplateId(si as u32 * self.per_stripe + i),
             dest: t.dest_id,
@@ -514,7 +514,7 @@ impl TemplateStore {
         let mut i = (s.cursor as usize) % n;
         for _ in 0..budget.min(n) {
             let t = &s.entries[i];
-            if t.flags & F_HASHED != 0 && t.n_control == 0 && t.expires <= now {
+            if t.flags & F_HASHED != 0 && t.n_control == 0 && reached(now, t.expires) {
                 let (_, b) = self.place(t.svc, t.key);
                 Self::unhash(s, b, i as u32);
                 Self::free(s, i as u32);

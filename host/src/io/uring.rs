@@ -84,6 +84,14 @@ impl Default for UringOptions {
     }
 }
 
+/// The longest packet (bytes, IP header on) a queue with the default buffers of
+/// [`UringOptions::for_device`] takes whole: its buffer less [`HEADROOM`], less one (a read
+/// that fills its buffer may have been truncated by TUN, so it is discarded). 1983 without a
+/// virtio-net header; what `director.mtu` is checked against when `offload = false`.
+pub fn largest_packet(vnet_hdr: bool) -> usize {
+    UringOptions::for_device(vnet_hdr).buf_size - HEADROOM - 1
+}
+
 impl UringOptions {
     /// Defaults for a device with or without a virtio-net header; with one, 256 buffers of
     /// [`VNET_BUF_SIZE`] so that 64 KiB GSO super-packets fit (17 MiB per queue).

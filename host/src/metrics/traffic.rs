@@ -220,7 +220,12 @@ fn add(a: &mut Traffic, b: &Traffic) {
 pub struct Totals {
     /// Slot → (labels, last counters).
     services: HashMap<u16, (String, Traffic)>,
+    /// Slot → what its counters stood at when its label set took it: a service slot is
+    /// reused once its service is gone, and the queues' counters go on.
+    service_start: HashMap<u16, Traffic>,
     dests: HashMap<u32, ((String, String), Traffic)>,
+    /// Realserver slot → what its counters stood at when its label set took it.
+    dest_start: HashMap<u32, Traffic>,
     /// Labels → what gone slots counted.
     service_base: HashMap<String, Traffic>,
     dest_base: HashMap<(String, String), Traffic>,
@@ -229,14 +234,26 @@ pub struct Totals {
 impl Totals {
     /// Each label set's counters: its gone slots' and its current slots' together.
     fn services(&mut self, rows: &[ServiceRow]) -> HashMap<String, Traffic> {
-        let now: HashMap<u16, (String, Traffic)> = rows
-            .iter()
-            .map(|r| (r.slot, (r.service.clone(), r.traffic)))
-            .collect();
+        let mut now: HashMap<u16, (String, Traffic)> = HashMap::new();
+        for r in rows {
+            let start = self.service_start.entry(r.slot).or_default();
+            now.insert(r.slot, (r.service.clone(), r.traffic.since(start)));
+        }
         for (slot, (label, t)) in &self.services {
             match now.get(slot) {
                 Some((l, _)) if l == label => {}
-                _ => add(self.service_base.entry(label.clone()).or_default(), t),
+                _ => {
+                    add(self.service_base.entry(label.clone()).or_default(), t);
+                    // The slot's next occupant starts where this one's counters stood.
+                    let start = self.service_start.entry(*slot).or_default();
+                    add(start, t);
+                    // A new occupant in the same update: counted from there.
+                    if let (Some((_, t)), Some(r)) =
+                        (now.get_mut(slot), rows.iter().find(|r| r.slot == *slot))
+                    {
+                        *t = r.traffic.since(start);
+                    }
+                }
             }
         }
         self.services = now;
@@ -248,14 +265,25 @@ impl Totals {
     }
 
     fn dests(&mut self, rows: &[BackendRow]) -> HashMap<(String, String), Traffic> {
-        let now: HashMap<u32, ((String, String), Traffic)> = rows
-            .iter()
-            .map(|r| (r.slot, ((r.service.clone(), r.server.clone()), r.traffic)))
-            .collect();
+        let mut now: HashMap<u32, ((String, String), Traffic)> = HashMap::new();
+        for r in rows {
+            let start = self.dest_start.entry(r.slot).or_default();
+            let label = (r.service.clone(), r.server.clone());
+            now.insert(r.slot, (label, r.traffic.since(start)));
+        }
         for (slot, (label, t)) in &self.dests {
             match now.get(slot) {
                 Some((l, _)) if l == label => {}
-                _ => add(self.dest_base.entry(label.clone()).or_default(), t),
+                _ => {
+                    add(self.dest_base.entry(label.clone()).or_default(), t);
+                    let start = self.dest_start.entry(*slot).or_default();
+                    add(start, t);
+                    if let (Some((_, t)), Some(r)) =
+                        (now.get_mut(slot), rows.iter().find(|r| r.slot == *slot))
+                    {
+                        *t = r.traffic.since(start);
+                    }
+                }
             }
         }
         self.dests = now;
@@ -349,6 +377,29 @@ mod tests {
         let d = tot.dests(&[srv(7, "web", "10.77.1.1:8080", 1)]);
         assert_eq!(d[&("web".into(), "10.77.1.1:8080".into())], t(4));
         assert_eq!(d[&("web".into(), "10.77.1.2:8080".into())], t(1));
+    }
+
+    /// A service slot is reused once its service is gone (issue 11): the queues' counters of
+    /// the slot go on, and the new service counts from where they stood.
+    #[test]
+    fn a_reused_service_slot_starts_its_new_service_from_zero() {
+        let mut tot = Totals::default();
+        assert_eq!(tot.services(&[svc(0, "old", 5)])["old"], t(5));
+        assert_eq!(tot.services(&[])["old"], t(5));
+        // The slot's counters stood at 5; "new" has counted 2 since.
+        let now = tot.services(&[svc(0, "new", 7)]);
+        assert_eq!((now["new"], now["old"]), (t(2), t(5)));
+        assert_eq!(tot.services(&[svc(0, "new", 9)])["new"], t(4));
+        // Taken over in one update, without a gap.
+        let now = tot.services(&[svc(0, "third", 10)]);
+        assert_eq!((now["third"], now["new"]), (t(1), t(4)));
+        // Realserver ids alike.
+        let a = ("web".to_string(), "10.77.1.1:8080".to_string());
+        let b = ("web".to_string(), "10.77.1.9:8080".to_string());
+        assert_eq!(tot.dests(&[srv(5, "web", "10.77.1.1:8080", 3)])[&a], t(3));
+        assert_eq!(tot.dests(&[])[&a], t(3));
+        let now = tot.dests(&[srv(5, "web", "10.77.1.9:8080", 4)]);
+        assert_eq!((now[&a], now[&b]), (t(3), t(1)));
     }
 
     #[test]

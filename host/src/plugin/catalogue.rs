@@ -262,7 +262,9 @@ pub fn available(dirs: &[PathBuf]) -> Vec<Available> {
         .collect();
     for e in ENTRIES {
         let file = locate(e, dirs);
-        let bytes = file.as_ref().and_then(|f| std::fs::read(f).ok());
+        let bytes = file
+            .as_ref()
+            .and_then(|f| crate::plugin::read_plugin_file(f).ok());
         out.push(Available {
             name: e.name.to_string(),
             kind: e.kind.name(),

@@ -5,7 +5,7 @@
 
 use super::bindings::{defense, persistence, scheduler, types};
 use super::runtime::{Plugin, PluginError, Pre, Runtime};
-use super::store::{new_store, HostState, Lent, LogBudget, TableView};
+use super::store::{new_store, with_table, HostState, LogBudget, TableView};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
@@ -401,20 +401,11 @@ impl DefenseInstance {
         stats: &defense_types::TickStats,
         table: Option<&dyn TableView>,
     ) -> Result<Vec<defense_types::Action>, Fault> {
-        // Safety: the view is only reachable through the store during this call (cleared
-        // below, also when the call fails), on this thread.
-        let lent = table.map(|t| {
-            Lent(
-                unsafe { std::mem::transmute::<&dyn TableView, &'static dyn TableView>(t) }
-                    as *const _,
-            )
-        });
-        self.store.data_mut().table = lent;
-        let b = &self.b;
-        let r = guarded(&mut self.store, self.tick, |s| {
-            b.ringvs_plugin_defense().call_tick(s, stats)
-        });
-        self.store.data_mut().table = None;
-        r
+        let (b, tick) = (&self.b, self.tick);
+        with_table(&mut self.store, table, |store| {
+            guarded(store, tick, |s| {
+                b.ringvs_plugin_defense().call_tick(s, stats)
+            })
+        })
     }
 }

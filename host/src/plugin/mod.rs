@@ -20,6 +20,7 @@ pub mod catalogue;
 pub mod harness;
 mod instance;
 mod load;
+pub use load::{read_plugin_file, MAX_PLUGIN_BYTES};
 mod runtime;
 mod store;
 

@@ -69,11 +69,11 @@ pub trait TableView {
     fn scan(&self, start: u32, count: u32) -> Vec<defense::ringvs::plugin::table::Entry>;
 }
 
-/// A table view lent to the store for the duration of one call.
-pub(super) struct Lent(pub(super) *const (dyn TableView + 'static));
+/// A table view lent to the store for the duration of one call (see [`with_table`]).
+pub(super) struct Lent(*const (dyn TableView + 'static));
 
-// Safety: the pointer is set only for the duration of a call made on the thread that owns
-// both the store and the table, and cleared before the call returns (see `DefenseInstance::tick`).
+// Safety: the pointer is set only by `with_table`, for the duration of a call made on the
+// thread that owns both the store and the table, and cleared before it returns or unwinds.
 unsafe impl Send for Lent {}
 
 /// A plugin's `log` messages, over all its instances: kept by level (`error` … `trace`), and
@@ -140,6 +140,37 @@ impl LogBudget {
         }
         self.counters.written[level as usize].fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Runs `f` on `store` with `table` lent to its host state (what a defense's tick may scan)
+/// and takes it back when `f` returns *or unwinds*. The store's type cannot name the
+/// table's lifetime, so the reference is kept as a pointer with the lifetime erased; a drop
+/// guard, not a line after the call, clears it, so a panic cannot leave it dangling.
+pub(super) fn with_table<R>(
+    store: &mut Store<HostState>,
+    table: Option<&dyn TableView>,
+    f: impl FnOnce(&mut Store<HostState>) -> R,
+) -> R {
+    /// Clears the lent table when dropped.
+    struct Loan<'s>(&'s mut Store<HostState>);
+    impl Drop for Loan<'_> {
+        fn drop(&mut self) {
+            self.0.data_mut().table = None;
+        }
+    }
+    let lent = table.map(|t| {
+        let p: *const (dyn TableView + '_) = t;
+        // Safety: only the lifetime bound of the trait object changes (same layout). The
+        // pointer is dereferenced (`HostState::view`) only inside `f`, while `table` is
+        // borrowed for this whole function, and `Loan` clears it before this returns or
+        // unwinds.
+        Lent(unsafe {
+            std::mem::transmute::<*const (dyn TableView + '_), *const (dyn TableView + 'static)>(p)
+        })
+    });
+    store.data_mut().table = lent;
+    let loan = Loan(store);
+    f(&mut *loan.0)
 }
 
 /// Per-store host state.
@@ -246,13 +277,26 @@ mod tests {
         }
     }
 
+    use defense::ringvs::plugin::table::Host as _;
+
+    /// A table whose every read panics (as a bug in the host's view could).
+    struct Panicking;
+
+    impl TableView for Panicking {
+        fn slots(&self) -> u32 {
+            panic!("the table view panicked")
+        }
+        fn scan(&self, _: u32, _: u32) -> Vec<defense::ringvs::plugin::table::Entry> {
+            Vec::new()
+        }
+    }
+
     #[test]
     fn one_scan_call_visits_a_bounded_number_of_slots() {
         let t = Counting(Cell::new(0));
         let log = LogBudget::new("p".into(), Arc::new(LogCounters::default()));
         let mut h = HostState::new(1 << 20, Arc::default(), log);
         h.table = Some(Lent(&t as &dyn TableView as *const _));
-        use defense::ringvs::plugin::table::Host;
         h.scan(0, u32::MAX);
         assert_eq!(t.0.get(), ringvs_abi::MAX_SCAN_SLOTS);
         h.scan(7, 100);
@@ -279,5 +323,42 @@ mod tests {
         let mut other = LogBudget::new("p".into(), counters.clone());
         other.log(log::Level::Error, &"é".repeat(2000), other.window);
         assert_eq!(counters.written[0].load(Ordering::Relaxed), 1);
+    }
+
+    /// Issue 11: the table lent to a tick was cleared by a line after the call, which a panic
+    /// skipped, leaving the store with a pointer to a table that was about to go away.
+    #[test]
+    fn a_panic_during_the_loan_takes_the_table_back() {
+        let engine = Engine::default();
+        let mut store = new_store(
+            &engine,
+            1 << 20,
+            Arc::new(AtomicUsize::new(0)),
+            LogBudget::new("p".into(), Arc::new(LogCounters::default())),
+        );
+        {
+            let table = Panicking;
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                with_table(&mut store, Some(&table), |s| s.data_mut().slots())
+            }));
+            assert!(r.is_err());
+        }
+        assert!(store.data().table.is_none(), "the table is still lent");
+        assert_eq!(store.data_mut().slots(), 0);
+        // And when the call returns normally.
+        struct Empty;
+        impl TableView for Empty {
+            fn slots(&self) -> u32 {
+                7
+            }
+            fn scan(&self, _: u32, _: u32) -> Vec<defense::ringvs::plugin::table::Entry> {
+                Vec::new()
+            }
+        }
+        assert_eq!(
+            with_table(&mut store, Some(&Empty), |s| s.data_mut().slots()),
+            7
+        );
+        assert!(store.data().table.is_none());
     }
 }

@@ -84,6 +84,19 @@ impl Stats {
         self.zero = r;
     }
 
+    /// Zeroes realserver slots `dests` at `r` (ids freed for reuse).
+    pub(super) fn zero_dests(&mut self, r: &ShardReport, dests: &[usize]) {
+        let z = &mut self.zero;
+        if z.dests.len() < r.dests.len() {
+            z.dests.resize(r.dests.len(), Traffic::default());
+        }
+        for &i in dests {
+            if let Some(t) = r.dests.get(i) {
+                z.dests[i] = *t;
+            }
+        }
+    }
+
     /// Zeroes service slot `sid` and realserver slots `dests` at `r`.
     pub(super) fn zero_service(&mut self, r: &ShardReport, sid: usize, dests: &[usize]) {
         let z = &mut self.zero;

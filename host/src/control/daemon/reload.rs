@@ -2,6 +2,7 @@
 //! everything on copies (plugins compiled and self-tested, per-queue instances created)
 //! before anything is switched.
 
+use super::super::admin::ReadAhead;
 use super::super::plugins::{PathLoad, Prepared};
 use super::super::registry::Registry;
 use super::state::Daemon;
@@ -82,6 +83,7 @@ fn director_changes(d0: &Director, d1: &Director) -> (Vec<&'static str>, Vec<Str
         template_memory_limit,
         log_format,
         plugin_dirs,
+        user,
     } = d1;
     let mut fixed = Vec::new();
     let mut refuse = |changed: bool, key: &'static str| {
@@ -119,6 +121,8 @@ fn director_changes(d0: &Director, d1: &Director) -> (Vec<&'static str>, Vec<Str
     );
     // The log subscriber is installed once (`ringvs run --log-format` overrides it).
     refuse(*log_format != d0.log_format, "director.log_format");
+    // Root is given up once, after setup; it cannot be taken back.
+    refuse(*user != d0.user, "director.user");
     let mut applied = Vec::new();
     if *admin_group != d0.admin_group {
         let show = |g: &Option<String>| g.clone().unwrap_or_else(|| "none".into());
@@ -388,7 +392,13 @@ impl Daemon {
     /// plugin file. The plugin is compiled, self-tested and instantiated for every queue
     /// before anything changes; queues switch between two new flows and existing flows keep
     /// their realservers. The config file is not edited: a reload applies the file again.
-    pub fn swap(&mut self, service: &str, target: &str) -> Result<String, String> {
+    /// A file target arrives read (`ahead`, see [`crate::control::admin::Handler::read_ahead`]).
+    pub fn swap(
+        &mut self,
+        service: &str,
+        target: &str,
+        ahead: Option<ReadAhead>,
+    ) -> Result<String, String> {
         let from = self
             .registry
             .service(service)
@@ -397,7 +407,7 @@ impl Daemon {
             .scheduler
             .clone();
         let mut extra = BTreeMap::new();
-        let (name, rebuilt) = self.scheduler_named(target, &mut extra)?;
+        let (name, rebuilt) = self.scheduler_named(target, ahead, &mut extra)?;
         if let Some(Rebuild::Unchanged(p)) = &rebuilt {
             if name == from {
                 return Ok(format!(
@@ -435,36 +445,49 @@ impl Daemon {
     }
 
     /// The scheduler `target` names: a built-in, a loaded scheduler plugin, or a `.wasm`
-    /// file (loaded into `extra`, not yet committed, unless it is the build already loaded
-    /// under its name); for a file, whether it was loaded before and changed since.
+    /// file, read already (`ahead`) and loaded into `extra`, not yet committed, unless it is
+    /// the build already loaded under its name; for a file, whether it was loaded before and
+    /// changed since. A file whose name (its stem) the config pins with `sha256` must match
+    /// the pin.
     fn scheduler_named(
         &mut self,
         target: &str,
+        ahead: Option<ReadAhead>,
         extra: &mut BTreeMap<String, Arc<crate::plugin::Plugin>>,
     ) -> Result<(String, Option<Rebuild>), String> {
         let name = self.scheduler_named_not_a_file(target, extra)?;
         if let Some(name) = name {
             return Ok((name, None));
         }
-        if target.ends_with(".wasm") || Path::new(target).is_file() {
-            return Ok(match self.plugins.manager.load_path(Path::new(target))? {
-                PathLoad::New(p) => {
-                    let n = p.name.to_string();
-                    extra.insert(n.clone(), p);
-                    (n, None)
-                }
-                PathLoad::Unchanged(p) => (p.name.to_string(), Some(Rebuild::Unchanged(p))),
-                PathLoad::Rebuilt { plugin, old } => {
-                    let n = plugin.name.to_string();
-                    let change = Rebuild::Changed {
-                        path: plugin.path.clone(),
-                        old,
-                        new: plugin.sha256,
-                    };
-                    extra.insert(n.clone(), plugin);
-                    (n, Some(change))
-                }
-            });
+        if let Some(file) = ahead {
+            let stem = file.path.file_stem().and_then(|s| s.to_str());
+            let pin = stem
+                .and_then(|n| self.cfg.plugins.get(n))
+                .and_then(|d| d.sha256);
+            return Ok(
+                match self
+                    .plugins
+                    .manager
+                    .load_path(&file.path, file.bytes, pin)?
+                {
+                    PathLoad::New(p) => {
+                        let n = p.name.to_string();
+                        extra.insert(n.clone(), p);
+                        (n, None)
+                    }
+                    PathLoad::Unchanged(p) => (p.name.to_string(), Some(Rebuild::Unchanged(p))),
+                    PathLoad::Rebuilt { plugin, old } => {
+                        let n = plugin.name.to_string();
+                        let change = Rebuild::Changed {
+                            path: plugin.path.clone(),
+                            old,
+                            new: plugin.sha256,
+                        };
+                        extra.insert(n.clone(), plugin);
+                        (n, Some(change))
+                    }
+                },
+            );
         }
         Err(format!(
             "{target:?} is neither a built-in scheduler ({}), a loaded plugin ({}), nor a .wasm file",

@@ -2,7 +2,7 @@
 //! Edits are checked completely before anything changes; what changes ends with a snapshot
 //! to the queues, health checkers and routes to match (see `state`).
 
-use super::super::admin::Handler;
+use super::super::admin::{Handler, ReadAhead};
 use super::super::protocol::Request;
 use super::super::registry::{EditError, ServiceEntry};
 use super::state::Daemon;
@@ -23,9 +23,32 @@ fn json<T: serde::Serialize>(v: T) -> Result<Value, String> {
     serde_json::to_value(v).map_err(|e| e.to_string())
 }
 
+/// True if a `plugin-swap` target names a file rather than a scheduler by name: it ends in
+/// `.wasm`, has a `/`, or exists (relative to the daemon's directory).
+fn swap_target_is_path(target: &str) -> bool {
+    !config::BUILTIN_SCHEDULERS.contains(&target)
+        && (target.ends_with(".wasm")
+            || target.contains('/')
+            || std::fs::symlink_metadata(target).is_ok())
+}
+
 impl Handler for Daemon {
+    /// A `plugin-swap` to a file reads it here, off the daemon's lock, with the checks of
+    /// [`crate::plugin::read_plugin_file`] (a regular file, at most
+    /// [`crate::plugin::MAX_PLUGIN_BYTES`]).
+    fn read_ahead(req: &Request) -> Result<Option<ReadAhead>, String> {
+        match req {
+            Request::PluginSwap { target, .. } if swap_target_is_path(target) => {
+                let path = std::path::PathBuf::from(target);
+                let bytes = crate::plugin::read_plugin_file(&path).map_err(|e| e.to_string())?;
+                Ok(Some(ReadAhead { path, bytes }))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Handles one admin request.
-    fn handle(&mut self, req: Request) -> Result<Value, String> {
+    fn handle(&mut self, req: Request, ahead: Option<ReadAhead>) -> Result<Value, String> {
         match req {
             Request::Status {} => json(self.status()),
             Request::List {} => json(self.list()),
@@ -43,7 +66,7 @@ impl Handler for Daemon {
                 .map(Value::String),
             Request::Save {} => self.save().map(Value::String),
             Request::PluginSwap { service, target } => {
-                self.swap(&service, &target).map(Value::String)
+                self.swap(&service, &target, ahead).map(Value::String)
             }
             Request::Plugins {} => json(self.plugin_list()),
             Request::Top {} => json(self.top_view()),
@@ -105,7 +128,7 @@ impl Daemon {
         let server = config::ServerConfig {
             upper: upper.unwrap_or(0),
             lower: lower.unwrap_or(0),
-            ..config::ServerConfig::new(addr(a)?, w)
+            ..config::ServerConfig::new(config::server_endpoint(a).map_err(|e| e.to_string())?, w)
         };
         self.registry
             .add_server(service, server)

@@ -381,6 +381,17 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
     let listener = bind_listeners(&cfg)?;
     let (mut daemon, device) = start_director(cfg, s)?;
     daemon.attach_admin(listener.access());
+    // Everything that needs root is done: give it up if configured.
+    if let Some(name) = daemon.cfg.director.user.clone() {
+        let dropped = crate::control::privileges::lookup(&name).and_then(|u| {
+            crate::control::privileges::drop_to(&u, &daemon.cfg.director.admin_socket)
+        });
+        if let Err(e) = dropped {
+            daemon.shutdown();
+            return Err(DaemonError(e));
+        }
+        info!(user = %name, "running as {name}, without root or capabilities");
+    }
     let table = daemon.report();
     info!(
         device = %device,

@@ -259,6 +259,14 @@ impl Daemon {
         if self.registry.collect_garbage() {
             self.republish();
         }
+        // A freed slot's counters go on in the queues: `list --stats` starts its next
+        // service from here.
+        let (services, dests) = self.registry.take_freed();
+        for sid in services {
+            self.stats.zero_service(&r, sid as usize, &[]);
+        }
+        let dests: Vec<usize> = dests.into_iter().map(|d| d as usize).collect();
+        self.stats.zero_dests(&r, &dests);
         self.sync_dynamic_weights();
         self.sync_sorry();
         self.take_events();
@@ -293,7 +301,12 @@ impl Daemon {
         while let Ok(ev) = self.plugins.events.try_recv() {
             match ev {
                 PluginEvent::Block { req, by } => {
-                    let until = now.saturating_add(req.secs.saturating_mul(TICKS_PER_SEC));
+                    // Bounded below the wrapping clock's horizon (a block of 3.4 years at most).
+                    let span = req
+                        .secs
+                        .saturating_mul(TICKS_PER_SEC)
+                        .min(crate::conn::MAX_STEP);
+                    let until = now.wrapping_add(span);
                     info!(plugin = %by, prefix = %format!("{}/{}", req.addr, req.len), secs = req.secs, mode = ?req.mode, "source blocked");
                     let mode = req.mode;
                     blocks.insert(req.svc, req.addr, req.len, Block { until, mode, by });

@@ -98,10 +98,10 @@ impl Daemon {
                 .sources
                 .blocks
                 .iter()
-                .filter(|(_, _, _, b)| b.until > now)
+                .filter(|(_, _, _, b)| !crate::conn::reached(now, b.until))
                 .map(|(svc, a, l, b)| BlockInfo {
                     prefix: format!("{a}/{l}"),
-                    secs_left: (b.until - now) / TICKS_PER_SEC,
+                    secs_left: crate::conn::ticks_left(b.until, now) / TICKS_PER_SEC,
                     mode: b.mode,
                     by: b.by.to_string(),
                     service: service_name(svc),
@@ -339,7 +339,7 @@ impl Daemon {
                             Proto::Udp => "UDP",
                         })
                         .to_string(),
-                    expire_secs: (t.expires.saturating_sub(now) / TICKS_PER_SEC) as u64,
+                    expire_secs: (crate::conn::ticks_left(t.expires, now) / TICKS_PER_SEC) as u64,
                     state: "NONE".into(),
                     source: template_source(t.key),
                     virtual_addr: vip_of(svc),

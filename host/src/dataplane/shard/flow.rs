@@ -18,7 +18,7 @@
 //! handshake: its sources count when they send.
 
 use super::*;
-use crate::conn::{Conn, F_PROXIED, F_PROXY_OPENING};
+use crate::conn::{ticks_left, Conn, F_PROXIED, F_PROXY_OPENING};
 use crate::dataplane::stats::{Evicted, FEW_PACKETS, IDLE_TICKS};
 use crate::dataplane::synproxy::{Seg, SynProxy};
 
@@ -80,7 +80,7 @@ fn evict_class(c: &Conn<Ipv4Addr>, now: Tick, timeouts: Option<&[Tick; STATES]>)
         return Some(Evicted::Closing as u8);
     }
     let full = timeouts.map_or(0, |t| t[c.state as usize]);
-    let idle = full.saturating_sub(c.expires().saturating_sub(now));
+    let idle = full.saturating_sub(ticks_left(c.expires(), now));
     (idle >= IDLE_TICKS && c.in_pkts <= FEW_PACKETS).then_some(Evicted::Idle as u8)
 }
 
@@ -237,7 +237,7 @@ impl Shard {
             }
             self.table.set_state(id, new);
         }
-        self.table.set_expiry(id, self.now.saturating_add(timeout));
+        self.table.set_expiry(id, self.now.wrapping_add(timeout));
     }
 
     /// A source proved real: it counts toward its rates and the top talkers.
@@ -405,7 +405,7 @@ impl Shard {
                     F_INACTIVE
                 },
             },
-            self.now.saturating_add(timeout),
+            self.now.wrapping_add(timeout),
         );
         let id = match inserted {
             Ok(id) => id,
@@ -508,7 +508,7 @@ impl Shard {
         };
         let timeout = SynProxy::open_timeout();
         self.table.set_state(id, State::SynRecv);
-        self.table.set_expiry(id, self.now.saturating_add(timeout));
+        self.table.set_expiry(id, self.now.wrapping_add(timeout));
         let c = self.table.get_mut(id);
         c.in_pkts = 1;
         let Some(to) = self.snap.dest_addr(c.dest) else {
@@ -662,7 +662,7 @@ impl Shard {
             } else {
                 rt.udp_unreplied
             };
-            self.table.set_expiry(id, self.now.saturating_add(t));
+            self.table.set_expiry(id, self.now.wrapping_add(t));
         }
         let c = self.table.get_mut(id);
         c.in_pkts = c.in_pkts.saturating_add(1);
@@ -733,7 +733,7 @@ impl Shard {
         } else if let Some(Some(rt)) = self.svcs.get(svc as usize) {
             let t = rt.timeouts[State::Udp as usize];
             self.table.get_mut(id).flags |= F_REPLIED;
-            self.table.set_expiry(id, self.now.saturating_add(t));
+            self.table.set_expiry(id, self.now.wrapping_add(t));
         }
         let data = &mut pkt.data_mut()[..l4.total];
         if c.flags & F_PROXIED != 0 {
@@ -780,7 +780,7 @@ impl Shard {
         self.table.set_state(id, State::Established);
         if let Some(rt) = self.svcs.get(svc as usize).and_then(Option::as_ref) {
             let t = rt.timeouts[State::Established as usize];
-            self.table.set_expiry(id, self.now.saturating_add(t));
+            self.table.set_expiry(id, self.now.wrapping_add(t));
         }
         self.count_in(svc, dest, pkt.len());
         Verdict::Forward

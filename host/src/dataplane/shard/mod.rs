@@ -166,6 +166,9 @@ struct SvcRt {
 pub struct Shard {
     cfg: ShardConfig,
     now: Tick,
+    /// Ticks since the shard started, never wrapping: for what must count past the wrap of
+    /// [`Shard::now`] (the cookie secret's generations).
+    elapsed: u64,
     table: ConnTable<Ipv4Addr>,
     snap: Arc<Snapshot>,
     svcs: Vec<Option<SvcRt>>,
@@ -234,6 +237,7 @@ impl Shard {
         let mut s = Shard {
             cfg,
             now,
+            elapsed: u64::from(now),
             table,
             snap: Arc::new(Snapshot::default()),
             svcs: Vec::new(),
@@ -293,7 +297,7 @@ impl Shard {
 
     /// Moves the clock (tests and replay drive time explicitly) and does what is due.
     pub fn set_now(&mut self, now: Tick) {
-        self.now = now;
+        self.move_clock(now);
         self.on_tick();
     }
 
@@ -312,8 +316,8 @@ impl Shard {
             rt.proxy.tick(p);
             rt.udp_guard.tick();
         }
-        let period = synproxy::cookie::ROTATE_SECS * TICKS_PER_SEC;
-        self.proxy.keys().rotate_to(self.now / period);
+        let period = u64::from(synproxy::cookie::ROTATE_SECS * TICKS_PER_SEC);
+        self.proxy.keys().rotate_to((self.elapsed / period) as u32);
         let table = &self.table;
         self.proxy.retry_due(self.now, |conn, client| {
             table.entry_at(conn).is_some_and(|(_, c)| {
@@ -324,6 +328,15 @@ impl Shard {
         });
     }
 
+    /// Sets the wrapping clock to `now` and moves the wide one by as much (never back).
+    fn move_clock(&mut self, now: Tick) {
+        if crate::conn::reached(now, self.now) {
+            self.elapsed += u64::from(now.wrapping_sub(self.now));
+        }
+        self.now = now;
+    }
+
+    /// The wrapping clock at `t`: ticks since start modulo 2^32 (see [`crate::conn::Tick`]).
     fn tick_at(cfg: &ShardConfig, t: Instant) -> Tick {
         let d = t.saturating_duration_since(cfg.start);
         (d.as_millis() / (1000 / TICKS_PER_SEC as u128)) as Tick
@@ -515,7 +528,7 @@ impl Shard {
                 svc: c.svc,
                 dest: c.dest,
                 state: c.state,
-                expires_in: tick * c.expires().saturating_sub(self.now),
+                expires_in: tick * crate::conn::ticks_left(c.expires(), self.now),
             })
             .collect()
     }
@@ -689,7 +702,7 @@ impl Pipeline for Shard {
         let tick = Self::tick_at(&self.cfg, now);
         self.control();
         if tick != self.now {
-            self.now = tick;
+            self.move_clock(tick);
             self.on_tick();
             let sec = (tick / TICKS_PER_SEC) as u64;
             if sec != self.tick_sec {

@@ -103,7 +103,8 @@ impl CookieKeys {
     /// Moves to generation `to` if it is ahead (each step replaces the oldest key with a
     /// fresh random one). Cheap when there is nothing to do: every queue calls it.
     pub fn rotate_to(&self, to: u32) {
-        if to <= self.generation() {
+        // Generations wrap (after 2^32 rotations): "ahead" is a wrapping comparison.
+        if to.wrapping_sub(self.generation()) as i32 <= 0 {
             return;
         }
         let Ok(_guard) = self.rotating.lock() else {
@@ -111,8 +112,12 @@ impl CookieKeys {
         };
         let mut g = self.generation();
         // Only the last two generations' keys matter: more steps replace both.
-        while g < to {
-            let next = if to - g > 2 { to - 1 } else { g + 1 };
+        while g != to {
+            let next = if to.wrapping_sub(g) > 2 {
+                to.wrapping_sub(1)
+            } else {
+                g.wrapping_add(1)
+            };
             let k = HashKey::random();
             let cell = &self.keys[(next % 2) as usize];
             cell[0].store(k.0[0], Ordering::Relaxed);

@@ -30,7 +30,7 @@
 
 pub mod cookie;
 
-use crate::conn::{Conn, Tick, F_PROXY_OPENING};
+use crate::conn::{reached, Conn, Tick, F_PROXY_OPENING};
 use crate::dataplane::Packet;
 use crate::wire::tcp::{field, flags as tf};
 use crate::wire::{ip_proto, tcpopt, Ipv4Packet, Ipv4Repr, TcpPacket};
@@ -538,7 +538,7 @@ impl SynProxy {
                 server: to,
                 isn: a.isn,
                 opts: c.aux,
-                due: now.saturating_add(ticks(SYN_RETRIES_SECS[0])),
+                due: now.wrapping_add(ticks(SYN_RETRIES_SECS[0])),
                 tries: 0,
             });
         }
@@ -608,7 +608,7 @@ impl SynProxy {
                 self.retries.swap_remove(i);
                 continue;
             }
-            if r.due > now {
+            if !reached(now, r.due) {
                 i += 1;
                 continue;
             }
@@ -633,7 +633,7 @@ impl SynProxy {
                 Some(&secs) => {
                     let first = SYN_RETRIES_SECS[0];
                     self.retries[i].tries = tries;
-                    self.retries[i].due = now.saturating_add(ticks(secs.saturating_sub(first)));
+                    self.retries[i].due = now.wrapping_add(ticks(secs.saturating_sub(first)));
                     i += 1;
                 }
                 None => {
@@ -673,7 +673,7 @@ impl SynProxy {
             .iter_mut()
             .find(|r| r.conn == conn && r.client == client)
         {
-            r.due = now.saturating_add(1);
+            r.due = now.wrapping_add(1);
         }
         build(
             pkt,
