@@ -11,7 +11,7 @@
 //! What that costs is checked at load: `routes = "auto"` installs and removes routes while
 //! running (CAP_NET_ADMIN), so it cannot go with `user`.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::path::Path;
 
 /// A user to run as.
@@ -94,25 +94,6 @@ pub fn drop_to(user: &User, socket: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The name of the user running this process, for messages.
-pub fn current_user() -> String {
-    // Safety: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // Safety: as in `lookup`.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // Safety: as in `lookup`, by uid.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
-    if rc != 0 || found.is_null() {
-        return uid.to_string();
-    }
-    // Safety: on success pw_name points to a NUL-terminated string inside `buf`.
-    unsafe { CStr::from_ptr(pw.pw_name) }
-        .to_string_lossy()
-        .into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +105,5 @@ mod tests {
             lookup("no-such-user-here"),
             Err("no user named \"no-such-user-here\"".into())
         );
-        assert!(!current_user().is_empty());
     }
 }
