@@ -662,7 +662,9 @@ fn plugin_test(
     };
     let mut pm = ringvs::control::plugins::PluginManager::default();
     let p = if plugin.ends_with(".wasm") || Path::new(plugin).is_file() {
-        match pm.load_path(Path::new(plugin))? {
+        let path = Path::new(plugin);
+        let bytes = ringvs::plugin::read_plugin_file(path).map_err(|e| e.to_string())?;
+        match pm.load_path(path, bytes, None)? {
             ringvs::control::plugins::PathLoad::New(p)
             | ringvs::control::plugins::PathLoad::Unchanged(p)
             | ringvs::control::plugins::PathLoad::Rebuilt { plugin: p, .. } => p,

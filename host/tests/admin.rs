@@ -36,8 +36,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-#[path = "common/plugins.rs"]
-mod built;
+use common::plugins as built;
 
 const NOBODY: u32 = 65_534;
 /// A supplementary group of the test's peers that is not the admin group.

@@ -8,7 +8,7 @@ use super::super::registry::Registry;
 use super::state::Daemon;
 use crate::config::{self, Director};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::{info, warn};
 
