@@ -56,7 +56,7 @@ LAB_IO=af_xdp bash examples/lab/test-e2e.sh
 step "lab: scheduler swaps and a hostile plugin under load"
 bash examples/lab/test-swap.sh
 
-step "lab: SYN floods (no defense, synauth, nft DNAT, one source rate-limited, defenses swapped)"
+step "lab: floods that fill the table (default protection at 1 and 2 queues: SYN, UDP, spoofed victim, policy swaps; IPVS plugins at the table's limit, synauth, nft DNAT, nft synproxy)"
 bash examples/lab/test-flood.sh
 
 step "lab: health checks (failover and recovery under load)"

@@ -22,7 +22,7 @@
 # A prober opens 20 new connections a second (each must get its page within 2 s) and one
 # keep-alive connection, opened before the flood, asks for a page 10 times a second.
 #
-#   bash examples/lab/test-flood.sh      (as root; about eight minutes)
+#   bash examples/lab/test-flood.sh      (as root; about thirteen minutes on 2 CPUs)
 #   FLOOD_SECONDS=60 FLOOD_QUEUES="2" FLOOD_RUNS="syn udp" bash examples/lab/test-flood.sh
 #
 # FLOOD_RUNS picks rows: syn (a), udp (c), spoof (d), swap (e), ipvs, synauth, nft (b); all by

@@ -484,7 +484,8 @@ fn check_health(s: &config::ServiceConfig) {
     let what = match &h.kind {
         config::CheckKind::Tcp => "tcp".to_string(),
         config::CheckKind::Http(x) => {
-            format!("http GET {} expect {}", x.path, x.expected())
+            let scheme = if x.tls { "https" } else { "http" };
+            format!("{scheme} GET {} expect {}", x.path, x.expected())
         }
         config::CheckKind::Script(x) => format!(
             "script {} as {}{}",

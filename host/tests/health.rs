@@ -41,6 +41,7 @@ fn http(path: &str) -> CheckKind {
         path: path.into(),
         expect: vec![200],
         host: None,
+        tls: false,
     })
 }
 

@@ -86,6 +86,7 @@ impl CheckKind {
     pub fn name(&self) -> &'static str {
         match self {
             CheckKind::Tcp => "tcp",
+            CheckKind::Http(h) if h.tls => "https",
             CheckKind::Http(_) => "http",
             CheckKind::Script(_) => "script",
         }
@@ -101,6 +102,10 @@ pub struct HttpCheck {
     pub expect: Vec<u16>,
     /// `Host` header; the checked address when unset.
     pub host: Option<String>,
+    /// Over TLS (`check = "https"`, keepalived's `SSL_GET`): the certificate is not verified
+    /// (keepalived's default), the handshake's signatures are; `host`, when a DNS name, is
+    /// also sent as SNI.
+    pub tls: bool,
 }
 
 impl HttpCheck {
@@ -376,7 +381,7 @@ impl Validator<'_> {
                 }
                 CheckKind::Tcp
             }
-            "http" => {
+            "http" | "https" => {
                 let path = match p.get("path", |h| h.path.clone()) {
                     None => "/".to_string(),
                     Some((k, s)) => {
@@ -434,12 +439,17 @@ impl Validator<'_> {
                         Some(s)
                     }
                 };
-                CheckKind::Http(HttpCheck { path, expect, host })
+                CheckKind::Http(HttpCheck {
+                    path,
+                    expect,
+                    host,
+                    tls: check == "https",
+                })
             }
             other => {
                 return Err(self.err(
                     ck,
-                    format!("expected \"tcp\", \"http\" or \"script\", found {other:?}"),
+                    format!("expected \"tcp\", \"http\", \"https\" or \"script\", found {other:?}"),
                 ))
             }
         };
@@ -588,7 +598,8 @@ health = { addr = "10.77.2.3", on_fail = "remove" }
             CheckKind::Http(HttpCheck {
                 path: "/".into(),
                 expect: vec![200],
-                host: None
+                host: None,
+                tls: false,
             })
         );
         assert_eq!(h.detection_window(), Duration::from_secs(7));
@@ -611,6 +622,30 @@ health = { addr = "10.77.2.3", on_fail = "remove" }
         let h3 = s.servers[2].health.as_ref().unwrap();
         assert_eq!(h3.target(a("10.77.1.3:8080")), a("10.77.2.3:8080"));
         assert_eq!(h3.on_fail, OnFail::Remove);
+    }
+
+    #[test]
+    fn https_is_http_over_tls_and_saves_as_such() {
+        let c = from_str(
+            &WEB.replace("check = \"http\"", "check = \"https\""),
+            "h.toml",
+        )
+        .unwrap();
+        let h = c.services[0].health.clone().unwrap();
+        let CheckKind::Http(x) = &h.kind else {
+            panic!("{:?}", h.kind)
+        };
+        assert!(x.tls && x.path == "/" && x.expect == [200], "{x:?}");
+        assert_eq!(h.kind.name(), "https");
+        // The servers' overrides keep TLS from the service's check.
+        let Some(CheckKind::Http(o)) = c.services[0].servers[1].health.as_ref().map(|h| &h.kind)
+        else {
+            panic!()
+        };
+        assert!(o.tls && o.path == "/status");
+        let saved = super::super::save::to_toml(&c.director, &c.plugins, &c.services).unwrap();
+        assert!(saved.contains("check = \"https\""), "{saved}");
+        assert_eq!(from_str(&saved, "s.toml").unwrap().services, c.services);
     }
 
     #[test]
@@ -649,7 +684,7 @@ health = { addr = "10.77.2.3", on_fail = "remove" }
                 "check = \"http\"",
                 "check = \"smtp\"",
                 "service[0].health.check",
-                "\"tcp\", \"http\" or \"script\"",
+                "\"tcp\", \"http\", \"https\" or \"script\"",
             ),
             (
                 "interval = \"2s\"",

@@ -1,16 +1,22 @@
 //! One check: a TCP connect (keepalived `TCP_CHECK`), an HTTP GET whose status line is
-//! compared with the expected codes (keepalived `HTTP_GET`), or a script (keepalived
-//! `MISC_CHECK`, [`super::script`]), all within one deadline. Non-blocking tokio I/O only,
-//! addresses only (no name resolution).
+//! compared with the expected codes (keepalived `HTTP_GET`, and over TLS `SSL_GET`), or a
+//! script (keepalived `MISC_CHECK`, [`super::script`]), all within one deadline.
+//! Non-blocking tokio I/O only, addresses only (no name resolution).
 
 use super::script::{self, ScriptError};
 use crate::config::{CheckKind, HealthConfig, HttpCheck, ScriptCheck};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use std::fmt;
 use std::net::SocketAddrV4;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
+use tokio_rustls::TlsConnector;
 
 /// Longest HTTP status line read (bytes).
 const MAX_STATUS_LINE: usize = 1024;
@@ -142,13 +148,116 @@ pub async fn probe(
         Ok(Err(e)) => return Err(Failure::io(e)),
         Ok(Ok(s)) => s,
     };
+    let _ = stream.set_nodelay(true);
     match kind {
         CheckKind::Tcp | CheckKind::Script(_) => Ok(()),
+        CheckKind::Http(h) if h.tls => match timeout_at(deadline, https(stream, target, h)).await {
+            Err(_) => Err(Failure::ResponseTimeout(timeout)),
+            Ok(r) => r,
+        },
         CheckKind::Http(h) => match timeout_at(deadline, http(&mut stream, target, h)).await {
             Err(_) => Err(Failure::ResponseTimeout(timeout)),
             Ok(r) => r,
         },
     }
+}
+
+/// Accepts any certificate, as keepalived's `SSL_GET` does by default (realservers behind a
+/// director mostly carry self-signed or internal ones): a check asks "does it answer", not
+/// "is it who it says". The handshake's own signatures are still verified, with the
+/// provider's algorithms.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// rustls's ring provider. rustls 0.23.48 deprecates it for having no post-quantum key
+/// exchange; that is irrelevant to a health check on the director's own network, and ring
+/// builds with a C compiler alone (aws-lc-rs wants more toolchain).
+#[allow(deprecated)]
+pub(crate) fn ring_provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// The TLS client of every HTTPS check (built once: ring's provider, TLS 1.2 and 1.3).
+fn tls_client() -> &'static Arc<ClientConfig> {
+    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let provider = Arc::new(ring_provider());
+        let config = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        Arc::new(config)
+    })
+}
+
+/// The name the TLS handshake carries: `host` when it is a DNS name (sent as SNI), else the
+/// checked address (no SNI).
+fn server_name(target: SocketAddrV4, h: &HttpCheck) -> ServerName<'static> {
+    h.host
+        .as_deref()
+        .and_then(|n| ServerName::try_from(n.to_string()).ok())
+        .filter(|n| matches!(n, ServerName::DnsName(_)))
+        .unwrap_or_else(|| ServerName::IpAddress((*target.ip()).into()))
+}
+
+/// An HTTP check over TLS (keepalived `SSL_GET`).
+async fn https(stream: TcpStream, target: SocketAddrV4, h: &HttpCheck) -> Result<(), Failure> {
+    let connector = TlsConnector::from(tls_client().clone());
+    let mut tls = connector
+        .connect(server_name(target, h), stream)
+        .await
+        .map_err(|e| Failure::Io(format!("TLS handshake: {e}")))?;
+    let r = http(&mut tls, target, h).await;
+    // Best effort: a close_notify, as a well-behaved client sends.
+    let _ = tls.shutdown().await;
+    r
 }
 
 /// The request keepalived's HTTP_GET sends, in HTTP/1.0 with `Connection: close`.
@@ -161,8 +270,11 @@ pub fn request(target: SocketAddrV4, h: &HttpCheck) -> String {
     )
 }
 
-async fn http(stream: &mut TcpStream, target: SocketAddrV4, h: &HttpCheck) -> Result<(), Failure> {
-    let _ = stream.set_nodelay(true);
+async fn http<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    target: SocketAddrV4,
+    h: &HttpCheck,
+) -> Result<(), Failure> {
     stream
         .write_all(request(target, h).as_bytes())
         .await
@@ -247,6 +359,7 @@ mod tests {
             path: "/".into(),
             expect: vec![],
             host: None,
+            tls: false,
         };
         assert!(h.passes(200) && h.passes(204) && !h.passes(301) && !h.passes(500));
         assert_eq!(h.expected(), "2xx");
@@ -262,6 +375,7 @@ mod tests {
             path: "/health?x=1".into(),
             expect: vec![200],
             host: None,
+            tls: false,
         };
         let r = request(t, &h);
         assert!(
@@ -313,5 +427,107 @@ mod tests {
             Failure::Script(ScriptError::Spawn("x".into())).label(),
             "error"
         );
+    }
+
+    /// A TLS server with a fresh self-signed certificate on 127.0.0.1: answers `GET /ok`
+    /// with 200 and anything else with 503, and sends what it read (decrypted) to `seen`.
+    async fn tls_server() -> (SocketAddrV4, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        use rustls::pki_types::PrivateKeyDer;
+        let key = rcgen::generate_simple_self_signed(vec!["rs1.example".to_string()]).unwrap();
+        let der = PrivateKeyDer::try_from(key.signing_key.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(ring_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![key.cert.der().clone()], der)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let sni = tls.get_ref().1.server_name().map(str::to_string);
+                    let mut buf = vec![0u8; 1024];
+                    let n = tls.read(&mut buf).await.unwrap_or(0);
+                    let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let status = if req.starts_with("GET /ok ") {
+                        200
+                    } else {
+                        503
+                    };
+                    let _ = tx.send(format!("sni={sni:?} {req}"));
+                    let answer = format!("HTTP/1.0 {status} X\r\nContent-Length: 0\r\n\r\n");
+                    let _ = tls.write_all(answer.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (addr, rx)
+    }
+
+    fn https(path: &str, host: Option<&str>) -> CheckKind {
+        CheckKind::Http(HttpCheck {
+            path: path.into(),
+            expect: vec![],
+            host: host.map(str::to_string),
+            tls: true,
+        })
+    }
+
+    #[tokio::test]
+    async fn https_checks_speak_tls_to_a_self_signed_server() {
+        let (addr, mut seen) = tls_server().await;
+        let t = Duration::from_secs(5);
+        probe(addr, &https("/ok", None), t).await.unwrap();
+        let req = seen.recv().await.unwrap();
+        assert!(req.starts_with("sni=None GET /ok HTTP/1.0\r\n"), "{req}");
+        // A DNS name in `host` goes out as SNI and as the Host header.
+        probe(addr, &https("/ok", Some("rs1.example")), t)
+            .await
+            .unwrap();
+        let req = seen.recv().await.unwrap();
+        assert!(
+            req.starts_with("sni=Some(\"rs1.example\") GET /ok"),
+            "{req}"
+        );
+        assert!(req.contains("\r\nHost: rs1.example\r\n"), "{req}");
+        assert_eq!(
+            probe(addr, &https("/down", None), t).await,
+            Err(Failure::Status {
+                got: 503,
+                expected: "2xx".into()
+            })
+        );
+        // Plain HTTP to the TLS server is not a response; HTTPS to a plain server fails the
+        // handshake.
+        let plain = CheckKind::Http(HttpCheck {
+            tls: false,
+            ..match https("/ok", None) {
+                CheckKind::Http(h) => h,
+                _ => unreachable!(),
+            }
+        });
+        assert!(probe(addr, &plain, t).await.is_err());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let std::net::SocketAddr::V4(plain_addr) = listener.local_addr().unwrap() else {
+            unreachable!()
+        };
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await;
+            }
+        });
+        match probe(plain_addr, &https("/ok", None), t).await {
+            Err(Failure::Io(e)) => assert!(e.starts_with("TLS handshake"), "{e}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
