@@ -16,6 +16,7 @@ die() {
 
 # command or dpkg package to look for -> package to install
 wanted=(
+    "cmd:cc gcc" # a C compiler: ring (HTTPS checks) and wasmtime's build scripts
     "cmd:nginx nginx-light"
     "cmd:wrk wrk"
     "cmd:hping3 hping3"
