@@ -31,46 +31,23 @@ addr = "10.77.1.3:8080"
 "#;
 
 fn shard(memory: usize) -> (Shard, Registry) {
-    let cfg = ringvs::config::from_str(CONFIG, "bench.toml").unwrap();
-    let mut reg = Registry::new(&cfg.services).unwrap();
-    let snap = Arc::new(reg.snapshot());
-    let s = Shard::new(
-        ShardConfig {
-            id: 0,
-            memory_limit: memory,
-            hash_key: HashKey::random(),
-            start: Instant::now(),
-            expire_nodest_conn: false,
-            events: None,
-            sources: Default::default(),
-            queues: 1,
-            templates: Default::default(),
-            cookies: Default::default(),
-        },
-        snap,
-        None,
-    )
-    .unwrap();
-    (s, reg)
+    shard_from(CONFIG, memory)
 }
 
 /// A shard whose service schedules with the WebAssembly build of wlc.
 fn wasm_shard(memory: usize) -> (Shard, Registry) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let wasm = target.join("wasm32-wasip2/plugin/sched_wlc.wasm");
-    assert!(
-        wasm.exists(),
-        "build the plugins first: bash scripts/build-plugins.sh"
-    );
     let text = format!(
         "[plugins.sched-wlc]\npath = \"{}\"\n{}",
-        wasm.display(),
+        plugin("sched_wlc").display(),
         CONFIG.replace("scheduler = \"wlc\"", "scheduler = \"sched-wlc\"")
     );
-    let cfg = ringvs::config::from_str(&text, "bench.toml").unwrap();
+    shard_from(&text, memory)
+}
+
+/// A shard of `memory` bytes built from config `text`, its plugins loaded (the plugin
+/// manager is leaked: its instances live as long as the bench).
+fn shard_from(text: &str, memory: usize) -> (Shard, Registry) {
+    let cfg = ringvs::config::from_str(text, "bench.toml").unwrap();
     let mut reg = Registry::new(&cfg.services).unwrap();
     let mut pm = ringvs::control::plugins::PluginManager::default();
     let loaded = pm.load_config(&cfg).unwrap();
@@ -272,32 +249,7 @@ fn plugin(name: &str) -> std::path::PathBuf {
 
 /// A shard built from `text`, its plugins loaded.
 fn shard_with(text: &str) -> Shard {
-    let cfg = ringvs::config::from_str(text, "bench.toml").unwrap();
-    let mut reg = Registry::new(&cfg.services).unwrap();
-    let mut pm = ringvs::control::plugins::PluginManager::default();
-    let loaded = pm.load_config(&cfg).unwrap();
-    let prepared = pm.prepare(&reg, 1, &loaded).unwrap();
-    pm.commit(loaded);
-    let snap = Arc::new(pm.snapshot(&mut reg, prepared));
-    let s = Shard::new(
-        ShardConfig {
-            id: 0,
-            memory_limit: 64 << 20,
-            hash_key: HashKey::random(),
-            start: Instant::now(),
-            expire_nodest_conn: false,
-            events: None,
-            sources: Default::default(),
-            queues: 1,
-            templates: Default::default(),
-            cookies: Default::default(),
-        },
-        snap,
-        None,
-    )
-    .unwrap();
-    std::mem::forget(pm);
-    s
+    shard_from(text, 64 << 20).0
 }
 
 /// A queue's stall while a defense's tick returns 100 000 actions (the host applies at
