@@ -133,6 +133,21 @@ fn handshake_syn(s: &mut Shard) -> Out {
     parse(&out)
 }
 
+/// The client's bare ACK of the proxy's cookie SYN-ACK `synack` (echoing its timestamp).
+fn cookie_ack(synack: &Out) -> Vec<u8> {
+    let (tsval, _) = synack.opts.ts.unwrap();
+    tcp_full(
+        a(CLIENT),
+        a(VIP),
+        ISN + 1,
+        synack.seq + 1,
+        ACK,
+        502,
+        &ts_opts(TSC + 1, tsval),
+        b"",
+    )
+}
+
 /// The whole opening: SYN, ACK with data, the realserver's SYN-ACK. Returns the SYN-ACK the
 /// client saw, the SYN the realserver saw, and what the realserver got after its SYN-ACK.
 fn open(s: &mut Shard, data: &[u8]) -> (Out, Out, Out) {
@@ -507,18 +522,8 @@ fn forged_and_stale_cookies_are_refused_and_counted() {
 fn an_ack_one_rotation_later_still_opens() {
     let mut s = shard(PROXIED);
     let synack = handshake_syn(&mut s);
-    let (tsval, _) = synack.opts.ts.unwrap();
     s.set_now(ROTATE_SECS * TICKS_PER_SEC);
-    let ack = tcp_full(
-        a(CLIENT),
-        a(VIP),
-        ISN + 1,
-        synack.seq + 1,
-        ACK,
-        502,
-        &ts_opts(TSC + 1, tsval),
-        b"",
-    );
+    let ack = cookie_ack(&synack);
     assert_eq!(run(&mut s, &ack, None).0, Verdict::Forward);
     assert_eq!(s.table().len(), 1);
 }
@@ -558,17 +563,7 @@ fn rst_or_fin_before_the_handshake_completes() {
 fn a_realserver_that_never_answers_gets_the_syn_again_then_the_client_reset() {
     let mut s = shard(PROXIED);
     let synack = handshake_syn(&mut s);
-    let (tsval, _) = synack.opts.ts.unwrap();
-    let ack = tcp_full(
-        a(CLIENT),
-        a(VIP),
-        ISN + 1,
-        synack.seq + 1,
-        ACK,
-        502,
-        &ts_opts(TSC + 1, tsval),
-        b"",
-    );
+    let ack = cookie_ack(&synack);
     let now = s.now();
     run(&mut s, &ack, None);
     let mut sent = Vec::new();
@@ -602,17 +597,7 @@ fn a_realserver_that_never_answers_gets_the_syn_again_then_the_client_reset() {
 fn a_realserver_in_time_wait_is_reset_and_gets_the_syn_again() {
     let mut s = shard(PROXIED);
     let synack = handshake_syn(&mut s);
-    let (tsval, _) = synack.opts.ts.unwrap();
-    let ack = tcp_full(
-        a(CLIENT),
-        a(VIP),
-        ISN + 1,
-        synack.seq + 1,
-        ACK,
-        502,
-        &ts_opts(TSC + 1, tsval),
-        b"",
-    );
+    let ack = cookie_ack(&synack);
     run(&mut s, &ack, None);
     // The realserver answers the SYN for its old connection: an ACK of an old sequence.
     let old = tcp_full(a(RS), a(CLIENT), 4242, 0x5555, ACK, 500, &[], b"");
@@ -637,17 +622,7 @@ fn a_realserver_in_time_wait_is_reset_and_gets_the_syn_again() {
 fn a_realserver_that_refuses_resets_the_client() {
     let mut s = shard(PROXIED);
     let synack = handshake_syn(&mut s);
-    let (tsval, _) = synack.opts.ts.unwrap();
-    let ack = tcp_full(
-        a(CLIENT),
-        a(VIP),
-        ISN + 1,
-        synack.seq + 1,
-        ACK,
-        502,
-        &ts_opts(TSC + 1, tsval),
-        b"",
-    );
+    let ack = cookie_ack(&synack);
     run(&mut s, &ack, None);
     let rst = tcp_full(a(RS), a(CLIENT), 0, ISN + 1, RST | ACK, 0, &[], b"");
     let (v, out) = run(&mut s, &rst, None);
@@ -728,17 +703,7 @@ fn auto_turns_on_under_a_flood_and_the_flood_leaves_no_state() {
     assert_eq!(s.table().len(), 1024, "the second wave left nothing");
     // A real client still gets through.
     let synack = handshake_syn(&mut s);
-    let (tsval, _) = synack.opts.ts.unwrap();
-    let ack = tcp_full(
-        a(CLIENT),
-        a(VIP),
-        ISN + 1,
-        synack.seq + 1,
-        ACK,
-        502,
-        &ts_opts(TSC + 1, tsval),
-        b"",
-    );
+    let ack = cookie_ack(&synack);
     assert_eq!(run(&mut s, &ack, None).0, Verdict::Forward);
     assert_eq!(s.table().len(), 1025);
 }
