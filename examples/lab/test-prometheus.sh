@@ -289,6 +289,27 @@ wait_until 5 backend_counts || backend_ok=1
 verdict "$backend_ok" "per-backend counters" \
     "ringvs_backend_connections_total{service=\"web\"}: ${BACKENDS:-absent}= ringvs_service_connections_total ${SERVICE_CONNS:-absent} (want 3 servers > 0, summing to the service's)"
 
+# The packet I/O's own counters, per queue: every forwarded packet was read and written by a
+# queue, every queue took part, and each queue has the TUN backend's three drop reasons.
+io_counts() {
+    local body
+    body=$(scrape) || return 1
+    IO_RX=$(awk '$1 ~ /^ringvs_io_packets_total[{].*direction="rx"/ { s += $2 } END { printf "%d", s }' <<<"$body")
+    IO_TX=$(awk '$1 ~ /^ringvs_io_packets_total[{].*direction="tx"/ { s += $2 } END { printf "%d", s }' <<<"$body")
+    IO_IDLE=$(awk '$1 ~ /^ringvs_io_packets_total[{].*direction="rx"/ && $2 + 0 == 0 { n++ } END { printf "%d", n }' <<<"$body")
+    IO_QUEUES=$(grep -o '^ringvs_io_packets_total{[^}]*direction="rx"' <<<"$body" | wc -l)
+    IO_DROP_SERIES=$(grep -c '^ringvs_io_dropped_packets_total{' <<<"$body" || true)
+    FWD=$(awk '$1 == "ringvs_incoming_packets_total" || $1 == "ringvs_outgoing_packets_total" { s += $2 } END { printf "%d", s }' <<<"$body")
+    ((FWD > 0 && IO_RX >= FWD && IO_TX >= FWD && IO_QUEUES == QUEUES && IO_IDLE == 0 && IO_DROP_SERIES == 3 * QUEUES))
+}
+QUEUES=$(CONF=$conf ringvs_queues)
+IO_RX="" IO_TX="" IO_IDLE="" IO_QUEUES="" IO_DROP_SERIES="" FWD=""
+io_ok=0
+wait_until 5 io_counts || io_ok=1
+verdict "$io_ok" "packet I/O counters per queue" \
+    "ringvs_io_packets_total rx ${IO_RX:-?} tx ${IO_TX:-?} over ${IO_QUEUES:-?} queues (${IO_IDLE:-?} idle), forwarded in+out ${FWD:-?}; ${IO_DROP_SERIES:-?} drop series (want rx, tx >= forwarded, $QUEUES queues all busy, 3 reasons each)"
+scrape | grep '^ringvs_io_dropped_packets_total{' | sed 's/^/        /'
+
 rev=$("$RINGVS" --version | sed -n 's/.*(git \([^,]*\),.*/\1/p')
 build=$(scrape | grep '^ringvs_build_info{' || true)
 verdict "$(if [[ -n $rev && $build == *"revision=\"$rev\""* && $build == *' 1' ]]; then echo 0; else echo 1; fi)" \
@@ -318,7 +339,7 @@ wait_until 30 node_series || node_ok=1
 verdict "$node_ok" "node_exporter labels (recording rules)" "$node_query: $(grep -c '^{' <<<"${PROM_ANSWER:-}" || true) series (want the 3 web realservers)"
 printf '%s\n' "${PROM_ANSWER:-(no answer)}" | head -3 | sed 's/^/        /'
 rules=$(in_ns dir curl -s --max-time 5 "http://127.0.0.1:$PROM_PORT/api/v1/rules" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(len(g["rules"]) for g in d["data"]["groups"]))' 2>/dev/null || echo 0)
-verdict "$(if ((rules == 17)); then echo 0; else echo 1; fi)" "alert and recording rules loaded" "$rules rules (want 9 alerts + 8 recording rules)"
+verdict "$(if ((rules == 18)); then echo 0; else echo 1; fi)" "alert and recording rules loaded" "$rules rules (want 10 alerts + 8 recording rules)"
 
 # The query an operator's dashboard runs.
 query='rate(ringvs_connections_total[1m])'

@@ -24,7 +24,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ringvs::dataplane::{Packet, Pipeline, Verdict};
-use ringvs::io::{run_queue, QueueStats, TunDevice, TunOptions, UringOptions};
+use ringvs::io::{
+    run_queue, IoCounters, IoSnapshot, QueueStats, TunDevice, TunOptions, UringOptions,
+};
 
 const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 77, 250, 1);
 const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 77, 250, 2);
@@ -98,6 +100,8 @@ impl Pipeline for Reflector {
 #[derive(Debug)]
 struct QueueReport {
     stats: QueueStats,
+    /// What the queue published for the metrics when it returned.
+    live: IoSnapshot,
     reflected: u64,
     other: u64,
     with_vnet: u64,
@@ -146,13 +150,15 @@ impl Lab {
                 thread::spawn(move || {
                     let mut p = Reflector::new(stop);
                     let cpu0 = thread_cpu();
-                    let r = run_queue(fd.as_fd(), vnet, &uring, &mut p);
+                    let live = IoCounters::default();
+                    let r = run_queue(fd.as_fd(), vnet, &uring, &mut p, &live);
                     let cpu = thread_cpu().saturating_sub(cpu0);
                     let returned = Instant::now();
                     let io_wq_workers = io_wq_workers();
                     drop(fd);
                     let since = stopped_at.lock().unwrap().unwrap_or(returned);
                     let _ = tx.send(r.map_err(|e| e.to_string()).map(|stats| QueueReport {
+                        live: live.load(),
                         stats,
                         reflected: p.reflected,
                         other: p.other,
@@ -193,6 +199,14 @@ impl Lab {
             .collect();
         for t in self.threads {
             t.join().expect("queue thread");
+        }
+        for r in &reports {
+            assert_eq!(
+                r.live,
+                r.stats.snapshot(),
+                "{}: published counters",
+                self.name
+            );
         }
         reports
     }
@@ -671,7 +685,8 @@ fn device_settings_and_errors() {
         // The vnet flag of the queue is checked against what run_queue is told.
         let mut p = Reflector::new(Arc::new(AtomicBool::new(true)));
         let fd = dev.queue_fds()[0].as_fd();
-        let e = run_queue(fd, false, &UringOptions::default(), &mut p).unwrap_err();
+        let live = IoCounters::default();
+        let e = run_queue(fd, false, &UringOptions::default(), &mut p, &live).unwrap_err();
         assert!(e.to_string().contains("IFF_VNET_HDR = true"), "{e}");
 
         // A steering program must be a BPF program: the ioctl plumbing reports which device.

@@ -21,7 +21,7 @@ use ringvs::io::steer;
 use ringvs::io::xdp::netlink::Iface;
 use ringvs::io::xdp::prog::{self, Endpoint, Endpoints, Target};
 use ringvs::io::xdp::{ServiceSet, XdpOptions, XdpPlane};
-use ringvs::io::QueueIo;
+use ringvs::io::{IoCounters, IoDir, QueueIo};
 use ringvs::wire::checksum;
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -359,7 +359,10 @@ fn veth_two_queues_end_to_end() {
                     seen: seen.clone(),
                     stop: stop.clone(),
                 };
-                std::thread::spawn(move || QueueIo::run(q, &mut p))
+                let live = Arc::new(IoCounters::default());
+                let published = live.clone();
+                let t = std::thread::spawn(move || QueueIo::run(q, &mut p, &live));
+                (t, published)
             })
             .collect();
 
@@ -408,10 +411,10 @@ fn veth_two_queues_end_to_end() {
             .filter(|f| f[26..30] != LOCAL.octets())
             .collect();
         stop.store(true, Ordering::Relaxed);
-        let stats: Vec<_> = threads
+        let (stats, live): (Vec<_>, Vec<_>) = threads
             .into_iter()
-            .map(|t| t.join().unwrap().unwrap())
-            .collect();
+            .map(|(t, live)| (t.join().unwrap().unwrap(), live.load()))
+            .unzip();
         let seen = seen.lock().unwrap().clone();
         assert_eq!(
             frames.len(),
@@ -464,6 +467,19 @@ fn veth_two_queues_end_to_end() {
             handed > 0,
             "some frames arrived on the other queue: {stats:?}"
         );
+        // What the metrics see is what the queues returned; every forwarded frame was sent
+        // by one of them, with its IP bytes counted.
+        for (s, l) in stats.iter().zip(&live) {
+            let ringvs::io::IoStats::Xdp(x) = s else {
+                panic!("{s:?}")
+            };
+            assert_eq!(x.snapshot(), *l);
+        }
+        let sent: u64 = live.iter().map(|l| l.packets[IoDir::Tx as usize]).sum();
+        let sent_bytes: u64 = live.iter().map(|l| l.bytes[IoDir::Tx as usize]).sum();
+        let frame_bytes: usize = frames.iter().map(|f| f.len() - 14).sum();
+        assert_eq!(sent, frames.len() as u64, "{live:?}");
+        assert_eq!(sent_bytes, frame_bytes as u64, "{live:?}");
         assert_eq!(
             seen.len(),
             2 * ports.len(),

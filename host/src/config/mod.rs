@@ -89,6 +89,16 @@ pub enum Io {
     AfXdp,
 }
 
+impl Io {
+    /// The config's spelling.
+    pub fn label(self) -> &'static str {
+        match self {
+            Io::Tun => "tun",
+            Io::AfXdp => "af_xdp",
+        }
+    }
+}
+
 /// How the XDP program is attached (`director.xdp_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XdpMode {

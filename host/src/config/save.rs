@@ -4,8 +4,8 @@
 //! reads back to the same [`Director`] and [`ServiceConfig`]s (a test checks it).
 
 use super::{
-    raw, CheckKind, Director, HealthConfig, Io, LogFormat, OnFail, PluginDecl, PluginSource,
-    Quantity, Routes, ServiceConfig, XdpMode,
+    raw, CheckKind, Director, HealthConfig, LogFormat, OnFail, PluginDecl, PluginSource, Quantity,
+    Routes, ServiceConfig, XdpMode,
 };
 use crate::conn::{State, Timeouts};
 use std::collections::BTreeMap;
@@ -21,13 +21,7 @@ fn ms(d: std::time::Duration) -> Quantity {
 
 fn director(d: &Director) -> raw::Director {
     raw::Director {
-        io: Some(
-            match d.io {
-                Io::Tun => "tun",
-                Io::AfXdp => "af_xdp",
-            }
-            .to_string(),
-        ),
+        io: Some(d.io.label().to_string()),
         interfaces: (!d.interfaces.is_empty()).then(|| d.interfaces.clone()),
         xdp_mode: match d.xdp_mode {
             XdpMode::Auto => None,

@@ -59,6 +59,7 @@
 //! has a timeout ([`UringOptions::idle_timeout`]) so `poll` also runs when idle.
 
 pub mod bpf;
+pub mod counters;
 pub mod mem;
 pub mod pcap;
 pub mod steer;
@@ -66,6 +67,7 @@ pub mod tun;
 pub mod uring;
 pub mod xdp;
 
+pub use counters::{IoCounters, IoDir, IoDrop, IoSnapshot};
 pub use mem::{process_packets, process_packets_vnet};
 pub use pcap::{PcapError, PcapReader, PcapRecord, PcapWriter};
 pub use tun::{attach_steering_bpf, detach_steering_bpf, TunDevice, TunOptions};
@@ -80,8 +82,9 @@ use crate::dataplane::Pipeline;
 pub trait QueueIo: Send + 'static {
     /// Runs the queue on the calling thread until
     /// [`Pipeline::poll`](crate::dataplane::Pipeline::poll) returns `false`: receives
-    /// packets, hands each to `pipeline`, sends those it forwards. Returns what the queue did.
-    fn run<P: Pipeline>(self, pipeline: &mut P) -> std::io::Result<IoStats>;
+    /// packets, hands each to `pipeline`, sends those it forwards, and keeps `live` up to
+    /// date with what it counts. Returns what the queue did.
+    fn run<P: Pipeline>(self, pipeline: &mut P, live: &IoCounters) -> std::io::Result<IoStats>;
 }
 
 /// What a queue did, by backend.
@@ -105,14 +108,14 @@ pub struct TunQueue {
 }
 
 impl QueueIo for TunQueue {
-    fn run<P: Pipeline>(self, pipeline: &mut P) -> std::io::Result<IoStats> {
-        run_queue(self.fd.as_fd(), self.vnet_hdr, &self.opts, pipeline).map(IoStats::Tun)
+    fn run<P: Pipeline>(self, pipeline: &mut P, live: &IoCounters) -> std::io::Result<IoStats> {
+        run_queue(self.fd.as_fd(), self.vnet_hdr, &self.opts, pipeline, live).map(IoStats::Tun)
     }
 }
 
 impl QueueIo for xdp::XdpQueue {
-    fn run<P: Pipeline>(self, pipeline: &mut P) -> std::io::Result<IoStats> {
-        xdp::XdpQueue::run(self, pipeline).map(IoStats::Xdp)
+    fn run<P: Pipeline>(self, pipeline: &mut P, live: &IoCounters) -> std::io::Result<IoStats> {
+        xdp::XdpQueue::run(self, pipeline, live).map(IoStats::Xdp)
     }
 }
 
@@ -126,10 +129,10 @@ pub enum AnyQueue {
 }
 
 impl QueueIo for AnyQueue {
-    fn run<P: Pipeline>(self, pipeline: &mut P) -> std::io::Result<IoStats> {
+    fn run<P: Pipeline>(self, pipeline: &mut P, live: &IoCounters) -> std::io::Result<IoStats> {
         match self {
-            AnyQueue::Tun(q) => q.run(pipeline),
-            AnyQueue::Xdp(q) => QueueIo::run(q, pipeline),
+            AnyQueue::Tun(q) => q.run(pipeline, live),
+            AnyQueue::Xdp(q) => QueueIo::run(q, pipeline, live),
         }
     }
 }

@@ -30,6 +30,7 @@ use io_uring::squeue::{self, SubmissionQueue};
 use io_uring::types::{self, BufRingEntry, CancelBuilder, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, CompletionQueue, IoUring, Submitter};
 
+use super::counters::{IoCounters, IoDrop, IoSnapshot};
 use super::ctx;
 use crate::dataplane::{Packet, Pipeline, Verdict, HEADROOM};
 use crate::wire::vnet::{self, VnetHdr};
@@ -177,18 +178,34 @@ pub struct QueueStats {
     pub defer_taskrun: bool,
 }
 
+impl QueueStats {
+    /// The figures [`IoCounters`] publishes.
+    pub fn snapshot(&self) -> IoSnapshot {
+        let mut s = IoSnapshot {
+            packets: [self.reads, self.writes],
+            bytes: [self.bytes_in, self.bytes_out],
+            ..IoSnapshot::default()
+        };
+        s.drops[IoDrop::WriteError as usize] = self.write_errors;
+        s.drops[IoDrop::Enobufs as usize] = self.enobufs;
+        s.drops[IoDrop::Discarded as usize] = self.discarded;
+        s
+    }
+}
+
 /// Runs one TUN queue until [`Pipeline::poll`] returns `false`: reads packets, hands each to
 /// `pipeline`, writes back those it forwards.
 ///
 /// `fd` is the raw queue descriptor (it need not be non-blocking: io_uring waits for TUN
 /// readiness by polling). `vnet_hdr` must match how the device was opened; it is checked
 /// when `fd` is a TUN queue. Call it on the thread that owns the queue: the ring is set up for
-/// a single issuer.
+/// a single issuer. `live` gets the queue's counters on every pass of its loop.
 pub fn run_queue<P: Pipeline>(
     fd: BorrowedFd<'_>,
     vnet_hdr: bool,
     opts: &UringOptions,
     pipeline: &mut P,
+    live: &IoCounters,
 ) -> io::Result<QueueStats> {
     opts.validate()?;
     if let Some(has) = super::tun::queue_has_vnet_hdr(fd) {
@@ -296,7 +313,7 @@ pub fn run_queue<P: Pipeline>(
     bufs.release = false;
     ring_mem.release = false;
     let idle = Timespec::from(opts.idle_timeout);
-    let result = q.run(&mut ring, pipeline, &idle);
+    let result = q.run(&mut ring, pipeline, &idle, live);
     let quiet = q.shutdown(&mut ring);
     if quiet {
         let s = ring.submitter();
@@ -308,6 +325,7 @@ pub fn run_queue<P: Pipeline>(
     }
     drop(ring);
     let stats = q.stats;
+    live.store(&stats.snapshot());
     match result {
         Ok(()) if quiet => Ok(stats),
         Ok(()) => Err(io::Error::new(
@@ -383,6 +401,7 @@ impl Queue {
         ring: &mut IoUring,
         pipeline: &mut P,
         idle: &Timespec,
+        live: &IoCounters,
     ) -> io::Result<()> {
         let (submitter, mut sq, mut cq) = ring.split();
         let args = SubmitArgs::new().timespec(idle);
@@ -405,6 +424,7 @@ impl Queue {
                 self.stats.batches += 1;
             }
             self.arm_reads(&submitter, &mut sq)?;
+            live.store(&self.stats.snapshot());
             if !pipeline.poll(Instant::now()) {
                 return Ok(());
             }

@@ -66,6 +66,12 @@ pub const PLUGIN_MEMORY: &str = "ringvs_plugin_memory_bytes";
 pub const PASSTHROUGH: &str = "ringvs_passthrough_packets_total";
 /// `ringvs_icmp_translated_total`.
 pub const ICMP_TRANSLATED: &str = "ringvs_icmp_translated_total";
+/// `ringvs_io_packets_total{queue,direction}`.
+pub const IO_PACKETS: &str = "ringvs_io_packets_total";
+/// `ringvs_io_bytes_total{queue,direction}`.
+pub const IO_BYTES: &str = "ringvs_io_bytes_total";
+/// `ringvs_io_dropped_packets_total{queue,reason}`.
+pub const IO_DROPPED: &str = "ringvs_io_dropped_packets_total";
 
 /// `ringvs_plugin_calls_total{plugin,func}`.
 pub const PLUGIN_CALLS: &str = "ringvs_plugin_calls_total";
@@ -119,7 +125,7 @@ pub enum Kind {
 }
 
 /// Every metric ringvs exports, with its type.
-pub const ALL: [(&str, Kind); 43] = [
+pub const ALL: [(&str, Kind); 46] = [
     (CONNECTIONS, Kind::Counter),
     (IN_PACKETS, Kind::Counter),
     (OUT_PACKETS, Kind::Counter),
@@ -146,6 +152,9 @@ pub const ALL: [(&str, Kind); 43] = [
     (PLUGIN_MEMORY, Kind::Gauge),
     (PASSTHROUGH, Kind::Counter),
     (ICMP_TRANSLATED, Kind::Counter),
+    (IO_PACKETS, Kind::Counter),
+    (IO_BYTES, Kind::Counter),
+    (IO_DROPPED, Kind::Counter),
     (PLUGIN_CALLS, Kind::Counter),
     (PLUGIN_CALL_SECONDS, Kind::Histogram),
     (PLUGIN_TRAPS, Kind::Counter),
@@ -294,6 +303,19 @@ pub fn describe() {
     describe_counter!(
         ICMP_TRANSLATED,
         "ICMP errors about tracked flows translated."
+    );
+    describe_counter!(
+        IO_PACKETS,
+        "Packets through each queue's packet I/O (TUN reads and writes, AF_XDP frames), by direction (rx, tx)."
+    );
+    describe_counter!(
+        IO_BYTES,
+        Unit::Bytes,
+        "Bytes (IP packets) through each queue's packet I/O, by direction (rx, tx)."
+    );
+    describe_counter!(
+        IO_DROPPED,
+        "Packets the packet I/O lost or could not take, per queue, by reason (tun: write_error, enobufs, discarded; af_xdp: discarded, tx_full, no_neighbour, no_route, handoff_full and the kernel's rx_ring_full, kernel_rx_dropped, fill_ring_empty, invalid_desc)."
     );
     describe_counter!(
         PLUGIN_CALLS,
@@ -486,6 +508,25 @@ pub fn update(r: &ShardReport, list: &ListResult) {
     }
 }
 
+/// The packet I/O's counters, per queue (`io` in queue order), for `backend` ("tun" or
+/// "af_xdp"): only the drop reasons that backend can count are exported.
+pub fn update_io(backend: &str, io: &[crate::io::IoSnapshot]) {
+    use crate::io::{IoDir, IoDrop};
+    for (q, s) in io.iter().enumerate() {
+        let queue = q.to_string();
+        for d in IoDir::ALL {
+            counter!(IO_PACKETS, "queue" => queue.clone(), "direction" => d.label())
+                .absolute(s.packets[d as usize]);
+            counter!(IO_BYTES, "queue" => queue.clone(), "direction" => d.label())
+                .absolute(s.bytes[d as usize]);
+        }
+        for r in IoDrop::ALL.into_iter().filter(|r| r.applies_to(backend)) {
+            counter!(IO_DROPPED, "queue" => queue.clone(), "reason" => r.label())
+                .absolute(s.drops[r as usize]);
+        }
+    }
+}
+
 /// The plugins' `log` messages, by plugin name (every build loaded under a name counts in
 /// the same series).
 pub fn update_plugin_logs(
@@ -667,11 +708,47 @@ mod tests {
             update_plugins(&r, &[(Arc::from("sched-wlc"), Func::Pick, 2e-6)], &swaps);
             plugin_memory(1 << 20);
             update_plugin_logs(&[(Arc::from("sched-wlc"), Default::default())]);
+            update_io("tun", &io_busy());
             for t in tops {
                 update_defense(t, shown);
             }
         });
         families(&handle.render())
+    }
+
+    /// Two TUN queues: the second read 10 packets and lost 4 to ENOBUFS.
+    fn io_busy() -> [crate::io::IoSnapshot; 2] {
+        let mut q1 = crate::io::IoSnapshot {
+            packets: [10, 6],
+            bytes: [1000, 600],
+            ..Default::default()
+        };
+        q1.drops[crate::io::IoDrop::Enobufs as usize] = 4;
+        [Default::default(), q1]
+    }
+
+    #[test]
+    fn io_counters_per_queue_with_the_backends_reasons() {
+        let f = render(&mut TopShown::default(), &[]);
+        let lines = |name: &str| f[name].2.clone();
+        let dropped = lines(IO_DROPPED);
+        // Three TUN reasons per queue, none of AF_XDP's.
+        assert_eq!(dropped.len(), 6, "{dropped:?}");
+        assert!(dropped.contains(
+            &r#"ringvs_io_dropped_packets_total{queue="1",reason="enobufs"} 4"#.to_string()
+        ));
+        assert!(
+            !dropped.iter().any(|l| l.contains("tx_full")),
+            "{dropped:?}"
+        );
+        let packets = lines(IO_PACKETS);
+        assert!(packets
+            .contains(&r#"ringvs_io_packets_total{queue="1",direction="rx"} 10"#.to_string()));
+        assert!(
+            packets.contains(&r#"ringvs_io_packets_total{queue="0",direction="tx"} 0"#.to_string())
+        );
+        assert!(lines(IO_BYTES)
+            .contains(&r#"ringvs_io_bytes_total{queue="1",direction="tx"} 600"#.to_string()));
     }
 
     #[test]

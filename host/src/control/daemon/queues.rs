@@ -11,7 +11,7 @@ use crate::dataplane::Control;
 use crate::io::steer;
 use crate::io::tun::attach_steering_bpf;
 use crate::io::xdp::{ServiceSet, XdpPlane};
-use crate::io::IoStats;
+use crate::io::{IoCounters, IoSnapshot, IoStats};
 use crossbeam_channel::Sender;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -24,6 +24,8 @@ use tracing::{info, warn};
 pub(super) struct Queue {
     pub(super) tx: Sender<Control>,
     pub(super) shared: Arc<ShardShared>,
+    /// What its packet I/O counts, published by its thread.
+    pub(super) io: Arc<IoCounters>,
     pub(super) thread: Option<JoinHandle<std::io::Result<IoStats>>>,
 }
 
@@ -149,6 +151,11 @@ impl Queues {
             }
         }
         total
+    }
+
+    /// What each queue's packet I/O counted, in queue order.
+    pub(super) fn io(&self) -> Vec<IoSnapshot> {
+        self.list.iter().map(|q| q.io.load()).collect()
     }
 
     /// The timed plugin calls the queues collected since the last call.

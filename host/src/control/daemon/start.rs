@@ -20,7 +20,7 @@ use crate::io::steer;
 use crate::io::tun::{attach_steering_bpf, TunDevice, TunOptions};
 use crate::io::uring::UringOptions;
 use crate::io::xdp::{XdpOptions, XdpPlane};
-use crate::io::{AnyQueue, QueueIo, TunQueue};
+use crate::io::{AnyQueue, IoCounters, QueueIo, TunQueue};
 use crossbeam_channel::Sender;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -155,6 +155,7 @@ impl Daemon {
             queues.push(Queue {
                 tx,
                 shared: shard.shared(),
+                io: Arc::default(),
                 thread: None,
             });
             shards.push(shard);
@@ -176,6 +177,8 @@ fn start_queues(
         let mut shard =
             Shard::new(setup.shard_config(i), snap.clone(), Some(rx)).map_err(|e| e.to_string())?;
         let shared = shard.shared();
+        let io = Arc::new(IoCounters::default());
+        let live = io.clone();
         let pin = n > 1;
         let thread = std::thread::Builder::new()
             .name(format!("ringvs-q{i}"))
@@ -183,12 +186,13 @@ fn start_queues(
                 if pin {
                     pin_to_cpu(i);
                 }
-                q.run(&mut shard)
+                q.run(&mut shard, &live)
             })
             .map_err(|e| format!("cannot start queue thread {i}: {e}"))?;
         queues.push(Queue {
             tx,
             shared,
+            io,
             thread: Some(thread),
         });
     }

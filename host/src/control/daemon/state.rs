@@ -275,6 +275,7 @@ impl Daemon {
         if self.cfg.director.metrics_listen.is_some() {
             crate::metrics::update(&r, &self.list());
             crate::metrics::update_templates(&self.template_status(&r));
+            crate::metrics::update_io(self.cfg.director.io.label(), &self.queues.io());
             let samples = self.queues.take_samples();
             crate::metrics::update_plugins(&r, samples, &self.plugins.manager.swaps);
             crate::metrics::plugin_memory(self.plugins.manager.memory_in_use());

@@ -42,6 +42,7 @@ use super::spsc::{Consumer, Producer};
 use super::xsk::{Desc, Umem, Xsk, XskStats};
 use super::Shared;
 use crate::dataplane::Pipeline;
+use crate::io::counters::{IoCounters, IoDrop, IoSnapshot};
 use crate::io::steer;
 
 /// Frames handled per batch (and per [`Pipeline::prefetch`] call).
@@ -96,6 +97,10 @@ pub struct XdpQueueStats {
     pub rx: u64,
     /// Frames sent.
     pub tx: u64,
+    /// Bytes received (frames without their Ethernet header).
+    pub rx_bytes: u64,
+    /// Bytes sent (IP packets, without the Ethernet header).
+    pub tx_bytes: u64,
     /// Packets the pipeline dropped.
     pub drops: u64,
     /// Frames handed to the queue owning their flow.
@@ -122,6 +127,35 @@ pub struct XdpQueueStats {
     /// What the kernel counted on the queue's sockets (summed).
     pub kernel: XskStats,
 }
+
+impl XdpQueueStats {
+    /// The figures [`IoCounters`] publishes.
+    pub fn snapshot(&self) -> IoSnapshot {
+        let mut s = IoSnapshot {
+            packets: [self.rx, self.tx],
+            bytes: [self.rx_bytes, self.tx_bytes],
+            ..IoSnapshot::default()
+        };
+        let k = &self.kernel;
+        for (r, v) in [
+            (IoDrop::Discarded, self.discarded),
+            (IoDrop::TxFull, self.tx_full),
+            (IoDrop::NoNeighbour, self.no_neighbour),
+            (IoDrop::NoRoute, self.no_route),
+            (IoDrop::HandoffFull, self.handoff_full),
+            (IoDrop::RxRingFull, k.rx_ring_full),
+            (IoDrop::KernelRxDropped, k.rx_dropped),
+            (IoDrop::FillRingEmpty, k.rx_fill_ring_empty_descs),
+            (IoDrop::InvalidDesc, k.rx_invalid_descs + k.tx_invalid_descs),
+        ] {
+            s.drops[r as usize] = v;
+        }
+        s
+    }
+}
+
+/// How often a running queue reads its sockets' kernel counters.
+const KERNEL_STATS_EVERY: Duration = Duration::from_secs(1);
 
 /// One queue, ready to run on its thread.
 pub struct XdpQueue {
@@ -200,7 +234,13 @@ impl XdpQueue {
     }
 
     /// Runs the queue until [`Pipeline::poll`] returns `false`.
-    pub fn run<P: Pipeline>(mut self, pipeline: &mut P) -> io::Result<XdpQueueStats> {
+    /// Publishes its counters to `live` on every pass (the kernel's socket counters once a
+    /// second).
+    pub fn run<P: Pipeline>(
+        mut self,
+        pipeline: &mut P,
+        live: &IoCounters,
+    ) -> io::Result<XdpQueueStats> {
         let fs = u64::from(self.umem.frame_size());
         let first = self.id as u64 * self.share;
         let mut pollfds: Vec<libc::pollfd> = self
@@ -237,6 +277,7 @@ impl XdpQueue {
         };
         let queues = self.hand_out.len();
         let mut idle = 0u32;
+        let mut kernel_at = Instant::now();
         loop {
             if queues > 1 {
                 let g = self.shared.services_gen.load(Ordering::Acquire);
@@ -254,7 +295,13 @@ impl XdpQueue {
             self.refill(&mut st);
             work += self.receive(&mut st, pipeline);
             self.flush(&mut st)?;
-            if !pipeline.poll(Instant::now()) {
+            let now = Instant::now();
+            if now.duration_since(kernel_at) >= KERNEL_STATS_EVERY {
+                kernel_at = now;
+                st.stats.kernel = self.kernel_stats();
+            }
+            live.store(&st.stats.snapshot());
+            if !pipeline.poll(now) {
                 break;
             }
             self.send_own(&mut st, pipeline);
@@ -268,18 +315,23 @@ impl XdpQueue {
                 }
             }
         }
-        for s in &self.socks {
-            if let Ok(k) = s.stats() {
-                let t = &mut st.stats.kernel;
-                t.rx_dropped += k.rx_dropped;
-                t.rx_invalid_descs += k.rx_invalid_descs;
-                t.tx_invalid_descs += k.tx_invalid_descs;
-                t.rx_ring_full += k.rx_ring_full;
-                t.rx_fill_ring_empty_descs += k.rx_fill_ring_empty_descs;
-                t.tx_ring_empty_descs += k.tx_ring_empty_descs;
-            }
-        }
+        st.stats.kernel = self.kernel_stats();
+        live.store(&st.stats.snapshot());
         Ok(st.stats)
+    }
+
+    /// What the kernel counted on the queue's sockets, summed (a `getsockopt` each).
+    fn kernel_stats(&self) -> XskStats {
+        let mut t = XskStats::default();
+        for k in self.socks.iter().filter_map(|s| s.stats().ok()) {
+            t.rx_dropped += k.rx_dropped;
+            t.rx_invalid_descs += k.rx_invalid_descs;
+            t.tx_invalid_descs += k.tx_invalid_descs;
+            t.rx_ring_full += k.rx_ring_full;
+            t.rx_fill_ring_empty_descs += k.rx_fill_ring_empty_descs;
+            t.tx_ring_empty_descs += k.tx_ring_empty_descs;
+        }
+        t
     }
 
     /// Frames back: returned by other queues, and sent (completion rings).
@@ -356,6 +408,7 @@ impl XdpQueue {
             for j in 0..avail {
                 let d = self.socks[i].rx.peek(j);
                 st.stats.rx += 1;
+                st.stats.rx_bytes += u64::from(d.len).saturating_sub(ETH as u64);
                 if queues > 1 {
                     let owner = {
                         // Safety: the frame came out of our RX ring: ours until released;
@@ -549,6 +602,7 @@ impl XdpQueue {
         });
         st.tx_pending[slot] = true;
         st.stats.tx += 1;
+        st.stats.tx_bytes += len as u64;
     }
 
     /// Sends held packets whose next hop is now known; drops those that waited too long.
