@@ -27,7 +27,7 @@ pub use state::{Direction, Event, State, StateTable, StateTableError, Timeouts};
 #[macro_export]
 macro_rules! wit_version {
     () => {
-        "0.1.0"
+        "0.2.0"
     };
 }
 
@@ -35,7 +35,7 @@ macro_rules! wit_version {
 pub const WIT_VERSION: &str = wit_version!();
 
 /// A WIT interface's fully qualified name: `wit_interface!("scheduler")` is
-/// `"ringvs:plugin/scheduler@0.1.0"`.
+/// `"ringvs:plugin/scheduler@0.2.0"`.
 #[macro_export]
 macro_rules! wit_interface {
     ($name:literal) => {

@@ -29,7 +29,7 @@ fn says(phrase: &str) {
 #[test]
 fn package_version() {
     assert!(WIT.contains(&format!("package ringvs:plugin@{WIT_VERSION};")));
-    assert_eq!(wit_interface!("scheduler"), "ringvs:plugin/scheduler@0.1.0");
+    assert_eq!(wit_interface!("scheduler"), "ringvs:plugin/scheduler@0.2.0");
 }
 
 #[test]

@@ -53,7 +53,11 @@ struct Lab {
 }
 
 fn lab(defense_config: &str) -> Lab {
-    let cfg = ringvs::config::from_str(&config(defense_config), "t.toml").unwrap();
+    lab_from(&config(defense_config))
+}
+
+fn lab_from(text: &str) -> Lab {
+    let cfg = ringvs::config::from_str(text, "t.toml").unwrap();
     let mut registry = Registry::new(&cfg.services).unwrap();
     let mut plugins = PluginManager::default();
     let loaded = plugins.load_config(&cfg).unwrap();
@@ -90,8 +94,10 @@ fn lab(defense_config: &str) -> Lab {
 
 impl Lab {
     fn send(&mut self, pkt: &[u8]) -> Verdict {
-        let mut buf = vec![0u8; HEADROOM + pkt.len()];
-        buf[HEADROOM..].copy_from_slice(pkt);
+        // Room after the packet, as the backends' buffers have: a cookie SYN-ACK carries
+        // more options than the SYN it answers.
+        let mut buf = vec![0u8; HEADROOM + pkt.len() + 64];
+        buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(pkt);
         let mut p = Packet::new(&mut buf, HEADROOM, pkt.len()).unwrap();
         self.shard.process(&mut p)
     }
@@ -205,6 +211,76 @@ fn tick_actions_are_checked_then_applied() {
         .defenses
         .iter()
         .any(|d| d.active && d.drop_rate == 2));
+}
+
+#[test]
+fn a_defense_switches_the_syn_proxy_where_the_service_leaves_it_to_auto() {
+    let mut l = lab("actions = \"proxy:on\"");
+    assert_eq!(l.syn("10.77.0.2", 1000), Verdict::Forward);
+    assert_eq!(
+        l.shard.table().len(),
+        1,
+        "no pressure: the SYN made an entry"
+    );
+    l.second();
+    // Held on by the defense: the next SYN gets a cookie SYN-ACK and leaves no state.
+    assert_eq!(l.syn("10.77.0.3", 1001), Verdict::Forward);
+    assert_eq!(l.shard.table().len(), 1, "the proxy answered the SYN");
+    let r = l.report();
+    assert!(r.proxying[0], "{:?}", r.proxying);
+    assert!(
+        !r.proxying.get(1).copied().unwrap_or(false),
+        "only its service"
+    );
+    let (_, c) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
+    assert_eq!(c.actions[ActionKind::SynProxy as usize], 1, "{c:?}");
+    assert!(
+        r.defenses.iter().any(|d| d.active),
+        "holding the proxy is activity"
+    );
+
+    // The operator's "off" is final: the request is refused, SYNs make entries.
+    let text = config("actions = \"proxy:on\"").replacen(
+        "defense = [\"tc\"]",
+        "defense = [\"tc\"]\nsyn_proxy = \"off\"",
+        1,
+    );
+    let mut l = lab_from(&text);
+    l.second();
+    assert_eq!(l.syn("10.77.0.3", 1001), Verdict::Forward);
+    assert_eq!(l.shard.table().len(), 1, "no proxy: an entry");
+    let r = l.report();
+    let (_, c) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
+    assert_eq!(c.refused[ActionKind::SynProxy as usize], 1, "{c:?}");
+    assert!(!r.proxying[0]);
+}
+
+#[test]
+fn secure_tcp_holds_the_syn_proxy_at_its_dos_level() {
+    // The catalogue's secure-tcp in mode 3 (always at level 1) with syn_proxy = true.
+    let text = config("").replacen(
+        &format!(
+            "path = \"{}\"\nconfig = {{  }}",
+            plugin("tc-defense").display()
+        ),
+        &format!(
+            "path = \"{}\"\nconfig = {{ mode = 3, syn_proxy = true }}",
+            plugin("defense-secure-tcp").display()
+        ),
+        1,
+    );
+    assert!(text.contains("syn_proxy = true"), "{text}");
+    let mut l = lab_from(&text);
+    assert_eq!(l.syn("10.77.0.2", 1000), Verdict::Forward);
+    assert_eq!(l.shard.table().len(), 1);
+    l.second();
+    assert_eq!(l.syn("10.77.0.3", 1001), Verdict::Forward);
+    assert_eq!(l.shard.table().len(), 1, "the proxy answered the SYN");
+    let r = l.report();
+    assert!(r.proxying[0]);
+    let (_, c) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
+    assert_eq!(c.actions[ActionKind::SetLevel as usize], 1, "{c:?}");
+    assert_eq!(c.actions[ActionKind::SynProxy as usize], 1, "{c:?}");
 }
 
 #[test]

@@ -218,6 +218,19 @@ fn bad_input_is_refused_with_a_clear_error() {
         )
         .unwrap_err();
     assert!(e.to_string().contains("is a scheduler plugin"), "{e}");
+    // Built against the previous WIT (sched-lc as ringvs:plugin@0.1.0 built it): refused,
+    // with the version it was built for and what to do.
+    let old = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/sched_lc-wit-0.1.0.wasm");
+    let e = rt
+        .load("old", &old, None, &json!({}), Some(Kind::Scheduler))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("built for WIT ringvs:plugin@0.1.0: rebuild it against the ringvs-sdk"),
+        "{e}"
+    );
+    assert!(e.contains(&format!("@{}", ringvs_abi::WIT_VERSION)), "{e}");
     // A config the plugin rejects.
     let e = rt
         .load(

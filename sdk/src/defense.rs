@@ -173,6 +173,10 @@ pub enum Action {
     },
     /// Lift a block.
     Unblock(Prefix),
+    /// Switch the host's SYN proxy on for the service in this queue (true), or give the
+    /// decision back to the host (false); honoured when the service's `syn_proxy` is
+    /// `"auto"`, refused otherwise.
+    SynProxy(bool),
 }
 
 /// One connection as a scan sees it.

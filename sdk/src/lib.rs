@@ -97,8 +97,8 @@ pub mod __wit {
             export_macro_name: "export",
             default_bindings_module: "ringvs_sdk::__wit::persist",
             with: {
-                "ringvs:plugin/types@0.1.0": crate::__wit::sched::ringvs::plugin::types,
-                "ringvs:plugin/log@0.1.0": crate::__wit::sched::ringvs::plugin::log,
+                "ringvs:plugin/types@0.2.0": crate::__wit::sched::ringvs::plugin::types,
+                "ringvs:plugin/log@0.2.0": crate::__wit::sched::ringvs::plugin::log,
             },
         });
     }
@@ -113,8 +113,8 @@ pub mod __wit {
             export_macro_name: "export",
             default_bindings_module: "ringvs_sdk::__wit::def",
             with: {
-                "ringvs:plugin/types@0.1.0": crate::__wit::sched::ringvs::plugin::types,
-                "ringvs:plugin/log@0.1.0": crate::__wit::sched::ringvs::plugin::log,
+                "ringvs:plugin/types@0.2.0": crate::__wit::sched::ringvs::plugin::types,
+                "ringvs:plugin/log@0.2.0": crate::__wit::sched::ringvs::plugin::log,
             },
         });
     }

@@ -317,6 +317,7 @@ pub fn defense_tick<T: Defense>(slot: &Slot<T>, st: wd::TickStats) -> Vec<wd::Ac
                 },
             }),
             Action::Unblock(p) => wd::Action::Unblock(prefix_to_wit(p)),
+            Action::SynProxy(on) => wd::Action::SynProxy(on),
         })
         .collect()
 }

@@ -116,6 +116,8 @@ pub struct DefenseSlot {
     pub refusing: u32,
     /// New flows it refused in the second before the last tick.
     pub refused_last: u32,
+    /// It holds the service's SYN proxy on in this queue (`syn-proxy(true)`).
+    pub syn_proxy: bool,
 }
 
 impl DefenseSlot {
@@ -129,10 +131,14 @@ impl DefenseSlot {
         &self.slot.prepared().extra
     }
 
-    /// True if this defense is doing something: a level above 0, a drop rate, actions in
-    /// its last tick, or new flows refused in the second before it.
+    /// True if this defense is doing something: a level above 0, a drop rate, the SYN
+    /// proxy held on, actions in its last tick, or new flows refused in the second before it.
     pub fn active(&self) -> bool {
-        self.level > 0 || self.drop_rate > 0 || self.acted || self.refused_last > 0
+        self.level > 0
+            || self.drop_rate > 0
+            || self.syn_proxy
+            || self.acted
+            || self.refused_last > 0
     }
 
     /// IPVS drop_packet: true if this new flow is the one in `drop_rate` to refuse.
@@ -202,6 +208,7 @@ pub fn sync(
                     acted: false,
                     refusing: 0,
                     refused_last: 0,
+                    syn_proxy: false,
                 }
             }
         };

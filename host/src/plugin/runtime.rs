@@ -390,10 +390,20 @@ impl Runtime {
             .into_iter()
             .find(|k| exports.iter().any(|e| e == k.interface()))
             .ok_or_else(|| {
+                // Built against another version of the WIT: say so, and what to do.
+                let other = exports
+                    .iter()
+                    .find_map(|e| e.strip_prefix("ringvs:plugin/")?.split_once('@'))
+                    .map(|(_, v)| {
+                        format!(
+                            "; it was built for WIT ringvs:plugin@{v}: rebuild it against the ringvs-sdk of this ringvs (docs/PLUGINS.md, \"WIT versions\")"
+                        )
+                    })
+                    .unwrap_or_default();
                 PluginError::WrongWorld(
                     p.clone(),
                     format!(
-                        "exports none of ringvs:plugin/{{scheduler,persistence,defense}}@{} (it exports: {})",
+                        "exports none of ringvs:plugin/{{scheduler,persistence,defense}}@{} (it exports: {}){other}",
                         ringvs_abi::WIT_VERSION,
                         if exports.is_empty() { "nothing".into() } else { exports.join(", ") }
                     ),

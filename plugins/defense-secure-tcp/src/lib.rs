@@ -10,6 +10,11 @@
 //! SYN-then-ACK flood cannot fill the table with ESTABLISHED (15-minute) entries: they stay
 //! embryonic and expire after `syn_recv_timeout` / `synack_timeout`.
 //!
+//! With `syn_proxy = true` (not IPVS: ringvs's addition) the switch to level 1 also holds the
+//! host's SYN proxy on for the service (`syn-proxy(true)`), and the switch back releases it:
+//! under memory pressure spoofed SYNs then cost no table entry at all, in a service whose
+//! `syn_proxy` is `"auto"` (the host refuses the request otherwise).
+//!
 //! The tables are IPVS's as in current kernels, written once in `ringvs-abi` (and checked
 //! there against `ip_vs_proto_tcp.c` cell by cell); this plugin hands them to the host.
 
@@ -29,6 +34,8 @@ pub struct SecureTcp {
     pressure: Pressure,
     syn_recv_timeout: u32,
     synack_timeout: u32,
+    /// Hold the SYN proxy on at level 1.
+    syn_proxy: bool,
     /// The level last set (IPVS's `old_secure_tcp`, here per instance): the host starts at 0.
     level: u8,
 }
@@ -39,6 +46,7 @@ impl Default for SecureTcp {
             pressure: Pressure::new(1),
             syn_recv_timeout: SYN_RECV_TIMEOUT,
             synack_timeout: SYNACK_TIMEOUT,
+            syn_proxy: false,
             level: 0,
         }
     }
@@ -47,10 +55,11 @@ impl Default for SecureTcp {
 impl Defense for SecureTcp {
     fn configure(&mut self, config: &Config) -> Result<(), String> {
         let [a, b, c] = Pressure::KEYS;
-        config.check_keys(&[a, b, c, "syn_recv_timeout", "synack_timeout"])?;
+        config.check_keys(&[a, b, c, "syn_recv_timeout", "synack_timeout", "syn_proxy"])?;
         self.pressure = Pressure::from_config(config, 1)?;
         self.syn_recv_timeout = config.parse_or("syn_recv_timeout", SYN_RECV_TIMEOUT)?;
         self.synack_timeout = config.parse_or("synack_timeout", SYNACK_TIMEOUT)?;
+        self.syn_proxy = config.parse_or("syn_proxy", false)?;
         Ok(())
     }
 
@@ -69,7 +78,11 @@ impl Defense for SecureTcp {
             return Vec::new();
         }
         self.level = want;
-        vec![Action::SetLevel(want)]
+        let mut out = vec![Action::SetLevel(want)];
+        if self.syn_proxy {
+            out.push(Action::SynProxy(want == 1));
+        }
+        out
     }
 }
 
@@ -256,6 +269,19 @@ mod tests {
     }
 
     #[test]
+    fn syn_proxy_follows_the_level_when_asked() {
+        let got = run(&[("syn_proxy", "true")], &[5000, 999, 500, 1000]);
+        let want: Vec<Vec<Action>> = vec![
+            vec![],
+            vec![Action::SetLevel(1), Action::SynProxy(true)],
+            vec![],
+            vec![Action::SetLevel(0), Action::SynProxy(false)],
+        ];
+        assert_eq!(got, want);
+        assert!(run(&[("syn_proxy", "false")], &[999])[0] == [Action::SetLevel(1)]);
+    }
+
+    #[test]
     fn mode_moves_between_1_and_2() {
         let mut h = DefenseHarness::<SecureTcp>::new(&[]).unwrap();
         let t = MockTable::new(0, Vec::new());
@@ -314,6 +340,7 @@ mod tests {
             ("syn_recv_timeout", "10s"),
             ("synack_timeout", "-1"),
             ("mode", "7"),
+            ("syn_proxy", "yes"),
         ] {
             assert!(
                 DefenseHarness::<SecureTcp>::new(&[(k, v)]).is_err(),

@@ -185,10 +185,12 @@ pub enum ActionKind {
     Block,
     /// `unblock`.
     Unblock,
+    /// `syn-proxy`.
+    SynProxy,
 }
 
 /// Number of [`ActionKind`]s.
-pub const ACTIONS: usize = 6;
+pub const ACTIONS: usize = 7;
 
 impl ActionKind {
     /// Every kind.
@@ -199,6 +201,7 @@ impl ActionKind {
         ActionKind::DropRate,
         ActionKind::Block,
         ActionKind::Unblock,
+        ActionKind::SynProxy,
     ];
 
     /// The `action` label.
@@ -210,6 +213,7 @@ impl ActionKind {
             ActionKind::DropRate => "drop_rate",
             ActionKind::Block => "block",
             ActionKind::Unblock => "unblock",
+            ActionKind::SynProxy => "syn_proxy",
         }
     }
 
@@ -222,6 +226,7 @@ impl ActionKind {
             dt::Action::DropRate(_) => ActionKind::DropRate,
             dt::Action::Block(_) => ActionKind::Block,
             dt::Action::Unblock(_) => ActionKind::Unblock,
+            dt::Action::SynProxy(_) => ActionKind::SynProxy,
         }
     }
 }

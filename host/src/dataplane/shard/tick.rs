@@ -5,6 +5,7 @@ use super::super::blocks::Block;
 use super::super::defense::{block_request, effective_table, prefix, wit_ip, ServiceTable};
 use super::super::policy::{ActionKind, Ctx, Func, PluginEvent};
 use super::super::stats::DefenseStatus;
+use super::proxy::Mode as ProxyMode;
 use super::Shard;
 use crate::conn::{ConnId, State, TICKS_PER_SEC};
 use crate::plugin::defense_types as dt;
@@ -110,7 +111,10 @@ impl Shard {
                         c.actions[kind as usize] += 1;
                         slot.acted |= !matches!(
                             kind,
-                            ActionKind::SetLevel | ActionKind::DropRate | ActionKind::Unblock
+                            ActionKind::SetLevel
+                                | ActionKind::DropRate
+                                | ActionKind::Unblock
+                                | ActionKind::SynProxy
                         );
                     } else {
                         c.refused[kind as usize] += 1;
@@ -120,6 +124,11 @@ impl Shard {
             if let Some(rt) = self.svcs[svc as usize].as_mut() {
                 (rt.table, rt.timeouts) = effective_table(&rt.defenses, &rt.own);
             }
+        }
+        // The SYN proxy is held on while any defense of the service asks for it (defenses
+        // removed by a reload no longer do).
+        for rt in self.svcs.iter_mut().flatten() {
+            rt.proxy.forced = rt.defenses.iter().any(|d| d.syn_proxy);
         }
         if let Ok(mut r) = self.shared.report.lock() {
             r.defenses = self
@@ -241,6 +250,21 @@ impl Shard {
                     let _ = tx.send(PluginEvent::Unblock { svc, addr, len });
                 }
                 true
+            }
+            dt::Action::SynProxy(on) => {
+                // Only "auto" defers to anyone; UDP services are never "auto" here.
+                let auto = self.svcs[svc as usize]
+                    .as_ref()
+                    .is_some_and(|rt| rt.proxy.mode == ProxyMode::Auto);
+                if auto {
+                    if let Some(d) = self.svcs[svc as usize]
+                        .as_mut()
+                        .and_then(|rt| rt.defenses.get_mut(i))
+                    {
+                        d.syn_proxy = on;
+                    }
+                }
+                auto
             }
         }
     }

@@ -2,7 +2,7 @@
 //! `drop_port` (default 666) and traps for `trap_port` (default 667); with `trap_tick = true`
 //! the tick traps. The first tick emits the actions of `actions`, a comma-separated list:
 //! `level:N`, `rate:N`, `embryonic:N`, `drop:ID`, `block:A.B.C.D/LEN:SECS:drop|tarpit`,
-//! `unblock:A.B.C.D/LEN`; with `repeat = true`, every tick does. With `flood = N`, every
+//! `unblock:A.B.C.D/LEN`, `proxy:on|off`; with `repeat = true`, every tick does. With `flood = N`, every
 //! tick also asks for N blocks of /32s in 198.18.0.0/15, each tick's following on the last
 //! one's (a plugin that floods the host with actions).
 #![no_std]
@@ -57,6 +57,7 @@ fn action(s: &str) -> Result<Action, String> {
         "embryonic" => Action::DropEmbryonic(num(v)?),
         "drop" => Action::DropConnections(vec![num(v)?]),
         "unblock" => Action::Unblock(prefix(v)?),
+        "proxy" => Action::SynProxy(v == "on"),
         "block" => {
             let mut it = v.split(':');
             let p = prefix(it.next().unwrap_or(""))?;
