@@ -102,6 +102,16 @@ pub fn quoted(icmp: &[u8]) -> Option<Quoted> {
     })
 }
 
+/// The transport bytes an ICMP error quotes (as many as it quotes), mutable. `icmp` is the
+/// ICMP message; `None` if it quotes no complete IPv4 header.
+pub fn quoted_l4_mut(icmp: &mut [u8]) -> Option<&mut [u8]> {
+    let inner = icmp.get_mut(crate::wire::icmpv4::HEADER_LEN..)?;
+    let ihl = Ipv4Packet::new_checked_quoted(&inner[..])
+        .ok()?
+        .header_len();
+    inner.get_mut(ihl..)
+}
+
 /// Translates an ICMP error about a tracked flow. `side` names the endpoint of the *quoted*
 /// packet to rewrite to `to`; the outer address on the opposite side of the outer header
 /// (outer destination for a quoted source, outer source for a quoted destination) becomes

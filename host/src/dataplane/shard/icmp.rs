@@ -51,7 +51,13 @@ impl Shard {
                 .table
                 .lookup(hash, q.proto, *client.ip(), client.port(), |e| e.svc == svc)
             {
-                if let Some(to) = self.snap.dest_addr(self.table.get(id).dest) {
+                let c = self.table.get(id);
+                if let Some(to) = self.snap.dest_addr(c.dest) {
+                    if c.flags & crate::conn::F_PROXIED != 0 {
+                        if let Some(l4) = nat::quoted_l4_mut(&mut data[ihl..]) {
+                            SynProxy::quoted(l4, c, true);
+                        }
+                    }
                     nat::translate_icmp(data, ihl, Side::Src, to);
                     self.counters.icmp_translated += 1;
                     return Verdict::Forward;
@@ -70,7 +76,13 @@ impl Shard {
                 snap.dest_addr(e.dest) == Some(q.dst)
             })
         {
-            if let Some(vip) = self.snap.service(self.table.get(id).svc).map(|s| s.vip) {
+            let c = self.table.get(id);
+            if let Some(vip) = self.snap.service(c.svc).map(|s| s.vip) {
+                if c.flags & crate::conn::F_PROXIED != 0 {
+                    if let Some(l4) = nat::quoted_l4_mut(&mut data[ihl..]) {
+                        SynProxy::quoted(l4, c, false);
+                    }
+                }
                 nat::translate_icmp(data, ihl, Side::Dst, vip);
                 self.counters.icmp_translated += 1;
                 return Verdict::Forward;

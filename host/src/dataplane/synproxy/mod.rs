@@ -869,6 +869,36 @@ impl SynProxy {
         }
     }
 
+    /// The TCP segment an ICMP error quotes, on a proxied connection (`l4`: as much of it as
+    /// the error quotes). `about_client_bound`: the quoted segment is one the director sent
+    /// to the client (its sequence number in the client's space), and the error goes to the
+    /// realserver, which accepts it only for a sequence number it sent: move it back into
+    /// the realserver's space. Otherwise the quoted segment went to the realserver and the
+    /// error goes to the client: its acknowledgment (if quoted and set) moves back into the
+    /// client's space. The quoted checksum, when quoted, is updated to match.
+    pub fn quoted(l4: &mut [u8], c: &Conn<Ipv4Addr>, about_client_bound: bool) {
+        let [seq_delta, _] = c.proxy;
+        let (at, shift): (usize, fn(u32, u32) -> u32) = if about_client_bound {
+            (4, u32::wrapping_add)
+        } else {
+            // The flags byte must be quoted to know whether the acknowledgment is one.
+            if l4.len() < 14 || l4[13] & tf::ACK == 0 {
+                return;
+            }
+            (8, u32::wrapping_sub)
+        };
+        let Some(word) = l4.get_mut(at..at + 4) else {
+            return;
+        };
+        let old: [u8; 4] = word.try_into().unwrap_or_default();
+        let new = shift(u32::from_be_bytes(old), seq_delta).to_be_bytes();
+        word.copy_from_slice(&new);
+        if let Some(sum) = l4.get_mut(16..18) {
+            let c = u16::from_be_bytes([sum[0], sum[1]]);
+            sum.copy_from_slice(&crate::wire::checksum::update32(c, old, new).to_be_bytes());
+        }
+    }
+
     /// Realserver → client on a proxied connection: the sequence number moves into the
     /// space the client knows (the cookie's), the timestamp into the proxy's clock, and the
     /// window to the scale the proxy announced.

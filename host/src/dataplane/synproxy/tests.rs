@@ -7,7 +7,7 @@ use super::*;
 use crate::conn::{HashKey, State, TICKS_PER_SEC};
 use crate::control::registry::Registry;
 use crate::dataplane::stats::DropReason;
-use crate::dataplane::testkit::tcp_full;
+use crate::dataplane::testkit::{icmp_error, tcp_full};
 use crate::dataplane::{Packet, Pipeline, Shard, ShardConfig, Verdict, HEADROOM};
 use crate::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
 use crate::wire::vnet::{VnetHdr, F_NEEDS_CSUM};
@@ -354,6 +354,123 @@ fn the_whole_connection_through_the_proxy() {
     );
     assert_eq!(run(&mut s, &fin, None).0, Verdict::Forward);
     assert_eq!(s.table().by_state()[State::CloseWait as usize], 1);
+}
+
+/// The quoted segment of an ICMP error the shard wrote: (outer src, outer dst, quoted src,
+/// quoted dst, seq, ack if quoted, quoted TCP checksum valid if all of it is quoted), the
+/// outer checksums verified.
+type Quote = (
+    Ipv4Addr,
+    Ipv4Addr,
+    SocketAddrV4,
+    SocketAddrV4,
+    u32,
+    Option<u32>,
+    bool,
+);
+
+fn quoted_of(p: &[u8]) -> Quote {
+    let ip = Ipv4Packet::new_checked(p).unwrap();
+    assert!(ip.verify_checksum(), "outer IPv4 checksum");
+    let msg = crate::wire::Icmpv4Packet::new_checked(&p[20..]).unwrap();
+    assert!(msg.verify_checksum(), "ICMP checksum");
+    let inner = &p[28..];
+    let iip = Ipv4Packet::new_checked_quoted(inner).unwrap();
+    assert!(iip.verify_checksum(), "quoted IPv4 checksum");
+    let l4 = &inner[20..];
+    let word = |at: usize| u32::from_be_bytes([l4[at], l4[at + 1], l4[at + 2], l4[at + 3]]);
+    let whole = inner.len() == usize::from(iip.total_len());
+    (
+        ip.src_addr(),
+        ip.dst_addr(),
+        SocketAddrV4::new(iip.src_addr(), u16::from_be_bytes([l4[0], l4[1]])),
+        SocketAddrV4::new(iip.dst_addr(), u16::from_be_bytes([l4[2], l4[3]])),
+        word(4),
+        (l4.len() >= 12).then(|| word(8)),
+        whole
+            && TcpPacket::new_checked(l4)
+                .unwrap()
+                .verify_checksum(iip.src_addr(), iip.dst_addr()),
+    )
+}
+
+#[test]
+fn icmp_errors_quoting_a_proxied_connection_carry_each_sides_sequence_numbers() {
+    use crate::wire::icmpv4::msg_type::DEST_UNREACHABLE;
+    let mut s = shard(PROXIED);
+    let (synack, _, _) = open(&mut s, b"");
+    let cookie = synack.seq;
+    let router = Ipv4Addr::new(10, 77, 0, 254);
+
+    // Realserver → client, 1400 bytes: too big on the client's path. The router's
+    // fragmentation-needed quotes the segment as the client would have seen it (the cookie's
+    // sequence space); the realserver checks the quoted sequence number against what it
+    // sent, so it must get its own back.
+    let resp = tcp_full(
+        a(RS),
+        a(CLIENT),
+        SISN + 1,
+        ISN + 1,
+        ACK,
+        100,
+        &[],
+        &[0x55; 1400],
+    );
+    let (v, out) = run(&mut s, &resp, None);
+    assert_eq!(v, Verdict::Forward);
+    assert_eq!(parse(&out).seq, cookie + 1);
+    for quote in [28, out.len()] {
+        let err = icmp_error(router, *a(VIP).ip(), DEST_UNREACHABLE, 4, 1300, &out, quote);
+        let (v, e) = run(&mut s, &err, None);
+        assert_eq!(v, Verdict::Forward, "quoting {quote} bytes");
+        let (osrc, odst, qsrc, qdst, seq, _, sum_ok) = quoted_of(&e);
+        assert_eq!((osrc, odst), (router, *a(RS).ip()));
+        assert_eq!((qsrc, qdst), (a(RS), a(CLIENT)));
+        assert_eq!(
+            seq,
+            SISN + 1,
+            "the realserver's own sequence number (quoting {quote})"
+        );
+        if quote == out.len() {
+            assert!(sum_ok, "the quoted TCP checksum follows");
+        }
+    }
+
+    // Client → realserver: the quoted acknowledgment goes back into the client's space.
+    let req = tcp_full(
+        a(CLIENT),
+        a(VIP),
+        ISN + 1,
+        cookie + 1,
+        ACK | PSH,
+        500,
+        &[],
+        b"GET /",
+    );
+    let (v, out) = run(&mut s, &req, None);
+    assert_eq!(v, Verdict::Forward);
+    assert_eq!(parse(&out).ack, SISN + 1);
+    let err = icmp_error(
+        router,
+        *a(CLIENT).ip(),
+        DEST_UNREACHABLE,
+        1,
+        0,
+        &out,
+        out.len(),
+    );
+    let (v, e) = run(&mut s, &err, None);
+    assert_eq!(v, Verdict::Forward);
+    let (osrc, _, qsrc, qdst, seq, ack, sum_ok) = quoted_of(&e);
+    assert_eq!(osrc, *a(VIP).ip());
+    assert_eq!((qsrc, qdst), (a(CLIENT), a(VIP)));
+    assert_eq!(
+        (seq, ack),
+        (ISN + 1, Some(cookie + 1)),
+        "what the client sent"
+    );
+    assert!(sum_ok);
+    assert_eq!(s.counters().icmp_translated, 3);
 }
 
 #[test]
