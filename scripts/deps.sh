@@ -31,6 +31,7 @@ wanted=(
     "cmd:ss iproute2"
     "cmd:sysctl procps"
     "cmd:curl curl"
+    "cmd:tcpdump tcpdump" # the e2e lab captures traffic for `ringvs replay`
 )
 
 missing=()

@@ -47,7 +47,7 @@ bash scripts/test-plugin-new.sh
 step "Debian package: build, dpkg -i, the unit's command in a namespace, dpkg -P"
 NO_BUILD=1 bash scripts/test-deb.sh
 
-step "lab: end to end through ringvs"
+step "lab: end to end through ringvs (and ringvs replay --compare on a tcpdump capture of it)"
 NO_BUILD=1 bash examples/lab/test-e2e.sh
 
 step "lab: end to end through ringvs with director.io = \"af_xdp\" (1 and 2 queues, detach on exit and on SIGKILL)"

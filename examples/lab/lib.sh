@@ -147,6 +147,7 @@ lab_on_exit() {
     local rc=$?
     set +e
     trap - INT TERM
+    capture_stop >/dev/null 2>&1
     if [[ -n $LAB_FWD ]]; then fwd_down >/dev/null 2>&1; fi
     lab_down
     exit "$rc"
@@ -990,6 +991,44 @@ udp_probe() {
     fi
     read -r UDP_SENT UDP_ANSWERED UDP_BAD UDP_SERVERS <"$out"
     if [[ $UDP_SERVERS != - ]]; then UDP_NSERVERS=$(tr ',' '\n' <<<"$UDP_SERVERS" | grep -c .); fi
+}
+
+# capture_start NAME DEV FILE [FILTER...]: tcpdump in namespace NAME on DEV ("any": Linux
+# cooked v2) into FILE (classic pcap: tcpdump 4.99 writes no pcapng), whole packets, a 32 MiB
+# kernel buffer, each packet handed over and written as it comes (--immediate-mode -U: else
+# what still sits in the kernel's buffer when capture_stop comes is lost); stopped by
+# capture_stop, by the lab's exit trap, or after CAPTURE_MAX_SECONDS (default 120). Returns
+# once tcpdump listens; non-zero (with its log, FILE.log) if it does not within 5 s. Sets
+# CAPTURE_PID, CAPTURE_FILE.
+CAPTURE_PID=""
+capture_start() {
+    local ns=$1 dev=$2 file=$3
+    shift 3
+    require_cmds tcpdump
+    rm -f "$file" "$file.log"
+    # `ip netns exec` execs timeout, which passes the SIGINT of capture_stop on to tcpdump.
+    ip netns exec "$(ns_name "$ns")" timeout -s INT "${CAPTURE_MAX_SECONDS:-120}" \
+        tcpdump -i "$dev" -n -s 0 -B 32768 -U --immediate-mode -w "$file" "$@" </dev/null >"$file.log" 2>&1 &
+    CAPTURE_PID=$! CAPTURE_FILE=$file
+    if ! wait_until 5 grep -q 'listening on' "$file.log"; then
+        log_tail "$file.log"
+        err "tcpdump on $dev in $(ns_name "$ns") did not start"
+        capture_stop
+        return 1
+    fi
+}
+
+# capture_stop: stop the capture of capture_start (SIGINT: tcpdump flushes the file and prints
+# its counts) and wait for it. Sets CAPTURE_PACKETS and CAPTURE_DROPPED (the kernel's drops;
+# empty if tcpdump printed no counts).
+capture_stop() {
+    CAPTURE_PACKETS="" CAPTURE_DROPPED=""
+    [[ -n $CAPTURE_PID ]] || return 0
+    kill -INT "$CAPTURE_PID" 2>/dev/null || true
+    wait "$CAPTURE_PID" 2>/dev/null || true
+    CAPTURE_PID=""
+    CAPTURE_PACKETS=$(sed -nE 's/^([0-9]+) packets? captured.*/\1/p' "$CAPTURE_FILE.log")
+    CAPTURE_DROPPED=$(sed -nE 's/^([0-9]+) packets? dropped by kernel.*/\1/p' "$CAPTURE_FILE.log")
 }
 
 # curl_vip PATH [CURL ARGS...]: one bounded HTTP request to the VIP from the client.

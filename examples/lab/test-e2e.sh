@@ -19,7 +19,9 @@
 #       at least 2 realservers served them;
 #   udp: 200 datagrams to VIP:53, each from its own socket, all answered with the right payload,
 #       by >= 2 realservers;
-# and for ringvs: the traffic went through ringvs0 (device counters), the director's conntrack
+# and for ringvs: (TUN, manual routes) a tcpdump capture of 60 HTTP connections and 99 UDP
+# flows is whole and `ringvs replay --compare` (rr against mh + persist-netmask) on it accounts
+# for every flow (check_replay); the traffic went through ringvs0 (device counters), the director's conntrack
 # stayed empty, ringvs exits 0 within 5 s of SIGTERM, and with routes = "auto" the routes
 # exist while it runs and are gone after it stops.
 #
@@ -46,7 +48,7 @@ case $LAB_IO in tun | af_xdp) ;; *) die "LAB_IO must be tun or af_xdp (got '$LAB
 if [[ $LAB_IO == af_xdp && $FWD != ringvs ]]; then die "LAB_IO=af_xdp tests ringvs (FWD=ringvs)"; fi
 E2E_XDP_QUEUES=${E2E_XDP_QUEUES:-1 2}
 require_root
-require_cmds wrk curl nginx iperf3 nft
+require_cmds wrk curl nginx iperf3 nft tcpdump
 if [[ $FWD == ringvs ]]; then
     # Fail fast, before bringing up the lab.
     ringvs_check_binary || {
@@ -132,6 +134,82 @@ check_udp() {
     verdict "$ok" "$setup: udp round trip" "$UDP_ANSWERED/$UDP_SENT answered, $UDP_BAD wrong, by $UDP_NSERVERS servers ($UDP_SERVERS)"
 }
 
+# check_replay SETUP: lab traffic, captured, then replayed with `ringvs replay --compare`.
+# tcpdump (interface "any" of the client's namespace: Linux cooked v2) records REPLAY_HTTP
+# requests, each on its own connection (Connection: close), and REPLAY_UDP datagrams, each
+# from its own socket. The replay runs the capture through A, the lab's config with rr for
+# web, and B, the same with the catalogue's mh and persist-netmask /24 for web. Checks:
+# the capture is whole (tcpdump dropped nothing, it holds one SYN per connection nginx logged
+# and every datagram sent); the replay exits 0 and its --json parses; A and B each report one
+# new flow per connection and per UDP flow (client port) in the capture, all scheduled by both;
+# rr spreads each service's flows within one flow of an even split; B keeps the client's
+# /24 on one web server (every web flow after the first a persistence template hit).
+REPLAY_HTTP=60 REPLAY_UDP=99
+check_replay() {
+    local setup=$1 cap=$LAB_DIR/e2e.pcap a=$LAB_DIR/replay-a.toml b=$LAB_DIR/replay-b.toml
+    local codes=0 conns syns datagrams udps flows figures rc=0
+    sed 's/^scheduler = "sched-wlc"$/scheduler = "rr"/' "$CONF" >"$a"
+    sed 's/^scheduler = "sched-wlc"$/scheduler = "mh"\npersistence = { plugin = "persist-netmask", timeout = "300s", config = { netmask = "255.255.255.0" } }/' "$CONF" >"$b"
+    if cmp -s "$CONF" "$a" || cmp -s "$CONF" "$b"; then
+        verdict 1 "$setup: replay configs" "$CONF has no 'scheduler = \"sched-wlc\"' line to change"
+        return
+    fi
+    hits_baseline
+    if ! capture_start cli any "$cap" host "$VIP"; then
+        verdict 1 "$setup: lab capture" "tcpdump did not start (output above)"
+        return
+    fi
+    codes=$(curl_vip "/?[1-$REPLAY_HTTP]" -o /dev/null -w '%{http_code}\n' -H 'Connection: close' 2>>"$LAB_DIR/curl.err" | grep -c '^200$') || true
+    udp_probe "$REPLAY_UDP" || true
+    capture_stop
+    count_hits .
+    conns=$HITS_CONNS_TOTAL
+    # The capture's flows: distinct client ports of the SYNs to VIP:80 (a retransmitted SYN
+    # comes from the same port) and of the datagrams to VIP:53 (the kernel may give a new
+    # socket the port of one closed before it: one flow, for the director as for the replay).
+    syns=$(tcpdump -nr "$cap" "tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn and dst host $VIP and dst port 80" 2>/dev/null |
+        { grep -oE "$CLI_IP\.[0-9]+ >" || true; } | sort -u | wc -l)
+    datagrams=$(tcpdump -nr "$cap" "udp and dst host $VIP and dst port 53" 2>/dev/null |
+        { grep -oE "$CLI_IP\.[0-9]+ >" || true; } | tee "$LAB_DIR/e2e-udp-ports.txt" | wc -l)
+    udps=$(sort -u "$LAB_DIR/e2e-udp-ports.txt" | wc -l)
+    verdict "$(arith "CAPTURE_DROPPED == 0 && codes == REPLAY_HTTP && conns == REPLAY_HTTP && syns == conns && UDP_ANSWERED == REPLAY_UDP && datagrams == UDP_SENT && udps > 0")" \
+        "$setup: lab capture" "$(tcpdump -r "$cap" -c 1 2>&1 >/dev/null | grep -oE 'link-type [A-Z0-9_]+' || echo 'unreadable'), ${CAPTURE_PACKETS:-?} packets, ${CAPTURE_DROPPED:-?} dropped; $syns SYNs for $conns connections nginx logged ($codes/$REPLAY_HTTP answered 200); $datagrams datagrams for $UDP_SENT sent ($UDP_ANSWERED answered) from $udps client ports"
+    flows=$((conns + udps))
+
+    "$RINGVS" replay --compare "$a" "$b" "$cap" >"$LAB_DIR/replay-compare.txt" 2>&1 || rc=$?
+    if ((rc == 0)); then "$RINGVS" replay --compare "$a" "$b" "$cap" --json >"$LAB_DIR/replay-compare.json" 2>&1 || rc=$?; fi
+    sed 's/^/    | /' "$LAB_DIR/replay-compare.txt"
+    figures=$("$PYTHON" - "$LAB_DIR/replay-compare.json" <<'PY'
+import json, sys
+try:
+    c = json.load(open(sys.argv[1]))
+except Exception as e:
+    sys.exit(f"--json output is not JSON: {e}")
+spread = {}
+for name, (a, b) in c["spread"]:
+    spread.setdefault(name.split("/")[0], []).append((a, b))
+rr = all(max(a for a, _ in s) - min(a for a, _ in s) <= 1 for s in spread.values())
+web_b = [b for _, b in spread.get("web", [])]
+one = sum(1 for b in web_b if b > 0) == 1
+hits = c["persistence_hits"][1] == sum(web_b) - 1
+fmt = lambda svc, i: "/".join(str(p[i]) for p in spread.get(svc, []))
+print(c["new_flows"][0], c["new_flows"][1], c["common"], int(rr), int(one and hits),
+      fmt("web", 0), fmt("dns", 0), fmt("web", 1), c["persistence_hits"][1])
+PY
+    ) || {
+        verdict 1 "$setup: replay --compare" "exit $rc: $(tail -n 1 "$LAB_DIR/replay-compare.json" "$LAB_DIR/replay-compare.txt" 2>&1 || true)"
+        return
+    }
+    local fa fb common rr one web_a dns_a web_b hits_b
+    read -r fa fb common rr one web_a dns_a web_b hits_b <<<"$figures"
+    verdict "$(arith "rc == 0 && fa == flows && fb == flows && common == flows")" "$setup: replay --compare: every flow" \
+        "exit $rc, JSON parsed; new flows A $fa, B $fb, $common scheduled by both (want $flows: $conns TCP connections + $udps UDP flows)"
+    verdict "$(arith "rr == 1")" "$setup: replay --compare: rr is even" \
+        "A (rr) per server: web $web_a, dns $dns_a (want each service within 1 flow of an even split)"
+    verdict "$(arith "one == 1")" "$setup: replay --compare: B persists" \
+        "B (mh, persist-netmask /24) web per server: $web_b, $hits_b template hits (want one server, all but the first flow a hit)"
+}
+
 # run_checks SETUP: the forwarder is up; run every traffic check through it.
 run_checks() {
     local setup=$1 rx0 tx0 rx1 tx1 requests
@@ -144,6 +222,8 @@ run_checks() {
     check_client_address "$setup"
     check_download "$setup"
     check_udp "$setup"
+    # Once per run: the TUN run's first set-up (ringvs replays what went through it).
+    if [[ $FWD == ringvs && $LAB_IO == tun && $ROUTES == manual ]]; then check_replay "$setup"; fi
     if [[ $FWD == ringvs ]]; then
         read -r rx1 tx1 < <(dev_packets)
         local through=$RVS_DEV

@@ -230,7 +230,7 @@ struct ReplayArgs {
     /// server, flows on a different server, defense drops and when, table entries over time.
     #[arg(long, num_args = 2, value_names = ["A.toml", "B.toml"], conflicts_with_all = ["config", "out"])]
     compare: Option<Vec<PathBuf>>,
-    /// The capture: classic pcap (Ethernet, raw IP, Linux cooked or loopback).
+    /// The capture: pcap or pcapng (Ethernet, raw IP, Linux cooked or loopback).
     #[arg(value_name = "PCAP")]
     pcap: PathBuf,
     /// Write every forwarded packet, as rewritten, to this pcap (raw IP).

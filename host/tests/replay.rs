@@ -455,7 +455,10 @@ fn bad_captures_name_the_file() {
     assert!(matches!(e, ReplayError::Pcap(PcapError::BadMagic { .. })));
     assert_eq!(
         e.to_string(),
-        format!("{}: not a pcap file: bad magic 0x47455420", bad.display())
+        format!(
+            "{}: not a pcap or pcapng file: bad magic 0x47455420",
+            bad.display()
+        )
     );
     assert!(
         !out.exists(),

@@ -17,7 +17,8 @@
 //!   the calling thread (thread per queue, nothing shared on the hot path) and hands every
 //!   packet to a [`Pipeline`](crate::dataplane::Pipeline).
 //! - [`mem`]: the same contract over byte slices, for tests and replay.
-//! - [`pcap`]: classic pcap reading (IP packets out of the usual link types) and writing.
+//! - [`pcap`]: pcap and pcapng reading (IP packets out of the usual link types), raw-IP pcap
+//!   writing.
 //! - [`steer`]: the keyed symmetric steering of a multi-queue TUN device (and, in Rust, of
 //!   the AF_XDP queues' hand-off).
 //! - [`xdp`]: the AF_XDP backend; [`bpf`]: the eBPF assembler and syscalls both use.

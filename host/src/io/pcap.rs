@@ -1,14 +1,26 @@
-//! Classic pcap files (not pcapng): a reader that yields IP packets from the common link
-//! types, and a writer of raw-IP captures.
+//! Captures: a reader of classic pcap and pcapng files that yields the IP packets of the
+//! common link types, and a writer of classic raw-IP captures.
 //!
-//! The format: a 24-byte file header (magic, version, zone, accuracy, snaplen, link type) in
+//! Classic pcap: a 24-byte file header (magic, version, zone, accuracy, snaplen, link type) in
 //! the writer's byte order, then records of a 16-byte header (seconds, micro- or nanoseconds,
-//! captured length, original length) followed by the captured bytes.
+//! captured length, original length) followed by the captured bytes. pcapng: blocks of (type,
+//! length, body, length). A section header block (SHB) sets the byte order of its section;
+//! each interface description block (IDB) gives an interface's link type and timestamp unit
+//! (`if_tsresol`, `if_tsoffset`); enhanced (EPB) and simple (SPB) packet blocks carry the
+//! packets. Other blocks (statistics, name resolution, …) are skipped.
+//!
+//! The `pcap-parser` crate parses both formats; this module adds what a replay needs on top:
+//! the link-layer header taken off, the timestamps as [`Duration`]s, limits on what a record
+//! may claim, and errors that name the file and the byte offset.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use pcap_parser::traits::PcapReaderIterator;
+use pcap_parser::{Block, LegacyPcapReader, OptionCode, PcapBlockOwned, PcapNGReader};
 
 /// Link types ("LINKTYPE_*" in the tcpdump.org registry) the reader understands.
 pub mod linktype {
@@ -32,6 +44,17 @@ pub mod linktype {
 /// writer declares; longer packets are written truncated.
 pub const MAX_RECORD: u32 = 262_144;
 
+/// The largest pcapng block the reader accepts: a packet of [`MAX_RECORD`] bytes and room for
+/// its block's header and options.
+pub const MAX_BLOCK: u32 = MAX_RECORD + 65_536;
+
+/// The reader's buffer at first: a few ordinary packets.
+const BUFFER_START: usize = 64 * 1024;
+
+/// The reader's buffer once a block did not fit: two of the largest blocks, so that a refill
+/// moves data rarely.
+const BUFFER: usize = 2 * MAX_BLOCK as usize;
+
 const MAGIC_MICROS: u32 = 0xa1b2_c3d4;
 const MAGIC_NANOS: u32 = 0xa1b2_3c4d;
 const MAGIC_PCAPNG: u32 = 0x0a0d_0d0a;
@@ -50,50 +73,59 @@ pub enum PcapError {
         #[source]
         source: io::Error,
     },
-    /// The file does not start with a pcap magic number.
-    #[error("{file}: not a pcap file: bad magic {magic:#010x}")]
+    /// The file starts with neither a pcap nor a pcapng magic number.
+    #[error("{file}: not a pcap or pcapng file: bad magic {magic:#010x}")]
     BadMagic {
         /// The file.
         file: String,
         /// The first four bytes, most significant first.
         magic: u32,
     },
-    /// The file is pcapng, which this reader does not handle.
-    #[error(
-        "{file}: pcapng files are not supported, only classic pcap \
-         (convert with `editcap -F pcap IN OUT` or `tcpdump -r IN -w OUT`)"
-    )]
-    Pcapng {
-        /// The file.
-        file: String,
-    },
-    /// A link type the reader cannot take IP packets out of.
+    /// A link type the reader cannot take IP packets out of (the file's, or in pcapng the
+    /// interface's that a packet came on).
     #[error("{file}: unsupported link type {linktype}")]
     UnsupportedLinkType {
         /// The file.
         file: String,
-        /// The link type from the file header.
+        /// The link type from the file header or the interface description.
         linktype: u32,
     },
-    /// The file ends in the middle of a header or a record.
+    /// The file ends in the middle of a header, a record or a block.
     #[error("{file}: truncated {what} at byte offset {offset}")]
     Truncated {
         /// The file.
         file: String,
-        /// "file header", "record header" or "record".
+        /// "file header", "section header block", "record header", "record", "block header"
+        /// or "block".
         what: &'static str,
-        /// Offset of the start of the incomplete header or record.
+        /// Offset of the start of the incomplete header, record or block.
         offset: u64,
     },
-    /// A record claims more bytes than any capture holds (a corrupt file).
-    #[error("{file}: record at byte offset {offset} claims {len} bytes (limit {MAX_RECORD})")]
+    /// A record or block claims more bytes than any capture holds (a corrupt file).
+    #[error("{file}: {what} at byte offset {offset} claims {len} bytes (limit {limit})")]
     RecordTooLarge {
         /// The file.
         file: String,
-        /// Offset of the record header.
+        /// "record" (a classic record, or a pcapng packet's captured length) or "block".
+        what: &'static str,
+        /// Offset of the record or block.
         offset: u64,
-        /// The captured length it claims.
+        /// The length it claims.
         len: u32,
+        /// [`MAX_RECORD`] or [`MAX_BLOCK`].
+        limit: u32,
+    },
+    /// A block or record that is complete but cannot be what it claims (a corrupt file).
+    #[error("{file}: malformed {what} at byte offset {offset}: {why}")]
+    Malformed {
+        /// The file.
+        file: String,
+        /// "section header block", "block", "interface description" or "packet block".
+        what: &'static str,
+        /// Offset of the block.
+        offset: u64,
+        /// What is wrong with it.
+        why: String,
     },
 }
 
@@ -108,23 +140,99 @@ pub struct PcapRecord {
     pub truncated: bool,
 }
 
-/// Reads the IP packets of a classic pcap file, in either byte order, with micro- or
-/// nanosecond timestamps. Frames that are not IPv4 or IPv6 are skipped and counted.
-#[derive(Debug)]
-pub struct PcapReader<R = BufReader<File>> {
+/// The input as `pcap-parser` reads it: the four bytes read to tell the formats apart, then
+/// the rest.
+type Input<R> = Source<io::Chain<io::Cursor<[u8; 4]>, R>>;
+
+/// Reads `r` until each buffer is full or the input ends: `pcap-parser` parses the header it
+/// got from one `read`, and a pipe may hand it a few bytes. The I/O error behind a failed
+/// read is kept in `error` (the parser reports only that a read failed).
+struct Source<R> {
     r: R,
-    file: String,
-    big_endian: bool,
-    nanos: bool,
+    error: Arc<Mutex<Option<io::Error>>>,
+}
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        read_full(&mut self.r, buf).inspect_err(|e| {
+            let copy = io::Error::new(e.kind(), e.to_string());
+            *self.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(copy);
+        })
+    }
+}
+
+/// The parser of the capture's format.
+enum Blocks<R: Read> {
+    Pcap(LegacyPcapReader<Input<R>>),
+    Pcapng(PcapNGReader<Input<R>>),
+}
+
+impl<R: Read> Blocks<R> {
+    fn get(&mut self) -> &mut dyn PcapReaderIterator {
+        match self {
+            Blocks::Pcap(r) => r,
+            Blocks::Pcapng(r) => r,
+        }
+    }
+}
+
+/// What the reader knows of the format: the file header's fields, or the current pcapng
+/// section's byte order and interfaces.
+#[derive(Debug)]
+enum Format {
+    Pcap {
+        linktype: u32,
+        nanos: bool,
+        big_endian: bool,
+        /// 16 bytes, or 24 in the "modified" format of a patched libpcap.
+        record_header: usize,
+    },
+    Pcapng {
+        big_endian: bool,
+        interfaces: Vec<Interface>,
+        /// The time of the last packet with one (simple packet blocks have none).
+        last: Duration,
+    },
+}
+
+/// A pcapng interface: its link type and clock.
+#[derive(Debug, Clone, Copy)]
+struct Interface {
     linktype: u32,
-    snaplen: u32,
-    offset: u64,
+    /// Timestamp units per second (`if_tsresol`: 10^n, or 2^n with the top bit set).
+    units: u64,
+    /// Seconds added to every timestamp (`if_tsoffset`).
+    offset: i64,
+}
+
+/// Reads the IP packets of a classic pcap file (either byte order, micro- or nanosecond
+/// timestamps) or a pcapng file (any number of sections and interfaces, each with its link
+/// type and timestamp resolution). Frames that are not IPv4 or IPv6 are skipped and counted.
+pub struct PcapReader<R: Read = BufReader<File>> {
+    blocks: Blocks<R>,
+    format: Format,
+    file: String,
+    read_error: Arc<Mutex<Option<io::Error>>>,
+    /// The buffer has grown to [`BUFFER`].
+    grown: bool,
     skipped: u64,
     done: bool,
 }
 
+impl<R: Read> std::fmt::Debug for PcapReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PcapReader")
+            .field("file", &self.file)
+            .field("format", &self.format)
+            .field("skipped", &self.skipped)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
 impl PcapReader {
-    /// Opens and checks the file header of `path`.
+    /// Opens `path` and checks its file header (classic pcap) or first section header
+    /// (pcapng).
     pub fn open(path: impl AsRef<Path>) -> Result<PcapReader, PcapError> {
         let file = path.as_ref().display().to_string();
         match File::open(path.as_ref()) {
@@ -142,12 +250,9 @@ impl<R: Read> PcapReader<R> {
 
     /// Reads the file header from `r`; errors name the file `file`.
     pub fn with_name(mut r: R, file: String) -> Result<PcapReader<R>, PcapError> {
-        let mut h = [0u8; FILE_HEADER];
-        match read_full(&mut r, &mut h) {
-            Ok(n) if n == FILE_HEADER => {}
-            Ok(n) if n >= 4 && u32::from_be_bytes([h[0], h[1], h[2], h[3]]) == MAGIC_PCAPNG => {
-                return Err(PcapError::Pcapng { file })
-            }
+        let mut magic = [0u8; 4];
+        match read_full(&mut r, &mut magic) {
+            Ok(4) => {}
             Ok(_) => {
                 return Err(PcapError::Truncated {
                     file,
@@ -157,56 +262,96 @@ impl<R: Read> PcapReader<R> {
             }
             Err(source) => return Err(PcapError::Io { file, source }),
         }
-        let magic = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
-        let (big_endian, nanos) = match magic {
-            MAGIC_MICROS => (true, false),
-            MAGIC_NANOS => (true, true),
-            m if m.swap_bytes() == MAGIC_MICROS => (false, false),
-            m if m.swap_bytes() == MAGIC_NANOS => (false, true),
-            MAGIC_PCAPNG => return Err(PcapError::Pcapng { file }),
-            magic => return Err(PcapError::BadMagic { file, magic }),
+        let read_error = Arc::new(Mutex::new(None));
+        let input = Source {
+            r: io::Cursor::new(magic).chain(r),
+            error: Arc::clone(&read_error),
         };
-        let u32_at = |i: usize| read_u32(&h[i..i + 4], big_endian);
-        // The upper bits of the link-type field carry FCS information.
-        let linktype = u32_at(20) & 0xffff;
-        if !matches!(
-            linktype,
-            linktype::NULL
-                | linktype::ETHERNET
-                | linktype::RAW
-                | linktype::LINUX_SLL
-                | linktype::IPV4
-                | linktype::IPV6
-                | linktype::LINUX_SLL2
-        ) {
-            return Err(PcapError::UnsupportedLinkType { file, linktype });
-        }
+        let pcapng = u32::from_be_bytes(magic) == MAGIC_PCAPNG;
+        let what = if pcapng {
+            "section header block"
+        } else {
+            "file header"
+        };
+        let opened = if pcapng {
+            PcapNGReader::new(BUFFER_START, input).map(Blocks::Pcapng)
+        } else {
+            LegacyPcapReader::new(BUFFER_START, input).map(Blocks::Pcap)
+        };
+        let mut blocks = match opened {
+            Ok(b) => b,
+            Err(pcap_parser::PcapError::HeaderNotRecognized) if !pcapng => {
+                let magic = u32::from_be_bytes(magic);
+                return Err(PcapError::BadMagic { file, magic });
+            }
+            Err(pcap_parser::PcapError::ReadError) => {
+                return Err(PcapError::Io {
+                    source: take_error(&read_error),
+                    file,
+                })
+            }
+            Err(pcap_parser::PcapError::Incomplete(_) | pcap_parser::PcapError::Eof) => {
+                return Err(PcapError::Truncated {
+                    file,
+                    what,
+                    offset: 0,
+                })
+            }
+            Err(_) => {
+                return Err(PcapError::Malformed {
+                    file,
+                    what,
+                    offset: 0,
+                    why: "bad byte-order magic, version or length".into(),
+                })
+            }
+        };
+        let format = match &mut blocks {
+            Blocks::Pcapng(_) => Format::Pcapng {
+                big_endian: false,
+                interfaces: Vec::new(),
+                last: Duration::ZERO,
+            },
+            // The legacy reader hands out the file header it has parsed as its first block.
+            Blocks::Pcap(r) => match r.next() {
+                Ok((len, PcapBlockOwned::LegacyHeader(h))) => {
+                    // The upper bits of the link-type field carry FCS information.
+                    let linktype = (h.network.0 as u32) & 0xffff;
+                    let format = Format::Pcap {
+                        linktype,
+                        nanos: h.is_nanosecond_precision(),
+                        big_endian: h.is_bigendian(),
+                        record_header: if h.is_modified_format() { 24 } else { 16 },
+                    };
+                    r.consume(len);
+                    if !supported(linktype) {
+                        return Err(PcapError::UnsupportedLinkType { file, linktype });
+                    }
+                    format
+                }
+                _ => {
+                    return Err(PcapError::Truncated {
+                        file,
+                        what,
+                        offset: 0,
+                    })
+                }
+            },
+        };
         Ok(PcapReader {
-            r,
+            blocks,
+            format,
             file,
-            big_endian,
-            nanos,
-            linktype,
-            snaplen: u32_at(16),
-            offset: FILE_HEADER as u64,
+            read_error,
+            grown: false,
             skipped: 0,
             done: false,
         })
     }
 
-    /// The link type of the capture.
-    pub fn link_type(&self) -> u32 {
-        self.linktype
-    }
-
-    /// The snapshot length declared in the file header.
-    pub fn snaplen(&self) -> u32 {
-        self.snaplen
-    }
-
-    /// True if timestamps have nanosecond resolution.
-    pub fn nanos(&self) -> bool {
-        self.nanos
+    /// True for a pcapng file, false for a classic pcap file.
+    pub fn is_pcapng(&self) -> bool {
+        matches!(self.format, Format::Pcapng { .. })
     }
 
     /// Frames skipped so far because they are not IPv4 or IPv6 (or too short for their
@@ -215,63 +360,309 @@ impl<R: Read> PcapReader<R> {
         self.skipped
     }
 
-    /// The next record, including non-IP ones (`None` data offset), or `None` at the end.
+    /// The next packet, including non-IP ones (`None` data offset), or `None` at the end.
     fn next_frame(&mut self) -> Result<Option<(PcapRecord, Option<usize>)>, PcapError> {
-        let at = self.offset;
-        let mut h = [0u8; RECORD_HEADER];
-        match read_full(&mut self.r, &mut h) {
-            Ok(0) => return Ok(None),
-            Ok(RECORD_HEADER) => {}
-            Ok(_) => return Err(self.truncated("record header", at)),
-            Err(source) => return Err(self.io(source)),
+        loop {
+            let blocks = self.blocks.get();
+            let at = blocks.consumed() as u64;
+            let failure = match blocks.next() {
+                Ok((len, block)) => {
+                    let frame = self.format.frame(block, &self.file, at);
+                    blocks.consume(len);
+                    match frame? {
+                        Some(f) => return Ok(Some(f)),
+                        None => continue,
+                    }
+                }
+                Err(pcap_parser::PcapError::Eof) => return Ok(None),
+                Err(pcap_parser::PcapError::Incomplete(_)) => {
+                    let before = blocks.data().len();
+                    if blocks.refill().is_err() {
+                        return Err(PcapError::Io {
+                            file: self.file.clone(),
+                            source: take_error(&self.read_error),
+                        });
+                    }
+                    // A refill that adds nothing to an incomplete block: the buffer is full.
+                    if blocks.data().len() > before || blocks.reader_exhausted() {
+                        continue;
+                    }
+                    if !self.grown {
+                        self.grown = blocks.grow(BUFFER);
+                        continue;
+                    }
+                    "the block does not fit in the reader's buffer".to_string()
+                }
+                Err(pcap_parser::PcapError::BufferTooSmall) if !self.grown => {
+                    self.grown = blocks.grow(BUFFER);
+                    continue;
+                }
+                Err(pcap_parser::PcapError::ReadError) => {
+                    return Err(PcapError::Io {
+                        file: self.file.clone(),
+                        source: take_error(&self.read_error),
+                    })
+                }
+                Err(e) => parse_error(&e),
+            };
+            let exhausted = blocks.reader_exhausted();
+            return Err(self
+                .format
+                .broken(blocks.data(), exhausted, &self.file, at, failure));
         }
-        let u32_at = |i: usize| read_u32(&h[i..i + 4], self.big_endian);
-        let (secs, frac, caplen, len) = (u32_at(0), u32_at(4), u32_at(8), u32_at(12));
-        if caplen > MAX_RECORD {
-            return Err(PcapError::RecordTooLarge {
-                file: self.file.clone(),
-                offset: at,
-                len: caplen,
+    }
+}
+
+impl Format {
+    /// The packet of `block` at byte offset `at`, if it is a packet; other blocks update
+    /// what the reader knows of the format.
+    fn frame(
+        &mut self,
+        block: PcapBlockOwned<'_>,
+        file: &str,
+        at: u64,
+    ) -> Result<Option<(PcapRecord, Option<usize>)>, PcapError> {
+        let malformed = |what: &'static str, why: String| PcapError::Malformed {
+            file: file.into(),
+            what,
+            offset: at,
+            why,
+        };
+        let too_large = |len: u32| PcapError::RecordTooLarge {
+            file: file.into(),
+            what: "record",
+            offset: at,
+            len,
+            limit: MAX_RECORD,
+        };
+        let (linktype, ts, data, origlen) = match (self, block) {
+            (
+                Format::Pcap {
+                    linktype, nanos, ..
+                },
+                PcapBlockOwned::Legacy(b),
+            ) => {
+                if b.caplen > MAX_RECORD {
+                    return Err(too_large(b.caplen));
+                }
+                let nanos = if *nanos {
+                    b.ts_usec
+                } else {
+                    b.ts_usec.saturating_mul(1000)
+                };
+                // Duration::new carries nanoseconds beyond one second into the seconds.
+                let ts =
+                    Duration::new(u64::from(b.ts_sec), 0) + Duration::from_nanos(u64::from(nanos));
+                (*linktype, ts, b.data, b.origlen)
+            }
+            (
+                Format::Pcapng {
+                    big_endian,
+                    interfaces,
+                    last,
+                },
+                PcapBlockOwned::NG(block),
+            ) => match block {
+                Block::SectionHeader(shb) => {
+                    *big_endian = shb.big_endian();
+                    interfaces.clear();
+                    return Ok(None);
+                }
+                Block::InterfaceDescription(idb) => {
+                    let units = units(idb.if_tsresol).ok_or_else(|| {
+                        malformed(
+                            "interface description",
+                            format!("if_tsresol {:#04x} is not a resolution", idb.if_tsresol),
+                        )
+                    })?;
+                    interfaces.push(Interface {
+                        linktype: (idb.linktype.0 as u32) & 0xffff,
+                        units,
+                        offset: tsoffset(&idb.options, *big_endian),
+                    });
+                    return Ok(None);
+                }
+                Block::EnhancedPacket(epb) => {
+                    let iface = interface(interfaces, epb.if_id)
+                        .map_err(|why| malformed("packet block", why))?;
+                    if epb.caplen > MAX_RECORD {
+                        return Err(too_large(epb.caplen));
+                    }
+                    let ticks = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                    let ts = iface.timestamp(ticks).ok_or_else(|| {
+                        malformed(
+                            "packet block",
+                            "timestamp after 2106 (beyond what pcap can hold)".into(),
+                        )
+                    })?;
+                    *last = ts;
+                    // `data` is padded to four bytes; the captured length is what counts.
+                    let data = epb.data.get(..epb.caplen as usize).unwrap_or(epb.data);
+                    (iface.linktype, ts, data, epb.origlen)
+                }
+                Block::SimplePacket(spb) => {
+                    // No timestamp: the packet counts as captured with the one before it.
+                    let iface =
+                        interface(interfaces, 0).map_err(|why| malformed("packet block", why))?;
+                    let data = spb.data.get(..spb.origlen as usize).unwrap_or(spb.data);
+                    (iface.linktype, *last, data, spb.origlen)
+                }
+                _ => return Ok(None),
+            },
+            // The header, handled when the file was opened.
+            _ => return Ok(None),
+        };
+        if !supported(linktype) {
+            return Err(PcapError::UnsupportedLinkType {
+                file: file.into(),
+                linktype,
             });
         }
-        let mut data = vec![0u8; caplen as usize];
-        match read_full(&mut self.r, &mut data) {
-            Ok(n) if n == data.len() => {}
-            Ok(_) => return Err(self.truncated("record", at)),
-            Err(source) => return Err(self.io(source)),
-        }
-        self.offset = at + (RECORD_HEADER + data.len()) as u64;
-        let nanos = if self.nanos {
-            frac
-        } else {
-            frac.saturating_mul(1000)
+        let ip = ip_offset(linktype, data);
+        let record = PcapRecord {
+            ts,
+            truncated: (data.len() as u64) < u64::from(origlen),
+            data: data.to_vec(),
         };
-        // Duration::new carries nanoseconds beyond one second into the seconds.
-        let ts = Duration::new(u64::from(secs), 0) + Duration::from_nanos(u64::from(nanos));
-        let ip = ip_offset(self.linktype, &data);
-        Ok(Some((
-            PcapRecord {
-                ts,
-                data,
-                truncated: caplen < len,
-            },
-            ip,
-        )))
+        Ok(Some((record, ip)))
     }
 
-    fn truncated(&self, what: &'static str, offset: u64) -> PcapError {
-        PcapError::Truncated {
-            file: self.file.clone(),
+    /// The error for a record or block at `at` that the parser could not take (`failure`),
+    /// from its header in `data`: cut short by the end of the file, claiming too much, or
+    /// malformed.
+    fn broken(
+        &self,
+        data: &[u8],
+        exhausted: bool,
+        file: &str,
+        at: u64,
+        failure: String,
+    ) -> PcapError {
+        let file = file.to_string();
+        let truncated = |what| PcapError::Truncated {
+            file: file.clone(),
             what,
-            offset,
+            offset: at,
+        };
+        let u32_at = |i: usize, big_endian: bool| {
+            let b: [u8; 4] = data.get(i..i + 4)?.try_into().ok()?;
+            Some(if big_endian {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            })
+        };
+        match self {
+            Format::Pcap {
+                big_endian,
+                record_header,
+                ..
+            } => match u32_at(8, *big_endian) {
+                _ if data.len() < *record_header => truncated("record header"),
+                Some(len) if len > MAX_RECORD => PcapError::RecordTooLarge {
+                    file,
+                    what: "record",
+                    offset: at,
+                    len,
+                    limit: MAX_RECORD,
+                },
+                _ if exhausted => truncated("record"),
+                _ => PcapError::Malformed {
+                    file,
+                    what: "record",
+                    offset: at,
+                    why: failure,
+                },
+            },
+            Format::Pcapng { big_endian, .. } => {
+                // A section header gives its own byte order (its byte-order magic, at 8).
+                let big_endian = match u32_at(0, false) {
+                    Some(MAGIC_PCAPNG) => u32_at(8, true).map_or(*big_endian, |m| m == 0x1a2b_3c4d),
+                    _ => *big_endian,
+                };
+                match u32_at(4, big_endian) {
+                    None => truncated("block header"),
+                    Some(len) if len > MAX_BLOCK => PcapError::RecordTooLarge {
+                        file,
+                        what: "block",
+                        offset: at,
+                        len,
+                        limit: MAX_BLOCK,
+                    },
+                    Some(len) if exhausted && data.len() < len as usize => truncated("block"),
+                    Some(_) => PcapError::Malformed {
+                        file,
+                        what: "block",
+                        offset: at,
+                        why: failure,
+                    },
+                }
+            }
         }
     }
+}
 
-    fn io(&self, source: io::Error) -> PcapError {
-        PcapError::Io {
-            file: self.file.clone(),
-            source,
-        }
+impl Interface {
+    /// The time of a packet block's `ticks`, or `None` past what a classic pcap file can
+    /// hold (2106): the replay's clock would take billions of steps to get there.
+    fn timestamp(&self, ticks: u64) -> Option<Duration> {
+        let secs = i128::from(ticks / self.units) + i128::from(self.offset);
+        let frac = u128::from(ticks % self.units) * 1_000_000_000 / u128::from(self.units);
+        // Before the epoch (a negative offset) counts as the epoch.
+        let secs = u32::try_from(secs.max(0)).ok()?;
+        Some(Duration::new(u64::from(secs), frac as u32))
+    }
+}
+
+/// The interface `id` of the current section.
+fn interface(interfaces: &[Interface], id: u32) -> Result<Interface, String> {
+    let n = interfaces.len();
+    interfaces
+        .get(id as usize)
+        .copied()
+        .ok_or_else(|| format!("a packet of interface {id}, but the section describes {n}"))
+}
+
+/// Timestamp units per second of an `if_tsresol` value: 10^n, or 2^n with the top bit set.
+fn units(tsresol: u8) -> Option<u64> {
+    let n = u32::from(tsresol & 0x7f);
+    if tsresol & 0x80 == 0 {
+        10u64.checked_pow(n)
+    } else {
+        1u64.checked_shl(n)
+    }
+}
+
+/// The `if_tsoffset` option (seconds, in the section's byte order), or 0.
+fn tsoffset(options: &[pcap_parser::PcapNGOption<'_>], big_endian: bool) -> i64 {
+    options
+        .iter()
+        .filter(|o| o.code == OptionCode::IfTsoffset)
+        .find_map(|o| o.as_bytes().ok()?.try_into().ok())
+        .map_or(0, |b: [u8; 8]| {
+            if big_endian {
+                i64::from_be_bytes(b)
+            } else {
+                i64::from_le_bytes(b)
+            }
+        })
+}
+
+/// The I/O error behind a failed read (one that `Source` saw), or a general one.
+fn take_error(slot: &Mutex<Option<io::Error>>) -> io::Error {
+    let e = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+    e.unwrap_or_else(|| io::Error::other("read failed"))
+}
+
+/// A parser error in words (the parser's own `Display` prints the input bytes).
+fn parse_error<I>(e: &pcap_parser::PcapError<I>) -> String {
+    use pcap_parser::PcapError as E;
+    match e {
+        E::NomError(_, kind) | E::OwnedNomError(_, kind) => format!("parser: {kind:?}"),
+        E::BufferTooSmall => "the block does not fit in the reader's buffer".into(),
+        E::UnexpectedEof => "the file ends inside it".into(),
+        E::HeaderNotRecognized => "not a pcap or pcapng header".into(),
+        E::Eof | E::Incomplete(_) | E::ReadError => "incomplete".into(),
     }
 }
 
@@ -296,6 +687,20 @@ impl<R: Read> Iterator for PcapReader<R> {
         }
         None
     }
+}
+
+/// True for the link types [`ip_offset`] understands.
+fn supported(linktype: u32) -> bool {
+    matches!(
+        linktype,
+        linktype::NULL
+            | linktype::ETHERNET
+            | linktype::RAW
+            | linktype::LINUX_SLL
+            | linktype::IPV4
+            | linktype::IPV6
+            | linktype::LINUX_SLL2
+    )
 }
 
 /// Where the IP header starts in a frame of `linktype`, if the frame carries IPv4 or IPv6.
@@ -327,15 +732,6 @@ fn ip_offset(linktype: u32, frame: &[u8]) -> Option<usize> {
         _ => version == 4 || version == 6,
     };
     ok.then_some(off)
-}
-
-fn read_u32(b: &[u8], big_endian: bool) -> u32 {
-    let b = [b[0], b[1], b[2], b[3]];
-    if big_endian {
-        u32::from_be_bytes(b)
-    } else {
-        u32::from_le_bytes(b)
-    }
 }
 
 /// Reads until `buf` is full or the end of input; returns the bytes read.
@@ -443,284 +839,4 @@ impl<W: Write> PcapWriter<W> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A 28-byte IPv4/UDP packet.
-    const V4: [u8; 28] = [
-        0x45, 0, 0, 28, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 0x30, 0x39, 0, 80, 0,
-        8, 0, 0,
-    ];
-    /// A 40-byte IPv6 header with no payload.
-    const V6: [u8; 40] = {
-        let mut p = [0u8; 40];
-        p[0] = 0x60;
-        p[6] = 59; // no next header
-        p[7] = 64;
-        p
-    };
-
-    /// A capture of `linktype` with the given (frame, original length) records.
-    fn capture(big_endian: bool, nanos: bool, linktype: u32, recs: &[(&[u8], u32)]) -> Vec<u8> {
-        let w32 = |v: u32| {
-            if big_endian {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            }
-        };
-        let w16 = |v: u16| {
-            if big_endian {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            }
-        };
-        let mut f = Vec::new();
-        f.extend(w32(if nanos { MAGIC_NANOS } else { MAGIC_MICROS }));
-        f.extend(w16(2));
-        f.extend(w16(4));
-        f.extend([0; 8]);
-        f.extend(w32(65535));
-        f.extend(w32(linktype));
-        for (i, (frame, len)) in recs.iter().enumerate() {
-            f.extend(w32(1_700_000_000 + i as u32));
-            f.extend(w32(123_456));
-            f.extend(w32(frame.len() as u32));
-            f.extend(w32(*len));
-            f.extend(*frame);
-        }
-        f
-    }
-
-    fn read_all(bytes: &[u8]) -> (Vec<PcapRecord>, u64) {
-        let mut r = PcapReader::from_reader(bytes).unwrap();
-        let recs = r.by_ref().map(Result::unwrap).collect();
-        (recs, r.skipped())
-    }
-
-    fn framed(header: &[u8], ip: &[u8]) -> Vec<u8> {
-        [header, ip].concat()
-    }
-
-    #[test]
-    fn round_trip_micros_and_nanos() {
-        for nanos in [false, true] {
-            let mut w = if nanos {
-                PcapWriter::new_nanos(Vec::new()).unwrap()
-            } else {
-                PcapWriter::new(Vec::new()).unwrap()
-            };
-            let t0 = Duration::new(1_700_000_000, 123_456_789);
-            w.write(t0, &V4).unwrap();
-            w.write(t0 + Duration::from_secs(1), &V6).unwrap();
-            let bytes = w.into_inner().unwrap();
-            assert_eq!(bytes.len(), 24 + 16 + 28 + 16 + 40);
-
-            let r = PcapReader::from_reader(&bytes[..]).unwrap();
-            assert_eq!(
-                (r.link_type(), r.snaplen(), r.nanos()),
-                (101, MAX_RECORD, nanos)
-            );
-            let (recs, skipped) = read_all(&bytes);
-            assert_eq!(skipped, 0);
-            let t0 = if nanos {
-                t0
-            } else {
-                Duration::new(1_700_000_000, 123_456_000)
-            };
-            assert_eq!(
-                recs,
-                vec![
-                    PcapRecord {
-                        ts: t0,
-                        data: V4.to_vec(),
-                        truncated: false
-                    },
-                    PcapRecord {
-                        ts: t0 + Duration::from_secs(1),
-                        data: V6.to_vec(),
-                        truncated: false
-                    },
-                ]
-            );
-        }
-    }
-
-    #[test]
-    fn round_trip_through_a_file() {
-        let path = std::env::temp_dir().join(format!("ringvs-pcap-{}.pcap", std::process::id()));
-        let mut w = PcapWriter::create(&path).unwrap();
-        w.write(Duration::from_micros(5), &V4).unwrap();
-        w.flush().unwrap();
-        drop(w);
-        let recs: Vec<_> = PcapReader::open(&path)
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        std::fs::remove_file(&path).unwrap();
-        assert_eq!(recs.len(), 1);
-        assert_eq!(
-            (recs[0].ts, &recs[0].data[..]),
-            (Duration::from_micros(5), &V4[..])
-        );
-    }
-
-    #[test]
-    fn oversized_packets_are_written_truncated() {
-        let mut w = PcapWriter::new(Vec::new()).unwrap();
-        let big = vec![0x45u8; MAX_RECORD as usize + 10];
-        w.write(Duration::ZERO, &big).unwrap();
-        let bytes = w.into_inner().unwrap();
-        let (recs, _) = read_all(&bytes);
-        assert_eq!(recs[0].data.len(), MAX_RECORD as usize);
-        assert!(recs[0].truncated);
-    }
-
-    #[test]
-    fn link_types() {
-        let eth = |t: u16| {
-            let mut h = vec![0u8; 12];
-            h.extend(t.to_be_bytes());
-            h
-        };
-        let vlan = |t: u16| {
-            let mut h = eth(0x8100);
-            h.extend([0, 42]);
-            h.extend(t.to_be_bytes());
-            h
-        };
-        let sll = |t: u16| {
-            let mut h = vec![0u8; 14];
-            h.extend(t.to_be_bytes());
-            h
-        };
-        let sll2 = |t: u16| {
-            let mut h = t.to_be_bytes().to_vec();
-            h.extend([0u8; 18]);
-            h
-        };
-        let arp = [0u8; 28];
-        /// (link type, IP frame, its IP packet, a non-IP frame)
-        type Case<'a> = (u32, Vec<u8>, &'a [u8], Vec<u8>);
-        #[rustfmt::skip]
-        let cases: Vec<Case> = vec![
-            (linktype::NULL, framed(&2u32.to_le_bytes(), &V4), &V4, framed(&7u32.to_le_bytes(), &V4)),
-            (linktype::NULL, framed(&2u32.to_be_bytes(), &V4), &V4, framed(&[1, 2], &[])),
-            (linktype::NULL, framed(&30u32.to_le_bytes(), &V6), &V6, framed(&23u32.to_be_bytes(), &V6)),
-            (linktype::ETHERNET, framed(&eth(0x0800), &V4), &V4, framed(&eth(0x0806), &arp)),
-            (linktype::ETHERNET, framed(&eth(0x86dd), &V6), &V6, framed(&eth(0x0800), &[])),
-            (linktype::ETHERNET, framed(&vlan(0x0800), &V4), &V4, framed(&vlan(0x0806), &arp)),
-            (linktype::RAW, V6.to_vec(), &V6, vec![0x10, 0, 0]),
-            (linktype::LINUX_SLL, framed(&sll(0x0800), &V4), &V4, framed(&sll(0x0806), &arp)),
-            (linktype::LINUX_SLL2, framed(&sll2(0x86dd), &V6), &V6, framed(&sll2(0x0806), &arp)),
-            (linktype::IPV4, V4.to_vec(), &V4, V6.to_vec()),
-            (linktype::IPV6, V6.to_vec(), &V6, V4.to_vec()),
-        ];
-        for (lt, frame, ip, other) in &cases {
-            for big_endian in [false, true] {
-                let bytes = capture(
-                    big_endian,
-                    false,
-                    *lt,
-                    &[(other, other.len() as u32), (frame, frame.len() as u32)],
-                );
-                let (recs, skipped) = read_all(&bytes);
-                let what = format!("link type {lt}, big endian {big_endian}");
-                assert_eq!(skipped, 1, "{what}");
-                assert_eq!(recs.len(), 1, "{what}");
-                assert_eq!(&recs[0].data[..], *ip, "{what}");
-                assert_eq!(
-                    recs[0].ts,
-                    Duration::new(1_700_000_001, 123_456_000),
-                    "{what}"
-                );
-                assert!(!recs[0].truncated, "{what}");
-            }
-        }
-    }
-
-    #[test]
-    fn nanosecond_timestamps_and_truncated_captures() {
-        let bytes = capture(true, true, linktype::RAW, &[(&V4[..20], 28)]);
-        let (recs, _) = read_all(&bytes);
-        assert_eq!(recs[0].ts, Duration::new(1_700_000_000, 123_456));
-        assert!(recs[0].truncated);
-        assert_eq!(&recs[0].data[..], &V4[..20]);
-    }
-
-    fn err(bytes: &[u8]) -> String {
-        let e = match PcapReader::with_name(bytes, "x.pcap".into()) {
-            Err(e) => e,
-            Ok(mut r) => r.find_map(Result::err).expect("an error"),
-        };
-        e.to_string()
-    }
-
-    #[test]
-    fn error_messages() {
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n"),
-            "x.pcap: not a pcap file: bad magic 0x47455420"
-        );
-        let ng = [0x0a, 0x0d, 0x0d, 0x0a, 28, 0, 0, 0, 0x4d, 0x3c, 0x2b, 0x1a];
-        assert!(
-            err(&ng).starts_with("x.pcap: pcapng files are not supported"),
-            "{}",
-            err(&ng)
-        );
-        assert_eq!(
-            err(&capture(false, false, 105, &[])),
-            "x.pcap: unsupported link type 105"
-        );
-        assert_eq!(
-            err(&[0xd4, 0xc3, 0xb2]),
-            "x.pcap: truncated file header at byte offset 0"
-        );
-
-        let two = capture(false, false, linktype::RAW, &[(&V4, 28), (&V4, 28)]);
-        let second = (24 + 16 + 28) as u64;
-        assert_eq!(
-            err(&two[..two.len() - 1]),
-            format!("x.pcap: truncated record at byte offset {second}")
-        );
-        assert_eq!(
-            err(&two[..second as usize + 5]),
-            format!("x.pcap: truncated record header at byte offset {second}")
-        );
-
-        let mut huge = capture(false, false, linktype::RAW, &[(&V4, 28)]);
-        huge[24 + 8..24 + 12].copy_from_slice(&(MAX_RECORD + 1).to_le_bytes());
-        assert_eq!(
-            err(&huge),
-            format!(
-                "x.pcap: record at byte offset 24 claims {} bytes (limit {MAX_RECORD})",
-                MAX_RECORD + 1
-            )
-        );
-
-        let missing = PcapReader::open("/nonexistent/dir/y.pcap")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            missing.starts_with("/nonexistent/dir/y.pcap: "),
-            "{missing}"
-        );
-    }
-
-    #[test]
-    fn records_before_an_error_are_returned_then_iteration_ends() {
-        let two = capture(false, false, linktype::RAW, &[(&V4, 28), (&V4, 28)]);
-        let mut r = PcapReader::from_reader(&two[..two.len() - 3]).unwrap();
-        assert!(r.next().unwrap().is_ok());
-        assert!(matches!(r.next(), Some(Err(PcapError::Truncated { .. }))));
-        assert!(r.next().is_none());
-    }
-
-    #[test]
-    fn empty_capture() {
-        let (recs, skipped) = read_all(&capture(false, false, linktype::ETHERNET, &[]));
-        assert!(recs.is_empty());
-        assert_eq!(skipped, 0);
-    }
-}
+mod tests;
