@@ -116,11 +116,16 @@ check_download() {
         if [[ $got == "$ONE_MIB_SHA" ]]; then intact=$((intact + 1)); fi
     done
     count_hits 'GET /1m.bin '
+    local served=0
     for ((i = 1; i <= RS_COUNT; i++)); do
         if ((HITS[i] > 0)); then servers=$((servers + 1)); fi
+        served=$((served + HITS[i]))
     done
-    verdict "$(arith "intact == n && servers >= 2")" "$setup: 1 MiB download intact" \
-        "$intact/$n downloads match sha256 ${ONE_MIB_SHA:0:12}…; served by $servers servers ($HITS_SPREAD)"
+    # No spread is asked of these 6: wlc rightly sends them all to the server with the fewest
+    # inactive (TIME_WAIT) entries left by the runs before, which can be 6 fewer than the
+    # others' (the http checks above check the spread).
+    verdict "$(arith "intact == n && served == n")" "$setup: 1 MiB download intact" \
+        "$intact/$n downloads match sha256 ${ONE_MIB_SHA:0:12}…; $served logged by the realservers, $servers of them ($HITS_SPREAD)"
 }
 
 check_udp() {
