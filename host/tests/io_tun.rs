@@ -348,6 +348,7 @@ fn tun(name: &str, queues: usize, vnet_hdr: bool) -> TunOptions {
         name: name.into(),
         queues,
         vnet_hdr,
+        segmentation: true,
         mtu: None,
         txqueuelen: None,
         napi: false,

@@ -395,6 +395,16 @@ impl Merge {
                         changed,
                         rt,
                     );
+                    // The method is the file's (not a runtime edit).
+                    let method = |s: &ServerConfig, svc: &ServiceConfig| {
+                        s.forward.unwrap_or(svc.forward).ipvsadm_name()
+                    };
+                    let (was, now) = (method(&rs, r), method(&fs, f));
+                    self.note(
+                        || format!("~ service {name}: server {a} forward {was} -> {now}"),
+                        was != now,
+                        Runtime::No,
+                    );
                     out.push(v);
                 }
                 _ => {}

@@ -27,7 +27,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 /// Built-in schedulers, always available (and the fallback of plugin schedulers).
@@ -172,6 +172,9 @@ pub struct Director {
     /// The user the daemon runs as once set up (`director.user`), giving up root and every
     /// capability (`control::privileges`); `None`: it stays root.
     pub user: Option<String>,
+    /// The outer source address of tunnelled packets (`director.tunnel_source`); `None`:
+    /// the address the kernel would use to reach the first tunnelled realserver.
+    pub tunnel_source: Option<Ipv4Addr>,
 }
 
 impl Director {
@@ -238,8 +241,12 @@ impl Proto {
 /// Forwarding method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Forward {
-    /// LVS-NAT.
+    /// LVS-NAT (`"nat"`, ipvsadm `-m`): the destination is rewritten to the realserver, and
+    /// its replies come back through the director.
     Nat,
+    /// LVS-TUN with IPIP (`"tun"`, ipvsadm `-i`): the client's packet, unchanged, inside an
+    /// IPv4 header to the realserver, which answers the client directly.
+    Tun,
 }
 
 impl Forward {
@@ -247,7 +254,21 @@ impl Forward {
     pub fn ipvsadm_name(self) -> &'static str {
         match self {
             Forward::Nat => "Masq",
+            Forward::Tun => "Tunnel",
         }
+    }
+
+    /// The config's spelling.
+    pub fn label(self) -> &'static str {
+        match self {
+            Forward::Nat => "nat",
+            Forward::Tun => "tun",
+        }
+    }
+
+    /// True if the director sees both directions (only then can it proxy or translate).
+    pub fn two_way(self) -> bool {
+        self == Forward::Nat
     }
 }
 
@@ -375,10 +396,12 @@ pub struct ServerConfig {
     /// Lower connection threshold (ipvsadm `-y`): an overloaded server takes new flows again
     /// below it (0: below 3/4 of `upper`).
     pub lower: u32,
+    /// Its forwarding method, if not the service's (ipvsadm's `-m`/`-i` are per server).
+    pub forward: Option<Forward>,
 }
 
 impl ServerConfig {
-    /// A server with a weight and no thresholds.
+    /// A server with a weight and no thresholds, forwarded as its service says.
     pub fn new(addr: SocketAddrV4, weight: u32) -> ServerConfig {
         ServerConfig {
             addr,
@@ -386,6 +409,7 @@ impl ServerConfig {
             upper: 0,
             lower: 0,
             health: None,
+            forward: None,
         }
     }
 }
@@ -900,6 +924,18 @@ impl Validator<'_> {
                 ));
             }
         }
+        let tunnel_source = match d.tunnel_source.as_deref() {
+            None | Some("") => None,
+            Some(s) => match s.parse::<Ipv4Addr>() {
+                Ok(a) if !a.is_unspecified() && !a.is_multicast() && !a.is_broadcast() => Some(a),
+                _ => {
+                    return Err(self.err(
+                        "director.tunnel_source",
+                        format!("expected a unicast IPv4 address of this machine, found {s:?}"),
+                    ))
+                }
+            },
+        };
         let plugin_dirs = d
             .plugin_dirs
             .unwrap_or_default()
@@ -934,6 +970,7 @@ impl Validator<'_> {
             log_format,
             plugin_dirs,
             user,
+            tunnel_source,
         })
     }
 
@@ -1185,13 +1222,45 @@ impl Validator<'_> {
             let upper = threshold("upper", srv.upper)?;
             let lower = threshold("lower", srv.lower)?;
             check_thresholds(upper, lower).map_err(|m| self.err(format!("{k}.lower"), m))?;
+            let own = match srv.forward.as_deref() {
+                None => None,
+                Some(f) => Some(self.forward(&format!("{k}.forward"), f)?),
+            };
+            let method = own.unwrap_or(forward);
+            if !method.two_way() && addr.port() != vip.port() {
+                return Err(self.err(
+                    format!("{k}.addr"),
+                    format!(
+                        "forward = \"{}\" hands the realserver the client's packet unchanged, to {vip}: its port must be the virtual service's ({}) or left out, found {addr}",
+                        method.label(),
+                        vip.port()
+                    ),
+                ));
+            }
             servers.push(ServerConfig {
                 addr,
                 weight,
                 health,
                 upper,
                 lower,
+                forward: own,
             });
+        }
+        if let Some((i, m)) = servers
+            .iter()
+            .map(|x| x.forward.unwrap_or(forward))
+            .enumerate()
+            .find(|(_, m)| !m.two_way())
+        {
+            if syn_proxy == SynProxyMode::On {
+                return Err(self.err(
+                    format!("{key}.syn_proxy"),
+                    format!(
+                        "syn_proxy = \"on\" needs both directions of every connection, but server {i} is forwarded with \"{}\" (its replies bypass the director); use \"auto\" (off for such a service) or \"off\"",
+                        m.label()
+                    ),
+                ));
+            }
         }
         let sorry_server = match &s.sorry_server {
             None => None,
@@ -1318,11 +1387,15 @@ impl Validator<'_> {
     fn forward(&self, key: &str, s: &str) -> Result<Forward, ConfigError> {
         match s {
             "nat" => Ok(Forward::Nat),
-            "tun" => Err(self.err(
+            "tun" => Ok(Forward::Tun),
+            "dr" => Err(self.err(
                 key,
-                "forward = \"tun\" (LVS-TUN) is not implemented yet; use \"nat\"",
+                "forward = \"dr\" (LVS-DR) is not implemented yet (it needs L2 packet I/O); use \"nat\" or \"tun\"",
             )),
-            other => Err(self.err(key, format!("expected \"nat\" or \"tun\", found {other:?}"))),
+            other => Err(self.err(
+                key,
+                format!("expected \"nat\" or \"tun\", found {other:?}"),
+            )),
         }
     }
 

@@ -46,6 +46,7 @@ pub struct Director {
     pub xdp_mode: Option<String>,
     pub plugin_dirs: Option<Vec<String>>,
     pub user: Option<String>,
+    pub tunnel_source: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -96,6 +97,7 @@ pub struct Server {
     pub upper: Option<i64>,
     pub lower: Option<i64>,
     pub health: Option<Health>,
+    pub forward: Option<String>,
 }
 
 /// Health check settings: a service's table, or a server's override of some of its keys.

@@ -63,6 +63,7 @@ fn director(d: &Director) -> raw::Director {
                 .collect()
         }),
         user: d.user.clone(),
+        tunnel_source: d.tunnel_source.map(|a| a.to_string()),
     }
 }
 
@@ -150,12 +151,7 @@ fn service(s: &ServiceConfig) -> raw::Service {
         name: s.name.clone(),
         vip: s.vip.to_string(),
         proto: Some(s.proto.name().to_string()),
-        forward: Some(
-            match s.forward {
-                super::Forward::Nat => "nat",
-            }
-            .to_string(),
-        ),
+        forward: Some(s.forward.label().to_string()),
         scheduler: Some(s.scheduler.clone()),
         persistence: s.persistence.as_ref().map(|p| raw::Persistence {
             plugin: p.plugin.clone(),
@@ -197,6 +193,7 @@ fn service(s: &ServiceConfig) -> raw::Service {
                     (Some(h), Some(svc)) if h != svc => Some(health_table(h)),
                     _ => None,
                 },
+                forward: x.forward.map(|f| f.label().to_string()),
             })
             .collect(),
     }

@@ -1057,3 +1057,68 @@ fn script_checks_and_notify_hooks() {
         assert!(e.message.contains(msg), "{to}: {e}");
     }
 }
+
+#[test]
+fn forwarding_methods_per_service_and_per_server() {
+    let text = r#"
+[director]
+tunnel_source = "10.77.1.254"
+
+[[service]]
+name = "web"
+vip = "10.77.100.100:80"
+forward = "tun"
+[[service.server]]
+addr = "10.77.1.1"
+[[service.server]]
+addr = "10.77.1.2:8080"
+forward = "nat"
+"#;
+    let c = from_str(text, "test.toml").unwrap();
+    let s = &c.services[0];
+    assert_eq!(s.forward, Forward::Tun);
+    assert_eq!(
+        s.servers[0].addr.port(),
+        80,
+        "a tunnelled server takes the VIP's port"
+    );
+    assert_eq!(
+        (s.servers[0].forward, s.servers[1].forward),
+        (None, Some(Forward::Nat))
+    );
+    assert_eq!(
+        c.director.tunnel_source,
+        Some("10.77.1.254".parse().unwrap())
+    );
+    // What `ringvs save` writes reads back the same.
+    let saved = save::to_toml(&c.director, &c.plugins, &c.services).unwrap();
+    let again = from_str(&saved, "saved.toml").unwrap();
+    assert_eq!(again.services, c.services, "{saved}");
+    assert_eq!(again.director.tunnel_source, c.director.tunnel_source);
+
+    for (bad, want) in [
+        (
+            text.replace("addr = \"10.77.1.1\"", "addr = \"10.77.1.1:8080\""),
+            "its port must be the virtual service's (80)",
+        ),
+        (
+            text.replace("forward = \"tun\"", "forward = \"tun\"\nsyn_proxy = \"on\""),
+            "syn_proxy = \"on\" needs both directions",
+        ),
+        (
+            text.replace("forward = \"nat\"", "forward = \"dr\""),
+            "forward = \"dr\" (LVS-DR) is not implemented yet",
+        ),
+        (
+            text.replace("forward = \"nat\"", "forward = \"gre\""),
+            "expected \"nat\" or \"tun\", found \"gre\"",
+        ),
+        (
+            text.replace("10.77.1.254", "224.0.0.1"),
+            "director.tunnel_source",
+        ),
+    ] {
+        let e = err(&bad);
+        assert!(e.to_string().contains(want), "{e}");
+    }
+}

@@ -21,3 +21,4 @@ pub mod replay;
 pub mod routes;
 pub mod simulate;
 pub mod template;
+pub mod tunnel;

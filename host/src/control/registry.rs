@@ -14,13 +14,13 @@
 //! `DEST_F_EXPIRE` and the weight belong to the registry ([`DestState`]'s operator methods).
 
 use crate::config::{
-    self, check_thresholds, check_weight, ServerConfig, ServiceConfig, MAX_WEIGHT,
+    self, check_thresholds, check_weight, Forward, ServerConfig, ServiceConfig, MAX_WEIGHT,
 };
 use crate::dataplane::service::{
     Dest, DestState, OperatorState, Service, Snapshot, DEST_F_HEALTH, DEST_F_REMOVED,
 };
 use std::fmt;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 /// A realserver as the registry knows it.
@@ -37,6 +37,8 @@ pub struct DestEntry {
     /// The service's sorry server (`sorry_server`): weight 0 while a realserver can take
     /// new flows, 1 while none can ([`Registry::update_sorry`]).
     pub sorry: bool,
+    /// How its packets are forwarded (the server's own method, or its service's).
+    pub forward: Forward,
 }
 
 impl DestEntry {
@@ -136,9 +138,38 @@ pub struct Registry {
     freed_dests: Vec<u32>,
     generation: u64,
     version: u64,
+    /// The outer source address of tunnelled packets (see `control::tunnel`).
+    tunnel_source: Option<Ipv4Addr>,
+    /// The tunnels' MTU (0: the default).
+    tunnel_mtu: u16,
 }
 
 impl Registry {
+    /// Sets the outer source address of tunnelled packets (the next snapshot carries it).
+    pub fn set_tunnel_source(&mut self, a: Option<Ipv4Addr>) {
+        self.tunnel_source = a;
+    }
+
+    /// Sets the MTU of the path to tunnelled realservers.
+    pub fn set_tunnel_mtu(&mut self, mtu: u16) {
+        self.tunnel_mtu = mtu;
+    }
+
+    /// The outer source address of tunnelled packets, if set.
+    pub fn tunnel_source(&self) -> Option<Ipv4Addr> {
+        self.tunnel_source
+    }
+
+    /// The first realserver (not draining) forwarded through a tunnel.
+    pub fn first_tunnelled(&self) -> Option<Ipv4Addr> {
+        self.services
+            .iter()
+            .filter(|e| !e.removed)
+            .flat_map(|e| &e.dests)
+            .find(|d| d.forward == Forward::Tun && !d.removed())
+            .map(|d| *d.addr.ip())
+    }
+
     /// A registry holding `services`.
     pub fn new(services: &[ServiceConfig]) -> Result<Registry, EditError> {
         let mut r = Registry::default();
@@ -151,7 +182,7 @@ impl Registry {
         self.version
     }
 
-    fn new_dest(&mut self, s: &ServerConfig) -> DestEntry {
+    fn new_dest(&mut self, s: &ServerConfig, service_forward: Forward) -> DestEntry {
         let generation = self.generation;
         let id = match self.free_dests.iter().position(|&(_, g)| g < generation) {
             Some(k) => self.free_dests.swap_remove(k).0,
@@ -171,12 +202,13 @@ impl Registry {
             weight: s.weight,
             state,
             sorry: false,
+            forward: s.forward.unwrap_or(service_forward),
         }
     }
 
     /// A sorry server's slot: weight 0 until every realserver is out.
-    fn new_sorry(&mut self, addr: SocketAddrV4) -> DestEntry {
-        let mut d = self.new_dest(&ServerConfig::new(addr, 0));
+    fn new_sorry(&mut self, addr: SocketAddrV4, service_forward: Forward) -> DestEntry {
+        let mut d = self.new_dest(&ServerConfig::new(addr, 0), service_forward);
         d.sorry = true;
         d
     }
@@ -241,10 +273,13 @@ impl Registry {
                         }
                         None => return Err(EditError::TooManyServices),
                     };
-                    let mut dests: Vec<DestEntry> =
-                        cfg.servers.iter().map(|s| self.new_dest(s)).collect();
+                    let mut dests: Vec<DestEntry> = cfg
+                        .servers
+                        .iter()
+                        .map(|s| self.new_dest(s, cfg.forward))
+                        .collect();
                     if let Some(a) = cfg.sorry_server {
-                        dests.push(self.new_sorry(a));
+                        dests.push(self.new_sorry(a, cfg.forward));
                     }
                     let version = self.bump();
                     self.services.push(ServiceEntry {
@@ -282,9 +317,12 @@ impl Registry {
                                 if (d.state.upper(), d.state.lower()) != (s.upper, s.lower) {
                                     d.state.set_thresholds(s.upper, s.lower);
                                 }
+                                // Its connections follow a change of method too (see
+                                // docs/FORWARDING.md).
+                                d.forward = s.forward.unwrap_or(cfg.forward);
                                 d
                             }
-                            None => self.new_dest(s),
+                            None => self.new_dest(s, cfg.forward),
                         };
                         dests.push(d);
                     }
@@ -299,12 +337,13 @@ impl Registry {
                             Some(mut d) => {
                                 // Back from draining, or a former realserver: standby.
                                 d.sorry = true;
+                                d.forward = cfg.forward;
                                 d.weight = 0;
                                 d.state.set_weight(0);
                                 d.state.reinstate();
                                 d
                             }
-                            None => self.new_sorry(a),
+                            None => self.new_sorry(a, cfg.forward),
                         };
                         dests.push(d);
                     }
@@ -463,6 +502,7 @@ impl Registry {
                             id: d.id,
                             svc: e.id,
                             addr: d.addr,
+                            forward: d.forward,
                             state: d.state.clone(),
                         })
                         .collect(),
@@ -477,7 +517,12 @@ impl Registry {
                 }
             })
             .collect();
-        Snapshot::new(self.generation, services)
+        let mut snap = Snapshot::new(self.generation, services);
+        snap.set_tunnel_source(self.tunnel_source.unwrap_or(Ipv4Addr::UNSPECIFIED));
+        if self.tunnel_mtu > 0 {
+            snap.set_tunnel_mtu(self.tunnel_mtu);
+        }
+        snap
     }
 
     /// What an edit may change in the realservers' shared state (weight, registry-owned

@@ -306,6 +306,9 @@ pub fn replay<W: Write>(
         file: file.clone(),
         source,
     })?;
+    // Offline: the configured tunnel source, or none (tunnelled packets then show 0.0.0.0 as
+    // their outer source).
+    registry.set_tunnel_source(config.director.tunnel_source);
     // The config's plugins, loaded, self-tested and instantiated as the daemon does (one
     // queue): schedulers, persistence and defenses decide here as they would live.
     let mut plugins = PluginManager::default();

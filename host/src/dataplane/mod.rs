@@ -42,6 +42,7 @@ pub mod stats;
 pub mod synproxy;
 pub mod templates;
 pub mod testkit;
+pub mod tunnel;
 
 #[cfg(test)]
 mod tests;

@@ -268,6 +268,8 @@ pub struct Dest {
     pub svc: u16,
     /// Address and port.
     pub addr: SocketAddrV4,
+    /// How its packets are forwarded.
+    pub forward: Forward,
     /// Shared state.
     pub state: Arc<DestState>,
 }
@@ -401,6 +403,12 @@ pub struct Snapshot {
     services: Vec<Option<Service>>,
     /// Realserver address per slot, for the packet path.
     dest_addrs: Vec<Option<SocketAddrV4>>,
+    /// Per slot: forwarded through a tunnel (the client's packet inside an outer header).
+    dest_tunnel: Vec<bool>,
+    /// The outer source address of tunnelled packets.
+    tunnel_source: Option<Ipv4Addr>,
+    /// The tunnels' MTU, if not the default.
+    tunnel_mtu: Option<u16>,
     dest_svc: Vec<u16>,
     vips: SmallIndex<u16>,
     vip_addrs: SmallIndex<()>,
@@ -423,9 +431,11 @@ impl Snapshot {
                 let i = d.id as usize;
                 if s.dest_addrs.len() <= i {
                     s.dest_addrs.resize(i + 1, None);
+                    s.dest_tunnel.resize(i + 1, false);
                     s.dest_svc.resize(i + 1, u16::MAX);
                 }
                 s.dest_addrs[i] = Some(d.addr);
+                s.dest_tunnel[i] = d.forward == Forward::Tun;
                 s.dest_svc[i] = svc.id;
                 s.endpoints
                     .insert(endpoint_key(proto, *d.addr.ip(), d.addr.port()), ());
@@ -484,6 +494,41 @@ impl Snapshot {
     #[inline]
     pub fn dest_addr(&self, id: u32) -> Option<SocketAddrV4> {
         self.dest_addrs.get(id as usize).copied().flatten()
+    }
+
+    /// True if realserver slot `id` is reached through a tunnel (`forward = "tun"`).
+    #[inline]
+    pub fn dest_tunnelled(&self, id: u32) -> bool {
+        self.dest_tunnel.get(id as usize).copied().unwrap_or(false)
+    }
+
+    /// The outer source address of tunnelled packets (unspecified until the control plane
+    /// sets it).
+    #[inline]
+    pub fn tunnel_source(&self) -> Ipv4Addr {
+        self.tunnel_source.unwrap_or(Ipv4Addr::UNSPECIFIED)
+    }
+
+    /// Sets the outer source address of tunnelled packets.
+    pub fn set_tunnel_source(&mut self, a: Ipv4Addr) {
+        self.tunnel_source = Some(a);
+    }
+
+    /// The MTU of the path to tunnelled realservers.
+    #[inline]
+    pub fn tunnel_mtu(&self) -> u16 {
+        self.tunnel_mtu
+            .unwrap_or(crate::dataplane::tunnel::DEFAULT_MTU)
+    }
+
+    /// Sets the MTU of the path to tunnelled realservers.
+    pub fn set_tunnel_mtu(&mut self, mtu: u16) {
+        self.tunnel_mtu = Some(mtu);
+    }
+
+    /// True if any realserver is reached through a tunnel.
+    pub fn any_tunnelled(&self) -> bool {
+        self.dest_tunnel.iter().any(|&t| t)
     }
 
     /// The realserver in slot `id`.

@@ -55,10 +55,13 @@ pub enum DropReason {
     /// A new flow of a UDP service under a flood of new flows, beyond what the service
     /// admits until the flood ends.
     FloodLimit,
+    /// A segmentation-offload super-packet for a tunnelled realserver (`forward = "tun"`):
+    /// it cannot be tunnelled through TUN (see `dataplane::tunnel`).
+    TunnelGso,
 }
 
 /// Number of drop reasons.
-pub const DROP_REASONS: usize = 21;
+pub const DROP_REASONS: usize = 22;
 
 impl DropReason {
     /// Every reason, in order.
@@ -84,6 +87,7 @@ impl DropReason {
         DropReason::MaxConns,
         DropReason::ProxyOpening,
         DropReason::FloodLimit,
+        DropReason::TunnelGso,
     ];
 
     /// The `reason` label.
@@ -110,6 +114,7 @@ impl DropReason {
             DropReason::MaxConns => "max_conns",
             DropReason::ProxyOpening => "proxy_opening",
             DropReason::FloodLimit => "flood_limit",
+            DropReason::TunnelGso => "tunnel_gso",
         }
     }
 }
@@ -164,6 +169,9 @@ pub struct Counters {
     pub icmp_translated: u64,
     /// Echo requests to a virtual address answered.
     pub echo_replies: u64,
+    /// Packets for a tunnelled realserver too big for the tunnel with DF set, answered with
+    /// ICMP fragmentation-needed.
+    pub tunnel_too_big: u64,
     /// Connections expired by their timer.
     pub expired: u64,
     /// New-flow attempts (admitted or not).
@@ -261,6 +269,7 @@ impl ShardReport {
         }
         self.counters.passthrough += o.counters.passthrough;
         self.counters.icmp_translated += o.counters.icmp_translated;
+        self.counters.tunnel_too_big += o.counters.tunnel_too_big;
         self.counters.echo_replies += o.counters.echo_replies;
         self.counters.expired += o.counters.expired;
         self.counters.attempts += o.counters.attempts;

@@ -47,6 +47,10 @@ pub struct TunOptions {
     /// Prefix every packet with a virtio-net header (`IFF_VNET_HDR`) and enable checksum and
     /// TSO offload, so the kernel hands over unchecksummed GSO super-packets of up to 64 KiB.
     pub vnet_hdr: bool,
+    /// With `vnet_hdr`: accept segmentation-offload super-packets (TSO, USO); false keeps
+    /// checksum offload only (the kernel segments before handing packets over: what
+    /// tunnelled realservers need, see `dataplane::tunnel`).
+    pub segmentation: bool,
     /// MTU to set; `None` leaves the kernel's (1500).
     pub mtu: Option<u32>,
     /// Transmit queue length; `None` means [`DEFAULT_TXQUEUELEN`].
@@ -63,6 +67,7 @@ impl TunOptions {
             name: name.into(),
             queues: 1,
             vnet_hdr: false,
+            segmentation: true,
             mtu: None,
             txqueuelen: None,
             napi: false,
@@ -145,11 +150,17 @@ impl TunDevice {
             let base = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
             let with_uso = base | libc::TUN_F_USO4 | libc::TUN_F_USO6;
             // TUNSETOFFLOAD takes the flags by value. Kernels without USO reject unknown bits
-            // with EINVAL: retry without them.
+            // with EINVAL: retry without them. Without segmentation: checksum offload only.
+            let wanted = if opts.segmentation {
+                with_uso
+            } else {
+                libc::TUN_F_CSUM
+            };
             // Safety: TUNSETOFFLOAD takes an integer argument and dereferences nothing.
-            match unsafe { tun_ioctl(q0, libc::TUNSETOFFLOAD, with_uso as libc::c_ulong) } {
-                Ok(()) => uso = true,
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let first = unsafe { tun_ioctl(q0, libc::TUNSETOFFLOAD, wanted as libc::c_ulong) };
+            match first {
+                Ok(()) => uso = opts.segmentation,
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && opts.segmentation => {
                     // Safety: as above.
                     unsafe { tun_ioctl(q0, libc::TUNSETOFFLOAD, base as libc::c_ulong) }
                         .map_err(|e| ctx(e, format!("TUNSETOFFLOAD(CSUM|TSO4|TSO6) on {name}")))?;

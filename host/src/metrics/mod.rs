@@ -66,6 +66,8 @@ pub const PLUGIN_MEMORY: &str = "ringvs_plugin_memory_bytes";
 pub const PASSTHROUGH: &str = "ringvs_passthrough_packets_total";
 /// `ringvs_icmp_translated_total`.
 pub const ICMP_TRANSLATED: &str = "ringvs_icmp_translated_total";
+/// `ringvs_tunnel_too_big_total`.
+pub const TUNNEL_TOO_BIG: &str = "ringvs_tunnel_too_big_total";
 /// `ringvs_io_packets_total{queue,direction}`.
 pub const IO_PACKETS: &str = "ringvs_io_packets_total";
 /// `ringvs_io_bytes_total{queue,direction}`.
@@ -125,7 +127,7 @@ pub enum Kind {
 }
 
 /// Every metric ringvs exports, with its type.
-pub const ALL: [(&str, Kind); 46] = [
+pub const ALL: [(&str, Kind); 47] = [
     (CONNECTIONS, Kind::Counter),
     (IN_PACKETS, Kind::Counter),
     (OUT_PACKETS, Kind::Counter),
@@ -152,6 +154,7 @@ pub const ALL: [(&str, Kind); 46] = [
     (PLUGIN_MEMORY, Kind::Gauge),
     (PASSTHROUGH, Kind::Counter),
     (ICMP_TRANSLATED, Kind::Counter),
+    (TUNNEL_TOO_BIG, Kind::Counter),
     (IO_PACKETS, Kind::Counter),
     (IO_BYTES, Kind::Counter),
     (IO_DROPPED, Kind::Counter),
@@ -303,6 +306,10 @@ pub fn describe() {
     describe_counter!(
         ICMP_TRANSLATED,
         "ICMP errors about tracked flows translated."
+    );
+    describe_counter!(
+        TUNNEL_TOO_BIG,
+        "Packets for tunnelled realservers (forward = \"tun\") too big for the tunnel with DF set: the client got ICMP fragmentation-needed."
     );
     describe_counter!(
         IO_PACKETS,
@@ -480,6 +487,7 @@ pub fn update(r: &ShardReport, list: &ListResult) {
     }
     counter!(PASSTHROUGH).absolute(r.counters.passthrough);
     counter!(ICMP_TRANSLATED).absolute(r.counters.icmp_translated);
+    counter!(TUNNEL_TOO_BIG).absolute(r.counters.tunnel_too_big);
     for s in State::ALL {
         gauge!(TABLE_ENTRIES, "state" => s.name()).set(r.by_state[s as usize] as f64);
     }

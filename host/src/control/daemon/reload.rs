@@ -84,6 +84,7 @@ fn director_changes(d0: &Director, d1: &Director) -> (Vec<&'static str>, Vec<Str
         log_format,
         plugin_dirs,
         user,
+        tunnel_source,
     } = d1;
     let mut fixed = Vec::new();
     let mut refuse = |changed: bool, key: &'static str| {
@@ -136,6 +137,14 @@ fn director_changes(d0: &Director, d1: &Director) -> (Vec<&'static str>, Vec<Str
         applied.push(format!(
             "director.expire_quiescent_template {} -> {expire_quiescent_template}",
             d0.expire_quiescent_template
+        ));
+    }
+    if *tunnel_source != d0.tunnel_source {
+        let show = |a: &Option<std::net::Ipv4Addr>| a.map_or("auto".into(), |a| a.to_string());
+        applied.push(format!(
+            "director.tunnel_source {} -> {}",
+            show(&d0.tunnel_source),
+            show(tunnel_source)
         ));
     }
     if *plugin_dirs != d0.plugin_dirs {
@@ -218,6 +227,10 @@ impl Daemon {
         let tried = trial
             .apply(&plan.services)
             .map_err(|e| e.to_string())
+            .and_then(|changed| {
+                crate::control::tunnel::resolve(&mut trial, new.director.tunnel_source)?;
+                Ok(changed)
+            })
             .and_then(|changed| {
                 let prepared = self
                     .plugins

@@ -95,6 +95,7 @@ struct Startup {
 fn startup(cfg: &Config) -> Result<Startup, String> {
     let start = Instant::now();
     let mut registry = Registry::new(&cfg.services).map_err(|e| e.to_string())?;
+    crate::control::tunnel::resolve(&mut registry, cfg.director.tunnel_source)?;
     let mut manager = PluginManager::default();
     let loaded = manager.load_config(cfg)?;
     let prepared = manager.prepare(&registry, cfg.director.queues, &loaded)?;
@@ -343,6 +344,8 @@ fn start_director(cfg: Config, s: Startup) -> Result<(Daemon, String), DaemonErr
         name: cfg.director.device.clone(),
         queues: cfg.director.queues,
         vnet_hdr: cfg.director.offload,
+        // GSO super-packets cannot be tunnelled through TUN (dataplane::tunnel).
+        segmentation: !s.snap.any_tunnelled(),
         mtu: cfg.director.mtu,
         txqueuelen: None,
         napi: false,

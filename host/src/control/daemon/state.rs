@@ -216,11 +216,15 @@ impl Daemon {
     ) -> Result<(), String> {
         let saved = self.registry.save_shared();
         let mut trial = self.registry.clone();
-        let prepared = edit(&mut trial).map_err(|e| e.to_string()).and_then(|()| {
-            self.plugins
-                .manager
-                .prepare(&trial, self.queues.len(), &extra)
-        });
+        let configured = self.cfg.director.tunnel_source;
+        let prepared = edit(&mut trial)
+            .map_err(|e| e.to_string())
+            .and_then(|()| crate::control::tunnel::resolve(&mut trial, configured))
+            .and_then(|()| {
+                self.plugins
+                    .manager
+                    .prepare(&trial, self.queues.len(), &extra)
+            });
         let prepared = match prepared {
             Ok(p) => p,
             Err(e) => {

@@ -201,7 +201,7 @@ impl Daemon {
         };
         ServerInfo {
             addr: d.addr.to_string(),
-            forward: e.cfg.forward.ipvsadm_name().to_string(),
+            forward: d.forward.ipvsadm_name().to_string(),
             weight: d.state.weight(),
             active: d.state.counters.active(),
             inactive: d.state.counters.inactive(),

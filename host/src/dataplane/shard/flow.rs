@@ -21,6 +21,7 @@ use super::*;
 use crate::conn::{ticks_left, Conn, F_PROXIED, F_PROXY_OPENING};
 use crate::dataplane::stats::{Evicted, FEW_PACKETS, IDLE_TICKS};
 use crate::dataplane::synproxy::{Seg, SynProxy};
+use crate::dataplane::tunnel::{self, NotSent};
 
 /// Flag: the entry saw a packet from its realserver.
 pub(super) const F_REPLIED: u8 = 32;
@@ -399,11 +400,14 @@ impl Shard {
                 svc,
                 dest: dest.id,
                 state,
-                flags: if link.is_some() {
-                    F_INACTIVE | F_PERSISTENT
-                } else {
-                    F_INACTIVE
-                },
+                flags: F_INACTIVE
+                    | if link.is_some() { F_PERSISTENT } else { 0 }
+                    // Its replies bypass the director: IPVS's input-only rows for good.
+                    | if dest.forward.two_way() {
+                        0
+                    } else {
+                        crate::conn::F_NOOUTPUT
+                    },
             },
             self.now.wrapping_add(timeout),
         );
@@ -670,6 +674,9 @@ impl Shard {
         let Some(to) = self.snap.dest_addr(c.dest) else {
             return self.drop(DropReason::NoServer);
         };
+        if self.snap.dest_tunnelled(c.dest) {
+            return self.tunnel(pkt, svc, c.dest, *to.ip());
+        }
         let data = &mut pkt.data_mut()[..l4.total];
         if c.flags & F_PROXIED != 0 {
             SynProxy::to_server(&mut data[IHL..], &c, l4.flags, l4.csum == Csum::Full);
@@ -677,6 +684,26 @@ impl Shard {
         nat::rewrite(data, IHL, proto, Side::Dst, to, l4.csum);
         self.count_in(svc, c.dest, l4.total);
         Verdict::Forward
+    }
+
+    /// LVS-TUN: the client's packet, unchanged, inside an IPv4 header to realserver `rip`
+    /// (see `dataplane::tunnel`).
+    fn tunnel(&mut self, pkt: &mut Packet<'_>, svc: u16, dest: u32, rip: Ipv4Addr) -> Verdict {
+        let len = pkt.len();
+        self.tunnel_ident = self.tunnel_ident.wrapping_add(1);
+        let (src, mtu) = (self.snap.tunnel_source(), self.snap.tunnel_mtu());
+        match tunnel::encapsulate(pkt, src, rip, mtu, self.tunnel_ident) {
+            Ok(()) => {
+                self.count_in(svc, dest, len);
+                Verdict::Forward
+            }
+            Err(NotSent::TooBig) => {
+                self.counters.tunnel_too_big += 1;
+                Verdict::Forward
+            }
+            Err(NotSent::Gso) => self.drop(DropReason::TunnelGso),
+            Err(NotSent::NoRoom) => self.drop(DropReason::Malformed),
+        }
     }
 
     /// Realserver → client, if it belongs to a tracked connection.

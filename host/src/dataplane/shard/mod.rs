@@ -186,6 +186,8 @@ pub struct Shard {
     tick_sec: u64,
     tick_base: (u64, u64),
     rng: u64,
+    /// The outer IP identification of the next tunnelled packet.
+    tunnel_ident: u16,
     rx: Option<Receiver<Control>>,
     published: Tick,
     stopped: bool,
@@ -254,6 +256,7 @@ impl Shard {
             tick_sec: 0,
             tick_base: (0, 0),
             rng: 0x9e37_79b9_7f4a_7c15,
+            tunnel_ident: 0,
             rx,
             published: 0,
             stopped: false,
@@ -377,7 +380,13 @@ impl Shard {
                     max_conns: 0,
                     udp_unreplied: 0,
                 });
-            rt.proxy.mode = ProxyMode::of(svc.syn_proxy, svc.proto == crate::config::Proto::Tcp);
+            // The proxy needs both directions: a TCP service whose realservers all answer
+            // through the director (NAT).
+            let two_way = svc.dests.iter().all(|d| d.forward.two_way());
+            rt.proxy.mode = ProxyMode::of(
+                svc.syn_proxy,
+                svc.proto == crate::config::Proto::Tcp && two_way,
+            );
             let queues = self.cfg.queues.max(1) as u32;
             rt.max_conns = svc.max_conns.div_ceil(queues);
             rt.udp_unreplied = svc

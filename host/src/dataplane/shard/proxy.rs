@@ -63,9 +63,10 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The mode of a service: its configuration, off for anything not TCP.
-    pub fn of(cfg: SynProxyMode, tcp: bool) -> Mode {
-        match (cfg, tcp) {
+    /// The mode of a service: its configuration, off for anything but a TCP service whose
+    /// realservers all answer through the director (`proxyable`).
+    pub fn of(cfg: SynProxyMode, proxyable: bool) -> Mode {
+        match (cfg, proxyable) {
             (_, false) | (SynProxyMode::Off, _) => Mode::Off,
             (SynProxyMode::Auto, true) => Mode::Auto,
             (SynProxyMode::On, true) => Mode::On,

@@ -26,6 +26,7 @@ const NLM_F_CREATE: u16 = 0x400;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
+const RTA_PREFSRC: u16 = 7;
 const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
 const NTF_USE: u8 = 0x01;
@@ -40,6 +41,8 @@ pub struct Route {
     pub oif: u32,
     /// The next hop: the gateway, or the address itself on a connected network.
     pub next_hop: Ipv4Addr,
+    /// The source address the kernel would use (`src` in `ip route get`), if it has one.
+    pub src: Option<Ipv4Addr>,
 }
 
 /// One entry of the neighbour table.
@@ -217,19 +220,21 @@ impl Netlink {
             if t != RTM_NEWROUTE || p.len() < 12 {
                 return;
             }
-            let (mut oif, mut gw) = (None, None);
+            let (mut oif, mut gw, mut src) = (None, None, None);
             for (k, d) in attrs(&p[12..]) {
                 match k {
                     RTA_OIF if d.len() == 4 => {
                         oif = Some(u32::from_ne_bytes([d[0], d[1], d[2], d[3]]))
                     }
                     RTA_GATEWAY => gw = ipv4(d),
+                    RTA_PREFSRC => src = ipv4(d),
                     _ => {}
                 }
             }
             out = oif.map(|oif| Route {
                 oif,
                 next_hop: gw.unwrap_or(dst),
+                src,
             });
         });
         match r {
@@ -331,6 +336,23 @@ struct Channels {
 }
 
 impl Iface {
+    /// Looks interface `index` up in the caller's namespace.
+    pub fn by_index(index: u32) -> io::Result<Iface> {
+        let mut buf = [0 as libc::c_char; libc::IFNAMSIZ];
+        // Safety: `buf` holds IFNAMSIZ bytes, as if_indextoname requires; it writes a
+        // NUL-terminated name into it or returns NULL.
+        let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+        if p.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        let name: String = buf
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8 as char)
+            .collect();
+        Iface::by_name(&name)
+    }
+
     /// Looks `name` up in the caller's namespace.
     pub fn by_name(name: &str) -> io::Result<Iface> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {

@@ -1,0 +1,83 @@
+//! The outer source address of tunnelled packets (`forward = "tun"`).
+//!
+//! The director writes the outer IPv4 header itself, so it must name a source address the
+//! realservers accept and route back to: `director.tunnel_source` if set, else the address
+//! the kernel would use to reach the first tunnelled realserver (`ip route get RIP`'s
+//! `src`), looked up again whenever the realservers change. One address serves every
+//! tunnel; realservers on networks reached from different addresses need the setting.
+//! The tunnel's MTU is the MTU of the interface that route leaves by (1500 when the kernel
+//! does not say).
+
+use super::registry::Registry;
+use crate::dataplane::tunnel::{DEFAULT_MTU, OUTER};
+use crate::io::xdp::netlink::{Iface, Netlink};
+use std::net::Ipv4Addr;
+
+/// Sets `registry`'s tunnel source: `configured`, or found by route lookup when some
+/// realserver is tunnelled, and the tunnel's MTU. Fails, naming the realserver, when no
+/// source can be found.
+pub fn resolve(registry: &mut Registry, configured: Option<Ipv4Addr>) -> Result<(), String> {
+    let Some(rip) = registry.first_tunnelled() else {
+        registry.set_tunnel_source(configured);
+        return Ok(());
+    };
+    let route = Netlink::new()
+        .and_then(|mut nl| nl.route_get(rip))
+        .map_err(|e| format!("cannot look up the route to tunnelled realserver {rip}: {e}"))?;
+    let mtu = route
+        .and_then(|r| Iface::by_index(r.oif).ok())
+        .and_then(|i| u16::try_from(i.mtu).ok())
+        .filter(|&m| usize::from(m) > OUTER + 68)
+        .unwrap_or(DEFAULT_MTU);
+    registry.set_tunnel_mtu(mtu);
+    if configured.is_some() {
+        registry.set_tunnel_source(configured);
+        return Ok(());
+    }
+    let src = route.and_then(|r| r.src).filter(|a| !a.is_unspecified());
+    match src {
+        Some(a) => {
+            registry.set_tunnel_source(Some(a));
+            Ok(())
+        }
+        None => Err(format!(
+            "no source address for tunnelled packets: the kernel has no route with a source address to realserver {rip}; add one, or set director.tunnel_source"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn registry(forward: &str, server: &str) -> Registry {
+        let text = format!(
+            "[[service]]\nname = \"web\"\nvip = \"10.77.100.100:80\"\nforward = \"{forward}\"\n[[service.server]]\naddr = \"{server}\"\n"
+        );
+        let cfg = config::from_str(&text, "t.toml").unwrap();
+        Registry::new(&cfg.services).unwrap()
+    }
+
+    #[test]
+    fn configured_wins_and_nat_needs_none() {
+        let mut r = registry("tun", "127.0.0.9");
+        let a = Ipv4Addr::new(10, 77, 1, 254);
+        resolve(&mut r, Some(a)).unwrap();
+        assert_eq!(r.tunnel_source(), Some(a));
+        assert_eq!(r.snapshot().tunnel_source(), a);
+        let mut r = registry("nat", "10.77.1.1:8080");
+        resolve(&mut r, None).unwrap();
+        assert_eq!(r.tunnel_source(), None);
+    }
+
+    #[test]
+    fn found_by_route_lookup() {
+        // Loopback has a route with a source address in every network namespace.
+        let mut r = registry("tun", "127.0.0.9");
+        resolve(&mut r, None).unwrap();
+        assert_eq!(r.tunnel_source(), Some(Ipv4Addr::new(127, 0, 0, 1)));
+        // lo's MTU (65536) is not a u16: the default stands.
+        assert_eq!(r.snapshot().tunnel_mtu(), DEFAULT_MTU);
+    }
+}

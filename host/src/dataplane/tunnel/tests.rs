@@ -1,0 +1,212 @@
+//! LVS-TUN through a whole queue: the outer header byte for byte, the input-only states,
+//! too-big packets, offload.
+
+use super::*;
+use crate::conn::{HashKey, State};
+use crate::control::registry::Registry;
+use crate::dataplane::stats::DropReason;
+use crate::dataplane::testkit::{tcp, udp};
+use crate::dataplane::{Pipeline, Shard, ShardConfig, Verdict, HEADROOM};
+use crate::wire::ipv4::Ipv4Repr;
+use crate::wire::tcp::flags::{ACK, FIN, SYN};
+use crate::wire::vnet::{F_NEEDS_CSUM, GSO_TCPV4};
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// web: two realservers, the first tunnelled (the service's method), the second by NAT
+/// (its own); dns: tunnelled UDP.
+const CONFIG: &str = r#"
+[[service]]
+name = "web"
+vip = "10.77.100.100:80"
+forward = "tun"
+scheduler = "rr"
+[[service.server]]
+addr = "10.77.1.1"
+[[service.server]]
+addr = "10.77.1.2:8080"
+forward = "nat"
+
+[[service]]
+name = "dns"
+vip = "10.77.100.100:53"
+proto = "udp"
+forward = "tun"
+[[service.server]]
+addr = "10.77.1.3"
+"#;
+
+const SRC: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 254);
+
+fn shard(mtu: u16) -> Shard {
+    let cfg = crate::config::from_str(CONFIG, "tun.toml").unwrap();
+    let mut registry = Registry::new(&cfg.services).unwrap();
+    registry.set_tunnel_source(Some(SRC));
+    registry.set_tunnel_mtu(mtu);
+    Shard::new(
+        ShardConfig {
+            id: 0,
+            memory_limit: 1 << 20,
+            hash_key: HashKey([7, 9]),
+            start: Instant::now(),
+            expire_nodest_conn: false,
+            events: None,
+            sources: Default::default(),
+            queues: 1,
+            templates: Default::default(),
+            cookies: Default::default(),
+        },
+        Arc::new(registry.snapshot()),
+        None,
+    )
+    .unwrap()
+}
+
+fn a(s: &str) -> SocketAddrV4 {
+    s.parse().unwrap()
+}
+
+fn run(s: &mut Shard, input: &[u8], vnet: Option<VnetHdr>) -> (Verdict, Vec<u8>, Option<VnetHdr>) {
+    let mut buf = vec![0u8; HEADROOM + input.len() + 64];
+    buf[HEADROOM..HEADROOM + input.len()].copy_from_slice(input);
+    let mut p = Packet::new(&mut buf, HEADROOM, input.len()).unwrap();
+    p.vnet = vnet;
+    let v = s.process(&mut p);
+    (v, p.data().to_vec(), p.vnet)
+}
+
+/// What the director must write: `inner` behind an IPv4 header `SRC → rip`, protocol 4,
+/// TTL 64, identification `ident`, DF as given; built with the wire emitter.
+fn ipip(rip: Ipv4Addr, inner: &[u8], ident: u16, df: bool) -> Vec<u8> {
+    let repr = Ipv4Repr {
+        src_addr: SRC,
+        dst_addr: rip,
+        protocol: IPPROTO_IPIP,
+        ttl: 64,
+        payload_len: inner.len(),
+        ident,
+        dont_frag: df,
+        dscp_ecn: inner[1],
+    };
+    let mut out = vec![0u8; repr.buffer_len()];
+    repr.emit(&mut Ipv4Packet::new_unchecked(&mut out[..]));
+    out[20..].copy_from_slice(inner);
+    out
+}
+
+const CLIENT: &str = "10.77.0.2:40000";
+const VIP: &str = "10.77.100.100:80";
+
+#[test]
+fn the_clients_packets_go_unchanged_inside_ipip_and_states_are_input_only() {
+    let mut s = shard(1500);
+    // rr's first pick is the NAT server: rewritten, not tunnelled.
+    let syn2 = tcp(a("10.77.0.3:40000"), a(VIP), SYN, b"");
+    let (v, out, _) = run(&mut s, &syn2, None);
+    assert_eq!(v, Verdict::Forward);
+    assert_eq!(out.len(), syn2.len());
+    assert_eq!(&out[16..20], &[10, 77, 1, 2]);
+
+    let rs1 = Ipv4Addr::new(10, 77, 1, 1);
+    let syn = tcp(a(CLIENT), a(VIP), SYN, b"");
+    let (v, out, _) = run(&mut s, &syn, None);
+    assert_eq!(v, Verdict::Forward);
+    assert_eq!(out, ipip(rs1, &syn, 1, true), "the tunnelled server");
+    let conn = |s: &Shard| {
+        *s.table()
+            .iter()
+            .map(|(_, c)| c)
+            .find(|c| c.cport() == 40000 && c.caddr() == *a(CLIENT).ip())
+            .unwrap()
+    };
+    let c = conn(&s);
+    assert_eq!(c.state, State::SynRecv);
+    assert_ne!(c.flags & crate::conn::F_NOOUTPUT, 0, "input-only for good");
+
+    // IPVS's input-only rows: the client's ACK establishes it, its FIN closes it.
+    for (flags, payload, want) in [
+        (ACK, &b""[..], State::Established),
+        (ACK, &b"GET / HTTP/1.1\r\n\r\n"[..], State::Established),
+        (FIN | ACK, &b""[..], State::FinWait),
+    ] {
+        let p = tcp(a(CLIENT), a(VIP), flags, payload);
+        let (v, out, _) = run(&mut s, &p, None);
+        assert_eq!(v, Verdict::Forward);
+        assert_eq!(&out[20..], &p[..], "the inner packet is the client's");
+        assert_eq!(conn(&s).state, want);
+    }
+
+    // UDP too, and without DF the outer header has none either.
+    let mut dgram = udp(a("10.77.0.2:5000"), a("10.77.100.100:53"), b"query");
+    dgram[6] = 0; // clear DF (the IPv4 checksum is fixed below)
+    dgram[10..12].fill(0);
+    let c = !crate::wire::checksum::fold(crate::wire::checksum::sum(&dgram[..20]));
+    dgram[10..12].copy_from_slice(&c.to_be_bytes());
+    let (v, out, _) = run(&mut s, &dgram, None);
+    assert_eq!(v, Verdict::Forward);
+    assert_eq!(out, ipip(Ipv4Addr::new(10, 77, 1, 3), &dgram, 5, false));
+    let r = &s.counters().total;
+    assert_eq!((r.conns, r.in_pkts, r.out_pkts), (3, 6, 0));
+}
+
+#[test]
+fn too_big_for_the_tunnel_with_df_tells_the_client_the_mtu() {
+    let mut s = shard(1400);
+    run(&mut s, &tcp(a("10.77.0.3:40000"), a(VIP), SYN, b""), None); // rr: the NAT server
+    let big = tcp(a(CLIENT), a(VIP), SYN, &[0u8; 1341]); // 1381 bytes: 1401 tunnelled
+    let (v, out, _) = run(&mut s, &big, None);
+    assert_eq!(v, Verdict::Forward);
+    let ip = Ipv4Packet::new_checked(&out[..]).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!(
+        (ip.src_addr(), ip.dst_addr(), ip.protocol()),
+        (*a(VIP).ip(), *a(CLIENT).ip(), 1)
+    );
+    let icmp = crate::wire::Icmpv4Packet::new_checked(&out[20..]).unwrap();
+    assert!(icmp.verify_checksum());
+    assert_eq!((icmp.msg_type(), icmp.code()), (3, 4));
+    assert_eq!(
+        u16::from_be_bytes([out[26], out[27]]),
+        1380,
+        "next-hop MTU: 1400 - 20"
+    );
+    assert_eq!(&out[28..], &big[..28], "the client's header and 8 bytes");
+    assert_eq!(s.counters().tunnel_too_big, 1);
+    // One byte less fits.
+    let fits = tcp(a(CLIENT), a(VIP), SYN, &[0u8; 1340]);
+    let (v, out, _) = run(&mut s, &fits, None);
+    assert_eq!(v, Verdict::Forward);
+    assert_eq!(out.len(), 1400);
+}
+
+#[test]
+fn offload_a_partial_checksum_moves_a_gso_packet_is_dropped() {
+    let mut s = shard(1500);
+    run(&mut s, &tcp(a("10.77.0.3:40000"), a(VIP), SYN, b""), None); // rr: the NAT server
+    let syn = tcp(a(CLIENT), a(VIP), SYN, b"");
+    run(&mut s, &syn, None);
+    let csum = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        csum_start: 20,
+        csum_offset: 16,
+        ..VnetHdr::default()
+    };
+    let ack = tcp(a(CLIENT), a(VIP), ACK, b"x");
+    let (v, _, vnet) = run(&mut s, &ack, Some(csum));
+    assert_eq!(v, Verdict::Forward);
+    assert_eq!(
+        vnet.unwrap().csum_start,
+        40,
+        "the inner TCP header is 20 bytes further"
+    );
+    let gso = VnetHdr {
+        gso_type: GSO_TCPV4,
+        gso_size: 1448,
+        hdr_len: 40,
+        ..csum
+    };
+    let (v, _, _) = run(&mut s, &ack, Some(gso));
+    assert_eq!(v, Verdict::Drop);
+    assert_eq!(s.counters().drops[DropReason::TunnelGso as usize], 1);
+}
