@@ -68,5 +68,8 @@ bash examples/lab/test-prometheus.sh
 step "lab: persistence (-p -M) per client network"
 bash examples/lab/test-persist.sh
 
+step "lab: LVS-TUN (IPIP) with nginx realservers answering the client directly; too big gets fragmentation-needed"
+bash examples/lab/test-tun.sh
+
 echo
 echo "scripts/test.sh: all tests passed"

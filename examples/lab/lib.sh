@@ -413,6 +413,8 @@ http {
         location = /big.bin { root $LAB_DIR/www; }
         # test-health.sh removes this page to fail a check: never serve it from the cache.
         location = /health.html { open_file_cache off; }
+        # test-tun.sh uploads here: the body is read (and discarded), then 200.
+        location = /upload { client_max_body_size 16m; return 200 "uploaded\n"; }
     }
 }
 EOF

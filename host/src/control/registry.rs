@@ -155,6 +155,11 @@ impl Registry {
         self.tunnel_mtu = mtu;
     }
 
+    /// The tunnels' MTU (0: not looked up).
+    pub fn tunnel_mtu(&self) -> u16 {
+        self.tunnel_mtu
+    }
+
     /// The outer source address of tunnelled packets, if set.
     pub fn tunnel_source(&self) -> Option<Ipv4Addr> {
         self.tunnel_source

@@ -47,7 +47,10 @@ fn ip(args: &[&str]) -> Result<String, RouteError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Writes a sysctl of the device ringvs owns. Errors are returned for the caller to log.
+/// Writes the sysctls of the device ringvs owns. Errors are returned for the caller to log.
+/// `accept_local`: tunnelled packets (`forward = "tun"`) come out of the device with one of
+/// the director's own addresses as their source, which the kernel otherwise drops as a
+/// martian.
 pub fn device_sysctls(device: &str) -> Vec<String> {
     let mut warnings = Vec::new();
     for (path, val) in [
@@ -56,6 +59,10 @@ pub fn device_sysctls(device: &str) -> Vec<String> {
             "1",
         ),
         (format!("/proc/sys/net/ipv4/conf/{device}/rp_filter"), "0"),
+        (
+            format!("/proc/sys/net/ipv4/conf/{device}/accept_local"),
+            "1",
+        ),
     ] {
         if let Err(e) = std::fs::write(&path, val) {
             warnings.push(format!("cannot set {path} to {val}: {e}"));

@@ -96,6 +96,16 @@ fn startup(cfg: &Config) -> Result<Startup, String> {
     let start = Instant::now();
     let mut registry = Registry::new(&cfg.services).map_err(|e| e.to_string())?;
     crate::control::tunnel::resolve(&mut registry, cfg.director.tunnel_source)?;
+    if let (Some(a), true) = (
+        registry.tunnel_source(),
+        registry.first_tunnelled().is_some(),
+    ) {
+        info!(
+            tunnel_source = %a,
+            tunnel_mtu = registry.tunnel_mtu(),
+            "tunnelled realservers: outer source {a}"
+        );
+    }
     let mut manager = PluginManager::default();
     let loaded = manager.load_config(cfg)?;
     let prepared = manager.prepare(&registry, cfg.director.queues, &loaded)?;

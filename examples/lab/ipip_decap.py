@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""An LVS-TUN realserver's IPIP decapsulation in userspace, for kernels built without the
+ipip module (CONFIG_NET_IPIP), as the lab's VM kernel is.
+
+It does what the kernel's fallback device tunl0 does: every IPv4-in-IPv4 packet (protocol
+4) that reaches this namespace is stripped of its outer header and handed to the kernel
+again on a TUN device (named --dev, default tunl0), where the virtual address is configured;
+the kernel delivers it to the local socket, whose reply leaves by the normal route (not
+through the director's tunnel). A raw socket of protocol 4 receives the packets (and keeps
+the kernel from answering protocol-unreachable). Inner packets must carry complete
+checksums: the lab turns checksum offload off on the client and runs the director without
+offload.
+
+    ip netns exec NS python3 ipip_decap.py --dev tunl0 --pidfile FILE
+"""
+import argparse
+import fcntl
+import os
+import signal
+import socket
+import struct
+import sys
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IPPROTO_IPIP = 4
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dev", default="tunl0")
+    ap.add_argument("--pidfile")
+    args = ap.parse_args()
+
+    tun = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(tun, TUNSETIFF, struct.pack("16sH", args.dev.encode(), IFF_TUN | IFF_NO_PI))
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_IPIP)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    if args.pidfile:
+        with open(args.pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"ipip_decap: {args.dev} up", flush=True)
+    seen = bad = 0
+    while True:
+        pkt = raw.recv(65535)
+        seen += 1
+        ihl = (pkt[0] & 0x0F) * 4
+        inner = pkt[ihl:]
+        if len(inner) < 20 or inner[0] >> 4 != 4:
+            bad += 1
+            print(f"ipip_decap: not IPv4 inside ({bad} of {seen})", flush=True)
+            continue
+        os.write(tun, inner)
+
+
+if __name__ == "__main__":
+    main()

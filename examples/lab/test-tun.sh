@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# LVS-TUN (forward = "tun", IPIP) end to end in the netns lab, with real nginx realservers
+# (examples/lab/tun.toml: rr over three realservers, two queues). Each realserver holds the
+# virtual address on tunl0 and decapsulates IPIP: with the kernel's ipip module where the
+# kernel has one, else with examples/lab/ipip_decap.py (the lab VM's kernel has none). Its
+# replies go to the client directly: an ip rule in the director's namespace routes packets
+# from the virtual address past ringvs (the kernel forwards them), as a realserver's own
+# gateway would in production.
+#
+# Checks (each PASS/FAIL with its figures; the exit status is the verdict):
+#   ringvs list shows each realserver forwarded by "Tunnel", ringvs found a tunnel source;
+#   wrk (Connection: close, 5 s): no errors, every realserver served, each saw the client's
+#       own address, and ringvs forwarded only the client's half (outgoing packets 0);
+#   a 1 MiB download from the realservers is intact (replies bypass the director);
+#   an upload of full-size segments: 1500-byte packets do not fit the 1500-byte path with 20
+#       more bytes, so the client gets ICMP fragmentation-needed (1480) from ringvs, lowers
+#       its path MTU and the upload completes;
+#   ringvs stops cleanly.
+#
+#   bash examples/lab/test-tun.sh                    (as root; bounded to about a minute)
+#   SELFTEST_BREAK=1 bash examples/lab/test-tun.sh   (realservers do not decapsulate: must FAIL)
+#
+# Environment: RINGVS, RVS_LAB, LAB_DIR.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_root
+require_cmds curl nginx iperf3 wrk ethtool "$PYTHON"
+ringvs_check_binary || exit 1
+
+PASSES=0 FAILS=0
+VERDICT_WIDTH=40 # verdict and arith: lib.sh
+PORT=8080
+DECAP_MODE=""
+
+# tunl0_up N: realserver N takes IPIP packets for the virtual address on tunl0.
+tunl0_up() {
+    local ns=rs$1 d=$LAB_DIR/rs$1
+    if in_ns "$ns" ip link show tunl0 >/dev/null 2>&1; then
+        DECAP_MODE=kernel
+    else
+        DECAP_MODE=userspace
+        if [[ ${SELFTEST_BREAK:-0} != 1 ]]; then
+            ip netns exec "$(ns_name "$ns")" "$PYTHON" "$LAB_SRC/ipip_decap.py" --dev tunl0 \
+                --pidfile "$d/ipip_decap.pid" </dev/null >"$d/ipip_decap.log" 2>&1 &
+        else
+            # The self-test: a tunl0 that nobody feeds.
+            in_ns "$ns" ip tuntap add dev tunl0 mode tun
+        fi
+        wait_until 5 in_ns "$ns" ip link show tunl0 || die "tunl0 did not appear in $(ns_name "$ns")"
+    fi
+    in_ns "$ns" ip addr add "$VIP/32" dev tunl0
+    in_ns "$ns" ip link set tunl0 up
+    # The inner packets come from the client on tunl0, the replies leave by eth0.
+    ns_sysctl "$ns" net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+        net.ipv4.conf.tunl0.rp_filter=0
+    # The client's upload must keep full-size segments (no TSO or checksum offload on the
+    # way to the director: see tun.toml).
+    in_ns cli ethtool -K cli0 tx off >/dev/null 2>&1 || true
+}
+
+# web_json EXPR: a Python expression over `ringvs list --json` (s: the web service).
+web_json() {
+    ringvs_cli list --json | "$PYTHON" -c "
+import json, sys
+s = [x for x in json.load(sys.stdin)['services'] if x['name'] == 'web'][0]
+print($1)"
+}
+
+lab_trap
+lab_up
+start_servers
+for ((i = 1; i <= RS_COUNT; i++)); do tunl0_up "$i"; done
+log "realservers decapsulate IPIP in the $DECAP_MODE"
+if [[ ${SELFTEST_BREAK:-0} == 1 ]]; then log "SELFTEST_BREAK: nothing decapsulates; the test must fail"; fi
+
+CONF=$LAB_SRC/tun.toml fwd_up ringvs || die "ringvs did not come up"
+# Replies from the virtual address bypass ringvs (before the lab's rule into ringvs0).
+in_ns dir ip rule add iif "$RS_IF" from "$VIP" lookup main pref 999
+verdict 0 "ringvs up" "pid $RINGVS_PID, config $LAB_SRC/tun.toml"
+
+forwards=$(web_json "' '.join(d['forward'] for d in s['servers'])")
+src=$(grep -o 'tunnel_source[^,]*' "$LAB_DIR/ringvs.log" | tail -n 1 || true)
+verdict "$([[ $forwards == "Tunnel Tunnel Tunnel" ]] && echo 0 || echo 1)" "list: Tunnel per realserver" \
+    "forward: ${forwards:-?}; ${src:-tunnel source not logged}"
+
+# New connections, one per request.
+hits_baseline
+wrk_start tun-close 5 ":$PORT/" -t2 -c16 --timeout 2s -H "Connection: close"
+wrk_wait tun-close "$WRK_PID" || true
+count_hits 'GET /index.html '
+ok=0
+((${WRK_REQUESTS:-0} > 100 && ${WRK_SOCK_ERRORS:-1} == 0 && ${WRK_NON2XX:-1} == 0)) || ok=1
+for ((i = 1; i <= RS_COUNT; i++)); do ((HITS[i] > 0)) || ok=1; done
+[[ ${HITS_CLIENTS% } == "$CLI_IP" ]] || ok=1
+verdict "$ok" "http through the tunnel" \
+    "${WRK_REQUESTS:-0} requests, socket errors ${WRK_SOCK_ERRORS:-?}, non-2xx ${WRK_NON2XX:-?}; served $HITS_SPREAD; realservers saw ${HITS_CLIENTS:-nothing}"
+
+IN="" OUT=""
+one_way() {
+    IN=$(metric ringvs_incoming_packets_total || true)
+    OUT=$(metric ringvs_outgoing_packets_total || true)
+    [[ $IN =~ ^[0-9]+$ && $OUT =~ ^[0-9]+$ ]] && ((IN > WRK_REQUESTS && OUT == 0))
+}
+ok=0
+wait_until 5 one_way || ok=1
+verdict "$ok" "replies bypass the director" "ringvs incoming packets ${IN:-?}, outgoing ${OUT:-?} (want > requests, 0)"
+
+# Replies straight from the realservers: a 1 MiB download.
+rm -f "$LAB_DIR/tun-dl.bin"
+ip netns exec "$(ns_name cli)" curl -sS --connect-timeout 3 --max-time 30 \
+    -o "$LAB_DIR/tun-dl.bin" "http://$VIP:$PORT/1m.bin" 2>>"$LAB_DIR/curl.err" || true
+got=$(sha256sum "$LAB_DIR/tun-dl.bin" 2>/dev/null | cut -d' ' -f1 || true)
+verdict "$([[ $got == "$ONE_MIB_SHA" ]] && echo 0 || echo 1)" "1 MiB download intact" \
+    "sha256 ${got:0:12}… (want ${ONE_MIB_SHA:0:12}…)"
+
+# Full-size segments from the client: too big for the tunnel, the client learns 1480.
+head -c 262144 /dev/urandom >"$LAB_DIR/tun-up.bin"
+in_ns cli ip route flush cache 2>/dev/null || true
+code=$(ip netns exec "$(ns_name cli)" curl -sS --connect-timeout 3 --max-time 20 -H 'Expect:' \
+    --data-binary @"$LAB_DIR/tun-up.bin" -o /dev/null -w '%{http_code}' \
+    "http://$VIP:$PORT/upload" 2>>"$LAB_DIR/curl.err") || code=000
+# The exported counters are refreshed once a second.
+too_big=""
+some_too_big() {
+    too_big=$(metric ringvs_tunnel_too_big_total || true)
+    [[ $too_big =~ ^[0-9]+$ ]] && ((too_big > 0))
+}
+wait_until 5 some_too_big || true
+pmtu=$(in_ns cli ip route get "$VIP" 2>/dev/null | grep -o 'mtu [0-9]*' || true)
+verdict "$([[ $code == 200 && $too_big =~ ^[0-9]+$ ]] && ((too_big > 0)) && [[ $pmtu == "mtu 1480" ]] && echo 0 || echo 1)" \
+    "too big: fragmentation-needed" "upload of 256 KiB: HTTP $code; ringvs_tunnel_too_big_total ${too_big:-absent}; client's route to the VIP: ${pmtu:-no mtu learned}"
+
+fwd_down
+verdict "$([[ $RINGVS_EXIT == "exit 0" ]] && echo 0 || echo 1)" "clean stop on SIGTERM" "$RINGVS_EXIT"
+for ((i = 1; i <= RS_COUNT; i++)); do
+    pid=$(cat "$LAB_DIR/rs$i/ipip_decap.pid" 2>/dev/null || true)
+    if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi
+done
+
+echo
+if ((FAILS > 0)); then
+    echo "test-tun: FAILED — $FAILS failed, $PASSES passed"
+    exit 1
+fi
+echo "test-tun: PASSED — $PASSES checks"
