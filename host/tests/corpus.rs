@@ -989,12 +989,14 @@ const PLUGIN_ONLY: [DropReason; 4] = [
     DropReason::TemplateFull,
 ];
 
-/// Drop reasons that need a service configured for them (`max_conns`, the SYN proxy on), reached in the data
-/// plane's fixtures (`dataplane::tests::max_conns_*`, `dataplane::synproxy::tests`).
-const CONFIG_ONLY: [DropReason; 3] = [
+/// Drop reasons that need a service configured for them (`max_conns`, the SYN proxy on, a
+/// tunnelled realserver), reached in the data plane's fixtures (`dataplane::tests::max_conns_*`,
+/// `dataplane::synproxy::tests`, `dataplane::tunnel::tests`).
+const CONFIG_ONLY: [DropReason; 4] = [
     DropReason::MaxConns,
     DropReason::ProxyOpening,
     DropReason::FloodLimit,
+    DropReason::TunnelGso,
 ];
 
 /// Every drop reason the corpus can reach: all but [`PLUGIN_ONLY`] and [`CONFIG_ONLY`].
