@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""An LVS-TUN realserver's IPIP decapsulation in userspace, for kernels built without the
-ipip module (CONFIG_NET_IPIP), as the lab's VM kernel is.
+"""An LVS-TUN realserver's IPIP and GUE decapsulation in userspace, for kernels built
+without the ipip and fou modules (CONFIG_NET_IPIP, CONFIG_NET_FOU), as the lab's VM kernel is.
 
 It does what the kernel's fallback device tunl0 does: every IPv4-in-IPv4 packet (protocol
 4) that reaches this namespace is stripped of its outer header and handed to the kernel
@@ -9,13 +9,15 @@ the kernel delivers it to the local socket, whose reply leaves by the normal rou
 through the director's tunnel). A raw socket of protocol 4 receives the packets (and keeps
 the kernel from answering protocol-unreachable). Inner packets must carry complete
 checksums: the lab turns checksum offload off on the client and runs the director without
-offload.
+offload. With --gue-port, GUE (what `ip fou add port PORT gue` takes) is read from a UDP
+socket on that port too: version 0, no options, protocol 4 inside.
 
-    ip netns exec NS python3 ipip_decap.py --dev tunl0 --pidfile FILE
+    ip netns exec NS python3 ipip_decap.py --dev tunl0 [--gue-port 6080] --pidfile FILE
 """
 import argparse
 import fcntl
 import os
+import select
 import signal
 import socket
 import struct
@@ -31,28 +33,40 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dev", default="tunl0")
     ap.add_argument("--pidfile")
+    ap.add_argument("--gue-port", type=int)
     args = ap.parse_args()
 
     tun = os.open("/dev/net/tun", os.O_RDWR)
     fcntl.ioctl(tun, TUNSETIFF, struct.pack("16sH", args.dev.encode(), IFF_TUN | IFF_NO_PI))
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_IPIP)
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    gue = None
+    if args.gue_port:
+        gue = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        gue.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        gue.bind(("0.0.0.0", args.gue_port))
     if args.pidfile:
         with open(args.pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"ipip_decap: {args.dev} up", flush=True)
     seen = bad = 0
+    socks = [raw] + ([gue] if gue else [])
     while True:
-        pkt = raw.recv(65535)
-        seen += 1
-        ihl = (pkt[0] & 0x0F) * 4
-        inner = pkt[ihl:]
-        if len(inner) < 20 or inner[0] >> 4 != 4:
-            bad += 1
-            print(f"ipip_decap: not IPv4 inside ({bad} of {seen})", flush=True)
-            continue
-        os.write(tun, inner)
+        for s in select.select(socks, [], [])[0]:
+            pkt = s.recv(65535)
+            seen += 1
+            if s is raw:
+                inner = pkt[(pkt[0] & 0x0F) * 4:]
+            elif len(pkt) >= 4 and pkt[0] >> 6 == 0 and pkt[0] & 0x1F == 0 and pkt[1] == IPPROTO_IPIP:
+                inner = pkt[4:]  # GUE version 0, no options, IPv4 inside
+            else:
+                inner = b""
+            if len(inner) < 20 or inner[0] >> 4 != 4:
+                bad += 1
+                print(f"ipip_decap: not IPv4 inside ({bad} of {seen})", flush=True)
+                continue
+            os.write(tun, inner)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# LVS-TUN (forward = "tun", IPIP) end to end in the netns lab, with real nginx realservers
-# (examples/lab/tun.toml: rr over three realservers, two queues). Each realserver holds the
-# virtual address on tunl0 and decapsulates IPIP: with the kernel's ipip module where the
-# kernel has one, else with examples/lab/ipip_decap.py (the lab VM's kernel has none). Its
+# LVS-TUN (forward = "tun", IPIP, then GUE) end to end in the netns lab, with real nginx
+# realservers (examples/lab/tun.toml: rr over three realservers, two queues). Each realserver
+# holds the virtual address on tunl0 and decapsulates IPIP and GUE (port 6080): with the
+# kernel's ipip and fou modules where the kernel has them, else with
+# examples/lab/ipip_decap.py (the lab VM's kernel has neither). Its
 # replies go to the client directly: an ip rule in the director's namespace routes packets
 # from the virtual address past ringvs (the kernel forwards them), as a realserver's own
 # gateway would in production.
@@ -15,7 +16,9 @@
 #   an upload of full-size segments: 1500-byte packets do not fit the 1500-byte path with 20
 #       more bytes, so the client gets ICMP fragmentation-needed (1480) from ringvs, lowers
 #       its path MTU and the upload completes;
-#   ringvs stops cleanly.
+#   ringvs stops cleanly;
+#   the same service with tunnel = "gue": requests answered by every realserver, the
+#       realservers received them as UDP (GUE port 6080), a 1 MiB download intact.
 #
 #   bash examples/lab/test-tun.sh                    (as root; bounded to about a minute)
 #   SELFTEST_BREAK=1 bash examples/lab/test-tun.sh   (realservers do not decapsulate: must FAIL)
@@ -31,6 +34,7 @@ ringvs_check_binary || exit 1
 PASSES=0 FAILS=0
 VERDICT_WIDTH=40 # verdict and arith: lib.sh
 PORT=8080
+GUE_PORT=6080
 DECAP_MODE=""
 
 # tunl0_up N: realserver N takes IPIP packets for the virtual address on tunl0.
@@ -38,11 +42,12 @@ tunl0_up() {
     local ns=rs$1 d=$LAB_DIR/rs$1
     if in_ns "$ns" ip link show tunl0 >/dev/null 2>&1; then
         DECAP_MODE=kernel
+        in_ns "$ns" ip fou add port "$GUE_PORT" gue || die "ip fou add port $GUE_PORT gue failed in $(ns_name "$ns")"
     else
         DECAP_MODE=userspace
         if [[ ${SELFTEST_BREAK:-0} != 1 ]]; then
             ip netns exec "$(ns_name "$ns")" "$PYTHON" "$LAB_SRC/ipip_decap.py" --dev tunl0 \
-                --pidfile "$d/ipip_decap.pid" </dev/null >"$d/ipip_decap.log" 2>&1 &
+                --gue-port "$GUE_PORT" --pidfile "$d/ipip_decap.pid" </dev/null >"$d/ipip_decap.log" 2>&1 &
         else
             # The self-test: a tunl0 that nobody feeds.
             in_ns "$ns" ip tuntap add dev tunl0 mode tun
@@ -133,6 +138,41 @@ verdict "$([[ $code == 200 && $too_big =~ ^[0-9]+$ ]] && ((too_big > 0)) && [[ $
 
 fwd_down
 verdict "$([[ $RINGVS_EXIT == "exit 0" ]] && echo 0 || echo 1)" "clean stop on SIGTERM" "$RINGVS_EXIT"
+
+# GUE: the same service, UDP to port 6080 and a GUE header in front of the client's packet.
+udp_in() { # udp_in N: UDP datagrams realserver N's kernel delivered
+    in_ns "rs$1" cat /proc/net/snmp | awk '$1 == "Udp:" && $2 ~ /^[0-9]+$/ { print $2; exit }'
+}
+gue_conf=$LAB_DIR/tun-gue.toml
+sed -e "s/^forward = \"tun\"$/forward = \"tun\"\ntunnel = \"gue\"\ntunnel_port = $GUE_PORT/" "$LAB_SRC/tun.toml" >"$gue_conf"
+grep -q '^tunnel = "gue"$' "$gue_conf" || die "could not make $gue_conf"
+declare -a UDP0
+for ((i = 1; i <= RS_COUNT; i++)); do UDP0[i]=$(udp_in "$i"); done
+CONF=$gue_conf fwd_up ringvs || die "ringvs (GUE) did not come up"
+in_ns dir ip rule add iif "$RS_IF" from "$VIP" lookup main pref 999 2>/dev/null || true
+hits_baseline
+ok_codes=0
+for ((r = 0; r < 30; r++)); do
+    code=$(ip netns exec "$(ns_name cli)" curl -sS --connect-timeout 3 --max-time 5 -o /dev/null \
+        -w '%{http_code}' "http://$VIP:$PORT/" 2>>"$LAB_DIR/curl.err") || code=000
+    if [[ $code == 200 ]]; then ok_codes=$((ok_codes + 1)); fi
+done
+count_hits 'GET /index.html '
+gue_in="" ok=0
+for ((i = 1; i <= RS_COUNT; i++)); do
+    n=$(($(udp_in "$i") - UDP0[i]))
+    gue_in+="${gue_in:+ }rs$i=$n"
+    ((HITS[i] > 0 && n >= 3 * HITS[i])) || ok=1
+done
+((ok_codes == 30)) || ok=1
+verdict "$ok" "gue: http through the tunnel" "$ok_codes/30 answered; served $HITS_SPREAD; UDP datagrams received by the realservers: $gue_in (want >= 3 per request)"
+rm -f "$LAB_DIR/tun-dl.bin"
+ip netns exec "$(ns_name cli)" curl -sS --connect-timeout 3 --max-time 30 \
+    -o "$LAB_DIR/tun-dl.bin" "http://$VIP:$PORT/1m.bin" 2>>"$LAB_DIR/curl.err" || true
+got=$(sha256sum "$LAB_DIR/tun-dl.bin" 2>/dev/null | cut -d' ' -f1 || true)
+verdict "$([[ $got == "$ONE_MIB_SHA" ]] && echo 0 || echo 1)" "gue: 1 MiB download intact" \
+    "sha256 ${got:0:12}… (want ${ONE_MIB_SHA:0:12}…)"
+fwd_down
 for ((i = 1; i <= RS_COUNT; i++)); do
     pid=$(cat "$LAB_DIR/rs$i/ipip_decap.pid" 2>/dev/null || true)
     if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi

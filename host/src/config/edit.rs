@@ -233,6 +233,9 @@ pub fn new_service(
         vip,
         proto: edit.proto,
         forward: edit.forward,
+        // Runtime edits tunnel with IPIP; GUE is set in the file.
+        tunnel: None,
+        tunnel_port: None,
         scheduler: edit.scheduler,
         persistence,
         health: edit.health,

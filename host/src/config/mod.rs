@@ -272,6 +272,30 @@ impl Forward {
     }
 }
 
+/// How tunnelled packets are encapsulated (`tunnel`, ipvsadm `--tun-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tunnel {
+    /// IPv4 in IPv4 (`"ipip"`, the default).
+    #[default]
+    Ipip,
+    /// Generic UDP Encapsulation (`"gue"`, ipvsadm `--tun-type gue --tun-port PORT`): UDP to
+    /// this port, a 4-byte GUE header, the packet.
+    Gue {
+        /// The realservers' GUE port.
+        port: u16,
+    },
+}
+
+impl Tunnel {
+    /// The config's spelling.
+    pub fn label(self) -> &'static str {
+        match self {
+            Tunnel::Ipip => "ipip",
+            Tunnel::Gue { .. } => "gue",
+        }
+    }
+}
+
 /// When a TCP service's connections are opened through the SYN proxy
 /// (`dataplane::synproxy`): the client's handshake answered with a cookie, the realserver's
 /// opened only for a client that proved it is real.
@@ -355,6 +379,8 @@ pub struct ServiceConfig {
     pub vip: SocketAddrV4,
     /// Forwarding method.
     pub forward: Forward,
+    /// How its tunnelled realservers' packets are encapsulated.
+    pub tunnel: Tunnel,
     /// A built-in scheduler or a plugin name.
     pub scheduler: String,
     /// Persistence, if any.
@@ -1161,6 +1187,7 @@ impl Validator<'_> {
             &format!("{key}.forward"),
             s.forward.as_deref().unwrap_or("nat"),
         )?;
+        let tunnel = self.tunnel(key, s.tunnel.as_deref(), s.tunnel_port)?;
         let scheduler = s.scheduler.unwrap_or_else(|| "wlc".into());
         self.scheduler(&format!("{key}.scheduler"), &scheduler, is_plugin)?;
         let persistence = match s.persistence {
@@ -1275,6 +1302,7 @@ impl Validator<'_> {
             proto,
             vip,
             forward,
+            tunnel,
             scheduler,
             persistence,
             defense: s.defense,
@@ -1395,6 +1423,39 @@ impl Validator<'_> {
             other => Err(self.err(
                 key,
                 format!("expected \"nat\" or \"tun\", found {other:?}"),
+            )),
+        }
+    }
+
+    /// `tunnel = "ipip" | "gue"` and `tunnel_port` (GUE only, required there).
+    fn tunnel(
+        &self,
+        key: &str,
+        kind: Option<&str>,
+        port: Option<i64>,
+    ) -> Result<Tunnel, ConfigError> {
+        match (kind.unwrap_or("ipip"), port) {
+            ("ipip", None) => Ok(Tunnel::Ipip),
+            ("ipip", Some(_)) => Err(self.err(
+                format!("{key}.tunnel_port"),
+                "tunnel_port is for tunnel = \"gue\"; IPIP has no port",
+            )),
+            ("gue", Some(p)) if (1..=65535).contains(&p) => Ok(Tunnel::Gue { port: p as u16 }),
+            ("gue", Some(p)) => Err(self.err(
+                format!("{key}.tunnel_port"),
+                format!("expected a UDP port 1 to 65535, found {p}"),
+            )),
+            ("gue", None) => Err(self.err(
+                format!("{key}.tunnel_port"),
+                "tunnel = \"gue\" needs the realservers' GUE port (ipvsadm --tun-port), e.g. tunnel_port = 6080",
+            )),
+            ("gre", _) => Err(self.err(
+                format!("{key}.tunnel"),
+                "tunnel = \"gre\" is not implemented yet; use \"ipip\" or \"gue\"",
+            )),
+            (other, _) => Err(self.err(
+                format!("{key}.tunnel"),
+                format!("expected \"ipip\" or \"gue\", found {other:?}"),
             )),
         }
     }

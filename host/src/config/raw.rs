@@ -65,6 +65,8 @@ pub struct Service {
     pub vip: String,
     pub proto: Option<String>,
     pub forward: Option<String>,
+    pub tunnel: Option<String>,
+    pub tunnel_port: Option<i64>,
     pub scheduler: Option<String>,
     pub persistence: Option<Persistence>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

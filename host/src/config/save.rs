@@ -152,6 +152,11 @@ fn service(s: &ServiceConfig) -> raw::Service {
         vip: s.vip.to_string(),
         proto: Some(s.proto.name().to_string()),
         forward: Some(s.forward.label().to_string()),
+        tunnel: (s.tunnel != super::Tunnel::Ipip).then(|| s.tunnel.label().to_string()),
+        tunnel_port: match s.tunnel {
+            super::Tunnel::Gue { port } => Some(i64::from(port)),
+            super::Tunnel::Ipip => None,
+        },
         scheduler: Some(s.scheduler.clone()),
         persistence: s.persistence.as_ref().map(|p| raw::Persistence {
             plugin: p.plugin.clone(),

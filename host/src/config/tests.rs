@@ -1095,6 +1095,14 @@ forward = "nat"
     let again = from_str(&saved, "saved.toml").unwrap();
     assert_eq!(again.services, c.services, "{saved}");
     assert_eq!(again.director.tunnel_source, c.director.tunnel_source);
+    let gue = text.replace(
+        "forward = \"tun\"",
+        "forward = \"tun\"\ntunnel = \"gue\"\ntunnel_port = 6080",
+    );
+    let c = from_str(&gue, "gue.toml").unwrap();
+    assert_eq!(c.services[0].tunnel, Tunnel::Gue { port: 6080 });
+    let saved = save::to_toml(&c.director, &c.plugins, &c.services).unwrap();
+    assert_eq!(from_str(&saved, "saved.toml").unwrap().services, c.services);
 
     for (bad, want) in [
         (
@@ -1116,6 +1124,18 @@ forward = "nat"
         (
             text.replace("10.77.1.254", "224.0.0.1"),
             "director.tunnel_source",
+        ),
+        (
+            text.replace("forward = \"tun\"", "forward = \"tun\"\ntunnel = \"gue\""),
+            "needs the realservers' GUE port",
+        ),
+        (
+            text.replace("forward = \"tun\"", "forward = \"tun\"\ntunnel_port = 6080"),
+            "tunnel_port is for tunnel = \"gue\"",
+        ),
+        (
+            text.replace("forward = \"tun\"", "forward = \"tun\"\ntunnel = \"gre\""),
+            "tunnel = \"gre\" is not implemented yet",
         ),
     ] {
         let e = err(&bad);

@@ -498,6 +498,7 @@ impl Registry {
                     proto: e.cfg.proto,
                     vip: e.cfg.vip,
                     forward: e.cfg.forward,
+                    tunnel: e.cfg.tunnel,
                     scheduler: e.cfg.scheduler.as_str().into(),
                     timeouts: e.cfg.timeouts,
                     dests: e

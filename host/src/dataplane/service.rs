@@ -5,7 +5,7 @@
 //! Slots are stable: a service keeps its slot (`u16`) and a realserver its slot (`u32`) across
 //! snapshots, so connections (which store slots) survive reloads and runtime edits.
 
-use crate::config::{Forward, Proto};
+use crate::config::{Forward, Proto, Tunnel};
 use crate::conn::{DestCounters, Timeouts, TICKS_PER_SEC};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -287,6 +287,8 @@ pub struct Service {
     pub vip: SocketAddrV4,
     /// Forwarding method.
     pub forward: Forward,
+    /// How its tunnelled realservers' packets are encapsulated.
+    pub tunnel: Tunnel,
     /// Scheduler name (a built-in or a plugin).
     pub scheduler: Arc<str>,
     /// Timeouts in seconds.
@@ -403,8 +405,9 @@ pub struct Snapshot {
     services: Vec<Option<Service>>,
     /// Realserver address per slot, for the packet path.
     dest_addrs: Vec<Option<SocketAddrV4>>,
-    /// Per slot: forwarded through a tunnel (the client's packet inside an outer header).
-    dest_tunnel: Vec<bool>,
+    /// Per slot: the tunnel it is forwarded through (the client's packet inside an outer
+    /// header), if any.
+    dest_tunnel: Vec<Option<Tunnel>>,
     /// The outer source address of tunnelled packets.
     tunnel_source: Option<Ipv4Addr>,
     /// The tunnels' MTU, if not the default.
@@ -431,11 +434,11 @@ impl Snapshot {
                 let i = d.id as usize;
                 if s.dest_addrs.len() <= i {
                     s.dest_addrs.resize(i + 1, None);
-                    s.dest_tunnel.resize(i + 1, false);
+                    s.dest_tunnel.resize(i + 1, None);
                     s.dest_svc.resize(i + 1, u16::MAX);
                 }
                 s.dest_addrs[i] = Some(d.addr);
-                s.dest_tunnel[i] = d.forward == Forward::Tun;
+                s.dest_tunnel[i] = (d.forward == Forward::Tun).then_some(svc.tunnel);
                 s.dest_svc[i] = svc.id;
                 s.endpoints
                     .insert(endpoint_key(proto, *d.addr.ip(), d.addr.port()), ());
@@ -499,7 +502,13 @@ impl Snapshot {
     /// True if realserver slot `id` is reached through a tunnel (`forward = "tun"`).
     #[inline]
     pub fn dest_tunnelled(&self, id: u32) -> bool {
-        self.dest_tunnel.get(id as usize).copied().unwrap_or(false)
+        self.dest_tunnel(id).is_some()
+    }
+
+    /// The tunnel realserver slot `id` is reached through, if any.
+    #[inline]
+    pub fn dest_tunnel(&self, id: u32) -> Option<Tunnel> {
+        self.dest_tunnel.get(id as usize).copied().flatten()
     }
 
     /// The outer source address of tunnelled packets (unspecified until the control plane
@@ -528,7 +537,7 @@ impl Snapshot {
 
     /// True if any realserver is reached through a tunnel.
     pub fn any_tunnelled(&self) -> bool {
-        self.dest_tunnel.iter().any(|&t| t)
+        self.dest_tunnel.iter().any(Option::is_some)
     }
 
     /// The realserver in slot `id`.

@@ -1,10 +1,16 @@
 //! LVS-TUN (`forward = "tun"`): the client's packet goes to the realserver unchanged,
-//! inside an IPv4 header (IPIP, RFC 2003), as IPVS's `ip_vs_tunnel_xmit` sends it. The
+//! inside an IPv4 header (IPIP, RFC 2003), or inside IPv4 + UDP + a GUE header
+//! (draft-ietf-intarea-gue, `tunnel = "gue"`), as IPVS's `ip_vs_tunnel_xmit` sends it. The
 //! realserver decapsulates it on an `ipip` device holding the virtual address and answers
 //! the client directly, so the director sees only the client's half of the connection.
 //!
-//! - Outer header: from the director's tunnel source to the realserver, protocol 4, TTL
-//!   64, the inner packet's DS field and DF bit, an identification of the queue's own.
+//! - Outer header: from the director's tunnel source to the realserver, protocol 4 (IPIP)
+//!   or 17 (GUE), TTL 64, the inner packet's DS field and DF bit, an identification of the
+//!   queue's own.
+//! - GUE: UDP to the realservers' GUE port from a source port in 49152–65535 taken from the
+//!   flow's hash (flow entropy, so that a realserver's RSS spreads flows, as
+//!   `udp_flow_src_port` does for IPVS), no UDP checksum (0: allowed over IPv4, as fou's
+//!   default), then GUE version 0 with no options and protocol 4 (IPv4 inside).
 //! - Too big: when the inner packet plus 20 bytes exceeds the tunnel's MTU and the inner
 //!   packet forbids fragmentation (DF), the client gets ICMP fragmentation-needed with the
 //!   MTU less 20 (its path MTU discovery then sends smaller segments), as `ip_vs_xmit.c`
@@ -16,13 +22,28 @@
 //!   dropped (`reason="tunnel_gso"`).
 
 use super::packet::Packet;
+use crate::config::Tunnel;
 use crate::wire::checksum;
 use crate::wire::ipv4::{field, Ipv4Packet};
 use crate::wire::vnet::VnetHdr;
 use std::net::Ipv4Addr;
 
-/// Bytes the outer header adds.
+/// Bytes the outer IPv4 header adds (IPIP's whole overhead).
 pub const OUTER: usize = 20;
+
+/// Bytes GUE adds in all: IPv4, UDP, the GUE header.
+pub const GUE_OUTER: usize = OUTER + 8 + 4;
+
+/// IP protocol number of UDP.
+const IPPROTO_UDP: u8 = 17;
+
+/// Bytes `tunnel` adds in front of a packet.
+pub fn overhead(tunnel: Tunnel) -> usize {
+    match tunnel {
+        Tunnel::Ipip => OUTER,
+        Tunnel::Gue { .. } => GUE_OUTER,
+    }
+}
 
 /// IP protocol number of IPv4-in-IPv4.
 pub const IPPROTO_IPIP: u8 = 4;
@@ -42,15 +63,35 @@ pub enum NotSent {
     NoRoom,
 }
 
-/// Puts `pkt` (an IPv4 packet from a client) inside an IPv4 header `src → rip`, or — too
-/// big for `mtu` with DF set — turns it into the ICMP error the client needs.
-pub fn encapsulate(
-    pkt: &mut Packet<'_>,
-    src: Ipv4Addr,
-    rip: Ipv4Addr,
-    mtu: u16,
-    ident: u16,
-) -> Result<(), NotSent> {
+/// What an encapsulation needs besides the packet.
+#[derive(Debug, Clone, Copy)]
+pub struct Outer {
+    /// How.
+    pub tunnel: Tunnel,
+    /// The director's tunnel source.
+    pub src: Ipv4Addr,
+    /// The realserver.
+    pub rip: Ipv4Addr,
+    /// The path's MTU.
+    pub mtu: u16,
+    /// The outer IP identification.
+    pub ident: u16,
+    /// The flow's hash (GUE's source port).
+    pub entropy: u32,
+}
+
+/// Puts `pkt` (an IPv4 packet from a client) inside the tunnel's headers `src → rip`, or —
+/// too big for `mtu` with DF set — turns it into the ICMP error the client needs.
+pub fn encapsulate(pkt: &mut Packet<'_>, o: &Outer) -> Result<(), NotSent> {
+    let Outer {
+        tunnel,
+        src,
+        rip,
+        mtu,
+        ident,
+        entropy,
+    } = *o;
+    let extra = overhead(tunnel);
     if pkt.vnet.as_ref().is_some_and(VnetHdr::is_gso) {
         return Err(NotSent::Gso);
     }
@@ -59,12 +100,23 @@ pub fn encapsulate(
         let inner = Ipv4Packet::new_checked(pkt.data()).map_err(|_| NotSent::NoRoom)?;
         (inner.dscp_ecn(), inner.dont_frag())
     };
-    if len + OUTER > usize::from(mtu) && df {
-        frag_needed(pkt, mtu - OUTER as u16)?;
+    if len + extra > usize::from(mtu) && df {
+        frag_needed(pkt, mtu - extra as u16)?;
         return Err(NotSent::TooBig);
     }
-    let total = u16::try_from(len + OUTER).map_err(|_| NotSent::NoRoom)?;
-    let data = pkt.prepend(OUTER).ok_or(NotSent::NoRoom)?;
+    let total = u16::try_from(len + extra).map_err(|_| NotSent::NoRoom)?;
+    let data = pkt.prepend(extra).ok_or(NotSent::NoRoom)?;
+    if let Tunnel::Gue { port } = tunnel {
+        let u = &mut data[OUTER..GUE_OUTER];
+        let sport = 0xc000 | (entropy as u16 & 0x3fff);
+        u[0..2].copy_from_slice(&sport.to_be_bytes());
+        u[2..4].copy_from_slice(&port.to_be_bytes());
+        u[4..6].copy_from_slice(&((total as usize - OUTER) as u16).to_be_bytes());
+        u[6..8].fill(0); // no checksum
+        u[8] = 0; // version 0, no control, no options
+        u[9] = IPPROTO_IPIP;
+        u[10..12].fill(0);
+    }
     let h = &mut data[..OUTER];
     h[0] = 0x45;
     h[1] = tos;
@@ -72,16 +124,19 @@ pub fn encapsulate(
     h[4..6].copy_from_slice(&ident.to_be_bytes());
     h[6..8].copy_from_slice(&(if df { 0x4000u16 } else { 0 }).to_be_bytes());
     h[8] = 64;
-    h[9] = IPPROTO_IPIP;
+    h[9] = match tunnel {
+        Tunnel::Ipip => IPPROTO_IPIP,
+        Tunnel::Gue { .. } => IPPROTO_UDP,
+    };
     h[10..12].fill(0);
     h[12..16].copy_from_slice(&src.octets());
     h[16..20].copy_from_slice(&rip.octets());
     let c = !checksum::fold(checksum::sum(h));
     h[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
     if let Some(v) = pkt.vnet.as_mut() {
-        // A partial checksum starts where it did, 20 bytes further in.
+        // A partial checksum starts where it did, the headers further in.
         if v.needs_csum() {
-            v.csum_start += OUTER as u16;
+            v.csum_start += extra as u16;
         }
     }
     Ok(())

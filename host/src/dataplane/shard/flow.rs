@@ -674,8 +674,8 @@ impl Shard {
         let Some(to) = self.snap.dest_addr(c.dest) else {
             return self.drop(DropReason::NoServer);
         };
-        if self.snap.dest_tunnelled(c.dest) {
-            return self.tunnel(pkt, svc, c.dest, *to.ip());
+        if let Some(t) = self.snap.dest_tunnel(c.dest) {
+            return self.tunnel(pkt, svc, c.dest, t, *to.ip(), hash);
         }
         let data = &mut pkt.data_mut()[..l4.total];
         if c.flags & F_PROXIED != 0 {
@@ -688,11 +688,26 @@ impl Shard {
 
     /// LVS-TUN: the client's packet, unchanged, inside an IPv4 header to realserver `rip`
     /// (see `dataplane::tunnel`).
-    fn tunnel(&mut self, pkt: &mut Packet<'_>, svc: u16, dest: u32, rip: Ipv4Addr) -> Verdict {
+    fn tunnel(
+        &mut self,
+        pkt: &mut Packet<'_>,
+        svc: u16,
+        dest: u32,
+        kind: crate::config::Tunnel,
+        rip: Ipv4Addr,
+        hash: u32,
+    ) -> Verdict {
         let len = pkt.len();
         self.tunnel_ident = self.tunnel_ident.wrapping_add(1);
-        let (src, mtu) = (self.snap.tunnel_source(), self.snap.tunnel_mtu());
-        match tunnel::encapsulate(pkt, src, rip, mtu, self.tunnel_ident) {
+        let outer = tunnel::Outer {
+            tunnel: kind,
+            src: self.snap.tunnel_source(),
+            rip,
+            mtu: self.snap.tunnel_mtu(),
+            ident: self.tunnel_ident,
+            entropy: hash,
+        };
+        match tunnel::encapsulate(pkt, &outer) {
             Ok(()) => {
                 self.count_in(svc, dest, len);
                 Verdict::Forward

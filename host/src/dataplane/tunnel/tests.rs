@@ -40,7 +40,11 @@ addr = "10.77.1.3"
 const SRC: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 254);
 
 fn shard(mtu: u16) -> Shard {
-    let cfg = crate::config::from_str(CONFIG, "tun.toml").unwrap();
+    shard_of(CONFIG, mtu)
+}
+
+fn shard_of(config: &str, mtu: u16) -> Shard {
+    let cfg = crate::config::from_str(config, "tun.toml").unwrap();
     let mut registry = Registry::new(&cfg.services).unwrap();
     registry.set_tunnel_source(Some(SRC));
     registry.set_tunnel_mtu(mtu);
@@ -209,4 +213,64 @@ fn offload_a_partial_checksum_moves_a_gso_packet_is_dropped() {
     let (v, _, _) = run(&mut s, &ack, Some(gso));
     assert_eq!(v, Verdict::Drop);
     assert_eq!(s.counters().drops[DropReason::TunnelGso as usize], 1);
+}
+
+#[test]
+fn gue_puts_udp_and_a_gue_header_in_front_with_the_flows_entropy() {
+    let text = r#"
+[[service]]
+name = "web"
+vip = "10.77.100.100:80"
+forward = "tun"
+tunnel = "gue"
+tunnel_port = 6080
+[[service.server]]
+addr = "10.77.1.1"
+"#;
+    let mut s = shard_of(text, 1500);
+    let mut sports = Vec::new();
+    for (client, flags) in [(CLIENT, SYN), (CLIENT, ACK), ("10.77.0.4:40001", SYN)] {
+        let inner = tcp(a(client), a(VIP), flags, b"");
+        let (v, out, _) = run(&mut s, &inner, None);
+        assert_eq!(v, Verdict::Forward);
+        assert_eq!(out.len(), inner.len() + GUE_OUTER);
+        let ip = Ipv4Packet::new_checked(&out[..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!(
+            (ip.src_addr(), ip.protocol(), ip.total_len() as usize),
+            (SRC, 17, out.len())
+        );
+        let u = &out[20..28];
+        let sport = u16::from_be_bytes([u[0], u[1]]);
+        assert!(sport >= 49152, "{sport}");
+        assert_eq!(u16::from_be_bytes([u[2], u[3]]), 6080);
+        assert_eq!(
+            usize::from(u16::from_be_bytes([u[4], u[5]])),
+            out.len() - 20
+        );
+        assert_eq!(&u[6..8], &[0, 0], "no UDP checksum");
+        assert_eq!(
+            &out[28..32],
+            &[0, IPPROTO_IPIP, 0, 0],
+            "GUE v0, IPv4 inside"
+        );
+        assert_eq!(&out[32..], &inner[..]);
+        sports.push(sport);
+    }
+    assert_eq!(sports[0], sports[1], "one flow, one source port");
+    // rr alternates: the third flow went to the NAT server, so send one more to compare.
+    let other = tcp(a("10.77.0.5:40002"), a(VIP), SYN, b"");
+    let (_, out, _) = run(&mut s, &other, None);
+    let sport = u16::from_be_bytes([out[20], out[21]]);
+    assert_ne!(
+        sport, sports[0],
+        "another flow, another source port (keyed hash)"
+    );
+    // Too big: the MTU less all 32 bytes.
+    let mut s = shard_of(&text, 1400);
+    run(&mut s, &tcp(a("10.77.0.3:40000"), a(VIP), SYN, b""), None);
+    let big = tcp(a(CLIENT), a(VIP), SYN, &[0u8; 1329]); // 1369 + 32 > 1400
+    let (_, out, _) = run(&mut s, &big, None);
+    assert_eq!((out[20], out[21]), (3, 4));
+    assert_eq!(u16::from_be_bytes([out[26], out[27]]), 1368);
 }
