@@ -267,7 +267,7 @@ addr = "10.77.1.1"
         "another flow, another source port (keyed hash)"
     );
     // Too big: the MTU less all 32 bytes.
-    let mut s = shard_of(&text, 1400);
+    let mut s = shard_of(text, 1400);
     run(&mut s, &tcp(a("10.77.0.3:40000"), a(VIP), SYN, b""), None);
     let big = tcp(a(CLIENT), a(VIP), SYN, &[0u8; 1329]); // 1369 + 32 > 1400
     let (_, out, _) = run(&mut s, &big, None);
