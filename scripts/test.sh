@@ -71,5 +71,8 @@ bash examples/lab/test-persist.sh
 step "lab: LVS-TUN (IPIP) with nginx realservers answering the client directly; too big gets fragmentation-needed"
 bash examples/lab/test-tun.sh
 
+step "lab: LVS-DR with director.io = \"af_xdp\": the unchanged packet to the realserver's MAC, replies bypass the director"
+bash examples/lab/test-dr.sh
+
 echo
 echo "scripts/test.sh: all tests passed"

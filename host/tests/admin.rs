@@ -666,7 +666,7 @@ fn refused_edits_are_explained_and_change_nothing() {
             add_x(None, None, Some("no-such-defense")),
             "key `defense[0]`",
         ),
-        (add_x(None, Some("dr"), None), "not implemented yet"),
+        (add_x(None, Some("dr"), None), "which needs director.io = \"af_xdp\""),
         (edit("nope"), "no service named \"nope\""),
         (
             edit_req("web", Some("10.77.100.102:80"), None, &[]),

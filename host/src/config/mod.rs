@@ -247,6 +247,10 @@ pub enum Forward {
     /// LVS-TUN with IPIP (`"tun"`, ipvsadm `-i`): the client's packet, unchanged, inside an
     /// IPv4 header to the realserver, which answers the client directly.
     Tun,
+    /// LVS-DR (`"dr"`, ipvsadm `-g`): the client's packet, unchanged, in a frame to the
+    /// realserver's MAC on a shared segment; it answers the client directly. Needs
+    /// `director.io = "af_xdp"` (the director writes Ethernet frames).
+    Dr,
 }
 
 impl Forward {
@@ -255,6 +259,7 @@ impl Forward {
         match self {
             Forward::Nat => "Masq",
             Forward::Tun => "Tunnel",
+            Forward::Dr => "Route",
         }
     }
 
@@ -263,6 +268,7 @@ impl Forward {
         match self {
             Forward::Nat => "nat",
             Forward::Tun => "tun",
+            Forward::Dr => "dr",
         }
     }
 
@@ -406,6 +412,9 @@ pub struct ServiceConfig {
     /// Commands run when a realserver goes up or down (keepalived notify_up/notify_down).
     pub notify: Option<NotifyConfig>,
 }
+
+/// Why `forward = "dr"` is refused with the TUN backend.
+pub const DR_NEEDS_L2: &str = "forward = \"dr\" (LVS-DR) sends the client's packet to the realserver's MAC, which needs director.io = \"af_xdp\" (the TUN device has no link layer); use \"nat\" or \"tun\" with TUN";
 
 /// `[[service.server]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -742,6 +751,19 @@ impl Validator<'_> {
                 ));
             }
             services.push(svc);
+        }
+        if director.io != Io::AfXdp {
+            if let Some((i, j)) = services.iter().enumerate().find_map(|(i, s)| {
+                s.servers
+                    .iter()
+                    .position(|x| x.forward.unwrap_or(s.forward) == Forward::Dr)
+                    .map(|j| (i, j))
+            }) {
+                return Err(self.err(
+                    format!("service.{i}.server.{j}.forward"),
+                    DR_NEEDS_L2.to_string(),
+                ));
+            }
         }
         if let Some(v) = vip_as_server(&services) {
             let key = match v.server {
@@ -1416,13 +1438,10 @@ impl Validator<'_> {
         match s {
             "nat" => Ok(Forward::Nat),
             "tun" => Ok(Forward::Tun),
-            "dr" => Err(self.err(
-                key,
-                "forward = \"dr\" (LVS-DR) is not implemented yet (it needs L2 packet I/O); use \"nat\" or \"tun\"",
-            )),
+            "dr" => Ok(Forward::Dr),
             other => Err(self.err(
                 key,
-                format!("expected \"nat\" or \"tun\", found {other:?}"),
+                format!("expected \"nat\", \"tun\" or \"dr\", found {other:?}"),
             )),
         }
     }

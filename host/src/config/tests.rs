@@ -1099,6 +1099,17 @@ forward = "nat"
         "forward = \"tun\"",
         "forward = \"tun\"\ntunnel = \"gue\"\ntunnel_port = 6080",
     );
+    // Direct routing with the AF_XDP backend.
+    let dr = text
+        .replace(
+            "tunnel_source = \"10.77.1.254\"",
+            "tunnel_source = \"10.77.1.254\"\nio = \"af_xdp\"\ninterfaces = [\"lo\"]",
+        )
+        .replace("forward = \"nat\"", "forward = \"dr\"")
+        .replace("10.77.1.2:8080", "10.77.1.2");
+    let c = from_str(&dr, "dr.toml").unwrap();
+    assert_eq!(c.services[0].servers[1].forward, Some(Forward::Dr));
+    assert_eq!(c.services[0].servers[1].addr.port(), 80);
     let c = from_str(&gue, "gue.toml").unwrap();
     assert_eq!(c.services[0].tunnel, Tunnel::Gue { port: 6080 });
     let saved = save::to_toml(&c.director, &c.plugins, &c.services).unwrap();
@@ -1114,12 +1125,13 @@ forward = "nat"
             "syn_proxy = \"on\" needs both directions",
         ),
         (
-            text.replace("forward = \"nat\"", "forward = \"dr\""),
-            "forward = \"dr\" (LVS-DR) is not implemented yet",
+            text.replace("forward = \"nat\"", "forward = \"dr\"")
+                .replace("10.77.1.2:8080", "10.77.1.2"),
+            "which needs director.io = \"af_xdp\"",
         ),
         (
             text.replace("forward = \"nat\"", "forward = \"gre\""),
-            "expected \"nat\" or \"tun\", found \"gre\"",
+            "expected \"nat\", \"tun\" or \"dr\", found \"gre\"",
         ),
         (
             text.replace("10.77.1.254", "224.0.0.1"),

@@ -165,6 +165,17 @@ impl Registry {
         self.tunnel_source
     }
 
+    /// Realservers (not draining) forwarded by direct routing (`forward = "dr"`).
+    pub fn routed(&self) -> Vec<Ipv4Addr> {
+        self.services
+            .iter()
+            .filter(|e| !e.removed)
+            .flat_map(|e| &e.dests)
+            .filter(|d| d.forward == Forward::Dr && !d.removed())
+            .map(|d| *d.addr.ip())
+            .collect()
+    }
+
     /// The first realserver (not draining) forwarded through a tunnel.
     pub fn first_tunnelled(&self) -> Option<Ipv4Addr> {
         self.services

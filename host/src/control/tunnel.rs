@@ -13,6 +13,37 @@ use crate::dataplane::tunnel::{DEFAULT_MTU, OUTER};
 use crate::io::xdp::netlink::{Iface, Netlink};
 use std::net::Ipv4Addr;
 
+/// Checks the directly routed realservers (`forward = "dr"`): the packet I/O must write
+/// Ethernet frames (`l2`: `director.io = "af_xdp"`), and each realserver must be on a
+/// directly connected network (the frame goes to its own MAC).
+pub fn check_routed(registry: &Registry, l2: bool) -> Result<(), String> {
+    let routed = registry.routed();
+    let Some(first) = routed.first() else {
+        return Ok(());
+    };
+    if !l2 {
+        return Err(format!(
+            "realserver {first}: {}",
+            crate::config::DR_NEEDS_L2
+        ));
+    }
+    let mut nl = Netlink::new().map_err(|e| format!("cannot read routes: {e}"))?;
+    for rip in routed {
+        match nl.route_get(rip) {
+            Ok(Some(r)) if r.next_hop == rip => {}
+            Ok(Some(r)) => {
+                return Err(format!(
+                    "realserver {rip} is reached through gateway {}: forward = \"dr\" needs it on a directly connected network (use \"tun\" across routers)",
+                    r.next_hop
+                ))
+            }
+            Ok(None) => return Err(format!("realserver {rip}: no route to it")),
+            Err(e) => return Err(format!("cannot look up the route to {rip}: {e}")),
+        }
+    }
+    Ok(())
+}
+
 /// Sets `registry`'s tunnel source: `configured`, or found by route lookup when some
 /// realserver is tunnelled, and the tunnel's MTU. Fails, naming the realserver, when no
 /// source can be found.

@@ -30,6 +30,9 @@ pub struct Packet<'a> {
     len: usize,
     /// Offload metadata read with the packet, if the device uses a virtio-net header.
     pub vnet: Option<VnetHdr>,
+    /// Where to send a forwarded packet instead of towards its destination address: the
+    /// realserver of an LVS-DR connection, whose MAC the frame gets (an L2 backend only).
+    pub next_hop: Option<std::net::Ipv4Addr>,
 }
 
 impl<'a> Packet<'a> {
@@ -41,6 +44,7 @@ impl<'a> Packet<'a> {
             start,
             len,
             vnet: None,
+            next_hop: None,
         })
     }
 

@@ -408,6 +408,8 @@ pub struct Snapshot {
     /// Per slot: the tunnel it is forwarded through (the client's packet inside an outer
     /// header), if any.
     dest_tunnel: Vec<Option<Tunnel>>,
+    /// Per slot: forwarded by direct routing (the unchanged packet to the realserver's MAC).
+    dest_routed: Vec<bool>,
     /// The outer source address of tunnelled packets.
     tunnel_source: Option<Ipv4Addr>,
     /// The tunnels' MTU, if not the default.
@@ -435,10 +437,12 @@ impl Snapshot {
                 if s.dest_addrs.len() <= i {
                     s.dest_addrs.resize(i + 1, None);
                     s.dest_tunnel.resize(i + 1, None);
+                    s.dest_routed.resize(i + 1, false);
                     s.dest_svc.resize(i + 1, u16::MAX);
                 }
                 s.dest_addrs[i] = Some(d.addr);
                 s.dest_tunnel[i] = (d.forward == Forward::Tun).then_some(svc.tunnel);
+                s.dest_routed[i] = d.forward == Forward::Dr;
                 s.dest_svc[i] = svc.id;
                 s.endpoints
                     .insert(endpoint_key(proto, *d.addr.ip(), d.addr.port()), ());
@@ -503,6 +507,12 @@ impl Snapshot {
     #[inline]
     pub fn dest_tunnelled(&self, id: u32) -> bool {
         self.dest_tunnel(id).is_some()
+    }
+
+    /// True if realserver slot `id` is reached by direct routing (`forward = "dr"`).
+    #[inline]
+    pub fn dest_routed(&self, id: u32) -> bool {
+        self.dest_routed.get(id as usize).copied().unwrap_or(false)
     }
 
     /// The tunnel realserver slot `id` is reached through, if any.

@@ -229,6 +229,10 @@ impl Daemon {
             .map_err(|e| e.to_string())
             .and_then(|changed| {
                 crate::control::tunnel::resolve(&mut trial, new.director.tunnel_source)?;
+                crate::control::tunnel::check_routed(
+                    &trial,
+                    new.director.io == crate::config::Io::AfXdp,
+                )?;
                 Ok(changed)
             })
             .and_then(|changed| {

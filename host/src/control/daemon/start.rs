@@ -96,6 +96,7 @@ fn startup(cfg: &Config) -> Result<Startup, String> {
     let start = Instant::now();
     let mut registry = Registry::new(&cfg.services).map_err(|e| e.to_string())?;
     crate::control::tunnel::resolve(&mut registry, cfg.director.tunnel_source)?;
+    crate::control::tunnel::check_routed(&registry, cfg.director.io == Io::AfXdp)?;
     if let (Some(a), true) = (
         registry.tunnel_source(),
         registry.first_tunnelled().is_some(),

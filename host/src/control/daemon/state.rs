@@ -217,9 +217,11 @@ impl Daemon {
         let saved = self.registry.save_shared();
         let mut trial = self.registry.clone();
         let configured = self.cfg.director.tunnel_source;
+        let l2 = self.cfg.director.io == crate::config::Io::AfXdp;
         let prepared = edit(&mut trial)
             .map_err(|e| e.to_string())
             .and_then(|()| crate::control::tunnel::resolve(&mut trial, configured))
+            .and_then(|()| crate::control::tunnel::check_routed(&trial, l2))
             .and_then(|()| {
                 self.plugins
                     .manager

@@ -677,6 +677,12 @@ impl Shard {
         if let Some(t) = self.snap.dest_tunnel(c.dest) {
             return self.tunnel(pkt, svc, c.dest, t, *to.ip(), hash);
         }
+        if self.snap.dest_routed(c.dest) {
+            // LVS-DR: unchanged, to the realserver's MAC (the L2 backend frames it).
+            pkt.next_hop = Some(*to.ip());
+            self.count_in(svc, c.dest, l4.total);
+            return Verdict::Forward;
+        }
         let data = &mut pkt.data_mut()[..l4.total];
         if c.flags & F_PROXIED != 0 {
             SynProxy::to_server(&mut data[IHL..], &c, l4.flags, l4.csum == Csum::Full);

@@ -274,3 +274,46 @@ addr = "10.77.1.1"
     assert_eq!((out[20], out[21]), (3, 4));
     assert_eq!(u16::from_be_bytes([out[26], out[27]]), 1368);
 }
+
+#[test]
+fn direct_routing_sends_the_unchanged_packet_to_the_realservers_mac() {
+    use crate::io::mem::{process_frame, FrameOutcome};
+    let text = r#"
+[director]
+io = "af_xdp"
+interfaces = ["lo"]
+[[service]]
+name = "web"
+vip = "10.77.100.100:80"
+forward = "dr"
+[[service.server]]
+addr = "10.77.1.7"
+"#;
+    let mut s = shard_of(text, 1500);
+    let rs_mac = [2, 0, 0, 0, 0, 7];
+    let eth = |dst: Ipv4Addr| -> Option<[u8; 14]> {
+        // The neighbour table: only the realserver is known.
+        (dst == Ipv4Addr::new(10, 77, 1, 7)).then(|| {
+            let mut h = [0u8; 14];
+            h[..6].copy_from_slice(&rs_mac);
+            h[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xfe]);
+            h[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+            h
+        })
+    };
+    for (flags, want) in [(SYN, State::SynRecv), (ACK, State::Established)] {
+        let inner = tcp(a(CLIENT), a(VIP), flags, b"");
+        let mut frame = vec![2, 0, 0, 0, 0, 0xfe, 2, 0, 0, 0, 0, 1, 8, 0];
+        frame.extend_from_slice(&inner);
+        match process_frame(&mut s, &frame, |_| true, eth) {
+            FrameOutcome::Sent(out) => {
+                assert_eq!(&out[..6], &rs_mac, "to the realserver's MAC");
+                assert_eq!(&out[14..], &inner[..], "the packet itself unchanged");
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = *s.table().iter().next().unwrap().1;
+        assert_eq!(c.state, want, "input-only rows");
+    }
+    assert_eq!(s.counters().total.in_pkts, 2);
+}

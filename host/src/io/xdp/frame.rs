@@ -27,7 +27,8 @@ pub enum Framed {
         start: usize,
         /// Its length.
         len: usize,
-        /// Its destination address (whose next hop frames it).
+        /// Its destination address, or the pipeline's next hop for it (whose next hop
+        /// frames it).
         dst: Ipv4Addr,
     },
 }
@@ -50,7 +51,10 @@ pub fn run<P: Pipeline>(pipeline: &mut P, buf: &mut [u8], off: usize, len: usize
             Framed::Forward {
                 start: pkt.start(),
                 len: pkt.len(),
-                dst: Ipv4Addr::new(d[16], d[17], d[18], d[19]),
+                // LVS-DR: the realserver's MAC on an unchanged packet.
+                dst: pkt
+                    .next_hop
+                    .unwrap_or(Ipv4Addr::new(d[16], d[17], d[18], d[19])),
             }
         }
     }
