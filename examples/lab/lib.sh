@@ -630,6 +630,14 @@ ringvs_xdp_ready() {
 xdp_detached() { ! xdp_attached dcli && ! xdp_attached "$RS_IF"; }
 
 # ringvs_cli ARGS…: the ringvs command-line client against the lab's daemon.
+# web_json EXPR: evaluates a Python expression over `ringvs list --json` (s: the web service).
+web_json() {
+    ringvs_cli list --json | "$PYTHON" -c "
+import json, sys
+s = [x for x in json.load(sys.stdin)['services'] if x['name'] == 'web'][0]
+print($1)"
+}
+
 ringvs_cli() {
     in_ns dir "$RINGVS" "$@" --socket "$LAB_DIR/admin.sock"
 }

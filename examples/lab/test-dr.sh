@@ -41,14 +41,6 @@ vip_on_lo() {
     fi
 }
 
-# web_json EXPR: a Python expression over `ringvs list --json` (s: the web service).
-web_json() {
-    ringvs_cli list --json | "$PYTHON" -c "
-import json, sys
-s = [x for x in json.load(sys.stdin)['services'] if x['name'] == 'web'][0]
-print($1)"
-}
-
 lab_trap
 lab_up
 start_servers

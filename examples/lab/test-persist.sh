@@ -85,14 +85,6 @@ requests() {
     done
 }
 
-# web_json EXPR: evaluates a Python expression over `ringvs list --json` (s: the web service).
-web_json() {
-    ringvs_cli list --json | "$PYTHON" -c "
-import json, sys
-s = [x for x in json.load(sys.stdin)['services'] if x['name'] == 'web'][0]
-print($1)"
-}
-
 persist_total() { web_json "sum(d['persistent'] for d in s['servers'])"; }
 no_templates() { [[ $(persist_total) == 0 ]]; }
 

@@ -56,16 +56,8 @@ fn shard_from(text: &str, memory: usize) -> (Shard, Registry) {
     let snap = Arc::new(pm.snapshot(&mut reg, prepared));
     let s = Shard::new(
         ShardConfig {
-            id: 0,
-            memory_limit: memory,
             hash_key: HashKey::random(),
-            start: Instant::now(),
-            expire_nodest_conn: false,
-            events: None,
-            sources: Default::default(),
-            queues: 1,
-            templates: Default::default(),
-            cookies: Default::default(),
+            ..ShardConfig::test(memory)
         },
         snap,
         None,

@@ -24,7 +24,6 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 100, 100);
 const RS1: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 1);
@@ -708,16 +707,9 @@ fn queue(memory: usize, expire_nodest_conn: bool) -> (Shard, Registry) {
     let mut registry = Registry::new(&cfg.services).unwrap();
     let shard = Shard::new(
         ShardConfig {
-            id: 0,
-            memory_limit: memory,
             hash_key: HashKey([0x636f_7270, 0x7573]),
-            start: Instant::now(),
             expire_nodest_conn,
-            events: None,
-            sources: Default::default(),
-            queues: 1,
-            templates: Default::default(),
-            cookies: Default::default(),
+            ..ShardConfig::test(memory)
         },
         Arc::new(registry.snapshot()),
         None,

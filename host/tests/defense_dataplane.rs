@@ -68,16 +68,10 @@ fn lab_from(text: &str) -> Lab {
     let t0 = Instant::now();
     let shard = Shard::new(
         ShardConfig {
-            id: 0,
-            memory_limit: 1 << 20,
             hash_key: HashKey([5, 6]),
             start: t0,
-            expire_nodest_conn: false,
             events: Some(etx),
-            sources: Default::default(),
-            queues: 1,
-            templates: Default::default(),
-            cookies: Default::default(),
+            ..ShardConfig::test(1 << 20)
         },
         snap,
         None,

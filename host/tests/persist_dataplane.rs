@@ -89,15 +89,12 @@ fn lab_store(text: &str, queues: usize, templates: TemplateStore) -> Lab {
         let mut s = Shard::new(
             ShardConfig {
                 id,
-                memory_limit: 1 << 20,
                 hash_key: HashKey([1, 2]),
                 start,
-                expire_nodest_conn: false,
                 events: Some(etx.clone()),
-                sources: Default::default(),
                 queues,
                 templates: templates.clone(),
-                cookies: Default::default(),
+                ..ShardConfig::test(1 << 20)
             },
             snap.clone(),
             Some(crx),

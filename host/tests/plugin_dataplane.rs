@@ -64,16 +64,9 @@ fn lab(hostile: &str) -> Lab {
     let (control, crx) = crossbeam_channel::unbounded();
     let shard = Shard::new(
         ShardConfig {
-            id: 0,
-            memory_limit: 1 << 20,
             hash_key: HashKey([1, 2]),
-            start: Instant::now(),
-            expire_nodest_conn: false,
             events: Some(etx),
-            sources: Default::default(),
-            queues: 1,
-            templates: Default::default(),
-            cookies: Default::default(),
+            ..ShardConfig::test(1 << 20)
         },
         snap,
         Some(crx),

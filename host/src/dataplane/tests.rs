@@ -4,7 +4,7 @@
 use super::stats::DropReason;
 use super::testkit::{self, icmp_echo, icmp_error, partial, tcp, udp};
 use super::*;
-use crate::conn::{HashKey, State};
+use crate::conn::State;
 use crate::control::registry::Registry;
 use crate::wire::icmpv4::{msg_type, unreach_code};
 use crate::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
@@ -46,16 +46,9 @@ fn lab_opts(config: &str, memory: usize, expire_nodest_conn: bool) -> Lab {
     let start = Instant::now();
     let shard = Shard::new(
         ShardConfig {
-            id: 0,
-            memory_limit: memory,
-            hash_key: HashKey([7, 9]),
             start,
             expire_nodest_conn,
-            events: None,
-            sources: Default::default(),
-            queues: 1,
-            templates: Default::default(),
-            cookies: Default::default(),
+            ..ShardConfig::test(memory)
         },
         snap,
         None,
@@ -1072,15 +1065,8 @@ fn max_conns_is_shared_out_between_queues() {
     let mut shard = Shard::new(
         ShardConfig {
             id: 1,
-            memory_limit: 1 << 20,
-            hash_key: HashKey([7, 9]),
-            start: Instant::now(),
-            expire_nodest_conn: false,
-            events: None,
-            sources: Default::default(),
             queues: 4,
-            templates: Default::default(),
-            cookies: Default::default(),
+            ..ShardConfig::test(1 << 20)
         },
         Arc::new(registry.snapshot()),
         None,
@@ -1144,16 +1130,8 @@ fn a_source_counts_only_once_its_handshake_completes() {
     let mut registry = Registry::new(&cfg.services).unwrap();
     let mut shard = Shard::new(
         ShardConfig {
-            id: 0,
-            memory_limit: 1 << 20,
-            hash_key: HashKey([7, 9]),
-            start: Instant::now(),
-            expire_nodest_conn: false,
-            events: None,
             sources: sources.clone(),
-            queues: 1,
-            templates: Default::default(),
-            cookies: Default::default(),
+            ..ShardConfig::test(1 << 20)
         },
         Arc::new(registry.snapshot()),
         None,

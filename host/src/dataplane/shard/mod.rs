@@ -78,6 +78,25 @@ pub struct ShardConfig {
     pub cookies: Arc<CookieKeys>,
 }
 
+impl ShardConfig {
+    /// For tests and benchmarks: queue 0 of 1 with `memory_limit` bytes, a fixed hash key,
+    /// started now, no events, and its own source sketch, template store and cookie keys.
+    pub fn test(memory_limit: usize) -> ShardConfig {
+        ShardConfig {
+            id: 0,
+            memory_limit,
+            hash_key: HashKey([7, 9]),
+            start: Instant::now(),
+            expire_nodest_conn: false,
+            events: None,
+            sources: Default::default(),
+            queues: 1,
+            templates: Default::default(),
+            cookies: Default::default(),
+        }
+    }
+}
+
 /// A connection as listed by `ringvs list --connections`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnInfo {

@@ -12,7 +12,6 @@ use crate::dataplane::{Packet, Pipeline, Shard, ShardConfig, Verdict, HEADROOM};
 use crate::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
 use crate::wire::vnet::{VnetHdr, F_NEEDS_CSUM};
 use std::net::Ipv4Addr;
-use std::time::Instant;
 
 const PROXIED: &str = r#"
 [[service]]
@@ -30,19 +29,11 @@ fn shard(config: &str) -> Shard {
     let snap = Arc::new(registry.snapshot());
     Shard::new(
         ShardConfig {
-            id: 0,
-            memory_limit: 4 << 20,
-            hash_key: HashKey([7, 9]),
-            start: Instant::now(),
-            expire_nodest_conn: false,
-            events: None,
-            sources: Default::default(),
-            queues: 1,
-            templates: Default::default(),
             cookies: Arc::new(CookieKeys::with(
                 HashKey([1, 2]),
                 [HashKey([3, 4]), HashKey([5, 6])],
             )),
+            ..ShardConfig::test(4 << 20)
         },
         snap,
         None,

@@ -2,7 +2,7 @@
 //! too-big packets, offload.
 
 use super::*;
-use crate::conn::{HashKey, State};
+use crate::conn::State;
 use crate::control::registry::Registry;
 use crate::dataplane::stats::DropReason;
 use crate::dataplane::testkit::{tcp, udp};
@@ -12,7 +12,6 @@ use crate::wire::tcp::flags::{ACK, FIN, SYN};
 use crate::wire::vnet::{F_NEEDS_CSUM, GSO_TCPV4};
 use std::net::SocketAddrV4;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// web: two realservers, the first tunnelled (the service's method), the second by NAT
 /// (its own); dns: tunnelled UDP.
@@ -49,18 +48,7 @@ fn shard_of(config: &str, mtu: u16) -> Shard {
     registry.set_tunnel_source(Some(SRC));
     registry.set_tunnel_mtu(mtu);
     Shard::new(
-        ShardConfig {
-            id: 0,
-            memory_limit: 1 << 20,
-            hash_key: HashKey([7, 9]),
-            start: Instant::now(),
-            expire_nodest_conn: false,
-            events: None,
-            sources: Default::default(),
-            queues: 1,
-            templates: Default::default(),
-            cookies: Default::default(),
-        },
+        ShardConfig::test(1 << 20),
         Arc::new(registry.snapshot()),
         None,
     )
