@@ -96,8 +96,11 @@ fn errors_name_file_key_and_expectation() {
     let e = err(&GOOD.replace("device = \"ringvs0\"", "device = \"a/b\""));
     assert_eq!(e.key, "director.device");
 
-    let e = err(&GOOD.replace("forward = \"nat\"", "forward = \"dr\""));
+    let e = err(&GOOD.replace("forward = \"nat\"", "forward = \"gre\""));
     assert_eq!(e.key, "service[0].forward");
+    // A directly routed server keeps the VIP's port: named where it is wrong.
+    let e = err(&GOOD.replace("forward = \"nat\"", "forward = \"dr\""));
+    assert_eq!(e.key, "service[0].server[0].addr");
 }
 
 #[test]
@@ -385,7 +388,7 @@ fn runtime_edits_change_only_what_is_given() {
         "proto"
     );
     let bad = ServiceEdit {
-        forward: Some("dr".into()),
+        forward: Some("gre".into()),
         ..ServiceEdit::default()
     };
     assert_eq!(

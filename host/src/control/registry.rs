@@ -165,6 +165,13 @@ impl Registry {
         self.tunnel_source
     }
 
+    /// True if a live service forwards by direct routing by default.
+    pub fn routes_directly(&self) -> bool {
+        self.services
+            .iter()
+            .any(|e| !e.removed && e.cfg.forward == Forward::Dr)
+    }
+
     /// Realservers (not draining) forwarded by direct routing (`forward = "dr"`).
     pub fn routed(&self) -> Vec<Ipv4Addr> {
         self.services

@@ -18,14 +18,16 @@ use std::net::Ipv4Addr;
 /// directly connected network (the frame goes to its own MAC).
 pub fn check_routed(registry: &Registry, l2: bool) -> Result<(), String> {
     let routed = registry.routed();
-    let Some(first) = routed.first() else {
-        return Ok(());
-    };
     if !l2 {
-        return Err(format!(
-            "realserver {first}: {}",
-            crate::config::DR_NEEDS_L2
-        ));
+        if let Some(first) = routed.first() {
+            return Err(format!(
+                "realserver {first}: {}",
+                crate::config::DR_NEEDS_L2
+            ));
+        }
+        if registry.routes_directly() {
+            return Err(crate::config::DR_NEEDS_L2.to_string());
+        }
     }
     let mut nl = Netlink::new().map_err(|e| format!("cannot read routes: {e}"))?;
     for rip in routed {
