@@ -8,6 +8,9 @@
 //!   panics, that forwarded packets are well-formed IPv4 whose checksums stay valid when they
 //!   were valid, and that the table and the realservers' counts stay consistent.
 //! - `corpus_matches_generator`: the files are exactly what [`cases`] generates.
+//! - Differential: every packet the data plane forwards, in all of the above, is parsed again
+//!   by an independent parser (etherparse) whose checksum verdicts must match ours
+//!   ([`sums_etherparse`]).
 //!
 //! Regenerate the files after changing [`cases`]:
 //! `cargo test -p ringvs --test corpus -- --ignored regenerate`.
@@ -779,12 +782,97 @@ fn sums(p: &[u8]) -> Option<Sums> {
     Some(s)
 }
 
+/// [`sums`] by another parser, written independently of ringvs's wire layer (etherparse):
+/// the IPv4 header checksum, the TCP/UDP checksum over the pseudo-header, the ICMP checksum
+/// and, in an ICMP error, the quoted IPv4 header's checksum. `None` if etherparse does not
+/// take the packet as IPv4.
+fn sums_etherparse(p: &[u8]) -> Option<Sums> {
+    use etherparse::{IpNumber, Ipv4HeaderSlice, TcpSlice, UdpSlice};
+    // Header checksums are summed over the header's bytes: etherparse's decoded header
+    // drops the reserved flag bit, which the sum covers.
+    let header_ok = |b: &[u8]| !fold(words(b)) == 0;
+    // The header alone (etherparse's Ipv4Slice would also take an AH header apart, which
+    // the director passes on as it is).
+    let h = Ipv4HeaderSlice::from_slice(p).ok()?;
+    let total = usize::from(h.total_len());
+    let seg = p.get(h.slice().len()..total)?;
+    let mut s = Sums {
+        ip: header_ok(h.slice()),
+        l4: None,
+        quoted_ip: None,
+    };
+    if h.is_fragmenting_payload() {
+        return Some(s);
+    }
+    let (src, dst) = (h.source(), h.destination());
+    match h.protocol() {
+        IpNumber::TCP => {
+            s.l4 = TcpSlice::from_slice(seg)
+                .ok()
+                .map(|t| t.calc_checksum_ipv4(src, dst).ok() == Some(t.checksum()));
+        }
+        IpNumber::UDP => {
+            s.l4 = UdpSlice::from_slice(seg).ok().map(|u| {
+                u.checksum() != 0
+                    && u.to_header()
+                        .calc_checksum_ipv4_raw(src, dst, u.payload())
+                        .ok()
+                        == Some(u.checksum())
+            });
+        }
+        IpNumber::ICMP => {
+            // Any message of at least the 8-byte header (etherparse also refuses, say, a
+            // timestamp message of the wrong length, which the director may pass on).
+            if let Some(&ty) = seg.first().filter(|_| seg.len() >= 8) {
+                // The checksum covers the whole message: the header's 8 bytes and the rest.
+                s.l4 = Some(!fold(words(seg)) == 0);
+                // Destination unreachable, source quench, redirect, time exceeded, parameter
+                // problem: the quoted IPv4 header follows the 8 bytes.
+                if matches!(ty, 3 | 4 | 5 | 11 | 12) {
+                    s.quoted_ip = Ipv4HeaderSlice::from_slice(&seg[8..])
+                        .ok()
+                        .map(|q| header_ok(q.slice()));
+                }
+            }
+        }
+        _ => {}
+    }
+    Some(s)
+}
+
+/// `b` as big-endian 16-bit words (an odd last byte padded with 0).
+fn words(b: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    b.chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
+}
+
+/// One's-complement sum of 16-bit words, folded.
+fn fold(words: impl Iterator<Item = u32>) -> u16 {
+    let mut sum: u32 = words.sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
 /// A forwarded packet is well-formed IPv4, and every checksum valid on the way in is valid
-/// on the way out.
+/// on the way out; etherparse parses it too and agrees with every checksum verdict.
 fn check_forwarded(what: &str, input: &[u8], output: &[u8]) {
     let Some(after) = sums(output) else {
         panic!("{what}: forwarded packet is not well-formed IPv4: {output:02x?}");
     };
+    let Some(theirs) = sums_etherparse(output) else {
+        panic!("{what}: etherparse does not parse the forwarded packet as IPv4: {output:02x?}");
+    };
+    // Every verdict both parsers reach must agree (they differ in what malformed quoted
+    // headers and odd ICMP lengths they still take apart: then only one has a verdict).
+    let agree = |a: Option<bool>, b: Option<bool>| a.zip(b).is_none_or(|(a, b)| a == b);
+    assert!(
+        theirs.ip == after.ip
+            && agree(theirs.l4, after.l4)
+            && agree(theirs.quoted_ip, after.quoted_ip),
+        "{what}: etherparse's checksum verdicts {theirs:?} differ from ours {after:?}: {output:02x?}"
+    );
     let Some(before) = sums(input) else {
         panic!("{what}: a packet that is not well-formed IPv4 was forwarded: {input:02x?}");
     };
@@ -1068,6 +1156,40 @@ fn the_checker_catches_broken_checksums() {
         let caught = std::panic::catch_unwind(|| check_forwarded(what, &input, &out));
         assert!(caught.is_err(), "a broken {what} checksum went unnoticed");
     }
+    // The independent parser sees the same breakage on its own, in every kind of checksum.
+    let valid = Sums {
+        ip: true,
+        l4: Some(true),
+        quoted_ip: None,
+    };
+    assert_eq!(sums_etherparse(&input), Some(valid));
+    let mut ip_broken = input.clone();
+    ip_broken[10] ^= 0x10;
+    assert!(!sums_etherparse(&ip_broken).unwrap().ip);
+    for pkt in [syn(), query()] {
+        let mut l4_broken = pkt.clone();
+        let last = l4_broken.len() - 1;
+        l4_broken[last] ^= 0x01; // payload or header: the transport checksum covers both
+        assert_eq!(
+            sums_etherparse(&l4_broken).unwrap().l4,
+            Some(false),
+            "{pkt:02x?}"
+        );
+    }
+    let err = icmp_error(
+        ROUTER,
+        CLIENT,
+        msg_type::DEST_UNREACHABLE,
+        unreach_code::PORT_UNREACHABLE,
+        0,
+        &syn(),
+        28,
+    );
+    assert_eq!(sums_etherparse(&err).unwrap().quoted_ip, Some(true));
+    let mut quoted_broken = err.clone();
+    quoted_broken[28 + 10] ^= 0x10;
+    let s = sums_etherparse(&quoted_broken).unwrap();
+    assert_eq!((s.l4, s.quoted_ip), (Some(false), Some(false)));
 }
 
 /// FNV-1a, to seed each file's sequence from its name.
