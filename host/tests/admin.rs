@@ -1461,3 +1461,45 @@ fn a_swap_or_reload_of_a_rebuilt_plugin_takes_the_new_build_and_says_so() {
     let p = picks(&mut d, "10.77.0.6", 3000..3004);
     assert_ne!(p[0], p[1], "rr again after the reload: {p:?}");
 }
+
+#[test]
+fn plugins_no_service_uses_any_more_are_unloaded() {
+    let mut d = Director::start("");
+    let names = |d: &Director| -> Vec<String> {
+        let list: Vec<ringvs::control::protocol::PluginInfo> =
+            serde_json::from_value(d.call(Request::Plugins {}).unwrap()).unwrap();
+        list.into_iter().map(|p| p.name).collect()
+    };
+    let swap = |d: &Director, target: &str| {
+        d.call(Request::PluginSwap {
+            service: "web".into(),
+            target: target.into(),
+        })
+        .unwrap()
+    };
+    // A catalogue plugin by name, then a build by path: each swap leaves the previous one
+    // unused, and it is forgotten.
+    swap(&d, "sched-rr");
+    assert!(
+        names(&d).contains(&"sched-rr".to_string()),
+        "{:?}",
+        names(&d)
+    );
+    let file = d.dir.join("mine.wasm");
+    std::fs::copy(plugin("sched-sh"), &file).unwrap();
+    swap(&d, &file.display().to_string());
+    let now = names(&d);
+    assert!(now.contains(&"mine".to_string()), "{now:?}");
+    assert!(
+        !now.contains(&"sched-rr".to_string()),
+        "sched-rr unloaded: {now:?}"
+    );
+    // The new scheduler works (source hashing: one server per client).
+    let p = picks(&mut d, "10.77.0.3", 2000..2004);
+    assert!(p.iter().all(|s| *s == p[0]), "{p:?}");
+    // Back to a built-in: the path build goes too; swapping by name loads it again.
+    swap(&d, "rr");
+    assert!(!names(&d).contains(&"mine".to_string()), "{:?}", names(&d));
+    swap(&d, "sched-rr");
+    assert!(names(&d).contains(&"sched-rr".to_string()));
+}

@@ -304,6 +304,36 @@ impl PluginManager {
         }
     }
 
+    /// Forgets the loaded plugins nothing needs any more: neither declared in the config
+    /// (`[plugins.NAME]`) nor named by a service of `registry` (draining ones included) as its
+    /// scheduler, persistence or defense — a catalogue plugin a swap left behind, a build
+    /// loaded by path and swapped out again. Their compiled code is freed once the last
+    /// queue instance of them is gone (instances hold it). Returns the names forgotten.
+    pub fn unload_unused(&mut self, cfg: &Config, registry: &Registry) -> Vec<String> {
+        let declared = |n: &str| {
+            cfg.plugins
+                .get(n)
+                .is_some_and(|d| d.source != crate::config::PluginSource::Implicit)
+        };
+        let used = |n: &str| {
+            registry.all_services().iter().any(|e| {
+                e.cfg.scheduler == n
+                    || e.cfg.persistence.as_ref().is_some_and(|p| p.plugin == n)
+                    || e.cfg.defense.iter().any(|d| d == n)
+            })
+        };
+        let gone: Vec<String> = self
+            .loaded
+            .keys()
+            .filter(|n| !declared(n) && !used(n))
+            .cloned()
+            .collect();
+        for n in &gone {
+            self.loaded.remove(n);
+        }
+        gone
+    }
+
     /// The prepared plugin scheduler of a service, if any.
     pub fn prepared(&self, svc: u16) -> Option<&Arc<PluginSched>> {
         self.prepared.scheds.get(&svc)

@@ -141,6 +141,13 @@ impl Daemon {
         }
         let snap = Arc::new(snap);
         self.queues.send_all(|| Control::Snapshot(snap.clone()));
+        for name in self
+            .plugins
+            .manager
+            .unload_unused(&self.cfg, &self.registry)
+        {
+            info!(plugin = %name, "plugin {name} unloaded: no service uses it and the config does not declare it");
+        }
     }
 
     /// Installs and removes routes to match the registry (`director.routes = "auto"`).
