@@ -627,6 +627,48 @@ fn cases() -> Vec<Case> {
             Fresh,
             Drop(D::Fragment),
         ),
+        // Fragments and options the director has nothing to rewrite in pass as they are: a
+        // datagram routed through, and a realserver's own traffic.
+        case(
+            "fragment-first-passing-through",
+            with_ip(udp(C, SocketAddrV4::new(OTHER, 53), &[7; 64]), |ip| {
+                ip.set_flags_and_frag_offset(false, true, 0)
+            }),
+            Fresh,
+            Pass,
+        ),
+        case(
+            "fragment-later-from-a-realserver",
+            with_ip(raw_ip(RS1, OTHER, ip_proto::UDP, &[9; 64]), |ip| {
+                ip.set_flags_and_frag_offset(false, false, 1480)
+            }),
+            Fresh,
+            Pass,
+        ),
+        case(
+            "ipv4-options-passing-through",
+            {
+                let mut p = udp(C, SocketAddrV4::new(OTHER, 53), b"opts");
+                p.splice(20..20, [0x94, 0x04, 0x00, 0x00]);
+                let len = p.len() as u16;
+                with_ip(p, |ip| {
+                    ip.set_header_len(24);
+                    ip.set_total_len(len);
+                })
+            },
+            Fresh,
+            Pass,
+        ),
+        // A service's reply in fragments cannot be rewritten whole: its first fragment, which
+        // shows the realserver's port, is dropped.
+        case(
+            "fragment-first-of-a-reply",
+            with_ip(udp(DNS1, CU, &[5; 64]), |ip| {
+                ip.set_flags_and_frag_offset(false, true, 0)
+            }),
+            After(vec![query()]),
+            Drop(D::Fragment),
+        ),
         case(
             "truncated-tcp-header",
             with_ip(syn()[..30].to_vec(), |ip| ip.set_total_len(30)),
@@ -1337,11 +1379,21 @@ fn mutations_keep_invariants() {
     let (mut forwarded, mut dropped) = (0u64, 0u64);
     for (n, (name, base)) in files.iter().enumerate() {
         if n == files.len() / 2 {
-            // Halfway: a realserver leaves; its connections end on their next packet.
+            // Halfway: a realserver leaves; its connections end on their next packet. A few
+            // fresh ones first (wlc puts some on it), whose next packets come right after.
+            let clients: Vec<SocketAddrV4> = (0..4)
+                .map(|i| SocketAddrV4::new(Ipv4Addr::new(10, 77, 9, 1 + i), 45000))
+                .collect();
+            for c in &clients {
+                run(&mut shard, &mut buf, &tcp(*c, WEB, SYN, b""));
+            }
             registry
                 .remove_server("web", addr("10.77.1.2:8080"))
                 .unwrap();
             shard.apply_snapshot(Arc::new(registry.snapshot()));
+            for c in &clients {
+                run(&mut shard, &mut buf, &tcp(*c, WEB, ACK, b""));
+            }
         }
         // Every eighth file with every realserver quiesced.
         let weight = if n % 8 == 7 { 0 } else { 1 };

@@ -9,9 +9,12 @@ use crate::conn::state::STATES;
 pub enum DropReason {
     /// Truncated or malformed IPv4/TCP/UDP/ICMP header, or a bad length.
     Malformed = 0,
-    /// IPv4 options (no legitimate TCP/UDP client needs them; source routing is abuse).
+    /// IPv4 options on traffic to a virtual address or on a service's reply (no legitimate
+    /// TCP/UDP client needs them; source routing is abuse). Other traffic with options
+    /// passes unchanged.
     IpOptions,
-    /// A fragment (first or later): ringvs does not reassemble.
+    /// A fragment to a virtual address, or the first fragment of a service's reply: ringvs
+    /// does not reassemble. Other fragments pass unchanged.
     Fragment,
     /// Not TCP, UDP or ICMP, addressed to a virtual address.
     UnknownProto,

@@ -632,6 +632,30 @@ impl Shard {
     }
 }
 
+impl Shard {
+    /// A fragment, or a packet with IP options. Only what the director would rewrite needs
+    /// a whole datagram with a plain header: traffic to a virtual address, and a service's
+    /// replies (a first fragment shows their ports); those are dropped with `reason`.
+    /// Everything else — a realserver's own traffic, anything routed through — passes as
+    /// it is. The later fragments of a dropped reply pass too: without their first one the
+    /// client cannot reassemble them.
+    #[cold]
+    fn fragment_or_options(&mut self, ip: &Ipv4Packet<&[u8]>, reason: DropReason) -> Verdict {
+        let (src, dst, proto) = (ip.src_addr(), ip.dst_addr(), ip.protocol());
+        let reply = ip.frag_offset() == 0
+            && matches!(proto, ip_proto::TCP | ip_proto::UDP)
+            && ip.payload().get(..2).is_some_and(|p| {
+                self.snap
+                    .is_realserver(proto, src, u16::from_be_bytes([p[0], p[1]]))
+            });
+        if self.snap.is_vip(dst) || reply {
+            self.drop(reason)
+        } else {
+            self.pass()
+        }
+    }
+}
+
 impl Pipeline for Shard {
     fn prefetch(&mut self, batch: &[&[u8]]) {
         if self.table.len() < PREFETCH_MIN_ENTRIES {
@@ -662,11 +686,15 @@ impl Pipeline for Shard {
         if !ip.verify_checksum() {
             return self.drop(DropReason::BadChecksum);
         }
-        if ip.is_fragment() {
-            return self.drop(DropReason::Fragment);
-        }
-        if ip.header_len() != crate::wire::ipv4::HEADER_LEN {
-            return self.drop(DropReason::IpOptions);
+        let odd = if ip.is_fragment() {
+            Some(DropReason::Fragment)
+        } else if ip.header_len() != crate::wire::ipv4::HEADER_LEN {
+            Some(DropReason::IpOptions)
+        } else {
+            None
+        };
+        if let Some(reason) = odd {
+            return self.fragment_or_options(&ip, reason);
         }
         let (src, dst, proto, ihl, total) = (
             ip.src_addr(),
