@@ -382,6 +382,18 @@ enum ServerCmd {
         /// again below N (0: below 3/4 of the upper threshold).
         #[arg(short = 'y', long = "lower", value_name = "N", default_value_t = 0)]
         lower: u32,
+        /// Forwarding method: nat, tun or dr (default: the service's; docs/FORWARDING.md).
+        #[arg(long, value_name = "METHOD", value_parser = ["nat", "tun", "dr"])]
+        forward: Option<String>,
+        /// ipvsadm -m: forward = nat.
+        #[arg(short = 'm', long = "masquerading", conflicts_with_all = ["forward", "ipip", "gatewaying"])]
+        masquerading: bool,
+        /// ipvsadm -i: forward = tun.
+        #[arg(short = 'i', long = "ipip", conflicts_with_all = ["forward", "gatewaying"])]
+        ipip: bool,
+        /// ipvsadm -g: forward = dr.
+        #[arg(short = 'g', long = "gatewaying", conflicts_with = "forward")]
+        gatewaying: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -790,14 +802,25 @@ fn server(cmd: ServerCmd) -> Result<(), String> {
             weight,
             upper,
             lower,
+            forward,
+            masquerading,
+            ipip,
+            gatewaying,
             target,
         } => {
+            let forward = forward.or_else(|| {
+                [(masquerading, "nat"), (ipip, "tun"), (gatewaying, "dr")]
+                    .into_iter()
+                    .find(|(on, _)| *on)
+                    .map(|(_, m)| m.to_string())
+            });
             let req = Request::ServerAdd {
                 service,
                 addr,
                 weight: Some(weight),
                 upper: Some(upper),
                 lower: Some(lower),
+                forward,
             };
             simple(&target, req)
         }

@@ -589,6 +589,7 @@ fn refused_edits_are_explained_and_change_nothing() {
         weight: Some(weight),
         upper: None,
         lower: None,
+        forward: None,
     };
     let service_add = |name: &str, vip: &str| add_req(name, vip, None, None, None);
     let add_x =
@@ -608,8 +609,8 @@ fn refused_edits_are_explained_and_change_nothing() {
             "weight 65536 is out of range (0 to 65535)",
         ),
         (
-            server_add("web", "10.77.1.9", 1),
-            "server-add: key `addr`: expected an address like \"10.77.100.100:80\", found \"10.77.1.9\"",
+            server_add("web", "10.77.1.x", 1),
+            "server-add: key `addr`: expected an address like \"10.77.100.100:80\", found \"10.77.1.x\"",
         ),
         (
             Request::ServerWeight {
@@ -767,6 +768,7 @@ fn runtime_servers_are_validated_as_the_config_is() {
         weight: None,
         upper: None,
         lower: None,
+        forward: None,
     };
     let specific = "with a nonzero port and a specific address";
     let cases: Vec<(Request, &str)> = vec![
@@ -1502,4 +1504,59 @@ fn plugins_no_service_uses_any_more_are_unloaded() {
     assert!(!names(&d).contains(&"mine".to_string()), "{:?}", names(&d));
     swap(&d, "sched-rr");
     assert!(names(&d).contains(&"sched-rr".to_string()));
+}
+
+#[test]
+fn a_server_added_at_runtime_takes_its_own_forwarding_method() {
+    let d = Director::start("tunnel_source = \"10.77.1.254\"");
+    let add = |addr: &str, forward: Option<&str>| {
+        d.call(Request::ServerAdd {
+            service: "web".into(),
+            addr: addr.into(),
+            weight: None,
+            upper: None,
+            lower: None,
+            forward: forward.map(str::to_string),
+        })
+    };
+    // A bare address takes the service's port, as a tunnelled server needs.
+    assert_eq!(add("10.77.1.9", Some("tun")), Ok("ok".into()));
+    let list = d.list();
+    let web = list.services.iter().find(|s| s.name == "web").unwrap();
+    let tun = web
+        .servers
+        .iter()
+        .find(|x| x.addr == "10.77.1.9:80")
+        .unwrap();
+    assert_eq!(tun.forward, "Tunnel");
+    assert!(
+        web.servers.iter().any(|x| x.forward == "Masq"),
+        "the others keep NAT"
+    );
+    for (addr, forward, want) in [
+        (
+            "10.77.1.8:8080",
+            Some("tun"),
+            "its port must be the virtual service's (80)",
+        ),
+        (
+            "10.77.1.8",
+            Some("dr"),
+            "which needs director.io = \"af_xdp\"",
+        ),
+        (
+            "10.77.1.8",
+            Some("gre"),
+            "expected \"nat\", \"tun\" or \"dr\"",
+        ),
+    ] {
+        let e = add(addr, forward).unwrap_err();
+        assert!(e.contains(want), "{addr} {forward:?}: {e}");
+    }
+    let list = d.list();
+    let web = list.services.iter().find(|s| s.name == "web").unwrap();
+    assert!(
+        !web.servers.iter().any(|x| x.addr.starts_with("10.77.1.8")),
+        "refused adds change nothing"
+    );
 }

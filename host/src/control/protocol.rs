@@ -74,6 +74,10 @@ pub enum Request {
         /// Lower connection threshold (ipvsadm `-y`; default 0: 3/4 of the upper one).
         #[serde(default)]
         lower: Option<u32>,
+        /// Its forwarding method, `nat`, `tun` or `dr` (ipvsadm `-m`/`-i`/`-g`; default: the
+        /// service's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forward: Option<String>,
     },
     /// Remove a realserver (its connections drain, or, with `expire`, end on their next
     /// packet). With `expire`, a realserver already draining has its connections expired.

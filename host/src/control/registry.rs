@@ -88,6 +88,8 @@ pub enum EditError {
     TooManyServices,
     /// A realserver or sorry server at a service's virtual address.
     VipAsServer(config::VipAsServer),
+    /// A forwarding method the service or server cannot take, explained.
+    Forward(String),
 }
 
 impl fmt::Display for EditError {
@@ -102,6 +104,7 @@ impl fmt::Display for EditError {
             EditError::BadThresholds(m) => f.write_str(m),
             EditError::TooManyServices => f.write_str("too many services (65535 slots)"),
             EditError::VipAsServer(v) => v.fmt(f),
+            EditError::Forward(m) => f.write_str(m),
         }
     }
 }
@@ -629,6 +632,24 @@ impl Registry {
         let e = self.service_mut(svc)?;
         if e.cfg.servers.iter().any(|s| s.addr == addr) {
             return Err(EditError::DuplicateServer(svc.to_string(), addr));
+        }
+        // The config's rules for one-way methods (config::Validator::service).
+        let method = server.forward.unwrap_or(e.cfg.forward);
+        if !method.two_way() {
+            if addr.port() != e.cfg.vip.port() {
+                return Err(EditError::Forward(format!(
+                    "forward = \"{}\" hands the realserver the client's packet unchanged, to {}: its port must be the virtual service's ({}) or left out, found {addr}",
+                    method.label(),
+                    e.cfg.vip,
+                    e.cfg.vip.port()
+                )));
+            }
+            if e.cfg.syn_proxy == config::SynProxyMode::On {
+                return Err(EditError::Forward(format!(
+                    "service {svc:?} has syn_proxy = \"on\", which needs both directions; a server forwarded with \"{}\" answers the client directly",
+                    method.label()
+                )));
+            }
         }
         let mut cfg = e.cfg.clone();
         let mut server = server;

@@ -77,7 +77,8 @@ impl Handler for Daemon {
                 weight,
                 upper,
                 lower,
-            } => self.on_server_add(&service, &addr, weight, (upper, lower)),
+                forward,
+            } => self.on_server_add(&service, &addr, weight, (upper, lower), forward.as_deref()),
             Request::ServerRemove {
                 service,
                 addr,
@@ -122,18 +123,39 @@ impl Daemon {
         a: &str,
         weight: Option<u64>,
         (upper, lower): (Option<u32>, Option<u32>),
+        forward: Option<&str>,
     ) -> Result<Value, String> {
         let w = weight.unwrap_or(1);
         let w = config::check_weight(w).ok_or_else(|| EditError::BadWeight(w).to_string())?;
+        let forward = match forward {
+            None => None,
+            Some("nat") => Some(config::Forward::Nat),
+            Some("tun") => Some(config::Forward::Tun),
+            Some("dr") => Some(config::Forward::Dr),
+            Some(other) => {
+                return Err(format!(
+                    "forward: expected \"nat\", \"tun\" or \"dr\", found {other:?}"
+                ))
+            }
+        };
+        // A bare address takes the service's port (what a tunnelled or directly routed
+        // server needs).
+        let vip_port = self.registry.service(service).map(|e| e.cfg.vip.port());
+        let text = match (a.parse::<std::net::Ipv4Addr>(), vip_port) {
+            (Ok(ip), Some(port)) => format!("{ip}:{port}"),
+            _ => a.to_string(),
+        };
+        let addr = config::server_endpoint(&text).map_err(|e| e.to_string())?;
         let server = config::ServerConfig {
             upper: upper.unwrap_or(0),
             lower: lower.unwrap_or(0),
-            ..config::ServerConfig::new(config::server_endpoint(a).map_err(|e| e.to_string())?, w)
+            forward,
+            ..config::ServerConfig::new(addr, w)
         };
-        self.registry
-            .add_server(service, server)
-            .map_err(|e| e.to_string())?;
-        Ok(self.edited())
+        // On a copy, with the forwarding checks (tunnel source, directly connected), as
+        // every edit that may add a tunnelled or routed server.
+        self.edit_registry(Default::default(), |r| r.add_server(service, server))?;
+        Ok(Value::String("ok".into()))
     }
 
     /// `server-remove`: its connections drain, or with `expire` end on their next packet
