@@ -630,6 +630,34 @@ ringvs_xdp_ready() {
 xdp_detached() { ! xdp_attached dcli && ! xdp_attached "$RS_IF"; }
 
 # ringvs_cli ARGS…: the ringvs command-line client against the lab's daemon.
+# http_close_check NAME LABEL PORT: wrk (Connection: close, 5 s, -t2 -c16) to VIP:PORT, then a
+# verdict LABEL: over 100 requests, no errors, every realserver served, each saw only the
+# client's own address. Sets WRK_* and HITS_* (test-tun.sh, test-dr.sh).
+http_close_check() {
+    local name=$1 label=$2 port=$3 ok=0 i
+    hits_baseline
+    wrk_start "$name" 5 ":$port/" -t2 -c16 --timeout 2s -H "Connection: close"
+    wrk_wait "$name" "$WRK_PID" || true
+    count_hits 'GET /index.html '
+    ((${WRK_REQUESTS:-0} > 100 && ${WRK_SOCK_ERRORS:-1} == 0 && ${WRK_NON2XX:-1} == 0)) || ok=1
+    for ((i = 1; i <= RS_COUNT; i++)); do ((HITS[i] > 0)) || ok=1; done
+    [[ ${HITS_CLIENTS% } == "$CLI_IP" ]] || ok=1
+    verdict "$ok" "$label" \
+        "${WRK_REQUESTS:-0} requests, socket errors ${WRK_SOCK_ERRORS:-?}, non-2xx ${WRK_NON2XX:-?}; served $HITS_SPREAD; realservers saw ${HITS_CLIENTS:-nothing}"
+}
+
+# download_check LABEL PORT: a verdict LABEL on the 1 MiB file fetched from VIP:PORT (its
+# sha256 against the one served).
+download_check() {
+    local out=$LAB_DIR/dl-check.bin got
+    rm -f "$out"
+    ip netns exec "$(ns_name cli)" curl -sS --connect-timeout 3 --max-time 30 \
+        -o "$out" "http://$VIP:$2/1m.bin" 2>>"$LAB_DIR/curl.err" || true
+    got=$(sha256sum "$out" 2>/dev/null | cut -d' ' -f1 || true)
+    verdict "$([[ $got == "$ONE_MIB_SHA" ]] && echo 0 || echo 1)" "$1" \
+        "sha256 ${got:0:12}… (want ${ONE_MIB_SHA:0:12}…)"
+}
+
 # web_json EXPR: evaluates a Python expression over `ringvs list --json` (s: the web service).
 web_json() {
     ringvs_cli list --json | "$PYTHON" -c "

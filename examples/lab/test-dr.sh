@@ -53,16 +53,7 @@ verdict 0 "ringvs up" "pid $RINGVS_PID, config $LAB_SRC/dr.toml, AF_XDP on dcli 
 forwards=$(web_json "' '.join(d['forward'] for d in s['servers'])")
 verdict "$([[ $forwards == "Route Route Route" ]] && echo 0 || echo 1)" "list: Route per realserver" "forward: ${forwards:-?}"
 
-hits_baseline
-wrk_start dr-close 5 ":$PORT/" -t2 -c16 --timeout 2s -H "Connection: close"
-wrk_wait dr-close "$WRK_PID" || true
-count_hits 'GET /index.html '
-ok=0
-((${WRK_REQUESTS:-0} > 100 && ${WRK_SOCK_ERRORS:-1} == 0 && ${WRK_NON2XX:-1} == 0)) || ok=1
-for ((i = 1; i <= RS_COUNT; i++)); do ((HITS[i] > 0)) || ok=1; done
-[[ ${HITS_CLIENTS% } == "$CLI_IP" ]] || ok=1
-verdict "$ok" "http by direct routing" \
-    "${WRK_REQUESTS:-0} requests, socket errors ${WRK_SOCK_ERRORS:-?}, non-2xx ${WRK_NON2XX:-?}; served $HITS_SPREAD; realservers saw ${HITS_CLIENTS:-nothing}"
+http_close_check dr-close "http by direct routing" "$PORT"
 
 IN="" OUT="" TX=""
 one_way() {
@@ -78,12 +69,7 @@ wait_until 5 one_way || ok=1
 verdict "$ok" "replies bypass the director" \
     "ringvs incoming packets ${IN:-?}, outgoing ${OUT:-?}; AF_XDP frames sent ${TX:-?} (want incoming > requests, outgoing 0, sent >= incoming)"
 
-rm -f "$LAB_DIR/dr-dl.bin"
-ip netns exec "$(ns_name cli)" curl -sS --connect-timeout 3 --max-time 30 \
-    -o "$LAB_DIR/dr-dl.bin" "http://$VIP:$PORT/1m.bin" 2>>"$LAB_DIR/curl.err" || true
-got=$(sha256sum "$LAB_DIR/dr-dl.bin" 2>/dev/null | cut -d' ' -f1 || true)
-verdict "$([[ $got == "$ONE_MIB_SHA" ]] && echo 0 || echo 1)" "1 MiB download intact" \
-    "sha256 ${got:0:12}… (want ${ONE_MIB_SHA:0:12}…)"
+download_check "1 MiB download intact" "$PORT"
 
 fwd_down
 ok=0

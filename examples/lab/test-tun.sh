@@ -82,16 +82,7 @@ verdict "$([[ $forwards == "Tunnel Tunnel Tunnel" ]] && echo 0 || echo 1)" "list
     "forward: ${forwards:-?}; ${src:-tunnel source not logged}"
 
 # New connections, one per request.
-hits_baseline
-wrk_start tun-close 5 ":$PORT/" -t2 -c16 --timeout 2s -H "Connection: close"
-wrk_wait tun-close "$WRK_PID" || true
-count_hits 'GET /index.html '
-ok=0
-((${WRK_REQUESTS:-0} > 100 && ${WRK_SOCK_ERRORS:-1} == 0 && ${WRK_NON2XX:-1} == 0)) || ok=1
-for ((i = 1; i <= RS_COUNT; i++)); do ((HITS[i] > 0)) || ok=1; done
-[[ ${HITS_CLIENTS% } == "$CLI_IP" ]] || ok=1
-verdict "$ok" "http through the tunnel" \
-    "${WRK_REQUESTS:-0} requests, socket errors ${WRK_SOCK_ERRORS:-?}, non-2xx ${WRK_NON2XX:-?}; served $HITS_SPREAD; realservers saw ${HITS_CLIENTS:-nothing}"
+http_close_check tun-close "http through the tunnel" "$PORT"
 
 IN="" OUT=""
 one_way() {
@@ -104,12 +95,7 @@ wait_until 5 one_way || ok=1
 verdict "$ok" "replies bypass the director" "ringvs incoming packets ${IN:-?}, outgoing ${OUT:-?} (want > requests, 0)"
 
 # Replies straight from the realservers: a 1 MiB download.
-rm -f "$LAB_DIR/tun-dl.bin"
-ip netns exec "$(ns_name cli)" curl -sS --connect-timeout 3 --max-time 30 \
-    -o "$LAB_DIR/tun-dl.bin" "http://$VIP:$PORT/1m.bin" 2>>"$LAB_DIR/curl.err" || true
-got=$(sha256sum "$LAB_DIR/tun-dl.bin" 2>/dev/null | cut -d' ' -f1 || true)
-verdict "$([[ $got == "$ONE_MIB_SHA" ]] && echo 0 || echo 1)" "1 MiB download intact" \
-    "sha256 ${got:0:12}… (want ${ONE_MIB_SHA:0:12}…)"
+download_check "1 MiB download intact" "$PORT"
 
 # Full-size segments from the client: too big for the tunnel, the client learns 1480.
 head -c 262144 /dev/urandom >"$LAB_DIR/tun-up.bin"
@@ -158,12 +144,7 @@ for ((i = 1; i <= RS_COUNT; i++)); do
 done
 ((ok_codes == 30)) || ok=1
 verdict "$ok" "gue: http through the tunnel" "$ok_codes/30 answered; served $HITS_SPREAD; UDP datagrams received by the realservers: $gue_in (want >= 3 per request)"
-rm -f "$LAB_DIR/tun-dl.bin"
-ip netns exec "$(ns_name cli)" curl -sS --connect-timeout 3 --max-time 30 \
-    -o "$LAB_DIR/tun-dl.bin" "http://$VIP:$PORT/1m.bin" 2>>"$LAB_DIR/curl.err" || true
-got=$(sha256sum "$LAB_DIR/tun-dl.bin" 2>/dev/null | cut -d' ' -f1 || true)
-verdict "$([[ $got == "$ONE_MIB_SHA" ]] && echo 0 || echo 1)" "gue: 1 MiB download intact" \
-    "sha256 ${got:0:12}… (want ${ONE_MIB_SHA:0:12}…)"
+download_check "gue: 1 MiB download intact" "$PORT"
 fwd_down
 for ((i = 1; i <= RS_COUNT; i++)); do
     pid=$(cat "$LAB_DIR/rs$i/ipip_decap.pid" 2>/dev/null || true)
