@@ -124,36 +124,33 @@ fn handshake_syn(s: &mut Shard) -> Out {
     parse(&out)
 }
 
-/// The client's bare ACK of the proxy's cookie SYN-ACK `synack` (echoing its timestamp).
-fn cookie_ack(synack: &Out) -> Vec<u8> {
+/// The client's segment `seq` with `flags` and `data` acknowledging the proxy's cookie
+/// SYN-ACK `synack` (echoing its timestamp).
+fn client_ack(synack: &Out, seq: u32, flags: u8, data: &[u8]) -> Vec<u8> {
     let (tsval, _) = synack.opts.ts.unwrap();
     tcp_full(
         a(CLIENT),
         a(VIP),
-        ISN + 1,
+        seq,
         synack.seq + 1,
-        ACK,
+        flags,
         502,
         &ts_opts(TSC + 1, tsval),
-        b"",
+        data,
     )
+}
+
+/// The client's bare ACK of the proxy's cookie SYN-ACK `synack`.
+fn cookie_ack(synack: &Out) -> Vec<u8> {
+    client_ack(synack, ISN + 1, ACK, b"")
 }
 
 /// The whole opening: SYN, ACK with data, the realserver's SYN-ACK. Returns the SYN-ACK the
 /// client saw, the SYN the realserver saw, and what the realserver got after its SYN-ACK.
 fn open(s: &mut Shard, data: &[u8]) -> (Out, Out, Out) {
     let synack = handshake_syn(s);
-    let (tsval, _) = synack.opts.ts.unwrap();
-    let ack = tcp_full(
-        a(CLIENT),
-        a(VIP),
-        ISN + 1,
-        synack.seq + 1,
-        ACK | if data.is_empty() { 0 } else { PSH },
-        502,
-        &ts_opts(TSC + 1, tsval),
-        data,
-    );
+    let flags = ACK | if data.is_empty() { 0 } else { PSH };
+    let ack = client_ack(&synack, ISN + 1, flags, data);
     let (v, out) = run(s, &ack, None);
     assert_eq!(v, Verdict::Forward);
     let syn = parse(&out);
@@ -520,19 +517,7 @@ fn a_request_sent_after_the_bare_ack_goes_with_the_proxys_ack() {
     // realserver has answered the proxy.
     let mut s = shard(PROXIED);
     let synack = handshake_syn(&mut s);
-    let (tsval, _) = synack.opts.ts.unwrap();
-    let ack = |seq, data: &[u8]| {
-        tcp_full(
-            a(CLIENT),
-            a(VIP),
-            seq,
-            synack.seq + 1,
-            ACK | PSH,
-            502,
-            &ts_opts(TSC + 1, tsval),
-            data,
-        )
-    };
+    let ack = |seq, data: &[u8]| client_ack(&synack, seq, ACK | PSH, data);
     assert_eq!(run(&mut s, &ack(ISN + 1, b""), None).0, Verdict::Forward);
     assert_eq!(
         run(&mut s, &ack(ISN + 1, b"GET / HTTP/1.1\r\n"), None).0,
@@ -605,16 +590,7 @@ fn forged_and_stale_cookies_are_refused_and_counted() {
     assert_eq!(run(&mut s, &wrong_ts, None).0, Verdict::Drop);
     assert_eq!(s.table().len(), 0);
     // The right ACK after one rotation is good; after two it is stale.
-    let good = tcp_full(
-        a(CLIENT),
-        a(VIP),
-        ISN + 1,
-        synack.seq + 1,
-        ACK,
-        502,
-        &ts_opts(TSC + 1, tsval),
-        b"",
-    );
+    let good = cookie_ack(&synack);
     let period = ROTATE_SECS * TICKS_PER_SEC;
     s.set_now(2 * period + 1);
     assert_eq!(
@@ -647,17 +623,7 @@ fn rst_or_fin_before_the_handshake_completes() {
     assert_eq!(s.table().len(), 0);
     // Opening (the realserver has not answered): a client RST ends it, its stash freed.
     let synack = handshake_syn(&mut s);
-    let (tsval, _) = synack.opts.ts.unwrap();
-    let ack = tcp_full(
-        a(CLIENT),
-        a(VIP),
-        ISN + 1,
-        synack.seq + 1,
-        ACK | PSH,
-        502,
-        &ts_opts(TSC + 1, tsval),
-        b"hello",
-    );
+    let ack = client_ack(&synack, ISN + 1, ACK | PSH, b"hello");
     assert_eq!(run(&mut s, &ack, None).0, Verdict::Forward);
     assert_eq!(s.table().len(), 1);
     let rst = tcp_full(a(CLIENT), a(VIP), ISN + 6, 0, RST, 0, &[], b"");
