@@ -276,6 +276,46 @@ impl Forward {
     pub fn two_way(self) -> bool {
         self == Forward::Nat
     }
+
+    /// The config's spelling parsed (the file's `forward`, `server-add`'s).
+    pub fn parse(s: &str) -> Result<Forward, String> {
+        match s {
+            "nat" => Ok(Forward::Nat),
+            "tun" => Ok(Forward::Tun),
+            "dr" => Ok(Forward::Dr),
+            other => Err(format!(
+                "expected \"nat\", \"tun\" or \"dr\", found {other:?}"
+            )),
+        }
+    }
+
+    /// What a realserver at `addr` forwarded this way needs of its service (`vip`,
+    /// `syn_proxy`): a one-way method hands it the client's packet unchanged, so its port is
+    /// the service's, and the SYN proxy cannot be on for good.
+    pub fn check_server(
+        self,
+        addr: SocketAddrV4,
+        vip: SocketAddrV4,
+        syn_proxy: SynProxyMode,
+    ) -> Result<(), String> {
+        if self.two_way() {
+            return Ok(());
+        }
+        if addr.port() != vip.port() {
+            return Err(format!(
+                "forward = \"{}\" hands the realserver the client's packet unchanged, to {vip}: its port must be the virtual service's ({}) or left out, found {addr}",
+                self.label(),
+                vip.port()
+            ));
+        }
+        if syn_proxy == SynProxyMode::On {
+            return Err(format!(
+                "syn_proxy = \"on\" needs both directions of every connection, but server {addr} is forwarded with \"{}\" (its replies bypass the director); use \"auto\" (off for such a service) or \"off\"",
+                self.label()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How tunnelled packets are encapsulated (`tunnel`, ipvsadm `--tun-type`).
@@ -1276,15 +1316,8 @@ impl Validator<'_> {
                 Some(f) => Some(self.forward(&format!("{k}.forward"), f)?),
             };
             let method = own.unwrap_or(forward);
-            if !method.two_way() && addr.port() != vip.port() {
-                return Err(self.err(
-                    format!("{k}.addr"),
-                    format!(
-                        "forward = \"{}\" hands the realserver the client's packet unchanged, to {vip}: its port must be the virtual service's ({}) or left out, found {addr}",
-                        method.label(),
-                        vip.port()
-                    ),
-                ));
+            if let Err(m) = method.check_server(addr, vip, SynProxyMode::Auto) {
+                return Err(self.err(format!("{k}.addr"), m));
             }
             servers.push(ServerConfig {
                 addr,
@@ -1295,20 +1328,10 @@ impl Validator<'_> {
                 forward: own,
             });
         }
-        if let Some((i, m)) = servers
-            .iter()
-            .map(|x| x.forward.unwrap_or(forward))
-            .enumerate()
-            .find(|(_, m)| !m.two_way())
-        {
-            if syn_proxy == SynProxyMode::On {
-                return Err(self.err(
-                    format!("{key}.syn_proxy"),
-                    format!(
-                        "syn_proxy = \"on\" needs both directions of every connection, but server {i} is forwarded with \"{}\" (its replies bypass the director); use \"auto\" (off for such a service) or \"off\"",
-                        m.label()
-                    ),
-                ));
+        for x in &servers {
+            let method = x.forward.unwrap_or(forward);
+            if let Err(m) = method.check_server(x.addr, vip, syn_proxy) {
+                return Err(self.err(format!("{key}.syn_proxy"), m));
             }
         }
         let sorry_server = match &s.sorry_server {
@@ -1435,15 +1458,7 @@ impl Validator<'_> {
     }
 
     fn forward(&self, key: &str, s: &str) -> Result<Forward, ConfigError> {
-        match s {
-            "nat" => Ok(Forward::Nat),
-            "tun" => Ok(Forward::Tun),
-            "dr" => Ok(Forward::Dr),
-            other => Err(self.err(
-                key,
-                format!("expected \"nat\", \"tun\" or \"dr\", found {other:?}"),
-            )),
-        }
+        Forward::parse(s).map_err(|m| self.err(key, m))
     }
 
     /// `tunnel = "ipip" | "gue"` and `tunnel_port` (GUE only, required there).

@@ -633,24 +633,12 @@ impl Registry {
         if e.cfg.servers.iter().any(|s| s.addr == addr) {
             return Err(EditError::DuplicateServer(svc.to_string(), addr));
         }
-        // The config's rules for one-way methods (config::Validator::service).
-        let method = server.forward.unwrap_or(e.cfg.forward);
-        if !method.two_way() {
-            if addr.port() != e.cfg.vip.port() {
-                return Err(EditError::Forward(format!(
-                    "forward = \"{}\" hands the realserver the client's packet unchanged, to {}: its port must be the virtual service's ({}) or left out, found {addr}",
-                    method.label(),
-                    e.cfg.vip,
-                    e.cfg.vip.port()
-                )));
-            }
-            if e.cfg.syn_proxy == config::SynProxyMode::On {
-                return Err(EditError::Forward(format!(
-                    "service {svc:?} has syn_proxy = \"on\", which needs both directions; a server forwarded with \"{}\" answers the client directly",
-                    method.label()
-                )));
-            }
-        }
+        // The config's rules for one-way methods.
+        server
+            .forward
+            .unwrap_or(e.cfg.forward)
+            .check_server(addr, e.cfg.vip, e.cfg.syn_proxy)
+            .map_err(EditError::Forward)?;
         let mut cfg = e.cfg.clone();
         let mut server = server;
         if server.health.is_none() {

@@ -127,17 +127,10 @@ impl Daemon {
     ) -> Result<Value, String> {
         let w = weight.unwrap_or(1);
         let w = config::check_weight(w).ok_or_else(|| EditError::BadWeight(w).to_string())?;
-        let forward = match forward {
-            None => None,
-            Some("nat") => Some(config::Forward::Nat),
-            Some("tun") => Some(config::Forward::Tun),
-            Some("dr") => Some(config::Forward::Dr),
-            Some(other) => {
-                return Err(format!(
-                    "forward: expected \"nat\", \"tun\" or \"dr\", found {other:?}"
-                ))
-            }
-        };
+        let forward = forward
+            .map(config::Forward::parse)
+            .transpose()
+            .map_err(|m| format!("forward: {m}"))?;
         // A bare address takes the service's port (what a tunnelled or directly routed
         // server needs).
         let vip_port = self.registry.service(service).map(|e| e.cfg.vip.port());
