@@ -397,6 +397,18 @@ impl<V: Copy> SmallIndex<V> {
     }
 }
 
+/// How a realserver's packets leave the director, as the packet path needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Way {
+    /// Rewritten to it (LVS-NAT).
+    #[default]
+    Nat,
+    /// Inside this tunnel's headers (LVS-TUN).
+    Tunnel(Tunnel),
+    /// Unchanged, to its MAC (LVS-DR).
+    Route,
+}
+
 /// Everything a queue needs to know about services, immutable once built.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -405,11 +417,8 @@ pub struct Snapshot {
     services: Vec<Option<Service>>,
     /// Realserver address per slot, for the packet path.
     dest_addrs: Vec<Option<SocketAddrV4>>,
-    /// Per slot: the tunnel it is forwarded through (the client's packet inside an outer
-    /// header), if any.
-    dest_tunnel: Vec<Option<Tunnel>>,
-    /// Per slot: forwarded by direct routing (the unchanged packet to the realserver's MAC).
-    dest_routed: Vec<bool>,
+    /// Per slot: how its packets leave (one lookup per packet).
+    dest_way: Vec<Way>,
     /// The outer source address of tunnelled packets.
     tunnel_source: Option<Ipv4Addr>,
     /// The tunnels' MTU, if not the default.
@@ -436,13 +445,15 @@ impl Snapshot {
                 let i = d.id as usize;
                 if s.dest_addrs.len() <= i {
                     s.dest_addrs.resize(i + 1, None);
-                    s.dest_tunnel.resize(i + 1, None);
-                    s.dest_routed.resize(i + 1, false);
+                    s.dest_way.resize(i + 1, Way::Nat);
                     s.dest_svc.resize(i + 1, u16::MAX);
                 }
                 s.dest_addrs[i] = Some(d.addr);
-                s.dest_tunnel[i] = (d.forward == Forward::Tun).then_some(svc.tunnel);
-                s.dest_routed[i] = d.forward == Forward::Dr;
+                s.dest_way[i] = match d.forward {
+                    Forward::Nat => Way::Nat,
+                    Forward::Tun => Way::Tunnel(svc.tunnel),
+                    Forward::Dr => Way::Route,
+                };
                 s.dest_svc[i] = svc.id;
                 s.endpoints
                     .insert(endpoint_key(proto, *d.addr.ip(), d.addr.port()), ());
@@ -503,22 +514,10 @@ impl Snapshot {
         self.dest_addrs.get(id as usize).copied().flatten()
     }
 
-    /// True if realserver slot `id` is reached through a tunnel (`forward = "tun"`).
+    /// How realserver slot `id`'s packets leave (NAT for a slot the snapshot lacks).
     #[inline]
-    pub fn dest_tunnelled(&self, id: u32) -> bool {
-        self.dest_tunnel(id).is_some()
-    }
-
-    /// True if realserver slot `id` is reached by direct routing (`forward = "dr"`).
-    #[inline]
-    pub fn dest_routed(&self, id: u32) -> bool {
-        self.dest_routed.get(id as usize).copied().unwrap_or(false)
-    }
-
-    /// The tunnel realserver slot `id` is reached through, if any.
-    #[inline]
-    pub fn dest_tunnel(&self, id: u32) -> Option<Tunnel> {
-        self.dest_tunnel.get(id as usize).copied().flatten()
+    pub fn dest_way(&self, id: u32) -> Way {
+        self.dest_way.get(id as usize).copied().unwrap_or(Way::Nat)
     }
 
     /// The outer source address of tunnelled packets (unspecified until the control plane
@@ -547,7 +546,7 @@ impl Snapshot {
 
     /// True if any realserver is reached through a tunnel.
     pub fn any_tunnelled(&self) -> bool {
-        self.dest_tunnel.iter().any(Option::is_some)
+        self.dest_way.iter().any(|w| matches!(w, Way::Tunnel(_)))
     }
 
     /// The realserver in slot `id`.

@@ -19,6 +19,7 @@
 
 use super::*;
 use crate::conn::{ticks_left, Conn, F_PROXIED, F_PROXY_OPENING};
+use crate::dataplane::service::Way;
 use crate::dataplane::stats::{Evicted, FEW_PACKETS, IDLE_TICKS};
 use crate::dataplane::synproxy::{Seg, SynProxy};
 use crate::dataplane::tunnel::{self, NotSent};
@@ -674,14 +675,15 @@ impl Shard {
         let Some(to) = self.snap.dest_addr(c.dest) else {
             return self.drop(DropReason::NoServer);
         };
-        if let Some(t) = self.snap.dest_tunnel(c.dest) {
-            return self.tunnel(pkt, svc, c.dest, t, *to.ip(), hash);
-        }
-        if self.snap.dest_routed(c.dest) {
-            // LVS-DR: unchanged, to the realserver's MAC (the L2 backend frames it).
-            pkt.next_hop = Some(*to.ip());
-            self.count_in(svc, c.dest, l4.total);
-            return Verdict::Forward;
+        match self.snap.dest_way(c.dest) {
+            Way::Nat => {}
+            Way::Tunnel(t) => return self.tunnel(pkt, svc, c.dest, t, *to.ip(), hash),
+            Way::Route => {
+                // LVS-DR: unchanged, to the realserver's MAC (the L2 backend frames it).
+                pkt.next_hop = Some(*to.ip());
+                self.count_in(svc, c.dest, l4.total);
+                return Verdict::Forward;
+            }
         }
         let data = &mut pkt.data_mut()[..l4.total];
         if c.flags & F_PROXIED != 0 {
