@@ -141,7 +141,7 @@ pub struct Registry {
     freed_dests: Vec<u32>,
     generation: u64,
     version: u64,
-    /// The outer source address of tunnelled packets (see `control::tunnel`).
+    /// The outer source address of tunnelled packets (see `control::forwarding`).
     tunnel_source: Option<Ipv4Addr>,
     /// The tunnels' MTU (0: the default).
     tunnel_mtu: u16,

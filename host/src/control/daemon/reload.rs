@@ -228,8 +228,8 @@ impl Daemon {
             .apply(&plan.services)
             .map_err(|e| e.to_string())
             .and_then(|changed| {
-                crate::control::tunnel::resolve(&mut trial, new.director.tunnel_source)?;
-                crate::control::tunnel::check_routed(
+                crate::control::forwarding::resolve(&mut trial, new.director.tunnel_source)?;
+                crate::control::forwarding::check_routed(
                     &trial,
                     new.director.io == crate::config::Io::AfXdp,
                 )?;

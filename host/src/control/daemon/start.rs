@@ -95,8 +95,8 @@ struct Startup {
 fn startup(cfg: &Config) -> Result<Startup, String> {
     let start = Instant::now();
     let mut registry = Registry::new(&cfg.services).map_err(|e| e.to_string())?;
-    crate::control::tunnel::resolve(&mut registry, cfg.director.tunnel_source)?;
-    crate::control::tunnel::check_routed(&registry, cfg.director.io == Io::AfXdp)?;
+    crate::control::forwarding::resolve(&mut registry, cfg.director.tunnel_source)?;
+    crate::control::forwarding::check_routed(&registry, cfg.director.io == Io::AfXdp)?;
     if let (Some(a), true) = (
         registry.tunnel_source(),
         registry.first_tunnelled().is_some(),

@@ -227,8 +227,8 @@ impl Daemon {
         let l2 = self.cfg.director.io == crate::config::Io::AfXdp;
         let prepared = edit(&mut trial)
             .map_err(|e| e.to_string())
-            .and_then(|()| crate::control::tunnel::resolve(&mut trial, configured))
-            .and_then(|()| crate::control::tunnel::check_routed(&trial, l2))
+            .and_then(|()| crate::control::forwarding::resolve(&mut trial, configured))
+            .and_then(|()| crate::control::forwarding::check_routed(&trial, l2))
             .and_then(|()| {
                 self.plugins
                     .manager

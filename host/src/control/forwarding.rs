@@ -1,4 +1,6 @@
-//! The outer source address of tunnelled packets (`forward = "tun"`).
+//! What the forwarding methods need of the host: the outer source address and MTU of
+//! tunnelled packets (`forward = "tun"`), and the checks of directly routed realservers
+//! (`forward = "dr"`).
 //!
 //! The director writes the outer IPv4 header itself, so it must name a source address the
 //! realservers accept and route back to: `director.tunnel_source` if set, else the address
