@@ -47,6 +47,11 @@ fn wasm_shard(memory: usize) -> (Shard, Registry) {
 /// A shard of `memory` bytes built from config `text`, its plugins loaded (the plugin
 /// manager is leaked: its instances live as long as the bench).
 fn shard_from(text: &str, memory: usize) -> (Shard, Registry) {
+    shard_in(text, memory, false)
+}
+
+/// As [`shard_from`], the defenses' ticks on the queue's tick thread if `tick_thread`.
+fn shard_in(text: &str, memory: usize, tick_thread: bool) -> (Shard, Registry) {
     let cfg = ringvs::config::from_str(text, "bench.toml").unwrap();
     let mut reg = Registry::new(&cfg.services).unwrap();
     let mut pm = ringvs::control::plugins::PluginManager::default();
@@ -57,6 +62,7 @@ fn shard_from(text: &str, memory: usize) -> (Shard, Registry) {
     let s = Shard::new(
         ShardConfig {
             hash_key: HashKey::random(),
+            tick_thread,
             ..ShardConfig::test(memory)
         },
         snap,
@@ -240,13 +246,15 @@ fn plugin(name: &str) -> std::path::PathBuf {
 }
 
 /// A shard built from `text`, its plugins loaded.
-fn shard_with(text: &str) -> Shard {
-    shard_from(text, 64 << 20).0
-}
-
-/// A queue's stall while a defense's tick returns 100 000 actions (the host applies at
-/// most `MAX_TICK_ACTIONS` and refuses the rest), against a tick with no defense: what an
-/// established flow's packet may wait behind it.
+/// The time a queue's thread spends on one second's defense ticks, against a tick with no
+/// defense: what an established flow's packet may wait behind them. `100k_actions` loads a
+/// defense whose tick returns 100 000 actions (the host applies at most `MAX_TICK_ACTIONS`
+/// and refuses the rest). `on_queue`: the tick runs on the queue's thread at the second's
+/// boundary (tests, replay); `tick_thread`: on the queue's tick thread (the daemon), the
+/// queue's share being the boundary's `poll` (hand over) and the `poll`s until the tick is
+/// back (apply); each `poll` is timed, the waits between them (the queue forwarding other
+/// packets) are not; `longest_poll` is the longest of those `poll`s, the longest a packet
+/// of the queue waits behind the tick.
 fn defense_tick(c: &mut Criterion) {
     let mut g = c.benchmark_group("defense_tick");
     let hostile = format!(
@@ -257,21 +265,34 @@ fn defense_tick(c: &mut Criterion) {
             "scheduler = \"wlc\"\ndefense = [\"tc\"]"
         )
     );
-    for (name, text) in [
-        ("no_defense", CONFIG.to_string()),
-        ("100k_actions", hostile),
+    // (name, config, tick thread, what is timed: every poll's sum or the longest poll)
+    for (name, text, threaded, longest) in [
+        ("no_defense", CONFIG.to_string(), false, false),
+        ("100k_actions/on_queue", hostile.clone(), false, false),
+        ("100k_actions/tick_thread", hostile.clone(), true, false),
+        ("100k_actions/tick_thread/longest_poll", hostile, true, true),
     ] {
         g.bench_function(name, |b| {
-            let mut s = shard_with(&text);
+            let mut s = shard_in(&text, 64 << 20, threaded).0;
             let t0 = Instant::now();
             let mut secs = 0u64;
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     secs += 1;
+                    let now = t0 + Duration::from_secs(secs);
                     let t = Instant::now();
-                    s.poll(t0 + Duration::from_secs(secs));
-                    total += t.elapsed();
+                    s.poll(now);
+                    let (mut sum, mut max) = (t.elapsed(), t.elapsed());
+                    while s.ticks_in_flight() > 0 {
+                        std::thread::sleep(Duration::from_micros(100));
+                        let t = Instant::now();
+                        s.poll(now);
+                        let d = t.elapsed();
+                        sum += d;
+                        max = max.max(d);
+                    }
+                    total += if longest { max } else { sum };
                 }
                 total
             })
@@ -287,7 +308,7 @@ fn syn_cookies(c: &mut Criterion) {
     g.throughput(Throughput::Elements(batch.len() as u64));
     let text = CONFIG.replace("syn_proxy = \"off\"", "syn_proxy = \"on\"");
     g.bench_function("syn_to_cookie_syn_ack", |b| {
-        let mut s = shard_with(&text);
+        let mut s = shard_from(&text, 64 << 20).0;
         let mut buf = vec![0u8; 2048];
         b.iter(|| {
             let n = run_batch(&mut s, &batch, &mut buf);

@@ -52,11 +52,19 @@ struct Lab {
     _plugins: PluginManager,
 }
 
+/// Where the defenses' ticks run: at the second's boundary on the queue's thread, or on the
+/// queue's tick thread (the daemon's way).
+const MODES: [bool; 2] = [false, true];
+
 fn lab(defense_config: &str) -> Lab {
     lab_from(&config(defense_config))
 }
 
 fn lab_from(text: &str) -> Lab {
+    lab_in(text, false)
+}
+
+fn lab_in(text: &str, tick_thread: bool) -> Lab {
     let cfg = ringvs::config::from_str(text, "t.toml").unwrap();
     let mut registry = Registry::new(&cfg.services).unwrap();
     let mut plugins = PluginManager::default();
@@ -71,6 +79,7 @@ fn lab_from(text: &str) -> Lab {
             hash_key: HashKey([5, 6]),
             start: t0,
             events: Some(etx),
+            tick_thread,
             ..ShardConfig::test(1 << 20)
         },
         snap,
@@ -101,10 +110,23 @@ impl Lab {
         self.send(&tcp(c, "10.77.100.100:80".parse().unwrap(), SYN, b""))
     }
 
-    /// One more second: the defenses tick.
+    /// One more second: the defenses tick, and what they ask is applied (on the tick
+    /// thread: once the ticks are back, polled for within 20 s).
     fn second(&mut self) {
         self.secs += 1;
-        self.shard.poll(self.t0 + Duration::from_secs(self.secs));
+        let t = self.t0 + Duration::from_secs(self.secs);
+        self.shard.poll(t);
+        self.settle(t);
+    }
+
+    /// Polls at `t` until no tick is out.
+    fn settle(&mut self, t: Instant) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while self.shard.ticks_in_flight() > 0 {
+            assert!(Instant::now() < until, "a tick never came back");
+            std::thread::sleep(Duration::from_micros(200));
+            self.shard.poll(t);
+        }
     }
 
     fn report(&mut self) -> ShardReport {
@@ -152,59 +174,63 @@ fn a_faulting_defense_takes_no_action() {
 
 #[test]
 fn a_faulting_tick_takes_no_action() {
-    let mut l = lab("trap_tick = true, actions = \"rate:1\"");
-    l.second();
-    assert_eq!(
-        l.syn("10.77.0.2", 1000),
-        Verdict::Forward,
-        "no drop rate was set"
-    );
-    let r = l.report();
-    let (_, c) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
-    assert_eq!(c.faults[2], 1);
+    for threaded in MODES {
+        let mut l = lab_in(&config("trap_tick = true, actions = \"rate:1\""), threaded);
+        l.second();
+        assert_eq!(
+            l.syn("10.77.0.2", 1000),
+            Verdict::Forward,
+            "no drop rate was set"
+        );
+        let r = l.report();
+        let (_, c) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
+        assert_eq!(c.faults[2], 1);
+    }
 }
 
 #[test]
 fn tick_actions_are_checked_then_applied() {
-    // level:3 (no such level), embryonic:2 (only one exists), drop:99999 (not live) are refused;
-    // rate:2, embryonic:1 and the tarpit block apply.
-    let mut l = lab("actions = \"level:3,embryonic:2,drop:99999,rate:2,embryonic:1,block:10.77.9.0/24:60:tarpit\"");
-    assert_eq!(l.syn("10.77.0.2", 2000), Verdict::Forward);
-    assert_eq!(l.shard.table().by_state()[State::SynRecv as usize], 1);
-    l.second();
-    assert_eq!(
-        l.shard.table().len(),
-        0,
-        "embryonic:1 dropped the SYN_RECV entry"
-    );
-    let r = l.report();
-    let (_, c) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
-    assert_eq!(c.refused.iter().sum::<u64>(), 3, "{c:?}");
-    assert_eq!(c.actions.iter().sum::<u64>(), 3, "{c:?}");
-    // Drop rate 2: every second new flow is refused.
-    let verdicts: Vec<Verdict> = (0..4).map(|i| l.syn("10.77.0.3", 3000 + i)).collect();
-    assert_eq!(
-        verdicts,
-        vec![
-            Verdict::Forward,
-            Verdict::Drop,
-            Verdict::Forward,
-            Verdict::Drop
-        ]
-    );
-    // The tarpitted /24: new flows refused silently, others unaffected.
-    assert_eq!(l.syn("10.77.9.7", 4000), Verdict::Drop);
-    assert_eq!(l.drops(DropReason::Tarpit), 1);
-    let evs: Vec<PluginEvent> = l.events.try_iter().collect();
-    assert!(
-        evs.iter().any(|e| matches!(e, PluginEvent::Block { .. })),
-        "the control plane is told: {evs:?}"
-    );
-    assert!(l
-        .report()
-        .defenses
-        .iter()
-        .any(|d| d.active && d.drop_rate == 2));
+    for threaded in MODES {
+        // level:3 (no such level), embryonic:2 (only one exists), drop:99999 (not live) are refused;
+        // rate:2, embryonic:1 and the tarpit block apply.
+        let mut l = lab_in(&config("actions = \"level:3,embryonic:2,drop:99999,rate:2,embryonic:1,block:10.77.9.0/24:60:tarpit\""), threaded);
+        assert_eq!(l.syn("10.77.0.2", 2000), Verdict::Forward);
+        assert_eq!(l.shard.table().by_state()[State::SynRecv as usize], 1);
+        l.second();
+        assert_eq!(
+            l.shard.table().len(),
+            0,
+            "embryonic:1 dropped the SYN_RECV entry"
+        );
+        let r = l.report();
+        let (_, c) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
+        assert_eq!(c.refused.iter().sum::<u64>(), 3, "{c:?}");
+        assert_eq!(c.actions.iter().sum::<u64>(), 3, "{c:?}");
+        // Drop rate 2: every second new flow is refused.
+        let verdicts: Vec<Verdict> = (0..4).map(|i| l.syn("10.77.0.3", 3000 + i)).collect();
+        assert_eq!(
+            verdicts,
+            vec![
+                Verdict::Forward,
+                Verdict::Drop,
+                Verdict::Forward,
+                Verdict::Drop
+            ]
+        );
+        // The tarpitted /24: new flows refused silently, others unaffected.
+        assert_eq!(l.syn("10.77.9.7", 4000), Verdict::Drop);
+        assert_eq!(l.drops(DropReason::Tarpit), 1);
+        let evs: Vec<PluginEvent> = l.events.try_iter().collect();
+        assert!(
+            evs.iter().any(|e| matches!(e, PluginEvent::Block { .. })),
+            "the control plane is told: {evs:?}"
+        );
+        assert!(l
+            .report()
+            .defenses
+            .iter()
+            .any(|d| d.active && d.drop_rate == 2));
+    }
 }
 
 #[test]
@@ -251,82 +277,204 @@ fn a_defense_switches_the_syn_proxy_where_the_service_leaves_it_to_auto() {
 
 #[test]
 fn secure_tcp_holds_the_syn_proxy_at_its_dos_level() {
-    // The catalogue's secure-tcp in mode 3 (always at level 1) with syn_proxy = true.
+    for threaded in MODES {
+        // The catalogue's secure-tcp in mode 3 (always at level 1) with syn_proxy = true.
+        let text = config("").replacen(
+            &format!(
+                "path = \"{}\"\nconfig = {{  }}",
+                plugin("tc-defense").display()
+            ),
+            &format!(
+                "path = \"{}\"\nconfig = {{ mode = 3, syn_proxy = true }}",
+                plugin("defense-secure-tcp").display()
+            ),
+            1,
+        );
+        assert!(text.contains("syn_proxy = true"), "{text}");
+        let mut l = lab_in(&text, threaded);
+        assert_eq!(l.syn("10.77.0.2", 1000), Verdict::Forward);
+        assert_eq!(l.shard.table().len(), 1);
+        l.second();
+        assert_eq!(l.syn("10.77.0.3", 1001), Verdict::Forward);
+        assert_eq!(l.shard.table().len(), 1, "the proxy answered the SYN");
+        let r = l.report();
+        assert!(r.proxying[0]);
+        let (_, c) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
+        assert_eq!(c.actions[ActionKind::SetLevel as usize], 1, "{c:?}");
+        assert_eq!(c.actions[ActionKind::SynProxy as usize], 1, "{c:?}");
+    }
+}
+
+#[test]
+fn a_drop_block_stops_established_flows_too() {
+    for threaded in MODES {
+        let mut l = lab_in(
+            &config("actions = \"block:10.77.8.8/32:60:drop\""),
+            threaded,
+        );
+        let c = SocketAddrV4::new("10.77.8.8".parse().unwrap(), 5000);
+        assert_eq!(l.syn("10.77.8.8", 5000), Verdict::Forward);
+        l.second();
+        assert_eq!(
+            l.send(&tcp(c, "10.77.100.100:80".parse().unwrap(), ACK, b"")),
+            Verdict::Drop
+        );
+        assert_eq!(l.drops(DropReason::Blocked), 1);
+        assert_eq!(l.syn("10.77.8.9", 5001), Verdict::Forward, "only the /32");
+    }
+}
+
+#[test]
+fn a_block_applies_to_the_asking_defenses_service_only() {
+    for threaded in MODES {
+        let mut l = lab_in(
+            &config("actions = \"block:10.77.0.9/32:60:drop\""),
+            threaded,
+        );
+        l.second();
+        assert_eq!(l.syn("10.77.0.9", 1000), Verdict::Drop);
+        assert_eq!(l.drops(DropReason::Blocked), 1);
+        let other = SocketAddrV4::new("10.77.0.9".parse().unwrap(), 1001);
+        assert_eq!(
+            l.send(&tcp(other, "10.77.100.100:81".parse().unwrap(), SYN, b"")),
+            Verdict::Forward,
+            "the other service has no defense and no block"
+        );
+    }
+}
+
+#[test]
+fn a_hundred_thousand_actions_a_tick_cost_the_host_a_bounded_share() {
+    for threaded in MODES {
+        // A plugin that returns 100 000 actions every tick: the host applies at most
+        // MAX_TICK_ACTIONS of them per tick and refuses (and counts) the rest; the service's
+        // blocks stop at MAX_BLOCKS; established flows keep flowing in between.
+        let mut l = lab_in(&config("flood = 100000, repeat = true"), threaded);
+        let c = SocketAddrV4::new("10.77.0.2".parse().unwrap(), 4000);
+        let vip: SocketAddrV4 = "10.77.100.100:80".parse().unwrap();
+        assert_eq!(l.send(&tcp(c, vip, SYN, b"")), Verdict::Forward);
+        let ticks = ringvs_abi::MAX_BLOCKS / ringvs_abi::MAX_TICK_ACTIONS + 2;
+        for _ in 0..ticks {
+            l.second();
+            assert_eq!(l.send(&tcp(c, vip, ACK, b"data")), Verdict::Forward);
+        }
+        let r = l.report();
+        let (_, tc) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
+        let block = ActionKind::Block as usize;
+        assert_eq!(tc.actions[block] as usize, ringvs_abi::MAX_BLOCKS);
+        assert_eq!(
+            (tc.actions[block] + tc.refused[block]) as usize,
+            ticks * 100_000,
+            "every action applied or refused, counted"
+        );
+        assert_eq!(tc.faults, [0; 4], "the plugin itself stayed healthy");
+    }
+}
+
+#[test]
+fn on_the_tick_thread_a_spinning_tick_holds_no_packet_and_is_stopped() {
+    let mut l = lab_in(&config("spin_tick = true"), true);
+    let c = SocketAddrV4::new("10.77.0.2".parse().unwrap(), 4000);
+    let vip: SocketAddrV4 = "10.77.100.100:80".parse().unwrap();
+    assert_eq!(l.send(&tcp(c, vip, SYN, b"")), Verdict::Forward);
+    // The boundary's poll hands the tick over and returns: the tick spins elsewhere.
+    l.secs += 1;
+    let t = l.t0 + Duration::from_secs(l.secs);
+    l.shard.poll(t);
+    assert_eq!(l.shard.ticks_in_flight(), 1, "the tick is out");
+    // Until the next poll the instance is away: established packets flow, and new flows
+    // are admitted without the defense (port 666 would be refused by it), counted as busy.
+    for _ in 0..100 {
+        assert_eq!(l.send(&tcp(c, vip, ACK, b"data")), Verdict::Forward);
+    }
+    assert_eq!(l.syn("10.77.0.3", 666), Verdict::Forward);
+    let r = l.report();
+    let (_, tc) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
+    assert_eq!((tc.busy, tc.fallbacks), (1, 0), "{tc:?}");
+    assert!(r.defenses.iter().all(|d| d.healthy), "lent is not poisoned");
+    // The deadline stops the spin on the tick thread; the fault comes back and poisons.
+    l.settle(t);
+    let r = l.report();
+    let (_, tc) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
+    assert_eq!(tc.faults[0], 1, "a deadline fault: {tc:?}");
+    assert_eq!(tc.fallbacks, 1, "{tc:?}");
+    let evs: Vec<PluginEvent> = l.events.try_iter().collect();
+    assert!(
+        evs.iter().any(|e| matches!(e, PluginEvent::Retire(_))),
+        "the instance went back: {evs:?}"
+    );
+    assert!(
+        evs.iter().any(
+            |e| matches!(e, PluginEvent::Need { at, fault: Some(_), .. } if at.role == Role::Defense(0))
+        ),
+        "a fresh one is asked for: {evs:?}"
+    );
+    assert!(r.defenses.iter().any(|d| !d.healthy), "{:?}", r.defenses);
+}
+
+#[test]
+fn the_tick_thread_scans_the_table_through_the_queue() {
+    // drop_entry, always on: each tick scans the table and drops the SYN_RECV entries.
     let text = config("").replacen(
         &format!(
             "path = \"{}\"\nconfig = {{  }}",
             plugin("tc-defense").display()
         ),
         &format!(
-            "path = \"{}\"\nconfig = {{ mode = 3, syn_proxy = true }}",
-            plugin("defense-secure-tcp").display()
+            "path = \"{}\"\nconfig = {{ mode = 3 }}",
+            plugin("defense-drop-entry").display()
         ),
         1,
     );
-    assert!(text.contains("syn_proxy = true"), "{text}");
-    let mut l = lab_from(&text);
-    assert_eq!(l.syn("10.77.0.2", 1000), Verdict::Forward);
-    assert_eq!(l.shard.table().len(), 1);
-    l.second();
-    assert_eq!(l.syn("10.77.0.3", 1001), Verdict::Forward);
-    assert_eq!(l.shard.table().len(), 1, "the proxy answered the SYN");
-    let r = l.report();
-    assert!(r.proxying[0]);
-    let (_, c) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
-    assert_eq!(c.actions[ActionKind::SetLevel as usize], 1, "{c:?}");
-    assert_eq!(c.actions[ActionKind::SynProxy as usize], 1, "{c:?}");
-}
-
-#[test]
-fn a_drop_block_stops_established_flows_too() {
-    let mut l = lab("actions = \"block:10.77.8.8/32:60:drop\"");
-    let c = SocketAddrV4::new("10.77.8.8".parse().unwrap(), 5000);
-    assert_eq!(l.syn("10.77.8.8", 5000), Verdict::Forward);
-    l.second();
-    assert_eq!(
-        l.send(&tcp(c, "10.77.100.100:80".parse().unwrap(), ACK, b"")),
-        Verdict::Drop
-    );
-    assert_eq!(l.drops(DropReason::Blocked), 1);
-    assert_eq!(l.syn("10.77.8.9", 5001), Verdict::Forward, "only the /32");
-}
-
-#[test]
-fn a_block_applies_to_the_asking_defenses_service_only() {
-    let mut l = lab("actions = \"block:10.77.0.9/32:60:drop\"");
-    l.second();
-    assert_eq!(l.syn("10.77.0.9", 1000), Verdict::Drop);
-    assert_eq!(l.drops(DropReason::Blocked), 1);
-    let other = SocketAddrV4::new("10.77.0.9".parse().unwrap(), 1001);
-    assert_eq!(
-        l.send(&tcp(other, "10.77.100.100:81".parse().unwrap(), SYN, b"")),
-        Verdict::Forward,
-        "the other service has no defense and no block"
-    );
-}
-
-#[test]
-fn a_hundred_thousand_actions_a_tick_cost_the_host_a_bounded_share() {
-    // A plugin that returns 100 000 actions every tick: the host applies at most
-    // MAX_TICK_ACTIONS of them per tick and refuses (and counts) the rest; the service's
-    // blocks stop at MAX_BLOCKS; established flows keep flowing in between.
-    let mut l = lab("flood = 100000, repeat = true");
-    let c = SocketAddrV4::new("10.77.0.2".parse().unwrap(), 4000);
-    let vip: SocketAddrV4 = "10.77.100.100:80".parse().unwrap();
-    assert_eq!(l.send(&tcp(c, vip, SYN, b"")), Verdict::Forward);
-    let ticks = ringvs_abi::MAX_BLOCKS / ringvs_abi::MAX_TICK_ACTIONS + 2;
-    for _ in 0..ticks {
+    for threaded in MODES {
+        let mut l = lab_in(&text, threaded);
+        for p in 0..50 {
+            assert_eq!(l.syn("10.77.0.2", 2000 + p), Verdict::Forward);
+        }
+        let c = SocketAddrV4::new("10.77.0.9".parse().unwrap(), 3000);
+        let vip: SocketAddrV4 = "10.77.100.100:81".parse().unwrap();
+        assert_eq!(l.send(&tcp(c, vip, SYN, b"")), Verdict::Forward);
+        assert_eq!(l.shard.table().len(), 51);
         l.second();
-        assert_eq!(l.send(&tcp(c, vip, ACK, b"data")), Verdict::Forward);
+        assert_eq!(
+            l.shard.table().len(),
+            1,
+            "threaded {threaded}: the embryonic entries of its service are gone, the other service's stays"
+        );
+        let r = l.report();
+        let (_, c) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
+        assert_eq!(c.actions[ActionKind::DropConnections as usize], 1, "{c:?}");
     }
-    let r = l.report();
-    let (_, tc) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
-    let block = ActionKind::Block as usize;
-    assert_eq!(tc.actions[block] as usize, ringvs_abi::MAX_BLOCKS);
-    assert_eq!(
-        (tc.actions[block] + tc.refused[block]) as usize,
-        ticks * 100_000,
-        "every action applied or refused, counted"
+}
+
+#[test]
+fn a_defense_swapped_while_its_tick_is_out_gives_the_old_instance_back() {
+    let mut l = lab_in(&config("actions = \"rate:1\""), true);
+    l.secs += 1;
+    let t = l.t0 + Duration::from_secs(l.secs);
+    l.shard.poll(t);
+    assert_eq!(l.shard.ticks_in_flight(), 1);
+    // A reload replaces the defense (new configuration) before the tick is back.
+    let cfg = ringvs::config::from_str(&config("drop_port = 1234"), "t.toml").unwrap();
+    let mut registry = Registry::new(&cfg.services).unwrap();
+    let loaded = l._plugins.load_config(&cfg).unwrap();
+    let prepared = l._plugins.prepare(&registry, 1, &loaded).unwrap();
+    l._plugins.commit(loaded);
+    let snap = Arc::new(l._plugins.snapshot(&mut registry, prepared));
+    l.shard.apply_snapshot(snap);
+    l.settle(t);
+    let evs: Vec<PluginEvent> = l.events.try_iter().collect();
+    assert!(
+        evs.iter().any(|e| matches!(e, PluginEvent::Retire(_))),
+        "the returning instance went back: {evs:?}"
     );
-    assert_eq!(tc.faults, [0; 4], "the plugin itself stayed healthy");
+    // Its answer (drop every new flow) was not applied to the new defense, which works.
+    assert_eq!(l.syn("10.77.0.2", 1000), Verdict::Forward);
+    assert_eq!(l.syn("10.77.0.2", 1234), Verdict::Drop);
+    let r = l.report();
+    assert!(
+        r.defenses.iter().all(|d| d.healthy && d.drop_rate == 0),
+        "{:?}",
+        r.defenses
+    );
 }

@@ -339,6 +339,8 @@ pub fn replay<W: Write>(
                 REPLAY_HASH_KEY,
                 [REPLAY_HASH_KEY, REPLAY_HASH_KEY],
             )),
+            // Ticks at the second's boundary: a replay is the same every time.
+            tick_thread: false,
         },
         snap,
         None,

@@ -310,6 +310,7 @@ impl ShardReport {
                         *a += b;
                     }
                     t.fallbacks += c.fallbacks;
+                    t.busy += c.busy;
                     t.refused_flows += c.refused_flows;
                     for (a, b) in t.actions.iter_mut().zip(c.actions) {
                         *a += b;

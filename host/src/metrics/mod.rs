@@ -85,6 +85,8 @@ pub const PLUGIN_TRAPS: &str = "ringvs_plugin_traps_total";
 pub const PLUGIN_DEADLINE: &str = "ringvs_plugin_deadline_hits_total";
 /// `ringvs_plugin_fallbacks_total{plugin}`.
 pub const PLUGIN_FALLBACKS: &str = "ringvs_plugin_fallbacks_total";
+/// `ringvs_plugin_busy_total{plugin}`.
+pub const PLUGIN_BUSY: &str = "ringvs_plugin_busy_total";
 /// `ringvs_plugin_swaps_total{service}`.
 pub const PLUGIN_SWAPS: &str = "ringvs_plugin_swaps_total";
 /// `ringvs_plugin_log_messages_total{plugin,level}`.
@@ -127,7 +129,7 @@ pub enum Kind {
 }
 
 /// Every metric ringvs exports, with its type.
-pub const ALL: [(&str, Kind); 47] = [
+pub const ALL: [(&str, Kind); 48] = [
     (CONNECTIONS, Kind::Counter),
     (IN_PACKETS, Kind::Counter),
     (OUT_PACKETS, Kind::Counter),
@@ -163,6 +165,7 @@ pub const ALL: [(&str, Kind); 47] = [
     (PLUGIN_TRAPS, Kind::Counter),
     (PLUGIN_DEADLINE, Kind::Counter),
     (PLUGIN_FALLBACKS, Kind::Counter),
+    (PLUGIN_BUSY, Kind::Counter),
     (PLUGIN_SWAPS, Kind::Counter),
     (PLUGIN_LOG, Kind::Counter),
     (PLUGIN_LOG_DROPPED, Kind::Counter),
@@ -346,6 +349,10 @@ pub fn describe() {
         "Decisions taken by a fallback because the plugin's instance was poisoned."
     );
     describe_counter!(
+        PLUGIN_BUSY,
+        "New flows a defense did not see because its instance was running its tick on the queue's tick thread (admitted on the host's own protections)."
+    );
+    describe_counter!(
         PLUGIN_SWAPS,
         "Scheduler and persistence plugin swaps per service (reload, SIGHUP or `ringvs plugin swap`)."
     );
@@ -446,6 +453,9 @@ pub fn update_plugins(
         counter!(PLUGIN_DEADLINE, "plugin" => plugin.clone())
             .absolute(c.faults[FaultKind::Deadline as usize]);
         counter!(PLUGIN_FALLBACKS, "plugin" => plugin.clone()).absolute(c.fallbacks);
+        if c.busy > 0 || c.calls[Func::Tick as usize] > 0 {
+            counter!(PLUGIN_BUSY, "plugin" => plugin.clone()).absolute(c.busy);
+        }
         if c.refused_flows > 0 {
             counter!(DEFENSE_REFUSED_FLOWS, "plugin" => plugin.clone()).absolute(c.refused_flows);
         }

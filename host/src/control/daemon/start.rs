@@ -70,6 +70,7 @@ impl QueueSetup {
             queues: self.n,
             templates: self.templates.clone(),
             cookies: self.cookies.clone(),
+            tick_thread: true,
         }
     }
 }

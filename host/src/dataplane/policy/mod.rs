@@ -254,6 +254,8 @@ pub struct PolicySlot<I, X = ()> {
     active: Option<I>,
     previous: Option<I>,
     waiting: bool,
+    /// The active instance is lent out ([`PolicySlot::lend`]) and not yet back.
+    lent: bool,
 }
 
 impl<I: Policy, X> std::fmt::Debug for PolicySlot<I, X> {
@@ -264,6 +266,7 @@ impl<I: Policy, X> std::fmt::Debug for PolicySlot<I, X> {
             .field("active", &self.active.is_some())
             .field("previous", &self.previous.is_some())
             .field("waiting", &self.waiting)
+            .field("lent", &self.lent)
             .finish()
     }
 }
@@ -296,6 +299,7 @@ impl<I: Policy, X> PolicySlot<I, X> {
             active: p.take(at.shard),
             previous: None,
             waiting: false,
+            lent: false,
         };
         if let Some(mut old) = slot.take() {
             let mut import_fault = None;
@@ -337,9 +341,62 @@ impl<I: Policy, X> PolicySlot<I, X> {
         &self.prepared.plugin
     }
 
-    /// True if the active instance is usable (false while poisoned or not yet delivered).
+    /// True if the active instance is usable (false while poisoned or not yet delivered;
+    /// true while it is lent out).
     pub fn healthy(&self) -> bool {
-        self.active.is_some()
+        self.active.is_some() || self.lent
+    }
+
+    /// True while the active instance is lent out ([`PolicySlot::lend`]).
+    pub fn lent(&self) -> bool {
+        self.lent
+    }
+
+    /// Lends the active instance out for a call made elsewhere (a defense's tick on the
+    /// queue's tick thread). Until it comes back ([`PolicySlot::take_back`]) calls are
+    /// answered by the caller's fallback and counted as busy, and no fresh instance is asked
+    /// for. `None` if there is no active instance or it is already lent.
+    pub fn lend(&mut self) -> Option<I> {
+        if self.lent {
+            return None;
+        }
+        let inst = self.active.take()?;
+        self.lent = true;
+        Some(inst)
+    }
+
+    /// An instance lent for a call comes back with the call's outcome `r` (it took
+    /// `elapsed`, timed or not). If the slot still waits for it (the same preparation, lent),
+    /// it is active again, or, after a fault, given back and a fresh one asked for, as
+    /// [`PolicySlot::call_active`] would; otherwise (the slot was replaced or given back
+    /// meanwhile) it is given back and the answer ignored.
+    pub fn take_back<T>(
+        &mut self,
+        prepared: &Arc<Prepared<I, X>>,
+        inst: I,
+        (func, elapsed): (Func, std::time::Duration),
+        r: Result<T, Fault>,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<T> {
+        if !self.lent || !Arc::ptr_eq(&self.prepared, prepared) {
+            ctx.retire(inst);
+            return None;
+        }
+        self.lent = false;
+        let name = inst.plugin().name.clone();
+        ctx.stats.record(&name, func, elapsed, &r);
+        match r {
+            Ok(v) => {
+                self.active = Some(inst);
+                Some(v)
+            }
+            Err(fault) => {
+                ctx.stats.fallback(&name);
+                ctx.retire(inst);
+                self.request(Some(fault), ctx);
+                None
+            }
+        }
     }
 
     /// Asks the active instance, then the previous one. A fault of the active instance
@@ -361,6 +418,10 @@ impl<I: Policy, X> PolicySlot<I, X> {
                 Ok(v) => return Some(v),
                 Err(fault) => self.poison(fault, ctx),
             }
+        } else if self.lent {
+            // Busy elsewhere (its tick): the caller decides, and nobody is poisoned.
+            ctx.stats.busy(&self.prepared.plugin.name);
+            return None;
         } else {
             self.request(None, ctx);
         }
@@ -429,7 +490,8 @@ impl<I: Policy, X> PolicySlot<I, X> {
     /// Takes a fresh instance (after a fault) if the slot has none and it is of the slot's
     /// plugin; otherwise gives it back. True if taken.
     pub fn deliver(&mut self, inst: I, ctx: &mut Ctx<'_>) -> bool {
-        if self.active.is_none() && Arc::ptr_eq(inst.plugin(), &self.prepared.plugin) {
+        if self.active.is_none() && !self.lent && Arc::ptr_eq(inst.plugin(), &self.prepared.plugin)
+        {
             self.active = Some(inst);
             self.waiting = false;
             true
@@ -471,5 +533,7 @@ impl<I: Policy, X> PolicySlot<I, X> {
             ctx.retire(inst);
         }
         self.waiting = false;
+        // A lent instance is given back when it returns (the slot no longer waits for it).
+        self.lent = false;
     }
 }

@@ -58,6 +58,9 @@ pub struct PluginCounters {
     pub faults: [u64; 4],
     /// Decisions taken by a fallback because the plugin's instance was poisoned.
     pub fallbacks: u64,
+    /// Decisions taken by a fallback because the instance was busy elsewhere (a defense's
+    /// `admit` while its tick runs off the queue's thread).
+    pub busy: u64,
     /// Defense actions applied, per [`ActionKind`].
     pub actions: [u64; ACTIONS],
     /// Defense actions refused.
@@ -159,6 +162,23 @@ impl PluginStats {
         }
     }
 
+    /// Counts a call made elsewhere (lent instance) that took `elapsed`, and its outcome;
+    /// timed as one in [`SAMPLE_EVERY`] calls, as any other.
+    pub fn record<T>(
+        &mut self,
+        name: &Arc<str>,
+        func: Func,
+        elapsed: std::time::Duration,
+        r: &Result<T, Fault>,
+    ) {
+        let timed = self.start().is_some();
+        self.finish(name, func, None, r);
+        if timed {
+            self.samples
+                .push((name.clone(), func, elapsed.as_secs_f64()));
+        }
+    }
+
     /// The counters of a defense plugin (for its actions).
     pub fn defense(&mut self, name: &Arc<str>) -> &mut PluginCounters {
         self.counters(name)
@@ -167,6 +187,11 @@ impl PluginStats {
     /// Counts a decision taken by a fallback.
     pub fn fallback(&mut self, name: &Arc<str>) {
         self.counters(name).fallbacks += 1;
+    }
+
+    /// Counts a decision taken without the plugin because its instance was busy elsewhere.
+    pub fn busy(&mut self, name: &Arc<str>) {
+        self.counters(name).busy += 1;
     }
 }
 

@@ -76,6 +76,10 @@ pub struct ShardConfig {
     pub templates: Arc<TemplateStore>,
     /// The SYN proxy's cookie secrets, shared by the queues.
     pub cookies: Arc<CookieKeys>,
+    /// Defense ticks run on a thread of the queue's own, so that the packets of the queue
+    /// never wait for a plugin's tick (the daemon); otherwise on the queue's thread, at the
+    /// second's boundary (tests, replay: deterministic).
+    pub tick_thread: bool,
 }
 
 impl ShardConfig {
@@ -93,6 +97,7 @@ impl ShardConfig {
             queues: 1,
             templates: Default::default(),
             cookies: Default::default(),
+            tick_thread: false,
         }
     }
 }
@@ -220,6 +225,10 @@ pub struct Shard {
     svc_conns: Vec<u32>,
     /// The SYN proxy: cookies, the stash, resets to send.
     proxy: SynProxy,
+    /// The tick thread's end, with [`ShardConfig::tick_thread`].
+    ticker: Option<ticker::Ticker>,
+    /// Actions of ticks that came back, not yet applied.
+    applying: std::collections::VecDeque<tick::Applying>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -255,6 +264,7 @@ impl Shard {
         let stash = synproxy::stash_memory(cfg.memory_limit);
         let table = ConnTable::new(cfg.memory_limit.saturating_sub(stash), cfg.hash_key, now)?;
         let proxy = SynProxy::new(cfg.cookies.clone(), stash);
+        let ticker = cfg.tick_thread.then(|| ticker::Ticker::new(cfg.id));
         let mut s = Shard {
             cfg,
             now,
@@ -283,6 +293,8 @@ impl Shard {
             swept_sec: 0,
             svc_conns: Vec::new(),
             proxy,
+            ticker,
+            applying: Default::default(),
         };
         if let Ok(mut r) = s.shared.report.lock() {
             reserve_touched(&mut r.plugin_samples, 10 * MAX_SAMPLES);
@@ -305,6 +317,12 @@ impl Shard {
     /// The queue's SYN proxy (tests, replay).
     pub fn syn_proxy(&self) -> &SynProxy {
         &self.proxy
+    }
+
+    /// Defense ticks out on the queue's tick thread or not yet fully applied (handed over
+    /// by a `poll`, applied by later ones).
+    pub fn ticks_in_flight(&self) -> usize {
+        self.ticker.as_ref().map_or(0, |t| t.in_flight) + self.applying.len()
     }
 
     /// The queue's counters.
@@ -601,6 +619,7 @@ mod flow;
 mod icmp;
 mod proxy;
 mod tick;
+mod ticker;
 
 use flow::L4;
 use proxy::{FloodGuard, Mode as ProxyMode, Pressure, ProxyRt};
@@ -757,6 +776,7 @@ impl Pipeline for Shard {
         }
         let tick = Self::tick_at(&self.cfg, now);
         self.control();
+        self.serve_ticks();
         if tick != self.now {
             self.move_clock(tick);
             self.on_tick();

@@ -1,19 +1,25 @@
-//! A queue's once-a-second work: top talkers, each defense's tick, and the actions it asks
-//! for, checked before they apply.
+//! A queue's once-a-second work: top talkers, each defense's tick (on the queue's tick
+//! thread, see [`super::ticker`]), and the actions it asks for, checked before they apply.
 
 use super::super::blocks::Block;
 use super::super::defense::{block_request, effective_table, prefix, wit_ip, ServiceTable};
-use super::super::policy::{ActionKind, Ctx, Func, PluginEvent};
+use super::super::policy::{ActionKind, Ctx, Func, Instance, PluginEvent};
 use super::super::stats::DefenseStatus;
 use super::proxy::Mode as ProxyMode;
+use super::ticker::{cap, Capped, Done, Job, Ticker};
 use super::Shard;
 use crate::conn::{ConnId, State, TICKS_PER_SEC};
-use crate::plugin::defense_types as dt;
+use crate::plugin::{defense_types as dt, TableView as _};
 use std::sync::Arc;
+use std::time::Instant;
 
 impl Shard {
-    /// Once a second: hand over the top talkers, run the defenses' ticks, apply what they
-    /// ask (after checking it).
+    /// Once a second: hand over the top talkers and start each defense's tick: on the
+    /// queue's tick thread ([`ShardConfig::tick_thread`], the daemon), or here and now
+    /// (tests, replay). What a tick asks is checked and applied when it is back
+    /// ([`Shard::tick_done`]).
+    ///
+    /// [`ShardConfig::tick_thread`]: super::ShardConfig::tick_thread
     pub(super) fn second(&mut self) {
         if let Ok(mut r) = self.shared.report.lock() {
             r.top = self.top.take();
@@ -33,100 +39,213 @@ impl Shard {
                 packets: s.packets,
             })
             .collect();
-        let mut todo: Vec<(u16, usize, Vec<dt::Action>)> = Vec::new();
         let queues = self.cfg.queues.max(1) as u32;
+        let mut jobs = Vec::new();
         for (svc, rt) in self.svcs.iter_mut().enumerate() {
             let Some(rt) = rt.as_mut() else { continue };
             for (i, slot) in rt.defenses.iter_mut().enumerate() {
-                slot.acted = false;
-                slot.refused_last = std::mem::take(&mut slot.refusing);
-                if !slot.slot.healthy() {
+                if slot.slot.lent() {
+                    // Its last tick is still running: this second's is skipped.
                     continue;
                 }
-                let stats = dt::TickStats {
-                    now: self.tick_sec,
-                    queues,
-                    level: slot.level,
-                    entries: self.table.len() as u64,
-                    capacity: self.table.capacity() as u64,
-                    memory: self.table.memory_bytes() as u64,
-                    memory_limit: self.cfg.memory_limit as u64,
-                    system_available: self.system_available,
-                    by_state: self.table.by_state().to_vec(),
-                    new_flows: attempts - a0,
-                    packets: packets - p0,
-                    top_sources: top.clone(),
+                slot.acted = false;
+                slot.refused_last = std::mem::take(&mut slot.refusing);
+                let Some(inst) = slot.slot.lend() else {
+                    continue;
                 };
-                let view = ServiceTable {
-                    table: &self.table,
-                    svc: svc as u16,
-                    now: self.now,
-                    timeouts: rt.timeouts,
-                };
-                let mut ctx = Ctx {
-                    stats: &mut self.plugin_stats,
-                    events: self.cfg.events.as_ref(),
-                };
-                // A fault: "no defense action"; the instance is replaced later.
-                match slot
-                    .slot
-                    .call_active(Func::Tick, &mut ctx, |inst| inst.tick(&stats, Some(&view)))
-                {
-                    Some(actions) if !actions.is_empty() => todo.push((svc as u16, i, actions)),
-                    _ => {}
-                }
+                jobs.push(Job {
+                    at: (svc as u16, i),
+                    prepared: slot.slot.prepared().clone(),
+                    inst,
+                    stats: dt::TickStats {
+                        now: self.tick_sec,
+                        queues,
+                        level: slot.level,
+                        entries: self.table.len() as u64,
+                        capacity: self.table.capacity() as u64,
+                        memory: self.table.memory_bytes() as u64,
+                        memory_limit: self.cfg.memory_limit as u64,
+                        system_available: self.system_available,
+                        by_state: self.table.by_state().to_vec(),
+                        new_flows: attempts - a0,
+                        packets: packets - p0,
+                        top_sources: top.clone(),
+                    },
+                    slots: self.table.slots(),
+                });
             }
         }
-        for (svc, i, actions) in todo {
-            // The host's work for one defense's tick is bounded (see the WIT): at most
-            // MAX_TICK_ACTIONS actions, MAX_TICK_DROPS connection ids and MAX_TICK_SCAN
-            // slots scanned; the rest is refused and counted.
-            let mut budget = TickBudget {
+        for job in jobs {
+            let job = match self.ticker.as_mut() {
+                Some(t) => match t.send(job) {
+                    None => continue,
+                    // No tick thread: the tick runs here.
+                    Some(job) => job,
+                },
+                None => job,
+            };
+            let done = self.tick_here(job);
+            self.tick_done(done);
+            self.apply_pending(usize::MAX);
+        }
+        self.defenses_changed();
+    }
+
+    /// Runs a tick on the queue's thread, the table lent to the plugin for its duration.
+    fn tick_here(&mut self, mut job: Job) -> Done {
+        let (svc, _) = job.at;
+        let timeouts = self.svcs[svc as usize]
+            .as_ref()
+            .map_or([0; crate::conn::state::STATES], |rt| rt.timeouts);
+        let view = ServiceTable {
+            table: &self.table,
+            svc,
+            now: self.now,
+            timeouts,
+        };
+        let t = Instant::now();
+        let result = job.inst.tick(&job.stats, Some(&view)).map(cap);
+        Done {
+            at: job.at,
+            prepared: job.prepared,
+            inst: job.inst,
+            result,
+            elapsed: t.elapsed(),
+        }
+    }
+
+    /// Between two batches: answers one scan the tick thread waits for, takes the ticks
+    /// that came back, and applies [`APPLY_PER_POLL`] of their actions. Nothing to do (one
+    /// branch) while no tick is out.
+    pub(super) fn serve_ticks(&mut self) {
+        let Some(t) = self
+            .ticker
+            .as_ref()
+            .filter(|t| t.in_flight > 0 || !self.applying.is_empty())
+        else {
+            return;
+        };
+        if let Some((svc, start, count)) = t.scan_wanted() {
+            let entries = match self.svcs.get(svc as usize).and_then(Option::as_ref) {
+                Some(rt) => ServiceTable {
+                    table: &self.table,
+                    svc,
+                    now: self.now,
+                    timeouts: rt.timeouts,
+                }
+                .scan(start, count.min(ringvs_abi::MAX_SCAN_SLOTS)),
+                None => Vec::new(),
+            };
+            t.answer(entries);
+        }
+        let mut any = false;
+        while let Some(done) = self.ticker.as_mut().and_then(Ticker::finished) {
+            self.tick_done(done);
+            any = true;
+        }
+        if self.apply_pending(APPLY_PER_POLL) || any {
+            self.defenses_changed();
+        }
+    }
+
+    /// A tick is back: the instance returns to its slot (or goes back to the control plane
+    /// if the slot changed meanwhile), and its actions are checked and applied.
+    fn tick_done(&mut self, done: Done) {
+        let (svc, i) = done.at;
+        let mut ctx = Ctx {
+            stats: &mut self.plugin_stats,
+            events: self.cfg.events.as_ref(),
+        };
+        let slot = self.svcs[svc as usize]
+            .as_mut()
+            .and_then(|rt| rt.defenses.get_mut(i))
+            .filter(|d| Arc::ptr_eq(d.slot.prepared(), &done.prepared));
+        let Some(slot) = slot else {
+            ctx.retire_any(Instance::Defense(done.inst));
+            return;
+        };
+        let name = slot.plugin().name.clone();
+        let Some(Capped { actions, over }) = slot.slot.take_back(
+            &done.prepared,
+            done.inst,
+            (Func::Tick, done.elapsed),
+            done.result,
+            &mut ctx,
+        ) else {
+            return;
+        };
+        // The host's work for one defense's tick is bounded (see the WIT): at most
+        // MAX_TICK_ACTIONS actions (the rest were counted in `over`), MAX_TICK_DROPS
+        // connection ids and MAX_TICK_SCAN slots scanned; the rest is refused and counted.
+        let c = self.plugin_stats.defense(&name);
+        for (r, n) in c.refused.iter_mut().zip(over) {
+            *r += n;
+        }
+        self.applying.push_back(Applying {
+            at: done.at,
+            prepared: done.prepared,
+            actions: actions.into_iter(),
+            budget: TickBudget {
                 drops: ringvs_abi::MAX_TICK_DROPS,
                 scan: ringvs_abi::MAX_TICK_SCAN,
-            };
-            // Past the cap, only counted (in bulk, below).
-            let mut over = [0u64; crate::dataplane::policy::ACTIONS];
-            for a in actions.iter().skip(ringvs_abi::MAX_TICK_ACTIONS) {
-                over[ActionKind::of(a) as usize] += 1;
-            }
-            if let Some(slot) = self.svcs[svc as usize]
+            },
+        });
+    }
+
+    /// Applies at most `limit` actions of the ticks that came back, in order. An action
+    /// whose defense's slot changed since (a reload) is dropped. True if anything was done.
+    fn apply_pending(&mut self, limit: usize) -> bool {
+        let mut n = 0;
+        let mut any = false;
+        while let Some(mut job) = self.applying.pop_front() {
+            any = true;
+            let (svc, i) = job.at;
+            let same = self.svcs[svc as usize]
                 .as_ref()
                 .and_then(|rt| rt.defenses.get(i))
-            {
-                let c = self.plugin_stats.defense(&slot.plugin().name);
-                for (r, n) in c.refused.iter_mut().zip(over) {
-                    *r += n;
-                }
+                .is_some_and(|d| Arc::ptr_eq(d.slot.prepared(), &job.prepared));
+            if !same {
+                continue;
             }
-            for a in actions.into_iter().take(ringvs_abi::MAX_TICK_ACTIONS) {
+            while n < limit {
+                let Some(a) = job.actions.next() else { break };
+                n += 1;
                 let kind = ActionKind::of(&a);
-                let ok = self.apply(svc, i, a, &mut budget);
-                if let Some(slot) = self.svcs[svc as usize]
+                let ok = self.apply(svc, i, a, &mut job.budget);
+                let Some(slot) = self.svcs[svc as usize]
                     .as_mut()
                     .and_then(|rt| rt.defenses.get_mut(i))
-                {
-                    let c = self.plugin_stats.defense(&slot.plugin().name);
-                    if ok {
-                        c.actions[kind as usize] += 1;
-                        slot.acted |= !matches!(
-                            kind,
-                            ActionKind::SetLevel
-                                | ActionKind::DropRate
-                                | ActionKind::Unblock
-                                | ActionKind::SynProxy
-                        );
-                    } else {
-                        c.refused[kind as usize] += 1;
-                    }
+                else {
+                    break;
+                };
+                let c = self.plugin_stats.defense(&slot.plugin().name);
+                if ok {
+                    c.actions[kind as usize] += 1;
+                    slot.acted |= !matches!(
+                        kind,
+                        ActionKind::SetLevel
+                            | ActionKind::DropRate
+                            | ActionKind::Unblock
+                            | ActionKind::SynProxy
+                    );
+                } else {
+                    c.refused[kind as usize] += 1;
                 }
             }
             if let Some(rt) = self.svcs[svc as usize].as_mut() {
                 (rt.table, rt.timeouts) = effective_table(&rt.defenses, &rt.own);
             }
+            if job.actions.len() > 0 {
+                self.applying.push_front(job);
+                break;
+            }
         }
-        // The SYN proxy is held on while any defense of the service asks for it (defenses
-        // removed by a reload no longer do).
+        any
+    }
+
+    /// After ticks: the SYN proxy is held on while any defense of the service asks for it
+    /// (defenses removed by a reload no longer do), and the report shows each defense.
+    fn defenses_changed(&mut self) {
         for rt in self.svcs.iter_mut().flatten() {
             rt.proxy.forced = rt.defenses.iter().any(|d| d.syn_proxy);
         }
@@ -268,6 +387,22 @@ impl Shard {
             }
         }
     }
+}
+
+/// Most tick actions a queue applies between two batches of packets when its ticks run on
+/// the tick thread (each costs up to a few hundred nanoseconds: a block, a drop).
+const APPLY_PER_POLL: usize = 16;
+
+/// A tick's actions being applied.
+pub(super) struct Applying {
+    /// Service slot and position of the defense.
+    at: (u16, usize),
+    /// The defense's preparation when it ticked (its slot's identity).
+    prepared: Arc<super::super::defense::PluginDefense>,
+    /// What is left to apply.
+    actions: std::vec::IntoIter<dt::Action>,
+    /// What is left of the tick's host work.
+    budget: TickBudget,
 }
 
 /// What is left of the host's work for one defense's tick.

@@ -1,6 +1,7 @@
 //! A test defense for the host's defense machinery. `admit` drops flows from client port
 //! `drop_port` (default 666) and traps for `trap_port` (default 667); with `trap_tick = true`
-//! the tick traps. The first tick emits the actions of `actions`, a comma-separated list:
+//! the tick traps; with `spin_tick = true` it spins until the host's deadline stops it. The
+//! first tick emits the actions of `actions`, a comma-separated list:
 //! `level:N`, `rate:N`, `embryonic:N`, `drop:ID`, `block:A.B.C.D/LEN:SECS:drop|tarpit`,
 //! `unblock:A.B.C.D/LEN`, `proxy:on|off`; with `repeat = true`, every tick does. With `flood = N`, every
 //! tick also asks for N blocks of /32s in 198.18.0.0/15, each tick's following on the last
@@ -14,6 +15,7 @@ pub struct TestDefense {
     drop_port: u16,
     trap_port: u16,
     trap_tick: bool,
+    spin_tick: bool,
     actions: Vec<Action>,
     repeat: bool,
     flood: u32,
@@ -26,6 +28,7 @@ impl Default for TestDefense {
             drop_port: 666,
             trap_port: 667,
             trap_tick: false,
+            spin_tick: false,
             actions: Vec::new(),
             repeat: false,
             flood: 0,
@@ -82,6 +85,7 @@ impl Defense for TestDefense {
             "drop_port",
             "trap_port",
             "trap_tick",
+            "spin_tick",
             "actions",
             "repeat",
             "flood",
@@ -90,6 +94,7 @@ impl Defense for TestDefense {
         self.drop_port = c.parse_or("drop_port", 666)?;
         self.trap_port = c.parse_or("trap_port", 667)?;
         self.trap_tick = c.parse_or("trap_tick", false)?;
+        self.spin_tick = c.parse_or("spin_tick", false)?;
         self.repeat = c.parse_or("repeat", false)?;
         if let Some(list) = c.get("actions") {
             self.actions = list
@@ -115,6 +120,12 @@ impl Defense for TestDefense {
     fn tick(&mut self, _stats: &TickStats, _table: &dyn Table) -> Vec<Action> {
         if self.trap_tick {
             panic!("trap on tick");
+        }
+        if self.spin_tick {
+            let mut x = 0u64;
+            loop {
+                x = core::hint::black_box(x.wrapping_add(1));
+            }
         }
         self.ticks += 1;
         let mut out = if self.ticks == 1 || self.repeat {

@@ -1,0 +1,207 @@
+//! Defense ticks off the queue's thread.
+//!
+//! ```text
+//!   queue thread (packets)                        tick thread (one per queue, lazily)
+//!   ──────────────────────                        ───────────────────────────────────
+//!   second(): lend the instance ── Job ─────────▶ instance.tick(stats, Remote view)
+//!   poll(): serve one scan       ◀── scan(start, count) ── the guest's `table.scan`
+//!           (≤ MAX_SCAN_SLOTS)   ── entries ──────▶
+//!   poll(): take the instance back ◀── Done ──── actions (≤ MAX_TICK_ACTIONS, the rest
+//!           and apply the actions                counted), or the fault
+//! ```
+//!
+//! Ownership: a lent [`DefenseInstance`] belongs to the tick thread from the [`Job`] until
+//! it comes back in [`Done`]; meanwhile the slot has no instance ([`PolicySlot::lend`]) and
+//! `admit` is answered by the host (counted as busy). The table stays the queue's: the tick
+//! thread only ever sees entries the queue copied out for it, one scan per `poll`, so the
+//! queue's own work per pass is bounded by [`ringvs_abi::MAX_SCAN_SLOTS`] slots and the
+//! guest's work, however long, never holds the queue's packets.
+//!
+//! [`PolicySlot::lend`]: super::super::policy::PolicySlot::lend
+
+use super::super::defense::PluginDefense;
+use super::super::policy::{ActionKind, ACTIONS};
+use crate::plugin::{defense_types as dt, table_types as tt, DefenseInstance, Fault, TableView};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One defense's tick, for the tick thread.
+pub(super) struct Job {
+    /// Service slot and position of the defense in its list.
+    pub at: (u16, usize),
+    /// The slot's preparation (its identity when the instance comes back).
+    pub prepared: Arc<PluginDefense>,
+    /// The lent instance.
+    pub inst: DefenseInstance,
+    /// What the plugin is told.
+    pub stats: dt::TickStats,
+    /// The table's slots when the tick began (what `table.slots` answers).
+    pub slots: u32,
+}
+
+/// A tick's outcome: the instance comes back with it.
+pub(super) struct Done {
+    /// As in the [`Job`].
+    pub at: (u16, usize),
+    /// As in the [`Job`].
+    pub prepared: Arc<PluginDefense>,
+    /// The instance lent.
+    pub inst: DefenseInstance,
+    /// The actions to apply, and those past the cap (counted by kind); or the fault.
+    pub result: Result<Capped, Fault>,
+    /// How long the tick ran.
+    pub elapsed: Duration,
+}
+
+/// A tick's actions after the cap: at most [`ringvs_abi::MAX_TICK_ACTIONS`], and how many
+/// of each kind were past it.
+pub(super) struct Capped {
+    /// The actions to check and apply.
+    pub actions: Vec<dt::Action>,
+    /// Refused for being past the cap, by [`ActionKind`].
+    pub over: [u64; ACTIONS],
+}
+
+/// Caps a tick's actions (see [`Capped`]).
+pub(super) fn cap(mut actions: Vec<dt::Action>) -> Capped {
+    let mut over = [0u64; ACTIONS];
+    for a in actions.iter().skip(ringvs_abi::MAX_TICK_ACTIONS) {
+        over[ActionKind::of(a) as usize] += 1;
+    }
+    actions.truncate(ringvs_abi::MAX_TICK_ACTIONS);
+    Capped { actions, over }
+}
+
+/// A scan the guest asked for: service, first slot, count.
+pub(super) type Scan = (u16, u32, u32);
+
+/// The queue's end of its tick thread.
+pub(super) struct Ticker {
+    name: String,
+    jobs: Option<Sender<Job>>,
+    done: Receiver<Done>,
+    done_tx: Sender<Done>,
+    scans: Receiver<Scan>,
+    scans_tx: Sender<Scan>,
+    entries: Sender<Vec<tt::Entry>>,
+    entries_rx: Receiver<Vec<tt::Entry>>,
+    /// Ticks sent and not yet back.
+    pub in_flight: usize,
+}
+
+impl Ticker {
+    /// The queue's tick thread, to be started by its first job.
+    pub fn new(queue: usize) -> Ticker {
+        let (done_tx, done) = unbounded();
+        // One scan at a time: the guest waits for its answer.
+        let (scans_tx, scans) = bounded(1);
+        let (entries, entries_rx) = bounded(1);
+        Ticker {
+            name: format!("ringvs-tick-{queue}"),
+            jobs: None,
+            done,
+            done_tx,
+            scans,
+            scans_tx,
+            entries,
+            entries_rx,
+            in_flight: 0,
+        }
+    }
+
+    /// Hands a tick to the thread (started now if it is not yet). The job comes back if no
+    /// thread could take it (none could be started).
+    pub fn send(&mut self, job: Job) -> Option<Job> {
+        if self.jobs.is_none() {
+            let (tx, rx) = unbounded::<Job>();
+            let (done, scans, entries) = (
+                self.done_tx.clone(),
+                self.scans_tx.clone(),
+                self.entries_rx.clone(),
+            );
+            let spawned = std::thread::Builder::new()
+                .name(self.name.clone())
+                .spawn(move || run(rx, done, scans, entries));
+            if spawned.is_err() {
+                return Some(job);
+            }
+            self.jobs = Some(tx);
+        }
+        let tx = self.jobs.as_ref().expect("started above");
+        if let Err(e) = tx.send(job) {
+            return Some(e.into_inner());
+        }
+        self.in_flight += 1;
+        None
+    }
+
+    /// The scan the tick thread waits for, if any.
+    pub fn scan_wanted(&self) -> Option<Scan> {
+        self.scans.try_recv().ok()
+    }
+
+    /// Answers the scan taken with [`Ticker::scan_wanted`].
+    pub fn answer(&self, entries: Vec<tt::Entry>) {
+        let _ = self.entries.try_send(entries);
+    }
+
+    /// A finished tick, if any.
+    pub fn finished(&mut self) -> Option<Done> {
+        let d = self.done.try_recv().ok()?;
+        self.in_flight -= 1;
+        Some(d)
+    }
+}
+
+/// The tick thread: runs each job's tick against a view of the table that the queue
+/// serves, and sends the outcome back; ends when the queue drops its [`Ticker`].
+fn run(
+    jobs: Receiver<Job>,
+    done: Sender<Done>,
+    scans: Sender<Scan>,
+    entries: Receiver<Vec<tt::Entry>>,
+) {
+    for mut job in jobs {
+        let view = Remote {
+            svc: job.at.0,
+            slots: job.slots,
+            scans: &scans,
+            entries: &entries,
+        };
+        let t = Instant::now();
+        let result = job.inst.tick(&job.stats, Some(&view)).map(cap);
+        let back = Done {
+            at: job.at,
+            prepared: job.prepared,
+            inst: job.inst,
+            result,
+            elapsed: t.elapsed(),
+        };
+        if done.send(back).is_err() {
+            break;
+        }
+    }
+}
+
+/// The table as the tick thread sees it: each scan is a request the queue answers between
+/// two batches of packets; an empty answer once the queue is gone.
+struct Remote<'a> {
+    svc: u16,
+    slots: u32,
+    scans: &'a Sender<Scan>,
+    entries: &'a Receiver<Vec<tt::Entry>>,
+}
+
+impl TableView for Remote<'_> {
+    fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    fn scan(&self, start: u32, count: u32) -> Vec<tt::Entry> {
+        if self.scans.send((self.svc, start, count)).is_err() {
+            return Vec::new();
+        }
+        self.entries.recv().unwrap_or_default()
+    }
+}
