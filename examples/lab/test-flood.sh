@@ -355,7 +355,9 @@ print(" ".join("%s:%s" % (b["prefix"], b["by"]) for b in t.get("blocks", [])) or
     if want swap; then
     name=swap-q$q
     ringvs_up "$name" "$q" "" auto
-    in_ns cli curl -sS --max-time $((LONG_SECS + 40)) --limit-rate "$DOWNLOAD_RATE" -o "$LAB_DIR/download.bin" \
+    # The test kills the download once the flood's checks are done; --max-time only bounds it
+    # if the test dies, so it must not race that kill (the checks take 10 to 40 s under load).
+    in_ns cli curl -sS --max-time $((LONG_SECS + 180)) --limit-rate "$DOWNLOAD_RATE" -o "$LAB_DIR/download.bin" \
         "http://$VIP/1m.bin" -o "$LAB_DIR/download-big.bin" "http://$VIP/big.bin" \
         </dev/null >"$LAB_DIR/download.log" 2>&1 &
     dl_pid=$!

@@ -478,3 +478,19 @@ fn a_defense_swapped_while_its_tick_is_out_gives_the_old_instance_back() {
         r.defenses
     );
 }
+
+#[test]
+fn drop_connections_names_only_entries_the_ticks_scans_returned() {
+    // The entry in slot 0 is live and of the service, but the tick never scanned it: its id
+    // is a guess (or a stale id from an earlier tick), and the action is refused.
+    for threaded in MODES {
+        let mut l = lab_in(&config("actions = \"drop:0\""), threaded);
+        assert_eq!(l.syn("10.77.0.2", 2000), Verdict::Forward);
+        assert!(l.shard.table().entry_at(0).is_some());
+        l.second();
+        assert_eq!(l.shard.table().len(), 1, "threaded {threaded}: not dropped");
+        let r = l.report();
+        let (_, c) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
+        assert_eq!(c.refused[ActionKind::DropConnections as usize], 1, "{c:?}");
+    }
+}

@@ -274,6 +274,28 @@ pub struct ServiceTable<'a> {
     pub now: Tick,
     /// The service's timeouts in ticks (to derive idle time).
     pub timeouts: [Tick; STATES],
+    /// Where the entries the scans return are noted (what `drop-connections` may name).
+    pub seen: &'a std::cell::RefCell<Seen>,
+}
+
+/// The entries a tick's scans returned, by id: what each was (its client), so that a
+/// `drop-connections` applied later drops only those still there. At most
+/// [`ringvs_abi::MAX_TICK_SCAN`] are noted.
+#[derive(Debug, Default)]
+pub struct Seen(std::collections::HashMap<u32, (Ipv4Addr, u16)>);
+
+impl Seen {
+    /// Notes entry `id` of client `client`.
+    pub fn note(&mut self, id: u32, client: (Ipv4Addr, u16)) {
+        if self.0.len() < ringvs_abi::MAX_TICK_SCAN as usize {
+            self.0.insert(id, client);
+        }
+    }
+
+    /// The client of entry `id` when a scan returned it; `None` if none did.
+    pub fn get(&self, id: u32) -> Option<(Ipv4Addr, u16)> {
+        self.0.get(&id).copied()
+    }
 }
 
 impl TableView for ServiceTable<'_> {
@@ -295,6 +317,7 @@ impl TableView for ServiceTable<'_> {
             if c.svc != self.svc {
                 continue;
             }
+            self.seen.borrow_mut().note(i, (c.caddr(), c.cport()));
             let left = crate::conn::ticks_left(c.expires(), self.now);
             let full = self.timeouts[c.state as usize];
             out.push(tt::Entry {

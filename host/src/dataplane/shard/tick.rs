@@ -2,7 +2,7 @@
 //! thread, see [`super::ticker`]), and the actions it asks for, checked before they apply.
 
 use super::super::blocks::Block;
-use super::super::defense::{block_request, effective_table, prefix, wit_ip, ServiceTable};
+use super::super::defense::{block_request, effective_table, prefix, wit_ip, Seen, ServiceTable};
 use super::super::policy::{ActionKind, Ctx, Func, Instance, PluginEvent};
 use super::super::stats::DefenseStatus;
 use super::proxy::Mode as ProxyMode;
@@ -10,6 +10,7 @@ use super::ticker::{cap, Capped, Done, Job, Ticker};
 use super::Shard;
 use crate::conn::{ConnId, State, TICKS_PER_SEC};
 use crate::plugin::{defense_types as dt, TableView as _};
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -97,14 +98,17 @@ impl Shard {
         let timeouts = self.svcs[svc as usize]
             .as_ref()
             .map_or([0; crate::conn::state::STATES], |rt| rt.timeouts);
+        let seen = RefCell::new(Seen::default());
         let view = ServiceTable {
             table: &self.table,
             svc,
             now: self.now,
             timeouts,
+            seen: &seen,
         };
         let t = Instant::now();
         let result = job.inst.tick(&job.stats, Some(&view)).map(cap);
+        self.seen.insert(job.at, seen.into_inner());
         Done {
             at: job.at,
             prepared: job.prepared,
@@ -125,17 +129,21 @@ impl Shard {
         else {
             return;
         };
-        if let Some((svc, start, count)) = t.scan_wanted() {
+        if let Some((at, start, count)) = t.scan_wanted() {
+            let svc = at.0;
+            let seen = RefCell::new(self.seen.remove(&at).unwrap_or_default());
             let entries = match self.svcs.get(svc as usize).and_then(Option::as_ref) {
                 Some(rt) => ServiceTable {
                     table: &self.table,
                     svc,
                     now: self.now,
                     timeouts: rt.timeouts,
+                    seen: &seen,
                 }
                 .scan(start, count.min(ringvs_abi::MAX_SCAN_SLOTS)),
                 None => Vec::new(),
             };
+            self.seen.insert(at, seen.into_inner());
             t.answer(entries);
         }
         let mut any = false;
@@ -152,6 +160,7 @@ impl Shard {
     /// if the slot changed meanwhile), and its actions are checked and applied.
     fn tick_done(&mut self, done: Done) {
         let (svc, i) = done.at;
+        let seen = self.seen.remove(&done.at).unwrap_or_default();
         let mut ctx = Ctx {
             stats: &mut self.plugin_stats,
             events: self.cfg.events.as_ref(),
@@ -188,6 +197,7 @@ impl Shard {
             budget: TickBudget {
                 drops: ringvs_abi::MAX_TICK_DROPS,
                 scan: ringvs_abi::MAX_TICK_SCAN,
+                seen,
             },
         });
     }
@@ -298,17 +308,24 @@ impl Shard {
                     return false;
                 }
                 budget.drops -= ids.len();
-                let valid = ids
+                // Every id must be an entry of the service this tick's scans returned; one
+                // that has gone since (expired, evicted, its slot another flow's now: the tick
+                // ran while the queue went on) is skipped.
+                let Some(clients) = ids
                     .iter()
-                    .all(|&id| self.table.entry_at(id).is_some_and(|(_, c)| c.svc == svc));
-                if valid {
-                    for id in ids {
-                        if let Some((cid, _)) = self.table.entry_at(id) {
+                    .map(|&id| budget.seen.get(id))
+                    .collect::<Option<Vec<_>>>()
+                else {
+                    return false;
+                };
+                for (id, client) in ids.into_iter().zip(clients) {
+                    if let Some((cid, c)) = self.table.entry_at(id) {
+                        if c.svc == svc && (c.caddr(), c.cport()) == client {
                             self.kill(cid);
                         }
                     }
                 }
-                valid
+                true
             }
             dt::Action::DropEmbryonic(n) => {
                 let by_state = self.table.by_state();
@@ -411,4 +428,6 @@ struct TickBudget {
     drops: usize,
     /// Table slots `drop-embryonic` may still visit.
     scan: u32,
+    /// The entries the tick's scans returned (what `drop-connections` may name).
+    seen: Seen,
 }

@@ -73,8 +73,8 @@ pub(super) fn cap(mut actions: Vec<dt::Action>) -> Capped {
     Capped { actions, over }
 }
 
-/// A scan the guest asked for: service, first slot, count.
-pub(super) type Scan = (u16, u32, u32);
+/// A scan the guest asked for: the job's service slot and defense, first slot, count.
+pub(super) type Scan = ((u16, usize), u32, u32);
 
 /// The queue's end of its tick thread.
 pub(super) struct Ticker {
@@ -164,7 +164,7 @@ fn run(
 ) {
     for mut job in jobs {
         let view = Remote {
-            svc: job.at.0,
+            at: job.at,
             slots: job.slots,
             scans: &scans,
             entries: &entries,
@@ -187,7 +187,7 @@ fn run(
 /// The table as the tick thread sees it: each scan is a request the queue answers between
 /// two batches of packets; an empty answer once the queue is gone.
 struct Remote<'a> {
-    svc: u16,
+    at: (u16, usize),
     slots: u32,
     scans: &'a Sender<Scan>,
     entries: &'a Receiver<Vec<tt::Entry>>,
@@ -199,7 +199,7 @@ impl TableView for Remote<'_> {
     }
 
     fn scan(&self, start: u32, count: u32) -> Vec<tt::Entry> {
-        if self.scans.send((self.svc, start, count)).is_err() {
+        if self.scans.send((self.at, start, count)).is_err() {
             return Vec::new();
         }
         self.entries.recv().unwrap_or_default()
