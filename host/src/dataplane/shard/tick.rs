@@ -73,6 +73,7 @@ impl Shard {
                         top_sources: top.clone(),
                     },
                     slots: self.table.slots(),
+                    sent: Instant::now(),
                 });
             }
         }
