@@ -44,6 +44,27 @@ addr = "10.77.1.1:8081"
     )
 }
 
+/// [`config`] with the catalogue's defense `plugin` (configured with `defense_config`) in
+/// place of tc-defense, under the same name.
+fn config_of(plugin_name: &str, defense_config: &str) -> String {
+    let text = config("").replacen(
+        &format!(
+            "path = \"{}\"\nconfig = {{  }}",
+            plugin("tc-defense").display()
+        ),
+        &format!(
+            "path = \"{}\"\nconfig = {{ {defense_config} }}",
+            plugin(plugin_name).display()
+        ),
+        1,
+    );
+    assert!(
+        !text.contains(&plugin("tc-defense").display().to_string()),
+        "{text}"
+    );
+    text
+}
+
 struct Lab {
     shard: Shard,
     events: crossbeam_channel::Receiver<PluginEvent>,
@@ -279,17 +300,8 @@ fn a_defense_switches_the_syn_proxy_where_the_service_leaves_it_to_auto() {
 fn secure_tcp_holds_the_syn_proxy_at_its_dos_level() {
     for threaded in MODES {
         // The catalogue's secure-tcp in mode 3 (always at level 1) with syn_proxy = true.
-        let text = config("").replacen(
-            &format!(
-                "path = \"{}\"\nconfig = {{  }}",
-                plugin("tc-defense").display()
-            ),
-            &format!(
-                "path = \"{}\"\nconfig = {{ mode = 3, syn_proxy = true }}",
-                plugin("defense-secure-tcp").display()
-            ),
-            1,
-        );
+        let text = config_of("defense-secure-tcp", "mode = 3, syn_proxy = true");
+        assert!(text.contains("syn_proxy = true"), "{text}");
         assert!(text.contains("syn_proxy = true"), "{text}");
         let mut l = lab_in(&text, threaded);
         assert_eq!(l.syn("10.77.0.2", 1000), Verdict::Forward);
@@ -415,17 +427,7 @@ fn on_the_tick_thread_a_spinning_tick_holds_no_packet_and_is_stopped() {
 #[test]
 fn the_tick_thread_scans_the_table_through_the_queue() {
     // drop_entry, always on: each tick scans the table and drops the SYN_RECV entries.
-    let text = config("").replacen(
-        &format!(
-            "path = \"{}\"\nconfig = {{  }}",
-            plugin("tc-defense").display()
-        ),
-        &format!(
-            "path = \"{}\"\nconfig = {{ mode = 3 }}",
-            plugin("defense-drop-entry").display()
-        ),
-        1,
-    );
+    let text = config_of("defense-drop-entry", "mode = 3");
     for threaded in MODES {
         let mut l = lab_in(&text, threaded);
         for p in 0..50 {
