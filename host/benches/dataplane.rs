@@ -3,32 +3,16 @@
 //!
 //! `cargo bench -p ringvs --bench dataplane`
 
+mod common;
+
+use common::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ringvs::conn::HashKey;
 use ringvs::control::registry::Registry;
 use ringvs::dataplane::testkit::tcp;
-use ringvs::dataplane::{Packet, Pipeline, Shard, ShardConfig, Verdict, HEADROOM};
+use ringvs::dataplane::{Pipeline, Shard, HEADROOM};
 use ringvs::wire::tcp::flags::{ACK, PSH, SYN};
 use std::hint::black_box;
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The plain NAT path: the SYN proxy off (its auto mode would take over once a thousand
-/// SYNs are half-open, and these benchmarks open far more; `syn_cookies` measures it).
-const CONFIG: &str = r#"
-[[service]]
-name = "web"
-vip = "10.77.100.100:80"
-scheduler = "wlc"
-syn_proxy = "off"
-[[service.server]]
-addr = "10.77.1.1:8080"
-[[service.server]]
-addr = "10.77.1.2:8080"
-[[service.server]]
-addr = "10.77.1.3:8080"
-"#;
 
 fn shard(memory: usize) -> (Shard, Registry) {
     shard_from(CONFIG, memory)
@@ -43,44 +27,6 @@ fn wasm_shard(memory: usize) -> (Shard, Registry) {
     );
     shard_from(&text, memory)
 }
-
-/// A shard of `memory` bytes built from config `text`, its plugins loaded (the plugin
-/// manager is leaked: its instances live as long as the bench).
-fn shard_from(text: &str, memory: usize) -> (Shard, Registry) {
-    shard_in(text, memory, false)
-}
-
-/// As [`shard_from`], the defenses' ticks on the queue's tick thread if `tick_thread`.
-fn shard_in(text: &str, memory: usize, tick_thread: bool) -> (Shard, Registry) {
-    let cfg = ringvs::config::from_str(text, "bench.toml").unwrap();
-    let mut reg = Registry::new(&cfg.services).unwrap();
-    let mut pm = ringvs::control::plugins::PluginManager::default();
-    let loaded = pm.load_config(&cfg).unwrap();
-    let prepared = pm.prepare(&reg, 1, &loaded).unwrap();
-    pm.commit(loaded);
-    let snap = Arc::new(pm.snapshot(&mut reg, prepared));
-    let s = Shard::new(
-        ShardConfig {
-            hash_key: HashKey::random(),
-            tick_thread,
-            ..ShardConfig::test(memory)
-        },
-        snap,
-        None,
-    )
-    .unwrap();
-    std::mem::forget(pm);
-    (s, reg)
-}
-
-fn client(i: u32) -> SocketAddrV4 {
-    SocketAddrV4::new(
-        Ipv4Addr::from(0x0a4d_0000 | (i >> 14)),
-        1024 + (i & 0x3fff) as u16,
-    )
-}
-
-const VIP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 77, 100, 100), 80);
 
 /// Feeds every packet of `batch` through the shard, restoring the original bytes first.
 #[inline]
@@ -128,19 +74,6 @@ fn run_batch_ahead(s: &mut Shard, batch: &[Vec<u8>], buf: &mut [u8]) -> usize {
             show(s, next);
         }
         fwd += run_chunk(s, chunk, buf);
-    }
-    fwd
-}
-
-#[inline]
-fn run_chunk(s: &mut Shard, batch: &[Vec<u8>], buf: &mut [u8]) -> usize {
-    let mut fwd = 0;
-    for p in batch {
-        buf[HEADROOM..HEADROOM + p.len()].copy_from_slice(p);
-        let mut pkt = Packet::new(buf, HEADROOM, p.len()).unwrap();
-        if s.process(&mut pkt) == Verdict::Forward {
-            fwd += 1;
-        }
     }
     fwd
 }
@@ -231,52 +164,22 @@ fn new_flows(c: &mut Criterion) {
     g.finish();
 }
 
-/// The plugin directory (built by `bash scripts/build-plugins.sh`).
-fn plugin(name: &str) -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let p = target.join(format!("wasm32-wasip2/plugin/{name}.wasm"));
-    assert!(
-        p.exists(),
-        "build the plugins first: bash scripts/build-plugins.sh"
-    );
-    p
-}
-
-/// A shard built from `text`, its plugins loaded.
 /// The time a queue's thread spends on one second's defense ticks, against a tick with no
-/// defense: what an established flow's packet may wait behind them. `100k_actions` loads a
-/// defense whose tick returns 100 000 actions (the host applies at most `MAX_TICK_ACTIONS`
-/// and refuses the rest). `on_queue`: the tick runs on the queue's thread at the second's
-/// boundary (tests, replay); `tick_thread`: on the queue's tick thread (the daemon), the
-/// queue's share being the boundary's `poll` (hand over) and the `poll`s until the tick is
-/// back (apply); each `poll` is timed, the waits between them (the queue forwarding other
-/// packets) are not; `longest_poll` is the longest of those `poll`s, the longest a packet
-/// of the queue waits behind the tick, against the same polls with no defense (the noise of
-/// the machine: sleeping 100 µs between polls, a thread may wake late or be preempted).
+/// defense. `100k_actions` loads a defense whose tick returns 100 000 actions (the host
+/// applies at most `MAX_TICK_ACTIONS` and refuses the rest). `on_queue`: the tick runs on
+/// the queue's thread at the second's boundary (tests, replay); `tick_thread`: on the
+/// queue's tick thread (the daemon), the queue's share being the boundary's `poll` (hand
+/// over) and the `poll`s until the tick is back (apply); each `poll` is timed, the waits
+/// between them (the queue forwarding other packets) are not. What an established flow's
+/// packets wait meanwhile, packet by packet: the `tick_latency` bench.
 fn defense_tick(c: &mut Criterion) {
-    /// The `longest_poll` rows poll at least this often after the boundary (about as often
-    /// as it takes the 100 000-action tick to come back).
-    const LONGEST_POLLS: u32 = 40;
     let mut g = c.benchmark_group("defense_tick");
-    let hostile = format!(
-        "[plugins.tc]\npath = \"{}\"\nconfig = {{ flood = 100000, repeat = true }}\n{}",
-        plugin("tc_defense").display(),
-        CONFIG.replace(
-            "scheduler = \"wlc\"",
-            "scheduler = \"wlc\"\ndefense = [\"tc\"]"
-        )
-    );
-    // (name, config, tick thread, what is timed: every poll's sum or the longest poll)
-    for (name, text, threaded, longest) in [
-        ("no_defense", CONFIG.to_string(), false, false),
-        ("100k_actions/on_queue", hostile.clone(), false, false),
-        ("100k_actions/tick_thread", hostile.clone(), true, false),
-        ("100k_actions/tick_thread/longest_poll", hostile, true, true),
-        // The floor: the same polls with no defense (the machine's own noise).
-        ("no_defense/longest_poll", CONFIG.to_string(), true, true),
+    let hostile = hostile("", "", "");
+    // (name, config, tick thread)
+    for (name, text, threaded) in [
+        ("no_defense", CONFIG.to_string(), false),
+        ("100k_actions/on_queue", hostile.clone(), false),
+        ("100k_actions/tick_thread", hostile, true),
     ] {
         if threaded {
             // One tick a second of real time, as in the daemon (the tick thread expects
@@ -304,35 +207,19 @@ fn defense_tick(c: &mut Criterion) {
                     }
                     let t = Instant::now();
                     s.poll(now);
-                    let (mut sum, mut max) = (t.elapsed(), t.elapsed());
-                    let mut polls = 0;
-                    while s.ticks_in_flight() > 0 || (longest && polls < LONGEST_POLLS) {
-                        polls += 1;
+                    total += t.elapsed();
+                    while s.ticks_in_flight() > 0 {
                         std::thread::sleep(Duration::from_micros(100));
                         let t = Instant::now();
                         s.poll(now);
-                        let d = t.elapsed();
-                        sum += d;
-                        max = max.max(d);
+                        total += t.elapsed();
                     }
-                    total += if longest { max } else { sum };
                 }
                 total
             })
         });
     }
     g.finish();
-}
-
-/// Pins the bench's thread to CPU 0, as the daemon pins each of several queues (the queue's
-/// tick thread then runs on the other CPUs).
-fn pin_to_cpu0() {
-    // Safety: `set` is a plain bitmask owned by this frame; sched_setaffinity only reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }
 
 /// The SYN proxy answering SYNs with cookies (no state), per SYN.

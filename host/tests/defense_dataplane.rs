@@ -496,3 +496,49 @@ fn drop_connections_names_only_entries_the_ticks_scans_returned() {
         assert_eq!(c.refused[ActionKind::DropConnections as usize], 1, "{c:?}");
     }
 }
+
+#[test]
+fn a_large_drop_is_applied_a_bounded_share_per_poll_on_the_tick_thread() {
+    // drop-embryonic of 600 entries: at the boundary on the queue's thread (tests, replay),
+    // all at once; on the tick thread, in steps between batches, at most 128 drops a poll
+    // (see `WORK_PER_POLL`), the queue forwarding meanwhile.
+    const N: u16 = 600;
+    for threaded in MODES {
+        let mut l = lab_in(&config(&format!("actions = \"embryonic:{N}\"")), threaded);
+        for p in 0..N {
+            assert_eq!(l.syn("10.77.0.2", 2000 + p), Verdict::Forward);
+        }
+        l.secs += 1;
+        let t = l.t0 + Duration::from_secs(l.secs);
+        l.shard.poll(t);
+        let (mut steps, mut most, mut sent) = (0, 0, 0);
+        let until = Instant::now() + Duration::from_secs(20);
+        while l.shard.ticks_in_flight() > 0 {
+            assert!(Instant::now() < until, "a tick never came back");
+            std::thread::sleep(Duration::from_micros(200));
+            let before = l.shard.table().len();
+            l.shard.poll(t);
+            let dropped = before - l.shard.table().len();
+            steps += usize::from(dropped > 0);
+            most = most.max(dropped);
+            // A new flow of the other service goes through between two steps.
+            sent += 1;
+            let c = SocketAddrV4::new("10.77.0.9".parse().unwrap(), 3000 + sent);
+            let vip: SocketAddrV4 = "10.77.100.100:81".parse().unwrap();
+            assert_eq!(l.send(&tcp(c, vip, SYN, b"")), Verdict::Forward);
+        }
+        assert_eq!(
+            l.shard.table().len(),
+            usize::from(sent),
+            "threaded {threaded}: every embryonic entry of the service dropped, none of the \
+             other service's"
+        );
+        if threaded {
+            assert!(most <= 128, "{most} drops in one poll");
+            assert!(steps >= usize::from(N) / 128, "{steps} steps");
+        }
+        let r = l.report();
+        let (_, c) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
+        assert_eq!(c.actions[ActionKind::DropEmbryonic as usize], 1, "{c:?}");
+    }
+}

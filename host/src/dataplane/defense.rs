@@ -274,8 +274,9 @@ pub struct ServiceTable<'a> {
     pub now: Tick,
     /// The service's timeouts in ticks (to derive idle time).
     pub timeouts: [Tick; STATES],
-    /// Where the entries the scans return are noted (what `drop-connections` may name).
-    pub seen: &'a std::cell::RefCell<Seen>,
+    /// Where the entries the scans return are noted (what `drop-connections` may name), if
+    /// anywhere.
+    pub seen: Option<&'a std::cell::RefCell<Seen>>,
 }
 
 /// The entries a tick's scans returned, by id: what each was (its client), so that a
@@ -285,10 +286,13 @@ pub struct ServiceTable<'a> {
 pub struct Seen(std::collections::HashMap<u32, (Ipv4Addr, u16)>);
 
 impl Seen {
-    /// Notes entry `id` of client `client`.
-    pub fn note(&mut self, id: u32, client: (Ipv4Addr, u16)) {
-        if self.0.len() < ringvs_abi::MAX_TICK_SCAN as usize {
-            self.0.insert(id, client);
+    /// Notes the entries of one scan's answer, each with its client.
+    pub fn note(&mut self, answer: &Answer) {
+        for (e, &client) in answer.0.iter().zip(&answer.1) {
+            if self.0.len() >= ringvs_abi::MAX_TICK_SCAN as usize {
+                return;
+            }
+            self.0.insert(e.id, client);
         }
     }
 
@@ -298,17 +302,19 @@ impl Seen {
     }
 }
 
-impl TableView for ServiceTable<'_> {
-    fn slots(&self) -> u32 {
-        self.table.slots()
-    }
+/// One scan's answer: the entries, and each one's client in the same order (what the tick
+/// notes in its [`Seen`]).
+pub type Answer = (Vec<tt::Entry>, Vec<(Ipv4Addr, u16)>);
 
-    fn scan(&self, start: u32, count: u32) -> Vec<tt::Entry> {
+impl ServiceTable<'_> {
+    /// Scans `count` slots from `start` (wrapping), as `table.scan` does, with each entry's
+    /// client.
+    pub fn scan_clients(&self, start: u32, count: u32) -> Answer {
         let n = self.table.slots();
+        let (mut out, mut clients) = (Vec::new(), Vec::new());
         if n == 0 {
-            return Vec::new();
+            return (out, clients);
         }
-        let mut out = Vec::new();
         for k in 0..count.min(n) {
             let i = start.wrapping_add(k) % n;
             let Some((_, c)) = self.table.entry_at(i) else {
@@ -317,7 +323,6 @@ impl TableView for ServiceTable<'_> {
             if c.svc != self.svc {
                 continue;
             }
-            self.seen.borrow_mut().note(i, (c.caddr(), c.cport()));
             let left = crate::conn::ticks_left(c.expires(), self.now);
             let full = self.timeouts[c.state as usize];
             out.push(tt::Entry {
@@ -328,8 +333,23 @@ impl TableView for ServiceTable<'_> {
                 expires_in: left / TICKS_PER_SEC,
                 idle: full.saturating_sub(left) / TICKS_PER_SEC,
             });
+            clients.push((c.caddr(), c.cport()));
         }
-        out
+        (out, clients)
+    }
+}
+
+impl TableView for ServiceTable<'_> {
+    fn slots(&self) -> u32 {
+        self.table.slots()
+    }
+
+    fn scan(&self, start: u32, count: u32) -> Vec<tt::Entry> {
+        let answer = self.scan_clients(start, count);
+        if let Some(seen) = self.seen {
+            seen.borrow_mut().note(&answer);
+        }
+        answer.0
     }
 }
 

@@ -229,8 +229,6 @@ pub struct Shard {
     ticker: Option<ticker::Ticker>,
     /// Actions of ticks that came back, not yet applied.
     applying: std::collections::VecDeque<tick::Applying>,
-    /// The entries each tick out (service slot, defense) has been shown by its scans.
-    seen: std::collections::HashMap<(u16, usize), defense::Seen>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -297,7 +295,6 @@ impl Shard {
             proxy,
             ticker,
             applying: Default::default(),
-            seen: Default::default(),
         };
         if let Ok(mut r) = s.shared.report.lock() {
             reserve_touched(&mut r.plugin_samples, 10 * MAX_SAMPLES);

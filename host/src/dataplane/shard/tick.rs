@@ -8,8 +8,8 @@ use super::super::stats::DefenseStatus;
 use super::proxy::Mode as ProxyMode;
 use super::ticker::{cap, Capped, Done, Job, Ticker};
 use super::Shard;
-use crate::conn::{ConnId, State, TICKS_PER_SEC};
-use crate::plugin::{defense_types as dt, TableView as _};
+use crate::conn::{State, TICKS_PER_SEC};
+use crate::plugin::defense_types as dt;
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
@@ -105,23 +105,23 @@ impl Shard {
             svc,
             now: self.now,
             timeouts,
-            seen: &seen,
+            seen: Some(&seen),
         };
         let t = Instant::now();
         let result = job.inst.tick(&job.stats, Some(&view)).map(cap);
-        self.seen.insert(job.at, seen.into_inner());
         Done {
             at: job.at,
             prepared: job.prepared,
             inst: job.inst,
             result,
             elapsed: t.elapsed(),
+            seen: seen.into_inner(),
         }
     }
 
     /// Between two batches: answers one scan the tick thread waits for, takes the ticks
-    /// that came back, and applies [`APPLY_PER_POLL`] of their actions. Nothing to do (one
-    /// branch) while no tick is out.
+    /// that came back, and goes on applying their actions for [`WORK_PER_POLL`]. Nothing to
+    /// do (one branch) while no tick is out.
     pub(super) fn serve_ticks(&mut self) {
         let Some(t) = self
             .ticker
@@ -130,29 +130,26 @@ impl Shard {
         else {
             return;
         };
-        if let Some((at, start, count)) = t.scan_wanted() {
-            let svc = at.0;
-            let seen = RefCell::new(self.seen.remove(&at).unwrap_or_default());
-            let entries = match self.svcs.get(svc as usize).and_then(Option::as_ref) {
+        if let Some(((svc, _), start, count)) = t.scan_wanted() {
+            let answer = match self.svcs.get(svc as usize).and_then(Option::as_ref) {
                 Some(rt) => ServiceTable {
                     table: &self.table,
                     svc,
                     now: self.now,
                     timeouts: rt.timeouts,
-                    seen: &seen,
+                    seen: None,
                 }
-                .scan(start, count.min(ringvs_abi::MAX_SCAN_SLOTS)),
-                None => Vec::new(),
+                .scan_clients(start, count.min(ringvs_abi::MAX_SCAN_SLOTS)),
+                None => Default::default(),
             };
-            self.seen.insert(at, seen.into_inner());
-            t.answer(entries);
+            t.answer(answer);
         }
         let mut any = false;
         while let Some(done) = self.ticker.as_mut().and_then(Ticker::finished) {
             self.tick_done(done);
             any = true;
         }
-        if self.apply_pending(APPLY_PER_POLL) || any {
+        if self.apply_pending(WORK_PER_POLL) || any {
             self.defenses_changed();
         }
     }
@@ -161,7 +158,7 @@ impl Shard {
     /// if the slot changed meanwhile), and its actions are checked and applied.
     fn tick_done(&mut self, done: Done) {
         let (svc, i) = done.at;
-        let seen = self.seen.remove(&done.at).unwrap_or_default();
+        let seen = done.seen;
         let mut ctx = Ctx {
             stats: &mut self.plugin_stats,
             events: self.cfg.events.as_ref(),
@@ -195,6 +192,7 @@ impl Shard {
             at: done.at,
             prepared: done.prepared,
             actions: actions.into_iter(),
+            current: None,
             budget: TickBudget {
                 drops: ringvs_abi::MAX_TICK_DROPS,
                 scan: ringvs_abi::MAX_TICK_SCAN,
@@ -203,10 +201,11 @@ impl Shard {
         });
     }
 
-    /// Applies at most `limit` actions of the ticks that came back, in order. An action
-    /// whose defense's slot changed since (a reload) is dropped. True if anything was done.
-    fn apply_pending(&mut self, limit: usize) -> bool {
-        let mut n = 0;
+    /// Applies the actions of the ticks that came back, in order, for at most `work` units
+    /// of the queue's time (see [`WORK_PER_POLL`]); an action that needs more goes on at the
+    /// next call. An action whose defense's slot changed since (a reload) is dropped. True
+    /// if anything was done.
+    fn apply_pending(&mut self, mut work: usize) -> bool {
         let mut any = false;
         while let Some(mut job) = self.applying.pop_front() {
             any = true;
@@ -218,11 +217,21 @@ impl Shard {
             if !same {
                 continue;
             }
-            while n < limit {
-                let Some(a) = job.actions.next() else { break };
-                n += 1;
-                let kind = ActionKind::of(&a);
-                let ok = self.apply(svc, i, a, &mut job.budget);
+            while work > 0 {
+                let (kind, step) = match job.current.take() {
+                    Some(going) => going,
+                    None => match job.actions.next() {
+                        Some(a) => (ActionKind::of(&a), Step::Begin(a)),
+                        None => break,
+                    },
+                };
+                let ok = match self.step(svc, i, step, &mut job.budget, &mut work) {
+                    Progress::Pending(step) => {
+                        job.current = Some((kind, step));
+                        break;
+                    }
+                    Progress::Done(ok) => ok,
+                };
                 let Some(slot) = self.svcs[svc as usize]
                     .as_mut()
                     .and_then(|rt| rt.defenses.get_mut(i))
@@ -246,12 +255,115 @@ impl Shard {
             if let Some(rt) = self.svcs[svc as usize].as_mut() {
                 (rt.table, rt.timeouts) = effective_table(&rt.defenses, &rt.own);
             }
-            if job.actions.len() > 0 {
+            if job.current.is_some() || job.actions.len() > 0 {
                 self.applying.push_front(job);
                 break;
             }
         }
         any
+    }
+
+    /// One step of an action of defense `i` of service `svc`, within what is left of the
+    /// tick's `budget` and of this call's `work`. `drop-connections` (each id checked, then
+    /// each entry dropped) and `drop-embryonic` (slots visited, entries dropped) go in as
+    /// many steps as their work takes; the others take one.
+    fn step(
+        &mut self,
+        svc: u16,
+        i: usize,
+        step: Step,
+        budget: &mut TickBudget,
+        work: &mut usize,
+    ) -> Progress {
+        match step {
+            Step::Begin(dt::Action::DropConnections(ids)) => {
+                *work = work.saturating_sub(cost::ACTION);
+                if ids.len() > budget.drops {
+                    return Progress::Done(false);
+                }
+                budget.drops -= ids.len();
+                self.step(svc, i, Step::Check { ids, next: 0 }, budget, work)
+            }
+            // Every id must be an entry of the service this tick's scans returned.
+            Step::Check { ids, mut next } => {
+                while let Some(&id) = ids.get(next) {
+                    if *work < cost::CHECK {
+                        return Progress::Pending(Step::Check { ids, next });
+                    }
+                    *work -= cost::CHECK;
+                    if budget.seen.get(id).is_none() {
+                        return Progress::Done(false);
+                    }
+                    next += 1;
+                }
+                self.step(svc, i, Step::Drop { ids, next: 0 }, budget, work)
+            }
+            // One that has gone since (expired, evicted, its slot another flow's now: the
+            // tick ran while the queue went on) is skipped.
+            Step::Drop { ids, mut next } => {
+                while let Some(&id) = ids.get(next) {
+                    if *work < cost::DROP {
+                        return Progress::Pending(Step::Drop { ids, next });
+                    }
+                    *work -= cost::DROP;
+                    next += 1;
+                    let client = budget.seen.get(id);
+                    if let Some((cid, c)) = self.table.entry_at(id) {
+                        if c.svc == svc && Some((c.caddr(), c.cport())) == client {
+                            self.kill(cid);
+                        }
+                    }
+                }
+                Progress::Done(true)
+            }
+            Step::Begin(dt::Action::DropEmbryonic(n)) => {
+                *work = work.saturating_sub(cost::ACTION);
+                let by_state = self.table.by_state();
+                let embryonic =
+                    by_state[State::SynRecv as usize] + by_state[State::SynAck as usize];
+                if n == 0 || n > embryonic {
+                    return Progress::Done(false);
+                }
+                let slots = self.table.slots();
+                self.rng ^= self.rng << 13;
+                self.rng ^= self.rng >> 7;
+                self.rng ^= self.rng << 17;
+                let at = (self.rng % slots.max(1) as u64) as u32;
+                let left = slots.min(budget.scan);
+                budget.scan -= left;
+                let step = Step::Embryonic { at, left, want: n };
+                self.step(svc, i, step, budget, work)
+            }
+            Step::Embryonic {
+                mut at,
+                mut left,
+                mut want,
+            } => {
+                let slots = self.table.slots().max(1);
+                while left > 0 && want > 0 {
+                    if *work < cost::VISIT + cost::DROP {
+                        return Progress::Pending(Step::Embryonic { at, left, want });
+                    }
+                    *work -= cost::VISIT;
+                    left -= 1;
+                    let found = self.table.entry_at(at % slots).and_then(|(id, c)| {
+                        (c.svc == svc && matches!(c.state, State::SynRecv | State::SynAck))
+                            .then_some(id)
+                    });
+                    at = (at + 1) % slots;
+                    if let Some(id) = found {
+                        *work -= cost::DROP;
+                        want -= 1;
+                        self.kill(id);
+                    }
+                }
+                Progress::Done(true)
+            }
+            Step::Begin(a) => {
+                *work = work.saturating_sub(cost::ACTION);
+                Progress::Done(self.apply(svc, i, a))
+            }
+        }
     }
 
     /// After ticks: the SYN proxy is held on while any defense of the service asks for it
@@ -280,9 +392,9 @@ impl Shard {
         }
     }
 
-    /// Applies one action of defense `i` of service `svc` if it is allowed and within what
-    /// is left of the tick's `budget`; false if it is refused.
-    fn apply(&mut self, svc: u16, i: usize, a: dt::Action, budget: &mut TickBudget) -> bool {
+    /// Applies one action of defense `i` of service `svc` that takes one step, if it is
+    /// allowed; false if it is refused.
+    fn apply(&mut self, svc: u16, i: usize, a: dt::Action) -> bool {
         let Some(slot) = self.svcs[svc as usize]
             .as_mut()
             .and_then(|rt| rt.defenses.get_mut(i))
@@ -304,60 +416,8 @@ impl Shard {
                 slot.drop_counter = r;
                 true
             }
-            dt::Action::DropConnections(ids) => {
-                if ids.len() > budget.drops {
-                    return false;
-                }
-                budget.drops -= ids.len();
-                // Every id must be an entry of the service this tick's scans returned; one
-                // that has gone since (expired, evicted, its slot another flow's now: the tick
-                // ran while the queue went on) is skipped.
-                let Some(clients) = ids
-                    .iter()
-                    .map(|&id| budget.seen.get(id))
-                    .collect::<Option<Vec<_>>>()
-                else {
-                    return false;
-                };
-                for (id, client) in ids.into_iter().zip(clients) {
-                    if let Some((cid, c)) = self.table.entry_at(id) {
-                        if c.svc == svc && (c.caddr(), c.cport()) == client {
-                            self.kill(cid);
-                        }
-                    }
-                }
-                true
-            }
-            dt::Action::DropEmbryonic(n) => {
-                let by_state = self.table.by_state();
-                let embryonic =
-                    by_state[State::SynRecv as usize] + by_state[State::SynAck as usize];
-                if n == 0 || n > embryonic {
-                    return false;
-                }
-                let slots = self.table.slots();
-                self.rng ^= self.rng << 13;
-                self.rng ^= self.rng >> 7;
-                self.rng ^= self.rng << 17;
-                let start = (self.rng % slots.max(1) as u64) as u32;
-                let scan = slots.min(budget.scan);
-                budget.scan -= scan;
-                let mut victims: Vec<ConnId> = Vec::with_capacity(n.min(scan) as usize);
-                for k in 0..scan {
-                    if victims.len() == n as usize {
-                        break;
-                    }
-                    if let Some((id, c)) = self.table.entry_at((start + k) % slots) {
-                        if c.svc == svc && matches!(c.state, State::SynRecv | State::SynAck) {
-                            victims.push(id);
-                        }
-                    }
-                }
-                for id in victims {
-                    self.kill(id);
-                }
-                true
-            }
+            // Applied in steps (see `step`).
+            dt::Action::DropConnections(_) | dt::Action::DropEmbryonic(_) => false,
             dt::Action::Block(b) => {
                 let Some(req) = block_request(svc, &b) else {
                     return false;
@@ -407,9 +467,45 @@ impl Shard {
     }
 }
 
-/// Most tick actions a queue applies between two batches of packets when its ticks run on
-/// the tick thread (each costs up to a few hundred nanoseconds: a block, a drop).
-const APPLY_PER_POLL: usize = 16;
+/// How much of its time a queue gives the ticks that came back between two batches of
+/// packets, in units of about one table slot visited (a few nanoseconds): about as much as
+/// answering one scan ([`ringvs_abi::MAX_SCAN_SLOTS`] slots). The units each step costs are
+/// in [`cost`]; the daemon's queues apply 64 one-step actions, or check 1024 ids, or drop
+/// 128 entries, or visit 4096 slots between two batches.
+const WORK_PER_POLL: usize = 4096;
+
+/// What the steps of applying an action cost, in units of [`WORK_PER_POLL`].
+mod cost {
+    /// An action that takes one step (a block, a level), or the start of one that takes
+    /// several.
+    pub const ACTION: usize = 64;
+    /// Checking one id of `drop-connections` against what the tick's scans returned.
+    pub const CHECK: usize = 4;
+    /// Dropping one entry.
+    pub const DROP: usize = 32;
+    /// Visiting one table slot.
+    pub const VISIT: usize = 1;
+}
+
+/// An action being applied.
+enum Step {
+    /// Not begun.
+    Begin(dt::Action),
+    /// `drop-connections`: ids from `next` on still to check.
+    Check { ids: Vec<u32>, next: usize },
+    /// `drop-connections`, checked: ids from `next` on still to drop.
+    Drop { ids: Vec<u32>, next: usize },
+    /// `drop-embryonic`: `left` slots still to visit from `at`, `want` entries still to drop.
+    Embryonic { at: u32, left: u32, want: u32 },
+}
+
+/// Where a [`Step`] left an action.
+enum Progress {
+    /// Applied (true) or refused.
+    Done(bool),
+    /// To go on with at the next call.
+    Pending(Step),
+}
 
 /// A tick's actions being applied.
 pub(super) struct Applying {
@@ -419,6 +515,8 @@ pub(super) struct Applying {
     prepared: Arc<super::super::defense::PluginDefense>,
     /// What is left to apply.
     actions: std::vec::IntoIter<dt::Action>,
+    /// The action under way, if one is.
+    current: Option<(ActionKind, Step)>,
     /// What is left of the tick's host work.
     budget: TickBudget,
 }

@@ -19,10 +19,11 @@
 //!
 //! [`PolicySlot::lend`]: super::super::policy::PolicySlot::lend
 
-use super::super::defense::PluginDefense;
+use super::super::defense::{Answer, PluginDefense, Seen};
 use super::super::policy::{ActionKind, ACTIONS};
 use crate::plugin::{defense_types as dt, table_types as tt, DefenseInstance, Fault, TableView};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError};
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,9 @@ pub(super) struct Done {
     pub result: Result<Capped, Fault>,
     /// How long the tick ran.
     pub elapsed: Duration,
+    /// The entries its scans returned (what its `drop-connections` may name), noted here
+    /// rather than on the queue's thread.
+    pub seen: Seen,
 }
 
 /// A tick's actions after the cap: at most [`ringvs_abi::MAX_TICK_ACTIONS`], and how many
@@ -86,8 +90,8 @@ pub(super) struct Ticker {
     done_tx: Sender<Done>,
     scans: Receiver<Scan>,
     scans_tx: Sender<Scan>,
-    entries: Sender<Vec<tt::Entry>>,
-    entries_rx: Receiver<Vec<tt::Entry>>,
+    entries: Sender<Answer>,
+    entries_rx: Receiver<Answer>,
     /// Ticks sent and not yet back.
     pub in_flight: usize,
 }
@@ -147,7 +151,7 @@ impl Ticker {
     }
 
     /// Answers the scan taken with [`Ticker::scan_wanted`].
-    pub fn answer(&self, entries: Vec<tt::Entry>) {
+    pub fn answer(&self, entries: Answer) {
         let _ = self.entries.try_send(entries);
     }
 
@@ -167,12 +171,7 @@ impl Ticker {
 /// channel: a send to a sleeping receiver makes the queue's thread wake it (a futex wake and
 /// an inter-processor interrupt, 10 to 100 µs in a VM, measured), a send to a watching one
 /// costs the queue nothing but the push. Outside that window it sleeps in the channel.
-fn run(
-    jobs: Receiver<Job>,
-    done: Sender<Done>,
-    scans: Sender<Scan>,
-    entries: Receiver<Vec<tt::Entry>>,
-) {
+fn run(jobs: Receiver<Job>, done: Sender<Done>, scans: Sender<Scan>, entries: Receiver<Answer>) {
     let mut due: Option<Instant> = None;
     loop {
         let mut job = match jobs.try_recv() {
@@ -202,6 +201,7 @@ fn run(
             slots: job.slots,
             scans: &scans,
             entries: &entries,
+            seen: RefCell::default(),
         };
         let t = Instant::now();
         let result = job.inst.tick(&job.stats, Some(&view)).map(cap);
@@ -211,6 +211,7 @@ fn run(
             inst: job.inst,
             result,
             elapsed: t.elapsed(),
+            seen: view.seen.into_inner(),
         };
         if done.send(back).is_err() {
             break;
@@ -253,12 +254,14 @@ const WATCH_EVERY: Duration = Duration::from_micros(500);
 const WATCH_LATE: Duration = Duration::from_millis(50);
 
 /// The table as the tick thread sees it: each scan is a request the queue answers between
-/// two batches of packets; an empty answer once the queue is gone.
+/// two batches of packets; an empty answer once the queue is gone. The entries returned are
+/// noted in `seen`.
 struct Remote<'a> {
     at: (u16, usize),
     slots: u32,
     scans: &'a Sender<Scan>,
-    entries: &'a Receiver<Vec<tt::Entry>>,
+    entries: &'a Receiver<Answer>,
+    seen: RefCell<Seen>,
 }
 
 impl TableView for Remote<'_> {
@@ -270,6 +273,8 @@ impl TableView for Remote<'_> {
         if self.scans.send((self.at, start, count)).is_err() {
             return Vec::new();
         }
-        self.entries.recv().unwrap_or_default()
+        let answer = self.entries.recv().unwrap_or_default();
+        self.seen.borrow_mut().note(&answer);
+        answer.0
     }
 }
