@@ -180,11 +180,23 @@ pub const ALL: [(&str, Kind); 48] = [
     (TOP_PACKETS, Kind::Gauge),
 ];
 
-/// The exporter's settings: gauge expiry and the plugin-call histogram's buckets.
+/// The exporter's settings: series expiry and the plugin-call histogram's buckets.
 fn builder() -> Result<metrics_exporter_prometheus::PrometheusBuilder, String> {
+    builder_expiring(GAUGE_IDLE)
+}
+
+/// [`builder`], series not set for `idle` expiring.
+fn builder_expiring(
+    idle: Duration,
+) -> Result<metrics_exporter_prometheus::PrometheusBuilder, String> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
-        // Series of removed services, servers and sources disappear.
-        .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(GAUGE_IDLE))
+        // Series of removed services, servers and sources disappear: every series is set
+        // every second while what it is about exists (event counters included, see
+        // `traffic::count_event`).
+        .idle_timeout(
+            metrics_util::MetricKindMask::GAUGE | metrics_util::MetricKindMask::COUNTER,
+            Some(idle),
+        )
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(PLUGIN_CALL_SECONDS.to_string()),
             &[
@@ -578,14 +590,27 @@ pub fn update_templates(t: &crate::control::protocol::TemplateStatus) {
 
 /// One health check of a realserver ran, with `result` ("ok" or the failure's label).
 pub fn health_checked(service: &str, server: &str, result: &'static str) {
-    counter!(HEALTH_CHECKS, "service" => service.to_string(), "server" => server.to_string(), "result" => result)
-        .increment(1);
+    health_event(HEALTH_CHECKS, service, server, ("result", result));
 }
 
 /// A realserver's health changed to `state`.
 pub fn health_changed(service: &str, server: &str, state: &'static str) {
-    counter!(HEALTH_TRANSITIONS, "service" => service.to_string(), "server" => server.to_string(), "state" => state)
-        .increment(1);
+    health_event(HEALTH_TRANSITIONS, service, server, ("state", state));
+}
+
+/// Counts an event of a realserver (exported from the count every second).
+fn health_event(
+    name: &'static str,
+    service: &str,
+    server: &str,
+    label: (&'static str, &'static str),
+) {
+    traffic::count_event(traffic::Event {
+        name,
+        service: service.to_string(),
+        server: Some(server.to_string()),
+        labels: vec![label],
+    });
 }
 
 #[cfg(test)]
@@ -723,6 +748,24 @@ mod tests {
             });
             health_checked("web", "10.77.1.1:8080", "ok");
             health_changed("web", "10.77.1.1:8080", "up");
+            // Event counters are set with the traffic counters, for what exists.
+            traffic::update(
+                &mut traffic::Totals::default(),
+                &[traffic::ServiceRow {
+                    slot: 0,
+                    service: "web".into(),
+                    proto: "tcp",
+                    vip: "10.77.100.100:80".parse().unwrap(),
+                    live: true,
+                    traffic: Default::default(),
+                }],
+                &[traffic::BackendRow {
+                    slot: 0,
+                    service: "web".into(),
+                    server: "10.77.1.1:8080".into(),
+                    traffic: Default::default(),
+                }],
+            );
             update_plugins(&r, &[(Arc::from("sched-wlc"), Func::Pick, 2e-6)], &swaps);
             plugin_memory(1 << 20);
             update_plugin_logs(&[(Arc::from("sched-wlc"), Default::default())]);
@@ -785,7 +828,7 @@ mod tests {
             assert_eq!(name.ends_with("_total"), kind == Kind::Counter, "{name}");
             assert!(name.starts_with("ringvs_"), "{name}");
         }
-        let ours: Vec<&str> = ALL.iter().map(|(n, _)| *n).collect();
+        let ours: Vec<&str> = ALL.iter().chain(&traffic::ALL).map(|(n, _)| *n).collect();
         for name in f.keys() {
             assert!(
                 ours.contains(&name.as_str()),

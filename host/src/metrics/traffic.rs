@@ -5,7 +5,8 @@
 //!
 //! Labels are bounded by the config: `service` is a `[[service]]` name, `server` a
 //! realserver's `addr:port`. A label set's counters never go down, even when a service or
-//! realserver is removed and comes back in a new slot ([`Totals`] keeps what left).
+//! realserver is removed and comes back in a new slot ([`Totals`] keeps what left); while it
+//! is removed, its series are not set and expire from the scrape.
 
 use crate::dataplane::stats::Traffic;
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
@@ -172,8 +173,60 @@ pub fn update_reloads(ok: u64, failed: u64, last_unix: f64, last_ok: bool) {
 
 /// A notify hook of `service` for `event` ended with `result`, or was `dropped`.
 pub fn notified(service: &str, event: &'static str, result: &'static str) {
-    counter!(NOTIFY, "service" => service.to_string(), "event" => event, "result" => result)
-        .increment(1);
+    count_event(Event {
+        name: NOTIFY,
+        service: service.to_string(),
+        server: None,
+        labels: vec![("event", event), ("result", result)],
+    });
+}
+
+/// One series of a counter of events (health checks and transitions, notify runs): its
+/// name, the service and realserver it is about, and its other labels.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Event {
+    /// The metric.
+    pub name: &'static str,
+    /// The `service` label.
+    pub service: String,
+    /// The `server` label, if the metric has one.
+    pub server: Option<String>,
+    /// The other labels.
+    pub labels: Vec<(&'static str, &'static str)>,
+}
+
+/// Counts of events, kept here and exported every second with the traffic counters, for the
+/// services and realservers that exist: a removed one's series stop being set and expire
+/// from the scrape (the exporter's idle timeout), and go on from their count if it comes
+/// back. Bounded by the config's label sets, like [`Totals`].
+static EVENTS: std::sync::Mutex<std::collections::BTreeMap<Event, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Counts one event.
+pub fn count_event(e: Event) {
+    if let Ok(mut m) = EVENTS.lock() {
+        *m.entry(e).or_insert(0) += 1;
+    }
+}
+
+/// Sets the event counters of the services and realservers in the rows.
+fn update_events(services: &[ServiceRow], backends: &[BackendRow]) {
+    let Ok(m) = EVENTS.lock() else { return };
+    for (e, &n) in m.iter() {
+        let exists = match &e.server {
+            None => services.iter().any(|s| s.service == e.service),
+            Some(server) => backends
+                .iter()
+                .any(|b| b.service == e.service && &b.server == server),
+        };
+        if !exists {
+            continue;
+        }
+        let mut labels = vec![("service", e.service.clone())];
+        labels.extend(e.server.iter().map(|s| ("server", s.clone())));
+        labels.extend(e.labels.iter().map(|&(k, v)| (k, v.to_string())));
+        counter!(e.name, &labels).absolute(n);
+    }
 }
 
 /// A service's counters from one slot of the queues' report.
@@ -232,7 +285,8 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Each label set's counters: its gone slots' and its current slots' together.
+    /// The counters of each label set in a slot now: its gone slots' and its current
+    /// slots' together (a label set in no slot is not exported: it expires from the scrape).
     fn services(&mut self, rows: &[ServiceRow]) -> HashMap<String, Traffic> {
         let mut now: HashMap<u16, (String, Traffic)> = HashMap::new();
         for r in rows {
@@ -257,9 +311,10 @@ impl Totals {
             }
         }
         self.services = now;
-        let mut out = self.service_base.clone();
+        let mut out = HashMap::new();
         for (label, t) in self.services.values() {
-            add(out.entry(label.clone()).or_default(), t);
+            let base = self.service_base.get(label).copied().unwrap_or_default();
+            add(out.entry(label.clone()).or_insert(base), t);
         }
         out
     }
@@ -287,16 +342,18 @@ impl Totals {
             }
         }
         self.dests = now;
-        let mut out = self.dest_base.clone();
+        let mut out = HashMap::new();
         for (label, t) in self.dests.values() {
-            add(out.entry(label.clone()).or_default(), t);
+            let base = self.dest_base.get(label).copied().unwrap_or_default();
+            add(out.entry(label.clone()).or_insert(base), t);
         }
         out
     }
 }
 
-/// Sets the per-service and per-backend counters and the service info.
+/// Sets the per-service and per-backend counters, the event counters and the service info.
 pub fn update(totals: &mut Totals, services: &[ServiceRow], backends: &[BackendRow]) {
+    update_events(services, backends);
     for (service, t) in totals.services(services) {
         let l = [("service", service)];
         counter!(SERVICE_CONNECTIONS, &l).absolute(t.conns);
@@ -363,8 +420,9 @@ mod tests {
     fn a_label_set_stays_monotonic_when_its_slot_changes() {
         let mut tot = Totals::default();
         assert_eq!(tot.services(&[svc(0, "web", 5)])["web"], t(5));
-        // Removed (slot 0 gone), then back in slot 3 from zero: 5 + 2, never below 5.
-        assert_eq!(tot.services(&[])["web"], t(5));
+        // Removed (slot 0 gone): not exported; then back in slot 3 from zero: 5 + 2, never
+        // below 5.
+        assert!(!tot.services(&[]).contains_key("web"));
         assert_eq!(tot.services(&[svc(3, "web", 2)])["web"], t(7));
         // A draining slot and a live one of the same name add up.
         let both = tot.services(&[svc(3, "web", 4), svc(4, "web", 1)]);
@@ -376,7 +434,12 @@ mod tests {
         assert_eq!(d[&("web".into(), "10.77.1.1:8080".into())], t(3));
         let d = tot.dests(&[srv(7, "web", "10.77.1.1:8080", 1)]);
         assert_eq!(d[&("web".into(), "10.77.1.1:8080".into())], t(4));
-        assert_eq!(d[&("web".into(), "10.77.1.2:8080".into())], t(1));
+        assert!(!d.contains_key(&("web".into(), "10.77.1.2:8080".into())));
+        let d = tot.dests(&[
+            srv(8, "web", "10.77.1.2:8080", 2),
+            srv(7, "web", "10.77.1.1:8080", 1),
+        ]);
+        assert_eq!(d[&("web".into(), "10.77.1.2:8080".into())], t(3));
     }
 
     /// A service slot is reused once its service is gone (issue 11): the queues' counters of
@@ -385,21 +448,82 @@ mod tests {
     fn a_reused_service_slot_starts_its_new_service_from_zero() {
         let mut tot = Totals::default();
         assert_eq!(tot.services(&[svc(0, "old", 5)])["old"], t(5));
-        assert_eq!(tot.services(&[])["old"], t(5));
+        assert!(tot.services(&[]).is_empty());
         // The slot's counters stood at 5; "new" has counted 2 since.
         let now = tot.services(&[svc(0, "new", 7)]);
-        assert_eq!((now["new"], now["old"]), (t(2), t(5)));
+        assert_eq!((now["new"], now.get("old")), (t(2), None));
         assert_eq!(tot.services(&[svc(0, "new", 9)])["new"], t(4));
         // Taken over in one update, without a gap.
         let now = tot.services(&[svc(0, "third", 10)]);
-        assert_eq!((now["third"], now["new"]), (t(1), t(4)));
+        assert_eq!((now["third"], now.get("new")), (t(1), None));
+        // "old" back, in another slot: from where it stood.
+        assert_eq!(tot.services(&[svc(1, "old", 1)])["old"], t(6));
         // Realserver ids alike.
         let a = ("web".to_string(), "10.77.1.1:8080".to_string());
         let b = ("web".to_string(), "10.77.1.9:8080".to_string());
         assert_eq!(tot.dests(&[srv(5, "web", "10.77.1.1:8080", 3)])[&a], t(3));
-        assert_eq!(tot.dests(&[])[&a], t(3));
+        assert!(tot.dests(&[]).is_empty());
         let now = tot.dests(&[srv(5, "web", "10.77.1.9:8080", 4)]);
-        assert_eq!((now[&a], now[&b]), (t(3), t(1)));
+        assert_eq!((now.get(&a), now[&b]), (None, t(1)));
+    }
+
+    /// Label sets of removed objects expire (issue 11): a removed realserver's series, event
+    /// counters included, are no longer set and leave the scrape; back, they go on from
+    /// their counts.
+    #[test]
+    fn a_removed_servers_series_expire_and_come_back_from_their_counts() {
+        let recorder = super::super::builder_expiring(std::time::Duration::from_millis(300))
+            .unwrap()
+            .build_recorder();
+        let handle = recorder.handle();
+        let (gone, stays) = ("10.77.1.7:8080", "10.77.1.8:8080");
+        let checks = |server: &str| {
+            format!(
+                "ringvs_health_checks_total{{service=\"exp\",server=\"{server}\",result=\"ok\"}}"
+            )
+        };
+        let conns = |server: &str| {
+            format!("ringvs_backend_connections_total{{service=\"exp\",server=\"{server}\"}}")
+        };
+        metrics::with_local_recorder(&recorder, || {
+            let mut tot = Totals::default();
+            super::super::health_checked("exp", gone, "ok");
+            super::super::health_checked("exp", stays, "ok");
+            update(
+                &mut tot,
+                &[svc(0, "exp", 6)],
+                &[srv(1, "exp", gone, 5), srv(2, "exp", stays, 1)],
+            );
+            let text = handle.render();
+            for line in [format!("{} 1", checks(gone)), format!("{} 5", conns(gone))] {
+                assert!(text.contains(&line), "{line} not in:\n{text}");
+            }
+            // Removed; the exporter's idle timeout passes with the daemon updating.
+            for _ in 0..4 {
+                update(&mut tot, &[svc(0, "exp", 6)], &[srv(2, "exp", stays, 1)]);
+                std::thread::sleep(std::time::Duration::from_millis(150));
+            }
+            let text = handle.render();
+            assert!(!text.contains(&checks(gone)), "{text}");
+            assert!(!text.contains(&conns(gone)), "{text}");
+            for line in [
+                format!("{} 1", checks(stays)),
+                format!("{} 1", conns(stays)),
+            ] {
+                assert!(text.contains(&line), "{line} not in:\n{text}");
+            }
+            // Back, in another slot.
+            super::super::health_checked("exp", gone, "ok");
+            update(
+                &mut tot,
+                &[svc(0, "exp", 8)],
+                &[srv(3, "exp", gone, 2), srv(2, "exp", stays, 1)],
+            );
+            let text = handle.render();
+            for line in [format!("{} 2", checks(gone)), format!("{} 7", conns(gone))] {
+                assert!(text.contains(&line), "{line} not in:\n{text}");
+            }
+        });
     }
 
     #[test]
