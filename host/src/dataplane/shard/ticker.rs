@@ -22,7 +22,7 @@
 use super::super::defense::{Answer, PluginDefense, Seen};
 use super::super::policy::{ActionKind, ACTIONS};
 use crate::plugin::{defense_types as dt, table_types as tt, DefenseInstance, Fault, TableView};
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -180,9 +180,13 @@ fn run(jobs: Receiver<Job>, done: Sender<Done>, scans: Sender<Scan>, entries: Re
             Err(TryRecvError::Empty) => {
                 let now = Instant::now();
                 match due {
+                    // Early (a tick after a reload, a test's clock): taken at once.
                     Some(t) if now + WATCH_EVERY < t => {
-                        std::thread::sleep(t - now - WATCH_EVERY);
-                        continue;
+                        match jobs.recv_timeout(t - now - WATCH_EVERY) {
+                            Ok(job) => job,
+                            Err(RecvTimeoutError::Timeout) => continue,
+                            Err(RecvTimeoutError::Disconnected) => break,
+                        }
                     }
                     Some(t) if now < t + WATCH_LATE => {
                         std::thread::sleep(WATCH_EVERY);
