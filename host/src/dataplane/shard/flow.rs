@@ -139,6 +139,15 @@ impl Shard {
     }
 
     /// Removes a connection now, fixing the counts that follow it.
+    /// The queue's next pseudo-random number (xorshift64: where early drop and
+    /// `drop-embryonic` start looking).
+    pub(super) fn random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
     pub(super) fn kill(&mut self, id: ConnId) {
         let c = self.table.remove(id);
         Self::forget(
@@ -157,10 +166,7 @@ impl Shard {
     /// Early drop: evicts the least valuable sampled entry (of service `svc` only, if
     /// given). True if one went.
     fn evict(&mut self, svc: Option<u16>) -> bool {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let start = self.rng as u32;
+        let start = self.random() as u32;
         let now = self.now;
         let svcs = &self.svcs;
         let (dests, cfg, snap) = (&self.dests, &self.cfg, &self.snap);

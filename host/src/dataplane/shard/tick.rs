@@ -11,6 +11,7 @@ use super::Shard;
 use crate::conn::{State, TICKS_PER_SEC};
 use crate::plugin::defense_types as dt;
 use std::cell::RefCell;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -282,34 +283,35 @@ impl Shard {
                     return Progress::Done(false);
                 }
                 budget.drops -= ids.len();
-                self.step(svc, i, Step::Check { ids, next: 0 }, budget, work)
+                let found = Vec::with_capacity(ids.len());
+                self.step(svc, i, Step::Check { ids, found }, budget, work)
             }
-            // Every id must be an entry of the service this tick's scans returned.
-            Step::Check { ids, mut next } => {
-                while let Some(&id) = ids.get(next) {
+            // Every id must be an entry of the service this tick's scans returned; each is
+            // kept with the client it had.
+            Step::Check { ids, mut found } => {
+                while let Some(&id) = ids.get(found.len()) {
                     if *work < cost::CHECK {
-                        return Progress::Pending(Step::Check { ids, next });
+                        return Progress::Pending(Step::Check { ids, found });
                     }
                     *work -= cost::CHECK;
-                    if budget.seen.get(id).is_none() {
+                    let Some(client) = budget.seen.get(id) else {
                         return Progress::Done(false);
-                    }
-                    next += 1;
+                    };
+                    found.push((id, client));
                 }
-                self.step(svc, i, Step::Drop { ids, next: 0 }, budget, work)
+                self.step(svc, i, Step::Drop { found, next: 0 }, budget, work)
             }
             // One that has gone since (expired, evicted, its slot another flow's now: the
             // tick ran while the queue went on) is skipped.
-            Step::Drop { ids, mut next } => {
-                while let Some(&id) = ids.get(next) {
+            Step::Drop { found, mut next } => {
+                while let Some(&(id, client)) = found.get(next) {
                     if *work < cost::DROP {
-                        return Progress::Pending(Step::Drop { ids, next });
+                        return Progress::Pending(Step::Drop { found, next });
                     }
                     *work -= cost::DROP;
                     next += 1;
-                    let client = budget.seen.get(id);
                     if let Some((cid, c)) = self.table.entry_at(id) {
-                        if c.svc == svc && Some((c.caddr(), c.cport())) == client {
+                        if c.svc == svc && (c.caddr(), c.cport()) == client {
                             self.kill(cid);
                         }
                     }
@@ -325,10 +327,7 @@ impl Shard {
                     return Progress::Done(false);
                 }
                 let slots = self.table.slots();
-                self.rng ^= self.rng << 13;
-                self.rng ^= self.rng >> 7;
-                self.rng ^= self.rng << 17;
-                let at = (self.rng % slots.max(1) as u64) as u32;
+                let at = (self.random() % slots.max(1) as u64) as u32;
                 let left = slots.min(budget.scan);
                 budget.scan -= left;
                 let step = Step::Embryonic { at, left, want: n };
@@ -491,10 +490,17 @@ mod cost {
 enum Step {
     /// Not begun.
     Begin(dt::Action),
-    /// `drop-connections`: ids from `next` on still to check.
-    Check { ids: Vec<u32>, next: usize },
-    /// `drop-connections`, checked: ids from `next` on still to drop.
-    Drop { ids: Vec<u32>, next: usize },
+    /// `drop-connections`: the ids past those `found` (checked, with their clients) still
+    /// to check.
+    Check {
+        ids: Vec<u32>,
+        found: Vec<(u32, (Ipv4Addr, u16))>,
+    },
+    /// `drop-connections`, checked: entries from `next` on still to drop.
+    Drop {
+        found: Vec<(u32, (Ipv4Addr, u16))>,
+        next: usize,
+    },
     /// `drop-embryonic`: `left` slots still to visit from `at`, `want` entries still to drop.
     Embryonic { at: u32, left: u32, want: u32 },
 }
