@@ -19,15 +19,22 @@ fn main() {
         .ok()
         .filter(|r| !r.is_empty())
         .or_else(|| {
-            // Rebuild when HEAD moves: HEAD itself, the branch it names, packed refs.
+            // Rebuild when HEAD moves: HEAD itself, the branch it names, packed refs. Only
+            // files that exist: cargo takes a missing one as changed, and would rebuild the
+            // crate on every command (a fresh clone has no packed-refs).
+            let watch = |p: String| {
+                if std::path::Path::new(&p).exists() {
+                    println!("cargo:rerun-if-changed={p}");
+                }
+            };
             for path in ["HEAD", "packed-refs"] {
                 if let Some(p) = git(&["rev-parse", "--git-path", path]) {
-                    println!("cargo:rerun-if-changed={p}");
+                    watch(p);
                 }
             }
             if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
                 if let Some(p) = git(&["rev-parse", "--git-path", &branch]) {
-                    println!("cargo:rerun-if-changed={p}");
+                    watch(p);
                 }
             }
             git(&["rev-parse", "--short=12", "HEAD"])
