@@ -1014,13 +1014,14 @@ EOF
     fi
 }
 
-# udp_probe COUNT [PORT]: COUNT datagrams to VIP:PORT (default 53), each from a new socket.
-# Sets UDP_SENT, UDP_ANSWERED, UDP_BAD, UDP_SERVERS ("rs1=67,rs2=67,rs3=66"), UDP_NSERVERS.
+# udp_probe COUNT [PORT [SIZE]]: COUNT datagrams to VIP:PORT (default 53), each from a new
+# socket, padded to SIZE bytes (default: a few dozen). Sets UDP_SENT, UDP_ANSWERED, UDP_BAD,
+# UDP_SERVERS ("rs1=67,rs2=67,rs3=66"), UDP_NSERVERS.
 udp_probe() {
     local out=$LAB_DIR/udp-probe.txt rc=0
     UDP_SENT=0 UDP_ANSWERED=0 UDP_BAD=0 UDP_SERVERS="-" UDP_NSERVERS=0
     ip netns exec "$(ns_name cli)" timeout 60 "$PYTHON" "$LAB_SRC/udp_probe.py" "$VIP:${2:-53}" \
-        --count "$1" </dev/null >"$out" 2>&1 &
+        --count "$1" --size "${3:-0}" </dev/null >"$out" 2>&1 &
     wait $! || rc=$?
     if ((rc != 0)); then
         log_tail "$out"

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 
 
-def run_batch(target, n, first, timeout, answers, servers):
+def run_batch(target, n, first, timeout, answers, servers, size=0):
     """Send n datagrams (ids first..first+n-1), collect answers; return bad count."""
     socks = {}
     bad = 0
@@ -28,6 +28,10 @@ def run_batch(target, n, first, timeout, answers, servers):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.setblocking(False)
         payload = f"probe-{os.getpid()}-{i}-{os.urandom(4).hex()}".encode()
+        # Padded to SIZE bytes (over the path's MTU the datagram goes in fragments, its
+        # echo too).
+        if size > len(payload):
+            payload += (bytes(range(256)) * (size // 256 + 1))[: size - len(payload)]
         s.sendto(payload, target)
         socks[s.fileno()] = (s, payload)
     deadline = time.monotonic() + timeout
@@ -65,6 +69,7 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=200, help="datagrams to send")
     ap.add_argument("--batch", type=int, default=50, help="datagrams in flight at once")
     ap.add_argument("--timeout", type=float, default=2.0, help="seconds to wait per batch")
+    ap.add_argument("--size", type=int, default=0, help="pad each datagram to this many bytes")
     args = ap.parse_args()
     host, _, port = args.target.rpartition(":")
     target = (host, int(port))
@@ -72,7 +77,7 @@ def main() -> int:
     answers, servers, bad, sent = [], Counter(), 0, 0
     while sent < args.count:
         n = min(args.batch, args.count - sent)
-        bad += run_batch(target, n, sent, args.timeout, answers, servers)
+        bad += run_batch(target, n, sent, args.timeout, answers, servers, args.size)
         sent += n
     spread = ",".join(f"{k}={v}" for k, v in sorted(servers.items())) or "-"
     print(sent, len(answers), bad, spread)

@@ -14,7 +14,8 @@
 //! | not IPv4, truncated, bad lengths | drop | `malformed` |
 //! | wrong IPv4 header checksum; wrong ICMP checksum on an echo or error ringvs handles | drop | `bad_checksum` |
 //! | IPv4 with options | drop | `ip_options` |
-//! | fragment (first or later) | drop | `fragment` |
+//! | fragment to a virtual address or from a NAT realserver | held, reassembled ([`defrag`]), the datagram goes through the pipeline | `reassembled`; `fragment` when refused or lost |
+//! | other fragment with a realserver's port (first) | drop | `fragment` |
 //! | to a virtual address, protocol not TCP/UDP/ICMP | drop | `unknown_proto` |
 //! | to a virtual address, no service on that port | drop | `no_service` |
 //! | TCP with SYN+FIN, SYN+RST, FIN+RST, FIN without ACK, or none of SYN/FIN/RST/ACK | drop | `tcp_flags` |
@@ -30,6 +31,7 @@
 
 pub mod blocks;
 pub mod defense;
+pub mod defrag;
 pub mod nat;
 mod packet;
 pub mod persist;

@@ -427,6 +427,8 @@ pub struct Snapshot {
     vips: SmallIndex<u16>,
     vip_addrs: SmallIndex<()>,
     endpoints: SmallIndex<()>,
+    /// Addresses of realservers by NAT (their answers come back through the director).
+    nat_addrs: SmallIndex<()>,
 }
 
 impl Snapshot {
@@ -457,6 +459,9 @@ impl Snapshot {
                 s.dest_svc[i] = svc.id;
                 s.endpoints
                     .insert(endpoint_key(proto, *d.addr.ip(), d.addr.port()), ());
+                if d.forward == Forward::Nat {
+                    s.nat_addrs.insert(u32::from(*d.addr.ip()) as u64, ());
+                }
             }
             let i = svc.id as usize;
             if s.services.len() <= i {
@@ -477,6 +482,22 @@ impl Snapshot {
     #[inline]
     pub fn is_vip(&self, addr: Ipv4Addr) -> bool {
         self.vip_addrs.get(u32::from(addr) as u64).is_some()
+    }
+
+    /// True if `addr` is the address of a realserver some service reaches by NAT.
+    #[inline]
+    pub fn is_nat_realserver_addr(&self, addr: Ipv4Addr) -> bool {
+        self.nat_addrs.get(u32::from(addr) as u64).is_some()
+    }
+
+    /// The virtual services as queue steering keys them: `(protocol, VIP, port)`, sorted.
+    pub fn steered(&self) -> Vec<(u8, Ipv4Addr, u16)> {
+        let mut v: Vec<_> = self
+            .services()
+            .map(|s| (s.proto.number(), *s.vip.ip(), s.vip.port()))
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     /// True if `(proto, addr, port)` is a realserver of some service.

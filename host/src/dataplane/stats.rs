@@ -172,6 +172,8 @@ pub struct Counters {
     pub icmp_translated: u64,
     /// Echo requests to a virtual address answered.
     pub echo_replies: u64,
+    /// Datagrams reassembled from fragments (services' traffic).
+    pub reassembled: u64,
     /// Packets for a tunnelled realserver too big for the tunnel with DF set, answered with
     /// ICMP fragmentation-needed.
     pub tunnel_too_big: u64,
@@ -274,6 +276,7 @@ impl ShardReport {
         self.counters.icmp_translated += o.counters.icmp_translated;
         self.counters.tunnel_too_big += o.counters.tunnel_too_big;
         self.counters.echo_replies += o.counters.echo_replies;
+        self.counters.reassembled += o.counters.reassembled;
         self.counters.expired += o.counters.expired;
         self.counters.attempts += o.counters.attempts;
         self.counters.persist_hits += o.counters.persist_hits;

@@ -214,3 +214,27 @@ impl Rng {
         }
     }
 }
+
+/// `datagram` (an IPv4 packet without options) cut into fragments of at most `mtu` bytes, as
+/// a router or the sending host would (payload pieces a multiple of 8 bytes, `MF` on all but
+/// the last, checksums filled).
+pub fn fragments(datagram: &[u8], mtu: usize) -> Vec<Vec<u8>> {
+    let ip = Ipv4Packet::new_unchecked(datagram);
+    let hl = ip.header_len();
+    let payload = &datagram[hl..usize::from(ip.total_len())];
+    let step = (mtu - hl) / 8 * 8;
+    payload
+        .chunks(step)
+        .enumerate()
+        .map(|(i, piece)| {
+            let mut f = datagram[..hl].to_vec();
+            f.extend_from_slice(piece);
+            let last = (i + 1) * step >= payload.len();
+            let mut p = Ipv4Packet::new_unchecked(&mut f[..]);
+            p.set_total_len((hl + piece.len()) as u16);
+            p.set_flags_and_frag_offset(false, !last, (i * step) as u16);
+            p.fill_checksum();
+            f
+        })
+        .collect()
+}

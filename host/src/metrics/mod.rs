@@ -66,6 +66,8 @@ pub const PLUGIN_MEMORY: &str = "ringvs_plugin_memory_bytes";
 pub const PASSTHROUGH: &str = "ringvs_passthrough_packets_total";
 /// `ringvs_icmp_translated_total`.
 pub const ICMP_TRANSLATED: &str = "ringvs_icmp_translated_total";
+/// `ringvs_reassembled_total`.
+pub const REASSEMBLED: &str = "ringvs_reassembled_total";
 /// `ringvs_tunnel_too_big_total`.
 pub const TUNNEL_TOO_BIG: &str = "ringvs_tunnel_too_big_total";
 /// `ringvs_io_packets_total{queue,direction}`.
@@ -129,7 +131,7 @@ pub enum Kind {
 }
 
 /// Every metric ringvs exports, with its type.
-pub const ALL: [(&str, Kind); 48] = [
+pub const ALL: [(&str, Kind); 49] = [
     (CONNECTIONS, Kind::Counter),
     (IN_PACKETS, Kind::Counter),
     (OUT_PACKETS, Kind::Counter),
@@ -156,6 +158,7 @@ pub const ALL: [(&str, Kind); 48] = [
     (PLUGIN_MEMORY, Kind::Gauge),
     (PASSTHROUGH, Kind::Counter),
     (ICMP_TRANSLATED, Kind::Counter),
+    (REASSEMBLED, Kind::Counter),
     (TUNNEL_TOO_BIG, Kind::Counter),
     (IO_PACKETS, Kind::Counter),
     (IO_BYTES, Kind::Counter),
@@ -321,6 +324,10 @@ pub fn describe() {
     describe_counter!(
         ICMP_TRANSLATED,
         "ICMP errors about tracked flows translated."
+    );
+    describe_counter!(
+        REASSEMBLED,
+        "Datagrams of services' traffic (to a virtual address, from a NAT realserver) reassembled from fragments."
     );
     describe_counter!(
         TUNNEL_TOO_BIG,
@@ -509,6 +516,7 @@ pub fn update(r: &ShardReport, list: &ListResult) {
     }
     counter!(PASSTHROUGH).absolute(r.counters.passthrough);
     counter!(ICMP_TRANSLATED).absolute(r.counters.icmp_translated);
+    counter!(REASSEMBLED).absolute(r.counters.reassembled);
     counter!(TUNNEL_TOO_BIG).absolute(r.counters.tunnel_too_big);
     for s in State::ALL {
         gauge!(TABLE_ENTRIES, "state" => s.name()).set(r.by_state[s as usize] as f64);

@@ -44,12 +44,7 @@ pub(super) struct Steering {
 
 /// The services of `snap` as a steering program knows them.
 pub(super) fn steered(snap: &Snapshot) -> Steered {
-    let mut services: Steered = snap
-        .services()
-        .map(|s| (s.proto.number(), *s.vip.ip(), s.vip.port()))
-        .collect();
-    services.sort_unstable();
-    services
+    snap.steered()
 }
 
 /// The services of `snap` as the AF_XDP plane knows them: the steering list and every

@@ -54,6 +54,10 @@ struct QueueSetup {
     sources: Arc<SourceSketch>,
     templates: Arc<TemplateStore>,
     cookies: Arc<CookieKeys>,
+    /// The queue steering secret (the TUN steering program's, the AF_XDP hand-off's).
+    steer_key: HashKey,
+    /// With several queues, reassembled datagrams' way to the queue owning their flow.
+    handoff: Option<Arc<crate::dataplane::defrag::Handoff>>,
 }
 
 impl QueueSetup {
@@ -71,6 +75,7 @@ impl QueueSetup {
             templates: self.templates.clone(),
             cookies: self.cookies.clone(),
             tick_thread: true,
+            handoff: self.handoff.clone(),
         }
     }
 }
@@ -115,6 +120,7 @@ fn startup(cfg: &Config) -> Result<Startup, String> {
     let snap = Arc::new(manager.snapshot(&mut registry, prepared));
     let (events_tx, events) = crossbeam_channel::unbounded();
     let templates = template_store(cfg)?;
+    let steer_key = HashKey::random();
     let setup = QueueSetup {
         n: cfg.director.queues,
         memory_limit: cfg.director.conn_memory_limit,
@@ -125,6 +131,13 @@ fn startup(cfg: &Config) -> Result<Startup, String> {
         sources: Arc::new(SourceSketch::new()),
         templates: templates.clone(),
         cookies: Arc::new(CookieKeys::new()),
+        steer_key,
+        handoff: (cfg.director.queues > 1).then(|| {
+            Arc::new(crate::dataplane::defrag::Handoff::new(
+                steer_key,
+                cfg.director.queues,
+            ))
+        }),
     };
     let plugins = Plugins {
         manager,
@@ -276,11 +289,12 @@ fn bind_listeners(cfg: &Config) -> Result<admin::Listener, DaemonError> {
 }
 
 /// With several queues, both directions of a flow must reach the same queue: steers on the
-/// client endpoint, keyed with a secret drawn here, before any queue runs.
+/// client endpoint, keyed with the queues' steering secret, before any queue runs.
 fn attach_steering(
     tun: &TunDevice,
     queues: usize,
     snap: &Snapshot,
+    key: HashKey,
 ) -> Result<Option<Steering>, String> {
     if queues <= 1 {
         return Ok(None);
@@ -289,7 +303,6 @@ fn attach_steering(
         .try_clone()
         .map_err(|e| format!("cannot duplicate a queue descriptor: {e}"))?;
     let services = steered(snap);
-    let key = HashKey::random();
     let prog = steer::load(&steer::program(&services, queues as u32, &key)).map_err(|e| {
         format!("director.queues = {queues} needs the TUN steering program: {e}; use queues = 1 or run as root with BPF allowed")
     })?;
@@ -325,7 +338,7 @@ fn xdp_options(cfg: &Config) -> XdpOptions {
 /// The AF_XDP plane (program on every interface, sockets, resolver) and its queues.
 fn start_xdp(cfg: &Config, s: &Startup) -> Result<(IoControl, Vec<Queue>, String), String> {
     let opts = xdp_options(cfg);
-    let (plane, io) = XdpPlane::start(&opts, &service_set(&s.snap), HashKey::random())
+    let (plane, io) = XdpPlane::start(&opts, &service_set(&s.snap), s.setup.steer_key)
         .map_err(|e| format!("director.io = \"af_xdp\": {e}"))?;
     let what = format!(
         "af_xdp on {} ({} XDP)",
@@ -367,7 +380,7 @@ fn start_director(cfg: Config, s: Startup) -> Result<(Daemon, String), DaemonErr
         warn!("{w}");
     }
     let device = tun.name().to_string();
-    let steering = attach_steering(&tun, cfg.director.queues, &s.snap)?;
+    let steering = attach_steering(&tun, cfg.director.queues, &s.snap, s.setup.steer_key)?;
     let vnet_hdr = cfg.director.offload;
     let io = tun
         .into_queues()

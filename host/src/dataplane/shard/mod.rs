@@ -4,6 +4,7 @@
 
 use super::blocks::{BlockList, BlockMode};
 use super::defense::{self, DefenseSlot};
+use super::defrag::{self, Defrag, Handoff, Outcome};
 use super::nat::{self, Csum, Side};
 use super::persist::{self, PersistSlot};
 use super::policy::{
@@ -80,6 +81,9 @@ pub struct ShardConfig {
     /// never wait for a plugin's tick (the daemon); otherwise on the queue's thread, at the
     /// second's boundary (tests, replay: deterministic).
     pub tick_thread: bool,
+    /// With several queues: where queue 0 hands the datagrams it reassembled to the queue
+    /// that owns their flow ([`defrag`](super::defrag)).
+    pub handoff: Option<Arc<Handoff>>,
 }
 
 impl ShardConfig {
@@ -98,6 +102,7 @@ impl ShardConfig {
             templates: Default::default(),
             cookies: Default::default(),
             tick_thread: false,
+            handoff: None,
         }
     }
 }
@@ -229,6 +234,10 @@ pub struct Shard {
     ticker: Option<ticker::Ticker>,
     /// Actions of ticks that came back, not yet applied.
     applying: std::collections::VecDeque<tick::Applying>,
+    /// Fragments of services' traffic being reassembled.
+    defrag: Defrag,
+    /// The services as steering keys them (for [`ShardConfig::handoff`]).
+    steered: Vec<(u8, Ipv4Addr, u16)>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -262,7 +271,13 @@ impl Shard {
         let now = Self::tick_at(&cfg, Instant::now());
         // The SYN proxy's stash comes out of the queue's budget.
         let stash = synproxy::stash_memory(cfg.memory_limit);
-        let table = ConnTable::new(cfg.memory_limit.saturating_sub(stash), cfg.hash_key, now)?;
+        // So does reassembly's.
+        let reassembly = defrag::memory(cfg.memory_limit);
+        let table = ConnTable::new(
+            cfg.memory_limit.saturating_sub(stash + reassembly),
+            cfg.hash_key,
+            now,
+        )?;
         let proxy = SynProxy::new(cfg.cookies.clone(), stash);
         let ticker = cfg.tick_thread.then(|| ticker::Ticker::new(cfg.id));
         let mut s = Shard {
@@ -295,6 +310,8 @@ impl Shard {
             proxy,
             ticker,
             applying: Default::default(),
+            defrag: Defrag::new(reassembly),
+            steered: Vec::new(),
         };
         if let Ok(mut r) = s.shared.report.lock() {
             reserve_touched(&mut r.plugin_samples, 10 * MAX_SAMPLES);
@@ -345,6 +362,8 @@ impl Shard {
     /// rotation.
     fn on_tick(&mut self) {
         self.expire();
+        self.defrag.expire(self.now);
+        self.count_lost_fragments();
         let by_state = self.table.by_state();
         let p = Pressure {
             entries: self.table.len() as u64,
@@ -387,6 +406,9 @@ impl Shard {
     /// this queue (the old one hands over its state and stays as the fallback); connections
     /// are untouched.
     pub fn apply_snapshot(&mut self, snap: Arc<Snapshot>) {
+        if self.cfg.handoff.is_some() {
+            self.steered = snap.steered();
+        }
         let mut svcs: Vec<Option<SvcRt>> = Vec::with_capacity(snap.service_slots());
         svcs.resize_with(snap.service_slots(), || None);
         let shard = self.cfg.id;
@@ -659,6 +681,64 @@ impl Shard {
     /// it is. The later fragments of a dropped reply pass too: without their first one the
     /// client cannot reassemble them.
     #[cold]
+    /// A fragment to a virtual address or from a NAT realserver: held until its datagram is
+    /// whole, which then goes through the pipeline, here or at the queue that owns its flow.
+    fn reassemble(&mut self, pkt: &mut Packet<'_>) -> Verdict {
+        let outcome = self.defrag.add(pkt.data(), self.now);
+        self.count_lost_fragments();
+        let len = match outcome {
+            Outcome::Held => return Verdict::Consumed,
+            Outcome::Refused => return self.drop(DropReason::Fragment),
+            Outcome::Complete(len) => len,
+        };
+        self.counters.reassembled += 1;
+        if let Some(h) = self.cfg.handoff.clone() {
+            let mut whole = vec![0u8; len];
+            self.defrag.take(&mut whole);
+            let owner = h.owner(&whole, &self.steered);
+            if owner != self.cfg.id {
+                return if h.send(owner, whole) {
+                    Verdict::Consumed
+                } else {
+                    self.drop(DropReason::Fragment)
+                };
+            }
+            let Some(out) = pkt.resize(len) else {
+                return self.drop(DropReason::Fragment);
+            };
+            out.copy_from_slice(&whole);
+        } else {
+            let Some(out) = pkt.resize(len) else {
+                self.defrag.discard_ready();
+                return self.drop(DropReason::Fragment);
+            };
+            self.defrag.take(out);
+        }
+        self.process(pkt)
+    }
+
+    /// Fragments held for reassembly and lost since (their datagram discarded).
+    fn count_lost_fragments(&mut self) {
+        self.counters.drops[DropReason::Fragment as usize] += self.defrag.take_lost();
+    }
+
+    /// Datagrams another queue reassembled for a flow of this one: through the pipeline, and
+    /// what it forwards to `f`.
+    fn handed_over(&mut self, f: &mut dyn FnMut(&[u8])) {
+        let Some(h) = self.cfg.handoff.clone() else {
+            return;
+        };
+        while let Some(d) = h.recv(self.cfg.id) {
+            let mut buf = vec![0u8; super::HEADROOM + d.len()];
+            buf[super::HEADROOM..].copy_from_slice(&d);
+            if let Some(mut p) = Packet::new(&mut buf, super::HEADROOM, d.len()) {
+                if self.process(&mut p) == Verdict::Forward {
+                    f(p.data());
+                }
+            }
+        }
+    }
+
     fn fragment_or_options(&mut self, ip: &Ipv4Packet<&[u8]>, reason: DropReason) -> Verdict {
         let (src, dst, proto) = (ip.src_addr(), ip.dst_addr(), ip.protocol());
         let reply = ip.frag_offset() == 0
@@ -704,6 +784,11 @@ impl Pipeline for Shard {
         };
         if !ip.verify_checksum() {
             return self.drop(DropReason::BadChecksum);
+        }
+        if ip.is_fragment()
+            && (self.snap.is_vip(ip.dst_addr()) || self.snap.is_nat_realserver_addr(ip.src_addr()))
+        {
+            return self.reassemble(pkt);
         }
         let odd = if ip.is_fragment() {
             Some(DropReason::Fragment)
@@ -768,6 +853,7 @@ impl Pipeline for Shard {
 
     fn drain(&mut self, f: &mut dyn FnMut(&[u8])) {
         self.proxy.drain(f);
+        self.handed_over(f);
     }
 
     fn poll(&mut self, now: Instant) -> bool {
