@@ -17,6 +17,7 @@ die() {
 # command or dpkg package to look for -> package to install
 wanted=(
     "cmd:cc gcc" # a C compiler: ring (HTTPS checks) and wasmtime's build scripts
+    "cmd:c++ g++" # libFuzzer, built by libfuzzer-sys for the fuzz targets (scripts/fuzz.sh)
     "cmd:nginx nginx-light"
     "cmd:wrk wrk"
     "cmd:hping3 hping3"

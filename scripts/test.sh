@@ -38,6 +38,9 @@ bash scripts/test-sdk-outside.sh
 step "unit, fixture, plugin and kernel tests"
 cargo test --workspace
 
+step "coverage-guided fuzzing smoke: seeds and fixtures replayed, then 60 s per target (scripts/fuzz.sh)"
+bash scripts/fuzz.sh
+
 step "release build"
 cargo build --release -p ringvs
 

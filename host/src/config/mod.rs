@@ -631,13 +631,7 @@ pub fn load_with_env(path: &Path, env: bool) -> Result<Config, ConfigError> {
     }
     let mut fig = Figment::new().merge(Toml::file_exact(&abs));
     if env {
-        // Only `RINGVS_SECTION__KEY` names are config; other RINGVS_ variables (used by
-        // tools and tests) are not keys and must not be refused as unknown ones.
-        fig = fig.merge(
-            Env::prefixed("RINGVS_")
-                .filter(|k| k.as_str().contains("__"))
-                .split("__"),
-        );
+        fig = fig.merge(env_overrides());
     }
     let file: raw::File = fig.extract().map_err(|e| figment_error(&origin, e))?;
     let v = Validator {
@@ -648,10 +642,32 @@ pub fn load_with_env(path: &Path, env: bool) -> Result<Config, ConfigError> {
     v.validate(file, abs.clone())
 }
 
+/// The `RINGVS_SECTION__KEY` environment variables as config. Only names with `__` are
+/// config; other RINGVS_ variables (used by tools and tests) are not keys and must not be
+/// refused as unknown ones.
+fn env_overrides() -> Env {
+    Env::prefixed("RINGVS_")
+        .filter(|k| k.as_str().contains("__"))
+        .split("__")
+}
+
 /// Parses a config from TOML text (no environment), for tests and `--dry-run` tools.
 pub fn from_str(text: &str, name: &str) -> Result<Config, ConfigError> {
+    from_figment(text, name, false)
+}
+
+/// Parses a config from TOML text with the `RINGVS_…` environment overrides, as [`load`]
+/// applies them (for the config fuzz target, which has no file).
+pub fn from_str_with_env(text: &str, name: &str) -> Result<Config, ConfigError> {
+    from_figment(text, name, true)
+}
+
+fn from_figment(text: &str, name: &str, env: bool) -> Result<Config, ConfigError> {
     unknown_keys(text, name)?;
-    let fig = Figment::new().merge(Toml::string(text));
+    let mut fig = Figment::new().merge(Toml::string(text));
+    if env {
+        fig = fig.merge(env_overrides());
+    }
     let file: raw::File = fig.extract().map_err(|e| figment_error(name, e))?;
     let v = Validator {
         fig: &fig,

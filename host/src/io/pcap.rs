@@ -365,6 +365,20 @@ impl<R: Read> PcapReader<R> {
         loop {
             let blocks = self.blocks.get();
             let at = blocks.consumed() as u64;
+            if let Format::Pcapng { big_endian, .. } = &self.format {
+                // Every pcapng block is at least 12 bytes (type, length, length again);
+                // pcap-parser 0.17 takes 12 off a shorter length before checking it.
+                if let Some(len) = ng_block_len(blocks.data(), *big_endian) {
+                    if len < 12 {
+                        return Err(PcapError::Malformed {
+                            file: self.file.clone(),
+                            what: "block",
+                            offset: at,
+                            why: format!("block length {len}, below the 12 bytes of any block"),
+                        });
+                    }
+                }
+            }
             let failure = match blocks.next() {
                 Ok((len, block)) => {
                     let frame = self.format.frame(block, &self.file, at);
@@ -411,6 +425,26 @@ impl<R: Read> PcapReader<R> {
                 .broken(blocks.data(), exhausted, &self.file, at, failure));
         }
     }
+}
+
+/// The length field of the pcapng block at the front of `data` (a section header block
+/// tells its own byte order; other blocks have their section's), if its header is there.
+fn ng_block_len(data: &[u8], big_endian: bool) -> Option<u32> {
+    let word = |at: usize, be: bool| {
+        let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+        Some(if be {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
+    };
+    let shb = data.get(..4)? == [0x0a, 0x0d, 0x0d, 0x0a];
+    let be = if shb {
+        data.get(8..12)? == [0x1a, 0x2b, 0x3c, 0x4d]
+    } else {
+        big_endian
+    };
+    word(4, be)
 }
 
 impl Format {

@@ -520,6 +520,24 @@ fn corrupt_pcapng_is_a_clear_error() {
         err(&ng.bytes),
         format!("x.pcap: block at byte offset {at} claims 16777216 bytes (limit {MAX_BLOCK})")
     );
+    // A block shorter than any block can be (found by the pcap fuzz target: pcap-parser
+    // underflows on it), in either byte order.
+    for big in [false, true] {
+        let mut ng = Ng::new(big);
+        ng.idb(101, None, None);
+        let at = ng.offset();
+        ng.epb(0, 0, &V4, 28);
+        let eight = if big {
+            8u32.to_be_bytes()
+        } else {
+            8u32.to_le_bytes()
+        };
+        ng.bytes[at as usize + 4..at as usize + 8].copy_from_slice(&eight);
+        assert_eq!(
+            err(&ng.bytes),
+            format!("x.pcap: malformed block at byte offset {at}: block length 8, below the 12 bytes of any block")
+        );
+    }
     // A packet that claims more bytes than its block holds: corrupt, not cut short.
     let mut ng = base();
     let at = ng.offset();

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Writes the fuzz targets' seed corpora under fuzz/seeds/TARGET/ (committed; run again after
+changing a target's input format). The packets are the data plane's corpus
+(host/tests/corpus/*.bin); the shard seeds are the lab's flows in the shard target's
+operation format (fuzz/src/shard.rs); the others are real configs, requests and captures."""
+import os, shutil, struct, glob
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def out(target, name, data):
+    d = os.path.join(HERE, "seeds", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+packets = {os.path.basename(p)[:-4]: open(p, "rb").read()
+           for p in sorted(glob.glob(os.path.join(ROOT, "host/tests/corpus/*.bin")))}
+
+# wire: every corpus packet, and one behind a virtio-net header.
+for name, p in packets.items():
+    out("wire", name, p)
+out("wire", "vnet-needs-csum", struct.pack("<BBHHHH", 1, 1, 54, 1448, 20, 16))
+
+# shard: operations (see fuzz/src/shard.rs).
+SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
+FIX = 0x18          # make every checksum valid
+Q2 = 0x20           # the second queue
+VNET = 0x40         # a virtio-net header follows
+
+
+def built(kind, svc, who, flags, length=0, op=FIX | 2, edits=()):
+    b = bytes([op, (svc << 3) | kind, who, flags, length, len(edits)])
+    for at, x in edits:
+        b += bytes([at, x])
+    return b
+
+
+def flow(svc, who, tcp=True, op=FIX | 2):
+    """A client's flow to a service and both realservers' answers (one is the scheduled)."""
+    if not tcp:
+        return (built(0, svc, who, 0, 12, op) + built(3, svc, who, 0, 40, op)
+                + built(3, svc, who | 32, 0, 40, op))
+    return (built(0, svc, who, SYN, 0, op)
+            + built(3, svc, who, SYN | ACK, 0, op) + built(3, svc, who | 32, SYN | ACK, 0, op)
+            + built(0, svc, who, ACK, 0, op) + built(0, svc, who, ACK | PSH, 20, op)
+            + built(3, svc, who, ACK | PSH, 60, op) + built(3, svc, who | 32, ACK | PSH, 60, op))
+
+
+def close(svc, who):
+    return (built(0, svc, who, FIN | ACK) + built(3, svc, who, FIN | ACK)
+            + built(3, svc, who | 32, FIN | ACK) + built(0, svc, who, ACK))
+
+
+def clock(centis):
+    return bytes([4, centis])
+
+
+def seconds(s):
+    return bytes([6, s])
+
+
+def change(a, b):
+    return bytes([5, a, b])
+
+
+def raw(p, op=FIX):
+    return bytes([op]) + struct.pack(">H", len(p)) + p
+
+
+def vnet(flags, gso, hdr_len, gso_size, start, off):
+    return struct.pack("<BBHHHH", flags, gso, hdr_len, gso_size, start, off)
+
+
+lab = (flow(0, 0) + flow(0, 1) + flow(1, 2, tcp=False) + flow(2, 3) + flow(3, 4, tcp=False)
+       + built(5, 0, 0, ACK, 40) + built(6, 0, 0, SYN, 40) + built(6, 0, 32, SYN, 40) + built(7, 0, 5, 0)
+       + clock(100) + flow(0, 9) + close(0, 0) + clock(150) + seconds(70) + flow(0, 1))
+for setup in range(8):
+    out("shard", f"lab-scenario-{setup}", bytes([setup]) + lab)
+    out("shard", f"small-two-queues-{setup}",
+        bytes([setup | 16 | 32 | 8]) + lab.replace(bytes([FIX | 2]), bytes([FIX | Q2 | 2]))
+        + change(0, 3) + flow(0, 6) + change(0, 4) + seconds(200) + flow(0, 7))
+# A device with virtio-net headers: partial checksums, a GSO super-packet.
+hdr = vnet(1, 0, 0, 0, 20, 16)
+gso = vnet(1, 1, 52, 1448, 20, 16)
+out("shard", "vnet-partial", bytes([64 | 5]) + b"".join(
+    built(k, 0, w, f, 30, op=FIX | VNET | 2) + hdr
+    for (k, w, f) in [(0, 1, SYN), (3, 1, SYN | ACK), (3, 33, SYN | ACK), (0, 1, ACK), (0, 1, ACK | PSH)])
+    + built(0, 0, 1, ACK | PSH, 63, op=FIX | VNET | 2) + gso + clock(100))
+# Floods: many clients' SYNs into a small table, ticks of the defenses in between.
+flood = b"".join(built(0, 0, w, SYN) for w in range(256)) + clock(120)
+for setup in (5, 6, 7, 0):
+    out("shard", f"flood-{setup}", bytes([setup | 16]) + (flood + flow(0, 1)) * 2)
+# The data plane's corpus packets, raw.
+out("shard", "corpus-raw", bytes([0]) + b"".join(raw(p) for p in packets.values()))
+out("shard", "corpus-raw-after-flows", bytes([1]) + lab + b"".join(raw(p) for p in packets.values()))
+
+# admin: one request of each command, and the errors' neighbours.
+for i, line in enumerate([
+    '{"v":1,"cmd":"status"}', '{"v":1,"cmd":"list"}', '{"v":1,"cmd":"connections","max":10}',
+    '{"v":1,"cmd":"reload","dry_run":true}', '{"v":1,"cmd":"save"}',
+    '{"v":1,"cmd":"plugin-swap","service":"web","target":"sched-mh"}',
+    '{"v":1,"cmd":"plugins"}', '{"v":1,"cmd":"top"}', '{"v":1,"cmd":"zero","service":"web"}',
+    '{"v":1,"cmd":"server-add","service":"web","addr":"10.77.1.3:8080","weight":2,"upper":10,"lower":5,"forward":"tun"}',
+    '{"v":1,"cmd":"server-remove","service":"web","addr":"10.77.1.3:8080","expire":true}',
+    '{"v":1,"cmd":"service-add","name":"x","vip":"10.77.100.100:81","proto":"tcp","scheduler":"rr"}',
+    '{"v":1,"cmd":"service-edit","name":"x","scheduler":"wlc","persistence":"300"}',
+    '{"v":1,"cmd":"service-remove","name":"x","expire":true}',
+    '{"v":1,"cmd":"server-weight","service":"web","addr":"10.77.1.1:8080","weight":0}',
+    '{"v":2,"cmd":"status"}', '{"cmd":"status"}', '[1,2]', '{"v":1,"cmd":"nope"}',
+]):
+    out("admin", f"request-{i:02}", line.encode())
+
+# config: the project's example configs, and one with environment overrides.
+for p in sorted(glob.glob(os.path.join(ROOT, "examples/lab/*.toml"))
+                + [os.path.join(ROOT, "examples/systemd/ringvs.toml"),
+                   os.path.join(ROOT, "examples/custom-scheduler/slowstart.toml")]):
+    out("config", os.path.basename(os.path.dirname(p)) + "-" + os.path.basename(p), open(p, "rb").read())
+out("config", "lab-with-env", open(os.path.join(ROOT, "examples/lab/lab.toml"), "rb").read()
+    + b"\n--env--\nDIRECTOR__QUEUES=2\nDIRECTOR__CONN_MEMORY_LIMIT=8MiB\nDIRECTOR__LOG_FORMAT=json\n")
+
+# pcap: the replay tests' capture, classic pcap (Ethernet, raw IP) and pcapng.
+for p in glob.glob(os.path.join(ROOT, "host/tests/captures/*")):
+    out("pcap", os.path.basename(p), open(p, "rb").read())
+pk = list(packets.values())[:8]
+
+
+def classic(linktype, frames, nanos=False):
+    magic = 0xa1b23c4d if nanos else 0xa1b2c3d4
+    b = struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 65535, linktype)
+    for i, f in enumerate(frames):
+        b += struct.pack("<IIII", 1700000000 + i, 500 * i, len(f), len(f)) + f
+    return b
+
+
+eth = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00"
+out("pcap", "ethernet.pcap", classic(1, [eth + p for p in pk]))
+out("pcap", "raw-nanos.pcap", classic(101, pk, nanos=True))
+out("pcap", "truncated.pcap", classic(101, pk)[:-7])
+
+
+def block(t, body):
+    body += b"\0" * (-len(body) % 4)
+    n = 12 + len(body)
+    return struct.pack("<II", t, n) + body + struct.pack("<I", n)
+
+
+ng = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+ng += block(1, struct.pack("<HHI", 101, 0, 65535) + struct.pack("<HHB3x", 9, 1, 9) + b"\0\0\0\0")
+for i, p in enumerate(pk):
+    ts = (1700000000 + i) * 10**9
+    ng += block(6, struct.pack("<IIIII", 0, ts >> 32, ts & 0xffffffff, len(p), len(p)) + p)
+out("pcap", "raw.pcapng", ng)

@@ -1,0 +1,292 @@
+//! The fuzz targets' bodies, one function per target (`fuzz_targets/*.rs` call them), so that
+//! `cargo test` here replays every seed and every fixture (a crash found once) through the
+//! same code without libFuzzer. docs/FUZZING.md says how to run them.
+//!
+//! Each body checks properties, not only "no panic": parsers that accept bytes emit them back
+//! to an equal description; every packet the data plane forwards is well-formed IPv4 that an
+//! independent parser (etherparse) reads with the same checksum verdicts, and keeps every
+//! checksum that was valid on the way in; the tables' accounting matches the realservers'
+//! counts; the admin decoder's requests survive encoding; the pcap reader's packets survive
+//! writing.
+
+#[path = "../../host/tests/common/check.rs"]
+pub mod check;
+
+mod shard;
+
+pub use shard::shard;
+
+use ringvs::wire::icmpv4::Icmpv4Packet;
+use ringvs::wire::ports::L4Ports;
+use ringvs::wire::vnet::{self, VnetHdr};
+use ringvs::wire::{
+    ip_proto, tcpopt, Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr, UdpPacket, UdpRepr,
+};
+
+/// Reads a fuzz input front to back; past its end every read gives zeros (the input's
+/// structure stays total: any bytes are a valid input).
+pub struct Input<'a>(pub &'a [u8]);
+
+impl<'a> Input<'a> {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn u8(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    pub fn u16(&mut self) -> u16 {
+        u16::from_be_bytes([self.u8(), self.u8()])
+    }
+
+    /// Up to `n` bytes (fewer at the end).
+    pub fn take(&mut self, n: usize) -> &'a [u8] {
+        let (a, b) = self.0.split_at(n.min(self.0.len()));
+        self.0 = b;
+        a
+    }
+}
+
+/// The wire layer: IPv4 header, TCP (and its options), UDP, ICMP (and the header an error
+/// quotes), the ports of a quoted segment, the virtio-net header. What parses is emitted
+/// again from its description and must parse to the same description.
+pub fn wire(data: &[u8]) {
+    if let Ok(h) = VnetHdr::parse(data) {
+        let mut b = [0u8; vnet::LEN];
+        h.emit(&mut b).expect("a parsed header emits");
+        assert_eq!(VnetHdr::parse(&b).ok(), Some(h), "vnet header round trip");
+    }
+    let Ok(ip) = Ipv4Packet::new_checked(data) else {
+        // A quoted header (ICMP errors carry one cut short) has a laxer check.
+        if let Ok(q) = Ipv4Packet::new_checked_quoted(data) {
+            let _ = L4Ports::new_checked(q.payload());
+        }
+        return;
+    };
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let _ = ip.verify_checksum();
+    let _ = ip.options();
+    if let Ok(repr) = Ipv4Repr::parse(&ip) {
+        let mut b = vec![0u8; repr.buffer_len()];
+        repr.emit(&mut Ipv4Packet::new_unchecked(&mut b[..]));
+        let again = Ipv4Packet::new_checked(&b[..]).expect("an emitted header parses");
+        assert!(
+            again.verify_checksum(),
+            "an emitted header has a valid checksum"
+        );
+        assert_eq!(Ipv4Repr::parse(&again).ok(), Some(repr), "IPv4 round trip");
+    }
+    if ip.is_fragment() {
+        return;
+    }
+    let seg = ip.payload();
+    match ip.protocol() {
+        ip_proto::TCP => {
+            if let Ok(t) = TcpPacket::new_checked(seg) {
+                let _ = t.verify_checksum(src, dst);
+                let _ = tcpopt::parse(t.options());
+                let repr = TcpRepr::parse(&t).expect("a checked segment describes");
+                // The emitted header has no options: the payload follows 20 bytes in.
+                let mut b = vec![0u8; repr.buffer_len()];
+                b[repr.header_len()..].copy_from_slice(t.payload());
+                repr.emit(&mut TcpPacket::new_unchecked(&mut b[..]), src, dst);
+                let again = TcpPacket::new_checked(&b[..]).expect("an emitted segment parses");
+                assert!(
+                    again.verify_checksum(src, dst),
+                    "an emitted segment's checksum"
+                );
+                assert_eq!(TcpRepr::parse(&again).ok(), Some(repr), "TCP round trip");
+            }
+        }
+        ip_proto::UDP => {
+            if let Ok(u) = UdpPacket::new_checked(seg) {
+                let _ = u.verify_checksum(src, dst);
+                let repr = UdpRepr::parse(&u).expect("a checked datagram describes");
+                let mut b = seg[..repr.buffer_len()].to_vec();
+                repr.emit(&mut UdpPacket::new_unchecked(&mut b[..]), src, dst);
+                let again = UdpPacket::new_checked(&b[..]).expect("an emitted datagram parses");
+                assert!(
+                    again.verify_checksum(src, dst),
+                    "an emitted datagram's checksum"
+                );
+                assert_eq!(UdpRepr::parse(&again).ok(), Some(repr), "UDP round trip");
+            }
+        }
+        ip_proto::ICMP => {
+            if let Ok(m) = Icmpv4Packet::new_checked(seg) {
+                let _ = m.verify_checksum();
+                if m.is_error() {
+                    if let Ok(q) = Ipv4Packet::new_checked_quoted(m.payload()) {
+                        let _ = L4Ports::new_checked(q.payload());
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The admin protocol's decoder: a request it takes is encoded again and decodes to the same
+/// request; a refused one gets an error message, never a panic.
+pub fn admin(data: &[u8]) {
+    use ringvs::control::protocol::{encode_request, parse_request};
+    match parse_request(data) {
+        Ok(req) => {
+            let line = encode_request(&req);
+            let again = parse_request(line.as_bytes())
+                .unwrap_or_else(|e| panic!("an encoded request does not decode: {e}: {line}"));
+            assert_eq!(again, req, "admin request round trip: {line}");
+        }
+        Err(e) => assert!(!e.is_empty(), "an empty error message"),
+    }
+}
+
+/// The config loader: TOML text, then (after a line `--env--`) `KEY=VALUE` lines set as
+/// `RINGVS_KEY` environment variables for the loader's environment overrides. A config it
+/// refuses has a message; one it takes is valid again after a save (the saved text loads to
+/// the same services).
+pub fn config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (toml, env) = text.split_once("\n--env--\n").unwrap_or((&text, ""));
+    let vars: Vec<(String, String)> = env
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, v)| {
+            !k.is_empty()
+                && !k.contains(['\0', '='])
+                && !v.contains('\0')
+                && k.len() + v.len() < 512
+        })
+        .take(8)
+        .map(|(k, v)| (format!("RINGVS_{k}"), v.to_string()))
+        .collect();
+    // The fuzz process is one thread; the variables are gone before anything else reads
+    // the environment.
+    for (k, v) in &vars {
+        std::env::set_var(k, v);
+    }
+    let result = ringvs::config::from_str_with_env(toml, "fuzz.toml");
+    for (k, _) in &vars {
+        std::env::remove_var(k);
+    }
+    match result {
+        Ok(cfg) => {
+            let saved = ringvs::config::save::to_toml(&cfg.director, &cfg.plugins, &cfg.services)
+                .unwrap_or_else(|e| panic!("a config that loaded cannot be saved: {e}"));
+            let again = ringvs::config::from_str(&saved, "saved.toml").unwrap_or_else(|e| {
+                panic!("a config that loaded does not load once saved: {e}\n{saved}")
+            });
+            assert_eq!(
+                again.services, cfg.services,
+                "services differ after a save:\n{saved}"
+            );
+        }
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}
+
+/// The pcap/pcapng reader: every packet it gives, written to a classic pcap and read again,
+/// comes back the same; an error ends the reading with a message.
+pub fn pcap(data: &[u8]) {
+    use ringvs::io::pcap::{PcapReader, PcapWriter};
+    let Ok(reader) = PcapReader::from_reader(data) else {
+        return;
+    };
+    let mut records = Vec::new();
+    for r in reader.take(4096) {
+        match r {
+            Ok(rec) => records.push(rec),
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                break;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    {
+        let mut w = PcapWriter::new_nanos(&mut out).expect("a writer on a Vec");
+        for rec in &records {
+            w.write(rec.ts, &rec.data).expect("writing to a Vec");
+        }
+    }
+    let back: Vec<_> = PcapReader::from_reader(&out[..])
+        .expect("our own capture opens")
+        .map(|r| r.expect("our own capture reads"))
+        .collect();
+    assert_eq!(
+        back.len(),
+        records.len(),
+        "packets lost in a write and read"
+    );
+    for (a, b) in records.iter().zip(&back) {
+        // As the writer documents: records cut at MAX_RECORD, seconds past 2106 clamped.
+        let keep = a.data.len().min(ringvs::io::pcap::MAX_RECORD as usize);
+        assert_eq!(
+            a.data[..keep],
+            b.data,
+            "a packet changed in a write and read"
+        );
+        let ts = if a.ts.as_secs() > u64::from(u32::MAX) {
+            std::time::Duration::new(u64::from(u32::MAX), a.ts.subsec_nanos())
+        } else {
+            a.ts
+        };
+        assert_eq!(ts, b.ts, "a timestamp changed in a write and read");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    /// Every file under `seeds/TARGET/` and `fixtures/TARGET/` through the target's body.
+    fn replay(target: &str, body: fn(&[u8])) {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let mut n = 0;
+        for dir in ["seeds", "fixtures"] {
+            let Ok(rd) = std::fs::read_dir(root.join(dir).join(target)) else {
+                continue;
+            };
+            for e in rd {
+                let p = e.unwrap().path();
+                let data = std::fs::read(&p).unwrap();
+                eprintln!("{}", p.display());
+                body(&data);
+                n += 1;
+            }
+        }
+        assert!(n > 0, "no seeds for {target}");
+    }
+
+    #[test]
+    fn wire_seeds_and_fixtures() {
+        replay("wire", super::wire);
+    }
+
+    #[test]
+    fn shard_seeds_and_fixtures() {
+        replay("shard", super::shard);
+    }
+
+    #[test]
+    fn admin_seeds_and_fixtures() {
+        replay("admin", super::admin);
+    }
+
+    #[test]
+    fn config_seeds_and_fixtures() {
+        replay("config", super::config);
+    }
+
+    #[test]
+    fn pcap_seeds_and_fixtures() {
+        replay("pcap", super::pcap);
+    }
+}
