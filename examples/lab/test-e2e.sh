@@ -158,7 +158,12 @@ check_udp_large() {
     fi
     ((UDP_SENT == 100 && UDP_ANSWERED == UDP_SENT && UDP_BAD == 0)) || ok=1
     if [[ $FWD == ringvs ]]; then
-        after=$(metric ringvs_reassembled_total)
+        # The queues publish their counters once a second: wait for the last ones (5 s at most).
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            after=$(metric ringvs_reassembled_total)
+            ((${after:-0} - ${before:-0} >= 2 * UDP_ANSWERED)) && break
+            sleep 0.5
+        done
         ((${after:-0} - ${before:-0} >= 2 * UDP_ANSWERED)) || ok=1
         extra="; ringvs reassembled $((${after:-0} - ${before:-0})) datagrams (want ≥ $((2 * UDP_ANSWERED)): each query and each echo)"
     fi

@@ -81,6 +81,72 @@ fn client_port(pkt: &[u8]) -> Option<u16> {
     }
 }
 
+/// A TUN device `rvssteer0` of `queues` queues (non-blocking), routes to the VIP and the
+/// clients through it, the steering program attached under a fresh secret.
+fn steered_tun(queues: u32) -> (TunDevice, ringvs::conn::HashKey) {
+    let dev = TunDevice::create(&TunOptions {
+        queues: queues as usize,
+        ..TunOptions::new("rvssteer0")
+    })
+    .unwrap();
+    ip(&["route", "add", "10.77.100.100/32", "dev", "rvssteer0"]);
+    ip(&["route", "add", "10.77.0.0/24", "dev", "rvssteer0"]);
+    let services = [(ip_proto::TCP, VIP, 80), (ip_proto::UDP, VIP, 53)];
+    let key = ringvs::conn::HashKey::random();
+    let prog = steer::load(&steer::program(&services, queues, &key)).unwrap();
+    ringvs::io::tun::attach_steering_bpf(dev.queue_fds()[0].as_fd(), prog.as_fd()).unwrap();
+    for q in dev.queue_fds() {
+        // Safety: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(q.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    }
+    (dev, key)
+}
+
+/// Every fragment, first ones included (their ports would steer them elsewhere than the
+/// later ones, which have none), reaches queue 0, which reassembles (`dataplane::defrag`).
+#[test]
+fn every_fragment_reaches_queue_0() {
+    if !have_root() {
+        return;
+    }
+    in_netns(|| {
+        let (dev, key) = steered_tun(2);
+        let sock = raw_socket();
+        let mut sent = 0;
+        for p in 40_000..40_032u16 {
+            let c = SocketAddrV4::new(CLIENT, p);
+            let query = udp(c, SocketAddrV4::new(VIP, 53), &[7; 3000]);
+            let answer = udp(SocketAddrV4::new(RIP, 5353), c, &[8; 3000]);
+            for d in [query, answer] {
+                for f in ringvs::dataplane::testkit::fragments(&d, 1500) {
+                    send(&sock, &f);
+                    sent += 1;
+                }
+            }
+        }
+        // Not vacuous: the whole datagrams of these flows would go to both queues.
+        let owners: Vec<u32> = (40_000..40_032u16)
+            .map(|p| steer::queue_of(&key, CLIENT, p, 2))
+            .collect();
+        assert!(owners.contains(&0) && owners.contains(&1), "{owners:?}");
+        let mut per_queue = [0; 2];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 2048];
+        while per_queue.iter().sum::<usize>() < sent && Instant::now() < deadline {
+            for (qi, q) in dev.queue_fds().iter().enumerate() {
+                // Safety: reading into a stack buffer we own.
+                let n = unsafe { libc::read(q.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n > 0
+                    && Ipv4Packet::new_checked(&buf[..n as usize]).is_ok_and(|ip| ip.is_fragment())
+                {
+                    per_queue[qi] += 1;
+                }
+            }
+        }
+        assert_eq!(per_queue, [sent, 0], "fragments per queue");
+    });
+}
+
 #[test]
 fn both_directions_reach_the_clients_queue() {
     if !have_root() {
@@ -88,21 +154,7 @@ fn both_directions_reach_the_clients_queue() {
     }
     in_netns(|| {
         let queues = 2u32;
-        let dev = TunDevice::create(&TunOptions {
-            queues: queues as usize,
-            ..TunOptions::new("rvssteer0")
-        })
-        .unwrap();
-        ip(&["route", "add", "10.77.100.100/32", "dev", "rvssteer0"]);
-        ip(&["route", "add", "10.77.0.0/24", "dev", "rvssteer0"]);
-        let services = [(ip_proto::TCP, VIP, 80), (ip_proto::UDP, VIP, 53)];
-        let key = ringvs::conn::HashKey::random();
-        let prog = steer::load(&steer::program(&services, queues, &key)).unwrap();
-        ringvs::io::tun::attach_steering_bpf(dev.queue_fds()[0].as_fd(), prog.as_fd()).unwrap();
-        for q in dev.queue_fds() {
-            // Safety: fcntl on a descriptor we own.
-            unsafe { libc::fcntl(q.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-        }
+        let (dev, key) = steered_tun(queues);
         let sock = raw_socket();
         let ports: Vec<u16> = (40_000..40_064).collect();
         let mut sent = 0;

@@ -21,7 +21,8 @@
 //! the kernel, and the AF_XDP backend uses them to hand packets to the queue that owns them.
 //! The program is a socket filter (`BPF_PROG_TYPE_SOCKET_FILTER`) using `LD_ABS`/`LD_IND`
 //! loads, generated from the list of services and loaded with `bpf(2)`; it is rebuilt when
-//! the services change. Packets it cannot parse go to queue 0.
+//! the services change. Packets it cannot parse go to queue 0, and so do fragments (first ones
+//! included): queue 0 reassembles them and hands the datagram on ([`crate::dataplane::defrag`]).
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -145,12 +146,12 @@ pub fn program(services: &[(u8, Ipv4Addr, u16)], queues: u32, key: &HashKey) -> 
     let is_err = a.label();
 
     a.mov(R6, R1); // LD_ABS/LD_IND take the packet from r6
-                   // IPv4, no fragment.
+                   // IPv4, not a fragment (first ones included: MF or an offset).
     a.ld_abs(B, 0);
     a.emit(ALU64 | AND | K, R0, 0, 0, 0xf0);
     a.jump(JMP32 | JNE | K, R0, 0, 0x40, out0);
     a.ld_abs(H, 6);
-    a.emit(ALU64 | AND | K, R0, 0, 0, 0x1fff);
+    a.emit(ALU64 | AND | K, R0, 0, 0, 0x3fff);
     a.jump(JMP32 | JNE | K, R0, 0, 0, out0);
     a.ld_abs(B, 0);
     a.emit(ALU64 | AND | K, R0, 0, 0, 0x0f);
@@ -262,7 +263,7 @@ pub fn client_of(pkt: &[u8], services: &[(u8, Ipv4Addr, u16)]) -> Option<(Ipv4Ad
     let is_service =
         |proto: u8, a: Ipv4Addr, p: u16| services.binary_search(&(proto, a, p)).is_ok();
     let first = *pkt.first()?;
-    if first & 0xf0 != 0x40 || be16(pkt, 6)? & 0x1fff != 0 {
+    if first & 0xf0 != 0x40 || be16(pkt, 6)? & 0x3fff != 0 {
         return None;
     }
     let ihl = usize::from(first & 0x0f) * 4;
@@ -394,6 +395,10 @@ mod tests {
         ] {
             assert_eq!(client_of(&pkt, &services), want, "{pkt:02x?}");
         }
+        // A first fragment shows ports, but goes with its later fragments: to queue 0.
+        let mut first = udp(c, SocketAddrV4::new(*vip.ip(), 53), &[0; 16]);
+        first[6] |= 0x20;
+        assert_eq!(client_of(&first, &services), None, "first fragment");
         assert_eq!(client_of(&[0x60; 40], &services), None, "IPv6");
         assert_eq!(client_of(&[0x45, 0], &services), None, "truncated");
     }
