@@ -97,7 +97,7 @@ Package: ringvs
 Version: $version
 Architecture: $arch
 Maintainer: ringvs developers <ringvs@example.invalid>
-Depends: libc6 (>= ${glibc:-2.31}), libgcc-s1, iproute2
+Depends: libc6 (>= ${glibc:-2.31}), libgcc-s1, iproute2, passwd
 Section: net
 Priority: optional
 Installed-Size: $size

@@ -40,7 +40,9 @@ done
 ns=${RVS_LAB:-rvs}-deb
 work=$(mktemp -d "${TMPDIR:-/tmp}/ringvs-test-deb.XXXXXX")
 daemon_pid=
+tun_mode=$(stat -c '%a' /dev/net/tun 2>/dev/null || true)
 cleanup() {
+    if [[ -n $tun_mode ]]; then chmod "$tun_mode" /dev/net/tun 2>/dev/null || true; fi
     if [[ -n $daemon_pid ]] && kill -0 "$daemon_pid" 2>/dev/null; then
         kill -TERM "$daemon_pid" 2>/dev/null || true
         sleep 1
@@ -94,11 +96,23 @@ checked=$(ringvs check -c /etc/ringvs/ringvs.toml 2>&1) && rc=0 || rc=$?
 check "ringvs check accepts the installed config" "$(tail -1 <<<"$checked")" \
     test "$rc" -eq 0 -a -n "$(grep 'OK (catalogue)' <<<"$checked" | grep /usr/lib/ringvs/plugins/)"
 
-# --- the unit's command, in a namespace
+# --- the unit's command, in a namespace, as the unit runs it: its User= and Group=, its
+# AmbientCapabilities (also the inheritable and bounding sets; CAP_IPC_LOCK among them, so
+# the memlock limit, which this shell may not raise, does not matter)
+unit_user=$(sed -n 's/^User=//p' "$unit")
+unit_caps=$(sed -n 's/^AmbientCapabilities=//p' "$unit")
+check "the unit runs as a system user" "User=$unit_user, AmbientCapabilities=$unit_caps" \
+    test "$unit_user" = ringvs -a -n "$(getent passwd ringvs)"
+# The unprivileged user opens /dev/net/tun: udev makes it 0666 on Debian (50-udev-default.rules);
+# this machine's may be 0600 (put back on exit).
+chmod 0666 /dev/net/tun
+caps=$(tr ' ' '\n' <<<"$unit_caps" | sed 's/^CAP_//' | tr 'A-Z' 'a-z' | sed 's/^/+/' | paste -sd,)
 ip netns add "$ns"
 ip -n "$ns" link set lo up
 # shellcheck disable=SC2086 # ExecStart is a command line
-ip netns exec "$ns" env RUST_LOG=info $exec_start >"$work/daemon.log" 2>&1 &
+ip netns exec "$ns" setpriv --reuid="$unit_user" --regid="$unit_user" --init-groups \
+    --inh-caps="-all,$caps" --ambient-caps="$caps" --bounding-set="-all,$caps" \
+    env RUST_LOG=info $exec_start >"$work/daemon.log" 2>&1 &
 daemon_pid=$!
 listed=
 for _ in $(seq 1 100); do
@@ -110,7 +124,16 @@ check "ringvs list through /run/ringvs/admin.sock" "$(grep -c '^  -> [0-9]' <<<"
     grep -q '^TCP  192.0.2.10:80 wrr' <<<"$listed"
 [[ -n $listed ]] || tail -20 "$work/daemon.log" >&2
 check "socket is private" "$(stat -c '%a %U' /run/ringvs/admin.sock 2>/dev/null)" \
-    test "$(stat -c '%a' /run/ringvs/admin.sock 2>/dev/null)" = 600
+    test "$(stat -c '%a %U' /run/ringvs/admin.sock 2>/dev/null)" = "600 ringvs"
+# Once set up, every thread keeps only what running needs: the packaged config has two
+# queues and routes = "manual", so CAP_BPF (to load the steering program again).
+pid=$(pgrep -f -n "^/usr/bin/ringvs run -c /etc/ringvs/ringvs.toml" || true)
+thread_caps=$(for t in /proc/"${pid:-0}"/task/*/status; do
+    awk '/^(Uid|CapEff|CapPrm|CapAmb):/ { printf "%s %s ", $1, $2 } END { print "" }' "$t"
+done 2>/dev/null | sort | uniq -c)
+want="Uid: $(id -u ringvs 2>/dev/null) CapPrm: 0000008000000000 CapEff: 0000008000000000 CapAmb: 0000000000000000"
+check "running: uid ringvs, only CAP_BPF on every thread" "$(tr -s ' ' <<<"$thread_caps" | head -3)" \
+    test "$(sed -E 's/^ *[0-9]+ //; s/ +$//' <<<"$thread_caps" | sort -u)" = "$want"
 status=$(ringvs status 2>&1 || true)
 check "ringvs status" "$(head -1 <<<"$status")" grep -q 'ringvs0' <<<"$status"
 kill -TERM "$daemon_pid"

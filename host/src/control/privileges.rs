@@ -10,6 +10,18 @@
 //!
 //! What that costs is checked at load: `routes = "auto"` installs and removes routes while
 //! running (CAP_NET_ADMIN), so it cannot go with `user`.
+//!
+//! Without `user` the daemon stays uid 0 but keeps only the capabilities it still needs
+//! ([`needed`], [`keep_only`]): CAP_NET_ADMIN for `routes = "auto"`, CAP_BPF to load the
+//! queue steering program again when services change (several TUN queues), and CAP_SETUID
+//! and CAP_SETGID, with which health-check and notify scripts run as an unprivileged user,
+//! and CAP_CHOWN, with which a reload gives the admin socket to a new `admin_group`; started
+//! as another user with ambient capabilities (the systemd unit), only the first two.
+//! `capset` changes the calling thread only, so [`keep_only`] does what glibc does for
+//! `setuid`: it signals every other thread, whose handler drops the same capabilities (the
+//! bounding set, the ambient set, then effective, permitted and inheritable), and checks every
+//! thread's `/proc/self/task/TID/status` afterwards. Threads started later inherit the reduced
+//! sets.
 
 use std::ffi::CString;
 use std::path::Path;
@@ -92,6 +104,226 @@ pub fn drop_to(user: &User, socket: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Capability numbers (linux/capability.h).
+pub mod cap {
+    pub const CHOWN: u32 = 0;
+    pub const SETGID: u32 = 6;
+    pub const SETUID: u32 = 7;
+    pub const NET_ADMIN: u32 = 12;
+    pub const BPF: u32 = 39;
+}
+
+/// The capabilities a daemon still needs after setup, as a mask: CAP_NET_ADMIN for
+/// `routes = "auto"`, CAP_BPF to reload the steering program of several TUN queues, and as
+/// uid 0 CAP_SETUID and CAP_SETGID, with which health-check and notify scripts run as an
+/// unprivileged user (`health::script`; a reload may add scripts at any time), and
+/// CAP_CHOWN, with which a reload gives the admin socket to a new `director.admin_group`.
+pub fn needed(routes_auto: bool, tun_queues: usize, root: bool) -> u64 {
+    let mut m = 0;
+    if root {
+        m |= (1 << cap::SETUID) | (1 << cap::SETGID) | (1 << cap::CHOWN);
+    }
+    if routes_auto {
+        m |= 1 << cap::NET_ADMIN;
+    }
+    if tun_queues > 1 {
+        m |= 1 << cap::BPF;
+    }
+    m
+}
+
+/// The names of the capabilities in `mask`, for logs and errors.
+pub fn names(mask: u64) -> String {
+    const KNOWN: [(u32, &str); 5] = [
+        (cap::CHOWN, "CAP_CHOWN"),
+        (cap::SETGID, "CAP_SETGID"),
+        (cap::SETUID, "CAP_SETUID"),
+        (cap::NET_ADMIN, "CAP_NET_ADMIN"),
+        (cap::BPF, "CAP_BPF"),
+    ];
+    let v: Vec<String> = (0..64)
+        .filter(|b| mask & (1 << b) != 0)
+        .map(|b| {
+            KNOWN
+                .iter()
+                .find(|(n, _)| *n == b)
+                .map_or_else(|| format!("cap {b}"), |(_, name)| name.to_string())
+        })
+        .collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// What every thread is to keep, and how many threads have done it.
+static KEEP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+static LAST_CAP: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(40);
+static DONE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Drops every capability outside `keep` from the calling thread: the bounding set (needs
+/// CAP_SETPCAP, still there), the ambient set, then effective, permitted and inheritable.
+/// Only system calls: safe in a signal handler. False if `capset` failed.
+fn drop_here(keep: u64, last: u32) -> bool {
+    for c in 0..=last.min(63) {
+        if keep & (1 << c) == 0 {
+            // Safety: prctl with integer arguments; a capability already out of the bounding
+            // set, or one the kernel does not know, fails harmlessly.
+            unsafe {
+                if libc::prctl(libc::PR_CAPBSET_READ, c as libc::c_ulong, 0, 0, 0) == 1 {
+                    libc::prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0, 0, 0);
+                }
+            }
+        }
+    }
+    // Safety: as above.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let half = |shift: u32| {
+        let w = (keep >> shift) as u32;
+        Data {
+            effective: w,
+            permitted: w,
+            inheritable: w,
+        }
+    };
+    let header = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3: two 32-bit halves
+        pid: 0,
+    };
+    let data = [half(0), half(32)];
+    // Safety: capset(2) reads a version-3 header and two data structs, both live for the call.
+    unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) == 0 }
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    use std::sync::atomic::Ordering;
+    if drop_here(KEEP.load(Ordering::SeqCst), LAST_CAP.load(Ordering::SeqCst)) {
+        DONE.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The signal [`keep_only`] sends the other threads (glibc keeps the first real-time ones).
+fn signal_number() -> libc::c_int {
+    libc::SIGRTMIN() + 4
+}
+
+/// The threads of this process, by task id.
+fn tasks() -> Vec<libc::pid_t> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A thread's (permitted, effective, bounding) sets from its status; `None` if it is gone.
+pub fn task_caps(tid: libc::pid_t) -> Option<(u64, u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
+    let get = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    Some((get("CapPrm:")?, get("CapEff:")?, get("CapBnd:")?))
+}
+
+/// Leaves every thread of the process with only the capabilities in `keep` (and those of
+/// them it has): effective, permitted and inheritable; the bounding set too where CAP_SETPCAP
+/// allows; no ambient ones. Returns the mask kept. Run once setup is done.
+pub fn keep_only(keep: u64) -> Result<u64, String> {
+    use std::sync::atomic::Ordering;
+    // Safety: gettid and getpid have no preconditions.
+    let (me, pid) = unsafe { (libc::gettid(), libc::getpid()) };
+    let have = task_caps(me).map_or(0, |(prm, _, _)| prm);
+    let keep = keep & have;
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40u32);
+    KEEP.store(keep, Ordering::SeqCst);
+    LAST_CAP.store(last, Ordering::SeqCst);
+    let sig = signal_number();
+    // Safety: a zeroed sigaction with a plain handler, SA_RESTART so that interrupted system
+    // calls resume; the handler makes system calls and atomic stores only.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+            return Err(format!(
+                "cannot drop capabilities: sigaction: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    let done = |t: libc::pid_t| task_caps(t).is_none_or(|(p, e, _)| p == keep && e == keep);
+    // Threads may start while this runs (from a thread not yet done): a few rounds.
+    for _ in 0..10 {
+        let pending: Vec<libc::pid_t> = tasks()
+            .into_iter()
+            .filter(|&t| t != me && !done(t))
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        DONE.store(0, Ordering::SeqCst);
+        let mut sent = 0;
+        for t in pending {
+            // Safety: tgkill to a thread of this process; one that just exited gives ESRCH.
+            if unsafe { libc::syscall(libc::SYS_tgkill, pid, t, sig) } == 0 {
+                sent += 1;
+            }
+        }
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while DONE.load(Ordering::SeqCst) < sent && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    if !drop_here(keep, last) {
+        return Err(format!(
+            "cannot drop capabilities: capset: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let left: Vec<String> = tasks()
+        .into_iter()
+        .filter(|&t| !done(t))
+        .map(|t| t.to_string())
+        .collect();
+    if !left.is_empty() {
+        return Err(format!(
+            "cannot drop capabilities: threads {} still hold others than {}",
+            left.join(", "),
+            names(keep)
+        ));
+    }
+    Ok(keep)
 }
 
 #[cfg(test)]

@@ -423,6 +423,26 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
             return Err(DaemonError(e));
         }
         info!(user = %name, "running as {name}, without root or capabilities");
+    } else {
+        // Staying root (or started with ambient capabilities): keep only what running needs.
+        let tun_queues = if daemon.cfg.director.io == Io::Tun {
+            daemon.cfg.director.queues
+        } else {
+            0
+        };
+        let want = crate::control::privileges::needed(
+            daemon.cfg.director.routes == Routes::Auto,
+            tun_queues,
+            // Safety: geteuid has no preconditions.
+            unsafe { libc::geteuid() } == 0,
+        );
+        match crate::control::privileges::keep_only(want) {
+            Ok(kept) => info!(
+                capabilities = %crate::control::privileges::names(kept),
+                "setup done: every other capability dropped on every thread"
+            ),
+            Err(e) => warn!("{e}; running on with the capabilities the daemon started with"),
+        }
     }
     let table = daemon.report();
     info!(
