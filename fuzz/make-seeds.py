@@ -3,7 +3,7 @@
 changing a target's input format). The packets are the data plane's corpus
 (host/tests/corpus/*.bin); the shard seeds are the lab's flows in the shard target's
 operation format (fuzz/src/shard.rs); the others are real configs, requests and captures."""
-import os, shutil, struct, glob
+import glob, hashlib, hmac, os, struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -153,3 +153,28 @@ for i, p in enumerate(pk):
     ts = (1700000000 + i) * 10**9
     ng += block(6, struct.pack("<IIIII", 0, ts >> 32, ts & 0xffffffff, len(p), len(p)) + p)
 out("pcap", "raw.pcapng", ng)
+
+# sync: messages signed with the fuzz key (fuzz/src/lib.rs SYNC_KEY); a first byte 0 means
+# "as received", 1 "sign the rest first".
+SYNC_KEY = bytes.fromhex("5a" * 32)
+
+
+def sync_msg(kind, seq, entries, sign=True):
+    body = b"RVSY" + bytes([1, kind]) + struct.pack(">HIIQI", len(entries), 7, 1764900000, seq, 0)
+    for proto, state, flags, client, vip, rs, secs in entries:
+        body += bytes([proto, state, flags, 4])
+        for a, p in (client, vip, rs):
+            body += bytes(a) + struct.pack(">H", p)
+        body += b"\0\0" + struct.pack(">I", secs)
+    return body + (hmac.new(SYNC_KEY, body, hashlib.sha256).digest() if sign else b"")
+
+
+tcp = (6, 1, 0, ((10, 77, 0, 2), 40000), ((10, 77, 100, 100), 80), ((10, 77, 1, 1), 8080), 900)
+udp = (17, 11, 0, ((10, 77, 0, 2), 5300), ((10, 77, 100, 100), 53), ((10, 77, 1, 1), 5353), 300)
+tpl = (6, 1, 1, ((10, 77, 0, 0), 0), ((10, 77, 100, 100), 80), ((10, 77, 1, 2), 8080), 360)
+out("sync", "entries", b"\0" + sync_msg(1, 1, [tcp, udp, tpl]))
+out("sync", "full", b"\0" + sync_msg(1, 2, [tcp] * 50))
+out("sync", "heartbeat", b"\0" + sync_msg(4, 3, []))
+out("sync", "bulk", b"\0" + sync_msg(2, 4, []) )
+out("sync", "unsigned-entries", b"\1" + sync_msg(1, 5, [tcp, udp], sign=False))
+out("sync", "forged", b"\0" + sync_msg(1, 6, [tcp])[:-1] + b"\0")

@@ -4,7 +4,7 @@
 #   bash scripts/fuzz.sh                 # CI smoke: seeds replayed, then 60 s per target
 #   FUZZ_SECS=3600 bash scripts/fuzz.sh shard wire    # a campaign: 1 h per named target
 #
-# Targets (fuzz/fuzz_targets/, bodies in fuzz/src/): wire, shard, admin, config, pcap.
+# Targets (fuzz/fuzz_targets/, bodies in fuzz/src/): wire, shard, admin, config, pcap, sync.
 # Seeds: fuzz/seeds/TARGET/ (committed; fuzz/make-seeds.py writes them). What a run finds
 # goes to FUZZ_CORPUS/TARGET (default fuzz/corpus/, not committed); a crash is left in
 # fuzz/artifacts/TARGET/ and fails the run: copy it to fuzz/fixtures/TARGET/ with the fix, so
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 secs=${FUZZ_SECS:-60}
 corpus=${FUZZ_CORPUS:-fuzz/corpus}
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(wire shard admin config pcap)
+[[ ${#targets[@]} -gt 0 ]] || targets=(wire shard admin config pcap sync)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz.sh: installing cargo-fuzz"

@@ -242,6 +242,36 @@ pub fn pcap(data: &[u8]) {
     }
 }
 
+/// The key the `sync` target's messages are signed with (`fuzz/make-seeds.py` signs with it).
+pub const SYNC_KEY: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+
+/// Connection sync messages (issue 14). First byte even: the rest is a message as received
+/// (forged, if its MAC is not [`SYNC_KEY`]'s). Odd: the rest is signed here first, so that the
+/// fuzzer reaches what is checked after the MAC. A message taken is encoded again to the same
+/// bytes and passes a replay window once; a refused one has a reason.
+pub fn sync(data: &[u8]) {
+    use ringvs::sync::{decode, encode, Key, ReplayWindow, MAC_LEN};
+    let key = Key::from_hex(SYNC_KEY).expect("the fuzz key");
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let msg = if mode % 2 == 1 {
+        ringvs::sync::sign_for_tests(&key, rest)
+    } else {
+        rest.to_vec()
+    };
+    if let Ok((h, entries)) = decode(&key, &msg) {
+        let mut again = Vec::new();
+        encode(&key, &h, &entries, &mut again);
+        assert_eq!(again, msg, "a message taken encodes to the same bytes");
+        assert!(msg.len() >= MAC_LEN);
+        let mut w = ReplayWindow::default();
+        if w.accept(&h).is_ok() {
+            assert!(w.accept(&h).is_err(), "the same message taken twice");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -288,5 +318,27 @@ mod tests {
     #[test]
     fn pcap_seeds_and_fixtures() {
         replay("pcap", super::pcap);
+    }
+
+    #[test]
+    fn sync_seeds_and_fixtures() {
+        replay("sync", super::sync);
+    }
+
+    /// The sync seeds are signed as the target expects: not all refused at the MAC.
+    #[test]
+    fn sync_seeds_are_taken() {
+        let key = ringvs::sync::Key::from_hex(super::SYNC_KEY).unwrap();
+        let seeds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds/sync");
+        for (name, entries) in [("entries", 3), ("full", 50), ("heartbeat", 0)] {
+            let data = std::fs::read(seeds.join(name)).unwrap();
+            let (_, got) = ringvs::sync::decode(&key, &data[1..]).unwrap();
+            assert_eq!(got.len(), entries, "{name}");
+        }
+        let forged = std::fs::read(seeds.join("forged")).unwrap();
+        assert_eq!(
+            ringvs::sync::decode(&key, &forged[1..]),
+            Err(ringvs::sync::Reject::Mac)
+        );
     }
 }

@@ -51,4 +51,5 @@ pub mod health;
 pub mod io;
 pub mod metrics;
 pub mod plugin;
+pub mod sync;
 pub mod wire;

@@ -1,0 +1,164 @@
+use super::*;
+
+fn key() -> Key {
+    Key::from_hex(&"5a".repeat(32)).unwrap()
+}
+
+fn entries(n: usize) -> Vec<Entry> {
+    (0..n)
+        .map(|i| Entry {
+            proto: if i % 3 == 2 { 17 } else { 6 },
+            state: if i % 3 == 2 {
+                State::Udp
+            } else {
+                State::Established
+            },
+            template: i % 5 == 4,
+            client: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, (i % 250) as u8), 40_000 + i as u16),
+            vip: "10.77.100.100:80".parse().unwrap(),
+            server: SocketAddrV4::new(Ipv4Addr::new(10, 77, 1, 1 + (i % 3) as u8), 8080),
+            expires_in: 900 - i as u32,
+        })
+        .collect()
+}
+
+fn header(seq: u64) -> Header {
+    Header {
+        kind: Kind::Entries,
+        sender: 7,
+        epoch: 1_764_900_000,
+        seq,
+    }
+}
+
+fn message(seq: u64, n: usize) -> Vec<u8> {
+    let mut m = Vec::new();
+    encode(&key(), &header(seq), &entries(n), &mut m);
+    m
+}
+
+#[test]
+fn messages_round_trip_up_to_a_full_datagram() {
+    assert_eq!(MAX_ENTRIES, 50);
+    for n in [0, 1, 7, MAX_ENTRIES] {
+        let m = message(3, n);
+        assert_eq!(m.len(), HEADER_LEN + n * ENTRY_LEN + MAC_LEN);
+        assert!(m.len() <= MAX_MESSAGE);
+        assert_eq!(decode(&key(), &m), Ok((header(3), entries(n))));
+    }
+}
+
+#[test]
+fn any_changed_bit_or_another_key_is_a_bad_mac() {
+    let m = message(9, 4);
+    for i in 0..m.len() {
+        for bit in 0..8 {
+            let mut f = m.clone();
+            f[i] ^= 1 << bit;
+            let r = decode(&key(), &f);
+            assert!(r.is_err(), "byte {i} bit {bit} changed, still accepted");
+            // Fields checked before the MAC answer for themselves; the rest is the MAC.
+            if !(4..8).contains(&i) && i >= 4 {
+                assert_eq!(r, Err(Reject::Mac), "byte {i} bit {bit}");
+            }
+        }
+    }
+    let other = Key::from_hex(&"a5".repeat(32)).unwrap();
+    assert_eq!(decode(&other, &m), Err(Reject::Mac));
+}
+
+#[test]
+fn truncated_oversized_and_foreign_messages_are_refused_by_reason() {
+    let m = message(1, 3);
+    for len in 0..m.len() {
+        let r = decode(&key(), &m[..len]);
+        assert!(
+            matches!(r, Err(Reject::Length) | Err(Reject::Mac)),
+            "{len}: {r:?}"
+        );
+    }
+    let mut long = m.clone();
+    long.extend_from_slice(&[0; ENTRY_LEN]);
+    assert_eq!(decode(&key(), &long), Err(Reject::Length));
+    assert_eq!(
+        decode(&key(), &vec![0; MAX_MESSAGE + 1]),
+        Err(Reject::Length)
+    );
+    let mut magic = m.clone();
+    magic[0] = b'X';
+    assert_eq!(decode(&key(), &magic), Err(Reject::Magic));
+    let mut v2 = m.clone();
+    v2[4] = 2;
+    assert_eq!(decode(&key(), &v2), Err(Reject::Version));
+    let mut many = m.clone();
+    many[6..8].copy_from_slice(&(MAX_ENTRIES as u16 + 1).to_be_bytes());
+    assert_eq!(decode(&key(), &many), Err(Reject::Oversized));
+}
+
+/// Signed by the key, yet not a valid message: refused after the MAC, by what is wrong.
+#[test]
+fn well_signed_nonsense_is_refused() {
+    let resign = |m: Vec<u8>| sign_for_tests(&key(), &m[..m.len() - MAC_LEN]);
+    let at = |field: usize| HEADER_LEN + field;
+    for (what, edit, want) in [
+        ("kind 9", (5, 9u8), Reject::Header),
+        ("reserved", (25, 1), Reject::Header),
+        ("protocol 1", (at(0), 1), Reject::Entry),
+        ("state 12", (at(1), 12), Reject::Entry),
+        ("UDP state on TCP", (at(1), State::Udp as u8), Reject::Entry),
+        ("flag 2", (at(2), 2), Reject::Entry),
+        ("IPv6", (at(3), 6), Reject::Entry),
+        ("padding", (at(22), 1), Reject::Entry),
+    ] {
+        let mut m = message(1, 1);
+        m[edit.0] = edit.1;
+        assert_eq!(decode(&key(), &resign(m)), Err(want), "{what}");
+    }
+}
+
+#[test]
+fn each_message_is_taken_once() {
+    let mut w = ReplayWindow::default();
+    let h = |epoch, seq| Header {
+        epoch,
+        ..header(seq)
+    };
+    assert_eq!(
+        w.accept(&h(10, 0)),
+        Err(Reject::Replay),
+        "sequence numbers start at 1"
+    );
+    assert_eq!(w.accept(&h(10, 5)), Ok(()));
+    assert_eq!(w.accept(&h(10, 5)), Err(Reject::Replay), "the same again");
+    assert_eq!(w.accept(&h(10, 3)), Ok(()), "late, within the window");
+    assert_eq!(w.accept(&h(10, 3)), Err(Reject::Replay));
+    assert_eq!(w.accept(&h(10, 100)), Ok(()));
+    assert_eq!(
+        w.accept(&h(10, 100 - WINDOW)),
+        Err(Reject::Replay),
+        "behind the window"
+    );
+    assert_eq!(w.accept(&h(10, 100 - WINDOW + 1)), Ok(()));
+    assert_eq!(w.accept(&h(10, 6)), Err(Reject::Replay));
+    // The sender restarted: a new epoch, numbers from 1 again; the old epoch is over.
+    assert_eq!(w.accept(&h(11, 1)), Ok(()));
+    assert_eq!(w.accept(&h(10, 101)), Err(Reject::Replay), "an older epoch");
+    // Another sender has its own numbers.
+    assert_eq!(
+        w.accept(&Header {
+            sender: 8,
+            ..h(10, 5)
+        }),
+        Ok(())
+    );
+}
+
+#[test]
+fn keys_are_long_enough_hex() {
+    assert!(Key::from_hex(&"ab".repeat(32)).is_ok());
+    assert!(Key::from_hex(&"ab".repeat(31))
+        .unwrap_err()
+        .contains("at least 32"));
+    assert!(Key::from_hex("xyz").is_err());
+    assert_eq!(format!("{:?}", key()), "Key(..)", "never printed");
+}
