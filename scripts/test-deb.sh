@@ -129,6 +129,8 @@ check "socket is private" "$(stat -c '%a %U' /run/ringvs/admin.sock 2>/dev/null)
 # queues and routes = "manual", so CAP_BPF (to load the steering program again).
 pid=$(pgrep -f -n "^/usr/bin/ringvs run -c /etc/ringvs/ringvs.toml" || true)
 thread_caps=$(for t in /proc/"${pid:-0}"/task/*/status; do
+    # Not the kernel's io_uring workers (iou-wrk-*): they run no user code.
+    grep -q '^Name:.iou-' "$t" 2>/dev/null && continue
     awk '/^(Uid|CapEff|CapPrm|CapAmb):/ { printf "%s %s ", $1, $2 } END { print "" }' "$t"
 done 2>/dev/null | sort | uniq -c)
 want="Uid: $(id -u ringvs 2>/dev/null) CapPrm: 0000008000000000 CapEff: 0000008000000000 CapAmb: 0000000000000000"

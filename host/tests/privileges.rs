@@ -23,11 +23,13 @@ fn field<'a>(status: &'a str, key: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// Every thread's `/proc/PID/task/TID/status`.
+/// Every thread's `/proc/PID/task/TID/status`, but the kernel's io_uring workers' (they run
+/// no user code; `privileges::keep_only` leaves them be).
 fn threads(pid: u32) -> Vec<String> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .filter(|s| !s.starts_with("Name:\tiou-"))
         .collect()
 }
 

@@ -230,11 +230,18 @@ fn signal_number() -> libc::c_int {
     libc::SIGRTMIN() + 4
 }
 
-/// The threads of this process, by task id.
+/// The threads of this process that run its code, by task id: not the kernel's io_uring
+/// workers (`iou-wrk-*`, `iou-sqp-*`), which take no signals and run no user code (they
+/// act for the ring with the credentials they were created with).
 fn tasks() -> Vec<libc::pid_t> {
+    let io_worker = |t: &libc::pid_t| {
+        std::fs::read_to_string(format!("/proc/self/task/{t}/comm"))
+            .is_ok_and(|c| c.starts_with("iou-"))
+    };
     std::fs::read_dir("/proc/self/task")
         .map(|rd| {
             rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|t| !io_worker(t))
                 .collect()
         })
         .unwrap_or_default()
@@ -303,6 +310,9 @@ pub fn keep_only(keep: u64) -> Result<u64, String> {
         let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
         while DONE.load(Ordering::SeqCst) < sent && std::time::Instant::now() < until {
             std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if DONE.load(Ordering::SeqCst) == 0 {
+            break; // nobody answers: the check below says who
         }
     }
     if !drop_here(keep, last) {
