@@ -10,7 +10,9 @@ use ringvs::control::registry::Registry;
 use ringvs::dataplane::policy::{ActionKind, Role};
 use ringvs::dataplane::stats::{DropReason, ShardReport};
 use ringvs::dataplane::testkit::tcp;
-use ringvs::dataplane::{Packet, Pipeline, PluginEvent, Shard, ShardConfig, Verdict, HEADROOM};
+use ringvs::dataplane::{
+    Control, Packet, Pipeline, PluginEvent, Shard, ShardConfig, Verdict, HEADROOM,
+};
 use ringvs::wire::tcp::flags::{ACK, SYN};
 use std::net::SocketAddrV4;
 use std::sync::Arc;
@@ -68,6 +70,8 @@ fn config_of(plugin_name: &str, defense_config: &str) -> String {
 struct Lab {
     shard: Shard,
     events: crossbeam_channel::Receiver<PluginEvent>,
+    /// What the daemon sends the queue (its block list, among others).
+    control: crossbeam_channel::Sender<Control>,
     t0: Instant,
     secs: u64,
     _plugins: PluginManager,
@@ -94,6 +98,7 @@ fn lab_in(text: &str, tick_thread: bool) -> Lab {
     plugins.commit(loaded);
     let snap = Arc::new(plugins.snapshot(&mut registry, prepared));
     let (etx, events) = crossbeam_channel::unbounded();
+    let (control, crx) = crossbeam_channel::unbounded();
     let t0 = Instant::now();
     let shard = Shard::new(
         ShardConfig {
@@ -104,12 +109,13 @@ fn lab_in(text: &str, tick_thread: bool) -> Lab {
             ..ShardConfig::test(1 << 20)
         },
         snap,
-        None,
+        Some(crx),
     )
     .unwrap();
     Lab {
         shard,
         events,
+        control,
         t0,
         secs: 0,
         _plugins: plugins,
@@ -333,6 +339,45 @@ fn a_drop_block_stops_established_flows_too() {
         );
         assert_eq!(l.drops(DropReason::Blocked), 1);
         assert_eq!(l.syn("10.77.8.9", 5001), Verdict::Forward, "only the /32");
+    }
+}
+
+/// A defense's block applies on its queue at once, without copying the director's list,
+/// which the daemon shares among the queues (a copy on every block, on every queue, once a
+/// second with a defense that blocks every tick, was what a queue used to pay).
+#[test]
+fn a_queues_own_blocks_apply_at_once_and_leave_the_directors_list_shared() {
+    use ringvs::dataplane::blocks::{Block, BlockList, BlockMode};
+    for threaded in MODES {
+        let mut l = lab_in(
+            &config("actions = \"block:198.18.0.0/24:30:drop\""),
+            threaded,
+        );
+        let mut list = BlockList::default();
+        let until = l.shard.now() + 6000;
+        let by: Arc<str> = "director".into();
+        let mode = BlockMode::Drop;
+        assert!(list.insert(
+            0,
+            "203.0.113.0".parse().unwrap(),
+            24,
+            Block { until, mode, by }
+        ));
+        let shared = Arc::new(list);
+        l.control.send(Control::Blocks(shared.clone())).unwrap();
+        l.second();
+        assert_eq!(
+            l.syn("198.18.0.5", 1000),
+            Verdict::Drop,
+            "its own block, at once"
+        );
+        assert_eq!(l.syn("203.0.113.9", 1000), Verdict::Drop, "the director's");
+        assert_eq!(l.syn("10.77.0.9", 1000), Verdict::Forward);
+        assert_eq!(
+            Arc::strong_count(&shared),
+            2,
+            "the queue still shares the director's list"
+        );
     }
 }
 

@@ -156,6 +156,27 @@ impl BlockList {
             .find(|b| !reached(now, b.until))
     }
 
+    /// True if service `svc` has a block of exactly this prefix (expired or not).
+    pub fn contains(&self, svc: u16, addr: Ipv4Addr, len: u8) -> bool {
+        let len = len.min(32);
+        self.entries.contains_key(&(svc, mask(addr, len), len))
+    }
+
+    /// Forgets the blocks `other` has too (a queue's own blocks, once the director's list
+    /// carries them).
+    pub fn forget_those_in(&mut self, other: &BlockList) {
+        let gone: Vec<(u16, u32, u8)> = self
+            .entries
+            .keys()
+            .filter(|k| other.entries.contains_key(k))
+            .copied()
+            .collect();
+        for k in gone {
+            self.entries.remove(&k);
+            self.counted(k.0, k.2, false);
+        }
+    }
+
     /// Every block: (service slot, prefix, length, block).
     pub fn iter(&self) -> impl Iterator<Item = (u16, Ipv4Addr, u8, &Block)> {
         self.entries
@@ -167,6 +188,26 @@ impl BlockList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queues_own_blocks_are_forgotten_once_the_directors_list_has_them() {
+        let b = |until| Block {
+            until,
+            mode: BlockMode::Drop,
+            by: "t".into(),
+        };
+        let (a, c) = ("10.1.0.0".parse().unwrap(), "10.2.0.0".parse().unwrap());
+        let mut own = BlockList::default();
+        assert!(own.insert(1, a, 16, b(100)) && own.insert(1, c, 16, b(100)));
+        let mut director = BlockList::default();
+        assert!(director.insert(1, a, 16, b(100)));
+        assert!(director.contains(1, "10.1.9.9".parse().unwrap(), 16));
+        own.forget_those_in(&director);
+        assert_eq!((own.len(), own.count(1)), (1, 1));
+        assert!(own.contains(1, c, 16) && !own.contains(1, a, 16));
+        assert!(own.lookup(1, "10.2.3.4".parse().unwrap(), 0).is_some());
+        assert!(own.lookup(1, "10.1.3.4".parse().unwrap(), 0).is_none());
+    }
 
     #[test]
     fn a_service_holds_at_most_max_blocks() {

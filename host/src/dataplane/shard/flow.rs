@@ -603,11 +603,12 @@ impl Shard {
             .lookup(hash, proto, *client.ip(), client.port(), |e| e.svc == svc);
         let is_syn = l4.is_syn();
         self.top.packet(*client.ip());
-        let blocked = if self.blocks.is_empty() {
+        let blocked = if self.blocks.is_empty() && self.own_blocks.is_empty() {
             None
         } else {
-            self.blocks
+            self.own_blocks
                 .lookup(svc, *client.ip(), self.now)
+                .or_else(|| self.blocks.lookup(svc, *client.ip(), self.now))
                 .map(|b| b.mode)
         };
         if blocked == Some(BlockMode::Drop) {

@@ -208,6 +208,9 @@ pub struct Shard {
     shared: Arc<ShardShared>,
     plugin_stats: PluginStats,
     blocks: Arc<BlockList>,
+    /// Blocks this queue's defenses asked for that the director's list (`blocks`, shared by
+    /// the queues: changing it would copy it) does not carry yet; looked up first.
+    own_blocks: BlockList,
     top: TopTalkers,
     director_top: Arc<Vec<SourceCount>>,
     system_available: u64,
@@ -294,6 +297,7 @@ impl Shard {
             shared: Arc::new(ShardShared::default()),
             plugin_stats: PluginStats::new(),
             blocks: Arc::new(BlockList::default()),
+            own_blocks: BlockList::default(),
             top: TopTalkers::default(),
             director_top: Arc::new(Vec::new()),
             system_available: 0,
@@ -617,7 +621,10 @@ impl Shard {
                     role,
                     instance,
                 } => self.deliver(svc, role, instance),
-                Control::Blocks(b) => self.blocks = b,
+                Control::Blocks(b) => {
+                    self.own_blocks.forget_those_in(&b);
+                    self.blocks = b;
+                }
                 Control::Top {
                     sources,
                     system_available,

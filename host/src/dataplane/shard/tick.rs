@@ -23,6 +23,7 @@ impl Shard {
     ///
     /// [`ShardConfig::tick_thread`]: super::ShardConfig::tick_thread
     pub(super) fn second(&mut self) {
+        self.own_blocks.expire(self.now);
         if let Ok(mut r) = self.shared.report.lock() {
             r.top = self.top.take();
         }
@@ -429,7 +430,14 @@ impl Shard {
                     mode: req.mode,
                     by: by.clone(),
                 };
-                if !Arc::make_mut(&mut self.blocks).insert(svc, req.addr, req.len, block) {
+                // Into the queue's own list: the director's is shared (a change would copy
+                // all of it); both together hold at most MAX_BLOCKS for the service.
+                let new = !self.own_blocks.contains(svc, req.addr, req.len)
+                    && !self.blocks.contains(svc, req.addr, req.len);
+                let held = self.blocks.count(svc) + self.own_blocks.count(svc);
+                if (new && held >= ringvs_abi::MAX_BLOCKS)
+                    || !self.own_blocks.insert(svc, req.addr, req.len, block)
+                {
                     return false;
                 }
                 if let Some(tx) = &self.cfg.events {
@@ -441,7 +449,10 @@ impl Shard {
                 let Some((addr, len)) = prefix(&p) else {
                     return false;
                 };
-                Arc::make_mut(&mut self.blocks).remove(svc, addr, len);
+                self.own_blocks.remove(svc, addr, len);
+                if self.blocks.contains(svc, addr, len) {
+                    Arc::make_mut(&mut self.blocks).remove(svc, addr, len);
+                }
                 if let Some(tx) = &self.cfg.events {
                     let _ = tx.send(PluginEvent::Unblock { svc, addr, len });
                 }
