@@ -212,12 +212,20 @@ pub fn count_event(e: Event) {
 /// Sets the event counters of the services and realservers in the rows.
 fn update_events(services: &[ServiceRow], backends: &[BackendRow]) {
     let Ok(m) = EVENTS.lock() else { return };
+    if m.is_empty() {
+        return;
+    }
+    // Sets of what exists: one lookup per event key, not a scan of every row.
+    let svcs: std::collections::HashSet<&str> =
+        services.iter().map(|s| s.service.as_str()).collect();
+    let servers: std::collections::HashSet<(&str, &str)> = backends
+        .iter()
+        .map(|b| (b.service.as_str(), b.server.as_str()))
+        .collect();
     for (e, &n) in m.iter() {
         let exists = match &e.server {
-            None => services.iter().any(|s| s.service == e.service),
-            Some(server) => backends
-                .iter()
-                .any(|b| b.service == e.service && &b.server == server),
+            None => svcs.contains(e.service.as_str()),
+            Some(server) => servers.contains(&(e.service.as_str(), server.as_str())),
         };
         if !exists {
             continue;
