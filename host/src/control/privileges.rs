@@ -12,7 +12,8 @@
 //! running (CAP_NET_ADMIN), so it cannot go with `user`.
 //!
 //! Without `user` the daemon stays uid 0 but keeps only the capabilities it still needs
-//! ([`needed`], [`keep_only`]): CAP_NET_ADMIN for `routes = "auto"`, CAP_BPF to load the
+//! ([`needed`], [`keep_only`]): CAP_NET_ADMIN for `routes = "auto"` and AF_XDP's next-hop
+//! resolution, CAP_BPF to load the
 //! queue steering program again when services change (several TUN queues), and CAP_SETUID
 //! and CAP_SETGID, with which health-check and notify scripts run as an unprivileged user,
 //! and CAP_CHOWN, with which a reload gives the admin socket to a new `admin_group`; started
@@ -116,16 +117,17 @@ pub mod cap {
 }
 
 /// The capabilities a daemon still needs after setup, as a mask: CAP_NET_ADMIN for
-/// `routes = "auto"`, CAP_BPF to reload the steering program of several TUN queues, and as
+/// `routes = "auto"` and for `io = "af_xdp"` (its resolver asks the kernel to resolve next
+/// hops, `RTM_NEWNEIGH`), CAP_BPF to reload the steering program of several TUN queues, and as
 /// uid 0 CAP_SETUID and CAP_SETGID, with which health-check and notify scripts run as an
 /// unprivileged user (`health::script`; a reload may add scripts at any time), and
 /// CAP_CHOWN, with which a reload gives the admin socket to a new `director.admin_group`.
-pub fn needed(routes_auto: bool, tun_queues: usize, root: bool) -> u64 {
+pub fn needed(routes_auto: bool, af_xdp: bool, tun_queues: usize, root: bool) -> u64 {
     let mut m = 0;
     if root {
         m |= (1 << cap::SETUID) | (1 << cap::SETGID) | (1 << cap::CHOWN);
     }
-    if routes_auto {
+    if routes_auto || af_xdp {
         m |= 1 << cap::NET_ADMIN;
     }
     if tun_queues > 1 {

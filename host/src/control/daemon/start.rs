@@ -432,6 +432,7 @@ async fn run_async(cfg: Config) -> Result<(), DaemonError> {
         };
         let want = crate::control::privileges::needed(
             daemon.cfg.director.routes == Routes::Auto,
+            daemon.cfg.director.io == Io::AfXdp,
             tun_queues,
             // Safety: geteuid has no preconditions.
             unsafe { libc::geteuid() } == 0,
