@@ -409,6 +409,20 @@ fn cases() -> Vec<Case> {
             Fresh,
             EchoReply,
         ),
+        // Identifier, sequence and data all 0: the reply's checksum must be 0xffff (an
+        // incremental update gave 0x0000; found by the shard fuzz target).
+        case(
+            "icmp-echo-request-all-zero",
+            {
+                let mut p = icmp_echo(CLIENT, VIP, true, 0, 0);
+                p[28..].fill(0);
+                let mut m = Icmpv4Packet::new_unchecked(&mut p[20..]);
+                m.fill_checksum();
+                p
+            },
+            Fresh,
+            EchoReply,
+        ),
         case(
             "icmp-echo-request-to-other-host",
             icmp_echo(CLIENT, OTHER, true, 7, 1),
