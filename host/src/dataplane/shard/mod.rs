@@ -736,8 +736,9 @@ impl Shard {
             return;
         };
         while let Some(d) = h.recv(self.cfg.id) {
-            let mut buf = vec![0u8; super::HEADROOM + d.len()];
-            buf[super::HEADROOM..].copy_from_slice(&d);
+            // Room after it too, as the backends' buffers have (the SYN proxy's answers grow).
+            let mut buf = vec![0u8; super::HEADROOM + d.len() + 256];
+            buf[super::HEADROOM..super::HEADROOM + d.len()].copy_from_slice(&d);
             if let Some(mut p) = Packet::new(&mut buf, super::HEADROOM, d.len()) {
                 if self.process(&mut p) == Verdict::Forward {
                     f(p.data());
