@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing of ringvs (libFuzzer through cargo-fuzz, stable Rust, no sanitizer).
 #
 #   bash scripts/fuzz.sh                 # CI smoke: seeds replayed, then 60 s per target
-#   FUZZ_SECS=3600 bash scripts/fuzz.sh shard wire    # a campaign: 1 h per named target
+#   FUZZ_SECS=3600 FUZZ_SEED=0 bash scripts/fuzz.sh shard wire   # a campaign: 1 h per named target
 #
 # Targets (fuzz/fuzz_targets/, bodies in fuzz/src/): wire, shard, admin, config, pcap, sync.
 # Seeds: fuzz/seeds/TARGET/ (committed; fuzz/make-seeds.py writes them). What a run finds
@@ -13,6 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 secs=${FUZZ_SECS:-60}
+# libFuzzer's seed: fixed by default, so that the smoke runs the same inputs on every run (a
+# faster machine runs more of the same sequence); FUZZ_SEED=0 draws one (campaigns).
+seed=${FUZZ_SEED:-1}
 corpus=${FUZZ_CORPUS:-fuzz/corpus}
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=(wire shard admin config pcap sync)
@@ -38,7 +41,7 @@ for t in "${targets[@]}"; do
     # -timeout: one input over 10 s is a hang; -rss_limit_mb: the shard target compiles the
     # plugins once (about 300 MiB) and must not grow past this.
     if cargo fuzz run -s none "$t" "$corpus/$t" "fuzz/seeds/$t" -- \
-        -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+        -max_total_time="$secs" -seed="$seed" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         >"$log" 2>&1; then
         grep -E '^#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss_mb|cov:' "$log" | tail -4
         printf 'fuzz.sh: %s: %s inputs in its corpus\n' "$t" "$(ls "$corpus/$t" | wc -l)"

@@ -95,6 +95,16 @@ pub fn encapsulate(pkt: &mut Packet<'_>, o: &Outer) -> Result<(), NotSent> {
     if pkt.vnet.as_ref().is_some_and(VnetHdr::is_gso) {
         return Err(NotSent::Gso);
     }
+    // A partial checksum's start moves `extra` bytes in: it must still be a 16-bit offset
+    // (the kernel never hands over one that is not; found by the shard fuzz target).
+    let csum_start = match pkt.vnet.as_ref().filter(|v| v.needs_csum()) {
+        Some(v) => Some(
+            v.csum_start
+                .checked_add(extra as u16)
+                .ok_or(NotSent::NoRoom)?,
+        ),
+        None => None,
+    };
     let len = pkt.len();
     let (tos, df) = {
         let inner = Ipv4Packet::new_checked(pkt.data()).map_err(|_| NotSent::NoRoom)?;
@@ -133,11 +143,9 @@ pub fn encapsulate(pkt: &mut Packet<'_>, o: &Outer) -> Result<(), NotSent> {
     h[16..20].copy_from_slice(&rip.octets());
     let c = !checksum::fold(checksum::sum(h));
     h[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
-    if let Some(v) = pkt.vnet.as_mut() {
-        // A partial checksum starts where it did, the headers further in.
-        if v.needs_csum() {
-            v.csum_start += extra as u16;
-        }
+    // A partial checksum starts where it did, the headers further in.
+    if let (Some(v), Some(start)) = (pkt.vnet.as_mut(), csum_start) {
+        v.csum_start = start;
     }
     Ok(())
 }
