@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use ringvs::config::{self, ServiceEdit};
 use ringvs::control::client::{self, ListView};
 use ringvs::control::protocol::{
-    ConnectionsResult, ListResult, PluginInfo, Request, StatusResult, TopResult,
+    ConnectionsResult, HaResult, ListResult, PluginInfo, Request, StatusResult, TopResult,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -120,6 +120,12 @@ enum Cmd {
     Service {
         #[command(subcommand)]
         cmd: ServiceCmd,
+    },
+    /// Connection sync between directors: the role (keepalived's notify scripts call
+    /// `ringvs ha master` and `ringvs ha backup`) and the sync status (docs/HA.md).
+    Ha {
+        #[command(subcommand)]
+        cmd: HaCmd,
     },
     /// Change realservers at runtime (existing connections are kept).
     Server {
@@ -364,6 +370,33 @@ enum ServiceCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum HaCmd {
+    /// Become master: send changes to the peers; held entries go live.
+    Master {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Become backup: send nothing; hold what the master sends.
+    Backup {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Active-active (behind ECMP): send and receive; held entries go live.
+    Active {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Role, peers, lag and counters.
+    Status {
+        /// Print the daemon's JSON answer.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum ServerCmd {
     /// Add a realserver to a service.
     Add {
@@ -550,6 +583,30 @@ fn status(json: bool, target: &Target) -> Result<(), String> {
         println!("{}", pretty(&s));
     } else {
         print!("{}", client::format_status(&s));
+    }
+    Ok(())
+}
+
+/// `ringvs ha`.
+fn ha(cmd: HaCmd) -> Result<(), String> {
+    let (role, json, target) = match cmd {
+        HaCmd::Master { target } => (Some("master"), false, target),
+        HaCmd::Backup { target } => (Some("backup"), false, target),
+        HaCmd::Active { target } => (Some("active"), false, target),
+        HaCmd::Status { json, target } => (None, json, target),
+    };
+    let h: HaResult = call(
+        &target,
+        Request::Ha {
+            role: role.map(str::to_string),
+        },
+    )?;
+    if json {
+        println!("{}", pretty(&h));
+    } else if role.is_some() {
+        println!("role: {}", h.role);
+    } else {
+        print!("{}", client::format_ha(&h));
     }
     Ok(())
 }
@@ -903,6 +960,7 @@ fn main() -> ExitCode {
         Cmd::Plugin { cmd } => plugin(cmd),
         Cmd::Service { cmd } => service(cmd),
         Cmd::Server { cmd } => server(cmd),
+        Cmd::Ha { cmd } => ha(cmd),
         Cmd::Generate { what } => generate(what),
     };
     match res {

@@ -170,6 +170,15 @@ pub fn unknown(doc: &toml::Table) -> Vec<Unknown> {
             fields_of::<raw::Director>(),
             &mut out,
         );
+        if let Some(toml::Value::Table(s)) = d.get("sync") {
+            check_table(
+                "director.sync",
+                "sync",
+                s,
+                fields_of::<raw::Sync>(),
+                &mut out,
+            );
+        }
     }
     if let Some(toml::Value::Table(plugins)) = doc.get("plugins") {
         for (name, p) in plugins {

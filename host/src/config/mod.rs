@@ -13,6 +13,7 @@ mod health;
 pub mod keys;
 mod raw;
 pub mod save;
+mod sync;
 pub mod units;
 
 pub use edit::{edit_service, new_service, ServiceEdit};
@@ -21,6 +22,7 @@ pub use health::{
     DEFAULT_SCRIPT_USER,
 };
 pub use raw::{Health as HealthTable, Quantity};
+pub use sync::{SyncConfig, SyncRole, MIN_KEY_BYTES};
 
 use crate::conn::{State, Timeouts};
 use figment::providers::{Env, Format, Toml};
@@ -175,6 +177,8 @@ pub struct Director {
     /// The outer source address of tunnelled packets (`director.tunnel_source`); `None`:
     /// the address the kernel would use to reach the first tunnelled realserver.
     pub tunnel_source: Option<Ipv4Addr>,
+    /// `[director.sync]`: connection sync with other directors (`crate::sync`); `None`: off.
+    pub sync: Option<SyncConfig>,
 }
 
 impl Director {
@@ -1102,6 +1106,10 @@ impl Validator<'_> {
             plugin_dirs,
             user,
             tunnel_source,
+            sync: match d.sync {
+                Some(s) => Some(self.sync(s)?),
+                None => None,
+            },
         })
     }
 

@@ -47,6 +47,22 @@ pub struct Director {
     pub plugin_dirs: Option<Vec<String>>,
     pub user: Option<String>,
     pub tunnel_source: Option<String>,
+    pub sync: Option<Sync>,
+}
+
+/// `[director.sync]`: connection sync between directors (config/sync.rs).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sync {
+    pub id: Option<i64>,
+    pub key: Option<String>,
+    pub key_file: Option<String>,
+    pub listen: Option<String>,
+    pub peers: Option<Vec<String>>,
+    pub role: Option<String>,
+    pub threshold: Option<i64>,
+    pub period: Option<i64>,
+    pub max_rate: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -207,6 +207,58 @@ fn rates(r: &super::protocol::Rates) -> [u64; 5] {
     [r.cps, r.in_pps, r.out_pps, r.in_bps, r.out_bps].map(|x| x.round() as u64)
 }
 
+/// Formats `ringvs ha status`: the role, the peers, what was sent, received and refused.
+pub fn format_ha(h: &super::protocol::HaResult) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(o, "role {}  id {}  listen {}", h.role, h.id, h.listen);
+    let _ = writeln!(
+        o,
+        "{:<22} {:>6} {:>12} {:>10} {:>10}",
+        "peer", "id", "last seen", "messages", "bulk sent"
+    );
+    for p in &h.peers {
+        let _ = writeln!(
+            o,
+            "{:<22} {:>6} {:>12} {:>10} {:>10}",
+            p.addr.to_string(),
+            p.id.map_or_else(|| "-".to_string(), |i| i.to_string()),
+            p.last_seen_ms.map_or_else(
+                || "never".to_string(),
+                |ms| format!("{:.1}s ago", ms as f64 / 1000.0)
+            ),
+            p.messages,
+            p.bulk_sent
+        );
+    }
+    let _ = writeln!(
+        o,
+        "sent: {} entries in {} messages ({} send errors), lag {:.1} ms; queued {}, not queued (sync behind) {}",
+        h.sent_entries, h.sent_messages, h.send_errors, h.lag_ms, h.queued, h.queue_full
+    );
+    let _ = writeln!(
+        o,
+        "received: {} entries in {} messages; taken {}, ignored {}, held {}; bulk sent {}, received {}",
+        h.received_entries, h.received_messages, h.applied, h.ignored, h.held, h.bulk_sent, h.bulk_received
+    );
+    let rejected: Vec<String> = h
+        .rejected
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    let _ = writeln!(
+        o,
+        "rejected: {}",
+        if rejected.is_empty() {
+            "none".to_string()
+        } else {
+            rejected.join(", ")
+        }
+    );
+    o
+}
+
 /// Formats `ringvs top`: the table's fill, the heaviest sources of the last second, blocks
 /// and defenses.
 pub fn format_top(t: &super::protocol::TopResult) -> String {

@@ -122,6 +122,13 @@ pub enum Request {
         #[serde(default)]
         expire: bool,
     },
+    /// Connection sync's role and counters (`ringvs ha status`), or a new role
+    /// (`ringvs ha master|backup|active`: keepalived's notify scripts).
+    Ha {
+        /// `master`, `backup` or `active`; absent: change nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+    },
     /// Set a realserver's weight.
     ServerWeight {
         /// Service name.
@@ -383,6 +390,49 @@ pub struct DefenseInfo {
     pub active: bool,
     /// Queues where its instance is poisoned (no defense action there until replaced).
     pub poisoned_queues: u32,
+}
+
+/// Result of `ha`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HaResult {
+    /// `master`, `backup` or `active`.
+    pub role: String,
+    /// This director's `sync.id`.
+    pub id: u32,
+    /// The address sync receives on.
+    pub listen: String,
+    /// The peers, as last heard.
+    pub peers: Vec<crate::sync::node::PeerStatus>,
+    /// Received entries held (not yet live).
+    pub held: u64,
+    /// The longest an entry waited to be sent over the last second, milliseconds.
+    pub lag_ms: f64,
+    /// Entries queued to be sent, and those a queue could not queue.
+    pub queued: u64,
+    /// Entries the queues could not queue (the sync thread behind).
+    pub queue_full: u64,
+    /// Entries sent.
+    pub sent_entries: u64,
+    /// Messages sent (every peer counted).
+    pub sent_messages: u64,
+    /// Messages the socket refused.
+    pub send_errors: u64,
+    /// Messages received and taken.
+    pub received_messages: u64,
+    /// Entries in them.
+    pub received_entries: u64,
+    /// Received entries the table took.
+    pub applied: u64,
+    /// Received entries not taken (unknown service or realserver, full table, or a live
+    /// connection of this director's own).
+    pub ignored: u64,
+    /// Messages refused, by reason (`length`, `magic`, `version`, `oversized`, `mac`,
+    /// `header`, `entry`, `replay`).
+    pub rejected: BTreeMap<String, u64>,
+    /// Bulk transfers sent to peers that joined.
+    pub bulk_sent: u64,
+    /// Bulk transfers received complete.
+    pub bulk_received: u64,
 }
 
 /// Result of `top`.

@@ -342,6 +342,7 @@ pub fn replay<W: Write>(
             // Ticks at the second's boundary: a replay is the same every time.
             tick_thread: false,
             handoff: None,
+            sync: None,
         },
         snap,
         None,

@@ -254,6 +254,8 @@ pub struct ShardReport {
     /// Bytes of the persistence link column (4 per connection slot, allocated once the
     /// queue has a persistent service; outside `conn_memory_limit`).
     pub link_bytes: u64,
+    /// Entries received by sync and not yet live (`dataplane::shard::sync`).
+    pub held: u64,
     /// Plugin calls, faults and fallbacks, per plugin name.
     pub plugins: Vec<(std::sync::Arc<str>, super::policy::PluginCounters)>,
     /// Timed plugin calls since the control plane last took them.
@@ -303,6 +305,7 @@ impl ShardReport {
         self.memory_limit += o.memory_limit;
         self.capacity += o.capacity;
         self.link_bytes += o.link_bytes;
+        self.held += o.held;
         for (name, c) in &o.plugins {
             match self.plugins.iter_mut().find(|(n, _)| n == name) {
                 Some((_, t)) => {

@@ -77,6 +77,31 @@ pub const IO_BYTES: &str = "ringvs_io_bytes_total";
 /// `ringvs_io_dropped_packets_total{queue,reason}`.
 pub const IO_DROPPED: &str = "ringvs_io_dropped_packets_total";
 
+/// `ringvs_sync_role{role}`: 1 for the current role.
+pub const SYNC_ROLE: &str = "ringvs_sync_role";
+/// `ringvs_sync_sent_entries_total`.
+pub const SYNC_SENT_ENTRIES: &str = "ringvs_sync_sent_entries_total";
+/// `ringvs_sync_sent_messages_total`.
+pub const SYNC_SENT_MESSAGES: &str = "ringvs_sync_sent_messages_total";
+/// `ringvs_sync_send_errors_total`.
+pub const SYNC_SEND_ERRORS: &str = "ringvs_sync_send_errors_total";
+/// `ringvs_sync_not_queued_total`.
+pub const SYNC_NOT_QUEUED: &str = "ringvs_sync_not_queued_total";
+/// `ringvs_sync_received_messages_total`.
+pub const SYNC_RECEIVED_MESSAGES: &str = "ringvs_sync_received_messages_total";
+/// `ringvs_sync_received_entries_total{result}`.
+pub const SYNC_RECEIVED_ENTRIES: &str = "ringvs_sync_received_entries_total";
+/// `ringvs_sync_rejected_total{reason}`.
+pub const SYNC_REJECTED: &str = "ringvs_sync_rejected_total";
+/// `ringvs_sync_bulk_transfers_total{direction}`.
+pub const SYNC_BULK: &str = "ringvs_sync_bulk_transfers_total";
+/// `ringvs_sync_held_entries`.
+pub const SYNC_HELD: &str = "ringvs_sync_held_entries";
+/// `ringvs_sync_lag_seconds`.
+pub const SYNC_LAG: &str = "ringvs_sync_lag_seconds";
+/// `ringvs_sync_peer_last_seen_seconds{peer}`.
+pub const SYNC_PEER_SEEN: &str = "ringvs_sync_peer_last_seen_seconds";
+
 /// `ringvs_plugin_calls_total{plugin,func}`.
 pub const PLUGIN_CALLS: &str = "ringvs_plugin_calls_total";
 /// `ringvs_plugin_call_seconds{plugin,func}` (histogram of sampled calls).
@@ -131,7 +156,7 @@ pub enum Kind {
 }
 
 /// Every metric ringvs exports, with its type.
-pub const ALL: [(&str, Kind); 49] = [
+pub const ALL: [(&str, Kind); 61] = [
     (CONNECTIONS, Kind::Counter),
     (IN_PACKETS, Kind::Counter),
     (OUT_PACKETS, Kind::Counter),
@@ -163,6 +188,18 @@ pub const ALL: [(&str, Kind); 49] = [
     (IO_PACKETS, Kind::Counter),
     (IO_BYTES, Kind::Counter),
     (IO_DROPPED, Kind::Counter),
+    (SYNC_ROLE, Kind::Gauge),
+    (SYNC_SENT_ENTRIES, Kind::Counter),
+    (SYNC_SENT_MESSAGES, Kind::Counter),
+    (SYNC_SEND_ERRORS, Kind::Counter),
+    (SYNC_NOT_QUEUED, Kind::Counter),
+    (SYNC_RECEIVED_MESSAGES, Kind::Counter),
+    (SYNC_RECEIVED_ENTRIES, Kind::Counter),
+    (SYNC_REJECTED, Kind::Counter),
+    (SYNC_BULK, Kind::Counter),
+    (SYNC_HELD, Kind::Gauge),
+    (SYNC_LAG, Kind::Gauge),
+    (SYNC_PEER_SEEN, Kind::Gauge),
     (PLUGIN_CALLS, Kind::Counter),
     (PLUGIN_CALL_SECONDS, Kind::Histogram),
     (PLUGIN_TRAPS, Kind::Counter),
@@ -328,6 +365,56 @@ pub fn describe() {
     describe_counter!(
         REASSEMBLED,
         "Datagrams of services' traffic (to a virtual address, from a NAT realserver) reassembled from fragments."
+    );
+    describe_gauge!(
+        SYNC_ROLE,
+        "Connection sync: 1 for this director's role (master, backup, active), 0 for the others."
+    );
+    describe_counter!(
+        SYNC_SENT_ENTRIES,
+        "Connection sync: entries sent to the peers (each counted once per message)."
+    );
+    describe_counter!(
+        SYNC_SENT_MESSAGES,
+        "Connection sync: messages sent, every peer counted (heartbeats and bulk transfers included)."
+    );
+    describe_counter!(
+        SYNC_SEND_ERRORS,
+        "Connection sync: messages the socket refused to send."
+    );
+    describe_counter!(
+        SYNC_NOT_QUEUED,
+        "Connection sync: changed entries a queue could not queue because the sync thread was behind (rate bound); sent again at their next due packet."
+    );
+    describe_counter!(
+        SYNC_RECEIVED_MESSAGES,
+        "Connection sync: authenticated, fresh messages received from peers."
+    );
+    describe_counter!(
+        SYNC_RECEIVED_ENTRIES,
+        "Connection sync: entries received, by result: taken into the table, or ignored (no such service or realserver here, a full table, or a live connection of this director's own)."
+    );
+    describe_counter!(
+        SYNC_REJECTED,
+        "Connection sync: messages refused before anything in them was used, by reason (length, magic, version, oversized, mac, header, entry, replay)."
+    );
+    describe_counter!(
+        SYNC_BULK,
+        "Connection sync: whole-table transfers to a peer that (re)joined (sent) and from a peer (received)."
+    );
+    describe_gauge!(
+        SYNC_HELD,
+        "Connection sync: received entries held, not yet counted for scheduling (until this director is master or a packet uses them)."
+    );
+    describe_gauge!(
+        SYNC_LAG,
+        Unit::Seconds,
+        "Connection sync: the longest a changed entry waited in the sync thread before its message left, over the last second."
+    );
+    describe_gauge!(
+        SYNC_PEER_SEEN,
+        Unit::Seconds,
+        "Connection sync: seconds since the last message from each peer."
     );
     describe_counter!(
         TUNNEL_TOO_BIG,
@@ -584,6 +671,32 @@ pub fn update_plugin_logs(
     }
 }
 
+/// Connection sync's metrics.
+pub fn update_sync(h: &crate::control::protocol::HaResult) {
+    for r in ["master", "backup", "active"] {
+        gauge!(SYNC_ROLE, "role" => r).set(if h.role == r { 1.0 } else { 0.0 });
+    }
+    counter!(SYNC_SENT_ENTRIES).absolute(h.sent_entries);
+    counter!(SYNC_SENT_MESSAGES).absolute(h.sent_messages);
+    counter!(SYNC_SEND_ERRORS).absolute(h.send_errors);
+    counter!(SYNC_NOT_QUEUED).absolute(h.queue_full);
+    counter!(SYNC_RECEIVED_MESSAGES).absolute(h.received_messages);
+    counter!(SYNC_RECEIVED_ENTRIES, "result" => "taken").absolute(h.applied);
+    counter!(SYNC_RECEIVED_ENTRIES, "result" => "ignored").absolute(h.ignored);
+    for (reason, n) in &h.rejected {
+        counter!(SYNC_REJECTED, "reason" => reason.clone()).absolute(*n);
+    }
+    counter!(SYNC_BULK, "direction" => "sent").absolute(h.bulk_sent);
+    counter!(SYNC_BULK, "direction" => "received").absolute(h.bulk_received);
+    gauge!(SYNC_HELD).set(h.held as f64);
+    gauge!(SYNC_LAG).set(h.lag_ms / 1000.0);
+    for p in &h.peers {
+        if let Some(ms) = p.last_seen_ms {
+            gauge!(SYNC_PEER_SEEN, "peer" => p.addr.to_string()).set(ms as f64 / 1000.0);
+        }
+    }
+}
+
 /// The plugins' linear memory.
 pub fn plugin_memory(bytes: usize) {
     gauge!(PLUGIN_MEMORY).set(bytes as f64);
@@ -778,6 +891,7 @@ mod tests {
             plugin_memory(1 << 20);
             update_plugin_logs(&[(Arc::from("sched-wlc"), Default::default())]);
             update_io("tun", &io_busy());
+            update_sync(&ha_busy());
             for t in tops {
                 update_defense(t, shown);
             }
@@ -818,6 +932,72 @@ mod tests {
         );
         assert!(lines(IO_BYTES)
             .contains(&r#"ringvs_io_bytes_total{queue="1",direction="tx"} 600"#.to_string()));
+    }
+
+    fn ha_busy() -> crate::control::protocol::HaResult {
+        crate::control::protocol::HaResult {
+            role: "backup".into(),
+            id: 2,
+            listen: "10.77.9.2:8848".into(),
+            peers: vec![crate::sync::node::PeerStatus {
+                addr: "10.77.9.1:8848".parse().unwrap(),
+                id: Some(1),
+                epoch: 1_764_000_000,
+                last_seen_ms: Some(250),
+                messages: 9,
+                bulk_sent: 0,
+            }],
+            held: 40,
+            lag_ms: 3.0,
+            queued: 0,
+            queue_full: 1,
+            sent_entries: 0,
+            sent_messages: 9,
+            send_errors: 0,
+            received_messages: 9,
+            received_entries: 41,
+            applied: 40,
+            ignored: 1,
+            rejected: crate::sync::Reject::ALL
+                .iter()
+                .map(|r| {
+                    (
+                        r.label().to_string(),
+                        u64::from(*r == crate::sync::Reject::Mac) * 5,
+                    )
+                })
+                .collect(),
+            bulk_sent: 0,
+            bulk_received: 1,
+        }
+    }
+
+    #[test]
+    fn sync_metrics_say_the_role_the_refusals_by_reason_and_the_peers() {
+        let f = render(&mut TopShown::default(), &[]);
+        let lines = |name: &str| f[name].2.clone();
+        let role = lines(SYNC_ROLE);
+        assert!(
+            role.contains(&r#"ringvs_sync_role{role="backup"} 1"#.to_string()),
+            "{role:?}"
+        );
+        assert!(
+            role.contains(&r#"ringvs_sync_role{role="master"} 0"#.to_string()),
+            "{role:?}"
+        );
+        let rejected = lines(SYNC_REJECTED);
+        assert_eq!(
+            rejected.len(),
+            crate::sync::Reject::ALL.len(),
+            "{rejected:?}"
+        );
+        assert!(rejected.contains(&r#"ringvs_sync_rejected_total{reason="mac"} 5"#.to_string()));
+        assert!(lines(SYNC_RECEIVED_ENTRIES)
+            .contains(&r#"ringvs_sync_received_entries_total{result="ignored"} 1"#.to_string()));
+        assert!(lines(SYNC_PEER_SEEN).contains(
+            &r#"ringvs_sync_peer_last_seen_seconds{peer="10.77.9.1:8848"} 0.25"#.to_string()
+        ));
+        assert_eq!(lines(SYNC_HELD), ["ringvs_sync_held_entries 40"]);
     }
 
     #[test]

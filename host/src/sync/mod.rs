@@ -151,7 +151,7 @@ impl Reject {
 }
 
 /// The shared key (`sync.key`: 32 bytes or more of randomness, as 64+ hex digits).
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Key(Vec<u8>);
 
 impl std::fmt::Debug for Key {
@@ -182,6 +182,11 @@ impl Key {
             ));
         }
         Ok(Key(bytes))
+    }
+
+    /// The key's bytes (for `ringvs save`).
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -358,6 +363,11 @@ impl ReplayWindow {
         Ok(())
     }
 }
+
+pub mod link;
+pub mod node;
+
+pub use link::{Link, QueueSync, Stats};
 
 #[cfg(test)]
 mod tests;

@@ -162,3 +162,16 @@ fn keys_are_long_enough_hex() {
     assert!(Key::from_hex("xyz").is_err());
     assert_eq!(format!("{:?}", key()), "Key(..)", "never printed");
 }
+
+/// One entry for other modules' tests: an established connection from client `n`.
+pub(crate) fn sample_entry(n: u8) -> Entry {
+    Entry {
+        proto: 6,
+        state: State::Established,
+        template: false,
+        client: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, n), 40_000),
+        vip: "10.77.100.100:80".parse().unwrap(),
+        server: "10.77.1.1:8080".parse().unwrap(),
+        expires_in: 900,
+    }
+}

@@ -85,6 +85,7 @@ fn director_changes(d0: &Director, d1: &Director) -> (Vec<&'static str>, Vec<Str
         plugin_dirs,
         user,
         tunnel_source,
+        sync,
     } = d1;
     let mut fixed = Vec::new();
     let mut refuse = |changed: bool, key: &'static str| {
@@ -93,6 +94,7 @@ fn director_changes(d0: &Director, d1: &Director) -> (Vec<&'static str>, Vec<Str
         }
     };
     refuse(*device != d0.device, "director.device");
+    refuse(*sync != d0.sync, "director.sync");
     refuse(*queues != d0.queues, "director.queues");
     refuse(
         *conn_memory_limit != d0.conn_memory_limit,

@@ -92,11 +92,77 @@ impl Handler for Daemon {
             Request::ServiceAdd { name, edit } => self.on_service_add(&name, edit),
             Request::ServiceEdit { name, edit } => self.on_service_edit(&name, edit),
             Request::ServiceRemove { name, expire } => self.on_service_remove(&name, expire),
+            Request::Ha { role } => json(self.on_ha(role.as_deref())?),
         }
     }
 }
 
 impl Daemon {
+    /// `ha`: sync's state; with a role, switch to it first. Becoming master (or active)
+    /// makes every held entry live in every queue.
+    fn on_ha(&mut self, role: Option<&str>) -> Result<crate::control::protocol::HaResult, String> {
+        use crate::config::SyncRole;
+        let Some(node) = &self.sync else {
+            return Err(
+                "connection sync is off: configure [director.sync] (docs/HA.md)".to_string(),
+            );
+        };
+        let link = node.link.clone();
+        if let Some(r) = role {
+            let r = SyncRole::parse(r)
+                .ok_or_else(|| format!("unknown role {r:?}: expected master, backup or active"))?;
+            let was = link.role();
+            link.set_role(r);
+            if r != SyncRole::Backup {
+                self.queues.send_all(|| crate::dataplane::Control::Promote);
+            }
+            if r != was {
+                tracing::info!(
+                    from = was.name(),
+                    to = r.name(),
+                    "sync role: {} -> {}",
+                    was.name(),
+                    r.name()
+                );
+            }
+        }
+        self.ha_status()
+            .ok_or_else(|| "connection sync is off".to_string())
+    }
+
+    /// Sync's role, peers and counters; `None` when sync is off.
+    pub(super) fn ha_status(&self) -> Option<crate::control::protocol::HaResult> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (node, cfg) = (self.sync.as_ref()?, self.cfg.director.sync.as_ref()?);
+        let link = &node.link;
+        let st = &link.stats;
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+        Some(crate::control::protocol::HaResult {
+            role: link.role().name().to_string(),
+            id: cfg.id,
+            listen: node.local.to_string(),
+            peers: node.peers(),
+            held: self.queues.report().held,
+            lag_ms: n(&st.lag_us) as f64 / 1000.0,
+            queued: n(&st.queued),
+            queue_full: n(&st.queue_full),
+            sent_entries: n(&st.sent_entries),
+            sent_messages: n(&st.sent_messages),
+            send_errors: n(&st.send_errors),
+            received_messages: n(&st.received_messages),
+            received_entries: n(&st.received_entries),
+            applied: n(&st.applied),
+            ignored: n(&st.ignored),
+            rejected: crate::sync::Reject::ALL
+                .iter()
+                .zip(&st.rejected)
+                .map(|(r, c)| (r.label().to_string(), n(c)))
+                .collect(),
+            bulk_sent: n(&st.bulk_sent),
+            bulk_received: n(&st.bulk_received),
+        })
+    }
+
     /// `zero`: the statistics `list` shows start again from the queues' counters now, for
     /// every service or for one and its realservers.
     fn on_zero(&mut self, service: Option<&str>) -> Result<Value, String> {

@@ -58,6 +58,8 @@ struct QueueSetup {
     steer_key: HashKey,
     /// With several queues, reassembled datagrams' way to the queue owning their flow.
     handoff: Option<Arc<crate::dataplane::defrag::Handoff>>,
+    /// With `[director.sync]`: the link and each queue's way to the sync thread.
+    sync: Option<(Arc<crate::sync::Link>, Vec<Sender<crate::sync::Entry>>)>,
 }
 
 impl QueueSetup {
@@ -76,6 +78,13 @@ impl QueueSetup {
             cookies: self.cookies.clone(),
             tick_thread: true,
             handoff: self.handoff.clone(),
+            sync: self
+                .sync
+                .as_ref()
+                .map(|(link, txs)| crate::sync::QueueSync {
+                    link: link.clone(),
+                    tx: txs[id].clone(),
+                }),
         }
     }
 }
@@ -96,6 +105,8 @@ struct Startup {
     plugins: Plugins,
     snap: Arc<Snapshot>,
     setup: QueueSetup,
+    /// With `[director.sync]`: each queue's outgoing entries, for the sync thread.
+    sync_rx: Vec<crossbeam_channel::Receiver<crate::sync::Entry>>,
 }
 
 fn startup(cfg: &Config) -> Result<Startup, String> {
@@ -138,7 +149,18 @@ fn startup(cfg: &Config) -> Result<Startup, String> {
                 cfg.director.queues,
             ))
         }),
+        sync: None,
     };
+    let mut setup = setup;
+    let mut sync_rx = Vec::new();
+    if let Some(s) = &cfg.director.sync {
+        let link = Arc::new(crate::sync::Link::new(s.role, s.threshold, s.period));
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..cfg.director.queues)
+            .map(|_| crossbeam_channel::bounded(crate::sync::link::QUEUE_DEPTH))
+            .unzip();
+        setup.sync = Some((link, txs));
+        sync_rx = rxs;
+    }
     let plugins = Plugins {
         manager,
         events,
@@ -149,15 +171,36 @@ fn startup(cfg: &Config) -> Result<Startup, String> {
         plugins,
         snap,
         setup,
+        sync_rx,
     })
 }
 
 impl Startup {
     /// The daemon, once its queues are `queues`.
-    fn into_daemon(self, cfg: Config, queues: Vec<Queue>, io: IoControl) -> Daemon {
+    /// The daemon, once its queues are `queues`; with `[director.sync]`, its sync thread
+    /// started.
+    fn into_daemon(self, cfg: Config, queues: Vec<Queue>, io: IoControl) -> Result<Daemon, String> {
+        let node = match (&cfg.director.sync, &self.setup.sync) {
+            (Some(s), Some((link, _))) => Some(crate::sync::node::Node::start(
+                crate::sync::node::Settings {
+                    id: s.id,
+                    key: s.key.clone(),
+                    listen: s.listen,
+                    peers: s.peers.clone(),
+                    max_rate: s.max_rate,
+                    steer_key: self.setup.steer_key,
+                },
+                link.clone(),
+                self.sync_rx,
+                queues.iter().map(|q| q.tx.clone()).collect(),
+            )?),
+            _ => None,
+        };
         let queues = Queues::new(queues, self.setup.start, io);
         let sources = Sources::new(self.setup.sources);
-        Daemon::new(cfg, self.registry, queues, self.plugins, sources)
+        let mut d = Daemon::new(cfg, self.registry, queues, self.plugins, sources);
+        d.sync = node;
+        Ok(d)
     }
 }
 
@@ -186,8 +229,24 @@ impl Daemon {
             });
             shards.push(shard);
         }
-        Ok((s.into_daemon(cfg, queues, IoControl::None), shards))
+        Ok((s.into_daemon(cfg, queues, IoControl::None)?, shards))
     }
+}
+
+/// [`Startup::into_daemon`]; if that fails (the sync thread did not start), the queues
+/// are stopped.
+fn into_daemon_or_stop(
+    s: Startup,
+    cfg: Config,
+    queues: Vec<Queue>,
+    io: IoControl,
+) -> Result<Daemon, String> {
+    let txs: Vec<_> = queues.iter().map(|q| q.tx.clone()).collect();
+    s.into_daemon(cfg, queues, io).inspect_err(|_| {
+        for tx in txs {
+            let _ = tx.send(Control::Stop);
+        }
+    })
 }
 
 /// Starts one thread per I/O queue, each driving its shard; waits until each is running.
@@ -361,7 +420,7 @@ fn start_xdp(cfg: &Config, s: &Startup) -> Result<(IoControl, Vec<Queue>, String
 fn start_director(cfg: Config, s: Startup) -> Result<(Daemon, String), DaemonError> {
     if cfg.director.io == Io::AfXdp {
         let (io, queues, what) = start_xdp(&cfg, &s)?;
-        let mut daemon = s.into_daemon(cfg, queues, io);
+        let mut daemon = into_daemon_or_stop(s, cfg, queues, io)?;
         daemon.sync_health();
         return Ok((daemon, what));
     }
@@ -396,7 +455,7 @@ fn start_director(cfg: Config, s: Startup) -> Result<(Daemon, String), DaemonErr
     let queues = start_queues(&s.setup, io, &s.snap)?;
     let routes = (cfg.director.routes == Routes::Auto).then(|| AutoRoutes::new(&device));
     let io = steering.map_or(IoControl::None, IoControl::Tun);
-    let mut daemon = s.into_daemon(cfg, queues, io);
+    let mut daemon = into_daemon_or_stop(s, cfg, queues, io)?;
     daemon.routes = routes;
     daemon.sync_health();
     if let Err(e) = daemon.sync_routes() {

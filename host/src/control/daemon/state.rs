@@ -67,6 +67,8 @@ pub struct Daemon {
     pub(super) admin: Option<super::super::admin::Access>,
     /// Reloads done and refused.
     pub(super) reloads: super::reload::ReloadStats,
+    /// With `[director.sync]`: the sync thread.
+    pub(super) sync: Option<crate::sync::node::Node>,
 }
 
 /// A fatal startup or runtime error.
@@ -119,6 +121,7 @@ impl Daemon {
             routes: None,
             admin: None,
             reloads: Default::default(),
+            sync: None,
         }
     }
 
@@ -288,6 +291,9 @@ impl Daemon {
         if self.cfg.director.metrics_listen.is_some() {
             crate::metrics::update(&r, &self.list());
             crate::metrics::update_templates(&self.template_status(&r));
+            if let Some(h) = self.ha_status() {
+                crate::metrics::update_sync(&h);
+            }
             crate::metrics::update_io(self.cfg.director.io.label(), &self.queues.io());
             let samples = self.queues.take_samples();
             crate::metrics::update_plugins(&r, samples, &self.plugins.manager.swaps);
@@ -365,6 +371,9 @@ impl Daemon {
 
     /// Stops the health checks and the queues, and removes the routes it installed.
     pub(super) fn shutdown(&mut self) {
+        if let Some(mut n) = self.sync.take() {
+            n.stop();
+        }
         self.health.stop_all();
         self.queues.stop();
         if let Some(mut r) = self.routes.take() {

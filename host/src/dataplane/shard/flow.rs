@@ -96,13 +96,16 @@ impl Shard {
         cfg: &ShardConfig,
         links: &mut [u32],
         svc_conns: &mut [u32],
+        held: &mut u64,
         proxy: &mut SynProxy,
         snap: &Snapshot,
         id: ConnId,
         c: &Conn<Ipv4Addr>,
         timed_out: bool,
     ) {
-        if let Some(Some(d)) = dests.get(c.dest as usize) {
+        if super::sync::held(c) {
+            *held = held.saturating_sub(1);
+        } else if let Some(Some(d)) = dests.get(c.dest as usize) {
             d.unbind(c.flags & F_INACTIVE == 0);
         }
         if c.flags & F_PERSISTENT != 0 {
@@ -125,8 +128,9 @@ impl Shard {
     pub(super) fn expire(&mut self) {
         let (dests, cfg, snap) = (&self.dests, &self.cfg, &self.snap);
         let (links, svc_conns, proxy) = (&mut self.links, &mut self.svc_conns, &mut self.proxy);
+        let held = &mut self.held;
         let n = self.table.advance(self.now, EXPIRE_BUDGET, |id, c| {
-            Self::forget(dests, cfg, links, svc_conns, proxy, snap, id, c, true);
+            Self::forget(dests, cfg, links, svc_conns, held, proxy, snap, id, c, true);
         });
         self.counters.expired += n as u64;
         // Once a second, this queue's share of the template store.
@@ -155,6 +159,7 @@ impl Shard {
             &self.cfg,
             &mut self.links,
             &mut self.svc_conns,
+            &mut self.held,
             &mut self.proxy,
             &self.snap,
             id,
@@ -171,6 +176,7 @@ impl Shard {
         let svcs = &self.svcs;
         let (dests, cfg, snap) = (&self.dests, &self.cfg, &self.snap);
         let (links, svc_conns, proxy) = (&mut self.links, &mut self.svc_conns, &mut self.proxy);
+        let held = &mut self.held;
         let class = self.table.evict(
             start,
             Evicted::Idle as u8,
@@ -184,7 +190,11 @@ impl Shard {
                     .map(|rt| &rt.timeouts);
                 evict_class(c, now, timeouts)
             },
-            |id, c| Self::forget(dests, cfg, links, svc_conns, proxy, snap, id, c, false),
+            |id, c| {
+                Self::forget(
+                    dests, cfg, links, svc_conns, held, proxy, snap, id, c, false,
+                )
+            },
         );
         match class {
             Some(c) => {
@@ -232,7 +242,9 @@ impl Shard {
                     c.flags |= F_INACTIVE;
                 }
                 if let Some(Some(d)) = self.dests.get(c.dest as usize) {
-                    d.counters.flip(active);
+                    if !super::sync::held(c) {
+                        d.counters.flip(active);
+                    }
                 }
             }
             if new == State::Established
@@ -244,6 +256,9 @@ impl Shard {
                 self.verified(a);
             }
             self.table.set_state(id, new);
+            self.table.set_expiry(id, self.now.wrapping_add(timeout));
+            self.sync_if_due(id, true);
+            return;
         }
         self.table.set_expiry(id, self.now.wrapping_add(timeout));
     }
@@ -616,6 +631,7 @@ impl Shard {
         }
         let id = match found {
             Some(id) => {
+                self.activate(id);
                 let c = self.table.get(id);
                 if c.flags & F_PROXY_OPENING != 0 {
                     return self.proxy_opening_client(pkt, &l4, id);
@@ -678,7 +694,10 @@ impl Shard {
         }
         let c = self.table.get_mut(id);
         c.in_pkts = c.in_pkts.saturating_add(1);
-        let c = *c;
+        if self.cfg.sync.is_some() {
+            self.sync_if_due(id, false);
+        }
+        let c = *self.table.get(id);
         let Some(to) = self.snap.dest_addr(c.dest) else {
             return self.drop(DropReason::NoServer);
         };
@@ -757,6 +776,7 @@ impl Shard {
             }
             return self.pass();
         };
+        self.activate(id);
         let c = *self.table.get(id);
         let (svc, dest) = (c.svc, c.dest);
         let Some(vip) = self.snap.service(svc).map(|s| s.vip) else {

@@ -84,6 +84,8 @@ pub struct ShardConfig {
     /// With several queues: where queue 0 hands the datagrams it reassembled to the queue
     /// that owns their flow ([`defrag`](super::defrag)).
     pub handoff: Option<Arc<Handoff>>,
+    /// Connection sync with other directors (`crate::sync`); `None`: off.
+    pub sync: Option<crate::sync::QueueSync>,
 }
 
 impl ShardConfig {
@@ -103,6 +105,7 @@ impl ShardConfig {
             cookies: Default::default(),
             tick_thread: false,
             handoff: None,
+            sync: None,
         }
     }
 }
@@ -154,6 +157,18 @@ pub enum Control {
         role: Role,
         /// The instance.
         instance: Instance,
+    },
+    /// Entries a peer director sent (`crate::sync`).
+    Synced(Vec<crate::sync::Entry>),
+    /// This director became master: held synced entries go live.
+    Promote,
+    /// For a bulk transfer: the entries of up to `shard::sync::DUMP_SLOTS` table slots
+    /// from `from`, and where to go on.
+    SyncDump {
+        /// First slot.
+        from: u32,
+        /// Where to answer.
+        reply: Sender<(Vec<crate::sync::Entry>, Option<u32>)>,
     },
     /// Stop the queue.
     Stop,
@@ -241,6 +256,8 @@ pub struct Shard {
     defrag: Defrag,
     /// The services as steering keys them (for [`ShardConfig::handoff`]).
     steered: Vec<(u8, Ipv4Addr, u16)>,
+    /// Entries received by sync and not yet live (`sync::AUX_HELD`).
+    held: u64,
 }
 
 impl std::fmt::Debug for Shard {
@@ -316,6 +333,7 @@ impl Shard {
             applying: Default::default(),
             defrag: Defrag::new(reassembly),
             steered: Vec::new(),
+            held: 0,
         };
         if let Ok(mut r) = s.shared.report.lock() {
             reserve_touched(&mut r.plugin_samples, 10 * MAX_SAMPLES);
@@ -541,6 +559,7 @@ impl Shard {
             r.memory_limit = self.cfg.memory_limit as u64;
             r.capacity = self.table.capacity() as u64;
             r.link_bytes = (self.links.len() * 4) as u64;
+            r.held = self.held;
             r.plugins.clone_from(&self.plugin_stats.counters);
             // Bounded: ten publications' worth waits for the control plane at most; more
             // (a control plane too busy to collect) is dropped rather than kept.
@@ -632,6 +651,13 @@ impl Shard {
                     self.director_top = sources;
                     self.system_available = system_available;
                 }
+                Control::Synced(entries) => {
+                    self.apply_synced(&entries);
+                }
+                Control::Promote => self.promote_held(),
+                Control::SyncDump { from, reply } => {
+                    let _ = reply.send(self.dump(from));
+                }
                 Control::Stop => self.stopped = true,
             }
         }
@@ -647,6 +673,7 @@ const PREFETCH_MIN_ENTRIES: usize = 1 << 18;
 mod flow;
 mod icmp;
 mod proxy;
+pub mod sync;
 mod tick;
 mod ticker;
 

@@ -1,0 +1,486 @@
+//! The sync thread: one UDP socket, the queues' outgoing entries batched into messages, the
+//! peers' messages checked and handed to the queues that own their flows, heartbeats, and
+//! bulk transfers to peers that (re)joined. Bounded everywhere: `max_rate` messages a second
+//! (a bulk transfer included), one batch of entries waiting here, and the queues' bounded
+//! ways in ([`super::link::QUEUE_DEPTH`]).
+//!
+//! A peer is known by the address its messages come from (its `listen`) and by its id; a
+//! heartbeat or message with a new epoch from it (it started, or restarted) starts a bulk
+//! transfer of this director's table to it, if this director's role sends.
+
+use super::{decode, encode, Entry, Header, Key, Kind, Link, ReplayWindow, MAX_ENTRIES};
+use crate::conn::HashKey;
+use crate::dataplane::Control;
+use crossbeam_channel::{Receiver, Sender};
+use std::collections::VecDeque;
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// A batch leaves when full or this old.
+pub const FLUSH: Duration = Duration::from_millis(20);
+/// Heartbeats, when nothing else was sent.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long the thread sleeps in `recv` when there is nothing to do.
+const IDLE: Duration = Duration::from_millis(2);
+
+/// What the sync thread needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This director's id.
+    pub id: u32,
+    /// The shared key.
+    pub key: Key,
+    /// Bound address.
+    pub listen: SocketAddrV4,
+    /// Where changes go.
+    pub peers: Vec<SocketAddrV4>,
+    /// Messages a second, at most.
+    pub max_rate: u32,
+    /// The queues' steering secret (which queue owns a client's flow).
+    pub steer_key: HashKey,
+}
+
+/// A peer as `ringvs ha status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerStatus {
+    /// Where its messages come from.
+    pub addr: SocketAddrV4,
+    /// Its id, once heard from.
+    pub id: Option<u32>,
+    /// Its epoch (start time, Unix seconds).
+    pub epoch: u32,
+    /// Milliseconds since its last message; `None`: never heard.
+    pub last_seen_ms: Option<u64>,
+    /// Messages taken from it.
+    pub messages: u64,
+    /// Bulk transfers sent to it.
+    pub bulk_sent: u64,
+}
+
+/// The peers and when each was last heard, shared with `ringvs ha status`.
+type Peers = Arc<Mutex<Vec<(PeerStatus, Option<Instant>)>>>;
+
+/// The running sync thread.
+#[derive(Debug)]
+pub struct Node {
+    /// Shared with the queues.
+    pub link: Arc<Link>,
+    peers: Peers,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The bound address (`listen`, with the port the kernel gave if it was 0).
+    pub local: SocketAddrV4,
+}
+
+impl Node {
+    /// Binds `listen` and starts the thread. `outgoing`: each queue's entries; `queues`:
+    /// each queue's control channel (same order).
+    pub fn start(
+        s: Settings,
+        link: Arc<Link>,
+        outgoing: Vec<Receiver<Entry>>,
+        queues: Vec<Sender<Control>>,
+    ) -> Result<Node, String> {
+        let socket = UdpSocket::bind(s.listen)
+            .map_err(|e| format!("director.sync.listen: cannot bind {}: {e}", s.listen))?;
+        for p in s.peers.iter().filter(|p| p.ip().is_multicast()) {
+            socket
+                .join_multicast_v4(p.ip(), s.listen.ip())
+                .map_err(|e| format!("director.sync.peers: cannot join {}: {e}", p.ip()))?;
+            let _ = socket.set_multicast_loop_v4(false);
+        }
+        socket
+            .set_read_timeout(Some(IDLE))
+            .map_err(|e| e.to_string())?;
+        let local = match socket.local_addr() {
+            Ok(SocketAddr::V4(a)) => a,
+            _ => s.listen,
+        };
+        let peers = Arc::new(Mutex::new(
+            s.peers
+                .iter()
+                .filter(|p| !p.ip().is_multicast())
+                .map(|a| (PeerStatus::new(*a), None))
+                .collect(),
+        ));
+        let stop = Arc::new(AtomicBool::new(false));
+        let epoch = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs() as u32);
+        let mut run = Run {
+            socket,
+            s,
+            epoch,
+            seq: 0,
+            link: link.clone(),
+            outgoing,
+            queues,
+            window: ReplayWindow::default(),
+            batch: Vec::with_capacity(MAX_ENTRIES),
+            batch_since: None,
+            tokens: 0.0,
+            refilled: Instant::now(),
+            last_sent: None,
+            bulk: VecDeque::new(),
+            peers: peers.clone(),
+            lag_max: Duration::ZERO,
+            lag_since: Instant::now(),
+            buf: Vec::with_capacity(super::MAX_MESSAGE),
+        };
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("ringvs-sync".into())
+            .spawn(move || run.run(&flag))
+            .map_err(|e| format!("cannot start the sync thread: {e}"))?;
+        Ok(Node {
+            link,
+            peers,
+            stop,
+            thread: Some(thread),
+            local,
+        })
+    }
+
+    /// The peers, as last heard.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let now = Instant::now();
+        self.peers
+            .lock()
+            .map(|p| {
+                p.iter()
+                    .map(|(s, seen)| PeerStatus {
+                        last_seen_ms: seen.map(|t| now.duration_since(t).as_millis() as u64),
+                        ..s.clone()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Stops the thread (pending entries are dropped).
+    pub fn stop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl PeerStatus {
+    fn new(addr: SocketAddrV4) -> PeerStatus {
+        PeerStatus {
+            addr,
+            id: None,
+            epoch: 0,
+            last_seen_ms: None,
+            messages: 0,
+            bulk_sent: 0,
+        }
+    }
+}
+
+/// A bulk transfer to one peer: queue by queue, slot range by slot range.
+struct Bulk {
+    to: SocketAddrV4,
+    queue: usize,
+    /// The next slot to ask for, or the answer awaited.
+    next: Option<u32>,
+    waiting: Option<Receiver<(Vec<Entry>, Option<u32>)>>,
+    pending: VecDeque<Entry>,
+    started: bool,
+}
+
+struct Run {
+    socket: UdpSocket,
+    s: Settings,
+    epoch: u32,
+    seq: u64,
+    link: Arc<Link>,
+    outgoing: Vec<Receiver<Entry>>,
+    queues: Vec<Sender<Control>>,
+    window: ReplayWindow,
+    batch: Vec<Entry>,
+    batch_since: Option<Instant>,
+    tokens: f64,
+    refilled: Instant,
+    last_sent: Option<Instant>,
+    bulk: VecDeque<Bulk>,
+    peers: Peers,
+    lag_max: Duration,
+    lag_since: Instant,
+    buf: Vec<u8>,
+}
+
+impl Run {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut rx = vec![0u8; 2048];
+        while !stop.load(Relaxed) {
+            self.refill();
+            self.receive(&mut rx);
+            self.collect();
+            self.bulk_step();
+            let now = Instant::now();
+            if self
+                .last_sent
+                .is_none_or(|t| now.duration_since(t) >= HEARTBEAT)
+            {
+                let to = self.s.peers.clone();
+                for p in to {
+                    self.send(Kind::Heartbeat, &[], p, true);
+                }
+                self.last_sent = Some(now);
+            }
+            if now.duration_since(self.lag_since) >= Duration::from_secs(1) {
+                self.link
+                    .stats
+                    .lag_us
+                    .store(self.lag_max.as_micros() as u64, Relaxed);
+                self.lag_max = Duration::ZERO;
+                self.lag_since = now;
+            }
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let rate = f64::from(self.s.max_rate.max(1));
+        let dt = now.duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        // A burst of a tenth of a second at most.
+        self.tokens = (self.tokens + dt * rate).min((rate / 10.0).max(2.0));
+    }
+
+    /// Sends one message to `to`; `force`: even without a token (heartbeats).
+    fn send(&mut self, kind: Kind, entries: &[Entry], to: SocketAddrV4, force: bool) -> bool {
+        if !force && self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        self.seq += 1;
+        let h = Header {
+            kind,
+            sender: self.s.id,
+            epoch: self.epoch,
+            seq: self.seq,
+        };
+        self.buf.clear();
+        encode(&self.s.key, &h, entries, &mut self.buf);
+        let stats = &self.link.stats;
+        match self.socket.send_to(&self.buf, to) {
+            Ok(_) => stats.sent_messages.fetch_add(1, Relaxed),
+            Err(_) => stats.send_errors.fetch_add(1, Relaxed),
+        };
+        true
+    }
+
+    /// Takes the queues' entries into the batch and sends it when full or old enough (and
+    /// the rate allows: otherwise the entries wait in the queues' bounded channels).
+    fn collect(&mut self) {
+        loop {
+            while self.batch.len() < MAX_ENTRIES {
+                let Some(e) = self.outgoing.iter().find_map(|r| r.try_recv().ok()) else {
+                    break;
+                };
+                if self.batch.is_empty() {
+                    self.batch_since = Some(Instant::now());
+                }
+                self.batch.push(e);
+            }
+            let old = self.batch_since.is_some_and(|t| t.elapsed() >= FLUSH);
+            if self.batch.is_empty() || (self.batch.len() < MAX_ENTRIES && !old) {
+                return;
+            }
+            if self.tokens < self.s.peers.len() as f64 {
+                return;
+            }
+            let batch = std::mem::take(&mut self.batch);
+            for p in self.s.peers.clone() {
+                self.send(Kind::Entries, &batch, p, true);
+            }
+            if let Some(t) = self.batch_since.take() {
+                self.lag_max = self.lag_max.max(t.elapsed());
+            }
+            self.link
+                .stats
+                .sent_entries
+                .fetch_add(batch.len() as u64, Relaxed);
+            self.batch = batch;
+            self.batch.clear();
+            self.last_sent = Some(Instant::now());
+        }
+    }
+
+    fn receive(&mut self, buf: &mut [u8]) {
+        for _ in 0..256 {
+            let (n, from) = match self.socket.recv_from(buf) {
+                Ok((n, SocketAddr::V4(from))) => (n, from),
+                Ok(_) => continue,
+                Err(_) => return,
+            };
+            let link = self.link.clone();
+            let stats = &link.stats;
+            let (h, entries) = match decode(&self.s.key, &buf[..n]) {
+                Ok(m) => m,
+                Err(r) => {
+                    stats.reject(r);
+                    continue;
+                }
+            };
+            if h.sender == self.s.id {
+                // Our own, looped back by a multicast group.
+                continue;
+            }
+            if let Err(r) = self.window.accept(&h) {
+                stats.reject(r);
+                continue;
+            }
+            stats.received_messages.fetch_add(1, Relaxed);
+            stats
+                .received_entries
+                .fetch_add(entries.len() as u64, Relaxed);
+            self.heard(from, &h);
+            match h.kind {
+                Kind::Entries => self.hand_in(entries),
+                Kind::BulkEnd => {
+                    stats.bulk_received.fetch_add(1, Relaxed);
+                }
+                Kind::BulkStart | Kind::Heartbeat => {}
+            }
+        }
+    }
+
+    /// Notes a peer's message; a new epoch (it started or restarted) earns it a bulk
+    /// transfer if this director sends.
+    fn heard(&mut self, from: SocketAddrV4, h: &Header) {
+        let Ok(mut peers) = self.peers.lock() else {
+            return;
+        };
+        let i = match peers.iter().position(|(p, _)| p.addr == from) {
+            Some(i) => i,
+            // A multicast peer, or one not listed: known from now on (bounded by the
+            // replay window's sender limit upstream).
+            None if peers.len() < ReplayWindow::MAX_SENDERS => {
+                peers.push((PeerStatus::new(from), None));
+                peers.len() - 1
+            }
+            None => return,
+        };
+        let (p, seen) = &mut peers[i];
+        let joined = p.id != Some(h.sender) || h.epoch > p.epoch;
+        p.id = Some(h.sender);
+        p.epoch = p.epoch.max(h.epoch);
+        p.messages += 1;
+        *seen = Some(Instant::now());
+        if joined && self.link.role().sends() && !self.bulk.iter().any(|b| b.to == from) {
+            p.bulk_sent += 1;
+            self.bulk.push_back(Bulk {
+                to: from,
+                queue: 0,
+                next: Some(0),
+                waiting: None,
+                pending: VecDeque::new(),
+                started: false,
+            });
+        }
+    }
+
+    /// Hands received entries to the queues that own their flows.
+    fn hand_in(&mut self, entries: Vec<Entry>) {
+        let n = self.queues.len();
+        if n == 1 {
+            let _ = self.queues[0].send(Control::Synced(entries));
+            return;
+        }
+        let mut per: Vec<Vec<Entry>> = vec![Vec::new(); n];
+        for e in entries {
+            let q = crate::io::steer::queue_of(
+                &self.s.steer_key,
+                *e.client.ip(),
+                e.client.port(),
+                n as u32,
+            ) as usize;
+            per[q].push(e);
+        }
+        for (q, v) in per.into_iter().enumerate() {
+            if !v.is_empty() {
+                let _ = self.queues[q].send(Control::Synced(v));
+            }
+        }
+    }
+
+    /// The first bulk transfer, as far as the rate and the queues' answers allow: ask a
+    /// queue for its next slots, send what it answered, end with `BulkEnd`.
+    fn bulk_step(&mut self) {
+        let Some(mut b) = self.bulk.pop_front() else {
+            return;
+        };
+        let n = self.queues.len();
+        let done = loop {
+            if self.tokens < 1.0 {
+                break false;
+            }
+            if !b.started {
+                b.started = true;
+                self.send(Kind::BulkStart, &[], b.to, false);
+                continue;
+            }
+            if !b.pending.is_empty() {
+                let k = b.pending.len().min(MAX_ENTRIES);
+                let chunk: Vec<Entry> = b.pending.drain(..k).collect();
+                self.send(Kind::Entries, &chunk, b.to, false);
+                self.link
+                    .stats
+                    .sent_entries
+                    .fetch_add(chunk.len() as u64, Relaxed);
+                continue;
+            }
+            if let Some(rx) = &b.waiting {
+                let next = match rx.try_recv() {
+                    Ok((entries, next)) => {
+                        b.pending.extend(entries);
+                        next
+                    }
+                    Err(crossbeam_channel::TryRecvError::Empty) => break false,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => None,
+                };
+                b.waiting = None;
+                b.next = next;
+                if next.is_none() {
+                    b.queue += 1;
+                    b.next = (b.queue < n).then_some(0);
+                }
+                continue;
+            }
+            match b.next {
+                Some(from) if b.queue < n => {
+                    let (tx, rx) = crossbeam_channel::bounded(1);
+                    if self.queues[b.queue]
+                        .send(Control::SyncDump { from, reply: tx })
+                        .is_ok()
+                    {
+                        b.waiting = Some(rx);
+                        break false;
+                    }
+                    b.queue += 1;
+                    b.next = (b.queue < n).then_some(0);
+                }
+                _ => {
+                    self.send(Kind::BulkEnd, &[], b.to, false);
+                    self.link.stats.bulk_sent.fetch_add(1, Relaxed);
+                    break true;
+                }
+            }
+        };
+        if !done {
+            self.bulk.push_front(b);
+        }
+    }
+}

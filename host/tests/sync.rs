@@ -1,0 +1,250 @@
+//! Connection sync between two real daemons (detached: their queues driven by the test),
+//! over UDP on loopback, authenticated with the shared key (docs/HA.md):
+//!
+//! - a master's connections reach its backup, held there (forwarding, but not counted for
+//!   scheduling) until `ringvs ha master`, and a flow the master had continues through the
+//!   backup mid-stream, to the same realserver, where an unknown flow is refused;
+//! - a backup sends nothing;
+//! - a director that starts late gets the master's table in a bulk transfer;
+//! - forged, replayed, truncated and foreign messages are counted by reason and change
+//!   nothing.
+
+mod common;
+
+use common::director::Director;
+use ringvs::control::client;
+use ringvs::control::protocol::{HaResult, Request};
+use ringvs::dataplane::testkit::{tcp, TWO_SERVICES};
+use ringvs::wire::tcp::flags::{ACK, PSH, SYN};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "8d1f0c5b7a3e92d4c6b8a0f1e3d5c7b9a1f3e5d7c9b1a3f5e7d9c1b3a5f7e9d1";
+const VIP: &str = "10.77.100.100:80";
+
+/// A free UDP port on 127.0.0.1.
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sync_section(id: u32, port: u16, peer: u16, role: &str) -> String {
+    format!(
+        "[director.sync]\nid = {id}\nkey = \"{KEY}\"\nlisten = \"127.0.0.1:{port}\"\n\
+         peers = [\"127.0.0.1:{peer}\"]\nrole = \"{role}\"\n{TWO_SERVICES}"
+    )
+}
+
+fn ha(d: &Director) -> HaResult {
+    serde_json::from_value(client::call(&d.socket, &Request::Ha { role: None }).unwrap()).unwrap()
+}
+
+fn client(i: u32) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::new(10, 77, 0, 10 + (i / 200) as u8),
+        30_000 + (i % 200) as u16,
+    )
+}
+
+/// The realserver a forwarded packet went to.
+fn dest(pkt: &Option<Vec<u8>>) -> SocketAddrV4 {
+    let p = pkt.as_ref().expect("forwarded");
+    let ip = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+    SocketAddrV4::new(ip, u16::from_be_bytes([p[22], p[23]]))
+}
+
+/// `n` connections through `d` to the web service, each past its handshake with one data
+/// segment (three client packets: IPVS's `sync_threshold`). Returns each one's realserver.
+fn connect(d: &mut Director, from: u32, n: u32) -> Vec<SocketAddrV4> {
+    let vip: SocketAddrV4 = VIP.parse().unwrap();
+    (from..from + n)
+        .map(|i| {
+            let c = client(i);
+            let syn = d.packets(&[tcp(c, vip, SYN, b"")]);
+            let rs = dest(&syn[0]);
+            let synack = d.packets(&[tcp(rs, c, SYN | ACK, b"")]);
+            assert!(synack[0].is_some(), "SYN-ACK of {c} not forwarded");
+            let rest = d.packets(&[
+                tcp(c, vip, ACK, b""),
+                tcp(c, vip, ACK | PSH, b"GET / HTTP/1.1\r\n\r\n"),
+            ]);
+            assert!(rest.iter().all(Option::is_some), "{c}: {rest:?}");
+            rs
+        })
+        .collect()
+}
+
+/// Polls `d`'s queue (it applies what the sync thread handed it) until `done` holds of its
+/// `ha` status, or panics after 10 s.
+fn wait(d: &mut Director, what: &str, done: impl Fn(&HaResult) -> bool) -> HaResult {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        d.packets(&[]);
+        let h = ha(d);
+        if done(&h) {
+            return h;
+        }
+        assert!(Instant::now() < deadline, "{what}: {h:#?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn active(d: &Director) -> u32 {
+    d.list().services[0].servers.iter().map(|s| s.active).sum()
+}
+
+#[test]
+fn a_masters_connections_are_held_by_the_backup_and_go_live_on_takeover() {
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = Director::start(&sync_section(1, pa, pb, "master"));
+    let mut b = Director::start(&sync_section(2, pb, pa, "backup"));
+    let servers = connect(&mut a, 0, 40);
+    assert_eq!(active(&a), 40);
+    let h = wait(&mut b, "40 entries held by the backup", |h| h.held == 40);
+    assert_eq!(h.role, "backup");
+    assert!(h.applied >= 40, "{h:#?}");
+    assert!(h.rejected.values().all(|n| *n == 0), "{h:#?}");
+    // Held: not counted for scheduling.
+    assert_eq!(active(&b), 0);
+    // The master fails over: the flows continue through the backup, mid-stream, to the
+    // same realservers, before and after `ringvs ha master`.
+    let vip: SocketAddrV4 = VIP.parse().unwrap();
+    for i in 0..20 {
+        let out = b.packets(&[tcp(client(i), vip, ACK | PSH, b"more")]);
+        assert_eq!(dest(&out[0]), servers[i as usize], "flow {i}");
+    }
+    assert_eq!(active(&b), 20, "the 20 flows that sent a packet are live");
+    let unknown = b.packets(&[tcp(client(999), vip, ACK | PSH, b"x")]);
+    assert!(unknown[0].is_none(), "a flow nobody synced is refused");
+    let out = b.ok(&["ha", "master"]);
+    assert!(out.contains("role: master"), "{out}");
+    let h = wait(&mut b, "held entries promoted", |h| h.held == 0);
+    assert_eq!(h.role, "master");
+    assert_eq!(active(&b), 40);
+    for i in 20..40 {
+        let out = b.packets(&[tcp(client(i), vip, ACK | PSH, b"more")]);
+        assert_eq!(dest(&out[0]), servers[i as usize], "flow {i}");
+    }
+    assert_eq!(active(&b), 40, "nothing counted twice");
+    let ha_a = ha(&a);
+    assert!(ha_a.sent_entries >= 40, "{ha_a:#?}");
+    assert_eq!(ha_a.queue_full, 0);
+    let text = b.ok(&["ha", "status"]);
+    assert!(text.contains("role master  id 2"), "{text}");
+    assert!(text.contains("rejected: none"), "{text}");
+}
+
+#[test]
+fn a_backup_sends_nothing() {
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = Director::start(&sync_section(1, pa, pb, "backup"));
+    let mut b = Director::start(&sync_section(2, pb, pa, "backup"));
+    connect(&mut a, 0, 10);
+    // Heartbeats flow both ways; entries do not.
+    let h = wait(&mut b, "a heartbeat from the other backup", |h| {
+        h.received_messages >= 2
+    });
+    assert_eq!(h.received_entries, 0, "{h:#?}");
+    assert_eq!(h.held, 0);
+    assert_eq!(ha(&a).queued, 0);
+}
+
+#[test]
+fn a_director_that_starts_late_gets_the_table_in_bulk() {
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = Director::start(&sync_section(1, pa, pb, "master"));
+    // Its entries go to a peer that is not there yet.
+    connect(&mut a, 0, 300);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut b = Director::start(&sync_section(2, pb, pa, "backup"));
+    // `a` answers `b`'s first heartbeat with its table (its queue answers the dump).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let h = loop {
+        a.packets(&[]);
+        b.packets(&[]);
+        let h = ha(&b);
+        if h.bulk_received == 1 && h.held == 300 {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "bulk transfer: {h:#?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(h.applied >= 300, "{h:#?}");
+    let ha_a = ha(&a);
+    assert_eq!(ha_a.bulk_sent, 1, "{ha_a:#?}");
+    assert_eq!(ha_a.peers[0].bulk_sent, 1);
+    assert_eq!(ha_a.peers[0].id, Some(2));
+}
+
+#[test]
+fn forged_replayed_and_truncated_messages_are_counted_and_change_nothing() {
+    use ringvs::sync::{encode, Header, Key, Kind};
+    let (pa, pb) = (free_port(), free_port());
+    let mut b = Director::start(&sync_section(2, pb, pa, "backup"));
+    // A stand-in master at `pa`, with the key, then with another key.
+    let sock = UdpSocket::bind(("127.0.0.1", pa)).unwrap();
+    let key = Key::from_hex(KEY).unwrap();
+    let other = Key::from_hex(&"ab".repeat(32)).unwrap();
+    let entry = ringvs::sync::Entry {
+        proto: 6,
+        state: ringvs::conn::State::Established,
+        template: false,
+        client: client(1),
+        vip: VIP.parse().unwrap(),
+        server: "10.77.1.1:8080".parse().unwrap(),
+        expires_in: 900,
+    };
+    let header = |seq| Header {
+        kind: Kind::Entries,
+        sender: 1,
+        epoch: 1_764_000_000,
+        seq,
+    };
+    let msg = |k: &Key, seq| {
+        let mut m = Vec::new();
+        encode(k, &header(seq), &[entry], &mut m);
+        m
+    };
+    let to = ("127.0.0.1", pb);
+    let good = msg(&key, 1);
+    sock.send_to(&msg(&other, 1), to).unwrap(); // another key
+    sock.send_to(&good[..good.len() - 1], to).unwrap(); // truncated
+    let mut forged = good.clone();
+    forged[40] ^= 1; // an address changed in flight
+    sock.send_to(&forged, to).unwrap();
+    sock.send_to(b"GET / HTTP/1.0\r\n\r\n", to).unwrap(); // not sync at all
+    let h = wait(&mut b, "four refusals", |h| {
+        h.rejected.values().sum::<u64>() == 4
+    });
+    assert_eq!(h.rejected["mac"], 2, "{h:#?}");
+    assert_eq!(h.rejected["length"], 2, "{h:#?}");
+    assert_eq!((h.held, h.applied, h.received_messages), (0, 0, 0));
+    // The genuine message is taken once; its replay is refused.
+    sock.send_to(&good, to).unwrap();
+    let h = wait(&mut b, "the genuine entry", |h| h.held == 1);
+    sock.send_to(&good, to).unwrap();
+    let h2 = wait(&mut b, "the replay refused", |h| h.rejected["replay"] == 1);
+    assert_eq!((h2.held, h2.applied), (1, h.applied));
+    // An entry for a service this director does not have is ignored.
+    let mut e2 = entry;
+    e2.vip = "10.77.200.200:80".parse().unwrap();
+    let mut m = Vec::new();
+    encode(&key, &header(2), &[e2], &mut m);
+    sock.send_to(&m, to).unwrap();
+    let h3 = wait(&mut b, "the unknown service ignored", |h| h.ignored == 1);
+    assert_eq!(h3.held, 1);
+}
+
+#[test]
+fn ha_without_sync_is_a_clear_error() {
+    let d = Director::start(TWO_SERVICES);
+    let o = d.cli(&["ha", "status"]);
+    assert!(!o.status.success());
+    let e = common::director::text(&o.stderr);
+    assert!(e.contains("connection sync is off"), "{e}");
+    let o = d.cli(&["ha", "master"]);
+    assert!(!o.status.success());
+}
