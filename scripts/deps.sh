@@ -33,6 +33,7 @@ wanted=(
     "cmd:sysctl procps"
     "cmd:curl curl"
     "cmd:tcpdump tcpdump" # the e2e lab captures traffic for `ringvs replay`
+    "cmd:keepalived keepalived" # the HA lab's VRRP (examples/lab/test-ha.sh)
 )
 
 missing=()
@@ -63,7 +64,7 @@ if ((${#missing[@]} > 0)); then
     trap cleanup EXIT
 
     # Daemons that were already running before we installed anything are not ours to stop.
-    before_names=$(pgrep -lx 'nginx|prometheus|iperf3' 2>/dev/null | awk '{print $2}' | sort -u || true)
+    before_names=$(pgrep -lx 'nginx|prometheus|iperf3|keepalived' 2>/dev/null | awk '{print $2}' | sort -u || true)
 
     log "installing: ${missing[*]} (log: $aptlog)"
     if ! { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } >"$aptlog" 2>&1; then
@@ -87,7 +88,7 @@ if ((${#missing[@]} > 0)); then
     for pkg in "${missing[@]}"; do
         case $pkg in
             nginx | nginx-light) svc=nginx ;;
-            prometheus | iperf3) svc=$pkg ;;
+            prometheus | iperf3 | keepalived) svc=$pkg ;;
             *) continue ;;
         esac
         if [[ -z $(grep -x "$svc" <<<"$before_names" || true) ]] && pgrep -x "$svc" >/dev/null 2>&1; then

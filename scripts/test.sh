@@ -77,5 +77,8 @@ bash examples/lab/test-tun.sh
 step "lab: LVS-DR with director.io = \"af_xdp\": the unchanged packet to the realserver's MAC, replies bypass the director"
 bash examples/lab/test-dr.sh
 
+step "lab: active-backup with keepalived and connection sync: the master's ringvs killed, then its keepalived stopped, under a 512 MiB download and keep-alive load"
+bash examples/lab/test-ha.sh
+
 echo
 echo "scripts/test.sh: all tests passed"

@@ -508,6 +508,11 @@ fn check(path: &Path) -> Result<(), String> {
     if let Some(line) = ringvs::control::daemon::check_io(&c)? {
         println!("{line}");
     }
+    if let Some(s) = &c.director.sync {
+        let line = ringvs::sync::node::check(s.listen, &s.peers)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("{line}");
+    }
     let servers: usize = c.services.iter().map(|s| s.servers.len()).sum();
     println!(
         "{}: OK: {} service(s), {} server(s), {} plugin(s); device {} with {} queue(s), conn_memory_limit {}",

@@ -248,3 +248,38 @@ fn ha_without_sync_is_a_clear_error() {
     let o = d.cli(&["ha", "master"]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn ringvs_check_names_an_unusable_sync_section() {
+    let dir = common::director::tmpdir("sync-check");
+    let conf = dir.join("ringvs.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[director.sync]\nid = 1\nkey = \"{KEY}\"\nlisten = \"10.77.250.1:8848\"\npeers = [\"10.77.250.2:8848\"]\n{TWO_SERVICES}"
+        ),
+    )
+    .unwrap();
+    let o = common::director::run(
+        std::path::Path::new(common::director::BIN),
+        &["check", "-c", conf.to_str().unwrap()],
+    );
+    let e = common::director::text(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        e.contains("director.sync.listen: 10.77.250.1 is not an address of this machine"),
+        "{e}"
+    );
+    std::fs::write(
+        &conf,
+        format!("[director.sync]\nid = 1\nlisten = \"127.0.0.1:8848\"\npeers = [\"127.0.0.2:8848\"]\n{TWO_SERVICES}"),
+    )
+    .unwrap();
+    let o = common::director::run(
+        std::path::Path::new(common::director::BIN),
+        &["check", "-c", conf.to_str().unwrap()],
+    );
+    let e = common::director::text(&o.stderr);
+    assert!(e.contains("key `director.sync.key`: missing"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -62,6 +62,33 @@ pub struct PeerStatus {
 /// The peers and when each was last heard, shared with `ringvs ha status`.
 type Peers = Arc<Mutex<Vec<(PeerStatus, Option<Instant>)>>>;
 
+/// For `ringvs check` (and the start): `listen` is an address of this machine and every
+/// unicast peer has a route from it. Returns a line saying so, or the error naming the key.
+pub fn check(listen: SocketAddrV4, peers: &[SocketAddrV4]) -> Result<String, String> {
+    let probe = UdpSocket::bind(SocketAddrV4::new(*listen.ip(), 0)).map_err(|e| {
+        format!(
+            "director.sync.listen: {} is not an address of this machine ({e})",
+            listen.ip()
+        )
+    })?;
+    for (i, p) in peers.iter().enumerate() {
+        if p.ip().is_multicast() {
+            continue;
+        }
+        // A UDP connect sends nothing: it looks the route up, as a send would.
+        probe.connect(p).map_err(|e| {
+            format!(
+                "director.sync.peers[{i}]: {p} cannot be reached from {} ({e})",
+                listen.ip()
+            )
+        })?;
+    }
+    Ok(format!(
+        "sync: listen {listen}, {} peer(s) reachable",
+        peers.len()
+    ))
+}
+
 /// The running sync thread.
 #[derive(Debug)]
 pub struct Node {
@@ -83,6 +110,7 @@ impl Node {
         outgoing: Vec<Receiver<Entry>>,
         queues: Vec<Sender<Control>>,
     ) -> Result<Node, String> {
+        check(s.listen, &s.peers)?;
         let socket = UdpSocket::bind(s.listen)
             .map_err(|e| format!("director.sync.listen: cannot bind {}: {e}", s.listen))?;
         for p in s.peers.iter().filter(|p| p.ip().is_multicast()) {
@@ -482,5 +510,41 @@ impl Run {
         if !done {
             self.bulk.push_front(b);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_refuses_a_foreign_listen_address_and_an_unreachable_peer() {
+        let e = check("10.77.250.1:8848".parse().unwrap(), &[]).unwrap_err();
+        assert!(
+            e.contains("director.sync.listen: 10.77.250.1 is not an address of this machine"),
+            "{e}"
+        );
+        // From the loopback address, nothing outside it can be reached.
+        let e = check(
+            "127.0.0.1:8848".parse().unwrap(),
+            &[
+                "127.0.0.2:8848".parse().unwrap(),
+                "10.77.9.2:8848".parse().unwrap(),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("director.sync.peers[1]: 10.77.9.2:8848 cannot be reached from 127.0.0.1"),
+            "{e}"
+        );
+        let ok = check(
+            "127.0.0.1:8848".parse().unwrap(),
+            &[
+                "127.0.0.2:8848".parse().unwrap(),
+                "239.1.1.1:8848".parse().unwrap(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(ok, "sync: listen 127.0.0.1:8848, 2 peer(s) reachable");
     }
 }
