@@ -131,7 +131,7 @@ impl Daemon {
     }
 
     /// Sync's role, peers and counters; `None` when sync is off.
-    pub(super) fn ha_status(&self) -> Option<crate::control::protocol::HaResult> {
+    pub fn ha_status(&self) -> Option<crate::control::protocol::HaResult> {
         use std::sync::atomic::Ordering::Relaxed;
         let (node, cfg) = (self.sync.as_ref()?, self.cfg.director.sync.as_ref()?);
         let link = &node.link;
