@@ -18,7 +18,10 @@
 # requests a second answer every request (none stuck past 5 s), new connections resume within
 # 3 VRRP advert intervals (the gap in ms is printed), the new master's role is master, the
 # backup held the master's connections before the failover, and the rejoined director got a
-# bulk transfer.
+# bulk transfer. Before the failovers, hostile sync messages (forged, replayed, truncated,
+# another magic, version or count; sync_attack.py with scapy from a realserver's namespace,
+# built from genuine ones captured on the backup) are each counted under their reason and
+# none is taken.
 #
 #   bash examples/lab/test-ha.sh                    (as root; about 1.5 minutes)
 #   SELFTEST_BREAK=1 bash examples/lab/test-ha.sh   (sync off: the flows must break, FAIL)
@@ -46,6 +49,8 @@ ADVERT=1             # VRRP advert interval, seconds
 LOAD=16              # seconds of load per failover
 KILL_AT=5            # seconds into the load
 RATE=${HA_RATE:-40M} # the download's rate: 512 MiB take ~13 s
+# Debian's python3-scapy is for Debian's python3 (a pyenv python3 first on PATH lacks it).
+SCAPY_PYTHON=${SCAPY_PYTHON:-$(if [[ -x /usr/bin/python3 ]]; then echo /usr/bin/python3; else echo "$PYTHON"; fi)}
 KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 # The lab's namespaces (lib.sh's lab_down removes these).
@@ -315,6 +320,44 @@ PY
     rm -f "$dl"
 }
 
+# attack: hostile sync messages from a realserver's namespace (sync_attack.py, scapy), built
+# from genuine ones captured on d2: each counted under its reason, none taken.
+attack() {
+    local cap=$LAB_DIR/sync.pcap k
+    (in_ns d2 timeout 3 tcpdump -i r0 -U -w "$cap" "udp dst port $SYNC_PORT and src host ${D_R[0]}" \
+        </dev/null >"$LAB_DIR/tcpdump-sync.log" 2>&1 || true) &
+    local tp=$!
+    sleep 0.5
+    for k in 1 2 3 4 5; do in_ns cli curl -s -o /dev/null --max-time 2 "http://$VIP/" || true; done
+    wait "$tp" || true
+    sleep 1.5 # what the curls' connections sent has arrived
+    ha_cli 2 ha status --json >"$LAB_DIR/attack-before.json"
+    ip netns exec "$(ns_name rs1)" "$SCAPY_PYTHON" "$LAB_SRC/sync_attack.py" --pcap "$cap" \
+        --to "${D_R[1]}:$SYNC_PORT" --spoof "${D_R[0]}" </dev/null >"$LAB_DIR/attack.json" 2>"$LAB_DIR/attack.err" || {
+        log_tail "$LAB_DIR/attack.err"
+    }
+    sleep 1
+    ha_cli 2 ha status --json >"$LAB_DIR/attack-after.json"
+    local res
+    res=$("$PYTHON" - "$LAB_DIR/attack.json" "$LAB_DIR/attack-before.json" "$LAB_DIR/attack-after.json" <<'PY'
+import json, sys
+try:
+    sent = json.load(open(sys.argv[1]))
+except ValueError:
+    print("FAIL no attack report"); sys.exit()
+b, a = (json.load(open(f)) for f in sys.argv[2:4])
+counted = {r: a["rejected"][r] - b["rejected"].get(r, 0) for r in a["rejected"]}
+want = {r: sent["sent"].get(r, 0) for r in counted}
+same = all(a[k] == b[k] for k in ("applied", "held", "received_entries"))
+ok = counted == want and same and sum(want.values()) > 0
+print("OK" if ok else "FAIL", "counted", {k: v for k, v in counted.items() if v},
+      "sent", sent["sent"], "sample kind", sent["sample_kind"], "entries", sent["sample_entries"],
+      "taken/held before", b["applied"], b["held"], "after", a["applied"], a["held"])
+PY
+)
+    verdict "$(ok_when "[[ '${res%% *}' == OK ]]")" "hostile sync messages counted, none taken" "${res#* }"
+}
+
 lab_trap
 ha_up
 servers_up
@@ -334,6 +377,7 @@ if [[ ${SELFTEST_BREAK:-0} != 1 ]]; then
 fi
 wait_until 10 in_ns cli curl -sf -o /dev/null --max-time 1 "http://$VIP/" || die "no HTTP through the VIP"
 log "d1 is master; HTTP through $VIP works"
+if [[ ${SELFTEST_BREAK:-0} != 1 ]]; then attack; fi
 
 failover kill-ringvs 1 kill-ringvs
 
