@@ -93,6 +93,24 @@ out("shard", "vnet-partial", bytes([64 | 5]) + b"".join(
 flood = b"".join(built(0, 0, w, SYN) for w in range(256)) + clock(120)
 for setup in (5, 6, 7, 0):
     out("shard", f"flood-{setup}", bytes([setup | 16]) + (flood + flow(0, 1)) * 2)
+# Connection sync (op 7): entries a peer sent taken by each queue, a held flow's packets,
+# flows past the threshold queued for the peers, a dump, promotion, the role switched.
+def sync_in(entries, q=0):
+    return bytes([7, q << 2, len(entries) - 1]) + b"".join(
+        bytes([a, b, c]) + struct.pack(">I", secs) for a, b, c, secs in entries)
+
+
+def sync_op(b):
+    return bytes([7, b])
+
+
+synced = [(2, 1, 0, 900), (4, 1, 1, 900), (7, 1 << 4, 3, 300), (2 | 0x80, 0x81, 0x80, 60)]
+sync = (sync_in(synced) + sync_in(synced[:2], q=1) + built(0, 0, 1, ACK | PSH, 20)
+        + built(3, 0, 1, ACK | PSH, 60) + flow(0, 5) + flow(1, 6, tcp=False) + sync_op(3)
+        + sync_op(2 | 4) + sync_in([(10, 4, 1, 30)]) + sync_op(1) + sync_op(2) + flow(0, 9)
+        + clock(200) + seconds(100) + sync_op(3))
+for setup in (0, 32, 32 | 16, 4):
+    out("shard", f"sync-{setup}", bytes([setup]) + sync)
 # The data plane's corpus packets, raw.
 out("shard", "corpus-raw", bytes([0]) + b"".join(raw(p) for p in packets.values()))
 out("shard", "corpus-raw-after-flows", bytes([1]) + lab + b"".join(raw(p) for p in packets.values()))

@@ -14,7 +14,13 @@
 //!   - 4: the clock moves on (0–255 × 10 ms) and the queues poll (ticks, expiry, defense
 //!     ticks every second);
 //!   - 5: a realserver's weight changes, or it is removed or added back;
-//!   - 6, 7: the clock moves on a whole timeout (0–255 s).
+//!   - 6: the clock moves on a whole timeout (0–255 s);
+//!   - 7: connection sync (a second byte chooses): entries a peer sent (1–4, each from 3
+//!     input bytes: protocol and state, one of the clients, a service's virtual address or
+//!     another, one of the realservers or another, the seconds left) taken by a queue; every
+//!     held entry promoted; the role switched; a bulk transfer's dump of every queue.
+//!     Entries the queues queue for the peers and every dumped one must survive the sync
+//!     format (encoded, then decoded to the same entry).
 //!
 //!   Packet flags: bit 3 fix the IPv4 checksum, bit 4 fix the transport checksum, bit 5
 //!   the second queue, bit 6 a virtio-net header follows (10 bytes; with `NEEDS_CSUM` the
@@ -249,6 +255,9 @@ fn ready(i: usize) -> Arc<Ready> {
 
 /// The director: its registry, plugins and queues.
 struct Director {
+    /// Connection sync's link, and what the queues queued for the peers.
+    link: Arc<ringvs::sync::Link>,
+    outgoing: crossbeam_channel::Receiver<ringvs::sync::Entry>,
     ready: Arc<Ready>,
     registry: Registry,
     plugins: PluginManager,
@@ -275,11 +284,21 @@ impl Director {
             .expect("the fuzz plugins instantiate");
         let snap = Arc::new(plugins.snapshot(&mut registry, prepared));
         let start = Instant::now();
+        let link = Arc::new(ringvs::sync::Link::new(
+            ringvs::config::SyncRole::Master,
+            3,
+            50,
+        ));
+        let (tx, outgoing) = crossbeam_channel::bounded(64);
         let base = ShardConfig {
             hash_key: HashKey([0x6675_7a7a, 0x7368]),
             expire_nodest_conn: setup & 8 != 0,
             queues,
             start,
+            sync: Some(ringvs::sync::QueueSync {
+                link: link.clone(),
+                tx,
+            }),
             ..ShardConfig::test(memory)
         };
         let shards = (0..queues)
@@ -299,6 +318,8 @@ impl Director {
             })
             .collect();
         Director {
+            link,
+            outgoing,
             ready,
             registry,
             plugins,
@@ -325,6 +346,45 @@ impl Director {
         let now = self.start + self.elapsed;
         for s in &mut self.shards {
             s.poll(now);
+        }
+    }
+
+    /// Operation 7: connection sync (see the module docs).
+    fn sync(&mut self, b: u8, input: &mut Input<'_>) {
+        use ringvs::config::SyncRole;
+        match b & 3 {
+            0 => {
+                let n = 1 + usize::from(input.u8() % 4);
+                let entries: Vec<ringvs::sync::Entry> = (0..n)
+                    .map(|_| sync_entry(input.u8(), input.u8(), input.u8(), input.u32()))
+                    .collect();
+                let q = usize::from(b >> 2 & 1) % self.shards.len();
+                self.shards[q].take_synced(&entries);
+            }
+            1 => self.shards.iter_mut().for_each(Shard::promote),
+            2 => self.link.set_role(match (b >> 2) % 3 {
+                0 => SyncRole::Master,
+                1 => SyncRole::Backup,
+                _ => SyncRole::Active,
+            }),
+            _ => {
+                for s in &self.shards {
+                    let mut from = Some(0);
+                    while let Some(f) = from {
+                        let (entries, next) = s.sync_dump(f);
+                        entries.iter().for_each(check_sync_entry);
+                        from = next;
+                    }
+                }
+            }
+        }
+        self.drain_outgoing();
+    }
+
+    /// What the queues queued for the peers must be sendable.
+    fn drain_outgoing(&mut self) {
+        for e in self.outgoing.try_iter() {
+            check_sync_entry(&e);
         }
     }
 
@@ -476,6 +536,66 @@ fn built(kind: u8, who: u8, flags: u8, len: u8) -> Vec<u8> {
     }
 }
 
+/// A synced entry from input bytes: `a` the protocol (bit 0: UDP) and the client, `b` the
+/// TCP state and the virtual port, `c` the realserver, `secs` the time left.
+fn sync_entry(a: u8, b: u8, c: u8, secs: u32) -> ringvs::sync::Entry {
+    use ringvs::conn::State;
+    let udp = a & 1 != 0;
+    let state = if udp {
+        State::Udp
+    } else {
+        // The TCP states are indices 0 to 10 (the decoder refuses the rest).
+        State::from_index(b % 11).unwrap_or(State::Established)
+    };
+    let (port, _) = PORTS[usize::from(b >> 4) % 4];
+    let vip = if b & 0x80 != 0 && a & 0x80 != 0 {
+        SocketAddrV4::new(Ipv4Addr::new(10, 77, 200, 200), port)
+    } else {
+        SocketAddrV4::new(VIP, port)
+    };
+    let server = SocketAddrV4::new(
+        if c & 0x80 != 0 {
+            Ipv4Addr::new(10, 77, 9, 9)
+        } else {
+            RS[usize::from(c) % 3]
+        },
+        if c & 0x40 != 0 {
+            GUE_PORT
+        } else {
+            RS_PORTS[usize::from(c >> 1) % 2]
+        },
+    );
+    ringvs::sync::Entry {
+        proto: if udp { ip_proto::UDP } else { ip_proto::TCP },
+        state,
+        template: a & 0x40 != 0,
+        client: SocketAddrV4::new(
+            CLIENTS[usize::from(a >> 1) % 4],
+            40000 + u16::from(a >> 3) % 8,
+        ),
+        vip,
+        server,
+        expires_in: secs,
+    }
+}
+
+/// An entry a queue sends must come back from the wire format unchanged.
+fn check_sync_entry(e: &ringvs::sync::Entry) {
+    let key = ringvs::sync::Key::from_hex(&"5a".repeat(32)).expect("a key");
+    let h = ringvs::sync::Header {
+        kind: ringvs::sync::Kind::Entries,
+        sender: 1,
+        epoch: 1,
+        seq: 1,
+    };
+    let mut m = Vec::new();
+    ringvs::sync::encode(&key, &h, std::slice::from_ref(e), &mut m);
+    let (_, back) = ringvs::sync::decode(&key, &m)
+        .unwrap_or_else(|r| panic!("a queue's sync entry {e:?} is refused by the format: {r:?}"));
+    assert_eq!(back, [*e], "a queue's sync entry changed on the wire");
+    assert!(e.expires_in >= 1, "{e:?}: sent already expired");
+}
+
 /// The `shard` target's body.
 pub fn shard(data: &[u8]) {
     run(data);
@@ -513,6 +633,11 @@ fn run(data: &[u8]) -> Director {
                 d.change(a, b);
                 continue;
             }
+            7 => {
+                let b = input.u8();
+                d.sync(b, &mut input);
+                continue;
+            }
             _ => {
                 d.advance(Duration::from_secs(u64::from(input.u8())));
                 continue;
@@ -537,6 +662,7 @@ fn run(data: &[u8]) -> Director {
         d.packet(usize::from(op >> 5 & 1), hdr, &pkt);
     }
     d.advance(Duration::from_millis(10));
+    d.drain_outgoing();
     let shards: Vec<&Shard> = d.shards.iter().collect();
     check_accounting("the end", &shards, &d.registry);
     d
@@ -544,6 +670,30 @@ fn run(data: &[u8]) -> Director {
 
 #[cfg(test)]
 mod tests {
+    /// The sync seeds have queues take peers' entries (and ignore one for an unknown
+    /// service), queue their own flows for the peers, and dump.
+    #[test]
+    fn the_sync_seeds_take_ignore_and_send() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/shard");
+        for setup in [0, 32, 48, 4] {
+            let d = super::run(&std::fs::read(seeds.join(format!("sync-{setup}"))).unwrap());
+            let st = &d.link.stats;
+            let (taken, ignored, queued) = (
+                st.applied.load(Relaxed),
+                st.ignored.load(Relaxed),
+                st.queued.load(Relaxed),
+            );
+            eprintln!("sync-{setup}: taken {taken} ignored {ignored} queued {queued}");
+            assert!(taken >= 4, "sync-{setup}: entries taken");
+            assert!(
+                ignored >= 1,
+                "sync-{setup}: the unknown service's entry ignored"
+            );
+            assert!(queued >= 1, "sync-{setup}: flows queued for the peers");
+        }
+    }
+
     /// The seeds reach what they are for: the lab's flows are forwarded both ways, tunnelled,
     /// their ICMP errors translated; the plugins' faults and the defenses' drops happen.
     #[test]

@@ -213,3 +213,34 @@ impl Shard {
         (out, (end < self.table.slots()).then_some(end))
     }
 }
+
+/// The same, for tests, benchmarks and the fuzz targets, which drive a queue without its
+/// control channel.
+impl Shard {
+    /// Takes entries a peer sent, as `Control::Synced` does; how many were taken.
+    pub fn take_synced(&mut self, entries: &[Entry]) -> u64 {
+        self.apply_synced(entries)
+    }
+
+    /// Makes every held entry live, as `Control::Promote` does.
+    pub fn promote(&mut self) {
+        self.promote_held();
+    }
+
+    /// A bulk transfer's step, as `Control::SyncDump` answers it.
+    pub fn sync_dump(&self, from: u32) -> (Vec<Entry>, Option<u32>) {
+        self.dump(from)
+    }
+
+    /// Held entries, all of them and the ESTABLISHED ones (a scan of the table).
+    pub fn held_entries(&self) -> (u64, u64) {
+        let (mut all, mut established) = (0, 0);
+        for (_, c) in self.table.iter() {
+            if held(c) {
+                all += 1;
+                established += u64::from(c.state == State::Established);
+            }
+        }
+        (all, established)
+    }
+}
