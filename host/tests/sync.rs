@@ -283,3 +283,52 @@ fn ringvs_check_names_an_unusable_sync_section() {
     assert!(e.contains("key `director.sync.key`: missing"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_queue_that_does_not_poll_gets_a_bounded_backlog() {
+    use ringvs::sync::node::MAX_PENDING;
+    use ringvs::sync::{encode, Header, Key, Kind};
+    let (pa, pb) = (free_port(), free_port());
+    let mut b = Director::start(&sync_section(2, pb, pa, "backup"));
+    let sock = UdpSocket::bind(("127.0.0.1", pa)).unwrap();
+    let key = Key::from_hex(KEY).unwrap();
+    let n = MAX_PENDING as u32 + 100;
+    for i in 0..n {
+        let e = ringvs::sync::Entry {
+            proto: 6,
+            state: ringvs::conn::State::Established,
+            template: false,
+            client: client(i),
+            vip: VIP.parse().unwrap(),
+            server: "10.77.1.1:8080".parse().unwrap(),
+            expires_in: 900,
+        };
+        let h = Header {
+            kind: Kind::Entries,
+            sender: 1,
+            epoch: 1_764_000_000,
+            seq: u64::from(i) + 1,
+        };
+        let mut m = Vec::new();
+        encode(&key, &h, &[e], &mut m);
+        sock.send_to(&m, ("127.0.0.1", pb)).unwrap();
+        if i % 256 == 255 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    // The queue is not polled meanwhile: the sync thread keeps MAX_PENDING messages for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let h = loop {
+        let h = ha(&b);
+        if h.received_messages == u64::from(n) {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "{h:#?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(h.ignored, u64::from(n) - MAX_PENDING as u64, "{h:#?}");
+    let h = wait(&mut b, "the backlog taken", |h| {
+        h.held == MAX_PENDING as u64
+    });
+    assert_eq!(h.applied, MAX_PENDING as u64);
+}

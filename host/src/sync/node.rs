@@ -22,6 +22,9 @@ use std::time::{Duration, Instant, SystemTime};
 pub const FLUSH: Duration = Duration::from_millis(20);
 /// Heartbeats, when nothing else was sent.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Control messages a queue may have waiting before received entries for it are dropped
+/// (about 50,000 entries).
+pub const MAX_PENDING: usize = 1024;
 /// How long the thread sleeps in `recv` when there is nothing to do.
 const IDLE: Duration = Duration::from_millis(2);
 
@@ -171,6 +174,7 @@ impl Node {
             seq: 0,
             link: link.clone(),
             outgoing,
+            next_queue: 0,
             queues,
             window: ReplayWindow::default(),
             batch: Vec::with_capacity(MAX_ENTRIES),
@@ -260,6 +264,8 @@ struct Run {
     seq: u64,
     link: Arc<Link>,
     outgoing: Vec<Receiver<Entry>>,
+    /// The queue [`Run::collect`] takes from first next time.
+    next_queue: usize,
     queues: Vec<Sender<Control>>,
     window: ReplayWindow,
     batch: Vec<Entry>,
@@ -343,7 +349,16 @@ impl Run {
     fn collect(&mut self) {
         loop {
             while self.batch.len() < MAX_ENTRIES {
-                let Some(e) = self.outgoing.iter().find_map(|r| r.try_recv().ok()) else {
+                // Round the queues, so that a busy one does not hold the others' entries
+                // back when the rate bound holds.
+                let n = self.outgoing.len();
+                let Some(e) = (0..n).find_map(|k| {
+                    let q = (self.next_queue + k) % n;
+                    self.outgoing[q]
+                        .try_recv()
+                        .ok()
+                        .inspect(|_| self.next_queue = q + 1)
+                }) else {
                     break;
                 };
                 if self.batch.is_empty() {
@@ -449,11 +464,20 @@ impl Run {
         }
     }
 
-    /// Hands received entries to the queues that own their flows.
+    /// Hands received entries to the queues that own their flows; a queue that has
+    /// [`MAX_PENDING`] control messages waiting (it is not polling) gets none (they are
+    /// counted as ignored), so memory stays bounded.
     fn hand_in(&mut self, entries: Vec<Entry>) {
         let n = self.queues.len();
+        let give = |q: &Sender<Control>, v: Vec<Entry>, stats: &super::Stats| {
+            if q.len() >= MAX_PENDING {
+                stats.ignored.fetch_add(v.len() as u64, Relaxed);
+            } else {
+                let _ = q.send(Control::Synced(v));
+            }
+        };
         if n == 1 {
-            let _ = self.queues[0].send(Control::Synced(entries));
+            give(&self.queues[0], entries, &self.link.stats);
             return;
         }
         let mut per: Vec<Vec<Entry>> = vec![Vec::new(); n];
@@ -468,7 +492,7 @@ impl Run {
         }
         for (q, v) in per.into_iter().enumerate() {
             if !v.is_empty() {
-                let _ = self.queues[q].send(Control::Synced(v));
+                give(&self.queues[q], v, &self.link.stats);
             }
         }
     }
