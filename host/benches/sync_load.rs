@@ -20,7 +20,7 @@ use ringvs::control::protocol::HaResult;
 use ringvs::dataplane::testkit::tcp;
 use ringvs::dataplane::{Packet, Pipeline, Shard, Verdict, HEADROOM};
 use ringvs::wire::tcp::flags::{ACK, PSH, SYN};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,13 +35,7 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use ringvs::dataplane::testkit::free_udp_port as free_port;
 
 /// A detached daemon syncing on 127.0.0.1:`port` with the peer on `peer`.
 fn daemon(id: u32, port: u16, peer: u16, role: &str) -> (Daemon, Shard) {

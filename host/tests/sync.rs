@@ -22,13 +22,20 @@ use std::time::{Duration, Instant};
 const KEY: &str = "8d1f0c5b7a3e92d4c6b8a0f1e3d5c7b9a1f3e5d7c9b1a3f5e7d9c1b3a5f7e9d1";
 const VIP: &str = "10.77.100.100:80";
 
-/// A free UDP port on 127.0.0.1.
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+use ringvs::dataplane::testkit::free_udp_port as free_port;
+
+/// An established connection of client `i` to the web service's first realserver, as a
+/// stand-in master sends it.
+fn web_entry(i: u32) -> ringvs::sync::Entry {
+    ringvs::sync::Entry {
+        proto: 6,
+        state: ringvs::conn::State::Established,
+        template: false,
+        client: client(i),
+        vip: VIP.parse().unwrap(),
+        server: "10.77.1.1:8080".parse().unwrap(),
+        expires_in: 900,
+    }
 }
 
 fn sync_section(id: u32, port: u16, peer: u16, role: &str) -> String {
@@ -188,15 +195,7 @@ fn forged_replayed_and_truncated_messages_are_counted_and_change_nothing() {
     let sock = UdpSocket::bind(("127.0.0.1", pa)).unwrap();
     let key = Key::from_hex(KEY).unwrap();
     let other = Key::from_hex(&"ab".repeat(32)).unwrap();
-    let entry = ringvs::sync::Entry {
-        proto: 6,
-        state: ringvs::conn::State::Established,
-        template: false,
-        client: client(1),
-        vip: VIP.parse().unwrap(),
-        server: "10.77.1.1:8080".parse().unwrap(),
-        expires_in: 900,
-    };
+    let entry = web_entry(1);
     let header = |seq| Header {
         kind: Kind::Entries,
         sender: 1,
@@ -294,15 +293,7 @@ fn a_queue_that_does_not_poll_gets_a_bounded_backlog() {
     let key = Key::from_hex(KEY).unwrap();
     let n = MAX_PENDING as u32 + 100;
     for i in 0..n {
-        let e = ringvs::sync::Entry {
-            proto: 6,
-            state: ringvs::conn::State::Established,
-            template: false,
-            client: client(i),
-            vip: VIP.parse().unwrap(),
-            server: "10.77.1.1:8080".parse().unwrap(),
-            expires_in: 900,
-        };
+        let e = web_entry(i);
         let h = Header {
             kind: Kind::Entries,
             sender: 1,

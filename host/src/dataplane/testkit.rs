@@ -238,3 +238,11 @@ pub fn fragments(datagram: &[u8], mtu: usize) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// A UDP port free on 127.0.0.1 a moment ago (for tests that start sync peers).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
