@@ -235,6 +235,16 @@ fn forged_replayed_and_truncated_messages_are_counted_and_change_nothing() {
     sock.send_to(&m, to).unwrap();
     let h3 = wait(&mut b, "the unknown service ignored", |h| h.ignored == 1);
     assert_eq!(h3.held, 1);
+    assert_eq!(h3.lost_messages, 0);
+    // Sequence numbers 3 to 199 never come: once 200 is taken, those below its window
+    // (3 to 136) are lost; 137 to 199 may still arrive late.
+    let mut m = Vec::new();
+    encode(&key, &header(200), &[], &mut m);
+    sock.send_to(&m, to).unwrap();
+    let h4 = wait(&mut b, "the lost messages counted", |h| {
+        h.received_messages == 3
+    });
+    assert_eq!(h4.lost_messages, 134, "{h4:#?}");
 }
 
 #[test]
@@ -318,6 +328,7 @@ fn a_queue_that_does_not_poll_gets_a_bounded_backlog() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(h.ignored, u64::from(n) - MAX_PENDING as u64, "{h:#?}");
+    assert_eq!(h.lost_messages, 0, "in order, none lost");
     let h = wait(&mut b, "the backlog taken", |h| {
         h.held == MAX_PENDING as u64
     });

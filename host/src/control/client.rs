@@ -238,8 +238,15 @@ pub fn format_ha(h: &super::protocol::HaResult) -> String {
     );
     let _ = writeln!(
         o,
-        "received: {} entries in {} messages; taken {}, ignored {}, held {}; bulk sent {}, received {}",
-        h.received_entries, h.received_messages, h.applied, h.ignored, h.held, h.bulk_sent, h.bulk_received
+        "received: {} entries in {} messages ({} lost); taken {}, ignored {}, held {}; bulk sent {}, received {}",
+        h.received_entries,
+        h.received_messages,
+        h.lost_messages,
+        h.applied,
+        h.ignored,
+        h.held,
+        h.bulk_sent,
+        h.bulk_received
     );
     let rejected: Vec<String> = h
         .rejected

@@ -426,6 +426,9 @@ pub struct HaResult {
     /// Received entries not taken (unknown service or realserver, full table, or a live
     /// connection of this director's own).
     pub ignored: u64,
+    /// Peers' messages that never arrived (sequence numbers that left the 64-message replay
+    /// window untaken).
+    pub lost_messages: u64,
     /// Messages refused, by reason (`length`, `magic`, `version`, `oversized`, `mac`,
     /// `header`, `entry`, `replay`).
     pub rejected: BTreeMap<String, u64>,

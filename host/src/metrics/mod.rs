@@ -91,6 +91,8 @@ pub const SYNC_NOT_QUEUED: &str = "ringvs_sync_not_queued_total";
 pub const SYNC_RECEIVED_MESSAGES: &str = "ringvs_sync_received_messages_total";
 /// `ringvs_sync_received_entries_total{result}`.
 pub const SYNC_RECEIVED_ENTRIES: &str = "ringvs_sync_received_entries_total";
+/// `ringvs_sync_lost_messages_total`.
+pub const SYNC_LOST: &str = "ringvs_sync_lost_messages_total";
 /// `ringvs_sync_rejected_total{reason}`.
 pub const SYNC_REJECTED: &str = "ringvs_sync_rejected_total";
 /// `ringvs_sync_bulk_transfers_total{direction}`.
@@ -156,7 +158,7 @@ pub enum Kind {
 }
 
 /// Every metric ringvs exports, with its type.
-pub const ALL: [(&str, Kind); 61] = [
+pub const ALL: [(&str, Kind); 62] = [
     (CONNECTIONS, Kind::Counter),
     (IN_PACKETS, Kind::Counter),
     (OUT_PACKETS, Kind::Counter),
@@ -195,6 +197,7 @@ pub const ALL: [(&str, Kind); 61] = [
     (SYNC_NOT_QUEUED, Kind::Counter),
     (SYNC_RECEIVED_MESSAGES, Kind::Counter),
     (SYNC_RECEIVED_ENTRIES, Kind::Counter),
+    (SYNC_LOST, Kind::Counter),
     (SYNC_REJECTED, Kind::Counter),
     (SYNC_BULK, Kind::Counter),
     (SYNC_HELD, Kind::Gauge),
@@ -393,6 +396,10 @@ pub fn describe() {
     describe_counter!(
         SYNC_RECEIVED_ENTRIES,
         "Connection sync: entries received, by result: taken into the table, or ignored (no such service or realserver here, a full table, or a live connection of this director's own)."
+    );
+    describe_counter!(
+        SYNC_LOST,
+        "Connection sync: peers' messages that never arrived (sequence numbers that left the 64-message replay window untaken); their entries come again at their next period or state change."
     );
     describe_counter!(
         SYNC_REJECTED,
@@ -681,6 +688,7 @@ pub fn update_sync(h: &crate::control::protocol::HaResult) {
     counter!(SYNC_SEND_ERRORS).absolute(h.send_errors);
     counter!(SYNC_NOT_QUEUED).absolute(h.queue_full);
     counter!(SYNC_RECEIVED_MESSAGES).absolute(h.received_messages);
+    counter!(SYNC_LOST).absolute(h.lost_messages);
     counter!(SYNC_RECEIVED_ENTRIES, "result" => "taken").absolute(h.applied);
     counter!(SYNC_RECEIVED_ENTRIES, "result" => "ignored").absolute(h.ignored);
     for (reason, n) in &h.rejected {
@@ -958,6 +966,7 @@ mod tests {
             received_entries: 41,
             applied: 40,
             ignored: 1,
+            lost_messages: 2,
             rejected: crate::sync::Reject::ALL
                 .iter()
                 .map(|r| {

@@ -38,6 +38,8 @@ pub struct Stats {
     pub ignored: AtomicU64,
     /// Messages refused, by [`Reject`] reason (in [`Reject::ALL`]'s order).
     pub rejected: [AtomicU64; Reject::ALL.len()],
+    /// Peers' messages lost: sequence numbers that left the replay window untaken.
+    pub lost: AtomicU64,
     /// Bulk transfers sent to peers that joined, and entries in them.
     pub bulk_sent: AtomicU64,
     /// Bulk transfers received complete.

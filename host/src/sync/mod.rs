@@ -314,15 +314,56 @@ struct Seen {
     epoch: u32,
     top: u64,
     bits: u64,
+    /// The first sequence number taken in this epoch (what came before is not ours to miss).
+    first: u64,
+}
+
+impl Seen {
+    /// Moves the window up to `seq` (above `top`); returns how many sequence numbers left
+    /// it (or jumped past it) never taken: messages lost.
+    fn slide(&mut self, seq: u64) -> u64 {
+        let shift = seq - self.top;
+        // Leaving: bit positions from max(0, WINDOW - shift) to the last one at or above
+        // `first`.
+        let lo = WINDOW.saturating_sub(shift);
+        let hi = (WINDOW - 1).min(self.top - self.first);
+        let mut lost = 0;
+        if lo <= hi {
+            let width = hi - lo + 1;
+            let mask = if width >= 64 {
+                u64::MAX
+            } else {
+                ((1u64 << width) - 1) << lo
+            };
+            lost += width - u64::from((self.bits & mask).count_ones());
+        }
+        // Jumped past: numbers above `top` that are never in the new window.
+        lost += seq.saturating_sub(WINDOW).saturating_sub(self.top);
+        self.bits = if shift >= WINDOW {
+            0
+        } else {
+            self.bits << shift
+        };
+        self.bits |= 1;
+        self.top = seq;
+        lost
+    }
 }
 
 /// Which messages each sender has had taken.
 #[derive(Debug, Default)]
 pub struct ReplayWindow {
     senders: std::collections::HashMap<u32, Seen>,
+    lost: u64,
 }
 
 impl ReplayWindow {
+    /// Messages lost so far, all senders: sequence numbers that left the window (or were
+    /// jumped past) without being taken. Late ones within the window are not lost.
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
     /// Senders one window keeps, at most (an authenticated sender only gets here).
     pub const MAX_SENDERS: usize = 256;
 
@@ -345,14 +386,12 @@ impl ReplayWindow {
                 epoch: h.epoch,
                 top: h.seq,
                 bits: 1,
+                first: h.seq,
             };
             return Ok(());
         }
         if h.seq > s.top {
-            let shift = h.seq - s.top;
-            s.bits = if shift >= WINDOW { 0 } else { s.bits << shift };
-            s.bits |= 1;
-            s.top = h.seq;
+            self.lost += s.slide(h.seq);
             return Ok(());
         }
         let behind = s.top - h.seq;

@@ -414,6 +414,7 @@ impl Run {
                 stats.reject(r);
                 continue;
             }
+            stats.lost.store(self.window.lost(), Relaxed);
             stats.received_messages.fetch_add(1, Relaxed);
             stats
                 .received_entries

@@ -175,3 +175,48 @@ pub(crate) fn sample_entry(n: u8) -> Entry {
         expires_in: 900,
     }
 }
+
+#[test]
+fn messages_that_leave_the_window_untaken_are_counted_lost() {
+    let h = |seq| Header {
+        kind: Kind::Heartbeat,
+        sender: 3,
+        epoch: 20,
+        seq,
+    };
+    let mut w = ReplayWindow::default();
+    for seq in [5, 6, 8] {
+        w.accept(&h(seq)).unwrap();
+    }
+    assert_eq!(w.lost(), 0, "7 may still come");
+    // 104: 5..=8 leave the window (7 never came), and 9..=40 are jumped past.
+    w.accept(&h(104)).unwrap();
+    assert_eq!(w.lost(), 1 + 32);
+    // Late, within the window: taken, not lost.
+    w.accept(&h(50)).unwrap();
+    // 204: 41..=104 leave; 50 and 104 were taken; 105..=140 jumped past.
+    w.accept(&h(204)).unwrap();
+    assert_eq!(w.lost(), 33 + 62 + 36);
+    // A restart of the sender (a higher epoch) starts afresh: nothing before its first is
+    // lost.
+    w.accept(&Header {
+        epoch: 21,
+        ..h(1000)
+    })
+    .unwrap();
+    w.accept(&Header {
+        epoch: 21,
+        ..h(1001)
+    })
+    .unwrap();
+    assert_eq!(w.lost(), 131);
+    // In order, nothing is lost, however long it runs.
+    for seq in 1002..1300 {
+        w.accept(&Header {
+            epoch: 21,
+            ..h(seq)
+        })
+        .unwrap();
+    }
+    assert_eq!(w.lost(), 131);
+}

@@ -153,6 +153,7 @@ impl Daemon {
             received_entries: n(&st.received_entries),
             applied: n(&st.applied),
             ignored: n(&st.ignored),
+            lost_messages: n(&st.lost),
             rejected: crate::sync::Reject::ALL
                 .iter()
                 .zip(&st.rejected)
