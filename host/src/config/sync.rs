@@ -98,10 +98,6 @@ impl fmt::Debug for SyncConfig {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 const KEY_HELP: &str = "generate one with `openssl rand -hex 32`, the same on every director";
 
 impl Validator<'_> {
@@ -259,7 +255,10 @@ fn read_key_file(path: &std::path::Path) -> Result<String, String> {
 pub(super) fn save(s: &SyncConfig) -> raw::Sync {
     raw::Sync {
         id: Some(i64::from(s.id)),
-        key: s.key_file.is_none().then(|| hex(s.key.bytes())),
+        key: s
+            .key_file
+            .is_none()
+            .then(|| crate::plugin::hex(s.key.bytes())),
         key_file: s.key_file.as_ref().map(|p| p.display().to_string()),
         listen: Some(s.listen.to_string()),
         peers: Some(s.peers.iter().map(ToString::to_string).collect()),

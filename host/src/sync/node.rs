@@ -293,9 +293,8 @@ impl Run {
                 .last_sent
                 .is_none_or(|t| now.duration_since(t) >= HEARTBEAT)
             {
-                let to = self.s.peers.clone();
-                for p in to {
-                    self.send(Kind::Heartbeat, &[], p, true);
+                for i in 0..self.s.peers.len() {
+                    self.send(Kind::Heartbeat, &[], self.s.peers[i], true);
                 }
                 self.last_sent = Some(now);
             }
@@ -374,8 +373,8 @@ impl Run {
                 return;
             }
             let batch = std::mem::take(&mut self.batch);
-            for p in self.s.peers.clone() {
-                self.send(Kind::Entries, &batch, p, true);
+            for i in 0..self.s.peers.len() {
+                self.send(Kind::Entries, &batch, self.s.peers[i], true);
             }
             if let Some(t) = self.batch_since.take() {
                 self.lag_max = self.lag_max.max(t.elapsed());

@@ -132,6 +132,12 @@ impl Daemon {
 
     /// Sync's role, peers and counters; `None` when sync is off.
     pub fn ha_status(&self) -> Option<crate::control::protocol::HaResult> {
+        self.ha_status_held(self.queues.report().held)
+    }
+
+    /// [`Daemon::ha_status`] with the held entries already counted (the tick has the
+    /// queues' merged report at hand).
+    pub(super) fn ha_status_held(&self, held: u64) -> Option<crate::control::protocol::HaResult> {
         use std::sync::atomic::Ordering::Relaxed;
         let (node, cfg) = (self.sync.as_ref()?, self.cfg.director.sync.as_ref()?);
         let link = &node.link;
@@ -142,7 +148,7 @@ impl Daemon {
             id: cfg.id,
             listen: node.local.to_string(),
             peers: node.peers(),
-            held: self.queues.report().held,
+            held,
             lag_ms: n(&st.lag_us) as f64 / 1000.0,
             queued: n(&st.queued),
             queue_full: n(&st.queue_full),

@@ -291,7 +291,7 @@ impl Daemon {
         if self.cfg.director.metrics_listen.is_some() {
             crate::metrics::update(&r, &self.list());
             crate::metrics::update_templates(&self.template_status(&r));
-            if let Some(h) = self.ha_status() {
+            if let Some(h) = self.ha_status_held(r.held) {
                 crate::metrics::update_sync(&h);
             }
             crate::metrics::update_io(self.cfg.director.io.label(), &self.queues.io());
