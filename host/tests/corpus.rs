@@ -993,13 +993,15 @@ const PLUGIN_ONLY: [DropReason; 4] = [
 ];
 
 /// Drop reasons that need a service configured for them (`max_conns`, the SYN proxy on, a
-/// tunnelled realserver), reached in the data plane's fixtures (`dataplane::tests::max_conns_*`,
-/// `dataplane::synproxy::tests`, `dataplane::tunnel::tests`).
-const CONFIG_ONLY: [DropReason; 4] = [
+/// tunnelled realserver) or a backend that falls behind (`overload`), reached in the data
+/// plane's fixtures (`dataplane::tests::max_conns_*`, `dataplane::synproxy::tests`,
+/// `dataplane::tunnel::tests`).
+const CONFIG_ONLY: [DropReason; 5] = [
     DropReason::MaxConns,
     DropReason::ProxyOpening,
     DropReason::FloodLimit,
     DropReason::TunnelGso,
+    DropReason::Overload,
 ];
 
 /// Every drop reason the corpus can reach: all but [`PLUGIN_ONLY`] and [`CONFIG_ONLY`].

@@ -74,6 +74,20 @@ pub trait Pipeline {
     /// none.
     fn drain(&mut self, _f: &mut dyn FnMut(&[u8])) {}
 
+    /// The backend is behind after an I/O batch: packets wait in the device, more than the
+    /// queue's buffers hold (TUN: a read found every buffer taken). Past the device's own
+    /// queue the kernel drops them, at random. Called at most once per batch. The default
+    /// does nothing; the data plane sheds the SYN proxy's answers to unknown sources
+    /// (`shard::shed`).
+    #[inline]
+    fn behind(&mut self) {}
+
+    /// The kernel dropped packets for this queue's device because it was full (TUN: the
+    /// device's `tx_dropped` grew; AF_XDP: the RX ring was full), read at most every
+    /// 100 ms. The default does nothing; the data plane sheds as for [`Pipeline::behind`].
+    #[inline]
+    fn lost(&mut self) {}
+
     /// Called after every I/O batch and at least every few milliseconds when idle: expire
     /// timers, publish counters, apply control messages. Returns `false` when the queue must
     /// stop.

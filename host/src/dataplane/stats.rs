@@ -61,10 +61,13 @@ pub enum DropReason {
     /// A segmentation-offload super-packet for a tunnelled realserver (`forward = "tun"`):
     /// it cannot be tunnelled through TUN (see `dataplane::tunnel`).
     TunnelGso,
+    /// A SYN the SYN proxy did not answer because the queue fell behind and its source never
+    /// completed a handshake (see `dataplane::shard::shed`); the client retransmits.
+    Overload,
 }
 
 /// Number of drop reasons.
-pub const DROP_REASONS: usize = 22;
+pub const DROP_REASONS: usize = 23;
 
 impl DropReason {
     /// Every reason, in order.
@@ -91,6 +94,7 @@ impl DropReason {
         DropReason::ProxyOpening,
         DropReason::FloodLimit,
         DropReason::TunnelGso,
+        DropReason::Overload,
     ];
 
     /// The `reason` label.
@@ -118,6 +122,7 @@ impl DropReason {
             DropReason::ProxyOpening => "proxy_opening",
             DropReason::FloodLimit => "flood_limit",
             DropReason::TunnelGso => "tunnel_gso",
+            DropReason::Overload => "overload",
         }
     }
 }

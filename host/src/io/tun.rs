@@ -305,6 +305,20 @@ pub(crate) fn queue_has_vnet_hdr(fd: BorrowedFd<'_>) -> Option<bool> {
     Some(flags & libc::IFF_VNET_HDR != 0)
 }
 
+/// The name of the device TUN queue `fd` is attached to; `None` if `fd` is not one.
+pub(crate) fn queue_device(fd: BorrowedFd<'_>) -> Option<String> {
+    let mut ifr = ifreq("");
+    // Safety: TUNGETIFF writes the name and flags into the ifreq we own.
+    unsafe { tun_ioctl(fd.as_raw_fd(), libc::TUNGETIFF, &mut ifr as *mut _ as _) }.ok()?;
+    let name: Vec<u8> = ifr
+        .ifr_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8(name).ok().filter(|n| !n.is_empty())
+}
+
 /// Opens `/dev/net/tun` and attaches it as queue `q` of device `name`; returns the
 /// descriptor and the actual device name.
 fn open_queue(name: &str, flags: libc::c_int, q: usize) -> io::Result<(OwnedFd, String)> {

@@ -303,6 +303,7 @@ pub fn run_queue<P: Pipeline>(
             defer_taskrun,
             ..QueueStats::default()
         },
+        device_drops: DeviceDrops::open(fd),
     };
     for bid in 0..opts.buffers {
         q.recycle(bid);
@@ -393,6 +394,64 @@ struct Queue {
     stopping: bool,
     cancel_outstanding: bool,
     stats: QueueStats,
+    /// The device's drops, when its statistics can be read.
+    device_drops: Option<DeviceDrops>,
+}
+
+/// How often a queue reads its device's drop count.
+const DEVICE_DROPS_EVERY: Duration = Duration::from_millis(100);
+
+/// The packets the kernel dropped for the TUN device because a queue of it was full (its
+/// `tx_dropped`: the kernel transmits to ringvs), from sysfs. The count is the device's, not
+/// the queue's: with several queues, each learns of every queue's drops.
+struct DeviceDrops {
+    file: std::fs::File,
+    last: u64,
+    at: Instant,
+}
+
+impl DeviceDrops {
+    /// The statistics of the device TUN queue `fd` belongs to; `None` if they cannot be read
+    /// (not a TUN queue, or `/sys` shows another network namespace).
+    fn open(fd: BorrowedFd<'_>) -> Option<DeviceDrops> {
+        let name = super::tun::queue_device(fd)?;
+        Self::at_path(&format!("/sys/class/net/{name}/statistics/tx_dropped"))
+    }
+
+    /// The count in the file at `path` (a decimal number, as sysfs writes it).
+    fn at_path(path: &str) -> Option<DeviceDrops> {
+        let file = std::fs::File::open(path).ok()?;
+        let mut d = DeviceDrops {
+            file,
+            last: 0,
+            at: Instant::now(),
+        };
+        d.last = d.read()?;
+        Some(d)
+    }
+
+    fn read(&self) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 24];
+        let n = self.file.read_at(&mut b, 0).ok()?;
+        std::str::from_utf8(&b[..n]).ok()?.trim().parse().ok()
+    }
+
+    /// True if the count grew since it was last read, read at most every
+    /// [`DEVICE_DROPS_EVERY`].
+    fn grew(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.at) < DEVICE_DROPS_EVERY {
+            return false;
+        }
+        self.at = now;
+        match self.read() {
+            Some(n) if n != self.last => {
+                self.last = n;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Queue {
@@ -419,13 +478,21 @@ impl Queue {
                 Err(e) if transient(&e) => {}
                 Err(e) => return Err(ctx(e, format!("io_uring_enter for TUN fd {}", self.fd))),
             }
+            let enobufs = self.stats.enobufs;
             busy = self.drain(&submitter, &mut sq, &mut cq, pipeline)? > 0;
+            if self.stats.enobufs != enobufs {
+                pipeline.behind();
+            }
             if busy {
                 self.stats.batches += 1;
             }
             self.arm_reads(&submitter, &mut sq)?;
             live.store(&self.stats.snapshot());
-            if !pipeline.poll(Instant::now()) {
+            let now = Instant::now();
+            if self.device_drops.as_mut().is_some_and(|d| d.grew(now)) {
+                pipeline.lost();
+            }
+            if !pipeline.poll(now) {
                 return Ok(());
             }
             self.send_own(pipeline);
@@ -989,5 +1056,29 @@ impl Drop for Mapping {
             // Safety: the mapping is ours, and `release` says no operation refers to it.
             unsafe { libc::munmap(self.map.as_ptr().cast(), self.map_len) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_drops_are_noticed_when_the_count_grows_at_most_every_100_ms() {
+        let dir = std::env::temp_dir().join(format!("ringvs-drops-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tx_dropped");
+        std::fs::write(&path, "17\n").unwrap();
+        let mut d = DeviceDrops::at_path(path.to_str().unwrap()).unwrap();
+        let t0 = d.at;
+        assert!(!d.grew(t0 + DEVICE_DROPS_EVERY), "unchanged");
+        std::fs::write(&path, "42\n").unwrap();
+        assert!(!d.grew(t0 + DEVICE_DROPS_EVERY), "read again too soon");
+        assert!(d.grew(t0 + 2 * DEVICE_DROPS_EVERY));
+        assert!(!d.grew(t0 + 3 * DEVICE_DROPS_EVERY), "counted once");
+        std::fs::write(&path, "not a number").unwrap();
+        assert!(!d.grew(t0 + 4 * DEVICE_DROPS_EVERY));
+        assert!(DeviceDrops::at_path(dir.join("absent").to_str().unwrap()).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -266,6 +266,7 @@ impl Shard {
     /// A source proved real: it counts toward its rates and the top talkers.
     #[inline]
     fn verified(&mut self, a: Ipv4Addr) {
+        self.shed.know(a);
         self.top.new_flow(a);
         self.cfg.sources.attempt(a);
         self.cfg.sources.created(a);
@@ -292,6 +293,9 @@ impl Shard {
             return Err(DropReason::Tarpit);
         }
         let counted = proven || proto != ip_proto::TCP;
+        if proven {
+            self.shed.know(*client.ip());
+        }
         if counted {
             self.top.new_flow(*client.ip());
             self.cfg.sources.attempt(*client.ip());
@@ -496,6 +500,9 @@ impl Shard {
         let Some(seg) = seg else {
             return self.drop(DropReason::Malformed);
         };
+        if !self.shed.admit(*l4.src.ip()) {
+            return self.drop(DropReason::Overload);
+        }
         if let Some(rt) = self.svcs.get_mut(svc as usize).and_then(Option::as_mut) {
             rt.proxy.syns += 1;
             rt.proxy.cookies += 1;

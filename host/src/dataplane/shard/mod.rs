@@ -258,6 +258,8 @@ pub struct Shard {
     steered: Vec<(u8, Ipv4Addr, u16)>,
     /// Entries received by sync and not yet live (`sync::AUX_HELD`).
     held: u64,
+    /// What the queue sheds when its backend falls behind.
+    shed: shed::Shed,
 }
 
 impl std::fmt::Debug for Shard {
@@ -300,6 +302,10 @@ impl Shard {
         )?;
         let proxy = SynProxy::new(cfg.cookies.clone(), stash);
         let ticker = cfg.tick_thread.then(|| ticker::Ticker::new(cfg.id));
+        let shed = shed::Shed::new(HashKey([
+            cfg.hash_key.0[0].rotate_left(17) ^ 0x5348_4544,
+            cfg.hash_key.0[1].rotate_left(29),
+        ]));
         let mut s = Shard {
             cfg,
             now,
@@ -334,6 +340,7 @@ impl Shard {
             defrag: Defrag::new(reassembly),
             steered: Vec::new(),
             held: 0,
+            shed,
         };
         if let Ok(mut r) = s.shared.report.lock() {
             reserve_touched(&mut r.plugin_samples, 10 * MAX_SAMPLES);
@@ -397,6 +404,7 @@ impl Shard {
             rt.proxy.tick(p);
             rt.udp_guard.tick();
         }
+        self.shed.tick(self.elapsed);
         let period = u64::from(synproxy::cookie::ROTATE_SECS * TICKS_PER_SEC);
         self.proxy.keys().rotate_to((self.elapsed / period) as u32);
         let table = &self.table;
@@ -673,6 +681,7 @@ const PREFETCH_MIN_ENTRIES: usize = 1 << 18;
 mod flow;
 mod icmp;
 mod proxy;
+mod shed;
 pub mod sync;
 mod tick;
 mod ticker;
@@ -891,7 +900,17 @@ impl Pipeline for Shard {
         self.handed_over(f);
     }
 
+    #[inline]
+    fn behind(&mut self) {
+        self.shed.behind();
+    }
+
+    fn lost(&mut self) {
+        self.shed.lost();
+    }
+
     fn poll(&mut self, now: Instant) -> bool {
+        self.shed.pass();
         if !self.shared.ready.load(Ordering::Relaxed) {
             self.shared.ready.store(true, Ordering::Release);
         }

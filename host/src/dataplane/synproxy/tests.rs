@@ -781,3 +781,57 @@ fn auto_turns_on_under_a_flood_and_the_flood_leaves_no_state() {
     assert_eq!(run(&mut s, &ack, None).0, Verdict::Forward);
     assert_eq!(s.table().len(), 1025);
 }
+
+/// Spoofed SYNs from `n` sources from `base` on: how many the proxy answered (the others
+/// dropped for `overload`).
+fn spoofed(s: &mut Shard, base: u32, n: u32) -> u32 {
+    let mut answered = 0;
+    for i in 0..n {
+        let src = SocketAddrV4::new(Ipv4Addr::from(0x0b00_0000 + base + i), 1024);
+        let (v, out) = run(s, &tcp_full(src, a(VIP), i, 0, SYN, 1000, &[], b""), None);
+        if v == Verdict::Forward {
+            assert_eq!(parse(&out).flags, SYN | ACK);
+            answered += 1;
+        }
+    }
+    answered
+}
+
+#[test]
+fn a_queue_that_falls_behind_sheds_unknown_sources_and_answers_known_ones() {
+    let mut s = shard(PROXIED);
+    // A client completes a handshake with a cookie: it is known from then on.
+    let synack = handshake_syn(&mut s);
+    assert_eq!(run(&mut s, &cookie_ack(&synack), None).0, Verdict::Forward);
+    // Not behind: every SYN is answered (1001 in this tick, the client's included).
+    assert_eq!(spoofed(&mut s, 0, 1000), 1000);
+    // Behind: unknown sources get half of what was answered, the rest is shed.
+    s.behind();
+    s.behind();
+    s.set_now(1);
+    assert_eq!(spoofed(&mut s, 10_000, 2000), 500);
+    assert_eq!(s.counters().drops[DropReason::Overload as usize], 1500);
+    // The known client is answered, on any port, however many unknown SYNs came before it.
+    for port in 50_000..50_010 {
+        let src = SocketAddrV4::new(*a(CLIENT).ip(), port);
+        let (v, out) = run(
+            &mut s,
+            &tcp_full(src, a(VIP), ISN, 0, SYN, 1000, &[], b""),
+            None,
+        );
+        assert_eq!(v, Verdict::Forward);
+        assert_eq!(parse(&out).flags, SYN | ACK);
+    }
+    // Still behind: halved again, but never closed.
+    for t in 2..20 {
+        s.behind();
+        s.behind();
+        s.set_now(t);
+    }
+    assert_eq!(spoofed(&mut s, 20_000, 1000), 64);
+    // Calm: the budget grows back, and after 2 s every SYN is answered again.
+    s.set_now(20);
+    assert!(spoofed(&mut s, 30_000, 1000) > 64);
+    s.set_now(40);
+    assert_eq!(spoofed(&mut s, 40_000, 5000), 5000);
+}

@@ -154,8 +154,9 @@ impl XdpQueueStats {
     }
 }
 
-/// How often a running queue reads its sockets' kernel counters.
-const KERNEL_STATS_EVERY: Duration = Duration::from_secs(1);
+/// How often a running queue reads its sockets' kernel counters (frames dropped for a full
+/// RX ring are [`Pipeline::lost`]).
+const KERNEL_STATS_EVERY: Duration = Duration::from_millis(100);
 
 /// One queue, ready to run on its thread.
 pub struct XdpQueue {
@@ -298,7 +299,11 @@ impl XdpQueue {
             let now = Instant::now();
             if now.duration_since(kernel_at) >= KERNEL_STATS_EVERY {
                 kernel_at = now;
+                let full = st.stats.kernel.rx_ring_full;
                 st.stats.kernel = self.kernel_stats();
+                if st.stats.kernel.rx_ring_full != full {
+                    pipeline.lost();
+                }
             }
             live.store(&st.stats.snapshot());
             if !pipeline.poll(now) {

@@ -1,0 +1,379 @@
+//! What a queue sheds when it cannot keep up: the SYN proxy's answers to sources it has
+//! never seen complete a handshake.
+//!
+//! Under a SYN flood the proxy answers every SYN with a cookie. Each answer is a packet
+//! written back through the device, which costs the queue more than reading the SYN did; a
+//! flood faster than the queue then fills the device's queue, and the kernel drops packets
+//! there at random — legitimate clients' SYNs, ACKs and data among them, before ringvs sees
+//! them (a lost SYN costs its client a 1 s retransmission, lost data 200 ms or more).
+//!
+//! So the I/O backend tells the queue when it is behind after an I/O batch
+//! ([`Pipeline::behind`]: the TUN read found every buffer taken) and when the kernel
+//! dropped packets for its device ([`Pipeline::lost`]: TUN's `tx_dropped`, the AF_XDP RX
+//! ring full). A queue that lost packets, or was behind after a sixteenth of a tick's batches
+//! (not a moment without its CPU, which a queue with time to spare catches up on in a few
+//! batches), has fallen behind, and from then the queue answers SYNs from **unknown**
+//! sources within a budget per tick: half of what it answered, halved at each tick it is
+//! still behind and grown again by a sixteenth at each tick it is not.
+//! Sources that completed a handshake lately — a valid cookie, or an ESTABLISHED connection
+//! — are **known** and answered outside the budget, up to [`KNOWN_PER_TICK`] SYNs a tick
+//! each: a spoofed flood never completes a handshake, so it cannot become known, and the
+//! clients that were there before it keep their service; a flood spoofing a known address
+//! gets that address's allowance and then shares the budget.
+//! Unknown clients keep a share: the budget never falls below [`MIN_BUDGET`] a tick (never
+//! closed). The shed SYNs are counted (`ringvs_dropped_packets_total{reason="overload"}`);
+//! their clients retransmit. After [`CALM_TICKS`] ticks without falling behind, the budget
+//! is gone.
+//!
+//! Known sources are kept in a direct-mapped array of [`KNOWN_SLOTS`] addresses, indexed by
+//! a keyed hash: bounded (16 KiB), a newer source takes an older one's slot.
+//!
+//! [`Pipeline::behind`]: crate::dataplane::Pipeline::behind
+//! [`Pipeline::lost`]: crate::dataplane::Pipeline::lost
+
+use crate::conn::HashKey;
+use std::net::Ipv4Addr;
+
+/// Answers to unknown sources a tick (100 ms) that shedding never goes under.
+pub const MIN_BUDGET: u32 = 64;
+/// Ticks without falling behind after which shedding stops (2 s).
+pub const CALM_TICKS: u32 = 20;
+/// Known sources a queue remembers.
+pub const KNOWN_SLOTS: usize = 4096;
+/// SYNs a tick a known source has answered beyond the budget (320 new connections a
+/// second); past that it shares the unknown sources' budget, so that spoofing a known
+/// address does not take the queue back to where it was.
+pub const KNOWN_PER_TICK: u16 = 32;
+
+/// A known source, and its SYNs answered in its last tick.
+#[derive(Debug, Clone, Copy, Default)]
+struct Known {
+    addr: u32,
+    tick: u16,
+    used: u16,
+}
+
+/// One queue's shedding state.
+#[derive(Debug)]
+pub struct Shed {
+    key: HashKey,
+    /// I/O batches since the last tick, and those after which the backend was behind.
+    passes: u32,
+    /// See `passes`.
+    behind_passes: u32,
+    /// The device dropped packets since the last tick.
+    lost: bool,
+    /// Shedding now.
+    on: bool,
+    /// Unknown sources answered a tick while on.
+    budget: u32,
+    /// Left of this tick's budget.
+    left: u32,
+    /// SYNs answered this tick (the first budget is half of it; the budget never grows past
+    /// twice it).
+    answered: u32,
+    /// When it was last behind (ticks since the queue started).
+    behind_at: u64,
+    /// Known sources (address 0: empty).
+    known: Box<[Known]>,
+    /// The tick, as [`Known::tick`] keeps it.
+    tick: u16,
+}
+
+impl Shed {
+    /// Nothing known, not shedding; `key` keys the known sources' hash.
+    pub fn new(key: HashKey) -> Shed {
+        Shed {
+            key,
+            passes: 0,
+            behind_passes: 0,
+            lost: false,
+            on: false,
+            budget: 0,
+            left: 0,
+            answered: 0,
+            behind_at: 0,
+            known: vec![Known::default(); KNOWN_SLOTS].into_boxed_slice(),
+            tick: 0,
+        }
+    }
+
+    #[inline]
+    fn slot(&self, a: Ipv4Addr) -> usize {
+        // splitmix64's finaliser over the keyed address (only sources that completed a
+        // handshake ever go in: the key just keeps their slots unpredictable).
+        let mut h = u64::from(u32::from(a)) ^ self.key.0[0];
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h = (h ^ (h >> 31)) ^ self.key.0[1];
+        (h >> (64 - KNOWN_SLOTS.trailing_zeros())) as usize
+    }
+
+    /// `a` completed a handshake (or proved itself with a cookie).
+    #[inline]
+    pub fn know(&mut self, a: Ipv4Addr) {
+        let i = self.slot(a);
+        let k = &mut self.known[i];
+        if k.addr != u32::from(a) {
+            *k = Known {
+                addr: u32::from(a),
+                tick: self.tick,
+                used: 0,
+            };
+        }
+    }
+
+    /// True if `a` completed a handshake lately (and was not pushed out since).
+    #[cfg(test)]
+    pub fn known(&self, a: Ipv4Addr) -> bool {
+        let v = u32::from(a);
+        v != 0 && self.known[self.slot(a)].addr == v
+    }
+
+    /// An I/O batch went through.
+    #[inline]
+    pub fn pass(&mut self) {
+        self.passes = self.passes.saturating_add(1);
+    }
+
+    /// The backend was behind after an I/O batch.
+    #[inline]
+    pub fn behind(&mut self) {
+        self.behind_passes = self.behind_passes.saturating_add(1);
+    }
+
+    /// The device dropped packets (the queue had fallen behind).
+    pub fn lost(&mut self) {
+        self.lost = true;
+    }
+
+    /// True if the device dropped packets, or the backend was behind after at least 2
+    /// batches and a sixteenth of them, since the last tick. A queue with time to spare is
+    /// behind only when it loses its CPU for a moment (the backlog it finds then is gone a
+    /// few batches later); one without is behind after nearly every batch.
+    fn fell_behind(&mut self) -> bool {
+        let (passes, behind) = (
+            std::mem::take(&mut self.passes),
+            std::mem::take(&mut self.behind_passes),
+        );
+        std::mem::take(&mut self.lost) || (behind >= 2 && behind.saturating_mul(16) >= passes)
+    }
+
+    /// True if shedding.
+    #[cfg(test)]
+    pub fn on(&self) -> bool {
+        self.on
+    }
+
+    /// A SYN from `a` the proxy would answer: true if it may (a known source up to
+    /// [`KNOWN_PER_TICK`] a tick, beyond that and an unknown one while the tick's budget
+    /// lasts).
+    #[inline]
+    pub fn admit(&mut self, a: Ipv4Addr) -> bool {
+        if !self.on {
+            self.answered += 1;
+            return true;
+        }
+        let (i, v, tick) = (self.slot(a), u32::from(a), self.tick);
+        let k = &mut self.known[i];
+        if v != 0 && k.addr == v {
+            if k.tick != tick {
+                k.tick = tick;
+                k.used = 0;
+            }
+            if k.used < KNOWN_PER_TICK {
+                k.used += 1;
+                self.answered += 1;
+                return true;
+            }
+        }
+        if self.left == 0 {
+            return false;
+        }
+        self.left -= 1;
+        self.answered += 1;
+        true
+    }
+
+    /// Once a tick (`now`: ticks since the queue started): halves the budget if the backend
+    /// fell behind (the first time: half of what was answered since the last tick), grows
+    /// it by a sixteenth if not (up to twice what came), and stops after [`CALM_TICKS`]
+    /// ticks without falling behind.
+    pub fn tick(&mut self, now: u64) {
+        self.tick = now as u16;
+        let answered = std::mem::take(&mut self.answered);
+        if self.fell_behind() {
+            self.budget = if self.on {
+                self.budget / 2
+            } else {
+                answered / 2
+            }
+            .max(MIN_BUDGET);
+            self.on = true;
+            self.behind_at = now;
+        } else if self.on {
+            if now.saturating_sub(self.behind_at) >= u64::from(CALM_TICKS) {
+                self.on = false;
+            } else {
+                // Grown by a sixteenth, but not past twice what came: a budget far above the
+                // flood would take the next fall a tick longer to bring down.
+                let grown = self.budget.saturating_add(self.budget / 16 + 1);
+                self.budget = grown.min(answered.saturating_mul(2).max(MIN_BUDGET));
+            }
+        }
+        self.left = self.budget;
+    }
+
+    /// The tick's budget for unknown sources (while on).
+    #[cfg(test)]
+    pub fn budget(&self) -> u32 {
+        self.budget
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(i: u32) -> Ipv4Addr {
+        Ipv4Addr::from(0x0a00_0000 | i)
+    }
+
+    fn shed() -> Shed {
+        Shed::new(HashKey([0x1234_5678_9abc_def0, 0x0fed_cba9_8765_4321]))
+    }
+
+    /// Behind after every batch of a tick.
+    fn lag(s: &mut Shed) {
+        for _ in 0..4 {
+            s.pass();
+            s.behind();
+        }
+    }
+
+    #[test]
+    fn a_moment_behind_is_not_falling_behind() {
+        let mut s = shed();
+        unknown_tick(&mut s, 1_000, 1);
+        // Behind after 1 batch in 100: lost the CPU for a moment.
+        for i in 0..1_000 {
+            s.pass();
+            if i % 10 == 0 && i < 100 {
+                s.behind();
+            }
+        }
+        s.tick(1);
+        assert!(!s.on());
+        // Behind once only.
+        s.behind();
+        s.tick(2);
+        assert!(!s.on());
+        // Packets lost: fallen behind.
+        let mut l = shed();
+        l.lost();
+        l.tick(1);
+        assert!(l.on());
+        // Behind after an eighth of the batches (a sixteenth is enough): falling behind.
+        for i in 0..800 {
+            s.pass();
+            if i % 8 == 0 {
+                s.behind();
+            }
+        }
+        s.tick(3);
+        assert!(s.on());
+    }
+
+    /// Answers `n` unknown SYNs in one tick: how many got through.
+    fn unknown_tick(s: &mut Shed, n: u32, base: u32) -> u32 {
+        (0..n).filter(|i| s.admit(addr(base + i))).count() as u32
+    }
+
+    #[test]
+    fn answers_everyone_until_behind() {
+        let mut s = shed();
+        assert_eq!(unknown_tick(&mut s, 10_000, 1), 10_000);
+        s.tick(1);
+        assert!(!s.on());
+        assert_eq!(unknown_tick(&mut s, 10_000, 1), 10_000);
+    }
+
+    #[test]
+    fn behind_halves_what_unknown_sources_get_and_known_ones_keep_theirs() {
+        let mut s = shed();
+        let client = Ipv4Addr::new(10, 77, 0, 2);
+        s.know(client);
+        assert_eq!(unknown_tick(&mut s, 10_000, 100), 10_000);
+        lag(&mut s);
+        s.tick(1);
+        assert!(s.on());
+        assert_eq!(s.budget(), 5_000);
+        assert_eq!(unknown_tick(&mut s, 10_000, 100), 5_000);
+        // Known: beyond the budget, up to its allowance a tick.
+        assert_eq!(
+            (0..100).filter(|_| s.admit(client)).count(),
+            KNOWN_PER_TICK as usize
+        );
+        lag(&mut s);
+        s.tick(2);
+        assert_eq!(unknown_tick(&mut s, 10_000, 100), 2_500);
+        // Never under the floor.
+        for t in 3..23 {
+            lag(&mut s);
+            s.tick(t);
+        }
+        assert_eq!(s.budget(), MIN_BUDGET);
+        assert_eq!(unknown_tick(&mut s, 10_000, 100), MIN_BUDGET);
+        assert!(s.admit(client), "a new tick, a new allowance");
+        // A flood spoofing the known address: its allowance, then the budget it shares.
+        s.tick(40);
+        let got = (0..10_000).filter(|_| s.admit(client)).count();
+        assert_eq!(got, KNOWN_PER_TICK as usize + s.budget() as usize);
+    }
+
+    #[test]
+    fn calm_grows_the_budget_then_ends_shedding() {
+        let mut s = shed();
+        unknown_tick(&mut s, 1_000, 1);
+        lag(&mut s);
+        s.tick(10);
+        let first = s.budget();
+        unknown_tick(&mut s, 10_000, 1);
+        s.tick(11);
+        assert!(s.budget() > first, "calm grows the budget");
+        // Not past twice what came.
+        s.tick(12);
+        assert_eq!(s.budget(), MIN_BUDGET, "nothing came");
+        for t in 13..10 + u64::from(CALM_TICKS) {
+            unknown_tick(&mut s, 10_000, 1);
+            s.tick(t);
+            assert!(s.on());
+        }
+        s.tick(10 + u64::from(CALM_TICKS));
+        assert!(!s.on(), "off after {CALM_TICKS} calm ticks");
+        assert_eq!(unknown_tick(&mut s, 50_000, 1), 50_000);
+        // A clock that jumps (an idle queue ticks when it wakes) ends it at once.
+        lag(&mut s);
+        s.tick(100);
+        assert!(s.on());
+        s.tick(100 + u64::from(CALM_TICKS));
+        assert!(!s.on());
+    }
+
+    #[test]
+    fn known_sources_are_kept_by_address() {
+        let mut s = shed();
+        assert!(!s.known(addr(7)));
+        assert!(!s.known(Ipv4Addr::UNSPECIFIED));
+        s.know(addr(7));
+        assert!(s.known(addr(7)));
+        assert!(!s.known(addr(8)));
+        // A bounded memory: many sources leave most of the first ones out, never grow it.
+        for i in 0..100_000 {
+            s.know(addr(1_000 + i));
+        }
+        assert_eq!(s.known.len(), KNOWN_SLOTS);
+        let kept = (0..100_000).filter(|i| s.known(addr(1_000 + i))).count();
+        assert!(kept <= KNOWN_SLOTS && kept > KNOWN_SLOTS / 2, "{kept}");
+    }
+}
