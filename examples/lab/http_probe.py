@@ -23,8 +23,13 @@ import socket
 import threading
 import time
 
+# Successful requests slower than this are listed in "slow" as [seconds after the start, ms]
+# (the first SLOW_KEPT of them), to tell when in a run they happened.
+SLOW_S = 0.1
+SLOW_KEPT = 20
 
-def one(host, port, path, source, deadline, give_up, results, lock):
+
+def one(host, port, path, source, deadline, give_up, results, lock, t0):
     start = time.monotonic()
     kind = None
     try:
@@ -64,6 +69,8 @@ def one(host, port, path, source, deadline, give_up, results, lock):
         if kind is None and took <= deadline:
             results["ok"] += 1
             results["lat"].append(took)
+            if took > SLOW_S and len(results["slow"]) < SLOW_KEPT:
+                results["slow"].append([round(start - t0, 2), round(took * 1000, 1)])
         elif kind is None:
             results["late"] += 1
         else:
@@ -146,7 +153,7 @@ def main():
         return
     # A request is abandoned a little after its deadline, so "late" can be told from "failed".
     give_up = a.deadline * 2.5
-    results = {"ok": 0, "late": 0, "failed": 0, "errors": {}, "lat": []}
+    results = {"ok": 0, "late": 0, "failed": 0, "errors": {}, "lat": [], "slow": []}
     lock = threading.Lock()
     threads = []
     t0 = time.monotonic()
@@ -158,7 +165,7 @@ def main():
             time.sleep(due - now)
         t = threading.Thread(
             target=one,
-            args=(host, port, a.path, a.source, a.deadline, give_up, results, lock),
+            args=(host, port, a.path, a.source, a.deadline, give_up, results, lock, t0),
             daemon=True,
         )
         t.start()
