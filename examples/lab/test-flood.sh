@@ -363,8 +363,12 @@ print(" ".join("%s:%s" % (b["prefix"], b["by"]) for b in t.get("blocks", [])) or
     ringvs_up "$name" "$q" "" auto
     # The test kills the download once the flood's checks are done; --max-time only bounds it
     # if the test dies, so it must not race that kill (the checks take 10 to 40 s under load).
-    in_ns cli curl -sS --max-time $((LONG_SECS + 180)) --limit-rate "$DOWNLOAD_RATE" -o "$LAB_DIR/download.bin" \
-        "http://$VIP/1m.bin" -o "$LAB_DIR/download-big.bin" "http://$VIP/big.bin" \
+    # `ip netns exec` runs curl in its own process, so $! is curl's: through the `in_ns`
+    # function it would be a subshell's, the kill would miss curl, and the 1-queue row's
+    # curl went on into the 2-queue row, writing its own timeout into that row's log (CI,
+    # 2026-12-05: "curl: (28) Operation timed out after 210000 milliseconds").
+    ip netns exec "$(ns_name cli)" curl -sS --max-time $((LONG_SECS + 180)) --limit-rate "$DOWNLOAD_RATE" \
+        -o "$LAB_DIR/download.bin" "http://$VIP/1m.bin" -o "$LAB_DIR/download-big.bin" "http://$VIP/big.bin" \
         </dev/null >"$LAB_DIR/download.log" 2>&1 &
     dl_pid=$!
     (
@@ -388,6 +392,7 @@ print(",".join(d["plugin"] for d in json.load(sys.stdin).get("defenses", []) if 
     sleep 1
     kill "$dl_pid" 2>/dev/null || true
     wait "$dl_pid" 2>/dev/null || true
+    ! kill -0 "$dl_pid" 2>/dev/null || die "the download (pid $dl_pid) outlived its kill"
     got=$(sha256sum <"$LAB_DIR/download.bin" | cut -d' ' -f1)
     size=$(stat -c %s "$LAB_DIR/download-big.bin" 2>/dev/null || echo 0)
     expect=$(((LONG_SECS + 4) * 4 * 1024 * 1024 / 2))
