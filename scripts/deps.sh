@@ -34,6 +34,7 @@ wanted=(
     "cmd:curl curl"
     "cmd:tcpdump tcpdump" # the e2e lab captures traffic for `ringvs replay`
     "cmd:keepalived keepalived" # the HA lab's VRRP (examples/lab/test-ha.sh)
+    "cmd:bird bird2" # the active-active lab's BGP speakers and ECMP router (examples/lab/test-ecmp.sh)
 )
 
 missing=()

@@ -276,6 +276,8 @@ impl Merge {
         );
         out.max_conns = field!("max_conns", |s: &ServiceConfig| s.max_conns, |v: &u32| v
             .to_string());
+        out.sloppy = field!("sloppy", |s: &ServiceConfig| s.sloppy, |v: &bool| v
+            .to_string());
         out.health = field!(
             "health",
             |s: &ServiceConfig| s.health.clone(),

@@ -246,6 +246,7 @@ pub fn new_service(
         server: Vec::new(),
         syn_proxy: edit.syn_proxy,
         max_conns: edit.max_conns.map(i64::from),
+        sloppy: None,
     };
     v.service("", raw, is_plugin)
 }

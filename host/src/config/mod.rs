@@ -446,6 +446,11 @@ pub struct ServiceConfig {
     pub syn_proxy: SynProxyMode,
     /// Most connections the service may hold (0: no limit besides the table's).
     pub max_conns: u32,
+    /// IPVS's `sloppy_tcp`: a TCP segment other than a SYN for a connection the table does
+    /// not know is scheduled like a SYN and its entry created, so that a connection another
+    /// director started continues here (active-active behind ECMP, with a consistent-hash
+    /// scheduler such as sched-mh on every director). One-way methods (dr, tun) only.
+    pub sloppy: bool,
     /// Realservers.
     pub servers: Vec<ServerConfig>,
     /// The service's health check (what servers added at runtime get), if any.
@@ -455,6 +460,13 @@ pub struct ServiceConfig {
     pub sorry_server: Option<SocketAddrV4>,
     /// Commands run when a realserver goes up or down (keepalived notify_up/notify_down).
     pub notify: Option<NotifyConfig>,
+}
+
+/// Why `sloppy = true` is refused for a service with a NAT realserver at `addr`.
+pub fn sloppy_needs_one_way(addr: SocketAddrV4) -> String {
+    format!(
+        "sloppy = true takes a connection up in its middle, which only a one-way method (\"dr\", \"tun\") allows, but server {addr} is forwarded with \"nat\": its replies are translated by the director that holds its entry (give NAT services their entries with director.sync)"
+    )
 }
 
 /// Why `forward = "dr"` is refused with the TUN backend.
@@ -1385,6 +1397,15 @@ impl Validator<'_> {
                 return Err(self.err(format!("{key}.syn_proxy"), m));
             }
         }
+        let sloppy = s.sloppy.unwrap_or(false);
+        if sloppy {
+            if let Some(x) = servers
+                .iter()
+                .find(|x| x.forward.unwrap_or(forward).two_way())
+            {
+                return Err(self.err(format!("{key}.sloppy"), sloppy_needs_one_way(x.addr)));
+            }
+        }
         let sorry_server = match &s.sorry_server {
             None => None,
             Some(a) => Some(self.sorry_server(key, a, vip, &servers)?),
@@ -1406,6 +1427,7 @@ impl Validator<'_> {
             udp_unreplied,
             syn_proxy,
             max_conns,
+            sloppy,
             servers,
             health,
             sorry_server,

@@ -94,6 +94,7 @@ pub struct Service {
     pub notify: Option<Notify>,
     pub syn_proxy: Option<String>,
     pub max_conns: Option<i64>,
+    pub sloppy: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server: Vec<Server>,
 }

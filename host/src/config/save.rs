@@ -182,6 +182,7 @@ fn service(s: &ServiceConfig) -> raw::Service {
         syn_proxy: (s.syn_proxy != super::SynProxyMode::Auto)
             .then(|| s.syn_proxy.name().to_string()),
         max_conns: (s.max_conns != 0).then_some(i64::from(s.max_conns)),
+        sloppy: s.sloppy.then_some(true),
         health: s.health.as_ref().map(health_table),
         sorry_server: s.sorry_server.map(|a| a.to_string()),
         notify: s.notify.as_ref().map(notify_table),

@@ -540,6 +540,7 @@ impl Registry {
                     udp_unreplied: e.cfg.udp_unreplied,
                     syn_proxy: e.cfg.syn_proxy,
                     max_conns: e.cfg.max_conns,
+                    sloppy: e.cfg.sloppy,
                     persistence: p.persistence,
                 }
             })

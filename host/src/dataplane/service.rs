@@ -312,6 +312,8 @@ pub struct Service {
     pub syn_proxy: crate::config::SynProxyMode,
     /// Most connections it may hold (0: no limit); each queue enforces its share.
     pub max_conns: u32,
+    /// A TCP segment of a connection the table does not know opens an entry (`sloppy`).
+    pub sloppy: bool,
 }
 
 impl Service {

@@ -186,6 +186,8 @@ pub struct Counters {
     pub expired: u64,
     /// New-flow attempts (admitted or not).
     pub attempts: u64,
+    /// Entries opened by a TCP segment other than a SYN (`sloppy` services).
+    pub sloppy: u64,
     /// New flows sent to their realserver by an existing persistence template (a hit).
     pub persist_hits: u64,
     /// Entries evicted to make room for new flows, per [`Evicted`] class.
@@ -286,6 +288,7 @@ impl ShardReport {
         self.counters.reassembled += o.counters.reassembled;
         self.counters.expired += o.counters.expired;
         self.counters.attempts += o.counters.attempts;
+        self.counters.sloppy += o.counters.sloppy;
         self.counters.persist_hits += o.counters.persist_hits;
         for (a, b) in self.counters.evictions.iter_mut().zip(o.counters.evictions) {
             *a += b;

@@ -68,6 +68,8 @@ pub const PASSTHROUGH: &str = "ringvs_passthrough_packets_total";
 pub const ICMP_TRANSLATED: &str = "ringvs_icmp_translated_total";
 /// `ringvs_reassembled_total`.
 pub const REASSEMBLED: &str = "ringvs_reassembled_total";
+/// `ringvs_sloppy_entries_total`.
+pub const SLOPPY: &str = "ringvs_sloppy_entries_total";
 /// `ringvs_tunnel_too_big_total`.
 pub const TUNNEL_TOO_BIG: &str = "ringvs_tunnel_too_big_total";
 /// `ringvs_io_packets_total{queue,direction}`.
@@ -158,7 +160,7 @@ pub enum Kind {
 }
 
 /// Every metric ringvs exports, with its type.
-pub const ALL: [(&str, Kind); 62] = [
+pub const ALL: [(&str, Kind); 63] = [
     (CONNECTIONS, Kind::Counter),
     (IN_PACKETS, Kind::Counter),
     (OUT_PACKETS, Kind::Counter),
@@ -186,6 +188,7 @@ pub const ALL: [(&str, Kind); 62] = [
     (PASSTHROUGH, Kind::Counter),
     (ICMP_TRANSLATED, Kind::Counter),
     (REASSEMBLED, Kind::Counter),
+    (SLOPPY, Kind::Counter),
     (TUNNEL_TOO_BIG, Kind::Counter),
     (IO_PACKETS, Kind::Counter),
     (IO_BYTES, Kind::Counter),
@@ -281,6 +284,10 @@ pub fn describe() {
         OUT_BYTES,
         Unit::Bytes,
         "Bytes (whole IP packets) from realservers forwarded to clients."
+    );
+    describe_counter!(
+        SLOPPY,
+        "Entries opened by a TCP segment other than a SYN of a connection the table did not know (services with sloppy = true: connections another director started)."
     );
     describe_gauge!(
         BACKEND_ACTIVE,
@@ -611,6 +618,7 @@ pub fn update(r: &ShardReport, list: &ListResult) {
     counter!(PASSTHROUGH).absolute(r.counters.passthrough);
     counter!(ICMP_TRANSLATED).absolute(r.counters.icmp_translated);
     counter!(REASSEMBLED).absolute(r.counters.reassembled);
+    counter!(SLOPPY).absolute(r.counters.sloppy);
     counter!(TUNNEL_TOO_BIG).absolute(r.counters.tunnel_too_big);
     for s in State::ALL {
         gauge!(TABLE_ENTRIES, "state" => s.name()).set(r.by_state[s as usize] as f64);

@@ -485,6 +485,15 @@ impl Shard {
             .is_none_or(|rt| rt.udp_guard.admit())
     }
 
+    /// True if service `svc` takes connections up in their middle (`sloppy`).
+    #[inline]
+    fn sloppy(&self, svc: u16) -> bool {
+        self.svcs
+            .get(svc as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|rt| rt.sloppy)
+    }
+
     /// True if cookies are checked for service `svc` (a TCP service whose proxy is not off).
     #[inline]
     fn cookies(&self, svc: u16) -> bool {
@@ -676,7 +685,18 @@ impl Shard {
                 if l4.flags & (tf::ACK | tf::RST) == tf::ACK && self.cookies(svc) {
                     return self.proxy_ack(pkt, &l4, svc, hash, blocked);
                 }
-                return self.drop(DropReason::NoConn);
+                // IPVS sloppy_tcp: a connection another director started (ECMP moved it
+                // here) goes on; a RST has nothing to go on with.
+                if l4.flags & tf::RST != 0 || !self.sloppy(svc) {
+                    return self.drop(DropReason::NoConn);
+                }
+                match self.start_flow(hash, proto, client, svc, blocked, false) {
+                    Ok(id) => {
+                        self.counters.sloppy += 1;
+                        id
+                    }
+                    Err(r) => return self.drop(r),
+                }
             }
             None => {
                 if proto == ip_proto::UDP && !self.udp_admit(svc) {

@@ -202,6 +202,8 @@ struct SvcRt {
     udp_guard: FloodGuard,
     /// This queue's share of the service's `max_conns` (0: none).
     max_conns: u32,
+    /// `sloppy`: a TCP segment of an unknown connection opens an entry.
+    sloppy: bool,
     /// How long an unreplied UDP entry lives, ticks.
     udp_unreplied: Tick,
 }
@@ -467,6 +469,7 @@ impl Shard {
                     proxy: ProxyRt::default(),
                     udp_guard: FloodGuard::default(),
                     max_conns: 0,
+                    sloppy: false,
                     udp_unreplied: 0,
                 });
             // The proxy needs both directions: a TCP service whose realservers all answer
@@ -478,6 +481,7 @@ impl Shard {
             );
             let queues = self.cfg.queues.max(1) as u32;
             rt.max_conns = svc.max_conns.div_ceil(queues);
+            rt.sloppy = svc.sloppy;
             rt.udp_unreplied = svc
                 .udp_unreplied
                 .min(svc.timeouts.0[State::Udp as usize])

@@ -313,3 +313,84 @@ addr = "10.77.1.7"
     }
     assert_eq!(s.counters().total.in_pkts, 2);
 }
+
+/// Two tunnelled realservers, with or without `sloppy`.
+fn sloppy_config(sloppy: bool) -> String {
+    format!(
+        r#"
+[[service]]
+name = "web"
+vip = "10.77.100.100:80"
+forward = "tun"
+scheduler = "rr"
+sloppy = {sloppy}
+[[service.server]]
+addr = "10.77.1.1"
+[[service.server]]
+addr = "10.77.1.2"
+"#
+    )
+}
+
+#[test]
+fn sloppy_takes_up_a_connection_another_director_started() {
+    // Director A saw the SYN; ECMP then moves the connection to B (sloppy) or C (not).
+    let mut a_dir = shard_of(&sloppy_config(true), 1500);
+    let mut b_dir = shard_of(&sloppy_config(true), 1500);
+    let mut c_dir = shard_of(&sloppy_config(false), 1500);
+    // Both start their scheduler alike, as a consistent hash would pick alike.
+    let syn = tcp(a(CLIENT), a(VIP), SYN, b"");
+    let (v, out, _) = run(&mut a_dir, &syn, None);
+    assert_eq!(v, Verdict::Forward);
+    assert_eq!(a_dir.counters().sloppy, 0, "a SYN is no sloppy entry");
+    let rip = Ipv4Addr::new(out[16], out[17], out[18], out[19]);
+
+    let data = tcp(a(CLIENT), a(VIP), ACK, b"GET / HTTP/1.1\r\n\r\n");
+    let (v, out, _) = run(&mut b_dir, &data, None);
+    assert_eq!(v, Verdict::Forward);
+    assert_eq!(out, ipip(rip, &data, 1, true), "to A's realserver");
+    let c = *b_dir.table().iter().next().unwrap().1;
+    assert_eq!(c.state, State::Established, "an ACK opens it established");
+    assert_eq!(b_dir.counters().sloppy, 1);
+    // The next segment finds the entry: no second one.
+    assert_eq!(run(&mut b_dir, &data, None).0, Verdict::Forward);
+    assert_eq!((b_dir.counters().sloppy, b_dir.table().len()), (1, 1));
+
+    // Without sloppy: dropped as before; a RST opens nothing even with it.
+    assert_eq!(run(&mut c_dir, &data, None).0, Verdict::Drop);
+    assert_eq!(c_dir.counters().drops[DropReason::NoConn as usize], 1);
+    assert_eq!(c_dir.table().len(), 0);
+    let rst = tcp(
+        a("10.77.0.9:1234"),
+        a(VIP),
+        crate::wire::tcp::flags::RST,
+        b"",
+    );
+    assert_eq!(run(&mut b_dir, &rst, None).0, Verdict::Drop);
+    assert_eq!(b_dir.counters().drops[DropReason::NoConn as usize], 1);
+    assert_eq!((b_dir.counters().sloppy, b_dir.table().len()), (1, 1));
+}
+
+#[test]
+fn sloppy_is_refused_with_a_nat_realserver() {
+    let text = format!(
+        "{}\n[[service.server]]\naddr = \"10.77.1.3:8080\"\nforward = \"nat\"\n",
+        sloppy_config(true)
+    );
+    let e = crate::config::from_str(&text, "s.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("service.0.sloppy") || e.contains("sloppy"),
+        "{e}"
+    );
+    assert!(
+        e.contains("10.77.1.3:8080") && e.contains("director.sync"),
+        "{e}"
+    );
+    let c = crate::config::from_str(&sloppy_config(true), "s.toml").unwrap();
+    let saved = crate::config::save::to_toml(&c.director, &c.plugins, &c.services).unwrap();
+    assert!(saved.contains("sloppy = true"), "{saved}");
+    let again = crate::config::from_str(&saved, "saved.toml").unwrap();
+    assert!(again.services[0].sloppy);
+}
