@@ -394,6 +394,29 @@ enum HaCmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Exit 0 if this director should be announced to a router (a BGP speaker's check): the
+    /// daemon answers, is not stopping (director.stop_delay), and every service has a
+    /// realserver that can take a new flow; else say why and exit 1.
+    Ready {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Keep a BGP speaker's announcement in step with `ha ready`: run --up when the director
+    /// becomes ready, --down when it is not or does not answer, and --down on SIGTERM or
+    /// SIGINT before exiting (docs/HA.md, "Active-active behind ECMP").
+    Announce {
+        /// Command that announces (run with sh -c), e.g. "birdc enable vip".
+        #[arg(long, value_name = "CMD")]
+        up: String,
+        /// Command that withdraws, e.g. "birdc disable vip".
+        #[arg(long, value_name = "CMD")]
+        down: String,
+        /// Seconds between checks (0.1 to 60); an answer must come within it (at most 3 s).
+        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+        interval: f64,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -599,6 +622,20 @@ fn ha(cmd: HaCmd) -> Result<(), String> {
         HaCmd::Backup { target } => (Some("backup"), false, target),
         HaCmd::Active { target } => (Some("active"), false, target),
         HaCmd::Status { json, target } => (None, json, target),
+        HaCmd::Ready { target } => {
+            let s: StatusResult = call(&target, Request::Status {})?;
+            if !s.unready.is_empty() {
+                return Err(format!("not ready: {}", s.unready.join("; ")));
+            }
+            println!("ready");
+            return Ok(());
+        }
+        HaCmd::Announce {
+            up,
+            down,
+            interval,
+            target,
+        } => return ringvs::control::announce::run(target.socket()?, &up, &down, interval),
     };
     let h: HaResult = call(
         &target,

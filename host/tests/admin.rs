@@ -1560,3 +1560,32 @@ fn a_server_added_at_runtime_takes_its_own_forwarding_method() {
         "refused adds change nothing"
     );
 }
+
+/// `ringvs ha ready` (a BGP speaker's check, docs/HA.md): ready while every service has a
+/// realserver that can take a new flow; quiescing the last one makes it say which service
+/// and exit 1; `ringvs status` shows the same.
+#[test]
+fn ha_ready_says_why_a_director_should_not_be_announced() {
+    let d = Director::start("");
+    let o = d.cli(&[], &["ha", "ready"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "ready\n");
+    for addr in ["10.77.1.1:8080", "10.77.1.2:8080"] {
+        let o = d.cli(&[], &["server", "weight", "web", addr, "0"]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        // Not ready only once the last one is quiesced.
+        let o = d.cli(&[], &["ha", "ready"]);
+        assert_eq!(o.status.success(), addr != "10.77.1.2:8080", "{addr}");
+    }
+    let e = text(&d.cli(&[], &["ha", "ready"]).stderr);
+    assert!(
+        e.contains("not ready: service \"web\" (tcp 10.77.100.100:80): no realserver can take a new flow (2 configured"),
+        "{e}"
+    );
+    assert!(!e.contains("dns"), "{e}");
+    let s = text(&d.cli(&[], &["status"]).stdout);
+    assert!(s.contains("not ready    service \"web\""), "{s}");
+    let o = d.cli(&[], &["server", "weight", "web", "10.77.1.1:8080", "1"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(d.cli(&[], &["ha", "ready"]).status.success());
+}

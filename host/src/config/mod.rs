@@ -177,6 +177,10 @@ pub struct Director {
     /// The outer source address of tunnelled packets (`director.tunnel_source`); `None`:
     /// the address the kernel would use to reach the first tunnelled realserver.
     pub tunnel_source: Option<Ipv4Addr>,
+    /// Seconds between SIGTERM and the data plane's stop (`director.stop_delay`, 0 by
+    /// default): meanwhile the director forwards on but is not ready (`ringvs ha ready`), so
+    /// that its BGP speaker withdraws the virtual addresses before it stops.
+    pub stop_delay: u32,
     /// `[director.sync]`: connection sync with other directors (`crate::sync`); `None`: off.
     pub sync: Option<SyncConfig>,
 }
@@ -1118,6 +1122,20 @@ impl Validator<'_> {
             plugin_dirs,
             user,
             tunnel_source,
+            stop_delay: match d.stop_delay {
+                None => 0,
+                Some(raw::Quantity::Num(0)) => 0,
+                Some(q) => {
+                    let secs = self.seconds("director.stop_delay", q)?;
+                    if secs > 300 {
+                        return Err(self.err(
+                            "director.stop_delay",
+                            format!("expected at most 300s, found {secs}s"),
+                        ));
+                    }
+                    secs
+                }
+            },
             sync: match d.sync {
                 Some(s) => Some(self.sync(s)?),
                 None => None,

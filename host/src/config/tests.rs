@@ -1157,3 +1157,31 @@ forward = "nat"
         assert!(e.to_string().contains(want), "{e}");
     }
 }
+
+#[test]
+fn stop_delay_is_whole_seconds_up_to_five_minutes_and_saved() {
+    let svc = "[[service]]\nname = \"w\"\nvip = \"10.77.100.100:80\"\n[[service.server]]\naddr = \"10.77.1.1:80\"\n";
+    let c = from_str(&format!("[director]\nstop_delay = \"3s\"\n{svc}"), "t.toml").unwrap();
+    assert_eq!(c.director.stop_delay, 3);
+    let saved = save::to_toml(&c.director, &c.plugins, &c.services).unwrap();
+    assert_eq!(from_str(&saved, "s.toml").unwrap().director.stop_delay, 3);
+    assert_eq!(from_str(svc, "t.toml").unwrap().director.stop_delay, 0);
+    assert_eq!(
+        from_str(&format!("[director]\nstop_delay = 0\n{svc}"), "t.toml")
+            .unwrap()
+            .director
+            .stop_delay,
+        0
+    );
+    for (v, want) in [
+        ("\"500ms\"", "whole seconds"),
+        ("\"301s\"", "at most 300s"),
+        ("\"x\"", "director.stop_delay"),
+    ] {
+        let e = err(&format!("[director]\nstop_delay = {v}\n{svc}")).to_string();
+        assert!(
+            e.contains("director.stop_delay") && e.contains(want),
+            "{v}: {e}"
+        );
+    }
+}

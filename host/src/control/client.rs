@@ -384,6 +384,9 @@ pub fn format_status(s: &StatusResult) -> String {
             );
         }
     }
+    for why in &s.unready {
+        o += &format!("not ready    {why}\n");
+    }
     o
 }
 
@@ -485,6 +488,7 @@ mod tests {
             servers_checked: 3,
             servers_down: 1,
             templates: None,
+            unready: Vec::new(),
         };
         let text = format_status(&s);
         assert_eq!(
@@ -510,6 +514,13 @@ mod tests {
         assert!(!text.contains("health"), "{text}");
         assert!(
             text.contains("templates    2 of 100 (64 of 3200 bytes), refused 0, expire_quiescent_template off\n"),
+            "{text}"
+        );
+        assert!(!text.contains("ready"), "{text}");
+        s.unready = vec!["stopping".into(), "service \"web\": none".into()];
+        let text = format_status(&s);
+        assert!(
+            text.ends_with("not ready    stopping\nnot ready    service \"web\": none\n"),
             "{text}"
         );
     }

@@ -8,6 +8,7 @@
 //! [`protocol::Request`], validated by `config` and applied by the [`registry`].
 
 pub mod admin;
+pub mod announce;
 pub mod client;
 pub mod compare;
 pub mod daemon;

@@ -493,6 +493,9 @@ pub struct StatusResult {
     /// The persistence template store.
     #[serde(default)]
     pub templates: Option<TemplateStatus>,
+    /// Why the director should not be announced (`ringvs ha ready`); empty: ready.
+    #[serde(default)]
+    pub unready: Vec<String>,
 }
 
 /// The persistence template store in `status`.

@@ -85,6 +85,7 @@ fn director_changes(d0: &Director, d1: &Director) -> (Vec<&'static str>, Vec<Str
         plugin_dirs,
         user,
         tunnel_source,
+        stop_delay,
         sync,
     } = d1;
     let mut fixed = Vec::new();
@@ -127,6 +128,12 @@ fn director_changes(d0: &Director, d1: &Director) -> (Vec<&'static str>, Vec<Str
     // Root is given up once, after setup; it cannot be taken back.
     refuse(*user != d0.user, "director.user");
     let mut applied = Vec::new();
+    if *stop_delay != d0.stop_delay {
+        applied.push(format!(
+            "director.stop_delay {}s -> {stop_delay}s",
+            d0.stop_delay
+        ));
+    }
     if *admin_group != d0.admin_group {
         let show = |g: &Option<String>| g.clone().unwrap_or_else(|| "none".into());
         applied.push(format!(

@@ -545,11 +545,33 @@ async fn control_loop(daemon: &Arc<Mutex<Daemon>>) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // With director.stop_delay: when SIGTERM was received, the data plane stops.
+    let mut stop_at: Option<tokio::time::Instant> = None;
+    let stop = async |at: Option<tokio::time::Instant>| match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    };
     loop {
         tokio::select! {
             _ = hup.recv() => on_hangup(daemon).await,
-            _ = term.recv() => { info!("SIGTERM: stopping"); return Ok(()); }
+            _ = term.recv() => {
+                let delay = daemon.lock().map_or(0, |d| d.cfg.director.stop_delay);
+                if delay == 0 || stop_at.is_some() {
+                    info!("SIGTERM: stopping");
+                    return Ok(());
+                }
+                let delay = Duration::from_secs(u64::from(delay));
+                info!(
+                    delay_secs = delay.as_secs(),
+                    "SIGTERM: not ready from now on (ringvs ha ready), forwarding for director.stop_delay, then stopping; another SIGTERM stops at once"
+                );
+                if let Ok(mut d) = daemon.lock() {
+                    d.stopping = Some(std::time::Instant::now() + delay);
+                }
+                stop_at = Some(tokio::time::Instant::now() + delay);
+            }
             _ = int.recv() => { info!("SIGINT: stopping"); return Ok(()); }
+            _ = stop(stop_at) => { info!("director.stop_delay over: stopping"); return Ok(()); }
             _ = tick.tick() => on_tick(daemon).await?,
         }
     }

@@ -69,6 +69,8 @@ pub struct Daemon {
     pub(super) reloads: super::reload::ReloadStats,
     /// With `[director.sync]`: the sync thread.
     pub(super) sync: Option<crate::sync::node::Node>,
+    /// After SIGTERM with `director.stop_delay`: when the data plane stops.
+    pub(super) stopping: Option<std::time::Instant>,
 }
 
 /// A fatal startup or runtime error.
@@ -122,6 +124,7 @@ impl Daemon {
             admin: None,
             reloads: Default::default(),
             sync: None,
+            stopping: None,
         }
     }
 

@@ -291,7 +291,39 @@ impl Daemon {
             servers_checked: checked as u64,
             servers_down: down as u64,
             templates: Some(self.template_status(&r)),
+            unready: self.unready(),
         }
+    }
+
+    /// Why this director should not be announced to a router (`ringvs ha ready`; empty:
+    /// ready): it is stopping, or a service has no realserver (its sorry server included)
+    /// that can take a new flow (health checks not passed yet, all down, quiesced or over
+    /// their thresholds).
+    pub(super) fn unready(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        if let Some(at) = self.stopping {
+            let left = at.saturating_duration_since(std::time::Instant::now());
+            why.push(format!(
+                "stopping: SIGTERM received, the data plane stops in {:.1} s (director.stop_delay)",
+                left.as_secs_f64()
+            ));
+        }
+        for e in self.registry.services() {
+            if !e
+                .dests
+                .iter()
+                .any(|d| !d.removed() && d.state.schedulable())
+            {
+                why.push(format!(
+                    "service {:?} ({} {}): no realserver can take a new flow ({} configured; down, quiesced or overloaded)",
+                    e.cfg.name,
+                    e.cfg.proto.name(),
+                    e.cfg.vip,
+                    e.dests.iter().filter(|d| !d.removed()).count()
+                ));
+            }
+        }
+        why
     }
 
     /// The persistence template store.
