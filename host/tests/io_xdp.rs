@@ -61,12 +61,13 @@ fn program_decides_as_its_mirror() {
         .collect();
         assert_eq!(eps.sync(&want).unwrap(), (4, 0));
         assert_eq!(eps.read_back().unwrap(), want);
-        let prog = prog::load(eps.fd(), Target::Return(prog::XDP_TX)).unwrap();
+        // The interface's MAC: its high bit set in each half, as sign extension would break.
+        let m = [0x82, 0x80, 0xf0, 0x00, 0x80, 0x01];
+        let prog = prog::load(eps.fd(), Target::Return(prog::XDP_TX), m).unwrap();
 
         let c = SocketAddrV4::new(CLIENT, 40_000);
         let vip80 = SocketAddrV4::new(VIP, 80);
         let rip = SocketAddrV4::new(RIP, 8080);
-        let m = [2, 0, 0, 0, 0, 1];
         let ip = |p: Vec<u8>| eth(m, m, 0x0800, &p);
         let mut frag = tcp(rip, c, 0x10, b"x");
         frag[6] = 0x00;
@@ -77,6 +78,33 @@ fn program_decides_as_its_mirror() {
         reply_options[0] = 0x46; // the ports are then read 4 bytes further
         let cases: Vec<(&str, Vec<u8>, bool)> = vec![
             ("SYN to the VIP", ip(tcp(c, vip80, 0x02, b"")), true),
+            // Another host's frame (flooded by a switch, or seen by a promiscuous
+            // interface), broadcast: not this director's to forward.
+            (
+                "SYN to the VIP, another MAC",
+                eth(
+                    [0x82, 0x80, 0xf0, 0x00, 0x80, 0x02],
+                    m,
+                    0x0800,
+                    &tcp(c, vip80, 0x02, b""),
+                ),
+                false,
+            ),
+            (
+                "SYN to the VIP, another MAC's first half",
+                eth(
+                    [0x02, 0x80, 0xf0, 0x00, 0x80, 0x01],
+                    m,
+                    0x0800,
+                    &tcp(c, vip80, 0x02, b""),
+                ),
+                false,
+            ),
+            (
+                "realserver reply, broadcast",
+                eth([0xff; 6], m, 0x0800, &tcp(rip, c, 0x12, b"")),
+                false,
+            ),
             (
                 "to the VIP, unknown port",
                 ip(tcp(c, SocketAddrV4::new(VIP, 81), 0x02, b"")),
@@ -146,7 +174,7 @@ fn program_decides_as_its_mirror() {
             ("truncated", eth(m, m, 0x0800, &[0x45, 0, 0]), false),
         ];
         for (what, frame, take) in cases {
-            let mirror = prog::classify(&frame, |e| want.contains(e));
+            let mirror = prog::classify(&frame, m, |e| want.contains(e));
             assert_eq!(mirror, take, "mirror: {what}");
             let got = prog::test_run(std::os::fd::AsFd::as_fd(&prog), &frame).unwrap();
             let want_action = if take { prog::XDP_TX } else { prog::XDP_PASS };

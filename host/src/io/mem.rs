@@ -91,7 +91,12 @@ pub fn process_frame<P: Pipeline>(
     has: impl Fn(&Endpoint) -> bool,
     next_hop: impl Fn(Ipv4Addr) -> Option<[u8; ETH]>,
 ) -> FrameOutcome {
-    if !prog::classify(frame, has) {
+    // The frame is addressed to the director: its destination is the interface's MAC.
+    let mac: [u8; 6] = match frame.get(..6) {
+        Some(m) => m.try_into().expect("6 bytes"),
+        None => return FrameOutcome::Kernel,
+    };
+    if !prog::classify(frame, mac, has) {
         return FrameOutcome::Kernel;
     }
     let mut buf = vec![0u8; XDP_HEADROOM + frame.len() + TAILROOM];

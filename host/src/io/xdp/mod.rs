@@ -257,8 +257,8 @@ pub fn check(opts: &XdpOptions) -> Result<String, String> {
     // Safety: `fd` is ours and closed once.
     unsafe { libc::close(fd) };
     let endpoints = Endpoints::new().map_err(|e| format!("cannot create the XDP map: {e}"))?;
-    let prog =
-        prog::load(endpoints.fd(), Target::Return(prog::XDP_PASS)).map_err(|e| e.to_string())?;
+    let prog = prog::load(endpoints.fd(), Target::Return(prog::XDP_PASS), [0; 6])
+        .map_err(|e| e.to_string())?;
     let mut found = Vec::new();
     for i in &ifaces {
         let (link, mode) = attach(&prog, i, opts.mode)?;
@@ -342,9 +342,10 @@ impl XdpPlane {
             .sync()
             .map_err(|e| format!("XDP endpoint map: {e}"))?;
         let mut progs = Vec::with_capacity(ifaces.len());
-        for m in &xskmaps {
+        for (m, i) in xskmaps.iter().zip(&ifaces) {
             progs.push(
-                prog::load(endpoints.map.fd(), Target::Xsks(m.fd())).map_err(|e| e.to_string())?,
+                prog::load(endpoints.map.fd(), Target::Xsks(m.fd()), i.mac)
+                    .map_err(|e| e.to_string())?,
             );
         }
         let shared = Arc::new(Shared {

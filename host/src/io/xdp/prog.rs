@@ -2,7 +2,8 @@
 //!
 //! One program per interface, generated here as eBPF instructions (see [`crate::io::bpf`]),
 //! sharing one hash map of endpoints ([`Endpoints`]) that the control plane keeps in step
-//! with the services. For an IPv4 frame (no VLAN tag), in order:
+//! with the services. For an IPv4 frame (no VLAN tag) to the interface's own MAC address, in
+//! order:
 //!
 //! | frame | action |
 //! |---|---|
@@ -11,6 +12,12 @@
 //! | TCP/UDP, first fragment, from a realserver endpoint (`proto, RIP, port`) | redirect |
 //! | ICMP error (types 3, 4, 5, 11, 12) quoting a packet to a realserver endpoint | redirect |
 //! | anything else: ARP, IPv6, VLAN, other traffic | pass |
+//!
+//! A frame to another MAC address (broadcast, multicast, or another host's frame that a
+//! promiscuous interface or a switch flooding an unknown address delivers: the XDP program
+//! runs before the kernel's `PACKET_OTHERHOST` check) is passed, never taken: a director must
+//! not forward what was sent to another (behind ECMP, a dead director's frames are flooded to
+//! the others until the router withdraws its route). The MAC is the interface's at start.
 //!
 //! "Redirect" is `bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)`: to the AF_XDP socket
 //! of the queue the frame arrived on, or to the kernel if there is none (a queue ringvs does
@@ -195,8 +202,8 @@ pub enum Target<'a> {
 /// Stack offset of the 8-byte lookup key.
 const KEY: i16 = -8;
 
-/// Builds the program.
-pub fn program(endpoints: BorrowedFd<'_>, target: Target<'_>) -> Vec<Insn> {
+/// Builds the program for an interface whose MAC address is `mac`.
+pub fn program(endpoints: BorrowedFd<'_>, target: Target<'_>, mac: [u8; 6]) -> Vec<Insn> {
     let mut a = Asm::default();
     let pass = a.label();
     let take = a.label();
@@ -211,6 +218,16 @@ pub fn program(endpoints: BorrowedFd<'_>, target: Target<'_>) -> Vec<Insn> {
     a.mov(R0, data);
     a.alu_imm(ADD, R0, 14 + 20);
     a.jmp_reg(JGT, R0, end, pass);
+    // Addressed to this interface (16 bits at a time: immediates are sign-extended).
+    for (i, half) in mac.chunks_exact(2).enumerate() {
+        a.ldx(H, R0, data, 2 * i as i16);
+        a.jmp_imm(
+            JNE,
+            R0,
+            i32::from(u16::from_ne_bytes([half[0], half[1]])),
+            pass,
+        );
+    }
     a.ldx(H, R0, data, 12);
     a.jmp_imm(JNE, R0, i32::from(u16::from_ne_bytes([0x08, 0x00])), pass);
     a.ldx(B, ihl, data, 14);
@@ -319,24 +336,26 @@ fn lookup(a: &mut Asm, endpoints: BorrowedFd<'_>) {
     a.call(HELPER_MAP_LOOKUP);
 }
 
-/// Loads the program for one interface.
-pub fn load(endpoints: BorrowedFd<'_>, target: Target<'_>) -> io::Result<OwnedFd> {
+/// Loads the program for one interface, whose MAC address is `mac`.
+pub fn load(endpoints: BorrowedFd<'_>, target: Target<'_>, mac: [u8; 6]) -> io::Result<OwnedFd> {
     prog_load(
         ProgType::Xdp,
-        &program(endpoints, target),
+        &program(endpoints, target, mac),
         "ringvs_xdp",
         "the XDP program",
     )
 }
 
-/// The program's decision in Rust: true if `frame` goes to ringvs ("redirect"), false if to
-/// the kernel. `has` says whether the endpoint map holds an entry.
-pub fn classify(frame: &[u8], has: impl Fn(&Endpoint) -> bool) -> bool {
+/// The program's decision in Rust for an interface whose MAC address is `mac`: true if
+/// `frame` goes to ringvs ("redirect"), false if to the kernel. `has` says whether the
+/// endpoint map holds an entry.
+pub fn classify(frame: &[u8], mac: [u8; 6], has: impl Fn(&Endpoint) -> bool) -> bool {
     let at = |o: usize, n: usize| frame.get(o..o + n);
     let addr = |o: usize| at(o, 4).map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]));
     let be16 = |o: usize| at(o, 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
     let inner = || -> Option<bool> {
-        if frame.len() < 34 || be16(12)? != 0x0800 || frame[14] & 0xf0 != 0x40 {
+        if frame.len() < 34 || frame[..6] != mac || be16(12)? != 0x0800 || frame[14] & 0xf0 != 0x40
+        {
             return Some(false);
         }
         let ihl = usize::from(frame[14] & 0x0f) * 4;
@@ -417,7 +436,7 @@ mod tests {
         let fd = std::fs::File::open("/dev/null").unwrap();
         let fd = std::os::fd::AsFd::as_fd(&fd);
         for t in [Target::Xsks(fd), Target::Return(XDP_TX)] {
-            jumps_are_forward_and_inside(&program(fd, t)).unwrap();
+            jumps_are_forward_and_inside(&program(fd, t, [2, 0, 0, 0, 0, 1])).unwrap();
         }
     }
 
