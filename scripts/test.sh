@@ -80,5 +80,8 @@ bash examples/lab/test-dr.sh
 step "lab: active-backup with keepalived and connection sync: the master's ringvs killed, then its keepalived stopped, under a 512 MiB download and keep-alive load"
 bash examples/lab/test-ha.sh
 
+step "lab: active-active behind ECMP: three directors announce the VIP by BGP (BIRD 2), 64 keep-alive flows through a graceful stop, a director's death and a rejoin"
+bash examples/lab/test-ecmp.sh
+
 echo
 echo "scripts/test.sh: all tests passed"
