@@ -219,6 +219,10 @@ ringvs_up() {
     [[ -n $CAP ]] || die "cannot read the table's capacity from ringvs list"
     ringvs_cli top --once --json >/dev/null || die "ringvs top failed before the flood"
     RSS0_KIB=$(rss_kib "$RINGVS_PID")
+    # The queue threads run ahead of the flood's sender (director.queue_nice, -10 by default).
+    local nices
+    nices=$(ps -L -o nice=,comm= -p "$RINGVS_PID" | awk '$2 ~ /^ringvs-q/ { print $1 }' | sort -u | tr '\n' ' ')
+    [[ $nices == "-10 " ]] || die "the queue threads' nice values are '${nices}', not -10 (director.queue_nice)"
 }
 
 # ringvs_verdict NAME [reported]: the checks every ringvs flood run must pass. The memory cap

@@ -48,6 +48,7 @@ pub struct Director {
     pub user: Option<String>,
     pub tunnel_source: Option<String>,
     pub stop_delay: Option<Quantity>,
+    pub queue_nice: Option<i64>,
     pub sync: Option<Sync>,
 }
 

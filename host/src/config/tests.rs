@@ -1159,10 +1159,23 @@ forward = "nat"
 }
 
 #[test]
-fn stop_delay_is_whole_seconds_up_to_five_minutes_and_saved() {
+fn stop_delay_and_queue_nice_are_checked_and_saved() {
     let svc = "[[service]]\nname = \"w\"\nvip = \"10.77.100.100:80\"\n[[service.server]]\naddr = \"10.77.1.1:80\"\n";
     let c = from_str(&format!("[director]\nstop_delay = \"3s\"\n{svc}"), "t.toml").unwrap();
     assert_eq!(c.director.stop_delay, 3);
+    assert_eq!(c.director.queue_nice, DEFAULT_QUEUE_NICE);
+    let c = from_str(&format!("[director]\nqueue_nice = 0\n{svc}"), "t.toml").unwrap();
+    assert_eq!(c.director.queue_nice, 0);
+    let saved = save::to_toml(&c.director, &c.plugins, &c.services).unwrap();
+    assert_eq!(from_str(&saved, "s.toml").unwrap().director.queue_nice, 0);
+    for n in [-21, 20] {
+        let e = err(&format!("[director]\nqueue_nice = {n}\n{svc}")).to_string();
+        assert!(
+            e.contains("director.queue_nice") && e.contains("-20 to 19"),
+            "{e}"
+        );
+    }
+    let c = from_str(&format!("[director]\nstop_delay = \"3s\"\n{svc}"), "t.toml").unwrap();
     let saved = save::to_toml(&c.director, &c.plugins, &c.services).unwrap();
     assert_eq!(from_str(&saved, "s.toml").unwrap().director.stop_delay, 3);
     assert_eq!(from_str(svc, "t.toml").unwrap().director.stop_delay, 0);

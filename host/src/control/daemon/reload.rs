@@ -86,6 +86,7 @@ fn director_changes(d0: &Director, d1: &Director) -> (Vec<&'static str>, Vec<Str
         user,
         tunnel_source,
         stop_delay,
+        queue_nice,
         sync,
     } = d1;
     let mut fixed = Vec::new();
@@ -127,6 +128,8 @@ fn director_changes(d0: &Director, d1: &Director) -> (Vec<&'static str>, Vec<Str
     refuse(*log_format != d0.log_format, "director.log_format");
     // Root is given up once, after setup; it cannot be taken back.
     refuse(*user != d0.user, "director.user");
+    // Set by each queue thread when it starts.
+    refuse(*queue_nice != d0.queue_nice, "director.queue_nice");
     let mut applied = Vec::new();
     if *stop_delay != d0.stop_delay {
         applied.push(format!(

@@ -41,6 +41,24 @@ fn pin_to_cpu(i: usize) {
     }
 }
 
+/// Gives the calling queue thread the nice value `nice` (`director.queue_nice`). Linux keeps
+/// a nice value per thread; lowering it needs CAP_SYS_NICE (root has it while setting up, and
+/// the value stays when capabilities are dropped). Without it the queue runs at the daemon's
+/// and the log says so.
+fn set_nice(nice: i32, queue: usize) {
+    // Safety: gettid has no preconditions; setpriority reads its three integers only, and
+    // for PRIO_PROCESS Linux applies it to the one thread named.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+    if rc != 0 {
+        warn!(
+            queue,
+            nice,
+            "cannot set the queue thread's nice value (director.queue_nice): {}; it runs at the daemon's",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// What every queue of a daemon shares; each gets its [`ShardConfig`] from it.
 struct QueueSetup {
     /// How many queues.
@@ -60,6 +78,8 @@ struct QueueSetup {
     handoff: Option<Arc<crate::dataplane::defrag::Handoff>>,
     /// With `[director.sync]`: the link and each queue's way to the sync thread.
     sync: Option<(Arc<crate::sync::Link>, Vec<Sender<crate::sync::Entry>>)>,
+    /// `director.queue_nice`.
+    nice: i32,
 }
 
 impl QueueSetup {
@@ -133,6 +153,7 @@ fn startup(cfg: &Config) -> Result<Startup, String> {
     let templates = template_store(cfg)?;
     let steer_key = HashKey::random();
     let setup = QueueSetup {
+        nice: cfg.director.queue_nice,
         n: cfg.director.queues,
         memory_limit: cfg.director.conn_memory_limit,
         expire_nodest_conn: cfg.director.expire_nodest_conn,
@@ -265,11 +286,15 @@ fn start_queues(
         let io = Arc::new(IoCounters::default());
         let live = io.clone();
         let pin = n > 1;
+        let nice = setup.nice;
         let thread = std::thread::Builder::new()
             .name(format!("ringvs-q{i}"))
             .spawn(move || {
                 if pin {
                     pin_to_cpu(i);
+                }
+                if nice != 0 {
+                    set_nice(nice, i);
                 }
                 q.run(&mut shard, &live)
             })
