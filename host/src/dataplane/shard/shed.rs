@@ -14,7 +14,10 @@
 //! (not a moment without its CPU, which a queue with time to spare catches up on in a few
 //! batches), has fallen behind, and from then the queue answers SYNs from **unknown**
 //! sources within a budget per tick: half of what it answered, halved at each tick it is
-//! still behind and grown again by a sixteenth at each tick it is not.
+//! still behind and grown again by a sixteenth at each tick it is not. A backlog that stays
+//! (behind after [`FAST_BEHIND`] batches and half of them since the tick) starts shedding at
+//! once, not at the next tick: at ~180,000 SYNs a second a tick's flood is twice what the
+//! TUN device's queue holds, so a tick's wait was enough for the kernel to drop.
 //! Sources that completed a handshake lately — a valid cookie, or an ESTABLISHED connection
 //! — are **known** and answered outside the budget, up to [`KNOWN_PER_TICK`] SYNs a tick
 //! each: a spoofed flood never completes a handshake, so it cannot become known, and the
@@ -36,6 +39,9 @@ use std::net::Ipv4Addr;
 
 /// Answers to unknown sources a tick (100 ms) that shedding never goes under.
 pub const MIN_BUDGET: u32 = 64;
+/// Batches after which the backend was behind, since the tick, that start shedding before
+/// the next tick (with half of the batches behind).
+pub const FAST_BEHIND: u32 = 16;
 /// Ticks without falling behind after which shedding stops (2 s).
 pub const CALM_TICKS: u32 = 20;
 /// Known sources a queue remembers.
@@ -74,6 +80,8 @@ pub struct Shed {
     answered: u32,
     /// When it was last behind (ticks since the queue started).
     behind_at: u64,
+    /// The last tick (ticks since the queue started).
+    now: u64,
     /// Known sources (address 0: empty).
     known: Box<[Known]>,
     /// The tick, as [`Known::tick`] keeps it.
@@ -93,6 +101,7 @@ impl Shed {
             left: 0,
             answered: 0,
             behind_at: 0,
+            now: 0,
             known: vec![Known::default(); KNOWN_SLOTS].into_boxed_slice(),
             tick: 0,
         }
@@ -136,10 +145,21 @@ impl Shed {
         self.passes = self.passes.saturating_add(1);
     }
 
-    /// The backend was behind after an I/O batch.
+    /// The backend was behind after an I/O batch. A backlog that stays starts shedding now:
+    /// the budget is half of what was answered since the tick (at least [`MIN_BUDGET`]), and
+    /// what is left of this tick's is what that tick's share of [`MIN_BUDGET`] left.
     #[inline]
     pub fn behind(&mut self) {
         self.behind_passes = self.behind_passes.saturating_add(1);
+        if !self.on
+            && self.behind_passes >= FAST_BEHIND
+            && self.behind_passes.saturating_mul(2) >= self.passes
+        {
+            self.on = true;
+            self.behind_at = self.now;
+            self.budget = (self.answered / 2).max(MIN_BUDGET);
+            self.left = MIN_BUDGET.saturating_sub(self.answered);
+        }
     }
 
     /// The device dropped packets (the queue had fallen behind).
@@ -201,6 +221,7 @@ impl Shed {
     /// ticks without falling behind.
     pub fn tick(&mut self, now: u64) {
         self.tick = now as u16;
+        self.now = now;
         let answered = std::mem::take(&mut self.answered);
         if self.fell_behind() {
             self.budget = if self.on {
@@ -287,6 +308,41 @@ mod tests {
     /// Answers `n` unknown SYNs in one tick: how many got through.
     fn unknown_tick(s: &mut Shed, n: u32, base: u32) -> u32 {
         (0..n).filter(|i| s.admit(addr(base + i))).count() as u32
+    }
+
+    #[test]
+    fn a_backlog_that_stays_sheds_before_the_tick() {
+        let mut s = shed();
+        assert_eq!(unknown_tick(&mut s, 1_000, 1), 1_000);
+        // Behind after every batch: on after FAST_BEHIND of them, not at the tick.
+        for i in 0..FAST_BEHIND {
+            s.pass();
+            s.behind();
+            assert_eq!(s.on(), i + 1 == FAST_BEHIND, "batch {i}");
+        }
+        // This tick already answered more than MIN_BUDGET: nothing more for unknown sources;
+        // a known one keeps its allowance.
+        s.know(addr(5_000_000));
+        assert_eq!(unknown_tick(&mut s, 1_000, 10_000), 0);
+        assert!(s.admit(addr(5_000_000)));
+        // The next tick, still behind: half of the first budget (half of the 1,000 answered).
+        for _ in 0..4 {
+            s.pass();
+            s.behind();
+        }
+        s.tick(1);
+        assert_eq!(s.budget(), 250);
+        assert_eq!(unknown_tick(&mut s, 1_000, 20_000), 250);
+
+        // Behind after under half of the batches: left to the tick.
+        let mut s = shed();
+        for _ in 0..(FAST_BEHIND * 3) {
+            s.pass();
+            s.pass();
+            s.pass();
+            s.behind();
+        }
+        assert!(!s.on());
     }
 
     #[test]
