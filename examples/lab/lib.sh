@@ -160,6 +160,13 @@ lab_namespaces() {
     ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${RVS_LAB}-(cli|dir|sw|rs[0-9]+)\$" || true
 }
 
+# veth NS1 IF1 NS2 IF2: a veth pair between two of the lab's namespaces, both ends up.
+veth() {
+    in_ns "$1" ip link add "$2" type veth peer name "$4" netns "$(ns_name "$3")"
+    in_ns "$1" ip link set "$2" up
+    in_ns "$3" ip link set "$4" up
+}
+
 # kill_ns_procs NS: SIGTERM every process in network namespace NS, SIGKILL what is left after 3 s.
 kill_ns_procs() {
     local ns=$1 pids

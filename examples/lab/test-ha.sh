@@ -58,12 +58,6 @@ lab_namespaces() {
     ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${RVS_LAB}-(cli|swc|swr|d[12]|rs[0-9]+)\$" || true
 }
 
-veth() { # veth NS1 IF1 NS2 IF2
-    in_ns "$1" ip link add "$2" type veth peer name "$4" netns "$(ns_name "$3")"
-    in_ns "$1" ip link set "$2" up
-    in_ns "$3" ip link set "$4" up
-}
-
 ha_up() {
     [[ $RVS_LAB =~ ^[a-z0-9]{1,8}$ ]] || die "RVS_LAB must be 1-8 lowercase letters/digits"
     lab_down
