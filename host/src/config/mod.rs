@@ -471,9 +471,9 @@ pub struct ServiceConfig {
     pub notify: Option<NotifyConfig>,
 }
 
-/// `director.queue_nice` when the config does not set it. With it, the lab's 1-queue SYN
-/// flood (hping3 on the same two CPUs) kept a legit p99 of 8.6–44.9 ms and no kernel drops at
-/// the device, against 80.7–116.8 ms at 0 (docs/PERFORMANCE.md).
+/// `director.queue_nice` when the config does not set it: the queue threads run ahead of
+/// ordinary processes, as the kernel's softirq forwarding does (docs/PERFORMANCE.md, "Floods
+/// (lab)", has what it did to the 1-queue SYN flood's p99).
 pub const DEFAULT_QUEUE_NICE: i32 = -10;
 
 /// Why `sloppy = true` is refused for a service with a NAT realserver at `addr`.
