@@ -110,8 +110,10 @@ for kind in persistence defense; do
     ln -s "$cache" "my$kind/target"
     cargo test -q --manifest-path "my$kind/Cargo.toml" >/dev/null
     cargo build -q --manifest-path "my$kind/Cargo.toml" --profile plugin --target wasm32-wasip2
-    ringvs check -c "my$kind/ringvs.toml" | grep -q "^plugin my$kind: $kind .* OK" ||
-        die "ringvs check refused the $kind template"
+    # Read whole before matching: `grep -q` leaves at its first match, and ringvs, still
+    # writing, would then die of SIGPIPE (pipefail: a refusal that was none).
+    checked=$(ringvs check -c "my$kind/ringvs.toml") && grep -q "^plugin my$kind: $kind .* OK" <<<"$checked" ||
+        die "ringvs check refused the $kind template: $checked"
     echo "template $kind: tests pass, ringvs check OK"
 done
 echo "test-plugin-new: from nothing to a hot-swapped scheduler in 4 commands; every template builds, tests and loads"
