@@ -85,18 +85,16 @@ fn run_sh(cmd: &str) -> Result<(), String> {
     ))
 }
 
-/// Asks the daemon at `socket` for its status, within `limit`.
+/// Asks the daemon at `socket` for its status, within `limit` (the socket's own timeouts:
+/// a hung daemon leaves no thread behind waiting for it).
 async fn ask(socket: std::path::PathBuf, limit: Duration) -> Result<StatusResult, String> {
-    let call = tokio::task::spawn_blocking(move || {
-        let v = super::client::call(&socket, &Request::Status {})?;
+    tokio::task::spawn_blocking(move || {
+        let v = super::client::call_within(&socket, &Request::Status {}, limit)?;
         serde_json::from_value::<StatusResult>(v)
             .map_err(|e| format!("unexpected answer from the daemon: {e}"))
-    });
-    match tokio::time::timeout(limit, call).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => Err(format!("the check failed: {e}")),
-        Err(_) => Err(format!("no answer within {:.1} s", limit.as_secs_f64())),
-    }
+    })
+    .await
+    .map_err(|e| format!("the check failed: {e}"))?
 }
 
 /// The loop, until SIGTERM or SIGINT (then down, if announced).
@@ -191,6 +189,31 @@ mod tests {
         assert_eq!(check_of(Ok(s.clone())), Check::Ready);
         s.unready = vec!["a".into(), "b".into()];
         assert_eq!(check_of(Ok(s)), not("a; b"));
+    }
+
+    #[test]
+    fn a_hung_daemon_is_no_answer_within_the_limit() {
+        let dir = std::env::temp_dir().join(format!("ringvs-announce-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("admin.sock");
+        // Accepts, reads, never answers.
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let hold = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let r = rt.block_on(ask(socket, Duration::from_millis(200)));
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(matches!(check_of(r), Check::NotReady(_)));
+        drop(hold.join());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -11,6 +11,15 @@ use std::time::Duration;
 
 /// Sends `req` to the daemon at `socket` and returns its result, or a clear error.
 pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, String> {
+    call_within(socket, req, Duration::from_secs(30))
+}
+
+/// [`call`], with no answer within `limit` an error (a hung daemon).
+pub fn call_within(
+    socket: &Path,
+    req: &Request,
+    limit: Duration,
+) -> Result<serde_json::Value, String> {
     let mut s = UnixStream::connect(socket).map_err(|e| {
         let hint = match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
@@ -24,7 +33,8 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, String> {
             socket.display()
         )
     })?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = s.set_read_timeout(Some(limit));
+    let _ = s.set_write_timeout(Some(limit));
     // A daemon that refuses the peer answers at once and closes, possibly before the request
     // is written: its answer, not the failed write, is the error to show.
     let sent = s.write_all(encode_request(req).as_bytes());
