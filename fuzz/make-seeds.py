@@ -105,7 +105,8 @@ def sync_op(b):
 
 
 synced = [(2, 1, 0, 900), (4, 1, 1, 900), (7, 1 << 4, 3, 300), (2 | 0x80, 0x81, 0x80, 60)]
-sync = (sync_in(synced) + sync_in(synced[:2], q=1) + built(0, 0, 1, ACK | PSH, 20)
+# (The shard target reads 1 to 4 entries an op; a template, bit 6 of the first byte, alone.)
+sync = (sync_in(synced) + sync_in([(2 | 0x40, 1, 1, 300)]) + sync_in(synced[:2], q=1) + built(0, 0, 1, ACK | PSH, 20)
         + built(3, 0, 1, ACK | PSH, 60) + flow(0, 5) + flow(1, 6, tcp=False) + sync_op(3)
         + sync_op(2 | 4) + sync_in([(10, 4, 1, 30)]) + sync_op(1) + sync_op(2) + flow(0, 9)
         + clock(200) + seconds(100) + sync_op(3))
@@ -181,16 +182,24 @@ def sync_msg(kind, seq, entries, sign=True):
     body = b"RVSY" + bytes([1, kind]) + struct.pack(">HIIQI", len(entries), 7, 1764900000, seq, 0)
     for proto, state, flags, client, vip, rs, secs in entries:
         body += bytes([proto, state, flags, 4])
-        for a, p in (client, vip, rs):
-            body += bytes(a) + struct.pack(">H", p)
-        body += b"\0\0" + struct.pack(">I", secs)
+        if kind == 5:  # a template: its 8-byte affinity key in `client`'s place
+            body += struct.pack(">Q", client)
+            for a, p in (vip, rs):
+                body += bytes(a) + struct.pack(">H", p)
+        else:
+            for a, p in (client, vip, rs):
+                body += bytes(a) + struct.pack(">H", p)
+            body += b"\0\0"
+        body += struct.pack(">I", secs)
     return body + (hmac.new(SYNC_KEY, body, hashlib.sha256).digest() if sign else b"")
 
 
 tcp = (6, 1, 0, ((10, 77, 0, 2), 40000), ((10, 77, 100, 100), 80), ((10, 77, 1, 1), 8080), 900)
 udp = (17, 11, 0, ((10, 77, 0, 2), 5300), ((10, 77, 100, 100), 53), ((10, 77, 1, 1), 5353), 300)
-tpl = (6, 1, 1, ((10, 77, 0, 0), 0), ((10, 77, 100, 100), 80), ((10, 77, 1, 2), 8080), 360)
-out("sync", "entries", b"\0" + sync_msg(1, 1, [tcp, udp, tpl]))
+tpl = (6, 0, 1, 0x0a4d0000, ((10, 77, 100, 100), 80), ((10, 77, 1, 2), 8080), 360)
+tpl_udp = (17, 0, 1, 0x0a4d0100, ((10, 77, 100, 100), 53), ((10, 77, 1, 1), 5353), 60)
+out("sync", "entries", b"\0" + sync_msg(1, 1, [tcp, udp]))
+out("sync", "templates", b"\0" + sync_msg(5, 7, [tpl, tpl_udp]))
 out("sync", "full", b"\0" + sync_msg(1, 2, [tcp] * 50))
 out("sync", "heartbeat", b"\0" + sync_msg(4, 3, []))
 out("sync", "bulk", b"\0" + sync_msg(2, 4, []) )

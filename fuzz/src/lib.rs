@@ -334,7 +334,7 @@ mod tests {
     fn sync_seeds_are_taken() {
         let key = ringvs::sync::Key::from_hex(super::SYNC_KEY).unwrap();
         let seeds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds/sync");
-        for (name, entries) in [("entries", 3), ("full", 50), ("heartbeat", 0)] {
+        for (name, entries) in [("entries", 2), ("templates", 2), ("full", 50), ("heartbeat", 0)] {
             let data = std::fs::read(seeds.join(name)).unwrap();
             let (_, got) = ringvs::sync::decode(&key, &data[1..]).unwrap();
             assert_eq!(got.len(), entries, "{name}");

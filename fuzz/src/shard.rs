@@ -565,14 +565,22 @@ fn sync_entry(a: u8, b: u8, c: u8, secs: u32) -> ringvs::sync::Entry {
             RS_PORTS[usize::from(c >> 1) % 2]
         },
     );
+    let client = SocketAddrV4::new(
+        CLIENTS[usize::from(a >> 1) % 4],
+        40000 + u16::from(a >> 3) % 8,
+    );
+    // A template (bit 6): its key from the client's bits, as persist-netmask's keys are
+    // addresses; its state NONE, its client unspecified (what the format carries).
+    let template = (a & 0x40 != 0).then(|| u64::from(u32::from(*client.ip())) & !u64::from(b & 1));
     ringvs::sync::Entry {
         proto: if udp { ip_proto::UDP } else { ip_proto::TCP },
-        state,
-        template: a & 0x40 != 0,
-        client: SocketAddrV4::new(
-            CLIENTS[usize::from(a >> 1) % 4],
-            40000 + u16::from(a >> 3) % 8,
-        ),
+        state: if template.is_some() { State::None } else { state },
+        template,
+        client: if template.is_some() {
+            SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)
+        } else {
+            client
+        },
         vip,
         server,
         expires_in: secs,
@@ -583,7 +591,7 @@ fn sync_entry(a: u8, b: u8, c: u8, secs: u32) -> ringvs::sync::Entry {
 fn check_sync_entry(e: &ringvs::sync::Entry) {
     let key = ringvs::sync::Key::from_hex(&"5a".repeat(32)).expect("a key");
     let h = ringvs::sync::Header {
-        kind: ringvs::sync::Kind::Entries,
+        kind: e.kind(),
         sender: 1,
         epoch: 1,
         seq: 1,

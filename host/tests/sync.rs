@@ -4,6 +4,8 @@
 //! - a master's connections reach its backup, held there (forwarding, but not counted for
 //!   scheduling) until `ringvs ha master`, and a flow the master had continues through the
 //!   backup mid-stream, to the same realserver, where an unknown flow is refused;
+//! - a persistent client's template reaches the backup (and a late starter, in bulk): its next
+//!   connection after the takeover goes to the same realserver, even a quiesced one;
 //! - a backup sends nothing;
 //! - a director that starts late gets the master's table in a bulk transfer;
 //! - forged, replayed, truncated and foreign messages are counted by reason and change
@@ -30,7 +32,7 @@ fn web_entry(i: u32) -> ringvs::sync::Entry {
     ringvs::sync::Entry {
         proto: 6,
         state: ringvs::conn::State::Established,
-        template: false,
+        template: None,
         client: client(i),
         vip: VIP.parse().unwrap(),
         server: "10.77.1.1:8080".parse().unwrap(),
@@ -142,6 +144,83 @@ fn a_masters_connections_are_held_by_the_backup_and_go_live_on_takeover() {
     let text = b.ok(&["ha", "status"]);
     assert!(text.contains("role master  id 2"), "{text}");
     assert!(text.contains("rejected: none"), "{text}");
+}
+
+/// Sync, and a persistent web service: persist-netmask /24 (every test client is in
+/// 10.77.0.0/24), rr over three realservers.
+fn persistent_section(id: u32, port: u16, peers: &[u16], role: &str) -> String {
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    format!(
+        "[director.sync]\nid = {id}\nkey = \"{KEY}\"\nlisten = \"127.0.0.1:{port}\"\n\
+         peers = [{}]\nrole = \"{role}\"\n\
+         [plugins.pn]\npath = \"{}\"\n\
+         [[service]]\nname = \"web\"\nvip = \"{VIP}\"\nscheduler = \"rr\"\n\
+         persistence = {{ plugin = \"pn\", timeout = \"300s\", config = {{ netmask = \"255.255.255.0\" }} }}\n\
+         [[service.server]]\naddr = \"10.77.1.1:8080\"\n\
+         [[service.server]]\naddr = \"10.77.1.2:8080\"\n\
+         [[service.server]]\naddr = \"10.77.1.3:8080\"\n",
+        peers.join(", "),
+        common::plugins::plugin("persist-netmask").display()
+    )
+}
+
+/// Realserver `addr`'s persistence templates (PersistConn) on `d`.
+fn persist_conns(d: &Director, addr: &str) -> u32 {
+    let l = d.list();
+    l.services[0]
+        .servers
+        .iter()
+        .find(|s| s.addr == addr)
+        .map_or(0, |s| s.persistent)
+}
+
+#[test]
+fn a_persistent_clients_template_follows_it_to_the_backup() {
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let mut a = Director::start(&persistent_section(1, pa, &[pb], "master"));
+    let mut b = Director::start(&persistent_section(2, pb, &[pa], "backup"));
+    // The client's network is pinned to one realserver on the master.
+    let servers = connect(&mut a, 0, 3);
+    assert!(servers.iter().all(|s| *s == servers[0]), "{servers:?}");
+    let pinned = servers[0].to_string();
+    assert_eq!(persist_conns(&a, &pinned), 1, "one template on the master");
+    let h = wait(&mut b, "the template and connections taken", |h| {
+        h.held == 3
+    });
+    assert!(h.applied >= 4, "3 connections and their template: {h:#?}");
+    assert_eq!(persist_conns(&b, &pinned), 1, "the template on the backup");
+    // The pinned realserver is quiesced everywhere (weight 0: no new clients); its
+    // persistent clients still go to it (IPVS: a template outlives a weight of 0 unless
+    // expire_quiescent_template). Without the template, rr would pick another.
+    b.ok(&["server", "weight", "web", &pinned, "0"]);
+    b.ok(&["ha", "master"]);
+    let vip: SocketAddrV4 = VIP.parse().unwrap();
+    for i in 100..103 {
+        let out = b.packets(&[tcp(client(i), vip, SYN, b"")]);
+        assert_eq!(
+            dest(&out[0]).to_string(),
+            pinned,
+            "new connection {i} after the takeover"
+        );
+    }
+    // A director that starts late gets the template in the bulk transfer.
+    let mut c = Director::start(&persistent_section(3, pc, &[pa], "backup"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        a.packets(&[]);
+        c.packets(&[]);
+        if ha(&c).bulk_received == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bulk transfer: {:#?}", ha(&c));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.packets(&[]); // applies what came just before the bulk's end
+    assert_eq!(persist_conns(&c, &pinned), 1, "the template came in bulk");
+    c.ok(&["server", "weight", "web", &pinned, "0"]);
+    c.packets(&[]);
+    let out = c.packets(&[tcp(client(200), vip, SYN, b"")]);
+    assert_eq!(dest(&out[0]).to_string(), pinned);
 }
 
 #[test]

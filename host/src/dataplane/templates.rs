@@ -408,6 +408,91 @@ impl TemplateStore {
         out
     }
 
+    /// Template `id` as sync sends it with a connection it controls, if flows can still
+    /// find it (not invalidated, not freed).
+    pub fn info(&self, id: TemplateId) -> Option<TemplateInfo> {
+        let (si, i) = ((id.0 / self.per_stripe) as usize, id.0 % self.per_stripe);
+        let s = lock(self.stripes.get(si)?);
+        let t = s.entries.get(i as usize)?;
+        (t.flags & F_HASHED != 0).then_some(TemplateInfo {
+            svc: t.svc,
+            key: t.key,
+            dest: t.dest_id,
+            expires: t.expires,
+            controls: t.n_control,
+        })
+    }
+
+    /// A template a peer director sent (connection sync): `(svc, key)` → realserver `dest`
+    /// (slot `dest_id`) for `ttl` ticks from `now`. A template already here is repointed
+    /// and given the peer's expiry, unless `keep_live` and it controls connections here (this director
+    /// decides its own then). Returns whether it was taken; refused at the budget as
+    /// [`TemplateStore::create`] is.
+    pub fn adopt(
+        &self,
+        svc: u16,
+        key: u64,
+        dest_id: u32,
+        dest: &Arc<DestState>,
+        (now, ttl): (Tick, Tick),
+        keep_live: bool,
+    ) -> Result<bool, Full> {
+        let expires = now.wrapping_add(ttl);
+        let (si, b) = self.place(svc, key);
+        let mut s = lock(&self.stripes[si]);
+        let mut i = s.buckets[b].wrapping_sub(1);
+        while i != NIL {
+            let t = &s.entries[i as usize];
+            if t.key == key && t.svc == svc {
+                break;
+            }
+            i = t.next;
+        }
+        if i != NIL {
+            let t = &mut s.entries[i as usize];
+            if keep_live && t.n_control > 0 {
+                return Ok(false);
+            }
+            if t.dest_id != dest_id || t.dest.as_ref().is_none_or(|d| !Arc::ptr_eq(d, dest)) {
+                if let Some(old) = t.dest.replace(dest.clone()) {
+                    old.counters.template(false);
+                }
+                dest.counters.template(true);
+                t.dest_id = dest_id;
+            }
+            t.expires = expires;
+            return Ok(true);
+        }
+        let i = match self.alloc(&mut s) {
+            Some(i) => i,
+            None => {
+                self.sweep_stripe(&mut s, now, usize::MAX);
+                match self.alloc(&mut s) {
+                    Some(i) => i,
+                    None => {
+                        self.refused.fetch_add(1, Relaxed);
+                        return Err(Full);
+                    }
+                }
+            }
+        };
+        let head = s.buckets[b];
+        s.entries[i as usize] = Tpl {
+            key,
+            dest: Some(dest.clone()),
+            svc,
+            flags: F_LIVE | F_HASHED,
+            dest_id,
+            expires,
+            n_control: 0,
+            next: head.wrapping_sub(1),
+        };
+        s.buckets[b] = i + 1;
+        s.len += 1;
+        dest.counters.template(true);
+        Ok(true)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn find_in(
         &self,

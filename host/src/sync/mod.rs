@@ -8,7 +8,7 @@
 //! |---|---|
 //! | 0..4 | magic `RVSY` |
 //! | 4 | version (1) |
-//! | 5 | kind: 1 entries, 2 bulk start, 3 bulk end, 4 heartbeat ([`Kind`]) |
+//! | 5 | kind: 1 entries, 2 bulk start, 3 bulk end, 4 heartbeat, 5 templates ([`Kind`]) |
 //! | 6..8 | entry count |
 //! | 8..12 | sender id (`sync.id`, unique among the directors) |
 //! | 12..16 | epoch: the sender's start, Unix seconds; a restart begins a higher one |
@@ -17,9 +17,15 @@
 //! | 28.. | entries, [`ENTRY_LEN`] bytes each ([`Entry`]) |
 //! | last 32 | HMAC-SHA256 of everything before it, under the shared key |
 //!
-//! An entry: protocol (6, 17), state ([`State`] index), flags (bit 0: a persistence
-//! template), address family (4), client address and port, virtual address and port,
-//! realserver address and port, then the seconds left before it expires.
+//! A connection (in an entries message): protocol (6, 17), state ([`State`] index), flags
+//! (0), address family (4), client address and port, virtual address and port, realserver
+//! address and port, 2 bytes 0, then the seconds left before it expires.
+//!
+//! A persistence template (in a templates message, kind 5, which a build before templates
+//! refuses whole as `header` and so loses nothing else): protocol, 0, flags (bit 0: a
+//! template), address family (4), the 8-byte affinity key (opaque: what the service's
+//! persistence plugin named), virtual address and port, realserver address and port, then the
+//! seconds left.
 //!
 //! Receiving: [`decode`] checks length, magic, version, count and the MAC (in constant time)
 //! before it reads an entry, then every entry's fields; [`ReplayWindow::accept`] then takes a
@@ -59,6 +65,8 @@ pub enum Kind {
     BulkEnd = 3,
     /// Nothing changed; the sender is alive (sync lag and peer liveness).
     Heartbeat = 4,
+    /// New and refreshed persistence templates.
+    Templates = 5,
 }
 
 impl Kind {
@@ -68,6 +76,7 @@ impl Kind {
             2 => Kind::BulkStart,
             3 => Kind::BulkEnd,
             4 => Kind::Heartbeat,
+            5 => Kind::Templates,
             _ => return None,
         })
     }
@@ -87,9 +96,11 @@ pub struct Header {
 pub struct Entry {
     /// IP protocol: 6 or 17.
     pub proto: u8,
+    /// The connection's state (a template's is [`State::None`]).
     pub state: State,
-    /// A persistence template (client network → realserver), not a connection.
-    pub template: bool,
+    /// A persistence template's affinity key: the entry is a template (affinity key →
+    /// realserver, for the service at `vip`), not a connection; its `client` is unspecified.
+    pub template: Option<u64>,
     pub client: SocketAddrV4,
     pub vip: SocketAddrV4,
     pub server: SocketAddrV4,
@@ -99,6 +110,18 @@ pub struct Entry {
 
 const F_TEMPLATE: u8 = 1;
 const AF_INET: u8 = 4;
+
+impl Entry {
+    /// The kind of message that carries it: [`Kind::Templates`] for a template,
+    /// [`Kind::Entries`] for a connection.
+    pub fn kind(&self) -> Kind {
+        if self.template.is_some() {
+            Kind::Templates
+        } else {
+            Kind::Entries
+        }
+    }
+}
 
 /// Why a received message was dropped (one counter each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,15 +231,32 @@ pub fn encode(key: &Key, header: &Header, entries: &[Entry], out: &mut Vec<u8>) 
     out.extend_from_slice(&header.seq.to_be_bytes());
     out.extend_from_slice(&[0; 4]);
     for e in entries {
+        debug_assert!(
+            e.kind() == header.kind,
+            "a {:?} in a {:?} message",
+            e.kind(),
+            header.kind
+        );
         out.push(e.proto);
-        out.push(e.state as u8);
-        out.push(if e.template { F_TEMPLATE } else { 0 });
-        out.push(AF_INET);
-        for a in [e.client, e.vip, e.server] {
+        let put = |out: &mut Vec<u8>, a: SocketAddrV4| {
             out.extend_from_slice(&a.ip().octets());
             out.extend_from_slice(&a.port().to_be_bytes());
+        };
+        match e.template {
+            None => {
+                out.extend_from_slice(&[e.state as u8, 0, AF_INET]);
+                for a in [e.client, e.vip, e.server] {
+                    put(out, a);
+                }
+                out.extend_from_slice(&[0; 2]);
+            }
+            Some(key) => {
+                out.extend_from_slice(&[State::None as u8, F_TEMPLATE, AF_INET]);
+                out.extend_from_slice(&key.to_be_bytes());
+                put(out, e.vip);
+                put(out, e.server);
+            }
         }
-        out.extend_from_slice(&[0; 2]);
         out.extend_from_slice(&e.expires_in.to_be_bytes());
     }
     let mut mac = key.mac();
@@ -268,9 +308,14 @@ pub fn decode(key: &Key, msg: &[u8]) -> Result<(Header, Vec<Entry>), Reject> {
         epoch: be32(12),
         seq: u64::from(be32(16)) << 32 | u64::from(be32(20)),
     };
+    let parse = if kind == Kind::Templates {
+        template
+    } else {
+        entry
+    };
     let entries = body[HEADER_LEN..]
         .chunks_exact(ENTRY_LEN)
-        .map(entry)
+        .map(parse)
         .collect::<Option<Vec<_>>>()
         .ok_or(Reject::Entry)?;
     Ok((header, entries))
@@ -284,24 +329,52 @@ fn entry(b: &[u8]) -> Option<Entry> {
         17 => state == State::Udp,
         _ => return None,
     };
-    if !valid_state || b[2] & !F_TEMPLATE != 0 || b[3] != AF_INET || b[22..24] != [0, 0] {
+    if !valid_state || b[2] != 0 || b[3] != AF_INET || b[22..24] != [0, 0] {
         return None;
     }
-    let addr = |at: usize| {
-        SocketAddrV4::new(
-            Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3]),
-            u16::from_be_bytes([b[at + 4], b[at + 5]]),
-        )
-    };
     Some(Entry {
         proto,
         state,
-        template: b[2] & F_TEMPLATE != 0,
-        client: addr(4),
-        vip: addr(10),
-        server: addr(16),
-        expires_in: u32::from_be_bytes([b[24], b[25], b[26], b[27]]),
+        template: None,
+        client: addr(b, 4),
+        vip: addr(b, 10),
+        server: addr(b, 16),
+        expires_in: seconds(b),
     })
+}
+
+/// A template's 28 bytes (see the module docs).
+fn template(b: &[u8]) -> Option<Entry> {
+    let proto = b[0];
+    if !matches!(proto, 6 | 17)
+        || b[1] != State::None as u8
+        || b[2] != F_TEMPLATE
+        || b[3] != AF_INET
+    {
+        return None;
+    }
+    let mut key = [0; 8];
+    key.copy_from_slice(&b[4..12]);
+    Some(Entry {
+        proto,
+        state: State::None,
+        template: Some(u64::from_be_bytes(key)),
+        client: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+        vip: addr(b, 12),
+        server: addr(b, 18),
+        expires_in: seconds(b),
+    })
+}
+
+fn addr(b: &[u8], at: usize) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3]),
+        u16::from_be_bytes([b[at + 4], b[at + 5]]),
+    )
+}
+
+fn seconds(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[24], b[25], b[26], b[27]])
 }
 
 /// Messages a window remembers behind the highest sequence number.

@@ -1,7 +1,7 @@
 //! The sync thread: one UDP socket, the queues' outgoing entries batched into messages, the
 //! peers' messages checked and handed to the queues that own their flows, heartbeats, and
 //! bulk transfers to peers that (re)joined. Bounded everywhere: `max_rate` messages a second
-//! (a bulk transfer included), one batch of entries waiting here, and the queues' bounded
+//! (a bulk transfer included), one batch of each kind (connections, templates) waiting here, and the queues' bounded
 //! ways in ([`super::link::QUEUE_DEPTH`]).
 //!
 //! A peer is known by the address its messages come from (its `listen`) and by its id; a
@@ -177,8 +177,8 @@ impl Node {
             next_queue: 0,
             queues,
             window: ReplayWindow::default(),
-            batch: Vec::with_capacity(MAX_ENTRIES),
-            batch_since: None,
+            batches: Default::default(),
+            batch_since: [None; 2],
             tokens: 0.0,
             refilled: Instant::now(),
             last_sent: None,
@@ -268,8 +268,10 @@ struct Run {
     next_queue: usize,
     queues: Vec<Sender<Control>>,
     window: ReplayWindow,
-    batch: Vec<Entry>,
-    batch_since: Option<Instant>,
+    /// Connections (0) and templates (1) waiting for their message (a message carries one
+    /// kind).
+    batches: [Vec<Entry>; 2],
+    batch_since: [Option<Instant>; 2],
     tokens: f64,
     refilled: Instant,
     last_sent: Option<Instant>,
@@ -343,11 +345,12 @@ impl Run {
         true
     }
 
-    /// Takes the queues' entries into the batch and sends it when full or old enough (and
-    /// the rate allows: otherwise the entries wait in the queues' bounded channels).
+    /// Takes the queues' entries into the batches (connections, templates) and sends each
+    /// when full or old enough (and the rate allows: otherwise the entries wait in the
+    /// queues' bounded channels).
     fn collect(&mut self) {
         loop {
-            while self.batch.len() < MAX_ENTRIES {
+            while self.batches.iter().all(|b| b.len() < MAX_ENTRIES) {
                 // Round the queues, so that a busy one does not hold the others' entries
                 // back when the rate bound holds.
                 let n = self.outgoing.len();
@@ -360,32 +363,46 @@ impl Run {
                 }) else {
                     break;
                 };
-                if self.batch.is_empty() {
-                    self.batch_since = Some(Instant::now());
+                let k = usize::from(e.template.is_some());
+                if self.batches[k].is_empty() {
+                    self.batch_since[k] = Some(Instant::now());
                 }
-                self.batch.push(e);
+                self.batches[k].push(e);
             }
-            let old = self.batch_since.is_some_and(|t| t.elapsed() >= FLUSH);
-            if self.batch.is_empty() || (self.batch.len() < MAX_ENTRIES && !old) {
+            let mut sent = false;
+            for k in 0..2 {
+                let old = self.batch_since[k].is_some_and(|t| t.elapsed() >= FLUSH);
+                let batch = &self.batches[k];
+                if batch.is_empty() || (batch.len() < MAX_ENTRIES && !old) {
+                    continue;
+                }
+                if self.tokens < self.s.peers.len() as f64 {
+                    return;
+                }
+                let batch = std::mem::take(&mut self.batches[k]);
+                let kind = if k == 0 {
+                    Kind::Entries
+                } else {
+                    Kind::Templates
+                };
+                for i in 0..self.s.peers.len() {
+                    self.send(kind, &batch, self.s.peers[i], true);
+                }
+                if let Some(t) = self.batch_since[k].take() {
+                    self.lag_max = self.lag_max.max(t.elapsed());
+                }
+                self.link
+                    .stats
+                    .sent_entries
+                    .fetch_add(batch.len() as u64, Relaxed);
+                self.batches[k] = batch;
+                self.batches[k].clear();
+                self.last_sent = Some(Instant::now());
+                sent = true;
+            }
+            if !sent {
                 return;
             }
-            if self.tokens < self.s.peers.len() as f64 {
-                return;
-            }
-            let batch = std::mem::take(&mut self.batch);
-            for i in 0..self.s.peers.len() {
-                self.send(Kind::Entries, &batch, self.s.peers[i], true);
-            }
-            if let Some(t) = self.batch_since.take() {
-                self.lag_max = self.lag_max.max(t.elapsed());
-            }
-            self.link
-                .stats
-                .sent_entries
-                .fetch_add(batch.len() as u64, Relaxed);
-            self.batch = batch;
-            self.batch.clear();
-            self.last_sent = Some(Instant::now());
         }
     }
 
@@ -420,7 +437,7 @@ impl Run {
                 .fetch_add(entries.len() as u64, Relaxed);
             self.heard(from, &h);
             match h.kind {
-                Kind::Entries => self.hand_in(entries),
+                Kind::Entries | Kind::Templates => self.hand_in(entries),
                 Kind::BulkEnd => {
                     stats.bulk_received.fetch_add(1, Relaxed);
                 }
@@ -482,12 +499,16 @@ impl Run {
         }
         let mut per: Vec<Vec<Entry>> = vec![Vec::new(); n];
         for e in entries {
-            let q = crate::io::steer::queue_of(
-                &self.s.steer_key,
-                *e.client.ip(),
-                e.client.port(),
-                n as u32,
-            ) as usize;
+            let q = match e.template {
+                // The templates are the director's, shared by the queues: any queue takes it.
+                Some(key) => (key % n as u64) as usize,
+                None => crate::io::steer::queue_of(
+                    &self.s.steer_key,
+                    *e.client.ip(),
+                    e.client.port(),
+                    n as u32,
+                ) as usize,
+            };
             per[q].push(e);
         }
         for (q, v) in per.into_iter().enumerate() {
@@ -513,10 +534,16 @@ impl Run {
                 self.send(Kind::BulkStart, &[], b.to, false);
                 continue;
             }
-            if !b.pending.is_empty() {
-                let k = b.pending.len().min(MAX_ENTRIES);
+            if let Some(kind) = b.pending.front().map(Entry::kind) {
+                // One message, one kind: the run of entries of the first one's kind.
+                let k = b
+                    .pending
+                    .iter()
+                    .take(MAX_ENTRIES)
+                    .take_while(|e| e.kind() == kind)
+                    .count();
                 let chunk: Vec<Entry> = b.pending.drain(..k).collect();
-                self.send(Kind::Entries, &chunk, b.to, false);
+                self.send(kind, &chunk, b.to, false);
                 self.link
                     .stats
                     .sent_entries

@@ -13,7 +13,7 @@ fn entries(n: usize) -> Vec<Entry> {
             } else {
                 State::Established
             },
-            template: i % 5 == 4,
+            template: None,
             client: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, (i % 250) as u8), 40_000 + i as u16),
             vip: "10.77.100.100:80".parse().unwrap(),
             server: SocketAddrV4::new(Ipv4Addr::new(10, 77, 1, 1 + (i % 3) as u8), 8080),
@@ -107,6 +107,11 @@ fn well_signed_nonsense_is_refused() {
         ("state 12", (at(1), 12), Reject::Entry),
         ("UDP state on TCP", (at(1), State::Udp as u8), Reject::Entry),
         ("flag 2", (at(2), 2), Reject::Entry),
+        (
+            "a template flag in an entries message",
+            (at(2), 1),
+            Reject::Entry,
+        ),
         ("IPv6", (at(3), 6), Reject::Entry),
         ("padding", (at(22), 1), Reject::Entry),
     ] {
@@ -168,7 +173,7 @@ pub(crate) fn sample_entry(n: u8) -> Entry {
     Entry {
         proto: 6,
         state: State::Established,
-        template: false,
+        template: None,
         client: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, n), 40_000),
         vip: "10.77.100.100:80".parse().unwrap(),
         server: "10.77.1.1:8080".parse().unwrap(),
@@ -219,4 +224,56 @@ fn messages_that_leave_the_window_untaken_are_counted_lost() {
         .unwrap();
     }
     assert_eq!(w.lost(), 131);
+}
+
+fn templates(n: usize) -> Vec<Entry> {
+    (0..n)
+        .map(|i| Entry {
+            proto: if i % 2 == 1 { 17 } else { 6 },
+            state: State::None,
+            template: Some(0x8000_0000_0000_0000 | (i as u64) << 8),
+            client: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+            vip: SocketAddrV4::new(Ipv4Addr::new(10, 77, 100, 100), 80 + i as u16),
+            server: SocketAddrV4::new(Ipv4Addr::new(10, 77, 1, 1 + (i % 3) as u8), 8080),
+            expires_in: 300 + i as u32,
+        })
+        .collect()
+}
+
+#[test]
+fn templates_round_trip_in_their_own_messages() {
+    let h = Header {
+        kind: Kind::Templates,
+        ..header(4)
+    };
+    for n in [1, MAX_ENTRIES] {
+        let mut m = Vec::new();
+        encode(&key(), &h, &templates(n), &mut m);
+        assert_eq!(m.len(), HEADER_LEN + n * ENTRY_LEN + MAC_LEN);
+        assert_eq!(decode(&key(), &m), Ok((h, templates(n))));
+    }
+    assert_eq!(templates(1)[0].kind(), Kind::Templates);
+    assert_eq!(entries(1)[0].kind(), Kind::Entries);
+    // Signed, yet wrong: refused by field. A connection in a templates message is one of
+    // them (its flags are 0).
+    let resign = |m: Vec<u8>| sign_for_tests(&key(), &m[..m.len() - MAC_LEN]);
+    let at = |field: usize| HEADER_LEN + field;
+    for (what, edit, want) in [
+        ("protocol 1", (at(0), 1), Reject::Entry),
+        ("a state", (at(1), State::Established as u8), Reject::Entry),
+        ("not flagged a template", (at(2), 0), Reject::Entry),
+        ("flags 3", (at(2), 3), Reject::Entry),
+        ("IPv6", (at(3), 6), Reject::Entry),
+        ("kind 6", (5, 6), Reject::Header),
+    ] {
+        let mut m = Vec::new();
+        encode(&key(), &h, &templates(1), &mut m);
+        m[edit.0] = edit.1;
+        assert_eq!(decode(&key(), &resign(m)), Err(want), "{what}");
+    }
+    let mut m = Vec::new();
+    encode(&key(), &h, &templates(1), &mut m);
+    m[at(4)] ^= 0x80;
+    let (_, back) = decode(&key(), &resign(m)).unwrap();
+    assert_eq!(back[0].template, Some(0), "the key's 8 bytes are the key");
 }

@@ -4,7 +4,10 @@
 //! `sync.threshold` and every `sync.period` after (IPVS's rule: a SYN flood's half-open
 //! entries are never sent), and on every TCP state change after that (so that a peer ends
 //! it when this director does). SYN-proxied connections are not sent: their sequence
-//! offsets are not in the format.
+//! offsets are not in the format. A connection that a persistence template controls takes
+//! its template along (in a templates message): IPVS syncs a connection's controlling
+//! template with it, so a persistent client's next connection after a failover goes to the
+//! same realserver, and the template is refreshed at the peers as long as its flows live.
 //!
 //! **Receiving.** An entry names its service and realserver by address; a queue takes it
 //! only if it has both. A new entry is *held*: in the table, forwarding if a packet of its
@@ -16,10 +19,19 @@
 //! An update for a connection this queue already has changes its state, timer and
 //! realserver if the entry is held or this director is a backup; a live connection of a
 //! master or active director is its own (its packets decide).
+//!
+//! A template goes into the director's shared store ([`TemplateStore::adopt`]) if the
+//! service is persistent here and has the realserver; it is not held (templates count in no
+//! scheduler's numbers): it sends new flows of its key to its realserver at once, for the
+//! time the sender had left (at most the service's persistence timeout). A template that
+//! controls connections here is this director's own unless it is a backup.
+//!
+//! [`TemplateStore::adopt`]: crate::dataplane::templates::TemplateStore::adopt
 
 use super::Shard;
 use crate::config::SyncRole;
 use crate::conn::{ConnId, NewConn, State, F_INACTIVE, F_NOOUTPUT, F_PROXIED, TICKS_PER_SEC};
+use crate::dataplane::templates::TemplateId;
 use crate::sync::Entry;
 use crate::wire::ip_proto;
 use std::net::SocketAddrV4;
@@ -55,6 +67,34 @@ impl Shard {
         if let Some(e) = self.entry_of(id) {
             s.send(e);
         }
+        if let Some(e) = self.template_of(id) {
+            s.send(e);
+        }
+    }
+
+    /// The template that controls connection `id`, as sync carries it, if any.
+    fn template_of(&self, id: ConnId) -> Option<Entry> {
+        let link = *self.links.get(id.index() as usize)?;
+        let t = self.cfg.templates.info(TemplateId(link.checked_sub(1)?))?;
+        let c = self.table.get(id);
+        let vip = self.snap.service(t.svc)?.vip;
+        let server = self.snap.dest_addr(t.dest)?;
+        let mut left = crate::conn::ticks_left(t.expires, self.now);
+        if t.controls > 0 {
+            // It lives while it controls connections (IPVS re-arms its timer): at least a
+            // whole timeout at the peers, whose copies control nothing.
+            let timeout = self.svcs.get(t.svc as usize)?.as_ref()?.persist_timeout;
+            left = left.max(timeout);
+        }
+        Some(Entry {
+            proto: c.proto(),
+            state: State::None,
+            template: Some(t.key),
+            client: SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+            vip,
+            server,
+            expires_in: left.div_ceil(TICKS_PER_SEC).max(1),
+        })
     }
 
     /// Connection `id` as sync carries it.
@@ -66,7 +106,7 @@ impl Shard {
         Some(Entry {
             proto: c.proto(),
             state: c.state,
-            template: false,
+            template: None,
             client: SocketAddrV4::new(c.caddr(), c.cport()),
             vip,
             server,
@@ -112,7 +152,11 @@ impl Shard {
         let backup = link.role() == SyncRole::Backup;
         let mut taken = 0;
         for e in entries {
-            if e.template || self.apply_one(e, backup).is_none() {
+            let done = match e.template {
+                Some(key) => self.apply_template(e, key, backup),
+                None => self.apply_one(e, backup),
+            };
+            if done.is_none() {
                 link.stats.ignored.fetch_add(1, Relaxed);
             } else {
                 taken += 1;
@@ -120,6 +164,25 @@ impl Shard {
         }
         link.stats.applied.fetch_add(taken, Relaxed);
         taken
+    }
+
+    fn apply_template(&mut self, e: &Entry, key: u64, backup: bool) -> Option<()> {
+        let svc = self.snap.service_at(e.proto, *e.vip.ip(), e.vip.port())?;
+        let service = self.snap.service(svc)?;
+        let dest = service.dests.iter().find(|d| d.addr == e.server)?;
+        let rt = self.svcs.get(svc as usize)?.as_ref()?;
+        // Not persistent here: the template would send nothing anywhere.
+        rt.persist.as_ref()?;
+        let ticks = e
+            .expires_in
+            .min(rt.persist_timeout / TICKS_PER_SEC.max(1) + 1)
+            .saturating_mul(TICKS_PER_SEC)
+            .min(crate::conn::MAX_STEP);
+        let taken =
+            self.cfg
+                .templates
+                .adopt(svc, key, dest.id, &dest.state, (self.now, ticks), !backup);
+        taken.ok()?.then_some(())
     }
 
     fn apply_one(&mut self, e: &Entry, backup: bool) -> Option<()> {
@@ -200,6 +263,9 @@ impl Shard {
     pub(super) fn dump(&self, from: u32) -> (Vec<Entry>, Option<u32>) {
         let end = from.saturating_add(DUMP_SLOTS).min(self.table.slots());
         let mut out = Vec::new();
+        // The templates that control them, once each, after them (a message carries one kind).
+        let mut templates = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for i in from..end {
             let Some((id, c)) = self.table.entry_at(i) else {
                 continue;
@@ -209,7 +275,15 @@ impl Shard {
                 continue;
             }
             out.extend(self.entry_of(id));
+            if self
+                .links
+                .get(id.index() as usize)
+                .is_some_and(|&l| seen.insert(l))
+            {
+                templates.extend(self.template_of(id));
+            }
         }
+        out.append(&mut templates);
         (out, (end < self.table.slots()).then_some(end))
     }
 }

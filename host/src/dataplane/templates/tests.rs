@@ -227,3 +227,45 @@ fn listing_shows_findable_templates() {
     );
     s.release(id);
 }
+
+#[test]
+fn a_template_from_a_peer_is_found_repointed_and_kept_while_live_here() {
+    let s = store();
+    let (a, b) = (dest(), dest());
+    // New here: findable at once, for the peer's time left, controlling nothing.
+    assert_eq!(s.adopt(1, 42, 7, &a, (0, 30), true), Ok(true));
+    assert_eq!(a.counters.persistent(), 1);
+    let id = bound(s.find(1, 42, 10, T));
+    assert!(matches!(s.find(1, 42, 10, T), Bind::Bound { dest: 7, .. }));
+    s.release(id);
+    let info = s.info(id).unwrap();
+    assert_eq!(
+        (info.svc, info.key, info.dest, info.controls),
+        (1, 42, 7, 1)
+    );
+    // Live here (it controls a connection) and this director decides: the peer's word is
+    // not taken.
+    assert_eq!(s.adopt(1, 42, 8, &b, (10, 30), true), Ok(false));
+    assert!(matches!(s.find(1, 42, 10, T), Bind::Bound { dest: 7, .. }));
+    s.release(id);
+    s.release(id);
+    // A backup takes it: repointed, recounted, the peer's expiry.
+    assert_eq!(s.adopt(1, 42, 8, &b, (20, 5), false), Ok(true));
+    assert_eq!((a.counters.persistent(), b.counters.persistent()), (0, 1));
+    assert_eq!(s.stats().entries, 1, "the same template");
+    assert_eq!(s.sweep(24, 0, 1), 0);
+    assert_eq!(s.sweep(25, 0, 1), 1, "expired at the peer's time");
+    assert_eq!(b.counters.persistent(), 0);
+    assert_eq!(s.info(id), None, "freed");
+    // At the budget: refused and counted, as a new flow's template is.
+    let small = TemplateStore::new(
+        STRIPES * MIN_PER_STRIPE * (TemplateStore::ENTRY_BYTES + 4),
+        HashKey([1, 2]),
+    )
+    .unwrap();
+    let taken = (0..10_000u64)
+        .filter(|&k| small.adopt(1, k, 7, &a, (0, T), false).is_ok())
+        .count();
+    assert_eq!(taken, small.capacity());
+    assert_eq!(small.refused(), 10_000 - small.capacity() as u64);
+}
