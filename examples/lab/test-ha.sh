@@ -158,6 +158,16 @@ proto = "tcp"
 forward = "nat"
 scheduler = "wlc"
 $(for a in "${RS_IPS[@]}"; do printf '[[service.server]]\naddr = "%s:8080"\n' "$a"; done)
+
+# Persistent (ipvsadm -p 600 -M 255.255.255.0): sync carries its templates (sticky_*).
+[[service]]
+name = "sticky"
+vip = "$VIP:81"
+proto = "tcp"
+forward = "nat"
+scheduler = "rr"
+persistence = { plugin = "persist-netmask", timeout = "600s", config = { netmask = "255.255.255.0" } }
+$(for a in "${RS_IPS[@]}"; do printf '[[service.server]]\naddr = "%s:8080"\n' "$a"; done)
 EOF
 }
 
@@ -314,6 +324,52 @@ PY
     rm -f "$dl"
 }
 
+# sticky_ask N: N new connections from the client to the persistent service; prints the
+# realserver (rsK) each answer came from.
+sticky_ask() {
+    local k
+    for ((k = 0; k < $1; k++)); do
+        in_ns cli curl -s --max-time 3 "http://$VIP:81/" </dev/null | grep -o 'rs[0-9]</h1>' | cut -c1-3 |
+            grep . || echo none
+    done | tr '\n' ' '
+}
+
+# sticky_pin: the client's network is pinned to one realserver on the master (d1), which is
+# then quiesced (weight 0) on both directors; sets PINNED (rsK) and PINNED_ADDR.
+sticky_pin() {
+    local got i tpl
+    got=$(sticky_ask 3)
+    PINNED=${got%% *}
+    verdict "$(ok_when "[[ '$got' == '$PINNED $PINNED $PINNED ' && $PINNED == rs[123] ]]")" \
+        "persistent client pinned on d1" "answers: $got"
+    PINNED_ADDR=${RS_IPS[${PINNED#rs} - 1]:-none}:8080
+    for i in 1 2; do ha_cli "$i" server weight sticky "$PINNED_ADDR" 0 >/dev/null || true; done
+    # Its template reached the backup with the connections (synced at their third packet).
+    wait_until 5 eval '(( $(sticky_templates 2) >= 1 ))' || true
+    tpl=$(sticky_templates 2 || echo ?)
+    verdict "$(ok_when "[[ '$tpl' == 1 ]]")" "the backup holds the client's template" \
+        "PersistConn of $PINNED_ADDR on d2: $tpl"
+}
+
+# sticky_templates N: PersistConn of the pinned realserver in director N's sticky service.
+sticky_templates() {
+    ha_cli "$1" list --json | "$PYTHON" -c "
+import json, sys
+l = json.load(sys.stdin)
+print(sum(s['persistent'] for v in l['services'] if v['name'] == 'sticky'
+          for s in v['servers'] if s['addr'] == '$PINNED_ADDR'))"
+}
+
+# sticky_after: after the takeover, the persistent client still reaches its (quiesced)
+# realserver through d2: the template came by sync (rr alone would pick another).
+sticky_after() {
+    local got
+    got=$(sticky_ask 3)
+    verdict "$(ok_when "[[ '$got' == '$PINNED $PINNED $PINNED ' ]]")" \
+        "persistent client kept its realserver across the failover" "answers via d2: $got (want $PINNED, quiesced)"
+    ha_cli 2 server weight sticky "$PINNED_ADDR" 1 >/dev/null || true
+}
+
 # attack: hostile sync messages from a realserver's namespace (sync_attack.py, scapy), built
 # from genuine ones captured on d2: each counted under its reason, none taken.
 attack() {
@@ -373,7 +429,9 @@ wait_until 10 in_ns cli curl -sf -o /dev/null --max-time 1 "http://$VIP/" || die
 log "d1 is master; HTTP through $VIP works"
 if [[ ${SELFTEST_BREAK:-0} != 1 ]]; then attack; fi
 
+if [[ ${SELFTEST_BREAK:-0} != 1 ]]; then sticky_pin; fi
 failover kill-ringvs 1 kill-ringvs
+if [[ ${SELFTEST_BREAK:-0} != 1 ]]; then sticky_after; fi
 
 # d1 comes back as backup; d2 (master) sends it its table.
 ringvs_up 1
