@@ -23,6 +23,25 @@ packets = {os.path.basename(p)[:-4]: open(p, "rb").read()
 for name, p in packets.items():
     out("wire", name, p)
 out("wire", "vnet-needs-csum", struct.pack("<BBHHHH", 1, 1, 54, 1448, 20, 16))
+# IPv6 (host/src/wire/test_util.rs's Linux captures), and an extension-header chain:
+# Destination options, Authentication, Fragment (first, more), Routing (segments left 0), UDP.
+V6 = {
+    "ipv6-syn": "600fff2c00280640fd770000000000000000000000000002fd770000000000000000000000000001"
+                "c4e60050f709a00c00000000a002fd204aed0000020405a00402080afeadaa15000000000103030a",
+    "ipv6-mld-hop-by-hop": "6000000000380001fe80000000000000989601fffe1f7e9cff020000000000000000000000000016"
+                           "3a000502000001008f00d8df0000000204000000ff0200000000000000000001ff1f7e9c"
+                           "04000000ff0200000000000000000001ff000002",
+    "ipv6-port-unreachable": "600a155f003d3a40fd770000000000000000000000000001fd770000000000000000000000000002"
+                             "0104978f000000006002fad0000d1140fd770000000000000000000000000002"
+                             "fd770000000000000000000000000001b95214e9000df2d368656c6c6f",
+}
+for name, h in V6.items():
+    out("wire", name, bytes.fromhex(h))
+chain = (bytes([51, 0, 1, 4, 0, 0, 0, 0]) + bytes([44, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1])
+         + bytes([43, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef]) + bytes([17, 0, 0, 0, 0, 0, 0, 0])
+         + bytes([0x9c, 0x40, 0, 53, 0, 8, 0, 0]))
+out("wire", "ipv6-extension-chain", bytes([0x60, 0, 0, 0]) + struct.pack(">HBB", len(chain), 60, 64)
+    + bytes.fromhex("fd77" + "00" * 13 + "02") + bytes.fromhex("fd77" + "00" * 13 + "01") + chain)
 
 # shard: operations (see fuzz/src/shard.rs).
 SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08

@@ -59,13 +59,18 @@ impl<'a> Input<'a> {
 }
 
 /// The wire layer: IPv4 header, TCP (and its options), UDP, ICMP (and the header an error
-/// quotes), the ports of a quoted segment, the virtio-net header. What parses is emitted
+/// quotes), the ports of a quoted segment, the virtio-net header, the IPv6 header and its
+/// extension-header chain. What parses is emitted
 /// again from its description and must parse to the same description.
 pub fn wire(data: &[u8]) {
     if let Ok(h) = VnetHdr::parse(data) {
         let mut b = [0u8; vnet::LEN];
         h.emit(&mut b).expect("a parsed header emits");
         assert_eq!(VnetHdr::parse(&b).ok(), Some(h), "vnet header round trip");
+    }
+    if let Ok(ip6) = ringvs::wire::Ipv6Packet::new_checked(data) {
+        ipv6(&ip6);
+        return;
     }
     let Ok(ip) = Ipv4Packet::new_checked(data) else {
         // A quoted header (ICMP errors carry one cut short) has a laxer check.
@@ -135,6 +140,25 @@ pub fn wire(data: &[u8]) {
         }
         _ => {}
     }
+}
+
+/// An IPv6 packet: the extension-header walk ends inside the payload, or refuses by a rule;
+/// the fixed header round-trips.
+fn ipv6(ip: &ringvs::wire::Ipv6Packet<&[u8]>) {
+    use ringvs::wire::{ipv6, Ipv6Packet, Ipv6Repr};
+    if let Ok(up) = ip.upper_layer() {
+        let end = ipv6::HEADER_LEN + usize::from(ip.payload_len());
+        assert!(up.offset <= end, "the upper layer at {} past {end}", up.offset);
+        assert!(up.ext_headers <= ipv6::MAX_EXT_HEADERS);
+        if up.protocol == ip_proto::TCP && up.fragment.is_none() {
+            let _ = TcpPacket::new_checked(&ip.payload()[up.offset - ipv6::HEADER_LEN..]);
+        }
+    }
+    let repr = Ipv6Repr::parse(ip).expect("a checked packet describes");
+    let mut b = vec![0u8; repr.buffer_len() + repr.payload_len];
+    repr.emit(&mut Ipv6Packet::new_unchecked(&mut b[..]));
+    let again = Ipv6Packet::new_checked(&b[..]).expect("an emitted header parses");
+    assert_eq!(Ipv6Repr::parse(&again).ok(), Some(repr), "IPv6 round trip");
 }
 
 /// The admin protocol's decoder: a request it takes is encoded again and decodes to the same

@@ -20,6 +20,7 @@
 pub mod checksum;
 pub mod icmpv4;
 pub mod ipv4;
+pub mod ipv6;
 pub mod ports;
 pub mod tcp;
 pub mod tcpopt;
@@ -28,6 +29,7 @@ pub mod vnet;
 
 pub use icmpv4::Icmpv4Packet;
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
+pub use ipv6::{Ipv6Packet, Ipv6Repr};
 pub use ports::L4Ports;
 pub use tcp::{TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
@@ -42,6 +44,10 @@ pub mod ip_proto {
     pub const TCP: u8 = 6;
     /// User Datagram Protocol.
     pub const UDP: u8 = 17;
+    /// IPv6 in IP (IPv6-in-IPv6 for LVS-TUN over IPv6).
+    pub const IPV6: u8 = 41;
+    /// Internet Control Message Protocol for IPv6.
+    pub const ICMPV6: u8 = 58;
 }
 
 /// The unit error of the wire layer: the bytes are not a well-formed header of that kind.
