@@ -80,6 +80,9 @@ bash examples/lab/test-dr.sh
 step "lab: active-backup with keepalived and connection sync: the master's ringvs killed, then its keepalived stopped, under a 512 MiB download and keep-alive load"
 bash examples/lab/test-ha.sh
 
+step "connection sync under load: 100,000 new connections a second for 5 s, then a 1,000,000-entry bulk transfer to a starting backup (every entry must arrive)"
+target/release/ringvs ha bench --rate 100000 --seconds 5 --bulk 1000000
+
 step "lab: active-active behind ECMP: three directors announce the VIP by BGP (BIRD 2), 64 keep-alive flows through a graceful stop, a director's death and a rejoin"
 bash examples/lab/test-ecmp.sh
 

@@ -417,6 +417,22 @@ enum HaCmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Measure connection sync on this machine, to size sync.max_rate: two directors in
+    /// this process (no device, no privileges) over loopback UDP with the defaults. A master
+    /// opens --rate connections a second for --seconds (lag, bandwidth, entries kept), then
+    /// a backup that starts late gets --bulk connections in a bulk transfer. Exits 1 if the
+    /// backup misses any.
+    Bench {
+        /// New connections a second on the master.
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
+        /// Seconds of new connections.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Connections in the bulk transfer (0: skip it).
+        #[arg(long, default_value_t = 1_000_000)]
+        bulk: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -615,6 +631,31 @@ fn status(json: bool, target: &Target) -> Result<(), String> {
     Ok(())
 }
 
+/// `ringvs ha bench`.
+fn ha_bench(rate: u64, seconds: u64, bulk: u32) -> Result<(), String> {
+    use ringvs::control::syncload;
+    let mut missed = Vec::new();
+    if seconds > 0 {
+        let r = syncload::steady(rate, seconds)?;
+        println!("{r}");
+        if !r.complete() {
+            missed.push("steady: the backup misses connections");
+        }
+    }
+    if bulk > 0 {
+        let r = syncload::bulk(bulk)?;
+        println!("{r}");
+        if !r.complete() {
+            missed.push("bulk: the backup misses connections");
+        }
+    }
+    if missed.is_empty() {
+        Ok(())
+    } else {
+        Err(missed.join("; "))
+    }
+}
+
 /// `ringvs ha`.
 fn ha(cmd: HaCmd) -> Result<(), String> {
     let (role, json, target) = match cmd {
@@ -636,6 +677,11 @@ fn ha(cmd: HaCmd) -> Result<(), String> {
             interval,
             target,
         } => return ringvs::control::announce::run(target.socket()?, &up, &down, interval),
+        HaCmd::Bench {
+            rate,
+            seconds,
+            bulk,
+        } => return ha_bench(rate, seconds, bulk),
     };
     let h: HaResult = call(
         &target,

@@ -22,4 +22,5 @@ pub mod registry;
 pub mod replay;
 pub mod routes;
 pub mod simulate;
+pub mod syncload;
 pub mod template;

@@ -393,7 +393,7 @@ pub struct DefenseInfo {
 }
 
 /// Result of `ha`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HaResult {
     /// `master`, `backup` or `active`.
     pub role: String,
