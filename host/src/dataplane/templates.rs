@@ -301,34 +301,21 @@ impl TemplateStore {
             Bind::Missing => {}
             other => return Ok(other),
         }
-        let i = match self.alloc(&mut s) {
-            Some(i) => i,
-            None => {
-                // Full: free what has expired in this stripe, then try once more.
-                self.sweep_stripe(&mut s, now, usize::MAX);
-                match self.alloc(&mut s) {
-                    Some(i) => i,
-                    None => {
-                        self.refused.fetch_add(1, Relaxed);
-                        return Err(Full);
-                    }
-                }
-            }
-        };
-        let head = s.buckets[b];
-        s.entries[i as usize] = Tpl {
-            key,
-            dest: Some(dest.clone()),
-            svc,
-            flags: F_LIVE | F_HASHED,
-            dest_id,
-            expires: now.wrapping_add(timeout),
-            n_control: 1,
-            next: head.wrapping_sub(1),
-        };
-        s.buckets[b] = i + 1;
-        s.len += 1;
-        dest.counters.template(true);
+        let i = self.insert(
+            &mut s,
+            b,
+            Tpl {
+                key,
+                dest: Some(dest.clone()),
+                svc,
+                flags: F_LIVE | F_HASHED,
+                dest_id,
+                expires: now.wrapping_add(timeout),
+                n_control: 1,
+                next: NIL,
+            },
+            now,
+        )?;
         Ok(Bind::Bound {
             id: TemplateId(si as u32 * self.per_stripe + i),
             dest: dest_id,
@@ -463,34 +450,46 @@ impl TemplateStore {
             t.expires = expires;
             return Ok(true);
         }
-        let i = match self.alloc(&mut s) {
+        self.insert(
+            &mut s,
+            b,
+            Tpl {
+                key,
+                dest: Some(dest.clone()),
+                svc,
+                flags: F_LIVE | F_HASHED,
+                dest_id,
+                expires,
+                n_control: 0,
+                next: NIL,
+            },
+            now,
+        )?;
+        Ok(true)
+    }
+
+    /// Puts `t` in a free slot of stripe `s`, at the head of bucket `b`'s chain, counted in
+    /// its realserver's templates. A full stripe first frees what has expired at `now`;
+    /// still full, the template is refused (and counted).
+    fn insert(&self, s: &mut Stripe, b: usize, mut t: Tpl, now: Tick) -> Result<u32, Full> {
+        let i = match self.alloc(s) {
             Some(i) => i,
             None => {
-                self.sweep_stripe(&mut s, now, usize::MAX);
-                match self.alloc(&mut s) {
-                    Some(i) => i,
-                    None => {
-                        self.refused.fetch_add(1, Relaxed);
-                        return Err(Full);
-                    }
-                }
+                self.sweep_stripe(s, now, usize::MAX);
+                self.alloc(s).ok_or_else(|| {
+                    self.refused.fetch_add(1, Relaxed);
+                    Full
+                })?
             }
         };
-        let head = s.buckets[b];
-        s.entries[i as usize] = Tpl {
-            key,
-            dest: Some(dest.clone()),
-            svc,
-            flags: F_LIVE | F_HASHED,
-            dest_id,
-            expires,
-            n_control: 0,
-            next: head.wrapping_sub(1),
-        };
+        t.next = s.buckets[b].wrapping_sub(1);
+        if let Some(d) = &t.dest {
+            d.counters.template(true);
+        }
+        s.entries[i as usize] = t;
         s.buckets[b] = i + 1;
         s.len += 1;
-        dest.counters.template(true);
-        Ok(true)
+        Ok(i)
     }
 
     #[allow(clippy::too_many_arguments)]
