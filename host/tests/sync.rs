@@ -6,6 +6,8 @@
 //!   backup mid-stream, to the same realserver, where an unknown flow is refused;
 //! - a persistent client's template reaches the backup (and a late starter, in bulk): its next
 //!   connection after the takeover goes to the same realserver, even a quiesced one;
+//! - two active directors (active-active behind ECMP, NAT) each take up the other's flows,
+//!   both ways: client packets to the same realserver, replies un-NATed to the VIP;
 //! - a backup sends nothing;
 //! - a director that starts late gets the master's table in a bulk transfer;
 //! - forged, replayed, truncated and foreign messages are counted by reason and change
@@ -221,6 +223,58 @@ fn a_persistent_clients_template_follows_it_to_the_backup() {
     c.packets(&[]);
     let out = c.packets(&[tcp(client(200), vip, SYN, b"")]);
     assert_eq!(dest(&out[0]).to_string(), pinned);
+}
+
+/// The client-side view of a NAT reply: (source, destination).
+fn reply_addrs(pkt: &Option<Vec<u8>>) -> (SocketAddrV4, SocketAddrV4) {
+    let p = pkt.as_ref().expect("reply forwarded");
+    let at = |i: usize| {
+        SocketAddrV4::new(
+            Ipv4Addr::new(p[i], p[i + 1], p[i + 2], p[i + 3]),
+            u16::from_be_bytes([p[20 + (i - 12) / 2], p[21 + (i - 12) / 2]]),
+        )
+    };
+    (at(12), at(16))
+}
+
+#[test]
+fn active_directors_take_up_each_others_nat_flows() {
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = Director::start(&sync_section(1, pa, pb, "active"));
+    let mut b = Director::start(&sync_section(2, pb, pa, "active"));
+    let on_a = connect(&mut a, 0, 20);
+    let on_b = connect(&mut b, 100, 20);
+    wait(&mut b, "a's connections on b", |h| h.held >= 20);
+    wait(&mut a, "b's connections on a", |h| h.held >= 20);
+    let vip: SocketAddrV4 = VIP.parse().unwrap();
+    // The router rehashed the flows (a director died, or joined): each director carries the
+    // other's mid-stream, the client's packets to the same realserver and the realserver's
+    // replies back from the VIP (NAT: the reply path needs the entry too).
+    for (d, from, servers) in [(&mut b, 0, &on_a), (&mut a, 100, &on_b)] {
+        for (k, rs) in servers.iter().enumerate() {
+            let c = client(from + k as u32);
+            let out = d.packets(&[tcp(c, vip, ACK | PSH, b"more")]);
+            assert_eq!(dest(&out[0]), *rs, "{c}'s packet");
+            let back = d.packets(&[tcp(*rs, c, ACK | PSH, b"reply")]);
+            assert_eq!(reply_addrs(&back[0]), (vip, c), "{c}'s reply");
+        }
+    }
+    let unknown = a.packets(&[tcp(client(999), vip, ACK | PSH, b"x")]);
+    assert!(unknown[0].is_none(), "a flow nobody had is still refused");
+    // Both sent (active sends and takes), and each kept its own live flows as they were.
+    let (ha_a, ha_b) = (ha(&a), ha(&b));
+    assert!(
+        ha_a.sent_entries >= 20 && ha_b.sent_entries >= 20,
+        "{ha_a:#?} {ha_b:#?}"
+    );
+    assert_eq!(
+        (ha_a.role.as_str(), ha_b.role.as_str()),
+        ("active", "active")
+    );
+    for (k, rs) in on_a.iter().enumerate() {
+        let out = a.packets(&[tcp(client(k as u32), vip, ACK | PSH, b"again")]);
+        assert_eq!(dest(&out[0]), *rs);
+    }
 }
 
 #[test]
