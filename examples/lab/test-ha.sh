@@ -342,7 +342,9 @@ sticky_pin() {
     PINNED=${got%% *}
     verdict "$(ok_when "[[ '$got' == '$PINNED $PINNED $PINNED ' && $PINNED == rs[123] ]]")" \
         "persistent client pinned on d1" "answers: $got"
-    PINNED_ADDR=${RS_IPS[${PINNED#rs} - 1]:-none}:8080
+    local k=1
+    if [[ $PINNED == rs[123] ]]; then k=${PINNED#rs}; fi
+    PINNED_ADDR=${RS_IPS[k - 1]}:8080
     for i in 1 2; do ha_cli "$i" server weight sticky "$PINNED_ADDR" 0 >/dev/null || true; done
     # Its template reached the backup with the connections (synced at their third packet).
     wait_until 5 eval '(( $(sticky_templates 2) >= 1 ))' || true
