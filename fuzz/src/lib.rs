@@ -148,7 +148,11 @@ fn ipv6(ip: &ringvs::wire::Ipv6Packet<&[u8]>) {
     use ringvs::wire::{ipv6, Ipv6Packet, Ipv6Repr};
     if let Ok(up) = ip.upper_layer() {
         let end = ipv6::HEADER_LEN + usize::from(ip.payload_len());
-        assert!(up.offset <= end, "the upper layer at {} past {end}", up.offset);
+        assert!(
+            up.offset <= end,
+            "the upper layer at {} past {end}",
+            up.offset
+        );
         assert!(up.ext_headers <= ipv6::MAX_EXT_HEADERS);
         if up.protocol == ip_proto::TCP && up.fragment.is_none() {
             let _ = TcpPacket::new_checked(&ip.payload()[up.offset - ipv6::HEADER_LEN..]);
@@ -358,7 +362,12 @@ mod tests {
     fn sync_seeds_are_taken() {
         let key = ringvs::sync::Key::from_hex(super::SYNC_KEY).unwrap();
         let seeds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds/sync");
-        for (name, entries) in [("entries", 2), ("templates", 2), ("full", 50), ("heartbeat", 0)] {
+        for (name, entries) in [
+            ("entries", 2),
+            ("templates", 2),
+            ("full", 50),
+            ("heartbeat", 0),
+        ] {
             let data = std::fs::read(seeds.join(name)).unwrap();
             let (_, got) = ringvs::sync::decode(&key, &data[1..]).unwrap();
             assert_eq!(got.len(), entries, "{name}");

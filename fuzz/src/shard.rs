@@ -571,10 +571,14 @@ fn sync_entry(a: u8, b: u8, c: u8, secs: u32) -> ringvs::sync::Entry {
     );
     // A template (bit 6): its key from the client's bits, as persist-netmask's keys are
     // addresses; its state NONE, its client unspecified (what the format carries).
-    let template = (a & 0x40 != 0).then(|| u64::from(u32::from(*client.ip())) & !u64::from(b & 1));
+    let template = (a & 0x40 != 0).then(|| u64::from(u32::from(*client.ip())));
     ringvs::sync::Entry {
         proto: if udp { ip_proto::UDP } else { ip_proto::TCP },
-        state: if template.is_some() { State::None } else { state },
+        state: if template.is_some() {
+            State::None
+        } else {
+            state
+        },
         template,
         client: if template.is_some() {
             SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)
