@@ -34,9 +34,16 @@ V6 = {
     "ipv6-port-unreachable": "600a155f003d3a40fd770000000000000000000000000001fd770000000000000000000000000002"
                              "0104978f000000006002fad0000d1140fd770000000000000000000000000002"
                              "fd770000000000000000000000000001b95214e9000df2d368656c6c6f",
+    "ipv6-neighbour-solicitation": "6000000000203afffd770000000000000000000000000002ff0200000000000000000001ff000001"
+                                   "87003af900000000fd7700000000000000000000000000010101a67679c1237a",
+    "ipv6-neighbour-advertisement": "6000000000203afffd770000000000000000000000000001fd770000000000000000000000000002"
+                                    "880024f5e0000000fd77000000000000000000000000000102010671febd7313",
 }
 for name, h in V6.items():
     out("wire", name, bytes.fromhex(h))
+# A packet too big (Linux's, 1,280 bytes: its quote is cut short of the quoted length).
+out("wire", "ipv6-packet-too-big",
+    open(os.path.join(ROOT, "host/src/wire/captures/packet-too-big6.bin"), "rb").read())
 chain = (bytes([51, 0, 1, 4, 0, 0, 0, 0]) + bytes([44, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1])
          + bytes([43, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef]) + bytes([17, 0, 0, 0, 0, 0, 0, 0])
          + bytes([0x9c, 0x40, 0, 53, 0, 8, 0, 0]))

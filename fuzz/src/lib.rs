@@ -60,8 +60,9 @@ impl<'a> Input<'a> {
 
 /// The wire layer: IPv4 header, TCP (and its options), UDP, ICMP (and the header an error
 /// quotes), the ports of a quoted segment, the virtio-net header, the IPv6 header and its
-/// extension-header chain. What parses is emitted
-/// again from its description and must parse to the same description.
+/// extension-header chain, TCP and UDP over IPv6, ICMPv6 (an error's quote, neighbour
+/// discovery). What parses is emitted again from its description and must parse to the same
+/// description.
 pub fn wire(data: &[u8]) {
     if let Ok(h) = VnetHdr::parse(data) {
         let mut b = [0u8; vnet::LEN];
@@ -97,37 +98,8 @@ pub fn wire(data: &[u8]) {
     }
     let seg = ip.payload();
     match ip.protocol() {
-        ip_proto::TCP => {
-            if let Ok(t) = TcpPacket::new_checked(seg) {
-                let _ = t.verify_checksum(src, dst);
-                let _ = tcpopt::parse(t.options());
-                let repr = TcpRepr::parse(&t).expect("a checked segment describes");
-                // The emitted header has no options: the payload follows 20 bytes in.
-                let mut b = vec![0u8; repr.buffer_len()];
-                b[repr.header_len()..].copy_from_slice(t.payload());
-                repr.emit(&mut TcpPacket::new_unchecked(&mut b[..]), src, dst);
-                let again = TcpPacket::new_checked(&b[..]).expect("an emitted segment parses");
-                assert!(
-                    again.verify_checksum(src, dst),
-                    "an emitted segment's checksum"
-                );
-                assert_eq!(TcpRepr::parse(&again).ok(), Some(repr), "TCP round trip");
-            }
-        }
-        ip_proto::UDP => {
-            if let Ok(u) = UdpPacket::new_checked(seg) {
-                let _ = u.verify_checksum(src, dst);
-                let repr = UdpRepr::parse(&u).expect("a checked datagram describes");
-                let mut b = seg[..repr.buffer_len()].to_vec();
-                repr.emit(&mut UdpPacket::new_unchecked(&mut b[..]), src, dst);
-                let again = UdpPacket::new_checked(&b[..]).expect("an emitted datagram parses");
-                assert!(
-                    again.verify_checksum(src, dst),
-                    "an emitted datagram's checksum"
-                );
-                assert_eq!(UdpRepr::parse(&again).ok(), Some(repr), "UDP round trip");
-            }
-        }
+        ip_proto::TCP => transport_tcp(seg, src, dst),
+        ip_proto::UDP => transport_udp(seg, src, dst),
         ip_proto::ICMP => {
             if let Ok(m) = Icmpv4Packet::new_checked(seg) {
                 let _ = m.verify_checksum();
@@ -142,6 +114,44 @@ pub fn wire(data: &[u8]) {
     }
 }
 
+/// A TCP segment sent from `src` to `dst` (either family): checked, described, emitted again
+/// from its description with a checksum that holds, and described the same.
+fn transport_tcp<A: ringvs::wire::PseudoAddr>(seg: &[u8], src: A, dst: A) {
+    let Ok(t) = TcpPacket::new_checked(seg) else {
+        return;
+    };
+    let _ = t.verify_checksum(src, dst);
+    let _ = tcpopt::parse(t.options());
+    let repr = TcpRepr::parse(&t).expect("a checked segment describes");
+    // The emitted header has no options: the payload follows 20 bytes in.
+    let mut b = vec![0u8; repr.buffer_len()];
+    b[repr.header_len()..].copy_from_slice(t.payload());
+    repr.emit(&mut TcpPacket::new_unchecked(&mut b[..]), src, dst);
+    let again = TcpPacket::new_checked(&b[..]).expect("an emitted segment parses");
+    assert!(
+        again.verify_checksum(src, dst),
+        "an emitted segment's checksum"
+    );
+    assert_eq!(TcpRepr::parse(&again).ok(), Some(repr), "TCP round trip");
+}
+
+/// A UDP datagram, as [`transport_tcp`].
+fn transport_udp<A: ringvs::wire::PseudoAddr>(seg: &[u8], src: A, dst: A) {
+    let Ok(u) = UdpPacket::new_checked(seg) else {
+        return;
+    };
+    let _ = u.verify_checksum(src, dst);
+    let repr = UdpRepr::parse(&u).expect("a checked datagram describes");
+    let mut b = seg[..repr.buffer_len()].to_vec();
+    repr.emit(&mut UdpPacket::new_unchecked(&mut b[..]), src, dst);
+    let again = UdpPacket::new_checked(&b[..]).expect("an emitted datagram parses");
+    assert!(
+        again.verify_checksum(src, dst),
+        "an emitted datagram's checksum"
+    );
+    assert_eq!(UdpRepr::parse(&again).ok(), Some(repr), "UDP round trip");
+}
+
 /// An IPv6 packet: the extension-header walk ends inside the payload, or refuses by a rule;
 /// the fixed header round-trips.
 fn ipv6(ip: &ringvs::wire::Ipv6Packet<&[u8]>) {
@@ -154,8 +164,14 @@ fn ipv6(ip: &ringvs::wire::Ipv6Packet<&[u8]>) {
             up.offset
         );
         assert!(up.ext_headers <= ipv6::MAX_EXT_HEADERS);
-        if up.protocol == ip_proto::TCP && up.fragment.is_none() {
-            let _ = TcpPacket::new_checked(&ip.payload()[up.offset - ipv6::HEADER_LEN..]);
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let l4 = &ip.payload()[up.offset - ipv6::HEADER_LEN..];
+        match up.protocol {
+            _ if up.fragment.is_some_and(|f| f.offset > 0) => {}
+            ip_proto::TCP => transport_tcp(l4, src, dst),
+            ip_proto::UDP => transport_udp(l4, src, dst),
+            ip_proto::ICMPV6 => icmpv6(l4, src, dst),
+            _ => {}
         }
     }
     let repr = Ipv6Repr::parse(ip).expect("a checked packet describes");
@@ -163,6 +179,36 @@ fn ipv6(ip: &ringvs::wire::Ipv6Packet<&[u8]>) {
     repr.emit(&mut Ipv6Packet::new_unchecked(&mut b[..]));
     let again = Ipv6Packet::new_checked(&b[..]).expect("an emitted header parses");
     assert_eq!(Ipv6Repr::parse(&again).ok(), Some(repr), "IPv6 round trip");
+}
+
+/// An ICMPv6 message: a neighbour solicitation or advertisement that describes is emitted
+/// again with a checksum that holds and describes the same; an error's quote is walked.
+fn icmpv6(m: &[u8], src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr) {
+    use ringvs::wire::icmpv6::NdRepr;
+    use ringvs::wire::{Icmpv6Packet, Ipv6Packet};
+    let Ok(p) = Icmpv6Packet::new_checked(m) else {
+        return;
+    };
+    let _ = p.verify_checksum(src, dst);
+    if p.is_error() {
+        if let Ok(q) = Ipv6Packet::new_checked_quoted(p.payload()) {
+            if let Ok(up) = q.upper_layer() {
+                let at = up.offset - ringvs::wire::ipv6::HEADER_LEN;
+                let _ = L4Ports::new_checked(q.payload().get(at..).unwrap_or_default());
+            }
+        }
+    }
+    if let Ok(nd) = NdRepr::parse(&p) {
+        let mut b = vec![0u8; nd.buffer_len()];
+        assert_eq!(
+            nd.emit(&mut b, src, dst),
+            Ok(b.len()),
+            "an ND message emits"
+        );
+        let again = Icmpv6Packet::new_checked(&b[..]).expect("an emitted message parses");
+        assert!(again.verify_checksum(src, dst), "an emitted ND checksum");
+        assert_eq!(NdRepr::parse(&again), Ok(nd), "ND round trip");
+    }
 }
 
 /// The admin protocol's decoder: a request it takes is encoded again and decodes to the same

@@ -21,7 +21,7 @@
 //! every covered word is zero; UDP's "computed zero is sent as `0xFFFF`" is handled by
 //! [`crate::wire::UdpPacket`].
 
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 /// Folds a 64-bit accumulator to 16 bits with end-around carries.
 #[inline]
@@ -85,24 +85,83 @@ pub fn combine(parts: &[u16]) -> u16 {
     fold64(parts.iter().map(|&p| u64::from(p)).sum())
 }
 
-/// The folded sum of a TCP/UDP pseudo-header with addresses of any length (4 bytes for IPv4,
-/// 16 for IPv6): source and destination address, protocol, and the transport length (for
-/// IPv6 the 32-bit upper-layer length; both layouts sum the same).
+/// The folded sum of the IPv4 TCP/UDP pseudo-header. Not complemented: this is what a
+/// partial checksum field holds.
 #[inline]
-pub fn pseudo_header(src: &[u8], dst: &[u8], protocol: u8, length: u32) -> u16 {
-    let acc = u64::from(sum(src))
-        + u64::from(sum(dst))
+pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u32) -> u16 {
+    pseudo_header_for(src, dst, protocol, length)
+}
+
+/// An address that a TCP/UDP/ICMPv6 pseudo-header covers: IPv4's 4 bytes or IPv6's 16.
+///
+/// The transport views ([`crate::wire::TcpPacket`], [`crate::wire::UdpPacket`]) take either,
+/// so one rewriter serves NAT44 and NAT66: IPv6 has no header checksum, and its transport
+/// checksums cover the 128-bit addresses through the pseudo-header (RFC 8200 §8.1).
+pub trait PseudoAddr: Copy {
+    /// Whether a UDP checksum field of 0 means "no checksum" (IPv4) rather than a bad one
+    /// (IPv6, RFC 8200 §8.1).
+    const UDP_CHECKSUM_OPTIONAL: bool;
+    /// The sum of the address's big-endian 16-bit words, unfolded (at most 8 × `0xFFFF`).
+    fn word_sum(self) -> u32;
+    /// The sum of the complements of those words, unfolded.
+    fn not_word_sum(self) -> u32;
+}
+
+impl PseudoAddr for Ipv4Addr {
+    const UDP_CHECKSUM_OPTIONAL: bool = true;
+
+    #[inline]
+    fn word_sum(self) -> u32 {
+        words32(self.octets())
+    }
+
+    #[inline]
+    fn not_word_sum(self) -> u32 {
+        not_words32(self.octets())
+    }
+}
+
+impl PseudoAddr for Ipv6Addr {
+    const UDP_CHECKSUM_OPTIONAL: bool = false;
+
+    #[inline]
+    fn word_sum(self) -> u32 {
+        self.segments().iter().map(|&w| u32::from(w)).sum()
+    }
+
+    #[inline]
+    fn not_word_sum(self) -> u32 {
+        self.segments().iter().map(|&w| u32::from(!w)).sum()
+    }
+}
+
+/// The folded sum of a TCP/UDP/ICMPv6 pseudo-header for either family: source and
+/// destination address, protocol, and the transport length (IPv6's layout has a 32-bit
+/// upper-layer length and the next header in the last of 4 bytes; both layouts sum the same).
+/// Not complemented.
+#[inline]
+pub fn pseudo_header_for<A: PseudoAddr>(src: A, dst: A, protocol: u8, length: u32) -> u16 {
+    let acc = u64::from(src.word_sum())
+        + u64::from(dst.word_sum())
         + u64::from(protocol)
         + u64::from(length >> 16)
         + u64::from(length & 0xFFFF);
     fold64(acc)
 }
 
-/// The folded sum of the IPv4 TCP/UDP pseudo-header. Not complemented: this is what a
-/// partial checksum field holds.
+/// Updates a checksum field for a pseudo-header address changing from `old` to `new` (RFC
+/// 1624 eqn 3 over each of its words).
 #[inline]
-pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u32) -> u16 {
-    pseudo_header(&src.octets(), &dst.octets(), protocol, length)
+pub fn update_addr<A: PseudoAddr>(check: u16, old: A, new: A) -> u16 {
+    let acc = u64::from(!check) + u64::from(old.not_word_sum()) + u64::from(new.word_sum());
+    !fold64(acc)
+}
+
+/// Updates a *partial* field for a pseudo-header address changing from `old` to `new`.
+#[inline]
+pub fn update_partial_addr<A: PseudoAddr>(field: u16, old: A, new: A) -> u16 {
+    let acc = u64::from(field) + u64::from(old.not_word_sum()) + u64::from(new.word_sum());
+    fold64(acc)
 }
 
 /// The two big-endian words of a 32-bit field, added.
@@ -228,10 +287,14 @@ mod tests {
             40,
         );
         assert_eq!(p, 0x1433);
-        // Addresses as slices give the same; a length above 16 bits adds both halves.
-        assert_eq!(pseudo_header(&[10, 1, 0, 2], &[10, 1, 0, 1], 6, 40), 0x1433);
+        // A length above 16 bits adds both halves.
         assert_eq!(
-            pseudo_header(&[0; 16], &[0; 16], 17, 0x0001_0002),
+            pseudo_header_for(
+                Ipv6Addr::UNSPECIFIED,
+                Ipv6Addr::UNSPECIFIED,
+                17,
+                0x0001_0002
+            ),
             17 + 1 + 2
         );
     }
@@ -326,6 +389,52 @@ mod tests {
                 w(new, 2),
             );
             assert_eq!(update_partial32(p, old, new), two);
+        }
+    }
+
+    /// The pseudo-header laid out as RFC 8200 §8.1 draws it, summed as bytes.
+    fn pseudo_header_v6_bytes(src: Ipv6Addr, dst: Ipv6Addr, protocol: u8, len: u32) -> u16 {
+        let mut b = [0u8; 40];
+        b[..16].copy_from_slice(&src.octets());
+        b[16..32].copy_from_slice(&dst.octets());
+        b[32..36].copy_from_slice(&len.to_be_bytes());
+        b[39] = protocol;
+        data(&b)
+    }
+
+    #[test]
+    fn address_updates_equal_a_fresh_sum_for_both_families() {
+        let mut rng = Rng::new(0x66);
+        for _ in 0..10_000 {
+            let (a, b) = (rng.next_u64(), rng.next_u64());
+            let (x, y) = (
+                Ipv6Addr::from(u128::from(a) << 64 | u128::from(b)),
+                Ipv6Addr::from(u128::from(b) << 64 | u128::from(a.rotate_left(7))),
+            );
+            let other = Ipv6Addr::from(u128::from(a ^ b) << 32);
+            let len = (b >> 48) as u32;
+            let p = pseudo_header_for(x, other, 6, len);
+            assert_eq!(p, pseudo_header_v6_bytes(x, other, 6, len));
+            // A checksum field over the pseudo-header and some data, then the source moved.
+            let body = !combine(&[p, a as u16]);
+            let moved = update_addr(body, x, y);
+            assert_eq!(
+                moved,
+                !combine(&[pseudo_header_for(y, other, 6, len), a as u16])
+            );
+            let partial = update_partial_addr(p, x, y);
+            assert_eq!(partial, pseudo_header_for(y, other, 6, len));
+            // IPv4: the same as the 32-bit helpers.
+            let (o, n) = (Ipv4Addr::from(a as u32), Ipv4Addr::from(b as u32));
+            let check = (a >> 32) as u16;
+            assert_eq!(
+                update_addr(check, o, n),
+                update32(check, o.octets(), n.octets())
+            );
+            assert_eq!(
+                update_partial_addr(check | 1, o, n),
+                update_partial32(check | 1, o.octets(), n.octets())
+            );
         }
     }
 }

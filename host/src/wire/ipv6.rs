@@ -130,6 +130,19 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         Ok(packet)
     }
 
+    /// Wraps the packet an ICMPv6 error quotes: the fixed header must be whole and say
+    /// version 6, but the payload may be cut short of the payload length (RFC 4443 §2.4 (c)
+    /// quotes only what fits in 1,280 bytes). [`Self::payload`] and
+    /// [`Self::upper_layer`] see the bytes present.
+    #[inline]
+    pub fn new_checked_quoted(buffer: T) -> Result<Ipv6Packet<T>> {
+        let packet = Self::new_unchecked(buffer);
+        if packet.buffer.as_ref().len() < HEADER_LEN || packet.version() != 6 {
+            return Err(Error);
+        }
+        Ok(packet)
+    }
+
     /// Checks that the buffer holds a whole IPv6 packet: at least [`HEADER_LEN`] bytes,
     /// version 6, and a payload length that fits in the buffer (trailing bytes beyond it are
     /// allowed).
@@ -343,6 +356,26 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     #[inline]
     pub fn set_dst_addr(&mut self, value: Ipv6Addr) {
         self.buffer.as_mut()[field::DST_ADDR].copy_from_slice(&value.octets());
+    }
+
+    /// Sets the source address and returns the old one (NAT66). IPv6 has no header
+    /// checksum; update the transport checksum that covers it through the pseudo-header
+    /// (`update_checksum_for_addr` of [`crate::wire::TcpPacket`], [`crate::wire::UdpPacket`],
+    /// [`crate::wire::Icmpv6Packet`]).
+    #[inline]
+    pub fn rewrite_src_addr(&mut self, addr: Ipv6Addr) -> Ipv6Addr {
+        let old = self.src_addr();
+        self.set_src_addr(addr);
+        old
+    }
+
+    /// Sets the destination address and returns the old one (see
+    /// [`Self::rewrite_src_addr`]).
+    #[inline]
+    pub fn rewrite_dst_addr(&mut self, addr: Ipv6Addr) -> Ipv6Addr {
+        let old = self.dst_addr();
+        self.set_dst_addr(addr);
+        old
     }
 
     /// The payload, mutable (same bounds as [`Ipv6Packet::payload`]).

@@ -19,6 +19,7 @@
 
 pub mod checksum;
 pub mod icmpv4;
+pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
 pub mod ports;
@@ -27,7 +28,9 @@ pub mod tcpopt;
 pub mod udp;
 pub mod vnet;
 
+pub use checksum::PseudoAddr;
 pub use icmpv4::Icmpv4Packet;
+pub use icmpv6::Icmpv6Packet;
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Packet, Ipv6Repr};
 pub use ports::L4Ports;
@@ -122,7 +125,7 @@ mod tests {
     use super::test_util::Rng;
     use super::*;
     use core::hint::black_box;
-    use core::net::Ipv4Addr;
+    use core::net::{Ipv4Addr, Ipv6Addr};
 
     fn read_ipv4<T: AsRef<[u8]>>(p: &Ipv4Packet<T>) {
         black_box((
@@ -314,6 +317,60 @@ mod tests {
         }
     }
 
+    fn read_icmp6<T: AsRef<[u8]>>(p: &Icmpv6Packet<T>, a: Ipv6Addr, b: Ipv6Addr) {
+        black_box((p.msg_type(), p.code(), p.checksum(), p.rest_of_header()));
+        black_box((
+            p.mtu(),
+            p.pointer(),
+            p.echo_ident(),
+            p.echo_seq(),
+            p.is_error(),
+        ));
+        black_box((
+            p.payload(),
+            p.verify_checksum(a, b),
+            p.nd_target(),
+            p.nd_flags(),
+        ));
+        let _ = black_box((
+            p.nd_link_addr(1),
+            p.nd_link_addr(2),
+            icmpv6::NdRepr::parse(p),
+        ));
+    }
+
+    fn write_icmp6(p: &mut Icmpv6Packet<&mut [u8]>, rng: &mut Rng, a: Ipv6Addr) {
+        let r = rng.next_u64();
+        let v16 = (r >> 32) as u16;
+        match r % 10 {
+            0 => p.set_msg_type(if r & 1 << 40 != 0 { 135 } else { 136 }),
+            1 => p.set_code(r as u8),
+            2 => p.set_checksum(v16),
+            3 => p.set_rest_of_header(r as u32),
+            4 => p.set_echo_ident(v16),
+            5 => p.set_echo_seq(v16),
+            6 => p.payload_mut().fill(r as u8),
+            7 => p.update_checksum_for_addr(a, Ipv6Addr::LOCALHOST),
+            8 => {
+                let target = Ipv6Addr::from(u128::from(r));
+                let nd = if r & 1 << 41 != 0 {
+                    icmpv6::NdRepr::Solicit {
+                        target,
+                        source_mac: (r & 1 << 42 != 0).then_some([1; 6]),
+                    }
+                } else {
+                    icmpv6::NdRepr::Advert {
+                        flags: r as u8,
+                        target,
+                        target_mac: (r & 1 << 42 != 0).then_some([2; 6]),
+                    }
+                };
+                let _ = black_box(nd.emit(p.payload_mut(), a, a));
+            }
+            _ => p.fill_checksum(a, a),
+        }
+    }
+
     /// Makes a random string more likely to pass the IPv4 checks: version 4, an IHL and a
     /// total length near the buffer length.
     fn bias_ipv4(b: &mut [u8], rng: &mut Rng) {
@@ -338,7 +395,7 @@ mod tests {
         let mut rng = Rng::new(0xF022);
         let mut buf = [0u8; 80];
         let mut copy = [0u8; 80];
-        let mut accepted = [0u32; 7];
+        let mut accepted = [0u32; 8];
         for _ in 0..300_000 {
             let len = rng.below(81) as usize;
             let b = &mut buf[..len];
@@ -407,6 +464,17 @@ mod tests {
                 p.set_src_port(x.octets()[0].into());
                 p.set_dst_port(1);
                 black_box((p.src_port(), p.dst_port()));
+            }
+            if let Ok(p) = Icmpv6Packet::new_checked(b) {
+                accepted[7] += 1;
+                let a = Ipv6Addr::from(u128::from(rng.next_u64()) << 20);
+                read_icmp6(&p, a, Ipv6Addr::LOCALHOST);
+                c.copy_from_slice(b);
+                let mut p = Icmpv6Packet::new_unchecked(&mut *c);
+                for _ in 0..4 {
+                    write_icmp6(&mut p, &mut rng, a);
+                    read_icmp6(&p, a, Ipv6Addr::LOCALHOST);
+                }
             }
             if let Ok(h) = vnet::VnetHdr::parse(b) {
                 accepted[6] += 1;

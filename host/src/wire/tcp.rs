@@ -1,7 +1,7 @@
 //! TCP header (RFC 9293).
 
-use super::{be, checksum, ip_proto, Error, Result};
-use core::net::Ipv4Addr;
+use super::checksum::{self, PseudoAddr};
+use super::{be, ip_proto, Error, Result};
 
 /// Offsets of the TCP header fields.
 pub mod field {
@@ -218,9 +218,9 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     /// True if the checksum is correct for a segment sent from `src` to `dst`. The whole
     /// buffer is the segment.
     #[inline]
-    pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+    pub fn verify_checksum<A: PseudoAddr>(&self, src: A, dst: A) -> bool {
         let b = self.buffer.as_ref();
-        let pseudo = checksum::pseudo_header_v4(src, dst, ip_proto::TCP, b.len() as u32);
+        let pseudo = checksum::pseudo_header_for(src, dst, ip_proto::TCP, b.len() as u32);
         checksum::combine(&[pseudo, checksum::data(b)]) == 0xFFFF
     }
 }
@@ -301,10 +301,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     /// Computes the checksum of a segment sent from `src` to `dst` and stores it. The whole
     /// buffer is the segment.
     #[inline]
-    pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+    pub fn fill_checksum<A: PseudoAddr>(&mut self, src: A, dst: A) {
         self.set_checksum(0);
         let b = self.buffer.as_ref();
-        let pseudo = checksum::pseudo_header_v4(src, dst, ip_proto::TCP, b.len() as u32);
+        let pseudo = checksum::pseudo_header_for(src, dst, ip_proto::TCP, b.len() as u32);
         let c = !checksum::combine(&[pseudo, checksum::data(b)]);
         self.set_checksum(c);
     }
@@ -336,13 +336,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
 
     /// Updates the checksum for a pseudo-header address changed from `old` to `new` (the IP
     /// header was rewritten). A `partial` field is a non-complemented pseudo-header sum and
-    /// is updated as such ([`checksum::update_partial32`]).
+    /// is updated as such ([`checksum::update_partial_addr`]).
     #[inline]
-    pub fn update_checksum_for_addr(&mut self, old: Ipv4Addr, new: Ipv4Addr, partial: bool) {
+    pub fn update_checksum_for_addr<A: PseudoAddr>(&mut self, old: A, new: A, partial: bool) {
         let c = if partial {
-            checksum::update_partial32(self.checksum(), old.octets(), new.octets())
+            checksum::update_partial_addr(self.checksum(), old, new)
         } else {
-            checksum::update32(self.checksum(), old.octets(), new.octets())
+            checksum::update_addr(self.checksum(), old, new)
         };
         self.set_checksum(c);
     }
@@ -400,11 +400,11 @@ impl TcpRepr {
     /// and fills the checksum over the whole buffer, which must be the segment: the header
     /// and the payload already in place ([`Self::buffer_len`] bytes, at least
     /// [`HEADER_LEN`]).
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>, A: PseudoAddr>(
         &self,
         packet: &mut TcpPacket<T>,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: A,
+        dst: A,
     ) {
         packet.set_src_port(self.src_port);
         packet.set_dst_port(self.dst_port);
@@ -424,6 +424,7 @@ mod tests {
     use crate::wire::test_util::{packets, Rng};
     use crate::wire::vnet::{self, VnetHdr};
     use crate::wire::Ipv4Packet;
+    use core::net::Ipv4Addr;
 
     const A2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
     const A1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);

@@ -1,7 +1,7 @@
 //! UDP header (RFC 768).
 
-use super::{be, checksum, ip_proto, Error, Result};
-use core::net::Ipv4Addr;
+use super::checksum::{self, PseudoAddr};
+use super::{be, ip_proto, Error, Result};
 
 /// Offsets of the UDP header fields.
 pub mod field {
@@ -13,7 +13,7 @@ pub mod field {
     pub const DST_PORT: Range<usize> = 2..4;
     /// Length of the datagram, header included.
     pub const LENGTH: Range<usize> = 4..6;
-    /// Checksum; 0 means "none" over IPv4.
+    /// Checksum; 0 means "none" over IPv4 and is invalid over IPv6.
     pub const CHECKSUM: Range<usize> = 6..8;
 }
 
@@ -109,17 +109,21 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
 
     /// The sum over the datagram (first `len()` bytes) and its pseudo-header.
     #[inline]
-    fn full_sum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> u16 {
+    fn full_sum<A: PseudoAddr>(&self, src: A, dst: A) -> u16 {
         let end = self.end();
-        let pseudo = checksum::pseudo_header_v4(src, dst, ip_proto::UDP, end as u32);
+        let pseudo = checksum::pseudo_header_for(src, dst, ip_proto::UDP, end as u32);
         checksum::combine(&[pseudo, checksum::data(&self.buffer.as_ref()[..end])])
     }
 
     /// True if the checksum is correct for a datagram sent from `src` to `dst`, or absent
-    /// (0).
+    /// (0) where the family allows that: IPv4 does, IPv6 does not (RFC 8200 §8.1: a zero
+    /// checksum is discarded; a computed 0 is sent as `0xFFFF`).
     #[inline]
-    pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
-        self.checksum() == 0 || self.full_sum(src, dst) == 0xFFFF
+    pub fn verify_checksum<A: PseudoAddr>(&self, src: A, dst: A) -> bool {
+        match self.checksum() {
+            0 => A::UDP_CHECKSUM_OPTIONAL,
+            _ => self.full_sum(src, dst) == 0xFFFF,
+        }
     }
 }
 
@@ -167,7 +171,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     /// Computes the checksum of a datagram sent from `src` to `dst` over its first `len()`
     /// bytes and stores it; a computed 0 is sent as `0xFFFF` (0 means "no checksum").
     #[inline]
-    pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+    pub fn fill_checksum<A: PseudoAddr>(&mut self, src: A, dst: A) {
         self.set_checksum(0);
         let c = !self.full_sum(src, dst);
         self.set_checksum(if c == 0 { 0xFFFF } else { c });
@@ -213,13 +217,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     /// header was rewritten). A complete checksum as in [`Self::rewrite_src_port`]; a
     /// `partial` field is a non-complemented pseudo-header sum and is updated as such.
     #[inline]
-    pub fn update_checksum_for_addr(&mut self, old: Ipv4Addr, new: Ipv4Addr, partial: bool) {
-        let (old, new) = (old.octets(), new.octets());
+    pub fn update_checksum_for_addr<A: PseudoAddr>(&mut self, old: A, new: A, partial: bool) {
         if partial {
-            let c = checksum::update_partial32(self.checksum(), old, new);
+            let c = checksum::update_partial_addr(self.checksum(), old, new);
             self.set_checksum(c);
         } else {
-            self.update_complete(|c| checksum::update32(c, old, new));
+            self.update_complete(|c| checksum::update_addr(c, old, new));
         }
     }
 }
@@ -263,11 +266,11 @@ impl UdpRepr {
     /// Writes the header into the front of the packet and fills the checksum over the
     /// header and the payload already in place. The buffer must hold [`Self::buffer_len`]
     /// bytes (at least [`HEADER_LEN`]).
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>, A: PseudoAddr>(
         &self,
         packet: &mut UdpPacket<T>,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: A,
+        dst: A,
     ) {
         packet.set_src_port(self.src_port);
         packet.set_dst_port(self.dst_port);
@@ -281,6 +284,7 @@ mod tests {
     use super::*;
     use crate::wire::test_util::{packets, Rng};
     use crate::wire::Ipv4Packet;
+    use core::net::Ipv4Addr;
 
     const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
     const DNS_SERVER: Ipv4Addr = Ipv4Addr::new(8, 8, 8, 8);
