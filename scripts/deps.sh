@@ -35,6 +35,8 @@ wanted=(
     "cmd:tcpdump tcpdump" # the e2e lab captures traffic for `ringvs replay`
     "cmd:keepalived keepalived" # the HA lab's VRRP (examples/lab/test-ha.sh)
     "cmd:bird bird2" # the active-active lab's BGP speakers and ECMP router (examples/lab/test-ecmp.sh)
+    "cmd:clang clang" # examples/lab/bench.sh builds the realservers' XDP tunnel decapsulator
+    "pkg:libbpf-dev libbpf-dev" # (examples/lab/tun_decap.bpf.c: bpf_helpers.h)
 )
 
 missing=()

@@ -23,10 +23,25 @@
 #           cost / nft's cost.
 #
 # Phases: nft; tun-qN (director.io = "tun", N queues); xdp-qN (director.io = "af_xdp", N
-# queues); ringvs (TUN with the config's queues, as before this table existed).
+# queues); ringvs (TUN with the config's queues, as before this table existed); and the
+# forwarding methods whose replies bypass the director, on a config of their own (web on
+# VIP:8080, iperf on VIP:5201, rr; written to $LAB_DIR/bench-PHASE.toml):
+#
+#   dr-qN     LVS-DR (forward = "dr", director.io = "af_xdp")
+#   ipip-qN   LVS-TUN with IPIP (forward = "tun", director.io = "tun")
+#   gue-qN    LVS-TUN with GUE to port 6080
+#
+# There the realservers hold the virtual address on lo (arp_ignore = 1, arp_announce = 2);
+# for the tunnels each decapsulates in XDP (examples/lab/tun_decap.bpf.c, built with clang:
+# the lab kernel has no ipip or fou, and the userspace decapsulator of test-tun.sh would
+# measure Python), and the director routes replies from the virtual address past ringvs.
+# These phases measure ka, close and tcp (their rows' "UDP" and "CPU" are n/a: iperf3's UDP
+# server answers from the realserver's own address, which the client does not take), and
+# note ringvs's incoming and outgoing packets (outgoing stays 0: the replies bypass it).
 #
 # Environment: BENCH_SECONDS (per measurement, default 10), BENCH_OUT (default
-# $LAB_DIR/bench.md), BENCH_PHASES (default "nft tun-q1 tun-q2 tun-q4 xdp-q1 xdp-q2 xdp-q4"),
+# $LAB_DIR/bench.md), BENCH_PHASES (default "nft tun-q1 tun-q2 tun-q4 xdp-q1 xdp-q2 xdp-q4
+# dr-q1 ipip-q1"),
 # BENCH_CPU_PPS (default 20000), RINGVS, CONF, RVS_LAB, LAB_DIR.
 # Exit status: non-zero when a phase or a measurement failed (the table then says n/a).
 set -euo pipefail
@@ -36,20 +51,22 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_OUT=${BENCH_OUT:-$LAB_DIR/bench.md}
-BENCH_PHASES=${BENCH_PHASES:-nft tun-q1 tun-q2 tun-q4 xdp-q1 xdp-q2 xdp-q4}
+BENCH_PHASES=${BENCH_PHASES:-nft tun-q1 tun-q2 tun-q4 xdp-q1 xdp-q2 xdp-q4 dr-q1 ipip-q1}
 BENCH_CPU_PPS=${BENCH_CPU_PPS:-20000}
 [[ $BENCH_SECONDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer (got '$BENCH_SECONDS')"
 [[ $BENCH_CPU_PPS =~ ^[1-9][0-9]*$ ]] || die "BENCH_CPU_PPS must be a positive integer (got '$BENCH_CPU_PPS')"
 for p in $BENCH_PHASES; do
     case $p in
-        nft | ringvs | tun-q[1-9] | xdp-q[1-9]) ;;
-        *) die "BENCH_PHASES: unknown phase '$p' (nft, ringvs, tun-qN, xdp-qN)" ;;
+        nft | ringvs | tun-q[1-9] | xdp-q[1-9] | dr-q[1-9] | ipip-q[1-9] | gue-q[1-9]) ;;
+        *) die "BENCH_PHASES: unknown phase '$p' (nft, ringvs, tun-qN, xdp-qN, dr-qN, ipip-qN, gue-qN)" ;;
     esac
     n=${p#*-q}
     if [[ $p == *-q* ]] && ((n > LAB_MAXQ)); then die "phase $p: at most LAB_MAXQ=$LAB_MAXQ queues"; fi
 done
 require_root
 require_cmds wrk iperf3 nft curl nginx ethtool
+DECAP_OBJ=""
+if [[ " $BENCH_PHASES " =~ \ (ipip|gue)-q ]]; then require_cmds clang; fi
 
 S=$BENCH_SECONDS
 METRICS=(ka close tcp udp cpu rcpu)
@@ -103,11 +120,78 @@ proc_cpu_ns() {
     awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.0f\n", ($12 + $13) * 1e9 / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
+# --- forwarding methods whose replies bypass the director --------------------------------
+GUE_PORT=6080
+
+# method_conf METHOD FILE: the config of a dr/ipip/gue phase.
+method_conf() {
+    local m=$1 fwd=tun svc port i
+    if [[ $m == dr ]]; then fwd=dr; fi
+    {
+        echo "# bench.sh phase $m: written by examples/lab/bench.sh"
+        echo "[director]"
+        echo 'device = "ringvs0"'
+        echo "queues = 1"
+        echo 'conn_memory_limit = "64MiB"'
+        echo "admin_socket = \"$LAB_DIR/admin.sock\""
+        echo 'metrics_listen = "127.0.0.1:9406"'
+        # The tunnels' packets must reach the realservers whole (no segmentation offload).
+        if [[ $fwd == tun ]]; then echo "offload = false"; fi
+        for svc in web:8080 iperf:5201; do
+            port=${svc#*:}
+            printf '\n[[service]]\nname = "%s"\nvip = "%s:%s"\nproto = "tcp"\nforward = "%s"\nscheduler = "rr"\n' \
+                "${svc%:*}" "$VIP" "$port" "$fwd"
+            if [[ $m == gue ]]; then printf 'tunnel = "gue"\ntunnel_port = %s\n' "$GUE_PORT"; fi
+            for ((i = 1; i <= RS_COUNT; i++)); do
+                # iperf3 listens on rs1 only.
+                if [[ $port == 5201 ]] && ((i > 1)); then break; fi
+                printf '\n[[service.server]]\naddr = "%s"\n' "${RS_IPS[i - 1]}"
+            done
+        done
+    } >"$2"
+}
+
+# method_up METHOD: the realservers take the client's packets for the virtual address (on lo,
+# answering no ARP for it); for a tunnel each decapsulates in XDP, and the director routes
+# replies from the virtual address past ringvs (as the realservers' own gateway would).
+method_up() {
+    local m=$1 i ns
+    for ((i = 1; i <= RS_COUNT; i++)); do
+        ns=rs$i
+        ns_sysctl "$ns" net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+        in_ns "$ns" ip addr add "$VIP/32" dev lo
+        if [[ $m != dr ]]; then
+            in_ns "$ns" ip link set dev eth0 xdpdrv obj "$DECAP_OBJ" sec xdp 2>/dev/null ||
+                in_ns "$ns" ip link set dev eth0 xdpgeneric obj "$DECAP_OBJ" sec xdp || {
+                err "cannot attach $DECAP_OBJ to eth0 in $(ns_name "$ns")"
+                return 1
+            }
+        fi
+    done
+    if [[ $m != dr ]]; then in_ns dir ip rule add iif "$RS_IF" from "$VIP" lookup main pref 999; fi
+}
+
+# method_down: undo method_up (whatever of it was done), and forget the client's path MTU to
+# the virtual address (a tunnel lowers it) so that later phases start alike.
+method_down() {
+    local i ns
+    for ((i = 1; i <= RS_COUNT; i++)); do
+        ns=rs$i
+        in_ns "$ns" ip link set dev eth0 xdpdrv off 2>/dev/null || true
+        in_ns "$ns" ip link set dev eth0 xdpgeneric off 2>/dev/null || true
+        in_ns "$ns" ip addr del "$VIP/32" dev lo 2>/dev/null || true
+        in_ns "$ns" sysctl -q -w net.ipv4.conf.all.arp_ignore=0 net.ipv4.conf.all.arp_announce=0 >/dev/null 2>&1 || true
+    done
+    while in_ns dir ip rule del iif "$RS_IF" from "$VIP" lookup main pref 999 2>/dev/null; do :; done
+    in_ns cli ip route flush cache 2>/dev/null || true
+}
+
 # phase NAME: bring the forwarder up, measure, bring it down. Runs in a subshell (own EXIT
 # trap stops the forwarder); results go to $LAB_DIR/bench-NAME.txt as "metric value" lines,
 # notes to $LAB_DIR/bench-NAME.notes. Exit status non-zero if anything failed.
 phase() {
     local name=$1 res=$LAB_DIR/bench-$1.txt notes=$LAB_DIR/bench-$1.notes failed=0 fwd=ringvs
+    local method=""
     : >"$res"
     : >"$notes"
     trap 'fwd_down' EXIT
@@ -116,7 +200,19 @@ phase() {
         ringvs) LAB_IO=tun RINGVS_QUEUES="" ;;
         tun-q*) LAB_IO=tun RINGVS_QUEUES=${name#tun-q} ;;
         xdp-q*) LAB_IO=af_xdp RINGVS_QUEUES=${name#xdp-q} ;;
+        dr-q*) LAB_IO=af_xdp RINGVS_QUEUES=${name#dr-q} method=dr ;;
+        ipip-q* | gue-q*) LAB_IO=tun RINGVS_QUEUES=${name#*-q} method=${name%-q*} ;;
     esac
+    if [[ -n $method ]]; then
+        trap 'fwd_down; method_down' EXIT
+        CONF=$LAB_DIR/bench-$name.toml
+        method_conf "$method" "$CONF"
+        WRK_PORT=8080
+        if ! method_up "$method"; then
+            echo "$name: the realservers could not be set up for $method" >>"$notes"
+            return 1
+        fi
+    fi
     # nft and TUN: the veths keep all their queues (the kernel spreads flows over them);
     # AF_XDP: fwd_up sets them to ringvs's queue count.
     if [[ $LAB_IO == tun ]]; then lab_queues "$LAB_MAXQ"; fi
@@ -124,8 +220,11 @@ phase() {
         echo "$name did not come up (see the error above; log: $LAB_DIR/ringvs.log)" >>"$notes"
         return 1
     fi
-    local rx0 tx0 rx1 tx1
+    local rx0 tx0 rx1 tx1 in0="" out0=""
     read -r rx0 tx0 < <(dev_packets)
+    if [[ -n $method ]]; then
+        in0=$(metric ringvs_incoming_packets_total) out0=$(metric ringvs_outgoing_packets_total)
+    fi
 
     log "$name: wrk keep-alive, $S s"
     if wrk_run "bench-$name-ka" "$S" -t2 -c64; then
@@ -146,6 +245,14 @@ phase() {
         echo "tcp $IPERF_GBPS" >>"$res"
         echo "$name iperf3 TCP: $IPERF_RETRANS retransmits" >>"$notes"
     else failed=1; fi
+
+    if [[ -n $method ]]; then
+        local in1 out1
+        in1=$(metric ringvs_incoming_packets_total) out1=$(metric ringvs_outgoing_packets_total)
+        echo "$name: ringvs forwarded $((${in1:-0} - ${in0:-0})) packets in and $((${out1:-0} - ${out0:-0})) out (the replies bypass it); UDP and CPU rows n/a (iperf3's UDP server answers from the realserver's own address)" >>"$notes"
+        if ((${out1:-0} - ${out0:-0} != 0)); then failed=1; fi
+        return "$failed"
+    fi
 
     log "$name: iperf3 UDP 64 B, $S s"
     if iperf_run "bench-$name-udp" "$S" -u -l 64 -b 0; then
@@ -194,6 +301,16 @@ cell() {
     fi
 }
 
+# ratio PHASE METRIC: the figure's ratio to nft's, or n/a.
+ratio() {
+    local v=${R[$1,$2]:-} n=${R[nft,$2]:-}
+    if [[ -z $v || -z $n ]]; then
+        echo "n/a"
+    else
+        awk -v a="$n" -v b="$v" 'BEGIN { if (a > 0) printf "%.2f", b / a; else print "n/a" }'
+    fi
+}
+
 # table: the markdown result table.
 table() {
     local p m row
@@ -218,6 +335,13 @@ table() {
     done
     echo
     local kind a b
+    for p in $BENCH_PHASES; do
+        case $p in
+            dr-q* | ipip-q* | gue-q*)
+                echo "- ringvs-${p%-q*} (${p#*-q} queue(s)) / nft DNAT: keep-alive $(ratio "$p" ka), new conn/s $(ratio "$p" close), TCP $(ratio "$p" tcp)"
+                ;;
+        esac
+    done
     for kind in tun xdp; do
         for m in ka close udp; do
             a=${R[$kind-q1,$m]:-} b=${R[$kind-q4,$m]:-}
@@ -250,6 +374,13 @@ bench_on_exit() {
 trap bench_on_exit EXIT
 lab_up
 start_servers
+# After lab_up (which empties $LAB_DIR): the realservers' XDP decapsulator for the tunnels.
+if [[ " $BENCH_PHASES " =~ \ (ipip|gue)-q ]]; then
+    DECAP_OBJ=$LAB_DIR/tun_decap.o
+    clang -O2 -g -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
+        -c "$LAB_SRC/tun_decap.bpf.c" -o "$DECAP_OBJ" ||
+        die "cannot build $LAB_SRC/tun_decap.bpf.c (clang and libbpf-dev: bash scripts/deps.sh installs them)"
+fi
 
 declare -A R=()
 failed_phases=()

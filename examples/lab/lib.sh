@@ -918,14 +918,15 @@ count_hits() {
     HITS_CLIENTS=${HITS_CLIENTS% }
 }
 
-# wrk_run NAME SECONDS [WRK ARGS...]: wrk against http://VIP/ from the client. Output kept in
+# wrk_run NAME SECONDS [WRK ARGS...]: wrk against http://VIP/ (http://VIP:$WRK_PORT/ when
+# WRK_PORT is set) from the client. Output kept in
 # $LAB_DIR/wrk-NAME.txt. Sets WRK_REQUESTS, WRK_RPS, WRK_SOCK_ERRORS (sum), WRK_ERRORS_DETAIL,
 # WRK_NON2XX. Returns non-zero (with the output tail) when wrk fails or prints no summary.
 wrk_run() {
     local name=$1 secs=$2 out=$LAB_DIR/wrk-${1//\//-}.txt rc=0
     shift 2
     ip netns exec "$(ns_name cli)" timeout $((secs + 20)) \
-        wrk --timeout 2s -d "${secs}s" "$@" "http://$VIP/" </dev/null >"$out" 2>&1 &
+        wrk --timeout 2s -d "${secs}s" "$@" "http://$VIP${WRK_PORT:+:$WRK_PORT}/" </dev/null >"$out" 2>&1 &
     wait $! || rc=$?
     wrk_parse "$name" "$out" "$rc"
 }
