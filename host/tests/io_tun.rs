@@ -48,11 +48,14 @@ struct Reflector {
     /// GSO super-packets (the kernel left segmentation to whoever transmits them).
     gso: u64,
     largest: usize,
+    /// Time spent on each packet (a slow reader), zero for most tests.
+    delay: Duration,
 }
 
 impl Reflector {
     fn new(stop: Arc<AtomicBool>) -> Reflector {
         Reflector {
+            delay: Duration::ZERO,
             stop,
             reflected: 0,
             other: 0,
@@ -66,6 +69,9 @@ impl Reflector {
 
 impl Pipeline for Reflector {
     fn process(&mut self, pkt: &mut Packet<'_>) -> Verdict {
+        if !self.delay.is_zero() {
+            thread::sleep(self.delay);
+        }
         let d = pkt.data_mut();
         let ihl = usize::from(d.first().copied().unwrap_or(0) & 0x0f) * 4;
         if d.len() < 28 || d[0] >> 4 != 4 || d[9] != 17 || ihl < 20 || d.len() < ihl + 8 {
@@ -139,6 +145,17 @@ impl Lab {
     }
 
     fn spawn(name: String, vnet: bool, queues: Vec<OwnedFd>, uring: &UringOptions) -> Lab {
+        Lab::spawn_slow(name, vnet, queues, uring, Duration::ZERO)
+    }
+
+    /// [`Lab::spawn`] with reflectors that spend `delay` on each packet.
+    fn spawn_slow(
+        name: String,
+        vnet: bool,
+        queues: Vec<OwnedFd>,
+        uring: &UringOptions,
+        delay: Duration,
+    ) -> Lab {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped_at = Arc::new(std::sync::Mutex::new(None::<Instant>));
         let (tx, results) = mpsc::channel();
@@ -149,6 +166,7 @@ impl Lab {
                 let stopped_at = stopped_at.clone();
                 thread::spawn(move || {
                     let mut p = Reflector::new(stop);
+                    p.delay = delay;
                     let cpu0 = thread_cpu();
                     let live = IoCounters::default();
                     let r = run_queue(fd.as_fd(), vnet, &uring, &mut p, &live);
@@ -471,6 +489,71 @@ fn queued_burst_larger_than_the_buffer_ring() {
         let sum = check("rvs-burst", &reports, u64::from(n), false);
         assert!(sum.enobufs > 0, "{:?}", reports[0].stats);
         assert!(reports[0].stats.rearms > 0, "{:?}", reports[0].stats);
+    });
+}
+
+/// A reader too slow for a burst: the kernel drops what its queue of the device cannot hold
+/// (the device's `tx_dropped`), and a queue asked to report them publishes that count as its
+/// `kernel_queue_full` drops (a queue not asked reports none).
+#[test]
+fn reports_the_kernels_drops_when_the_device_queue_is_full() {
+    if !have_root() {
+        return;
+    }
+    in_netns(|| {
+        let name = "rvs-kdrop";
+        let dev = TunDevice::create(&TunOptions {
+            txqueuelen: Some(16),
+            ..tun(name, 1, false)
+        })
+        .unwrap();
+        ip(&["addr", "add", "10.77.250.1/24", "dev", name]);
+        // The kernel's count as `ip -s` shows it (in this namespace; sysfs shows another).
+        let tx_dropped = || -> u64 {
+            let j: serde_json::Value =
+                serde_json::from_str(&ip(&["-j", "-s", "link", "show", "dev", name])).unwrap();
+            j[0]["stats64"]["tx"]["dropped"]
+                .as_u64()
+                .expect("tx dropped")
+        };
+        let before = tx_dropped();
+        let uring = UringOptions {
+            buffers: 16,
+            reads_in_flight: 4,
+            report_device_drops: true,
+            ..UringOptions::default()
+        };
+        let lab = Lab::spawn_slow(
+            name.into(),
+            false,
+            dev.into_queues(),
+            &uring,
+            Duration::from_millis(1),
+        );
+        // The queue runs (and has read the device's count) once a datagram comes back.
+        ping(1, 1, 1, 64);
+        let sock = client_socket();
+        let n = 400u32;
+        for seq in 0..n {
+            sock.send_to(&payload(seq, 64), SocketAddrV4::new(REMOTE, PORT_BASE))
+                .unwrap();
+        }
+        // Everything the queue took is reflected within a second (1 ms each); then it reads
+        // the device's count again (at most every 100 ms).
+        thread::sleep(Duration::from_millis(1500));
+        let dropped = tx_dropped() - before;
+        let reports = lab.stop();
+        let r = &reports[0];
+        eprintln!("{name}: kernel dropped {dropped}; {r:?}");
+        assert!(
+            dropped > 0,
+            "the burst must overflow the device's queue: {r:?}"
+        );
+        assert_eq!(r.stats.device_dropped, dropped, "{r:?}");
+        let label = ringvs::io::IoDrop::KernelQueueFull;
+        assert_eq!(r.live.drops[label as usize], dropped);
+        // The burst and the first datagram, every one reflected or dropped by the kernel.
+        assert!(r.reflected + dropped > u64::from(n), "{r:?}");
     });
 }
 

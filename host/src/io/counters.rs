@@ -39,6 +39,10 @@ pub enum IoDrop {
     /// TUN: a read found the buffer ring empty; the packet waits in the device's queue, and
     /// the kernel drops it once that is full.
     Enobufs,
+    /// TUN, counted by the kernel: a queue of the device was full and the kernel dropped the
+    /// packet it was handing to ringvs (the device's `tx_dropped`). The kernel counts for the
+    /// whole device, so queue 0 reports them all.
+    KernelQueueFull,
     /// Read but not handed to the pipeline: malformed virtio-net header, possibly truncated,
     /// no room to prepend, or (AF_XDP) too short for Ethernet + IP.
     Discarded,
@@ -62,9 +66,10 @@ pub enum IoDrop {
 
 impl IoDrop {
     /// Every reason, in index order.
-    pub const ALL: [IoDrop; 11] = [
+    pub const ALL: [IoDrop; 12] = [
         IoDrop::WriteError,
         IoDrop::Enobufs,
+        IoDrop::KernelQueueFull,
         IoDrop::Discarded,
         IoDrop::TxFull,
         IoDrop::NoNeighbour,
@@ -81,6 +86,7 @@ impl IoDrop {
         match self {
             IoDrop::WriteError => "write_error",
             IoDrop::Enobufs => "enobufs",
+            IoDrop::KernelQueueFull => "kernel_queue_full",
             IoDrop::Discarded => "discarded",
             IoDrop::TxFull => "tx_full",
             IoDrop::NoNeighbour => "no_neighbour",
@@ -96,7 +102,7 @@ impl IoDrop {
     /// Whether `backend` ("tun" or "af_xdp") can count this reason.
     pub fn applies_to(self, backend: &str) -> bool {
         match self {
-            IoDrop::WriteError | IoDrop::Enobufs => backend == "tun",
+            IoDrop::WriteError | IoDrop::Enobufs | IoDrop::KernelQueueFull => backend == "tun",
             IoDrop::Discarded => true,
             _ => backend == "af_xdp",
         }

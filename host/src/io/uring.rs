@@ -68,6 +68,9 @@ pub struct UringOptions {
     /// plain-read fallback (for comparison and tests; its reads wake each other and end up on
     /// io-wq worker threads, see the [module docs](super)).
     pub multishot: bool,
+    /// Count the device's drops since the queue started in [`QueueStats::device_dropped`]
+    /// (the kernel counts them for the whole device: one queue, queue 0, reports them).
+    pub report_device_drops: bool,
 }
 
 impl Default for UringOptions {
@@ -81,6 +84,7 @@ impl Default for UringOptions {
             reads_in_flight: 32,
             idle_timeout: Duration::from_millis(10),
             multishot: true,
+            report_device_drops: false,
         }
     }
 }
@@ -153,6 +157,10 @@ pub struct QueueStats {
     pub last_write_errno: i32,
     /// Reads that found the buffer ring empty (the read is re-armed when buffers come back).
     pub enobufs: u64,
+    /// Packets the kernel dropped for the whole device since the queue started, because a
+    /// queue of it was full (its `tx_dropped`), read at most every 100 ms; 0 unless
+    /// [`UringOptions::report_device_drops`].
+    pub device_dropped: u64,
     /// Loop iterations that reaped at least one completion.
     pub batches: u64,
     /// Packet bytes read, without virtio-net headers.
@@ -188,6 +196,7 @@ impl QueueStats {
         };
         s.drops[IoDrop::WriteError as usize] = self.write_errors;
         s.drops[IoDrop::Enobufs as usize] = self.enobufs;
+        s.drops[IoDrop::KernelQueueFull as usize] = self.device_dropped;
         s.drops[IoDrop::Discarded as usize] = self.discarded;
         s
     }
@@ -304,6 +313,7 @@ pub fn run_queue<P: Pipeline>(
             ..QueueStats::default()
         },
         device_drops: DeviceDrops::open(fd),
+        report_device_drops: opts.report_device_drops,
     };
     for bid in 0..opts.buffers {
         q.recycle(bid);
@@ -396,45 +406,81 @@ struct Queue {
     stats: QueueStats,
     /// The device's drops, when its statistics can be read.
     device_drops: Option<DeviceDrops>,
+    /// Whether [`QueueStats::device_dropped`] is kept ([`UringOptions::report_device_drops`]).
+    report_device_drops: bool,
 }
 
 /// How often a queue reads its device's drop count.
 const DEVICE_DROPS_EVERY: Duration = Duration::from_millis(100);
 
 /// The packets the kernel dropped for the TUN device because a queue of it was full (its
-/// `tx_dropped`: the kernel transmits to ringvs), from sysfs. The count is the device's, not
-/// the queue's: with several queues, each learns of every queue's drops.
+/// `tx_dropped`: the kernel transmits to ringvs), by netlink in the queue's own network
+/// namespace (sysfs shows the namespace that mounted it, which a daemon started in a
+/// namespace by systemd or `unshare` does not share). The count is the device's, not the
+/// queue's: with several queues, each learns of every queue's drops.
 struct DeviceDrops {
-    file: std::fs::File,
+    source: DropSource,
+    /// The count when the file was opened.
+    first: u64,
     last: u64,
     at: Instant,
 }
 
+/// Where [`DeviceDrops`] reads the count.
+enum DropSource {
+    /// The interface's 64-bit statistics, by netlink.
+    Link {
+        netlink: super::xdp::netlink::Netlink,
+        ifindex: u32,
+    },
+    /// A file holding a decimal number, as sysfs writes it (tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    File(std::fs::File),
+}
+
 impl DeviceDrops {
     /// The statistics of the device TUN queue `fd` belongs to; `None` if they cannot be read
-    /// (not a TUN queue, or `/sys` shows another network namespace).
+    /// (not a TUN queue, or no netlink).
     fn open(fd: BorrowedFd<'_>) -> Option<DeviceDrops> {
         let name = super::tun::queue_device(fd)?;
-        Self::at_path(&format!("/sys/class/net/{name}/statistics/tx_dropped"))
+        let name = std::ffi::CString::new(name).ok()?;
+        // Safety: if_nametoindex reads the NUL-terminated name; 0 means not found.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return None;
+        }
+        let netlink = super::xdp::netlink::Netlink::new().ok()?;
+        Self::from_source(DropSource::Link { netlink, ifindex })
     }
 
     /// The count in the file at `path` (a decimal number, as sysfs writes it).
+    #[cfg(test)]
     fn at_path(path: &str) -> Option<DeviceDrops> {
-        let file = std::fs::File::open(path).ok()?;
+        Self::from_source(DropSource::File(std::fs::File::open(path).ok()?))
+    }
+
+    fn from_source(source: DropSource) -> Option<DeviceDrops> {
         let mut d = DeviceDrops {
-            file,
+            source,
+            first: 0,
             last: 0,
             at: Instant::now(),
         };
         d.last = d.read()?;
+        d.first = d.last;
         Some(d)
     }
 
-    fn read(&self) -> Option<u64> {
-        use std::os::unix::fs::FileExt;
-        let mut b = [0u8; 24];
-        let n = self.file.read_at(&mut b, 0).ok()?;
-        std::str::from_utf8(&b[..n]).ok()?.trim().parse().ok()
+    fn read(&mut self) -> Option<u64> {
+        match &mut self.source {
+            DropSource::Link { netlink, ifindex } => netlink.link_tx_dropped(*ifindex).ok()?,
+            DropSource::File(file) => {
+                use std::os::unix::fs::FileExt;
+                let mut b = [0u8; 24];
+                let n = file.read_at(&mut b, 0).ok()?;
+                std::str::from_utf8(&b[..n]).ok()?.trim().parse().ok()
+            }
+        }
     }
 
     /// True if the count grew since it was last read, read at most every
@@ -451,6 +497,11 @@ impl DeviceDrops {
             }
             _ => false,
         }
+    }
+
+    /// The drops since the file was opened (as of the last read).
+    fn since_open(&self) -> u64 {
+        self.last.saturating_sub(self.first)
     }
 }
 
@@ -489,8 +540,13 @@ impl Queue {
             self.arm_reads(&submitter, &mut sq)?;
             live.store(&self.stats.snapshot());
             let now = Instant::now();
-            if self.device_drops.as_mut().is_some_and(|d| d.grew(now)) {
-                pipeline.lost();
+            if let Some(d) = self.device_drops.as_mut() {
+                if d.grew(now) {
+                    if self.report_device_drops {
+                        self.stats.device_dropped = d.since_open();
+                    }
+                    pipeline.lost();
+                }
             }
             if !pipeline.poll(now) {
                 return Ok(());
@@ -1074,7 +1130,9 @@ mod tests {
         assert!(!d.grew(t0 + DEVICE_DROPS_EVERY), "unchanged");
         std::fs::write(&path, "42\n").unwrap();
         assert!(!d.grew(t0 + DEVICE_DROPS_EVERY), "read again too soon");
+        assert_eq!(d.since_open(), 0, "not read yet");
         assert!(d.grew(t0 + 2 * DEVICE_DROPS_EVERY));
+        assert_eq!(d.since_open(), 25, "42 - 17: the drops since it was opened");
         assert!(!d.grew(t0 + 3 * DEVICE_DROPS_EVERY), "counted once");
         std::fs::write(&path, "not a number").unwrap();
         assert!(!d.grew(t0 + 4 * DEVICE_DROPS_EVERY));

@@ -445,7 +445,7 @@ pub fn describe() {
     );
     describe_counter!(
         IO_DROPPED,
-        "Packets the packet I/O lost or could not take, per queue, by reason (tun: write_error, enobufs, discarded; af_xdp: discarded, tx_full, no_neighbour, no_route, handoff_full and the kernel's rx_ring_full, kernel_rx_dropped, fill_ring_empty, invalid_desc)."
+        "Packets the packet I/O lost or could not take, per queue, by reason (tun: write_error, enobufs, discarded, and the kernel's kernel_queue_full for the whole device on queue 0; af_xdp: discarded, tx_full, no_neighbour, no_route, handoff_full and the kernel's rx_ring_full, kernel_rx_dropped, fill_ring_empty, invalid_desc)."
     );
     describe_counter!(
         PLUGIN_CALLS,
@@ -931,8 +931,9 @@ mod tests {
         let f = render(&mut TopShown::default(), &[]);
         let lines = |name: &str| f[name].2.clone();
         let dropped = lines(IO_DROPPED);
-        // Three TUN reasons per queue, none of AF_XDP's.
-        assert_eq!(dropped.len(), 6, "{dropped:?}");
+        // Four TUN reasons per queue (the kernel's on every queue, counted on queue 0), none
+        // of AF_XDP's.
+        assert_eq!(dropped.len(), 8, "{dropped:?}");
         assert!(dropped.contains(
             &r#"ringvs_io_dropped_packets_total{queue="1",reason="enobufs"} 4"#.to_string()
         ));

@@ -469,11 +469,16 @@ fn start_director(cfg: Config, s: Startup) -> Result<(Daemon, String), DaemonErr
     let io = tun
         .into_queues()
         .into_iter()
-        .map(|fd| {
+        .enumerate()
+        .map(|(i, fd)| {
             AnyQueue::Tun(TunQueue {
                 fd,
                 vnet_hdr,
-                opts: UringOptions::for_device(vnet_hdr),
+                opts: UringOptions {
+                    // The kernel counts the device's drops, not a queue's: queue 0 reports.
+                    report_device_drops: i == 0,
+                    ..UringOptions::for_device(vnet_hdr)
+                },
             })
         })
         .collect();

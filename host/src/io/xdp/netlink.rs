@@ -15,6 +15,11 @@ use crate::io::ctx;
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
+const RTM_NEWLINK: u16 = 16;
+const RTM_GETLINK: u16 = 18;
+const IFLA_STATS64: u16 = 23;
+/// Offset of `tx_dropped` in `struct rtnl_link_stats64` (the eighth `__u64`).
+const STATS64_TX_DROPPED: usize = 7 * 8;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
 const RTM_NEWNEIGH: u16 = 28;
@@ -249,6 +254,29 @@ impl Netlink {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Interface `ifindex`'s `tx_dropped` (`ip -s link`'s TX "dropped"; for a TUN device, the
+    /// packets the kernel could not queue to its reader), from the caller's namespace (sysfs
+    /// shows the namespace that mounted it); `None` if the answer has no 64-bit statistics.
+    pub fn link_tx_dropped(&mut self, ifindex: u32) -> io::Result<Option<u64>> {
+        // struct ifinfomsg: family, pad, type, index, flags, change.
+        let mut body = [0u8; 16];
+        body[4..8].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+        let mut out = None;
+        self.request(RTM_GETLINK, 0, &body, |t, p| {
+            if t != RTM_NEWLINK || p.len() < 16 {
+                return;
+            }
+            for (k, d) in attrs(&p[16..]) {
+                if let (IFLA_STATS64, Some(v)) =
+                    (k, d.get(STATS64_TX_DROPPED..STATS64_TX_DROPPED + 8))
+                {
+                    out = Some(u64::from_ne_bytes(v.try_into().expect("8 bytes")));
+                }
+            }
+        })?;
+        Ok(out)
     }
 
     /// The IPv4 neighbour table (`ip -4 neigh`).
@@ -491,6 +519,20 @@ mod tests {
         // Truncated or nonsense lengths end the walk instead of panicking.
         assert_eq!(attrs(&m[..6]).count(), 0);
         assert_eq!(attrs(&[2, 0, 1, 0]).count(), 0);
+    }
+
+    #[test]
+    fn loopback_statistics_are_read() {
+        // Safety: a NUL-terminated name.
+        let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+        assert!(lo > 0);
+        let mut nl = Netlink::new().unwrap();
+        let dropped = nl.link_tx_dropped(lo).unwrap();
+        assert!(dropped.is_some(), "lo has 64-bit statistics");
+        assert!(
+            nl.link_tx_dropped(u32::MAX >> 1).is_err(),
+            "no such interface"
+        );
     }
 
     #[test]
