@@ -290,7 +290,8 @@ verdict "$backend_ok" "per-backend counters" \
     "ringvs_backend_connections_total{service=\"web\"}: ${BACKENDS:-absent}= ringvs_service_connections_total ${SERVICE_CONNS:-absent} (want 3 servers > 0, summing to the service's)"
 
 # The packet I/O's own counters, per queue: every forwarded packet was read and written by a
-# queue, every queue took part, and each queue has the TUN backend's three drop reasons.
+# queue, every queue took part, and each queue has the TUN backend's four drop reasons (the
+# kernel's kernel_queue_full among them).
 io_counts() {
     local body
     body=$(scrape) || return 1
@@ -299,15 +300,16 @@ io_counts() {
     IO_IDLE=$(awk '$1 ~ /^ringvs_io_packets_total[{].*direction="rx"/ && $2 + 0 == 0 { n++ } END { printf "%d", n }' <<<"$body")
     IO_QUEUES=$(grep -o '^ringvs_io_packets_total{[^}]*direction="rx"' <<<"$body" | wc -l)
     IO_DROP_SERIES=$(grep -c '^ringvs_io_dropped_packets_total{' <<<"$body" || true)
+    IO_KERNEL=$(grep -c '^ringvs_io_dropped_packets_total{.*reason="kernel_queue_full"' <<<"$body" || true)
     FWD=$(awk '$1 == "ringvs_incoming_packets_total" || $1 == "ringvs_outgoing_packets_total" { s += $2 } END { printf "%d", s }' <<<"$body")
-    ((FWD > 0 && IO_RX >= FWD && IO_TX >= FWD && IO_QUEUES == QUEUES && IO_IDLE == 0 && IO_DROP_SERIES == 3 * QUEUES))
+    ((FWD > 0 && IO_RX >= FWD && IO_TX >= FWD && IO_QUEUES == QUEUES && IO_IDLE == 0 && IO_DROP_SERIES == 4 * QUEUES && IO_KERNEL == QUEUES))
 }
 QUEUES=$(CONF=$conf ringvs_queues)
-IO_RX="" IO_TX="" IO_IDLE="" IO_QUEUES="" IO_DROP_SERIES="" FWD=""
+IO_RX="" IO_TX="" IO_IDLE="" IO_QUEUES="" IO_DROP_SERIES="" IO_KERNEL="" FWD=""
 io_ok=0
 wait_until 5 io_counts || io_ok=1
 verdict "$io_ok" "packet I/O counters per queue" \
-    "ringvs_io_packets_total rx ${IO_RX:-?} tx ${IO_TX:-?} over ${IO_QUEUES:-?} queues (${IO_IDLE:-?} idle), forwarded in+out ${FWD:-?}; ${IO_DROP_SERIES:-?} drop series (want rx, tx >= forwarded, $QUEUES queues all busy, 3 reasons each)"
+    "ringvs_io_packets_total rx ${IO_RX:-?} tx ${IO_TX:-?} over ${IO_QUEUES:-?} queues (${IO_IDLE:-?} idle), forwarded in+out ${FWD:-?}; ${IO_DROP_SERIES:-?} drop series, ${IO_KERNEL:-?} kernel_queue_full (want rx, tx >= forwarded, $QUEUES queues all busy, 4 reasons each)"
 scrape | grep '^ringvs_io_dropped_packets_total{' | sed 's/^/        /'
 
 rev=$("$RINGVS" --version | sed -n 's/.*(git \([^,]*\),.*/\1/p')

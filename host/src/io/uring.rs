@@ -420,7 +420,7 @@ const DEVICE_DROPS_EVERY: Duration = Duration::from_millis(100);
 /// queue's: with several queues, each learns of every queue's drops.
 struct DeviceDrops {
     source: DropSource,
-    /// The count when the file was opened.
+    /// The count when the source was opened.
     first: u64,
     last: u64,
     at: Instant,
@@ -499,7 +499,7 @@ impl DeviceDrops {
         }
     }
 
-    /// The drops since the file was opened (as of the last read).
+    /// The drops since the source was opened (as of the last read).
     fn since_open(&self) -> u64 {
         self.last.saturating_sub(self.first)
     }
