@@ -14,7 +14,10 @@
 #   ka      wrk keep-alive req/s (-t2 -c64)
 #   close   wrk Connection: close req/s, i.e. new connections/s (the client namespace has
 #           tcp_tw_reuse=1 and ip_local_port_range 1024-65535, so its ports never cap it)
-#   tcp     iperf3 TCP Gbit/s (one stream, receiver's rate)
+#   tcp     iperf3 TCP Gbit/s (one stream, receiver's rate), client to realserver: the
+#           direction every forwarder carries
+#   tcpdown iperf3 -R TCP Gbit/s, realserver to client: the direction LVS-DR and LVS-TUN
+#           leave to the realservers' own route (the director carries only the ACKs)
 #   udp     iperf3 UDP with 64-byte payloads at full speed: packets/s the receiver got
 #   cpu     CPU cost at a fixed offered load: iperf3 UDP 64 B at BENCH_CPU_PPS packets/s; the
 #           lab's CPU-seconds (every process of the lab, kernel work done on their behalf
@@ -35,7 +38,7 @@
 # for the tunnels each decapsulates in XDP (examples/lab/tun_decap.bpf.c, built with clang:
 # the lab kernel has no ipip or fou, and the userspace decapsulator of test-tun.sh would
 # measure Python), and the director routes replies from the virtual address past ringvs.
-# These phases measure ka, close and tcp (their rows' "UDP" and "CPU" are n/a: iperf3's UDP
+# These phases measure ka, close, tcp and tcpdown (their rows' "UDP" and "CPU" are n/a: iperf3's UDP
 # server answers from the realserver's own address, which the client does not take), and
 # note ringvs's incoming and outgoing packets (outgoing stays 0: the replies bypass it).
 #
@@ -69,11 +72,12 @@ DECAP_OBJ=""
 if [[ " $BENCH_PHASES " =~ \ (ipip|gue)-q ]]; then require_cmds clang; fi
 
 S=$BENCH_SECONDS
-METRICS=(ka close tcp udp cpu rcpu)
+METRICS=(ka close tcp tcpdown udp cpu rcpu)
 declare -A LABEL=(
     [ka]="keep-alive req/s"
     [close]="new conn/s"
     [tcp]="TCP Gbit/s"
+    [tcpdown]="TCP down Gbit/s"
     [udp]="UDP 64 B pps"
     [cpu]="lab CPU-s/Mpkt"
     [rcpu]="ringvs CPU-s/Mpkt"
@@ -246,6 +250,12 @@ phase() {
         echo "$name iperf3 TCP: $IPERF_RETRANS retransmits" >>"$notes"
     else failed=1; fi
 
+    log "$name: iperf3 TCP realserver to client (-R), $S s"
+    if iperf_run "bench-$name-tcpdown" "$S" -R; then
+        echo "tcpdown $IPERF_GBPS" >>"$res"
+        echo "$name iperf3 TCP -R: $IPERF_RETRANS retransmits" >>"$notes"
+    else failed=1; fi
+
     if [[ -n $method ]]; then
         local in1 out1
         in1=$(metric ringvs_incoming_packets_total) out1=$(metric ringvs_outgoing_packets_total)
@@ -338,7 +348,7 @@ table() {
     for p in $BENCH_PHASES; do
         case $p in
             dr-q* | ipip-q* | gue-q*)
-                echo "- ringvs-${p%-q*} (${p#*-q} queue(s)) / nft DNAT: keep-alive $(ratio "$p" ka), new conn/s $(ratio "$p" close), TCP $(ratio "$p" tcp)"
+                echo "- ringvs-${p%-q*} (${p#*-q} queue(s)) / nft DNAT: keep-alive $(ratio "$p" ka), new conn/s $(ratio "$p" close), TCP $(ratio "$p" tcp), TCP down $(ratio "$p" tcpdown)"
                 ;;
         esac
     done
