@@ -434,7 +434,7 @@ enum DropSource {
         ifindex: u32,
     },
     /// A file holding a decimal number, as sysfs writes it (tests).
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg(test)]
     File(std::fs::File),
 }
 
@@ -474,6 +474,7 @@ impl DeviceDrops {
     fn read(&mut self) -> Option<u64> {
         match &mut self.source {
             DropSource::Link { netlink, ifindex } => netlink.link_tx_dropped(*ifindex).ok()?,
+            #[cfg(test)]
             DropSource::File(file) => {
                 use std::os::unix::fs::FileExt;
                 let mut b = [0u8; 24];

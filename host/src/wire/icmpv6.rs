@@ -375,11 +375,12 @@ impl NdRepr {
                 target,
                 source_mac: p.nd_link_addr(nd_option::SOURCE_LL_ADDR)?,
             },
-            _ => NdRepr::Advert {
+            msg_type::NEIGHBOR_ADVERT => NdRepr::Advert {
                 flags: p.nd_flags() & (nd_flags::ROUTER | nd_flags::SOLICITED | nd_flags::OVERRIDE),
                 target,
                 target_mac: p.nd_link_addr(nd_option::TARGET_LL_ADDR)?,
             },
+            _ => return Err(Error),
         })
     }
 
