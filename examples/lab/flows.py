@@ -7,7 +7,9 @@ Opens `flows` HTTP/1.1 keep-alive connections (all of them before the run starts
 that cannot be opened within 5 s fails the run), then on each sends a GET every `every`
 seconds for `seconds` and reads the whole answer (Content-Length). A flow never reconnects: a
 reset, a close, a bad answer or no answer within `timeout` seconds ends it as failed. Touches
-FILE once every connection is open (the lab starts its failover after that).
+FILE once every connection is open (the lab starts its failover after that), writing into it
+the wall-clock time (seconds since the epoch) the run's clock starts from, so the lab can place
+its events on the same clock as the gaps.
 
 Prints one JSON object: flows, opened, ok (flows that answered every request to the end),
 failed, errors by kind, the largest gap (ms between two answers of one flow) over all flows,
@@ -18,6 +20,7 @@ decides.
 
 import argparse
 import json
+import os
 import socket
 import threading
 import time
@@ -110,7 +113,11 @@ def main():
     for t in threads:
         t.start()
     if args.ready:
-        open(args.ready, "w").close()
+        # The run's start on the wall clock, written whole (a reader never sees it half done).
+        epoch_t0 = time.time() - (time.monotonic() - t0)
+        with open(args.ready + ".tmp", "w") as f:
+            f.write(f"{epoch_t0:.6f}\n")
+        os.replace(args.ready + ".tmp", args.ready)
     for t in threads:
         t.join(args.seconds + args.timeout + 5)
     done = [r for r in out if r is not None]

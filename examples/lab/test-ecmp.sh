@@ -251,16 +251,20 @@ RESULT=$LAB_DIR/flows.json READY=$LAB_DIR/flows.ready
 ip netns exec "$(ns_name cli)" "$PYTHON" "$LAB_SRC/flows.py" "$VIP:$PORT" --flows "$FLOWS" \
     --seconds "$RUN" --ready "$READY" >"$RESULT" 2>"$LAB_DIR/flows.err" &
 FLOWS_PID=$!
-wait_until 10 test -e "$READY" || die "flows.py did not open its connections: $(cat "$LAB_DIR/flows.err")"
-T0=$SECONDS
+wait_until 10 test -s "$READY" || die "flows.py did not open its connections: $(cat "$LAB_DIR/flows.err")"
+# flows.py's clock (its gaps start on it), on the wall clock: the events are timed against it
+# to the millisecond (bash's $SECONDS is whole seconds and would place them up to 1 s early).
+T0=$(<"$READY")
 
 gap_text() { # gap_text MS: flows.py lists gaps of 300 ms or more only
     if [[ $1 == 0 ]]; then echo "none of 300 ms or more"; else echo "largest gap $1 ms"; fi
 }
 ms_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (b - a) * 1000 }'; }
+since_t0() { awk -v t0="$T0" -v t="$(date +%s.%N)" 'BEGIN { printf "%.3f", t - t0 }'; }
 sleep_until() { # sleep_until S: until S seconds after the flows started
-    local left=$(($1 - (SECONDS - T0)))
-    if ((left > 0)); then sleep "$left"; fi
+    local left
+    left=$(awk -v s="$1" -v now="$(since_t0)" 'BEGIN { l = s - now; if (l < 0) l = 0; printf "%.3f", l }')
+    sleep "$left"
 }
 
 # 1. graceful stop of d3.
@@ -269,6 +273,7 @@ held3=$(ports_of 3 | wc -w)
 D3_PID=$(cat "$LAB_DIR/d3/ringvs.pid")
 t_term=$(date +%s.%N)
 kill -TERM "$D3_PID"
+E_GRACE=$(since_t0)
 ok=0
 wait_until 2 nexthops_are "${D_IPS[0]} ${D_IPS[1]}" || ok=1
 t_wd=$(date +%s.%N)
@@ -284,6 +289,7 @@ sleep_until "$T_DEATH"
 PORTS2=$(ports_of 2)
 held2=$(wc -w <<<"$PORTS2")
 t_kill=$(date +%s.%N)
+E_DEATH=$(since_t0)
 in_ns d2 ip link set eth0 down
 # shellcheck disable=SC2046 # the namespace's pids, one word each
 kill -KILL $(ip netns pids "$(ns_name d2)") 2>/dev/null || true
@@ -298,6 +304,7 @@ ip netns exec "$(ns_name d3)" "$RINGVS" run -c "$LAB_DIR/d3/ringvs.toml" </dev/n
 D3_PID=$!
 disown $!
 t_start=$(date +%s.%N)
+E_REJOIN=$(since_t0)
 ok=0
 wait_until 10 nexthops_are "${D_IPS[0]} ${D_IPS[2]}" || ok=1
 verdict "$ok" "rejoin: d3 announced once ready" "route $(nexthops) $(ms_between "$t_start" "$(date +%s.%N)") ms after its ringvs started"
@@ -320,16 +327,18 @@ print(r['opened'], r['ok'], r['failed'], json.dumps(r['errors']).replace(' ','')
 verdict "$(arith "opened == FLOWS && okf == FLOWS")" "all $FLOWS flows answered every request to the end" \
     "opened $opened, ok $okf, failed $failed, errors $errors"
 
-# Gaps (flows.py lists each of 300 ms or more with its start), event by event: the graceful
+# Gaps (flows.py lists each of 300 ms or more with its start), event by event, each window
+# opening half a second before its event as it happened on flows.py's clock: the graceful
 # stop none over 1 s; the death: the flows d2 carried wait for the withdrawal, the others not
 # over 1 s; d3's rejoin and kill: none over 2 s (the withdrawal, then TCP's retransmission).
+log "events on the flows' clock: graceful ${E_GRACE} s, death ${E_DEATH} s, rejoin ${E_REJOIN} s"
 read -r grace_gap moved moved_min kept_gap late_gap < <("$PYTHON" -c "
 import json; r=json.load(open('$RESULT')); d2=set('$PORTS2'.split())
 def worst(fs, a, b): return max((g[1] for f in fs for g in f['gaps'] if a <= g[0] < b), default=0)
 m=[f for f in r['per_flow'] if str(f['port']) in d2]; k=[f for f in r['per_flow'] if str(f['port']) not in d2]
-print(worst(r['per_flow'], $T_GRACE - 0.5, $T_DEATH - 0.5), len(m),
-      min((worst([f], $T_DEATH - 0.5, $T_REJOIN) for f in m), default=0),
-      worst(k, $T_DEATH - 0.5, $T_REJOIN), worst(r['per_flow'], $T_REJOIN, 1e9))")
+print(worst(r['per_flow'], $E_GRACE - 0.5, $E_DEATH - 0.5), len(m),
+      min((worst([f], $E_DEATH - 0.5, $E_REJOIN) for f in m), default=0),
+      worst(k, $E_DEATH - 0.5, $E_REJOIN), worst(r['per_flow'], $E_REJOIN, 1e9))")
 verdict "$(ok_when "(( held3 > 0 && ${grace_gap%.*} <= 1000 ))")" "graceful: no flow waited over 1 s" \
     "$(gap_text "$grace_gap") (d3 carried $held3 flows)"
 sloppy=$(($(metric_of 1 ringvs_sloppy_entries_total || echo 0) + 0))
