@@ -376,27 +376,9 @@ fn veth_two_queues_end_to_end() {
         let again = ringvs::io::xdp::check(&opts).unwrap_err();
         assert!(again.contains("already has an XDP program"), "{again}");
 
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads: Vec<_> = queues
-            .into_iter()
-            .enumerate()
-            .map(|(i, q)| {
-                let mut p = Nat {
-                    queue: i,
-                    seen: seen.clone(),
-                    stop: stop.clone(),
-                };
-                let live = Arc::new(IoCounters::default());
-                let published = live.clone();
-                let t = std::thread::spawn(move || QueueIo::run(q, &mut p, &live));
-                (t, published)
-            })
-            .collect();
-
         let sock = packet_socket(b.index);
         let ports: Vec<u16> = (40_000..40_064).collect();
-        for &p in &ports {
+        let send_pair = |p: u16| {
             let c = SocketAddrV4::new(CLIENT, p);
             send_frame(
                 &sock,
@@ -416,6 +398,31 @@ fn veth_two_queues_end_to_end() {
                     &tcp(SocketAddrV4::new(RIP, 8080), c, 0x12, b""),
                 ),
             );
+        };
+        // The first pair before any queue runs: the program is attached, so the fill rings
+        // must already hold frames (an empty one makes the kernel drop them).
+        send_pair(ports[0]);
+
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = queues
+            .into_iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let mut p = Nat {
+                    queue: i,
+                    seen: seen.clone(),
+                    stop: stop.clone(),
+                };
+                let live = Arc::new(IoCounters::default());
+                let published = live.clone();
+                let t = std::thread::spawn(move || QueueIo::run(q, &mut p, &live));
+                (t, published)
+            })
+            .collect();
+
+        for &p in &ports[1..] {
+            send_pair(p);
         }
         // Not ours: to the director's own address, and ARP.
         send_frame(

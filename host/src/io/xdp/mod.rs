@@ -358,37 +358,6 @@ impl XdpPlane {
         let reals: Vec<Ipv4Addr> = set.reals.iter().map(|r| r.1).collect();
         shared.neigh.prime(&mut nl, &reals, Duration::from_secs(1));
 
-        // Attach last: from here on, traffic reaches the sockets.
-        let mut links = Vec::with_capacity(ifaces.len());
-        let mut mode = XdpMode::Native;
-        for (p, i) in progs.iter().zip(&ifaces) {
-            let (l, m) = attach(p, i, opts.mode)?;
-            if m == XdpMode::Generic {
-                mode = XdpMode::Generic;
-            }
-            links.push(l);
-        }
-        let endpoints = Arc::new(Mutex::new(endpoints));
-        let resolver = {
-            let shared = shared.clone();
-            let endpoints = endpoints.clone();
-            std::thread::Builder::new()
-                .name("ringvs-neigh".into())
-                .spawn(move || {
-                    shared.neigh.run(nl, || {
-                        if let Ok(l) = locals() {
-                            if let Ok(mut e) = endpoints.lock() {
-                                if e.locals != l {
-                                    e.locals = l;
-                                    let _ = e.sync();
-                                }
-                            }
-                        }
-                    })
-                })
-                .map_err(|e| format!("cannot start the resolver thread: {e}"))?
-        };
-
         let wakers = Arc::new(
             (0..n)
                 .map(|_| queue::Waker::new())
@@ -442,8 +411,43 @@ impl XdpPlane {
                 ret_out: ro,
                 ret_in: ri,
                 wakers: wakers.clone(),
+                free: Vec::new(),
             });
         }
+        for q in queues.iter_mut() {
+            q.prime();
+        }
+        // Attach last, with every fill ring lent its frames: from here on, traffic reaches
+        // the sockets.
+        let mut links = Vec::with_capacity(ifaces.len());
+        let mut mode = XdpMode::Native;
+        for (p, i) in progs.iter().zip(&ifaces) {
+            let (l, m) = attach(p, i, opts.mode)?;
+            if m == XdpMode::Generic {
+                mode = XdpMode::Generic;
+            }
+            links.push(l);
+        }
+        let endpoints = Arc::new(Mutex::new(endpoints));
+        let resolver = {
+            let shared = shared.clone();
+            let endpoints = endpoints.clone();
+            std::thread::Builder::new()
+                .name("ringvs-neigh".into())
+                .spawn(move || {
+                    shared.neigh.run(nl, || {
+                        if let Ok(l) = locals() {
+                            if let Ok(mut e) = endpoints.lock() {
+                                if e.locals != l {
+                                    e.locals = l;
+                                    let _ = e.sync();
+                                }
+                            }
+                        }
+                    })
+                })
+                .map_err(|e| format!("cannot start the resolver thread: {e}"))?
+        };
         Ok((
             XdpPlane {
                 links,

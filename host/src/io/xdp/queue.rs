@@ -176,6 +176,31 @@ pub struct XdpQueue {
     pub(super) ret_out: Vec<Option<Producer>>,
     pub(super) ret_in: Vec<Consumer>,
     pub(super) wakers: Arc<Vec<Waker>>,
+    /// The queue's free stack as [`XdpQueue::prime`] left it (its fill rings hold the rest).
+    pub(super) free: Vec<u64>,
+}
+
+/// Tops every socket's fill ring up to `target` frames lent, from `free`.
+fn top_up(socks: &mut [Xsk], target: u32, free: &mut Vec<u64>) {
+    for s in socks.iter_mut() {
+        let size = s.fill.size();
+        let room = s.fill.free(size);
+        let lent = size - room;
+        if lent >= target {
+            continue;
+        }
+        let want = (target - lent).min(room) as usize;
+        let n = want.min(free.len());
+        for _ in 0..n {
+            if let Some(f) = free.pop() {
+                s.fill.push(f);
+            }
+        }
+        if n > 0 {
+            s.fill.submit();
+            s.kick_fill();
+        }
+    }
 }
 
 impl std::fmt::Debug for XdpQueue {
@@ -242,8 +267,6 @@ impl XdpQueue {
         pipeline: &mut P,
         live: &IoCounters,
     ) -> io::Result<XdpQueueStats> {
-        let fs = u64::from(self.umem.frame_size());
-        let first = self.id as u64 * self.share;
         let mut pollfds: Vec<libc::pollfd> = self
             .socks
             .iter()
@@ -263,7 +286,7 @@ impl XdpQueue {
             held_spare: Vec::with_capacity(HOLD),
             pollfds,
             held_version: 0,
-            free: (first..first + self.share).map(|f| f * fs).rev().collect(),
+            free: std::mem::take(&mut self.free),
             tx_pending: vec![false; self.socks.len()],
             touched: 0,
             hops: NextHopCache::default(),
@@ -381,27 +404,19 @@ impl XdpQueue {
         }
     }
 
+    /// Builds the queue's free stack (every frame of its share) and lends its fill rings
+    /// their first frames: called before the XDP program is attached, so that no frame of
+    /// the first burst finds an empty fill ring (the kernel would drop it).
+    pub(super) fn prime(&mut self) {
+        let fs = u64::from(self.umem.frame_size());
+        let first = self.id as u64 * self.share;
+        self.free = (first..first + self.share).map(|f| f * fs).rev().collect();
+        top_up(&mut self.socks, self.fill_target, &mut self.free);
+    }
+
     /// Tops every fill ring up to its target from the free stack.
     fn refill(&mut self, st: &mut State) {
-        for s in self.socks.iter_mut() {
-            let size = s.fill.size();
-            let free = s.fill.free(size);
-            let lent = size - free;
-            if lent >= self.fill_target {
-                continue;
-            }
-            let want = (self.fill_target - lent).min(free) as usize;
-            let n = want.min(st.free.len());
-            for _ in 0..n {
-                if let Some(f) = st.free.pop() {
-                    s.fill.push(f);
-                }
-            }
-            if n > 0 {
-                s.fill.submit();
-                s.kick_fill();
-            }
-        }
+        top_up(&mut self.socks, self.fill_target, &mut st.free);
     }
 
     /// Takes what the RX rings and the hand-off rings hold, in batches.
