@@ -38,9 +38,10 @@
 # for the tunnels each decapsulates in XDP (examples/lab/tun_decap.bpf.c, built with clang:
 # the lab kernel has no ipip or fou, and the userspace decapsulator of test-tun.sh would
 # measure Python), and the director routes replies from the virtual address past ringvs.
-# These phases measure ka, close, tcp and tcpdown (their rows' "UDP" and "CPU" are n/a: iperf3's UDP
-# server answers from the realserver's own address, which the client does not take), and
-# note ringvs's incoming and outgoing packets (outgoing stays 0: the replies bypass it).
+# These phases measure ka, close, tcp and tcpdown (their rows' "UDP" and "CPU" are n/a:
+# iperf3's UDP server answers from the realserver's own address, which the client does not
+# take), and note ringvs's incoming and outgoing packets (outgoing stays 0: the replies
+# bypass it).
 #
 # Environment: BENCH_SECONDS (per measurement, default 10), BENCH_OUT (default
 # $LAB_DIR/bench.md), BENCH_PHASES (default "nft tun-q1 tun-q2 tun-q4 xdp-q1 xdp-q2 xdp-q4

@@ -260,7 +260,9 @@ gap_text() { # gap_text MS: flows.py lists gaps of 300 ms or more only
     if [[ $1 == 0 ]]; then echo "none of 300 ms or more"; else echo "largest gap $1 ms"; fi
 }
 ms_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (b - a) * 1000 }'; }
-since_t0() { awk -v t0="$T0" -v t="$(date +%s.%N)" 'BEGIN { printf "%.3f", t - t0 }'; }
+since_t0() { # since_t0 [T]: seconds from flows.py's start to T (epoch seconds; default now)
+    awk -v t0="$T0" -v t="${1:-$(date +%s.%N)}" 'BEGIN { printf "%.3f", t - t0 }'
+}
 sleep_until() { # sleep_until S: until S seconds after the flows started
     local left
     left=$(awk -v s="$1" -v now="$(since_t0)" 'BEGIN { l = s - now; if (l < 0) l = 0; printf "%.3f", l }')
@@ -273,7 +275,7 @@ held3=$(ports_of 3 | wc -w)
 D3_PID=$(cat "$LAB_DIR/d3/ringvs.pid")
 t_term=$(date +%s.%N)
 kill -TERM "$D3_PID"
-E_GRACE=$(since_t0)
+E_GRACE=$(since_t0 "$t_term")
 ok=0
 wait_until 2 nexthops_are "${D_IPS[0]} ${D_IPS[1]}" || ok=1
 t_wd=$(date +%s.%N)
@@ -289,7 +291,7 @@ sleep_until "$T_DEATH"
 PORTS2=$(ports_of 2)
 held2=$(wc -w <<<"$PORTS2")
 t_kill=$(date +%s.%N)
-E_DEATH=$(since_t0)
+E_DEATH=$(since_t0 "$t_kill")
 in_ns d2 ip link set eth0 down
 # shellcheck disable=SC2046 # the namespace's pids, one word each
 kill -KILL $(ip netns pids "$(ns_name d2)") 2>/dev/null || true
@@ -304,7 +306,7 @@ ip netns exec "$(ns_name d3)" "$RINGVS" run -c "$LAB_DIR/d3/ringvs.toml" </dev/n
 D3_PID=$!
 disown $!
 t_start=$(date +%s.%N)
-E_REJOIN=$(since_t0)
+E_REJOIN=$(since_t0 "$t_start")
 ok=0
 wait_until 10 nexthops_are "${D_IPS[0]} ${D_IPS[2]}" || ok=1
 verdict "$ok" "rejoin: d3 announced once ready" "route $(nexthops) $(ms_between "$t_start" "$(date +%s.%N)") ms after its ringvs started"
