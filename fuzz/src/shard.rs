@@ -398,10 +398,10 @@ impl Director {
         let addr = SocketAddrV4::new(RS[usize::from(a >> 1) % 2], port);
         match b % 5 {
             0..=2 => {
-                let _ = self.registry.set_weight(svc, addr, u64::from(b % 5));
+                let _ = self.registry.set_weight(svc, addr.into(), u64::from(b % 5));
             }
             3 => {
-                let _ = self.registry.remove_server(svc, addr);
+                let _ = self.registry.remove_server(svc, addr.into());
             }
             _ => {
                 let _ = self

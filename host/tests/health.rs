@@ -8,7 +8,7 @@ use ringvs::config::{from_str, CheckKind, HealthConfig, HttpCheck, OnFail};
 use ringvs::control::registry::Registry;
 use ringvs::dataplane::service::{DestState, DEST_F_DOWN, DEST_F_HEALTH_REMOVED, DEST_F_REMOVED};
 use ringvs::health::{Health, Monitor, Want};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,22 +45,19 @@ fn http(path: &str) -> CheckKind {
     })
 }
 
-fn local(l: &TcpListener) -> SocketAddrV4 {
-    match l.local_addr().unwrap() {
-        std::net::SocketAddr::V4(a) => a,
-        a => panic!("{a}"),
-    }
+fn local(l: &TcpListener) -> SocketAddr {
+    l.local_addr().unwrap()
 }
 
 /// A port nothing listens on (bound once, then closed).
-async fn closed_port() -> SocketAddrV4 {
+async fn closed_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     local(&l)
 }
 
 /// Accepts and holds TCP connections until dropped.
 struct TcpServer {
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -91,7 +88,7 @@ const HANG: u8 = 2;
 
 /// An HTTP server whose answer is switched at run time: 200, 500, or nothing at all.
 struct HttpServer {
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     mode: Arc<AtomicU8>,
     requests: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
@@ -173,7 +170,7 @@ async fn flags_become(d: &DestState, want: u32, limit: Duration, what: &str) -> 
     t0.elapsed()
 }
 
-fn want(service: &str, server: SocketAddrV4, dest: &Arc<DestState>, cfg: HealthConfig) -> Want {
+fn want(service: &str, server: SocketAddr, dest: &Arc<DestState>, cfg: HealthConfig) -> Want {
     Want {
         service: service.into(),
         server,
@@ -413,7 +410,7 @@ async fn hanging_checks_do_not_stall_the_runtime() {
     c.timeout = INTERVAL;
     let dests: Vec<_> = (0..50).map(|_| DestState::new(1)).collect();
     m.sync((0..50).map(|i| {
-        let server = SocketAddrV4::new(*srv.addr.ip(), 20_000 + i as u16);
+        let server = SocketAddr::new(srv.addr.ip(), 20_000 + i as u16);
         let mut c = c.clone();
         c.addr = Some(srv.addr);
         want("web", server, &dests[i], c)
@@ -456,7 +453,7 @@ async fn checkers_follow_the_registry() {
         .replace("DEAD", &dead.to_string());
     let services = from_str(&text, "t.toml").unwrap().services;
     let mut reg = Registry::new(&services).unwrap();
-    let dest = |r: &Registry, a: SocketAddrV4| {
+    let dest = |r: &Registry, a: SocketAddr| {
         r.service("web")
             .unwrap()
             .dests

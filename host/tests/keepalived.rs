@@ -8,17 +8,20 @@ mod common;
 use common::director::Director;
 use ringvs::dataplane::testkit::{tcp, TWO_SERVICES};
 use ringvs::wire::tcp::flags::SYN;
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 
-fn a(s: &str) -> SocketAddrV4 {
+fn a<T: std::str::FromStr>(s: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
     s.parse().unwrap()
 }
 
 /// The realserver a forwarded packet went to.
-fn dest(pkt: &Option<Vec<u8>>) -> SocketAddrV4 {
+fn dest(pkt: &Option<Vec<u8>>) -> SocketAddr {
     let p = pkt.as_ref().expect("forwarded");
     let ip = std::net::Ipv4Addr::new(p[16], p[17], p[18], p[19]);
-    SocketAddrV4::new(ip, u16::from_be_bytes([p[22], p[23]]))
+    SocketAddrV4::new(ip, u16::from_be_bytes([p[22], p[23]])).into()
 }
 
 #[test]

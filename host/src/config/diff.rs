@@ -221,7 +221,7 @@ impl Merge {
             field!(
                 "address",
                 |s: &ServiceConfig| (s.proto, s.vip),
-                |v: &(super::Proto, std::net::SocketAddrV4)| format!("{} {}", v.0.name(), v.1)
+                |v: &(super::Proto, std::net::SocketAddr)| format!("{} {}", v.0.name(), v.1)
             );
         out.proto = proto;
         out.vip = vip;
@@ -289,7 +289,7 @@ impl Merge {
         out.sorry_server = field!(
             "sorry server",
             |s: &ServiceConfig| s.sorry_server,
-            |v: &Option<std::net::SocketAddrV4>| v.map_or("none".to_string(), |a| a.to_string())
+            |v: &Option<std::net::SocketAddr>| v.map_or("none".to_string(), |a| a.to_string())
         );
         out.notify = field!(
             "notify",

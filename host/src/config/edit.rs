@@ -283,7 +283,7 @@ pub fn edit_service(
         }
     }
     if let Some(a) = &edit.vip {
-        if v.v4_endpoint("vip", a, None)? != base.vip {
+        if v.endpoint("vip", a, None)? != base.vip {
             return Err(v.err(
                 "vip",
                 format!(

@@ -7,7 +7,7 @@
 //! See docs/HEALTH.md.
 
 use super::{raw, units, ConfigError, Validator};
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Shortest check interval.
@@ -172,19 +172,19 @@ pub struct HealthConfig {
     /// Check this port instead of the server's.
     pub port: Option<u16>,
     /// Check this address instead of the server's (per server only).
-    pub addr: Option<SocketAddrV4>,
+    pub addr: Option<SocketAddr>,
 }
 
 impl HealthConfig {
     /// The endpoint checked for the realserver `server`: `addr`'s address (else the
     /// server's) and `addr`'s port (else `port`, else the server's).
-    pub fn target(&self, server: SocketAddrV4) -> SocketAddrV4 {
-        let ip = self.addr.map_or(*server.ip(), |a| *a.ip());
+    pub fn target(&self, server: SocketAddr) -> SocketAddr {
+        let ip = self.addr.map_or(server.ip(), |a| a.ip());
         let port = match self.addr {
             Some(a) if a.port() != 0 => a.port(),
             _ => self.port.unwrap_or(server.port()),
         };
-        SocketAddrV4::new(ip, port)
+        SocketAddr::new(ip, port)
     }
 
     /// The longest time from a server's failure to it being marked down:
@@ -544,14 +544,18 @@ impl Validator<'_> {
 
     /// A check address: `ip:port`, or `ip` (stored with port 0: the check's `port`, else the
     /// server's).
-    fn check_addr(&self, key: &str, s: &str) -> Result<SocketAddrV4, ConfigError> {
-        let want = "expected an IPv4 address like \"10.77.1.1:9000\" or \"10.77.1.1\"";
+    fn check_addr(&self, key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+        let want = "expected an address like \"10.77.1.1:9000\", \"10.77.1.1\", \"[fd77::1]:9000\" or \"fd77::1\"";
+        let bare = s
+            .strip_prefix('[')
+            .and_then(|b| b.strip_suffix(']'))
+            .unwrap_or(s);
         match s.parse::<SocketAddr>() {
-            Ok(SocketAddr::V4(a)) if a.port() != 0 && !a.ip().is_unspecified() => Ok(a),
+            Ok(a) if a.port() != 0 && !a.ip().is_unspecified() => Ok(a),
             Ok(_) => Err(self.err(key, format!("{want}, found {s:?}"))),
-            Err(_) => match s.parse::<IpAddr>() {
+            Err(_) => match bare.parse::<IpAddr>() {
                 // Port 0: `target` takes the check's `port`, else the server's.
-                Ok(IpAddr::V4(ip)) if !ip.is_unspecified() => Ok(SocketAddrV4::new(ip, 0)),
+                Ok(ip) if !ip.is_unspecified() => Ok(SocketAddr::new(ip, 0)),
                 _ => Err(self.err(key, format!("{want}, found {s:?}"))),
             },
         }
@@ -605,7 +609,7 @@ health = { addr = "10.77.2.3", on_fail = "remove" }
         assert_eq!(h.detection_window(), Duration::from_secs(7));
         // The first server takes the service's check as it is.
         assert_eq!(s.servers[0].health.as_ref(), Some(h));
-        let a = |x: &str| x.parse::<SocketAddrV4>().unwrap();
+        let a = |x: &str| x.parse::<SocketAddr>().unwrap();
         assert_eq!(h.target(a("10.77.1.1:8080")), a("10.77.1.1:8080"));
         // The second overrides port, path and codes; the rest is the service's.
         let h2 = s.servers[1].health.as_ref().unwrap();

@@ -29,7 +29,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// Built-in schedulers, always available (and the fallback of plugin schedulers).
@@ -307,10 +307,16 @@ impl Forward {
     /// the service's, and the SYN proxy cannot be on for good.
     pub fn check_server(
         self,
-        addr: SocketAddrV4,
-        vip: SocketAddrV4,
+        addr: SocketAddr,
+        vip: SocketAddr,
         syn_proxy: SynProxyMode,
     ) -> Result<(), String> {
+        if let Some(m) = family_mismatch(addr, vip) {
+            return Err(m);
+        }
+        if vip.is_ipv6() && self != Forward::Nat {
+            return Err(format!("server {addr}: {IPV6_NAT_ONLY}"));
+        }
         if self.two_way() {
             return Ok(());
         }
@@ -435,7 +441,7 @@ pub struct ServiceConfig {
     /// Protocol.
     pub proto: Proto,
     /// Virtual address.
-    pub vip: SocketAddrV4,
+    pub vip: SocketAddr,
     /// Forwarding method.
     pub forward: Forward,
     /// How its tunnelled realservers' packets are encapsulated.
@@ -466,7 +472,7 @@ pub struct ServiceConfig {
     pub health: Option<HealthConfig>,
     /// keepalived's `sorry_server`: takes the new flows while no realserver can (every one
     /// down, removed or at weight 0); not health-checked.
-    pub sorry_server: Option<SocketAddrV4>,
+    pub sorry_server: Option<SocketAddr>,
     /// Commands run when a realserver goes up or down (keepalived notify_up/notify_down).
     pub notify: Option<NotifyConfig>,
 }
@@ -477,11 +483,20 @@ pub struct ServiceConfig {
 pub const DEFAULT_QUEUE_NICE: i32 = -10;
 
 /// Why `sloppy = true` is refused for a service with a NAT realserver at `addr`.
-pub fn sloppy_needs_one_way(addr: SocketAddrV4) -> String {
+pub fn sloppy_needs_one_way(addr: SocketAddr) -> String {
     format!(
         "sloppy = true takes a connection up in its middle, which only a one-way method (\"dr\", \"tun\") allows, but server {addr} is forwarded with \"nat\": its replies are translated by the director that holds its entry (give NAT services their entries with director.sync)"
     )
 }
+
+/// Why an IPv6 service with a one-way method is refused.
+pub const IPV6_NAT_ONLY: &str = "an IPv6 service is forwarded by NAT66 only so far (LVS-DR and LVS-TUN over IPv6 are not built yet, docs/FORWARDING.md); use forward = \"nat\"";
+
+/// Why an IPv6 service's SYN proxy cannot be on.
+pub const IPV6_NO_PROXY: &str = "the SYN proxy answers IPv4 only so far; an IPv6 service takes syn_proxy = \"auto\" (off for it) or \"off\"";
+
+/// Why an IPv6 service is refused with the AF_XDP backend.
+pub const IPV6_NEEDS_TUN: &str = "the AF_XDP backend hands IPv6 to the kernel so far; an IPv6 service needs director.io = \"tun\"";
 
 /// Why `forward = "dr"` is refused with the TUN backend.
 pub const DR_NEEDS_L2: &str = "forward = \"dr\" (LVS-DR) sends the client's packet to the realserver's MAC, which needs director.io = \"af_xdp\" (the TUN device has no link layer); use \"nat\" or \"tun\" with TUN";
@@ -490,7 +505,7 @@ pub const DR_NEEDS_L2: &str = "forward = \"dr\" (LVS-DR) sends the client's pack
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Realserver address.
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     /// Weight (0 = quiesced).
     pub weight: u32,
     /// Its health check: the service's with this server's overrides; None = not checked.
@@ -507,9 +522,9 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// A server with a weight and no thresholds, forwarded as its service says.
-    pub fn new(addr: SocketAddrV4, weight: u32) -> ServerConfig {
+    pub fn new(addr: impl Into<SocketAddr>, weight: u32) -> ServerConfig {
         ServerConfig {
-            addr,
+            addr: addr.into(),
             weight,
             upper: 0,
             lower: 0,
@@ -554,7 +569,7 @@ pub struct VipAsServer {
     /// Index of the realserver in that service; `None` for its sorry server.
     pub server: Option<usize>,
     /// The address.
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     /// The service whose virtual address it is.
     pub vip_of: String,
 }
@@ -580,7 +595,7 @@ impl fmt::Display for VipAsServer {
 /// address of any service (any port or protocol: the routing contract sends every packet
 /// for a VIP into the director). Config loading and every runtime edit refuse one.
 pub fn vip_as_server(services: &[ServiceConfig]) -> Option<VipAsServer> {
-    let vip_of = |a: &SocketAddrV4| services.iter().find(|s| s.vip.ip() == a.ip());
+    let vip_of = |a: &SocketAddr| services.iter().find(|s| s.vip.ip() == a.ip());
     for (i, s) in services.iter().enumerate() {
         let servers = s.servers.iter().map(|x| x.addr).enumerate();
         let listed = servers
@@ -601,15 +616,15 @@ pub fn vip_as_server(services: &[ServiceConfig]) -> Option<VipAsServer> {
 }
 
 /// A realserver's `addr:port` given at runtime (`server-add`), checked as the config file's
-/// `service.N.server.N.addr` is: IPv4, a specific address, a nonzero port.
-pub fn server_endpoint(s: &str) -> Result<SocketAddrV4, ConfigError> {
+/// `service.N.server.N.addr` is: a specific address, a nonzero port.
+pub fn server_endpoint(s: &str) -> Result<SocketAddr, ConfigError> {
     let fig = Figment::new();
     let v = Validator {
         fig: &fig,
         file_origin: "server-add".into(),
         base: None,
     };
-    v.v4_endpoint("addr", s, None)
+    v.endpoint("addr", s, None)
 }
 
 /// A configuration error: where, which key, and what was expected.
@@ -876,6 +891,11 @@ impl Validator<'_> {
                     format!("service.{i}.server.{j}.forward"),
                     DR_NEEDS_L2.to_string(),
                 ));
+            }
+        }
+        if director.io == Io::AfXdp {
+            if let Some(i) = services.iter().position(|s| s.vip.is_ipv6()) {
+                return Err(self.err(format!("service.{i}.vip"), IPV6_NEEDS_TUN.to_string()));
             }
         }
         if let Some(v) = vip_as_server(&services) {
@@ -1347,7 +1367,7 @@ impl Validator<'_> {
             ));
         }
         let proto = self.proto(&format!("{key}.proto"), s.proto.as_deref().unwrap_or("tcp"))?;
-        let vip = self.v4_endpoint(&format!("{key}.vip"), &s.vip, None)?;
+        let vip = self.endpoint(&format!("{key}.vip"), &s.vip, None)?;
         let forward = self.forward(
             &format!("{key}.forward"),
             s.forward.as_deref().unwrap_or("nat"),
@@ -1372,6 +1392,14 @@ impl Validator<'_> {
             None => SynProxyMode::Auto,
             Some(m) => self.syn_proxy(&format!("{key}.syn_proxy"), m, proto)?,
         };
+        if vip.is_ipv6() {
+            if forward != Forward::Nat {
+                return Err(self.err(format!("{key}.forward"), IPV6_NAT_ONLY));
+            }
+            if syn_proxy == SynProxyMode::On {
+                return Err(self.err(format!("{key}.syn_proxy"), IPV6_NO_PROXY));
+            }
+        }
         let max_conns = match s.max_conns {
             None => 0,
             Some(n) => self.max_conns(&format!("{key}.max_conns"), n)?,
@@ -1380,7 +1408,7 @@ impl Validator<'_> {
         let mut servers = Vec::with_capacity(s.server.len());
         for (i, srv) in s.server.into_iter().enumerate() {
             let k = format!("{key}.server.{i}");
-            let addr = self.v4_endpoint(&format!("{k}.addr"), &srv.addr, Some(vip.port()))?;
+            let addr = self.endpoint(&format!("{k}.addr"), &srv.addr, Some(vip.port()))?;
             let given = srv.weight.unwrap_or(1);
             let Some(weight) = check_weight(given) else {
                 return Err(self.err(
@@ -1481,11 +1509,14 @@ impl Validator<'_> {
         &self,
         key: &str,
         s: &str,
-        vip: SocketAddrV4,
+        vip: SocketAddr,
         servers: &[ServerConfig],
-    ) -> Result<SocketAddrV4, ConfigError> {
+    ) -> Result<SocketAddr, ConfigError> {
         let k = format!("{key}.sorry_server");
-        let a = self.v4_endpoint(&k, s, Some(vip.port()))?;
+        let a = self.endpoint(&k, s, Some(vip.port()))?;
+        if let Some(m) = family_mismatch(a, vip) {
+            return Err(self.err(k, m));
+        }
         if servers.iter().any(|x| x.addr == a) {
             return Err(self.err(
                 k,
@@ -1668,16 +1699,24 @@ impl Validator<'_> {
         Ok(())
     }
 
-    /// An IPv4 `addr:port`; with `default_port`, a bare address takes that port.
-    fn v4_endpoint(
+    /// An `addr:port` (`"10.77.1.1:80"`, `"[fd77::1]:80"`); with `default_port`, a bare
+    /// address (`"10.77.1.1"`, `"fd77::1"`, `"[fd77::1]"`) takes that port.
+    fn endpoint(
         &self,
         key: &str,
         s: &str,
         default_port: Option<u16>,
-    ) -> Result<SocketAddrV4, ConfigError> {
+    ) -> Result<SocketAddr, ConfigError> {
+        let bare = |t: &str| {
+            let t = t
+                .strip_prefix('[')
+                .and_then(|t| t.strip_suffix(']'))
+                .unwrap_or(t);
+            t.parse::<IpAddr>()
+        };
         let parsed = match s.parse::<SocketAddr>() {
             Ok(a) => Ok(a),
-            Err(_) => match (default_port, s.parse::<IpAddr>()) {
+            Err(_) => match (default_port, bare(s)) {
                 (Some(p), Ok(ip)) => Ok(SocketAddr::new(ip, p)),
                 _ => Err(()),
             },
@@ -1687,19 +1726,41 @@ impl Validator<'_> {
         } else {
             "an address like \"10.77.100.100:80\""
         };
+        const SIX: &str = "(IPv6 is written \"[fd77::1]:80\")";
+        let specific = |ip: IpAddr| match ip {
+            IpAddr::V4(a) => !a.is_unspecified() && !a.is_multicast() && !a.is_broadcast(),
+            IpAddr::V6(a) => {
+                !a.is_unspecified() && !a.is_multicast() && a.to_ipv4_mapped().is_none()
+            }
+        };
         match parsed {
-            Ok(SocketAddr::V4(a)) if a.port() != 0 && !a.ip().is_unspecified() => Ok(a),
-            Ok(SocketAddr::V4(a)) => Err(self.err(
+            // A zone or a flow label means nothing to a director's tables.
+            Ok(SocketAddr::V6(v)) if v.scope_id() != 0 || v.flowinfo() != 0 => Err(self.err(
                 key,
-                format!("expected {want} with a nonzero port and a specific address, found {a}"),
+                format!("expected {want} {SIX} without a zone (%) or flow label, found {s:?}"),
             )),
-            Ok(SocketAddr::V6(_)) => Err(self.err(
+            Ok(a) if a.port() != 0 && specific(a.ip()) => Ok(a),
+            Ok(a) => Err(self.err(
                 key,
-                "IPv6 services are not supported yet; expected an IPv4 address",
+                format!("expected {want} with a nonzero port and a specific address (unicast, not IPv4-mapped), found {a}"),
             )),
-            Err(()) => Err(self.err(key, format!("expected {want}, found {s:?}"))),
+            Err(()) => Err(self.err(key, format!("expected {want}, found {s:?} {SIX}"))),
         }
     }
+}
+
+/// Why a realserver or sorry server at `addr` cannot serve virtual address `vip`: another
+/// address family (IPVS refuses it too, except for tunnels since Linux 5.3; ringvs's
+/// tunnels carry IPv4 in IPv4 only so far).
+pub fn family_mismatch(addr: SocketAddr, vip: SocketAddr) -> Option<String> {
+    let fam = |a: SocketAddr| if a.is_ipv4() { "IPv4" } else { "IPv6" };
+    (addr.is_ipv4() != vip.is_ipv4()).then(|| {
+        format!(
+            "{addr} is an {} address but the virtual service {vip} is {}: a service and its realservers share one address family",
+            fam(addr),
+            fam(vip)
+        )
+    })
 }
 
 fn valid_name(s: &str) -> bool {

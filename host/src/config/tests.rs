@@ -211,8 +211,71 @@ fn a_user_to_run_as_exists_and_needs_manual_routes() {
 
 #[test]
 fn ipv6_and_syntax_errors_are_explained() {
-    let e = err(&GOOD.replace("10.77.100.100:80", "[2001:db8::1]:80"));
-    assert!(e.message.contains("IPv6"), "{e}");
+    // An IPv6 service with IPv6 realservers (a bare address takes the VIP's port).
+    let six = GOOD
+        .replace("10.77.100.100:80", "[fd77:100::100]:80")
+        .replace("\"10.77.1.1:8080\"", "\"[fd77:1::1]:8080\"")
+        .replace("\"10.77.1.2\"", "\"fd77:1::2\"");
+    let c = from_str(&six, "test.toml").unwrap();
+    assert_eq!(c.services[0].vip, "[fd77:100::100]:80".parse().unwrap());
+    assert_eq!(
+        c.services[0].servers[1].addr,
+        "[fd77:1::2]:80".parse().unwrap()
+    );
+    // What IPv6 cannot do yet is refused by name.
+    let e = err(&six.replace("forward = \"nat\"", "forward = \"tun\""));
+    assert_eq!(
+        (e.key.as_str(), e.message.as_str()),
+        ("service[0].forward", IPV6_NAT_ONLY)
+    );
+    let e = err(&six.replace(
+        "scheduler = \"wlc\"",
+        "scheduler = \"wlc\"\nsyn_proxy = \"on\"",
+    ));
+    assert_eq!(
+        (e.key.as_str(), e.message.as_str()),
+        ("service[0].syn_proxy", IPV6_NO_PROXY)
+    );
+    let e = err(&six.replace("weight = 0", "weight = 0\nforward = \"tun\""));
+    assert!(e.message.ends_with(IPV6_NAT_ONLY), "{e}");
+    let e = err(&six.replace(
+        "[director]",
+        "[director]\nio = \"af_xdp\"\ninterfaces = [\"lo\"]",
+    ));
+    assert_eq!(e.message, IPV6_NEEDS_TUN, "{e}");
+    // A realserver of the other family is refused, written any way IPv6 may be.
+    for six in ["[fd77::1]:8080", "fd77::1", "[fd77::1]"] {
+        let e = err(&GOOD.replace("\"10.77.1.1:8080\"", &format!("{six:?}")));
+        assert_eq!(e.key, "service[0].server[0].addr", "{six}");
+        assert!(
+            e.message.contains("share one address family") && e.message.contains("[fd77::1]:"),
+            "{six}: {e}"
+        );
+    }
+    let e = err(&GOOD
+        .replace("weight = 0", "weight = 0\n[service.sorry_server]")
+        .replace("[service.sorry_server]", "")
+        .replace(
+            "scheduler = \"wlc\"",
+            "scheduler = \"wlc\"\nsorry_server = \"[fd77::9]:80\"",
+        ));
+    assert_eq!(e.key, "service[0].sorry_server");
+    assert!(e.message.contains("share one address family"), "{e}");
+    // Zones, IPv4-mapped, multicast and unspecified addresses are never realservers.
+    for bad in [
+        "[fe80::1%2]:80",
+        "[::ffff:10.77.1.1]:80",
+        "[ff02::1]:80",
+        "[::]:80",
+        "224.0.0.1:80",
+    ] {
+        let e = err(&GOOD.replace("\"10.77.1.1:8080\"", &format!("{bad:?}")));
+        assert_eq!(e.key, "service[0].server[0].addr", "{bad}");
+        assert!(
+            e.message.starts_with("expected an address like"),
+            "{bad}: {e}"
+        );
+    }
     let e = err("[director\nqueues = 1");
     assert_eq!(e.origin, "test.toml");
     assert!(!e.message.is_empty());
@@ -829,9 +892,10 @@ fn a_reload_plan_names_changes_and_reverts_or_keeps_runtime_edits() {
     // dns's scheduler swapped.
     let mut running = loaded.clone();
     running[0].servers[0].weight = 0;
-    running[1]
-        .servers
-        .push(ServerConfig::new("10.77.1.9:53".parse().unwrap(), 2));
+    running[1].servers.push(ServerConfig::new(
+        "10.77.1.9:53".parse::<std::net::SocketAddr>().unwrap(),
+        2,
+    ));
     running[1].scheduler = "wlc".into();
     let mut api = running[1].clone();
     api.name = "api".into();

@@ -88,6 +88,11 @@ pub trait FlowAddr: Copy + Eq + fmt::Debug + fmt::Display + Send + Sync + 'stati
     }
     /// The unspecified address, for free entries.
     fn unspecified() -> Self;
+    /// The address if it is IPv4 (what the IPv4-only parts of the director — the per-source
+    /// sketch, the SYN proxy — take).
+    fn v4(self) -> Option<Ipv4Addr>;
+    /// The address as a `std` address of either family.
+    fn ip(self) -> std::net::IpAddr;
 }
 
 impl FlowAddr for Ipv4Addr {
@@ -102,6 +107,14 @@ impl FlowAddr for Ipv4Addr {
     fn unspecified() -> Self {
         Ipv4Addr::UNSPECIFIED
     }
+    #[inline]
+    fn v4(self) -> Option<Ipv4Addr> {
+        Some(self)
+    }
+    #[inline]
+    fn ip(self) -> std::net::IpAddr {
+        self.into()
+    }
 }
 
 impl FlowAddr for Ipv6Addr {
@@ -114,6 +127,14 @@ impl FlowAddr for Ipv6Addr {
     }
     fn unspecified() -> Self {
         Ipv6Addr::UNSPECIFIED
+    }
+    #[inline]
+    fn v4(self) -> Option<Ipv4Addr> {
+        None
+    }
+    #[inline]
+    fn ip(self) -> std::net::IpAddr {
+        self.into()
     }
 }
 

@@ -15,10 +15,20 @@ use crate::dataplane::tunnel::{DEFAULT_MTU, OUTER};
 use crate::io::xdp::netlink::{Iface, Netlink};
 use std::net::Ipv4Addr;
 
-/// Checks the directly routed realservers (`forward = "dr"`): the packet I/O must write
+/// Checks what the packet I/O can forward: with AF_XDP (`l2`) no IPv6 service (its IPv6 goes
+/// to the kernel so far); the directly routed realservers (`forward = "dr"`): the packet I/O must write
 /// Ethernet frames (`l2`: `director.io = "af_xdp"`), and each realserver must be on a
 /// directly connected network (the frame goes to its own MAC).
 pub fn check_routed(registry: &Registry, l2: bool) -> Result<(), String> {
+    if l2 {
+        if let Some(s) = registry.services().find(|s| s.cfg.vip.is_ipv6()) {
+            return Err(format!(
+                "service {:?}: {}",
+                s.cfg.name,
+                crate::config::IPV6_NEEDS_TUN
+            ));
+        }
+    }
     let routed = registry.routed();
     if !l2 {
         if let Some(first) = routed.first() {

@@ -20,7 +20,7 @@ use crate::dataplane::service::{
     Dest, DestState, OperatorState, Service, Snapshot, DEST_F_HEALTH, DEST_F_REMOVED,
 };
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 /// A realserver as the registry knows it.
@@ -29,7 +29,7 @@ pub struct DestEntry {
     /// Slot.
     pub id: u32,
     /// Address.
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     /// Configured weight (what health checks restore).
     pub weight: u32,
     /// Shared state.
@@ -73,9 +73,9 @@ pub enum EditError {
     /// No such service.
     UnknownService(String),
     /// No such realserver in the service.
-    UnknownServer(String, SocketAddrV4),
+    UnknownServer(String, SocketAddr),
     /// The realserver is already in the service.
-    DuplicateServer(String, SocketAddrV4),
+    DuplicateServer(String, SocketAddr),
     /// The service already exists.
     DuplicateService(String),
     /// Another service has this virtual address.
@@ -182,7 +182,10 @@ impl Registry {
             .filter(|e| !e.removed)
             .flat_map(|e| &e.dests)
             .filter(|d| d.forward == Forward::Dr && !d.removed())
-            .map(|d| *d.addr.ip())
+            .filter_map(|d| match d.addr.ip() {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
             .collect()
     }
 
@@ -192,8 +195,11 @@ impl Registry {
             .iter()
             .filter(|e| !e.removed)
             .flat_map(|e| &e.dests)
-            .find(|d| d.forward == Forward::Tun && !d.removed())
-            .map(|d| *d.addr.ip())
+            .filter(|d| d.forward == Forward::Tun && !d.removed())
+            .find_map(|d| match d.addr.ip() {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
     }
 
     /// A registry holding `services`.
@@ -233,7 +239,7 @@ impl Registry {
     }
 
     /// A sorry server's slot: weight 0 until every realserver is out.
-    fn new_sorry(&mut self, addr: SocketAddrV4, service_forward: Forward) -> DestEntry {
+    fn new_sorry(&mut self, addr: SocketAddr, service_forward: Forward) -> DestEntry {
         let mut d = self.new_dest(&ServerConfig::new(addr, 0), service_forward);
         d.sorry = true;
         d
@@ -285,7 +291,7 @@ impl Registry {
                     && e.cfg.proto == cfg.proto
                     && e.cfg.vip == cfg.vip
             }) {
-                other.cfg.vip = SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0);
+                other.cfg.vip = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0).into();
             }
             match pos {
                 None => {
@@ -397,7 +403,7 @@ impl Registry {
     /// one can, as keepalived adds and removes its `sorry_server`. Returns the services whose
     /// sorry server changed, with its new state. Weights are read by the queues at each new
     /// flow: no snapshot is needed.
-    pub fn update_sorry(&self) -> Vec<(String, SocketAddrV4, bool)> {
+    pub fn update_sorry(&self) -> Vec<(String, SocketAddr, bool)> {
         let mut out = Vec::new();
         for e in self.services() {
             let Some(sorry) = e.dests.iter().find(|d| d.sorry && !d.removed()) else {
@@ -420,7 +426,7 @@ impl Registry {
     /// Sets the weight a dynamic script check gave a realserver (keepalived `misc_dynamic`),
     /// in the shared state only: the configured weight stays what `save` writes and a reload
     /// restores (until the next check). True if it changed.
-    pub fn set_dynamic_weight(&self, svc: &str, addr: SocketAddrV4, weight: u32) -> bool {
+    pub fn set_dynamic_weight(&self, svc: &str, addr: SocketAddr, weight: u32) -> bool {
         let weight = weight.min(MAX_WEIGHT);
         let Some(d) = self.service(svc).and_then(|e| {
             e.dests
@@ -654,7 +660,7 @@ impl Registry {
     }
 
     /// Removes a realserver from a service (its connections drain).
-    pub fn remove_server(&mut self, svc: &str, addr: SocketAddrV4) -> Result<(), EditError> {
+    pub fn remove_server(&mut self, svc: &str, addr: SocketAddr) -> Result<(), EditError> {
         let e = self.service_mut(svc)?;
         if !e.cfg.servers.iter().any(|s| s.addr == addr) {
             return Err(EditError::UnknownServer(svc.to_string(), addr));
@@ -670,7 +676,7 @@ impl Registry {
     pub fn set_weight(
         &mut self,
         svc: &str,
-        addr: SocketAddrV4,
+        addr: SocketAddr,
         weight: u64,
     ) -> Result<(), EditError> {
         let weight = check_weight(weight).ok_or(EditError::BadWeight(weight))?;
@@ -734,7 +740,7 @@ impl Registry {
     /// draining (`--expire`, IPVS's `expire_nodest_conn` for one removal): every realserver
     /// of the draining service `svc`, or, with `addr`, that removed realserver of the live
     /// service `svc`. Returns how many realservers were marked.
-    pub fn expire_removed(&mut self, svc: &str, addr: Option<SocketAddrV4>) -> usize {
+    pub fn expire_removed(&mut self, svc: &str, addr: Option<SocketAddr>) -> usize {
         let mut n = 0;
         for e in self.services.iter().filter(|e| e.cfg.name == svc) {
             if addr.is_none() != e.removed {
@@ -847,7 +853,7 @@ addr = "10.77.1.2:8080"
     }
 
     fn a_id(r: &Registry, vip: &str) -> u16 {
-        let vip: SocketAddrV4 = vip.parse().unwrap();
+        let vip: SocketAddr = vip.parse().unwrap();
         r.all_services()
             .iter()
             .find(|e| e.cfg.vip == vip)
@@ -972,8 +978,8 @@ addr = "10.77.1.2:8080"
             "vip = \"10.77.100.100:80\"\nhealth = { check = \"tcp\" }",
         );
         let mut r = Registry::new(&cfg(&text)).unwrap();
-        let a: SocketAddrV4 = "10.77.1.1:8080".parse().unwrap();
-        let n: SocketAddrV4 = "10.77.1.9:8080".parse().unwrap();
+        let a: SocketAddr = "10.77.1.1:8080".parse().unwrap();
+        let n: SocketAddr = "10.77.1.9:8080".parse().unwrap();
         let state = |r: &Registry, x| {
             r.all_services()[0]
                 .dests
@@ -1029,8 +1035,8 @@ addr = "10.77.1.2:8080"
     #[test]
     fn edits_check_their_input() {
         let mut r = Registry::new(&cfg(CFG)).unwrap();
-        let a: SocketAddrV4 = "10.77.1.1:8080".parse().unwrap();
-        let n: SocketAddrV4 = "10.77.1.9:8080".parse().unwrap();
+        let a: SocketAddr = "10.77.1.1:8080".parse().unwrap();
+        let n: SocketAddr = "10.77.1.9:8080".parse().unwrap();
         assert_eq!(
             r.add_server("nope", ServerConfig::new(n, 1)),
             Err(EditError::UnknownService("nope".into()))
@@ -1108,10 +1114,11 @@ addr = "10.77.1.2:8080"
         assert_eq!(sorry(&r).addr, "10.77.9.9:80".parse().unwrap());
         assert_eq!(sorry(&r).state.weight(), 0, "standby");
         assert!(r.update_sorry().is_empty());
-        assert!(r
-            .health_wants()
-            .iter()
-            .all(|w| !w.server.ip().octets().starts_with(&[10, 77, 9])));
+        assert!(r.health_wants().iter().all(|w| !w
+            .server
+            .ip()
+            .to_string()
+            .starts_with("10.77.9.")));
         // Both realservers quiesced by the operator: the sorry server takes over.
         r.set_weight("web", "10.77.1.1:8080".parse().unwrap(), 0)
             .unwrap();

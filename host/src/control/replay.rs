@@ -29,7 +29,7 @@ use crate::io::pcap::{PcapError, PcapReader, PcapRecord, PcapWriter};
 use serde::Serialize;
 use std::fmt;
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -143,7 +143,7 @@ pub struct Packets {
     pub truncated: u64,
     /// Frames the capture reader skipped because they are not IP (ARP, LLDP …).
     pub not_ip: u64,
-    /// Of `processed`, IPv6 packets (the data plane drops them as `malformed`).
+    /// Of `processed`, IPv6 packets (the data plane's IPv6 path takes them).
     pub ipv6: u64,
     /// Records whose timestamp is earlier than the one before (replayed as no time passing).
     pub out_of_order: u64,
@@ -203,7 +203,7 @@ pub struct ServiceReport {
     /// `tcp` or `udp`.
     pub proto: &'static str,
     /// Virtual address.
-    pub vip: SocketAddrV4,
+    pub vip: SocketAddr,
     /// Configured scheduler.
     pub scheduler: String,
     /// Connections created.
@@ -220,7 +220,7 @@ pub struct ServiceReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerReport {
     /// Address.
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     /// Configured weight.
     pub weight: u32,
     /// Connections created.
@@ -639,7 +639,7 @@ impl fmt::Display for ReplayReport {
         if p.ipv6 != 0 {
             writeln!(
                 f,
-                "           {} of them IPv6 (dropped as malformed)",
+                "           {} of them IPv6 (NAT66 for the config's IPv6 services, else as the daemon: passed or dropped)",
                 p.ipv6
             )?;
         }

@@ -6,11 +6,15 @@
 //!   `ip rule add iif IFACE lookup TABLE pref PREF`;
 //! - `ip route replace default dev DEVICE table TABLE`.
 //!
-//! It also turns off IPv6 and reverse-path filtering on the device ringvs created (its own
-//! device; nothing else on the host is changed) and checks that forwarding is on.
+//! Each family has its own: `ip -6 route replace VIP/128 dev DEVICE`, `ip -6 rule …`, `ip -6
+//! route replace default dev DEVICE table TABLE` for IPv6 services.
+//!
+//! The daemon turns off reverse-path filtering on the device ringvs created, and IPv6 on it
+//! unless an IPv6 service exists (its own device; nothing else on the host is changed), and
+//! checks that forwarding is on.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::Command;
 
 /// Routing table used for realservers' replies.
@@ -54,10 +58,6 @@ fn ip(args: &[&str]) -> Result<String, RouteError> {
 pub fn device_sysctls(device: &str) -> Vec<String> {
     let mut warnings = Vec::new();
     for (path, val) in [
-        (
-            format!("/proc/sys/net/ipv6/conf/{device}/disable_ipv6"),
-            "1",
-        ),
         (format!("/proc/sys/net/ipv4/conf/{device}/rp_filter"), "0"),
         (
             format!("/proc/sys/net/ipv4/conf/{device}/accept_local"),
@@ -95,13 +95,51 @@ pub fn check_forwarding() -> Vec<String> {
     problems
 }
 
+/// IPv6 forwarding, checked when an IPv6 service exists.
+pub fn check_forwarding6() -> Option<String> {
+    let on = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false);
+    (!on).then(|| {
+        "net.ipv6.conf.all.forwarding is 0: the kernel will not forward rewritten IPv6 packets (set it to 1)"
+            .to_string()
+    })
+}
+
+/// Turns IPv6 on (`on`) or off on the device ringvs owns: on while an IPv6 service exists
+/// (its routes need it), off otherwise (nothing of the kernel's own IPv6 — router
+/// solicitations, MLD — goes through the queues for nothing).
+pub fn device_ipv6(device: &str, on: bool) -> Result<(), String> {
+    let path = format!("/proc/sys/net/ipv6/conf/{device}/disable_ipv6");
+    std::fs::write(&path, if on { "0" } else { "1" }).map_err(|e| format!("cannot set {path}: {e}"))
+}
+
+/// The `ip` words of a family: `-4` or `-6`.
+fn family(a: IpAddr) -> &'static str {
+    if a.is_ipv4() {
+        "-4"
+    } else {
+        "-6"
+    }
+}
+
+/// A host route's prefix: `/32` or `/128`.
+fn host(a: IpAddr) -> String {
+    match a {
+        IpAddr::V4(a) => format!("{a}/32"),
+        IpAddr::V6(a) => format!("{a}/128"),
+    }
+}
+
 /// The routes ringvs installed.
 #[derive(Debug, Default)]
 pub struct AutoRoutes {
     device: String,
-    vips: BTreeSet<Ipv4Addr>,
-    ifaces: BTreeSet<String>,
-    default_route: bool,
+    vips: BTreeSet<IpAddr>,
+    /// Interfaces with a policy rule, per family (`-4`/`-6`).
+    ifaces: BTreeSet<(&'static str, String)>,
+    /// Families with the default route of the reply table.
+    default_route: BTreeSet<&'static str>,
 }
 
 impl AutoRoutes {
@@ -114,8 +152,8 @@ impl AutoRoutes {
     }
 
     /// The interface the kernel would use to reach `addr`.
-    fn iface_to(addr: Ipv4Addr) -> Result<String, RouteError> {
-        let out = ip(&["-o", "route", "get", &addr.to_string()])?;
+    fn iface_to(addr: IpAddr) -> Result<String, RouteError> {
+        let out = ip(&[family(addr), "-o", "route", "get", &addr.to_string()])?;
         let mut words = out.split_whitespace();
         while let Some(w) = words.next() {
             if w == "dev" {
@@ -130,11 +168,41 @@ impl AutoRoutes {
         )))
     }
 
-    /// Makes the installed routes match `vips` and the interfaces facing `servers`.
+    /// `ip FAMILY rule ACTION iif IFACE lookup TABLE pref PREF`.
+    fn rule(fam: &str, action: &str, iface: &str) -> Result<String, RouteError> {
+        ip(&[
+            fam,
+            "rule",
+            action,
+            "iif",
+            iface,
+            "lookup",
+            &REPLY_TABLE.to_string(),
+            "pref",
+            &RULE_PREF.to_string(),
+        ])
+    }
+
+    /// `ip FAMILY route ACTION default dev DEVICE table TABLE`.
+    fn reply_route(&self, fam: &str, action: &str) -> Result<String, RouteError> {
+        ip(&[
+            fam,
+            "route",
+            action,
+            "default",
+            "dev",
+            &self.device,
+            "table",
+            &REPLY_TABLE.to_string(),
+        ])
+    }
+
+    /// Makes the installed routes match `vips` and the interfaces facing `servers` (each
+    /// family with its own rules and reply route).
     pub fn sync(
         &mut self,
-        vips: &BTreeSet<Ipv4Addr>,
-        servers: &BTreeSet<Ipv4Addr>,
+        vips: &BTreeSet<IpAddr>,
+        servers: &BTreeSet<IpAddr>,
     ) -> Result<(), RouteError> {
         let mut ifaces = BTreeSet::new();
         for s in servers {
@@ -145,64 +213,39 @@ impl AutoRoutes {
                     self.device
                 )));
             }
-            ifaces.insert(i);
+            ifaces.insert((family(*s), i));
         }
-        if !self.default_route {
-            ip(&[
-                "route",
-                "replace",
-                "default",
-                "dev",
-                &self.device,
-                "table",
-                &REPLY_TABLE.to_string(),
-            ])?;
-            self.default_route = true;
+        let families: BTreeSet<_> = vips.iter().map(|v| family(*v)).collect();
+        for fam in families.iter().chain(&["-4"]) {
+            if !self.default_route.contains(fam) {
+                self.reply_route(fam, "replace")?;
+                self.default_route.insert(fam);
+            }
         }
         for v in vips.difference(&self.vips.clone()) {
-            ip(&["route", "replace", &format!("{v}/32"), "dev", &self.device])?;
+            ip(&[
+                family(*v),
+                "route",
+                "replace",
+                &host(*v),
+                "dev",
+                &self.device,
+            ])?;
             self.vips.insert(*v);
         }
         for v in self.vips.clone().difference(vips) {
-            let _ = ip(&["route", "del", &format!("{v}/32"), "dev", &self.device]);
+            let _ = ip(&[family(*v), "route", "del", &host(*v), "dev", &self.device]);
             self.vips.remove(v);
         }
-        for i in ifaces.difference(&self.ifaces.clone()) {
+        for (fam, i) in ifaces.difference(&self.ifaces.clone()) {
             // Idempotent: drop a leftover identical rule first.
-            let _ = ip(&[
-                "rule",
-                "del",
-                "iif",
-                i,
-                "lookup",
-                &REPLY_TABLE.to_string(),
-                "pref",
-                &RULE_PREF.to_string(),
-            ]);
-            ip(&[
-                "rule",
-                "add",
-                "iif",
-                i,
-                "lookup",
-                &REPLY_TABLE.to_string(),
-                "pref",
-                &RULE_PREF.to_string(),
-            ])?;
-            self.ifaces.insert(i.clone());
+            let _ = Self::rule(fam, "del", i);
+            Self::rule(fam, "add", i)?;
+            self.ifaces.insert((fam, i.clone()));
         }
-        for i in self.ifaces.clone().difference(&ifaces) {
-            let _ = ip(&[
-                "rule",
-                "del",
-                "iif",
-                i,
-                "lookup",
-                &REPLY_TABLE.to_string(),
-                "pref",
-                &RULE_PREF.to_string(),
-            ]);
-            self.ifaces.remove(i);
+        for (fam, i) in self.ifaces.clone().difference(&ifaces) {
+            let _ = Self::rule(fam, "del", i);
+            self.ifaces.remove(&(*fam, i.clone()));
         }
         Ok(())
     }
@@ -210,34 +253,17 @@ impl AutoRoutes {
     /// Removes everything installed; returns what could not be removed.
     pub fn remove_all(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
-        for i in std::mem::take(&mut self.ifaces) {
-            if let Err(e) = ip(&[
-                "rule",
-                "del",
-                "iif",
-                &i,
-                "lookup",
-                &REPLY_TABLE.to_string(),
-                "pref",
-                &RULE_PREF.to_string(),
-            ]) {
+        for (fam, i) in std::mem::take(&mut self.ifaces) {
+            if let Err(e) = Self::rule(fam, "del", &i) {
                 errors.push(e.0);
             }
         }
         for v in std::mem::take(&mut self.vips) {
             // The route goes with the device anyway; ignore "no such route".
-            let _ = ip(&["route", "del", &format!("{v}/32"), "dev", &self.device]);
+            let _ = ip(&[family(v), "route", "del", &host(v), "dev", &self.device]);
         }
-        if std::mem::take(&mut self.default_route) {
-            let _ = ip(&[
-                "route",
-                "del",
-                "default",
-                "dev",
-                &self.device,
-                "table",
-                &REPLY_TABLE.to_string(),
-            ]);
+        for fam in std::mem::take(&mut self.default_route) {
+            let _ = self.reply_route(fam, "del");
         }
         errors
     }

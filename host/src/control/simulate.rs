@@ -57,7 +57,10 @@ fn run(
     let mut inst = SchedulerInstance::new(plugin).map_err(|e| e.to_string())?;
     let infos: Vec<ServerInfo> = servers
         .iter()
-        .map(|&(addr, weight)| ServerInfo { addr, weight })
+        .map(|&(addr, weight)| ServerInfo {
+            addr: addr.into(),
+            weight,
+        })
         .collect();
     inst.servers_changed(&infos)
         .map_err(|f| format!("servers-changed: {f}"))?;

@@ -48,6 +48,8 @@ pub mod tunnel;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests6;
 
 pub use packet::{Packet, Verdict, HEADROOM};
 pub use policy::PluginEvent;

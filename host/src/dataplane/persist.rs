@@ -7,8 +7,8 @@
 //! normally, as if the service were not persistent, and the fallback is counted.
 
 use super::policy::{Ctx, Func, PolicySlot, Prepared};
-use crate::plugin::{flow_v4, PersistenceInstance};
-use std::net::SocketAddrV4;
+use crate::plugin::{flow, PersistenceInstance};
+use std::net::SocketAddr;
 
 /// A persistence plugin prepared for a snapshot; its extra is the configuration its
 /// instances were given (the service's `persistence.config`, flattened).
@@ -23,11 +23,11 @@ pub type PersistSlot = PolicySlot<PersistenceInstance, Vec<(String, String)>>;
 pub fn affinity(
     slot: &mut PersistSlot,
     proto: u8,
-    client: SocketAddrV4,
-    vip: SocketAddrV4,
+    client: SocketAddr,
+    vip: SocketAddr,
     ctx: &mut Ctx<'_>,
 ) -> Option<u64> {
-    let flow = flow_v4(proto, client, vip);
+    let flow = flow(proto, client, vip);
     slot.call(Func::Affinity, ctx, |i| i.affinity(&flow))
         .flatten()
 }

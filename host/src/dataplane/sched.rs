@@ -8,9 +8,9 @@
 use super::policy::{Ctx, Func, PolicySlot, Prepared, SlotId};
 use super::service::Dest;
 use crate::plugin::builtin::Builtin;
-use crate::plugin::{flow_v4, SchedulerInstance, ServerInfo};
+use crate::plugin::{flow, SchedulerInstance, ServerInfo};
 use ringvs_abi::Load;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// A plugin scheduler prepared for a snapshot: one instance per queue, initialised and told
@@ -86,8 +86,8 @@ impl SchedSlot {
     pub fn pick(
         &mut self,
         proto: u8,
-        client: SocketAddrV4,
-        vip: SocketAddrV4,
+        client: SocketAddr,
+        vip: SocketAddr,
         dests: &[Dest],
         ctx: &mut Ctx<'_>,
     ) -> Option<usize> {
@@ -105,7 +105,7 @@ impl SchedSlot {
             ]);
         }
         if let Some(slot) = self.plugin.as_mut() {
-            let flow = flow_v4(proto, client, vip);
+            let flow = flow(proto, client, vip);
             let load = &self.load;
             if let Some(r) = slot.call(Func::Pick, ctx, |i| i.pick(&flow, load)) {
                 return r;

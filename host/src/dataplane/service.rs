@@ -9,7 +9,7 @@ use crate::config::{Forward, Proto, Tunnel};
 use crate::conn::{DestCounters, Timeouts, TICKS_PER_SEC};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -266,8 +266,8 @@ pub struct Dest {
     pub id: u32,
     /// Service slot.
     pub svc: u16,
-    /// Address and port.
-    pub addr: SocketAddrV4,
+    /// Address and port (the service's family).
+    pub addr: SocketAddr,
     /// How its packets are forwarded.
     pub forward: Forward,
     /// Shared state.
@@ -284,7 +284,7 @@ pub struct Service {
     /// Protocol.
     pub proto: Proto,
     /// Virtual address.
-    pub vip: SocketAddrV4,
+    pub vip: SocketAddr,
     /// Forwarding method.
     pub forward: Forward,
     /// How its tunnelled realservers' packets are encapsulated.
@@ -320,6 +320,24 @@ impl Service {
     /// Timeouts converted to ticks.
     pub fn timeout_ticks(&self) -> [u32; crate::conn::state::STATES] {
         self.timeouts.0.map(|s| s.saturating_mul(TICKS_PER_SEC))
+    }
+
+    /// The virtual address if it is IPv4.
+    #[inline]
+    pub fn vip4(&self) -> Option<SocketAddrV4> {
+        match self.vip {
+            SocketAddr::V4(a) => Some(a),
+            SocketAddr::V6(_) => None,
+        }
+    }
+
+    /// The virtual address if it is IPv6.
+    #[inline]
+    pub fn vip6(&self) -> Option<SocketAddrV6> {
+        match self.vip {
+            SocketAddr::V6(a) => Some(a),
+            SocketAddr::V4(_) => None,
+        }
     }
 }
 
@@ -365,18 +383,33 @@ fn endpoint_key(proto: u8, addr: Ipv4Addr, port: u16) -> u64 {
     (proto as u64) << 48 | (u32::from(addr) as u64) << 16 | port as u64
 }
 
-/// A set of keys mapped to values: a linear scan while small (the usual handful of
-/// services beats any hashing), a hash map beyond.
-#[derive(Debug, Default)]
-struct SmallIndex<V: Copy> {
-    small: Vec<(u64, V)>,
-    map: FxMap<u64, V>,
+/// `(protocol, address, port)` of IPv6 packed in two words.
+#[inline]
+fn endpoint_key6(proto: u8, addr: Ipv6Addr, port: u16) -> (u128, u32) {
+    (u128::from(addr), (proto as u32) << 16 | port as u32)
 }
 
-impl<V: Copy> SmallIndex<V> {
+/// A set of keys mapped to values: a linear scan while small (the usual handful of
+/// services beats any hashing), a hash map beyond.
+#[derive(Debug)]
+struct SmallIndex<V: Copy, K = u64> {
+    small: Vec<(K, V)>,
+    map: FxMap<K, V>,
+}
+
+impl<V: Copy, K> Default for SmallIndex<V, K> {
+    fn default() -> Self {
+        SmallIndex {
+            small: Vec::new(),
+            map: FxMap::default(),
+        }
+    }
+}
+
+impl<V: Copy, K: Copy + Eq + std::hash::Hash> SmallIndex<V, K> {
     const LINEAR: usize = 16;
 
-    fn insert(&mut self, k: u64, v: V) {
+    fn insert(&mut self, k: K, v: V) {
         if !self.map.is_empty() {
             self.map.insert(k, v);
         } else if let Some(e) = self.small.iter_mut().find(|e| e.0 == k) {
@@ -390,7 +423,7 @@ impl<V: Copy> SmallIndex<V> {
     }
 
     #[inline]
-    fn get(&self, k: u64) -> Option<V> {
+    fn get(&self, k: K) -> Option<V> {
         if self.map.is_empty() {
             self.small.iter().find(|e| e.0 == k).map(|e| e.1)
         } else {
@@ -417,8 +450,10 @@ pub struct Snapshot {
     /// Increases with every snapshot.
     pub generation: u64,
     services: Vec<Option<Service>>,
-    /// Realserver address per slot, for the packet path.
+    /// Realserver address per slot, for the packet path (IPv4 realservers).
     dest_addrs: Vec<Option<SocketAddrV4>>,
+    /// The same for IPv6 realservers.
+    dest_addrs6: Vec<Option<SocketAddrV6>>,
     /// Per slot: how its packets leave (one lookup per packet).
     dest_way: Vec<Way>,
     /// The outer source address of tunnelled packets.
@@ -431,6 +466,11 @@ pub struct Snapshot {
     endpoints: SmallIndex<()>,
     /// Addresses of realservers by NAT (their answers come back through the director).
     nat_addrs: SmallIndex<()>,
+    /// The IPv6 counterparts of the four indexes above.
+    vips6: SmallIndex<u16, (u128, u32)>,
+    vip_addrs6: SmallIndex<(), u128>,
+    endpoints6: SmallIndex<(), (u128, u32)>,
+    nat_addrs6: SmallIndex<(), u128>,
 }
 
 impl Snapshot {
@@ -442,28 +482,50 @@ impl Snapshot {
         };
         for svc in services {
             let proto = svc.proto.number();
-            s.vips
-                .insert(endpoint_key(proto, *svc.vip.ip(), svc.vip.port()), svc.id);
-            s.vip_addrs.insert(u32::from(*svc.vip.ip()) as u64, ());
+            match svc.vip {
+                SocketAddr::V4(v) => {
+                    s.vips
+                        .insert(endpoint_key(proto, *v.ip(), v.port()), svc.id);
+                    s.vip_addrs.insert(u32::from(*v.ip()) as u64, ());
+                }
+                SocketAddr::V6(v) => {
+                    s.vips6
+                        .insert(endpoint_key6(proto, *v.ip(), v.port()), svc.id);
+                    s.vip_addrs6.insert(u128::from(*v.ip()), ());
+                }
+            }
             for d in &svc.dests {
                 let i = d.id as usize;
                 if s.dest_addrs.len() <= i {
                     s.dest_addrs.resize(i + 1, None);
+                    s.dest_addrs6.resize(i + 1, None);
                     s.dest_way.resize(i + 1, Way::Nat);
                     s.dest_svc.resize(i + 1, u16::MAX);
                 }
-                s.dest_addrs[i] = Some(d.addr);
+                match d.addr {
+                    SocketAddr::V4(a) => {
+                        s.dest_addrs[i] = Some(a);
+                        s.endpoints
+                            .insert(endpoint_key(proto, *a.ip(), a.port()), ());
+                        if d.forward == Forward::Nat {
+                            s.nat_addrs.insert(u32::from(*a.ip()) as u64, ());
+                        }
+                    }
+                    SocketAddr::V6(a) => {
+                        s.dest_addrs6[i] = Some(a);
+                        s.endpoints6
+                            .insert(endpoint_key6(proto, *a.ip(), a.port()), ());
+                        if d.forward == Forward::Nat {
+                            s.nat_addrs6.insert(u128::from(*a.ip()), ());
+                        }
+                    }
+                }
                 s.dest_way[i] = match d.forward {
                     Forward::Nat => Way::Nat,
                     Forward::Tun => Way::Tunnel(svc.tunnel),
                     Forward::Dr => Way::Route,
                 };
                 s.dest_svc[i] = svc.id;
-                s.endpoints
-                    .insert(endpoint_key(proto, *d.addr.ip(), d.addr.port()), ());
-                if d.forward == Forward::Nat {
-                    s.nat_addrs.insert(u32::from(*d.addr.ip()) as u64, ());
-                }
             }
             let i = svc.id as usize;
             if s.services.len() <= i {
@@ -492,11 +554,44 @@ impl Snapshot {
         self.nat_addrs.get(u32::from(addr) as u64).is_some()
     }
 
-    /// The virtual services as queue steering keys them: `(protocol, VIP, port)`, sorted.
+    /// The service listening on IPv6 `(proto, addr, port)`.
+    #[inline]
+    pub fn service_at6(&self, proto: u8, addr: Ipv6Addr, port: u16) -> Option<u16> {
+        self.vips6.get(endpoint_key6(proto, addr, port))
+    }
+
+    /// True if IPv6 `addr` is the address of some service.
+    #[inline]
+    pub fn is_vip6(&self, addr: Ipv6Addr) -> bool {
+        self.vip_addrs6.get(u128::from(addr)).is_some()
+    }
+
+    /// True if IPv6 `addr` is the address of a realserver some service reaches by NAT.
+    #[inline]
+    pub fn is_nat_realserver_addr6(&self, addr: Ipv6Addr) -> bool {
+        self.nat_addrs6.get(u128::from(addr)).is_some()
+    }
+
+    /// True if IPv6 `(proto, addr, port)` is a realserver of some service.
+    #[inline]
+    pub fn is_realserver6(&self, proto: u8, addr: Ipv6Addr, port: u16) -> bool {
+        self.endpoints6
+            .get(endpoint_key6(proto, addr, port))
+            .is_some()
+    }
+
+    /// True if any service is IPv6.
+    pub fn any_ipv6(&self) -> bool {
+        self.services().any(|s| s.vip.is_ipv6())
+    }
+
+    /// The IPv4 virtual services as queue steering keys them: `(protocol, VIP, port)`,
+    /// sorted.
     pub fn steered(&self) -> Vec<(u8, Ipv4Addr, u16)> {
         let mut v: Vec<_> = self
             .services()
-            .map(|s| (s.proto.number(), *s.vip.ip(), s.vip.port()))
+            .filter_map(|s| Some((s.proto.number(), s.vip4()?)))
+            .map(|(p, a)| (p, *a.ip(), a.port()))
             .collect();
         v.sort_unstable();
         v
@@ -531,10 +626,16 @@ impl Snapshot {
         self.dest_addrs.len()
     }
 
-    /// The address of realserver slot `id`.
+    /// The address of realserver slot `id` if it is IPv4.
     #[inline]
     pub fn dest_addr(&self, id: u32) -> Option<SocketAddrV4> {
         self.dest_addrs.get(id as usize).copied().flatten()
+    }
+
+    /// The address of realserver slot `id` if it is IPv6.
+    #[inline]
+    pub fn dest_addr6(&self, id: u32) -> Option<SocketAddrV6> {
+        self.dest_addrs6.get(id as usize).copied().flatten()
     }
 
     /// How realserver slot `id`'s packets leave (NAT for a slot the snapshot lacks).

@@ -1,9 +1,11 @@
-//! Packet builders for tests, benchmarks, fixtures and replay: well-formed IPv4 packets with
-//! correct checksums, built with the wire layer's `Repr`s.
+//! Packet builders for tests, benchmarks, fixtures and replay: well-formed IPv4 and IPv6
+//! packets with correct checksums, built with the wire layer's `Repr`s.
 
 use crate::wire::icmpv4::{self, Icmpv4Packet};
+use crate::wire::icmpv6::{self, Icmpv6Packet};
+use crate::wire::ipv6::{self, Ipv6Packet, Ipv6Repr};
 use crate::wire::{ip_proto, Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr, UdpPacket, UdpRepr};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 fn ip(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload_len: usize) -> (Vec<u8>, Ipv4Repr) {
     let repr = Ipv4Repr {
@@ -175,6 +177,95 @@ scheduler = "rr"
 [[service.server]]
 addr = "10.77.1.1:5353"
 "#;
+
+/// An IPv6 packet `src → dst` with upper layer `next` and `payload_len` bytes of room
+/// after the fixed header (hop limit 63).
+fn ip6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, payload_len: usize) -> Vec<u8> {
+    let repr = Ipv6Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: next,
+        hop_limit: 63,
+        payload_len,
+        traffic_class: 0,
+        flow_label: 0,
+    };
+    let mut buf = vec![0u8; repr.buffer_len() + payload_len];
+    repr.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..]));
+    buf
+}
+
+/// A TCP segment over IPv6 `src → dst` with `flags` and `payload`.
+pub fn tcp6(src: SocketAddrV6, dst: SocketAddrV6, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let t = TcpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        seq_number: 1000,
+        ack_number: if flags & crate::wire::tcp::flags::ACK != 0 {
+            2000
+        } else {
+            0
+        },
+        flags,
+        window_len: 64240,
+        payload_len: payload.len(),
+    };
+    let mut buf = ip6(*src.ip(), *dst.ip(), ip_proto::TCP, t.buffer_len());
+    let l4 = &mut buf[ipv6::HEADER_LEN..];
+    l4[t.header_len()..].copy_from_slice(payload);
+    t.emit(&mut TcpPacket::new_unchecked(l4), *src.ip(), *dst.ip());
+    buf
+}
+
+/// A UDP datagram over IPv6.
+pub fn udp6(src: SocketAddrV6, dst: SocketAddrV6, payload: &[u8]) -> Vec<u8> {
+    let u = UdpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        payload_len: payload.len(),
+    };
+    let mut buf = ip6(*src.ip(), *dst.ip(), ip_proto::UDP, u.buffer_len());
+    let l4 = &mut buf[ipv6::HEADER_LEN..];
+    l4[8..].copy_from_slice(payload);
+    u.emit(&mut UdpPacket::new_unchecked(l4), *src.ip(), *dst.ip());
+    buf
+}
+
+/// An ICMPv6 message `src → dst` of `msg_type`/`code` with `rest` (the MTU of a packet too
+/// big) and `body` (the quote of an error, the data of an echo).
+pub fn icmp6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    msg_type: u8,
+    code: u8,
+    rest: u32,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut buf = ip6(src, dst, ip_proto::ICMPV6, icmpv6::HEADER_LEN + body.len());
+    let l4 = &mut buf[ipv6::HEADER_LEN..];
+    l4[icmpv6::HEADER_LEN..].copy_from_slice(body);
+    let mut m = Icmpv6Packet::new_unchecked(l4);
+    m.set_msg_type(msg_type);
+    m.set_code(code);
+    m.set_rest_of_header(rest);
+    m.fill_checksum(src, dst);
+    buf
+}
+
+/// `packet` with extension header `ext` (whose first byte, its next header, is filled in)
+/// inserted after the fixed header.
+pub fn with_ext6(packet: &[u8], kind: u8, ext: &[u8]) -> Vec<u8> {
+    let mut out = packet[..ipv6::HEADER_LEN].to_vec();
+    let mut e = ext.to_vec();
+    e[0] = packet[ipv6::field::NEXT_HEADER];
+    out.extend_from_slice(&e);
+    out.extend_from_slice(&packet[ipv6::HEADER_LEN..]);
+    let mut p = Ipv6Packet::new_unchecked(&mut out[..]);
+    p.set_next_header(kind);
+    let len = p.payload_len() + ext.len() as u16;
+    p.set_payload_len(len);
+    out
+}
 
 /// xorshift64* (Vigna): deterministic, no dependencies, good enough to spread test and
 /// benchmark inputs.

@@ -546,7 +546,7 @@ fn quiesced_server_keeps_its_flows() {
     let rs1 = a("10.77.1.1:8080");
     let c1 = a("10.77.0.2:41000");
     run(&mut l.shard, &tcp(c1, vip, SYN, b""), None);
-    l.registry.set_weight("web", rs1, 0).unwrap();
+    l.registry.set_weight("web", rs1.into(), 0).unwrap();
     let c2 = a("10.77.0.2:41001");
     check(
         &mut l.shard,
@@ -564,7 +564,7 @@ fn quiesced_server_keeps_its_flows() {
         ],
     );
     l.registry
-        .set_weight("web", a("10.77.1.2:8080"), 0)
+        .set_weight("web", a("10.77.1.2:8080").into(), 0)
         .unwrap();
     check(
         &mut l.shard,
@@ -583,7 +583,7 @@ fn removed_server_drains_and_reload_keeps_connections() {
     let rs1 = a("10.77.1.1:8080");
     let c1 = a("10.77.0.2:42000");
     run(&mut l.shard, &tcp(c1, vip, SYN, b""), None);
-    l.registry.remove_server("web", rs1).unwrap();
+    l.registry.remove_server("web", rs1.into()).unwrap();
     l.shard.apply_snapshot(Arc::new(l.registry.snapshot()));
     let c2 = a("10.77.0.2:42001");
     check(
@@ -617,7 +617,9 @@ fn expire_nodest_conn_ends_flows_of_removed_servers() {
     let vip = a("10.77.100.100:80");
     let c1 = a("10.77.0.2:43000");
     run(&mut shard, &tcp(c1, vip, SYN, b""), None);
-    registry.remove_server("web", a("10.77.1.1:8080")).unwrap();
+    registry
+        .remove_server("web", a("10.77.1.1:8080").into())
+        .unwrap();
     shard.apply_snapshot(Arc::new(registry.snapshot()));
     check(
         &mut shard,
@@ -700,9 +702,9 @@ fn expire_on_removal_ends_only_the_flows_it_names() {
             ),
         ],
     );
-    l.registry.remove_server("web", rs1).unwrap();
-    l.registry.remove_server("web", rs2).unwrap();
-    assert_eq!(l.registry.expire_removed("web", Some(rs2)), 1);
+    l.registry.remove_server("web", rs1.into()).unwrap();
+    l.registry.remove_server("web", rs2.into()).unwrap();
+    assert_eq!(l.registry.expire_removed("web", Some(rs2.into())), 1);
     l.shard.apply_snapshot(Arc::new(l.registry.snapshot()));
     check(
         &mut l.shard,
@@ -733,7 +735,7 @@ fn expire_on_removal_ends_only_the_flows_it_names() {
             Expect::Forward(tcp(c2, rs2, SYN, b"")),
         )],
     );
-    l.registry.remove_server("web", rs2).unwrap();
+    l.registry.remove_server("web", rs2.into()).unwrap();
     l.shard.apply_snapshot(Arc::new(l.registry.snapshot()));
     check(
         &mut l.shard,

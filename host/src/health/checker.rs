@@ -7,7 +7,7 @@ use super::probe::{check, Failure};
 use super::state::{Health, Machine};
 use crate::config::{HealthConfig, OnFail};
 use crate::dataplane::service::DestState;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::task::JoinHandle;
@@ -78,7 +78,7 @@ impl Checker {
     pub(super) fn start(
         rt: &tokio::runtime::Handle,
         service: &str,
-        server: SocketAddrV4,
+        server: SocketAddr,
         cfg: HealthConfig,
         dest: Arc<DestState>,
         notify: Option<Arc<Notifier>>,
@@ -147,7 +147,7 @@ struct Labels {
 
 async fn run(
     labels: Labels,
-    server: SocketAddrV4,
+    server: SocketAddr,
     cfg: HealthConfig,
     dest: Arc<DestState>,
     shared: Arc<Mutex<Shared>>,

@@ -31,7 +31,7 @@ use crate::config::{HealthConfig, NotifyConfig};
 use crate::dataplane::service::{DestState, DEST_F_DOWN};
 use notify::Notifier;
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,7 +41,7 @@ pub struct Want {
     /// Its service's name.
     pub service: String,
     /// Its address.
-    pub server: SocketAddrV4,
+    pub server: SocketAddr,
     /// Its shared state (whose flags the checker writes).
     pub dest: Arc<DestState>,
     /// The check.
@@ -68,7 +68,7 @@ pub struct SyncReport {
 pub struct Monitor {
     /// The runtime the checkers run on: given, or the one `sync` is first called in.
     rt: Option<tokio::runtime::Handle>,
-    checkers: HashMap<(String, SocketAddrV4), Checker>,
+    checkers: HashMap<(String, SocketAddr), Checker>,
     /// Each service's notify hooks, kept across syncs while its `notify` is the same (so is
     /// its rate limit).
     notifiers: HashMap<String, Arc<Notifier>>,
@@ -96,7 +96,7 @@ impl Monitor {
             tracing::warn!("health checks not started: no Tokio runtime");
             return report;
         };
-        let mut next: HashMap<(String, SocketAddrV4), Checker> = HashMap::new();
+        let mut next: HashMap<(String, SocketAddr), Checker> = HashMap::new();
         let mut wanted: Vec<Want> = want.into_iter().collect();
         wanted.sort_by(|a, b| (&a.service, a.server).cmp(&(&b.service, b.server)));
         wanted.dedup_by(|a, b| a.service == b.service && a.server == b.server);
@@ -163,14 +163,14 @@ impl Monitor {
     }
 
     /// The status of `server` in `service`, if it is checked.
-    pub fn status(&self, service: &str, server: SocketAddrV4) -> Option<Status> {
+    pub fn status(&self, service: &str, server: SocketAddr) -> Option<Status> {
         self.checkers
             .get(&(service.to_string(), server))
             .map(Checker::status)
     }
 
     /// The weights dynamic script checks gave their servers (keepalived `misc_dynamic`).
-    pub fn dynamic_weights(&self) -> Vec<(String, SocketAddrV4, u32)> {
+    pub fn dynamic_weights(&self) -> Vec<(String, SocketAddr, u32)> {
         self.checkers
             .iter()
             .filter_map(|((svc, srv), c)| c.status().dynamic_weight.map(|w| (svc.clone(), *srv, w)))

@@ -5,7 +5,7 @@
 
 use super::script;
 use crate::config::NotifyConfig;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing::{info, warn};
@@ -82,7 +82,7 @@ impl Notifier {
 
     /// Runs the hook for `event` of `server` (with the reason of a failure) on the current
     /// Tokio runtime, unless the service's limit is spent; never waits for it.
-    pub fn fire(self: &Arc<Self>, event: Event, server: SocketAddrV4, reason: Option<String>) {
+    pub fn fire(self: &Arc<Self>, event: Event, server: SocketAddr, reason: Option<String>) {
         let cmd = match event {
             Event::Up => self.cfg.up.clone(),
             Event::Down => self.cfg.down.clone(),

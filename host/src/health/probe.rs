@@ -10,7 +10,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use std::fmt;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -97,7 +97,7 @@ impl fmt::Display for Failure {
 /// dynamic script check passed with a weight (exit status 2 to 255: weight status − 2).
 pub async fn check(
     service: &str,
-    server: SocketAddrV4,
+    server: SocketAddr,
     cfg: &HealthConfig,
 ) -> Result<Option<u32>, Failure> {
     let target = cfg.target(server);
@@ -132,11 +132,7 @@ async fn run_script(
 
 /// Runs one check of `kind` against `target`, bounded by `timeout` from start to verdict (a
 /// script check with only `RINGVS_TARGET` in its environment).
-pub async fn probe(
-    target: SocketAddrV4,
-    kind: &CheckKind,
-    timeout: Duration,
-) -> Result<(), Failure> {
+pub async fn probe(target: SocketAddr, kind: &CheckKind, timeout: Duration) -> Result<(), Failure> {
     if let CheckKind::Script(s) = kind {
         return run_script(s, &[("RINGVS_TARGET", target.to_string())], timeout)
             .await
@@ -239,16 +235,16 @@ fn tls_client() -> &'static Arc<ClientConfig> {
 
 /// The name the TLS handshake carries: `host` when it is a DNS name (sent as SNI), else the
 /// checked address (no SNI).
-fn server_name(target: SocketAddrV4, h: &HttpCheck) -> ServerName<'static> {
+fn server_name(target: SocketAddr, h: &HttpCheck) -> ServerName<'static> {
     h.host
         .as_deref()
         .and_then(|n| ServerName::try_from(n.to_string()).ok())
         .filter(|n| matches!(n, ServerName::DnsName(_)))
-        .unwrap_or_else(|| ServerName::IpAddress((*target.ip()).into()))
+        .unwrap_or_else(|| ServerName::IpAddress(target.ip().into()))
 }
 
 /// An HTTP check over TLS (keepalived `SSL_GET`).
-async fn https(stream: TcpStream, target: SocketAddrV4, h: &HttpCheck) -> Result<(), Failure> {
+async fn https(stream: TcpStream, target: SocketAddr, h: &HttpCheck) -> Result<(), Failure> {
     let connector = TlsConnector::from(tls_client().clone());
     let mut tls = connector
         .connect(server_name(target, h), stream)
@@ -261,7 +257,7 @@ async fn https(stream: TcpStream, target: SocketAddrV4, h: &HttpCheck) -> Result
 }
 
 /// The request keepalived's HTTP_GET sends, in HTTP/1.0 with `Connection: close`.
-pub fn request(target: SocketAddrV4, h: &HttpCheck) -> String {
+pub fn request(target: SocketAddr, h: &HttpCheck) -> String {
     let host = h.host.clone().unwrap_or_else(|| target.to_string());
     format!(
         "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: ringvs-health/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
@@ -272,7 +268,7 @@ pub fn request(target: SocketAddrV4, h: &HttpCheck) -> String {
 
 async fn http<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
-    target: SocketAddrV4,
+    target: SocketAddr,
     h: &HttpCheck,
 ) -> Result<(), Failure> {
     stream
@@ -370,7 +366,7 @@ mod tests {
 
     #[test]
     fn the_request_names_path_and_host() {
-        let t: SocketAddrV4 = "10.77.1.1:8080".parse().unwrap();
+        let t: SocketAddr = "10.77.1.1:8080".parse().unwrap();
         let mut h = HttpCheck {
             path: "/health?x=1".into(),
             expect: vec![200],
@@ -431,7 +427,7 @@ mod tests {
 
     /// A TLS server with a fresh self-signed certificate on 127.0.0.1: answers `GET /ok`
     /// with 200 and anything else with 503, and sends what it read (decrypted) to `seen`.
-    async fn tls_server() -> (SocketAddrV4, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    async fn tls_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
         use rustls::pki_types::PrivateKeyDer;
         let key = rcgen::generate_simple_self_signed(vec!["rs1.example".to_string()]).unwrap();
         let der = PrivateKeyDer::try_from(key.signing_key.serialize_der()).unwrap();
@@ -443,9 +439,7 @@ mod tests {
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
-            unreachable!()
-        };
+        let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
@@ -517,9 +511,7 @@ mod tests {
         });
         assert!(probe(addr, &plain, t).await.is_err());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let std::net::SocketAddr::V4(plain_addr) = listener.local_addr().unwrap() else {
-            unreachable!()
-        };
+        let plain_addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await;

@@ -11,7 +11,7 @@
 use crate::dataplane::stats::Traffic;
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use super::Kind;
 
@@ -247,7 +247,7 @@ pub struct ServiceRow {
     /// `tcp` or `udp`.
     pub proto: &'static str,
     /// Its virtual address.
-    pub vip: SocketAddrV4,
+    pub vip: SocketAddr,
     /// False while draining (removed): counted, but no info series.
     pub live: bool,
     /// Its counters since start.

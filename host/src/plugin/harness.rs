@@ -49,7 +49,10 @@ impl WasmScheduler {
                 let addr: SocketAddrV4 = a
                     .parse()
                     .map_err(|_| format!("not an IPv4 address:port: {a:?}"))?;
-                Ok(ServerInfo { addr, weight: *w })
+                Ok(ServerInfo {
+                    addr: addr.into(),
+                    weight: *w,
+                })
             })
             .collect::<Result<_, String>>()?;
         self.load = list.iter().flat_map(|(_, w)| [*w, 0, 0]).collect();

@@ -7,7 +7,7 @@ use super::bindings::{defense, persistence, scheduler, types};
 use super::runtime::{Plugin, PluginError, Pre, Runtime};
 use super::store::{new_store, with_table, HostState, LogBudget, TableView};
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use wasmtime::{Store, Trap};
 
@@ -92,24 +92,37 @@ fn classify(store: &Store<HostState>, e: wasmtime::Error) -> Fault {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerInfo {
     /// Address and port.
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     /// Configured weight.
     pub weight: u32,
 }
 
-fn v4(a: Ipv4Addr) -> types::Ip {
-    types::Ip::V4(u32::from(a))
+/// The WIT form of an address: IPv4 as one number, IPv6 as two halves, high first.
+pub fn wit_ip(a: IpAddr) -> types::Ip {
+    match a {
+        IpAddr::V4(a) => types::Ip::V4(u32::from(a)),
+        IpAddr::V6(a) => {
+            let n = u128::from(a);
+            types::Ip::V6(((n >> 64) as u64, n as u64))
+        }
+    }
+}
+
+/// The WIT flow of a flow (client and service share a family).
+pub fn flow(proto: u8, client: SocketAddr, vip: SocketAddr) -> types::Flow {
+    types::Flow {
+        proto,
+        client: wit_ip(client.ip()),
+        client_port: client.port(),
+        vip: wit_ip(vip.ip()),
+        vport: vip.port(),
+    }
 }
 
 /// The WIT flow of an IPv4 flow.
+#[inline]
 pub fn flow_v4(proto: u8, client: SocketAddrV4, vip: SocketAddrV4) -> types::Flow {
-    types::Flow {
-        proto,
-        client: v4(*client.ip()),
-        client_port: client.port(),
-        vip: v4(*vip.ip()),
-        vport: vip.port(),
-    }
+    flow(proto, client.into(), vip.into())
 }
 
 /// Calls `f` allowing `ticks` epochs of guest execution, classifying any error.
@@ -197,7 +210,7 @@ impl SchedulerInstance {
         let list: Vec<types::Server> = servers
             .iter()
             .map(|s| types::Server {
-                addr: v4(*s.addr.ip()),
+                addr: wit_ip(s.addr.ip()),
                 port: s.addr.port(),
                 weight: s.weight,
             })

@@ -129,7 +129,7 @@ fn self_test(plugin: &Arc<Plugin>) -> Result<(), PluginError> {
             let mut s = SchedulerInstance::new(plugin)?;
             let servers: Vec<ServerInfo> = (1..=3)
                 .map(|i| ServerInfo {
-                    addr: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 10 + i), 8080),
+                    addr: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 10 + i), 8080).into(),
                     weight: 1,
                 })
                 .collect();

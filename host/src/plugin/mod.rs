@@ -25,8 +25,8 @@ mod runtime;
 mod store;
 
 pub use instance::{
-    defense_types, flow_v4, table_types, DefenseInstance, Fault, FaultKind, PersistenceInstance,
-    SchedulerInstance, ServerInfo,
+    defense_types, flow, flow_v4, table_types, DefenseInstance, Fault, FaultKind,
+    PersistenceInstance, SchedulerInstance, ServerInfo,
 };
 pub use runtime::{
     flatten_config as runtime_flatten, hex, Kind, Plugin, PluginError, Runtime, RuntimeOptions,

@@ -8,7 +8,9 @@
 use ringvs::conn::State;
 use ringvs::control::registry::Registry;
 use ringvs::dataplane::Shard;
-use ringvs::wire::{ip_proto, Icmpv4Packet, Ipv4Packet, TcpPacket, UdpPacket};
+use ringvs::wire::{
+    ip_proto, Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket,
+};
 
 /// Checksum validity of a packet: the IPv4 header, the transport or ICMP checksum (when the
 /// header parses), and the header an ICMP error quotes.
@@ -20,6 +22,9 @@ pub struct Sums {
 }
 
 pub fn sums(p: &[u8]) -> Option<Sums> {
+    if p.first().is_some_and(|b| b >> 4 == 6) {
+        return sums6(p);
+    }
     let ip = Ipv4Packet::new_checked(p).ok()?;
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
     let (ihl, total) = (ip.header_len(), ip.total_len() as usize);
@@ -59,12 +64,85 @@ pub fn sums(p: &[u8]) -> Option<Sums> {
     Some(s)
 }
 
+/// [`sums`] of an IPv6 packet: no header checksum (`ip` is true), the TCP, UDP or ICMPv6
+/// checksum over the IPv6 pseudo-header after the extension headers (none for a fragment).
+fn sums6(p: &[u8]) -> Option<Sums> {
+    let ip = Ipv6Packet::new_checked(p).ok()?;
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let total = ringvs::wire::ipv6::HEADER_LEN + usize::from(ip.payload_len());
+    let mut s = Sums {
+        ip: true,
+        l4: None,
+        quoted_ip: None,
+    };
+    let Ok(ul) = ip.upper_layer() else {
+        return Some(s);
+    };
+    if ul.fragment.is_some() {
+        return Some(s);
+    }
+    let seg = &p[ul.offset..total];
+    s.l4 = match ul.protocol {
+        ip_proto::TCP => TcpPacket::new_checked(seg)
+            .ok()
+            .map(|t| t.verify_checksum(src, dst)),
+        ip_proto::UDP => UdpPacket::new_checked(seg)
+            .ok()
+            .map(|u| u.verify_checksum(src, dst)),
+        ip_proto::ICMPV6 => Icmpv6Packet::new_checked(seg)
+            .ok()
+            .map(|m| m.verify_checksum(src, dst)),
+        _ => None,
+    };
+    Some(s)
+}
+
+/// [`sums_etherparse`] of an IPv6 packet.
+fn sums6_etherparse(p: &[u8]) -> Option<Sums> {
+    use etherparse::{IpNumber, Ipv6Slice, TcpSlice, UdpSlice};
+    let ip = Ipv6Slice::from_slice(p).ok()?;
+    let (src, dst) = (
+        ip.header().source_addr().octets(),
+        ip.header().destination_addr().octets(),
+    );
+    let mut s = Sums {
+        ip: true,
+        l4: None,
+        quoted_ip: None,
+    };
+    let pl = ip.payload();
+    if pl.fragmented {
+        return Some(s);
+    }
+    let seg = pl.payload;
+    s.l4 = match pl.ip_number {
+        IpNumber::TCP => TcpSlice::from_slice(seg)
+            .ok()
+            .map(|t| t.calc_checksum_ipv6(src, dst).ok() == Some(t.checksum())),
+        IpNumber::UDP => UdpSlice::from_slice(seg).ok().map(|u| {
+            u.checksum() != 0
+                && u.to_header()
+                    .calc_checksum_ipv6_raw(src, dst, u.payload())
+                    .ok()
+                    == Some(u.checksum())
+        }),
+        IpNumber::IPV6_ICMP => etherparse::Icmpv6Slice::from_slice(seg)
+            .ok()
+            .map(|m| m.is_checksum_valid(src, dst)),
+        _ => None,
+    };
+    Some(s)
+}
+
 /// [`sums`] by another parser, written independently of ringvs's wire layer (etherparse):
 /// the IPv4 header checksum, the TCP/UDP checksum over the pseudo-header, the ICMP checksum
 /// and, in an ICMP error, the quoted IPv4 header's checksum. `None` if etherparse does not
 /// take the packet as IPv4.
 pub fn sums_etherparse(p: &[u8]) -> Option<Sums> {
     use etherparse::{IpNumber, Ipv4HeaderSlice, TcpSlice, UdpSlice};
+    if p.first().is_some_and(|b| b >> 4 == 6) {
+        return sums6_etherparse(p);
+    }
     // Header checksums are summed over the header's bytes: etherparse's decoded header
     // drops the reserved flag bit, which the sum covers.
     let header_ok = |b: &[u8]| !fold(words(b)) == 0;
@@ -132,12 +210,12 @@ fn fold(words: impl Iterator<Item = u32>) -> u16 {
     sum as u16
 }
 
-/// A forwarded packet is well-formed IPv4, and every checksum valid on the way in is valid
+/// A forwarded packet is well-formed IPv4 or IPv6, and every checksum valid on the way in is valid
 /// on the way out; etherparse parses it too and agrees with every checksum verdict.
 pub fn check_forwarded(what: &str, input: &[u8], output: &[u8]) {
     let after = check_emitted(what, output);
     let Some(before) = sums(input) else {
-        panic!("{what}: a packet that is not well-formed IPv4 was forwarded: {input:02x?}");
+        panic!("{what}: a packet that is not well-formed IPv4 or IPv6 was forwarded: {input:02x?}");
     };
     assert!(
         !before.ip || after.ip,
@@ -153,14 +231,14 @@ pub fn check_forwarded(what: &str, input: &[u8], output: &[u8]) {
     );
 }
 
-/// A packet the data plane emits is well-formed IPv4 that etherparse parses too, agreeing
+/// A packet the data plane emits is well-formed IPv4 or IPv6 that etherparse parses too, agreeing
 /// with every checksum verdict of ours; returns our verdicts.
 pub fn check_emitted(what: &str, output: &[u8]) -> Sums {
     let Some(after) = sums(output) else {
-        panic!("{what}: forwarded packet is not well-formed IPv4: {output:02x?}");
+        panic!("{what}: forwarded packet is not well-formed IPv4 or IPv6: {output:02x?}");
     };
     let Some(theirs) = sums_etherparse(output) else {
-        panic!("{what}: etherparse does not parse the forwarded packet as IPv4: {output:02x?}");
+        panic!("{what}: etherparse does not parse the forwarded packet as IP: {output:02x?}");
     };
     // Every verdict both parsers reach must agree (they differ in what malformed quoted
     // headers and odd ICMP lengths they still take apart: then only one has a verdict).

@@ -54,9 +54,10 @@ pub(super) fn service_set(snap: &Snapshot) -> ServiceSet {
         .services()
         .flat_map(|s| {
             let p = s.proto.number();
-            s.dests
-                .iter()
-                .map(move |d| (p, *d.addr.ip(), d.addr.port()))
+            s.dests.iter().filter_map(move |d| match d.addr {
+                std::net::SocketAddr::V4(a) => Some((p, *a.ip(), a.port())),
+                std::net::SocketAddr::V6(_) => None,
+            })
         })
         .collect();
     reals.sort_unstable();

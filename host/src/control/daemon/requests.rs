@@ -10,13 +10,13 @@ use crate::config::{self, ServiceConfig, ServiceEdit};
 use crate::plugin::Plugin;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tracing::info;
 
-fn addr(s: &str) -> Result<SocketAddrV4, String> {
+fn addr(s: &str) -> Result<SocketAddr, String> {
     s.parse()
-        .map_err(|_| format!("{s:?} is not an IPv4 address:port"))
+        .map_err(|_| format!("{s:?} is not an address:port (\"10.77.1.1:80\", \"[fd77::1]:80\")"))
 }
 
 fn json<T: serde::Serialize>(v: T) -> Result<Value, String> {
@@ -207,8 +207,12 @@ impl Daemon {
         // A bare address takes the service's port (what a tunnelled or directly routed
         // server needs).
         let vip_port = self.registry.service(service).map(|e| e.cfg.vip.port());
-        let text = match (a.parse::<std::net::Ipv4Addr>(), vip_port) {
-            (Ok(ip), Some(port)) => format!("{ip}:{port}"),
+        let bare = a
+            .strip_prefix('[')
+            .and_then(|b| b.strip_suffix(']'))
+            .unwrap_or(a);
+        let text = match (bare.parse::<std::net::IpAddr>(), vip_port) {
+            (Ok(ip), Some(port)) => std::net::SocketAddr::new(ip, port).to_string(),
             _ => a.to_string(),
         };
         let addr = config::server_endpoint(&text).map_err(|e| e.to_string())?;

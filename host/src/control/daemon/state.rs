@@ -63,6 +63,8 @@ pub struct Daemon {
     pub(super) health: crate::health::Monitor,
     /// Routes installed with `director.routes = "auto"`.
     pub(super) routes: Option<AutoRoutes>,
+    /// IPv6 on the TUN device: on while an IPv6 service exists (`None`: not set yet).
+    pub(super) device_ipv6: Option<bool>,
     /// Who may use the admin socket (changed on reload by `director.admin_group`).
     pub(super) admin: Option<super::super::admin::Access>,
     /// Reloads done and refused.
@@ -121,6 +123,7 @@ impl Daemon {
             stats: Stats::default(),
             health: crate::health::Monitor::new(tokio::runtime::Handle::try_current().ok()),
             routes: None,
+            device_ipv6: None,
             admin: None,
             reloads: Default::default(),
             sync: None,
@@ -157,15 +160,30 @@ impl Daemon {
     }
 
     /// Installs and removes routes to match the registry (`director.routes = "auto"`).
+    /// Also turns IPv6 on the TUN device on or off as IPv6 services come and go.
     pub(super) fn sync_routes(&mut self) -> Result<(), String> {
+        let ipv6 = self.cfg.director.io == crate::config::Io::Tun
+            && self.registry.services().any(|s| s.cfg.vip.is_ipv6());
+        let tun = self.cfg.director.io == crate::config::Io::Tun;
+        if tun && Some(ipv6) != self.device_ipv6 {
+            if ipv6 {
+                if let Some(p) = super::super::routes::check_forwarding6() {
+                    warn!("{p}");
+                }
+            }
+            if let Err(e) = super::super::routes::device_ipv6(&self.cfg.director.device, ipv6) {
+                warn!("{e}");
+            }
+            self.device_ipv6 = Some(ipv6);
+        }
         let Some(r) = self.routes.as_mut() else {
             return Ok(());
         };
-        let vips: BTreeSet<_> = self.registry.services().map(|s| *s.cfg.vip.ip()).collect();
+        let vips: BTreeSet<_> = self.registry.services().map(|s| s.cfg.vip.ip()).collect();
         let servers: BTreeSet<_> = self
             .registry
             .services()
-            .flat_map(|s| s.cfg.servers.iter().map(|x| *x.addr.ip()))
+            .flat_map(|s| s.cfg.servers.iter().map(|x| x.addr.ip()))
             .collect();
         r.sync(&vips, &servers).map_err(|e| e.to_string())
     }

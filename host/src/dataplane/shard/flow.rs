@@ -18,16 +18,29 @@
 //! handshake: its sources count when they send.
 
 use super::*;
-use crate::conn::{ticks_left, Conn, F_PROXIED, F_PROXY_OPENING};
+use crate::conn::{ticks_left, Conn, FlowAddr, F_PROXIED, F_PROXY_OPENING};
 use crate::dataplane::service::Way;
 use crate::dataplane::stats::{Evicted, FEW_PACKETS, IDLE_TICKS};
 use crate::dataplane::synproxy::{Seg, SynProxy};
 use crate::dataplane::tunnel::{self, NotSent};
+use std::net::SocketAddr;
 
 /// Flag: the entry saw a packet from its realserver.
 pub(super) const F_REPLIED: u8 = 32;
 /// Flag: the entry's source is proven real (counted in the per-source sketch).
 pub(super) const F_VERIFIED: u8 = 64;
+
+/// A new flow's realserver, as [`Shard::choose`] picked it.
+pub(super) struct Chosen {
+    /// Its slot.
+    pub dest: u32,
+    /// Its shared state.
+    pub state: Arc<DestState>,
+    /// The template that controls the connection, if persistent.
+    pub link: Option<TemplateId>,
+    /// The new entry's flags.
+    pub flags: u8,
+}
 
 /// A TCP or UDP packet's addressing, as [`Shard::process`] read it.
 #[derive(Debug, Clone, Copy)]
@@ -57,10 +70,89 @@ impl L4 {
     }
 }
 
+/// What a TCP segment did to an entry (see [`step`]).
+pub(super) struct Stepped {
+    /// The new state, if it changed (to be set through the table, which counts states).
+    pub changed: Option<State>,
+    /// The timeout of the state it is in now.
+    pub timeout: Tick,
+    /// The client just completed a handshake: it is proven real.
+    pub verified: bool,
+}
+
+/// Applies a TCP segment going `dir` with `flags` to entry `c` of a service whose runtime
+/// is `rt`: IPVS's state table (the input-only rows for an entry that never saw its
+/// realserver), the active/inactive flip of its realserver's counts, the proof of a real
+/// client. The state itself is left for the caller to set through its table.
+#[inline]
+pub(super) fn step<A: FlowAddr>(
+    rt: &SvcRt,
+    dests: &[Option<Arc<DestState>>],
+    c: &mut Conn<A>,
+    dir: Direction,
+    flags: u8,
+) -> Stepped {
+    let dir = if c.flags & crate::conn::F_NOOUTPUT != 0 {
+        if dir == Direction::Output {
+            c.flags &= !crate::conn::F_NOOUTPUT;
+            Direction::Output
+        } else {
+            Direction::InputOnly
+        }
+    } else {
+        dir
+    };
+    if dir == Direction::Output {
+        c.flags |= F_REPLIED;
+    }
+    let old = c.state;
+    let new = match Event::from_tcp_flags(flags) {
+        Some(ev) => rt.table.next(dir, ev, old),
+        None => old,
+    };
+    let timeout = rt.timeouts[new as usize];
+    if new == old {
+        return Stepped {
+            changed: None,
+            timeout,
+            verified: false,
+        };
+    }
+    let was_active = c.flags & F_INACTIVE == 0;
+    let active = new.is_active();
+    if was_active != active {
+        if active {
+            c.flags &= !F_INACTIVE;
+        } else {
+            c.flags |= F_INACTIVE;
+        }
+        if let Some(Some(d)) = dests.get(c.dest as usize) {
+            if !super::sync::held(c) {
+                d.counters.flip(active);
+            }
+        }
+    }
+    let verified = new == State::Established
+        && c.flags & (F_REPLIED | F_VERIFIED) == F_REPLIED
+        && dir != Direction::Output;
+    if verified {
+        c.flags |= F_VERIFIED;
+    }
+    Stepped {
+        changed: Some(new),
+        timeout,
+        verified,
+    }
+}
+
 /// The early-drop class of an entry (lower goes first), or `None` if a new flow may not
 /// evict it.
 #[inline]
-fn evict_class(c: &Conn<Ipv4Addr>, now: Tick, timeouts: Option<&[Tick; STATES]>) -> Option<u8> {
+pub(super) fn evict_class<A: FlowAddr>(
+    c: &Conn<A>,
+    now: Tick,
+    timeouts: Option<&[Tick; STATES]>,
+) -> Option<u8> {
     if c.flags & F_PROXY_OPENING != 0 {
         // A proven client waiting a moment for its realserver.
         return None;
@@ -91,7 +183,7 @@ impl Shard {
     /// the realserver's and the source's counts, the persistence template, the service's
     /// count, and an opening proxied connection's stash (its client reset if it timed out).
     #[allow(clippy::too_many_arguments)]
-    fn forget(
+    pub(super) fn forget<A: FlowAddr>(
         dests: &[Option<Arc<DestState>>],
         cfg: &ShardConfig,
         links: &mut [u32],
@@ -100,7 +192,7 @@ impl Shard {
         proxy: &mut SynProxy,
         snap: &Snapshot,
         id: ConnId,
-        c: &Conn<Ipv4Addr>,
+        c: &Conn<A>,
         timed_out: bool,
     ) {
         if super::sync::held(c) {
@@ -112,16 +204,20 @@ impl Shard {
             release_link(links, &cfg.templates, id);
         }
         if c.flags & F_VERIFIED != 0 {
-            cfg.sources.ended(c.caddr());
+            if let Some(a) = c.caddr().v4() {
+                cfg.sources.ended(a);
+            }
         }
         if let Some(n) = svc_conns.get_mut(c.svc as usize) {
             *n = n.saturating_sub(1);
         }
-        if c.flags & F_PROXY_OPENING != 0 {
+        // Only IPv4 connections are proxied.
+        if let (true, Some(a)) = (c.flags & F_PROXY_OPENING != 0, c.caddr().v4()) {
             let vip = timed_out
-                .then(|| snap.service(c.svc).map(|s| s.vip))
+                .then(|| snap.service(c.svc).and_then(Service::vip4))
                 .flatten();
-            proxy.abandoned(id.index(), c, vip);
+            let client = SocketAddrV4::new(a, c.cport());
+            proxy.abandoned(id.index(), client, c.proxy[0], vip);
         }
     }
 
@@ -213,54 +309,18 @@ impl Shard {
             return;
         };
         let c = self.table.get_mut(id);
-        let dir = if c.flags & crate::conn::F_NOOUTPUT != 0 {
-            if dir == Direction::Output {
-                c.flags &= !crate::conn::F_NOOUTPUT;
-                Direction::Output
-            } else {
-                Direction::InputOnly
-            }
-        } else {
-            dir
-        };
-        if dir == Direction::Output {
-            c.flags |= F_REPLIED;
+        let s = step(rt, &self.dests, c, dir, flags);
+        if s.verified {
+            let a = c.caddr();
+            self.verified(a);
         }
-        let old = c.state;
-        let new = match Event::from_tcp_flags(flags) {
-            Some(ev) => rt.table.next(dir, ev, old),
-            None => old,
-        };
-        let timeout = rt.timeouts[new as usize];
-        if new != old {
-            let was_active = c.flags & F_INACTIVE == 0;
-            let active = new.is_active();
-            if was_active != active {
-                if active {
-                    c.flags &= !F_INACTIVE;
-                } else {
-                    c.flags |= F_INACTIVE;
-                }
-                if let Some(Some(d)) = self.dests.get(c.dest as usize) {
-                    if !super::sync::held(c) {
-                        d.counters.flip(active);
-                    }
-                }
-            }
-            if new == State::Established
-                && c.flags & (F_REPLIED | F_VERIFIED) == F_REPLIED
-                && dir != Direction::Output
-            {
-                c.flags |= F_VERIFIED;
-                let a = c.caddr();
-                self.verified(a);
-            }
+        if let Some(new) = s.changed {
             self.table.set_state(id, new);
-            self.table.set_expiry(id, self.now.wrapping_add(timeout));
+            self.table.set_expiry(id, self.now.wrapping_add(s.timeout));
             self.sync_if_due(id, true);
             return;
         }
-        self.table.set_expiry(id, self.now.wrapping_add(timeout));
+        self.table.set_expiry(id, self.now.wrapping_add(s.timeout));
     }
 
     /// A source proved real: it counts toward its rates and the top talkers.
@@ -310,7 +370,7 @@ impl Shard {
 
     /// Makes room for one more entry of service `svc`: within its `max_conns` share (by
     /// evicting one of its own entries) and within the table (early drop).
-    fn room_for(&mut self, svc: u16) -> Result<(), DropReason> {
+    pub(super) fn room_for(&mut self, svc: u16) -> Result<(), DropReason> {
         let limit = self
             .svcs
             .get(svc as usize)
@@ -338,6 +398,66 @@ impl Shard {
         svc: u16,
     ) -> Result<ConnId, DropReason> {
         self.room_for(svc)?;
+        let chosen = self.choose(svc, proto, client.into())?;
+        let (state, timeout) = self.first_state(svc, proto);
+        let inserted = self.table.insert(
+            hash,
+            NewConn {
+                proto,
+                caddr: *client.ip(),
+                cport: client.port(),
+                svc,
+                dest: chosen.dest,
+                state,
+                flags: chosen.flags,
+            },
+            self.now.wrapping_add(timeout),
+        );
+        let id = self.inserted(inserted, &chosen)?;
+        if let Some(t) = chosen.link {
+            self.links[id.index() as usize] = t.0 + 1;
+        }
+        self.bound(svc, &chosen);
+        Ok(id)
+    }
+
+    /// A new entry's first state and its timeout.
+    #[inline]
+    pub(super) fn first_state(&self, svc: u16, proto: u8) -> (State, Tick) {
+        let Some(rt) = self.svcs.get(svc as usize).and_then(Option::as_ref) else {
+            return (State::None, 0);
+        };
+        if proto == ip_proto::TCP {
+            (State::None, rt.timeouts[State::None as usize])
+        } else {
+            (State::Udp, rt.udp_unreplied)
+        }
+    }
+
+    /// The outcome of a table insert: on failure, the template the flow would have used is
+    /// released.
+    #[inline]
+    pub(super) fn inserted(
+        &self,
+        r: Result<ConnId, crate::conn::Full>,
+        chosen: &Chosen,
+    ) -> Result<ConnId, DropReason> {
+        r.map_err(|_| {
+            if let Some(t) = chosen.link {
+                self.cfg.templates.release(t);
+            }
+            DropReason::TableFull
+        })
+    }
+
+    /// Admits (defenses), persists (templates) and schedules a new flow of service `svc`
+    /// from `client`.
+    pub(super) fn choose(
+        &mut self,
+        svc: u16,
+        proto: u8,
+        client: SocketAddr,
+    ) -> Result<Chosen, DropReason> {
         let snap = &self.snap;
         let service: &Service = snap.service(svc).ok_or(DropReason::NoService)?;
         let rt = self
@@ -350,12 +470,16 @@ impl Shard {
             events: self.cfg.events.as_ref(),
         };
         if !rt.defenses.is_empty() {
-            let (new_flows, concurrent) = self.cfg.sources.estimate(*client.ip());
+            // The per-source sketch counts IPv4 sources only.
+            let (new_flows, concurrent) = match client.ip() {
+                std::net::IpAddr::V4(a) => self.cfg.sources.estimate(a),
+                std::net::IpAddr::V6(_) => (0, 0),
+            };
             let source = crate::plugin::defense_types::SourceStats {
                 new_flows,
                 concurrent,
             };
-            let flow = flow_v4(proto, client, service.vip);
+            let flow = crate::plugin::flow(proto, client, service.vip);
             if !defense::admit(&mut rt.defenses, &flow, source, &mut ctx) {
                 return Err(DropReason::Defense);
             }
@@ -373,6 +497,12 @@ impl Shard {
             sched
                 .pick(proto, client, service.vip, &service.dests, ctx)
                 .ok_or(DropReason::NoServer)
+        };
+        // The link column of the family's table.
+        let links = if client.is_ipv4() {
+            !self.links.is_empty()
+        } else {
+            self.six.as_ref().is_some_and(|s| !s.links.is_empty())
         };
         // `link`: the template that will control the connection.
         let (i, link) = match key {
@@ -394,7 +524,7 @@ impl Shard {
                 match found {
                     (_, Bind::Bound { id, dest }) => {
                         match service.dests.iter().position(|d| d.id == dest) {
-                            Some(i) if !self.links.is_empty() => {
+                            Some(i) if links => {
                                 self.counters.persist_hits += u64::from(hit);
                                 (i, Some(id))
                             }
@@ -412,54 +542,34 @@ impl Shard {
             }
         };
         let dest = &service.dests[i];
-        let (state, timeout) = if proto == ip_proto::TCP {
-            (State::None, rt.timeouts[State::None as usize])
-        } else {
-            (State::Udp, rt.udp_unreplied)
-        };
-        let inserted = self.table.insert(
-            hash,
-            NewConn {
-                proto,
-                caddr: *client.ip(),
-                cport: client.port(),
-                svc,
-                dest: dest.id,
-                state,
-                flags: F_INACTIVE
-                    | if link.is_some() { F_PERSISTENT } else { 0 }
-                    // Its replies bypass the director: IPVS's input-only rows for good.
-                    | if dest.forward.two_way() {
-                        0
-                    } else {
-                        crate::conn::F_NOOUTPUT
-                    },
-            },
-            self.now.wrapping_add(timeout),
-        );
-        let id = match inserted {
-            Ok(id) => id,
-            Err(_) => {
-                if let Some(t) = link {
-                    templates.release(t);
-                }
-                return Err(DropReason::TableFull);
-            }
-        };
-        if let Some(t) = link {
-            self.links[id.index() as usize] = t.0 + 1;
-        }
-        dest.state.bind(false);
+        Ok(Chosen {
+            dest: dest.id,
+            state: dest.state.clone(),
+            link,
+            flags: F_INACTIVE
+                | if link.is_some() { F_PERSISTENT } else { 0 }
+                // Its replies bypass the director: IPVS's input-only rows for good.
+                | if dest.forward.two_way() {
+                    0
+                } else {
+                    crate::conn::F_NOOUTPUT
+                },
+        })
+    }
+
+    /// Counts a new connection of service `svc` to its chosen realserver.
+    #[inline]
+    pub(super) fn bound(&mut self, svc: u16, chosen: &Chosen) {
+        chosen.state.bind(false);
         if let Some(n) = self.svc_conns.get_mut(svc as usize) {
             *n += 1;
         }
-        let did = dest.id as usize;
+        let did = chosen.dest as usize;
         self.svc_traffic[svc as usize].conns += 1;
         if let Some(t) = self.dest_traffic.get_mut(did) {
             t.conns += 1;
         }
         self.counters.total.conns += 1;
-        Ok(id)
     }
 
     /// True if the SYN proxy answers new connections of service `svc` now (in `auto`
@@ -478,7 +588,7 @@ impl Shard {
 
     /// A new UDP flow of service `svc`: false if its flood guard holds it back.
     #[inline]
-    fn udp_admit(&mut self, svc: u16) -> bool {
+    pub(super) fn udp_admit(&mut self, svc: u16) -> bool {
         self.svcs
             .get_mut(svc as usize)
             .and_then(Option::as_mut)
@@ -577,7 +687,7 @@ impl Shard {
 
     /// Counts a packet to a realserver.
     #[inline]
-    fn count_in(&mut self, svc: u16, dest: u32, len: usize) {
+    pub(super) fn count_in(&mut self, svc: u16, dest: u32, len: usize) {
         let len = len as u64;
         let t = &mut self.svc_traffic[svc as usize];
         t.in_pkts += 1;
@@ -592,7 +702,7 @@ impl Shard {
 
     /// Counts a packet to a client.
     #[inline]
-    fn count_out(&mut self, svc: u16, dest: u32, len: usize) {
+    pub(super) fn count_out(&mut self, svc: u16, dest: u32, len: usize) {
         let len = len as u64;
         let t = &mut self.svc_traffic[svc as usize];
         t.out_pkts += 1;
@@ -806,7 +916,7 @@ impl Shard {
         self.activate(id);
         let c = *self.table.get(id);
         let (svc, dest) = (c.svc, c.dest);
-        let Some(vip) = self.snap.service(svc).map(|s| s.vip) else {
+        let Some(vip) = self.snap.service(svc).and_then(Service::vip4) else {
             return self.drop(DropReason::NoService);
         };
         if c.flags & F_PROXIED != 0 && l4.flags & tf::SYN != 0 {

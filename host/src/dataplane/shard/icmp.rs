@@ -77,7 +77,7 @@ impl Shard {
             })
         {
             let c = self.table.get(id);
-            if let Some(vip) = self.snap.service(c.svc).map(|s| s.vip) {
+            if let Some(vip) = self.snap.service(c.svc).and_then(Service::vip4) {
                 if c.flags & crate::conn::F_PROXIED != 0 {
                     if let Some(l4) = nat::quoted_l4_mut(&mut data[ihl..]) {
                         SynProxy::quoted(l4, c, false);

@@ -24,7 +24,6 @@ use crate::conn::{
     F_PERSISTENT, TICKS_PER_SEC,
 };
 use crate::plugin::builtin::Builtin;
-use crate::plugin::flow_v4;
 use crate::wire::ip_proto;
 use crate::wire::tcp::flags as tf;
 use crate::wire::{Ipv4Packet, TcpPacket, UdpPacket};
@@ -116,7 +115,7 @@ pub struct ConnInfo {
     /// IP protocol.
     pub proto: u8,
     /// Client.
-    pub client: SocketAddrV4,
+    pub client: std::net::SocketAddr,
     /// Service slot.
     pub svc: u16,
     /// Realserver slot.
@@ -262,6 +261,8 @@ pub struct Shard {
     held: u64,
     /// What the queue sheds when its backend falls behind.
     shed: shed::Shed,
+    /// IPv6 flows, once an IPv6 service exists.
+    six: Option<Box<six::Six>>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -343,6 +344,7 @@ impl Shard {
             steered: Vec::new(),
             held: 0,
             shed,
+            six: None,
         };
         if let Ok(mut r) = s.shared.report.lock() {
             reserve_touched(&mut r.plugin_samples, 10 * MAX_SAMPLES);
@@ -393,6 +395,7 @@ impl Shard {
     /// rotation.
     fn on_tick(&mut self) {
         self.expire();
+        self.expire6();
         self.defrag.expire(self.now);
         self.count_lost_fragments();
         let by_state = self.table.by_state();
@@ -441,6 +444,7 @@ impl Shard {
         if self.cfg.handoff.is_some() {
             self.steered = snap.steered();
         }
+        self.sync_six(&snap);
         let mut svcs: Vec<Option<SvcRt>> = Vec::with_capacity(snap.service_slots());
         svcs.resize_with(snap.service_slots(), || None);
         let shard = self.cfg.id;
@@ -571,6 +575,17 @@ impl Shard {
             r.memory_limit = self.cfg.memory_limit as u64;
             r.capacity = self.table.capacity() as u64;
             r.link_bytes = (self.links.len() * 4) as u64;
+            // The IPv6 table counts with the IPv4 one (its budget is on top of the limit).
+            if let Some(six) = self.six.as_ref() {
+                for (a, b) in r.by_state.iter_mut().zip(six.table.by_state()) {
+                    *a += b;
+                }
+                r.entries += six.table.len() as u64;
+                r.memory_bytes += six.table.memory_bytes() as u64;
+                r.memory_limit += six::table_memory(self.cfg.memory_limit) as u64;
+                r.capacity += six.table.capacity() as u64;
+                r.link_bytes += (six.links.len() * 4) as u64;
+            }
             r.held = self.held;
             r.plugins.clone_from(&self.plugin_stats.counters);
             // Bounded: ten publications' worth waits for the control plane at most; more
@@ -620,20 +635,25 @@ impl Shard {
         ctx.retire_any(instance);
     }
 
-    fn list(&self, max: usize) -> Vec<ConnInfo> {
-        let tick = Duration::from_millis(1000 / TICKS_PER_SEC as u64);
-        self.table
-            .iter()
-            .take(max)
-            .map(|(_, c)| ConnInfo {
+    /// Up to `max` connections, IPv4 first (`ringvs list --connections`).
+    pub fn list(&self, max: usize) -> Vec<ConnInfo> {
+        fn info<A: crate::conn::FlowAddr>(c: &crate::conn::Conn<A>, now: Tick) -> ConnInfo {
+            let tick = Duration::from_millis(1000 / TICKS_PER_SEC as u64);
+            ConnInfo {
                 proto: c.proto(),
-                client: SocketAddrV4::new(c.caddr(), c.cport()),
+                client: std::net::SocketAddr::new(c.caddr().ip(), c.cport()),
                 svc: c.svc,
                 dest: c.dest,
                 state: c.state,
-                expires_in: tick * crate::conn::ticks_left(c.expires(), self.now),
-            })
-            .collect()
+                expires_in: tick * crate::conn::ticks_left(c.expires(), now),
+            }
+        }
+        let v4 = self.table.iter().map(|(_, c)| info(c, self.now));
+        let v6 = self
+            .six
+            .iter()
+            .flat_map(|s| s.table.iter().map(|(_, c)| info(c, self.now)));
+        v4.chain(v6).take(max).collect()
     }
 
     fn control(&mut self) {
@@ -686,6 +706,7 @@ mod flow;
 mod icmp;
 mod proxy;
 mod shed;
+mod six;
 pub mod sync;
 mod tick;
 mod ticker;
@@ -827,6 +848,9 @@ impl Pipeline for Shard {
             _ => Csum::Full,
         };
         let data = pkt.data();
+        if data.first().is_some_and(|b| b >> 4 == 6) {
+            return self.process6(pkt, csum);
+        }
         let Ok(ip) = Ipv4Packet::new_checked(data) else {
             return self.drop(DropReason::Malformed);
         };

@@ -45,7 +45,7 @@ pub const DUMP_SLOTS: u32 = 16_384;
 
 /// True if `c` is held (received by sync, not yet counted).
 #[inline]
-pub(super) fn held(c: &crate::conn::Conn<std::net::Ipv4Addr>) -> bool {
+pub(super) fn held<A: crate::conn::FlowAddr>(c: &crate::conn::Conn<A>) -> bool {
     c.flags & F_PROXIED == 0 && c.aux & AUX_HELD != 0
 }
 
@@ -77,7 +77,7 @@ impl Shard {
         let link = *self.links.get(id.index() as usize)?;
         let t = self.cfg.templates.info(TemplateId(link.checked_sub(1)?))?;
         let c = self.table.get(id);
-        let vip = self.snap.service(t.svc)?.vip;
+        let vip = self.snap.service(t.svc)?.vip4()?;
         let server = self.snap.dest_addr(t.dest)?;
         let mut left = crate::conn::ticks_left(t.expires, self.now);
         if t.controls > 0 {
@@ -100,7 +100,7 @@ impl Shard {
     /// Connection `id` as sync carries it.
     fn entry_of(&self, id: ConnId) -> Option<Entry> {
         let c = self.table.get(id);
-        let vip = self.snap.service(c.svc)?.vip;
+        let vip = self.snap.service(c.svc)?.vip4()?;
         let server = self.snap.dest_addr(c.dest)?;
         let left = crate::conn::ticks_left(c.expires(), self.now);
         Some(Entry {
@@ -169,7 +169,7 @@ impl Shard {
     fn apply_template(&mut self, e: &Entry, key: u64, backup: bool) -> Option<()> {
         let svc = self.snap.service_at(e.proto, *e.vip.ip(), e.vip.port())?;
         let service = self.snap.service(svc)?;
-        let dest = service.dests.iter().find(|d| d.addr == e.server)?;
+        let dest = service.dests.iter().find(|d| d.addr == e.server.into())?;
         let rt = self.svcs.get(svc as usize)?.as_ref()?;
         // Not persistent here: the template would send nothing anywhere.
         rt.persist.as_ref()?;
@@ -188,7 +188,7 @@ impl Shard {
     fn apply_one(&mut self, e: &Entry, backup: bool) -> Option<()> {
         let svc = self.snap.service_at(e.proto, *e.vip.ip(), e.vip.port())?;
         let service = self.snap.service(svc)?;
-        let dest = service.dests.iter().find(|d| d.addr == e.server)?;
+        let dest = service.dests.iter().find(|d| d.addr == e.server.into())?;
         let (did, two_way) = (dest.id, dest.forward.two_way());
         let rt = self.svcs.get(svc as usize)?.as_ref()?;
         let timeout = if e.proto == ip_proto::UDP {

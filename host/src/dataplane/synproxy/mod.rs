@@ -800,7 +800,14 @@ impl SynProxy {
 
     /// An opening connection ends without an answer (expired, evicted, or the client gave
     /// up): its stash is freed, and for a timeout the client gets a RST from `vip`.
-    pub fn abandoned(&mut self, conn: u32, c: &Conn<Ipv4Addr>, vip: Option<SocketAddrV4>) {
+    /// `client` and `isn` are the connection's (its entry's client and `proxy[0]`).
+    pub fn abandoned(
+        &mut self,
+        conn: u32,
+        client: SocketAddrV4,
+        isn: u32,
+        vip: Option<SocketAddrV4>,
+    ) {
         self.stash.release(conn);
         let Some(vip) = vip else {
             self.count(Event::ClientGaveUp);
@@ -815,8 +822,8 @@ impl SynProxy {
             &mut p,
             &Build {
                 src: vip,
-                dst: SocketAddrV4::new(c.caddr(), c.cport()),
-                seq: c.proxy[0].wrapping_add(1),
+                dst: client,
+                seq: isn.wrapping_add(1),
                 ack: 0,
                 flags: tf::RST,
                 window: 0,

@@ -1,0 +1,449 @@
+//! NAT66 fixtures: each packet in, the exact packet out (built independently by the
+//! testkit, so addresses, ports and checksums are all checked), or the drop reason.
+
+use super::stats::DropReason;
+use super::testkit::{icmp6, tcp6, udp6, with_ext6};
+use super::*;
+use crate::conn::State;
+use crate::control::registry::Registry;
+use crate::wire::icmpv6::msg_type;
+use crate::wire::ipv6::ext;
+use crate::wire::tcp::flags::{ACK, FIN, SYN};
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::sync::Arc;
+
+const CONFIG: &str = r#"
+[[service]]
+name = "web6"
+vip = "[fd77:100::100]:80"
+scheduler = "wlc"
+[[service.server]]
+addr = "[fd77:1::1]:8080"
+[[service.server]]
+addr = "[fd77:1::2]:8080"
+[[service.server]]
+addr = "fd77:1::3"
+
+[[service]]
+name = "dns6"
+vip = "[fd77:100::100]:53"
+proto = "udp"
+scheduler = "rr"
+[[service.server]]
+addr = "[fd77:1::1]:5353"
+
+[[service]]
+name = "web4"
+vip = "10.77.100.100:80"
+[[service.server]]
+addr = "10.77.1.1:8080"
+"#;
+
+fn a(s: &str) -> SocketAddrV6 {
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+fn shard() -> Shard {
+    let cfg = crate::config::from_str(CONFIG, "fixture6.toml").unwrap();
+    let mut registry = Registry::new(&cfg.services).unwrap();
+    let snap = Arc::new(registry.snapshot());
+    Shard::new(ShardConfig::test(1 << 20), snap, None).unwrap()
+}
+
+enum Out {
+    Forward(Vec<u8>),
+    Drop(DropReason),
+    Pass,
+}
+
+/// Feeds `input`; checks the verdict, the bytes out and the drop counter.
+#[track_caller]
+fn step(s: &mut Shard, input: &[u8], want: Out) {
+    let mut buf = vec![0u8; HEADROOM + input.len() + 64];
+    buf[HEADROOM..HEADROOM + input.len()].copy_from_slice(input);
+    let mut p = Packet::new(&mut buf, HEADROOM, input.len()).unwrap();
+    let before = s.counters().clone();
+    let v = s.process(&mut p);
+    match want {
+        Out::Forward(w) => {
+            assert_eq!(v, Verdict::Forward);
+            assert_eq!(p.data(), &w[..], "forwarded bytes");
+        }
+        Out::Pass => {
+            assert_eq!(v, Verdict::Forward);
+            assert_eq!(p.data(), input, "passed unchanged");
+            assert_eq!(s.counters().passthrough, before.passthrough + 1);
+        }
+        Out::Drop(r) => {
+            assert_eq!(v, Verdict::Drop);
+            let n = |c: &crate::dataplane::stats::Counters| c.drops[r as usize];
+            assert_eq!(n(s.counters()), n(&before) + 1, "drop counted as {r:?}");
+        }
+    }
+}
+
+fn entries(s: &mut Shard) -> (u64, [u32; crate::conn::state::STATES]) {
+    s.publish();
+    let r = s.shared();
+    let r = r.report.lock().unwrap();
+    (r.entries, r.by_state)
+}
+
+#[test]
+fn nat66_tcp_connection_round_trips_with_exact_checksums() {
+    let mut s = shard();
+    let (vip, client) = (a("[fd77:100::100]:80"), a("[fd77::2]:40000"));
+    let rs1 = a("[fd77:1::1]:8080");
+    step(
+        &mut s,
+        &tcp6(client, vip, SYN, b""),
+        Out::Forward(tcp6(client, rs1, SYN, b"")),
+    );
+    step(
+        &mut s,
+        &tcp6(rs1, client, SYN | ACK, b""),
+        Out::Forward(tcp6(vip, client, SYN | ACK, b"")),
+    );
+    step(
+        &mut s,
+        &tcp6(client, vip, ACK, b"GET /"),
+        Out::Forward(tcp6(client, rs1, ACK, b"GET /")),
+    );
+    let (n, by_state) = entries(&mut s);
+    assert_eq!(n, 1);
+    assert_eq!(by_state[State::Established as usize], 1);
+    step(
+        &mut s,
+        &tcp6(rs1, client, ACK, b"200 OK"),
+        Out::Forward(tcp6(vip, client, ACK, b"200 OK")),
+    );
+    step(
+        &mut s,
+        &tcp6(client, vip, FIN | ACK, b""),
+        Out::Forward(tcp6(client, rs1, FIN | ACK, b"")),
+    );
+    let (_, by_state) = entries(&mut s);
+    assert_eq!(
+        by_state[State::CloseWait as usize],
+        1,
+        "the client closed first: {by_state:?}"
+    );
+    // The connection is listed with its IPv6 client.
+    let listed = s.list(10);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].client, std::net::SocketAddr::V6(client));
+}
+
+#[test]
+fn wlc_spreads_ipv6_clients_over_three_realservers_and_a_bare_address_takes_the_port() {
+    let mut s = shard();
+    let vip = a("[fd77:100::100]:80");
+    let servers = ["[fd77:1::1]:8080", "[fd77:1::2]:8080", "[fd77:1::3]:80"];
+    for i in 0..6u16 {
+        let client = a(&format!("[fd77::{}]:{}", 2 + i, 41000 + i));
+        let rs = a(servers[i as usize % 3]);
+        step(
+            &mut s,
+            &tcp6(client, vip, SYN, b""),
+            Out::Forward(tcp6(client, rs, SYN, b"")),
+        );
+    }
+    assert_eq!(entries(&mut s).0, 6);
+    // The IPv4 service beside them is untouched by the IPv6 table.
+    let c4: std::net::SocketAddrV4 = "10.77.0.2:40000".parse().unwrap();
+    let v4: std::net::SocketAddrV4 = "10.77.100.100:80".parse().unwrap();
+    let r4: std::net::SocketAddrV4 = "10.77.1.1:8080".parse().unwrap();
+    let mut buf = vec![0u8; HEADROOM + 128];
+    let pkt = super::testkit::tcp(c4, v4, SYN, b"");
+    buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
+    let mut p = Packet::new(&mut buf, HEADROOM, pkt.len()).unwrap();
+    assert_eq!(s.process(&mut p), Verdict::Forward);
+    assert_eq!(p.data(), &super::testkit::tcp(c4, r4, SYN, b"")[..]);
+    assert_eq!(s.table().len(), 1, "one IPv4 entry");
+    assert_eq!(entries(&mut s).0, 7, "both tables counted");
+}
+
+#[test]
+fn nat66_udp_round_trips_and_expires() {
+    let mut s = shard();
+    let (vip, client, rs) = (
+        a("[fd77:100::100]:53"),
+        a("[fd77::2]:5000"),
+        a("[fd77:1::1]:5353"),
+    );
+    step(
+        &mut s,
+        &udp6(client, vip, b"q"),
+        Out::Forward(udp6(client, rs, b"q")),
+    );
+    step(
+        &mut s,
+        &udp6(rs, client, b"answer"),
+        Out::Forward(udp6(vip, client, b"answer")),
+    );
+    assert_eq!(entries(&mut s).0, 1);
+    // The UDP timeout (IPVS: 300 s) passes: the entry is gone, and so is its count.
+    let now = s.now();
+    s.set_now(now.wrapping_add(301 * crate::conn::TICKS_PER_SEC));
+    assert_eq!(entries(&mut s).0, 0);
+    // A reply now belongs to nothing: a stale reply of a realserver.
+    step(
+        &mut s,
+        &udp6(rs, client, b"late"),
+        Out::Drop(DropReason::StaleReply),
+    );
+}
+
+#[test]
+fn icmpv6_errors_about_tracked_flows_are_translated() {
+    let mut s = shard();
+    let (vip, client, rs) = (
+        a("[fd77:100::100]:80"),
+        a("[fd77::2]:40000"),
+        a("[fd77:1::1]:8080"),
+    );
+    step(
+        &mut s,
+        &tcp6(client, vip, SYN, b""),
+        Out::Forward(tcp6(client, rs, SYN, b"")),
+    );
+    // A router on the realserver side: the packet the director sent (client → RIP) was too
+    // big. The client gets it from the virtual address, quoting client → VIP.
+    let router = ip("fd77:1::fe");
+    let sent = tcp6(client, rs, ACK, &[7; 64]);
+    let want_quote = tcp6(client, vip, ACK, &[7; 64]);
+    step(
+        &mut s,
+        &icmp6(
+            router,
+            *client.ip(),
+            msg_type::PACKET_TOO_BIG,
+            0,
+            1280,
+            &sent,
+        ),
+        Out::Forward(icmp6(
+            *vip.ip(),
+            *client.ip(),
+            msg_type::PACKET_TOO_BIG,
+            0,
+            1280,
+            &want_quote,
+        )),
+    );
+    // The client side complains about a reply (VIP → client): to the realserver, quoting
+    // RIP → client.
+    let reply = tcp6(vip, client, ACK, b"x");
+    let want_quote = tcp6(rs, client, ACK, b"x");
+    step(
+        &mut s,
+        &icmp6(
+            *client.ip(),
+            *vip.ip(),
+            msg_type::DEST_UNREACHABLE,
+            4,
+            0,
+            &reply,
+        ),
+        Out::Forward(icmp6(
+            *client.ip(),
+            *rs.ip(),
+            msg_type::DEST_UNREACHABLE,
+            4,
+            0,
+            &want_quote,
+        )),
+    );
+    // About a flow nobody tracks, to the virtual address: dropped.
+    let other = tcp6(vip, a("[fd77::9]:1"), ACK, b"");
+    step(
+        &mut s,
+        &icmp6(
+            *client.ip(),
+            *vip.ip(),
+            msg_type::DEST_UNREACHABLE,
+            4,
+            0,
+            &other,
+        ),
+        Out::Drop(DropReason::IcmpNoConn),
+    );
+    // A bad checksum is never translated.
+    let mut bad = icmp6(
+        router,
+        *client.ip(),
+        msg_type::PACKET_TOO_BIG,
+        0,
+        1280,
+        &sent,
+    );
+    let n = bad.len();
+    bad[n - 1] ^= 0xff;
+    step(&mut s, &bad, Out::Drop(DropReason::BadChecksum));
+    // Echo to the virtual address is answered; neighbour discovery passes.
+    let ping = icmp6(
+        *client.ip(),
+        *vip.ip(),
+        msg_type::ECHO_REQUEST,
+        0,
+        0x0001_0001,
+        b"ping",
+    );
+    let pong = {
+        let mut p = icmp6(
+            *vip.ip(),
+            *client.ip(),
+            msg_type::ECHO_REPLY,
+            0,
+            0x0001_0001,
+            b"ping",
+        );
+        p[crate::wire::ipv6::field::HOP_LIMIT] = 64;
+        p
+    };
+    step(&mut s, &ping, Out::Forward(pong));
+    let ns = icmp6(
+        *client.ip(),
+        ip("ff02::1:ff00:1"),
+        msg_type::NEIGHBOR_SOLICIT,
+        0,
+        0,
+        &[0; 16],
+    );
+    step(&mut s, &ns, Out::Pass);
+}
+
+#[test]
+fn extension_headers_are_walked_by_rule() {
+    let mut s = shard();
+    let (vip, client, rs) = (
+        a("[fd77:100::100]:80"),
+        a("[fd77::2]:40000"),
+        a("[fd77:1::1]:8080"),
+    );
+    // Destination options (8 bytes: next, length 0, PadN of 4): kept, the transport header
+    // after them rewritten.
+    let opts = [0, 0, 1, 4, 0, 0, 0, 0];
+    step(
+        &mut s,
+        &with_ext6(&tcp6(client, vip, SYN, b""), ext::DEST_OPTS, &opts),
+        Out::Forward(with_ext6(
+            &tcp6(client, rs, SYN, b""),
+            ext::DEST_OPTS,
+            &opts,
+        )),
+    );
+    // A chain that runs past the packet: malformed.
+    let mut cut = with_ext6(
+        &tcp6(client, vip, SYN, b""),
+        ext::DEST_OPTS,
+        &[0, 9, 1, 4, 0, 0, 0, 0],
+    );
+    cut.truncate(crate::wire::ipv6::HEADER_LEN + 8 + 20);
+    let mut p = crate::wire::Ipv6Packet::new_unchecked(&mut cut[..]);
+    p.set_payload_len(28);
+    step(&mut s, &cut, Out::Drop(DropReason::Malformed));
+    // A Jumbo Payload option (RFC 2675) in a Hop-by-Hop header: ip_options.
+    let jumbo = [0, 0, 0xC2, 4, 0, 1, 0, 0];
+    step(
+        &mut s,
+        &with_ext6(&tcp6(client, vip, SYN, b""), ext::HOP_BY_HOP, &jumbo),
+        Out::Drop(DropReason::IpOptions),
+    );
+    // A fragment to a virtual address: no IPv6 reassembly yet, dropped as a fragment.
+    let frag = [0, 0, 0, 1, 0, 0, 0, 42];
+    step(
+        &mut s,
+        &with_ext6(
+            &udp6(client, a("[fd77:100::100]:53"), b"q"),
+            ext::FRAGMENT,
+            &frag,
+        ),
+        Out::Drop(DropReason::Fragment),
+    );
+    // Anybody else's IPv6 passes as the kernel would route it; with a broken chain it is
+    // dropped, whoever it is for.
+    let other = tcp6(a("[fd77::5]:1"), a("[fd77:9::9]:2"), SYN, b"");
+    step(&mut s, &other, Out::Pass);
+    step(
+        &mut s,
+        &with_ext6(&other, ext::HOP_BY_HOP, &jumbo),
+        Out::Drop(DropReason::IpOptions),
+    );
+    // A truncated fixed header is malformed; another port of the VIP has no service.
+    step(
+        &mut s,
+        &tcp6(client, vip, SYN, b"")[..30],
+        Out::Drop(DropReason::Malformed),
+    );
+    step(
+        &mut s,
+        &tcp6(client, a("[fd77:100::100]:81"), SYN, b""),
+        Out::Drop(DropReason::NoService),
+    );
+    // A segment of a connection nobody opened: no connection.
+    step(
+        &mut s,
+        &tcp6(a("[fd77::3]:1"), vip, ACK, b""),
+        Out::Drop(DropReason::NoConn),
+    );
+}
+
+#[test]
+fn a_full_ipv6_table_evicts_unreplied_entries_first() {
+    let mut s = shard();
+    s.publish();
+    let cap = {
+        let r = s.shared();
+        let r = r.report.lock().unwrap();
+        r.capacity - s.table().capacity() as u64
+    };
+    assert!(cap > 0);
+    let vip = a("[fd77:100::100]:80");
+    // One established connection that talks, then SYNs beyond the table's capacity.
+    let (good, rs) = (a("[fd77::2]:40000"), a("[fd77:1::1]:8080"));
+    step(
+        &mut s,
+        &tcp6(good, vip, SYN, b""),
+        Out::Forward(tcp6(good, rs, SYN, b"")),
+    );
+    step(
+        &mut s,
+        &tcp6(rs, good, SYN | ACK, b""),
+        Out::Forward(tcp6(vip, good, SYN | ACK, b"")),
+    );
+    step(
+        &mut s,
+        &tcp6(good, vip, ACK, b""),
+        Out::Forward(tcp6(good, rs, ACK, b"")),
+    );
+    for i in 0..cap + 100 {
+        let c = SocketAddrV6::new(
+            ip(&format!("fd77:2::{:x}", i / 60_000 + 1)),
+            (i % 60_000) as u16 + 1024,
+            0,
+            0,
+        );
+        let mut buf = vec![0u8; HEADROOM + 80];
+        let pkt = tcp6(c, vip, SYN, b"");
+        buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
+        let mut p = Packet::new(&mut buf, HEADROOM, pkt.len()).unwrap();
+        assert_eq!(
+            s.process(&mut p),
+            Verdict::Forward,
+            "SYN {i} admitted by early drop"
+        );
+    }
+    let (n, _) = entries(&mut s);
+    assert!(n <= cap + 1, "{n} entries within the tables");
+    // The established connection survived the flood.
+    step(
+        &mut s,
+        &tcp6(good, vip, ACK, b"more"),
+        Out::Forward(tcp6(good, rs, ACK, b"more")),
+    );
+}
