@@ -316,6 +316,58 @@ lab_up_bridge() {
     done
 }
 
+# lab_up_ipv6: IPv6 over the bridge topology (after lab_up, which turns IPv6 off): client
+# fd77::2, director fd77::1 and fd77:1::fe, realservers fd77:1::N, VIP6 fd77:100::100 (its own
+# prefix, routed to the director like the IPv4 VIP). No DAD (nodad): the addresses are usable
+# at once. The director forwards IPv6; ringvs turns IPv6 on on its own device.
+VIP6=fd77:100::100
+CLI_IP6=fd77::2
+RS_IPS6=(fd77:1::1 fd77:1::2 fd77:1::3)
+lab_up_ipv6() {
+    [[ $LAB_TOPO == bridge ]] || die "lab_up_ipv6 needs the bridge topology"
+    local n i dev
+    for n in cli dir $(seq -f 'rs%g' 1 "$RS_COUNT"); do
+        ns_sysctl "$n" net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
+            net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 \
+            net.ipv6.conf.lo.disable_ipv6=0
+    done
+    for dev in dcli br-rs $(seq -f 'vrs%g' 1 "$RS_COUNT"); do
+        ns_sysctl dir "net.ipv6.conf.$dev.disable_ipv6=0"
+    done
+    ns_sysctl cli net.ipv6.conf.cli0.disable_ipv6=0
+    ns_sysctl dir net.ipv6.conf.all.forwarding=1
+    in_ns cli ip -6 addr add "$CLI_IP6/64" dev cli0 nodad
+    in_ns dir ip -6 addr add fd77::1/64 dev dcli nodad
+    in_ns dir ip -6 addr add fd77:1::fe/64 dev br-rs nodad
+    in_ns cli ip -6 route add default via fd77::1
+    for ((i = 1; i <= RS_COUNT; i++)); do
+        ns_sysctl "rs$i" net.ipv6.conf.eth0.disable_ipv6=0
+        in_ns "rs$i" ip -6 addr add "${RS_IPS6[i - 1]}/64" dev eth0 nodad
+        in_ns "rs$i" ip -6 route add default via fd77:1::fe
+    done
+    log "IPv6 up: client $CLI_IP6, director fd77::1/fd77:1::fe, realservers ${RS_IPS6[*]}, VIP6 $VIP6"
+}
+
+# manual_routes6_add / manual_routes6_del: the IPv6 routing contract (ip -6), as for IPv4.
+manual_routes6_add() {
+    in_ns dir ip -6 route replace "$VIP6/128" dev "$RVS_DEV" || return 1
+    while in_ns dir ip -6 rule del iif "$RS_IF" lookup "$RVS_TABLE" pref "$RVS_RULE_PREF" 2>/dev/null; do :; done
+    in_ns dir ip -6 rule add iif "$RS_IF" lookup "$RVS_TABLE" pref "$RVS_RULE_PREF" || return 1
+    in_ns dir ip -6 route replace default dev "$RVS_DEV" table "$RVS_TABLE" || return 1
+}
+
+manual_routes6_del() {
+    while in_ns dir ip -6 rule del iif "$RS_IF" lookup "$RVS_TABLE" pref "$RVS_RULE_PREF" 2>/dev/null; do :; done
+    in_ns dir ip -6 route flush table "$RVS_TABLE" 2>/dev/null || true
+    in_ns dir ip -6 route del "$VIP6/128" 2>/dev/null || true
+}
+
+# ringvs_routes6_ok: the kernel sends VIP6 into the device, and realservers' IPv6 replies too.
+ringvs_routes6_ok() {
+    in_ns dir ip -6 route get "$VIP6" 2>/dev/null | grep "dev $RVS_DEV" >/dev/null &&
+        in_ns dir ip -6 route get "$CLI_IP6" from "${RS_IPS6[0]}" iif "$RS_IF" 2>/dev/null | grep "dev $RVS_DEV" >/dev/null
+}
+
 # lab_up_switch: the realserver side behind a switch: the director's veth drs (10.77.1.254)
 # to sw0 in namespace "$RVS_LAB-sw", bridged there (br-rs) with one veth per realserver. drs
 # and dcli have LAB_MAXQ queues (lab_queues changes how many are in use).
@@ -414,6 +466,7 @@ http {
     log_format lab '\$remote_addr \$status \$request_method \$uri \$body_bytes_sent \$connection';
     server {
         listen 8080 backlog=4096;
+$(if [[ ${LAB_IPV6:-0} == 1 ]]; then echo "        listen [::]:8080 backlog=4096 ipv6only=on;"; fi)
         access_log $d/access.log lab;
         root $d/html;
         location = /1m.bin { root $LAB_DIR/www; }
@@ -448,6 +501,10 @@ start_servers() {
         # stdin from /dev/null, own log: the echo server must not hold the caller's pipes open.
         ip netns exec "$(ns_name "rs$i")" "$PYTHON" "$LAB_SRC/udp_echo.py" --name "rs$i" --port 5353 \
             --pidfile "$d/udp_echo.pid" </dev/null >"$d/udp_echo.log" 2>&1 &
+        if [[ ${LAB_IPV6:-0} == 1 ]]; then
+            ip netns exec "$(ns_name "rs$i")" "$PYTHON" "$LAB_SRC/udp_echo.py" --name "rs$i" --port 5353 \
+                --bind :: --pidfile "$d/udp_echo6.pid" </dev/null >"$d/udp_echo6.log" 2>&1 &
+        fi
     done
     if ! in_ns rs1 iperf3 -s -p 5201 -D -I "$LAB_DIR/rs1/iperf3.pid" --idle-timeout 60 \
         --logfile "$LAB_DIR/rs1/iperf3.log" </dev/null; then

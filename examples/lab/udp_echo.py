@@ -17,13 +17,16 @@ import sys
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--name", required=True, help="server name put in front of each answer")
-    ap.add_argument("--bind", default="0.0.0.0", help="address to listen on")
+    ap.add_argument("--bind", default="0.0.0.0", help="address to listen on (\"::\": IPv6)")
     ap.add_argument("--port", type=int, default=5353, help="UDP port to listen on")
     ap.add_argument("--pidfile", help="write the process id here once listening")
     args = ap.parse_args()
 
     prefix = args.name.encode() + b":"
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    family = socket.AF_INET6 if ":" in args.bind else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.bind((args.bind, args.port))
     if args.pidfile:

@@ -25,7 +25,7 @@ def run_batch(target, n, first, timeout, answers, servers, size=0):
     socks = {}
     bad = 0
     for i in range(first, first + n):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s = socket.socket(socket.AF_INET6 if ":" in target[0] else socket.AF_INET, socket.SOCK_DGRAM)
         s.setblocking(False)
         payload = f"probe-{os.getpid()}-{i}-{os.urandom(4).hex()}".encode()
         # Padded to SIZE bytes (over the path's MTU the datagram goes in fragments, its
@@ -65,14 +65,14 @@ def run_batch(target, n, first, timeout, answers, servers, size=0):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("target", help="HOST:PORT, e.g. 10.77.100.100:53")
+    ap.add_argument("target", help="HOST:PORT, e.g. 10.77.100.100:53 or [fd77:100::100]:53")
     ap.add_argument("--count", type=int, default=200, help="datagrams to send")
     ap.add_argument("--batch", type=int, default=50, help="datagrams in flight at once")
     ap.add_argument("--timeout", type=float, default=2.0, help="seconds to wait per batch")
     ap.add_argument("--size", type=int, default=0, help="pad each datagram to this many bytes")
     args = ap.parse_args()
     host, _, port = args.target.rpartition(":")
-    target = (host, int(port))
+    target = (host.strip("[]"), int(port))
 
     answers, servers, bad, sent = [], Counter(), 0, 0
     while sent < args.count:
