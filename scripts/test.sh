@@ -56,6 +56,9 @@ NO_BUILD=1 bash examples/lab/test-e2e.sh
 step "lab: end to end through ringvs with director.io = \"af_xdp\" (1 and 2 queues, detach on exit and on SIGKILL)"
 LAB_IO=af_xdp bash examples/lab/test-e2e.sh
 
+step "lab: NAT66 beside NAT44: nginx, wrk, curl and UDP over IPv6 through ringvs, manual and automatic routes"
+bash examples/lab/test-nat6.sh
+
 step "lab: scheduler swaps and a hostile plugin under load"
 bash examples/lab/test-swap.sh
 
