@@ -57,8 +57,11 @@ Q2 = 0x20           # the second queue
 VNET = 0x40         # a virtio-net header follows
 
 
-def built(kind, svc, who, flags, length=0, op=FIX | 2, edits=()):
-    b = bytes([op, (svc << 3) | kind, who, flags, length, len(edits)])
+V6 = 0x80           # in `kind`: the IPv6 flows (NAT66)
+
+
+def built(kind, svc, who, flags, length=0, op=FIX | 2, edits=(), v6=0):
+    b = bytes([op, v6 | (svc << 3) | kind, who, flags, length, len(edits)])
     for at, x in edits:
         b += bytes([at, x])
     return b
@@ -108,6 +111,17 @@ for setup in range(8):
     out("shard", f"small-two-queues-{setup}",
         bytes([setup | 16 | 32 | 8]) + lab.replace(bytes([FIX | 2]), bytes([FIX | Q2 | 2]))
         + change(0, 3) + flow(0, 6) + change(0, 4) + seconds(200) + flow(0, 7))
+# The same flows over IPv6 (NAT66; the IPv6 services are web6 :80 and dns6 :53).
+lab6 = bytearray(lab)
+i = 0
+while i < len(lab6):
+    op = lab6[i]
+    if op & 7 in (2, 3):
+        lab6[i + 1] |= V6
+        i += 6 + 2 * (lab6[i + 5] % 4)
+    else:
+        i += 2 if op & 7 in (4, 6) else 3
+out("shard", "lab-ipv6-0", bytes([0]) + bytes(lab6))
 # A device with virtio-net headers: partial checksums, a GSO super-packet.
 hdr = vnet(1, 0, 0, 0, 20, 16)
 gso = vnet(1, 1, 52, 1448, 20, 16)

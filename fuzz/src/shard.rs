@@ -36,14 +36,14 @@ use crate::Input;
 use ringvs::conn::HashKey;
 use ringvs::control::plugins::PluginManager;
 use ringvs::control::registry::Registry;
-use ringvs::dataplane::testkit::{icmp_echo, icmp_error, partial, tcp, udp};
+use ringvs::dataplane::testkit::{icmp6, icmp_echo, icmp_error, partial, tcp, tcp6, udp, udp6};
 use ringvs::dataplane::{Packet, Pipeline, Shard, ShardConfig, Verdict, HEADROOM};
 use ringvs::plugin::Plugin;
 use ringvs::wire::icmpv4::{msg_type, unreach_code};
 use ringvs::wire::vnet::{self, VnetHdr};
 use ringvs::wire::{ip_proto, Ipv4Packet};
 use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -202,6 +202,23 @@ proto = "udp"
 scheduler = "rr"
 [[service.server]]
 addr = "{rs0}:5353"
+
+[[service]]
+name = "web6"
+vip = "[{VIP6}]:80"
+scheduler = "{sched}"
+defense = [{defense}]
+{persistence}[[service.server]]
+addr = "[fd77:1::1]:8080"
+[[service.server]]
+addr = "[fd77:1::2]:8080"
+
+[[service]]
+name = "dns6"
+vip = "[{VIP6}]:53"
+proto = "udp"
+[[service.server]]
+addr = "[fd77:1::1]:5353"
 
 [[service]]
 name = "tls"
@@ -466,9 +483,71 @@ fn carries(p: &[u8]) -> bool {
     inner(p).is_some()
 }
 
+/// The IPv6 virtual address (services web6 and dns6, NAT66).
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0x100, 0, 0, 0, 0, 0, 0x100);
+
+/// A packet of the lab's IPv6 flows (NAT66): as [`built`] for what `kind` chooses.
+fn built6(kind: u8, who: u8, flags: u8, len: u8) -> Vec<u8> {
+    let (port, proto) = PORTS[usize::from(kind >> 3) % 4];
+    let client = SocketAddrV6::new(
+        Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x10 + u16::from(who) % 4),
+        40000 + u16::from(who >> 2) % 8,
+        0,
+        0,
+    );
+    let vip = SocketAddrV6::new(VIP6, port, 0, 0);
+    let rs = SocketAddrV6::new(
+        Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 1 + u16::from(who >> 5) % 2),
+        match port {
+            80 => RS_PORTS[0],
+            53 => RS_PORTS[1],
+            p => p,
+        },
+        0,
+        0,
+    );
+    let payload = vec![0x61; usize::from(len % 64)];
+    let seg = |a, b, flags| match proto {
+        ip_proto::TCP => tcp6(a, b, flags, &payload),
+        _ => udp6(a, b, &payload),
+    };
+    let cut = |p: Vec<u8>| p[..p.len().min(40 + usize::from(len))].to_vec();
+    match kind & 7 {
+        0..=2 => seg(client, vip, flags),
+        3 | 4 => seg(rs, client, flags),
+        5 => icmp6(
+            *client.ip(),
+            VIP6,
+            2,
+            0,
+            1280,
+            &cut(seg(vip, client, flags)),
+        ),
+        6 => icmp6(
+            *rs.ip(),
+            *client.ip(),
+            1,
+            4,
+            0,
+            &cut(seg(client, rs, flags)),
+        ),
+        _ => icmp6(
+            *client.ip(),
+            VIP6,
+            128 + (flags & 1),
+            0,
+            u32::from(who),
+            b"ping",
+        ),
+    }
+}
+
 /// A packet of the lab's flows: `kind` chooses what, `who` the client and realserver,
-/// `flags` the TCP flags.
+/// `flags` the TCP flags; with `kind`'s top bit, the IPv6 flows ([`built6`]).
 fn built(kind: u8, who: u8, flags: u8, len: u8) -> Vec<u8> {
+    if kind & 0x80 != 0 {
+        return built6(kind, who, flags, len);
+    }
     let (port, proto) = PORTS[usize::from(kind >> 3) % 4];
     let client = SocketAddrV4::new(
         CLIENTS[usize::from(who) % 4],
@@ -704,6 +783,29 @@ mod tests {
             );
             assert!(queued >= 1, "sync-{setup}: flows queued for the peers");
         }
+    }
+
+    /// The IPv6 seed (lab-scenario-0 with every built packet IPv6) takes NAT66 both ways and
+    /// translates ICMPv6 errors.
+    #[test]
+    fn the_ipv6_seed_reaches_nat66() {
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/shard");
+        let d = super::run(&std::fs::read(seeds.join("lab-ipv6-0")).unwrap());
+        let c = d.shards[0].counters();
+        let t6 = d.shards[0].table6().expect("an IPv6 table");
+        eprintln!(
+            "ipv6: in {} out {} icmp {} echo {} conns {} table6 {}",
+            c.total.in_pkts,
+            c.total.out_pkts,
+            c.icmp_translated,
+            c.echo_replies,
+            c.total.conns,
+            t6.len()
+        );
+        assert!(c.total.in_pkts >= 12, "to realservers");
+        assert!(c.total.out_pkts >= 8, "to clients");
+        assert!(c.icmp_translated >= 1, "ICMPv6 errors translated");
+        assert!(c.total.conns >= 3, "connections");
     }
 
     /// The seeds reach what they are for: the lab's flows are forwarded both ways, tunnelled,

@@ -22,13 +22,16 @@ use check::{check_accounting, check_forwarded, fix_checksums, sums_etherparse, S
 use ringvs::conn::{ConnTable, HashKey};
 use ringvs::control::registry::Registry;
 use ringvs::dataplane::stats::DropReason;
-use ringvs::dataplane::testkit::{icmp_echo, icmp_error, tcp, udp, Rng, TWO_SERVICES};
+use ringvs::dataplane::testkit::{
+    icmp_echo, icmp_error, tcp, tcp6, udp, udp6, with_ext6, Rng, TWO_SERVICES,
+};
 use ringvs::dataplane::{Packet, Pipeline, Shard, ShardConfig, Verdict, HEADROOM};
 use ringvs::wire::icmpv4::{msg_type, unreach_code};
+use ringvs::wire::ipv6::ext;
 use ringvs::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN, URG};
 use ringvs::wire::{ip_proto, Icmpv4Packet, Ipv4Packet, Ipv4Repr, TcpPacket};
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4, SocketAddrV6};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -49,6 +52,19 @@ const CU: SocketAddrV4 = SocketAddrV4::new(CLIENT, 5300);
 
 /// Mutations per corpus file in the fuzzer (override with `RINGVS_FUZZ_MUTATIONS`).
 const MUTATIONS: usize = 20_000;
+
+/// The corpus's IPv6 service beside [`TWO_SERVICES`] (NAT66).
+const WEB6_SERVICE: &str = r#"
+[[service]]
+name = "web6"
+vip = "[fd77:100::100]:80"
+[[service.server]]
+addr = "[fd77:1::1]:8080"
+"#;
+
+fn a6(s: &str) -> SocketAddrV6 {
+    s.parse().unwrap()
+}
 
 /// The state a queue is in before the corpus packet arrives.
 enum Ctx {
@@ -71,6 +87,10 @@ enum Expect {
     ToServer(SocketAddrV4),
     /// Realserver → client, rewritten to come from this virtual service.
     ToClient(SocketAddrV4),
+    /// Client → IPv6 service (NAT66), rewritten to this realserver.
+    ToServer6(SocketAddrV6),
+    /// Realserver → IPv6 client, rewritten to come from this virtual service.
+    ToClient6(SocketAddrV6),
     /// Passed through unchanged.
     Pass,
     /// An ICMP error translated, its outer destination now this address.
@@ -188,6 +208,12 @@ fn cases() -> Vec<Case> {
     use Ctx::*;
     use DropReason as D;
     use Expect::*;
+    let (web6, web6_1, c6) = (
+        a6("[fd77:100::100]:80"),
+        a6("[fd77:1::1]:8080"),
+        a6("[fd77::10]:40000"),
+    );
+    let syn6 = || tcp6(c6, web6, SYN, b"");
     let reply = tcp(WEB, C, SYN | ACK, &[]);
     let frag_needed = |quoted: &[u8], to: Ipv4Addr| {
         icmp_error(
@@ -745,8 +771,75 @@ fn cases() -> Vec<Case> {
             Fresh,
             Drop(D::Malformed),
         ),
-        // Nobody's IPv6 (no IPv6 service here): routed on unchanged, as IPv4 to another host.
+        // Nobody's IPv6 (2001:db8::2 is no service): routed on unchanged, as IPv4 to
+        // another host.
         case("ipv6-udp", ipv6_udp(), Fresh, Pass),
+        // NAT66 (docs/FORWARDING.md), and IPv6's bad input, each by its rule.
+        case("ipv6-tcp-syn-to-vip", syn6(), Fresh, ToServer6(web6_1)),
+        case(
+            "ipv6-tcp-synack-from-realserver",
+            tcp6(web6_1, c6, SYN | ACK, b""),
+            After(vec![syn6()]),
+            ToClient6(web6),
+        ),
+        case(
+            "ipv6-dest-opts-to-vip",
+            with_ext6(&syn6(), ext::DEST_OPTS, &[0, 0, 1, 4, 0, 0, 0, 0]),
+            Fresh,
+            ToServer6(web6_1),
+        ),
+        case(
+            "ipv6-truncated-header",
+            syn6()[..30].to_vec(),
+            Fresh,
+            Drop(D::Malformed),
+        ),
+        case(
+            "ipv6-payload-length-beyond-packet",
+            {
+                let mut p = syn6();
+                p[4..6].copy_from_slice(&100u16.to_be_bytes());
+                p
+            },
+            Fresh,
+            Drop(D::Malformed),
+        ),
+        case(
+            "ipv6-ext-chain-past-packet",
+            with_ext6(&syn6(), ext::DEST_OPTS, &[0, 9, 1, 4, 0, 0, 0, 0])[..68].to_vec(),
+            Fresh,
+            Drop(D::Malformed),
+        ),
+        case(
+            "ipv6-ext-chain-too-long",
+            (0..9).fold(syn6(), |p, _| {
+                with_ext6(&p, ext::DEST_OPTS, &[0, 0, 1, 4, 0, 0, 0, 0])
+            }),
+            Fresh,
+            Drop(D::IpOptions),
+        ),
+        case(
+            "ipv6-hop-by-hop-jumbo",
+            with_ext6(&syn6(), ext::HOP_BY_HOP, &[0, 0, 0xC2, 4, 0, 1, 0, 0]),
+            Fresh,
+            Drop(D::IpOptions),
+        ),
+        case(
+            "ipv6-fragment-to-vip",
+            with_ext6(&syn6(), ext::FRAGMENT, &[0, 0, 0, 1, 0, 0, 0, 7]),
+            Fresh,
+            Drop(D::Fragment),
+        ),
+        case(
+            "ipv6-fragment-passing-through",
+            with_ext6(
+                &udp6(c6, a6("[fd77:9::9]:53"), b"q"),
+                ext::FRAGMENT,
+                &[0, 0, 0, 1, 0, 0, 0, 7],
+            ),
+            Fresh,
+            Pass,
+        ),
         case(
             "garbage-7-bytes",
             vec![0x45, 0x00, 0x13, 0x37, 0xde, 0xad, 0xbe],
@@ -778,9 +871,10 @@ fn addr(s: &str) -> SocketAddrV4 {
     s.parse().unwrap()
 }
 
-/// A queue over [`TWO_SERVICES`] and its registry.
+/// A queue over [`TWO_SERVICES`] and [`WEB6_SERVICE`], and its registry.
 fn queue(memory: usize, expire_nodest_conn: bool) -> (Shard, Registry) {
-    let cfg = ringvs::config::from_str(TWO_SERVICES, "corpus.toml").unwrap();
+    let text = format!("{TWO_SERVICES}{WEB6_SERVICE}");
+    let cfg = ringvs::config::from_str(&text, "corpus.toml").unwrap();
     let mut registry = Registry::new(&cfg.services).unwrap();
     let shard = Shard::new(
         ShardConfig {
@@ -924,6 +1018,28 @@ fn corpus_files_meet_expectations() {
                 assert_eq!(delta(|c| c.total.in_pkts), 1, "{name}: not counted inbound");
                 assert_eq!(endpoints(&out).1, to, "{name}: rewritten destination");
                 assert_eq!(endpoints(&out).0, endpoints(input).0, "{name}: source kept");
+            }
+            Expect::ToServer6(to) | Expect::ToClient6(to) => {
+                let ip = ringvs::wire::Ipv6Packet::new_checked(&out[..]).unwrap();
+                let ul = ip.upper_layer().unwrap();
+                let port =
+                    |o: usize| u16::from_be_bytes([out[ul.offset + o], out[ul.offset + o + 1]]);
+                let (src, dst) = (
+                    SocketAddrV6::new(ip.src_addr(), port(0), 0, 0),
+                    SocketAddrV6::new(ip.dst_addr(), port(2), 0, 0),
+                );
+                if matches!(c.expect, Expect::ToServer6(_)) {
+                    assert_eq!(delta(|c| c.total.in_pkts), 1, "{name}: not counted inbound");
+                    assert_eq!(dst, to, "{name}: rewritten destination");
+                } else {
+                    assert_eq!(
+                        delta(|c| c.total.out_pkts),
+                        1,
+                        "{name}: not counted outbound"
+                    );
+                    assert_eq!(src, to, "{name}: rewritten source");
+                }
+                assert_eq!(out.len(), input.len(), "{name}: length kept");
             }
             Expect::ToClient(from) => {
                 assert_eq!(

@@ -212,6 +212,51 @@ async fn tcp_accept_is_up_and_a_closed_port_is_down() {
 }
 
 #[tokio::test]
+async fn ipv6_realservers_are_checked_over_ipv6() {
+    // TCP: a listener on [::1] is up, a closed port of [::1] down.
+    let srv = TcpServer::start("[::1]:0").await;
+    assert!(srv.addr.is_ipv6());
+    let closed = {
+        let l = TcpListener::bind("[::1]:0").await.unwrap();
+        local(&l)
+    };
+    let (up, down) = (pending_dest(), pending_dest());
+    let mut m = Monitor::new(Some(tokio::runtime::Handle::current()));
+    let tcp = cfg(CheckKind::Tcp, OnFail::Quiesce);
+    m.sync([
+        want("web6", srv.addr, &up, tcp.clone()),
+        want("web6", closed, &down, tcp),
+    ]);
+    flags_become(&up, 0, TIMEOUT + SLACK, "listening IPv6 server").await;
+    sleep(INTERVAL).await;
+    let s = m.status("web6", closed).unwrap();
+    assert_eq!(s.health, Health::Down);
+    assert_eq!(s.reason.as_deref(), Some("connection refused"));
+    // HTTP: the request names the server as a URL does, in brackets.
+    let l = TcpListener::bind("[::1]:0").await.unwrap();
+    let addr = local(&l);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut st, _)) = l.accept().await {
+            let mut buf = [0u8; 1024];
+            let n = st.read(&mut buf).await.unwrap_or(0);
+            let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let _ = st
+                .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let d = pending_dest();
+    m.sync([want("web6", addr, &d, cfg(http("/"), OnFail::Quiesce))]);
+    flags_become(&d, 0, TIMEOUT + SLACK, "IPv6 HTTP server").await;
+    let req = rx.recv().await.unwrap();
+    assert!(
+        req.contains(&format!("Host: [::1]:{}\r\n", addr.port())),
+        "{req}"
+    );
+}
+
+#[tokio::test]
 async fn tcp_fall_and_rise_are_counted_and_timed() {
     let srv = TcpServer::start("127.0.0.1:0").await;
     let addr = srv.addr;

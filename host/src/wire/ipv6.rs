@@ -11,7 +11,7 @@
 //! | Destination options (60) | its options walked as Hop-by-Hop's; anywhere |
 //! | Routing (43) | skipped when its segments left is 0; with segments left the packet asks to be source-routed through this node: `SourceRouted` |
 //! | Fragment (44) | 8 bytes; noted ([`Fragment`]). A later fragment (offset > 0) has no upper-layer header: the walk stops there |
-//! | Authentication (51) | skipped (`(len + 2) × 4` bytes) |
+//! | Authentication (51) | skipped (`(len + 2) × 4` bytes); one shorter than its 12 fixed bytes (RFC 4302 §2: `len` 0) is `Truncated` |
 //! | ESP (50), No Next Header (59), anything else | the upper layer: the walk stops |
 //!
 //! A header whose length runs past the payload is `Truncated`; more than
@@ -251,6 +251,8 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
                     let h = p.get(at..at + 2).ok_or(ExtError::Truncated)?;
                     match next {
                         ext::FRAGMENT => 8,
+                        // Next header, length, reserved, SPI and sequence: 12 bytes at least.
+                        ext::AH if h[1] == 0 => return Err(ExtError::Truncated),
                         ext::AH => (usize::from(h[1]) + 2) * 4,
                         _ => (usize::from(h[1]) + 1) * 8,
                     }

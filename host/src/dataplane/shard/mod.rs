@@ -364,6 +364,11 @@ impl Shard {
         &self.table
     }
 
+    /// The IPv6 connection table, once an IPv6 service has appeared (tests).
+    pub fn table6(&self) -> Option<&ConnTable<std::net::Ipv6Addr>> {
+        self.six.as_ref().map(|s| &s.table)
+    }
+
     /// The queue's SYN proxy (tests, replay).
     pub fn syn_proxy(&self) -> &SynProxy {
         &self.proxy
@@ -477,11 +482,11 @@ impl Shard {
                     udp_unreplied: 0,
                 });
             // The proxy needs both directions: a TCP service whose realservers all answer
-            // through the director (NAT).
+            // through the director (NAT); it answers IPv4 only.
             let two_way = svc.dests.iter().all(|d| d.forward.two_way());
             rt.proxy.mode = ProxyMode::of(
                 svc.syn_proxy,
-                svc.proto == crate::config::Proto::Tcp && two_way,
+                svc.proto == crate::config::Proto::Tcp && two_way && svc.vip.is_ipv4(),
             );
             let queues = self.cfg.queues.max(1) as u32;
             rt.max_conns = svc.max_conns.div_ceil(queues);

@@ -138,6 +138,12 @@ fn extension_chains_are_walked_to_the_upper_layer() {
             ident: 0xdeadbeef
         })
     );
+    // An Authentication header too short for its own fixed fields (8 bytes: length 0).
+    let short_ah = [UDP, 0, 0, 0, 0, 0, 0, 1];
+    assert_eq!(
+        walk(&chain(ext::AH, &[&short_ah])),
+        Err(ExtError::Truncated)
+    );
     // A later fragment: no upper-layer header; the walk stops at its data.
     let later = [UDP, 0, 0x05, 0xa8, 0, 0, 0, 7]; // offset 1448, last
     let up = walk(&chain(ext::FRAGMENT, &[&later])).unwrap();
