@@ -484,3 +484,57 @@ fn a_persistence_config_the_plugin_refuses_is_an_error_naming_the_key() {
         "{e}"
     );
 }
+
+/// An IPv6 service (NAT66) with `netmask6 = 64`: the clients of one /64 stick to one
+/// realserver, across flows and queues; other /64s are spread (rr), each with its template.
+#[test]
+fn an_ipv6_prefix_sticks_with_netmask6() {
+    use ringvs::dataplane::testkit::tcp6;
+    use std::net::SocketAddrV6;
+    let path = plugin("persist-netmask").display().to_string();
+    let text = config(&path, "netmask6 = 64")
+        .replace("vip = \"10.77.100.100:80\"", "vip = \"[fd77:100::100]:80\"")
+        .replace("\"10.77.1.1:8080\"", "\"[fd77:1::1]:8080\"")
+        .replace("\"10.77.1.2:8080\"", "\"[fd77:1::2]:8080\"")
+        .replace("\"10.77.1.3:8080\"", "\"[fd77:1::3]:8080\"");
+    let mut l = lab_with(&text, 2);
+    let vip: SocketAddrV6 = "[fd77:100::100]:80".parse().unwrap();
+    let mut syn6 = |l: &mut Lab, q: usize, client: &str| -> String {
+        let pkt = tcp6(client.parse().unwrap(), vip, SYN, b"");
+        let mut buf = vec![0u8; HEADROOM + pkt.len()];
+        buf[HEADROOM..].copy_from_slice(&pkt);
+        let mut p = Packet::new(&mut buf, HEADROOM, pkt.len()).unwrap();
+        assert_eq!(
+            l.shards[q].process(&mut p),
+            Verdict::Forward,
+            "SYN from {client}"
+        );
+        let d = p.data();
+        let ip = ringvs::wire::Ipv6Packet::new_checked(d).unwrap();
+        SocketAddrV6::new(ip.dst_addr(), u16::from_be_bytes([d[42], d[43]]), 0, 0).to_string()
+    };
+    // Three /64s, several clients (hosts and ports) in each, on both queues.
+    let mut by_net = std::collections::BTreeMap::new();
+    for net in 1..=3u16 {
+        for (i, host) in ["0:0:0:1", "0:0:0:2", "ffff:ffff:ffff:9"]
+            .iter()
+            .enumerate()
+        {
+            let client = format!("[fd77:0:0:{net:x}:{host}]:{}", 40000 + i);
+            let rs = syn6(&mut l, i % 2, &client);
+            by_net.entry(net).or_insert_with(BTreeSet::new).insert(rs);
+        }
+    }
+    for (net, servers) in &by_net {
+        assert_eq!(servers.len(), 1, "/64 number {net} went to {servers:?}");
+    }
+    let used: BTreeSet<_> = by_net.values().flatten().collect();
+    assert_eq!(used.len(), 3, "rr spreads the three /64s: {by_net:?}");
+    // One template per /64, each controlling its three connections.
+    assert_eq!(l.persistent(), vec![1, 1, 1]);
+    assert_eq!(
+        report(&mut l.shards[0]).counters.persist_hits
+            + report(&mut l.shards[1]).counters.persist_hits,
+        6
+    );
+}
