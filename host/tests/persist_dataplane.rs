@@ -499,7 +499,7 @@ fn an_ipv6_prefix_sticks_with_netmask6() {
         .replace("\"10.77.1.3:8080\"", "\"[fd77:1::3]:8080\"");
     let mut l = lab_with(&text, 2);
     let vip: SocketAddrV6 = "[fd77:100::100]:80".parse().unwrap();
-    let mut syn6 = |l: &mut Lab, q: usize, client: &str| -> String {
+    let syn6 = |l: &mut Lab, q: usize, client: &str| -> String {
         let pkt = tcp6(client.parse().unwrap(), vip, SYN, b"");
         let mut buf = vec![0u8; HEADROOM + pkt.len()];
         buf[HEADROOM..].copy_from_slice(&pkt);
