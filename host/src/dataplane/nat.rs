@@ -100,6 +100,36 @@ fn adjust<A: PseudoAddr>(c: u16, old: A, new: A, old_port: u16, new_port: u16) -
     checksum::update16(c, old_port, new_port)
 }
 
+/// The quoted transport header of an ICMP error (`il4`, as much as is quoted): the port on
+/// `side` becomes `port`, and the quoted checksum, if the quote reaches it, follows the
+/// address change `addr` (old, new) and the port's (an absent UDP checksum stays absent).
+fn quoted_l4<A: PseudoAddr>(il4: &mut [u8], proto: u8, side: Side, addr: (A, A), port: u16) {
+    let mut ports = L4Ports::new_unchecked(&mut il4[..]);
+    let old_port = match side {
+        Side::Src => {
+            let p = ports.src_port();
+            ports.set_src_port(port);
+            p
+        }
+        Side::Dst => {
+            let p = ports.dst_port();
+            ports.set_dst_port(port);
+            p
+        }
+    };
+    let field = match proto {
+        ip_proto::TCP => crate::wire::tcp::field::CHECKSUM,
+        _ => crate::wire::udp::field::CHECKSUM,
+    };
+    if il4.len() >= field.end {
+        let c = u16::from_be_bytes([il4[field.start], il4[field.start + 1]]);
+        if !(proto == ip_proto::UDP && c == 0) {
+            let n = adjust(c, addr.0, addr.1, old_port, port);
+            il4[field].copy_from_slice(&n.to_be_bytes());
+        }
+    }
+}
+
 /// What an ICMP error quotes: the inner packet's protocol and endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quoted {
@@ -168,31 +198,7 @@ pub fn translate_icmp(pkt: &mut [u8], ihl: usize, side: Side, to: SocketAddrV4) 
             Side::Src => inner.rewrite_src_addr(*to.ip()),
             Side::Dst => inner.rewrite_dst_addr(*to.ip()),
         };
-        let mut ports = L4Ports::new_unchecked(&mut il4[..]);
-        let old_port = match side {
-            Side::Src => {
-                let p = ports.src_port();
-                ports.set_src_port(to.port());
-                p
-            }
-            Side::Dst => {
-                let p = ports.dst_port();
-                ports.set_dst_port(to.port());
-                p
-            }
-        };
-        // The quoted transport checksum, if the quote reaches it.
-        let field = match proto {
-            ip_proto::TCP => crate::wire::tcp::field::CHECKSUM,
-            _ => crate::wire::udp::field::CHECKSUM,
-        };
-        if il4.len() >= field.end {
-            let c = u16::from_be_bytes([il4[field.start], il4[field.start + 1]]);
-            if !(proto == ip_proto::UDP && c == 0) {
-                let n = adjust(c, old_addr, *to.ip(), old_port, to.port());
-                il4[field.clone()].copy_from_slice(&n.to_be_bytes());
-            }
-        }
+        quoted_l4(il4, proto, side, (old_addr, *to.ip()), to.port());
     }
     let mut msg = Icmpv4Packet::new_unchecked(icmp);
     msg.fill_checksum();
@@ -275,29 +281,13 @@ pub fn translate_icmp6(pkt: &mut [u8], at: usize, q: &Quoted6, side: Side, to: S
             Side::Src => inner.rewrite_src_addr(*to.ip()),
             Side::Dst => inner.rewrite_dst_addr(*to.ip()),
         };
-        let il4 = &mut icmp[q.l4..];
-        let mut ports = L4Ports::new_unchecked(&mut il4[..]);
-        let old_port = match side {
-            Side::Src => {
-                let p = ports.src_port();
-                ports.set_src_port(to.port());
-                p
-            }
-            Side::Dst => {
-                let p = ports.dst_port();
-                ports.set_dst_port(to.port());
-                p
-            }
-        };
-        let field = match q.proto {
-            ip_proto::TCP => crate::wire::tcp::field::CHECKSUM,
-            _ => crate::wire::udp::field::CHECKSUM,
-        };
-        if il4.len() >= field.end {
-            let c = u16::from_be_bytes([il4[field.start], il4[field.start + 1]]);
-            let n = adjust(c, old_addr, *to.ip(), old_port, to.port());
-            il4[field].copy_from_slice(&n.to_be_bytes());
-        }
+        quoted_l4(
+            &mut icmp[q.l4..],
+            q.proto,
+            side,
+            (old_addr, *to.ip()),
+            to.port(),
+        );
     }
     Icmpv6Packet::new_unchecked(icmp).fill_checksum(src, dst);
 }

@@ -23,11 +23,11 @@ fn ip(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload_len: usize) -> (Vec<u8
     (buf, repr)
 }
 
-/// A TCP segment `src → dst` with `flags` and `payload`.
-pub fn tcp(src: SocketAddrV4, dst: SocketAddrV4, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let t = TcpRepr {
-        src_port: src.port(),
-        dst_port: dst.port(),
+/// The TCP header of the builders: ports, `flags`, seq 1000, ack 2000 with ACK.
+fn tcp_repr(ports: (u16, u16), flags: u8, payload_len: usize) -> TcpRepr {
+    TcpRepr {
+        src_port: ports.0,
+        dst_port: ports.1,
         seq_number: 1000,
         ack_number: if flags & crate::wire::tcp::flags::ACK != 0 {
             2000
@@ -36,8 +36,13 @@ pub fn tcp(src: SocketAddrV4, dst: SocketAddrV4, flags: u8, payload: &[u8]) -> V
         },
         flags,
         window_len: 64240,
-        payload_len: payload.len(),
-    };
+        payload_len,
+    }
+}
+
+/// A TCP segment `src → dst` with `flags` and `payload`.
+pub fn tcp(src: SocketAddrV4, dst: SocketAddrV4, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let t = tcp_repr((src.port(), dst.port()), flags, payload.len());
     let (mut buf, _) = ip(*src.ip(), *dst.ip(), ip_proto::TCP, t.buffer_len());
     let l4 = &mut buf[20..];
     l4[t.header_len()..].copy_from_slice(payload);
@@ -197,19 +202,7 @@ fn ip6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, payload_len: usize) -> Vec<u8> {
 
 /// A TCP segment over IPv6 `src → dst` with `flags` and `payload`.
 pub fn tcp6(src: SocketAddrV6, dst: SocketAddrV6, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let t = TcpRepr {
-        src_port: src.port(),
-        dst_port: dst.port(),
-        seq_number: 1000,
-        ack_number: if flags & crate::wire::tcp::flags::ACK != 0 {
-            2000
-        } else {
-            0
-        },
-        flags,
-        window_len: 64240,
-        payload_len: payload.len(),
-    };
+    let t = tcp_repr((src.port(), dst.port()), flags, payload.len());
     let mut buf = ip6(*src.ip(), *dst.ip(), ip_proto::TCP, t.buffer_len());
     let l4 = &mut buf[ipv6::HEADER_LEN..];
     l4[t.header_len()..].copy_from_slice(payload);

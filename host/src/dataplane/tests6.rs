@@ -86,6 +86,24 @@ fn step(s: &mut Shard, input: &[u8], want: Out) {
     }
 }
 
+/// A TCP handshake `client → vip` that the director sends to `rs`, its last ACK carrying
+/// `data`: every packet out exactly as built.
+#[track_caller]
+fn handshake(
+    s: &mut Shard,
+    client: SocketAddrV6,
+    vip: SocketAddrV6,
+    rs: SocketAddrV6,
+    data: &[u8],
+) {
+    let syn = tcp6(client, vip, SYN, b"");
+    step(s, &syn, Out::Forward(tcp6(client, rs, SYN, b"")));
+    let synack = tcp6(rs, client, SYN | ACK, b"");
+    step(s, &synack, Out::Forward(tcp6(vip, client, SYN | ACK, b"")));
+    let ack = tcp6(client, vip, ACK, data);
+    step(s, &ack, Out::Forward(tcp6(client, rs, ACK, data)));
+}
+
 fn entries(s: &mut Shard) -> (u64, [u32; crate::conn::state::STATES]) {
     s.publish();
     let r = s.shared();
@@ -98,21 +116,7 @@ fn nat66_tcp_connection_round_trips_with_exact_checksums() {
     let mut s = shard();
     let (vip, client) = (a("[fd77:100::100]:80"), a("[fd77::2]:40000"));
     let rs1 = a("[fd77:1::1]:8080");
-    step(
-        &mut s,
-        &tcp6(client, vip, SYN, b""),
-        Out::Forward(tcp6(client, rs1, SYN, b"")),
-    );
-    step(
-        &mut s,
-        &tcp6(rs1, client, SYN | ACK, b""),
-        Out::Forward(tcp6(vip, client, SYN | ACK, b"")),
-    );
-    step(
-        &mut s,
-        &tcp6(client, vip, ACK, b"GET /"),
-        Out::Forward(tcp6(client, rs1, ACK, b"GET /")),
-    );
+    handshake(&mut s, client, vip, rs1, b"GET /");
     let (n, by_state) = entries(&mut s);
     assert_eq!(n, 1);
     assert_eq!(by_state[State::Established as usize], 1);
@@ -406,21 +410,7 @@ fn a_full_ipv6_table_evicts_unreplied_entries_first() {
     let vip = a("[fd77:100::100]:80");
     // One established connection that talks, then SYNs beyond the table's capacity.
     let (good, rs) = (a("[fd77::2]:40000"), a("[fd77:1::1]:8080"));
-    step(
-        &mut s,
-        &tcp6(good, vip, SYN, b""),
-        Out::Forward(tcp6(good, rs, SYN, b"")),
-    );
-    step(
-        &mut s,
-        &tcp6(rs, good, SYN | ACK, b""),
-        Out::Forward(tcp6(vip, good, SYN | ACK, b"")),
-    );
-    step(
-        &mut s,
-        &tcp6(good, vip, ACK, b""),
-        Out::Forward(tcp6(good, rs, ACK, b"")),
-    );
+    handshake(&mut s, good, vip, rs, b"");
     for i in 0..cap + 100 {
         let c = SocketAddrV6::new(
             ip(&format!("fd77:2::{:x}", i / 60_000 + 1)),

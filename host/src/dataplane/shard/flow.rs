@@ -42,6 +42,28 @@ pub(super) struct Chosen {
     pub flags: u8,
 }
 
+impl Chosen {
+    /// The new entry of a connection from `client` (address, port) of service `svc`.
+    #[inline]
+    pub(super) fn conn<A: FlowAddr>(
+        &self,
+        proto: u8,
+        client: (A, u16),
+        svc: u16,
+        state: State,
+    ) -> NewConn<A> {
+        NewConn {
+            proto,
+            caddr: client.0,
+            cport: client.1,
+            svc,
+            dest: self.dest,
+            state,
+            flags: self.flags,
+        }
+    }
+}
+
 /// A TCP or UDP packet's addressing, as [`Shard::process`] read it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct L4 {
@@ -178,56 +200,123 @@ pub(super) fn evict_class<A: FlowAddr>(
     (idle >= IDLE_TICKS && c.in_pkts <= FEW_PACKETS).then_some(Evicted::Idle as u8)
 }
 
-impl Shard {
-    /// Everything that must follow an entry out of the table (expired, evicted or killed):
-    /// the realserver's and the source's counts, the persistence template, the service's
-    /// count, and an opening proxied connection's stash (its client reset if it timed out).
-    #[allow(clippy::too_many_arguments)]
+/// What must follow an entry out of either table, borrowed from the shard beside the
+/// table itself ([`leaving!`] makes one).
+pub(super) struct Leaving<'a> {
+    pub dests: &'a [Option<Arc<DestState>>],
+    pub cfg: &'a ShardConfig,
+    pub svc_conns: &'a mut [u32],
+    pub held: &'a mut u64,
+    pub proxy: &'a mut SynProxy,
+    pub snap: &'a Snapshot,
+}
+
+/// A [`Leaving`] of the shard `$s` (its fields borrowed one by one, so that a table and its
+/// link column may be borrowed beside it).
+macro_rules! leaving {
+    ($s:ident) => {
+        Leaving {
+            dests: &$s.dests,
+            cfg: &$s.cfg,
+            svc_conns: &mut $s.svc_conns,
+            held: &mut $s.held,
+            proxy: &mut $s.proxy,
+            snap: &$s.snap,
+        }
+    };
+}
+pub(super) use leaving;
+
+impl Leaving<'_> {
+    /// Everything that must follow an entry out of its table (expired, evicted or killed):
+    /// the realserver's and the source's counts, the persistence template (`links`: the
+    /// table's link column), the service's count, and an opening proxied connection's
+    /// stash (its client reset if it timed out).
     pub(super) fn forget<A: FlowAddr>(
-        dests: &[Option<Arc<DestState>>],
-        cfg: &ShardConfig,
+        &mut self,
         links: &mut [u32],
-        svc_conns: &mut [u32],
-        held: &mut u64,
-        proxy: &mut SynProxy,
-        snap: &Snapshot,
         id: ConnId,
         c: &Conn<A>,
         timed_out: bool,
     ) {
         if super::sync::held(c) {
-            *held = held.saturating_sub(1);
-        } else if let Some(Some(d)) = dests.get(c.dest as usize) {
+            *self.held = self.held.saturating_sub(1);
+        } else if let Some(Some(d)) = self.dests.get(c.dest as usize) {
             d.unbind(c.flags & F_INACTIVE == 0);
         }
         if c.flags & F_PERSISTENT != 0 {
-            release_link(links, &cfg.templates, id);
+            release_link(links, &self.cfg.templates, id);
         }
         if c.flags & F_VERIFIED != 0 {
             if let Some(a) = c.caddr().v4() {
-                cfg.sources.ended(a);
+                self.cfg.sources.ended(a);
             }
         }
-        if let Some(n) = svc_conns.get_mut(c.svc as usize) {
+        if let Some(n) = self.svc_conns.get_mut(c.svc as usize) {
             *n = n.saturating_sub(1);
         }
         // Only IPv4 connections are proxied.
         if let (true, Some(a)) = (c.flags & F_PROXY_OPENING != 0, c.caddr().v4()) {
             let vip = timed_out
-                .then(|| snap.service(c.svc).and_then(Service::vip4))
+                .then(|| self.snap.service(c.svc).and_then(Service::vip4))
                 .flatten();
             let client = SocketAddrV4::new(a, c.cport());
-            proxy.abandoned(id.index(), client, c.proxy[0], vip);
+            self.proxy.abandoned(id.index(), client, c.proxy[0], vip);
         }
     }
+}
 
+/// Expires the due entries of `table` (`links`: its link column); how many went.
+pub(super) fn expire_in<A: FlowAddr>(
+    table: &mut ConnTable<A>,
+    links: &mut [u32],
+    now: Tick,
+    mut l: Leaving<'_>,
+) -> usize {
+    table.advance(now, EXPIRE_BUDGET, |id, c| l.forget(links, id, c, true))
+}
+
+/// Removes entry `id` of `table` now, fixing the counts that follow it.
+pub(super) fn kill_in<A: FlowAddr>(
+    table: &mut ConnTable<A>,
+    links: &mut [u32],
+    id: ConnId,
+    mut l: Leaving<'_>,
+) {
+    let c = table.remove(id);
+    l.forget(links, id, &c, false);
+}
+
+/// Early drop in `table`: evicts the least valuable entry of a sample from slot `start` (of
+/// service `svc` only, if given); the class of the one that went.
+pub(super) fn evict_in<A: FlowAddr>(
+    table: &mut ConnTable<A>,
+    links: &mut [u32],
+    (start, now): (u32, Tick),
+    svc: Option<u16>,
+    svcs: &[Option<SvcRt>],
+    mut l: Leaving<'_>,
+) -> Option<u8> {
+    table.evict(
+        start,
+        Evicted::Idle as u8,
+        |c| {
+            if svc.is_some_and(|s| s != c.svc) {
+                return None;
+            }
+            let timeouts = svcs
+                .get(c.svc as usize)
+                .and_then(Option::as_ref)
+                .map(|rt| &rt.timeouts);
+            evict_class(c, now, timeouts)
+        },
+        |id, c| l.forget(links, id, c, false),
+    )
+}
+
+impl Shard {
     pub(super) fn expire(&mut self) {
-        let (dests, cfg, snap) = (&self.dests, &self.cfg, &self.snap);
-        let (links, svc_conns, proxy) = (&mut self.links, &mut self.svc_conns, &mut self.proxy);
-        let held = &mut self.held;
-        let n = self.table.advance(self.now, EXPIRE_BUDGET, |id, c| {
-            Self::forget(dests, cfg, links, svc_conns, held, proxy, snap, id, c, true);
-        });
+        let n = expire_in(&mut self.table, &mut self.links, self.now, leaving!(self));
         self.counters.expired += n as u64;
         // Once a second, this queue's share of the template store.
         let sec = (self.now / TICKS_PER_SEC) as u64;
@@ -238,7 +327,6 @@ impl Shard {
         }
     }
 
-    /// Removes a connection now, fixing the counts that follow it.
     /// The queue's next pseudo-random number (xorshift64: where early drop and
     /// `drop-embryonic` start looking).
     pub(super) fn random(&mut self) -> u64 {
@@ -248,50 +336,25 @@ impl Shard {
         self.rng
     }
 
+    /// Removes a connection now, fixing the counts that follow it.
     pub(super) fn kill(&mut self, id: ConnId) {
-        let c = self.table.remove(id);
-        Self::forget(
-            &self.dests,
-            &self.cfg,
-            &mut self.links,
-            &mut self.svc_conns,
-            &mut self.held,
-            &mut self.proxy,
-            &self.snap,
-            id,
-            &c,
-            false,
-        );
+        kill_in(&mut self.table, &mut self.links, id, leaving!(self));
     }
 
-    /// Early drop: evicts the least valuable sampled entry (of service `svc` only, if
-    /// given). True if one went.
-    fn evict(&mut self, svc: Option<u16>) -> bool {
-        let start = self.random() as u32;
-        let now = self.now;
-        let svcs = &self.svcs;
-        let (dests, cfg, snap) = (&self.dests, &self.cfg, &self.snap);
-        let (links, svc_conns, proxy) = (&mut self.links, &mut self.svc_conns, &mut self.proxy);
-        let held = &mut self.held;
-        let class = self.table.evict(
-            start,
-            Evicted::Idle as u8,
-            |c| {
-                if svc.is_some_and(|s| s != c.svc) {
-                    return None;
-                }
-                let timeouts = svcs
-                    .get(c.svc as usize)
-                    .and_then(Option::as_ref)
-                    .map(|rt| &rt.timeouts);
-                evict_class(c, now, timeouts)
-            },
-            |id, c| {
-                Self::forget(
-                    dests, cfg, links, svc_conns, held, proxy, snap, id, c, false,
-                )
-            },
-        );
+    /// Early drop in the table of a family (`v6`): evicts the least valuable sampled entry
+    /// (of service `svc` only, if given). True if one went.
+    fn evict(&mut self, svc: Option<u16>, v6: bool) -> bool {
+        let at = (self.random() as u32, self.now);
+        let class = if v6 {
+            let Some(six) = self.six.as_mut() else {
+                return false;
+            };
+            let (table, links) = (&mut six.table, &mut six.links);
+            evict_in(table, links, at, svc, &self.svcs, leaving!(self))
+        } else {
+            let (table, links) = (&mut self.table, &mut self.links);
+            evict_in(table, links, at, svc, &self.svcs, leaving!(self))
+        };
         match class {
             Some(c) => {
                 self.counters.evictions[c as usize] += 1;
@@ -368,9 +431,10 @@ impl Shard {
         Ok(id)
     }
 
-    /// Makes room for one more entry of service `svc`: within its `max_conns` share (by
-    /// evicting one of its own entries) and within the table (early drop).
-    pub(super) fn room_for(&mut self, svc: u16) -> Result<(), DropReason> {
+    /// Makes room for one more entry of service `svc` in the table of its family (`v6`):
+    /// within its `max_conns` share (by evicting one of its own entries) and within the
+    /// table (early drop).
+    pub(super) fn room_for(&mut self, svc: u16, v6: bool) -> Result<(), DropReason> {
         let limit = self
             .svcs
             .get(svc as usize)
@@ -378,11 +442,18 @@ impl Shard {
             .map_or(0, |rt| rt.max_conns);
         if limit > 0
             && self.svc_conns.get(svc as usize).copied().unwrap_or(0) >= limit
-            && !self.evict(Some(svc))
+            && !self.evict(Some(svc), v6)
         {
             return Err(DropReason::MaxConns);
         }
-        if self.table.len() >= self.table.capacity() && !self.evict(None) {
+        let full = if v6 {
+            self.six
+                .as_ref()
+                .is_none_or(|s| s.table.len() >= s.table.capacity())
+        } else {
+            self.table.len() >= self.table.capacity()
+        };
+        if full && !self.evict(None, v6) {
             return Err(DropReason::TableFull);
         }
         Ok(())
@@ -397,28 +468,36 @@ impl Shard {
         client: SocketAddrV4,
         svc: u16,
     ) -> Result<ConnId, DropReason> {
-        self.room_for(svc)?;
+        self.room_for(svc, false)?;
         let chosen = self.choose(svc, proto, client.into())?;
         let (state, timeout) = self.first_state(svc, proto);
-        let inserted = self.table.insert(
-            hash,
-            NewConn {
-                proto,
-                caddr: *client.ip(),
-                cport: client.port(),
-                svc,
-                dest: chosen.dest,
-                state,
-                flags: chosen.flags,
-            },
-            self.now.wrapping_add(timeout),
-        );
+        let conn = chosen.conn(proto, (*client.ip(), client.port()), svc, state);
+        let inserted = self
+            .table
+            .insert(hash, conn, self.now.wrapping_add(timeout));
         let id = self.inserted(inserted, &chosen)?;
         if let Some(t) = chosen.link {
             self.links[id.index() as usize] = t.0 + 1;
         }
         self.bound(svc, &chosen);
         Ok(id)
+    }
+
+    /// True if a packet (`is_syn`: a SYN) of entry `c` ends it before it goes on: a removed
+    /// realserver's connection ends here if the director (`expire_nodest_conn`) or the
+    /// removal (`--expire`) says so, and (IPVS conn_reuse_mode) a SYN on a closed entry
+    /// starts a new connection, scheduled afresh.
+    #[inline]
+    pub(super) fn restarts<A: FlowAddr>(&self, c: &Conn<A>, is_syn: bool) -> bool {
+        let flags = self
+            .dests
+            .get(c.dest as usize)
+            .and_then(Option::as_ref)
+            .map_or(DEST_F_REMOVED, |d| d.flags());
+        let expire =
+            flags & DEST_F_GONE != 0 && (self.cfg.expire_nodest_conn || flags & DEST_F_EXPIRE != 0);
+        let reuse = is_syn && matches!(c.state, State::TimeWait | State::Close);
+        reuse || expire
     }
 
     /// A new entry's first state and its timeout.
@@ -762,19 +841,7 @@ impl Shard {
                 if c.flags & F_PROXY_OPENING != 0 {
                     return self.proxy_opening_client(pkt, &l4, id);
                 }
-                // A removed realserver's connection ends here if the director
-                // (`expire_nodest_conn`) or the removal (`--expire`) says so.
-                let flags = self
-                    .dests
-                    .get(c.dest as usize)
-                    .and_then(Option::as_ref)
-                    .map_or(DEST_F_REMOVED, |d| d.flags());
-                let expire = flags & DEST_F_GONE != 0
-                    && (self.cfg.expire_nodest_conn || flags & DEST_F_EXPIRE != 0);
-                // IPVS conn_reuse_mode: a SYN on a closed entry starts a new connection,
-                // scheduled afresh.
-                let reuse = is_syn && matches!(c.state, State::TimeWait | State::Close);
-                if reuse || expire {
+                if self.restarts(c, is_syn) {
                     self.kill(id);
                     if !is_syn && proto != ip_proto::UDP {
                         return self.drop(DropReason::DestRemoved);

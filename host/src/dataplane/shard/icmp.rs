@@ -4,6 +4,17 @@
 use super::*;
 
 impl Shard {
+    /// An ICMP message (of either version) the director has nothing to do with: dropped if
+    /// it is for a virtual address (`to_vip`), else passed.
+    #[inline]
+    pub(super) fn icmp_unrelated(&mut self, to_vip: bool) -> Verdict {
+        if to_vip {
+            self.drop(DropReason::IcmpOther)
+        } else {
+            self.pass()
+        }
+    }
+
     /// ICMP: errors about tracked flows are translated; echo requests to a virtual address
     /// are answered; anything else to a virtual address is dropped, the rest passes.
     pub(super) fn icmp(&mut self, data: &mut [u8], ihl: usize, dst: Ipv4Addr) -> Verdict {
@@ -21,11 +32,7 @@ impl Shard {
         );
         let echo = ty == msg_type::ECHO_REQUEST && msg.code() == 0 && to_vip;
         if !related && !echo {
-            return if to_vip {
-                self.drop(DropReason::IcmpOther)
-            } else {
-                self.pass()
-            };
+            return self.icmp_unrelated(to_vip);
         }
         if !msg.verify_checksum() {
             return self.drop(DropReason::BadChecksum);
@@ -36,11 +43,7 @@ impl Shard {
             return Verdict::Forward;
         }
         let Some(q) = nat::quoted(icmp) else {
-            return if to_vip {
-                self.drop(DropReason::IcmpOther)
-            } else {
-                self.pass()
-            };
+            return self.icmp_unrelated(to_vip);
         };
         // About a packet the director sent to a client (VIP → client): the client side
         // complains; send it to the realserver that sent the original.

@@ -19,7 +19,7 @@
 //! is found after it and rewritten in place. A fragment to a virtual address or from a NAT
 //! realserver is dropped (`fragment`); anybody else's passes.
 
-use super::flow::{step, Chosen, F_REPLIED};
+use super::flow::{expire_in, kill_in, leaving, step, Chosen, Leaving, F_REPLIED};
 use super::*;
 use crate::wire::icmpv6::msg_type;
 use crate::wire::ipv6::{ExtError, Ipv6Packet};
@@ -161,26 +161,18 @@ impl Shard {
     /// Client → IPv6 virtual service.
     fn inbound6(&mut self, pkt: &mut Packet<'_>, l6: L6, svc: u16) -> Verdict {
         let (proto, client) = (l6.proto, l6.src);
-        let Some(six) = self.six.as_mut() else {
+        let Some(six) = self.six.as_ref() else {
             return self.drop(DropReason::TableFull);
         };
         let hash = six.table.hash(proto, *client.ip(), client.port());
         let found = six
             .table
-            .lookup(hash, proto, *client.ip(), client.port(), |e| e.svc == svc);
+            .lookup(hash, proto, *client.ip(), client.port(), |e| e.svc == svc)
+            .map(|id| (id, *six.table.get(id)));
         let is_syn = l6.is_syn();
         let id = match found {
-            Some(id) => {
-                let c = six.table.get(id);
-                let flags = self
-                    .dests
-                    .get(c.dest as usize)
-                    .and_then(Option::as_ref)
-                    .map_or(DEST_F_REMOVED, |d| d.flags());
-                let expire = flags & DEST_F_GONE != 0
-                    && (self.cfg.expire_nodest_conn || flags & DEST_F_EXPIRE != 0);
-                let reuse = is_syn && matches!(c.state, State::TimeWait | State::Close);
-                if reuse || expire {
+            Some((id, c)) => {
+                if self.restarts(&c, is_syn) {
                     self.kill6(id);
                     if !is_syn && proto != ip_proto::UDP {
                         return self.drop(DropReason::DestRemoved);
@@ -246,24 +238,13 @@ impl Shard {
         client: SocketAddrV6,
         svc: u16,
     ) -> Result<ConnId, DropReason> {
-        self.room6(svc)?;
+        self.room_for(svc, true)?;
         let chosen: Chosen = self.choose(svc, proto, SocketAddr::V6(client))?;
         let (state, timeout) = self.first_state(svc, proto);
         let now = self.now;
         let six = self.six.as_mut().ok_or(DropReason::TableFull)?;
-        let inserted = six.table.insert(
-            hash,
-            NewConn {
-                proto,
-                caddr: *client.ip(),
-                cport: client.port(),
-                svc,
-                dest: chosen.dest,
-                state,
-                flags: chosen.flags,
-            },
-            now.wrapping_add(timeout),
-        );
+        let conn = chosen.conn(proto, (*client.ip(), client.port()), svc, state);
+        let inserted = six.table.insert(hash, conn, now.wrapping_add(timeout));
         let id = self.inserted(inserted, &chosen)?;
         if let (Some(t), Some(six)) = (chosen.link, self.six.as_mut()) {
             six.links[id.index() as usize] = t.0 + 1;
@@ -272,100 +253,19 @@ impl Shard {
         Ok(id)
     }
 
-    /// [`Shard::room_for`] in the IPv6 table.
-    fn room6(&mut self, svc: u16) -> Result<(), DropReason> {
-        let limit = self
-            .svcs
-            .get(svc as usize)
-            .and_then(Option::as_ref)
-            .map_or(0, |rt| rt.max_conns);
-        if limit > 0
-            && self.svc_conns.get(svc as usize).copied().unwrap_or(0) >= limit
-            && !self.evict6(Some(svc))
-        {
-            return Err(DropReason::MaxConns);
-        }
-        let full = self
-            .six
-            .as_ref()
-            .is_none_or(|s| s.table.len() >= s.table.capacity());
-        if full && !self.evict6(None) {
-            return Err(DropReason::TableFull);
-        }
-        Ok(())
-    }
-
-    /// Early drop in the IPv6 table (as [`Shard::evict`]).
-    fn evict6(&mut self, svc: Option<u16>) -> bool {
-        let start = self.random() as u32;
-        let now = self.now;
-        let Some(six) = self.six.as_mut() else {
-            return false;
-        };
-        let svcs = &self.svcs;
-        let (dests, cfg, snap) = (&self.dests, &self.cfg, &self.snap);
-        let (svc_conns, proxy, held) = (&mut self.svc_conns, &mut self.proxy, &mut self.held);
-        let links = &mut six.links;
-        let class = six.table.evict(
-            start,
-            crate::dataplane::stats::Evicted::Idle as u8,
-            |c| {
-                if svc.is_some_and(|s| s != c.svc) {
-                    return None;
-                }
-                let timeouts = svcs
-                    .get(c.svc as usize)
-                    .and_then(Option::as_ref)
-                    .map(|rt| &rt.timeouts);
-                super::flow::evict_class(c, now, timeouts)
-            },
-            |id, c| {
-                Self::forget(
-                    dests, cfg, links, svc_conns, held, proxy, snap, id, c, false,
-                )
-            },
-        );
-        match class {
-            Some(c) => {
-                self.counters.evictions[c as usize] += 1;
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Removes an IPv6 connection now.
     fn kill6(&mut self, id: ConnId) {
-        let Some(six) = self.six.as_mut() else {
-            return;
-        };
-        let c = six.table.remove(id);
-        Self::forget(
-            &self.dests,
-            &self.cfg,
-            &mut six.links,
-            &mut self.svc_conns,
-            &mut self.held,
-            &mut self.proxy,
-            &self.snap,
-            id,
-            &c,
-            false,
-        );
+        if let Some(six) = self.six.as_mut() {
+            kill_in(&mut six.table, &mut six.links, id, leaving!(self));
+        }
     }
 
     /// Expires the IPv6 table's due entries (every tick).
     pub(super) fn expire6(&mut self) {
-        let Some(six) = self.six.as_mut() else {
-            return;
-        };
-        let (dests, cfg, snap) = (&self.dests, &self.cfg, &self.snap);
-        let (svc_conns, proxy, held) = (&mut self.svc_conns, &mut self.proxy, &mut self.held);
-        let links = &mut six.links;
-        let n = six.table.advance(self.now, super::EXPIRE_BUDGET, |id, c| {
-            Self::forget(dests, cfg, links, svc_conns, held, proxy, snap, id, c, true);
-        });
-        self.counters.expired += n as u64;
+        if let Some(six) = self.six.as_mut() {
+            let n = expire_in(&mut six.table, &mut six.links, self.now, leaving!(self));
+            self.counters.expired += n as u64;
+        }
     }
 
     /// Realserver → client over IPv6, if it belongs to a tracked connection.
@@ -435,11 +335,7 @@ impl Shard {
         );
         let echo = ty == msg_type::ECHO_REQUEST && msg.code() == 0 && to_vip;
         if !related && !echo {
-            return if to_vip {
-                self.drop(DropReason::IcmpOther)
-            } else {
-                self.pass()
-            };
+            return self.icmp_unrelated(to_vip);
         }
         let ip = Ipv6Packet::new_unchecked(&data[..]);
         if !msg.verify_checksum(ip.src_addr(), ip.dst_addr()) {
@@ -451,11 +347,7 @@ impl Shard {
             return Verdict::Forward;
         }
         let Some(q) = nat::quoted6(&data[at..]) else {
-            return if to_vip {
-                self.drop(DropReason::IcmpOther)
-            } else {
-                self.pass()
-            };
+            return self.icmp_unrelated(to_vip);
         };
         // About a packet the director sent to a client (VIP → client): to the realserver.
         // About a packet the director sent to a realserver (client → RIP): to the client,
