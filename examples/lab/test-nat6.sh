@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# NAT66 in the netns lab: IPv6 services beside an IPv4 one (examples/lab/nat6.toml), real nginx
-# and a UDP echo on three realservers, curl, wrk and UDP probes from the client. Prints every
-# check as PASS/FAIL with its figures; the exit status is the verdict.
+# NAT66 in the netns lab: IPv6 services beside an IPv4 one (examples/lab/nat6.toml, two queues:
+# the steering program keys IPv6 clients too), real nginx and a UDP echo on three realservers,
+# curl, wrk and UDP probes from the client. Prints every check as PASS/FAIL with its figures;
+# the exit status is the verdict.
 #
 #   sudo bash examples/lab/test-nat6.sh
 #
@@ -139,6 +140,14 @@ run_checks() {
         "$conns IPv6 connections listed, conntrack $(conntrack_count)"
 
     fwd_down
+    # Both queues carried the traffic (the steering program keys IPv6 clients): the reads
+    # each queue logged when it stopped.
+    local reads
+    reads=$(grep -o 'queue stopped queue=[0-9]* stats=Tun(QueueStats { reads: [0-9]*' "$LAB_DIR/ringvs.log" |
+        tail -n 2 | sed -E 's/.*queue=([0-9]+).*reads: ([0-9]+)/q\1=\2/' | tr '\n' ' ')
+    local low
+    low=$(grep -oE '=[0-9]+' <<<"$reads" | tr -d = | sort -n | head -n 1)
+    verdict "$(arith "${low:-0} > 1000")" "$mode: both queues carried it" "reads ${reads:-none}"
     if [[ $mode == auto ]]; then
         verdict "$(ok_if routes6_gone)" "auto: IPv6 routes removed on exit" "$(in_ns dir ip -6 rule show | grep -c "lookup $RVS_TABLE" || true) rules left"
     else

@@ -5,19 +5,67 @@
 mod common;
 
 use common::*;
-use ringvs::dataplane::testkit::{icmp_error, tcp, udp};
+use ringvs::dataplane::testkit::{icmp6, icmp_error, tcp, tcp6, udp, udp6};
 use ringvs::io::steer;
 use ringvs::io::{TunDevice, TunOptions};
 use ringvs::wire::tcp::flags::{ACK, SYN};
 use ringvs::wire::{ip_proto, Ipv4Packet, L4Ports};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 100, 100);
 const RIP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0x100, 0, 0, 0, 0, 0, 0x100);
+const RIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 1);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
+
+fn raw_socket6() -> OwnedFd {
+    // Safety: plain socket(2); the descriptor is owned right away. IPPROTO_RAW over IPv6:
+    // the packets come with their IPv6 header.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+    assert!(
+        fd >= 0,
+        "raw IPv6 socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // Safety: fd is a new descriptor nobody else owns.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
+}
+
+fn send6(sock: &OwnedFd, pkt: &[u8]) {
+    let dst = ringvs::wire::Ipv6Packet::new_checked(pkt)
+        .unwrap()
+        .dst_addr();
+    let sa = libc::sockaddr_in6 {
+        sin6_family: libc::AF_INET6 as u16,
+        sin6_port: 0,
+        sin6_flowinfo: 0,
+        sin6_addr: libc::in6_addr {
+            s6_addr: dst.octets(),
+        },
+        sin6_scope_id: 0,
+    };
+    // Safety: pkt and sa are valid for the call; the socket is a raw IPv6 socket.
+    let n = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            pkt.as_ptr().cast(),
+            pkt.len(),
+            0,
+            (&sa as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as u32,
+        )
+    };
+    assert_eq!(
+        n,
+        pkt.len() as isize,
+        "sendto: {}",
+        std::io::Error::last_os_error()
+    );
+}
 
 fn raw_socket() -> OwnedFd {
     // Safety: plain socket(2); the descriptor is owned right away.
@@ -91,9 +139,19 @@ fn steered_tun(queues: u32) -> (TunDevice, ringvs::conn::HashKey) {
     .unwrap();
     ip(&["route", "add", "10.77.100.100/32", "dev", "rvssteer0"]);
     ip(&["route", "add", "10.77.0.0/24", "dev", "rvssteer0"]);
+    ip(&[
+        "-6",
+        "route",
+        "add",
+        "fd77:100::100/128",
+        "dev",
+        "rvssteer0",
+    ]);
+    ip(&["-6", "route", "add", "fd77::/64", "dev", "rvssteer0"]);
     let services = [(ip_proto::TCP, VIP, 80), (ip_proto::UDP, VIP, 53)];
+    let services6 = [(ip_proto::TCP, VIP6, 80), (ip_proto::UDP, VIP6, 53)];
     let key = ringvs::conn::HashKey::random();
-    let prog = steer::load(&steer::program(&services, queues, &key)).unwrap();
+    let prog = steer::load(&steer::program(&services, &services6, queues, &key)).unwrap();
     ringvs::io::tun::attach_steering_bpf(dev.queue_fds()[0].as_fd(), prog.as_fd()).unwrap();
     for q in dev.queue_fds() {
         // Safety: fcntl on a descriptor we own.
@@ -212,6 +270,93 @@ fn both_directions_reach_the_clients_queue() {
         assert!(
             per_queue.iter().all(|&n| n > 10),
             "flows spread over both queues: {per_queue:?}"
+        );
+    });
+}
+
+/// IPv6 as IPv4: both directions of every flow, an ICMPv6 packet too big about a reply and a
+/// realserver's port unreachable about a request, all on the queue `queue_of6` names for the
+/// client; the kernel's verdicts and `client_of6` agree packet by packet.
+#[test]
+fn ipv6_flows_reach_the_clients_queue() {
+    if !have_root() {
+        return;
+    }
+    in_netns(|| {
+        let queues = 2u32;
+        let (dev, key) = steered_tun(queues);
+        let services6 = [(ip_proto::TCP, VIP6, 80), (ip_proto::UDP, VIP6, 53)];
+        let sock = raw_socket6();
+        let ports: Vec<u16> = (41_000..41_064).collect();
+        let a6 = |ip, port| SocketAddrV6::new(ip, port, 0, 0);
+        let mut sent = Vec::new();
+        for &p in &ports {
+            let c = a6(CLIENT6, p);
+            let (vip, rip) = (a6(VIP6, 80), a6(RIP6, 8080));
+            let reply = tcp6(vip, c, ACK, &[0; 100]);
+            let fwd = tcp6(c, rip, ACK, b"x");
+            for pkt in [
+                tcp6(c, vip, SYN, b""),
+                tcp6(rip, c, SYN | ACK, b""),
+                udp6(c, a6(VIP6, 53), b"q"),
+                udp6(a6(RIP6, 5353), c, b"a"),
+                // A router on the client's path: VIP → client was too big.
+                icmp6(
+                    Ipv6Addr::new(0xfd77, 0x100, 0, 0, 0, 0, 0, 1),
+                    VIP6,
+                    2,
+                    0,
+                    1280,
+                    &reply,
+                ),
+                // The realserver: client → RIP found no port.
+                icmp6(RIP6, CLIENT6, 1, 4, 0, &fwd),
+            ] {
+                send6(&sock, &pkt);
+                sent.push(pkt);
+            }
+        }
+        let mut seen: HashMap<u16, Vec<u32>> = HashMap::new();
+        let mut got = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 2048];
+        while got < sent.len() && Instant::now() < deadline {
+            for (qi, q) in dev.queue_fds().iter().enumerate() {
+                // Safety: reading into a stack buffer we own.
+                let n = unsafe { libc::read(q.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n <= 0 {
+                    continue;
+                }
+                let pkt = &buf[..n as usize];
+                // The kernel's own IPv6 (router solicitations, MLD) belongs to no client.
+                let Some((client, port)) = steer::client_of6(pkt, &services6) else {
+                    continue;
+                };
+                if client == CLIENT6 && ports.contains(&port) {
+                    assert_eq!(
+                        steer::queue_of6(&key, client, port, queues),
+                        qi as u32,
+                        "the program and client_of6 agree: {pkt:02x?}"
+                    );
+                    seen.entry(port).or_default().push(qi as u32);
+                    got += 1;
+                }
+            }
+        }
+        assert_eq!(got, sent.len(), "every packet read back");
+        let mut per_queue = [0; 2];
+        for (p, qs) in &seen {
+            assert_eq!(qs.len(), 6, "port {p}: all six packets");
+            let want = steer::queue_of6(&key, CLIENT6, *p, queues);
+            assert!(
+                qs.iter().all(|q| *q == want),
+                "port {p}: queues {qs:?}, want all {want}"
+            );
+            per_queue[want as usize] += 1;
+        }
+        assert!(
+            per_queue.iter().all(|&n| n > 10),
+            "IPv6 flows spread over both queues: {per_queue:?}"
         );
     });
 }

@@ -597,6 +597,17 @@ impl Snapshot {
         v
     }
 
+    /// The IPv6 virtual services as queue steering keys them, sorted.
+    pub fn steered6(&self) -> Vec<(u8, Ipv6Addr, u16)> {
+        let mut v: Vec<_> = self
+            .services()
+            .filter_map(|s| Some((s.proto.number(), s.vip6()?)))
+            .map(|(p, a)| (p, *a.ip(), a.port()))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// True if `(proto, addr, port)` is a realserver of some service.
     #[inline]
     pub fn is_realserver(&self, proto: u8, addr: Ipv4Addr, port: u16) -> bool {

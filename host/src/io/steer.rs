@@ -9,7 +9,9 @@
 //! - TCP/UDP to a virtual service (`dst` is a VIP:port): the source;
 //! - anything else (replies from realservers): the destination;
 //! - ICMP errors: the client of the quoted packet (its destination if it came from a VIP,
-//!   else its source).
+//!   else its source);
+//! - IPv6 the same way (TCP/UDP right after the fixed header, ICMPv6 errors 1–4 quoting
+//!   one), hashed as three words ([`queue_of6`]); with extension headers, queue 0.
 //!
 //! The queue is SipHash-1-3 of the client endpoint under a secret drawn when the daemon
 //! starts ([`queue_of`]), modulo the number of queues: one client's many connections spread
@@ -25,7 +27,7 @@
 //! included): queue 0 reassembles them and hands the datagram on ([`crate::dataplane::defrag`]).
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 
 use super::bpf::{op::*, prog_load, Asm, Insn, ProgType};
@@ -53,6 +55,12 @@ fn message(addr: Ipv4Addr, port: u16) -> u64 {
 /// `write_u64` (checked against the `siphasher` crate in the tests), and what the program
 /// computes in eBPF.
 pub fn siphash13_word(key: &HashKey, m: u64) -> u64 {
+    siphash13_words(key, &[m])
+}
+
+/// SipHash-1-3 of whole 8-byte words under `key`: what `SipHasher13` gives after one
+/// `write_u64` per word.
+pub fn siphash13_words(key: &HashKey, words: &[u64]) -> u64 {
     let [mut v0, mut v1, mut v2, mut v3] = SIP_INIT;
     v0 ^= key.0[0];
     v1 ^= key.0[1];
@@ -70,10 +78,12 @@ pub fn siphash13_word(key: &HashKey, m: u64) -> u64 {
         *v1 = v1.rotate_left(17) ^ *v2;
         *v2 = v2.rotate_left(32);
     };
-    v3 ^= m;
-    round(&mut v0, &mut v1, &mut v2, &mut v3);
-    v0 ^= m;
-    let b = 8u64 << 56;
+    for &m in words {
+        v3 ^= m;
+        round(&mut v0, &mut v1, &mut v2, &mut v3);
+        v0 ^= m;
+    }
+    let b = ((8 * words.len()) as u64) << 56;
     v3 ^= b;
     round(&mut v0, &mut v1, &mut v2, &mut v3);
     v0 ^= b;
@@ -88,6 +98,18 @@ pub fn siphash13_word(key: &HashKey, m: u64) -> u64 {
 /// the steering secret `key`.
 pub fn queue_of(key: &HashKey, addr: Ipv4Addr, port: u16, queues: u32) -> u32 {
     (siphash13_word(key, message(addr, port)) % u64::from(queues.max(1))) as u32
+}
+
+/// The words hashed for an IPv6 client endpoint: the address's halves (high first, as the
+/// packet has them), then the port.
+fn message6(addr: Ipv6Addr, port: u16) -> [u64; 3] {
+    let n = u128::from(addr);
+    [(n >> 64) as u64, n as u64, u64::from(port)]
+}
+
+/// [`queue_of`] for an IPv6 client endpoint.
+pub fn queue_of6(key: &HashKey, addr: Ipv6Addr, port: u16, queues: u32) -> u32 {
+    (siphash13_words(key, &message6(addr, port)) % u64::from(queues.max(1))) as u32
 }
 
 /// Emits one SipRound on v0..v3 = r1..r4, with r5 as scratch.
@@ -112,15 +134,32 @@ fn sip_round(a: &mut Asm) {
 /// Emits `r0 = siphash13_word(key, m) % queues` for the message in `m` (not r0–r5).
 /// Clobbers r0–r5.
 pub(crate) fn emit_queue_of(a: &mut Asm, key: &HashKey, m: u8, queues: u32) {
+    emit_sip_init(a, key);
+    emit_sip_word(a, m);
+    emit_sip_final(a, 1, queues);
+}
+
+/// Emits SipHash's initial state for `key` in v0..v3 = r1..r4.
+fn emit_sip_init(a: &mut Asm, key: &HashKey) {
     let (v0, v1, v2, v3) = (R1, R2, R3, R4);
     a.ld_imm64(v0, SIP_INIT[0] ^ key.0[0]);
     a.ld_imm64(v1, SIP_INIT[1] ^ key.0[1]);
     a.ld_imm64(v2, SIP_INIT[2] ^ key.0[0]);
     a.ld_imm64(v3, SIP_INIT[3] ^ key.0[1]);
+}
+
+/// Emits the compression of one message word in `m` (not r0–r5).
+fn emit_sip_word(a: &mut Asm, m: u8) {
+    let (v0, v3) = (R1, R4);
     a.alu_reg(XOR, v3, m);
     sip_round(a);
     a.alu_reg(XOR, v0, m);
-    a.ld_imm64(R0, 8u64 << 56);
+}
+
+/// Emits the length block of `words` words, the finalisation and `r0 = hash % queues`.
+fn emit_sip_final(a: &mut Asm, words: u64, queues: u32) {
+    let (v0, v1, v2, v3) = (R1, R2, R3, R4);
+    a.ld_imm64(R0, (8 * words) << 56);
     a.alu_reg(XOR, v3, R0);
     sip_round(a);
     a.alu_reg(XOR, v0, R0);
@@ -135,11 +174,17 @@ pub(crate) fn emit_queue_of(a: &mut Asm, key: &HashKey, m: u8, queues: u32) {
     a.alu_imm(MOD, R0, queues.max(1) as i32);
 }
 
-/// Builds the program for `services` (protocol number, VIP, port), `queues` queues and the
-/// steering secret `key`.
-pub fn program(services: &[(u8, Ipv4Addr, u16)], queues: u32, key: &HashKey) -> Vec<Insn> {
+/// Builds the program for `services` (protocol number, VIP, port), the IPv6 services
+/// `services6`, `queues` queues and the steering secret `key`.
+pub fn program(
+    services: &[(u8, Ipv4Addr, u16)],
+    services6: &[(u8, Ipv6Addr, u16)],
+    queues: u32,
+    key: &HashKey,
+) -> Vec<Insn> {
     let mut a = Asm::default();
     let out0 = a.label();
+    let six = a.label();
     let l4 = a.label();
     let icmp = a.label();
     let mix = a.label();
@@ -149,7 +194,7 @@ pub fn program(services: &[(u8, Ipv4Addr, u16)], queues: u32, key: &HashKey) -> 
                    // IPv4, not a fragment (first ones included: MF or an offset).
     a.ld_abs(B, 0);
     a.emit(ALU64 | AND | K, R0, 0, 0, 0xf0);
-    a.jump(JMP32 | JNE | K, R0, 0, 0x40, out0);
+    a.jump(JMP32 | JNE | K, R0, 0, 0x40, six);
     a.ld_abs(H, 6);
     a.emit(ALU64 | AND | K, R0, 0, 0, 0x3fff);
     a.jump(JMP32 | JNE | K, R0, 0, 0, out0);
@@ -233,9 +278,120 @@ pub fn program(services: &[(u8, Ipv4Addr, u16)], queues: u32, key: &HashKey) -> 
     emit_queue_of(&mut a, key, R9, queues);
     a.exit();
 
+    a.bind(six);
+    emit_ipv6(&mut a, services6, queues, key, out0);
+
     a.bind(out0);
     a.exit_with(0);
     a.finish()
+}
+
+/// Stack slots of an IPv6 client endpoint's words (see [`message6`]).
+const SLOT_HI: i16 = -16;
+const SLOT_LO: i16 = -24;
+const SLOT_P6: i16 = -32;
+
+/// Emits: `(proto, addr at packet offset `at`, port in SLOT_PORT)` is one of `services6`
+/// → jump to `hit` (r8 holds the protocol; clobbers r0).
+fn emit_match6(
+    a: &mut Asm,
+    services6: &[(u8, Ipv6Addr, u16)],
+    at: i32,
+    hit: crate::io::bpf::Label,
+) {
+    for &(proto, vip, port) in services6 {
+        let next = a.label();
+        a.jump(JMP32 | JNE | K, R8, 0, i32::from(proto), next);
+        a.ldx(W, R0, FP, SLOT_PORT);
+        a.jump(JMP32 | JNE | K, R0, 0, i32::from(port), next);
+        for (k, w) in vip.octets().chunks(4).enumerate() {
+            a.ld_abs(W, at + 4 * k as i32);
+            let w = u32::from_be_bytes([w[0], w[1], w[2], w[3]]);
+            a.jump(JMP32 | JNE | K, R0, 0, w as i32, next);
+        }
+        a.ja(hit);
+        a.bind(next);
+    }
+}
+
+/// Emits: the IPv6 endpoint at packet offsets `at` (address) and `port` into the slots of
+/// [`message6`] (clobbers r0, r7), then a jump to `mix`.
+fn emit_store6(a: &mut Asm, at: i32, port: i32, mix: crate::io::bpf::Label) {
+    for (half, slot) in [(0, SLOT_HI), (8, SLOT_LO)] {
+        a.ld_abs(W, at + half);
+        a.mov(R7, R0);
+        a.alu_imm(LSH, R7, 32);
+        a.ld_abs(W, at + half + 4);
+        a.alu_reg(OR, R7, R0);
+        a.stx(DW, FP, slot, R7);
+    }
+    a.ld_abs(H, port);
+    a.stx(DW, FP, SLOT_P6, R0);
+    a.ja(mix);
+}
+
+/// Emits the program's IPv6 part, entered with r0 = the version nibble (`0x60` or
+/// anything else but 0x40): TCP/UDP right after the fixed header, keyed on the client as
+/// IPv4 is; an ICMPv6 error quoting TCP/UDP right after its fixed header, on the quoted
+/// packet's client; everything else (extension headers, fragments included) to `out0`.
+fn emit_ipv6(
+    a: &mut Asm,
+    services6: &[(u8, Ipv6Addr, u16)],
+    queues: u32,
+    key: &HashKey,
+    out0: crate::io::bpf::Label,
+) {
+    let (l4, icmp, quoted, mix) = (a.label(), a.label(), a.label(), a.label());
+    a.jump(JMP32 | JNE | K, R0, 0, 0x60, out0);
+    a.ld_abs(B, 6);
+    a.mov(R8, R0); // r8 = next header
+    a.jump(JMP32 | JEQ | K, R8, 0, 6, l4);
+    a.jump(JMP32 | JEQ | K, R8, 0, 17, l4);
+    a.jump(JMP32 | JEQ | K, R8, 0, 58, icmp);
+    a.ja(out0);
+
+    // TCP/UDP: to a service → the source is the client, else the destination.
+    a.bind(l4);
+    let inbound = a.label();
+    a.ld_abs(H, 42);
+    a.stx(W, FP, SLOT_PORT, R0);
+    emit_match6(a, services6, 24, inbound);
+    emit_store6(a, 24, 42, mix);
+    a.bind(inbound);
+    emit_store6(a, 8, 40, mix);
+
+    // ICMPv6 errors (types 1–4): the quoted packet starts 8 bytes into the message (48).
+    a.bind(icmp);
+    let is_err = a.label();
+    a.ld_abs(B, 40);
+    for t in 1..=4 {
+        a.jump(JMP32 | JEQ | K, R0, 0, t, is_err);
+    }
+    a.ja(out0);
+    a.bind(is_err);
+    a.ld_abs(B, 54);
+    a.mov(R8, R0); // r8 = the quoted next header
+    a.jump(JMP32 | JEQ | K, R8, 0, 6, quoted);
+    a.jump(JMP32 | JEQ | K, R8, 0, 17, quoted);
+    a.ja(out0);
+    a.bind(quoted);
+    let from_vip = a.label();
+    a.ld_abs(H, 90); // both quoted ports present, whichever is used
+    a.ld_abs(H, 88);
+    a.stx(W, FP, SLOT_PORT, R0);
+    emit_match6(a, services6, 56, from_vip);
+    emit_store6(a, 56, 88, mix); // the quoted source is the client
+    a.bind(from_vip);
+    emit_store6(a, 72, 90, mix);
+
+    a.bind(mix);
+    emit_sip_init(a, key);
+    for slot in [SLOT_HI, SLOT_LO, SLOT_P6] {
+        a.ldx(DW, R9, FP, slot);
+        emit_sip_word(a, R9);
+    }
+    emit_sip_final(a, 3, queues);
+    a.exit();
 }
 
 /// Loads a socket-filter program; returns its descriptor. The error carries the verifier's
@@ -297,6 +453,50 @@ pub fn client_of(pkt: &[u8], services: &[(u8, Ipv4Addr, u16)]) -> Option<(Ipv4Ad
     }
 }
 
+/// The client endpoint of an IPv6 packet as the program sees it, or `None` where it answers
+/// queue 0 (see [`emit_ipv6`]); `services6` as the program was built with.
+pub fn client_of6(pkt: &[u8], services6: &[(u8, Ipv6Addr, u16)]) -> Option<(Ipv6Addr, u16)> {
+    let be16 = |at: usize| {
+        pkt.get(at..at + 2)
+            .map(|s| u16::from_be_bytes([s[0], s[1]]))
+    };
+    let addr = |at: usize| {
+        let b: [u8; 16] = pkt.get(at..at + 16)?.try_into().ok()?;
+        Some(Ipv6Addr::from(b))
+    };
+    let is_service = |proto: u8, a: Ipv6Addr, p: u16| services6.contains(&(proto, a, p));
+    if *pkt.first()? & 0xf0 != 0x60 {
+        return None;
+    }
+    let next = *pkt.get(6)?;
+    let (proto, src, dst, sport, dport, quoted) = match next {
+        6 | 17 => (next, addr(8)?, addr(24)?, be16(40)?, be16(42)?, false),
+        58 => {
+            if !matches!(*pkt.get(40)?, 1..=4) || !matches!(*pkt.get(54)?, 6 | 17) {
+                return None;
+            }
+            (pkt[54], addr(56)?, addr(72)?, be16(88)?, be16(90)?, true)
+        }
+        _ => return None,
+    };
+    Some(
+        match (
+            quoted,
+            is_service(
+                proto,
+                if quoted { src } else { dst },
+                if quoted { sport } else { dport },
+            ),
+        ) {
+            // To a service: its source; a quoted packet from a service: its destination.
+            (false, true) => (src, sport),
+            (false, false) => (dst, dport),
+            (true, true) => (dst, dport),
+            (true, false) => (src, sport),
+        },
+    )
+}
+
 /// The queue the program sends `pkt` to: [`queue_of`] its [`client_of`], else 0.
 pub fn queue_of_packet(
     pkt: &[u8],
@@ -323,6 +523,7 @@ mod tests {
                 (6, Ipv4Addr::new(10, 77, 100, 100), 80),
                 (17, Ipv4Addr::new(192, 0, 2, 1), 53),
             ],
+            &[(6, "fd77:100::100".parse().unwrap(), 80)],
             2,
             &KEY,
         );
@@ -340,6 +541,68 @@ mod tests {
             h.write_u64(m);
             assert_eq!(siphash13_word(&k, m), h.finish());
         }
+        // The three words of an IPv6 endpoint.
+        let words = message6("fd77::2".parse().unwrap(), 40_000);
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(KEY.0[0], KEY.0[1]);
+        for w in words {
+            h.write_u64(w);
+        }
+        assert_eq!(siphash13_words(&KEY, &words), h.finish());
+    }
+
+    #[test]
+    fn ipv6_both_directions_and_icmpv6_errors_name_the_client() {
+        use crate::dataplane::testkit::{icmp6, tcp6, udp6, with_ext6};
+        use std::net::SocketAddrV6;
+        let a6 = |s: &str| s.parse::<SocketAddrV6>().unwrap();
+        let (vip, rip, c) = (
+            a6("[fd77:100::100]:80"),
+            a6("[fd77:1::1]:8080"),
+            a6("[fd77::2]:40001"),
+        );
+        let services6 = [(6, *vip.ip(), 80), (17, *vip.ip(), 53)];
+        let want = Some((*c.ip(), c.port()));
+        let reply = tcp6(vip, c, 0x10, &[0; 100]);
+        let fwd = tcp6(c, rip, 0x10, b"x");
+        let router: std::net::Ipv6Addr = "fd77:100::1".parse().unwrap();
+        for pkt in [
+            tcp6(c, vip, 0x02, b""),
+            tcp6(rip, c, 0x12, b""),
+            udp6(c, a6("[fd77:100::100]:53"), b"q"),
+            udp6(a6("[fd77:1::1]:5353"), c, b"a"),
+            icmp6(router, *vip.ip(), 2, 0, 1280, &reply),
+            icmp6(*rip.ip(), *c.ip(), 1, 4, 0, &fwd),
+        ] {
+            assert_eq!(client_of6(&pkt, &services6), want, "{pkt:02x?}");
+        }
+        // Extension headers (a fragment among them), echo, cut short: queue 0.
+        let frag = with_ext6(
+            &udp6(c, a6("[fd77:100::100]:53"), b"q"),
+            44,
+            &[0, 0, 0, 1, 0, 0, 0, 7],
+        );
+        assert_eq!(client_of6(&frag, &services6), None, "fragment");
+        let echo = icmp6(*c.ip(), *vip.ip(), 128, 0, 0, b"ping");
+        assert_eq!(client_of6(&echo, &services6), None, "echo");
+        let syn = tcp6(c, vip, 0x02, b"");
+        assert_eq!(client_of6(&syn[..43], &services6), None, "truncated");
+        assert_eq!(
+            client_of6(&syn, &[]),
+            Some((*vip.ip(), 80)),
+            "no service: the destination"
+        );
+        // An IPv4 packet is not IPv6's.
+        assert_eq!(client_of6(&[0x45; 60], &services6), None);
+    }
+
+    /// One client's ports spread over the queues under IPv6 too.
+    #[test]
+    fn spreads_one_ipv6_clients_ports() {
+        let mut n = [0u32; 4];
+        for port in 0..4000u16 {
+            n[queue_of6(&KEY, "fd77::2".parse().unwrap(), port, 4) as usize] += 1;
+        }
+        assert!(n.iter().all(|&c| c > 800), "{n:?}");
     }
 
     #[test]

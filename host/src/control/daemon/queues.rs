@@ -38,6 +38,8 @@ pub(super) struct Steering {
     pub(super) fd: OwnedFd,
     /// The services the attached program knows.
     pub(super) services: Steered,
+    /// The IPv6 services it knows.
+    pub(super) services6: Vec<(u8, std::net::Ipv6Addr, u16)>,
     /// The steering secret, drawn at start.
     pub(super) key: HashKey,
 }
@@ -204,15 +206,16 @@ impl Queues {
             IoControl::Xdp(plane) => return plane.update(&service_set(snap)),
             IoControl::Tun(s) => s,
         };
-        let services = steered(snap);
-        if services == steering.services {
+        let (services, services6) = (steered(snap), snap.steered6());
+        if services == steering.services && services6 == steering.services6 {
             return Ok(());
         }
-        let prog = steer::program(&services, n, &steering.key);
+        let prog = steer::program(&services, &services6, n, &steering.key);
         let prog_fd = steer::load(&prog).map_err(|e| e.to_string())?;
         attach_steering_bpf(steering.fd.as_fd(), prog_fd.as_fd())
             .map_err(|e| format!("cannot attach the steering program: {e}"))?;
         steering.services = services;
+        steering.services6 = services6;
         Ok(())
     }
 

@@ -386,13 +386,18 @@ fn attach_steering(
     let fd = tun.queue_fds()[0]
         .try_clone()
         .map_err(|e| format!("cannot duplicate a queue descriptor: {e}"))?;
-    let services = steered(snap);
-    let prog = steer::load(&steer::program(&services, queues as u32, &key)).map_err(|e| {
+    let (services, services6) = (steered(snap), snap.steered6());
+    let prog = steer::load(&steer::program(&services, &services6, queues as u32, &key)).map_err(|e| {
         format!("director.queues = {queues} needs the TUN steering program: {e}; use queues = 1 or run as root with BPF allowed")
     })?;
     attach_steering_bpf(fd.as_fd(), prog.as_fd())
         .map_err(|e| format!("cannot attach the steering program to {}: {e}", tun.name()))?;
-    Ok(Some(Steering { fd, services, key }))
+    Ok(Some(Steering {
+        fd,
+        services,
+        services6,
+        key,
+    }))
 }
 
 /// For `ringvs check`: with `director.io = "af_xdp"`, that the interfaces exist and have
