@@ -360,3 +360,20 @@ fn ipv6_flows_reach_the_clients_queue() {
         );
     });
 }
+
+/// The kernel's verifier takes the program with services of either family, both or none (a
+/// daemon whose services are all IPv4, all IPv6, or not there yet).
+#[test]
+fn the_verifier_takes_any_service_list() {
+    if !have_root() {
+        return;
+    }
+    let v4 = [(ip_proto::TCP, VIP, 80)];
+    let v6 = [(ip_proto::UDP, VIP6, 53)];
+    for (s4, s6) in [(&v4[..], &v6[..]), (&v4, &[]), (&[], &v6), (&[], &[])] {
+        let key = ringvs::conn::HashKey::random();
+        if let Err(e) = steer::load(&steer::program(s4, s6, 2, &key)) {
+            panic!("{} IPv4, {} IPv6 services: {e}", s4.len(), s6.len());
+        }
+    }
+}

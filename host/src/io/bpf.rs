@@ -210,7 +210,8 @@ impl Asm {
 }
 
 /// True if every jump of `prog` lands inside it, after itself (the programs here only jump
-/// forward), and it ends with `exit`. For the generators' tests.
+/// forward), it ends with `exit`, and every instruction is reachable (the verifier's rule).
+/// For the generators' tests.
 pub fn jumps_are_forward_and_inside(prog: &[Insn]) -> Result<(), String> {
     for (i, insn) in prog.iter().enumerate() {
         let class = insn.code & 0x07;
@@ -223,9 +224,35 @@ pub fn jumps_are_forward_and_inside(prog: &[Insn]) -> Result<(), String> {
         }
     }
     match prog.last() {
-        Some(last) if last.code == JMP | EXIT => Ok(()),
-        _ => Err("the program does not end with exit".into()),
+        Some(last) if last.code == JMP | EXIT => {}
+        _ => return Err("the program does not end with exit".into()),
     }
+    // The verifier refuses a program with an instruction no path reaches ("unreachable
+    // insn"). Jumps only go forward, so one pass in order finds them all.
+    let mut reached = vec![false; prog.len() + 2];
+    reached[0] = true;
+    for (i, insn) in prog.iter().enumerate() {
+        if !reached[i] {
+            return Err(format!("insn {i} is unreachable"));
+        }
+        let class = insn.code & 0x07;
+        let jop = insn.code & 0xf0;
+        let target = (i as isize + 1 + insn.off as isize) as usize;
+        if insn.code == LD | DW | IMM {
+            // Two slots: the second is the immediate's high half.
+            reached[i + 1] = true;
+            reached[i + 2] = true;
+        } else if class == JMP && jop == JA {
+            reached[target] = true;
+        } else if (class == JMP || class == JMP32) && jop == EXIT {
+        } else if (class == JMP || class == JMP32) && jop != CALL {
+            reached[i + 1] = true;
+            reached[target] = true;
+        } else {
+            reached[i + 1] = true;
+        }
+    }
+    Ok(())
 }
 
 /// Program types ringvs loads.

@@ -225,12 +225,15 @@ pub fn program(
         a.bind(next);
     }
     a.jump(JMP | JA, 0, 0, 0, mix);
-    a.bind(inbound);
-    a.ld_abs(W, 12);
-    a.mov(R9, R0);
-    a.ld_ind(H, R7, 0);
-    a.stx(W, FP, SLOT_PORT, R0);
-    a.jump(JMP | JA, 0, 0, 0, mix);
+    // Without services nothing jumps there: no block the verifier would call unreachable.
+    if !services.is_empty() {
+        a.bind(inbound);
+        a.ld_abs(W, 12);
+        a.mov(R9, R0);
+        a.ld_ind(H, R7, 0);
+        a.stx(W, FP, SLOT_PORT, R0);
+        a.jump(JMP | JA, 0, 0, 0, mix);
+    }
 
     // ICMP errors: the quoted packet starts 8 bytes into the ICMP message.
     a.bind(icmp);
@@ -263,11 +266,13 @@ pub fn program(
         a.bind(next);
     }
     a.jump(JMP | JA, 0, 0, 0, mix); // quoted source is the client
-    a.bind(from_vip);
-    a.ld_ind(W, R7, 16);
-    a.mov(R9, R0);
-    a.ld_ind(H, R8, 2);
-    a.stx(W, FP, SLOT_PORT, R0);
+    if !services.is_empty() {
+        a.bind(from_vip);
+        a.ld_ind(W, R7, 16);
+        a.mov(R9, R0);
+        a.ld_ind(H, R8, 2);
+        a.stx(W, FP, SLOT_PORT, R0);
+    }
 
     // r0 = queue_of(key, r9, port): m = addr << 32 | port << 16, in r9.
     a.bind(mix);
@@ -357,8 +362,10 @@ fn emit_ipv6(
     a.stx(W, FP, SLOT_PORT, R0);
     emit_match6(a, services6, 24, inbound);
     emit_store6(a, 24, 42, mix);
-    a.bind(inbound);
-    emit_store6(a, 8, 40, mix);
+    if !services6.is_empty() {
+        a.bind(inbound);
+        emit_store6(a, 8, 40, mix);
+    }
 
     // ICMPv6 errors (types 1–4): the quoted packet starts 8 bytes into the message (48).
     a.bind(icmp);
@@ -381,8 +388,10 @@ fn emit_ipv6(
     a.stx(W, FP, SLOT_PORT, R0);
     emit_match6(a, services6, 56, from_vip);
     emit_store6(a, 56, 88, mix); // the quoted source is the client
-    a.bind(from_vip);
-    emit_store6(a, 72, 90, mix);
+    if !services6.is_empty() {
+        a.bind(from_vip);
+        emit_store6(a, 72, 90, mix);
+    }
 
     a.bind(mix);
     emit_sip_init(a, key);
@@ -515,6 +524,19 @@ mod tests {
     use std::net::SocketAddrV4;
 
     const KEY: HashKey = HashKey([0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210]);
+
+    /// With or without services of either family, every instruction is reachable (the
+    /// verifier refuses the program otherwise: a daemon without IPv6 services did not start).
+    #[test]
+    fn every_instruction_is_reachable_with_any_service_list() {
+        let v4 = [(6, Ipv4Addr::new(10, 77, 100, 100), 80)];
+        let v6 = [(17, "fd77:100::100".parse().unwrap(), 53)];
+        for (s4, s6) in [(&v4[..], &v6[..]), (&v4, &[]), (&[], &v6), (&[], &[])] {
+            let p = program(s4, s6, 4, &KEY);
+            super::super::bpf::jumps_are_forward_and_inside(&p)
+                .unwrap_or_else(|e| panic!("{} IPv4, {} IPv6 services: {e}", s4.len(), s6.len()));
+        }
+    }
 
     #[test]
     fn jumps_land_inside_the_program() {
