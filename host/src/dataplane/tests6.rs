@@ -120,6 +120,7 @@ fn nat66_tcp_connection_round_trips_with_exact_checksums() {
     let (n, by_state) = entries(&mut s);
     assert_eq!(n, 1);
     assert_eq!(by_state[State::Established as usize], 1);
+    assert_eq!(s.counters().attempts, 1, "one new-flow attempt");
     step(
         &mut s,
         &tcp6(rs1, client, ACK, b"200 OK"),

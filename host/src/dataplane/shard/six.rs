@@ -192,7 +192,6 @@ impl Shard {
                 if proto == ip_proto::UDP && !self.udp_admit(svc) {
                     return self.drop(DropReason::FloodLimit);
                 }
-                self.counters.attempts += 1;
                 match self.new_flow6(hash, proto, client, svc) {
                     Ok(id) => id,
                     Err(r) => return self.drop(r),
@@ -240,6 +239,7 @@ impl Shard {
         client: SocketAddrV6,
         svc: u16,
     ) -> Result<ConnId, DropReason> {
+        self.counters.attempts += 1;
         self.room_for(svc, true)?;
         let chosen: Chosen = self.choose(svc, proto, SocketAddr::V6(client))?;
         let (state, timeout) = self.first_state(svc, proto);
