@@ -160,6 +160,53 @@ fn steered_tun(queues: u32) -> (TunDevice, ringvs::conn::HashKey) {
     (dev, key)
 }
 
+/// Reads the device's queues until `want` packets are attributed to a client port by
+/// `port_of` (given the packet and its queue) or 5 s pass: the queues each port's packets
+/// came out of. Asserts that all `want` came back.
+fn read_back(
+    dev: &TunDevice,
+    want: usize,
+    mut port_of: impl FnMut(&[u8], u32) -> Option<u16>,
+) -> HashMap<u16, Vec<u32>> {
+    let mut seen: HashMap<u16, Vec<u32>> = HashMap::new();
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 2048];
+    while got < want && Instant::now() < deadline {
+        for (qi, q) in dev.queue_fds().iter().enumerate() {
+            // Safety: reading into a stack buffer we own.
+            let n = unsafe { libc::read(q.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                continue;
+            }
+            if let Some(p) = port_of(&buf[..n as usize], qi as u32) {
+                seen.entry(p).or_default().push(qi as u32);
+                got += 1;
+            }
+        }
+    }
+    assert_eq!(got, want, "every packet read back");
+    seen
+}
+
+/// Every port's packets all came out of the queue `queue_of` names, and the ports spread
+/// over both queues.
+fn assert_spread(seen: &HashMap<u16, Vec<u32>>, queue_of: impl Fn(u16) -> u32) {
+    let mut per_queue = [0; 2];
+    for (p, qs) in seen {
+        let want = queue_of(*p);
+        assert!(
+            qs.iter().all(|q| *q == want),
+            "port {p}: queues {qs:?}, want all {want}"
+        );
+        per_queue[want as usize] += 1;
+    }
+    assert!(
+        per_queue.iter().all(|&n| n > 10),
+        "flows spread over both queues: {per_queue:?}"
+    );
+}
+
 /// Every fragment, first ones included (their ports would steer them elsewhere than the
 /// later ones, which have none), reaches queue 0, which reassembles (`dataplane::defrag`).
 #[test]
@@ -234,43 +281,13 @@ fn both_directions_reach_the_clients_queue() {
             send(&sock, &icmp_error(RIP, CLIENT, 3, 3, 0, &fwd, 48));
             sent += 6;
         }
-        let mut seen: HashMap<u16, Vec<u32>> = HashMap::new();
-        let mut got = 0;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut buf = [0u8; 2048];
-        while got < sent && Instant::now() < deadline {
-            for (qi, q) in dev.queue_fds().iter().enumerate() {
-                // Safety: reading into a stack buffer we own.
-                let n = unsafe { libc::read(q.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-                if n <= 0 {
-                    continue;
-                }
-                let pkt = &buf[..n as usize];
-                if Ipv4Packet::new_checked(pkt).is_err() {
-                    continue; // e.g. IPv6 router solicitations
-                }
-                if let Some(p) = client_port(pkt) {
-                    if ports.contains(&p) {
-                        seen.entry(p).or_default().push(qi as u32);
-                        got += 1;
-                    }
-                }
+        let seen = read_back(&dev, sent, |pkt, _| {
+            if Ipv4Packet::new_checked(pkt).is_err() {
+                return None; // e.g. IPv6 router solicitations
             }
-        }
-        assert_eq!(got, sent, "every packet read back");
-        let mut per_queue = [0; 2];
-        for (p, qs) in &seen {
-            let want = steer::queue_of(&key, CLIENT, *p, queues);
-            assert!(
-                qs.iter().all(|q| *q == want),
-                "port {p}: queues {qs:?}, want all {want}"
-            );
-            per_queue[want as usize] += 1;
-        }
-        assert!(
-            per_queue.iter().all(|&n| n > 10),
-            "flows spread over both queues: {per_queue:?}"
-        );
+            client_port(pkt).filter(|p| ports.contains(p))
+        });
+        assert_spread(&seen, |p| steer::queue_of(&key, CLIENT, p, queues));
     });
 }
 
@@ -316,48 +333,23 @@ fn ipv6_flows_reach_the_clients_queue() {
                 sent.push(pkt);
             }
         }
-        let mut seen: HashMap<u16, Vec<u32>> = HashMap::new();
-        let mut got = 0;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut buf = [0u8; 2048];
-        while got < sent.len() && Instant::now() < deadline {
-            for (qi, q) in dev.queue_fds().iter().enumerate() {
-                // Safety: reading into a stack buffer we own.
-                let n = unsafe { libc::read(q.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-                if n <= 0 {
-                    continue;
-                }
-                let pkt = &buf[..n as usize];
-                // The kernel's own IPv6 (router solicitations, MLD) belongs to no client.
-                let Some((client, port)) = steer::client_of6(pkt, &services6) else {
-                    continue;
-                };
-                if client == CLIENT6 && ports.contains(&port) {
-                    assert_eq!(
-                        steer::queue_of6(&key, client, port, queues),
-                        qi as u32,
-                        "the program and client_of6 agree: {pkt:02x?}"
-                    );
-                    seen.entry(port).or_default().push(qi as u32);
-                    got += 1;
-                }
+        let seen = read_back(&dev, sent.len(), |pkt, qi| {
+            // The kernel's own IPv6 (router solicitations, MLD) belongs to no client.
+            let (client, port) = steer::client_of6(pkt, &services6)?;
+            if client != CLIENT6 || !ports.contains(&port) {
+                return None;
             }
-        }
-        assert_eq!(got, sent.len(), "every packet read back");
-        let mut per_queue = [0; 2];
+            assert_eq!(
+                steer::queue_of6(&key, client, port, queues),
+                qi,
+                "the program and client_of6 agree: {pkt:02x?}"
+            );
+            Some(port)
+        });
         for (p, qs) in &seen {
             assert_eq!(qs.len(), 6, "port {p}: all six packets");
-            let want = steer::queue_of6(&key, CLIENT6, *p, queues);
-            assert!(
-                qs.iter().all(|q| *q == want),
-                "port {p}: queues {qs:?}, want all {want}"
-            );
-            per_queue[want as usize] += 1;
         }
-        assert!(
-            per_queue.iter().all(|&n| n > 10),
-            "IPv6 flows spread over both queues: {per_queue:?}"
-        );
+        assert_spread(&seen, |p| steer::queue_of6(&key, CLIENT6, p, queues));
     });
 }
 
