@@ -77,6 +77,9 @@ bash examples/lab/test-persist.sh
 step "lab: LVS-TUN (IPIP) with nginx realservers answering the client directly; too big gets fragmentation-needed"
 bash examples/lab/test-tun.sh
 
+step "lab: LVS-TUN over IPv6 (IPv6-in-IPv6, GUE over IPv6): nginx, wrk, curl and UDP, replies bypass the director, too big gets packet-too-big"
+bash examples/lab/test-tun6.sh
+
 step "lab: LVS-DR with director.io = \"af_xdp\": the unchanged packet to the realserver's MAC, replies bypass the director"
 bash examples/lab/test-dr.sh
 

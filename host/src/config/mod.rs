@@ -29,7 +29,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// Built-in schedulers, always available (and the fallback of plugin schedulers).
@@ -177,6 +177,10 @@ pub struct Director {
     /// The outer source address of tunnelled packets (`director.tunnel_source`); `None`:
     /// the address the kernel would use to reach the first tunnelled realserver.
     pub tunnel_source: Option<Ipv4Addr>,
+    /// The outer source address of packets tunnelled to IPv6 realservers
+    /// (`director.tunnel_source6`); `None`: the address the kernel would use to reach the
+    /// first of them.
+    pub tunnel_source6: Option<Ipv6Addr>,
     /// Seconds between SIGTERM and the data plane's stop (`director.stop_delay`, 0 by
     /// default): meanwhile the director forwards on but is not ready (`ringvs ha ready`), so
     /// that its BGP speaker withdraws the virtual addresses before it stops.
@@ -314,8 +318,8 @@ impl Forward {
         if let Some(m) = family_mismatch(addr, vip) {
             return Err(m);
         }
-        if vip.is_ipv6() && self != Forward::Nat {
-            return Err(format!("server {addr}: {IPV6_NAT_ONLY}"));
+        if vip.is_ipv6() && self == Forward::Dr {
+            return Err(format!("server {addr}: {IPV6_NO_DR}"));
         }
         if self.two_way() {
             return Ok(());
@@ -490,7 +494,7 @@ pub fn sloppy_needs_one_way(addr: SocketAddr) -> String {
 }
 
 /// Why an IPv6 service with a one-way method is refused.
-pub const IPV6_NAT_ONLY: &str = "an IPv6 service is forwarded by NAT66 only so far (LVS-DR and LVS-TUN over IPv6 are not built yet, docs/FORWARDING.md); use forward = \"nat\"";
+pub const IPV6_NO_DR: &str = "LVS-DR over IPv6 is not built yet (an IPv6 service is forwarded by NAT66 or LVS-TUN, docs/FORWARDING.md); use forward = \"nat\" or \"tun\"";
 
 /// Why an IPv6 service's SYN proxy cannot be on.
 pub const IPV6_NO_PROXY: &str = "the SYN proxy answers IPv4 only so far; an IPv6 service takes syn_proxy = \"auto\" (off for it) or \"off\"";
@@ -1117,6 +1121,25 @@ impl Validator<'_> {
                 }
             },
         };
+        let tunnel_source6 = match d.tunnel_source6.as_deref() {
+            None | Some("") => None,
+            Some(s) => match s.parse::<Ipv6Addr>() {
+                Ok(a)
+                    if !a.is_unspecified()
+                        && !a.is_multicast()
+                        && !a.is_loopback()
+                        && a.to_ipv4_mapped().is_none() =>
+                {
+                    Some(a)
+                }
+                _ => {
+                    return Err(self.err(
+                        "director.tunnel_source6",
+                        format!("expected a unicast IPv6 address of this machine, found {s:?}"),
+                    ))
+                }
+            },
+        };
         let plugin_dirs = d
             .plugin_dirs
             .unwrap_or_default()
@@ -1152,6 +1175,7 @@ impl Validator<'_> {
             plugin_dirs,
             user,
             tunnel_source,
+            tunnel_source6,
             stop_delay: match d.stop_delay {
                 None => 0,
                 Some(raw::Quantity::Num(0)) => 0,
@@ -1393,8 +1417,8 @@ impl Validator<'_> {
             Some(m) => self.syn_proxy(&format!("{key}.syn_proxy"), m, proto)?,
         };
         if vip.is_ipv6() {
-            if forward != Forward::Nat {
-                return Err(self.err(format!("{key}.forward"), IPV6_NAT_ONLY));
+            if forward == Forward::Dr {
+                return Err(self.err(format!("{key}.forward"), IPV6_NO_DR));
             }
             if syn_proxy == SynProxyMode::On {
                 return Err(self.err(format!("{key}.syn_proxy"), IPV6_NO_PROXY));

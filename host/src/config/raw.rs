@@ -47,6 +47,7 @@ pub struct Director {
     pub plugin_dirs: Option<Vec<String>>,
     pub user: Option<String>,
     pub tunnel_source: Option<String>,
+    pub tunnel_source6: Option<String>,
     pub stop_delay: Option<Quantity>,
     pub queue_nice: Option<i64>,
     pub sync: Option<Sync>,

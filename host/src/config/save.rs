@@ -64,6 +64,7 @@ fn director(d: &Director) -> raw::Director {
         }),
         user: d.user.clone(),
         tunnel_source: d.tunnel_source.map(|a| a.to_string()),
+        tunnel_source6: d.tunnel_source6.map(|a| a.to_string()),
         queue_nice: Some(i64::from(d.queue_nice)),
         stop_delay: (d.stop_delay != 0).then(|| Quantity::Text(format!("{}s", d.stop_delay))),
         sync: d.sync.as_ref().map(super::sync::save),

@@ -223,10 +223,10 @@ fn ipv6_and_syntax_errors_are_explained() {
         "[fd77:1::2]:80".parse().unwrap()
     );
     // What IPv6 cannot do yet is refused by name.
-    let e = err(&six.replace("forward = \"nat\"", "forward = \"tun\""));
+    let e = err(&six.replace("forward = \"nat\"", "forward = \"dr\""));
     assert_eq!(
         (e.key.as_str(), e.message.as_str()),
-        ("service[0].forward", IPV6_NAT_ONLY)
+        ("service[0].forward", IPV6_NO_DR)
     );
     let e = err(&six.replace(
         "scheduler = \"wlc\"",
@@ -236,8 +236,8 @@ fn ipv6_and_syntax_errors_are_explained() {
         (e.key.as_str(), e.message.as_str()),
         ("service[0].syn_proxy", IPV6_NO_PROXY)
     );
-    let e = err(&six.replace("weight = 0", "weight = 0\nforward = \"tun\""));
-    assert!(e.message.ends_with(IPV6_NAT_ONLY), "{e}");
+    let e = err(&six.replace("weight = 0", "weight = 0\nforward = \"dr\""));
+    assert!(e.message.ends_with(IPV6_NO_DR), "{e}");
     let e = err(&six.replace(
         "[director]",
         "[director]\nio = \"af_xdp\"\ninterfaces = [\"lo\"]",

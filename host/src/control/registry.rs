@@ -20,7 +20,7 @@ use crate::dataplane::service::{
     Dest, DestState, OperatorState, Service, Snapshot, DEST_F_HEALTH, DEST_F_REMOVED,
 };
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 /// A realserver as the registry knows it.
@@ -145,6 +145,10 @@ pub struct Registry {
     tunnel_source: Option<Ipv4Addr>,
     /// The tunnels' MTU (0: the default).
     tunnel_mtu: u16,
+    /// The outer source address of packets tunnelled to IPv6 realservers.
+    tunnel_source6: Option<Ipv6Addr>,
+    /// The IPv6 tunnels' MTU (0: the default).
+    tunnel_mtu6: u16,
 }
 
 impl Registry {
@@ -168,6 +172,26 @@ impl Registry {
         self.tunnel_source
     }
 
+    /// Sets the outer source address of packets tunnelled to IPv6 realservers.
+    pub fn set_tunnel_source6(&mut self, a: Option<Ipv6Addr>) {
+        self.tunnel_source6 = a;
+    }
+
+    /// Sets the MTU of the path to tunnelled IPv6 realservers.
+    pub fn set_tunnel_mtu6(&mut self, mtu: u16) {
+        self.tunnel_mtu6 = mtu;
+    }
+
+    /// The IPv6 tunnels' MTU (0: not looked up).
+    pub fn tunnel_mtu6(&self) -> u16 {
+        self.tunnel_mtu6
+    }
+
+    /// The outer source address of packets tunnelled to IPv6 realservers, if set.
+    pub fn tunnel_source6(&self) -> Option<Ipv6Addr> {
+        self.tunnel_source6
+    }
+
     /// True if a live service forwards by direct routing by default.
     pub fn routes_directly(&self) -> bool {
         self.services
@@ -189,17 +213,30 @@ impl Registry {
             .collect()
     }
 
-    /// The first realserver (not draining) forwarded through a tunnel.
+    /// The first IPv4 realserver (not draining) forwarded through a tunnel.
     pub fn first_tunnelled(&self) -> Option<Ipv4Addr> {
+        self.tunnelled().find_map(|a| match a {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        })
+    }
+
+    /// The first IPv6 realserver (not draining) forwarded through a tunnel.
+    pub fn first_tunnelled6(&self) -> Option<Ipv6Addr> {
+        self.tunnelled().find_map(|a| match a {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        })
+    }
+
+    /// The realservers (not draining) forwarded through a tunnel.
+    fn tunnelled(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.services
             .iter()
             .filter(|e| !e.removed)
             .flat_map(|e| &e.dests)
             .filter(|d| d.forward == Forward::Tun && !d.removed())
-            .find_map(|d| match d.addr.ip() {
-                IpAddr::V4(a) => Some(a),
-                IpAddr::V6(_) => None,
-            })
+            .map(|d| d.addr.ip())
     }
 
     /// A registry holding `services`.
@@ -555,6 +592,10 @@ impl Registry {
         snap.set_tunnel_source(self.tunnel_source.unwrap_or(Ipv4Addr::UNSPECIFIED));
         if self.tunnel_mtu > 0 {
             snap.set_tunnel_mtu(self.tunnel_mtu);
+        }
+        snap.set_tunnel_source6(self.tunnel_source6.unwrap_or(Ipv6Addr::UNSPECIFIED));
+        if self.tunnel_mtu6 > 0 {
+            snap.set_tunnel_mtu6(self.tunnel_mtu6);
         }
         snap
     }

@@ -309,6 +309,7 @@ pub fn replay<W: Write>(
     // Offline: the configured tunnel source, or none (tunnelled packets then show 0.0.0.0 as
     // their outer source).
     registry.set_tunnel_source(config.director.tunnel_source);
+    registry.set_tunnel_source6(config.director.tunnel_source6);
     // The config's plugins, loaded, self-tested and instantiated as the daemon does (one
     // queue): schedulers, persistence and defenses decide here as they would live.
     let mut plugins = PluginManager::default();

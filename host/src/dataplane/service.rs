@@ -460,6 +460,10 @@ pub struct Snapshot {
     tunnel_source: Option<Ipv4Addr>,
     /// The tunnels' MTU, if not the default.
     tunnel_mtu: Option<u16>,
+    /// The outer source address of packets tunnelled to IPv6 realservers.
+    tunnel_source6: Option<Ipv6Addr>,
+    /// The IPv6 tunnels' MTU, if not the default.
+    tunnel_mtu6: Option<u16>,
     dest_svc: Vec<u16>,
     vips: SmallIndex<u16>,
     vip_addrs: SmallIndex<()>,
@@ -677,6 +681,30 @@ impl Snapshot {
     /// Sets the MTU of the path to tunnelled realservers.
     pub fn set_tunnel_mtu(&mut self, mtu: u16) {
         self.tunnel_mtu = Some(mtu);
+    }
+
+    /// The outer source address of packets tunnelled to IPv6 realservers (unspecified
+    /// until the control plane sets it).
+    #[inline]
+    pub fn tunnel_source6(&self) -> Ipv6Addr {
+        self.tunnel_source6.unwrap_or(Ipv6Addr::UNSPECIFIED)
+    }
+
+    /// Sets the outer source address of packets tunnelled to IPv6 realservers.
+    pub fn set_tunnel_source6(&mut self, a: Ipv6Addr) {
+        self.tunnel_source6 = Some(a);
+    }
+
+    /// The MTU of the path to tunnelled IPv6 realservers.
+    #[inline]
+    pub fn tunnel_mtu6(&self) -> u16 {
+        self.tunnel_mtu6
+            .unwrap_or(crate::dataplane::tunnel::DEFAULT_MTU)
+    }
+
+    /// Sets the MTU of the path to tunnelled IPv6 realservers.
+    pub fn set_tunnel_mtu6(&mut self, mtu: u16) {
+        self.tunnel_mtu6 = Some(mtu);
     }
 
     /// True if any realserver is reached through a tunnel.

@@ -85,6 +85,7 @@ fn director_changes(d0: &Director, d1: &Director) -> (Vec<&'static str>, Vec<Str
         plugin_dirs,
         user,
         tunnel_source,
+        tunnel_source6,
         stop_delay,
         queue_nice,
         sync,
@@ -157,6 +158,14 @@ fn director_changes(d0: &Director, d1: &Director) -> (Vec<&'static str>, Vec<Str
             "director.tunnel_source {} -> {}",
             show(&d0.tunnel_source),
             show(tunnel_source)
+        ));
+    }
+    if *tunnel_source6 != d0.tunnel_source6 {
+        let show = |a: &Option<std::net::Ipv6Addr>| a.map_or("auto".into(), |a| a.to_string());
+        applied.push(format!(
+            "director.tunnel_source6 {} -> {}",
+            show(&d0.tunnel_source6),
+            show(tunnel_source6)
         ));
     }
     if *plugin_dirs != d0.plugin_dirs {
@@ -240,7 +249,8 @@ impl Daemon {
             .apply(&plan.services)
             .map_err(|e| e.to_string())
             .and_then(|changed| {
-                crate::control::forwarding::resolve(&mut trial, new.director.tunnel_source)?;
+                let d = &new.director;
+                crate::control::forwarding::resolve(&mut trial, d.tunnel_source, d.tunnel_source6)?;
                 crate::control::forwarding::check_routed(
                     &trial,
                     new.director.io == crate::config::Io::AfXdp,

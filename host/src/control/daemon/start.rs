@@ -132,7 +132,8 @@ struct Startup {
 fn startup(cfg: &Config) -> Result<Startup, String> {
     let start = Instant::now();
     let mut registry = Registry::new(&cfg.services).map_err(|e| e.to_string())?;
-    crate::control::forwarding::resolve(&mut registry, cfg.director.tunnel_source)?;
+    let d = &cfg.director;
+    crate::control::forwarding::resolve(&mut registry, d.tunnel_source, d.tunnel_source6)?;
     crate::control::forwarding::check_routed(&registry, cfg.director.io == Io::AfXdp)?;
     if let (Some(a), true) = (
         registry.tunnel_source(),
@@ -142,6 +143,16 @@ fn startup(cfg: &Config) -> Result<Startup, String> {
             tunnel_source = %a,
             tunnel_mtu = registry.tunnel_mtu(),
             "tunnelled realservers: outer source {a}"
+        );
+    }
+    if let (Some(a), true) = (
+        registry.tunnel_source6(),
+        registry.first_tunnelled6().is_some(),
+    ) {
+        info!(
+            tunnel_source6 = %a,
+            tunnel_mtu6 = registry.tunnel_mtu6(),
+            "tunnelled IPv6 realservers: outer source {a}"
         );
     }
     let mut manager = PluginManager::default();

@@ -248,10 +248,11 @@ impl Daemon {
         let saved = self.registry.save_shared();
         let mut trial = self.registry.clone();
         let configured = self.cfg.director.tunnel_source;
+        let configured6 = self.cfg.director.tunnel_source6;
         let l2 = self.cfg.director.io == crate::config::Io::AfXdp;
         let prepared = edit(&mut trial)
             .map_err(|e| e.to_string())
-            .and_then(|()| crate::control::forwarding::resolve(&mut trial, configured))
+            .and_then(|()| crate::control::forwarding::resolve(&mut trial, configured, configured6))
             .and_then(|()| crate::control::forwarding::check_routed(&trial, l2))
             .and_then(|()| {
                 self.plugins

@@ -23,7 +23,7 @@ use crate::dataplane::service::Way;
 use crate::dataplane::stats::{Evicted, FEW_PACKETS, IDLE_TICKS};
 use crate::dataplane::synproxy::{Seg, SynProxy};
 use crate::dataplane::tunnel::{self, NotSent};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Flag: the entry saw a packet from its realserver.
 pub(super) const F_REPLIED: u8 = 32;
@@ -907,7 +907,7 @@ impl Shard {
         };
         match self.snap.dest_way(c.dest) {
             Way::Nat => {}
-            Way::Tunnel(t) => return self.tunnel(pkt, svc, c.dest, t, *to.ip(), hash),
+            Way::Tunnel(t) => return self.tunnel(pkt, svc, c.dest, t, (*to.ip()).into(), hash),
             Way::Route => {
                 // LVS-DR: unchanged, to the realserver's MAC (the L2 backend frames it).
                 pkt.next_hop = Some(*to.ip());
@@ -924,24 +924,28 @@ impl Shard {
         Verdict::Forward
     }
 
-    /// LVS-TUN: the client's packet, unchanged, inside an IPv4 header to realserver `rip`
-    /// (see `dataplane::tunnel`).
-    fn tunnel(
+    /// LVS-TUN: the client's packet, unchanged, inside an IP header of `rip`'s family to
+    /// realserver `rip` (see `dataplane::tunnel`).
+    pub(super) fn tunnel(
         &mut self,
         pkt: &mut Packet<'_>,
         svc: u16,
         dest: u32,
         kind: crate::config::Tunnel,
-        rip: Ipv4Addr,
+        rip: IpAddr,
         hash: u32,
     ) -> Verdict {
         let len = pkt.len();
         self.tunnel_ident = self.tunnel_ident.wrapping_add(1);
+        let (src, mtu) = match rip {
+            IpAddr::V4(_) => (self.snap.tunnel_source().into(), self.snap.tunnel_mtu()),
+            IpAddr::V6(_) => (self.snap.tunnel_source6().into(), self.snap.tunnel_mtu6()),
+        };
         let outer = tunnel::Outer {
             tunnel: kind,
-            src: self.snap.tunnel_source(),
+            src,
             rip,
-            mtu: self.snap.tunnel_mtu(),
+            mtu,
             ident: self.tunnel_ident,
             entropy: hash,
         };

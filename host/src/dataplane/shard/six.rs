@@ -21,6 +21,7 @@
 
 use super::flow::{expire_in, kill_in, leaving, step, Chosen, Leaving, F_REPLIED};
 use super::*;
+use crate::dataplane::service::Way;
 use crate::wire::icmpv6::msg_type;
 use crate::wire::ipv6::{ExtError, Ipv6Packet};
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -224,6 +225,12 @@ impl Shard {
         let Some(to) = self.snap.dest_addr6(dest) else {
             return self.drop(DropReason::NoServer);
         };
+        match self.snap.dest_way(dest) {
+            Way::Nat => {}
+            Way::Tunnel(t) => return self.tunnel(pkt, svc, dest, t, (*to.ip()).into(), hash),
+            // The config refuses LVS-DR for IPv6 services (config::IPV6_NO_DR).
+            Way::Route => return self.drop(DropReason::NoServer),
+        }
         let data = &mut pkt.data_mut()[..l6.total];
         nat::rewrite6(data, l6.l4, proto, Side::Dst, to, l6.csum);
         self.count_in(svc, dest, l6.total);

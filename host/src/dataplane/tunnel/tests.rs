@@ -5,12 +5,12 @@ use super::*;
 use crate::conn::State;
 use crate::control::registry::Registry;
 use crate::dataplane::stats::DropReason;
-use crate::dataplane::testkit::{tcp, udp};
+use crate::dataplane::testkit::{tcp, tcp6, udp};
 use crate::dataplane::{Pipeline, Shard, ShardConfig, Verdict, HEADROOM};
 use crate::wire::ipv4::Ipv4Repr;
 use crate::wire::tcp::flags::{ACK, FIN, SYN};
 use crate::wire::vnet::{F_NEEDS_CSUM, GSO_TCPV4};
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 
 /// web: two realservers, the first tunnelled (the service's method), the second by NAT
@@ -393,4 +393,195 @@ fn sloppy_is_refused_with_a_nat_realserver() {
     assert!(saved.contains("sloppy = true"), "{saved}");
     let again = crate::config::from_str(&saved, "saved.toml").unwrap();
     assert!(again.services[0].sloppy);
+}
+
+const CONFIG6: &str = r#"
+[[service]]
+name = "web6"
+vip = "[fd77:100::100]:80"
+forward = "tun"
+scheduler = "rr"
+[[service.server]]
+addr = "fd77:1::1"
+"#;
+
+const SRC6: Ipv6Addr = Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 0xfe);
+const RS6: Ipv6Addr = Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 1);
+const CLIENT6: &str = "[fd77::2]:40000";
+const VIP6: &str = "[fd77:100::100]:80";
+
+fn shard6(config: &str, mtu: u16) -> Shard {
+    let cfg = crate::config::from_str(config, "tun6.toml").unwrap();
+    let mut registry = Registry::new(&cfg.services).unwrap();
+    registry.set_tunnel_source6(Some(SRC6));
+    registry.set_tunnel_mtu6(mtu);
+    Shard::new(
+        ShardConfig::test(1 << 20),
+        Arc::new(registry.snapshot()),
+        None,
+    )
+    .unwrap()
+}
+
+fn a6(s: &str) -> SocketAddrV6 {
+    s.parse().unwrap()
+}
+
+/// True if the UDP datagram `u` (header and payload) from `src` to `dst` sums right.
+fn udp6_sums(src: Ipv6Addr, dst: Ipv6Addr, u: &[u8]) -> bool {
+    use crate::wire::checksum;
+    let p = checksum::pseudo_header_for(src, dst, 17, u.len() as u32);
+    checksum::fold(u32::from(p) + checksum::sum(u)) == 0xffff
+}
+
+#[test]
+fn ipv6_in_ipv6_carries_the_clients_packet_unchanged_with_the_flows_label() {
+    let mut s = shard6(CONFIG6, 1500);
+    let mut labels = Vec::new();
+    for (client, flags) in [(CLIENT6, SYN), (CLIENT6, ACK), ("[fd77::3]:40001", SYN)] {
+        let inner = tcp6(a6(client), a6(VIP6), flags, b"");
+        let (v, out, _) = run(&mut s, &inner, None);
+        assert_eq!(v, Verdict::Forward);
+        let ip = Ipv6Packet::new_checked(&out[..]).unwrap();
+        assert_eq!(
+            (ip.version(), ip.next_header(), ip.hop_limit()),
+            (6, IPPROTO_IPV6, 64)
+        );
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (SRC6, RS6));
+        assert_eq!(usize::from(ip.payload_len()), inner.len());
+        assert_eq!(&out[OUTER6..], &inner[..], "the client's packet, unchanged");
+        labels.push(ip.flow_label());
+    }
+    assert_eq!(labels[0], labels[1], "one flow, one label");
+    assert_ne!(labels[0], labels[2], "another flow, another label");
+    let c = *s.table6().unwrap().iter().next().unwrap().1;
+    assert_ne!(c.flags & crate::conn::F_NOOUTPUT, 0, "input-only for good");
+    assert_eq!(
+        c.state,
+        State::Established,
+        "the client's ACK established it"
+    );
+    let r = &s.counters().total;
+    assert_eq!((r.conns, r.in_pkts, r.out_pkts), (2, 3, 0));
+}
+
+#[test]
+fn too_big_for_an_ipv6_tunnel_tells_the_client_packet_too_big() {
+    let mut s = shard6(CONFIG6, 1400);
+    // 1361 bytes + 40 > 1400.
+    let big = tcp6(a6(CLIENT6), a6(VIP6), SYN, &[7u8; 1301]);
+    assert_eq!(big.len(), 1361);
+    let (v, out, _) = run(&mut s, &big, None);
+    assert_eq!(v, Verdict::Forward);
+    assert_eq!(out.len(), 1280, "as much as fits the minimum MTU");
+    let ip = Ipv6Packet::new_checked(&out[..]).unwrap();
+    assert_eq!(
+        (ip.src_addr(), ip.dst_addr(), ip.next_header()),
+        (*a6(VIP6).ip(), *a6(CLIENT6).ip(), 58)
+    );
+    let icmp = crate::wire::icmpv6::Icmpv6Packet::new_checked(&out[OUTER6..]).unwrap();
+    assert!(icmp.verify_checksum(ip.src_addr(), ip.dst_addr()));
+    assert_eq!((icmp.msg_type(), icmp.code(), icmp.mtu()), (2, 0, 1360));
+    assert_eq!(&out[48..], &big[..1232], "the client's packet, quoted");
+    assert_eq!(s.counters().tunnel_too_big, 1);
+    // One byte less fits.
+    let fits = tcp6(a6(CLIENT6), a6(VIP6), SYN, &[7u8; 1300]);
+    let (_, out, _) = run(&mut s, &fits, None);
+    assert_eq!(out.len(), 1400);
+    // A tunnel narrower than IPv6's minimum still takes 1280 bytes (the kernel fragments
+    // the outer packet) and never asks for less.
+    let mut s = shard6(CONFIG6, 1300);
+    let (_, out, _) = run(
+        &mut s,
+        &tcp6(a6(CLIENT6), a6(VIP6), SYN, &[7u8; 1220]),
+        None,
+    );
+    assert_eq!((out.len(), out[6]), (1320, IPPROTO_IPV6));
+    let (_, out, _) = run(&mut s, &big, None);
+    let icmp = crate::wire::icmpv6::Icmpv6Packet::new_checked(&out[OUTER6..]).unwrap();
+    assert_eq!((icmp.msg_type(), icmp.mtu()), (2, 1280));
+}
+
+#[test]
+fn gue_over_ipv6_sums_its_udp_even_with_a_partial_inner_checksum() {
+    let text = CONFIG6.replace(
+        "forward = \"tun\"",
+        "forward = \"tun\"\ntunnel = \"gue\"\ntunnel_port = 6080",
+    );
+    let mut s = shard6(&text, 1500);
+    let inner = tcp6(a6(CLIENT6), a6(VIP6), SYN, b"");
+    let (v, out, _) = run(&mut s, &inner, None);
+    assert_eq!(v, Verdict::Forward);
+    let ip = Ipv6Packet::new_checked(&out[..]).unwrap();
+    assert_eq!(
+        (ip.next_header(), ip.src_addr(), ip.dst_addr()),
+        (17, SRC6, RS6)
+    );
+    let u = &out[OUTER6..];
+    assert_eq!(u16::from_be_bytes([u[2], u[3]]), 6080);
+    assert_eq!(usize::from(u16::from_be_bytes([u[4], u[5]])), u.len());
+    assert_ne!(&u[6..8], &[0, 0], "IPv6 needs the UDP checksum");
+    assert!(udp6_sums(SRC6, RS6, u));
+    assert_eq!(&u[8..12], &[0, IPPROTO_IPV6, 0, 0], "GUE v0, IPv6 inside");
+    assert_eq!(&u[12..], &inner[..]);
+
+    // A partial inner checksum (the field holds the pseudo-header's sum): once the kernel
+    // fills it in, the outer checksum is right.
+    let mut ack = tcp6(a6(CLIENT6), a6(VIP6), ACK, b"hello");
+    let tcp_len = ack.len() - 40;
+    let pseudo = crate::wire::checksum::pseudo_header_for(
+        *a6(CLIENT6).ip(),
+        *a6(VIP6).ip(),
+        6,
+        tcp_len as u32,
+    );
+    ack[56..58].copy_from_slice(&pseudo.to_be_bytes());
+    let partial = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        csum_start: 40,
+        csum_offset: 16,
+        ..VnetHdr::default()
+    };
+    let (v, mut out, vnet) = run(&mut s, &ack, Some(partial));
+    assert_eq!(v, Verdict::Forward);
+    let start = usize::from(vnet.unwrap().csum_start);
+    assert_eq!(start, 40 + 52, "the inner TCP header moved by 52");
+    // Fill it in as the kernel would.
+    let field = start + 16;
+    out[field..field + 2].fill(0);
+    let sum = crate::wire::checksum::sum(&out[start..]) + u32::from(pseudo);
+    let c = !crate::wire::checksum::fold(sum);
+    out[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(&out[52..], &tcp6(a6(CLIENT6), a6(VIP6), ACK, b"hello")[..]);
+    assert!(udp6_sums(SRC6, RS6, &out[OUTER6..]));
+}
+
+#[test]
+fn ipv6_tunnels_are_configured_and_dr_is_refused_by_name() {
+    let c = crate::config::from_str(CONFIG6, "t.toml").unwrap();
+    assert_eq!(
+        c.services[0].servers[0].addr,
+        "[fd77:1::1]:80".parse().unwrap()
+    );
+    let text = format!("[director]\ntunnel_source6 = \"fd77:1::fe\"\n{CONFIG6}");
+    let c = crate::config::from_str(&text, "t.toml").unwrap();
+    assert_eq!(c.director.tunnel_source6, Some(SRC6));
+    let saved = crate::config::save::to_toml(&c.director, &c.plugins, &c.services).unwrap();
+    let again = crate::config::from_str(&saved, "saved.toml").unwrap();
+    assert_eq!(again.director.tunnel_source6, Some(SRC6));
+    for bad in ["10.77.1.254", "::", "ff02::1", "::ffff:10.0.0.1", "::1"] {
+        let text = format!("[director]\ntunnel_source6 = \"{bad}\"\n{CONFIG6}");
+        let e = crate::config::from_str(&text, "t.toml").unwrap_err();
+        assert_eq!(e.key, "director.tunnel_source6", "{bad}: {e}");
+    }
+    let e = crate::config::from_str(&CONFIG6.replace("\"tun\"", "\"dr\""), "t.toml").unwrap_err();
+    assert!(e.to_string().contains(crate::config::IPV6_NO_DR), "{e}");
+    // The realserver takes the packet unchanged: its port is the service's.
+    let e = crate::config::from_str(&CONFIG6.replace("fd77:1::1", "[fd77:1::1]:8080"), "t.toml")
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("its port must be the virtual service's"),
+        "{e}"
+    );
 }
