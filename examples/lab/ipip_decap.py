@@ -13,9 +13,10 @@ offload. With --gue-port, GUE (what `ip fou add port PORT gue` takes) is read fr
 socket on that port too: version 0, no options, protocol 4 inside.
 
 With --ipv6 it takes IPv6-in-IPv6 too (next header 41, what the kernel's ip6tnl0 takes,
-CONFIG_IPV6_TUNNEL), from a raw IPv6 socket (which hands over the payload without the outer
-header), and GUE over IPv6 (protocol 41 inside) on the same port; the inner packet must be
-IPv6 there. A GUE datagram over IPv6 reaches the socket only with a right UDP checksum (the
+CONFIG_IPV6_TUNNEL) and IPv4-in-IPv6 (next header 4), from raw IPv6 sockets (which hand over
+the payload without the outer header), IPv6-in-IPv4 (protocol 41, what sit0 takes), and GUE
+over IPv6 on the same port; the inner packet's version must be what the outer header
+announces. A GUE datagram over IPv6 reaches the socket only with a right UDP checksum (the
 kernel checks it).
 
     ip netns exec NS python3 ipip_decap.py --dev tunl0 [--gue-port 6080] [--ipv6] --pidfile FILE
@@ -60,10 +61,13 @@ def main():
         gue = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         gue.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         gue.bind(("0.0.0.0", args.gue_port))
-    raw6 = gue6 = None
+    raw6 = raw6_4 = raw4_6 = gue6 = None
     if args.ipv6:
         raw6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_IPV6)
-        raw6.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        raw6_4 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_IPIP)
+        raw4_6 = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_IPV6)
+        for x in (raw6, raw6_4, raw4_6):
+            x.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         if args.gue_port:
             gue6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
             gue6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -75,7 +79,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"ipip_decap: {args.dev} up", flush=True)
     seen = bad = 0
-    socks = [x for x in (raw, gue, raw6, gue6) if x is not None]
+    socks = [x for x in (raw, gue, raw6, raw6_4, raw4_6, gue6) if x is not None]
     while True:
         for s in select.select(socks, [], [])[0]:
             pkt = s.recv(65535)
@@ -86,6 +90,10 @@ def main():
             elif s is raw6:
                 # IPv6 outside, next header 41: the payload alone is handed over.
                 inner, want = pkt, 6
+            elif s is raw6_4:
+                inner, want = pkt, 4
+            elif s is raw4_6:
+                inner, want = pkt[(pkt[0] & 0x0F) * 4:], 6
             else:
                 inner, want = gue_inner(pkt)
             if want == 0 or len(inner) < (20 if want == 4 else 40) or inner[0] >> 4 != want:

@@ -315,7 +315,8 @@ impl Forward {
         vip: SocketAddr,
         syn_proxy: SynProxyMode,
     ) -> Result<(), String> {
-        if let Some(m) = family_mismatch(addr, vip) {
+        // A tunnel carries either family in either (IPVS since Linux 5.3).
+        if let Some(m) = family_mismatch(addr, vip).filter(|_| self != Forward::Tun) {
             return Err(m);
         }
         if vip.is_ipv6() && self == Forward::Dr {
@@ -1774,13 +1775,13 @@ impl Validator<'_> {
 }
 
 /// Why a realserver or sorry server at `addr` cannot serve virtual address `vip`: another
-/// address family (IPVS refuses it too, except for tunnels since Linux 5.3; ringvs's
-/// tunnels carry IPv4 in IPv4 only so far).
+/// address family (IPVS refuses it too, except for tunnels since Linux 5.3, as ringvs does:
+/// `Forward::check_server` lets a tunnelled realserver of the other family through).
 pub fn family_mismatch(addr: SocketAddr, vip: SocketAddr) -> Option<String> {
     let fam = |a: SocketAddr| if a.is_ipv4() { "IPv4" } else { "IPv6" };
     (addr.is_ipv4() != vip.is_ipv4()).then(|| {
         format!(
-            "{addr} is an {} address but the virtual service {vip} is {}: a service and its realservers share one address family",
+            "{addr} is an {} address but the virtual service {vip} is {}: a service and its realservers share one address family (except tunnelled ones, forward = \"tun\")",
             fam(addr),
             fam(vip)
         )

@@ -9,7 +9,7 @@ use crate::config::{Forward, Proto, Tunnel};
 use crate::conn::{DestCounters, Timeouts, TICKS_PER_SEC};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -651,6 +651,15 @@ impl Snapshot {
     #[inline]
     pub fn dest_addr6(&self, id: u32) -> Option<SocketAddrV6> {
         self.dest_addrs6.get(id as usize).copied().flatten()
+    }
+
+    /// The address of realserver slot `id`, either family (a tunnel may cross families).
+    #[inline]
+    pub fn dest_ip(&self, id: u32) -> Option<IpAddr> {
+        match self.dest_addr(id) {
+            Some(a) => Some(IpAddr::V4(*a.ip())),
+            None => self.dest_addr6(id).map(|a| IpAddr::V6(*a.ip())),
+        }
     }
 
     /// How realserver slot `id`'s packets leave (NAT for a slot the snapshot lacks).

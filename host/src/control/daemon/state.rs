@@ -162,8 +162,10 @@ impl Daemon {
     /// Installs and removes routes to match the registry (`director.routes = "auto"`).
     /// Also turns IPv6 on the TUN device on or off as IPv6 services come and go.
     pub(super) fn sync_routes(&mut self) -> Result<(), String> {
+        // IPv6 on the device for IPv6 services, and for the outer headers of IPv6 tunnels.
         let ipv6 = self.cfg.director.io == crate::config::Io::Tun
-            && self.registry.services().any(|s| s.cfg.vip.is_ipv6());
+            && (self.registry.services().any(|s| s.cfg.vip.is_ipv6())
+                || self.registry.first_tunnelled6().is_some());
         let tun = self.cfg.director.io == crate::config::Io::Tun;
         if tun && Some(ipv6) != self.device_ipv6 {
             if ipv6 {

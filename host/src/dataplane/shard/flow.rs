@@ -902,12 +902,19 @@ impl Shard {
             self.sync_if_due(id, false);
         }
         let c = *self.table.get(id);
+        let way = self.snap.dest_way(c.dest);
+        if let Way::Tunnel(t) = way {
+            // Either family: a tunnel may carry IPv4 to an IPv6 realserver.
+            let Some(rip) = self.snap.dest_ip(c.dest) else {
+                return self.drop(DropReason::NoServer);
+            };
+            return self.tunnel(pkt, svc, c.dest, t, rip, hash);
+        }
         let Some(to) = self.snap.dest_addr(c.dest) else {
             return self.drop(DropReason::NoServer);
         };
-        match self.snap.dest_way(c.dest) {
-            Way::Nat => {}
-            Way::Tunnel(t) => return self.tunnel(pkt, svc, c.dest, t, (*to.ip()).into(), hash),
+        match way {
+            Way::Nat | Way::Tunnel(_) => {}
             Way::Route => {
                 // LVS-DR: unchanged, to the realserver's MAC (the L2 backend frames it).
                 pkt.next_hop = Some(*to.ip());

@@ -222,15 +222,21 @@ impl Shard {
             six.table.set_expiry(id, self.now.wrapping_add(t));
         }
         let dest = six.table.get(id).dest;
-        let Some(to) = self.snap.dest_addr6(dest) else {
-            return self.drop(DropReason::NoServer);
-        };
         match self.snap.dest_way(dest) {
             Way::Nat => {}
-            Way::Tunnel(t) => return self.tunnel(pkt, svc, dest, t, (*to.ip()).into(), hash),
+            // Either family: a tunnel may carry IPv6 to an IPv4 realserver.
+            Way::Tunnel(t) => {
+                let Some(rip) = self.snap.dest_ip(dest) else {
+                    return self.drop(DropReason::NoServer);
+                };
+                return self.tunnel(pkt, svc, dest, t, rip, hash);
+            }
             // The config refuses LVS-DR for IPv6 services (config::IPV6_NO_DR).
             Way::Route => return self.drop(DropReason::NoServer),
         }
+        let Some(to) = self.snap.dest_addr6(dest) else {
+            return self.drop(DropReason::NoServer);
+        };
         let data = &mut pkt.data_mut()[..l6.total];
         nat::rewrite6(data, l6.l4, proto, Side::Dst, to, l6.csum);
         self.count_in(svc, dest, l6.total);

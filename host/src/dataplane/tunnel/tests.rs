@@ -585,3 +585,81 @@ fn ipv6_tunnels_are_configured_and_dr_is_refused_by_name() {
         "{e}"
     );
 }
+
+#[test]
+fn a_tunnel_crosses_families_as_ipvs_allows_since_linux_5_3() {
+    // IPv4 clients to an IPv6 realserver: IPv4 inside IPv6 (next header 4).
+    let text = r#"
+[[service]]
+name = "web"
+vip = "10.77.100.100:80"
+forward = "tun"
+[[service.server]]
+addr = "fd77:1::1"
+"#;
+    let cfg = crate::config::from_str(text, "mixed.toml").unwrap();
+    let mut registry = Registry::new(&cfg.services).unwrap();
+    registry.set_tunnel_source(Some(SRC));
+    registry.set_tunnel_source6(Some(SRC6));
+    registry.set_tunnel_mtu6(1500);
+    let mut s = Shard::new(
+        ShardConfig::test(1 << 20),
+        Arc::new(registry.snapshot()),
+        None,
+    )
+    .unwrap();
+    let syn = tcp(a(CLIENT), a(VIP), SYN, b"");
+    let (v, out, _) = run(&mut s, &syn, None);
+    assert_eq!(v, Verdict::Forward);
+    let ip = Ipv6Packet::new_checked(&out[..]).unwrap();
+    assert_eq!(
+        (ip.next_header(), ip.src_addr(), ip.dst_addr()),
+        (IPPROTO_IPIP, SRC6, RS6)
+    );
+    assert_eq!(&out[OUTER6..], &syn[..]);
+    // Too big: an IPv4 packet with DF learns the IPv6 tunnel's MTU less 40.
+    let big = tcp(a(CLIENT), a(VIP), ACK, &[0u8; 1441]); // 1481 + 40 > 1500
+    let (_, out, _) = run(&mut s, &big, None);
+    assert_eq!((out[9], out[20], out[21]), (1, 3, 4));
+    assert_eq!(u16::from_be_bytes([out[26], out[27]]), 1460);
+
+    // IPv6 clients to an IPv4 realserver: IPv6 inside IPv4 (protocol 41), DF set.
+    let text = r#"
+[[service]]
+name = "web6"
+vip = "[fd77:100::100]:80"
+forward = "tun"
+[[service.server]]
+addr = "10.77.1.1"
+"#;
+    let cfg = crate::config::from_str(text, "mixed6.toml").unwrap();
+    let mut registry = Registry::new(&cfg.services).unwrap();
+    registry.set_tunnel_source(Some(SRC));
+    let mut s = Shard::new(
+        ShardConfig::test(1 << 20),
+        Arc::new(registry.snapshot()),
+        None,
+    )
+    .unwrap();
+    let syn6 = tcp6(a6(CLIENT6), a6(VIP6), SYN, b"");
+    let (v, out, _) = run(&mut s, &syn6, None);
+    assert_eq!(v, Verdict::Forward);
+    let ip = Ipv4Packet::new_checked(&out[..]).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!(
+        (ip.protocol(), ip.src_addr(), ip.dst_addr(), ip.dont_frag()),
+        (IPPROTO_IPV6, SRC, Ipv4Addr::new(10, 77, 1, 1), true)
+    );
+    assert_eq!(&out[OUTER..], &syn6[..]);
+    // NAT across families stays refused, naming both addresses.
+    let e = crate::config::from_str(
+        &text.replace("forward = \"tun\"", "forward = \"nat\""),
+        "t.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("10.77.1.1:80") && e.contains("share one address family"),
+        "{e}"
+    );
+}
