@@ -40,6 +40,7 @@ use ringvs::dataplane::testkit::{icmp6, icmp_echo, icmp_error, partial, tcp, tcp
 use ringvs::dataplane::{Packet, Pipeline, Shard, ShardConfig, Verdict, HEADROOM};
 use ringvs::plugin::Plugin;
 use ringvs::wire::icmpv4::{msg_type, unreach_code};
+use ringvs::wire::ipv6::Ipv6Packet;
 use ringvs::wire::vnet::{self, VnetHdr};
 use ringvs::wire::{ip_proto, Ipv4Packet};
 use std::collections::{BTreeMap, HashMap};
@@ -180,6 +181,7 @@ fn config_text(s: &Scenario) -> String {
         r#"
 [director]
 tunnel_source = "10.77.1.254"
+tunnel_source6 = "fd77:1::fe"
 plugin_dirs = ["{dir}"]
 
 {plugins}
@@ -236,6 +238,27 @@ scheduler = "rr"
 forward = "tun"
 tunnel = "gue"
 tunnel_port = {GUE_PORT}
+[[service.server]]
+addr = "{rs2}"
+
+[[service]]
+name = "tls6"
+vip = "[{VIP6}]:443"
+scheduler = "rr"
+forward = "tun"
+[[service.server]]
+addr = "fd77:1::3"
+
+[[service]]
+name = "quic6"
+vip = "[{VIP6}]:4433"
+proto = "udp"
+scheduler = "rr"
+forward = "tun"
+tunnel = "gue"
+tunnel_port = {GUE_PORT}
+[[service.server]]
+addr = "fd77:1::3"
 [[service.server]]
 addr = "{rs2}"
 "#,
@@ -295,6 +318,7 @@ impl Director {
         };
         let mut registry = Registry::new(&ready.cfg.services).expect("the fuzz registry");
         registry.set_tunnel_source(ready.cfg.director.tunnel_source);
+        registry.set_tunnel_source6(ready.cfg.director.tunnel_source6);
         let mut plugins = PluginManager::default();
         let prepared = plugins
             .prepare(&registry, queues, &ready.loaded)
@@ -466,24 +490,34 @@ fn check(what: &str, partial: bool, input: &[u8], output: &[u8]) {
     }
 }
 
-/// The packet inside a tunnel the director made: IPIP, or GUE to [`GUE_PORT`].
+/// The packet inside a tunnel the director made, IPv4 or IPv6 outside: IP in IP (protocol
+/// 4 or 41), or GUE to [`GUE_PORT`].
 fn inner(p: &[u8]) -> Option<&[u8]> {
-    let ip = Ipv4Packet::new_checked(p).ok()?;
-    let (ihl, total) = (ip.header_len(), usize::from(ip.total_len()));
-    let seg = &p[ihl..total];
-    match ip.protocol() {
-        ip_proto::IPIP => Some(seg),
+    let (proto, seg) = if p.first()? >> 4 == 6 {
+        let ip = Ipv6Packet::new_checked(p).ok()?;
+        (ip.next_header(), &p[40..40 + usize::from(ip.payload_len())])
+    } else {
+        let ip = Ipv4Packet::new_checked(p).ok()?;
+        let (ihl, total) = (ip.header_len(), usize::from(ip.total_len()));
+        (ip.protocol(), &p[ihl..total])
+    };
+    match proto {
+        ip_proto::IPIP | IPPROTO_IPV6 => Some(seg),
         ip_proto::UDP if seg.len() >= 12 && seg[2..4] == GUE_PORT.to_be_bytes() => Some(&seg[12..]),
         _ => None,
     }
 }
+
+/// IPv6 inside IP (RFC 2473, RFC 4213).
+const IPPROTO_IPV6: u8 = 41;
 
 /// The input is itself a tunnel packet (passed through, not made by the director).
 fn carries(p: &[u8]) -> bool {
     inner(p).is_some()
 }
 
-/// The IPv6 virtual address (services web6 and dns6, NAT66).
+/// The IPv6 virtual address (services web6 and dns6, NAT66; tls6 and quic6, tunnelled: quic6
+/// across families too).
 const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0x100, 0, 0, 0, 0, 0, 0x100);
 
 /// A packet of the lab's IPv6 flows (NAT66): as [`built`] for what `kind` chooses.

@@ -46,13 +46,24 @@ pub fn in_netns<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R 
     match rx.recv_timeout(TEST_TIMEOUT) {
         Ok((ns, r)) => {
             t.join().expect("namespace thread");
-            // The namespace (and anything left in it) dies with the last task in it.
-            let left: Vec<_> = std::fs::read_dir("/proc/self/task")
-                .unwrap()
-                .filter_map(|t| t.ok())
-                .filter(|t| netns_inode(t.path().join("ns/net")) == ns)
-                .map(|t| t.file_name())
-                .collect();
+            // The namespace (and anything left in it) dies with the last task in it. A thread
+            // that was joined may still be listed for a moment: its task finishes exiting
+            // after join returns (the kernel clears the joiner's tid before it is reaped), so
+            // only one still there after a second is left behind.
+            let in_ns = || -> Vec<_> {
+                std::fs::read_dir("/proc/self/task")
+                    .unwrap()
+                    .filter_map(|t| t.ok())
+                    .filter(|t| netns_inode(t.path().join("ns/net")) == ns)
+                    .map(|t| t.file_name())
+                    .collect()
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(1);
+            let mut left = in_ns();
+            while !left.is_empty() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+                left = in_ns();
+            }
             assert!(
                 left.is_empty(),
                 "threads left in the test namespace: {left:?}"
