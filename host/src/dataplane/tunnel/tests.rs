@@ -37,16 +37,20 @@ addr = "10.77.1.3"
 "#;
 
 const SRC: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 254);
+const SRC6: Ipv6Addr = Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 0xfe);
 
 fn shard(mtu: u16) -> Shard {
     shard_of(CONFIG, mtu)
 }
 
+/// A queue with `config`'s services, tunnel sources `SRC` and `SRC6`, both tunnels' MTU `mtu`.
 fn shard_of(config: &str, mtu: u16) -> Shard {
     let cfg = crate::config::from_str(config, "tun.toml").unwrap();
     let mut registry = Registry::new(&cfg.services).unwrap();
     registry.set_tunnel_source(Some(SRC));
     registry.set_tunnel_mtu(mtu);
+    registry.set_tunnel_source6(Some(SRC6));
+    registry.set_tunnel_mtu6(mtu);
     Shard::new(
         ShardConfig::test(1 << 20),
         Arc::new(registry.snapshot()),
@@ -405,23 +409,9 @@ scheduler = "rr"
 addr = "fd77:1::1"
 "#;
 
-const SRC6: Ipv6Addr = Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 0xfe);
 const RS6: Ipv6Addr = Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 1);
 const CLIENT6: &str = "[fd77::2]:40000";
 const VIP6: &str = "[fd77:100::100]:80";
-
-fn shard6(config: &str, mtu: u16) -> Shard {
-    let cfg = crate::config::from_str(config, "tun6.toml").unwrap();
-    let mut registry = Registry::new(&cfg.services).unwrap();
-    registry.set_tunnel_source6(Some(SRC6));
-    registry.set_tunnel_mtu6(mtu);
-    Shard::new(
-        ShardConfig::test(1 << 20),
-        Arc::new(registry.snapshot()),
-        None,
-    )
-    .unwrap()
-}
 
 fn a6(s: &str) -> SocketAddrV6 {
     s.parse().unwrap()
@@ -436,7 +426,7 @@ fn udp6_sums(src: Ipv6Addr, dst: Ipv6Addr, u: &[u8]) -> bool {
 
 #[test]
 fn ipv6_in_ipv6_carries_the_clients_packet_unchanged_with_the_flows_label() {
-    let mut s = shard6(CONFIG6, 1500);
+    let mut s = shard_of(CONFIG6, 1500);
     let mut labels = Vec::new();
     for (client, flags) in [(CLIENT6, SYN), (CLIENT6, ACK), ("[fd77::3]:40001", SYN)] {
         let inner = tcp6(a6(client), a6(VIP6), flags, b"");
@@ -467,7 +457,7 @@ fn ipv6_in_ipv6_carries_the_clients_packet_unchanged_with_the_flows_label() {
 
 #[test]
 fn too_big_for_an_ipv6_tunnel_tells_the_client_packet_too_big() {
-    let mut s = shard6(CONFIG6, 1400);
+    let mut s = shard_of(CONFIG6, 1400);
     // 1361 bytes + 40 > 1400.
     let big = tcp6(a6(CLIENT6), a6(VIP6), SYN, &[7u8; 1301]);
     assert_eq!(big.len(), 1361);
@@ -490,7 +480,7 @@ fn too_big_for_an_ipv6_tunnel_tells_the_client_packet_too_big() {
     assert_eq!(out.len(), 1400);
     // A tunnel narrower than IPv6's minimum still takes 1280 bytes (the kernel fragments
     // the outer packet) and never asks for less.
-    let mut s = shard6(CONFIG6, 1300);
+    let mut s = shard_of(CONFIG6, 1300);
     let (_, out, _) = run(
         &mut s,
         &tcp6(a6(CLIENT6), a6(VIP6), SYN, &[7u8; 1220]),
@@ -508,7 +498,7 @@ fn gue_over_ipv6_sums_its_udp_even_with_a_partial_inner_checksum() {
         "forward = \"tun\"",
         "forward = \"tun\"\ntunnel = \"gue\"\ntunnel_port = 6080",
     );
-    let mut s = shard6(&text, 1500);
+    let mut s = shard_of(&text, 1500);
     let inner = tcp6(a6(CLIENT6), a6(VIP6), SYN, b"");
     let (v, out, _) = run(&mut s, &inner, None);
     assert_eq!(v, Verdict::Forward);
@@ -597,17 +587,7 @@ forward = "tun"
 [[service.server]]
 addr = "fd77:1::1"
 "#;
-    let cfg = crate::config::from_str(text, "mixed.toml").unwrap();
-    let mut registry = Registry::new(&cfg.services).unwrap();
-    registry.set_tunnel_source(Some(SRC));
-    registry.set_tunnel_source6(Some(SRC6));
-    registry.set_tunnel_mtu6(1500);
-    let mut s = Shard::new(
-        ShardConfig::test(1 << 20),
-        Arc::new(registry.snapshot()),
-        None,
-    )
-    .unwrap();
+    let mut s = shard_of(text, 1500);
     let syn = tcp(a(CLIENT), a(VIP), SYN, b"");
     let (v, out, _) = run(&mut s, &syn, None);
     assert_eq!(v, Verdict::Forward);
@@ -632,15 +612,7 @@ forward = "tun"
 [[service.server]]
 addr = "10.77.1.1"
 "#;
-    let cfg = crate::config::from_str(text, "mixed6.toml").unwrap();
-    let mut registry = Registry::new(&cfg.services).unwrap();
-    registry.set_tunnel_source(Some(SRC));
-    let mut s = Shard::new(
-        ShardConfig::test(1 << 20),
-        Arc::new(registry.snapshot()),
-        None,
-    )
-    .unwrap();
+    let mut s = shard_of(text, 1500);
     let syn6 = tcp6(a6(CLIENT6), a6(VIP6), SYN, b"");
     let (v, out, _) = run(&mut s, &syn6, None);
     assert_eq!(v, Verdict::Forward);
