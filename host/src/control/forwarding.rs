@@ -12,7 +12,7 @@
 //! 1500 when the kernel does not say).
 
 use super::registry::Registry;
-use crate::dataplane::tunnel::{DEFAULT_MTU, OUTER, OUTER6};
+use crate::dataplane::tunnel::{DEFAULT_MTU, IPV6_MIN_MTU, OUTER};
 use crate::io::xdp::netlink::{Iface, Netlink};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -119,7 +119,9 @@ fn resolve6(registry: &mut Registry, configured: Option<Ipv6Addr>) -> Result<(),
     sock.connect((rip, 9)).map_err(no_route)?;
     let mtu = path_mtu6(&sock)
         .and_then(|m| u16::try_from(m).ok())
-        .filter(|&m| usize::from(m) > OUTER6 + 1280)
+        // Any IPv6 link carries 1280 bytes; below what the tunnel needs on top of that the
+        // encoder still sends 1280-byte packets (RFC 8200 §5), so the route's MTU stands.
+        .filter(|&m| m >= IPV6_MIN_MTU)
         .unwrap_or(DEFAULT_MTU);
     registry.set_tunnel_mtu6(mtu);
     if configured.is_some() {
