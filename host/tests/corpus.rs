@@ -1436,8 +1436,9 @@ fn mutations_keep_invariants() {
 /// (`io::mem::process_frame`: the XDP program's decision, Ethernet off, the same pipeline,
 /// the next hop's header on). A frame the program takes must come out exactly as the TUN
 /// path's packet, framed for its destination; a frame it leaves to the kernel must be one the
-/// data plane would have passed through unchanged, or one the kernel discards itself (not
-/// IPv4, header shorter than 20 bytes).
+/// data plane would have passed through unchanged, or one the kernel discards itself (neither
+/// IPv4 nor IPv6, a header shorter than its fixed part). IPv6 packets go in IPv6 frames, and
+/// the program knows the corpus's IPv6 service and realserver: some of them must be taken.
 #[test]
 fn corpus_through_the_af_xdp_framing() {
     use ringvs::io::mem::{process_frame, FrameOutcome};
@@ -1450,16 +1451,25 @@ fn corpus_through_the_af_xdp_framing() {
         Endpoint::real(ip_proto::TCP, RS1, 8080),
         Endpoint::real(ip_proto::TCP, RS2, 8080),
         Endpoint::real(ip_proto::UDP, RS1, 5353),
+        Endpoint::vip(a6("[fd77:100::100]:80").ip().to_owned()),
+        Endpoint::real(ip_proto::TCP, a6("[fd77:1::1]:8080").ip().to_owned(), 8080),
     ];
-    let hop = |dst: Ipv4Addr| {
+    let hop = |dst: std::net::IpAddr| {
         let mut h = [0u8; 14];
-        h[..4].copy_from_slice(&dst.octets()); // a MAC per destination
+        let (mac, ethertype) = match dst {
+            std::net::IpAddr::V4(a) => (a.octets(), [0x08, 0x00]),
+            std::net::IpAddr::V6(a) => {
+                let o = a.octets();
+                ([o[12], o[13], o[14], o[15]], [0x86, 0xdd])
+            }
+        };
+        h[..4].copy_from_slice(&mac); // a MAC per destination
         h[6..12].copy_from_slice(&director);
-        h[12] = 0x08;
+        h[12..].copy_from_slice(&ethertype);
         Some(h)
     };
     let cases: BTreeMap<&str, Case> = cases().into_iter().map(|c| (c.name, c)).collect();
-    let (mut taken, mut left) = (0, 0);
+    let (mut taken, mut left, mut taken6) = (0, 0, 0);
     let mut buf = Vec::new();
     for (name, input) in &corpus_files() {
         let c = &cases[name.as_str()];
@@ -1468,14 +1478,24 @@ fn corpus_through_the_af_xdp_framing() {
         let (v, out) = run(&mut tun, &mut buf, input);
         let mut frame = director.to_vec();
         frame.extend_from_slice(&peer);
-        frame.extend_from_slice(&[0x08, 0x00]);
+        // The EtherType the sender gives the packet's version (IPv4's for anything else).
+        let v6 = input.first().is_some_and(|b| b >> 4 == 6);
+        frame.extend_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
         frame.extend_from_slice(input);
-        match process_frame(&mut xdp, &frame, |e| endpoints.contains(e), hop) {
+        let outcome = process_frame(&mut xdp, &frame, |e| endpoints.contains(e), hop);
+        if v6 && outcome != FrameOutcome::Kernel {
+            taken6 += 1;
+        }
+        match outcome {
             FrameOutcome::Kernel => {
                 left += 1;
-                // What the kernel's own ip_rcv() discards: not IPv4, or a header shorter
-                // than 20 bytes.
-                let kernel_drops = input.len() < 20 || input[0] >> 4 != 4 || input[0] & 0x0f < 5;
+                // What the kernel's own ip_rcv() discards: neither IPv4 nor IPv6, an IPv4
+                // header shorter than 20 bytes, an IPv6 one shorter than 40 (ipv6_rcv()).
+                let kernel_drops = if v6 {
+                    input.len() < 40
+                } else {
+                    input.len() < 20 || input[0] >> 4 != 4 || input[0] & 0x0f < 5
+                };
                 // The XDP program takes a realserver's first fragments only (later ones show
                 // no ports): with AF_XDP, its later fragments pass through the kernel.
                 let later_fragment = matches!(c.expect, Expect::Held)
@@ -1496,7 +1516,7 @@ fn corpus_through_the_af_xdp_framing() {
             FrameOutcome::Sent(f) => {
                 taken += 1;
                 assert_eq!(v, Verdict::Forward, "{name}: forwarded only through AF_XDP");
-                let dst = Ipv4Packet::new_checked(&f[14..]).unwrap().dst_addr();
+                let dst = ringvs::io::xdp::frame::destination(&f[14..]).unwrap();
                 assert_eq!(f[..14], hop(dst).unwrap(), "{name}: Ethernet header");
                 assert_eq!(&f[14..14 + out.len()], out, "{name}: same packet as TUN");
             }
@@ -1504,7 +1524,8 @@ fn corpus_through_the_af_xdp_framing() {
         }
     }
     assert!(
-        taken > 40 && left > 0,
-        "taken {taken}, left to the kernel {left}"
+        taken > 40 && left > 0 && taken6 > 5,
+        "taken {taken} (IPv6 {taken6}), left to the kernel {left}"
     );
+    println!("taken {taken} (IPv6 {taken6}), left to the kernel {left}");
 }

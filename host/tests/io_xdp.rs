@@ -14,7 +14,7 @@ mod common;
 
 use common::*;
 use ringvs::conn::HashKey;
-use ringvs::dataplane::testkit::{icmp_error, tcp, udp};
+use ringvs::dataplane::testkit::{icmp6, icmp_error, tcp, tcp6, udp, udp6, with_ext6};
 use ringvs::dataplane::{Packet, Pipeline, Verdict};
 use ringvs::io::bpf::XdpMode;
 use ringvs::io::steer;
@@ -24,7 +24,7 @@ use ringvs::io::xdp::{ServiceSet, XdpOptions, XdpPlane};
 use ringvs::io::{IoCounters, IoDir, QueueIo};
 use ringvs::wire::checksum;
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,6 +34,10 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 100, 100);
 const RIP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 77, 9, 1);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0x100, 0, 0, 0, 0, 0, 0x100);
+const RIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 1);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
+const LOCAL6: Ipv6Addr = Ipv6Addr::new(0xfd77, 9, 0, 0, 0, 0, 0, 1);
 
 fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + payload.len());
@@ -56,14 +60,18 @@ fn program_decides_as_its_mirror() {
             Endpoint::local(LOCAL),
             Endpoint::real(6, RIP, 8080),
             Endpoint::real(17, RIP, 5353),
+            Endpoint::vip(VIP6),
+            Endpoint::local(LOCAL6),
+            Endpoint::real(6, RIP6, 8080),
+            Endpoint::real(17, RIP6, 5353),
         ]
         .into_iter()
         .collect();
-        assert_eq!(eps.sync(&want).unwrap(), (4, 0));
+        assert_eq!(eps.sync(&want).unwrap(), (8, 0));
         assert_eq!(eps.read_back().unwrap(), want);
         // The interface's MAC: its high bit set in each half, as sign extension would break.
         let m = [0x82, 0x80, 0xf0, 0x00, 0x80, 0x01];
-        let prog = prog::load(eps.fd(), Target::Return(prog::XDP_TX), m).unwrap();
+        let prog = prog::load(eps.fds(), Target::Return(prog::XDP_TX), m).unwrap();
 
         let c = SocketAddrV4::new(CLIENT, 40_000);
         let vip80 = SocketAddrV4::new(VIP, 80);
@@ -170,9 +178,11 @@ fn program_decides_as_its_mirror() {
             ("to the VIP, header with options", ip(options), true),
             ("reply, header with options", ip(reply_options), false),
             ("ARP", eth([0xff; 6], m, 0x0806, &[0; 28]), false),
-            ("IPv6", eth(m, m, 0x86dd, &[0x60; 40]), false),
+            ("IPv6 to no one", eth(m, m, 0x86dd, &[0x60; 40]), false),
             ("truncated", eth(m, m, 0x0800, &[0x45, 0, 0]), false),
         ];
+        let mut cases = cases;
+        cases.extend(ipv6_cases(m));
         for (what, frame, take) in cases {
             let mirror = prog::classify(&frame, m, |e| want.contains(e));
             assert_eq!(mirror, take, "mirror: {what}");
@@ -182,9 +192,105 @@ fn program_decides_as_its_mirror() {
         }
         // A realserver removed from the services leaves the map.
         let fewer: HashSet<Endpoint> = want.iter().filter(|e| e.port != 5353).copied().collect();
-        assert_eq!(eps.sync(&fewer).unwrap(), (0, 1));
+        assert_eq!(eps.sync(&fewer).unwrap(), (0, 2));
         assert_eq!(eps.read_back().unwrap(), fewer);
     });
+}
+
+/// The IPv6 frames of [`program_decides_as_its_mirror`] for an interface whose MAC is `m`:
+/// (what, frame, taken).
+fn ipv6_cases(m: [u8; 6]) -> Vec<(&'static str, Vec<u8>, bool)> {
+    let ip = |p: Vec<u8>| eth(m, m, 0x86dd, &p);
+    let c = SocketAddrV6::new(CLIENT6, 40_000, 0, 0);
+    let vip80 = SocketAddrV6::new(VIP6, 80, 0, 0);
+    let rip = SocketAddrV6::new(RIP6, 8080, 0, 0);
+    let rip_dns = SocketAddrV6::new(RIP6, 5353, 0, 0);
+    let syn = tcp6(c, vip80, 0x02, b"");
+    let reply = tcp6(rip, c, 0x12, b"");
+    // An ICMPv6 packet too big from a router, quoting what was sent to the realserver.
+    let router: Ipv6Addr = "fd77:1::fe".parse().unwrap();
+    let to_rip = tcp6(c, rip, 0x10, b"x");
+    let mut not_v6 = syn.clone();
+    not_v6[0] = 0x45;
+    vec![
+        ("IPv6 SYN to the VIP", ip(syn.clone()), true),
+        (
+            "IPv6 to the VIP, unknown port",
+            ip(udp6(c, SocketAddrV6::new(VIP6, 9, 0, 0), b"a")),
+            true,
+        ),
+        (
+            "IPv6 to the VIP behind a hop-by-hop header",
+            ip(with_ext6(&syn, 0, &[0, 0, 1, 4, 0, 0, 0, 0])),
+            true,
+        ),
+        (
+            "IPv6 SYN to the VIP, another MAC",
+            eth([0x33, 0x33, 0, 0, 0, 1], m, 0x86dd, &syn),
+            false,
+        ),
+        ("IPv6 realserver reply", ip(reply.clone()), true),
+        ("IPv6 UDP reply", ip(udp6(rip_dns, c, b"a")), true),
+        (
+            "IPv6 reply from another port",
+            ip(tcp6(SocketAddrV6::new(RIP6, 22, 0, 0), c, 0x12, b"")),
+            false,
+        ),
+        (
+            "IPv6 wrong protocol for the port",
+            ip(udp6(rip, c, b"a")),
+            false,
+        ),
+        (
+            "IPv6 reply behind an extension header",
+            ip(with_ext6(&reply, 60, &[0, 0, 1, 4, 0, 0, 0, 0])),
+            false,
+        ),
+        (
+            "IPv6 health-check reply to a local address",
+            ip(tcp6(
+                rip,
+                SocketAddrV6::new(LOCAL6, 50_000, 0, 0),
+                0x12,
+                b"",
+            )),
+            false,
+        ),
+        (
+            "neighbour solicitation for a local address",
+            ip(icmp6(CLIENT6, LOCAL6, 135, 0, 0, &LOCAL6.octets())),
+            false,
+        ),
+        (
+            "ICMPv6 packet too big quoting client→RIP",
+            ip(icmp6(router, CLIENT6, 2, 0, 1280, &to_rip)),
+            true,
+        ),
+        (
+            "ICMPv6 unreachable quoting client→another port",
+            ip(icmp6(
+                router,
+                CLIENT6,
+                1,
+                4,
+                0,
+                &tcp6(c, SocketAddrV6::new(RIP6, 9, 0, 0), 0x10, b"x"),
+            )),
+            false,
+        ),
+        (
+            "ICMPv6 echo quoting nothing",
+            ip(icmp6(router, CLIENT6, 128, 0, 0, &to_rip)),
+            false,
+        ),
+        (
+            "ICMPv6 error cut short",
+            ip(icmp6(router, CLIENT6, 2, 0, 1280, &to_rip[..43])),
+            false,
+        ),
+        ("IPv6 EtherType, IPv4 inside", ip(not_v6), false),
+        ("IPv6 truncated", eth(m, m, 0x86dd, &syn[..39]), false),
+    ]
 }
 
 /// A raw Ethernet socket on `ifindex`.
@@ -367,7 +473,8 @@ fn veth_two_queues_end_to_end() {
         };
         let set = ServiceSet {
             services: vec![(6, VIP, 80)],
-            reals: vec![(6, RIP, 8080)],
+            services6: Vec::new(),
+            reals: vec![(6, RIP.into(), 8080)],
         };
         let key = HashKey::random();
         let (plane, queues) = XdpPlane::start(&opts, &set, key).unwrap();
@@ -572,39 +679,51 @@ fn netlink_routes_and_resolves() {
         peer(&["addr", "add", "10.77.8.2/24", "dev", "nb"]);
         peer(&["link", "set", "nb", "up"]);
         peer(&["link", "set", "lo", "up"]);
+        // IPv6 too: neighbour discovery, as ARP (no duplicate address detection to wait for).
+        ip(&["addr", "add", "fd77:8::1/64", "dev", "na", "nodad"]);
+        peer(&["addr", "add", "fd77:8::2/64", "dev", "nb", "nodad"]);
         let na = Iface::by_name("na").unwrap();
         let mut nl = Netlink::new().unwrap();
-        let dst = Ipv4Addr::new(10, 77, 8, 2);
-        let r = nl.route_get(dst).unwrap().expect("a connected route");
-        assert_eq!((r.oif, r.next_hop), (na.index, dst));
         assert!(
             nl.route_get(Ipv4Addr::new(192, 0, 2, 1)).unwrap().is_none(),
             "no default route"
         );
-        nl.resolve(na.index, dst).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let mac = loop {
-            let found = nl
-                .neighbours()
+        assert!(
+            nl.route_get("2001:db8::1".parse::<Ipv6Addr>().unwrap())
                 .unwrap()
-                .into_iter()
-                .find(|n| n.addr == dst && n.ifindex == na.index)
-                .and_then(|n| n.mac);
-            if let Some(m) = found {
-                break m;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the kernel did not resolve {dst}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+                .is_none(),
+            "no IPv6 default route"
+        );
         let shown = peer(&["-o", "link", "show", "nb"]);
-        let want = mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
-        assert!(shown.contains(&want), "{shown} has {want}");
+        let v4 = IpAddr::from([10, 77, 8, 2]);
+        let v6 = IpAddr::V6("fd77:8::2".parse().unwrap());
+        for dst in [v4, v6] {
+            let r = nl.route_get(dst).unwrap().expect("a connected route");
+            assert_eq!((r.oif, r.next_hop), (na.index, dst));
+            nl.resolve(na.index, dst).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let mac = loop {
+                let found = nl
+                    .neighbours()
+                    .unwrap()
+                    .into_iter()
+                    .find(|n| n.addr == dst && n.ifindex == na.index)
+                    .and_then(|n| n.mac);
+                if let Some(m) = found {
+                    break m;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the kernel did not resolve {dst}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let want = mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            assert!(shown.contains(&want), "{dst}: {shown} has {want}");
+        }
     });
 }

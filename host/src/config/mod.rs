@@ -319,9 +319,6 @@ impl Forward {
         if let Some(m) = family_mismatch(addr, vip).filter(|_| self != Forward::Tun) {
             return Err(m);
         }
-        if vip.is_ipv6() && self == Forward::Dr {
-            return Err(format!("server {addr}: {IPV6_NO_DR}"));
-        }
         if self.two_way() {
             return Ok(());
         }
@@ -494,14 +491,8 @@ pub fn sloppy_needs_one_way(addr: SocketAddr) -> String {
     )
 }
 
-/// Why an IPv6 service with a one-way method is refused.
-pub const IPV6_NO_DR: &str = "LVS-DR over IPv6 is not built yet (an IPv6 service is forwarded by NAT66 or LVS-TUN, docs/FORWARDING.md); use forward = \"nat\" or \"tun\"";
-
 /// Why an IPv6 service's SYN proxy cannot be on.
 pub const IPV6_NO_PROXY: &str = "the SYN proxy answers IPv4 only so far; an IPv6 service takes syn_proxy = \"auto\" (off for it) or \"off\"";
-
-/// Why an IPv6 service is refused with the AF_XDP backend.
-pub const IPV6_NEEDS_TUN: &str = "the AF_XDP backend hands IPv6 to the kernel so far; an IPv6 service needs director.io = \"tun\"";
 
 /// Why `forward = "dr"` is refused with the TUN backend.
 pub const DR_NEEDS_L2: &str = "forward = \"dr\" (LVS-DR) sends the client's packet to the realserver's MAC, which needs director.io = \"af_xdp\" (the TUN device has no link layer); use \"nat\" or \"tun\" with TUN";
@@ -896,11 +887,6 @@ impl Validator<'_> {
                     format!("service.{i}.server.{j}.forward"),
                     DR_NEEDS_L2.to_string(),
                 ));
-            }
-        }
-        if director.io == Io::AfXdp {
-            if let Some(i) = services.iter().position(|s| s.vip.is_ipv6()) {
-                return Err(self.err(format!("service.{i}.vip"), IPV6_NEEDS_TUN.to_string()));
             }
         }
         if let Some(v) = vip_as_server(&services) {
@@ -1417,13 +1403,8 @@ impl Validator<'_> {
             None => SynProxyMode::Auto,
             Some(m) => self.syn_proxy(&format!("{key}.syn_proxy"), m, proto)?,
         };
-        if vip.is_ipv6() {
-            if forward == Forward::Dr {
-                return Err(self.err(format!("{key}.forward"), IPV6_NO_DR));
-            }
-            if syn_proxy == SynProxyMode::On {
-                return Err(self.err(format!("{key}.syn_proxy"), IPV6_NO_PROXY));
-            }
+        if vip.is_ipv6() && syn_proxy == SynProxyMode::On {
+            return Err(self.err(format!("{key}.syn_proxy"), IPV6_NO_PROXY));
         }
         let max_conns = match s.max_conns {
             None => 0,

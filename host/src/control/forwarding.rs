@@ -17,20 +17,11 @@ use crate::io::xdp::netlink::{Iface, Netlink};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::AsRawFd;
 
-/// Checks what the packet I/O can forward: with AF_XDP (`l2`) no IPv6 service (its IPv6 goes
-/// to the kernel so far); the directly routed realservers (`forward = "dr"`): the packet I/O must write
-/// Ethernet frames (`l2`: `director.io = "af_xdp"`), and each realserver must be on a
-/// directly connected network (the frame goes to its own MAC).
+/// Checks what the packet I/O can forward: the directly routed realservers (`forward =
+/// "dr"`, either family): the packet I/O must write Ethernet frames (`l2`: `director.io =
+/// "af_xdp"`), and each realserver must be on a directly connected network (the frame goes
+/// to its own MAC).
 pub fn check_routed(registry: &Registry, l2: bool) -> Result<(), String> {
-    if l2 {
-        if let Some(s) = registry.services().find(|s| s.cfg.vip.is_ipv6()) {
-            return Err(format!(
-                "service {:?}: {}",
-                s.cfg.name,
-                crate::config::IPV6_NEEDS_TUN
-            ));
-        }
-    }
     let routed = registry.routed();
     if !l2 {
         if let Some(first) = routed.first() {
@@ -92,11 +83,11 @@ fn resolve4(registry: &mut Registry, configured: Option<Ipv4Addr>) -> Result<(),
     }
     let src = route.and_then(|r| r.src).filter(|a| !a.is_unspecified());
     match src {
-        Some(a) => {
+        Some(IpAddr::V4(a)) => {
             registry.set_tunnel_source(Some(a));
             Ok(())
         }
-        None => Err(format!(
+        _ => Err(format!(
             "no source address for tunnelled packets: the kernel has no route with a source address to realserver {rip}; add one, or set director.tunnel_source"
         )),
     }

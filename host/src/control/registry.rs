@@ -199,17 +199,15 @@ impl Registry {
             .any(|e| !e.removed && e.cfg.forward == Forward::Dr)
     }
 
-    /// Realservers (not draining) forwarded by direct routing (`forward = "dr"`).
-    pub fn routed(&self) -> Vec<Ipv4Addr> {
+    /// Realservers (not draining) forwarded by direct routing (`forward = "dr"`), either
+    /// family.
+    pub fn routed(&self) -> Vec<IpAddr> {
         self.services
             .iter()
             .filter(|e| !e.removed)
             .flat_map(|e| &e.dests)
             .filter(|d| d.forward == Forward::Dr && !d.removed())
-            .filter_map(|d| match d.addr.ip() {
-                IpAddr::V4(a) => Some(a),
-                IpAddr::V6(_) => None,
-            })
+            .map(|d| d.addr.ip())
             .collect()
     }
 

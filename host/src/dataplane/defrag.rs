@@ -322,8 +322,13 @@ impl Handoff {
 
     /// The queue that owns `datagram`'s flow (`services`: [`crate::dataplane::service::Snapshot::steered`]).
     pub fn owner(&self, datagram: &[u8], services: &[(u8, Ipv4Addr, u16)]) -> usize {
-        crate::io::steer::queue_of_packet(datagram, services, &self.key, self.inboxes.len() as u32)
-            as usize
+        crate::io::steer::queue_of_packet(
+            datagram,
+            services,
+            &[],
+            &self.key,
+            self.inboxes.len() as u32,
+        ) as usize
     }
 
     /// Puts `datagram` in queue `q`'s inbox; `false` if it is full (the datagram is lost).

@@ -32,7 +32,7 @@ pub struct Packet<'a> {
     pub vnet: Option<VnetHdr>,
     /// Where to send a forwarded packet instead of towards its destination address: the
     /// realserver of an LVS-DR connection, whose MAC the frame gets (an L2 backend only).
-    pub next_hop: Option<std::net::Ipv4Addr>,
+    pub next_hop: Option<std::net::IpAddr>,
 }
 
 impl<'a> Packet<'a> {

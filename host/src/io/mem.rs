@@ -5,7 +5,7 @@
 //! [`process_frame`] mirrors the AF_XDP backend the same way: the XDP program's decision, the
 //! Ethernet header off, the pipeline, the next hop's header on (the same framing code).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use super::xdp::frame::{self, Framed, ETH};
@@ -89,7 +89,7 @@ pub fn process_frame<P: Pipeline>(
     p: &mut P,
     frame: &[u8],
     has: impl Fn(&Endpoint) -> bool,
-    next_hop: impl Fn(Ipv4Addr) -> Option<[u8; ETH]>,
+    next_hop: impl Fn(IpAddr) -> Option<[u8; ETH]>,
 ) -> FrameOutcome {
     // The frame is addressed to the director: its destination is the interface's MAC.
     let mac: [u8; 6] = match frame.get(..6) {

@@ -506,13 +506,18 @@ pub fn client_of6(pkt: &[u8], services6: &[(u8, Ipv6Addr, u16)]) -> Option<(Ipv6
     )
 }
 
-/// The queue the program sends `pkt` to: [`queue_of`] its [`client_of`], else 0.
+/// The queue the program sends `pkt` (either family) to: [`queue_of`] its [`client_of`]
+/// ([`queue_of6`] its [`client_of6`] for IPv6), else 0.
 pub fn queue_of_packet(
     pkt: &[u8],
     services: &[(u8, Ipv4Addr, u16)],
+    services6: &[(u8, Ipv6Addr, u16)],
     key: &HashKey,
     queues: u32,
 ) -> u32 {
+    if pkt.first().is_some_and(|b| b >> 4 == 6) {
+        return client_of6(pkt, services6).map_or(0, |(a, p)| queue_of6(key, a, p, queues));
+    }
     client_of(pkt, services).map_or(0, |(a, p)| queue_of(key, a, p, queues))
 }
 
@@ -615,6 +620,18 @@ mod tests {
         );
         // An IPv4 packet is not IPv6's.
         assert_eq!(client_of6(&[0x45; 60], &services6), None);
+        // The AF_XDP queues' hand-off picks by family: both directions, one queue, the one
+        // the TUN steering program computes.
+        let queues = 8;
+        let home = queue_of6(&KEY, *c.ip(), c.port(), queues);
+        for pkt in [tcp6(c, vip, 0x02, b""), tcp6(rip, c, 0x12, b"")] {
+            assert_eq!(queue_of_packet(&pkt, &[], &services6, &KEY, queues), home);
+        }
+        let other = (0..64)
+            .map(|p| queue_of6(&KEY, *c.ip(), 40_000 + p, queues))
+            .find(|&q| q != home);
+        assert!(other.is_some(), "ports spread over the queues");
+        assert_eq!(queue_of_packet(&echo, &[], &services6, &KEY, queues), 0);
     }
 
     /// One client's ports spread over the queues under IPv6 too.

@@ -52,20 +52,18 @@ pub(super) fn steered(snap: &Snapshot) -> Steered {
 /// The services of `snap` as the AF_XDP plane knows them: the steering list and every
 /// realserver endpoint (draining ones included: their replies still come).
 pub(super) fn service_set(snap: &Snapshot) -> ServiceSet {
-    let mut reals: Vec<(u8, Ipv4Addr, u16)> = snap
+    let mut reals: Vec<(u8, std::net::IpAddr, u16)> = snap
         .services()
         .flat_map(|s| {
             let p = s.proto.number();
-            s.dests.iter().filter_map(move |d| match d.addr {
-                std::net::SocketAddr::V4(a) => Some((p, *a.ip(), a.port())),
-                std::net::SocketAddr::V6(_) => None,
-            })
+            s.dests.iter().map(move |d| (p, d.addr.ip(), d.addr.port()))
         })
         .collect();
     reals.sort_unstable();
     reals.dedup();
     ServiceSet {
         services: steered(snap),
+        services6: snap.steered6(),
         reals,
     }
 }

@@ -917,7 +917,7 @@ impl Shard {
             Way::Nat | Way::Tunnel(_) => {}
             Way::Route => {
                 // LVS-DR: unchanged, to the realserver's MAC (the L2 backend frames it).
-                pkt.next_hop = Some(*to.ip());
+                pkt.next_hop = Some((*to.ip()).into());
                 self.count_in(svc, c.dest, l4.total);
                 return Verdict::Forward;
             }

@@ -231,8 +231,15 @@ impl Shard {
                 };
                 return self.tunnel(pkt, svc, dest, t, rip, hash);
             }
-            // The config refuses LVS-DR for IPv6 services (config::IPV6_NO_DR).
-            Way::Route => return self.drop(DropReason::NoServer),
+            Way::Route => {
+                // LVS-DR: unchanged, to the realserver's MAC (the L2 backend frames it).
+                let Some(rip) = self.snap.dest_ip(dest) else {
+                    return self.drop(DropReason::NoServer);
+                };
+                pkt.next_hop = Some(rip);
+                self.count_in(svc, dest, l6.total);
+                return Verdict::Forward;
+            }
         }
         let Some(to) = self.snap.dest_addr6(dest) else {
             return self.drop(DropReason::NoServer);

@@ -275,47 +275,90 @@ addr = "10.77.1.1"
     assert_eq!(u16::from_be_bytes([out[26], out[27]]), 1368);
 }
 
-#[test]
-fn direct_routing_sends_the_unchanged_packet_to_the_realservers_mac() {
+/// LVS-DR through the AF_XDP framing: each packet of the flow, unchanged at L3, in a frame
+/// to the realserver's MAC (the neighbour table knows only the realserver: a frame towards
+/// the packet's own destination, the VIP, would find no next hop), under input-only rows.
+/// `inner` builds the client's packet with the given flags.
+fn direct_routing_case(
+    vip: &str,
+    rip: std::net::IpAddr,
+    inner: impl Fn(u8) -> Vec<u8>,
+) -> crate::dataplane::stats::Traffic {
     use crate::io::mem::{process_frame, FrameOutcome};
-    let text = r#"
+    let text = format!(
+        r#"
 [director]
 io = "af_xdp"
 interfaces = ["lo"]
 [[service]]
 name = "web"
-vip = "10.77.100.100:80"
+vip = "{vip}"
 forward = "dr"
 [[service.server]]
-addr = "10.77.1.7"
-"#;
-    let mut s = shard_of(text, 1500);
+addr = "{}"
+"#,
+        match rip {
+            std::net::IpAddr::V6(a) => format!("[{a}]"),
+            a => a.to_string(),
+        }
+    );
+    let mut s = shard_of(&text, 1500);
     let rs_mac = [2, 0, 0, 0, 0, 7];
-    let eth = |dst: Ipv4Addr| -> Option<[u8; 14]> {
-        // The neighbour table: only the realserver is known.
-        (dst == Ipv4Addr::new(10, 77, 1, 7)).then(|| {
+    let ethertype: u16 = if rip.is_ipv6() { 0x86dd } else { 0x0800 };
+    let eth = |dst: std::net::IpAddr| -> Option<[u8; 14]> {
+        (dst == rip).then(|| {
             let mut h = [0u8; 14];
             h[..6].copy_from_slice(&rs_mac);
             h[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xfe]);
-            h[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+            h[12..14].copy_from_slice(&ethertype.to_be_bytes());
             h
         })
     };
     for (flags, want) in [(SYN, State::SynRecv), (ACK, State::Established)] {
-        let inner = tcp(a(CLIENT), a(VIP), flags, b"");
-        let mut frame = vec![2, 0, 0, 0, 0, 0xfe, 2, 0, 0, 0, 0, 1, 8, 0];
+        let inner = inner(flags);
+        let mut frame = vec![2, 0, 0, 0, 0, 0xfe, 2, 0, 0, 0, 0, 1];
+        frame.extend_from_slice(&ethertype.to_be_bytes());
         frame.extend_from_slice(&inner);
         match process_frame(&mut s, &frame, |_| true, eth) {
             FrameOutcome::Sent(out) => {
                 assert_eq!(&out[..6], &rs_mac, "to the realserver's MAC");
+                assert_eq!(&out[12..14], &ethertype.to_be_bytes());
                 assert_eq!(&out[14..], &inner[..], "the packet itself unchanged");
             }
-            other => panic!("{other:?}"),
+            other => panic!("{vip}: {other:?}"),
         }
-        let c = *s.table().iter().next().unwrap().1;
-        assert_eq!(c.state, want, "input-only rows");
+        let (state, flags) = match rip {
+            std::net::IpAddr::V4(_) => {
+                let c = s.table().iter().next().unwrap().1;
+                (c.state, c.flags)
+            }
+            std::net::IpAddr::V6(_) => {
+                let c = s.table6().unwrap().iter().next().unwrap().1;
+                (c.state, c.flags)
+            }
+        };
+        assert_eq!(state, want, "{vip}: input-only rows");
+        assert_ne!(
+            flags & crate::conn::F_NOOUTPUT,
+            0,
+            "{vip}: input-only for good"
+        );
     }
-    assert_eq!(s.counters().total.in_pkts, 2);
+    s.counters().total
+}
+
+#[test]
+fn direct_routing_sends_the_unchanged_packet_to_the_realservers_mac() {
+    let rip = std::net::IpAddr::from([10, 77, 1, 7]);
+    let r = direct_routing_case(VIP, rip, |f| tcp(a(CLIENT), a(VIP), f, b""));
+    assert_eq!((r.conns, r.in_pkts, r.out_pkts), (1, 2, 0));
+}
+
+#[test]
+fn direct_routing_over_ipv6_frames_for_the_realservers_mac() {
+    let rip = std::net::IpAddr::V6(RS6);
+    let r = direct_routing_case(VIP6, rip, |f| tcp6(a6(CLIENT6), a6(VIP6), f, b""));
+    assert_eq!((r.conns, r.in_pkts, r.out_pkts), (1, 2, 0));
 }
 
 /// Two tunnelled realservers, with or without `sloppy`.
@@ -547,7 +590,7 @@ fn gue_over_ipv6_sums_its_udp_even_with_a_partial_inner_checksum() {
 }
 
 #[test]
-fn ipv6_tunnels_are_configured_and_dr_is_refused_by_name() {
+fn ipv6_tunnels_are_configured() {
     let c = crate::config::from_str(CONFIG6, "t.toml").unwrap();
     assert_eq!(
         c.services[0].servers[0].addr,
@@ -565,7 +608,7 @@ fn ipv6_tunnels_are_configured_and_dr_is_refused_by_name() {
         assert_eq!(e.key, "director.tunnel_source6", "{bad}: {e}");
     }
     let e = crate::config::from_str(&CONFIG6.replace("\"tun\"", "\"dr\""), "t.toml").unwrap_err();
-    assert!(e.to_string().contains(crate::config::IPV6_NO_DR), "{e}");
+    assert!(e.to_string().contains(crate::config::DR_NEEDS_L2), "{e}");
     // The realserver takes the packet unchanged: its port is the service's.
     let e = crate::config::from_str(&CONFIG6.replace("fd77:1::1", "[fd77:1::1]:8080"), "t.toml")
         .unwrap_err();

@@ -3,7 +3,7 @@
 //! a received frame goes to the pipeline without its Ethernet header; a forwarded packet gets
 //! the header of its next hop in front of it, in the same buffer.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::dataplane::{Packet, Pipeline, Verdict};
 
@@ -29,8 +29,22 @@ pub enum Framed {
         len: usize,
         /// Its destination address, or the pipeline's next hop for it (whose next hop
         /// frames it).
-        dst: Ipv4Addr,
+        dst: IpAddr,
     },
+}
+
+/// The destination address of the IP packet `d` (at least 20 bytes: an IPv6 one shorter
+/// than its fixed header has none).
+#[inline]
+pub fn destination(d: &[u8]) -> Option<IpAddr> {
+    match d.first()? >> 4 {
+        4 if d.len() >= 20 => Some(IpAddr::V4(Ipv4Addr::new(d[16], d[17], d[18], d[19]))),
+        6 if d.len() >= 40 => {
+            let b: [u8; 16] = d[24..40].try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(b)))
+        }
+        _ => None,
+    }
 }
 
 /// Runs the IP packet of the frame at `off..off + len` of `buf` through `pipeline`.
@@ -45,18 +59,16 @@ pub fn run<P: Pipeline>(pipeline: &mut P, buf: &mut [u8], off: usize, len: usize
     match pipeline.process(&mut pkt) {
         Verdict::Drop => Framed::Dropped,
         Verdict::Consumed => Framed::Consumed,
-        Verdict::Forward if pkt.start() < ETH || pkt.len() < 20 => Framed::Discarded,
-        Verdict::Forward => {
-            let d = pkt.data();
-            Framed::Forward {
+        Verdict::Forward if pkt.start() < ETH => Framed::Discarded,
+        // LVS-DR: the realserver's MAC on an unchanged packet.
+        Verdict::Forward => match pkt.next_hop.or_else(|| destination(pkt.data())) {
+            Some(dst) => Framed::Forward {
                 start: pkt.start(),
                 len: pkt.len(),
-                // LVS-DR: the realserver's MAC on an unchanged packet.
-                dst: pkt
-                    .next_hop
-                    .unwrap_or(Ipv4Addr::new(d[16], d[17], d[18], d[19])),
-            }
-        }
+                dst,
+            },
+            None => Framed::Discarded,
+        },
     }
 }
 

@@ -39,7 +39,7 @@ pub use queue::{XdpQueue, XdpQueueStats};
 
 use std::collections::HashSet;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -98,7 +98,7 @@ impl XdpOptions {
 pub(crate) struct Shared {
     pub(crate) neigh: Neighbours,
     /// The services, as the steering hash knows them (sorted), and their generation.
-    pub(crate) services: RwLock<Arc<Vec<(u8, Ipv4Addr, u16)>>>,
+    pub(crate) services: RwLock<Arc<Steered>>,
     pub(crate) services_gen: AtomicU64,
     /// The steering secret.
     pub(crate) key: HashKey,
@@ -119,21 +119,32 @@ impl EndpointState {
     }
 }
 
-/// What the services contribute: the steering list and the endpoint map's entries.
+/// The services as the steering hash knows them: `(protocol, VIP, port)`, IPv4 and IPv6,
+/// each sorted.
+pub(crate) type Steered = (Vec<(u8, Ipv4Addr, u16)>, Vec<(u8, Ipv6Addr, u16)>);
+
+/// What the services contribute: the steering lists and the endpoint maps' entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceSet {
-    /// `(protocol, VIP, port)` of every service, sorted.
+    /// `(protocol, VIP, port)` of every IPv4 service, sorted.
     pub services: Vec<(u8, Ipv4Addr, u16)>,
-    /// `(protocol, address, port)` of every realserver.
-    pub reals: Vec<(u8, Ipv4Addr, u16)>,
+    /// `(protocol, VIP, port)` of every IPv6 service, sorted.
+    pub services6: Vec<(u8, Ipv6Addr, u16)>,
+    /// `(protocol, address, port)` of every realserver, either family.
+    pub reals: Vec<(u8, IpAddr, u16)>,
 }
 
 impl ServiceSet {
+    fn steered(&self) -> Steered {
+        (self.services.clone(), self.services6.clone())
+    }
+
     fn endpoints(&self) -> HashSet<Endpoint> {
         let mut set: HashSet<Endpoint> = self
             .services
             .iter()
             .map(|&(_, vip, _)| Endpoint::vip(vip))
+            .chain(self.services6.iter().map(|&(_, vip, _)| Endpoint::vip(vip)))
             .collect();
         set.extend(
             self.reals
@@ -257,7 +268,7 @@ pub fn check(opts: &XdpOptions) -> Result<String, String> {
     // Safety: `fd` is ours and closed once.
     unsafe { libc::close(fd) };
     let endpoints = Endpoints::new().map_err(|e| format!("cannot create the XDP map: {e}"))?;
-    let prog = prog::load(endpoints.fd(), Target::Return(prog::XDP_PASS), [0; 6])
+    let prog = prog::load(endpoints.fds(), Target::Return(prog::XDP_PASS), [0; 6])
         .map_err(|e| e.to_string())?;
     let mut found = Vec::new();
     for i in &ifaces {
@@ -344,18 +355,18 @@ impl XdpPlane {
         let mut progs = Vec::with_capacity(ifaces.len());
         for (m, i) in xskmaps.iter().zip(&ifaces) {
             progs.push(
-                prog::load(endpoints.map.fd(), Target::Xsks(m.fd()), i.mac)
+                prog::load(endpoints.map.fds(), Target::Xsks(m.fd()), i.mac)
                     .map_err(|e| e.to_string())?,
             );
         }
         let shared = Arc::new(Shared {
             neigh: Neighbours::new(ifaces.clone()),
-            services: RwLock::new(Arc::new(set.services.clone())),
+            services: RwLock::new(Arc::new(set.steered())),
             services_gen: AtomicU64::new(1),
             key,
         });
         let mut nl = Netlink::new().map_err(|e| e.to_string())?;
-        let reals: Vec<Ipv4Addr> = set.reals.iter().map(|r| r.1).collect();
+        let reals: Vec<IpAddr> = set.reals.iter().map(|r| r.1).collect();
         shared.neigh.prime(&mut nl, &reals, Duration::from_secs(1));
 
         let wakers = Arc::new(
@@ -474,8 +485,9 @@ impl XdpPlane {
             e.sync().map_err(|e| format!("XDP endpoint map: {e}"))?;
         }
         if let Ok(mut s) = self.shared.services.write() {
-            if **s != set.services {
-                *s = Arc::new(set.services.clone());
+            let want = set.steered();
+            if **s != want {
+                *s = Arc::new(want);
                 self.shared.services_gen.fetch_add(1, Ordering::AcqRel);
             }
         }

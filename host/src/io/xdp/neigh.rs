@@ -17,7 +17,7 @@
 //! changed ([`Neighbours::generation`]).
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -31,7 +31,7 @@ pub struct NextHop {
     /// Interface slot; [`UNREACHABLE`] if the route leaves through none of ringvs's
     /// interfaces (or there is none).
     pub slot: u8,
-    /// Destination MAC, source MAC, EtherType IPv4.
+    /// Destination MAC, source MAC, the EtherType of the destination's family.
     pub hdr: [u8; 14],
 }
 
@@ -51,7 +51,7 @@ pub const MAX_DESTINATIONS: usize = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     slot: u8,
-    next_hop: Ipv4Addr,
+    next_hop: IpAddr,
     hop: NextHop,
 }
 
@@ -59,12 +59,12 @@ struct Entry {
 #[derive(Debug)]
 pub struct Neighbours {
     ifaces: Vec<Iface>,
-    map: RwLock<HashMap<Ipv4Addr, Entry>>,
+    map: RwLock<HashMap<IpAddr, Entry>>,
     /// Bumped whenever an entry changes or goes away (not when one is added).
     generation: AtomicU64,
     /// Bumped whenever an entry is set (added or changed).
     version: AtomicU64,
-    wanted: Mutex<Vec<Ipv4Addr>>,
+    wanted: Mutex<Vec<IpAddr>>,
     wake: Condvar,
     stop: AtomicBool,
 }
@@ -102,12 +102,12 @@ impl Neighbours {
     }
 
     /// The next hop of `dst`, if resolved.
-    pub fn lookup(&self, dst: Ipv4Addr) -> Option<NextHop> {
+    pub fn lookup(&self, dst: IpAddr) -> Option<NextHop> {
         self.map.read().ok()?.get(&dst).map(|e| e.hop)
     }
 
     /// Asks the resolver for `dst`.
-    pub fn want(&self, dst: Ipv4Addr) {
+    pub fn want(&self, dst: IpAddr) {
         if let Ok(mut w) = self.wanted.lock() {
             if w.len() < 4096 && !w.contains(&dst) {
                 w.push(dst);
@@ -117,8 +117,8 @@ impl Neighbours {
     }
 
     /// Resolves `dsts` before traffic needs them (the realservers), waiting up to `wait`.
-    pub fn prime(&self, nl: &mut Netlink, dsts: &[Ipv4Addr], wait: Duration) {
-        let mut pending: Vec<Ipv4Addr> = dsts.to_vec();
+    pub fn prime(&self, nl: &mut Netlink, dsts: &[IpAddr], wait: Duration) {
+        let mut pending: Vec<IpAddr> = dsts.to_vec();
         let deadline = Instant::now() + wait;
         let mut asked = false;
         loop {
@@ -138,8 +138,8 @@ impl Neighbours {
     fn resolve_one(
         &self,
         nl: &mut Netlink,
-        table: &HashMap<(u32, Ipv4Addr), [u8; 6]>,
-        dst: Ipv4Addr,
+        table: &HashMap<(u32, IpAddr), [u8; 6]>,
+        dst: IpAddr,
         ask: bool,
     ) -> bool {
         let route = match nl.route_get(dst) {
@@ -158,7 +158,7 @@ impl Neighbours {
             Some(mac) => {
                 let hop = NextHop {
                     slot: slot as u8,
-                    hdr: header(mac, &self.ifaces[slot].mac),
+                    hdr: header(mac, &self.ifaces[slot].mac, dst.is_ipv6()),
                 };
                 self.set(
                     dst,
@@ -179,7 +179,7 @@ impl Neighbours {
         }
     }
 
-    fn set(&self, dst: Ipv4Addr, e: Entry) {
+    fn set(&self, dst: IpAddr, e: Entry) {
         let Ok(mut map) = self.map.write() else {
             return;
         };
@@ -203,14 +203,14 @@ impl Neighbours {
             return;
         };
         let mut changed = false;
-        map.retain(|_, e| {
+        map.retain(|dst, e| {
             if e.slot == UNREACHABLE {
                 return true;
             }
             let iface = &self.ifaces[usize::from(e.slot)];
             match table.get(&(iface.index, e.next_hop)) {
                 Some(mac) => {
-                    let hdr = header(mac, &iface.mac);
+                    let hdr = header(mac, &iface.mac, dst.is_ipv6());
                     if hdr != e.hop.hdr {
                         e.hop.hdr = hdr;
                         changed = true;
@@ -249,11 +249,11 @@ impl Neighbours {
     /// The resolver thread's loop, until [`Neighbours::stop`]; `each_second` runs once a
     /// second (the local addresses).
     pub fn run(&self, mut nl: Netlink, mut each_second: impl FnMut()) {
-        let mut pending: Vec<(Ipv4Addr, Instant)> = Vec::new();
+        let mut pending: Vec<(IpAddr, Instant)> = Vec::new();
         let mut last_refresh = Instant::now();
         let mut last_forget = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
-            let fresh: Vec<Ipv4Addr> = {
+            let fresh: Vec<IpAddr> = {
                 let Ok(w) = self.wanted.lock() else { return };
                 let timeout = if pending.is_empty() {
                     Duration::from_millis(200)
@@ -297,7 +297,7 @@ impl Neighbours {
 }
 
 impl Entry {
-    fn unreachable(dst: Ipv4Addr) -> Entry {
+    fn unreachable(dst: IpAddr) -> Entry {
         Entry {
             slot: UNREACHABLE,
             next_hop: dst,
@@ -310,7 +310,7 @@ impl Entry {
 }
 
 /// The neighbour table as (interface, address) → MAC, entries with a usable MAC only.
-fn neigh_map(nl: &mut Netlink) -> HashMap<(u32, Ipv4Addr), [u8; 6]> {
+fn neigh_map(nl: &mut Netlink) -> HashMap<(u32, IpAddr), [u8; 6]> {
     nl.neighbours()
         .unwrap_or_default()
         .into_iter()
@@ -318,12 +318,13 @@ fn neigh_map(nl: &mut Netlink) -> HashMap<(u32, Ipv4Addr), [u8; 6]> {
         .collect()
 }
 
-/// An Ethernet header: `dst`, `src`, IPv4.
-pub fn header(dst: &[u8; 6], src: &[u8; 6]) -> [u8; 14] {
+/// An Ethernet header: `dst`, `src`, IPv4 (or IPv6 if `v6`).
+pub fn header(dst: &[u8; 6], src: &[u8; 6], v6: bool) -> [u8; 14] {
     let mut h = [0u8; 14];
     h[..6].copy_from_slice(dst);
     h[6..12].copy_from_slice(src);
-    h[12] = 0x08;
+    let ethertype: u16 = if v6 { 0x86dd } else { 0x0800 };
+    h[12..].copy_from_slice(&ethertype.to_be_bytes());
     h
 }
 
@@ -331,17 +332,28 @@ pub fn header(dst: &[u8; 6], src: &[u8; 6]) -> [u8; 14] {
 /// table's generation moves; and when it last asked for each missing destination, so a
 /// stream of packets to an unresolved one asks once per 100 ms, not per packet.
 pub struct NextHopCache {
-    slots: Box<[(u32, NextHop)]>,
-    asked: Box<[(u32, Instant)]>,
+    slots: Box<[(IpAddr, NextHop)]>,
+    asked: Box<[(IpAddr, Instant)]>,
     generation: u64,
 }
 
 const CACHE_SLOTS: usize = 4096;
 
-/// The slot of `a` in a direct-mapped table of `CACHE_SLOTS`.
+/// What an empty cache slot holds (never a destination).
+const NOWHERE: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+/// The slot of `a` in a direct-mapped table of `CACHE_SLOTS` (an IPv6 address folded to 32
+/// bits first).
 #[inline]
-fn cache_slot(a: u32) -> usize {
-    (a.wrapping_mul(0x9e37_79b1) >> 20) as usize & (CACHE_SLOTS - 1)
+fn cache_slot(a: IpAddr) -> usize {
+    let w = match a {
+        IpAddr::V4(a) => u32::from(a),
+        IpAddr::V6(a) => {
+            let x = u128::from(a);
+            (x ^ (x >> 64) ^ (x >> 32) ^ (x >> 96)) as u32
+        }
+    };
+    (w.wrapping_mul(0x9e37_79b1) >> 20) as usize & (CACHE_SLOTS - 1)
 }
 
 impl Default for NextHopCache {
@@ -352,8 +364,8 @@ impl Default for NextHopCache {
         };
         let t0 = Instant::now();
         NextHopCache {
-            slots: vec![(0, empty); CACHE_SLOTS].into_boxed_slice(),
-            asked: vec![(0, t0); CACHE_SLOTS].into_boxed_slice(),
+            slots: vec![(NOWHERE, empty); CACHE_SLOTS].into_boxed_slice(),
+            asked: vec![(NOWHERE, t0); CACHE_SLOTS].into_boxed_slice(),
             generation: 0,
         }
     }
@@ -373,18 +385,18 @@ pub enum Hop {
 impl NextHopCache {
     /// The next hop of `dst`.
     #[inline]
-    pub fn get(&mut self, table: &Neighbours, dst: Ipv4Addr) -> Hop {
+    pub fn get(&mut self, table: &Neighbours, dst: IpAddr) -> Hop {
         let g = table.generation();
         if g != self.generation {
             self.generation = g;
             for s in self.slots.iter_mut() {
-                s.0 = 0;
+                s.0 = NOWHERE;
             }
         }
-        let a = u32::from(dst);
+        let a = dst;
         let i = cache_slot(a);
         let (k, hop) = self.slots[i];
-        let hop = if k == a && a != 0 {
+        let hop = if k == a && a != NOWHERE {
             hop
         } else {
             match table.lookup(dst) {
@@ -427,30 +439,63 @@ mod tests {
 
     #[test]
     fn cache_follows_the_table() {
+        for (dst, far) in [
+            (IpAddr::from([10, 77, 0, 2]), IpAddr::from([192, 0, 2, 1])),
+            ("fd77:1::1".parse().unwrap(), "2001:db8::1".parse().unwrap()),
+        ] {
+            let t = Neighbours::new(vec![iface(7)]);
+            let mut c = NextHopCache::default();
+            assert_eq!(c.get(&t, dst), Hop::Unknown);
+            assert_eq!(t.wanted.lock().unwrap().as_slice(), &[dst], "asked once");
+            assert_eq!(c.get(&t, dst), Hop::Unknown);
+            assert_eq!(t.wanted.lock().unwrap().len(), 1, "not asked again at once");
+            let e = |mac: u8| Entry {
+                slot: 0,
+                next_hop: dst,
+                hop: NextHop {
+                    slot: 0,
+                    hdr: header(&[2, 0, 0, 0, 0, mac], &[2, 0, 0, 0, 0, 7], dst.is_ipv6()),
+                },
+            };
+            t.set(dst, e(1));
+            assert_eq!(c.get(&t, dst), Hop::Via(e(1).hop));
+            let g = t.generation();
+            t.set(dst, e(2));
+            assert_ne!(t.generation(), g, "a changed MAC moves the generation");
+            assert_eq!(c.get(&t, dst), Hop::Via(e(2).hop), "the cache follows");
+            t.set(far, Entry::unreachable(far));
+            assert_eq!(c.get(&t, far), Hop::Unreachable);
+            let ethertype = if dst.is_ipv6() {
+                [0x86, 0xdd]
+            } else {
+                [0x08, 0x00]
+            };
+            assert_eq!(e(1).hop.hdr[12..], ethertype);
+        }
+    }
+
+    /// An IPv6 destination and the IPv4 one whose bits it shares never answer for each
+    /// other, and the unspecified address is never a cached destination.
+    #[test]
+    fn families_do_not_share_cache_slots() {
         let t = Neighbours::new(vec![iface(7)]);
         let mut c = NextHopCache::default();
-        let dst = Ipv4Addr::new(10, 77, 0, 2);
-        assert_eq!(c.get(&t, dst), Hop::Unknown);
-        assert_eq!(t.wanted.lock().unwrap().as_slice(), &[dst], "asked once");
-        assert_eq!(c.get(&t, dst), Hop::Unknown);
-        assert_eq!(t.wanted.lock().unwrap().len(), 1, "not asked again at once");
-        let e = |mac: u8| Entry {
+        let v4 = IpAddr::from([10, 77, 0, 2]);
+        let v6 = IpAddr::V6(std::net::Ipv4Addr::new(10, 77, 0, 2).to_ipv6_mapped());
+        let hop = |m: u8, v6: bool| NextHop {
             slot: 0,
-            next_hop: dst,
-            hop: NextHop {
-                slot: 0,
-                hdr: header(&[2, 0, 0, 0, 0, mac], &[2, 0, 0, 0, 0, 7]),
-            },
+            hdr: header(&[2, 0, 0, 0, 0, m], &[2, 0, 0, 0, 0, 7], v6),
         };
-        t.set(dst, e(1));
-        assert_eq!(c.get(&t, dst), Hop::Via(e(1).hop));
-        let g = t.generation();
-        t.set(dst, e(2));
-        assert_ne!(t.generation(), g, "a changed MAC moves the generation");
-        assert_eq!(c.get(&t, dst), Hop::Via(e(2).hop), "the cache follows");
-        let far = Ipv4Addr::new(192, 0, 2, 1);
-        t.set(far, Entry::unreachable(far));
-        assert_eq!(c.get(&t, far), Hop::Unreachable);
-        assert_eq!(e(1).hop.hdr[12..], [0x08, 0x00]);
+        t.set(
+            v4,
+            Entry {
+                slot: 0,
+                next_hop: v4,
+                hop: hop(1, false),
+            },
+        );
+        assert_eq!(c.get(&t, v4), Hop::Via(hop(1, false)));
+        assert_eq!(c.get(&t, v6), Hop::Unknown, "not the IPv4 entry");
+        assert_eq!(c.get(&t, NOWHERE), Hop::Unknown);
     }
 }

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::mem;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::io::ctx;
@@ -45,9 +45,9 @@ pub struct Route {
     /// Output interface.
     pub oif: u32,
     /// The next hop: the gateway, or the address itself on a connected network.
-    pub next_hop: Ipv4Addr,
+    pub next_hop: IpAddr,
     /// The source address the kernel would use (`src` in `ip route get`), if it has one.
-    pub src: Option<Ipv4Addr>,
+    pub src: Option<IpAddr>,
 }
 
 /// One entry of the neighbour table.
@@ -55,8 +55,8 @@ pub struct Route {
 pub struct Neigh {
     /// Interface.
     pub ifindex: u32,
-    /// Address.
-    pub addr: Ipv4Addr,
+    /// Address (IPv4: ARP; IPv6: neighbour discovery).
+    pub addr: IpAddr,
     /// Link-layer address, if the entry has a usable one.
     pub mac: Option<[u8; 6]>,
 }
@@ -98,8 +98,23 @@ fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-fn ipv4(d: &[u8]) -> Option<Ipv4Addr> {
-    (d.len() == 4).then(|| Ipv4Addr::new(d[0], d[1], d[2], d[3]))
+/// An address attribute of either family (its length says which).
+fn ip(d: &[u8]) -> Option<IpAddr> {
+    match d.len() {
+        4 => Some(IpAddr::V4(Ipv4Addr::new(d[0], d[1], d[2], d[3]))),
+        16 => Some(IpAddr::V6(Ipv6Addr::from(
+            <[u8; 16]>::try_from(d).expect("16 bytes"),
+        ))),
+        _ => None,
+    }
+}
+
+/// The address family and the bytes of `a`, as netlink carries them.
+fn family_and_bytes(a: IpAddr) -> (u8, Vec<u8>) {
+    match a {
+        IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
+        IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
+    }
 }
 
 impl Netlink {
@@ -215,11 +230,15 @@ impl Netlink {
         }
     }
 
-    /// Where the kernel routes `dst` (`ip route get DST`); `None` if unreachable.
-    pub fn route_get(&mut self, dst: Ipv4Addr) -> io::Result<Option<Route>> {
+    /// Where the kernel routes `dst` (`ip route get DST`, either family); `None` if
+    /// unreachable.
+    pub fn route_get(&mut self, dst: impl Into<IpAddr>) -> io::Result<Option<Route>> {
+        let dst: IpAddr = dst.into();
+        let (family, bytes) = family_and_bytes(dst);
         // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
-        let mut body = vec![libc::AF_INET as u8, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        attr(&mut body, RTA_DST, &dst.octets());
+        let bits = 8 * bytes.len() as u8;
+        let mut body = vec![family, bits, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        attr(&mut body, RTA_DST, &bytes);
         let mut out = None;
         let r = self.request(RTM_GETROUTE, 0, &body, |t, p| {
             if t != RTM_NEWROUTE || p.len() < 12 {
@@ -231,8 +250,8 @@ impl Netlink {
                     RTA_OIF if d.len() == 4 => {
                         oif = Some(u32::from_ne_bytes([d[0], d[1], d[2], d[3]]))
                     }
-                    RTA_GATEWAY => gw = ipv4(d),
-                    RTA_PREFSRC => src = ipv4(d),
+                    RTA_GATEWAY => gw = ip(d),
+                    RTA_PREFSRC => src = ip(d),
                     _ => {}
                 }
             }
@@ -279,13 +298,16 @@ impl Netlink {
         Ok(out)
     }
 
-    /// The IPv4 neighbour table (`ip -4 neigh`).
+    /// The neighbour table of both families (`ip neigh`: ARP's and neighbour discovery's).
     pub fn neighbours(&mut self) -> io::Result<Vec<Neigh>> {
         // struct ndmsg: family, pad1, pad2, ifindex, state, flags, type.
-        let body = [libc::AF_INET as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let body = [libc::AF_UNSPEC as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         let mut out = Vec::new();
         self.request(RTM_GETNEIGH, NLM_F_DUMP, &body, |t, p| {
-            if t != RTM_NEWNEIGH || p.len() < 12 || p[0] != libc::AF_INET as u8 {
+            let family_ok = p
+                .first()
+                .is_some_and(|&f| f == libc::AF_INET as u8 || f == libc::AF_INET6 as u8);
+            if t != RTM_NEWNEIGH || p.len() < 12 || !family_ok {
                 return;
             }
             let ifindex = i32::from_ne_bytes([p[4], p[5], p[6], p[7]]) as u32;
@@ -293,7 +315,7 @@ impl Netlink {
             let (mut addr, mut mac) = (None, None);
             for (k, d) in attrs(&p[12..]) {
                 match k {
-                    NDA_DST => addr = ipv4(d),
+                    NDA_DST => addr = ip(d),
                     NDA_LLADDR if d.len() == 6 => {
                         mac = Some([d[0], d[1], d[2], d[3], d[4], d[5]]);
                     }
@@ -311,15 +333,17 @@ impl Netlink {
         Ok(out)
     }
 
-    /// Asks the kernel to resolve `addr` on `ifindex` (ARP), creating the entry if needed:
-    /// `RTM_NEWNEIGH` with `NTF_USE`, which starts resolution as if a packet were waiting.
-    pub fn resolve(&mut self, ifindex: u32, addr: Ipv4Addr) -> io::Result<()> {
-        let mut body = vec![libc::AF_INET as u8, 0, 0, 0];
+    /// Asks the kernel to resolve `addr` on `ifindex` (ARP, or neighbour discovery for
+    /// IPv6), creating the entry if needed: `RTM_NEWNEIGH` with `NTF_USE`, which starts
+    /// resolution as if a packet were waiting.
+    pub fn resolve(&mut self, ifindex: u32, addr: impl Into<IpAddr>) -> io::Result<()> {
+        let (family, bytes) = family_and_bytes(addr.into());
+        let mut body = vec![family, 0, 0, 0];
         body.extend_from_slice(&(ifindex as i32).to_ne_bytes());
         body.extend_from_slice(&0u16.to_ne_bytes()); // state: NUD_NONE
         body.push(NTF_USE);
         body.push(0);
-        attr(&mut body, NDA_DST, &addr.octets());
+        attr(&mut body, NDA_DST, &bytes);
         self.request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_ACK, &body, |_, _| {})
     }
 }
@@ -467,8 +491,9 @@ impl Iface {
     }
 }
 
-/// The IPv4 addresses of the caller's namespace (every interface, loopback included).
-pub fn local_addrs() -> io::Result<Vec<Ipv4Addr>> {
+/// The addresses of both families of the caller's namespace (every interface, loopback
+/// included).
+pub fn local_addrs() -> io::Result<Vec<IpAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // Safety: getifaddrs writes a list head we free below.
     if unsafe { libc::getifaddrs(&mut head) } < 0 {
@@ -485,7 +510,13 @@ pub fn local_addrs() -> io::Result<Vec<Ipv4Addr>> {
             if fam == libc::AF_INET as libc::sa_family_t {
                 // Safety: an AF_INET sockaddr is a sockaddr_in.
                 let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    sin.sin_addr.s_addr,
+                ))));
+            } else if fam == libc::AF_INET6 as libc::sa_family_t {
+                // Safety: an AF_INET6 sockaddr is a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
             }
         }
         p = ifa.ifa_next;
@@ -544,6 +575,11 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("does not exist"));
-        assert!(local_addrs().unwrap().contains(&Ipv4Addr::LOCALHOST));
+        let locals = local_addrs().unwrap();
+        assert!(locals.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert!(
+            locals.contains(&IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            "{locals:?}"
+        );
     }
 }

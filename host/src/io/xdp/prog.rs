@@ -1,17 +1,24 @@
 //! The XDP program: which frames go to ringvs's AF_XDP sockets, and which to the kernel.
 //!
 //! One program per interface, generated here as eBPF instructions (see [`crate::io::bpf`]),
-//! sharing one hash map of endpoints ([`Endpoints`]) that the control plane keeps in step
-//! with the services. For an IPv4 frame (no VLAN tag) to the interface's own MAC address, in
-//! order:
+//! sharing the maps of endpoints ([`Endpoints`], one per family) that the control plane keeps
+//! in step with the services. For an IPv4 or IPv6 frame (no VLAN tag) to the interface's own
+//! MAC address, in order:
 //!
 //! | frame | action |
 //! |---|---|
 //! | to a virtual address (any protocol or port: a VIP's ICMP echo, an unknown port, a fragment) | redirect |
-//! | to one of the director's own addresses (health-check replies, SSH, BGP, ping) | pass |
+//! | to one of the director's own addresses (health-check replies, SSH, BGP, ping, neighbour discovery) | pass |
 //! | TCP/UDP, first fragment, from a realserver endpoint (`proto, RIP, port`) | redirect |
 //! | ICMP error (types 3, 4, 5, 11, 12) quoting a packet to a realserver endpoint | redirect |
-//! | anything else: ARP, IPv6, VLAN, other traffic | pass |
+//! | IPv6: TCP/UDP right after the fixed header from a realserver endpoint | redirect |
+//! | IPv6: ICMPv6 error (types 1–4) quoting TCP/UDP right after its fixed header, to a realserver endpoint | redirect |
+//! | anything else: ARP, neighbour discovery to another address, IPv6 with extension headers from a realserver, VLAN, other traffic | pass |
+//!
+//! IPv6 from a realserver is taken only with its transport header right after the fixed
+//! header (as the TUN steering program reads it, `io::steer`): a realserver's reply with an
+//! extension header goes to the kernel, which has no connection for it (replies carry none
+//! in practice: realservers send plain TCP and UDP).
 //!
 //! A frame to another MAC address (broadcast, multicast, or another host's frame that a
 //! promiscuous interface or a switch flooding an unknown address delivers: the XDP program
@@ -26,7 +33,7 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use crate::io::bpf::{op::*, prog_load, Asm, Insn, Map, MapType, ProgType};
@@ -55,8 +62,9 @@ pub enum Kind {
     Real = 3,
 }
 
-/// One key of the endpoint map: 8 bytes, `addr` and `port` in network order as they sit in
-/// the packet, then the protocol and the [`Kind`].
+/// One key of an endpoint map: `addr` and `port` in network order as they sit in the
+/// packet, then the protocol and the [`Kind`]: 8 bytes for an IPv4 address (the IPv4 map),
+/// 20 for an IPv6 one (the IPv6 map).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Endpoint {
     /// The kind of entry.
@@ -64,93 +72,125 @@ pub struct Endpoint {
     /// IP protocol (0 for addresses).
     pub proto: u8,
     /// Address.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// Port (0 for addresses).
     pub port: u16,
 }
 
+/// Key length of the IPv4 map.
+const KEY4_LEN: usize = 8;
+/// Key length of the IPv6 map.
+const KEY6_LEN: usize = 20;
+
 impl Endpoint {
     /// A virtual address.
-    pub fn vip(addr: Ipv4Addr) -> Endpoint {
+    pub fn vip(addr: impl Into<IpAddr>) -> Endpoint {
         Endpoint {
             kind: Kind::Vip,
             proto: 0,
-            addr,
+            addr: addr.into(),
             port: 0,
         }
     }
     /// One of the director's own addresses.
-    pub fn local(addr: Ipv4Addr) -> Endpoint {
+    pub fn local(addr: impl Into<IpAddr>) -> Endpoint {
         Endpoint {
             kind: Kind::Local,
             proto: 0,
-            addr,
+            addr: addr.into(),
             port: 0,
         }
     }
     /// A realserver endpoint.
-    pub fn real(proto: u8, addr: Ipv4Addr, port: u16) -> Endpoint {
+    pub fn real(proto: u8, addr: impl Into<IpAddr>, port: u16) -> Endpoint {
         Endpoint {
             kind: Kind::Real,
             proto,
-            addr,
+            addr: addr.into(),
             port,
         }
     }
-    /// The map key.
-    pub fn key(&self) -> [u8; 8] {
-        let a = self.addr.octets();
-        let p = self.port.to_be_bytes();
-        [
-            a[0],
-            a[1],
-            a[2],
-            a[3],
-            p[0],
-            p[1],
-            self.proto,
-            self.kind as u8,
-        ]
+    /// The map key (its length names the map: [`KEY4_LEN`] or [`KEY6_LEN`]).
+    pub fn key(&self) -> Vec<u8> {
+        let mut k = match self.addr {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        k.extend_from_slice(&self.port.to_be_bytes());
+        k.push(self.proto);
+        k.push(self.kind as u8);
+        k
     }
     fn from_key(k: &[u8]) -> Option<Endpoint> {
-        let kind = match k.get(7)? {
+        let n = match k.len() {
+            KEY4_LEN => 4,
+            KEY6_LEN => 16,
+            _ => return None,
+        };
+        let kind = match k[n + 3] {
             1 => Kind::Vip,
             2 => Kind::Local,
             3 => Kind::Real,
             _ => return None,
         };
+        let addr = match n {
+            4 => IpAddr::V4(Ipv4Addr::new(k[0], k[1], k[2], k[3])),
+            _ => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&k[..16]).ok()?)),
+        };
         Some(Endpoint {
             kind,
-            proto: k[6],
-            addr: Ipv4Addr::new(k[0], k[1], k[2], k[3]),
-            port: u16::from_be_bytes([k[4], k[5]]),
+            proto: k[n + 2],
+            addr,
+            port: u16::from_be_bytes([k[n], k[n + 1]]),
         })
     }
 }
 
-/// The endpoint map shared by the programs of every interface.
+/// The endpoint maps (one per family) shared by the programs of every interface.
 #[derive(Debug)]
 pub struct Endpoints {
     map: Map,
-    /// What the map holds (mirrors the kernel's copy).
+    map6: Map,
+    /// What the maps hold (mirrors the kernel's copy).
     held: HashSet<Endpoint>,
 }
 
-/// Most endpoints the map holds.
+/// The descriptors of the two endpoint maps, as a program is built with them.
+#[derive(Debug, Clone, Copy)]
+pub struct MapFds<'a> {
+    /// The IPv4 map (8-byte keys).
+    pub v4: BorrowedFd<'a>,
+    /// The IPv6 map (20-byte keys).
+    pub v6: BorrowedFd<'a>,
+}
+
+/// Most endpoints the maps hold, both families together.
 pub const MAX_ENDPOINTS: u32 = 65_536;
 
 impl Endpoints {
-    /// An empty map.
+    /// Empty maps.
     pub fn new() -> io::Result<Endpoints> {
         Ok(Endpoints {
-            map: Map::create(MapType::Hash, 8, 1, MAX_ENDPOINTS, "ringvs_endpts")?,
+            map: Map::create(MapType::Hash, KEY4_LEN, 1, MAX_ENDPOINTS, "ringvs_endpts")?,
+            map6: Map::create(MapType::Hash, KEY6_LEN, 1, MAX_ENDPOINTS, "ringvs_endpt6")?,
             held: HashSet::new(),
         })
     }
 
-    /// The map's descriptor.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.map.fd()
+    /// The maps' descriptors.
+    pub fn fds(&self) -> MapFds<'_> {
+        MapFds {
+            v4: self.map.fd(),
+            v6: self.map6.fd(),
+        }
+    }
+
+    fn map_of(&self, e: &Endpoint) -> &Map {
+        if e.addr.is_ipv6() {
+            &self.map6
+        } else {
+            &self.map
+        }
     }
 
     /// Makes the map hold exactly `want`: adds what is missing, then removes what is no
@@ -167,26 +207,23 @@ impl Endpoints {
         }
         let mut added = 0;
         for e in want.difference(&self.held.clone()) {
-            self.map.update(&e.key(), &[1])?;
+            self.map_of(e).update(&e.key(), &[1])?;
             self.held.insert(*e);
             added += 1;
         }
         let gone: Vec<Endpoint> = self.held.difference(want).copied().collect();
         for e in &gone {
-            self.map.delete(&e.key())?;
+            self.map_of(e).delete(&e.key())?;
             self.held.remove(e);
         }
         Ok((added, gone.len()))
     }
 
-    /// What the kernel's map holds (for tests).
+    /// What the kernel's maps hold (for tests).
     pub fn read_back(&self) -> io::Result<HashSet<Endpoint>> {
-        Ok(self
-            .map
-            .keys()?
-            .iter()
-            .filter_map(|k| Endpoint::from_key(k))
-            .collect())
+        let mut keys = self.map.keys()?;
+        keys.extend(self.map6.keys()?);
+        Ok(keys.iter().filter_map(|k| Endpoint::from_key(k)).collect())
     }
 }
 
@@ -199,22 +236,29 @@ pub enum Target<'a> {
     Return(i32),
 }
 
-/// Stack offset of the 8-byte lookup key.
+/// Stack offset of the 8-byte IPv4 lookup key.
 const KEY: i16 = -8;
+/// Stack offset of the 20-byte IPv6 lookup key (every store into it aligned, as the
+/// verifier requires on the stack).
+const KEY6: i16 = -32;
+
+/// Ethernet + the fixed IPv6 header.
+const L6: i16 = 14 + 40;
 
 /// Builds the program for an interface whose MAC address is `mac`.
-pub fn program(endpoints: BorrowedFd<'_>, target: Target<'_>, mac: [u8; 6]) -> Vec<Insn> {
+pub fn program(maps: MapFds<'_>, target: Target<'_>, mac: [u8; 6]) -> Vec<Insn> {
     let mut a = Asm::default();
     let pass = a.label();
     let take = a.label();
     let l4 = a.label();
     let icmp = a.label();
+    let six = a.label();
     let (ctx, data, end, ihl) = (R6, R7, R8, R9);
 
     a.mov(ctx, R1);
     a.ldx(W, data, ctx, 0);
     a.ldx(W, end, ctx, 4);
-    // Ethernet + the fixed IPv4 header.
+    // Ethernet + the fixed IPv4 header (an IPv6 frame is longer still).
     a.mov(R0, data);
     a.alu_imm(ADD, R0, 14 + 20);
     a.jmp_reg(JGT, R0, end, pass);
@@ -229,6 +273,7 @@ pub fn program(endpoints: BorrowedFd<'_>, target: Target<'_>, mac: [u8; 6]) -> V
         );
     }
     a.ldx(H, R0, data, 12);
+    a.jmp_imm(JEQ, R0, i32::from(u16::from_ne_bytes([0x86, 0xdd])), six);
     a.jmp_imm(JNE, R0, i32::from(u16::from_ne_bytes([0x08, 0x00])), pass);
     a.ldx(B, ihl, data, 14);
     a.mov(R0, ihl);
@@ -244,10 +289,10 @@ pub fn program(endpoints: BorrowedFd<'_>, target: Target<'_>, mac: [u8; 6]) -> V
     a.st_imm(H, FP, KEY + 4, 0);
     a.st_imm(B, FP, KEY + 6, 0);
     a.st_imm(B, FP, KEY + 7, Kind::Vip as i32);
-    lookup(&mut a, endpoints);
+    lookup(&mut a, maps.v4, KEY);
     a.jmp_imm(JNE, R0, 0, take);
     a.st_imm(B, FP, KEY + 7, Kind::Local as i32);
-    lookup(&mut a, endpoints);
+    lookup(&mut a, maps.v4, KEY);
     a.jmp_imm(JNE, R0, 0, pass);
 
     a.ldx(B, R0, data, 14 + 9);
@@ -273,7 +318,7 @@ pub fn program(endpoints: BorrowedFd<'_>, target: Target<'_>, mac: [u8; 6]) -> V
     a.ldx(W, R0, data, 14 + 12);
     a.stx(W, FP, KEY, R0);
     a.st_imm(B, FP, KEY + 7, Kind::Real as i32);
-    lookup(&mut a, endpoints);
+    lookup(&mut a, maps.v4, KEY);
     a.jmp_imm(JNE, R0, 0, take);
     a.ja(pass);
 
@@ -308,7 +353,72 @@ pub fn program(endpoints: BorrowedFd<'_>, target: Target<'_>, mac: [u8; 6]) -> V
     a.ldx(H, R0, R1, 2);
     a.stx(H, FP, KEY + 4, R0);
     a.st_imm(B, FP, KEY + 7, Kind::Real as i32);
-    lookup(&mut a, endpoints);
+    lookup(&mut a, maps.v4, KEY);
+    a.jmp_imm(JNE, R0, 0, take);
+    a.ja(pass);
+
+    // IPv6: the same rules on the fixed header, with the IPv6 map.
+    a.bind(six);
+    let l4_6 = a.label();
+    let icmp6 = a.label();
+    a.mov(R0, data);
+    a.alu_imm(ADD, R0, i32::from(L6));
+    a.jmp_reg(JGT, R0, end, pass);
+    a.ldx(B, R0, data, 14);
+    a.alu_imm(AND, R0, 0xf0);
+    a.jmp_imm(JNE, R0, 0x60, pass);
+    // 1, 2: the destination address.
+    address6(&mut a, data, 14 + 24);
+    a.st_imm(H, FP, KEY6 + 16, 0);
+    a.st_imm(B, FP, KEY6 + 18, 0);
+    a.st_imm(B, FP, KEY6 + 19, Kind::Vip as i32);
+    lookup(&mut a, maps.v6, KEY6);
+    a.jmp_imm(JNE, R0, 0, take);
+    a.st_imm(B, FP, KEY6 + 19, Kind::Local as i32);
+    lookup(&mut a, maps.v6, KEY6);
+    a.jmp_imm(JNE, R0, 0, pass);
+    a.ldx(B, R0, data, 14 + 6);
+    a.jmp_imm(JEQ, R0, 6, l4_6);
+    a.jmp_imm(JEQ, R0, 17, l4_6);
+    a.jmp_imm(JEQ, R0, 58, icmp6);
+    a.ja(pass);
+
+    // 3. TCP/UDP right after the fixed header, from a realserver endpoint.
+    a.bind(l4_6);
+    a.stx(B, FP, KEY6 + 18, R0);
+    a.mov(R0, data);
+    a.alu_imm(ADD, R0, i32::from(L6) + 4);
+    a.jmp_reg(JGT, R0, end, pass);
+    address6(&mut a, data, 14 + 8);
+    a.ldx(H, R0, data, L6);
+    a.stx(H, FP, KEY6 + 16, R0);
+    a.st_imm(B, FP, KEY6 + 19, Kind::Real as i32);
+    lookup(&mut a, maps.v6, KEY6);
+    a.jmp_imm(JNE, R0, 0, take);
+    a.ja(pass);
+
+    // 4. ICMPv6 errors (1–4) quoting TCP/UDP right after the quoted fixed header, sent to a
+    // realserver endpoint.
+    a.bind(icmp6);
+    let q = L6 + 8; // the quoted IPv6 header
+    a.mov(R0, data);
+    a.alu_imm(ADD, R0, i32::from(q) + 40 + 4);
+    a.jmp_reg(JGT, R0, end, pass);
+    a.ldx(B, R0, data, L6);
+    a.jmp_imm(JEQ, R0, 0, pass);
+    a.jmp_imm(JGT, R0, 4, pass);
+    a.ldx(B, R0, data, q + 6);
+    let quoted_l4 = a.label();
+    a.jmp_imm(JEQ, R0, 6, quoted_l4);
+    a.jmp_imm(JEQ, R0, 17, quoted_l4);
+    a.ja(pass);
+    a.bind(quoted_l4);
+    a.stx(B, FP, KEY6 + 18, R0);
+    address6(&mut a, data, q + 24);
+    a.ldx(H, R0, data, q + 40 + 2);
+    a.stx(H, FP, KEY6 + 16, R0);
+    a.st_imm(B, FP, KEY6 + 19, Kind::Real as i32);
+    lookup(&mut a, maps.v6, KEY6);
     a.jmp_imm(JNE, R0, 0, take);
 
     a.bind(pass);
@@ -328,19 +438,28 @@ pub fn program(endpoints: BorrowedFd<'_>, target: Target<'_>, mac: [u8; 6]) -> V
     a.finish()
 }
 
-/// `r0 = bpf_map_lookup_elem(endpoints, fp + KEY)`; clobbers r1–r5.
-fn lookup(a: &mut Asm, endpoints: BorrowedFd<'_>) {
-    a.ld_map_fd(R1, endpoints);
+/// Copies the 16-byte address at `data + off` (bounds checked by the caller) into the IPv6
+/// key, a word at a time; clobbers r0.
+fn address6(a: &mut Asm, data: u8, off: i16) {
+    for w in 0..4 {
+        a.ldx(W, R0, data, off + 4 * w);
+        a.stx(W, FP, KEY6 + 4 * w, R0);
+    }
+}
+
+/// `r0 = bpf_map_lookup_elem(map, fp + key)`; clobbers r1–r5.
+fn lookup(a: &mut Asm, map: BorrowedFd<'_>, key: i16) {
+    a.ld_map_fd(R1, map);
     a.mov(R2, FP);
-    a.alu_imm(ADD, R2, i32::from(KEY));
+    a.alu_imm(ADD, R2, i32::from(key));
     a.call(HELPER_MAP_LOOKUP);
 }
 
 /// Loads the program for one interface, whose MAC address is `mac`.
-pub fn load(endpoints: BorrowedFd<'_>, target: Target<'_>, mac: [u8; 6]) -> io::Result<OwnedFd> {
+pub fn load(maps: MapFds<'_>, target: Target<'_>, mac: [u8; 6]) -> io::Result<OwnedFd> {
     prog_load(
         ProgType::Xdp,
-        &program(endpoints, target, mac),
+        &program(maps, target, mac),
         "ringvs_xdp",
         "the XDP program",
     )
@@ -352,10 +471,46 @@ pub fn load(endpoints: BorrowedFd<'_>, target: Target<'_>, mac: [u8; 6]) -> io::
 pub fn classify(frame: &[u8], mac: [u8; 6], has: impl Fn(&Endpoint) -> bool) -> bool {
     let at = |o: usize, n: usize| frame.get(o..o + n);
     let addr = |o: usize| at(o, 4).map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+    let addr6 =
+        |o: usize| at(o, 16).map(|b| Ipv6Addr::from(<[u8; 16]>::try_from(b).expect("16 bytes")));
     let be16 = |o: usize| at(o, 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let six = || -> Option<bool> {
+        let l6 = L6 as usize;
+        if frame.len() < l6 || frame[14] & 0xf0 != 0x60 {
+            return Some(false);
+        }
+        let dst = addr6(14 + 24)?;
+        if has(&Endpoint::vip(dst)) {
+            return Some(true);
+        }
+        if has(&Endpoint::local(dst)) {
+            return Some(false);
+        }
+        match frame[14 + 6] {
+            nh @ (6 | 17) => Some(has(&Endpoint::real(nh, addr6(14 + 8)?, be16(l6)?))),
+            58 => {
+                let q = l6 + 8;
+                at(q, 44)?;
+                if !(1..=4).contains(&frame[l6]) || !matches!(frame[q + 6], 6 | 17) {
+                    return Some(false);
+                }
+                Some(has(&Endpoint::real(
+                    frame[q + 6],
+                    addr6(q + 24)?,
+                    be16(q + 42)?,
+                )))
+            }
+            _ => Some(false),
+        }
+    };
     let inner = || -> Option<bool> {
-        if frame.len() < 34 || frame[..6] != mac || be16(12)? != 0x0800 || frame[14] & 0xf0 != 0x40
-        {
+        if frame.len() < 34 || frame[..6] != mac {
+            return Some(false);
+        }
+        if be16(12)? == 0x86dd {
+            return six();
+        }
+        if be16(12)? != 0x0800 || frame[14] & 0xf0 != 0x40 {
             return Some(false);
         }
         let ihl = usize::from(frame[14] & 0x0f) * 4;
@@ -435,8 +590,9 @@ mod tests {
         // Any descriptor number will do for assembling (the kernel resolves it at load).
         let fd = std::fs::File::open("/dev/null").unwrap();
         let fd = std::os::fd::AsFd::as_fd(&fd);
+        let maps = MapFds { v4: fd, v6: fd };
         for t in [Target::Xsks(fd), Target::Return(XDP_TX)] {
-            jumps_are_forward_and_inside(&program(fd, t, [2, 0, 0, 0, 0, 1])).unwrap();
+            jumps_are_forward_and_inside(&program(maps, t, [2, 0, 0, 0, 0, 1])).unwrap();
         }
     }
 
@@ -446,9 +602,20 @@ mod tests {
             Endpoint::vip(Ipv4Addr::new(10, 77, 100, 100)),
             Endpoint::local(Ipv4Addr::new(10, 77, 1, 254)),
             Endpoint::real(6, Ipv4Addr::new(10, 77, 1, 1), 8080),
+            Endpoint::vip("fd77:100::100".parse::<Ipv6Addr>().unwrap()),
+            Endpoint::local("fe80::1".parse::<Ipv6Addr>().unwrap()),
+            Endpoint::real(17, "fd77:1::1".parse::<Ipv6Addr>().unwrap(), 53),
         ] {
             assert_eq!(Endpoint::from_key(&e.key()), Some(e));
         }
+        let mut k6 = vec![0xfd, 0x77, 0, 1];
+        k6.extend_from_slice(&[0; 11]);
+        k6.extend_from_slice(&[1, 0x12, 0x34, 6, 3]);
+        assert_eq!(
+            Endpoint::real(6, "fd77:1::1".parse::<Ipv6Addr>().unwrap(), 0x1234).key(),
+            k6
+        );
+        assert_eq!(Endpoint::from_key(&[0; 12]), None, "neither map's key");
         assert_eq!(
             Endpoint::real(17, Ipv4Addr::new(1, 2, 3, 4), 0x1234).key(),
             [1, 2, 3, 4, 0x12, 0x34, 17, 3]

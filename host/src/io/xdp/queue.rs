@@ -30,7 +30,7 @@
 //! UMEM. A sleeping queue is woken through its eventfd, at most once per batch.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
@@ -230,7 +230,7 @@ struct Held {
     frame: u64,
     start: usize,
     len: usize,
-    dst: Ipv4Addr,
+    dst: IpAddr,
     since: Instant,
 }
 
@@ -246,7 +246,7 @@ struct State {
     tx_pending: Vec<bool>,
     touched: u64,
     hops: NextHopCache,
-    services: Arc<Vec<(u8, Ipv4Addr, u16)>>,
+    services: Arc<super::Steered>,
     services_gen: u64,
     batch: [Desc; BATCH],
     k: usize,
@@ -290,7 +290,7 @@ impl XdpQueue {
             tx_pending: vec![false; self.socks.len()],
             touched: 0,
             hops: NextHopCache::default(),
-            services: Arc::new(Vec::new()),
+            services: Arc::default(),
             services_gen: u64::MAX,
             batch: [Desc::default(); BATCH],
             k: 0,
@@ -437,7 +437,8 @@ impl XdpQueue {
                             self.umem
                                 .bytes(d.addr + ETH as u64, (d.len as usize).saturating_sub(ETH))
                         };
-                        steer::queue_of_packet(ip, &st.services, &self.shared.key, queues) as usize
+                        let (v4, v6) = &*st.services;
+                        steer::queue_of_packet(ip, v4, v6, &self.shared.key, queues) as usize
                     };
                     if owner != self.id {
                         self.hand_off(st, owner, d);
@@ -546,7 +547,7 @@ impl XdpQueue {
 
     /// Sends the IP packet at `start..start + len` of `frame` towards `dst`: at once when its
     /// next hop is known, held while it resolves, released when it cannot be sent.
-    fn route(&mut self, st: &mut State, frame: u64, start: usize, plen: usize, dst: Ipv4Addr) {
+    fn route(&mut self, st: &mut State, frame: u64, start: usize, plen: usize, dst: IpAddr) {
         match st.hops.get(&self.shared.neigh, dst) {
             Hop::Via(hop) => self.transmit(st, frame, start, plen, hop),
             Hop::Unreachable => {
@@ -594,8 +595,13 @@ impl XdpQueue {
                 let buf = unsafe { self.umem.frame_mut(frame) };
                 buf[start..start + pkt.len()].copy_from_slice(pkt);
             }
-            let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
-            self.route(st, frame, start, pkt.len(), dst);
+            match frame::destination(pkt) {
+                Some(dst) => self.route(st, frame, start, pkt.len(), dst),
+                None => {
+                    st.stats.discarded += 1;
+                    self.release(st, frame);
+                }
+            }
         });
     }
 
