@@ -83,6 +83,9 @@ bash examples/lab/test-tun6.sh
 step "lab: LVS-DR with director.io = \"af_xdp\": the unchanged packet to the realserver's MAC, replies bypass the director"
 bash examples/lab/test-dr.sh
 
+step "lab: LVS-DR over IPv6 with director.io = \"af_xdp\" (neighbour discovery by the kernel), the IPv4 service beside it: nginx, wrk, curl and UDP, replies bypass the director"
+bash examples/lab/test-dr6.sh
+
 step "lab: active-backup with keepalived and connection sync: the master's ringvs killed, then its keepalived stopped, under a 512 MiB download and keep-alive load"
 bash examples/lab/test-ha.sh
 

@@ -316,29 +316,32 @@ lab_up_bridge() {
     done
 }
 
-# lab_up_ipv6: IPv6 over the bridge topology (after lab_up, which turns IPv6 off): client
-# fd77::2, director fd77::1 and fd77:1::fe, realservers fd77:1::N, VIP6 fd77:100::100 (its own
-# prefix, routed to the director like the IPv4 VIP). No DAD (nodad): the addresses are usable
-# at once. The director forwards IPv6; ringvs turns IPv6 on on its own device.
+# lab_up_ipv6: IPv6 over either topology (after lab_up, which turns IPv6 off): client
+# fd77::2, director fd77::1 (dcli) and fd77:1::fe (br-rs, or drs facing the switch),
+# realservers fd77:1::N, VIP6 fd77:100::100 (its own prefix, routed to the director like the
+# IPv4 VIP). No DAD (nodad): the addresses are usable at once. The director forwards IPv6;
+# ringvs turns IPv6 on on its own device. The switch itself stays without IPv6 (a bridge
+# forwards frames of any kind).
 VIP6=fd77:100::100
 CLI_IP6=fd77::2
 RS_IPS6=(fd77:1::1 fd77:1::2 fd77:1::3)
 lab_up_ipv6() {
-    [[ $LAB_TOPO == bridge ]] || die "lab_up_ipv6 needs the bridge topology"
-    local n i dev
+    local n i dev vrs=""
+    if [[ $LAB_TOPO == bridge ]]; then vrs=$(seq -f 'vrs%g' 1 "$RS_COUNT"); fi
     for n in cli dir $(seq -f 'rs%g' 1 "$RS_COUNT"); do
         ns_sysctl "$n" net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
             net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 \
             net.ipv6.conf.lo.disable_ipv6=0
     done
-    for dev in dcli br-rs $(seq -f 'vrs%g' 1 "$RS_COUNT"); do
+    # shellcheck disable=SC2086 # $vrs is a list of interface names
+    for dev in dcli "$RS_IF" $vrs; do
         ns_sysctl dir "net.ipv6.conf.$dev.disable_ipv6=0"
     done
     ns_sysctl cli net.ipv6.conf.cli0.disable_ipv6=0
     ns_sysctl dir net.ipv6.conf.all.forwarding=1
     in_ns cli ip -6 addr add "$CLI_IP6/64" dev cli0 nodad
     in_ns dir ip -6 addr add fd77::1/64 dev dcli nodad
-    in_ns dir ip -6 addr add fd77:1::fe/64 dev br-rs nodad
+    in_ns dir ip -6 addr add fd77:1::fe/64 dev "$RS_IF" nodad
     in_ns cli ip -6 route add default via fd77::1
     for ((i = 1; i <= RS_COUNT; i++)); do
         ns_sysctl "rs$i" net.ipv6.conf.eth0.disable_ipv6=0
