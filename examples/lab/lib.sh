@@ -1082,13 +1082,14 @@ EOF
     fi
 }
 
-# udp_probe COUNT [PORT [SIZE]]: COUNT datagrams to VIP:PORT (default 53), each from a new
-# socket, padded to SIZE bytes (default: a few dozen). Sets UDP_SENT, UDP_ANSWERED, UDP_BAD,
-# UDP_SERVERS ("rs1=67,rs2=67,rs3=66"), UDP_NSERVERS.
+# udp_probe COUNT [PORT [SIZE]]: COUNT datagrams to VIP:PORT (default 53; $UDP_HOST instead of
+# VIP when set, an IPv6 address in brackets), each from a new socket, padded to SIZE bytes
+# (default: a few dozen). Sets UDP_SENT, UDP_ANSWERED, UDP_BAD, UDP_SERVERS
+# ("rs1=67,rs2=67,rs3=66"), UDP_NSERVERS.
 udp_probe() {
     local out=$LAB_DIR/udp-probe.txt rc=0
     UDP_SENT=0 UDP_ANSWERED=0 UDP_BAD=0 UDP_SERVERS="-" UDP_NSERVERS=0
-    ip netns exec "$(ns_name cli)" timeout 60 "$PYTHON" "$LAB_SRC/udp_probe.py" "$VIP:${2:-53}" \
+    ip netns exec "$(ns_name cli)" timeout 60 "$PYTHON" "$LAB_SRC/udp_probe.py" "${UDP_HOST:-$VIP}:${2:-53}" \
         --count "$1" --size "${3:-0}" </dev/null >"$out" 2>&1 &
     wait $! || rc=$?
     if ((rc != 0)); then
@@ -1098,6 +1099,35 @@ udp_probe() {
     fi
     read -r UDP_SENT UDP_ANSWERED UDP_BAD UDP_SERVERS <"$out"
     if [[ $UDP_SERVERS != - ]]; then UDP_NSERVERS=$(tr ',' '\n' <<<"$UDP_SERVERS" | grep -c .); fi
+}
+
+# vip_echo_up N ADDR PORT: a UDP echo on realserver N bound to its virtual address ADDR, so
+# that it answers from it (LVS-TUN and LVS-DR realservers answer the client directly).
+# Returns non-zero if it does not listen within 5 s (ADDR not on the realserver). Stopped by
+# vip_echo_down, or with the lab.
+vip_echo_up() {
+    local d=$LAB_DIR/rs$1
+    ip netns exec "$(ns_name "rs$1")" "$PYTHON" "$LAB_SRC/udp_echo.py" --name "rs$1" --bind "$2" \
+        --port "$3" --pidfile "$d/udp_echo_vip.pid" </dev/null >"$d/udp_echo_vip.log" 2>&1 &
+    wait_until 5 listening "rs$1" udp "$3"
+}
+
+vip_echo_down() {
+    local i pid
+    for ((i = 1; i <= RS_COUNT; i++)); do
+        pid=$(cat "$LAB_DIR/rs$i/udp_echo_vip.pid" 2>/dev/null || true)
+        if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi
+    done
+}
+
+# udp_roundtrip_check LABEL HOST PORT: 100 datagrams from the client to HOST:PORT (an IPv6
+# address in brackets), each from its own socket; PASS if every one is answered, none wrongly,
+# and every realserver answered some.
+udp_roundtrip_check() {
+    local ok=0
+    UDP_HOST=$2 udp_probe 100 "$3" || ok=1
+    ((UDP_SENT == 100 && UDP_ANSWERED == 100 && UDP_BAD == 0 && UDP_NSERVERS == RS_COUNT)) || ok=1
+    verdict "$ok" "$1" "$UDP_ANSWERED/$UDP_SENT answered, $UDP_BAD bad, $UDP_SERVERS"
 }
 
 # capture_start NAME DEV FILE [FILTER...]: tcpdump in namespace NAME on DEV ("any": Linux

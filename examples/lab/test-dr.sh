@@ -14,6 +14,8 @@
 #       own address, and ringvs forwarded only the client's half (outgoing packets 0; the AF_XDP
 #       queues sent as many packets as ringvs forwarded in);
 #   a 1 MiB download from the realservers is intact;
+#   UDP round-trips: 100 datagrams to 10.77.100.100:5354, all answered from the virtual
+#       address, by every realserver;
 #   ringvs stops cleanly and detaches its XDP programs.
 #
 #   bash examples/lab/test-dr.sh                    (as root; bounded to about a minute)
@@ -31,6 +33,7 @@ ringvs_check_binary || exit 1
 PASSES=0 FAILS=0
 VERDICT_WIDTH=40 # verdict and arith: lib.sh
 PORT=8080
+ECHO_PORT=5354
 
 # vip_on_lo N: realserver N takes packets for the virtual address, and keeps quiet about it.
 vip_on_lo() {
@@ -39,6 +42,9 @@ vip_on_lo() {
     if [[ ${SELFTEST_BREAK:-0} != 1 ]]; then
         in_ns "$ns" ip addr add "$VIP/32" dev lo
     fi
+    # An echo bound to the virtual address answers from it (SELFTEST_BREAK: it cannot bind).
+    vip_echo_up "$1" "$VIP" "$ECHO_PORT" || [[ ${SELFTEST_BREAK:-0} == 1 ]] ||
+        die "the UDP echo on rs$1 did not bind $VIP:$ECHO_PORT"
 }
 
 lab_trap
@@ -71,6 +77,9 @@ verdict "$ok" "replies bypass the director" \
 
 download_check "1 MiB download intact" "$PORT"
 
+udp_roundtrip_check "udp round-trips by direct routing" "$VIP" "$ECHO_PORT"
+
+vip_echo_down
 fwd_down
 ok=0
 [[ $RINGVS_EXIT == "exit 0" ]] || ok=1

@@ -44,16 +44,16 @@ PORT=8080
 ECHO_PORT=5354
 
 # vip_on_lo N: realserver N takes packets for both virtual addresses (IPv4 quiet about it, as
-# test-dr.sh), and echoes UDP on the IPv6 one.
+# test-dr.sh), and echoes UDP on the IPv6 one (SELFTEST_BREAK: it cannot bind, and logs why).
 vip_on_lo() {
-    local ns=rs$1 d=$LAB_DIR/rs$1
+    local ns=rs$1
     ns_sysctl "$ns" net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
     in_ns "$ns" ip addr add "$VIP/32" dev lo
     if [[ ${SELFTEST_BREAK:-0} != 1 ]]; then
         in_ns "$ns" ip -6 addr add "$VIP6/128" dev lo nodad
     fi
-    ip netns exec "$(ns_name "$ns")" "$PYTHON" "$LAB_SRC/udp_echo.py" --name "rs$1" --bind "$VIP6" \
-        --port "$ECHO_PORT" --pidfile "$d/udp_echo_vip.pid" </dev/null >"$d/udp_echo_vip.log" 2>&1 &
+    vip_echo_up "$1" "$VIP6" "$ECHO_PORT" || [[ ${SELFTEST_BREAK:-0} == 1 ]] ||
+        die "the UDP echo on rs$1 did not bind [$VIP6]:$ECHO_PORT"
 }
 
 curl6() { # curl6 PATH ARGS...: curl from the client to [VIP6]:PORT
@@ -68,11 +68,6 @@ lab_up_ipv6
 start_servers
 for ((i = 1; i <= RS_COUNT; i++)); do vip_on_lo "$i"; done
 if [[ ${SELFTEST_BREAK:-0} == 1 ]]; then log "SELFTEST_BREAK: no realserver holds the VIP6; the test must fail"; fi
-# The echo binds the VIP6 (SELFTEST_BREAK: it cannot, and logs why).
-for ((i = 1; i <= RS_COUNT; i++)); do
-    [[ ${SELFTEST_BREAK:-0} == 1 ]] || wait_until 5 listening "rs$i" udp "$ECHO_PORT" ||
-        die "the UDP echo on rs$i did not bind [$VIP6]:$ECHO_PORT"
-done
 
 fwd_up ringvs || die "ringvs did not come up"
 verdict 0 "ringvs up" "pid $RINGVS_PID, config $CONF, AF_XDP on dcli and $RS_IF"
@@ -142,14 +137,7 @@ curl6 /1m.bin -o "$dl" 2>>"$LAB_DIR/curl.err" || true
 got=$(sha256sum "$dl" 2>/dev/null | cut -d' ' -f1 || true)
 verdict "$(ok_when '[[ $got == "$ONE_MIB_SHA" ]]')" "1 MiB download intact over IPv6" "sha256 ${got:0:12}… (want ${ONE_MIB_SHA:0:12}…)"
 
-uout=$LAB_DIR/udp-dr6.txt
-ip netns exec "$(ns_name cli)" timeout 60 "$PYTHON" "$LAB_SRC/udp_probe.py" "[$VIP6]:$ECHO_PORT" \
-    --count 100 </dev/null >"$uout" 2>&1 || true
-sent=0 ans=0 bad=1 spread=- nsrv=0
-read -r sent ans bad spread <"$uout" || true
-if [[ ${spread:--} != - ]]; then nsrv=$(tr ',' '\n' <<<"$spread" | grep -c .); fi
-verdict "$(arith "${sent:-0} == 100 && ${ans:-0} == 100 && ${bad:-1} == 0 && nsrv == RS_COUNT")" \
-    "udp round-trips by direct routing" "${ans:-0}/${sent:-0} answered, ${bad:-?} bad, $spread"
+udp_roundtrip_check "udp round-trips by direct routing" "[$VIP6]" "$ECHO_PORT"
 
 body=$(ip netns exec "$(ns_name cli)" curl -sS --connect-timeout 3 --max-time 10 -H 'Connection: close' \
     "http://$VIP:$PORT/" 2>>"$LAB_DIR/curl.err" || true)
@@ -161,10 +149,7 @@ ok=0
 xdp_detached || ok=1
 verdict "$ok" "clean stop, XDP detached" "$RINGVS_EXIT"
 
-for ((i = 1; i <= RS_COUNT; i++)); do
-    pid=$(cat "$LAB_DIR/rs$i/udp_echo_vip.pid" 2>/dev/null || true)
-    if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi
-done
+vip_echo_down
 
 echo
 if ((FAILS > 0)); then

@@ -13,6 +13,8 @@
 #   wrk (Connection: close, 5 s): no errors, every realserver served, each saw the client's
 #       own address, and ringvs forwarded only the client's half (outgoing packets 0);
 #   a 1 MiB download from the realservers is intact (replies bypass the director);
+#   UDP round-trips: 100 datagrams to 10.77.100.100:5354, all answered from the virtual
+#       address, by every realserver;
 #   an upload of full-size segments: 1500-byte packets do not fit the 1500-byte path with 20
 #       more bytes, so the client gets ICMP fragmentation-needed (1480) from ringvs, lowers
 #       its path MTU and the upload completes;
@@ -35,6 +37,7 @@ PASSES=0 FAILS=0
 VERDICT_WIDTH=40 # verdict and arith: lib.sh
 PORT=8080
 GUE_PORT=6080
+ECHO_PORT=5354
 DECAP_MODE=""
 
 # tunl0_up N: realserver N takes IPIP packets for the virtual address on tunl0.
@@ -59,6 +62,7 @@ tunl0_up() {
     # The inner packets come from the client on tunl0, the replies leave by eth0.
     ns_sysctl "$ns" net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
         net.ipv4.conf.tunl0.rp_filter=0
+    vip_echo_up "$1" "$VIP" "$ECHO_PORT" || die "the UDP echo on rs$1 did not bind $VIP:$ECHO_PORT"
     # The client's upload must keep full-size segments (no TSO or checksum offload on the
     # way to the director: see tun.toml).
     in_ns cli ethtool -K cli0 tx off >/dev/null 2>&1 || true
@@ -96,6 +100,8 @@ verdict "$ok" "replies bypass the director" "ringvs incoming packets ${IN:-?}, o
 
 # Replies straight from the realservers: a 1 MiB download.
 download_check "1 MiB download intact" "$PORT"
+
+udp_roundtrip_check "udp round-trips through the tunnel" "$VIP" "$ECHO_PORT"
 
 # Full-size segments from the client: too big for the tunnel, the client learns 1480.
 head -c 262144 /dev/urandom >"$LAB_DIR/tun-up.bin"
@@ -146,6 +152,7 @@ done
 verdict "$ok" "gue: http through the tunnel" "$ok_codes/30 answered; served $HITS_SPREAD; UDP datagrams received by the realservers: $gue_in (want >= 3 per request)"
 download_check "gue: 1 MiB download intact" "$PORT"
 fwd_down
+vip_echo_down
 for ((i = 1; i <= RS_COUNT; i++)); do
     pid=$(cat "$LAB_DIR/rs$i/ipip_decap.pid" 2>/dev/null || true)
     if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi

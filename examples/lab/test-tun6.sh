@@ -68,8 +68,7 @@ tunl0_up6() {
     in_ns "$ns" ip link set tunl0 up
     ns_sysctl "$ns" net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
         net.ipv4.conf.tunl0.rp_filter=0
-    ip netns exec "$(ns_name "$ns")" "$PYTHON" "$LAB_SRC/udp_echo.py" --name "rs$1" --bind "$VIP6" \
-        --port "$ECHO_PORT" --pidfile "$d/udp_echo_vip.pid" </dev/null >"$d/udp_echo_vip.log" 2>&1 &
+    vip_echo_up "$1" "$VIP6" "$ECHO_PORT" || die "the UDP echo on rs$1 did not bind [$VIP6]:$ECHO_PORT"
     # The client's upload must keep full-size segments (no TSO or checksum offload on the
     # way to the director: see tun6.toml).
     in_ns cli ethtool -K cli0 tx off >/dev/null 2>&1 || true
@@ -189,14 +188,7 @@ verdict "$ok" "replies bypass the director" "ringvs incoming packets ${IN:-?}, o
 
 download6 "1 MiB download intact"
 
-uout=$LAB_DIR/udp-tun6.txt
-ip netns exec "$(ns_name cli)" timeout 60 "$PYTHON" "$LAB_SRC/udp_probe.py" "[$VIP6]:$ECHO_PORT" \
-    --count 100 </dev/null >"$uout" 2>&1 || true
-sent=0 ans=0 bad=1 spread=- nsrv=0
-read -r sent ans bad spread <"$uout" || true
-if [[ ${spread:--} != - ]]; then nsrv=$(tr ',' '\n' <<<"$spread" | grep -c .); fi
-verdict "$(arith "${sent:-0} == 100 && ${ans:-0} == 100 && ${bad:-1} == 0 && nsrv == RS_COUNT")" \
-    "udp round-trips through the tunnel" "${ans:-0}/${sent:-0} answered, ${bad:-?} bad, $spread"
+udp_roundtrip_check "udp round-trips through the tunnel" "[$VIP6]" "$ECHO_PORT"
 
 # Full-size segments from the client: too big for the tunnel, the client learns 1460.
 head -c 262144 /dev/urandom >"$LAB_DIR/tun6-up.bin"
@@ -255,11 +247,10 @@ mixed_conf "[$VIP6]:$PORT" "${RS_IPS[@]}" >"$LAB_DIR/tun64.toml"
 URL_HOST="[$VIP6]" CLIENT=$CLI_IP6
 mixed_phase "6in4" "$LAB_DIR/tun64.toml"
 
+vip_echo_down
 for ((i = 1; i <= RS_COUNT; i++)); do
-    for f in ipip_decap udp_echo_vip; do
-        pid=$(cat "$LAB_DIR/rs$i/$f.pid" 2>/dev/null || true)
-        if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi
-    done
+    pid=$(cat "$LAB_DIR/rs$i/ipip_decap.pid" 2>/dev/null || true)
+    if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi
 done
 
 echo
