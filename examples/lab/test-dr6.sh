@@ -21,6 +21,9 @@
 #   UDP round-trips: 100 datagrams to [fd77:100::100]:5354, all answered from the virtual
 #       address, by every realserver;
 #   IPv4 beside it: the IPv4 service answers through the same programs and queues;
+#   NAT66 beside it, on the same backend ([fd77:100::100]:80 to the realservers' :8080): 30
+#       requests spread over every realserver, a 1 MiB download intact, and ringvs carried
+#       the replies (outgoing packets > 0);
 #   ringvs stops cleanly and detaches its XDP programs.
 #
 #   bash examples/lab/test-dr6.sh                    (as root; bounded to about a minute)
@@ -56,10 +59,10 @@ vip_on_lo() {
         die "the UDP echo on rs$1 did not bind [$VIP6]:$ECHO_PORT"
 }
 
-curl6() { # curl6 PATH ARGS...: curl from the client to [VIP6]:PORT
+curl6() { # curl6 PATH ARGS...: curl from the client to [VIP6]:PORT (PORT6 when set)
     local path=$1
     shift
-    ip netns exec "$(ns_name cli)" curl -sS -g --connect-timeout 3 --max-time 20 "$@" "http://[$VIP6]:$PORT$path"
+    ip netns exec "$(ns_name cli)" curl -sS -g --connect-timeout 3 --max-time 20 "$@" "http://[$VIP6]:${PORT6:-$PORT}$path"
 }
 
 lab_trap
@@ -142,6 +145,33 @@ udp_roundtrip_check "udp round-trips by direct routing" "[$VIP6]" "$ECHO_PORT"
 body=$(ip netns exec "$(ns_name cli)" curl -sS --connect-timeout 3 --max-time 10 -H 'Connection: close' \
     "http://$VIP:$PORT/" 2>>"$LAB_DIR/curl.err" || true)
 verdict "$(ok_when '[[ $body == *"<h1>rs"* ]]')" "IPv4 beside it" "http://$VIP:$PORT/: $(grep -o '<h1>rs[0-9]</h1>' <<<"$body" || echo 'no answer')"
+
+# NAT66 through the same XDP programs: the replies come back to ringvs.
+PORT6=80
+hits_baseline
+answered=0
+for ((r = 0; r < 30; r++)); do
+    body=$(curl6 / -H 'Connection: close' 2>>"$LAB_DIR/curl.err") || continue
+    [[ $body == *"<h1>rs"* ]] && answered=$((answered + 1))
+done
+count_hits 'GET /index.html '
+ok=0
+((answered == 30)) || ok=1
+for ((i = 1; i <= RS_COUNT; i++)); do ((HITS[i] > 0)) || ok=1; done
+verdict "$ok" "NAT66 beside it" "$answered/30 answered on [$VIP6]:80; served $HITS_SPREAD"
+out0=$(metric ringvs_outgoing_packets_total || echo 0)
+rm -f "$dl"
+curl6 /1m.bin -o "$dl" 2>>"$LAB_DIR/curl.err" || true
+got=$(sha256sum "$dl" 2>/dev/null | cut -d' ' -f1 || true)
+out1=""
+replies_counted() {
+    out1=$(metric ringvs_outgoing_packets_total || true)
+    [[ $out1 =~ ^[0-9]+$ ]] && ((out1 > ${out0:-0}))
+}
+wait_until 5 replies_counted || true
+verdict "$(ok_when '[[ $got == "$ONE_MIB_SHA" && $out1 =~ ^[0-9]+$ ]] && ((out1 > ${out0:-0}))')" "NAT66: 1 MiB download intact" \
+    "sha256 ${got:0:12}… (want ${ONE_MIB_SHA:0:12}…); ringvs outgoing packets ${out0:-?} → ${out1:-?}"
+PORT6=""
 
 fwd_down
 ok=0
