@@ -34,6 +34,14 @@
 #   ipip-qN   LVS-TUN with IPIP (forward = "tun", director.io = "tun")
 #   gue-qN    LVS-TUN with GUE to port 6080
 #
+# IPv6 (the lab gets IPv6 as well when one of these is asked for; the same measurements
+# through VIP6 [fd77:100::100], each ratio against nft6's):
+#
+#   nft6      the kernel's NAT66 (nftables DNAT in an ip6 table)
+#   tun6-qN   NAT66 by ringvs, director.io = "tun"
+#   xdp6-qN   NAT66 by ringvs, director.io = "af_xdp"
+#   dr6-qN    LVS-DR over IPv6, director.io = "af_xdp" (VIP6 on the realservers' lo)
+#
 # There the realservers hold the virtual address on lo (arp_ignore = 1, arp_announce = 2);
 # for the tunnels each decapsulates in XDP (examples/lab/tun_decap.bpf.c, built with clang:
 # the lab kernel has no ipip or fou, and the userspace decapsulator of test-tun.sh would
@@ -56,13 +64,16 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_OUT=${BENCH_OUT:-$LAB_DIR/bench.md}
 BENCH_PHASES=${BENCH_PHASES:-nft tun-q1 tun-q2 tun-q4 xdp-q1 xdp-q2 xdp-q4 dr-q1 ipip-q1}
+# An IPv6 phase brings the IPv6 lab up (nginx on [::]:8080 too).
+if [[ " $BENCH_PHASES " =~ \ (nft6|tun6-q|xdp6-q|dr6-q) ]]; then LAB_IPV6=1; fi
 BENCH_CPU_PPS=${BENCH_CPU_PPS:-20000}
 [[ $BENCH_SECONDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer (got '$BENCH_SECONDS')"
 [[ $BENCH_CPU_PPS =~ ^[1-9][0-9]*$ ]] || die "BENCH_CPU_PPS must be a positive integer (got '$BENCH_CPU_PPS')"
 for p in $BENCH_PHASES; do
     case $p in
         nft | ringvs | tun-q[1-9] | xdp-q[1-9] | dr-q[1-9] | ipip-q[1-9] | gue-q[1-9]) ;;
-        *) die "BENCH_PHASES: unknown phase '$p' (nft, ringvs, tun-qN, xdp-qN, dr-qN, ipip-qN, gue-qN)" ;;
+        nft6 | tun6-q[1-9] | xdp6-q[1-9] | dr6-q[1-9]) ;;
+        *) die "BENCH_PHASES: unknown phase '$p' (nft, ringvs, tun-qN, xdp-qN, dr-qN, ipip-qN, gue-qN; IPv6: nft6, tun6-qN, xdp6-qN, dr6-qN)" ;;
     esac
     n=${p#*-q}
     if [[ $p == *-q* ]] && ((n > LAB_MAXQ)); then die "phase $p: at most LAB_MAXQ=$LAB_MAXQ queues"; fi
@@ -156,6 +167,39 @@ method_conf() {
     } >"$2"
 }
 
+# method_conf6 METHOD FILE: the config of an IPv6 phase: NAT66 ("nat": web on [VIP6]:80 to the
+# realservers' :8080, iperf on [VIP6]:5201 TCP and UDP) or LVS-DR ("dr": web on [VIP6]:8080,
+# iperf on [VIP6]:5201 TCP).
+method_conf6() {
+    local m=$1 svc port proto i
+    {
+        echo "# bench.sh IPv6 phase ($m): written by examples/lab/bench.sh"
+        echo "[director]"
+        echo 'device = "ringvs0"'
+        echo "queues = 1"
+        echo 'conn_memory_limit = "64MiB"'
+        echo "admin_socket = \"$LAB_DIR/admin.sock\""
+        echo 'metrics_listen = "127.0.0.1:9406"'
+        for svc in web:tcp iperf:tcp iperfu:udp; do
+            proto=${svc#*:}
+            port=5201
+            if [[ ${svc%:*} == web ]]; then port=80; fi
+            if [[ $m == dr && $port == 80 ]]; then port=8080; fi
+            if [[ $m == dr && $proto == udp ]]; then continue; fi
+            printf '\n[[service]]\nname = "%s"\nvip = "[%s]:%s"\nproto = "%s"\nforward = "%s"\nscheduler = "rr"\n' \
+                "${svc%:*}" "$VIP6" "$port" "$proto" "$m"
+            for ((i = 1; i <= RS_COUNT; i++)); do
+                if [[ $port == 5201 ]] && ((i > 1)); then break; fi
+                if [[ $m == dr ]]; then
+                    printf '\n[[service.server]]\naddr = "%s"\n' "${RS_IPS6[i - 1]}"
+                else
+                    printf '\n[[service.server]]\naddr = "[%s]:%s"\n' "${RS_IPS6[i - 1]}" "$([[ $port == 80 ]] && echo 8080 || echo 5201)"
+                fi
+            done
+        done
+    } >"$2"
+}
+
 # method_up METHOD: the realservers take the client's packets for the virtual address (on lo,
 # answering no ARP for it); for a tunnel each decapsulates in XDP, and the director routes
 # replies from the virtual address past ringvs (as the realservers' own gateway would).
@@ -163,6 +207,10 @@ method_up() {
     local m=$1 i ns
     for ((i = 1; i <= RS_COUNT; i++)); do
         ns=rs$i
+        if [[ $m == dr6 ]]; then
+            in_ns "$ns" ip -6 addr add "$VIP6/128" dev lo nodad
+            continue
+        fi
         ns_sysctl "$ns" net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
         in_ns "$ns" ip addr add "$VIP/32" dev lo
         if [[ $m != dr ]]; then
@@ -173,7 +221,7 @@ method_up() {
             }
         fi
     done
-    if [[ $m != dr ]]; then in_ns dir ip rule add iif "$RS_IF" from "$VIP" lookup main pref 999; fi
+    if [[ $m != dr && $m != dr6 ]]; then in_ns dir ip rule add iif "$RS_IF" from "$VIP" lookup main pref 999; fi
 }
 
 # method_down: undo method_up (whatever of it was done), and forget the client's path MTU to
@@ -185,10 +233,12 @@ method_down() {
         in_ns "$ns" ip link set dev eth0 xdpdrv off 2>/dev/null || true
         in_ns "$ns" ip link set dev eth0 xdpgeneric off 2>/dev/null || true
         in_ns "$ns" ip addr del "$VIP/32" dev lo 2>/dev/null || true
+        in_ns "$ns" ip -6 addr del "$VIP6/128" dev lo 2>/dev/null || true
         in_ns "$ns" sysctl -q -w net.ipv4.conf.all.arp_ignore=0 net.ipv4.conf.all.arp_announce=0 >/dev/null 2>&1 || true
     done
     while in_ns dir ip rule del iif "$RS_IF" from "$VIP" lookup main pref 999 2>/dev/null; do :; done
     in_ns cli ip route flush cache 2>/dev/null || true
+    in_ns cli ip -6 route flush cache 2>/dev/null || true
 }
 
 # phase NAME: bring the forwarder up, measure, bring it down. Runs in a subshell (own EXIT
@@ -196,7 +246,7 @@ method_down() {
 # notes to $LAB_DIR/bench-NAME.notes. Exit status non-zero if anything failed.
 phase() {
     local name=$1 res=$LAB_DIR/bench-$1.txt notes=$LAB_DIR/bench-$1.notes failed=0 fwd=ringvs
-    local method=""
+    local method="" v6=0
     : >"$res"
     : >"$notes"
     trap 'fwd_down' EXIT
@@ -207,8 +257,26 @@ phase() {
         xdp-q*) LAB_IO=af_xdp RINGVS_QUEUES=${name#xdp-q} ;;
         dr-q*) LAB_IO=af_xdp RINGVS_QUEUES=${name#dr-q} method=dr ;;
         ipip-q* | gue-q*) LAB_IO=tun RINGVS_QUEUES=${name#*-q} method=${name%-q*} ;;
+        nft6) fwd=nft LAB_IO=tun v6=1 ;;
+        tun6-q*) LAB_IO=tun RINGVS_QUEUES=${name#tun6-q} v6=1 ;;
+        xdp6-q*) LAB_IO=af_xdp RINGVS_QUEUES=${name#xdp6-q} v6=1 ;;
+        dr6-q*) LAB_IO=af_xdp RINGVS_QUEUES=${name#dr6-q} method=dr6 v6=1 ;;
     esac
-    if [[ -n $method ]]; then
+    if ((v6)); then
+        WRK_HOST="[$VIP6]" IPERF_HOST=$VIP6
+        if [[ $fwd == ringvs ]]; then
+            CONF=$LAB_DIR/bench-$name.toml
+            if [[ $method == dr6 ]]; then method_conf6 dr "$CONF"; else method_conf6 nat "$CONF"; fi
+        fi
+    fi
+    if [[ $method == dr6 ]]; then
+        trap 'fwd_down; method_down' EXIT
+        WRK_PORT=8080
+        if ! method_up dr6; then
+            echo "$name: the realservers could not be set up for LVS-DR over IPv6" >>"$notes"
+            return 1
+        fi
+    elif [[ -n $method ]]; then
         trap 'fwd_down; method_down' EXIT
         CONF=$LAB_DIR/bench-$name.toml
         method_conf "$method" "$CONF"
@@ -223,6 +291,12 @@ phase() {
     if [[ $LAB_IO == tun ]]; then lab_queues "$LAB_MAXQ"; fi
     if ! fwd_up "$fwd"; then
         echo "$name did not come up (see the error above; log: $LAB_DIR/ringvs.log)" >>"$notes"
+        return 1
+    fi
+    # NAT66 through the TUN device: the IPv6 routes of the routing contract.
+    if ((v6)) && [[ $fwd == ringvs && $LAB_IO == tun ]]; then trap 'fwd_down; manual_routes6_del' EXIT; fi
+    if ((v6)) && [[ $fwd == ringvs && $LAB_IO == tun ]] && ! manual_routes6_add; then
+        echo "$name: the manual IPv6 routes could not be added" >>"$notes"
         return 1
     fi
     local rx0 tx0 rx1 tx1 in0="" out0=""
@@ -302,19 +376,31 @@ phase() {
     return "$failed"
 }
 
-# cell PHASE METRIC: the figure, with its ratio to nft's in parentheses.
+# base PHASE: the phase its ratios are taken against (nft, or nft6 for an IPv6 phase).
+base() {
+    case $1 in
+        nft6 | *6-q*) echo nft6 ;;
+        *) echo nft ;;
+    esac
+}
+
+# cell PHASE METRIC: the figure, with its ratio to nft's (nft6's) in parentheses.
 cell() {
-    local v=${R[$1,$2]:-n/a} n=${R[nft,$2]:-}
-    if [[ $v == n/a || $1 == nft || -z $n || $2 == rcpu ]]; then
+    local b
+    b=$(base "$1")
+    local v=${R[$1,$2]:-n/a} n=${R[$b,$2]:-}
+    if [[ $v == n/a || $1 == "$b" || -z $n || $2 == rcpu ]]; then
         echo "$v"
     else
         awk -v a="$n" -v b="$v" 'BEGIN { if (a > 0) printf "%s (%.2f)", b, b / a; else print b }'
     fi
 }
 
-# ratio PHASE METRIC: the figure's ratio to nft's, or n/a.
+# ratio PHASE METRIC: the figure's ratio to nft's (nft6's), or n/a.
 ratio() {
-    local v=${R[$1,$2]:-} n=${R[nft,$2]:-}
+    local b
+    b=$(base "$1")
+    local v=${R[$1,$2]:-} n=${R[$b,$2]:-}
     if [[ -z $v || -z $n ]]; then
         echo "n/a"
     else
@@ -331,7 +417,7 @@ table() {
     echo "- $S s per measurement, all in one run on one lab (client, director, 3 realservers share the CPUs); topology: $LAB_TOPO (dcli, drs: $LAB_MAXQ queues)"
     echo "- load average before the run: $LOAD_BEFORE; veth GRO: ${LAB_GRO:-unknown}; CPU accounting: ${CG_KIND:-/proc/stat (whole machine)}"
     echo "- command: \`BENCH_SECONDS=$S BENCH_PHASES=\"$BENCH_PHASES\" bash examples/lab/bench.sh\`; ringvs: $RINGVS -c $CONF"
-    echo "- figures with their ratio to nft in parentheses (for CPU, cost / nft's cost: lower is better); CPU at a fixed $BENCH_CPU_PPS packets/s"
+    echo "- figures with their ratio to nft in parentheses (nft6 for the IPv6 phases; for CPU, cost / nft's cost: lower is better); CPU at a fixed $BENCH_CPU_PPS packets/s"
     echo
     row="| director "
     for m in "${METRICS[@]}"; do row+="| ${LABEL[$m]} "; done
@@ -350,6 +436,9 @@ table() {
         case $p in
             dr-q* | ipip-q* | gue-q*)
                 echo "- ringvs-${p%-q*} (${p#*-q} queue(s)) / nft DNAT: keep-alive $(ratio "$p" ka), new conn/s $(ratio "$p" close), TCP $(ratio "$p" tcp), TCP down $(ratio "$p" tcpdown)"
+                ;;
+            tun6-q* | xdp6-q* | dr6-q*)
+                echo "- ringvs-${p%-q*} (${p#*-q} queue(s)) / nft NAT66: keep-alive $(ratio "$p" ka), new conn/s $(ratio "$p" close), TCP $(ratio "$p" tcp), TCP down $(ratio "$p" tcpdown)"
                 ;;
         esac
     done
@@ -384,6 +473,7 @@ bench_on_exit() {
 }
 trap bench_on_exit EXIT
 lab_up
+if [[ ${LAB_IPV6:-0} == 1 ]]; then lab_up_ipv6; fi
 start_servers
 # After lab_up (which empties $LAB_DIR): the realservers' XDP decapsulator for the tunnels.
 if [[ " $BENCH_PHASES " =~ \ (ipip|gue)-q ]]; then

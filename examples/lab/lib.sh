@@ -566,6 +566,23 @@ table ip $NFT_TABLE {
     }
 }
 EOF
+    # With the IPv6 lab (LAB_IPV6=1): the same DNAT for VIP6, NAT66 in the kernel.
+    if [[ ${LAB_IPV6:-0} == 1 ]]; then
+        local tcp6_map=""
+        for ((i = 0; i < RS_COUNT; i++)); do
+            tcp6_map+="${tcp6_map:+, }$i : ${RS_IPS6[i]} . 8080"
+        done
+        cat <<EOF
+table ip6 $NFT_TABLE {
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        ip6 daddr $VIP6 tcp dport 80 dnat ip6 to numgen inc mod $RS_COUNT map { $tcp6_map }
+        ip6 daddr $VIP6 tcp dport 5201 dnat ip6 to [${RS_IPS6[0]}]:5201
+        ip6 daddr $VIP6 udp dport 5201 dnat ip6 to [${RS_IPS6[0]}]:5201
+    }
+}
+EOF
+    fi
 }
 
 # dir_ruleset_empty: true when the director's namespace has no nftables rules at all (so no
@@ -582,6 +599,7 @@ conntrack_count() {
 conntrack_flush() {
     if command -v conntrack >/dev/null 2>&1; then
         in_ns dir conntrack -F >/dev/null 2>&1 || true
+        in_ns dir conntrack -F -f ipv6 >/dev/null 2>&1 || true
     else
         warn "conntrack(8) not installed (scripts/deps.sh installs it): cannot flush the director's conntrack table"
         return 1
@@ -855,6 +873,7 @@ fwd_down() {
         nft)
             in_ns dir nft delete table ip "$NFT_TABLE" 2>/dev/null || true
             in_ns dir nft delete table ip "${NFT_TABLE}_sp" 2>/dev/null || true
+            in_ns dir nft delete table ip6 "$NFT_TABLE" 2>/dev/null || true
             in_ns dir ip addr del "$VIP/32" dev lo 2>/dev/null || true
             in_ns dir sysctl -q -w net.netfilter.nf_conntrack_tcp_loose=1 >/dev/null 2>&1 || true
             dir_ruleset_empty || warn "the director's nftables ruleset is not empty after removing $NFT_TABLE"
@@ -979,14 +998,15 @@ count_hits() {
 }
 
 # wrk_run NAME SECONDS [WRK ARGS...]: wrk against http://VIP/ (http://VIP:$WRK_PORT/ when
-# WRK_PORT is set) from the client. Output kept in
+# WRK_PORT is set; $WRK_HOST instead of VIP when set, an IPv6 address in brackets) from the
+# client. Output kept in
 # $LAB_DIR/wrk-NAME.txt. Sets WRK_REQUESTS, WRK_RPS, WRK_SOCK_ERRORS (sum), WRK_ERRORS_DETAIL,
 # WRK_NON2XX. Returns non-zero (with the output tail) when wrk fails or prints no summary.
 wrk_run() {
     local name=$1 secs=$2 out=$LAB_DIR/wrk-${1//\//-}.txt rc=0
     shift 2
     ip netns exec "$(ns_name cli)" timeout $((secs + 20)) \
-        wrk --timeout 2s -d "${secs}s" "$@" "http://$VIP${WRK_PORT:+:$WRK_PORT}/" </dev/null >"$out" 2>&1 &
+        wrk --timeout 2s -d "${secs}s" "$@" "http://${WRK_HOST:-$VIP}${WRK_PORT:+:$WRK_PORT}/" </dev/null >"$out" 2>&1 &
     wait $! || rc=$?
     wrk_parse "$name" "$out" "$rc"
 }
@@ -1036,7 +1056,8 @@ metric() {
     in_ns dir curl -s --max-time 5 "http://127.0.0.1:9406/metrics" | awk -v k="$1" '$1 == k { print $2 }'
 }
 
-# iperf_run NAME SECONDS [IPERF3 ARGS...]: iperf3 client against VIP:5201, JSON kept in
+# iperf_run NAME SECONDS [IPERF3 ARGS...]: iperf3 client against VIP:5201 ($IPERF_HOST instead
+# of VIP when set), JSON kept in
 # $LAB_DIR/iperf-NAME.json. Sets IPERF_GBPS (receiver), IPERF_RX_PPS, IPERF_LOSS_PCT (UDP) and
 # IPERF_RETRANS (TCP). Returns non-zero with the output tail on failure.
 iperf_run() {
@@ -1044,7 +1065,7 @@ iperf_run() {
     shift 2
     IPERF_GBPS="" IPERF_RX_PPS="" IPERF_LOSS_PCT="" IPERF_RETRANS=""
     ip netns exec "$(ns_name cli)" timeout $((secs + 20)) \
-        iperf3 -c "$VIP" -p 5201 -t "$secs" -J --connect-timeout 3000 "$@" </dev/null >"$out" 2>&1 &
+        iperf3 -c "${IPERF_HOST:-$VIP}" -p 5201 -t "$secs" -J --connect-timeout 3000 "$@" </dev/null >"$out" 2>&1 &
     wait $! || rc=$?
     parsed=$("$PYTHON" - "$out" <<'EOF'
 import json, sys
