@@ -1122,6 +1122,49 @@ udp_probe() {
     if [[ $UDP_SERVERS != - ]]; then UDP_NSERVERS=$(tr ',' '\n' <<<"$UDP_SERVERS" | grep -c .); fi
 }
 
+# ---------------------------------------------------------------------------------------------
+# HTTP through a virtual service from the client, by family (test-tun6.sh, test-dr6.sh):
+# URL_HOST (default the IPv6 VIP in brackets), PORT (default 8080), CLIENT (the client's
+# address the realservers must log; default its IPv6 one).
+
+curl6() { # curl6 PATH ARGS...: curl from the client to http://URL_HOST:PORT/PATH
+    local path=$1
+    shift
+    ip netns exec "$(ns_name cli)" curl -sS -g --connect-timeout 3 --max-time 20 "$@" \
+        "http://${URL_HOST:-[$VIP6]}:${PORT:-8080}$path"
+}
+
+# http_spread LABEL: 30 requests (Connection: close), each answered, by every realserver,
+# each of which saw only the client's own address.
+http_spread() {
+    local label=$1 answered=0 i body lines others client=${CLIENT:-$CLI_IP6}
+    hits_baseline
+    for ((i = 0; i < 30; i++)); do
+        # Five failures in a row from the start: nothing answers (bounds the self-tests).
+        ((i == 5 && answered == 0)) && break
+        body=$(curl6 / -H 'Connection: close' 2>>"$LAB_DIR/curl.err") || continue
+        [[ $body == *"<h1>rs"* ]] && answered=$((answered + 1))
+    done
+    count_hits 'GET /index.html '
+    lines=0 others=0
+    for ((i = 1; i <= RS_COUNT; i++)); do
+        lines=$((lines + $(access_lines "$i" | grep -c "^$client " || true)))
+        others=$((others + $(access_lines "$i" | grep -vc "^$client " || true)))
+    done
+    local ok=0
+    ((answered == 30 && lines >= 30 && others == 0)) || ok=1
+    for ((i = 1; i <= RS_COUNT; i++)); do ((HITS[i] > 0)) || ok=1; done
+    verdict "$ok" "$label" "$answered/30 answered; served $HITS_SPREAD; $lines lines from $client, $others from elsewhere"
+}
+
+download6() { # download6 LABEL: a 1 MiB download through curl6, intact (sha256)
+    local out=$LAB_DIR/dl6.bin got
+    rm -f "$out"
+    curl6 /1m.bin -o "$out" 2>>"$LAB_DIR/curl.err" || true
+    got=$(sha256sum "$out" 2>/dev/null | cut -d' ' -f1 || true)
+    verdict "$(ok_when '[[ $got == "$ONE_MIB_SHA" ]]')" "$1" "sha256 ${got:0:12}… (want ${ONE_MIB_SHA:0:12}…)"
+}
+
 # vip_echo_up N ADDR PORT: a UDP echo on realserver N bound to its virtual address ADDR, so
 # that it answers from it (LVS-TUN and LVS-DR realservers answer the client directly).
 # Returns non-zero if it does not listen within 5 s (ADDR not on the realserver). Stopped by

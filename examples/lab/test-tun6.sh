@@ -75,44 +75,8 @@ tunl0_up6() {
 }
 
 # The service's address as a URL's host and the client's address the realservers must see:
-# IPv6 unless a mixed-family phase changes them.
+# IPv6 unless a mixed-family phase changes them (curl6, http_spread, download6: lib.sh).
 URL_HOST="[$VIP6]" CLIENT=$CLI_IP6
-
-curl6() { # curl6 PATH ARGS...: curl from the client to URL_HOST:PORT
-    local path=$1
-    shift
-    ip netns exec "$(ns_name cli)" curl -sS -g --connect-timeout 3 --max-time 20 "$@" "http://$URL_HOST:$PORT$path"
-}
-
-# http_spread LABEL: 30 requests, each answered, by every realserver, which saw the client.
-http_spread() {
-    local label=$1 answered=0 i body lines others
-    hits_baseline
-    for ((i = 0; i < 30; i++)); do
-        # Five failures in a row from the start: the tunnel is down (bounds the self-test).
-        ((i == 5 && answered == 0)) && break
-        body=$(curl6 / -H 'Connection: close' 2>>"$LAB_DIR/curl.err") || continue
-        [[ $body == *"<h1>rs"* ]] && answered=$((answered + 1))
-    done
-    count_hits 'GET /index.html '
-    lines=0 others=0
-    for ((i = 1; i <= RS_COUNT; i++)); do
-        lines=$((lines + $(access_lines "$i" | grep -c "^$CLIENT " || true)))
-        others=$((others + $(access_lines "$i" | grep -vc "^$CLIENT " || true)))
-    done
-    local ok=0
-    ((answered == 30 && lines >= 30 && others == 0)) || ok=1
-    for ((i = 1; i <= RS_COUNT; i++)); do ((HITS[i] > 0)) || ok=1; done
-    verdict "$ok" "$label" "$answered/30 answered; served $HITS_SPREAD; $lines lines from $CLIENT, $others from elsewhere"
-}
-
-download6() { # download6 LABEL
-    local out=$LAB_DIR/dl6.bin got
-    rm -f "$out"
-    curl6 /1m.bin -o "$out" 2>>"$LAB_DIR/curl.err" || true
-    got=$(sha256sum "$out" 2>/dev/null | cut -d' ' -f1 || true)
-    verdict "$(ok_when '[[ $got == "$ONE_MIB_SHA" ]]')" "$1" "sha256 ${got:0:12}… (want ${ONE_MIB_SHA:0:12}…)"
-}
 
 # mixed_conf VIP RS...: tun6.toml's director with one tunnelled web service.
 mixed_conf() {
