@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringvs::control::registry::Registry;
-use ringvs::dataplane::testkit::tcp;
+use ringvs::dataplane::testkit::{tcp, tcp6};
 use ringvs::dataplane::{Pipeline, Shard, HEADROOM};
 use ringvs::wire::tcp::flags::{ACK, PSH, SYN};
 use std::hint::black_box;
@@ -134,6 +134,58 @@ fn established(c: &mut Criterion) {
     g.finish();
 }
 
+/// The IPv6 (NAT66) established-flow path, as `established`'s `inbound_64B`: 64-byte packets
+/// (40 IP + 20 TCP + 4 payload) of random established flows of an IPv6 service, beside the
+/// IPv4 one. The IPv6 table has a quarter of the queue's memory on top of it, hence 1 GiB.
+fn established6(c: &mut Criterion) {
+    use std::net::{Ipv6Addr, SocketAddrV6};
+    let text = format!(
+        "{CONFIG}\n[[service]]\nname = \"web6\"\nvip = \"[fd77:100::100]:80\"\nscheduler = \"wlc\"\n[[service.server]]\naddr = \"[fd77:1::1]:8080\"\n[[service.server]]\naddr = \"[fd77:1::2]:8080\"\n[[service.server]]\naddr = \"[fd77:1::3]:8080\"\n"
+    );
+    let vip6 = SocketAddrV6::new(Ipv6Addr::new(0xfd77, 0x100, 0, 0, 0, 0, 0, 0x100), 80, 0, 0);
+    let client6 = |i: u32| {
+        SocketAddrV6::new(
+            Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, (i >> 14) as u16, 1),
+            1024 + (i & 0x3fff) as u16,
+            0,
+            0,
+        )
+    };
+    let mut g = c.benchmark_group("established6");
+    for flows in [1_000u32, 1_000_000] {
+        let (mut s, _reg) = shard_from(&text, 1 << 30);
+        let mut buf = vec![0u8; 2048];
+        for i in 0..flows {
+            let syn = tcp6(client6(i), vip6, SYN, b"");
+            assert_eq!(run_batch(&mut s, &[syn], &mut buf), 1);
+        }
+        assert_eq!(s.table6().map_or(0, |t| t.len()), flows as usize);
+        let mut x = 0x1234_5678u32;
+        let batch: Vec<Vec<u8>> = (0..1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                tcp6(client6(x % flows), vip6, PSH | ACK, &[0x55; 4])
+            })
+            .collect();
+        assert_eq!(batch[0].len(), 64);
+        assert_eq!(run_batch(&mut s, &batch, &mut buf), batch.len());
+        g.throughput(Throughput::Elements(batch.len() as u64));
+        g.bench_with_input(
+            BenchmarkId::new("inbound_64B", flows),
+            &batch,
+            |b, batch| b.iter(|| black_box(run_batch(&mut s, batch, &mut buf))),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("inbound_64B_prefetch32", flows),
+            &batch,
+            |b, batch| b.iter(|| black_box(run_batch_with(&mut s, batch, &mut buf, true))),
+        );
+    }
+    g.finish();
+}
+
 fn new_flows(c: &mut Criterion) {
     let mut g = c.benchmark_group("new_flow");
     let batch: Vec<Vec<u8>> = (0..4096).map(|i| tcp(client(i), VIP, SYN, b"")).collect();
@@ -240,5 +292,12 @@ fn syn_cookies(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, established, new_flows, defense_tick, syn_cookies);
+criterion_group!(
+    benches,
+    established,
+    established6,
+    new_flows,
+    defense_tick,
+    syn_cookies
+);
 criterion_main!(benches);
