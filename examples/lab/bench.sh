@@ -139,18 +139,24 @@ proc_cpu_ns() {
 # --- forwarding methods whose replies bypass the director --------------------------------
 GUE_PORT=6080
 
+# director_conf: the [director] table of a phase's own config (one queue; the lab's admin
+# socket and metrics address).
+director_conf() {
+    echo "[director]"
+    echo 'device = "ringvs0"'
+    echo "queues = 1"
+    echo 'conn_memory_limit = "64MiB"'
+    echo "admin_socket = \"$LAB_DIR/admin.sock\""
+    echo 'metrics_listen = "127.0.0.1:9406"'
+}
+
 # method_conf METHOD FILE: the config of a dr/ipip/gue phase.
 method_conf() {
     local m=$1 fwd=tun svc port i
     if [[ $m == dr ]]; then fwd=dr; fi
     {
         echo "# bench.sh phase $m: written by examples/lab/bench.sh"
-        echo "[director]"
-        echo 'device = "ringvs0"'
-        echo "queues = 1"
-        echo 'conn_memory_limit = "64MiB"'
-        echo "admin_socket = \"$LAB_DIR/admin.sock\""
-        echo 'metrics_listen = "127.0.0.1:9406"'
+        director_conf
         # The tunnels' packets must reach the realservers whole (no segmentation offload).
         if [[ $fwd == tun ]]; then echo "offload = false"; fi
         for svc in web:8080 iperf:5201; do
@@ -174,12 +180,7 @@ method_conf6() {
     local m=$1 svc port proto i
     {
         echo "# bench.sh IPv6 phase ($m): written by examples/lab/bench.sh"
-        echo "[director]"
-        echo 'device = "ringvs0"'
-        echo "queues = 1"
-        echo 'conn_memory_limit = "64MiB"'
-        echo "admin_socket = \"$LAB_DIR/admin.sock\""
-        echo 'metrics_listen = "127.0.0.1:9406"'
+        director_conf
         for svc in web:tcp iperf:tcp iperfu:udp; do
             proto=${svc#*:}
             port=5201

@@ -78,6 +78,20 @@ fn run_batch_ahead(s: &mut Shard, batch: &[Vec<u8>], buf: &mut [u8]) -> usize {
     fwd
 }
 
+/// 1024 packets, `packet(i)` of flows `i` drawn at random (xorshift, fixed seed) below
+/// `flows`.
+fn random_flows(flows: u32, packet: impl Fn(u32) -> Vec<u8>) -> Vec<Vec<u8>> {
+    let mut x = 0x1234_5678u32;
+    (0..1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            packet(x % flows)
+        })
+        .collect()
+}
+
 fn established(c: &mut Criterion) {
     let mut g = c.benchmark_group("established");
     for flows in [1_000u32, 100_000, 1_000_000] {
@@ -91,15 +105,7 @@ fn established(c: &mut Criterion) {
         }
         assert_eq!(s.table().len(), flows as usize);
         // 1024 data packets (64-byte frames: 20 IP + 20 TCP + 24 payload) of random flows.
-        let mut x = 0x1234_5678u32;
-        let batch: Vec<Vec<u8>> = (0..1024)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                tcp(client(x % flows), VIP, PSH | ACK, &[0x55; 24])
-            })
-            .collect();
+        let batch = random_flows(flows, |i| tcp(client(i), VIP, PSH | ACK, &[0x55; 24]));
         assert_eq!(run_batch(&mut s, &batch, &mut buf), batch.len());
         g.throughput(Throughput::Elements(batch.len() as u64));
         g.bench_with_input(
@@ -160,15 +166,7 @@ fn established6(c: &mut Criterion) {
             assert_eq!(run_batch(&mut s, &[syn], &mut buf), 1);
         }
         assert_eq!(s.table6().map_or(0, |t| t.len()), flows as usize);
-        let mut x = 0x1234_5678u32;
-        let batch: Vec<Vec<u8>> = (0..1024)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                tcp6(client6(x % flows), vip6, PSH | ACK, &[0x55; 4])
-            })
-            .collect();
+        let batch = random_flows(flows, |i| tcp6(client6(i), vip6, PSH | ACK, &[0x55; 4]));
         assert_eq!(batch[0].len(), 64);
         assert_eq!(run_batch(&mut s, &batch, &mut buf), batch.len());
         g.throughput(Throughput::Elements(batch.len() as u64));
