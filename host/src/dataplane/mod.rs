@@ -62,8 +62,10 @@ pub trait Pipeline {
     /// Optional first look at a batch: called with every packet of an I/O batch before any
     /// of them is processed, so that the pipeline can start loading what they will need
     /// (the connection table's buckets and entries) and the cache misses of a batch overlap
-    /// instead of queueing one after the other. Must not change state that `process`
-    /// depends on. The default does nothing.
+    /// instead of queueing one after the other. May keep what it computed for `process` to
+    /// reuse on the same packets, but must never change what `process` does with any packet
+    /// (the backend may process others in between, or not all of the batch). The default
+    /// does nothing.
     #[inline]
     fn prefetch(&mut self, _batch: &[&[u8]]) {}
 

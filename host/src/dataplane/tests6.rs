@@ -438,3 +438,111 @@ fn a_full_ipv6_table_evicts_unreplied_entries_first() {
         Out::Forward(tcp6(good, rs, ACK, b"more")),
     );
 }
+
+/// What a test shows `prefetch` for a batch.
+type Show = dyn Fn(&[Vec<u8>]) -> Vec<Vec<u8>>;
+
+/// The packets of `batch` through `s`, each one's verdict and bytes after; with `show`, the
+/// batch `show` gives is shown to `prefetch` first (the hinted path).
+fn through(s: &mut Shard, batch: &[Vec<u8>], show: Option<&Show>) -> Vec<(Verdict, Vec<u8>)> {
+    if let Some(show) = show {
+        let shown = show(batch);
+        let views: Vec<&[u8]> = shown.iter().map(|p| &p[..]).collect();
+        s.prefetch(&views);
+    }
+    batch
+        .iter()
+        .map(|input| {
+            let mut buf = vec![0u8; HEADROOM + input.len() + 64];
+            buf[HEADROOM..HEADROOM + input.len()].copy_from_slice(input);
+            let mut p = Packet::new(&mut buf, HEADROOM, input.len()).unwrap();
+            let v = s.process(&mut p);
+            (v, p.data().to_vec())
+        })
+        .collect()
+}
+
+/// Batches of both families, both directions, new and established flows: for each client,
+/// a TCP handshake and data to `web4` and a UDP query and answer to `dns6`, interleaved.
+fn mixed_batches(clients: u16) -> Vec<Vec<Vec<u8>>> {
+    let (vip4, rs4) = (
+        std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 77, 100, 100), 80),
+        std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 77, 1, 1), 8080),
+    );
+    let (vip6, rs6) = (a("[fd77:100::100]:53"), a("[fd77:1::1]:5353"));
+    let c4 = |i: u16| std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 77, 9, 1), 20000 + i);
+    let c6 = |i: u16| SocketAddrV6::new(ip("fd77:9::1"), 20000 + i, 0, 0);
+    use super::testkit::tcp;
+    let rounds: [&dyn Fn(u16) -> Vec<Vec<u8>>; 4] = [
+        &|i| vec![tcp(c4(i), vip4, SYN, b""), udp6(c6(i), vip6, b"query")],
+        &|i| vec![tcp(rs4, c4(i), SYN | ACK, b""), udp6(rs6, c6(i), b"answer")],
+        &|i| vec![tcp(c4(i), vip4, ACK, b"get"), udp6(c6(i), vip6, b"again")],
+        &|i| {
+            vec![
+                tcp(rs4, c4(i), ACK, b"page"),
+                tcp(c4(i), vip4, FIN | ACK, b""),
+            ]
+        },
+    ];
+    rounds
+        .iter()
+        .map(|r| (0..clients).flat_map(r).collect())
+        .collect()
+}
+
+/// Every packet of `batches`, in chunks of 24, through `s` (see [`through`]).
+fn run_batches(
+    s: &mut Shard,
+    batches: &[Vec<Vec<u8>>],
+    show: Option<&Show>,
+) -> Vec<(Verdict, Vec<u8>)> {
+    let mut out = Vec::new();
+    for b in batches {
+        for c in b.chunks(24) {
+            out.extend(through(s, c, show));
+        }
+    }
+    out
+}
+
+#[test]
+fn prefetch_hints_change_no_packet_even_shown_out_of_turn() {
+    let batches = mixed_batches(40);
+    let mut plain = shard();
+    let reference = run_batches(&mut plain, &batches, None);
+    assert!(
+        reference
+            .iter()
+            .filter(|(v, _)| *v == Verdict::Forward)
+            .count()
+            > 300,
+        "the flows are forwarded both ways"
+    );
+    // Each batch shown as it comes; then reversed, shifted by one, or another batch.
+    let as_is = |b: &[Vec<u8>]| b.to_vec();
+    let reversed = |b: &[Vec<u8>]| b.iter().rev().cloned().collect();
+    let shifted = |b: &[Vec<u8>]| b.iter().skip(1).cloned().collect();
+    let other = |b: &[Vec<u8>]| {
+        b.iter()
+            .map(|p| tcp6(a("[fd77::9]:1"), a("[fd77:100::100]:80"), ACK, p))
+            .collect()
+    };
+    let shows: [&Show; 4] = [&as_is, &reversed, &shifted, &other];
+    for (n, show) in shows.iter().enumerate() {
+        let mut hinted = shard();
+        let before = hinted.prefetch_always();
+        let got = run_batches(&mut hinted, &batches, Some(*show));
+        assert_eq!(
+            got, reference,
+            "show {n}: every verdict and byte as without hints"
+        );
+        assert_eq!(hinted.counters(), plain.counters(), "show {n}: counters");
+        let taken = hinted.prefetch_always() - before;
+        if n == 0 {
+            // Every TCP/UDP packet took its hint (both families).
+            assert_eq!(taken as usize, batches.iter().map(Vec::len).sum::<usize>());
+        } else if n == 3 {
+            assert_eq!(taken, 0, "no packet was shown");
+        }
+    }
+}

@@ -813,11 +813,22 @@ impl Shard {
         }
     }
 
+    /// The table hash of IPv4 client endpoint `client`: the one `prefetch` computed for
+    /// this packet if it did, else computed now.
+    #[inline]
+    fn hash4(&self, proto: u8, client: SocketAddrV4) -> u32 {
+        let (ip, port) = (*client.ip(), client.port());
+        match self.hints.hash_of(FlowKey::v4(proto, ip, port)) {
+            Some(h) => h,
+            None => self.table.hash(proto, ip, port),
+        }
+    }
+
     /// Client → virtual service.
     #[inline]
     pub(super) fn inbound(&mut self, pkt: &mut Packet<'_>, l4: L4, svc: u16) -> Verdict {
         let (proto, client) = (l4.proto, l4.src);
-        let hash = self.table.hash(proto, *client.ip(), client.port());
+        let hash = self.hash4(proto, client);
         let found = self
             .table
             .lookup(hash, proto, *client.ip(), client.port(), |e| e.svc == svc);
@@ -974,7 +985,7 @@ impl Shard {
     #[inline]
     pub(super) fn outbound(&mut self, pkt: &mut Packet<'_>, l4: L4) -> Verdict {
         let (proto, server, client) = (l4.proto, l4.src, l4.dst);
-        let hash = self.table.hash(proto, *client.ip(), client.port());
+        let hash = self.hash4(proto, client);
         let snap = &self.snap;
         let found = self
             .table

@@ -261,6 +261,10 @@ pub struct Shard {
     held: u64,
     /// What the queue sheds when its backend falls behind.
     shed: shed::Shed,
+    /// The hashes `prefetch` computed for the batch `process` is going through.
+    hints: Hints,
+    /// [`PREFETCH_MIN_ENTRIES`] (tests lower it).
+    prefetch_min: usize,
     /// IPv6 flows, once an IPv6 service exists.
     six: Option<Box<six::Six>>,
 }
@@ -344,6 +348,8 @@ impl Shard {
             steered: Vec::new(),
             held: 0,
             shed,
+            hints: Hints::default(),
+            prefetch_min: PREFETCH_MIN_ENTRIES,
             six: None,
         };
         if let Ok(mut r) = s.shared.report.lock() {
@@ -383,6 +389,13 @@ impl Shard {
     /// The queue's counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Prefetches (and hints) whatever the table's size; returns the hints taken so far.
+    #[cfg(test)]
+    pub(crate) fn prefetch_always(&mut self) -> u64 {
+        self.prefetch_min = 0;
+        self.hints.taken.get()
     }
 
     /// Current tick.
@@ -701,13 +714,12 @@ impl Shard {
     }
 }
 
-/// Most packets of a batch looked at ahead.
-const PREFETCH_BATCH: usize = 64;
 /// Below this many live entries the table's hot part stays in cache and prefetching costs
 /// more than it saves (criterion `established/*`: a loss at 100k flows, a gain at 1M).
 const PREFETCH_MIN_ENTRIES: usize = 1 << 18;
 
 mod flow;
+mod hints;
 mod icmp;
 mod proxy;
 mod shed;
@@ -717,34 +729,10 @@ mod tick;
 mod ticker;
 
 use flow::L4;
+use hints::{FlowKey, Hints};
 use proxy::{FloodGuard, Mode as ProxyMode, Pressure, ProxyRt};
 
 pub use super::stats::DefenseStatus;
-
-impl Shard {
-    /// The connection-table hash of a packet's client endpoint, read without full validation
-    /// (a hint only: a wrong guess costs a useless prefetch).
-    #[inline]
-    fn flow_hash_hint(&self, d: &[u8]) -> Option<u32> {
-        if d.len() < 24 || d[0] >> 4 != 4 {
-            return None;
-        }
-        let ihl = ((d[0] & 0x0f) as usize) * 4;
-        let proto = d[9];
-        if (proto != ip_proto::TCP && proto != ip_proto::UDP) || d.len() < ihl + 4 {
-            return None;
-        }
-        let src = Ipv4Addr::new(d[12], d[13], d[14], d[15]);
-        let dst = Ipv4Addr::new(d[16], d[17], d[18], d[19]);
-        let sport = u16::from_be_bytes([d[ihl], d[ihl + 1]]);
-        let dport = u16::from_be_bytes([d[ihl + 2], d[ihl + 3]]);
-        Some(if self.snap.service_at(proto, dst, dport).is_some() {
-            self.table.hash(proto, src, sport)
-        } else {
-            self.table.hash(proto, dst, dport)
-        })
-    }
-}
 
 impl Shard {
     /// A fragment, or a packet with IP options. Only what the director would rewrite needs
@@ -831,23 +819,53 @@ impl Shard {
 
 impl Pipeline for Shard {
     fn prefetch(&mut self, batch: &[&[u8]]) {
-        if self.table.len() < PREFETCH_MIN_ENTRIES {
+        self.hints.start();
+        let v4 = self.table.len() >= self.prefetch_min;
+        let six = self
+            .six
+            .as_deref()
+            .filter(|s| s.table.len() >= self.prefetch_min);
+        if !v4 && six.is_none() {
             return;
         }
-        let mut hashes = [None; PREFETCH_BATCH];
-        for (h, d) in hashes.iter_mut().zip(batch) {
-            *h = self.flow_hash_hint(d);
-            if let Some(h) = *h {
-                self.table.prefetch_bucket(h);
+        let snap = &self.snap;
+        // First pass: every bucket of the batch; the second reads them for the entries.
+        for (i, d) in batch.iter().take(hints::BATCH).enumerate() {
+            let key = FlowKey::read(
+                d,
+                |proto, dst, dport| snap.service_at(proto, dst, dport).is_some(),
+                |proto, dst, dport| snap.service_at6(proto, dst, dport).is_some(),
+            );
+            let hash = match (key, six) {
+                (Some(k), Some(six)) if k.is_v6() => {
+                    let h = six.table.hash(k.proto(), k.addr6(), k.port());
+                    six.table.prefetch_bucket(h);
+                    Some((k, h))
+                }
+                (Some(k), _) if v4 && !k.is_v6() => {
+                    let h = self.table.hash(k.proto(), k.addr4(), k.port());
+                    self.table.prefetch_bucket(h);
+                    Some((k, h))
+                }
+                _ => None,
+            };
+            match hash {
+                Some((k, h)) => self.hints.set(i, k, h),
+                None => self.hints.clear(i),
             }
         }
-        for h in hashes.iter().take(batch.len()).flatten() {
-            self.table.prefetch_entry(*h);
+        for i in 0..batch.len().min(hints::BATCH) {
+            match (self.hints.at(i), six) {
+                (Some((k, h)), Some(six)) if k.is_v6() => six.table.prefetch_entry(h),
+                (Some((k, h)), _) if !k.is_v6() => self.table.prefetch_entry(h),
+                _ => {}
+            }
         }
     }
 
     #[inline]
     fn process(&mut self, pkt: &mut Packet<'_>) -> Verdict {
+        self.hints.next();
         let csum = match pkt.vnet {
             Some(v) if v.needs_csum() => Csum::Partial,
             _ => Csum::Full,

@@ -60,6 +60,17 @@ impl L6 {
     }
 }
 
+/// The IPv6 table hash of client endpoint `client`: the one `prefetch` computed for this
+/// packet if it did, else computed now.
+#[inline]
+fn hash6(hints: &Hints, six: &Six, proto: u8, client: SocketAddrV6) -> u32 {
+    let (ip, port) = (*client.ip(), client.port());
+    match hints.hash_of(FlowKey::v6(proto, ip, port)) {
+        Some(h) => h,
+        None => six.table.hash(proto, ip, port),
+    }
+}
+
 fn v6(a: Ipv6Addr, port: u16) -> SocketAddrV6 {
     SocketAddrV6::new(a, port, 0, 0)
 }
@@ -167,7 +178,7 @@ impl Shard {
         let Some(six) = self.six.as_ref() else {
             return self.drop(DropReason::TableFull);
         };
-        let hash = six.table.hash(proto, *client.ip(), client.port());
+        let hash = hash6(&self.hints, six, proto, client);
         let found = six
             .table
             .lookup(hash, proto, *client.ip(), client.port(), |e| e.svc == svc)
@@ -293,9 +304,9 @@ impl Shard {
     /// Realserver → client over IPv6, if it belongs to a tracked connection.
     fn outbound6(&mut self, pkt: &mut Packet<'_>, l6: L6) -> Verdict {
         let (proto, server, client) = (l6.proto, l6.src, l6.dst);
-        let snap = &self.snap;
+        let (snap, hints) = (&self.snap, &self.hints);
         let found = self.six.as_mut().and_then(|six| {
-            let hash = six.table.hash(proto, *client.ip(), client.port());
+            let hash = hash6(hints, six, proto, client);
             six.table
                 .lookup(hash, proto, *client.ip(), client.port(), |e| {
                     snap.dest_addr6(e.dest) == Some(server)
