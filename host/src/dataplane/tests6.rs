@@ -530,14 +530,14 @@ fn prefetch_hints_change_no_packet_even_shown_out_of_turn() {
     let shows: [&Show; 4] = [&as_is, &reversed, &shifted, &other];
     for (n, show) in shows.iter().enumerate() {
         let mut hinted = shard();
-        let before = hinted.prefetch_always();
+        let before = hinted.hints_taken();
         let got = run_batches(&mut hinted, &batches, Some(*show));
         assert_eq!(
             got, reference,
             "show {n}: every verdict and byte as without hints"
         );
         assert_eq!(hinted.counters(), plain.counters(), "show {n}: counters");
-        let taken = hinted.prefetch_always() - before;
+        let taken = hinted.hints_taken() - before;
         if n == 0 {
             // Every TCP/UDP packet took its hint (both families).
             assert_eq!(taken as usize, batches.iter().map(Vec::len).sum::<usize>());

@@ -815,7 +815,7 @@ impl Shard {
 
     /// The table hash of IPv4 client endpoint `client`: the one `prefetch` computed for
     /// this packet if it did, else computed now.
-    #[inline]
+    #[inline(always)]
     fn hash4(&self, proto: u8, client: SocketAddrV4) -> u32 {
         let (ip, port) = (*client.ip(), client.port());
         match self.hints.hash_of(FlowKey::v4(proto, ip, port)) {

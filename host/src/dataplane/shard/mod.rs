@@ -263,8 +263,6 @@ pub struct Shard {
     shed: shed::Shed,
     /// The hashes `prefetch` computed for the batch `process` is going through.
     hints: Hints,
-    /// [`PREFETCH_MIN_ENTRIES`] (tests lower it).
-    prefetch_min: usize,
     /// IPv6 flows, once an IPv6 service exists.
     six: Option<Box<six::Six>>,
 }
@@ -349,7 +347,6 @@ impl Shard {
             held: 0,
             shed,
             hints: Hints::default(),
-            prefetch_min: PREFETCH_MIN_ENTRIES,
             six: None,
         };
         if let Ok(mut r) = s.shared.report.lock() {
@@ -391,10 +388,9 @@ impl Shard {
         &self.counters
     }
 
-    /// Prefetches (and hints) whatever the table's size; returns the hints taken so far.
+    /// Packets that took the hash `prefetch` computed for them, so far.
     #[cfg(test)]
-    pub(crate) fn prefetch_always(&mut self) -> u64 {
-        self.prefetch_min = 0;
+    pub(crate) fn hints_taken(&self) -> u64 {
         self.hints.taken.get()
     }
 
@@ -714,10 +710,6 @@ impl Shard {
     }
 }
 
-/// Below this many live entries the table's hot part stays in cache and prefetching costs
-/// more than it saves (criterion `established/*`: a loss at 100k flows, a gain at 1M).
-const PREFETCH_MIN_ENTRIES: usize = 1 << 18;
-
 mod flow;
 mod hints;
 mod icmp;
@@ -819,15 +811,10 @@ impl Shard {
 
 impl Pipeline for Shard {
     fn prefetch(&mut self, batch: &[&[u8]]) {
+        // Whatever the table's size: with the hashes handed to `process`, prefetching pays
+        // from a thousand flows up (docs/PERFORMANCE.md, 2026-12-06 night).
         self.hints.start();
-        let v4 = self.table.len() >= self.prefetch_min;
-        let six = self
-            .six
-            .as_deref()
-            .filter(|s| s.table.len() >= self.prefetch_min);
-        if !v4 && six.is_none() {
-            return;
-        }
+        let six = self.six.as_deref();
         let snap = &self.snap;
         // First pass: every bucket of the batch; the second reads them for the entries.
         for (i, d) in batch.iter().take(hints::BATCH).enumerate() {
@@ -842,7 +829,7 @@ impl Pipeline for Shard {
                     six.table.prefetch_bucket(h);
                     Some((k, h))
                 }
-                (Some(k), _) if v4 && !k.is_v6() => {
+                (Some(k), _) if !k.is_v6() => {
                     let h = self.table.hash(k.proto(), k.addr4(), k.port());
                     self.table.prefetch_bucket(h);
                     Some((k, h))
