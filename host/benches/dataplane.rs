@@ -6,7 +6,10 @@
 mod common;
 
 use common::*;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use ringvs::control::registry::Registry;
 use ringvs::dataplane::testkit::{tcp, tcp6};
 use ringvs::dataplane::{Pipeline, Shard, HEADROOM};
@@ -92,6 +95,36 @@ fn random_flows(flows: u32, packet: impl Fn(u32) -> Vec<u8>) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// `batch` (established flows of a table of `flows`) through `s`, checked forwarded once,
+/// then measured without prefetching, with each 32 packets shown to `Pipeline::prefetch`
+/// first, and (with `ahead`) one batch ahead.
+fn bench_batch(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    flows: u32,
+    s: &mut Shard,
+    batch: &[Vec<u8>],
+    ahead: bool,
+) {
+    let mut buf = vec![0u8; 2048];
+    assert_eq!(run_batch(s, batch, &mut buf), batch.len());
+    g.throughput(Throughput::Elements(batch.len() as u64));
+    g.bench_with_input(BenchmarkId::new("inbound_64B", flows), batch, |b, batch| {
+        b.iter(|| black_box(run_batch(s, batch, &mut buf)))
+    });
+    g.bench_with_input(
+        BenchmarkId::new("inbound_64B_prefetch32", flows),
+        batch,
+        |b, batch| b.iter(|| black_box(run_batch_with(s, batch, &mut buf, true))),
+    );
+    if ahead {
+        g.bench_with_input(
+            BenchmarkId::new("inbound_64B_prefetch_ahead", flows),
+            batch,
+            |b, batch| b.iter(|| black_box(run_batch_ahead(s, batch, &mut buf))),
+        );
+    }
+}
+
 fn established(c: &mut Criterion) {
     let mut g = c.benchmark_group("established");
     for flows in [1_000u32, 100_000, 1_000_000] {
@@ -106,23 +139,7 @@ fn established(c: &mut Criterion) {
         assert_eq!(s.table().len(), flows as usize);
         // 1024 data packets (64-byte frames: 20 IP + 20 TCP + 24 payload) of random flows.
         let batch = random_flows(flows, |i| tcp(client(i), VIP, PSH | ACK, &[0x55; 24]));
-        assert_eq!(run_batch(&mut s, &batch, &mut buf), batch.len());
-        g.throughput(Throughput::Elements(batch.len() as u64));
-        g.bench_with_input(
-            BenchmarkId::new("inbound_64B", flows),
-            &batch,
-            |b, batch| b.iter(|| black_box(run_batch(&mut s, batch, &mut buf))),
-        );
-        g.bench_with_input(
-            BenchmarkId::new("inbound_64B_prefetch32", flows),
-            &batch,
-            |b, batch| b.iter(|| black_box(run_batch_with(&mut s, batch, &mut buf, true))),
-        );
-        g.bench_with_input(
-            BenchmarkId::new("inbound_64B_prefetch_ahead", flows),
-            &batch,
-            |b, batch| b.iter(|| black_box(run_batch_ahead(&mut s, batch, &mut buf))),
-        );
+        bench_batch(&mut g, flows, &mut s, &batch, true);
     }
     // The copy alone, to subtract.
     let batch: Vec<Vec<u8>> = (0..1024)
@@ -168,18 +185,7 @@ fn established6(c: &mut Criterion) {
         assert_eq!(s.table6().map_or(0, |t| t.len()), flows as usize);
         let batch = random_flows(flows, |i| tcp6(client6(i), vip6, PSH | ACK, &[0x55; 4]));
         assert_eq!(batch[0].len(), 64);
-        assert_eq!(run_batch(&mut s, &batch, &mut buf), batch.len());
-        g.throughput(Throughput::Elements(batch.len() as u64));
-        g.bench_with_input(
-            BenchmarkId::new("inbound_64B", flows),
-            &batch,
-            |b, batch| b.iter(|| black_box(run_batch(&mut s, batch, &mut buf))),
-        );
-        g.bench_with_input(
-            BenchmarkId::new("inbound_64B_prefetch32", flows),
-            &batch,
-            |b, batch| b.iter(|| black_box(run_batch_with(&mut s, batch, &mut buf, true))),
-        );
+        bench_batch(&mut g, flows, &mut s, &batch, false);
     }
     g.finish();
 }
