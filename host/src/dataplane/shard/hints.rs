@@ -124,7 +124,7 @@ impl FlowKey {
 pub(super) struct Hints {
     keys: [FlowKey; BATCH],
     hashes: [u32; BATCH],
-    /// Packets of the batch hinted (0: none, e.g. a table too small to prefetch for).
+    /// Positions recorded since [`Hints::start`] (0: no batch shown, nothing to take).
     len: usize,
     /// Position of the packet `process` is at (`usize::MAX` before the first).
     at: usize,
