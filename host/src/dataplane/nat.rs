@@ -25,14 +25,7 @@ pub enum Csum {
     Partial,
 }
 
-/// Which endpoint of the packet to rewrite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The source (replies: RIP:rport → VIP:vport).
-    Src,
-    /// The destination (requests: VIP:vport → RIP:rport).
-    Dst,
-}
+pub use crate::wire::Side;
 
 /// Rewrites one endpoint (address and port) of a TCP or UDP packet in place. `pkt` is the
 /// whole IPv4 packet (already validated), `ihl` its header length.
@@ -74,20 +67,10 @@ fn rewrite_l4<A: PseudoAddr>(
     let partial = csum == Csum::Partial;
     match proto {
         ip_proto::TCP => {
-            let mut t = TcpPacket::new_unchecked(l4);
-            t.update_checksum_for_addr(addr.0, addr.1, partial);
-            match side {
-                Side::Src => t.rewrite_src_port(port, partial),
-                Side::Dst => t.rewrite_dst_port(port, partial),
-            };
+            TcpPacket::new_unchecked(l4).translate(side, addr, port, partial);
         }
         ip_proto::UDP => {
-            let mut u = UdpPacket::new_unchecked(l4);
-            u.update_checksum_for_addr(addr.0, addr.1, partial);
-            match side {
-                Side::Src => u.rewrite_src_port(port, partial),
-                Side::Dst => u.rewrite_dst_port(port, partial),
-            };
+            UdpPacket::new_unchecked(l4).translate(side, addr, port, partial);
         }
         _ => {}
     }

@@ -39,30 +39,78 @@ fn fold64(acc: u64) -> u16 {
 /// The result is already folded to at most `0xFFFF`, so up to 65,537 results can be added in
 /// a `u32` before [`fold`]. Any slice length is handled (the internal 64-bit accumulator takes
 /// 8 bytes per step and could only overflow beyond 16 GiB).
+///
+/// The words are added in the machine's byte order and the folded result swapped once at the
+/// end (RFC 1071 §2(B): the one's complement sum of byte-swapped words is the byte-swapped
+/// sum), which spares a swap per word on little-endian machines.
 #[inline]
 pub fn sum(data: &[u8]) -> u32 {
     let mut acc: u64 = 0;
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        let hi = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
-        let lo = u32::from_be_bytes([c[4], c[5], c[6], c[7]]);
+        let hi = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+        let lo = u32::from_ne_bytes([c[4], c[5], c[6], c[7]]);
         // Each 32-bit word is two 16-bit words; 2^16 ≡ 1 (mod 0xFFFF), so adding it whole is
         // the same one's complement sum.
         acc += u64::from(hi) + u64::from(lo);
     }
     let mut rest = chunks.remainder();
     if rest.len() >= 4 {
-        acc += u64::from(u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]));
+        acc += u64::from(u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]));
         rest = &rest[4..];
     }
     if rest.len() >= 2 {
-        acc += u64::from(u16::from_be_bytes([rest[0], rest[1]]));
+        acc += u64::from(u16::from_ne_bytes([rest[0], rest[1]]));
         rest = &rest[2..];
     }
     if let Some(&b) = rest.first() {
-        acc += u64::from(b) << 8;
+        // The first byte of a word padded with zero, as the machine reads it.
+        acc += u64::from(u16::from_ne_bytes([b, 0]));
     }
-    u32::from(fold64(acc))
+    u32::from(u16::from_be(fold64(acc)))
+}
+
+/// Changes to covered words, accumulated for one incremental update of a checksum field
+/// (RFC 1624 eqn 3, `HC' = ~(~HC + Σ(~m + m'))`), however many fields changed: one fold and
+/// one write of the field instead of one per field.
+///
+/// Words are taken as stored, in the machine's byte order, and the field is read and
+/// written the same way (RFC 1071 §2(B)): no byte swap per word. Applying a `Delta` gives
+/// exactly what the big-endian [`update16`] / [`update32`] / [`update_addr`] give applied
+/// one after the other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delta(u64);
+
+impl Delta {
+    /// A 16-bit field changes from `old` to `new` (bytes as in the packet).
+    #[inline]
+    pub fn bytes2(self, old: [u8; 2], new: [u8; 2]) -> Delta {
+        Delta(self.0 + u64::from(!u16::from_ne_bytes(old)) + u64::from(u16::from_ne_bytes(new)))
+    }
+
+    /// A 16-bit aligned 32-bit field changes from `old` to `new`.
+    #[inline]
+    pub fn bytes4(self, old: [u8; 4], new: [u8; 4]) -> Delta {
+        Delta(self.0 + u64::from(!u32::from_ne_bytes(old)) + u64::from(u32::from_ne_bytes(new)))
+    }
+
+    /// A pseudo-header address changes from `old` to `new`.
+    #[inline]
+    pub fn addr<A: PseudoAddr>(self, old: A, new: A) -> Delta {
+        Delta(self.0 + old.ne_not_sum() + new.ne_sum())
+    }
+
+    /// A complete checksum field (its bytes as stored) after the changes.
+    #[inline]
+    pub fn apply(self, field: [u8; 2]) -> [u8; 2] {
+        (!fold64(u64::from(!u16::from_ne_bytes(field)) + self.0)).to_ne_bytes()
+    }
+
+    /// A *partial* field (a folded pseudo-header sum, not complemented) after the changes.
+    #[inline]
+    pub fn apply_partial(self, field: [u8; 2]) -> [u8; 2] {
+        fold64(u64::from(u16::from_ne_bytes(field)) + self.0).to_ne_bytes()
+    }
 }
 
 /// Folds the carries of a sum into 16 bits. Not complemented.
@@ -105,6 +153,11 @@ pub trait PseudoAddr: Copy {
     fn word_sum(self) -> u32;
     /// The sum of the complements of those words, unfolded.
     fn not_word_sum(self) -> u32;
+    /// The address's bytes as 32-bit words in the machine's byte order, summed (for
+    /// [`Delta`]).
+    fn ne_sum(self) -> u64;
+    /// The complements of those words, summed.
+    fn ne_not_sum(self) -> u64;
 }
 
 impl PseudoAddr for Ipv4Addr {
@@ -119,6 +172,16 @@ impl PseudoAddr for Ipv4Addr {
     fn not_word_sum(self) -> u32 {
         not_words32(self.octets())
     }
+
+    #[inline]
+    fn ne_sum(self) -> u64 {
+        u64::from(u32::from_ne_bytes(self.octets()))
+    }
+
+    #[inline]
+    fn ne_not_sum(self) -> u64 {
+        u64::from(!u32::from_ne_bytes(self.octets()))
+    }
 }
 
 impl PseudoAddr for Ipv6Addr {
@@ -132,6 +195,22 @@ impl PseudoAddr for Ipv6Addr {
     #[inline]
     fn not_word_sum(self) -> u32 {
         self.segments().iter().map(|&w| u32::from(!w)).sum()
+    }
+
+    #[inline]
+    fn ne_sum(self) -> u64 {
+        let o = self.octets();
+        o.chunks_exact(4)
+            .map(|w| u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+            .sum()
+    }
+
+    #[inline]
+    fn ne_not_sum(self) -> u64 {
+        let o = self.octets();
+        o.chunks_exact(4)
+            .map(|w| u64::from(!u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+            .sum()
     }
 }
 
@@ -389,6 +468,53 @@ mod tests {
                 w(new, 2),
             );
             assert_eq!(update_partial32(p, old, new), two);
+        }
+    }
+
+    /// A `Delta` of several fields, applied once to the bytes of a field, is the big-endian
+    /// updates applied one after the other: complete and partial fields, both families'
+    /// addresses, and the field values where one's complement has two zeros.
+    #[test]
+    fn delta_equals_the_updates_one_by_one() {
+        let mut rng = Rng::new(0xde17a);
+        for round in 0..20_000 {
+            let check = match round % 5 {
+                0 => 0x0000,
+                1 => 0xFFFF,
+                _ => rng.next_u64() as u16,
+            };
+            let (a, b) = (
+                (rng.next_u64() as u32).to_be_bytes(),
+                (rng.next_u64() as u32).to_be_bytes(),
+            );
+            let (p, q) = (rng.next_u64() as u16, rng.next_u64() as u16);
+            let (x, y) = (
+                Ipv6Addr::from(u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())),
+                Ipv6Addr::from(u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())),
+            );
+            let d = Delta::default()
+                .bytes4(a, b)
+                .bytes2(p.to_be_bytes(), q.to_be_bytes())
+                .addr(x, y);
+            let one_by_one = update_addr(update16(update32(check, a, b), p, q), x, y);
+            assert_eq!(
+                d.apply(check.to_be_bytes()),
+                one_by_one.to_be_bytes(),
+                "round {round}"
+            );
+            let (v, w) = (Ipv4Addr::from(a), Ipv4Addr::from(b));
+            let partial = update_partial_addr(check, v, w);
+            assert_eq!(
+                Delta::default()
+                    .addr(v, w)
+                    .apply_partial(check.to_be_bytes()),
+                partial.to_be_bytes(),
+                "round {round}"
+            );
+            assert_eq!(
+                Delta::default().apply(check.to_be_bytes()),
+                check.to_be_bytes()
+            );
         }
     }
 

@@ -220,7 +220,12 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// True if the header checksum is correct.
     #[inline]
     pub fn verify_checksum(&self) -> bool {
-        checksum::data(&self.buffer.as_ref()[..self.header_end()]) == 0xFFFF
+        let b = self.buffer.as_ref();
+        // The usual header, without options: a sum of known length, unrolled.
+        if let (HEADER_LEN, Some(h)) = (self.header_len(), b.first_chunk::<HEADER_LEN>()) {
+            return checksum::data(h) == 0xFFFF;
+        }
+        checksum::data(&b[..self.header_end()]) == 0xFFFF
     }
 
     /// The payload: from the end of the header to the total length, or to the end of the
@@ -357,15 +362,23 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         self.set_checksum(c);
     }
 
+    /// Applies the changes `d` (of words the header checksum covers) to the header checksum.
+    #[inline]
+    pub fn update_checksum(&mut self, d: checksum::Delta) {
+        let b = self.buffer.as_mut();
+        let f = field::CHECKSUM.start;
+        let c = d.apply([b[f], b[f + 1]]);
+        b[f..f + 2].copy_from_slice(&c);
+    }
+
     /// Sets the source address, updates the header checksum incrementally, and returns the
     /// old address. A transport checksum covering it must be updated by the caller (see
     /// `TcpPacket::update_checksum_for_addr`).
     #[inline]
     pub fn rewrite_src_addr(&mut self, addr: Ipv4Addr) -> Ipv4Addr {
         let old = self.src_addr();
-        let check = checksum::update32(self.checksum(), old.octets(), addr.octets());
         self.set_src_addr(addr);
-        self.set_checksum(check);
+        self.update_checksum(checksum::Delta::default().bytes4(old.octets(), addr.octets()));
         old
     }
 
@@ -374,9 +387,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     #[inline]
     pub fn rewrite_dst_addr(&mut self, addr: Ipv4Addr) -> Ipv4Addr {
         let old = self.dst_addr();
-        let check = checksum::update32(self.checksum(), old.octets(), addr.octets());
         self.set_dst_addr(addr);
-        self.set_checksum(check);
+        self.update_checksum(checksum::Delta::default().bytes4(old.octets(), addr.octets()));
         old
     }
 

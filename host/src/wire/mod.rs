@@ -68,6 +68,15 @@ impl std::error::Error for Error {}
 /// Result of the wire layer.
 pub type Result<T> = core::result::Result<T, Error>;
 
+/// Which endpoint of a packet (address and port) a translation rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The source (replies: RIP:rport → VIP:vport).
+    Src,
+    /// The destination (requests: VIP:vport → RIP:rport).
+    Dst,
+}
+
 /// Big-endian reads and writes at the fixed offsets of the `field` modules.
 ///
 /// The slices are indexed with bounds checks; callers guarantee (through `check_len`) that
@@ -126,6 +135,78 @@ mod tests {
     use super::*;
     use core::hint::black_box;
     use core::net::{Ipv4Addr, Ipv6Addr};
+
+    /// `translate` (one checksum update) leaves exactly the bytes the per-field rewrites
+    /// leave (address update, then port rewrite), for TCP and UDP, both families, both
+    /// sides, complete and partial checksums, and the checksum values 0 and `0xFFFF`.
+    #[test]
+    fn translate_equals_the_rewrites_one_by_one() {
+        fn both<A: PseudoAddr>(rng: &mut Rng, round: u32, addr: (A, A)) {
+            let mut a = [0u8; 20];
+            rng.fill(&mut a);
+            match round % 4 {
+                0 => a[16..18].copy_from_slice(&[0, 0]),
+                1 => a[16..18].copy_from_slice(&[0xFF, 0xFF]),
+                _ => {}
+            }
+            let (side, partial) = (
+                if round & 4 == 0 { Side::Src } else { Side::Dst },
+                round & 8 != 0,
+            );
+            let port = rng.next_u64() as u16;
+            // TCP: the checksum at 16..18.
+            let (mut x, mut y) = (a, a);
+            let mut t = TcpPacket::new_unchecked(&mut x[..]);
+            t.update_checksum_for_addr(addr.0, addr.1, partial);
+            let old = match side {
+                Side::Src => t.rewrite_src_port(port, partial),
+                Side::Dst => t.rewrite_dst_port(port, partial),
+            };
+            let got = TcpPacket::new_unchecked(&mut y[..]).translate(side, addr, port, partial);
+            assert_eq!((got, y), (old, x), "TCP round {round}");
+            // UDP: the checksum at 6..8, where 0 means none (and stays so).
+            let mut u8s = [0u8; 8];
+            u8s.copy_from_slice(&a[10..18]);
+            match round % 4 {
+                0 => u8s[6..8].copy_from_slice(&[0, 0]),
+                1 => u8s[6..8].copy_from_slice(&[0xFF, 0xFF]),
+                _ => {}
+            }
+            let (mut x, mut y) = (u8s, u8s);
+            let mut u = UdpPacket::new_unchecked(&mut x[..]);
+            u.update_checksum_for_addr(addr.0, addr.1, partial);
+            let old = match side {
+                Side::Src => u.rewrite_src_port(port, partial),
+                Side::Dst => u.rewrite_dst_port(port, partial),
+            };
+            let got = UdpPacket::new_unchecked(&mut y[..]).translate(side, addr, port, partial);
+            assert_eq!((got, y), (old, x), "UDP round {round}");
+        }
+        // Every checksum value once, for one header of each: some new sums are zero (UDP
+        // then sends 0xFFFF) and some fields are the two zeros.
+        let addr = (Ipv4Addr::new(10, 77, 0, 1), Ipv4Addr::new(10, 77, 1, 2));
+        for c in 0..=u16::MAX {
+            let mut h = [0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 0];
+            h[6..8].copy_from_slice(&c.to_be_bytes());
+            let (mut x, mut y) = (h, h);
+            let mut u = UdpPacket::new_unchecked(&mut x[..]);
+            u.update_checksum_for_addr(addr.0, addr.1, false);
+            u.rewrite_dst_port(8080, false);
+            UdpPacket::new_unchecked(&mut y[..]).translate(Side::Dst, addr, 8080, false);
+            assert_eq!(y, x, "UDP checksum {c:04x}");
+        }
+        let mut rng = Rng::new(0x7a7);
+        for round in 0..20_000 {
+            let (p, q) = (rng.next_u64(), rng.next_u64());
+            let v4 = (Ipv4Addr::from(p as u32), Ipv4Addr::from(q as u32));
+            both(&mut rng, round, v4);
+            let v6 = (
+                Ipv6Addr::from(u128::from(p) << 64 | u128::from(q)),
+                Ipv6Addr::from(u128::from(q.rotate_left(9)) << 64 | u128::from(p)),
+            );
+            both(&mut rng, round, v6);
+        }
+    }
 
     fn read_ipv4<T: AsRef<[u8]>>(p: &Ipv4Packet<T>) {
         black_box((

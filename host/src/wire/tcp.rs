@@ -1,7 +1,7 @@
 //! TCP header (RFC 9293).
 
 use super::checksum::{self, PseudoAddr};
-use super::{be, ip_proto, Error, Result};
+use super::{be, ip_proto, Error, Result, Side};
 
 /// Offsets of the TCP header fields.
 pub mod field {
@@ -332,6 +332,38 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         }
         self.set_dst_port(port);
         old
+    }
+
+    /// NAT in one checksum update: the port on `side` becomes `port` and the pseudo-header
+    /// address changed from `addr.0` to `addr.1` (the IP header was rewritten); returns the
+    /// old port. The same result as [`Self::update_checksum_for_addr`] then
+    /// `rewrite_*_port`, with the field read and written once.
+    #[inline]
+    pub fn translate<A: PseudoAddr>(
+        &mut self,
+        side: Side,
+        addr: (A, A),
+        port: u16,
+        partial: bool,
+    ) -> u16 {
+        let at = match side {
+            Side::Src => field::SRC_PORT,
+            Side::Dst => field::DST_PORT,
+        };
+        let b = self.buffer.as_mut();
+        let old = [b[at.start], b[at.start + 1]];
+        let new = port.to_be_bytes();
+        b[at].copy_from_slice(&new);
+        let d = checksum::Delta::default().addr(addr.0, addr.1);
+        let f = field::CHECKSUM.start;
+        let c = [b[f], b[f + 1]];
+        let c = if partial {
+            d.apply_partial(c)
+        } else {
+            d.bytes2(old, new).apply(c)
+        };
+        b[f..f + 2].copy_from_slice(&c);
+        u16::from_be_bytes(old)
     }
 
     /// Updates the checksum for a pseudo-header address changed from `old` to `new` (the IP

@@ -1,7 +1,7 @@
 //! UDP header (RFC 768).
 
 use super::checksum::{self, PseudoAddr};
-use super::{be, ip_proto, Error, Result};
+use super::{be, ip_proto, Error, Result, Side};
 
 /// Offsets of the UDP header fields.
 pub mod field {
@@ -211,6 +211,43 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         }
         self.set_dst_port(port);
         old
+    }
+
+    /// NAT in one checksum update, as [`crate::wire::TcpPacket::translate`]: the port on
+    /// `side` becomes `port` and the pseudo-header address changed from `addr.0` to `addr.1`;
+    /// returns the old port. A complete checksum as in [`Self::rewrite_src_port`] (an absent
+    /// one stays absent, a result of 0 is sent as `0xFFFF`).
+    #[inline]
+    pub fn translate<A: PseudoAddr>(
+        &mut self,
+        side: Side,
+        addr: (A, A),
+        port: u16,
+        partial: bool,
+    ) -> u16 {
+        let at = match side {
+            Side::Src => field::SRC_PORT,
+            Side::Dst => field::DST_PORT,
+        };
+        let b = self.buffer.as_mut();
+        let old = [b[at.start], b[at.start + 1]];
+        let new = port.to_be_bytes();
+        b[at].copy_from_slice(&new);
+        let d = checksum::Delta::default().addr(addr.0, addr.1);
+        let f = field::CHECKSUM.start;
+        let c = [b[f], b[f + 1]];
+        let c = if partial {
+            d.apply_partial(c)
+        } else if c == [0, 0] {
+            c
+        } else {
+            match d.bytes2(old, new).apply(c) {
+                [0, 0] => [0xFF, 0xFF],
+                c => c,
+            }
+        };
+        b[f..f + 2].copy_from_slice(&c);
+        u16::from_be_bytes(old)
     }
 
     /// Updates the checksum for a pseudo-header address changed from `old` to `new` (the IP
