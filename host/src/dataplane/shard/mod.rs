@@ -276,9 +276,8 @@ impl std::fmt::Debug for Shard {
     }
 }
 
-/// Sensible TCP flag combinations only.
-#[inline]
-fn tcp_flags_sane(f: u8) -> bool {
+/// Sensible TCP flag combinations only: the rule, over FIN, SYN, RST and ACK.
+const fn flags_rule(f: u8) -> bool {
     let (syn, fin, rst, ack) = (
         f & tf::SYN != 0,
         f & tf::FIN != 0,
@@ -286,6 +285,28 @@ fn tcp_flags_sane(f: u8) -> bool {
         f & tf::ACK != 0,
     );
     !(syn && (fin || rst)) && !(fin && rst) && (syn || fin || rst || ack) && (!fin || ack)
+}
+
+/// Which of the 16 combinations of FIN, SYN, RST (bits 0–2) and ACK (bit 3) are sane: the
+/// rule, worked out at compile time, so that a packet pays a shift and a test.
+const SANE_FLAGS: u16 = {
+    let mut mask = 0u16;
+    let mut i = 0;
+    while i < 16 {
+        let f = (i as u8 & (tf::FIN | tf::SYN | tf::RST)) | if i & 8 != 0 { tf::ACK } else { 0 };
+        if flags_rule(f) {
+            mask |= 1 << i;
+        }
+        i += 1;
+    }
+    mask
+};
+
+/// Sensible TCP flag combinations only (see [`flags_rule`]).
+#[inline]
+fn tcp_flags_sane(f: u8) -> bool {
+    let i = (f & (tf::FIN | tf::SYN | tf::RST)) | (f & tf::ACK) >> 1;
+    SANE_FLAGS >> i & 1 != 0
 }
 
 impl Shard {
@@ -966,5 +987,38 @@ impl Pipeline for Shard {
             self.publish();
         }
         !self.stopped
+    }
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::*;
+
+    /// The mask says what the rule says for every flags byte (PSH, URG, ECE and CWR do not
+    /// matter), and keeps the cases IPVS's lists name.
+    #[test]
+    fn flags_mask_is_the_rule() {
+        for f in 0..=u8::MAX {
+            assert_eq!(tcp_flags_sane(f), flags_rule(f), "flags {f:#04x}");
+        }
+        for ok in [
+            tf::SYN,
+            tf::SYN | tf::ACK,
+            tf::ACK,
+            tf::FIN | tf::ACK,
+            tf::RST,
+            tf::RST | tf::ACK,
+        ] {
+            assert!(tcp_flags_sane(ok | tf::PSH), "{ok:#04x}");
+        }
+        for bad in [
+            0,
+            tf::FIN,
+            tf::SYN | tf::FIN,
+            tf::SYN | tf::RST,
+            tf::FIN | tf::RST | tf::ACK,
+        ] {
+            assert!(!tcp_flags_sane(bad), "{bad:#04x}");
+        }
     }
 }
