@@ -373,7 +373,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
 
     /// Sets the source address, updates the header checksum incrementally, and returns the
     /// old address. A transport checksum covering it must be updated by the caller (see
-    /// `TcpPacket::update_checksum_for_addr`).
+    /// `TcpPacket::translate`).
     #[inline]
     pub fn rewrite_src_addr(&mut self, addr: Ipv4Addr) -> Ipv4Addr {
         let old = self.src_addr();
