@@ -1183,3 +1183,195 @@ fn a_source_counts_only_once_its_handshake_completes() {
     assert!(shard.table().len() < before);
     assert_eq!(sources.estimate(victim).1, 0);
 }
+
+/// What a test shows `prefetch` for a batch.
+type Show4 = dyn Fn(&[Vec<u8>]) -> Vec<Vec<u8>>;
+
+/// `packets` through `shard`; with `show`, the batch it gives is shown to `prefetch` first.
+fn through4(
+    shard: &mut Shard,
+    packets: &[Vec<u8>],
+    show: Option<&Show4>,
+) -> Vec<(Verdict, Vec<u8>)> {
+    if let Some(show) = show {
+        let shown = show(packets);
+        let views: Vec<&[u8]> = shown.iter().map(|p| &p[..]).collect();
+        shard.prefetch(&views);
+    }
+    packets.iter().map(|p| run(shard, p, None)).collect()
+}
+
+/// The IPv4 header checksum of `p` made right again after a change.
+fn fixed(mut p: Vec<u8>) -> Vec<u8> {
+    crate::wire::Ipv4Packet::new_unchecked(&mut p[..]).fill_checksum();
+    p
+}
+
+/// Handshakes, data and replies of both services, and every kind of packet the IPv4 path
+/// turns away or takes another way (malformed, bad checksum, bad flags, options, fragments,
+/// ICMP, another protocol, padding, another destination), for `clients` clients.
+fn hostile_batch(clients: u16) -> Vec<Vec<u8>> {
+    let (web, dns) = (a("10.77.100.100:80"), a("10.77.100.100:53"));
+    let mut out = Vec::new();
+    for i in 0..clients {
+        let c = SocketAddrV4::new(ip("10.77.0.2"), 30000 + i);
+        let data = tcp(c, web, ACK, b"0123456789abcdef");
+        let mut v = vec![
+            tcp(c, web, SYN, b""),
+            data.clone(),
+            udp(c, dns, b"a query for a name"),
+            // Shorter than a TCP packet's two headers.
+            udp(c, dns, b"q"),
+            tcp(c, a("10.77.9.9:80"), ACK, b"elsewhere"),
+            tcp(a("10.77.1.1:8080"), c, ACK, b"reply?"),
+            udp(a("10.77.1.1:5353"), c, b"an answer, to nobody"),
+            icmp_echo(*c.ip(), *web.ip(), true, 7, i),
+        ];
+        let mut bad = |f: &dyn Fn(&mut Vec<u8>), fix: bool| {
+            let mut p = data.clone();
+            f(&mut p);
+            v.push(if fix { fixed(p) } else { p });
+        };
+        bad(&|p| p[10] ^= 1, false); // IP checksum
+        bad(&|p| p.truncate(30), false);
+        bad(&|p| p[3] = p[3].wrapping_add(1), true); // total length past the end
+        bad(&|p| p[3] = 12, true); // total length inside the header
+        bad(&|p| p.extend_from_slice(&[0; 6]), false); // link padding
+        bad(&|p| p[32] = 0x40, false); // TCP data offset 4
+        bad(&|p| p[32] = 0xf0, false); // TCP data offset past the end
+        bad(&|p| p[33] = SYN | FIN, false);
+        bad(&|p| p[33] = 0, false);
+        bad(&|p| p[6] = 0x20, true); // more fragments
+        bad(&|p| p[7] = 0x10, true); // a fragment offset
+        bad(&|p| p[9] = 47, true); // GRE
+        bad(&|p| p[0] = 0x55, false); // version 5
+        bad(
+            &|p| {
+                // One option word (end of list), in front of the TCP header.
+                p[0] = 0x46;
+                p.splice(20..20, [0u8; 4]);
+                let total = (p.len() as u16).to_be_bytes();
+                p[2..4].copy_from_slice(&total);
+            },
+            true,
+        );
+        let mut u = udp(c, dns, b"query");
+        u[25] = 200; // UDP length past the end
+        v.push(u);
+        let mut u = udp(c, dns, b"query");
+        u[25] = 4; // UDP length under its header
+        v.push(u);
+        out.extend(v);
+    }
+    out
+}
+
+/// Hints from `prefetch` change nothing, for well-formed and hostile IPv4 packets alike:
+/// every verdict, byte and counter is what a queue that never prefetched gives, whether
+/// each batch is shown as it comes, with a byte changed in any of the first 40 (the IP
+/// header and the first 20 bytes of TCP) or after them, or one byte longer; and a snapshot
+/// applied between `prefetch` and `process` is the one `process` goes by.
+#[test]
+fn prefetch_hints_change_no_ipv4_packet_hostile_ones_included() {
+    let packets = hostile_batch(3);
+    let chunks: Vec<&[Vec<u8>]> = packets.chunks(20).collect();
+    let mut plain = lab();
+    let want: Vec<_> = chunks
+        .iter()
+        .flat_map(|c| through4(&mut plain.shard, c, None))
+        .collect();
+    assert!(want.iter().filter(|(v, _)| *v == Verdict::Forward).count() >= 12);
+    let drops = &plain.shard.counters().drops;
+    for r in [
+        DropReason::Malformed,
+        DropReason::BadChecksum,
+        DropReason::TcpFlags,
+        DropReason::Fragment,
+        DropReason::IpOptions,
+        DropReason::UnknownProto,
+    ] {
+        assert!(
+            drops[r as usize] > 0,
+            "the batch has packets dropped for {r:?}"
+        );
+    }
+    let as_is = |b: &[Vec<u8>]| b.to_vec();
+    let tail = |b: &[Vec<u8>]| {
+        b.iter()
+            .map(|p| {
+                let mut p = p.clone();
+                if let Some(x) = p.get_mut(hints_head()) {
+                    *x ^= 0xa5;
+                }
+                p
+            })
+            .collect()
+    };
+    let longer = |b: &[Vec<u8>]| b.iter().map(|p| [&p[..], &[0u8][..]].concat()).collect();
+    let heads: Vec<Box<Show4>> = (0..hints_head())
+        .map(|k| {
+            Box::new(move |b: &[Vec<u8>]| {
+                b.iter()
+                    .map(|p| {
+                        let mut p = p.clone();
+                        if let Some(x) = p.get_mut(k) {
+                            *x ^= 0x01;
+                        }
+                        p
+                    })
+                    .collect()
+            }) as Box<Show4>
+        })
+        .collect();
+    let mut shows: Vec<(String, &Show4, bool)> = vec![
+        ("as is".into(), &as_is, true),
+        ("another byte after the head".into(), &tail, true),
+        ("one byte longer".into(), &longer, true),
+    ];
+    for (k, h) in heads.iter().enumerate() {
+        shows.push((format!("byte {k} of the head changed"), h.as_ref(), false));
+    }
+    for (name, show, taken) in shows {
+        let mut l = lab();
+        let got: Vec<_> = chunks
+            .iter()
+            .flat_map(|c| through4(&mut l.shard, c, Some(show)))
+            .collect();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                g, w,
+                "{name}: packet {i}: verdict and bytes as without prefetch"
+            );
+        }
+        assert_eq!(
+            l.shard.counters(),
+            plain.shard.counters(),
+            "{name}: counters"
+        );
+        if taken {
+            assert!(l.shard.hints_taken() > 0, "{name}: hints taken");
+        }
+    }
+    // A snapshot applied between `prefetch` and `process`: the service is the new one's.
+    let mut l = lab();
+    let (c, vip) = (a("10.77.0.3:40000"), a("10.77.100.100:8443"));
+    let syn = [tcp(c, vip, SYN, b"")];
+    let views: Vec<&[u8]> = syn.iter().map(|p| &p[..]).collect();
+    l.shard.prefetch(&views);
+    let more = format!(
+        "{}[[service]]\nname = \"tls\"\nvip = \"{vip}\"\nproto = \"tcp\"\n\
+         [[service.server]]\naddr = \"10.77.1.1:8443\"\n",
+        config()
+    );
+    let cfg = crate::config::from_str(&more, "fixture.toml").unwrap();
+    l.registry.apply(&cfg.services).unwrap();
+    l.shard.apply_snapshot(Arc::new(l.registry.snapshot()));
+    let (v, out) = run(&mut l.shard, &syn[0], None);
+    assert_eq!(v, Verdict::Forward, "to the service added since");
+    assert_eq!(out, tcp(c, a("10.77.1.1:8443"), SYN, b""));
+}
+
+/// Bytes of a usual IPv4 TCP packet's headers (20 of IP, 20 of TCP).
+fn hints_head() -> usize {
+    40
+}
