@@ -3,6 +3,7 @@
 
 use super::stats::DropReason;
 use super::testkit::{self, icmp_echo, icmp_error, partial, tcp, udp};
+use super::tests6::{through, Show};
 use super::*;
 use crate::conn::State;
 use crate::control::registry::Registry;
@@ -1184,21 +1185,21 @@ fn a_source_counts_only_once_its_handshake_completes() {
     assert_eq!(sources.estimate(victim).1, 0);
 }
 
-/// What a test shows `prefetch` for a batch.
-type Show4 = dyn Fn(&[Vec<u8>]) -> Vec<Vec<u8>>;
+/// Bytes of a usual IPv4 TCP packet's headers (20 of IP, 20 of TCP).
+const HEAD: usize = 40;
 
-/// `packets` through `shard`; with `show`, the batch it gives is shown to `prefetch` first.
-fn through4(
-    shard: &mut Shard,
-    packets: &[Vec<u8>],
-    show: Option<&Show4>,
-) -> Vec<(Verdict, Vec<u8>)> {
-    if let Some(show) = show {
-        let shown = show(packets);
-        let views: Vec<&[u8]> = shown.iter().map(|p| &p[..]).collect();
-        shard.prefetch(&views);
-    }
-    packets.iter().map(|p| run(shard, p, None)).collect()
+/// `batch` with byte `at` of each packet (that has one) XORed with `x`.
+fn changed(batch: &[Vec<u8>], at: usize, x: u8) -> Vec<Vec<u8>> {
+    batch
+        .iter()
+        .map(|p| {
+            let mut p = p.clone();
+            if let Some(b) = p.get_mut(at) {
+                *b ^= x;
+            }
+            p
+        })
+        .collect()
 }
 
 /// The IPv4 header checksum of `p` made right again after a change.
@@ -1278,7 +1279,7 @@ fn prefetch_hints_change_no_ipv4_packet_hostile_ones_included() {
     let mut plain = lab();
     let want: Vec<_> = chunks
         .iter()
-        .flat_map(|c| through4(&mut plain.shard, c, None))
+        .flat_map(|c| through(&mut plain.shard, c, None))
         .collect();
     assert!(want.iter().filter(|(v, _)| *v == Verdict::Forward).count() >= 12);
     let drops = &plain.shard.counters().drops;
@@ -1295,47 +1296,11 @@ fn prefetch_hints_change_no_ipv4_packet_hostile_ones_included() {
             "the batch has packets dropped for {r:?}"
         );
     }
-    let as_is = |b: &[Vec<u8>]| b.to_vec();
-    let tail = |b: &[Vec<u8>]| {
-        b.iter()
-            .map(|p| {
-                let mut p = p.clone();
-                if let Some(x) = p.get_mut(hints_head()) {
-                    *x ^= 0xa5;
-                }
-                p
-            })
-            .collect()
-    };
-    let longer = |b: &[Vec<u8>]| b.iter().map(|p| [&p[..], &[0u8][..]].concat()).collect();
-    let heads: Vec<Box<Show4>> = (0..hints_head())
-        .map(|k| {
-            Box::new(move |b: &[Vec<u8>]| {
-                b.iter()
-                    .map(|p| {
-                        let mut p = p.clone();
-                        if let Some(x) = p.get_mut(k) {
-                            *x ^= 0x01;
-                        }
-                        p
-                    })
-                    .collect()
-            }) as Box<Show4>
-        })
-        .collect();
-    let mut shows: Vec<(String, &Show4, bool)> = vec![
-        ("as is".into(), &as_is, true),
-        ("another byte after the head".into(), &tail, true),
-        ("one byte longer".into(), &longer, true),
-    ];
-    for (k, h) in heads.iter().enumerate() {
-        shows.push((format!("byte {k} of the head changed"), h.as_ref(), false));
-    }
-    for (name, show, taken) in shows {
+    let check = |name: &str, show: &Show, taken: bool| {
         let mut l = lab();
         let got: Vec<_> = chunks
             .iter()
-            .flat_map(|c| through4(&mut l.shard, c, Some(show)))
+            .flat_map(|c| through(&mut l.shard, c, Some(show)))
             .collect();
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_eq!(
@@ -1351,6 +1316,21 @@ fn prefetch_hints_change_no_ipv4_packet_hostile_ones_included() {
         if taken {
             assert!(l.shard.hints_taken() > 0, "{name}: hints taken");
         }
+    };
+    check("as is", &|b| b.to_vec(), true);
+    check(
+        "another byte after the head",
+        &|b| changed(b, HEAD, 0xa5),
+        true,
+    );
+    check(
+        "one byte longer",
+        &|b| b.iter().map(|p| [&p[..], &[0u8][..]].concat()).collect(),
+        true,
+    );
+    for k in 0..HEAD {
+        let name = format!("byte {k} of the head changed");
+        check(&name, &move |b| changed(b, k, 0x01), false);
     }
     // A snapshot applied between `prefetch` and `process`: the service is the new one's.
     let mut l = lab();
@@ -1369,9 +1349,4 @@ fn prefetch_hints_change_no_ipv4_packet_hostile_ones_included() {
     let (v, out) = run(&mut l.shard, &syn[0], None);
     assert_eq!(v, Verdict::Forward, "to the service added since");
     assert_eq!(out, tcp(c, a("10.77.1.1:8443"), SYN, b""));
-}
-
-/// Bytes of a usual IPv4 TCP packet's headers (20 of IP, 20 of TCP).
-fn hints_head() -> usize {
-    40
 }

@@ -440,11 +440,15 @@ fn a_full_ipv6_table_evicts_unreplied_entries_first() {
 }
 
 /// What a test shows `prefetch` for a batch.
-type Show = dyn Fn(&[Vec<u8>]) -> Vec<Vec<u8>>;
+pub(super) type Show = dyn Fn(&[Vec<u8>]) -> Vec<Vec<u8>>;
 
 /// The packets of `batch` through `s`, each one's verdict and bytes after; with `show`, the
 /// batch `show` gives is shown to `prefetch` first (the hinted path).
-fn through(s: &mut Shard, batch: &[Vec<u8>], show: Option<&Show>) -> Vec<(Verdict, Vec<u8>)> {
+pub(super) fn through(
+    s: &mut Shard,
+    batch: &[Vec<u8>],
+    show: Option<&Show>,
+) -> Vec<(Verdict, Vec<u8>)> {
     if let Some(show) = show {
         let shown = show(batch);
         let views: Vec<&[u8]> = shown.iter().map(|p| &p[..]).collect();
