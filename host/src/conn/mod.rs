@@ -6,6 +6,7 @@
 //! `inactconns` are global too).
 
 mod counters;
+mod sip;
 pub mod state;
 mod table;
 

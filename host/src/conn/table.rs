@@ -102,7 +102,7 @@ impl FlowAddr for Ipv4Addr {
     }
     #[inline]
     fn keyed_hash(&self, key: &HashKey, port: u16, proto: u8) -> u64 {
-        sip13_one_word(key, v4_word(*self, port, proto))
+        super::sip::one_word(key, v4_word(*self, port, proto))
     }
     fn unspecified() -> Self {
         Ipv4Addr::UNSPECIFIED
@@ -141,43 +141,6 @@ impl FlowAddr for Ipv6Addr {
 #[inline]
 fn v4_word(a: Ipv4Addr, port: u16, proto: u8) -> u64 {
     (u32::from_be_bytes(a.octets()) as u64) << 32 | (port as u64) << 16 | proto as u64
-}
-
-/// SipHash-1-3 of one 8-byte message, exactly as `SipHasher13` computes it after a single
-/// `write_u64` (little-endian word, then the length block), without the generic buffering.
-#[inline(always)]
-fn sip13_one_word(key: &HashKey, m: u64) -> u64 {
-    let (k0, k1) = (key.0[0], key.0[1]);
-    let mut v0 = k0 ^ 0x736f_6d65_7073_6575;
-    let mut v1 = k1 ^ 0x646f_7261_6e64_6f6d;
-    let mut v2 = k0 ^ 0x6c79_6765_6e65_7261;
-    let mut v3 = k1 ^ 0x7465_6462_7974_6573;
-    macro_rules! round {
-        () => {
-            v0 = v0.wrapping_add(v1);
-            v1 = v1.rotate_left(13) ^ v0;
-            v0 = v0.rotate_left(32);
-            v2 = v2.wrapping_add(v3);
-            v3 = v3.rotate_left(16) ^ v2;
-            v0 = v0.wrapping_add(v3);
-            v3 = v3.rotate_left(21) ^ v0;
-            v2 = v2.wrapping_add(v1);
-            v1 = v1.rotate_left(17) ^ v2;
-            v2 = v2.rotate_left(32);
-        };
-    }
-    v3 ^= m;
-    round!();
-    v0 ^= m;
-    let b = 8u64 << 56;
-    v3 ^= b;
-    round!();
-    v0 ^= b;
-    v2 ^= 0xff;
-    round!();
-    round!();
-    round!();
-    v0 ^ v1 ^ v2 ^ v3
 }
 
 /// The secret key of the connection hash.
@@ -399,6 +362,40 @@ pub struct ConnTable<A: FlowAddr> {
     wheel: Box<[u32; WHEEL_SLOTS]>,
     wheel_now: Tick,
     by_state: [u32; STATES],
+}
+
+impl ConnTable<Ipv4Addr> {
+    /// The message [`ConnTable::hash_many`] hashes for client endpoint `(proto, caddr,
+    /// cport)`, as SipHash's blocks.
+    #[inline]
+    pub fn flow_blocks(proto: u8, caddr: Ipv4Addr, cport: u16) -> [u64; 2] {
+        super::sip::word_blocks(v4_word(caddr, cport, proto))
+    }
+
+    /// [`ConnTable::hash`] of many client endpoints at once (a batch's, given as
+    /// [`ConnTable::flow_blocks`]): `out[i] as u32` is the hash of `m[i]`, computed side by
+    /// side with vector instructions where the CPU has them.
+    #[inline]
+    pub fn hash_many(&self, m: &[[u64; 2]], out: &mut [u64]) {
+        super::sip::many(&self.key, m, out);
+    }
+}
+
+impl ConnTable<Ipv6Addr> {
+    /// As the IPv4 table's: the blocks `hash_into` feeds the hasher (two address words and
+    /// a 4-byte tail: 20 bytes).
+    #[inline]
+    pub fn flow_blocks(proto: u8, caddr: Ipv6Addr, cport: u16) -> [u64; 3] {
+        let a = u128::from_be_bytes(caddr.octets());
+        let tail = u64::from(u32::from(cport) << 16 | u32::from(proto));
+        [a as u64, (a >> 64) as u64, 20u64 << 56 | tail]
+    }
+
+    /// As the IPv4 table's.
+    #[inline]
+    pub fn hash_many(&self, m: &[[u64; 3]], out: &mut [u64]) {
+        super::sip::many(&self.key, m, out);
+    }
 }
 
 impl<A: FlowAddr> ConnTable<A> {

@@ -329,3 +329,51 @@ fn the_clock_wraps_without_losing_expiry() {
         assert_eq!(late, 1);
     }
 }
+
+/// What `Pipeline::prefetch` hashes a batch with, against each table's own hash of the
+/// same endpoint (itself the `siphasher` crate's for IPv6, checked above for IPv4), for
+/// batches of every length up to 40 (the vector path in groups, the rest one by one).
+#[test]
+fn batch_hashes_match_each_tables_hash() {
+    use std::net::Ipv6Addr;
+    let key = HashKey([0x2545_f491_4f6c_dd1d, 0x9e37_79b9_7f4a_7c15]);
+    let t4 = ConnTable::<Ipv4Addr>::new(1 << 20, key, 0).unwrap();
+    let t6 = ConnTable::<Ipv6Addr>::new(1 << 20, key, 0).unwrap();
+    let mut x = 0x0123_4567_89ab_cdefu64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for n in 0..=40 {
+        let ends: Vec<(u8, u64, u64, u16)> = (0..n)
+            .map(|_| (next() as u8, next(), next(), next() as u16))
+            .collect();
+        let b4: Vec<[u64; 2]> = ends
+            .iter()
+            .map(|&(p, a, _, port)| {
+                ConnTable::<Ipv4Addr>::flow_blocks(p, Ipv4Addr::from(a as u32), port)
+            })
+            .collect();
+        let b6: Vec<[u64; 3]> = ends
+            .iter()
+            .map(|&(p, a, b, port)| {
+                let addr = Ipv6Addr::from(u128::from(a) << 64 | u128::from(b));
+                ConnTable::<Ipv6Addr>::flow_blocks(p, addr, port)
+            })
+            .collect();
+        let (mut h4, mut h6) = (vec![0u64; n], vec![0u64; n]);
+        t4.hash_many(&b4, &mut h4);
+        t6.hash_many(&b6, &mut h6);
+        for (i, &(p, a, b, port)) in ends.iter().enumerate() {
+            let addr6 = Ipv6Addr::from(u128::from(a) << 64 | u128::from(b));
+            assert_eq!(
+                h4[i] as u32,
+                t4.hash(p, Ipv4Addr::from(a as u32), port),
+                "IPv4 {n}: {i}"
+            );
+            assert_eq!(h6[i] as u32, t6.hash(p, addr6, port), "IPv6 {n}: {i}");
+        }
+    }
+}

@@ -9,6 +9,7 @@
 //! short) finds a key that is not its and computes its hash itself. A hint can make a packet
 //! cheaper, never give it another result.
 
+use crate::conn::ConnTable;
 use crate::wire::ip_proto;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -103,14 +104,6 @@ impl FlowKey {
         self.v6
     }
 
-    pub fn proto(&self) -> u8 {
-        self.proto
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     pub fn addr4(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.addr as u32)
     }
@@ -121,6 +114,11 @@ impl FlowKey {
 }
 
 /// The hashes of the last batch shown to `prefetch`, by position.
+///
+/// [`Hints::set`] records a position's key; [`Hints::hash`] then hashes the keys of each
+/// family side by side (the connection tables' `hash_many`) and prefetches their buckets.
+/// The keys waiting for their hash are kept here between batches, so that no batch pays for
+/// clearing them.
 pub(super) struct Hints {
     keys: [FlowKey; BATCH],
     hashes: [u32; BATCH],
@@ -128,9 +126,43 @@ pub(super) struct Hints {
     len: usize,
     /// Position of the packet `process` is at (`usize::MAX` before the first).
     at: usize,
+    /// The IPv4 keys set since [`Hints::start`], as hash blocks, and their positions.
+    pending4: Pending<2>,
+    /// The same for IPv6.
+    pending6: Pending<3>,
+    /// Hashes of one family's pending keys, in their order.
+    out: [u64; BATCH],
     /// Hints taken (tests check that the path they test is the hinted one).
     #[cfg(test)]
     pub taken: std::cell::Cell<u64>,
+}
+
+/// Keys of one family waiting for their hash: each as its `W` hash blocks, with its
+/// position in the batch.
+struct Pending<const W: usize> {
+    blocks: [[u64; W]; BATCH],
+    at: [u8; BATCH],
+    n: usize,
+}
+
+// A u8 holds any position of a batch.
+const _: () = assert!(BATCH <= 256);
+
+impl<const W: usize> Pending<W> {
+    fn new() -> Self {
+        Pending {
+            blocks: [[0; W]; BATCH],
+            at: [0; BATCH],
+            n: 0,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, i: usize, blocks: [u64; W]) {
+        self.blocks[self.n] = blocks;
+        self.at[self.n] = i as u8;
+        self.n += 1;
+    }
 }
 
 impl Default for Hints {
@@ -140,6 +172,9 @@ impl Default for Hints {
             hashes: [0; BATCH],
             len: 0,
             at: usize::MAX,
+            pending4: Pending::new(),
+            pending6: Pending::new(),
+            out: [0; BATCH],
             #[cfg(test)]
             taken: Default::default(),
         }
@@ -152,14 +187,53 @@ impl Hints {
     pub fn start(&mut self) {
         self.len = 0;
         self.at = usize::MAX;
+        self.pending4.n = 0;
+        self.pending6.n = 0;
     }
 
-    /// Records position `i`'s key and hash (`i < BATCH`).
+    /// Records position `i`'s key (`i < BATCH`, each position once per batch); its hash
+    /// comes with [`Hints::hash`].
     #[inline]
-    pub fn set(&mut self, i: usize, key: FlowKey, hash: u32) {
+    pub fn set(&mut self, i: usize, key: FlowKey) {
         self.keys[i] = key;
-        self.hashes[i] = hash;
         self.len = self.len.max(i + 1);
+        if key.v6 {
+            let b = ConnTable::<Ipv6Addr>::flow_blocks(key.proto, key.addr6(), key.port);
+            self.pending6.push(i, b);
+        } else {
+            let b = ConnTable::<Ipv4Addr>::flow_blocks(key.proto, key.addr4(), key.port);
+            self.pending4.push(i, b);
+        }
+    }
+
+    /// Hashes the keys [`Hints::set`] recorded, each family's side by side in its table,
+    /// and asks the CPU to start loading their buckets. An IPv6 key with no IPv6 table
+    /// leaves no hint.
+    #[inline]
+    pub fn hash(&mut self, t4: &ConnTable<Ipv4Addr>, t6: Option<&ConnTable<Ipv6Addr>>) {
+        let n = std::mem::take(&mut self.pending4.n);
+        if n > 0 {
+            t4.hash_many(&self.pending4.blocks[..n], &mut self.out[..n]);
+            for (&i, &h) in self.pending4.at[..n].iter().zip(&self.out[..n]) {
+                t4.prefetch_bucket(h as u32);
+                self.hashes[usize::from(i)] = h as u32;
+            }
+        }
+        let n = std::mem::take(&mut self.pending6.n);
+        match t6 {
+            Some(t6) if n > 0 => {
+                t6.hash_many(&self.pending6.blocks[..n], &mut self.out[..n]);
+                for (&i, &h) in self.pending6.at[..n].iter().zip(&self.out[..n]) {
+                    t6.prefetch_bucket(h as u32);
+                    self.hashes[usize::from(i)] = h as u32;
+                }
+            }
+            _ => {
+                for &i in &self.pending6.at[..n] {
+                    self.keys[usize::from(i)] = FlowKey::default();
+                }
+            }
+        }
     }
 
     /// Clears position `i`: a packet with no hint (`i < BATCH`).
@@ -244,27 +318,45 @@ mod tests {
 
     #[test]
     fn a_hint_is_taken_only_by_its_own_packet() {
+        use crate::conn::HashKey;
+        let key = HashKey([1, 2]);
+        let t4 = ConnTable::<Ipv4Addr>::new(1 << 20, key, 0).unwrap();
+        let t6 = ConnTable::<Ipv6Addr>::new(1 << 20, key, 0).unwrap();
         let a = FlowKey::v4(ip_proto::TCP, Ipv4Addr::new(10, 77, 1, 2), 40000);
         let b = FlowKey::v4(ip_proto::TCP, Ipv4Addr::new(10, 77, 1, 3), 40000);
         let a6 = FlowKey::v6(ip_proto::TCP, "::ffff:10.77.1.2".parse().unwrap(), 40000);
+        let hash4 = |k: FlowKey| t4.hash(k.proto, k.addr4(), k.port);
         let mut h = Hints::default();
         assert_eq!(h.hash_of(a), None, "nothing shown yet");
         h.start();
-        h.set(0, a, 11);
+        h.set(0, a);
         h.clear(1);
-        h.set(2, b, 33);
+        h.set(2, b);
+        h.set(3, a6);
+        h.hash(&t4, Some(&t6));
         h.next();
-        assert_eq!(h.hash_of(a), Some(11));
+        assert_eq!(h.hash_of(a), Some(hash4(a)));
         assert_eq!(h.hash_of(b), None, "another packet at a's position");
         assert_eq!(h.hash_of(a6), None, "the same bits in the other family");
         h.next();
         assert_eq!(h.hash_of(a), None, "a position with no hint");
         h.next();
-        assert_eq!(h.hash_of(b), Some(33));
+        assert_eq!(h.hash_of(b), Some(hash4(b)));
+        h.next();
+        assert_eq!(h.hash_of(a6), Some(t6.hash(a6.proto, a6.addr6(), a6.port)));
         h.next();
         assert_eq!(h.hash_of(b), None, "past the batch");
         h.start();
         h.next();
         assert_eq!(h.hash_of(a), None, "a new batch forgets the old one");
+        // An IPv6 key with no IPv6 table leaves no hint; the IPv4 ones keep theirs.
+        h.start();
+        h.set(0, a6);
+        h.set(1, a);
+        h.hash(&t4, None);
+        h.next();
+        assert_eq!(h.hash_of(a6), None, "no IPv6 table");
+        h.next();
+        assert_eq!(h.hash_of(a), Some(hash4(a)));
     }
 }

@@ -837,31 +837,20 @@ impl Pipeline for Shard {
         self.hints.start();
         let six = self.six.as_deref();
         let snap = &self.snap;
-        // First pass: every bucket of the batch; the second reads them for the entries.
+        // First pass: every key of the batch; then each family's hashes side by side and
+        // their buckets prefetched; the last pass reads the buckets for the entries.
         for (i, d) in batch.iter().take(hints::BATCH).enumerate() {
             let key = FlowKey::read(
                 d,
                 |proto, dst, dport| snap.service_at(proto, dst, dport).is_some(),
                 |proto, dst, dport| snap.service_at6(proto, dst, dport).is_some(),
             );
-            let hash = match (key, six) {
-                (Some(k), Some(six)) if k.is_v6() => {
-                    let h = six.table.hash(k.proto(), k.addr6(), k.port());
-                    six.table.prefetch_bucket(h);
-                    Some((k, h))
-                }
-                (Some(k), _) if !k.is_v6() => {
-                    let h = self.table.hash(k.proto(), k.addr4(), k.port());
-                    self.table.prefetch_bucket(h);
-                    Some((k, h))
-                }
-                _ => None,
-            };
-            match hash {
-                Some((k, h)) => self.hints.set(i, k, h),
+            match key {
+                Some(k) => self.hints.set(i, k),
                 None => self.hints.clear(i),
             }
         }
+        self.hints.hash(&self.table, six.map(|s| &s.table));
         for i in 0..batch.len().min(hints::BATCH) {
             match (self.hints.at(i), six) {
                 (Some((k, h)), Some(six)) if k.is_v6() => six.table.prefetch_entry(h),
