@@ -14,6 +14,7 @@
 use super::table::HashKey;
 
 /// Messages hashed side by side.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const LANES: usize = 8;
 
 const C0: u64 = 0x736f_6d65_7073_6575;
@@ -166,6 +167,7 @@ fn many_avx2<const W: usize>(key: &HashKey, m: &[[u64; W]], out: &mut [u64]) {
 
 /// [`many`] in [`LANES`]-wide steps: vectorised by the compiler where the caller is
 /// compiled for AVX-512VL.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 fn many_portable<const W: usize>(key: &HashKey, m: &[[u64; W]], out: &mut [u64]) {
     let mut chunks = m.chunks_exact(LANES);
@@ -180,6 +182,7 @@ fn many_portable<const W: usize>(key: &HashKey, m: &[[u64; W]], out: &mut [u64])
 }
 
 /// [`one`] of each of [`LANES`] messages, side by side (`m[i]`: block `i` of each).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 fn lanes<const W: usize>(key: &HashKey, m: [Lanes; W]) -> [u64; LANES] {
     let (k0, k1) = (key.0[0], key.0[1]);
@@ -203,9 +206,11 @@ fn lanes<const W: usize>(key: &HashKey, m: [Lanes; W]) -> [u64; LANES] {
 
 /// [`LANES`] state words, one per message, with the three operations a SipRound uses
 /// applied lane by lane (loops the compiler vectorises).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[derive(Clone, Copy)]
 struct Lanes([u64; LANES]);
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl Lanes {
     #[inline(always)]
     fn wrapping_add(self, o: Lanes) -> Lanes {
