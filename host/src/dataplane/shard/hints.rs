@@ -122,8 +122,11 @@ impl FlowKey {
 pub(super) struct Hints {
     keys: [FlowKey; BATCH],
     hashes: [u32; BATCH],
-    /// Positions recorded since [`Hints::start`] (0: no batch shown, nothing to take).
+    /// Positions whose hints can be taken: those recorded before the last [`Hints::hash`]
+    /// (0: no batch shown, nothing to take).
     len: usize,
+    /// Positions recorded since [`Hints::start`].
+    shown: usize,
     /// Position of the packet `process` is at (`usize::MAX` before the first).
     at: usize,
     /// The IPv4 keys set since [`Hints::start`], as hash blocks, and their positions.
@@ -163,6 +166,27 @@ impl<const W: usize> Pending<W> {
         self.at[self.n] = i as u8;
         self.n += 1;
     }
+
+    /// Hashes the keys pushed (`hash_many`, into `out`), asks for each one's bucket
+    /// (`prefetch`), records each hash at its key's position of `hashes`, and empties.
+    #[inline]
+    fn hash(
+        &mut self,
+        out: &mut [u64; BATCH],
+        hashes: &mut [u32; BATCH],
+        hash_many: impl FnOnce(&[[u64; W]], &mut [u64]),
+        prefetch: impl Fn(u32),
+    ) {
+        let n = std::mem::take(&mut self.n);
+        if n == 0 {
+            return;
+        }
+        hash_many(&self.blocks[..n], &mut out[..n]);
+        for (&i, &h) in self.at[..n].iter().zip(&out[..n]) {
+            prefetch(h as u32);
+            hashes[usize::from(i)] = h as u32;
+        }
+    }
 }
 
 impl Default for Hints {
@@ -171,6 +195,7 @@ impl Default for Hints {
             keys: [FlowKey::default(); BATCH],
             hashes: [0; BATCH],
             len: 0,
+            shown: 0,
             at: usize::MAX,
             pending4: Pending::new(),
             pending6: Pending::new(),
@@ -186,17 +211,18 @@ impl Hints {
     #[inline]
     pub fn start(&mut self) {
         self.len = 0;
+        self.shown = 0;
         self.at = usize::MAX;
         self.pending4.n = 0;
         self.pending6.n = 0;
     }
 
     /// Records position `i`'s key (`i < BATCH`, each position once per batch); its hash
-    /// comes with [`Hints::hash`].
+    /// comes with [`Hints::hash`], and until then no hint of the batch can be taken.
     #[inline]
     pub fn set(&mut self, i: usize, key: FlowKey) {
         self.keys[i] = key;
-        self.len = self.len.max(i + 1);
+        self.shown = self.shown.max(i + 1);
         if key.v6 {
             let b = ConnTable::<Ipv6Addr>::flow_blocks(key.proto, key.addr6(), key.port);
             self.pending6.push(i, b);
@@ -211,36 +237,36 @@ impl Hints {
     /// leaves no hint.
     #[inline]
     pub fn hash(&mut self, t4: &ConnTable<Ipv4Addr>, t6: Option<&ConnTable<Ipv6Addr>>) {
-        let n = std::mem::take(&mut self.pending4.n);
-        if n > 0 {
-            t4.hash_many(&self.pending4.blocks[..n], &mut self.out[..n]);
-            for (&i, &h) in self.pending4.at[..n].iter().zip(&self.out[..n]) {
-                t4.prefetch_bucket(h as u32);
-                self.hashes[usize::from(i)] = h as u32;
-            }
-        }
-        let n = std::mem::take(&mut self.pending6.n);
+        let (out, hashes) = (&mut self.out, &mut self.hashes);
+        self.pending4.hash(
+            out,
+            hashes,
+            |m, o| t4.hash_many(m, o),
+            |h| t4.prefetch_bucket(h),
+        );
         match t6 {
-            Some(t6) if n > 0 => {
-                t6.hash_many(&self.pending6.blocks[..n], &mut self.out[..n]);
-                for (&i, &h) in self.pending6.at[..n].iter().zip(&self.out[..n]) {
-                    t6.prefetch_bucket(h as u32);
-                    self.hashes[usize::from(i)] = h as u32;
-                }
+            Some(t6) => {
+                self.pending6.hash(
+                    out,
+                    hashes,
+                    |m, o| t6.hash_many(m, o),
+                    |h| t6.prefetch_bucket(h),
+                );
             }
-            _ => {
-                for &i in &self.pending6.at[..n] {
+            None => {
+                for &i in &self.pending6.at[..std::mem::take(&mut self.pending6.n)] {
                     self.keys[usize::from(i)] = FlowKey::default();
                 }
             }
         }
+        self.len = self.shown;
     }
 
     /// Clears position `i`: a packet with no hint (`i < BATCH`).
     #[inline]
     pub fn clear(&mut self, i: usize) {
         self.keys[i] = FlowKey::default();
-        self.len = self.len.max(i + 1);
+        self.shown = self.shown.max(i + 1);
     }
 
     /// The key and hash recorded at position `i`, if any.
@@ -333,7 +359,10 @@ mod tests {
         h.clear(1);
         h.set(2, b);
         h.set(3, a6);
+        h.next();
+        assert_eq!(h.hash_of(a), None, "recorded, not hashed yet");
         h.hash(&t4, Some(&t6));
+        h.at = usize::MAX;
         h.next();
         assert_eq!(h.hash_of(a), Some(hash4(a)));
         assert_eq!(h.hash_of(b), None, "another packet at a's position");
