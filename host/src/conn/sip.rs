@@ -4,18 +4,17 @@
 //! A message is given as its 8-byte blocks, the last one already holding the message's
 //! length and tail as SipHash pads it (an IPv4 key is one word: `[word, 8 << 56]`; an IPv6
 //! key is two words and a 4-byte tail: `[lo, hi, 20 << 56 | tail]`). Both give exactly what
-//! `SipHasher13` gives for the same bytes, without its generic buffering. [`many`] computes
-//! [`LANES`] hashes side by side, lane `j` of every state word belonging to message `j`: the
-//! same rounds as [`one`] in vector instructions where the CPU has them (AVX-512VL, whose
-//! rotate the compiler uses on its own; AVX2, spelled out), chosen at run time. A batch's hashes are
-//! independent of each other, so computing them side by side changes no result, only the
-//! instructions it takes.
+//! `SipHasher13` gives for the same bytes, without its generic buffering.
+//!
+//! [`many`] computes four hashes side by side, lane `j` of every state word (a 256-bit
+//! register) belonging to message `j`: the same rounds as [`one`], with AVX-512VL's rotate
+//! where the CPU has it, AVX2's shifts where it has only those (chosen at run time), one
+//! message at a time elsewhere. Only 256-bit registers: 512-bit ones would lower the clock
+//! of the whole core on some CPUs (Skylake-SP and Cascade Lake servers), the packet path's
+//! included. A batch's hashes are independent of each other, so computing them side by side
+//! changes no result, only the instructions it takes.
 
 use super::table::HashKey;
-
-/// Messages hashed side by side.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-const LANES: usize = 8;
 
 const C0: u64 = 0x736f_6d65_7073_6575;
 const C1: u64 = 0x646f_7261_6e64_6f6d;
@@ -24,7 +23,7 @@ const C3: u64 = 0x7465_6462_7974_6573;
 /// The length block of an 8-byte message.
 const B: u64 = 8u64 << 56;
 
-/// One SipRound over state words `v0..v3`, each of any lane count (`[u64; N]`) or a `u64`.
+/// One SipRound over state words `v0..v3`.
 macro_rules! sip_round {
     ($v0:ident, $v1:ident, $v2:ident, $v3:ident) => {
         $v0 = $v0.wrapping_add($v1);
@@ -76,8 +75,10 @@ pub(super) fn many<const W: usize>(key: &HashKey, m: &[[u64; W]], out: &mut [u64
     assert!(out.len() >= m.len());
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512vl") {
-            // Safety: the CPU has AVX-512F and AVX-512VL (checked just above; VL implies F).
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            // Safety: the CPU has AVX-512F and AVX-512VL (checked just above).
             unsafe { many_avx512(key, m, out) };
             return;
         }
@@ -90,146 +91,106 @@ pub(super) fn many<const W: usize>(key: &HashKey, m: &[[u64; W]], out: &mut [u64
     many_one_by_one(key, m, out);
 }
 
-/// [`many`] one message at a time: without vector rotations or 64-bit lanes the compiler
-/// keeps [`many_portable`]'s lanes in scalar registers and spills them, which costs more.
+/// [`many`] one message at a time.
 fn many_one_by_one<const W: usize>(key: &HashKey, m: &[[u64; W]], out: &mut [u64]) {
     for (o, &b) in out.iter_mut().zip(m) {
         *o = one(key, b);
     }
 }
 
-/// [`many`] compiled for AVX-512F/VL (a rotate instruction for every rotation).
+/// Rotates each 64-bit lane of `$x` left by `$n` bits, with AVX2: a shuffle for 32, two
+/// shifts and an or otherwise.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,avx512f,avx512vl")]
-fn many_avx512<const W: usize>(key: &HashKey, m: &[[u64; W]], out: &mut [u64]) {
-    many_portable(key, m, out);
+macro_rules! rotl_avx2 {
+    ($x:expr, 32) => {
+        _mm256_shuffle_epi32::<0b10_11_00_01>($x)
+    };
+    ($x:expr, $n:literal) => {
+        _mm256_or_si256(
+            _mm256_slli_epi64::<$n>($x),
+            _mm256_srli_epi64::<{ 64 - $n }>($x),
+        )
+    };
 }
 
-/// [`many`] with AVX2, four messages at a time (its rotations are two shifts and an or,
-/// or a shuffle for 32 bits, which the compiler does not vectorise on its own: spelled out).
+/// The same with AVX-512VL's rotate (on 256-bit registers).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn many_avx2<const W: usize>(key: &HashKey, m: &[[u64; W]], out: &mut [u64]) {
-    use std::arch::x86_64::*;
-    macro_rules! rotl {
-        ($x:expr, 32) => {
-            _mm256_shuffle_epi32::<0b10_11_00_01>($x)
-        };
-        ($x:expr, $n:literal) => {
-            _mm256_or_si256(
-                _mm256_slli_epi64::<$n>($x),
-                _mm256_srli_epi64::<{ 64 - $n }>($x),
-            )
-        };
-    }
-    macro_rules! round {
-        ($v0:ident, $v1:ident, $v2:ident, $v3:ident) => {
-            $v0 = _mm256_add_epi64($v0, $v1);
-            $v1 = _mm256_xor_si256(rotl!($v1, 13), $v0);
-            $v0 = rotl!($v0, 32);
-            $v2 = _mm256_add_epi64($v2, $v3);
-            $v3 = _mm256_xor_si256(rotl!($v3, 16), $v2);
-            $v0 = _mm256_add_epi64($v0, $v3);
-            $v3 = _mm256_xor_si256(rotl!($v3, 21), $v0);
-            $v2 = _mm256_add_epi64($v2, $v1);
-            $v1 = _mm256_xor_si256(rotl!($v1, 17), $v2);
-            $v2 = rotl!($v2, 32);
-        };
-    }
-    let splat = |x: u64| _mm256_set1_epi64x(x as i64);
-    let (k0, k1) = (key.0[0], key.0[1]);
-    let mut chunks = m.chunks_exact(4);
-    let mut at = 0;
-    for c in &mut chunks {
-        let (mut v0, mut v1) = (splat(k0 ^ C0), splat(k1 ^ C1));
-        let (mut v2, mut v3) = (splat(k0 ^ C2), splat(k1 ^ C3));
-        // Block `i` of the four messages, a lane each.
-        let blocks: [[u64; 4]; W] = std::array::from_fn(|i| [c[0][i], c[1][i], c[2][i], c[3][i]]);
-        for [b0, b1, b2, b3] in blocks {
-            let b = _mm256_set_epi64x(b3 as i64, b2 as i64, b1 as i64, b0 as i64);
-            v3 = _mm256_xor_si256(v3, b);
-            round!(v0, v1, v2, v3);
-            v0 = _mm256_xor_si256(v0, b);
+macro_rules! rotl_avx512 {
+    ($x:expr, $n:literal) => {
+        _mm256_rol_epi64::<$n>($x)
+    };
+}
+
+/// A [`many`] for four messages a time in 256-bit registers, rotating with `$rotl`,
+/// compiled for the CPU features `$features`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! many_x4 {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $rotl:ident) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        fn $name<const W: usize>(key: &HashKey, m: &[[u64; W]], out: &mut [u64]) {
+            use std::arch::x86_64::*;
+            macro_rules! round {
+                ($v0:ident, $v1:ident, $v2:ident, $v3:ident) => {
+                    $v0 = _mm256_add_epi64($v0, $v1);
+                    $v1 = _mm256_xor_si256($rotl!($v1, 13), $v0);
+                    $v0 = $rotl!($v0, 32);
+                    $v2 = _mm256_add_epi64($v2, $v3);
+                    $v3 = _mm256_xor_si256($rotl!($v3, 16), $v2);
+                    $v0 = _mm256_add_epi64($v0, $v3);
+                    $v3 = _mm256_xor_si256($rotl!($v3, 21), $v0);
+                    $v2 = _mm256_add_epi64($v2, $v1);
+                    $v1 = _mm256_xor_si256($rotl!($v1, 17), $v2);
+                    $v2 = $rotl!($v2, 32);
+                };
+            }
+            let splat = |x: u64| _mm256_set1_epi64x(x as i64);
+            let (k0, k1) = (key.0[0], key.0[1]);
+            let mut chunks = m.chunks_exact(4);
+            let mut at = 0;
+            for c in &mut chunks {
+                let (mut v0, mut v1) = (splat(k0 ^ C0), splat(k1 ^ C1));
+                let (mut v2, mut v3) = (splat(k0 ^ C2), splat(k1 ^ C3));
+                // Block `i` of the four messages, a lane each.
+                let blocks: [[u64; 4]; W] =
+                    std::array::from_fn(|i| [c[0][i], c[1][i], c[2][i], c[3][i]]);
+                for [b0, b1, b2, b3] in blocks {
+                    let b = _mm256_set_epi64x(b3 as i64, b2 as i64, b1 as i64, b0 as i64);
+                    v3 = _mm256_xor_si256(v3, b);
+                    round!(v0, v1, v2, v3);
+                    v0 = _mm256_xor_si256(v0, b);
+                }
+                v2 = _mm256_xor_si256(v2, splat(0xff));
+                round!(v0, v1, v2, v3);
+                round!(v0, v1, v2, v3);
+                round!(v0, v1, v2, v3);
+                let h = _mm256_xor_si256(_mm256_xor_si256(v0, v1), _mm256_xor_si256(v2, v3));
+                let mut lanes = [0u64; 4];
+                // Safety: `lanes` is 32 bytes, what an unaligned 256-bit store writes.
+                unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), h) };
+                out[at..at + 4].copy_from_slice(&lanes);
+                at += 4;
+            }
+            many_one_by_one(key, chunks.remainder(), &mut out[at..]);
         }
-        v2 = _mm256_xor_si256(v2, splat(0xff));
-        round!(v0, v1, v2, v3);
-        round!(v0, v1, v2, v3);
-        round!(v0, v1, v2, v3);
-        let h = _mm256_xor_si256(_mm256_xor_si256(v0, v1), _mm256_xor_si256(v2, v3));
-        let mut lanes = [0u64; 4];
-        // Safety: `lanes` is 32 bytes, what an unaligned 256-bit store writes.
-        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), h) };
-        out[at..at + 4].copy_from_slice(&lanes);
-        at += 4;
-    }
-    many_one_by_one(key, chunks.remainder(), &mut out[at..]);
+    };
 }
 
-/// [`many`] in [`LANES`]-wide steps: vectorised by the compiler where the caller is
-/// compiled for AVX-512VL.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-#[inline(always)]
-fn many_portable<const W: usize>(key: &HashKey, m: &[[u64; W]], out: &mut [u64]) {
-    let mut chunks = m.chunks_exact(LANES);
-    let mut at = 0;
-    for c in &mut chunks {
-        // Block `i` of the group's messages, lane by lane.
-        let blocks: [Lanes; W] = std::array::from_fn(|i| Lanes(std::array::from_fn(|j| c[j][i])));
-        out[at..at + LANES].copy_from_slice(&lanes(key, blocks));
-        at += LANES;
-    }
-    many_one_by_one(key, chunks.remainder(), &mut out[at..]);
-}
+#[cfg(target_arch = "x86_64")]
+many_x4!(
+    /// [`many`] with AVX-512VL: a rotate instruction for every rotation.
+    many_avx512,
+    "avx2,avx512f,avx512vl",
+    rotl_avx512
+);
 
-/// [`one`] of each of [`LANES`] messages, side by side (`m[i]`: block `i` of each).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-#[inline(always)]
-fn lanes<const W: usize>(key: &HashKey, m: [Lanes; W]) -> [u64; LANES] {
-    let (k0, k1) = (key.0[0], key.0[1]);
-    let (mut v0, mut v1, mut v2, mut v3) = (
-        Lanes([k0 ^ C0; LANES]),
-        Lanes([k1 ^ C1; LANES]),
-        Lanes([k0 ^ C2; LANES]),
-        Lanes([k1 ^ C3; LANES]),
-    );
-    for b in m {
-        v3 = v3 ^ b;
-        sip_round!(v0, v1, v2, v3);
-        v0 = v0 ^ b;
-    }
-    v2 = v2 ^ Lanes([0xff; LANES]);
-    sip_round!(v0, v1, v2, v3);
-    sip_round!(v0, v1, v2, v3);
-    sip_round!(v0, v1, v2, v3);
-    (v0 ^ v1 ^ v2 ^ v3).0
-}
-
-/// [`LANES`] state words, one per message, with the three operations a SipRound uses
-/// applied lane by lane (loops the compiler vectorises).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-#[derive(Clone, Copy)]
-struct Lanes([u64; LANES]);
-
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-impl Lanes {
-    #[inline(always)]
-    fn wrapping_add(self, o: Lanes) -> Lanes {
-        Lanes(std::array::from_fn(|j| self.0[j].wrapping_add(o.0[j])))
-    }
-
-    #[inline(always)]
-    fn rotate_left(self, n: u32) -> Lanes {
-        Lanes(self.0.map(|x| x.rotate_left(n)))
-    }
-}
-
-impl core::ops::BitXor for Lanes {
-    type Output = Lanes;
-    #[inline(always)]
-    fn bitxor(self, o: Lanes) -> Lanes {
-        Lanes(std::array::from_fn(|j| self.0[j] ^ o.0[j]))
-    }
-}
+#[cfg(target_arch = "x86_64")]
+many_x4!(
+    /// [`many`] with AVX2.
+    many_avx2,
+    "avx2",
+    rotl_avx2
+);
 
 #[cfg(test)]
 mod tests {
@@ -257,18 +218,17 @@ mod tests {
     fn many_matches_one_each_every_length_every_variant() {
         fn check<const W: usize>(key: &HashKey, m: &[[u64; W]]) {
             type Many<const W: usize> = fn(&HashKey, &[[u64; W]], &mut [u64]);
-            let mut variants: Vec<(&str, Many<W>)> = vec![
-                ("dispatch", many),
-                ("portable", |k, m, o| many_portable(k, m, o)),
-                ("one by one", many_one_by_one),
-            ];
+            let mut variants: Vec<(&str, Many<W>)> =
+                vec![("dispatch", many), ("one by one", many_one_by_one)];
             #[cfg(target_arch = "x86_64")]
             {
                 if std::arch::is_x86_feature_detected!("avx2") {
                     // Safety: the CPU has AVX2 (checked just above).
                     variants.push(("avx2", |k, m, o| unsafe { many_avx2(k, m, o) }));
                 }
-                if std::arch::is_x86_feature_detected!("avx512vl") {
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
                     // Safety: the CPU has AVX-512F/VL (checked just above).
                     variants.push(("avx512", |k, m, o| unsafe { many_avx512(k, m, o) }));
                 }
@@ -292,7 +252,7 @@ mod tests {
             }
         }
         let key = HashKey([0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908]);
-        let w = words(0x2545_f491_4f6c_dd1d, 3 * (3 * LANES + 5));
+        let w = words(0x2545_f491_4f6c_dd1d, 3 * 29);
         let two: Vec<[u64; 2]> = w.chunks(3).map(|c| word_blocks(c[0])).collect();
         let three: Vec<[u64; 3]> = w.chunks(3).map(|c| [c[0], c[1], c[2]]).collect();
         check(&key, &two);
