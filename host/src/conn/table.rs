@@ -588,9 +588,16 @@ impl<A: FlowAddr> ConnTable<A> {
         e.expires = expires;
         // Relink when the deadline is now before the slot it waits in (or it waits in none).
         if e.sched == NIL || !reached(expires, e.sched) {
-            self.unlink_timer(id.0);
-            self.link_timer(id.0, expires);
+            self.relink_timer(id.0, expires);
         }
+    }
+
+    /// Moves entry `i` to the wheel slot of `expires` (the uncommon half of
+    /// [`ConnTable::set_expiry`], kept out of the packet path).
+    #[inline(never)]
+    fn relink_timer(&mut self, i: u32, expires: Tick) {
+        self.unlink_timer(i);
+        self.link_timer(i, expires);
     }
 
     /// Removes a connection and returns its last contents.

@@ -106,8 +106,55 @@ pub(super) struct Stepped {
 /// is `rt`: IPVS's state table (the input-only rows for an entry that never saw its
 /// realserver), the active/inactive flip of its realserver's counts, the proof of a real
 /// client. The state itself is left for the caller to set through its table.
+///
+/// The usual segment (most of an established flow's) changes nothing but the timer: that
+/// case is decided inline ([`unchanged`]); every other goes through [`step_changing`].
 #[inline]
 pub(super) fn step<A: FlowAddr>(
+    rt: &SvcRt,
+    dests: &[Option<Arc<DestState>>],
+    c: &mut Conn<A>,
+    dir: Direction,
+    flags: u8,
+) -> Stepped {
+    match unchanged(rt, c, dir, flags) {
+        Some(timeout) => Stepped {
+            changed: None,
+            timeout,
+            verified: false,
+        },
+        None => step_changing(rt, dests, c, dir, flags),
+    }
+}
+
+/// The timeout of entry `c` after a TCP segment going `dir` with `flags` that leaves its
+/// flags and state as they are (what [`step`] would find), or `None` if the segment
+/// changes either.
+#[inline(always)]
+pub(super) fn unchanged<A: FlowAddr>(
+    rt: &SvcRt,
+    c: &Conn<A>,
+    dir: Direction,
+    flags: u8,
+) -> Option<Tick> {
+    // The flags stay: the entry has seen its realserver, and either the segment comes from
+    // the client or the entry already knows it was replied to.
+    if c.flags & crate::conn::F_NOOUTPUT != 0
+        || (dir == Direction::Output && c.flags & F_REPLIED == 0)
+    {
+        return None;
+    }
+    let new = match Event::from_tcp_flags(flags) {
+        Some(ev) => rt.table.next(dir, ev, c.state),
+        None => c.state,
+    };
+    (new == c.state).then(|| rt.timeouts[new as usize])
+}
+
+/// [`step`] for a segment [`unchanged`] does not decide (it gives the same result for any
+/// segment), out of the packet path.
+#[inline(never)]
+fn step_changing<A: FlowAddr>(
     rt: &SvcRt,
     dests: &[Option<Arc<DestState>>],
     c: &mut Conn<A>,
@@ -366,13 +413,26 @@ impl Shard {
 
     /// Applies a TCP segment to a connection's state and refreshes its timer. A client
     /// whose handshake completes here is proven real (see the module docs).
-    #[inline]
+    #[inline(always)]
     pub(super) fn tcp_step(&mut self, id: ConnId, svc: u16, dir: Direction, flags: u8) {
+        if let Some(Some(rt)) = self.svcs.get(svc as usize) {
+            if let Some(t) = unchanged(rt, self.table.get(id), dir, flags) {
+                self.table.set_expiry(id, self.now.wrapping_add(t));
+                return;
+            }
+        }
+        self.tcp_step_changing(id, svc, dir, flags);
+    }
+
+    /// [`Shard::tcp_step`] for a segment that [`unchanged`] does not decide, out of the packet
+    /// path.
+    #[inline(never)]
+    fn tcp_step_changing(&mut self, id: ConnId, svc: u16, dir: Direction, flags: u8) {
         let Some(rt) = self.svcs.get(svc as usize).and_then(Option::as_ref) else {
             return;
         };
         let c = self.table.get_mut(id);
-        let s = step(rt, &self.dests, c, dir, flags);
+        let s = step_changing(rt, &self.dests, c, dir, flags);
         if s.verified {
             let a = c.caddr();
             self.verified(a);
@@ -1100,5 +1160,95 @@ fn release_link(links: &mut [u32], templates: &TemplateStore, id: ConnId) {
         if t != 0 {
             templates.release(TemplateId(t - 1));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::state::TCP_STATES;
+    use crate::conn::F_NOOUTPUT;
+
+    fn rt(table: StateTable) -> SvcRt {
+        SvcRt {
+            sched: SchedSlot::builtin(Builtin::wlc()),
+            table,
+            // A distinct timeout per state, so that the wrong state's cannot pass.
+            timeouts: std::array::from_fn(|i| 100 + i as Tick),
+            own: [0; STATES],
+            defenses: Vec::new(),
+            persist: None,
+            persist_timeout: 0,
+            proxy: ProxyRt::default(),
+            udp_guard: FloodGuard::default(),
+            max_conns: 0,
+            sloppy: false,
+            udp_unreplied: 0,
+        }
+    }
+
+    /// `unchanged` decides a segment only where the full step would change nothing but the
+    /// timer, and gives the full step's timeout: every TCP state, every flag byte, every
+    /// direction and every combination of the entry flags the step reads or writes, under
+    /// IPVS's normal and secure_tcp tables.
+    #[test]
+    fn unchanged_decides_only_what_the_full_step_leaves_alone() {
+        let mut table = ConnTable::<Ipv4Addr>::new(1 << 20, HashKey([1, 2]), 0).unwrap();
+        let new = NewConn {
+            proto: ip_proto::TCP,
+            caddr: Ipv4Addr::new(10, 77, 0, 1),
+            cport: 1000,
+            svc: 0,
+            dest: 0,
+            state: State::None,
+            flags: 0,
+        };
+        let id = table.insert(0, new, 100).unwrap();
+        let live = table.get(id).flags;
+        let mine = [F_INACTIVE, F_NOOUTPUT, F_REPLIED, F_VERIFIED];
+        let (mut decided, mut total) = (0, 0);
+        for states in [StateTable::NORMAL, StateTable::DOS] {
+            let rt = rt(states);
+            for s in 0..TCP_STATES as u8 {
+                for combo in 0..1u8 << mine.len() {
+                    let own = (0..mine.len())
+                        .filter(|b| combo >> b & 1 != 0)
+                        .fold(0, |f, b| f | mine[b]);
+                    for dir in [Direction::Input, Direction::Output, Direction::InputOnly] {
+                        for flags in 0..=u8::MAX {
+                            let c = table.get_mut(id);
+                            c.state = State::from_index(s).unwrap();
+                            c.flags = live | own;
+                            let before = (c.state, c.flags);
+                            let quick = unchanged(&rt, c, dir, flags);
+                            let full = step_changing(&rt, &[], c, dir, flags);
+                            total += 1;
+                            let Some(timeout) = quick else { continue };
+                            decided += 1;
+                            let what = format!("{before:?} {dir:?} flags {flags:#04x}");
+                            assert_eq!(full.changed, None, "{what}");
+                            assert!(!full.verified, "{what}");
+                            assert_eq!(full.timeout, timeout, "{what}");
+                            assert_eq!((c.state, c.flags), before, "{what}");
+                        }
+                    }
+                }
+            }
+        }
+        // The usual segment is the one decided inline: an established client's ACK.
+        let c = table.get_mut(id);
+        c.state = State::Established;
+        c.flags = live | F_REPLIED | F_VERIFIED;
+        let normal = rt(StateTable::NORMAL);
+        let es = normal.timeouts[State::Established as usize];
+        assert_eq!(unchanged(&normal, c, Direction::Input, tf::ACK), Some(es));
+        assert_eq!(
+            unchanged(&normal, c, Direction::Output, tf::ACK | tf::PSH),
+            Some(es)
+        );
+        assert!(
+            decided > 0 && decided < total,
+            "{decided} of {total} decided inline"
+        );
     }
 }
