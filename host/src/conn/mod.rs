@@ -6,7 +6,7 @@
 //! `inactconns` are global too).
 
 mod counters;
-mod sip;
+pub(crate) mod sip;
 pub mod state;
 mod table;
 

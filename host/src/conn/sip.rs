@@ -16,6 +16,9 @@
 
 use super::table::HashKey;
 
+/// SipHash's initialisation constants ("somepseudorandomlygeneratedbytes"), also what the
+/// steering program (`io::steer`) starts its state from.
+pub(crate) const INIT: [u64; 4] = [C0, C1, C2, C3];
 const C0: u64 = 0x736f_6d65_7073_6575;
 const C1: u64 = 0x646f_7261_6e64_6f6d;
 const C2: u64 = 0x6c79_6765_6e65_7261;
@@ -47,14 +50,14 @@ pub(super) fn word_blocks(m: u64) -> [u64; 2] {
 
 /// SipHash-1-3 of an 8-byte message under `key`.
 #[inline(always)]
-pub(super) fn one_word(key: &HashKey, m: u64) -> u64 {
+pub(crate) fn one_word(key: &HashKey, m: u64) -> u64 {
     one(key, word_blocks(m))
 }
 
 /// SipHash-1-3 under `key` of the message whose blocks are `m` (padded as the module docs
 /// say).
 #[inline(always)]
-pub(super) fn one<const W: usize>(key: &HashKey, m: [u64; W]) -> u64 {
+pub(crate) fn one<const W: usize>(key: &HashKey, m: [u64; W]) -> u64 {
     let (k0, k1) = (key.0[0], key.0[1]);
     let (mut v0, mut v1, mut v2, mut v3) = (k0 ^ C0, k1 ^ C1, k0 ^ C2, k1 ^ C3);
     for b in m {

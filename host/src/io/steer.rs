@@ -31,19 +31,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 
 use super::bpf::{op::*, prog_load, Asm, Insn, ProgType};
-use crate::conn::HashKey;
+use crate::conn::{sip, HashKey};
 
 /// Stack slots (offsets from the frame pointer).
 const SLOT_PORT: i16 = -4;
 const SLOT_PROTO: i16 = -8;
-
-/// SipHash-1-3's initialisation constants ("somepseudorandomlygeneratedbytes").
-const SIP_INIT: [u64; 4] = [
-    0x736f_6d65_7073_6575,
-    0x646f_7261_6e64_6f6d,
-    0x6c79_6765_6e65_7261,
-    0x7465_6462_7974_6573,
-];
 
 /// The one 8-byte message hashed for a client endpoint: the address in the high half, the
 /// port above the low 16 bits (the layout of the connection table's key, protocol 0).
@@ -53,45 +45,15 @@ fn message(addr: Ipv4Addr, port: u16) -> u64 {
 
 /// SipHash-1-3 of one 8-byte message under `key`: what `SipHasher13` gives after a single
 /// `write_u64` (checked against the `siphasher` crate in the tests), and what the program
-/// computes in eBPF.
+/// computes in eBPF. The connection table's own function ([`sip::one_word`]).
 pub fn siphash13_word(key: &HashKey, m: u64) -> u64 {
-    siphash13_words(key, &[m])
+    sip::one_word(key, m)
 }
 
-/// SipHash-1-3 of whole 8-byte words under `key`: what `SipHasher13` gives after one
-/// `write_u64` per word.
-pub fn siphash13_words(key: &HashKey, words: &[u64]) -> u64 {
-    let [mut v0, mut v1, mut v2, mut v3] = SIP_INIT;
-    v0 ^= key.0[0];
-    v1 ^= key.0[1];
-    v2 ^= key.0[0];
-    v3 ^= key.0[1];
-    let round = |v0: &mut u64, v1: &mut u64, v2: &mut u64, v3: &mut u64| {
-        *v0 = v0.wrapping_add(*v1);
-        *v1 = v1.rotate_left(13) ^ *v0;
-        *v0 = v0.rotate_left(32);
-        *v2 = v2.wrapping_add(*v3);
-        *v3 = v3.rotate_left(16) ^ *v2;
-        *v0 = v0.wrapping_add(*v3);
-        *v3 = v3.rotate_left(21) ^ *v0;
-        *v2 = v2.wrapping_add(*v1);
-        *v1 = v1.rotate_left(17) ^ *v2;
-        *v2 = v2.rotate_left(32);
-    };
-    for &m in words {
-        v3 ^= m;
-        round(&mut v0, &mut v1, &mut v2, &mut v3);
-        v0 ^= m;
-    }
-    let b = ((8 * words.len()) as u64) << 56;
-    v3 ^= b;
-    round(&mut v0, &mut v1, &mut v2, &mut v3);
-    v0 ^= b;
-    v2 ^= 0xff;
-    for _ in 0..3 {
-        round(&mut v0, &mut v1, &mut v2, &mut v3);
-    }
-    v0 ^ v1 ^ v2 ^ v3
+/// SipHash-1-3 under `key` of an IPv6 client endpoint's three words ([`message6`]): what
+/// `SipHasher13` gives after one `write_u64` per word.
+fn siphash13_words6(key: &HashKey, w: [u64; 3]) -> u64 {
+    sip::one(key, [w[0], w[1], w[2], 24 << 56])
 }
 
 /// The queue (of `queues`) that packets of client endpoint `addr:port` are steered to under
@@ -109,7 +71,7 @@ fn message6(addr: Ipv6Addr, port: u16) -> [u64; 3] {
 
 /// [`queue_of`] for an IPv6 client endpoint.
 pub fn queue_of6(key: &HashKey, addr: Ipv6Addr, port: u16, queues: u32) -> u32 {
-    (siphash13_words(key, &message6(addr, port)) % u64::from(queues.max(1))) as u32
+    (siphash13_words6(key, message6(addr, port)) % u64::from(queues.max(1))) as u32
 }
 
 /// Emits one SipRound on v0..v3 = r1..r4, with r5 as scratch.
@@ -142,10 +104,10 @@ pub(crate) fn emit_queue_of(a: &mut Asm, key: &HashKey, m: u8, queues: u32) {
 /// Emits SipHash's initial state for `key` in v0..v3 = r1..r4.
 fn emit_sip_init(a: &mut Asm, key: &HashKey) {
     let (v0, v1, v2, v3) = (R1, R2, R3, R4);
-    a.ld_imm64(v0, SIP_INIT[0] ^ key.0[0]);
-    a.ld_imm64(v1, SIP_INIT[1] ^ key.0[1]);
-    a.ld_imm64(v2, SIP_INIT[2] ^ key.0[0]);
-    a.ld_imm64(v3, SIP_INIT[3] ^ key.0[1]);
+    a.ld_imm64(v0, sip::INIT[0] ^ key.0[0]);
+    a.ld_imm64(v1, sip::INIT[1] ^ key.0[1]);
+    a.ld_imm64(v2, sip::INIT[2] ^ key.0[0]);
+    a.ld_imm64(v3, sip::INIT[3] ^ key.0[1]);
 }
 
 /// Emits the compression of one message word in `m` (not r0–r5).
@@ -574,7 +536,7 @@ mod tests {
         for w in words {
             h.write_u64(w);
         }
-        assert_eq!(siphash13_words(&KEY, &words), h.finish());
+        assert_eq!(siphash13_words6(&KEY, words), h.finish());
     }
 
     #[test]
