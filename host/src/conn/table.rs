@@ -582,7 +582,7 @@ impl<A: FlowAddr> ConnTable<A> {
     /// Sets when a connection expires. Cheap when the deadline moves later (the common
     /// case): the entry stays in its wheel slot and is looked at again when that slot
     /// comes due.
-    #[inline]
+    #[inline(always)]
     pub fn set_expiry(&mut self, id: ConnId, expires: Tick) {
         let e = &mut self.entries[id.0 as usize];
         e.expires = expires;

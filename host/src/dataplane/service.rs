@@ -427,8 +427,14 @@ impl<V: Copy, K: Copy + Eq + std::hash::Hash> SmallIndex<V, K> {
         if self.map.is_empty() {
             self.small.iter().find(|e| e.0 == k).map(|e| e.1)
         } else {
-            self.map.get(&k).copied()
+            self.get_mapped(k)
         }
+    }
+
+    /// [`SmallIndex::get`] past [`Self::LINEAR`] keys, out of the packet path's inline code.
+    #[inline(never)]
+    fn get_mapped(&self, k: K) -> Option<V> {
+        self.map.get(&k).copied()
     }
 }
 

@@ -21,19 +21,20 @@ pub(super) const BATCH: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct FlowKey {
     addr: u128,
-    port: u16,
-    proto: u8,
-    v6: bool,
+    /// The port (bits 0..16), the protocol (16..24) and the family (bit 24 set for IPv6) in
+    /// one word, so that two keys compare in two steps (this word and the address).
+    tag: u32,
 }
+
+/// [`FlowKey::tag`]'s family bit.
+const TAG_V6: u32 = 1 << 24;
 
 impl FlowKey {
     #[inline]
     pub fn v4(proto: u8, addr: Ipv4Addr, port: u16) -> Self {
         FlowKey {
             addr: u128::from(u32::from(addr)),
-            port,
-            proto,
-            v6: false,
+            tag: u32::from(proto) << 16 | u32::from(port),
         }
     }
 
@@ -41,10 +42,16 @@ impl FlowKey {
     pub fn v6(proto: u8, addr: Ipv6Addr, port: u16) -> Self {
         FlowKey {
             addr: u128::from(addr),
-            port,
-            proto,
-            v6: true,
+            tag: TAG_V6 | u32::from(proto) << 16 | u32::from(port),
         }
+    }
+
+    pub fn proto(&self) -> u8 {
+        (self.tag >> 16) as u8
+    }
+
+    pub fn port(&self) -> u16 {
+        self.tag as u16
     }
 
     /// The table key of a packet's client endpoint, read without validation: the endpoint
@@ -101,7 +108,7 @@ impl FlowKey {
     }
 
     pub fn is_v6(&self) -> bool {
-        self.v6
+        self.tag & TAG_V6 != 0
     }
 
     pub fn addr4(&self) -> Ipv4Addr {
@@ -223,11 +230,11 @@ impl Hints {
     pub fn set(&mut self, i: usize, key: FlowKey) {
         self.keys[i] = key;
         self.shown = self.shown.max(i + 1);
-        if key.v6 {
-            let b = ConnTable::<Ipv6Addr>::flow_blocks(key.proto, key.addr6(), key.port);
+        if key.is_v6() {
+            let b = ConnTable::<Ipv6Addr>::flow_blocks(key.proto(), key.addr6(), key.port());
             self.pending6.push(i, b);
         } else {
-            let b = ConnTable::<Ipv4Addr>::flow_blocks(key.proto, key.addr4(), key.port);
+            let b = ConnTable::<Ipv4Addr>::flow_blocks(key.proto(), key.addr4(), key.port());
             self.pending4.push(i, b);
         }
     }
@@ -272,7 +279,7 @@ impl Hints {
     /// The key and hash recorded at position `i`, if any.
     #[inline]
     pub fn at(&self, i: usize) -> Option<(FlowKey, u32)> {
-        (i < self.len && self.keys[i].proto != 0).then(|| (self.keys[i], self.hashes[i]))
+        (i < self.len && self.keys[i].proto() != 0).then(|| (self.keys[i], self.hashes[i]))
     }
 
     /// Moves to the next packet (called once per packet `process` is given).
@@ -351,7 +358,7 @@ mod tests {
         let a = FlowKey::v4(ip_proto::TCP, Ipv4Addr::new(10, 77, 1, 2), 40000);
         let b = FlowKey::v4(ip_proto::TCP, Ipv4Addr::new(10, 77, 1, 3), 40000);
         let a6 = FlowKey::v6(ip_proto::TCP, "::ffff:10.77.1.2".parse().unwrap(), 40000);
-        let hash4 = |k: FlowKey| t4.hash(k.proto, k.addr4(), k.port);
+        let hash4 = |k: FlowKey| t4.hash(k.proto(), k.addr4(), k.port());
         let mut h = Hints::default();
         assert_eq!(h.hash_of(a), None, "nothing shown yet");
         h.start();
@@ -372,7 +379,10 @@ mod tests {
         h.next();
         assert_eq!(h.hash_of(b), Some(hash4(b)));
         h.next();
-        assert_eq!(h.hash_of(a6), Some(t6.hash(a6.proto, a6.addr6(), a6.port)));
+        assert_eq!(
+            h.hash_of(a6),
+            Some(t6.hash(a6.proto(), a6.addr6(), a6.port()))
+        );
         h.next();
         assert_eq!(h.hash_of(b), None, "past the batch");
         h.start();
