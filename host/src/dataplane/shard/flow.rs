@@ -1170,10 +1170,20 @@ mod tests {
     use crate::conn::F_NOOUTPUT;
 
     fn rt(table: StateTable) -> SvcRt {
-        // A distinct timeout per state, so that the wrong state's cannot pass.
         SvcRt {
+            sched: SchedSlot::builtin(Builtin::wlc()),
             table,
-            ..SvcRt::new(std::array::from_fn(|i| 100 + i as Tick), [0; STATES])
+            // A distinct timeout per state, so that the wrong state's cannot pass.
+            timeouts: std::array::from_fn(|i| 100 + i as Tick),
+            own: [0; STATES],
+            defenses: Vec::new(),
+            persist: None,
+            persist_timeout: 0,
+            proxy: ProxyRt::default(),
+            udp_guard: FloodGuard::default(),
+            max_conns: 0,
+            sloppy: false,
+            udp_unreplied: 0,
         }
     }
 

@@ -207,27 +207,6 @@ struct SvcRt {
     udp_unreplied: Tick,
 }
 
-impl SvcRt {
-    /// A service's runtime before its plugins and limits are set: the built-in wlc, IPVS's
-    /// normal state table, `timeouts` (ticks) from the service's own `own` (seconds).
-    fn new(timeouts: [Tick; STATES], own: [u32; STATES]) -> Self {
-        SvcRt {
-            sched: SchedSlot::builtin(Builtin::wlc()),
-            table: StateTable::NORMAL,
-            timeouts,
-            own,
-            defenses: Vec::new(),
-            persist: None,
-            persist_timeout: 0,
-            proxy: ProxyRt::default(),
-            udp_guard: FloodGuard::default(),
-            max_conns: 0,
-            sloppy: false,
-            udp_unreplied: 0,
-        }
-    }
-}
-
 /// One queue's pipeline.
 pub struct Shard {
     cfg: ShardConfig,
@@ -518,7 +497,20 @@ impl Shard {
                 .svcs
                 .get_mut(svc.id as usize)
                 .and_then(Option::take)
-                .unwrap_or_else(|| SvcRt::new(svc.timeout_ticks(), svc.timeouts.0));
+                .unwrap_or_else(|| SvcRt {
+                    sched: SchedSlot::builtin(Builtin::wlc()),
+                    table: StateTable::NORMAL,
+                    timeouts: svc.timeout_ticks(),
+                    own: svc.timeouts.0,
+                    defenses: Vec::new(),
+                    persist: None,
+                    persist_timeout: 0,
+                    proxy: ProxyRt::default(),
+                    udp_guard: FloodGuard::default(),
+                    max_conns: 0,
+                    sloppy: false,
+                    udp_unreplied: 0,
+                });
             // The proxy needs both directions: a TCP service whose realservers all answer
             // through the director (NAT); it answers IPv4 only.
             let two_way = svc.dests.iter().all(|d| d.forward.two_way());
