@@ -1169,22 +1169,17 @@ mod tests {
     use crate::conn::state::TCP_STATES;
     use crate::conn::F_NOOUTPUT;
 
+    /// The runtime a queue builds for the first of the test services, with `table` and a
+    /// distinct timeout per state (so that the wrong state's cannot pass).
     fn rt(table: StateTable) -> SvcRt {
-        SvcRt {
-            sched: SchedSlot::builtin(Builtin::wlc()),
-            table,
-            // A distinct timeout per state, so that the wrong state's cannot pass.
-            timeouts: std::array::from_fn(|i| 100 + i as Tick),
-            own: [0; STATES],
-            defenses: Vec::new(),
-            persist: None,
-            persist_timeout: 0,
-            proxy: ProxyRt::default(),
-            udp_guard: FloodGuard::default(),
-            max_conns: 0,
-            sloppy: false,
-            udp_unreplied: 0,
-        }
+        let cfg = crate::config::from_str(crate::dataplane::testkit::TWO_SERVICES, "t.toml");
+        let registry = crate::control::registry::Registry::new(&cfg.unwrap().services);
+        let snap = Arc::new(registry.unwrap().snapshot());
+        let mut shard = Shard::new(ShardConfig::test(1 << 20), snap, None).unwrap();
+        let mut rt = shard.svcs.iter_mut().find_map(Option::take).unwrap();
+        rt.table = table;
+        rt.timeouts = std::array::from_fn(|i| 100 + i as Tick);
+        rt
     }
 
     /// `unchanged` decides a segment only where the full step would change nothing but the
