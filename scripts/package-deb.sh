@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds the Debian package of ringvs with dpkg-deb (nothing beyond what cargo already fetched):
-# the release binary, the plugin catalogue, the systemd unit, /etc/ringvs/ringvs.toml, /run/ringvs
+# the release binary (profile-guided: scripts/build-pgo.sh), the plugin catalogue, the systemd unit, /etc/ringvs/ringvs.toml, /run/ringvs
 # through tmpfiles.d, man pages and shell completions. Prints the .deb's path on its last line.
 #
-#   bash scripts/package-deb.sh            # builds ringvs (release) and the plugins first
+#   bash scripts/package-deb.sh            # builds ringvs (release, PGO) and the plugins first
 #   NO_BUILD=1 bash scripts/package-deb.sh # packages what target/ already holds
+#   PGO=0 bash scripts/package-deb.sh      # the plain release build (target/release/ringvs)
 #   OUT_DIR=/tmp bash scripts/package-deb.sh
 #
 # Layout:
@@ -27,13 +28,17 @@ die() {
 }
 command -v dpkg-deb >/dev/null || die "dpkg-deb not found (Debian's dpkg package)"
 
-if [[ -z ${NO_BUILD:-} ]]; then
-    cargo build --release -p ringvs >&2
-    bash scripts/build-plugins.sh >&2
+if [[ ${PGO:-1} == 0 ]]; then
+    bin=$target/release/ringvs build=(cargo build --release -p ringvs)
+else
+    bin=$target/pgo/release/ringvs build=(bash scripts/build-pgo.sh)
 fi
-bin=$target/release/ringvs
+if [[ -z ${NO_BUILD:-} ]]; then
+    bash scripts/build-plugins.sh >&2
+    "${build[@]}" >&2
+fi
 plugins=$target/wasm32-wasip2/plugin
-[[ -x $bin ]] || die "$bin is missing: cargo build --release -p ringvs"
+[[ -x $bin ]] || die "$bin is missing: ${build[*]}"
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
 [[ -n $version ]] || die "no workspace version in Cargo.toml"

@@ -4,7 +4,7 @@
 # ExecStart command in a network namespace of its own and reach it with `ringvs list` through
 # the packaged socket path, then `dpkg -r` and `dpkg -P` it and check that nothing is left.
 #
-#   bash scripts/test-deb.sh             # builds ringvs (release) and the plugins first
+#   bash scripts/test-deb.sh             # builds ringvs (release, PGO) and the plugins first
 #   NO_BUILD=1 bash scripts/test-deb.sh  # packages what target/ already holds (scripts/test.sh)
 #
 # The namespace is ${RVS_LAB:-rvs}-deb; the daemon's device lives in it and nothing of it

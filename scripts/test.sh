@@ -47,7 +47,10 @@ cargo build --release -p ringvs
 step "plugin author: ringvs plugin new, test, build, hot-swap into a director (namespace rauth-pnew-*)"
 bash scripts/test-plugin-new.sh
 
-step "Debian package: build, dpkg -i, the unit's command in a namespace, dpkg -P"
+step "release build with profile-guided optimization (scripts/build-pgo.sh: instrumented, trained on the data-plane benches, rebuilt)"
+bash scripts/build-pgo.sh
+
+step "Debian package of the profile-guided build: build, dpkg -i, the unit's command in a namespace, dpkg -P"
 NO_BUILD=1 bash scripts/test-deb.sh
 
 step "lab: end to end through ringvs (and ringvs replay --compare on a tcpdump capture of it)"
