@@ -11,10 +11,11 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
 use ringvs::control::registry::Registry;
-use ringvs::dataplane::testkit::{tcp, tcp6};
+use ringvs::dataplane::testkit::{tcp, tcp6, udp, udp6};
 use ringvs::dataplane::{Pipeline, Shard, HEADROOM};
 use ringvs::wire::tcp::flags::{ACK, PSH, SYN};
 use std::hint::black_box;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 fn shard(memory: usize) -> (Shard, Registry) {
@@ -161,7 +162,6 @@ fn established(c: &mut Criterion) {
 /// (40 IP + 20 TCP + 4 payload) of random established flows of an IPv6 service, beside the
 /// IPv4 one. The IPv6 table has a quarter of the queue's memory on top of it, hence 1 GiB.
 fn established6(c: &mut Criterion) {
-    use std::net::{Ipv6Addr, SocketAddrV6};
     let text = format!(
         "{CONFIG}\n[[service]]\nname = \"web6\"\nvip = \"[fd77:100::100]:80\"\nscheduler = \"wlc\"\n[[service.server]]\naddr = \"[fd77:1::1]:8080\"\n[[service.server]]\naddr = \"[fd77:1::2]:8080\"\n[[service.server]]\naddr = \"[fd77:1::3]:8080\"\n"
     );
@@ -188,6 +188,106 @@ fn established6(c: &mut Criterion) {
         bench_batch(&mut g, flows, &mut s, &batch, false);
     }
     g.finish();
+}
+
+/// Both directions of established flows: 1024 packets, each flow's packet to the VIP
+/// followed by its realserver's reply (`outbound`: NAT back to the VIP), of random flows of
+/// 1000, for TCP and UDP over IPv4 and TCP over IPv6, each 32 shown to `Pipeline::prefetch`
+/// first. Besides the reply path's figure, what the profile-guided build
+/// (`scripts/build-pgo.sh`) learns the reply and UDP paths from.
+fn conversation(c: &mut Criterion) {
+    let text = format!(
+        "{CONFIG}\n[[service]]\nname = \"dns\"\nvip = \"10.77.100.100:53\"\nproto = \"udp\"\nscheduler = \"wlc\"\n[[service.server]]\naddr = \"10.77.1.1:5353\"\n[[service.server]]\naddr = \"10.77.1.2:5353\"\n[[service]]\nname = \"web6\"\nvip = \"[fd77:100::100]:80\"\nscheduler = \"wlc\"\n[[service.server]]\naddr = \"[fd77:1::1]:8080\"\n[[service.server]]\naddr = \"[fd77:1::2]:8080\"\n"
+    );
+    let dns = SocketAddrV4::new(*VIP.ip(), 53);
+    let vip6 = SocketAddrV6::new(Ipv6Addr::new(0xfd77, 0x100, 0, 0, 0, 0, 0, 0x100), 80, 0, 0);
+    let client6 = |i: u32| {
+        SocketAddrV6::new(
+            Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1),
+            1024 + i as u16,
+            0,
+            0,
+        )
+    };
+    // (name, the client's first packet of flow i, its next ones, the reply from realserver
+    // `rs` to the client of flow i)
+    type Make = Box<dyn Fn(u32) -> Vec<u8>>;
+    type Reply = Box<dyn Fn(u32, SocketAddr) -> Vec<u8>>;
+    let kinds: [(&str, Make, Make, Reply); 3] = [
+        (
+            "tcp",
+            Box::new(|i| tcp(client(i), VIP, SYN, b"")),
+            Box::new(|i| tcp(client(i), VIP, PSH | ACK, &[0x55; 24])),
+            Box::new(|i, rs| tcp(v4(rs), client(i), PSH | ACK, &[0x55; 24])),
+        ),
+        (
+            "udp",
+            Box::new(move |i| udp(client(i), dns, &[0x55; 36])),
+            Box::new(move |i| udp(client(i), dns, &[0x55; 36])),
+            Box::new(|i, rs| udp(v4(rs), client(i), &[0x55; 36])),
+        ),
+        (
+            "tcp6",
+            Box::new(move |i| tcp6(client6(i), vip6, SYN, b"")),
+            Box::new(move |i| tcp6(client6(i), vip6, PSH | ACK, &[0x55; 4])),
+            Box::new(move |i, rs| tcp6(v6(rs), client6(i), PSH | ACK, &[0x55; 4])),
+        ),
+    ];
+    let mut g = c.benchmark_group("conversation");
+    let flows = 1000u32;
+    for (name, open, make, reply) in kinds {
+        let (mut s, _reg) = shard_from(&text, 256 << 20);
+        let mut buf = vec![0u8; 2048];
+        // Open every flow and learn its realserver from the rewritten destination.
+        let rs: Vec<SocketAddr> = (0..flows)
+            .map(|i| {
+                assert_eq!(run_batch(&mut s, &[open(i)], &mut buf), 1);
+                let d = &buf[HEADROOM..];
+                let (ip, at): (IpAddr, usize) = if d[0] >> 4 == 6 {
+                    (<[u8; 16]>::try_from(&d[24..40]).unwrap().into(), 40)
+                } else {
+                    (<[u8; 4]>::try_from(&d[16..20]).unwrap().into(), 20)
+                };
+                SocketAddr::new(ip, u16::from_be_bytes([d[at + 2], d[at + 3]]))
+            })
+            .collect();
+        // 512 flows drawn as `established`'s are, each packet followed by its reply.
+        let batch: Vec<Vec<u8>> = random_flows(flows, |i| i.to_be_bytes().to_vec())
+            .into_iter()
+            .take(512)
+            .flat_map(|id| {
+                let i = u32::from_be_bytes(id.try_into().unwrap());
+                [make(i), reply(i, rs[i as usize])]
+            })
+            .collect();
+        assert_eq!(batch.len(), 1024);
+        // Replies to a TCP flow move it to ESTABLISHED; then every packet is forwarded.
+        run_batch(&mut s, &batch, &mut buf);
+        assert_eq!(run_batch(&mut s, &batch, &mut buf), batch.len(), "{name}");
+        g.throughput(Throughput::Elements(batch.len() as u64));
+        g.bench_with_input(
+            BenchmarkId::new("in_out_prefetch32", name),
+            &batch,
+            |b, batch| b.iter(|| black_box(run_batch_with(&mut s, batch, &mut buf, true))),
+        );
+    }
+    g.finish();
+}
+
+/// The IPv4 endpoint of a realserver of an IPv4 service.
+fn v4(a: SocketAddr) -> SocketAddrV4 {
+    match a {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => unreachable!("an IPv4 service's realserver"),
+    }
+}
+
+/// The IPv6 endpoint of a realserver of an IPv6 service.
+fn v6(a: SocketAddr) -> SocketAddrV6 {
+    match a {
+        SocketAddr::V6(a) => a,
+        SocketAddr::V4(_) => unreachable!("an IPv6 service's realserver"),
+    }
 }
 
 fn new_flows(c: &mut Criterion) {
@@ -300,6 +400,7 @@ criterion_group!(
     benches,
     established,
     established6,
+    conversation,
     new_flows,
     defense_tick,
     syn_cookies
