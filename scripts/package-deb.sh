@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Debian package of ringvs with dpkg-deb (nothing beyond what cargo already fetched):
-# the release binary (profile-guided: scripts/build-pgo.sh), the plugin catalogue, the systemd unit, /etc/ringvs/ringvs.toml, /run/ringvs
-# through tmpfiles.d, man pages and shell completions. Prints the .deb's path on its last line.
+# the release binary (profile-guided: scripts/build-pgo.sh), the plugin catalogue, the systemd
+# unit, /etc/ringvs/ringvs.toml, /run/ringvs through tmpfiles.d, man pages and shell
+# completions. Prints the .deb's path on its last line.
 #
 #   bash scripts/package-deb.sh            # builds ringvs (release, PGO) and the plugins first
 #   NO_BUILD=1 bash scripts/package-deb.sh # packages what target/ already holds
