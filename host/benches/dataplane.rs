@@ -11,7 +11,7 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
 use ringvs::control::registry::Registry;
-use ringvs::dataplane::testkit::{tcp, tcp6, udp, udp6};
+use ringvs::dataplane::testkit::{tcp, tcp6, udp};
 use ringvs::dataplane::{Pipeline, Shard, HEADROOM};
 use ringvs::wire::tcp::flags::{ACK, PSH, SYN};
 use std::hint::black_box;
