@@ -10,6 +10,7 @@
 # BENCH_BIN=path uses a bench binary already built (to compare two builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-exe.sh
 
 if ! command -v valgrind >/dev/null; then
     apt-get install -y -q valgrind >/dev/null 2>&1 ||
@@ -24,12 +25,7 @@ fi
 bin=${BENCH_BIN:-}
 if [ -z "$bin" ]; then
     [ -d target/wasm32-wasip2/plugin ] || bash scripts/build-plugins.sh >/dev/null
-    bin=$(cargo bench -p ringvs --bench dataplane --no-run --message-format=json 2>/dev/null |
-        python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "dataplane" and m.get("executable"):
-        print(m["executable"])')
+    bin=$(bench_exe 2>/dev/null)
 fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

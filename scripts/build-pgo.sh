@@ -20,6 +20,7 @@
 # is matched by). The script checks that the profile names the daemon's own functions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-exe.sh
 target=$(realpath -m "${CARGO_TARGET_DIR:-target}")
 gen=$target/pgo-gen
 out=$target/pgo
@@ -43,13 +44,7 @@ fi
 
 # Prints the bench executable a `cargo bench --no-run` with RUSTFLAGS=$1 builds into $2.
 build() {
-    CARGO_TARGET_DIR=$2 RUSTFLAGS=$1 cargo bench -p ringvs --bench dataplane --no-run \
-        --message-format=json-render-diagnostics |
-        python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "dataplane" and m.get("executable"):
-        print(m["executable"])'
+    CARGO_TARGET_DIR=$2 RUSTFLAGS=$1 bench_exe
 }
 
 say "1/3 instrumented build ($gen)"
