@@ -158,14 +158,18 @@ fn established(c: &mut Criterion) {
     g.finish();
 }
 
+/// The IPv6 service of `established6` and `conversation` (appended to [`CONFIG`]), with two
+/// of its realservers.
+const WEB6: &str = "[[service]]\nname = \"web6\"\nvip = \"[fd77:100::100]:80\"\nscheduler = \"wlc\"\n[[service.server]]\naddr = \"[fd77:1::1]:8080\"\n[[service.server]]\naddr = \"[fd77:1::2]:8080\"\n";
+/// Its virtual address.
+const VIP6: SocketAddrV6 =
+    SocketAddrV6::new(Ipv6Addr::new(0xfd77, 0x100, 0, 0, 0, 0, 0, 0x100), 80, 0, 0);
+
 /// The IPv6 (NAT66) established-flow path, as `established`'s `inbound_64B`: 64-byte packets
 /// (40 IP + 20 TCP + 4 payload) of random established flows of an IPv6 service, beside the
 /// IPv4 one. The IPv6 table has a quarter of the queue's memory on top of it, hence 1 GiB.
 fn established6(c: &mut Criterion) {
-    let text = format!(
-        "{CONFIG}\n[[service]]\nname = \"web6\"\nvip = \"[fd77:100::100]:80\"\nscheduler = \"wlc\"\n[[service.server]]\naddr = \"[fd77:1::1]:8080\"\n[[service.server]]\naddr = \"[fd77:1::2]:8080\"\n[[service.server]]\naddr = \"[fd77:1::3]:8080\"\n"
-    );
-    let vip6 = SocketAddrV6::new(Ipv6Addr::new(0xfd77, 0x100, 0, 0, 0, 0, 0, 0x100), 80, 0, 0);
+    let text = format!("{CONFIG}\n{WEB6}[[service.server]]\naddr = \"[fd77:1::3]:8080\"\n");
     let client6 = |i: u32| {
         SocketAddrV6::new(
             Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, (i >> 14) as u16, 1),
@@ -179,11 +183,11 @@ fn established6(c: &mut Criterion) {
         let (mut s, _reg) = shard_from(&text, 1 << 30);
         let mut buf = vec![0u8; 2048];
         for i in 0..flows {
-            let syn = tcp6(client6(i), vip6, SYN, b"");
+            let syn = tcp6(client6(i), VIP6, SYN, b"");
             assert_eq!(run_batch(&mut s, &[syn], &mut buf), 1);
         }
         assert_eq!(s.table6().map_or(0, |t| t.len()), flows as usize);
-        let batch = random_flows(flows, |i| tcp6(client6(i), vip6, PSH | ACK, &[0x55; 4]));
+        let batch = random_flows(flows, |i| tcp6(client6(i), VIP6, PSH | ACK, &[0x55; 4]));
         assert_eq!(batch[0].len(), 64);
         bench_batch(&mut g, flows, &mut s, &batch, false);
     }
@@ -197,10 +201,9 @@ fn established6(c: &mut Criterion) {
 /// (`scripts/build-pgo.sh`) learns the reply and UDP paths from.
 fn conversation(c: &mut Criterion) {
     let text = format!(
-        "{CONFIG}\n[[service]]\nname = \"dns\"\nvip = \"10.77.100.100:53\"\nproto = \"udp\"\nscheduler = \"wlc\"\n[[service.server]]\naddr = \"10.77.1.1:5353\"\n[[service.server]]\naddr = \"10.77.1.2:5353\"\n[[service]]\nname = \"web6\"\nvip = \"[fd77:100::100]:80\"\nscheduler = \"wlc\"\n[[service.server]]\naddr = \"[fd77:1::1]:8080\"\n[[service.server]]\naddr = \"[fd77:1::2]:8080\"\n"
+        "{CONFIG}\n[[service]]\nname = \"dns\"\nvip = \"10.77.100.100:53\"\nproto = \"udp\"\nscheduler = \"wlc\"\n[[service.server]]\naddr = \"10.77.1.1:5353\"\n[[service.server]]\naddr = \"10.77.1.2:5353\"\n{WEB6}"
     );
     let dns = SocketAddrV4::new(*VIP.ip(), 53);
-    let vip6 = SocketAddrV6::new(Ipv6Addr::new(0xfd77, 0x100, 0, 0, 0, 0, 0, 0x100), 80, 0, 0);
     let client6 = |i: u32| {
         SocketAddrV6::new(
             Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1),
@@ -228,8 +231,8 @@ fn conversation(c: &mut Criterion) {
         ),
         (
             "tcp6",
-            Box::new(move |i| tcp6(client6(i), vip6, SYN, b"")),
-            Box::new(move |i| tcp6(client6(i), vip6, PSH | ACK, &[0x55; 4])),
+            Box::new(move |i| tcp6(client6(i), VIP6, SYN, b"")),
+            Box::new(move |i| tcp6(client6(i), VIP6, PSH | ACK, &[0x55; 4])),
             Box::new(move |i, rs| tcp6(v6(rs), client6(i), PSH | ACK, &[0x55; 4])),
         ),
     ];
