@@ -67,15 +67,15 @@ def built(kind, svc, who, flags, length=0, op=FIX | 2, edits=(), v6=0):
     return b
 
 
-def flow(svc, who, tcp=True, op=FIX | 2):
+def flow(svc, who, tcp=True, op=FIX | 2, v6=0):
     """A client's flow to a service and both realservers' answers (one is the scheduled)."""
     if not tcp:
-        return (built(0, svc, who, 0, 12, op) + built(3, svc, who, 0, 40, op)
-                + built(3, svc, who | 32, 0, 40, op))
-    return (built(0, svc, who, SYN, 0, op)
-            + built(3, svc, who, SYN | ACK, 0, op) + built(3, svc, who | 32, SYN | ACK, 0, op)
-            + built(0, svc, who, ACK, 0, op) + built(0, svc, who, ACK | PSH, 20, op)
-            + built(3, svc, who, ACK | PSH, 60, op) + built(3, svc, who | 32, ACK | PSH, 60, op))
+        return (built(0, svc, who, 0, 12, op, v6=v6) + built(3, svc, who, 0, 40, op, v6=v6)
+                + built(3, svc, who | 32, 0, 40, op, v6=v6))
+    return (built(0, svc, who, SYN, 0, op, v6=v6)
+            + built(3, svc, who, SYN | ACK, 0, op, v6=v6) + built(3, svc, who | 32, SYN | ACK, 0, op, v6=v6)
+            + built(0, svc, who, ACK, 0, op, v6=v6) + built(0, svc, who, ACK | PSH, 20, op, v6=v6)
+            + built(3, svc, who, ACK | PSH, 60, op, v6=v6) + built(3, svc, who | 32, ACK | PSH, 60, op, v6=v6))
 
 
 def close(svc, who):
@@ -152,6 +152,15 @@ sync = (sync_in(synced) + sync_in([(2 | 0x40, 1, 1, 300)]) + sync_in(synced[:2],
         + clock(200) + seconds(100) + sync_op(3))
 for setup in (0, 32, 32 | 16, 4):
     out("shard", f"sync-{setup}", bytes([setup]) + sync)
+# The same over IPv6 (bit 5 of an entry's third byte; with bit 7 its realserver is IPv4, as
+# quic6's second): held flows of web6 and dns6, their packets both ways, a template, a dump.
+synced6 = [(2, 1, 0x20, 900), (4, 1, 0x21, 900), (7, 1 << 4, 0x20, 300), (2 | 0x80, 0x31, 0xa0, 60)]
+sync6 = (sync_in(synced6) + sync_in([(2 | 0x40, 1, 0x21, 300)]) + built(0, 0, 1, ACK | PSH, 20, v6=V6)
+         + built(3, 0, 1, ACK | PSH, 60, v6=V6) + flow(0, 5, v6=V6) + flow(1, 6, tcp=False, v6=V6)
+         + sync_op(3) + sync_op(2 | 4) + sync_in([(10, 4, 0x21, 30)]) + sync_op(1) + sync_op(2)
+         + flow(0, 9, v6=V6) + clock(200) + seconds(100) + sync_op(3))
+for setup in (0, 32, 32 | 16, 4):
+    out("shard", f"sync6-{setup}", bytes([setup]) + sync6)
 # The data plane's corpus packets, raw.
 out("shard", "corpus-raw", bytes([0]) + b"".join(raw(p) for p in packets.values()))
 out("shard", "corpus-raw-after-flows", bytes([1]) + lab + b"".join(raw(p) for p in packets.values()))
@@ -220,17 +229,19 @@ SYNC_KEY = bytes.fromhex("5a" * 32)
 
 def sync_msg(kind, seq, entries, sign=True):
     body = b"RVSY" + bytes([1, kind]) + struct.pack(">HIIQI", len(entries), 7, 1764900000, seq, 0)
+    six = kind in (6, 7)  # 64-byte entries, 16-byte addresses (IPv4 ones mapped)
     for proto, state, flags, client, vip, rs, secs in entries:
-        body += bytes([proto, state, flags, 4])
-        if kind == 5:  # a template: its 8-byte affinity key in `client`'s place
-            body += struct.pack(">Q", client)
-            for a, p in (vip, rs):
-                body += bytes(a) + struct.pack(">H", p)
+        start = len(body)
+        body += bytes([proto, state, flags, 6 if six else 4])
+
+        def put(a, p):
+            a = bytes(a)
+            return (a if len(a) == 16 or not six else bytes(10) + b"\xff\xff" + a) + struct.pack(">H", p)
+        if kind in (5, 7):  # a template: its 8-byte affinity key in `client`'s place
+            body += struct.pack(">Q", client) + put(*vip) + put(*rs)
         else:
-            for a, p in (client, vip, rs):
-                body += bytes(a) + struct.pack(">H", p)
-            body += b"\0\0"
-        body += struct.pack(">I", secs)
+            body += put(*client) + put(*vip) + put(*rs) + b"\0\0"
+        body += bytes(start + (60 if six else 24) - len(body)) + struct.pack(">I", secs)
     return body + (hmac.new(SYNC_KEY, body, hashlib.sha256).digest() if sign else b"")
 
 
@@ -244,4 +255,10 @@ out("sync", "full", b"\0" + sync_msg(1, 2, [tcp] * 50))
 out("sync", "heartbeat", b"\0" + sync_msg(4, 3, []))
 out("sync", "bulk", b"\0" + sync_msg(2, 4, []) )
 out("sync", "unsigned-entries", b"\1" + sync_msg(1, 5, [tcp, udp], sign=False))
+V6_CLIENT, V6_VIP = (0xfd, 0x77) + (0,) * 13 + (0x10,), (0xfd, 0x77, 1, 0) + (0,) * 10 + (1, 0)
+tcp6 = (6, 1, 0, (V6_CLIENT, 40000), (V6_VIP, 80), ((0xfd, 0x77, 0, 1) + (0,) * 11 + (1,), 8080), 900)
+udp6 = (17, 11, 0, (V6_CLIENT, 5300), (V6_VIP, 53), ((10, 77, 1, 3), 4433), 300)
+tpl6 = (6, 0, 1, 0xfd77000000000010, (V6_VIP, 443), ((0xfd, 0x77, 0, 1) + (0,) * 11 + (2,), 443), 360)
+out("sync", "entries6", b"\0" + sync_msg(6, 8, [tcp6, udp6]))
+out("sync", "templates6", b"\0" + sync_msg(7, 9, [tpl6]))
 out("sync", "forged", b"\0" + sync_msg(1, 6, [tcp])[:-1] + b"\0")

@@ -413,6 +413,8 @@ mod tests {
             ("templates", 2),
             ("full", 50),
             ("heartbeat", 0),
+            ("entries6", 2),
+            ("templates6", 1),
         ] {
             let data = std::fs::read(seeds.join(name)).unwrap();
             let (_, got) = ringvs::sync::decode(&key, &data[1..]).unwrap();

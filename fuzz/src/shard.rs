@@ -44,7 +44,7 @@ use ringvs::wire::ipv6::Ipv6Packet;
 use ringvs::wire::vnet::{self, VnetHdr};
 use ringvs::wire::{ip_proto, Ipv4Packet};
 use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -650,7 +650,8 @@ fn built(kind: u8, who: u8, flags: u8, len: u8) -> Vec<u8> {
 }
 
 /// A synced entry from input bytes: `a` the protocol (bit 0: UDP) and the client, `b` the
-/// TCP state and the virtual port, `c` the realserver, `secs` the time left.
+/// TCP state and the virtual port, `c` the realserver and the family (bit 5: IPv6, the
+/// realserver IPv4 with bit 7, as quic6's second), `secs` the time left.
 fn sync_entry(a: u8, b: u8, c: u8, secs: u32) -> ringvs::sync::Entry {
     use ringvs::conn::State;
     let udp = a & 1 != 0;
@@ -685,6 +686,21 @@ fn sync_entry(a: u8, b: u8, c: u8, secs: u32) -> ringvs::sync::Entry {
     // A template (bit 6): its key from the client's bits, as persist-netmask's keys are
     // addresses; its state NONE, its client unspecified (what the format carries).
     let template = (a & 0x40 != 0).then(|| u64::from(u32::from(*client.ip())));
+    let (client, vip, server): (SocketAddr, SocketAddr, SocketAddr) = if c & 0x20 != 0 {
+        let client6 = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x10 + u16::from(a >> 1) % 4);
+        let server6 = Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 1 + u16::from(c) % 3);
+        (
+            SocketAddrV6::new(client6, client.port(), 0, 0).into(),
+            SocketAddrV6::new(VIP6, vip.port(), 0, 0).into(),
+            if c & 0x80 != 0 {
+                server.into()
+            } else {
+                SocketAddrV6::new(server6, server.port(), 0, 0).into()
+            },
+        )
+    } else {
+        (client.into(), vip.into(), server.into())
+    };
     ringvs::sync::Entry {
         proto: if udp { ip_proto::UDP } else { ip_proto::TCP },
         state: if template.is_some() {
@@ -694,7 +710,7 @@ fn sync_entry(a: u8, b: u8, c: u8, secs: u32) -> ringvs::sync::Entry {
         },
         template,
         client: if template.is_some() {
-            SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)
+            ringvs::sync::Entry::NO_CLIENT
         } else {
             client
         },

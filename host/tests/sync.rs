@@ -10,6 +10,8 @@
 //!   both ways: client packets to the same realserver, replies un-NATed to the VIP;
 //! - a backup sends nothing;
 //! - a director that starts late gets the master's table in a bulk transfer;
+//! - IPv6 connections (NAT66) do all of this too: held by the backup, continued through it
+//!   both ways, promoted, and sent in bulk;
 //! - forged, replayed, truncated and foreign messages are counted by reason and change
 //!   nothing.
 
@@ -18,9 +20,9 @@ mod common;
 use common::director::Director;
 use ringvs::control::client;
 use ringvs::control::protocol::{HaResult, Request};
-use ringvs::dataplane::testkit::{tcp, TWO_SERVICES};
+use ringvs::dataplane::testkit::{tcp, tcp6, TWO_SERVICES};
 use ringvs::wire::tcp::flags::{ACK, PSH, SYN};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::time::{Duration, Instant};
 
 const KEY: &str = "8d1f0c5b7a3e92d4c6b8a0f1e3d5c7b9a1f3e5d7c9b1a3f5e7d9c1b3a5f7e9d1";
@@ -35,7 +37,7 @@ fn web_entry(i: u32) -> ringvs::sync::Entry {
         proto: 6,
         state: ringvs::conn::State::Established,
         template: None,
-        client: client(i),
+        client: client(i).into(),
         vip: VIP.parse().unwrap(),
         server: "10.77.1.1:8080".parse().unwrap(),
         expires_in: 900,
@@ -472,4 +474,136 @@ fn a_queue_that_does_not_poll_gets_a_bounded_backlog() {
         h.held == MAX_PENDING as u64
     });
     assert_eq!(h.applied, MAX_PENDING as u64);
+}
+
+/// An IPv6 web service (NAT66) beside the two IPv4 ones, and an IPv6 service tunnelled to an
+/// IPv4 realserver (IPv6 in IPv4: the families cross).
+const WEB6: &str = "[[service]]\nname = \"web6\"\nvip = \"[fd77:100::100]:80\"\n\
+    scheduler = \"wlc\"\n[[service.server]]\naddr = \"[fd77:1::1]:8080\"\n\
+    [[service.server]]\naddr = \"[fd77:1::2]:8080\"\n\
+    [[service]]\nname = \"tls6\"\nvip = \"[fd77:100::100]:443\"\nforward = \"tun\"\n\
+    [[service.server]]\naddr = \"10.77.1.3\"\n";
+
+fn vip6() -> SocketAddrV6 {
+    "[fd77:100::100]:80".parse().unwrap()
+}
+
+fn client6(i: u32) -> SocketAddrV6 {
+    SocketAddrV6::new(
+        Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x10 + (i / 200) as u16),
+        30_000 + (i % 200) as u16,
+        0,
+        0,
+    )
+}
+
+/// The destination of a forwarded IPv6 packet (no extension headers).
+fn dest6(pkt: &Option<Vec<u8>>) -> SocketAddrV6 {
+    let p = pkt.as_ref().expect("forwarded");
+    let ip: [u8; 16] = p[24..40].try_into().unwrap();
+    SocketAddrV6::new(ip.into(), u16::from_be_bytes([p[42], p[43]]), 0, 0)
+}
+
+/// The source of a forwarded IPv6 packet.
+fn source6(pkt: &Option<Vec<u8>>) -> SocketAddrV6 {
+    let p = pkt.as_ref().expect("forwarded");
+    let ip: [u8; 16] = p[8..24].try_into().unwrap();
+    SocketAddrV6::new(ip.into(), u16::from_be_bytes([p[40], p[41]]), 0, 0)
+}
+
+/// As [`connect`], over IPv6 to web6.
+fn connect6(d: &mut Director, from: u32, n: u32) -> Vec<SocketAddrV6> {
+    (from..from + n)
+        .map(|i| {
+            let c = client6(i);
+            let syn = d.packets(&[tcp6(c, vip6(), SYN, b"")]);
+            let rs = dest6(&syn[0]);
+            let synack = d.packets(&[tcp6(rs, c, SYN | ACK, b"")]);
+            assert!(synack[0].is_some(), "SYN-ACK of {c} not forwarded");
+            let rest = d.packets(&[
+                tcp6(c, vip6(), ACK, b""),
+                tcp6(c, vip6(), ACK | PSH, b"GET / HTTP/1.1\r\n\r\n"),
+            ]);
+            assert!(rest.iter().all(Option::is_some), "{c}: {rest:?}");
+            rs
+        })
+        .collect()
+}
+
+fn active6(d: &Director) -> u32 {
+    let l = d.list();
+    let web6 = l.services.iter().find(|s| s.name == "web6").expect("web6");
+    web6.servers.iter().map(|s| s.active).sum()
+}
+
+#[test]
+fn ipv6_connections_follow_the_master_to_its_backup_and_in_bulk() {
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let section = |id, port, peers: &[u16], role| {
+        let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+        format!(
+            "tunnel_source = \"10.77.1.254\"\n[director.sync]\nid = {id}\nkey = \"{KEY}\"\n\
+             listen = \"127.0.0.1:{port}\"\npeers = [{}]\nrole = \"{role}\"\n{TWO_SERVICES}{WEB6}",
+            peers.join(", ")
+        )
+    };
+    let mut a = Director::start(&section(1, pa, &[pb, pc], "master"));
+    let mut b = Director::start(&section(2, pb, &[pa], "backup"));
+    let servers6 = connect6(&mut a, 0, 30);
+    let servers = connect(&mut a, 0, 10);
+    // One flow of tls6, past the sync threshold (a tunnelled flow's states are the client's).
+    let tls6: SocketAddrV6 = "[fd77:100::100]:443".parse().unwrap();
+    let hello = |flags, data: &[u8]| tcp6(client6(500), tls6, flags, data);
+    let sent = a.packets(&[hello(SYN, b""), hello(ACK, b""), hello(ACK | PSH, b"hello")]);
+    assert!(
+        sent.iter().all(Option::is_some),
+        "tls6 through the master: {sent:?}"
+    );
+    assert_eq!(active6(&a), 30);
+    let h = wait(&mut b, "41 entries held by the backup", |h| h.held == 41);
+    assert!(h.rejected.values().all(|n| *n == 0), "{h:#?}");
+    assert_eq!(active6(&b), 0, "held: not counted for scheduling");
+    // The master fails: IPv6 flows continue through the backup to the same realservers,
+    // and a realserver's reply is un-NATed to the VIP.
+    for i in 0..10 {
+        let out = b.packets(&[tcp6(client6(i), vip6(), ACK | PSH, b"more")]);
+        assert_eq!(dest6(&out[0]), servers6[i as usize], "flow {i}");
+    }
+    let reply = b.packets(&[tcp6(servers6[10], client6(10), ACK | PSH, b"HTTP/1.1 200")]);
+    assert_eq!(source6(&reply[0]), vip6(), "the reply of a held flow");
+    assert_eq!(active6(&b), 11, "the 11 flows that had a packet are live");
+    let unknown = b.packets(&[tcp6(client6(999), vip6(), ACK | PSH, b"x")]);
+    assert!(unknown[0].is_none(), "a flow nobody synced is refused");
+    // The tunnelled flow continues through the backup: IPv6 inside IPv4 to 10.77.1.3.
+    let out = b.packets(&[hello(ACK | PSH, b"more")]);
+    let p = out[0].as_ref().expect("the tls6 flow through the backup");
+    assert_eq!((p[9], &p[16..20]), (41, &[10, 77, 1, 3][..]), "{p:?}");
+    b.ok(&["ha", "master"]);
+    wait(&mut b, "held entries promoted", |h| h.held == 0);
+    assert_eq!(active6(&b), 30);
+    assert_eq!(active(&b), 10);
+    for i in 0..10 {
+        let out = b.packets(&[tcp(client(i), VIP.parse().unwrap(), ACK | PSH, b"more")]);
+        assert_eq!(dest(&out[0]), servers[i as usize], "IPv4 flow {i}");
+    }
+    for i in 11..30 {
+        let out = b.packets(&[tcp6(client6(i), vip6(), ACK | PSH, b"more")]);
+        assert_eq!(dest6(&out[0]), servers6[i as usize], "flow {i}");
+    }
+    // A late starter gets both tables in bulk from the master.
+    let mut c = Director::start(&section(3, pc, &[pa], "backup"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let h = loop {
+        a.packets(&[]);
+        c.packets(&[]);
+        let h = ha(&c);
+        if h.bulk_received >= 1 && h.held == 41 {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "bulk transfer: {h:#?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(h.applied >= 41, "{h:#?}");
+    let out = c.packets(&[tcp6(client6(29), vip6(), ACK | PSH, b"more")]);
+    assert_eq!(dest6(&out[0]), servers6[29], "a flow taken in bulk");
 }

@@ -659,6 +659,14 @@ impl Snapshot {
         self.dest_addrs6.get(id as usize).copied().flatten()
     }
 
+    /// The address and port of realserver slot `id`, either family.
+    pub fn dest_sock(&self, id: u32) -> Option<SocketAddr> {
+        match self.dest_addr(id) {
+            Some(a) => Some(SocketAddr::V4(a)),
+            None => self.dest_addr6(id).map(SocketAddr::V6),
+        }
+    }
+
     /// The address of realserver slot `id`, either family (a tunnel may cross families).
     #[inline]
     pub fn dest_ip(&self, id: u32) -> Option<IpAddr> {

@@ -8,13 +8,13 @@
 //! |---|---|
 //! | 0..4 | magic `RVSY` |
 //! | 4 | version (1) |
-//! | 5 | kind: 1 entries, 2 bulk start, 3 bulk end, 4 heartbeat, 5 templates ([`Kind`]) |
+//! | 5 | kind: 1 entries, 2 bulk start, 3 bulk end, 4 heartbeat, 5 templates, 6 IPv6 entries, 7 IPv6 templates ([`Kind`]) |
 //! | 6..8 | entry count |
 //! | 8..12 | sender id (`sync.id`, unique among the directors) |
 //! | 12..16 | epoch: the sender's start, Unix seconds; a restart begins a higher one |
 //! | 16..24 | sequence number, from 1 within an epoch, one per message |
 //! | 24..28 | reserved, 0 |
-//! | 28.. | entries, [`ENTRY_LEN`] bytes each ([`Entry`]) |
+//! | 28.. | entries, [`ENTRY_LEN`] bytes each (kinds 6 and 7: [`ENTRY6_LEN`]) ([`Entry`]) |
 //! | last 32 | HMAC-SHA256 of everything before it, under the shared key |
 //!
 //! A connection (in an entries message): protocol (6, 17), state ([`State`] index), flags
@@ -27,6 +27,16 @@
 //! persistence plugin named), virtual address and port, realserver address and port, then the
 //! seconds left.
 //!
+//! IPv6 (kinds 6 and 7, which a build before them refuses whole as `header`, as above): the
+//! same fields, each address in 16 bytes, in 64-byte entries. A connection: protocol, state,
+//! flags (0), address family (6), client, virtual and realserver address and port, 2 bytes 0,
+//! the seconds left. A template: protocol, 0, flags (1), address family (6), the key, virtual
+//! and realserver address and port, 12 bytes 0, the seconds left. An entry goes in an IPv6
+//! message if any of its addresses is IPv6; an IPv4 address there (a tunnel's realserver may
+//! be of the other family than its service) is written IPv4-mapped (`::ffff:a.b.c.d`). A
+//! connection's client and virtual address are of one family, and an entry of IPv4
+//! addresses only is refused in an IPv6 message (it has its own kind).
+//!
 //! Receiving: [`decode`] checks length, magic, version, count and the MAC (in constant time)
 //! before it reads an entry, then every entry's fields; [`ReplayWindow::accept`] then takes a
 //! sender's (epoch, sequence) once: a higher epoch starts afresh (the sender restarted), a
@@ -35,7 +45,7 @@
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use crate::conn::state::State;
 
@@ -53,6 +63,10 @@ pub const MAC_LEN: usize = 32;
 pub const MAX_MESSAGE: usize = 1472;
 /// Entries in one message, at most.
 pub const MAX_ENTRIES: usize = (MAX_MESSAGE - HEADER_LEN - MAC_LEN) / ENTRY_LEN;
+/// One entry's length in an IPv6 message (kinds 6 and 7).
+pub const ENTRY6_LEN: usize = 64;
+/// Entries in one IPv6 message, at most.
+pub const MAX_ENTRIES6: usize = (MAX_MESSAGE - HEADER_LEN - MAC_LEN) / ENTRY6_LEN;
 
 /// What a message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +81,10 @@ pub enum Kind {
     Heartbeat = 4,
     /// New and refreshed persistence templates.
     Templates = 5,
+    /// New and changed connections with an IPv6 address.
+    Entries6 = 6,
+    /// New and refreshed persistence templates with an IPv6 address.
+    Templates6 = 7,
 }
 
 impl Kind {
@@ -77,8 +95,38 @@ impl Kind {
             3 => Kind::BulkEnd,
             4 => Kind::Heartbeat,
             5 => Kind::Templates,
+            6 => Kind::Entries6,
+            7 => Kind::Templates6,
             _ => return None,
         })
+    }
+
+    /// True for the kinds of IPv6 entries.
+    pub fn is_six(self) -> bool {
+        matches!(self, Kind::Entries6 | Kind::Templates6)
+    }
+
+    /// True for the kinds that carry templates.
+    pub fn is_templates(self) -> bool {
+        matches!(self, Kind::Templates | Kind::Templates6)
+    }
+
+    /// One entry's length in a message of this kind.
+    pub fn entry_len(self) -> usize {
+        if self.is_six() {
+            ENTRY6_LEN
+        } else {
+            ENTRY_LEN
+        }
+    }
+
+    /// Entries in one message of this kind, at most.
+    pub fn max_entries(self) -> usize {
+        if self.is_six() {
+            MAX_ENTRIES6
+        } else {
+            MAX_ENTRIES
+        }
     }
 }
 
@@ -99,26 +147,37 @@ pub struct Entry {
     /// The connection's state (a template's is [`State::None`]).
     pub state: State,
     /// A persistence template's affinity key: the entry is a template (affinity key →
-    /// realserver, for the service at `vip`), not a connection; its `client` is unspecified.
+    /// realserver, for the service at `vip`), not a connection; its `client` is unspecified
+    /// ([`Entry::NO_CLIENT`]).
     pub template: Option<u64>,
-    pub client: SocketAddrV4,
-    pub vip: SocketAddrV4,
-    pub server: SocketAddrV4,
+    /// The client (of the virtual address's family).
+    pub client: SocketAddr,
+    pub vip: SocketAddr,
+    /// The realserver (a tunnelled one may be of the other family).
+    pub server: SocketAddr,
     /// Seconds before it expires.
     pub expires_in: u32,
 }
 
 const F_TEMPLATE: u8 = 1;
 const AF_INET: u8 = 4;
+const AF_INET6: u8 = 6;
 
 impl Entry {
-    /// The kind of message that carries it: [`Kind::Templates`] for a template,
-    /// [`Kind::Entries`] for a connection.
+    /// A template's client: none.
+    pub const NO_CLIENT: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+
+    /// The kind of message that carries it: templates or connections, in an IPv6 message if
+    /// any of its addresses is IPv6.
     pub fn kind(&self) -> Kind {
-        if self.template.is_some() {
-            Kind::Templates
-        } else {
-            Kind::Entries
+        let six = self.vip.is_ipv6()
+            || self.server.is_ipv6()
+            || (self.template.is_none() && self.client.is_ipv6());
+        match (self.template.is_some(), six) {
+            (false, false) => Kind::Entries,
+            (true, false) => Kind::Templates,
+            (false, true) => Kind::Entries6,
+            (true, true) => Kind::Templates6,
         }
     }
 }
@@ -217,48 +276,58 @@ impl Key {
     }
 }
 
-/// Appends the message of `header` and `entries` (at most [`MAX_ENTRIES`]) to `out`, MAC
-/// included.
+/// Appends the message of `header` and `entries` (at most `header.kind`'s
+/// [`Kind::max_entries`], each of that kind) to `out`, MAC included.
 pub fn encode(key: &Key, header: &Header, entries: &[Entry], out: &mut Vec<u8>) {
-    assert!(entries.len() <= MAX_ENTRIES, "{} entries", entries.len());
+    let kind = header.kind;
+    assert!(
+        entries.len() <= kind.max_entries(),
+        "{} entries",
+        entries.len()
+    );
     let start = out.len();
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
-    out.push(header.kind as u8);
+    out.push(kind as u8);
     out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
     out.extend_from_slice(&header.sender.to_be_bytes());
     out.extend_from_slice(&header.epoch.to_be_bytes());
     out.extend_from_slice(&header.seq.to_be_bytes());
     out.extend_from_slice(&[0; 4]);
+    let six = kind.is_six();
     for e in entries {
-        // Templates in templates messages only (the layout differs); connections in any
-        // other kind (a bulk end may carry some: the format allows it).
-        debug_assert!(
-            e.template.is_some() == (header.kind == Kind::Templates),
-            "a {:?} in a {:?} message",
-            e.kind(),
-            header.kind
-        );
-        out.push(e.proto);
-        let put = |out: &mut Vec<u8>, a: SocketAddrV4| {
-            out.extend_from_slice(&a.ip().octets());
+        // Each kind has its layout; connections may also go in a bulk end (the format
+        // allows it), IPv4 ones only.
+        let ours = e.kind() == kind || (e.kind() == Kind::Entries && !kind.is_templates() && !six);
+        debug_assert!(ours, "a {:?} in a {:?} message", e.kind(), kind);
+        let at = out.len();
+        let put = |out: &mut Vec<u8>, a: SocketAddr| {
+            match (six, a.ip()) {
+                (false, IpAddr::V4(ip)) => out.extend_from_slice(&ip.octets()),
+                (false, IpAddr::V6(_)) => out.extend_from_slice(&[0; 4]),
+                (true, IpAddr::V4(ip)) => out.extend_from_slice(&ip.to_ipv6_mapped().octets()),
+                (true, IpAddr::V6(ip)) => out.extend_from_slice(&ip.octets()),
+            }
             out.extend_from_slice(&a.port().to_be_bytes());
         };
+        let af = if six { AF_INET6 } else { AF_INET };
+        out.push(e.proto);
         match e.template {
             None => {
-                out.extend_from_slice(&[e.state as u8, 0, AF_INET]);
+                out.extend_from_slice(&[e.state as u8, 0, af]);
                 for a in [e.client, e.vip, e.server] {
                     put(out, a);
                 }
-                out.extend_from_slice(&[0; 2]);
             }
             Some(key) => {
-                out.extend_from_slice(&[State::None as u8, F_TEMPLATE, AF_INET]);
+                out.extend_from_slice(&[State::None as u8, F_TEMPLATE, af]);
                 out.extend_from_slice(&key.to_be_bytes());
                 put(out, e.vip);
                 put(out, e.server);
             }
         }
+        // Zeros up to the seconds.
+        out.resize(at + kind.entry_len() - 4, 0);
         out.extend_from_slice(&e.expires_in.to_be_bytes());
     }
     let mut mac = key.mac();
@@ -289,10 +358,13 @@ pub fn decode(key: &Key, msg: &[u8]) -> Result<(Header, Vec<Entry>), Reject> {
         return Err(Reject::Version);
     }
     let count = usize::from(u16::from_be_bytes([msg[6], msg[7]]));
-    if count > MAX_ENTRIES {
+    // An unknown kind is refused after the MAC (`header`); its length is checked as
+    // IPv4 entries' meanwhile.
+    let layout = Kind::from_u8(msg[5]).unwrap_or(Kind::Entries);
+    if count > layout.max_entries() {
         return Err(Reject::Oversized);
     }
-    if msg.len() != HEADER_LEN + count * ENTRY_LEN + MAC_LEN {
+    if msg.len() != HEADER_LEN + count * layout.entry_len() + MAC_LEN {
         return Err(Reject::Length);
     }
     let (body, tag) = msg.split_at(msg.len() - MAC_LEN);
@@ -310,38 +382,94 @@ pub fn decode(key: &Key, msg: &[u8]) -> Result<(Header, Vec<Entry>), Reject> {
         epoch: be32(12),
         seq: u64::from(be32(16)) << 32 | u64::from(be32(20)),
     };
-    let parse = if kind == Kind::Templates {
-        template
-    } else {
-        entry
+    let parse = match kind {
+        Kind::Templates => template,
+        Kind::Entries6 => entry6,
+        Kind::Templates6 => template6,
+        _ => entry,
     };
     let entries = body[HEADER_LEN..]
-        .chunks_exact(ENTRY_LEN)
+        .chunks_exact(kind.entry_len())
         .map(parse)
         .collect::<Option<Vec<_>>>()
         .ok_or(Reject::Entry)?;
     Ok((header, entries))
 }
 
-fn entry(b: &[u8]) -> Option<Entry> {
-    let proto = b[0];
-    let state = State::from_index(b[1])?;
-    let valid_state = match proto {
+/// A connection's protocol and state, if they go together.
+fn proto_state(b: &[u8]) -> Option<(u8, State)> {
+    let (proto, state) = (b[0], State::from_index(b[1])?);
+    let valid = match proto {
         6 => state != State::Udp,
         17 => state == State::Udp,
-        _ => return None,
+        _ => false,
     };
-    if !valid_state || b[2] != 0 || b[3] != AF_INET || b[22..24] != [0, 0] {
+    valid.then_some((proto, state))
+}
+
+fn entry(b: &[u8]) -> Option<Entry> {
+    let (proto, state) = proto_state(b)?;
+    if b[2] != 0 || b[3] != AF_INET || b[22..24] != [0, 0] {
         return None;
     }
     Some(Entry {
         proto,
         state,
         template: None,
-        client: addr(b, 4),
-        vip: addr(b, 10),
-        server: addr(b, 16),
+        client: addr(b, 4).into(),
+        vip: addr(b, 10).into(),
+        server: addr(b, 16).into(),
         expires_in: seconds(b),
+    })
+}
+
+/// An IPv6 connection's 64 bytes (see the module docs).
+fn entry6(b: &[u8]) -> Option<Entry> {
+    let (proto, state) = proto_state(b)?;
+    if b[2] != 0 || b[3] != AF_INET6 || b[58..60] != [0, 0] {
+        return None;
+    }
+    let (client, vip, server) = (addr6(b, 4), addr6(b, 22), addr6(b, 40));
+    // One family for the client and the VIP; an IPv6 address somewhere (else it is an
+    // IPv4 entry, which has its own kind).
+    if client.is_ipv4() != vip.is_ipv4() || (vip.is_ipv4() && server.is_ipv4()) {
+        return None;
+    }
+    Some(Entry {
+        proto,
+        state,
+        template: None,
+        client,
+        vip,
+        server,
+        expires_in: seconds6(b),
+    })
+}
+
+/// An IPv6 template's 64 bytes (see the module docs).
+fn template6(b: &[u8]) -> Option<Entry> {
+    if !matches!(b[0], 6 | 17)
+        || b[1] != State::None as u8
+        || b[2] != F_TEMPLATE
+        || b[3] != AF_INET6
+        || b[48..60].iter().any(|&z| z != 0)
+    {
+        return None;
+    }
+    let (vip, server) = (addr6(b, 12), addr6(b, 30));
+    if vip.is_ipv4() && server.is_ipv4() {
+        return None;
+    }
+    let mut key = [0; 8];
+    key.copy_from_slice(&b[4..12]);
+    Some(Entry {
+        proto: b[0],
+        state: State::None,
+        template: Some(u64::from_be_bytes(key)),
+        client: Entry::NO_CLIENT,
+        vip,
+        server,
+        expires_in: seconds6(b),
     })
 }
 
@@ -361,9 +489,9 @@ fn template(b: &[u8]) -> Option<Entry> {
         proto,
         state: State::None,
         template: Some(u64::from_be_bytes(key)),
-        client: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
-        vip: addr(b, 12),
-        server: addr(b, 18),
+        client: Entry::NO_CLIENT,
+        vip: addr(b, 12).into(),
+        server: addr(b, 18).into(),
         expires_in: seconds(b),
     })
 }
@@ -375,8 +503,24 @@ fn addr(b: &[u8], at: usize) -> SocketAddrV4 {
     )
 }
 
+/// An address of an IPv6 entry: IPv4-mapped is IPv4.
+fn addr6(b: &[u8], at: usize) -> SocketAddr {
+    let mut ip = [0; 16];
+    ip.copy_from_slice(&b[at..at + 16]);
+    let ip = Ipv6Addr::from(ip);
+    let port = u16::from_be_bytes([b[at + 16], b[at + 17]]);
+    match ip.to_ipv4_mapped() {
+        Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+        None => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)),
+    }
+}
+
 fn seconds(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[24], b[25], b[26], b[27]])
+}
+
+fn seconds6(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[60], b[61], b[62], b[63]])
 }
 
 /// Messages a window remembers behind the highest sequence number.

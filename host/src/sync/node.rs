@@ -8,7 +8,7 @@
 //! heartbeat or message with a new epoch from it (it started, or restarted) starts a bulk
 //! transfer of this director's table to it, if this director's role sends.
 
-use super::{decode, encode, Entry, Header, Key, Kind, Link, ReplayWindow, MAX_ENTRIES};
+use super::{decode, encode, Entry, Header, Key, Kind, Link, ReplayWindow};
 use crate::conn::HashKey;
 use crate::dataplane::Control;
 use crossbeam_channel::{Receiver, Sender};
@@ -20,6 +20,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// A batch leaves when full or this old.
 pub const FLUSH: Duration = Duration::from_millis(20);
+
+/// The kinds of entries batched for their messages, in [`Run`]'s batch order.
+const BATCHED: [Kind; 4] = [
+    Kind::Entries,
+    Kind::Templates,
+    Kind::Entries6,
+    Kind::Templates6,
+];
 /// Heartbeats, when nothing else was sent.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Control messages a queue may have waiting before received entries for it are dropped
@@ -178,7 +186,7 @@ impl Node {
             queues,
             window: ReplayWindow::default(),
             batches: Default::default(),
-            batch_since: [None; 2],
+            batch_since: [None; 4],
             tokens: 0.0,
             refilled: Instant::now(),
             last_sent: None,
@@ -268,10 +276,10 @@ struct Run {
     next_queue: usize,
     queues: Vec<Sender<Control>>,
     window: ReplayWindow,
-    /// Connections (0) and templates (1) waiting for their message (a message carries one
-    /// kind).
-    batches: [Vec<Entry>; 2],
-    batch_since: [Option<Instant>; 2],
+    /// Entries waiting for their message, one batch per kind of [`BATCHED`] (a message
+    /// carries one kind).
+    batches: [Vec<Entry>; 4],
+    batch_since: [Option<Instant>; 4],
     tokens: f64,
     refilled: Instant,
     last_sent: Option<Instant>,
@@ -350,7 +358,12 @@ impl Run {
     /// queues' bounded channels).
     fn collect(&mut self) {
         loop {
-            while self.batches.iter().all(|b| b.len() < MAX_ENTRIES) {
+            while self
+                .batches
+                .iter()
+                .zip(BATCHED)
+                .all(|(b, kind)| b.len() < kind.max_entries())
+            {
                 // Round the queues, so that a busy one does not hold the others' entries
                 // back when the rate bound holds.
                 let n = self.outgoing.len();
@@ -363,28 +376,26 @@ impl Run {
                 }) else {
                     break;
                 };
-                let k = usize::from(e.template.is_some());
+                let k = BATCHED
+                    .iter()
+                    .position(|&kind| kind == e.kind())
+                    .unwrap_or(0);
                 if self.batches[k].is_empty() {
                     self.batch_since[k] = Some(Instant::now());
                 }
                 self.batches[k].push(e);
             }
             let mut sent = false;
-            for k in 0..2 {
+            for (k, kind) in BATCHED.into_iter().enumerate() {
                 let old = self.batch_since[k].is_some_and(|t| t.elapsed() >= FLUSH);
                 let batch = &self.batches[k];
-                if batch.is_empty() || (batch.len() < MAX_ENTRIES && !old) {
+                if batch.is_empty() || (batch.len() < kind.max_entries() && !old) {
                     continue;
                 }
                 if self.tokens < self.s.peers.len() as f64 {
                     return;
                 }
                 let batch = std::mem::take(&mut self.batches[k]);
-                let kind = if k == 0 {
-                    Kind::Entries
-                } else {
-                    Kind::Templates
-                };
                 for i in 0..self.s.peers.len() {
                     self.send(kind, &batch, self.s.peers[i], true);
                 }
@@ -437,7 +448,9 @@ impl Run {
                 .fetch_add(entries.len() as u64, Relaxed);
             self.heard(from, &h);
             match h.kind {
-                Kind::Entries | Kind::Templates => self.hand_in(entries),
+                Kind::Entries | Kind::Templates | Kind::Entries6 | Kind::Templates6 => {
+                    self.hand_in(entries)
+                }
                 Kind::BulkEnd => {
                     stats.bulk_received.fetch_add(1, Relaxed);
                 }
@@ -502,12 +515,22 @@ impl Run {
             let q = match e.template {
                 // The templates are the director's, shared by the queues: any queue takes it.
                 Some(key) => (key % n as u64) as usize,
-                None => crate::io::steer::queue_of(
-                    &self.s.steer_key,
-                    *e.client.ip(),
-                    e.client.port(),
-                    n as u32,
-                ) as usize,
+                None => {
+                    (match e.client {
+                        SocketAddr::V4(c) => crate::io::steer::queue_of(
+                            &self.s.steer_key,
+                            *c.ip(),
+                            c.port(),
+                            n as u32,
+                        ),
+                        SocketAddr::V6(c) => crate::io::steer::queue_of6(
+                            &self.s.steer_key,
+                            *c.ip(),
+                            c.port(),
+                            n as u32,
+                        ),
+                    }) as usize
+                }
             };
             per[q].push(e);
         }
@@ -539,7 +562,7 @@ impl Run {
                 let k = b
                     .pending
                     .iter()
-                    .take(MAX_ENTRIES)
+                    .take(kind.max_entries())
                     .take_while(|e| e.kind() == kind)
                     .count();
                 let chunk: Vec<Entry> = b.pending.drain(..k).collect();

@@ -1,4 +1,5 @@
 use super::*;
+use std::net::{SocketAddr, SocketAddrV6};
 
 fn key() -> Key {
     Key::from_hex(&"5a".repeat(32)).unwrap()
@@ -14,9 +15,10 @@ fn entries(n: usize) -> Vec<Entry> {
                 State::Established
             },
             template: None,
-            client: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, (i % 250) as u8), 40_000 + i as u16),
+            client: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, (i % 250) as u8), 40_000 + i as u16)
+                .into(),
             vip: "10.77.100.100:80".parse().unwrap(),
-            server: SocketAddrV4::new(Ipv4Addr::new(10, 77, 1, 1 + (i % 3) as u8), 8080),
+            server: SocketAddrV4::new(Ipv4Addr::new(10, 77, 1, 1 + (i % 3) as u8), 8080).into(),
             expires_in: 900 - i as u32,
         })
         .collect()
@@ -174,7 +176,7 @@ pub(crate) fn sample_entry(n: u8) -> Entry {
         proto: 6,
         state: State::Established,
         template: None,
-        client: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, n), 40_000),
+        client: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, n), 40_000).into(),
         vip: "10.77.100.100:80".parse().unwrap(),
         server: "10.77.1.1:8080".parse().unwrap(),
         expires_in: 900,
@@ -232,9 +234,9 @@ fn templates(n: usize) -> Vec<Entry> {
             proto: if i % 2 == 1 { 17 } else { 6 },
             state: State::None,
             template: Some(0x8000_0000_0000_0000 | (i as u64) << 8),
-            client: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
-            vip: SocketAddrV4::new(Ipv4Addr::new(10, 77, 100, 100), 80 + i as u16),
-            server: SocketAddrV4::new(Ipv4Addr::new(10, 77, 1, 1 + (i % 3) as u8), 8080),
+            client: Entry::NO_CLIENT,
+            vip: SocketAddrV4::new(Ipv4Addr::new(10, 77, 100, 100), 80 + i as u16).into(),
+            server: SocketAddrV4::new(Ipv4Addr::new(10, 77, 1, 1 + (i % 3) as u8), 8080).into(),
             expires_in: 300 + i as u32,
         })
         .collect()
@@ -264,7 +266,9 @@ fn templates_round_trip_in_their_own_messages() {
         ("not flagged a template", (at(2), 0), Reject::Entry),
         ("flags 3", (at(2), 3), Reject::Entry),
         ("IPv6", (at(3), 6), Reject::Entry),
-        ("kind 6", (5, 6), Reject::Header),
+        ("kind 8", (5, 8), Reject::Header),
+        // An IPv6 kind's entries are 64 bytes: 28 are not one.
+        ("kind 7", (5, 7), Reject::Length),
     ] {
         let mut m = Vec::new();
         encode(&key(), &h, &templates(1), &mut m);
@@ -276,4 +280,126 @@ fn templates_round_trip_in_their_own_messages() {
     m[at(4)] ^= 0x80;
     let (_, back) = decode(&key(), &resign(m)).unwrap();
     assert_eq!(back[0].template, Some(0), "the key's 8 bytes are the key");
+}
+
+/// IPv6 connections of both protocols, and one whose realserver is IPv4 (a tunnel across
+/// families).
+fn entries6(n: usize) -> Vec<Entry> {
+    (0..n)
+        .map(|i| {
+            let udp = i % 3 == 2;
+            let client = SocketAddrV6::new(
+                Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, (i >> 8) as u16, i as u16),
+                40_000 + i as u16,
+                0,
+                0,
+            );
+            let server: SocketAddr = if i % 4 == 3 {
+                SocketAddrV4::new(Ipv4Addr::new(10, 77, 1, 3), 0).into()
+            } else {
+                "[fd77:1::1]:8080".parse().unwrap()
+            };
+            Entry {
+                proto: if udp { 17 } else { 6 },
+                state: if udp { State::Udp } else { State::FinWait },
+                template: None,
+                client: client.into(),
+                vip: "[fd77:100::100]:80".parse().unwrap(),
+                server,
+                expires_in: 60 + i as u32,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn ipv6_connections_and_templates_round_trip_in_their_own_messages() {
+    assert_eq!(MAX_ENTRIES6, 22);
+    let h = Header {
+        kind: Kind::Entries6,
+        ..header(5)
+    };
+    for n in [1, 4, MAX_ENTRIES6] {
+        let e = entries6(n);
+        assert!(e.iter().all(|e| e.kind() == Kind::Entries6));
+        let mut m = Vec::new();
+        encode(&key(), &h, &e, &mut m);
+        assert_eq!(m.len(), HEADER_LEN + n * ENTRY6_LEN + MAC_LEN);
+        assert!(m.len() <= MAX_MESSAGE);
+        assert_eq!(decode(&key(), &m), Ok((h, e)));
+    }
+    // The IPv4 realserver is written IPv4-mapped, and comes back IPv4.
+    let mut m = Vec::new();
+    encode(&key(), &h, &entries6(4)[3..], &mut m);
+    let server = &m[HEADER_LEN + 40..HEADER_LEN + 58];
+    assert_eq!(
+        server[..16],
+        Ipv4Addr::new(10, 77, 1, 3).to_ipv6_mapped().octets()
+    );
+    // A template of an IPv6 service.
+    let t = Entry {
+        proto: 6,
+        state: State::None,
+        template: Some(0xfd77_0000_0000_0010),
+        client: Entry::NO_CLIENT,
+        vip: "[fd77:100::100]:443".parse().unwrap(),
+        server: "[fd77:1::2]:443".parse().unwrap(),
+        expires_in: 360,
+    };
+    assert_eq!(t.kind(), Kind::Templates6);
+    let ht = Header {
+        kind: Kind::Templates6,
+        ..header(6)
+    };
+    let mut m = Vec::new();
+    encode(&key(), &ht, &[t; MAX_ENTRIES6], &mut m);
+    assert_eq!(decode(&key(), &m), Ok((ht, vec![t; MAX_ENTRIES6])));
+
+    // Signed, yet wrong: refused by field or by length, never misread.
+    let resign = |m: Vec<u8>| sign_for_tests(&key(), &m[..m.len() - MAC_LEN]);
+    let at = |field: usize| HEADER_LEN + field;
+    for (what, edit, want) in [
+        ("protocol 1", (at(0), 1), Reject::Entry),
+        ("UDP in a TCP state", (at(0), 17), Reject::Entry),
+        ("flags 1", (at(2), 1), Reject::Entry),
+        ("address family 4", (at(3), 4), Reject::Entry),
+        ("the padding", (at(59), 1), Reject::Entry),
+        // The client IPv4-mapped, the virtual address not: two families.
+        ("client IPv4-mapped", (at(4 + 10), 0xff), Reject::Entry),
+        ("IPv4 entries' kind", (5, 1), Reject::Length),
+        // Every address IPv4(-mapped): an IPv4 entry, which has its own kind.
+        ("all IPv4", (at(22 + 10), 0xff), Reject::Entry),
+        ("templates' kind", (5, 7), Reject::Entry),
+    ] {
+        let mut m = Vec::new();
+        encode(&key(), &h, &entries6(1), &mut m);
+        m[edit.0] = edit.1;
+        let mapped = |m: &mut Vec<u8>, field: usize| {
+            m[at(field)..at(field + 10)].fill(0);
+            m[at(field + 10)..at(field + 12)].fill(0xff);
+        };
+        if what == "client IPv4-mapped" {
+            mapped(&mut m, 4);
+        }
+        if what == "all IPv4" {
+            // entries6(1)'s realserver is IPv6: make all three mapped.
+            for field in [4, 22, 40] {
+                mapped(&mut m, field);
+            }
+        }
+        assert_eq!(decode(&key(), &resign(m)), Err(want), "{what}");
+    }
+    let mut m = Vec::new();
+    encode(&key(), &h, &entries6(1), &mut m);
+    let mut many = m.clone();
+    many[6..8].copy_from_slice(&(MAX_ENTRIES6 as u16 + 1).to_be_bytes());
+    assert_eq!(decode(&key(), &many), Err(Reject::Oversized));
+    let mut m2 = Vec::new();
+    encode(&key(), &ht, &[t], &mut m2);
+    m2[at(48)] = 1;
+    assert_eq!(
+        decode(&key(), &resign(m2)),
+        Err(Reject::Entry),
+        "template padding"
+    );
 }

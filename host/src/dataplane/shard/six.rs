@@ -7,8 +7,9 @@
 //! per-realserver counts are the IPv4 path's own code ([`Shard::choose`], [`step`],
 //! [`Shard::forget`]). What is IPv4-only so far, by rule (docs/FORWARDING.md): the
 //! per-source sketch, blocks and top talkers, the SYN proxy (config refuses `"on"`, `"auto"`
-//! stays off), connection sync, reassembly (fragments to a virtual address are dropped as
-//! `fragment`) and the one-way methods.
+//! stays off), reassembly (fragments to a virtual address are dropped as `fragment`) and the
+//! one-way methods. Connection sync is the IPv4 path's too ([`Shard::sync_if_due6`],
+//! [`Shard::activate6`]).
 //!
 //! # Extension headers
 //!
@@ -186,6 +187,7 @@ impl Shard {
         let is_syn = l6.is_syn();
         let id = match found {
             Some((id, c)) => {
+                self.activate6(id);
                 if self.restarts(&c, is_syn) {
                     self.kill6(id);
                     if !is_syn && proto != ip_proto::UDP {
@@ -218,10 +220,12 @@ impl Shard {
         };
         let c = six.table.get_mut(id);
         c.in_pkts = c.in_pkts.saturating_add(1);
+        let mut changed = false;
         if proto == ip_proto::TCP {
             let s = step(rt, &self.dests, c, Direction::Input, l6.flags);
             if let Some(new) = s.changed {
                 six.table.set_state(id, new);
+                changed = true;
             }
             six.table.set_expiry(id, self.now.wrapping_add(s.timeout));
         } else {
@@ -233,6 +237,9 @@ impl Shard {
             six.table.set_expiry(id, self.now.wrapping_add(t));
         }
         let dest = six.table.get(id).dest;
+        if self.cfg.sync.is_some() {
+            self.sync_if_due6(id, changed);
+        }
         match self.snap.dest_way(dest) {
             Way::Nat => {}
             // Either family: a tunnel may carry IPv6 to an IPv4 realserver.
@@ -322,6 +329,8 @@ impl Shard {
             }
             return self.pass();
         };
+        // A synced entry that a reply uses: this director forwards it now.
+        self.activate6(id);
         let (svc, dest) = (c.svc, c.dest);
         let Some(vip) = self.snap.service(svc).and_then(Service::vip6) else {
             return self.drop(DropReason::NoService);
@@ -339,6 +348,9 @@ impl Shard {
                 six.table.set_state(id, new);
             }
             six.table.set_expiry(id, self.now.wrapping_add(s.timeout));
+            if s.changed.is_some() && self.cfg.sync.is_some() {
+                self.sync_if_due6(id, true);
+            }
         } else {
             c.flags |= F_REPLIED;
             let t = rt.timeouts[State::Udp as usize];

@@ -30,12 +30,17 @@
 
 use super::Shard;
 use crate::config::SyncRole;
-use crate::conn::{ConnId, NewConn, State, F_INACTIVE, F_NOOUTPUT, F_PROXIED, TICKS_PER_SEC};
+use crate::conn::{
+    Conn, ConnId, ConnTable, FlowAddr, NewConn, State, F_INACTIVE, F_NOOUTPUT, F_PROXIED,
+    TICKS_PER_SEC,
+};
+use crate::dataplane::service::DestState;
 use crate::dataplane::templates::TemplateId;
 use crate::sync::Entry;
 use crate::wire::ip_proto;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 /// [`Conn::aux`](crate::conn::Conn::aux) bit of a held entry (never set with `F_PROXIED`).
 pub(super) const AUX_HELD: u8 = 0x80;
@@ -45,40 +50,79 @@ pub const DUMP_SLOTS: u32 = 16_384;
 
 /// True if `c` is held (received by sync, not yet counted).
 #[inline]
-pub(super) fn held<A: crate::conn::FlowAddr>(c: &crate::conn::Conn<A>) -> bool {
+pub(super) fn held<A: FlowAddr>(c: &Conn<A>) -> bool {
     c.flags & F_PROXIED == 0 && c.aux & AUX_HELD != 0
 }
 
+/// True if connection `c` is due to be sent (see the module docs); `changed`: its TCP state
+/// just changed.
+#[inline]
+fn due<A: FlowAddr>(link: &crate::sync::Link, c: &Conn<A>, changed: bool) -> bool {
+    let due = if changed {
+        c.in_pkts >= link.threshold
+    } else {
+        link.due(c.in_pkts)
+    };
+    due && c.flags & F_PROXIED == 0
+}
+
+/// Marks held connection `c` live: counted in its realserver's connections. False if it was
+/// not held.
+#[inline]
+fn unhold<A: FlowAddr>(c: &mut Conn<A>, dests: &[Option<Arc<DestState>>]) -> bool {
+    if !held(c) {
+        return false;
+    }
+    c.aux &= !AUX_HELD;
+    if let Some(Some(d)) = dests.get(c.dest as usize) {
+        d.bind(c.flags & F_INACTIVE == 0);
+    }
+    true
+}
+
 impl Shard {
-    /// Queues connection `id` for the peers if its packet count or a state change makes it
-    /// due (see the module docs); `changed`: its TCP state just changed.
+    /// Queues IPv4 connection `id` for the peers if its packet count or a state change makes
+    /// it due (see the module docs); `changed`: its TCP state just changed.
     #[inline]
-    pub(super) fn sync_if_due(&mut self, id: ConnId, changed: bool) {
+    pub(super) fn sync_if_due(&self, id: ConnId, changed: bool) {
         let Some(s) = &self.cfg.sync else { return };
         let c = self.table.get(id);
-        let due = if changed {
-            c.in_pkts >= s.link.threshold
-        } else {
-            s.link.due(c.in_pkts)
-        };
-        if !due || c.flags & F_PROXIED != 0 {
-            return;
+        if due(&s.link, c, changed) {
+            self.send_conn(c, self.links.get(id.index() as usize).copied());
         }
-        if let Some(e) = self.entry_of(id) {
+    }
+
+    /// The same for IPv6 connection `id`.
+    #[inline]
+    pub(super) fn sync_if_due6(&self, id: ConnId, changed: bool) {
+        let (Some(s), Some(six)) = (&self.cfg.sync, &self.six) else {
+            return;
+        };
+        let c = six.table.get(id);
+        if due(&s.link, c, changed) {
+            self.send_conn(c, six.links.get(id.index() as usize).copied());
+        }
+    }
+
+    /// Queues connection `c` (`link`: its entry of its table's link column) and the
+    /// template that controls it for the peers.
+    #[inline(never)]
+    fn send_conn<A: FlowAddr>(&self, c: &Conn<A>, link: Option<u32>) {
+        let Some(s) = &self.cfg.sync else { return };
+        if let Some(e) = self.entry_of(c) {
             s.send(e);
         }
-        if let Some(e) = self.template_of(id) {
+        if let Some(e) = link.and_then(|l| self.template_of(l, c.proto())) {
             s.send(e);
         }
     }
 
-    /// The template that controls connection `id`, as sync carries it, if any.
-    fn template_of(&self, id: ConnId) -> Option<Entry> {
-        let link = *self.links.get(id.index() as usize)?;
+    /// The template of link `link` (a link column's entry: its id + 1) as sync carries it,
+    /// if any; `proto`: its connection's.
+    fn template_of(&self, link: u32, proto: u8) -> Option<Entry> {
         let t = self.cfg.templates.info(TemplateId(link.checked_sub(1)?))?;
-        let c = self.table.get(id);
-        let vip = self.snap.service(t.svc)?.vip4()?;
-        let server = self.snap.dest_addr(t.dest)?;
+        let vip = self.snap.service(t.svc)?.vip;
+        let server = self.snap.dest_sock(t.dest)?;
         let mut left = crate::conn::ticks_left(t.expires, self.now);
         if t.controls > 0 {
             // It lives while it controls connections (IPVS re-arms its timer): at least a
@@ -87,61 +131,69 @@ impl Shard {
             left = left.max(timeout);
         }
         Some(Entry {
-            proto: c.proto(),
+            proto,
             state: State::None,
             template: Some(t.key),
-            client: SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+            client: Entry::NO_CLIENT,
             vip,
             server,
             expires_in: left.div_ceil(TICKS_PER_SEC).max(1),
         })
     }
 
-    /// Connection `id` as sync carries it.
-    fn entry_of(&self, id: ConnId) -> Option<Entry> {
-        let c = self.table.get(id);
-        let vip = self.snap.service(c.svc)?.vip4()?;
-        let server = self.snap.dest_addr(c.dest)?;
+    /// Connection `c` as sync carries it.
+    fn entry_of<A: FlowAddr>(&self, c: &Conn<A>) -> Option<Entry> {
+        let vip = self.snap.service(c.svc)?.vip;
+        let server = self.snap.dest_sock(c.dest)?;
         let left = crate::conn::ticks_left(c.expires(), self.now);
         Some(Entry {
             proto: c.proto(),
             state: c.state,
             template: None,
-            client: SocketAddrV4::new(c.caddr(), c.cport()),
+            client: SocketAddr::new(c.caddr().ip(), c.cport()),
             vip,
             server,
             expires_in: left.div_ceil(TICKS_PER_SEC).max(1),
         })
     }
 
-    /// A held entry that a packet uses, or every held one on takeover: counted in its
-    /// realserver's connections from now on.
+    /// A held IPv4 entry that a packet uses: counted in its realserver's connections from
+    /// now on.
     #[inline]
     pub(super) fn activate(&mut self, id: ConnId) {
-        let c = self.table.get_mut(id);
-        if !held(c) {
-            return;
+        if unhold(self.table.get_mut(id), &self.dests) {
+            self.held = self.held.saturating_sub(1);
         }
-        c.aux &= !AUX_HELD;
-        let active = c.flags & F_INACTIVE == 0;
-        if let Some(Some(d)) = self.dests.get(c.dest as usize) {
-            d.bind(active);
-        }
-        self.held = self.held.saturating_sub(1);
     }
 
-    /// The director became master: every held entry goes live.
+    /// The same for an IPv6 one.
+    #[inline]
+    pub(super) fn activate6(&mut self, id: ConnId) {
+        let Some(six) = self.six.as_mut() else { return };
+        if unhold(six.table.get_mut(id), &self.dests) {
+            self.held = self.held.saturating_sub(1);
+        }
+    }
+
+    /// The director became master: every held entry, of both tables, goes live.
     pub(super) fn promote_held(&mut self) {
         if self.held == 0 {
             return;
         }
+        let mut n = 0;
         for i in 0..self.table.slots() {
-            if let Some((id, c)) = self.table.entry_at(i) {
-                if held(c) {
-                    self.activate(id);
+            if let Some((id, _)) = self.table.entry_at(i) {
+                n += u64::from(unhold(self.table.get_mut(id), &self.dests));
+            }
+        }
+        if let Some(six) = self.six.as_mut() {
+            for i in 0..six.table.slots() {
+                if let Some((id, _)) = six.table.entry_at(i) {
+                    n += u64::from(unhold(six.table.get_mut(id), &self.dests));
                 }
             }
         }
+        self.held = self.held.saturating_sub(n);
     }
 
     /// Takes what a peer sent (see the module docs). Returns how many entries were taken.
@@ -166,10 +218,18 @@ impl Shard {
         taken
     }
 
+    /// The service at `vip` for `proto`, either family.
+    fn service_by(&self, proto: u8, vip: SocketAddr) -> Option<u16> {
+        match vip {
+            SocketAddr::V4(a) => self.snap.service_at(proto, *a.ip(), a.port()),
+            SocketAddr::V6(a) => self.snap.service_at6(proto, *a.ip(), a.port()),
+        }
+    }
+
     fn apply_template(&mut self, e: &Entry, key: u64, backup: bool) -> Option<()> {
-        let svc = self.snap.service_at(e.proto, *e.vip.ip(), e.vip.port())?;
+        let svc = self.service_by(e.proto, e.vip)?;
         let service = self.snap.service(svc)?;
-        let dest = service.dests.iter().find(|d| d.addr == e.server.into())?;
+        let dest = service.dests.iter().find(|d| d.addr == e.server)?;
         let rt = self.svcs.get(svc as usize)?.as_ref()?;
         // Not persistent here: the template would send nothing anywhere.
         rt.persist.as_ref()?;
@@ -186,9 +246,9 @@ impl Shard {
     }
 
     fn apply_one(&mut self, e: &Entry, backup: bool) -> Option<()> {
-        let svc = self.snap.service_at(e.proto, *e.vip.ip(), e.vip.port())?;
+        let svc = self.service_by(e.proto, e.vip)?;
         let service = self.snap.service(svc)?;
-        let dest = service.dests.iter().find(|d| d.addr == e.server.into())?;
+        let dest = service.dests.iter().find(|d| d.addr == e.server)?;
         let (did, two_way) = (dest.id, dest.forward.two_way());
         let rt = self.svcs.get(svc as usize)?.as_ref()?;
         let timeout = if e.proto == ip_proto::UDP {
@@ -201,90 +261,153 @@ impl Shard {
             .min(timeout / TICKS_PER_SEC.max(1) + 1)
             .saturating_mul(TICKS_PER_SEC)
             .min(crate::conn::MAX_STEP);
-        let expires = self.now.wrapping_add(ticks);
-        let (ip, port) = (*e.client.ip(), e.client.port());
-        let hash = self.table.hash(e.proto, ip, port);
-        let inactive = if e.state.is_active() { 0 } else { F_INACTIVE };
-        if let Some(id) = self.table.lookup(hash, e.proto, ip, port, |c| c.svc == svc) {
-            let c = self.table.get(id);
-            let is_held = held(c);
-            if !is_held && !backup {
-                return None;
+        let taking = Taking {
+            e,
+            svc,
+            dest: did,
+            flags: super::flow::F_REPLIED | if two_way { 0 } else { F_NOOUTPUT },
+            expires: self.now.wrapping_add(ticks),
+            backup,
+        };
+        let inserted = match e.client {
+            SocketAddr::V4(c) => taking.put_into(&mut self.table, &self.dests, *c.ip(), c.port()),
+            SocketAddr::V6(c) => {
+                let six = self.six.as_mut()?;
+                taking.put_into(&mut six.table, &self.dests, *c.ip(), c.port())
             }
-            if c.flags & F_PROXIED != 0 {
-                return None;
+        }?;
+        if inserted {
+            self.held += 1;
+            if let Some(n) = self.svc_conns.get_mut(svc as usize) {
+                *n += 1;
             }
-            let (old_dest, was_active) = (c.dest, c.flags & F_INACTIVE == 0);
-            if !is_held && (old_dest != did || was_active != e.state.is_active()) {
-                if let Some(Some(d)) = self.dests.get(old_dest as usize) {
-                    d.unbind(was_active);
-                }
-                if let Some(Some(d)) = self.dests.get(did as usize) {
-                    d.bind(e.state.is_active());
-                }
-            }
-            let c = self.table.get_mut(id);
-            c.dest = did;
-            c.flags = (c.flags & !F_INACTIVE) | inactive;
-            self.table.set_state(id, e.state);
-            self.table.set_expiry(id, expires);
-            return Some(());
-        }
-        if self.table.len() >= self.table.capacity() {
-            return None;
-        }
-        let id = self
-            .table
-            .insert(
-                hash,
-                NewConn {
-                    proto: e.proto,
-                    caddr: ip,
-                    cport: port,
-                    svc,
-                    dest: did,
-                    state: e.state,
-                    flags: inactive | super::flow::F_REPLIED | if two_way { 0 } else { F_NOOUTPUT },
-                },
-                expires,
-            )
-            .ok()?;
-        self.table.get_mut(id).aux = AUX_HELD;
-        self.held += 1;
-        if let Some(n) = self.svc_conns.get_mut(svc as usize) {
-            *n += 1;
         }
         Some(())
     }
 
-    /// Up to [`DUMP_SLOTS`] slots of the table from `from` as entries for a bulk transfer
-    /// (connections past their handshake; not SYN-proxied ones), and where to go on
-    /// (`None`: the end).
+    /// Up to [`DUMP_SLOTS`] slots of the tables (the IPv4 table's, then the IPv6 one's)
+    /// from `from` as entries for a bulk transfer (connections past their handshake; not
+    /// SYN-proxied ones), and where to go on (`None`: the end).
     pub(super) fn dump(&self, from: u32) -> (Vec<Entry>, Option<u32>) {
-        let end = from.saturating_add(DUMP_SLOTS).min(self.table.slots());
-        let mut out = Vec::new();
-        // The templates that control them, once each, after them (a message carries one kind).
-        let mut templates = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for i in from..end {
-            let Some((id, c)) = self.table.entry_at(i) else {
+        let four = self.table.slots();
+        let six = self.six.as_ref().map_or(0, |s| s.table.slots());
+        let end = from
+            .saturating_add(DUMP_SLOTS)
+            .min(four.saturating_add(six));
+        let mut d = Dump::default();
+        if from < four {
+            self.dump_in(&mut d, &self.table, &self.links, from..end.min(four));
+        }
+        if let Some(s) = self.six.as_ref().filter(|_| end > four) {
+            self.dump_in(
+                &mut d,
+                &s.table,
+                &s.links,
+                from.max(four) - four..end - four,
+            );
+        }
+        d.out.append(&mut d.templates);
+        (d.out, (end < four.saturating_add(six)).then_some(end))
+    }
+
+    /// [`Shard::dump`]'s walk of one table's `slots`.
+    fn dump_in<A: FlowAddr>(
+        &self,
+        d: &mut Dump,
+        table: &ConnTable<A>,
+        links: &[u32],
+        slots: std::ops::Range<u32>,
+    ) {
+        for i in slots {
+            let Some((id, c)) = table.entry_at(i) else {
                 continue;
             };
             let embryonic = matches!(c.state, State::None | State::SynRecv | State::SynAck);
             if embryonic || c.flags & F_PROXIED != 0 {
                 continue;
             }
-            out.extend(self.entry_of(id));
-            if self
-                .links
-                .get(id.index() as usize)
-                .is_some_and(|&l| seen.insert(l))
-            {
-                templates.extend(self.template_of(id));
+            d.out.extend(self.entry_of(c));
+            // The templates that control them, once each, after them (a message carries
+            // one kind).
+            if let Some(&l) = links.get(id.index() as usize) {
+                if d.seen.insert(l) {
+                    d.templates.extend(self.template_of(l, c.proto()));
+                }
             }
         }
-        out.append(&mut templates);
-        (out, (end < self.table.slots()).then_some(end))
+    }
+}
+
+/// A bulk transfer's step under way: connections, then their templates.
+#[derive(Default)]
+struct Dump {
+    out: Vec<Entry>,
+    templates: Vec<Entry>,
+    seen: std::collections::HashSet<u32>,
+}
+
+/// A received connection on its way into its table.
+struct Taking<'a> {
+    e: &'a Entry,
+    svc: u16,
+    dest: u32,
+    /// Flags of a new entry (besides `F_INACTIVE`).
+    flags: u8,
+    expires: crate::conn::Tick,
+    backup: bool,
+}
+
+impl Taking<'_> {
+    /// Updates the connection of client `ip`:`port` in `table` (see the module docs) or
+    /// inserts it held. `Some(true)`: inserted; `None`: not taken.
+    fn put_into<A: FlowAddr>(
+        &self,
+        table: &mut ConnTable<A>,
+        dests: &[Option<Arc<DestState>>],
+        ip: A,
+        port: u16,
+    ) -> Option<bool> {
+        let e = self.e;
+        let (svc, did) = (self.svc, self.dest);
+        let hash = table.hash(e.proto, ip, port);
+        let inactive = if e.state.is_active() { 0 } else { F_INACTIVE };
+        if let Some(id) = table.lookup(hash, e.proto, ip, port, |c| c.svc == svc) {
+            let c = table.get(id);
+            let is_held = held(c);
+            if (!is_held && !self.backup) || c.flags & F_PROXIED != 0 {
+                return None;
+            }
+            let (old_dest, was_active) = (c.dest, c.flags & F_INACTIVE == 0);
+            if !is_held && (old_dest != did || was_active != e.state.is_active()) {
+                if let Some(Some(d)) = dests.get(old_dest as usize) {
+                    d.unbind(was_active);
+                }
+                if let Some(Some(d)) = dests.get(did as usize) {
+                    d.bind(e.state.is_active());
+                }
+            }
+            let c = table.get_mut(id);
+            c.dest = did;
+            c.flags = (c.flags & !F_INACTIVE) | inactive;
+            table.set_state(id, e.state);
+            table.set_expiry(id, self.expires);
+            return Some(false);
+        }
+        if table.len() >= table.capacity() {
+            return None;
+        }
+        let conn = NewConn {
+            proto: e.proto,
+            caddr: ip,
+            cport: port,
+            svc,
+            dest: did,
+            state: e.state,
+            flags: inactive | self.flags,
+        };
+        let id = table.insert(hash, conn, self.expires).ok()?;
+        table.get_mut(id).aux = AUX_HELD;
+        Some(true)
     }
 }
 
@@ -306,13 +429,22 @@ impl Shard {
         self.dump(from)
     }
 
-    /// Held entries, all of them and the ESTABLISHED ones (a scan of the table).
+    /// Held entries, all of them and the ESTABLISHED ones (a scan of both tables).
     pub fn held_entries(&self) -> (u64, u64) {
         let (mut all, mut established) = (0, 0);
-        for (_, c) in self.table.iter() {
-            if held(c) {
+        let six = self
+            .six
+            .iter()
+            .flat_map(|s| s.table.iter().map(|(_, c)| (held(c), c.state)));
+        for (h, state) in self
+            .table
+            .iter()
+            .map(|(_, c)| (held(c), c.state))
+            .chain(six)
+        {
+            if h {
                 all += 1;
-                established += u64::from(c.state == State::Established);
+                established += u64::from(state == State::Established);
             }
         }
         (all, established)
