@@ -314,12 +314,8 @@ pub fn check_accounting(what: &str, shards: &[&Shard], registry: &Registry) {
         assert!(t.len() <= t.capacity(), "{what}: table over capacity");
         let by_state: u32 = t.by_state().iter().sum();
         assert_eq!(by_state as usize, t.len(), "{what}: by_state vs entries");
-        // Entries held by connection sync are not counted for their realservers yet.
-        let (held, held_established) = s.held_entries();
-        assert!(held <= s.table().len() as u64, "{what}: held entries");
-        entries += t.len() as u64 - held;
-        established += u64::from(t.by_state()[State::Established as usize]) - held_established; // IPv6 entries are never held (sync carries IPv4 only).
-        if let Some(t6) = s.table6() {
+        let t6 = s.table6();
+        if let Some(t6) = t6 {
             assert!(
                 t6.len() <= t6.capacity(),
                 "{what}: IPv6 table over capacity"
@@ -330,9 +326,16 @@ pub fn check_accounting(what: &str, shards: &[&Shard], registry: &Registry) {
                 t6.len(),
                 "{what}: IPv6 by_state vs entries"
             );
-            entries += t6.len() as u64;
-            established += u64::from(t6.by_state()[State::Established as usize]);
         }
+        // Entries held by connection sync (in either table) are not counted for their
+        // realservers yet.
+        let (held, held_established) = s.held_entries();
+        let est = |n: &[u32]| u64::from(n[State::Established as usize]);
+        let all = t.len() as u64 + t6.map_or(0, |t6| t6.len() as u64);
+        let all_established = est(t.by_state()) + t6.map_or(0, |t6| est(t6.by_state()));
+        assert!(held <= all, "{what}: held entries");
+        entries += all - held;
+        established += all_established - held_established;
     }
     let (mut active, mut inactive) = (0u64, 0u64);
     for s in registry.all_services() {
