@@ -7,14 +7,19 @@
 #   rha-cli 10.77.20.2 ─ rha-swc (bridge) ─┬─ rha-d1 10.77.20.11 │ 10.77.21.11 ─┬─ rha-swr (bridge) ─ rha-rs1..3 10.77.21.1-3
 #                                          └─ rha-d2 10.77.20.12 │ 10.77.21.12 ─┘
 #   VIP 10.77.100.100:80 (routed by the client to 10.77.20.1); sync on 10.77.21.1x:8848
+#   IPv6 beside it: client fd77:20::2, gateways fd77:20::1 and fd77:21::fe (keepalived's
+#   excluded addresses of the same instances), directors fd77:2x::1x, realservers fd77:21::1-3,
+#   VIP6 [fd77:100::100]:80 (NAT66)
 #
 # Two failovers, each under load: a 512 MiB download (curl, rate-limited so that it spans the
-# failover) and a wrk keep-alive load, both started before, plus a new connection every 20 ms:
+# failover) and a wrk keep-alive load, both started before, plus a new connection every 20 ms,
+# and over IPv6 a 160 MiB download and a keep-alive flow:
 #   1. SIGKILL of the master's ringvs (its keepalived's track script fails: FAULT);
 #   2. the master's keepalived stopped (it hands over at once), after the killed ringvs was
 #      restarted as backup and got the master's table in a bulk transfer.
-# Checks (PASS/FAIL with figures; the exit status is the verdict): the download completes
-# intact (sha256), wrk's established connections see no error, four keep-alive flows of 10
+# Checks (PASS/FAIL with figures; the exit status is the verdict): the downloads complete
+# intact (sha256; IPv4 and IPv6), wrk's established connections see no error, four keep-alive
+# flows (and one over IPv6) of 10
 # requests a second answer every request (none stuck past 5 s), new connections resume within
 # 3 VRRP advert intervals (the gap in ms is printed), the new master's role is master, the
 # backup held the master's connections before the failover, and the rejoined director got a
@@ -49,6 +54,15 @@ ADVERT=1             # VRRP advert interval, seconds
 LOAD=16              # seconds of load per failover
 KILL_AT=5            # seconds into the load
 RATE=${HA_RATE:-40M} # the download's rate: 512 MiB take ~13 s
+CLI6=fd77:20::2
+GW_C6=fd77:20::1
+GW_R6=fd77:21::fe
+D_C6=(fd77:20::11 fd77:20::12)
+D_R6=(fd77:21::11 fd77:21::12)
+RS_IPS6=(fd77:21::1 fd77:21::2 fd77:21::3)
+VIP6=fd77:100::100
+RATE6=${HA_RATE6:-10M} # the IPv6 download's: 160 MiB take ~16 s
+LAB_IPV6=1             # nginx listens on [::]:8080 too (lib.sh)
 # Debian's python3-scapy is for Debian's python3 (a pyenv python3 first on PATH lacks it).
 SCAPY_PYTHON=${SCAPY_PYTHON:-$(if [[ -x /usr/bin/python3 ]]; then echo /usr/bin/python3; else echo "$PYTHON"; fi)}
 KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -66,7 +80,8 @@ ha_up() {
     for n in cli swc swr d1 d2 rs1 rs2 rs3; do
         ip netns add "$(ns_name "$n")"
         in_ns "$n" ip link set lo up
-        ns_sysctl "$n" net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+        ns_sysctl "$n" net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
+            net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
     done
     in_ns swc ip link add brc type bridge
     in_ns swr ip link add brr type bridge
@@ -76,6 +91,8 @@ ha_up() {
     in_ns swc ip link set pcli master brc
     in_ns cli ip addr add "$CLI/24" dev cli0
     in_ns cli ip route add default via "$GW_C"
+    in_ns cli ip -6 addr add "$CLI6/64" dev cli0 nodad
+    in_ns cli ip -6 route add default via "$GW_C6"
     ns_sysctl cli net.ipv4.tcp_tw_reuse=1 "net.ipv4.ip_local_port_range=1024 65535"
     for i in 1 2; do
         veth "d$i" c0 swc "pd$i"
@@ -84,6 +101,9 @@ ha_up() {
         in_ns swr ip link set "pd$i" master brr
         in_ns "d$i" ip addr add "${D_C[i - 1]}/24" dev c0
         in_ns "d$i" ip addr add "${D_R[i - 1]}/24" dev r0
+        in_ns "d$i" ip -6 addr add "${D_C6[i - 1]}/64" dev c0 nodad
+        in_ns "d$i" ip -6 addr add "${D_R6[i - 1]}/64" dev r0 nodad
+        ns_sysctl "d$i" net.ipv6.conf.all.forwarding=1
         ns_sysctl "d$i" net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
             net.ipv4.conf.default.rp_filter=0 net.ipv4.conf.c0.rp_filter=0 net.ipv4.conf.r0.rp_filter=0
         # While this director's ringvs is down (killed, or not yet started), what it would have
@@ -92,12 +112,17 @@ ha_up() {
         in_ns "d$i" ip route add blackhole "$VIP/32" metric 100
         in_ns "d$i" ip rule add iif r0 lookup 78 pref 1001
         in_ns "d$i" ip route add blackhole default table 78
+        in_ns "d$i" ip -6 route add blackhole "$VIP6/128" metric 100
+        in_ns "d$i" ip -6 rule add iif r0 lookup 78 pref 1001
+        in_ns "d$i" ip -6 route add blackhole default table 78
     done
     for i in 1 2 3; do
         veth "rs$i" eth0 swr "prs$i"
         in_ns swr ip link set "prs$i" master brr
         in_ns "rs$i" ip addr add "${RS_IPS[i - 1]}/24" dev eth0
         in_ns "rs$i" ip route add default via "$GW_R"
+        in_ns "rs$i" ip -6 addr add "${RS_IPS6[i - 1]}/64" dev eth0 nodad
+        in_ns "rs$i" ip -6 route add default via "$GW_R6"
     done
     log "lab up: client $CLI via $GW_C; directors ${D_C[*]} / ${D_R[*]}; realservers ${RS_IPS[*]} via $GW_R; VIP $VIP"
 }
@@ -107,6 +132,8 @@ servers_up() {
     truncate -s 512M "$LAB_DIR/www/big.bin"
     head -c 1048576 /dev/urandom >"$LAB_DIR/www/1m.bin"
     BIG_SHA=$(sha256sum "$LAB_DIR/www/big.bin" | cut -d' ' -f1)
+    # The IPv6 download: big.bin's first 160 MiB (a range request).
+    BIG6_SHA=$(head -c $((160 << 20)) "$LAB_DIR/www/big.bin" | sha256sum | cut -d' ' -f1)
     local i d
     for i in 1 2 3; do
         d=$LAB_DIR/rs$i
@@ -168,6 +195,15 @@ forward = "nat"
 scheduler = "rr"
 persistence = { plugin = "persist-netmask", timeout = "600s", config = { netmask = "255.255.255.0" } }
 $(for a in "${RS_IPS[@]}"; do printf '[[service.server]]\naddr = "%s:8080"\n' "$a"; done)
+
+# NAT66: its connections are synced in IPv6 messages.
+[[service]]
+name = "web6"
+vip = "[$VIP6]:80"
+proto = "tcp"
+forward = "nat"
+scheduler = "wlc"
+$(for a in "${RS_IPS6[@]}"; do printf '[[service.server]]\naddr = "[%s]:8080"\n' "$a"; done)
 EOF
 }
 
@@ -185,6 +221,11 @@ ringvs_up() { # ringvs_up N: start director N's ringvs, then its routes
     in_ns "d$i" ip rule add iif r0 lookup 77 pref 1000
     in_ns "d$i" ip route replace default dev ringvs0 table 77
     ns_sysctl "d$i" net.ipv4.conf.ringvs0.rp_filter=0
+    # Metric 1: below the protective blackhole (100; IPv6 routes default to 1024).
+    in_ns "d$i" ip -6 route replace "$VIP6/128" dev ringvs0 metric 1
+    in_ns "d$i" ip -6 rule del iif r0 lookup 77 pref 1000 2>/dev/null || true
+    in_ns "d$i" ip -6 rule add iif r0 lookup 77 pref 1000
+    in_ns "d$i" ip -6 route replace default dev ringvs0 table 77
 }
 
 write_keepalived_conf() {
@@ -223,6 +264,9 @@ vrrp_instance clients {
     virtual_ipaddress {
         $GW_C/24 dev c0
     }
+    virtual_ipaddress_excluded {
+        $GW_C6/64 dev c0
+    }
     track_script {
         chk_ringvs
     }
@@ -236,6 +280,9 @@ vrrp_instance realservers {
     advert_int $ADVERT
     virtual_ipaddress {
         $GW_R/24 dev r0
+    }
+    virtual_ipaddress_excluded {
+        $GW_R6/64 dev r0
     }
     track_script {
         chk_ringvs
@@ -262,6 +309,13 @@ failover() {
     ip netns exec "$(ns_name cli)" timeout 120 curl -s --limit-rate "$RATE" -o "$dl" \
         "http://$VIP/big.bin" </dev/null 2>"$LAB_DIR/curl-$name.err" &
     local curl_pid=$!
+    local dl6=$LAB_DIR/dl6-$1.bin
+    ip netns exec "$(ns_name cli)" timeout 120 curl -s -g --limit-rate "$RATE6" -o "$dl6" \
+        -r 0-$(((160 << 20) - 1)) "http://[$VIP6]/big.bin" </dev/null 2>"$LAB_DIR/curl6-$name.err" &
+    local curl6_pid=$!
+    ip netns exec "$(ns_name cli)" timeout $((LOAD + 20)) "$PYTHON" "$LAB_SRC/http_probe.py" "$VIP6:80" \
+        --keepalive --seconds "$LOAD" --rate 10 --deadline 2 </dev/null >"$LAB_DIR/keep6-$name.json" 2>&1 &
+    local probe6=$!
     # Paced (5 ms between a connection's requests): a load, not a CPU hog on two cores.
     printf 'function delay()\n    return 5\nend\n' >"$LAB_DIR/pace.lua"
     wrk_start "$name" "$LOAD" / -t 1 -c 8 --timeout 10s -s "$LAB_DIR/pace.lua"
@@ -289,8 +343,10 @@ failover() {
         stop-keepalived) kill -TERM "$(cat "$LAB_DIR/d$m/keepalived.main")" ;;
     esac
     local at=$((SECONDS - t0))
-    local rc=0
+    local rc=0 rc6=0
     wait "$curl_pid" || rc=$?
+    wait "$curl6_pid" || rc6=$?
+    wait "$probe6" || true
     wrk_wait "$name" "$wrk_pid" || true
     wait "$gap_pid" || true
     for k in "${probes[@]}"; do wait "$k" || true; done
@@ -298,6 +354,10 @@ failover() {
     if [[ -f $dl ]]; then sha=$(sha256sum "$dl" | cut -d' ' -f1); fi
     verdict "$(ok_when "[[ $rc == 0 && $sha == $BIG_SHA ]]")" "$name: 512 MiB download intact" \
         "curl status $rc, $(stat -c %s "$dl" 2>/dev/null || echo 0) bytes, sha256 ${sha:0:12}… (want ${BIG_SHA:0:12}…)"
+    local sha6=""
+    if [[ -f $dl6 ]]; then sha6=$(sha256sum "$dl6" | cut -d' ' -f1); fi
+    verdict "$(ok_when "[[ $rc6 == 0 && $sha6 == $BIG6_SHA ]]")" "$name: IPv6 160 MiB download intact" \
+        "curl status $rc6, $(stat -c %s "$dl6" 2>/dev/null || echo 0) bytes, sha256 ${sha6:0:12}… (want ${BIG6_SHA:0:12}…)"
     verdict "$(arith "${WRK_SOCK_ERRORS:-1} == 0 && ${WRK_NON2XX:-1} == 0 && ${WRK_REQUESTS:-0} > 0")" \
         "$name: wrk keep-alive: no errors" "${WRK_REQUESTS:-?} requests, errors: ${WRK_ERRORS_DETAIL:-none}, non-2xx ${WRK_NON2XX:-?}"
     local kept
@@ -315,13 +375,22 @@ PY
 )
     verdict "$(arith "${kept:-0} == 4")" "$name: established flows kept" \
         "$kept of 4 keep-alive flows answered every request: $(cat "$LAB_DIR"/keep-"$name"-*.json | tr '\n' ' ')"
+    local kept6
+    kept6=$("$PYTHON" -c "
+import json
+r = json.load(open('$LAB_DIR/keep6-$name.json'))
+print(int(r['failed'] == 0 and r['ok'] + r['late'] == r['planned']),
+      'ok', r['ok'], 'late', r['late'], 'failed', r['failed'], 'of', r['planned'], r['errors'])" 2>/dev/null ||
+        echo "0 no report: $(head -c 300 "$LAB_DIR/keep6-$name.json")")
+    verdict "$(arith "${kept6%% *} == 1")" "$name: IPv6 established flow kept" \
+        "requests ${kept6#* }"
     local gap
     gap=$("$PYTHON" -c "import json; print(json.load(open('$LAB_DIR/gap-$name.json'))['gap_ms'])" 2>/dev/null || echo 99999)
     verdict "$(ok_when "(( ${gap%.*} <= 3 * $ADVERT * 1000 ))")" "$name: new connections within 3 adverts" \
         "gap ${gap} ms (limit $((3 * ADVERT * 1000)) ms; $action at ${at} s): $(cat "$LAB_DIR/gap-$name.json")"
     verdict "$(ok_if wait_until 5 role_is "$b" master)" "$name: d$b is master" \
         "role $(ha_json "$b" role 2>/dev/null || echo ?), holds $GW_C: $(has_addr "d$b" "$GW_C" && echo yes || echo no)"
-    rm -f "$dl"
+    rm -f "$dl" "$dl6"
 }
 
 # sticky_ask N: N new connections from the client to the persistent service; prints the
@@ -428,7 +497,8 @@ if [[ ${SELFTEST_BREAK:-0} != 1 ]]; then
     wait_until 5 role_is 1 master || die "keepalived's notify_master did not make d1's ringvs master"
 fi
 wait_until 10 in_ns cli curl -sf -o /dev/null --max-time 1 "http://$VIP/" || die "no HTTP through the VIP"
-log "d1 is master; HTTP through $VIP works"
+wait_until 10 in_ns cli curl -sf -g -o /dev/null --max-time 1 "http://[$VIP6]/" || die "no HTTP through the VIP6"
+log "d1 is master; HTTP through $VIP and [$VIP6] works"
 if [[ ${SELFTEST_BREAK:-0} != 1 ]]; then attack; fi
 
 if [[ ${SELFTEST_BREAK:-0} != 1 ]]; then sticky_pin; fi
