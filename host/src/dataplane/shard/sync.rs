@@ -166,9 +166,12 @@ impl Shard {
         }
     }
 
-    /// The same for an IPv6 one.
+    /// The same for an IPv6 one (nothing to look at while nothing is held).
     #[inline]
     pub(super) fn activate6(&mut self, id: ConnId) {
+        if self.held == 0 {
+            return;
+        }
         let Some(six) = self.six.as_mut() else { return };
         if unhold(six.table.get_mut(id), &self.dests) {
             self.held = self.held.saturating_sub(1);
