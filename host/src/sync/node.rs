@@ -28,6 +28,7 @@ const BATCHED: [Kind; 4] = [
     Kind::Entries6,
     Kind::Templates6,
 ];
+
 /// Heartbeats, when nothing else was sent.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Control messages a queue may have waiting before received entries for it are dropped
