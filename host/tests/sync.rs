@@ -44,11 +44,18 @@ fn web_entry(i: u32) -> ringvs::sync::Entry {
     }
 }
 
-fn sync_section(id: u32, port: u16, peer: u16, role: &str) -> String {
+/// A `[director.sync]` table: this director `id` on loopback `port`, its `peers` there.
+fn sync_table(id: u32, port: u16, peers: &[u16], role: &str) -> String {
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
     format!(
         "[director.sync]\nid = {id}\nkey = \"{KEY}\"\nlisten = \"127.0.0.1:{port}\"\n\
-         peers = [\"127.0.0.1:{peer}\"]\nrole = \"{role}\"\n{TWO_SERVICES}"
+         peers = [{}]\nrole = \"{role}\"\n",
+        peers.join(", ")
     )
+}
+
+fn sync_section(id: u32, port: u16, peer: u16, role: &str) -> String {
+    format!("{}{TWO_SERVICES}", sync_table(id, port, &[peer], role))
 }
 
 fn ha(d: &Director) -> HaResult {
@@ -153,17 +160,14 @@ fn a_masters_connections_are_held_by_the_backup_and_go_live_on_takeover() {
 /// Sync, and a persistent web service: persist-netmask /24 (every test client is in
 /// 10.77.0.0/24), rr over three realservers.
 fn persistent_section(id: u32, port: u16, peers: &[u16], role: &str) -> String {
-    let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
     format!(
-        "[director.sync]\nid = {id}\nkey = \"{KEY}\"\nlisten = \"127.0.0.1:{port}\"\n\
-         peers = [{}]\nrole = \"{role}\"\n\
-         [plugins.pn]\npath = \"{}\"\n\
+        "{}[plugins.pn]\npath = \"{}\"\n\
          [[service]]\nname = \"web\"\nvip = \"{VIP}\"\nscheduler = \"rr\"\n\
          persistence = {{ plugin = \"pn\", timeout = \"300s\", config = {{ netmask = \"255.255.255.0\" }} }}\n\
          [[service.server]]\naddr = \"10.77.1.1:8080\"\n\
          [[service.server]]\naddr = \"10.77.1.2:8080\"\n\
          [[service.server]]\naddr = \"10.77.1.3:8080\"\n",
-        peers.join(", "),
+        sync_table(id, port, peers, role),
         common::plugins::plugin("persist-netmask").display()
     )
 }
@@ -540,12 +544,8 @@ fn active6(d: &Director) -> u32 {
 fn ipv6_connections_follow_the_master_to_its_backup_and_in_bulk() {
     let (pa, pb, pc) = (free_port(), free_port(), free_port());
     let section = |id, port, peers: &[u16], role| {
-        let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
-        format!(
-            "tunnel_source = \"10.77.1.254\"\n[director.sync]\nid = {id}\nkey = \"{KEY}\"\n\
-             listen = \"127.0.0.1:{port}\"\npeers = [{}]\nrole = \"{role}\"\n{TWO_SERVICES}{WEB6}",
-            peers.join(", ")
-        )
+        let sync = sync_table(id, port, peers, role);
+        format!("tunnel_source = \"10.77.1.254\"\n{sync}{TWO_SERVICES}{WEB6}")
     };
     let mut a = Director::start(&section(1, pa, &[pb, pc], "master"));
     let mut b = Director::start(&section(2, pb, &[pa], "backup"));
