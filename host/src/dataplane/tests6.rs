@@ -439,6 +439,109 @@ fn a_full_ipv6_table_evicts_unreplied_entries_first() {
     );
 }
 
+/// Spoofed SYNs to `vip` from `n` IPv6 sources from `base` on: how many were forwarded
+/// (the others dropped for `overload`).
+fn spoofed6(s: &mut Shard, vip: SocketAddrV6, base: u32, n: u32) -> u32 {
+    let shed = |s: &Shard| s.counters().drops[DropReason::Overload as usize];
+    let (mut forwarded, before) = (0, shed(s));
+    for i in base..base + n {
+        let src = SocketAddrV6::new(
+            ip(&format!("fd77:dead::{:x}:{:x}", i >> 16, i & 0xffff)),
+            1024,
+            0,
+            0,
+        );
+        let mut buf = vec![0u8; HEADROOM + 80];
+        let pkt = tcp6(src, vip, SYN, b"");
+        buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
+        let mut p = Packet::new(&mut buf, HEADROOM, pkt.len()).unwrap();
+        if s.process(&mut p) == Verdict::Forward {
+            forwarded += 1;
+        } else {
+            assert_eq!(shed(s) - before, u64::from(i - base + 1 - forwarded));
+        }
+    }
+    forwarded
+}
+
+#[test]
+fn a_queue_that_falls_behind_sheds_syns_of_unknown_ipv6_sources_not_known_ones() {
+    // The proxy does not answer IPv6: with `syn_proxy` left at "auto" the queue's shedding
+    // stands in for it (drop unknown sources' SYNs before any work, keep known ones).
+    let mut s = shard();
+    let (vip, rs1) = (a("[fd77:100::100]:80"), a("[fd77:1::1]:8080"));
+    // A client completes a handshake: known from then on.
+    let client = a("[fd77::2]:40000");
+    handshake(&mut s, client, vip, rs1, b"");
+    // Not behind: every SYN is forwarded (1001 in this tick, the client's included).
+    assert_eq!(spoofed6(&mut s, vip, 0, 1000), 1000);
+    // Behind: unknown sources get a share that is not grown (a forwarded SYN costs a
+    // realserver's answer and more: see `shed::FORWARDED_PER_TICK`), the rest is shed.
+    let share = super::shard::shed::FORWARDED_PER_TICK;
+    s.behind();
+    s.behind();
+    s.set_now(1);
+    assert_eq!(spoofed6(&mut s, vip, 10_000, 2000), share);
+    assert_eq!(
+        s.counters().drops[DropReason::Overload as usize],
+        u64::from(2000 - share)
+    );
+    // The known client's new connections go on, on any port, however many came before.
+    for port in 50_000..50_010 {
+        let c = SocketAddrV6::new(*client.ip(), port, 0, 0);
+        let mut buf = vec![0u8; HEADROOM + 80];
+        let pkt = tcp6(c, vip, SYN, b"");
+        buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
+        let mut p = Packet::new(&mut buf, HEADROOM, pkt.len()).unwrap();
+        assert_eq!(
+            s.process(&mut p),
+            Verdict::Forward,
+            "known client, port {port}"
+        );
+    }
+    // UDP is the flood guard's, not shed; an established flow is never shed.
+    step(
+        &mut s,
+        &udp6(a("[fd77:dead::1:1]:5000"), a("[fd77:100::100]:53"), b"q"),
+        Out::Forward(udp6(
+            a("[fd77:dead::1:1]:5000"),
+            a("[fd77:1::1]:5353"),
+            b"q",
+        )),
+    );
+    step(
+        &mut s,
+        &tcp6(client, vip, ACK, b"more"),
+        Out::Forward(tcp6(client, rs1, ACK, b"more")),
+    );
+    // Each tick, the share again: never closed.
+    for t in 2..20 {
+        s.behind();
+        s.behind();
+        s.set_now(t);
+        assert_eq!(spoofed6(&mut s, vip, 20_000 + t * 1000, 1000), share);
+    }
+    // Calm for 2 s: every SYN is forwarded again.
+    s.set_now(40);
+    assert_eq!(spoofed6(&mut s, vip, 40_000, 3000), 3000);
+
+    // `syn_proxy = "off"`: nothing is shed (IPVS's behaviour, early drop only).
+    let off = CONFIG.replacen(
+        "scheduler = \"wlc\"\n",
+        "scheduler = \"wlc\"\nsyn_proxy = \"off\"\n",
+        1,
+    );
+    let cfg = crate::config::from_str(&off, "fixture6.toml").unwrap();
+    let mut registry = Registry::new(&cfg.services).unwrap();
+    let snap = Arc::new(registry.snapshot());
+    let mut s = Shard::new(ShardConfig::test(1 << 20), snap, None).unwrap();
+    assert_eq!(spoofed6(&mut s, vip, 0, 1000), 1000);
+    s.behind();
+    s.behind();
+    s.set_now(1);
+    assert_eq!(spoofed6(&mut s, vip, 10_000, 2000), 2000);
+}
+
 /// What a test shows `prefetch` for a batch.
 pub(super) type Show = dyn Fn(&[Vec<u8>]) -> Vec<Vec<u8>>;
 

@@ -205,6 +205,10 @@ struct SvcRt {
     sloppy: bool,
     /// How long an unreplied UDP entry lives, ticks.
     udp_unreplied: Tick,
+    /// An IPv6 TCP service whose `syn_proxy` is not off: the proxy does not answer IPv6
+    /// yet, so while the queue falls behind its SYNs from unknown sources are shed
+    /// ([`shed`]) instead of forwarded.
+    shed6: bool,
 }
 
 /// One queue's pipeline.
@@ -510,6 +514,7 @@ impl Shard {
                     max_conns: 0,
                     sloppy: false,
                     udp_unreplied: 0,
+                    shed6: false,
                 });
             // The proxy needs both directions: a TCP service whose realservers all answer
             // through the director (NAT); it answers IPv4 only.
@@ -518,6 +523,9 @@ impl Shard {
                 svc.syn_proxy,
                 svc.proto == crate::config::Proto::Tcp && two_way && svc.vip.is_ipv4(),
             );
+            rt.shed6 = svc.proto == crate::config::Proto::Tcp
+                && svc.syn_proxy != crate::config::SynProxyMode::Off
+                && !svc.vip.is_ipv4();
             let queues = self.cfg.queues.max(1) as u32;
             rt.max_conns = svc.max_conns.div_ceil(queues);
             rt.sloppy = svc.sloppy;
@@ -735,7 +743,7 @@ mod flow;
 mod hints;
 mod icmp;
 mod proxy;
-mod shed;
+pub(crate) mod shed;
 mod six;
 pub mod sync;
 mod tick;

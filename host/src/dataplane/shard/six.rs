@@ -6,8 +6,9 @@
 //! defenses' `admit`, IPVS's state table, timeouts, early drop and the per-service and
 //! per-realserver counts are the IPv4 path's own code ([`Shard::choose`], [`step`],
 //! [`Shard::forget`]). What is IPv4-only so far, by rule (docs/FORWARDING.md): the
-//! per-source sketch, blocks and top talkers, the SYN proxy (config refuses `"on"`, `"auto"`
-//! stays off), reassembly (fragments to a virtual address are dropped as `fragment`) and the
+//! per-source sketch, blocks and top talkers, the SYN proxy (config refuses `"on"`; with
+//! `"auto"` a queue that falls behind sheds unknown sources' SYNs instead: [`shed`]),
+//! reassembly (fragments to a virtual address are dropped as `fragment`) and the
 //! one-way methods. Connection sync is the IPv4 path's too ([`Shard::sync_if_due6`],
 //! [`Shard::activate6`]).
 //!
@@ -206,6 +207,9 @@ impl Shard {
                 if proto == ip_proto::UDP && !self.udp_admit(svc) {
                     return self.drop(DropReason::FloodLimit);
                 }
+                if is_syn && self.sheds6(svc) && !self.shed.admit6(client.ip()) {
+                    return self.drop(DropReason::Overload);
+                }
                 match self.new_flow6(hash, proto, client, svc) {
                     Ok(id) => id,
                     Err(r) => return self.drop(r),
@@ -223,6 +227,9 @@ impl Shard {
         let mut changed = false;
         if proto == ip_proto::TCP {
             let s = step(rt, &self.dests, c, Direction::Input, l6.flags);
+            if s.verified {
+                self.shed.know6(client.ip());
+            }
             if let Some(new) = s.changed {
                 six.table.set_state(id, new);
                 changed = true;
@@ -291,6 +298,16 @@ impl Shard {
         }
         self.bound(svc, &chosen);
         Ok(id)
+    }
+
+    /// True if SYNs for service `svc` from unknown sources are shed while the queue falls
+    /// behind (see `SvcRt::shed6`).
+    #[inline]
+    fn sheds6(&self, svc: u16) -> bool {
+        self.svcs
+            .get(svc as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|rt| rt.shed6)
     }
 
     /// Removes an IPv6 connection now.
