@@ -3,6 +3,8 @@
 
     http_probe.py HOST:PORT --seconds 25 --rate 20 [--deadline 2] [--path /] [--source ADDR]
 
+HOST is an IPv4 address or an IPv6 one in brackets ([fd77:100::100]:80).
+
 Starts `rate` requests per second on a fixed schedule for `seconds` (a slow request never
 delays the next one: each runs in its own thread), each on a new TCP connection with
 `Connection: close`. A request succeeds when the whole response arrives with status 200 within
@@ -29,18 +31,23 @@ SLOW_S = 0.1
 SLOW_KEPT = 20
 
 
+def host_header(host):
+    """The Host header's value: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def one(host, port, path, source, deadline, give_up, results, lock, t0):
     start = time.monotonic()
     kind = None
     try:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
             if source:
                 s.bind((source, 0))
             s.settimeout(give_up)
             s.connect((host, port))
             s.sendall(
-                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+                f"GET {path} HTTP/1.1\r\nHost: {host_header(host)}\r\nConnection: close\r\n\r\n".encode()
             )
             data = b""
             while True:
@@ -81,7 +88,7 @@ def one(host, port, path, source, deadline, give_up, results, lock, t0):
 def keepalive(host, port, path, seconds, rate, deadline):
     """One connection, `rate` requests a second for `seconds`; stops at the first error."""
     res = {"started": 0, "ok": 0, "late": 0, "failed": 0, "errors": {}, "lat": []}
-    req = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    req = f"GET {path} HTTP/1.1\r\nHost: {host_header(host)}\r\n\r\n".encode()
     try:
         s = socket.create_connection((host, port), timeout=deadline * 2.5)
     except OSError as e:
@@ -145,6 +152,7 @@ def main():
     ap.add_argument("--keepalive", action="store_true", help="one established flow instead")
     a = ap.parse_args()
     host, port = a.target.rsplit(":", 1)
+    host = host.strip("[]")  # an IPv6 address is written [ADDR]:PORT
     port = int(port)
     if a.seconds <= 0 or a.rate <= 0 or a.deadline <= 0:
         ap.error("--seconds, --rate and --deadline must be positive")

@@ -15,6 +15,12 @@
 #      client is never blocked; a real client opening too many connections is.
 #   e. A flood during which the web service's policy is swapped (`ringvs service edit
 #      --syn-proxy on`, then a reload that adds defenses): established flows lose nothing.
+#   f. An IPv6 SYN flood from random sources (flood6.py: hping3 has no IPv6) at an IPv6
+#      service beside the IPv4 ones, default protection (the proxy does not answer IPv6 yet:
+#      a queue that falls behind sheds unknown sources' SYNs): the same checks as (a) for
+#      IPv6 clients (≥ 99 % within 2 s, p99 < 100 ms, the keep-alive flow alive, RSS under
+#      its cap with the IPv6 table's quarter on top). SELFTEST_BREAK=1 sets that service's
+#      `syn_proxy = "off"` (no shedding): the row must then fail.
 #   Also, as the comparison the closing notes quote: the IPVS defenses (secure-tcp +
 #   drop-entry, automatic) with the proxy off, whose table does fill — early drop then keeps
 #   new flows coming and the RSS must stay under its cap at the table's limit — and synauth.
@@ -25,8 +31,8 @@
 #   bash examples/lab/test-flood.sh      (as root; about thirteen minutes on 2 CPUs)
 #   FLOOD_SECONDS=60 FLOOD_QUEUES="2" FLOOD_RUNS="syn udp" bash examples/lab/test-flood.sh
 #
-# FLOOD_RUNS picks rows: syn (a), udp (c), spoof (d), swap (e), ipvs, synauth, nft (b); all by
-# default.
+# FLOOD_RUNS picks rows: syn (a), udp (c), spoof (d), swap (e), syn6 (f), ipvs, synauth, nft
+# (b); all by default.
 #
 # The flood's sources are random addresses, but its packets go only to the VIP inside the lab's
 # namespaces, and the director has no route out of them: answers to spoofed sources die there.
@@ -46,8 +52,10 @@ SHORT_SECS=${FLOOD_SHORT_SECONDS:-20}
 ((LONG_SECS >= 30 && LONG_SECS <= 300)) || die "FLOOD_SECONDS must be 30-300 (got $LONG_SECS)"
 ((SHORT_SECS >= 10 && SHORT_SECS <= 300)) || die "FLOOD_SHORT_SECONDS must be 10-300 (got $SHORT_SECS)"
 read -r -a QUEUE_COUNTS <<<"${FLOOD_QUEUES:-1 2}"
-RUNS=" ${FLOOD_RUNS:-syn udp spoof swap ipvs synauth nft} "
+RUNS=" ${FLOOD_RUNS:-syn udp spoof swap syn6 ipvs synauth nft} "
 want() { [[ $RUNS == *" $1 "* ]]; }
+# Row f needs IPv6 in the lab (nginx listens on [::]:8080 too).
+if want syn6; then LAB_IPV6=1; fi
 PROBE_RATE=20            # new connections a second from the legitimate client
 KEEP_RATE=10             # requests a second on the keep-alive connection
 HEAVY_SRC=10.77.0.66     # a real client that opens too many connections (run d)
@@ -58,9 +66,10 @@ P99_MAX_MS=100           # what a legitimate client may wait at the 99th percent
 VERDICT_WIDTH=40
 check() { verdict "$2" "$1" "$3"; } # check NAME OK(0/1) DETAIL: lib.sh's verdict
 
-# flood_conf NAME DEFENSES PROXY: a copy of flood.toml with absolute plugin paths, the web
-# service's `defense = [...]` set to DEFENSES (e.g. '"secure-tcp", "drop-entry"') and its
-# `syn_proxy` to PROXY (auto, on, off).
+# flood_conf NAME DEFENSES PROXY [PROXY6]: a copy of flood.toml with absolute plugin paths,
+# the web service's `defense = [...]` set to DEFENSES (e.g. '"secure-tcp", "drop-entry"') and
+# its `syn_proxy` to PROXY (auto, on, off); with PROXY6, an IPv6 service web6 on the same
+# realservers is added, its `syn_proxy` PROXY6.
 flood_conf() {
     local out=$LAB_DIR/flood-$1.toml
     sed -e "s|path = \"\.\./\.\./target/wasm32-wasip2/plugin/|path = \"$PLUGIN_DIR/|" \
@@ -69,6 +78,19 @@ flood_conf() {
     grep -q "^defense = \[$2\]$" "$out" || die "could not set the defenses in $out"
     grep -q "^syn_proxy = \"$3\"$" "$out" || die "could not set syn_proxy in $out"
     grep -q "path = \"$PLUGIN_DIR/defense_secure_tcp.wasm\"" "$out" || die "could not rewrite the plugin paths in $out"
+    if [[ -n ${4:-} ]]; then
+        cat >>"$out" <<EOF
+
+[[service]]
+name = "web6"
+vip = "[$VIP6]:80"
+proto = "tcp"
+forward = "nat"
+scheduler = "sched-wlc"
+syn_proxy = "$4"
+$(for a in "${RS_IPS6[@]}"; do printf '\n[[service.server]]\naddr = "[%s]:8080"\n' "$a"; done)
+EOF
+    fi
     echo "$out"
 }
 
@@ -99,11 +121,13 @@ drops_line() {
 }
 metric_in() { awk -v k="$2" '$1 == k { print $2 }' "$1"; }
 
-# probe_start NAME SECONDS [ARGS…]: http_probe.py in the client namespace, in the background.
+# probe_start NAME SECONDS [ARGS…]: http_probe.py in the client namespace, in the background,
+# against PROBE_TARGET.
+PROBE_TARGET=$VIP:80
 probe_start() {
     local name=$1 secs=$2
     shift 2
-    ip netns exec "$(ns_name cli)" timeout $((secs + 30)) "$PYTHON" "$LAB_SRC/http_probe.py" "$VIP:80" \
+    ip netns exec "$(ns_name cli)" timeout $((secs + 30)) "$PYTHON" "$LAB_SRC/http_probe.py" "$PROBE_TARGET" \
         --seconds "$secs" "$@" </dev/null >"$LAB_DIR/probe-$name.json" 2>"$LAB_DIR/probe-$name.err" &
     PROBE_PID=$!
 }
@@ -141,14 +165,16 @@ labeled() {
 
 # flood_run NAME SECONDS FLOOD_ARGS…: the measured run on the forwarder that is up. Legit
 # clients start first (the keep-alive connection is established before the flood), then
-# hping3 runs for SECONDS; every second the forwarder's table (and ringvs's memory) is
+# hping3 runs for SECONDS (FLOOD_ARGS `--six`: flood6.py's IPv6 SYN flood at VIP6's port 80,
+# and the legit clients use IPv6); every second the forwarder's table (and ringvs's memory) is
 # sampled. Extra legit-side load can be started by the caller before it (run d's heavy
 # client). Sets F_SENT, F_SECS, the P_* of the new-connection prober, K_* of the keep-alive
 # one, and for ringvs S_PEAK_ENTRIES, S_PEAK_LINE (entries by state at the peak), S_HWM_KIB,
 # S_ALIVE, S_PROXY_ON; for nft S_CT_PEAK.
 flood_run() {
-    local name=$1 secs=$2 hpid k_pid p_pid t
+    local name=$1 secs=$2 hpid k_pid p_pid t six=0
     shift 2
+    if [[ ${1:-} == --six ]]; then six=1 PROBE_TARGET="[$VIP6]:80"; fi
     F_SECS=$secs
     probe_start "$name-keep" $((secs + 6)) --keepalive --rate "$KEEP_RATE"
     k_pid=$PROBE_PID
@@ -156,9 +182,17 @@ flood_run() {
     probe_start "$name" $((secs + 4)) --rate "$PROBE_RATE"
     p_pid=$PROBE_PID
     sleep 1
-    log "run $name: flood for ${secs}s: hping3 $*"
-    ip netns exec "$(ns_name cli)" timeout -s INT "$secs" hping3 "$@" "$VIP" \
-        </dev/null >"$LAB_DIR/hping-$name.txt" 2>&1 &
+    PROBE_TARGET=$VIP:80
+    if ((six)); then
+        log "run $name: flood for ${secs}s: flood6.py at [$VIP6]:80"
+        ip netns exec "$(ns_name cli)" timeout -s INT $((secs + 10)) "$PYTHON" "$LAB_SRC/flood6.py" --iface cli0 \
+            --dst-mac "$(in_ns dir cat /sys/class/net/dcli/address)" --dst "$VIP6" --port 80 --seconds "$secs" \
+            </dev/null >"$LAB_DIR/hping-$name.txt" 2>&1 &
+    else
+        log "run $name: flood for ${secs}s: hping3 $*"
+        ip netns exec "$(ns_name cli)" timeout -s INT "$secs" hping3 "$@" "$VIP" \
+            </dev/null >"$LAB_DIR/hping-$name.txt" 2>&1 &
+    fi
     hpid=$!
     S_PEAK_ENTRIES=0 S_PEAK_LINE="-" S_CT_PEAK=0 S_SECURE_LEVEL=0 S_PROXY_ON=0 S_DEV_DROPS=0
     DEV_DROPS0=$(in_ns dir cat /sys/class/net/ringvs0/statistics/tx_dropped 2>/dev/null || echo 0)
@@ -202,18 +236,27 @@ flood_run() {
     log "run $name: hping3 sent $F_SENT; prober $P_OK/$P_STARTED ok within 2 s (late $P_LATE, failed $P_FAILED: $P_ERRORS), p99 ${P_P99} ms; keep-alive $K_OK/$K_STARTED"
 }
 
-# ringvs_up NAME QUEUES DEFENSES PROXY: (re)start ringvs on a fresh copy of flood.toml with
-# QUEUES queues; sets CONF_FILE, LIMIT (bytes), CAP (entries) and RSS0_KIB (resident memory
-# once up and once it has served a page, a scrape and a listing: before any flood).
+# ringvs_up NAME QUEUES DEFENSES PROXY [PROXY6]: (re)start ringvs on a fresh copy of
+# flood.toml with QUEUES queues (with PROXY6: and the IPv6 service web6, routed by the manual
+# IPv6 recipe); sets CONF_FILE, LIMIT (bytes: conn_memory_limit, and the IPv6 table's quarter
+# on top with web6), CAP (entries, both tables) and RSS0_KIB (resident memory once up and once
+# it has served a page, a scrape and a listing: before any flood).
 ringvs_up() {
     [[ -z $LAB_FWD ]] || fwd_down
-    CONF_FILE=$(flood_conf "$1" "$3" "$4")
+    CONF_FILE=$(flood_conf "$1" "$3" "$4" "${5:-}")
     LIMIT=$(conf_limit "$CONF_FILE")
     CONF=$CONF_FILE RINGVS_EXTRA_ENV="RINGVS_DIRECTOR__QUEUES=$2" fwd_up ringvs ||
         die "ringvs did not come up with $CONF_FILE"
     # Let the first ticks pass (defense plugins instantiate off the data path).
     sleep 2
     curl_vip / -o /dev/null || die "no page through ringvs before the flood"
+    if [[ -n ${5:-} ]]; then
+        # docs/FORWARDING.md: the IPv6 table gets a quarter of the limit, on top of it.
+        LIMIT=$((LIMIT * 5 / 4))
+        manual_routes6_add || die "the manual IPv6 routing recipe failed"
+        ip netns exec "$(ns_name cli)" curl -sS -g --connect-timeout 3 --max-time 20 -o /dev/null "http://[$VIP6]/" ||
+            die "no page through ringvs over IPv6 before the flood"
+    fi
     PMEM0=$(scrape | awk '$1 == "ringvs_plugin_memory_bytes" { print int($2) }')
     CAP=$(capacity)
     [[ -n $CAP ]] || die "cannot read the table's capacity from ringvs list"
@@ -287,6 +330,7 @@ ringvs_summary() {
 
 lab_trap
 lab_up
+if want syn6; then lab_up_ipv6; fi
 start_servers
 in_ns cli ip addr add "$HEAVY_SRC/24" dev cli0
 
@@ -402,6 +446,20 @@ print(",".join(d["plugin"] for d in json.load(sys.stdin).get("defenses", []) if 
     expect=$(((LONG_SECS + 4) * 4 * 1024 * 1024 / 2))
     check "$name: download across the swaps" "$(ok_when '[ "$got" = "$ONE_MIB_SHA" ] && [ "$size" -ge "$expect" ] && ! grep -qi "curl: (" "$LAB_DIR/download.log"')" \
         "1m.bin intact, then $((size >> 20)) MiB of big.bin at 4 MiB/s (≥ $((expect >> 20)) MiB) with no curl error"
+    ringvs_summary "$name" "$q"
+    fi
+
+    # -----------------------------------------------------------------------------------------
+    # f. random-source IPv6 SYN flood at web6, default protection
+    if want syn6; then
+    name=syn6-q$q
+    proxy6=auto
+    if [[ ${SELFTEST_BREAK:-0} == 1 ]]; then proxy6=off; fi
+    ringvs_up "$name" "$q" "" auto "$proxy6"
+    flood_run "$name" "$LONG_SECS" --six
+    ringvs_verdict "$name"
+    regime_verdict "$name"
+    legit_verdict "$name" "$P99_MAX_MS"
     ringvs_summary "$name" "$q"
     fi
 
