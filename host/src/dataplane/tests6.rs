@@ -419,12 +419,8 @@ fn a_full_ipv6_table_evicts_unreplied_entries_first() {
             0,
             0,
         );
-        let mut buf = vec![0u8; HEADROOM + 80];
-        let pkt = tcp6(c, vip, SYN, b"");
-        buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
-        let mut p = Packet::new(&mut buf, HEADROOM, pkt.len()).unwrap();
         assert_eq!(
-            s.process(&mut p),
+            verdict(&mut s, &tcp6(c, vip, SYN, b"")),
             Verdict::Forward,
             "SYN {i} admitted by early drop"
         );
@@ -439,6 +435,14 @@ fn a_full_ipv6_table_evicts_unreplied_entries_first() {
     );
 }
 
+/// `input` through `s`: its verdict.
+fn verdict(s: &mut Shard, input: &[u8]) -> Verdict {
+    let mut buf = vec![0u8; HEADROOM + input.len() + 64];
+    buf[HEADROOM..HEADROOM + input.len()].copy_from_slice(input);
+    let mut p = Packet::new(&mut buf, HEADROOM, input.len()).unwrap();
+    s.process(&mut p)
+}
+
 /// Spoofed SYNs to `vip` from `n` IPv6 sources from `base` on: how many were forwarded
 /// (the others dropped for `overload`).
 fn spoofed6(s: &mut Shard, vip: SocketAddrV6, base: u32, n: u32) -> u32 {
@@ -451,11 +455,7 @@ fn spoofed6(s: &mut Shard, vip: SocketAddrV6, base: u32, n: u32) -> u32 {
             0,
             0,
         );
-        let mut buf = vec![0u8; HEADROOM + 80];
-        let pkt = tcp6(src, vip, SYN, b"");
-        buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
-        let mut p = Packet::new(&mut buf, HEADROOM, pkt.len()).unwrap();
-        if s.process(&mut p) == Verdict::Forward {
+        if verdict(s, &tcp6(src, vip, SYN, b"")) == Verdict::Forward {
             forwarded += 1;
         } else {
             assert_eq!(shed(s) - before, u64::from(i - base + 1 - forwarded));
@@ -489,12 +489,8 @@ fn a_queue_that_falls_behind_sheds_syns_of_unknown_ipv6_sources_not_known_ones()
     // The known client's new connections go on, on any port, however many came before.
     for port in 50_000..50_010 {
         let c = SocketAddrV6::new(*client.ip(), port, 0, 0);
-        let mut buf = vec![0u8; HEADROOM + 80];
-        let pkt = tcp6(c, vip, SYN, b"");
-        buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
-        let mut p = Packet::new(&mut buf, HEADROOM, pkt.len()).unwrap();
         assert_eq!(
-            s.process(&mut p),
+            verdict(&mut s, &tcp6(c, vip, SYN, b"")),
             Verdict::Forward,
             "known client, port {port}"
         );
