@@ -277,7 +277,6 @@ impl Shed {
         self.admit_forwarded(self.id6(a))
     }
 
-    #[cold]
     fn admit_forwarded(&mut self, v: u32) -> bool {
         let k = &self.known[self.slot(v)];
         let known = k.addr == v && (k.tick != self.tick || k.used < KNOWN_PER_TICK);
