@@ -65,7 +65,7 @@ bash examples/lab/test-nat6.sh
 step "lab: scheduler swaps and a hostile plugin under load"
 bash examples/lab/test-swap.sh
 
-step "lab: floods that fill the table (default protection at 1 and 2 queues: SYN, UDP, spoofed victim, policy swaps; IPVS plugins at the table's limit, synauth, nft DNAT, nft synproxy)"
+step "lab: floods that fill the table (default protection at 1 and 2 queues: SYN, UDP, spoofed victim, policy swaps, IPv6 SYN; IPVS plugins at the table's limit, synauth, nft DNAT, nft synproxy)"
 bash examples/lab/test-flood.sh
 
 step "lab: health checks (failover and recovery under load)"

@@ -492,7 +492,7 @@ pub fn sloppy_needs_one_way(addr: SocketAddr) -> String {
 }
 
 /// Why an IPv6 service's SYN proxy cannot be on.
-pub const IPV6_NO_PROXY: &str = "the SYN proxy answers IPv4 only so far; an IPv6 service takes syn_proxy = \"auto\" (off for it) or \"off\"";
+pub const IPV6_NO_PROXY: &str = "the SYN proxy answers IPv4 only so far; an IPv6 service takes syn_proxy = \"auto\" (for it: a queue that falls behind sheds unknown sources' SYNs, docs/DEFENSE.md) or \"off\"";
 
 /// Why `forward = "dr"` is refused with the TUN backend.
 pub const DR_NEEDS_L2: &str = "forward = \"dr\" (LVS-DR) sends the client's packet to the realserver's MAC, which needs director.io = \"af_xdp\" (the TUN device has no link layer); use \"nat\" or \"tun\" with TUN";
