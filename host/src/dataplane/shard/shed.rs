@@ -262,7 +262,12 @@ impl Shed {
     /// lasts).
     #[inline]
     pub fn admit(&mut self, a: Ipv4Addr) -> bool {
-        self.admit_id(u32::from(a))
+        if !self.on {
+            self.answered += 1;
+            return true;
+        }
+        let v = u32::from(a);
+        self.known_allowance(v) || self.take_budget()
     }
 
     /// A SYN from IPv6 source `a` for a service the proxy cannot serve, which the queue
@@ -274,42 +279,43 @@ impl Shed {
             self.answered += 1;
             return true;
         }
-        self.admit_forwarded(self.id6(a))
-    }
-
-    fn admit_forwarded(&mut self, v: u32) -> bool {
-        let k = &self.known[self.slot(v)];
-        let known = k.addr == v && (k.tick != self.tick || k.used < KNOWN_PER_TICK);
-        if known || self.left_forwarded > 0 {
-            let admitted = self.admit_id(v);
-            if admitted && !known {
-                self.left_forwarded -= 1;
-            }
-            return admitted;
-        }
-        self.refused_at = self.now;
-        false
-    }
-
-    #[inline]
-    fn admit_id(&mut self, v: u32) -> bool {
-        if !self.on {
-            self.answered += 1;
+        if self.known_allowance(self.id6(a)) {
             return true;
         }
+        if self.left_forwarded == 0 {
+            self.refused_at = self.now;
+            return false;
+        }
+        let admitted = self.take_budget();
+        self.left_forwarded -= u32::from(admitted);
+        admitted
+    }
+
+    /// While shedding: true (and counted) if source `v` is known and has some of this
+    /// tick's [`KNOWN_PER_TICK`] left.
+    #[inline]
+    fn known_allowance(&mut self, v: u32) -> bool {
         let (i, tick) = (self.slot(v), self.tick);
         let k = &mut self.known[i];
-        if v != 0 && k.addr == v {
-            if k.tick != tick {
-                k.tick = tick;
-                k.used = 0;
-            }
-            if k.used < KNOWN_PER_TICK {
-                k.used += 1;
-                self.answered += 1;
-                return true;
-            }
+        if v == 0 || k.addr != v {
+            return false;
         }
+        if k.tick != tick {
+            k.tick = tick;
+            k.used = 0;
+        }
+        if k.used >= KNOWN_PER_TICK {
+            return false;
+        }
+        k.used += 1;
+        self.answered += 1;
+        true
+    }
+
+    /// While shedding: true (and counted) if this tick's budget for unknown sources has
+    /// some left; a refusal is remembered (shedding lasts while it refuses).
+    #[inline]
+    fn take_budget(&mut self) -> bool {
         if self.left == 0 {
             self.refused_at = self.now;
             return false;
