@@ -9,12 +9,12 @@ use ringvs::control::plugins::PluginManager;
 use ringvs::control::registry::Registry;
 use ringvs::dataplane::policy::{ActionKind, Role};
 use ringvs::dataplane::stats::{DropReason, ShardReport};
-use ringvs::dataplane::testkit::tcp;
+use ringvs::dataplane::testkit::{tcp, tcp6};
 use ringvs::dataplane::{
     Control, Packet, Pipeline, PluginEvent, Shard, ShardConfig, Verdict, HEADROOM,
 };
 use ringvs::wire::tcp::flags::{ACK, SYN};
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -397,6 +397,91 @@ fn a_block_applies_to_the_asking_defenses_service_only() {
             Verdict::Forward,
             "the other service has no defense and no block"
         );
+    }
+}
+
+/// IPv6 sources are counted, ranked and blocked as IPv4 ones are: the catalogue's ratelimit
+/// refuses an IPv6 source over its rate at `admit` (the per-source sketch's estimate), finds
+/// it among the director's top sources at its tick and blocks its /128, established
+/// connections included (`drop`); its neighbour in the same /64 goes on.
+#[test]
+fn an_ipv6_source_over_its_rate_is_refused_then_blocked() {
+    let text = format!(
+        r#"
+[plugins.rl]
+path = "{}"
+config = {{ new_flows_per_sec = 5, action = "block", block_secs = 60, block_mode = "drop" }}
+
+[[service]]
+name = "web6"
+vip = "[fd77:100::100]:80"
+scheduler = "rr"
+defense = ["rl"]
+[[service.server]]
+addr = "[fd77:1::1]:8080"
+"#,
+        plugin("defense-ratelimit").display()
+    );
+    let vip: SocketAddrV6 = "[fd77:100::100]:80".parse().unwrap();
+    let rs: SocketAddrV6 = "[fd77:1::1]:8080".parse().unwrap();
+    let heavy: Ipv6Addr = "fd77::66".parse().unwrap();
+    let neighbour: Ipv6Addr = "fd77::67".parse().unwrap();
+    let at = |a: Ipv6Addr, port: u16| SocketAddrV6::new(a, port, 0, 0);
+    let syn = |l: &mut Lab, c: SocketAddrV6| l.send(&tcp6(c, vip, SYN, b""));
+    // The rest of a handshake: the source counts once it completes.
+    let complete = |l: &mut Lab, c: SocketAddrV6| {
+        assert_eq!(l.send(&tcp6(rs, c, SYN | ACK, b"")), Verdict::Forward);
+        assert_eq!(l.send(&tcp6(c, vip, ACK, b"")), Verdict::Forward);
+    };
+    for threaded in MODES {
+        let mut l = lab_in(&text, threaded);
+        // Seven SYNs at once (none has completed: the source counts 0), then their
+        // handshakes: 7 new flows, over the 5 a second allowed.
+        for port in 1000..1007 {
+            assert_eq!(syn(&mut l, at(heavy, port)), Verdict::Forward);
+        }
+        for port in 1000..1007 {
+            complete(&mut l, at(heavy, port));
+        }
+        assert_eq!(syn(&mut l, at(heavy, 2000)), Verdict::Drop, "at 5 a second");
+        assert_eq!(l.drops(DropReason::Defense), 1);
+        assert_eq!(syn(&mut l, at(neighbour, 1000)), Verdict::Forward);
+        complete(&mut l, at(neighbour, 1000));
+        l.second();
+        let top = l.report().top;
+        assert_eq!(
+            (top[0].addr, top[0].new_flows),
+            (IpAddr::V6(heavy), 7),
+            "{top:?}"
+        );
+        assert!(top.iter().any(|s| s.addr == IpAddr::V6(neighbour)));
+        // The daemon merges the queues' top sources and hands them to every queue.
+        let sources = Arc::new(top);
+        l.control
+            .send(Control::Top {
+                sources,
+                system_available: 1 << 30,
+            })
+            .unwrap();
+        l.second();
+        let blocks: Vec<(IpAddr, u8)> = l
+            .events
+            .try_iter()
+            .filter_map(|e| match e {
+                PluginEvent::Block { req, .. } => Some((req.addr, req.len)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(blocks, vec![(IpAddr::V6(heavy), 128)]);
+        let est = tcp6(at(heavy, 1000), vip, ACK, b"");
+        assert_eq!(
+            l.send(&est),
+            Verdict::Drop,
+            "a drop block takes established flows"
+        );
+        assert_eq!(l.drops(DropReason::Blocked), 1);
+        let other = tcp6(at(neighbour, 1000), vip, ACK, b"");
+        assert_eq!(l.send(&other), Verdict::Forward, "only the /128");
     }
 }
 

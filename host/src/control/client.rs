@@ -290,22 +290,30 @@ pub fn format_top(t: &super::protocol::TopResult) -> String {
         },
         t.embryonic
     );
-    o += "SOURCE                NEW FLOWS/S   PACKETS/S\n";
+    // IPv6 sources and prefixes widen the first column (up to 43 characters).
+    let w = t
+        .sources
+        .iter()
+        .map(|s| s.addr.to_string().len())
+        .chain(t.blocks.iter().map(|b| b.prefix.len()))
+        .fold(21, usize::max);
+    o += &format!("{:<w$} NEW FLOWS/S   PACKETS/S\n", "SOURCE");
     for s in &t.sources {
-        o += &format!("{:<21} {:>11} {:>11}\n", s.addr, s.new_flows, s.packets);
+        let a = s.addr.to_string();
+        o += &format!("{a:<w$} {:>11} {:>11}\n", s.new_flows, s.packets);
     }
     if t.sources.is_empty() {
         o += "(no new flows in the last second)\n";
     }
     if !t.blocks.is_empty() {
-        o += "\nBLOCKED               MODE     LEFT  BY\n";
+        o += &format!("\n{:<w$} MODE     LEFT  BY\n", "BLOCKED");
         for b in &t.blocks {
             let mode = match b.mode {
                 crate::dataplane::blocks::BlockMode::Drop => "drop",
                 crate::dataplane::blocks::BlockMode::Tarpit => "tarpit",
             };
             o += &format!(
-                "{:<21} {:<8} {:>4}s  {}\n",
+                "{:<w$} {:<8} {:>4}s  {}\n",
                 b.prefix, mode, b.secs_left, b.by
             );
         }
@@ -473,6 +481,55 @@ mod tests {
     use super::*;
     use crate::control::protocol::{ConnRow, Rates, ServerInfo, ServiceInfo};
     use crate::dataplane::stats::Traffic;
+
+    /// IPv6 sources and prefixes widen the address column; every row keeps its columns.
+    #[test]
+    fn top_aligns_ipv6_sources_and_blocks() {
+        use crate::control::protocol::{BlockInfo, TopResult};
+        use crate::dataplane::blocks::BlockMode;
+        use crate::dataplane::sources::SourceCount;
+        let src = |a: &str, n| SourceCount {
+            addr: a.parse().unwrap(),
+            new_flows: n,
+            packets: 16 * n,
+        };
+        let t = TopResult {
+            sources: vec![
+                src("2001:db8:aaaa:bbbb:cccc:dddd:eeee:66", 250),
+                src("10.77.0.2", 20),
+            ],
+            blocks: vec![BlockInfo {
+                prefix: "2001:db8:aaaa:bbbb:cccc:dddd:eeee:66/128".into(),
+                secs_left: 59,
+                mode: BlockMode::Tarpit,
+                by: "ratelimit".into(),
+                service: "web6".into(),
+            }],
+            defenses: vec![],
+            entries: 10,
+            capacity: 100,
+            embryonic: 0,
+        };
+        let text = format_top(&t);
+        let lines: Vec<&str> = text.lines().collect();
+        let head = lines.iter().position(|l| l.starts_with("SOURCE")).unwrap();
+        let col = lines[head].find("NEW FLOWS/S").unwrap();
+        assert_eq!(col, 41, "{text}");
+        assert_eq!(
+            &lines[head + 1][..col],
+            "2001:db8:aaaa:bbbb:cccc:dddd:eeee:66     "
+        );
+        assert_eq!(
+            lines[head + 1][col..]
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            ["250", "4000"]
+        );
+        assert!(lines[head + 2].starts_with("10.77.0.2 "), "{text}");
+        let blocked = lines.iter().position(|l| l.starts_with("BLOCKED")).unwrap();
+        assert_eq!(lines[blocked].find("MODE"), Some(col), "{text}");
+        assert!(lines[blocked + 1].contains("/128 tarpit"), "{text}");
+    }
 
     #[test]
     fn status_reads_as_text() {

@@ -13,7 +13,7 @@ use crate::conn::{ConnTable, Tick, TICKS_PER_SEC};
 use crate::plugin::{
     defense_types as dt, table_types as tt, DefenseInstance, Plugin, PluginError, TableView,
 };
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 /// One level of a defense: the state table and timeout overrides (seconds, 0 = the
@@ -359,7 +359,7 @@ pub struct BlockRequest {
     /// The service whose defense asked (the block applies to it only).
     pub svc: u16,
     /// Prefix address.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// Prefix length.
     pub len: u8,
     /// Seconds (1 to 86,400).
@@ -368,10 +368,14 @@ pub struct BlockRequest {
     pub mode: BlockMode,
 }
 
-/// Checks a WIT prefix (IPv4 only for now).
-pub fn prefix(p: &dt::Prefix) -> Option<(Ipv4Addr, u8)> {
+/// Checks a WIT prefix: a length within the address's family.
+pub fn prefix(p: &dt::Prefix) -> Option<(IpAddr, u8)> {
     match p.addr {
-        crate::plugin::FlowWitIp::V4(a) if p.len <= 32 => Some((Ipv4Addr::from(a), p.len)),
+        crate::plugin::FlowWitIp::V4(a) if p.len <= 32 => Some((Ipv4Addr::from(a).into(), p.len)),
+        crate::plugin::FlowWitIp::V6((hi, lo)) if p.len <= 128 => {
+            let a = u128::from(hi) << 64 | u128::from(lo);
+            Some((Ipv6Addr::from(a).into(), p.len))
+        }
         _ => None,
     }
 }
@@ -393,9 +397,4 @@ pub fn block_request(svc: u16, b: &dt::Block) -> Option<BlockRequest> {
         secs: b.secs,
         mode,
     })
-}
-
-/// The WIT address of an IPv4 source.
-pub fn wit_ip(a: Ipv4Addr) -> crate::plugin::FlowWitIp {
-    crate::plugin::FlowWitIp::V4(u32::from(a))
 }

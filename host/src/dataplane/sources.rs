@@ -3,7 +3,9 @@
 //!
 //! - [`SourceSketch`]: a count-min sketch shared by all queues (relaxed atomics, touched
 //!   once per new flow and once per ended connection) estimating each address's new flows
-//!   in the last second (with conservative update) and its live connections. Keyed with a
+//!   in the last second (with conservative update) and its live connections, IPv4 and IPv6
+//!   sources in the same cells (an IPv6 address is hashed whole: a flood from one /64 is as
+//!   many sources as it has addresses, which is what prefix limits are for). Keyed with a
 //!   secret, so an attacker cannot aim collisions at a victim's counters; estimates never
 //!   fall below the truth. The data plane counts a source only once it is proven real (a
 //!   completed handshake, a valid SYN-proxy cookie), so spoofed SYNs count for nothing.
@@ -11,8 +13,8 @@
 //!   new flows and packets, merged once a second by the control plane for `ringvs top`,
 //!   the metrics and the defenses' ticks.
 
-use crate::conn::HashKey;
-use std::net::Ipv4Addr;
+use crate::conn::{FlowAddr, HashKey};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 const ROWS: usize = 4;
@@ -52,8 +54,7 @@ impl SourceSketch {
     }
 
     #[inline]
-    fn cells(&self, a: Ipv4Addr) -> [usize; ROWS] {
-        use crate::conn::FlowAddr;
+    fn cells<A: FlowAddr>(&self, a: A) -> [usize; ROWS] {
         let h = a.keyed_hash(&self.key, 0, 0);
         let mut out = [0; ROWS];
         for (r, o) in out.iter_mut().enumerate() {
@@ -69,7 +70,7 @@ impl SourceSketch {
     /// random-source flood that fills the other cells no longer lifts every address's
     /// estimate with it.
     #[inline]
-    pub fn attempt(&self, a: Ipv4Addr) {
+    pub fn attempt<A: FlowAddr>(&self, a: A) {
         let cells = self.cells(a);
         let min = cells
             .iter()
@@ -83,7 +84,7 @@ impl SourceSketch {
 
     /// A connection from `a` entered the table.
     #[inline]
-    pub fn created(&self, a: Ipv4Addr) {
+    pub fn created<A: FlowAddr>(&self, a: A) {
         for c in self.cells(a) {
             self.live[c].fetch_add(1, Relaxed);
         }
@@ -91,7 +92,7 @@ impl SourceSketch {
 
     /// A connection from `a` ended.
     #[inline]
-    pub fn ended(&self, a: Ipv4Addr) {
+    pub fn ended<A: FlowAddr>(&self, a: A) {
         for c in self.cells(a) {
             let _ = self.live[c].fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
         }
@@ -99,7 +100,7 @@ impl SourceSketch {
 
     /// (new flows in about the last second, live connections) from `a`.
     #[inline]
-    pub fn estimate(&self, a: Ipv4Addr) -> (u32, u32) {
+    pub fn estimate<A: FlowAddr>(&self, a: A) -> (u32, u32) {
         let cells = self.cells(a);
         let min = |arr: &[AtomicU32]| {
             cells
@@ -129,7 +130,7 @@ impl Default for SourceSketch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SourceCount {
     /// The address.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// New flows.
     pub new_flows: u32,
     /// Packets (estimated from a 1-in-[`PACKET_SAMPLE`] sample).
@@ -145,12 +146,12 @@ const SLOTS: usize = 64;
 /// (inheriting its count as an upper-bound error), so heavy hitters are never lost.
 #[derive(Debug, Default, Clone)]
 struct SpaceSaving {
-    items: Vec<(Ipv4Addr, u32)>,
+    items: Vec<(IpAddr, u32)>,
 }
 
 impl SpaceSaving {
     #[inline]
-    fn add(&mut self, a: Ipv4Addr, n: u32) {
+    fn add(&mut self, a: IpAddr, n: u32) {
         if let Some(e) = self.items.iter_mut().find(|e| e.0 == a) {
             e.1 = e.1.saturating_add(n);
         } else if self.items.len() < SLOTS {
@@ -172,16 +173,16 @@ pub struct TopTalkers {
 impl TopTalkers {
     /// A new flow from `a`.
     #[inline]
-    pub fn new_flow(&mut self, a: Ipv4Addr) {
-        self.flows.add(a, 1);
+    pub fn new_flow(&mut self, a: impl Into<IpAddr>) {
+        self.flows.add(a.into(), 1);
     }
 
     /// A packet from `a` (sampled).
     #[inline]
-    pub fn packet(&mut self, a: Ipv4Addr) {
+    pub fn packet(&mut self, a: impl Into<IpAddr>) {
         self.seq = self.seq.wrapping_add(1);
         if self.seq.is_multiple_of(PACKET_SAMPLE) {
-            self.packets.add(a, PACKET_SAMPLE);
+            self.packets.add(a.into(), PACKET_SAMPLE);
         }
     }
 
@@ -235,6 +236,7 @@ pub fn merge_top(parts: &[Vec<SourceCount>], n: usize) -> Vec<SourceCount> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn sketch_counts_and_rotates() {
@@ -299,15 +301,50 @@ mod tests {
             }
         }
         let top = merge_top(&[t.take()], 3);
-        assert_eq!(top[0].addr, heavy);
+        assert_eq!(top[0].addr, IpAddr::V4(heavy));
         assert!(top[0].new_flows >= 1000);
         assert!(t.take().is_empty(), "cleared for the next second");
     }
 
     #[test]
+    fn ipv6_sources_are_counted_whole_and_apart_from_ipv4() {
+        let s = SourceSketch::new();
+        let heavy = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x66);
+        // The same /64, and the IPv4 address in the heavy source's low 32 bits.
+        let neighbour = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x67);
+        let v4 = Ipv4Addr::from(0x66u32);
+        for _ in 0..300 {
+            s.attempt(heavy);
+            s.created(heavy);
+        }
+        s.attempt(neighbour);
+        s.created(neighbour);
+        assert_eq!(s.estimate(heavy), (300, 300));
+        assert_eq!(s.estimate(neighbour), (1, 1));
+        assert_eq!(s.estimate(v4), (0, 0));
+        s.ended(heavy);
+        assert_eq!(s.estimate(heavy).1, 299);
+
+        let mut t = TopTalkers::default();
+        for i in 0..5_000u32 {
+            t.new_flow(Ipv4Addr::from(0x0a00_0000 + i));
+            if i % 10 == 0 {
+                t.new_flow(heavy);
+            }
+        }
+        for _ in 0..PACKET_SAMPLE * 4 {
+            t.packet(heavy);
+        }
+        let top = merge_top(&[t.take()], 1);
+        assert_eq!(top[0].addr, IpAddr::V6(heavy));
+        assert!(top[0].new_flows >= 500, "{top:?}");
+        assert_eq!(top[0].packets, PACKET_SAMPLE * 4);
+    }
+
+    #[test]
     fn merge_sums_queues() {
-        let a = Ipv4Addr::new(203, 0, 113, 1);
-        let b = Ipv4Addr::new(203, 0, 113, 2);
+        let a = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
+        let b = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2));
         let q0 = vec![SourceCount {
             addr: a,
             new_flows: 5,

@@ -203,6 +203,73 @@ fn nat66_udp_round_trips_and_expires() {
     );
 }
 
+/// IPv6 sources count as IPv4 ones (`dataplane::tests`' spoof-proof accounting): SYNs that
+/// never complete add nothing, a completed handshake adds a new flow and a live connection
+/// until the entry ends, a UDP source counts at once; the top talkers name them.
+#[test]
+fn an_ipv6_source_counts_once_its_handshake_completes_and_leaves_when_it_ends() {
+    let sources: Arc<crate::dataplane::sources::SourceSketch> = Default::default();
+    let cfg = crate::config::from_str(CONFIG, "fixture6.toml").unwrap();
+    let mut registry = Registry::new(&cfg.services).unwrap();
+    let cfg = ShardConfig {
+        sources: sources.clone(),
+        ..ShardConfig::test(1 << 20)
+    };
+    let mut s = Shard::new(cfg, Arc::new(registry.snapshot()), None).unwrap();
+    let vip = a("[fd77:100::100]:80");
+    let victim = ip("fd77::2");
+    for port in 0..300u16 {
+        let c = SocketAddrV6::new(victim, 20_000 + port, 0, 0);
+        assert_eq!(verdict(&mut s, &tcp6(c, vip, SYN, b"")), Verdict::Forward);
+    }
+    assert_eq!(
+        sources.estimate(victim),
+        (0, 0),
+        "spoofed SYNs count for nothing"
+    );
+    let c = a("[fd77::2]:30000");
+    // wlc over three idle realservers: the first (the fixture's order).
+    handshake(&mut s, c, vip, a("[fd77:1::1]:8080"), b"GET /");
+    assert_eq!(
+        sources.estimate(victim),
+        (1, 1),
+        "a completed handshake counts"
+    );
+    let dns = a("[fd77:100::100]:53");
+    let resolver = ip("fd77::53");
+    assert_eq!(
+        verdict(&mut s, &udp6(a("[fd77::53]:5000"), dns, b"q")),
+        Verdict::Forward
+    );
+    assert_eq!(
+        sources.estimate(resolver),
+        (1, 1),
+        "a UDP source counts at once"
+    );
+    s.publish();
+    let top = s.shared().report.lock().unwrap().top.clone();
+    assert!(top.is_empty(), "handed over once a second, not before");
+    // The queue's second: its top talkers handed over.
+    Pipeline::poll(
+        &mut s,
+        std::time::Instant::now() + std::time::Duration::from_millis(1500),
+    );
+    let top = s.shared().report.lock().unwrap().top.clone();
+    let flows = |a: Ipv6Addr| top.iter().find(|t| t.addr == a).map(|t| t.new_flows);
+    assert_eq!(
+        (flows(victim), flows(resolver)),
+        (Some(1), Some(1)),
+        "{top:?}"
+    );
+    // Every entry ends (the half-open ones never counted): the live counts go with them.
+    s.set_now(s.now() + 2000 * crate::conn::TICKS_PER_SEC);
+    assert_eq!(entries(&mut s).0, 0);
+    assert_eq!(
+        (sources.estimate(victim).1, sources.estimate(resolver).1),
+        (0, 0)
+    );
+}
+
 #[test]
 fn icmpv6_errors_about_tracked_flows_are_translated() {
     let mut s = shard();

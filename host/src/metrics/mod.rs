@@ -11,7 +11,7 @@ use crate::conn::State;
 use crate::control::protocol::ListResult;
 use crate::dataplane::stats::{DropReason, Evicted, ShardReport};
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// `ringvs_connections_total`.
@@ -521,7 +521,7 @@ pub fn describe() {
 
 /// The sources the top-source gauges showed at the last update.
 #[derive(Debug, Default)]
-pub struct TopShown(Vec<Ipv4Addr>);
+pub struct TopShown(Vec<IpAddr>);
 
 /// Defense gauges and the top sources. At most [`TOP_N`] sources are set per update; a source
 /// that left the top is set to 0 once and then disappears with the gauges' idle timeout, so a
@@ -536,7 +536,7 @@ pub fn update_defense(top: &crate::control::protocol::TopResult, shown: &mut Top
         gauge!(DEFENSE_POISONED, &labels).set(d.poisoned_queues as f64);
     }
     gauge!(BLOCKED).set(top.blocks.len() as f64);
-    let now: Vec<Ipv4Addr> = top.sources.iter().take(TOP_N).map(|s| s.addr).collect();
+    let now: Vec<IpAddr> = top.sources.iter().take(TOP_N).map(|s| s.addr).collect();
     for gone in shown.0.iter().filter(|a| !now.contains(a)) {
         let labels = [("source", gone.to_string())];
         gauge!(TOP_FLOWS, &labels).set(0.0);
@@ -822,7 +822,7 @@ mod tests {
         TopResult {
             sources: (0..n)
                 .map(|i| SourceCount {
-                    addr: Ipv4Addr::new(10, 0, 0, first + i),
+                    addr: std::net::Ipv4Addr::new(10, 0, 0, first + i).into(),
                     new_flows: 100 - u32::from(i),
                     packets: 1000,
                 })

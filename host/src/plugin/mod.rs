@@ -25,7 +25,7 @@ mod runtime;
 mod store;
 
 pub use instance::{
-    defense_types, flow, flow_v4, table_types, DefenseInstance, Fault, FaultKind,
+    defense_types, flow, flow_v4, table_types, wit_ip, DefenseInstance, Fault, FaultKind,
     PersistenceInstance, SchedulerInstance, ServerInfo,
 };
 pub use runtime::{

@@ -204,7 +204,7 @@ pub enum PluginEvent {
         /// The service whose defense asked.
         svc: u16,
         /// Prefix address.
-        addr: std::net::Ipv4Addr,
+        addr: std::net::IpAddr,
         /// Prefix length.
         len: u8,
     },

@@ -295,9 +295,7 @@ impl Leaving<'_> {
             release_link(links, &self.cfg.templates, id);
         }
         if c.flags & F_VERIFIED != 0 {
-            if let Some(a) = c.caddr().v4() {
-                self.cfg.sources.ended(a);
-            }
+            self.cfg.sources.ended(c.caddr());
         }
         if let Some(n) = self.svc_conns.get_mut(c.svc as usize) {
             *n = n.saturating_sub(1);
@@ -450,9 +448,29 @@ impl Shard {
     #[inline]
     fn verified(&mut self, a: Ipv4Addr) {
         self.shed.know(a);
-        self.top.new_flow(a);
+        self.counted(a);
+    }
+
+    /// A connection from `a` counts: a new flow (the top talkers, the sketch's rate) and a
+    /// live one (the sketch's concurrency, until `forget`).
+    #[inline]
+    pub(super) fn counted<A: FlowAddr>(&mut self, a: A) {
+        self.top.new_flow(a.ip());
         self.cfg.sources.attempt(a);
         self.cfg.sources.created(a);
+    }
+
+    /// The block of service `svc` on source `a` now, if any (the queue's own list first).
+    #[inline]
+    pub(super) fn blocked(&self, svc: u16, a: impl Into<IpAddr>) -> Option<BlockMode> {
+        if self.blocks.is_empty() && self.own_blocks.is_empty() {
+            return None;
+        }
+        let a = a.into();
+        self.own_blocks
+            .lookup(svc, a, self.now)
+            .or_else(|| self.blocks.lookup(svc, a, self.now))
+            .map(|b| b.mode)
     }
 
     /// A new-flow attempt: refused for a tarpitted source, else admitted and scheduled.
@@ -609,10 +627,9 @@ impl Shard {
             events: self.cfg.events.as_ref(),
         };
         if !rt.defenses.is_empty() {
-            // The per-source sketch counts IPv4 sources only.
             let (new_flows, concurrent) = match client.ip() {
-                std::net::IpAddr::V4(a) => self.cfg.sources.estimate(a),
-                std::net::IpAddr::V6(_) => (0, 0),
+                IpAddr::V4(a) => self.cfg.sources.estimate(a),
+                IpAddr::V6(a) => self.cfg.sources.estimate(a),
             };
             let source = crate::plugin::defense_types::SourceStats {
                 new_flows,
@@ -894,14 +911,7 @@ impl Shard {
             .lookup(hash, proto, *client.ip(), client.port(), |e| e.svc == svc);
         let is_syn = l4.is_syn();
         self.top.packet(*client.ip());
-        let blocked = if self.blocks.is_empty() && self.own_blocks.is_empty() {
-            None
-        } else {
-            self.own_blocks
-                .lookup(svc, *client.ip(), self.now)
-                .or_else(|| self.blocks.lookup(svc, *client.ip(), self.now))
-                .map(|b| b.mode)
-        };
+        let blocked = self.blocked(svc, *client.ip());
         if blocked == Some(BlockMode::Drop) {
             return self.drop(DropReason::Blocked);
         }

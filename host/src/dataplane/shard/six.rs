@@ -3,13 +3,14 @@
 //!
 //! IPv6 flows live in a table of their own ([`Six`]), allocated when the first IPv6
 //! service appears: an IPv4 entry stays at its 40 bytes. Scheduling, persistence, the
-//! defenses' `admit`, IPVS's state table, timeouts, early drop and the per-service and
-//! per-realserver counts are the IPv4 path's own code ([`Shard::choose`], [`step`],
-//! [`Shard::forget`]). What is IPv4-only so far, by rule (docs/FORWARDING.md): the
-//! per-source sketch, blocks and top talkers, the SYN proxy (config refuses `"on"`; with
-//! `"auto"` a queue that falls behind sheds unknown sources' SYNs instead: [`shed`]),
-//! reassembly (fragments to a virtual address are dropped as `fragment`) and the
-//! one-way methods. Connection sync is the IPv4 path's too ([`Shard::sync_if_due6`],
+//! defenses' `admit`, IPVS's state table, timeouts, early drop, the per-service and
+//! per-realserver counts, the per-source sketch, top talkers and blocks are the IPv4 path's
+//! own code ([`Shard::choose`], [`step`], [`Shard::forget`], [`Shard::counted`],
+//! [`Shard::blocked`]). What is IPv4-only so far, by rule (docs/FORWARDING.md): the SYN
+//! proxy (config refuses `"on"`; with `"auto"` a queue that falls behind sheds unknown
+//! sources' SYNs instead: [`shed`]), the table a defense's tick reads and its
+//! `drop-connections` and `drop-embryonic` actions, reassembly (fragments to a virtual
+//! address are dropped as `fragment`) and the one-way methods. Connection sync is the IPv4 path's too ([`Shard::sync_if_due6`],
 //! [`Shard::activate6`]).
 //!
 //! # Extension headers
@@ -21,7 +22,7 @@
 //! is found after it and rewritten in place. A fragment to a virtual address or from a NAT
 //! realserver is dropped (`fragment`); anybody else's passes.
 
-use super::flow::{expire_in, kill_in, leaving, step, Chosen, Leaving, F_REPLIED};
+use super::flow::{expire_in, kill_in, leaving, step, Chosen, Leaving, F_REPLIED, F_VERIFIED};
 use super::*;
 use crate::dataplane::service::Way;
 use crate::wire::icmpv6::msg_type;
@@ -186,6 +187,11 @@ impl Shard {
             .lookup(hash, proto, *client.ip(), client.port(), |e| e.svc == svc)
             .map(|id| (id, *six.table.get(id)));
         let is_syn = l6.is_syn();
+        self.top.packet(*client.ip());
+        let blocked = self.blocked(svc, *client.ip());
+        if blocked == Some(BlockMode::Drop) {
+            return self.drop(DropReason::Blocked);
+        }
         let id = match found {
             Some((id, c)) => {
                 self.activate6(id);
@@ -194,7 +200,7 @@ impl Shard {
                     if !is_syn && proto != ip_proto::UDP {
                         return self.drop(DropReason::DestRemoved);
                     }
-                    match self.new_flow6(hash, proto, client, svc) {
+                    match self.start_flow6(hash, proto, client, svc, blocked) {
                         Ok(id) => id,
                         Err(r) => return self.drop(r),
                     }
@@ -210,7 +216,7 @@ impl Shard {
                 if is_syn && self.sheds6(svc) && !self.shed.admit6(client.ip()) {
                     return self.drop(DropReason::Overload);
                 }
-                match self.new_flow6(hash, proto, client, svc) {
+                match self.start_flow6(hash, proto, client, svc, blocked) {
                     Ok(id) => id,
                     Err(r) => return self.drop(r),
                 }
@@ -224,12 +230,10 @@ impl Shard {
         };
         let c = six.table.get_mut(id);
         c.in_pkts = c.in_pkts.saturating_add(1);
-        let mut changed = false;
+        let (mut changed, mut verified) = (false, false);
         if proto == ip_proto::TCP {
             let s = step(rt, &self.dests, c, Direction::Input, l6.flags);
-            if s.verified {
-                self.shed.know6(client.ip());
-            }
+            verified = s.verified;
             if let Some(new) = s.changed {
                 six.table.set_state(id, new);
                 changed = true;
@@ -244,6 +248,10 @@ impl Shard {
             six.table.set_expiry(id, self.now.wrapping_add(t));
         }
         let dest = six.table.get(id).dest;
+        if verified {
+            self.shed.know6(client.ip());
+            self.counted(*client.ip());
+        }
         if self.cfg.sync.is_some() {
             self.sync_if_due6(id, changed);
         }
@@ -275,6 +283,37 @@ impl Shard {
         Verdict::Forward
     }
 
+    /// A new-flow attempt, as [`Shard::start_flow`] for IPv4: refused for a tarpitted
+    /// source, else made; a UDP source counts at once (there is no handshake to wait for), a
+    /// TCP one once its handshake completes.
+    fn start_flow6(
+        &mut self,
+        hash: u32,
+        proto: u8,
+        client: SocketAddrV6,
+        svc: u16,
+        blocked: Option<BlockMode>,
+    ) -> Result<ConnId, DropReason> {
+        self.counters.attempts += 1;
+        if blocked == Some(BlockMode::Tarpit) {
+            return Err(DropReason::Tarpit);
+        }
+        let counted = proto != ip_proto::TCP;
+        let a = *client.ip();
+        if counted {
+            self.top.new_flow(a);
+            self.cfg.sources.attempt(a);
+        }
+        let id = self.new_flow6(hash, proto, client, svc)?;
+        if counted {
+            if let Some(six) = self.six.as_mut() {
+                six.table.get_mut(id).flags |= F_VERIFIED;
+            }
+            self.cfg.sources.created(a);
+        }
+        Ok(id)
+    }
+
     /// A new IPv6 flow: room in the IPv6 table (and the service's share), then the IPv4
     /// path's admission, persistence and scheduling.
     fn new_flow6(
@@ -284,7 +323,6 @@ impl Shard {
         client: SocketAddrV6,
         svc: u16,
     ) -> Result<ConnId, DropReason> {
-        self.counters.attempts += 1;
         self.room_for(svc, true)?;
         let chosen: Chosen = self.choose(svc, proto, SocketAddr::V6(client))?;
         let (state, timeout) = self.first_state(svc, proto);

@@ -2,7 +2,7 @@
 //! thread, see [`super::ticker`]), and the actions it asks for, checked before they apply.
 
 use super::super::blocks::Block;
-use super::super::defense::{block_request, effective_table, prefix, wit_ip, Seen, ServiceTable};
+use super::super::defense::{block_request, effective_table, prefix, Seen, ServiceTable};
 use super::super::policy::{ActionKind, Ctx, Func, Instance, PluginEvent};
 use super::super::stats::DefenseStatus;
 use super::proxy::Mode as ProxyMode;
@@ -10,6 +10,7 @@ use super::ticker::{cap, Capped, Done, Job, Ticker};
 use super::Shard;
 use crate::conn::{State, TICKS_PER_SEC};
 use crate::plugin::defense_types as dt;
+use crate::plugin::wit_ip;
 use std::cell::RefCell;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
