@@ -12,7 +12,10 @@
 #      (anchors, reported side by side).
 #   c. A spoofed UDP flood at the UDP service: the TCP service still served ≥ 99 %.
 #   d. SYNs spoofing the legitimate client's own address, with defense-ratelimit on: the
-#      client is never blocked; a real client opening too many connections is.
+#      client is never blocked; a real client opening too many connections is, over IPv4
+#      and over IPv6 at once (web6 with the same defense: the IPv6 client's /128 is blocked
+#      from the per-source counts and top talkers; SELFTEST_BREAK=1 leaves web6 without the
+#      defense, and that check must then fail).
 #   e. A flood during which the web service's policy is swapped (`ringvs service edit
 #      --syn-proxy on`, then a reload that adds defenses): established flows lose nothing.
 #   f. An IPv6 SYN flood from random sources (flood6.py: hping3 has no IPv6) at an IPv6
@@ -54,11 +57,12 @@ SHORT_SECS=${FLOOD_SHORT_SECONDS:-20}
 read -r -a QUEUE_COUNTS <<<"${FLOOD_QUEUES:-1 2}"
 RUNS=" ${FLOOD_RUNS:-syn udp spoof swap syn6 ipvs synauth nft} "
 want() { [[ $RUNS == *" $1 "* ]]; }
-# Row f needs IPv6 in the lab (nginx listens on [::]:8080 too).
-if want syn6; then LAB_IPV6=1; fi
+# Rows d and f need IPv6 in the lab (nginx listens on [::]:8080 too).
+if want syn6 || want spoof; then LAB_IPV6=1; fi
 PROBE_RATE=20            # new connections a second from the legitimate client
 KEEP_RATE=10             # requests a second on the keep-alive connection
 HEAVY_SRC=10.77.0.66     # a real client that opens too many connections (run d)
+HEAVY_SRC6=fd77::66      # the same over IPv6 (run d)
 HEAVY_RATE=250           # its new connections a second (ratelimit allows 100)
 DOWNLOAD_RATE=4M         # the long download in run e, bytes a second (curl --limit-rate)
 P99_MAX_MS=100           # what a legitimate client may wait at the 99th percentile (runs a)
@@ -66,10 +70,10 @@ P99_MAX_MS=100           # what a legitimate client may wait at the 99th percent
 VERDICT_WIDTH=40
 check() { verdict "$2" "$1" "$3"; } # check NAME OK(0/1) DETAIL: lib.sh's verdict
 
-# flood_conf NAME DEFENSES PROXY [PROXY6]: a copy of flood.toml with absolute plugin paths,
-# the web service's `defense = [...]` set to DEFENSES (e.g. '"secure-tcp", "drop-entry"') and
-# its `syn_proxy` to PROXY (auto, on, off); with PROXY6, an IPv6 service web6 on the same
-# realservers is added, its `syn_proxy` PROXY6.
+# flood_conf NAME DEFENSES PROXY [PROXY6 [DEFENSES6]]: a copy of flood.toml with absolute
+# plugin paths, the web service's `defense = [...]` set to DEFENSES (e.g. '"secure-tcp",
+# "drop-entry"') and its `syn_proxy` to PROXY (auto, on, off); with PROXY6, an IPv6 service
+# web6 on the same realservers is added, its `syn_proxy` PROXY6 and its defenses DEFENSES6.
 flood_conf() {
     local out=$LAB_DIR/flood-$1.toml
     sed -e "s|path = \"\.\./\.\./target/wasm32-wasip2/plugin/|path = \"$PLUGIN_DIR/|" \
@@ -88,6 +92,7 @@ proto = "tcp"
 forward = "nat"
 scheduler = "sched-wlc"
 syn_proxy = "$4"
+defense = [${5:-}]
 $(for a in "${RS_IPS6[@]}"; do printf '\n[[service.server]]\naddr = "[%s]:8080"\n' "$a"; done)
 EOF
     fi
@@ -236,14 +241,14 @@ flood_run() {
     log "run $name: hping3 sent $F_SENT; prober $P_OK/$P_STARTED ok within 2 s (late $P_LATE, failed $P_FAILED: $P_ERRORS), p99 ${P_P99} ms; keep-alive $K_OK/$K_STARTED"
 }
 
-# ringvs_up NAME QUEUES DEFENSES PROXY [PROXY6]: (re)start ringvs on a fresh copy of
-# flood.toml with QUEUES queues (with PROXY6: and the IPv6 service web6, routed by the manual
-# IPv6 recipe); sets CONF_FILE, LIMIT (bytes: conn_memory_limit, and the IPv6 table's quarter
+# ringvs_up NAME QUEUES DEFENSES PROXY [PROXY6 [DEFENSES6]]: (re)start ringvs on a fresh copy
+# of flood.toml with QUEUES queues (with PROXY6: and the IPv6 service web6, routed by the
+# manual IPv6 recipe); sets CONF_FILE, LIMIT (bytes: conn_memory_limit, and the IPv6 table's quarter
 # on top with web6), CAP (entries, both tables) and RSS0_KIB (resident memory once up and once
 # it has served a page, a scrape and a listing: before any flood).
 ringvs_up() {
     [[ -z $LAB_FWD ]] || fwd_down
-    CONF_FILE=$(flood_conf "$1" "$3" "$4" "${5:-}")
+    CONF_FILE=$(flood_conf "$1" "$3" "$4" "${5:-}" "${6:-}")
     LIMIT=$(conf_limit "$CONF_FILE")
     CONF=$CONF_FILE RINGVS_EXTRA_ENV="RINGVS_DIRECTOR__QUEUES=$2" fwd_up ringvs ||
         die "ringvs did not come up with $CONF_FILE"
@@ -330,9 +335,10 @@ ringvs_summary() {
 
 lab_trap
 lab_up
-if want syn6; then lab_up_ipv6; fi
+if [[ ${LAB_IPV6:-0} == 1 ]]; then lab_up_ipv6; fi
 start_servers
 in_ns cli ip addr add "$HEAVY_SRC/24" dev cli0
+if want spoof; then in_ns cli ip -6 addr add "$HEAVY_SRC6/64" dev cli0 nodad; fi
 
 for q in "${QUEUE_COUNTS[@]}"; do
     # -----------------------------------------------------------------------------------------
@@ -379,13 +385,20 @@ for q in "${QUEUE_COUNTS[@]}"; do
     # d. SYNs spoofing the legitimate client's address, ratelimit on; a real heavy client
     if want spoof; then
     name=spoof-q$q
-    ringvs_up "$name" "$q" '"ratelimit"' auto
+    defense6='"ratelimit"'
+    if [[ ${SELFTEST_BREAK:-0} == 1 ]]; then defense6=; fi
+    ringvs_up "$name" "$q" '"ratelimit"' auto auto "$defense6"
     ip netns exec "$(ns_name cli)" timeout $((SHORT_SECS + 30)) "$PYTHON" "$LAB_SRC/http_probe.py" "$VIP:80" \
         --seconds "$SHORT_SECS" --rate "$HEAVY_RATE" --source "$HEAVY_SRC" </dev/null \
         >"$LAB_DIR/probe-$name-heavy.json" 2>"$LAB_DIR/probe-$name-heavy.err" &
     heavy=$!
+    ip netns exec "$(ns_name cli)" timeout $((SHORT_SECS + 30)) "$PYTHON" "$LAB_SRC/http_probe.py" "[$VIP6]:80" \
+        --seconds "$SHORT_SECS" --rate "$HEAVY_RATE" --source "$HEAVY_SRC6" </dev/null \
+        >"$LAB_DIR/probe-$name-heavy6.json" 2>"$LAB_DIR/probe-$name-heavy6.err" &
+    heavy6=$!
     flood_run "$name" "$SHORT_SECS" -S -p 80 --flood -a "$CLI_IP"
     wait "$heavy" || true
+    wait "$heavy6" || true
     ringvs_verdict "$name" reported
     # Reported, not required: the client's own kernel answers every SYN-ACK the flood's
     # SYNs draw with a RST, and a spoofed SYN on the port of a connection the client is
@@ -396,11 +409,14 @@ for q in "${QUEUE_COUNTS[@]}"; do
     blocked=$("$PYTHON" -c '
 import json, sys
 t = json.loads(sys.argv[1])
-print(" ".join("%s:%s" % (b["prefix"], b["by"]) for b in t.get("blocks", [])) or "none")' "$top")
+print(" ".join("%s:%s:%s" % (b["prefix"], b["by"], b["service"]) for b in t.get("blocks", [])) or "none")' "$top")
     check "$name: the spoofed client is never blocked" "$(ok_if not_blocked "$CLI_IP" "$blocked")" \
         "blocks: $blocked (the flood's $F_SENT SYNs carried $CLI_IP as their source)"
     check "$name: a real heavy client is blocked" "$(ok_if grep -qw "$HEAVY_SRC/32:ratelimit" <<<"$blocked")" \
         "blocks: $blocked ($HEAVY_SRC opened $HEAVY_RATE real connections a second; the limit is 100)"
+    # By web6's own defense: the director-wide top sources let web's block it for web too.
+    check "$name: a heavy IPv6 client is blocked" "$(ok_if grep -qF " $HEAVY_SRC6/128:ratelimit:web6 " <<<" $blocked ")" \
+        "blocks: $blocked ($HEAVY_SRC6 opened $HEAVY_RATE real connections a second to [$VIP6]:80; the limit is 100)"
     ringvs_summary "$name" "$q"
     fi
 
