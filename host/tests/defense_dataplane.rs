@@ -579,6 +579,84 @@ fn the_tick_thread_scans_the_table_through_the_queue() {
     }
 }
 
+/// A defense's scans walk the IPv6 table too (its slots after the IPv4 table's), and its
+/// `drop-connections` and `drop-embryonic` reach IPv6 entries: drop-entry clears an IPv6
+/// service's half-open entries, tc-defense's `embryonic:N` drops N of them; an established
+/// IPv6 connection and another service's entries stay.
+#[test]
+fn defense_scans_and_drops_reach_ipv6_entries() {
+    let six = |name: &str, config: &str| {
+        format!(
+            r#"
+[plugins.tc]
+path = "{}"
+config = {{ {config} }}
+
+[[service]]
+name = "web6"
+vip = "[fd77:100::100]:80"
+scheduler = "rr"
+defense = ["tc"]
+[[service.server]]
+addr = "[fd77:1::1]:8080"
+
+[[service]]
+name = "other6"
+vip = "[fd77:100::100]:81"
+scheduler = "rr"
+[[service.server]]
+addr = "[fd77:1::1]:8081"
+"#,
+            plugin(name).display()
+        )
+    };
+    let vip: SocketAddrV6 = "[fd77:100::100]:80".parse().unwrap();
+    let other: SocketAddrV6 = "[fd77:100::100]:81".parse().unwrap();
+    let rs: SocketAddrV6 = "[fd77:1::1]:8080".parse().unwrap();
+    let client = |port| SocketAddrV6::new("fd77::2".parse().unwrap(), port, 0, 0);
+    // 50 half-open entries of web6, one established, one half-open of other6: 52.
+    let fill = |l: &mut Lab| {
+        for p in 0..50 {
+            assert_eq!(
+                l.send(&tcp6(client(2000 + p), vip, SYN, b"")),
+                Verdict::Forward
+            );
+        }
+        let c = client(4000);
+        assert_eq!(l.send(&tcp6(c, vip, SYN, b"")), Verdict::Forward);
+        assert_eq!(l.send(&tcp6(rs, c, SYN | ACK, b"")), Verdict::Forward);
+        assert_eq!(l.send(&tcp6(c, vip, ACK, b"")), Verdict::Forward);
+        assert_eq!(
+            l.send(&tcp6(client(3000), other, SYN, b"")),
+            Verdict::Forward
+        );
+        assert_eq!(l.report().entries, 52);
+    };
+    for threaded in MODES {
+        let mut l = lab_in(&six("defense-drop-entry", "mode = 3"), threaded);
+        fill(&mut l);
+        l.second();
+        let r = l.report();
+        assert_eq!(
+            r.entries, 2,
+            "threaded {threaded}: web6's half-open entries are gone; its established one and other6's stay"
+        );
+        let (_, c) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
+        assert_eq!(c.actions[ActionKind::DropConnections as usize], 1, "{c:?}");
+
+        let mut l = lab_in(&six("tc-defense", "actions = \"embryonic:20\""), threaded);
+        fill(&mut l);
+        l.second();
+        let r = l.report();
+        assert_eq!(
+            r.entries, 32,
+            "threaded {threaded}: 20 of web6's embryonic entries"
+        );
+        let (_, c) = r.plugins.iter().find(|(n, _)| &**n == "tc").unwrap();
+        assert_eq!(c.actions[ActionKind::DropEmbryonic as usize], 1, "{c:?}");
+    }
+}
+
 #[test]
 fn a_defense_swapped_while_its_tick_is_out_gives_the_old_instance_back() {
     let mut l = lab_in(&config("actions = \"rate:1\""), true);

@@ -9,7 +9,7 @@ use super::blocks::BlockMode;
 pub use super::policy::{ActionKind, ACTIONS};
 use super::policy::{Ctx, Func, PolicySlot, Prepared, Role, SlotId};
 use crate::conn::state::{State, StateTable, STATES, TCP_STATES};
-use crate::conn::{ConnTable, Tick, TICKS_PER_SEC};
+use crate::conn::{Conn, ConnId, ConnTable, FlowAddr, Tick, TICKS_PER_SEC};
 use crate::plugin::{
     defense_types as dt, table_types as tt, DefenseInstance, Plugin, PluginError, TableView,
 };
@@ -264,10 +264,14 @@ pub fn effective_table(slots: &[DefenseSlot], own: &[u32; STATES]) -> (StateTabl
     (level.table, t)
 }
 
-/// A service's entries in one queue's table, as a defense's tick may scan them.
+/// A service's entries in one queue's tables, as a defense's tick may scan them: the IPv4
+/// table's slots, then the IPv6 table's (slot `n4 + i` is the IPv6 table's slot `i`), one
+/// slot space a plugin walks without knowing the families apart.
 pub struct ServiceTable<'a> {
-    /// The queue's table.
+    /// The queue's IPv4 table.
     pub table: &'a ConnTable<Ipv4Addr>,
+    /// The queue's IPv6 table, if it has one.
+    pub six: Option<&'a ConnTable<Ipv6Addr>>,
     /// The service slot.
     pub svc: u16,
     /// Now.
@@ -283,7 +287,7 @@ pub struct ServiceTable<'a> {
 /// `drop-connections` applied later drops only those still there. At most
 /// [`ringvs_abi::MAX_TICK_SCAN`] are noted.
 #[derive(Debug, Default)]
-pub struct Seen(std::collections::HashMap<u32, (Ipv4Addr, u16)>);
+pub struct Seen(std::collections::HashMap<u32, (IpAddr, u16)>);
 
 impl Seen {
     /// Notes the entries of one scan's answer, each with its client.
@@ -297,51 +301,61 @@ impl Seen {
     }
 
     /// The client of entry `id` when a scan returned it; `None` if none did.
-    pub fn get(&self, id: u32) -> Option<(Ipv4Addr, u16)> {
+    pub fn get(&self, id: u32) -> Option<(IpAddr, u16)> {
         self.0.get(&id).copied()
     }
 }
 
 /// One scan's answer: the entries, and each one's client in the same order (what the tick
 /// notes in its [`Seen`]).
-pub type Answer = (Vec<tt::Entry>, Vec<(Ipv4Addr, u16)>);
+pub type Answer = (Vec<tt::Entry>, Vec<(IpAddr, u16)>);
+
+/// Slots of both tables in one space (the IPv4 table's first).
+pub fn slots(table: &ConnTable<Ipv4Addr>, six: Option<&ConnTable<Ipv6Addr>>) -> u32 {
+    table.slots() + six.map_or(0, ConnTable::slots)
+}
 
 impl ServiceTable<'_> {
     /// Scans `count` slots from `start` (wrapping), as `table.scan` does, with each entry's
     /// client.
     pub fn scan_clients(&self, start: u32, count: u32) -> Answer {
-        let n = self.table.slots();
-        let (mut out, mut clients) = (Vec::new(), Vec::new());
+        let (n4, n) = (self.table.slots(), slots(self.table, self.six));
+        let mut answer: Answer = Default::default();
         if n == 0 {
-            return (out, clients);
+            return answer;
         }
         for k in 0..count.min(n) {
             let i = start.wrapping_add(k) % n;
-            let Some((_, c)) = self.table.entry_at(i) else {
-                continue;
-            };
-            if c.svc != self.svc {
-                continue;
+            match self.six {
+                Some(six) if i >= n4 => self.note(&mut answer, i, six.entry_at(i - n4)),
+                _ => self.note(&mut answer, i, self.table.entry_at(i)),
             }
-            let left = crate::conn::ticks_left(c.expires(), self.now);
-            let full = self.timeouts[c.state as usize];
-            out.push(tt::Entry {
-                id: i,
-                proto: c.proto(),
-                state: wit_state(c.state),
-                packets: c.in_pkts,
-                expires_in: left / TICKS_PER_SEC,
-                idle: full.saturating_sub(left) / TICKS_PER_SEC,
-            });
-            clients.push((c.caddr(), c.cport()));
         }
-        (out, clients)
+        answer
+    }
+
+    /// Adds the entry at slot `i` of the slot space, if it is the service's.
+    fn note<A: FlowAddr>(&self, answer: &mut Answer, i: u32, e: Option<(ConnId, &Conn<A>)>) {
+        let Some((_, c)) = e.filter(|(_, c)| c.svc == self.svc) else {
+            return;
+        };
+        let left = crate::conn::ticks_left(c.expires(), self.now);
+        let full = self.timeouts[c.state as usize];
+        answer.0.push(tt::Entry {
+            id: i,
+            proto: c.proto(),
+            state: wit_state(c.state),
+            packets: c.in_pkts,
+            expires_in: left / TICKS_PER_SEC,
+            idle: full.saturating_sub(left) / TICKS_PER_SEC,
+        });
+        answer.1.push((c.caddr().ip(), c.cport()));
     }
 }
 
 impl TableView for ServiceTable<'_> {
     fn slots(&self) -> u32 {
-        self.table.slots()
+        slots(self.table, self.six)
     }
 
     fn scan(&self, start: u32, count: u32) -> Vec<tt::Entry> {

@@ -126,6 +126,16 @@ pub struct ConnInfo {
     pub expires_in: Duration,
 }
 
+/// A queue's tables together (see [`Shard::tables`]).
+struct Tables {
+    by_state: [u32; crate::conn::state::STATES],
+    entries: u64,
+    memory_bytes: u64,
+    memory_limit: u64,
+    capacity: u64,
+    link_bytes: u64,
+}
+
 /// Messages from the control plane, applied between batches.
 #[derive(Debug)]
 pub enum Control {
@@ -598,6 +608,30 @@ impl Shard {
         Verdict::Forward
     }
 
+    /// Both tables' figures: the IPv6 table counts with the IPv4 one (its budget is on top
+    /// of the limit).
+    fn tables(&self) -> Tables {
+        let mut t = Tables {
+            by_state: *self.table.by_state(),
+            entries: self.table.len() as u64,
+            memory_bytes: self.table.memory_bytes() as u64,
+            memory_limit: self.cfg.memory_limit as u64,
+            capacity: self.table.capacity() as u64,
+            link_bytes: (self.links.len() * 4) as u64,
+        };
+        if let Some(six) = self.six.as_ref() {
+            for (a, b) in t.by_state.iter_mut().zip(six.table.by_state()) {
+                *a += b;
+            }
+            t.entries += six.table.len() as u64;
+            t.memory_bytes += six.table.memory_bytes() as u64;
+            t.memory_limit += six::table_memory(self.cfg.memory_limit) as u64;
+            t.capacity += six.table.capacity() as u64;
+            t.link_bytes += (six.links.len() * 4) as u64;
+        }
+        t
+    }
+
     /// Publishes counters for the control plane (never blocks the queue).
     pub fn publish(&mut self) {
         if let Ok(mut r) = self.shared.report.try_lock() {
@@ -612,23 +646,13 @@ impl Shard {
             );
             r.services.clone_from(&self.svc_traffic);
             r.dests.clone_from(&self.dest_traffic);
-            r.by_state = *self.table.by_state();
-            r.entries = self.table.len() as u64;
-            r.memory_bytes = self.table.memory_bytes() as u64;
-            r.memory_limit = self.cfg.memory_limit as u64;
-            r.capacity = self.table.capacity() as u64;
-            r.link_bytes = (self.links.len() * 4) as u64;
-            // The IPv6 table counts with the IPv4 one (its budget is on top of the limit).
-            if let Some(six) = self.six.as_ref() {
-                for (a, b) in r.by_state.iter_mut().zip(six.table.by_state()) {
-                    *a += b;
-                }
-                r.entries += six.table.len() as u64;
-                r.memory_bytes += six.table.memory_bytes() as u64;
-                r.memory_limit += six::table_memory(self.cfg.memory_limit) as u64;
-                r.capacity += six.table.capacity() as u64;
-                r.link_bytes += (six.links.len() * 4) as u64;
-            }
+            let t = self.tables();
+            r.by_state = t.by_state;
+            r.entries = t.entries;
+            r.memory_bytes = t.memory_bytes;
+            r.memory_limit = t.memory_limit;
+            r.capacity = t.capacity;
+            r.link_bytes = t.link_bytes;
             r.held = self.held;
             r.plugins.clone_from(&self.plugin_stats.counters);
             // Bounded: ten publications' worth waits for the control plane at most; more

@@ -6,11 +6,11 @@
 //! defenses' `admit`, IPVS's state table, timeouts, early drop, the per-service and
 //! per-realserver counts, the per-source sketch, top talkers and blocks are the IPv4 path's
 //! own code ([`Shard::choose`], [`step`], [`Shard::forget`], [`Shard::counted`],
-//! [`Shard::blocked`]). What is IPv4-only so far, by rule (docs/FORWARDING.md): the SYN
-//! proxy (config refuses `"on"`; with `"auto"` a queue that falls behind sheds unknown
-//! sources' SYNs instead: [`shed`]), the table a defense's tick reads and its
-//! `drop-connections` and `drop-embryonic` actions, reassembly (fragments to a virtual
-//! address are dropped as `fragment`) and the one-way methods. Connection sync is the IPv4 path's too ([`Shard::sync_if_due6`],
+//! [`Shard::blocked`]); a defense's tick scans this table after the IPv4 one
+//! ([`crate::dataplane::defense::ServiceTable`]). What is IPv4-only so far, by rule
+//! (docs/FORWARDING.md): the SYN proxy (config refuses `"on"`; with `"auto"` a queue that
+//! falls behind sheds unknown sources' SYNs instead: [`shed`]), reassembly (fragments to a
+//! virtual address are dropped as `fragment`) and the one-way methods. Connection sync is the IPv4 path's too ([`Shard::sync_if_due6`],
 //! [`Shard::activate6`]).
 //!
 //! # Extension headers
@@ -349,7 +349,7 @@ impl Shard {
     }
 
     /// Removes an IPv6 connection now.
-    fn kill6(&mut self, id: ConnId) {
+    pub(super) fn kill6(&mut self, id: ConnId) {
         if let Some(six) = self.six.as_mut() {
             kill_in(&mut six.table, &mut six.links, id, leaving!(self));
         }

@@ -12,7 +12,7 @@ use crate::conn::{State, TICKS_PER_SEC};
 use crate::plugin::defense_types as dt;
 use crate::plugin::wit_ip;
 use std::cell::RefCell;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -44,6 +44,8 @@ impl Shard {
             })
             .collect();
         let queues = self.cfg.queues.max(1) as u32;
+        // Both tables, as the report counts them.
+        let (tables, slots) = (self.tables(), self.slots());
         let mut jobs = Vec::new();
         for (svc, rt) in self.svcs.iter_mut().enumerate() {
             let Some(rt) = rt.as_mut() else { continue };
@@ -65,17 +67,17 @@ impl Shard {
                         now: self.tick_sec,
                         queues,
                         level: slot.level,
-                        entries: self.table.len() as u64,
-                        capacity: self.table.capacity() as u64,
-                        memory: self.table.memory_bytes() as u64,
-                        memory_limit: self.cfg.memory_limit as u64,
+                        entries: tables.entries,
+                        capacity: tables.capacity,
+                        memory: tables.memory_bytes,
+                        memory_limit: tables.memory_limit,
                         system_available: self.system_available,
-                        by_state: self.table.by_state().to_vec(),
+                        by_state: tables.by_state.to_vec(),
                         new_flows: attempts - a0,
                         packets: packets - p0,
                         top_sources: top.clone(),
                     },
-                    slots: self.table.slots(),
+                    slots,
                     sent: Instant::now(),
                 });
             }
@@ -105,6 +107,7 @@ impl Shard {
         let seen = RefCell::new(Seen::default());
         let view = ServiceTable {
             table: &self.table,
+            six: self.six.as_ref().map(|s| &s.table),
             svc,
             now: self.now,
             timeouts,
@@ -137,6 +140,7 @@ impl Shard {
             let answer = match self.svcs.get(svc as usize).and_then(Option::as_ref) {
                 Some(rt) => ServiceTable {
                     table: &self.table,
+                    six: self.six.as_ref().map(|s| &s.table),
                     svc,
                     now: self.now,
                     timeouts: rt.timeouts,
@@ -312,23 +316,19 @@ impl Shard {
                     }
                     *work -= cost::DROP;
                     next += 1;
-                    if let Some((cid, c)) = self.table.entry_at(id) {
-                        if c.svc == svc && (c.caddr(), c.cport()) == client {
-                            self.kill(cid);
-                        }
-                    }
+                    self.kill_at(id, |s, _, c| s == svc && c == client);
                 }
                 Progress::Done(true)
             }
             Step::Begin(dt::Action::DropEmbryonic(n)) => {
                 *work = work.saturating_sub(cost::ACTION);
-                let by_state = self.table.by_state();
+                let by_state = self.tables().by_state;
                 let embryonic =
                     by_state[State::SynRecv as usize] + by_state[State::SynAck as usize];
                 if n == 0 || n > embryonic {
                     return Progress::Done(false);
                 }
-                let slots = self.table.slots();
+                let slots = self.slots();
                 let at = (self.random() % slots.max(1) as u64) as u32;
                 let left = slots.min(budget.scan);
                 budget.scan -= left;
@@ -340,23 +340,20 @@ impl Shard {
                 mut left,
                 mut want,
             } => {
-                let slots = self.table.slots().max(1);
+                let slots = self.slots().max(1);
                 while left > 0 && want > 0 {
                     if *work < cost::VISIT + cost::DROP {
                         return Progress::Pending(Step::Embryonic { at, left, want });
                     }
                     *work -= cost::VISIT;
                     left -= 1;
-                    let found = self.table.entry_at(at % slots).and_then(|(id, c)| {
-                        (c.svc == svc && matches!(c.state, State::SynRecv | State::SynAck))
-                            .then_some(id)
-                    });
-                    at = (at + 1) % slots;
-                    if let Some(id) = found {
+                    let embryonic =
+                        |s, state, _| s == svc && matches!(state, State::SynRecv | State::SynAck);
+                    if self.kill_at(at % slots, embryonic) {
                         *work -= cost::DROP;
                         want -= 1;
-                        self.kill(id);
                     }
+                    at = (at + 1) % slots;
                 }
                 Progress::Done(true)
             }
@@ -365,6 +362,34 @@ impl Shard {
                 Progress::Done(self.apply(svc, i, a))
             }
         }
+    }
+
+    /// Slots of the slot space a defense's tick scans (see [`ServiceTable`]).
+    fn slots(&self) -> u32 {
+        super::super::defense::slots(&self.table, self.six.as_ref().map(|s| &s.table))
+    }
+
+    /// Removes the entry at slot `i` of the slot space a defense's tick scans (the IPv4
+    /// table's slots, then the IPv6 table's) if `pick(service, state, client)` says so;
+    /// true if it did.
+    fn kill_at(&mut self, i: u32, pick: impl Fn(u16, State, (IpAddr, u16)) -> bool) -> bool {
+        let n4 = self.table.slots();
+        let found = if i < n4 {
+            self.table
+                .entry_at(i)
+                .map(|(id, c)| (id, pick(c.svc, c.state, (c.caddr().into(), c.cport()))))
+        } else {
+            self.six
+                .as_ref()
+                .and_then(|six| six.table.entry_at(i - n4))
+                .map(|(id, c)| (id, pick(c.svc, c.state, (c.caddr().into(), c.cport()))))
+        };
+        match found {
+            Some((id, true)) if i < n4 => self.kill(id),
+            Some((id, true)) => self.kill6(id),
+            _ => return false,
+        }
+        true
     }
 
     /// After ticks: the SYN proxy is held on while any defense of the service asks for it
@@ -506,11 +531,11 @@ enum Step {
     /// to check.
     Check {
         ids: Vec<u32>,
-        found: Vec<(u32, (Ipv4Addr, u16))>,
+        found: Vec<(u32, (IpAddr, u16))>,
     },
     /// `drop-connections`, checked: entries from `next` on still to drop.
     Drop {
-        found: Vec<(u32, (Ipv4Addr, u16))>,
+        found: Vec<(u32, (IpAddr, u16))>,
         next: usize,
     },
     /// `drop-embryonic`: `left` slots still to visit from `at`, `want` entries still to drop.
