@@ -143,22 +143,50 @@ pub const PACKET_SAMPLE: u32 = 16;
 const SLOTS: usize = 64;
 
 /// Space-Saving: at most [`SLOTS`] counters; a new source takes the smallest counter over
-/// (inheriting its count as an upper-bound error), so heavy hitters are never lost.
+/// (inheriting its count as an upper-bound error), so heavy hitters are never lost. The
+/// addresses are kept apart from the counts as 128-bit keys (an IPv4 address IPv4-mapped):
+/// a sampled packet of a source the summary does not hold — most of them, with many
+/// flows — scans both arrays, and flat integers keep that scan a few nanoseconds.
 #[derive(Debug, Default, Clone)]
 struct SpaceSaving {
-    items: Vec<(IpAddr, u32)>,
+    keys: Vec<u128>,
+    counts: Vec<u32>,
+}
+
+/// An address as a summary's key (IPv4 as `::ffff:a.b.c.d`, which no IPv6 packet on the
+/// wire carries as its source).
+#[inline]
+fn key(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+/// The address of a summary's key.
+fn addr(k: u128) -> IpAddr {
+    let a = std::net::Ipv6Addr::from(k);
+    a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4)
 }
 
 impl SpaceSaving {
     #[inline]
     fn add(&mut self, a: IpAddr, n: u32) {
-        if let Some(e) = self.items.iter_mut().find(|e| e.0 == a) {
-            e.1 = e.1.saturating_add(n);
-        } else if self.items.len() < SLOTS {
-            self.items.push((a, n));
-        } else if let Some(min) = self.items.iter_mut().min_by_key(|e| e.1) {
-            *min = (a, min.1.saturating_add(n));
+        let k = key(a);
+        if let Some(i) = self.keys.iter().position(|&x| x == k) {
+            self.counts[i] = self.counts[i].saturating_add(n);
+        } else if self.keys.len() < SLOTS {
+            self.keys.push(k);
+            self.counts.push(n);
+        } else if let Some((i, &min)) = self.counts.iter().enumerate().min_by_key(|e| *e.1) {
+            self.keys[i] = k;
+            self.counts[i] = min.saturating_add(n);
         }
+    }
+
+    /// The counts, cleared.
+    fn drain(&mut self) -> impl Iterator<Item = (IpAddr, u32)> + '_ {
+        self.keys.drain(..).map(addr).zip(self.counts.drain(..))
     }
 }
 
@@ -189,14 +217,14 @@ impl TopTalkers {
     /// The second's counts, cleared for the next one.
     pub fn take(&mut self) -> Vec<SourceCount> {
         let mut out: Vec<SourceCount> = Vec::new();
-        for (a, n) in self.flows.items.drain(..) {
+        for (a, n) in self.flows.drain() {
             out.push(SourceCount {
                 addr: a,
                 new_flows: n,
                 packets: 0,
             });
         }
-        for (a, n) in self.packets.items.drain(..) {
+        for (a, n) in self.packets.drain() {
             match out.iter_mut().find(|s| s.addr == a) {
                 Some(s) => s.packets = n,
                 None => out.push(SourceCount {

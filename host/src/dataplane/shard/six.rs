@@ -10,8 +10,8 @@
 //! ([`crate::dataplane::defense::ServiceTable`]). What is IPv4-only so far, by rule
 //! (docs/FORWARDING.md): the SYN proxy (config refuses `"on"`; with `"auto"` a queue that
 //! falls behind sheds unknown sources' SYNs instead: [`shed`]), reassembly (fragments to a
-//! virtual address are dropped as `fragment`) and the one-way methods. Connection sync is the IPv4 path's too ([`Shard::sync_if_due6`],
-//! [`Shard::activate6`]).
+//! virtual address are dropped as `fragment`) and the one-way methods. Connection sync is
+//! the IPv4 path's too ([`Shard::sync_if_due6`], [`Shard::activate6`]).
 //!
 //! # Extension headers
 //!
