@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A legitimate client during a flood: open-loop HTTP GETs against one address.
 
-    http_probe.py HOST:PORT --seconds 25 --rate 20 [--deadline 2] [--path /] [--source ADDR]
+    http_probe.py HOST:PORT --seconds 25 --rate 20 [--deadline 2] [--path /] [--source ADDR[,ADDR…]]
 
 HOST is an IPv4 address or an IPv6 one in brackets ([fd77:100::100]:80).
 
@@ -13,6 +13,9 @@ after 1 s still counts if the answer comes in time).
 
 Prints one JSON object: started, ok (200 within the deadline), late (200 after it), failed,
 errors by kind, and latency percentiles of the successful requests in milliseconds.
+
+With several --source addresses, request i binds to the i-th (round robin): as many addresses
+as requests make every request a client the director has never seen.
 
 With --keepalive it is instead one established flow: a single connection, opened first, that
 sends `rate` requests a second (HTTP/1.1 keep-alive) and never reconnects. Any error ends it,
@@ -148,7 +151,7 @@ def main():
     ap.add_argument("--rate", type=float, default=20.0, help="requests started per second")
     ap.add_argument("--deadline", type=float, default=2.0, help="seconds for a success")
     ap.add_argument("--path", default="/")
-    ap.add_argument("--source", default=None, help="source address to bind")
+    ap.add_argument("--source", default=None, help="source address(es) to bind, comma-separated")
     ap.add_argument("--keepalive", action="store_true", help="one established flow instead")
     a = ap.parse_args()
     host, port = a.target.rsplit(":", 1)
@@ -161,6 +164,7 @@ def main():
         return
     # A request is abandoned a little after its deadline, so "late" can be told from "failed".
     give_up = a.deadline * 2.5
+    sources = a.source.split(",") if a.source else [None]
     results = {"ok": 0, "late": 0, "failed": 0, "errors": {}, "lat": [], "slow": []}
     lock = threading.Lock()
     threads = []
@@ -173,7 +177,7 @@ def main():
             time.sleep(due - now)
         t = threading.Thread(
             target=one,
-            args=(host, port, a.path, a.source, a.deadline, give_up, results, lock, t0),
+            args=(host, port, a.path, sources[i % len(sources)], a.deadline, give_up, results, lock, t0),
             daemon=True,
         )
         t.start()

@@ -22,8 +22,11 @@
 #      service beside the IPv4 ones, default protection (the proxy does not answer IPv6 yet:
 #      a queue that falls behind sheds unknown sources' SYNs): the same checks as (a) for
 #      IPv6 clients (≥ 99 % within 2 s, p99 < 100 ms, the keep-alive flow alive, RSS under
-#      its cap with the IPv6 table's quarter on top). SELFTEST_BREAK=1 sets that service's
-#      `syn_proxy = "off"` (no shedding): the row must then fail.
+#      its cap with the IPv6 table's quarter on top), and new IPv6 clients during the flood
+#      (one connection a second, each from an address the director has never seen: with no
+#      IPv6 SYN proxy, shedding forwards a newcomer's retransmitted SYN) at least half served
+#      within 5 s. SELFTEST_BREAK=1 sets that service's `syn_proxy = "off"` (no shedding):
+#      the row must then fail.
 #   Also, as the comparison the closing notes quote: the IPVS defenses (secure-tcp +
 #   drop-entry, automatic) with the proxy off, whose table does fill — early drop then keeps
 #   new flows coming and the RSS must stay under its cap at the table's limit — and synauth.
@@ -63,6 +66,8 @@ PROBE_RATE=20            # new connections a second from the legitimate client
 KEEP_RATE=10             # requests a second on the keep-alive connection
 HEAVY_SRC=10.77.0.66     # a real client that opens too many connections (run d)
 HEAVY_SRC6=fd77::66      # the same over IPv6 (run d)
+NEW6=()                  # addresses of new IPv6 clients, one connection each (run f)
+for ((i = 1; i <= 40; i++)); do NEW6+=("fd77::1:$(printf %x "$i")"); done
 HEAVY_RATE=250           # its new connections a second (ratelimit allows 100)
 DOWNLOAD_RATE=4M         # the long download in run e, bytes a second (curl --limit-rate)
 P99_MAX_MS=100           # what a legitimate client may wait at the 99th percentile (runs a)
@@ -339,6 +344,7 @@ if [[ ${LAB_IPV6:-0} == 1 ]]; then lab_up_ipv6; fi
 start_servers
 in_ns cli ip addr add "$HEAVY_SRC/24" dev cli0
 if want spoof; then in_ns cli ip -6 addr add "$HEAVY_SRC6/64" dev cli0 nodad; fi
+if want syn6; then for a in "${NEW6[@]}"; do in_ns cli ip -6 addr add "$a/64" dev cli0 nodad; done; fi
 
 for q in "${QUEUE_COUNTS[@]}"; do
     # -----------------------------------------------------------------------------------------
@@ -472,10 +478,27 @@ print(",".join(d["plugin"] for d in json.load(sys.stdin).get("defenses", []) if 
     proxy6=auto
     if [[ ${SELFTEST_BREAK:-0} == 1 ]]; then proxy6=off; fi
     ringvs_up "$name" "$q" "" auto "$proxy6"
+    # New clients from 6 s on (the flood starts 2 s into flood_run), each address once.
+    new_secs=$((LONG_SECS - 12 < ${#NEW6[@]} ? LONG_SECS - 12 : ${#NEW6[@]}))
+    (
+        sleep 6
+        ip netns exec "$(ns_name cli)" timeout $((new_secs + 20)) "$PYTHON" "$LAB_SRC/http_probe.py" "[$VIP6]:80" \
+            --seconds "$new_secs" --rate 1 --source "$(IFS=,; echo "${NEW6[*]}")" </dev/null \
+            >"$LAB_DIR/probe-$name-new.json" 2>"$LAB_DIR/probe-$name-new.err"
+    ) &
+    newcomers=$!
     flood_run "$name" "$LONG_SECS" --six
+    wait "$newcomers" || true
     ringvs_verdict "$name"
     regime_verdict "$name"
     legit_verdict "$name" "$P99_MAX_MS"
+    p=("$P_STARTED" "$P_OK" "$P_LATE" "$P_FAILED" "$P_PCT" "$P_P99" "$P_ERRORS")
+    probe_read "$name-new"
+    # Shedding forwards a newcomer's retransmitted SYN (1 s; two of them when the flood took
+    # its note): at least half within 5 s (before that, 0 of 18 at one queue).
+    check "$name: new IPv6 clients served" "$(ok_when '[ "$P_STARTED" -ge 10 ] && [ $(((P_OK + P_LATE) * 2)) -ge "$P_STARTED" ]')" \
+        "$P_OK/$P_STARTED within 2 s, $P_LATE more within 5 s, failed $P_FAILED ($P_ERRORS), each from an address never seen before"
+    P_STARTED=${p[0]} P_OK=${p[1]} P_LATE=${p[2]} P_FAILED=${p[3]} P_PCT=${p[4]} P_P99=${p[5]} P_ERRORS=${p[6]}
     ringvs_summary "$name" "$q"
     fi
 

@@ -36,6 +36,16 @@
 //! Known sources are kept in a direct-mapped array of [`KNOWN_SLOTS`] addresses, indexed by
 //! a keyed hash: bounded (16 KiB), a newer source takes an older one's slot.
 //!
+//! A new IPv6 client has no proxy to prove itself to (the proxy answers IPv4 only), and while
+//! a flood outruns the queue its SYN competes with the flood for [`FORWARDED_PER_TICK`]: in
+//! the lab, 0 of 18 new clients got through a 160,000-SYN/s flood. So a refused SYN of an
+//! unknown IPv6 source is noted (a keyed digest of source, port and initial sequence number
+//! in a direct-mapped array of [`FIRST_SLOTS`], allocated at the first refusal), and the
+//! same SYN seen again — the client's retransmission, 1 s later — is forwarded, up to
+//! [`RETRIED_PER_TICK`] a tick: a random-source flood never sends a SYN twice. The newcomer
+//! pays one retransmission (1 s; two when the flood took its note's slot meanwhile), the
+//! price synauth asks of every client; a flood that does retransmit gets at most that share.
+//!
 //! [`Pipeline::behind`]: crate::dataplane::Pipeline::behind
 //! [`Pipeline::lost`]: crate::dataplane::Pipeline::lost
 
@@ -59,6 +69,13 @@ pub const CALM_TICKS: u32 = 20;
 pub const FORWARDED_PER_TICK: u32 = 64;
 /// Known sources a queue remembers.
 pub const KNOWN_SLOTS: usize = 4096;
+/// Refused IPv6 SYNs a shedding queue remembers for their retransmission (2 MiB): at a
+/// flood of 160,000 refused SYNs a second, a note outlives the 1 s to its retransmission
+/// with a chance of e^(-160000/2^19) ≈ 74 %.
+pub const FIRST_SLOTS: usize = 1 << 19;
+/// Retransmitted SYNs of unknown IPv6 sources a tick that a shedding queue forwards beyond
+/// [`FORWARDED_PER_TICK`].
+pub const RETRIED_PER_TICK: u32 = 64;
 /// SYNs a tick a known source has answered beyond the budget (320 new connections a
 /// second); past that it shares the unknown sources' budget, so that spoofing a known
 /// address does not take the queue back to where it was.
@@ -96,6 +113,10 @@ pub struct Shed {
     left: u32,
     /// Left of this tick's [`FORWARDED_PER_TICK`].
     left_forwarded: u32,
+    /// What is left of this tick's [`RETRIED_PER_TICK`].
+    left_retried: u32,
+    /// Digests of refused IPv6 SYNs (source, port, ISN), [`FIRST_SLOTS`] once one was.
+    first: Box<[u32]>,
     /// SYNs answered this tick (the first budget is half of it; the budget never grows past
     /// twice it).
     answered: u32,
@@ -126,6 +147,8 @@ impl Shed {
             budget: 0,
             left: 0,
             left_forwarded: 0,
+            left_retried: 0,
+            first: Box::default(),
             answered: 0,
             behind_at: 0,
             refused_at: 0,
@@ -270,25 +293,51 @@ impl Shed {
         self.known_allowance(v) || self.take_budget()
     }
 
-    /// A SYN from IPv6 source `a` for a service the proxy cannot serve, which the queue
-    /// would forward: as [`Shed::admit`], but an unknown source's only within
-    /// [`FORWARDED_PER_TICK`] too.
+    /// A SYN from IPv6 source `a` (its port and initial sequence number `isn`) for a
+    /// service the proxy cannot serve, which the queue would forward: as [`Shed::admit`],
+    /// but an unknown source's only within [`FORWARDED_PER_TICK`] too, or as the
+    /// retransmission of a SYN refused before ([`RETRIED_PER_TICK`]).
     #[inline]
-    pub fn admit6(&mut self, a: &Ipv6Addr) -> bool {
+    pub fn admit6(&mut self, a: &Ipv6Addr, port: u16, isn: u32) -> bool {
         if !self.on {
             self.answered += 1;
             return true;
         }
-        if self.known_allowance(self.id6(a)) {
+        let id = self.id6(a);
+        if self.known_allowance(id) {
             return true;
         }
-        if self.left_forwarded == 0 {
-            self.refused_at = self.now;
+        if self.left_forwarded > 0 && self.take_budget() {
+            self.left_forwarded -= 1;
+            return true;
+        }
+        self.refused_at = self.now;
+        self.retransmitted(id, port, isn)
+    }
+
+    /// A refused SYN of unknown IPv6 source `id`: true (and counted) if it is the
+    /// retransmission of one refused before and this tick's [`RETRIED_PER_TICK`] has some
+    /// left; else it is noted, for its own retransmission.
+    #[cold]
+    fn retransmitted(&mut self, id: u32, port: u16, isn: u32) -> bool {
+        if self.first.is_empty() {
+            self.first = vec![0; FIRST_SLOTS].into_boxed_slice();
+        }
+        let h = Self::mix((u64::from(id) << 32 | u64::from(isn)) ^ self.key.0[1]);
+        let h = Self::mix(h ^ u64::from(port) ^ self.key.0[0]);
+        let i = (h >> (64 - FIRST_SLOTS.trailing_zeros())) as usize;
+        let tag = h as u32 | 1;
+        if self.first[i] != tag {
+            self.first[i] = tag;
             return false;
         }
-        let admitted = self.take_budget();
-        self.left_forwarded -= u32::from(admitted);
-        admitted
+        if self.left_retried == 0 {
+            return false;
+        }
+        self.left_retried -= 1;
+        self.first[i] = 0;
+        self.answered += 1;
+        true
     }
 
     /// While shedding: true (and counted) if source `v` is known and has some of this
@@ -358,6 +407,7 @@ impl Shed {
         }
         self.left = self.budget;
         self.left_forwarded = FORWARDED_PER_TICK;
+        self.left_retried = RETRIED_PER_TICK;
     }
 
     /// The tick's budget for unknown sources (while on).
@@ -385,6 +435,53 @@ mod tests {
             s.pass();
             s.behind();
         }
+    }
+
+    /// While shedding, a refused SYN of an unknown IPv6 source that comes again (same
+    /// source, port and ISN: its client's retransmission) goes through, at most
+    /// [`RETRIED_PER_TICK`] a tick; a random-source flood's SYNs never do.
+    #[test]
+    fn a_refused_ipv6_syn_sent_again_goes_through_as_a_retransmission() {
+        let mut s = shed();
+        let a =
+            |i: u32| Ipv6Addr::from(0xfd77_0000_0000_0000_0000_0001_0000_0000u128 + u128::from(i));
+        // A flood of distinct SYNs in each tick: the tick's forwarded share, nothing else.
+        let flood = |s: &mut Shed, base: u32| {
+            (base..base + 10_000)
+                .filter(|&i| s.admit6(&a(i), 1000, i))
+                .count() as u32
+        };
+        s.lost();
+        s.tick(1);
+        assert!(s.on());
+        assert_eq!(flood(&mut s, 0), FORWARDED_PER_TICK);
+        let new = a(1 << 30);
+        assert!(
+            !s.admit6(&new, 40_000, 7),
+            "a newcomer's SYN, refused and noted"
+        );
+        s.lost();
+        s.tick(2);
+        assert_eq!(flood(&mut s, 10_000), FORWARDED_PER_TICK);
+        assert!(!s.admit6(&new, 40_001, 7), "another port is another SYN");
+        assert!(!s.admit6(&new, 40_000, 8), "another ISN is another SYN");
+        assert!(s.admit6(&new, 40_000, 7), "its retransmission goes through");
+        assert!(!s.admit6(&new, 40_000, 7), "once: the note is spent");
+        // A flood that sends every SYN twice gets RETRIED_PER_TICK a tick.
+        s.lost();
+        s.tick(3);
+        assert_eq!(flood(&mut s, 20_000), FORWARDED_PER_TICK);
+        let twice = (0..2)
+            .map(|_| {
+                (0..1_000)
+                    .filter(|&i| s.admit6(&a(50_000 + i), 2, i))
+                    .count()
+            })
+            .sum::<usize>();
+        assert_eq!(twice, RETRIED_PER_TICK as usize);
+        // Not shedding: everyone goes through, nothing is noted.
+        let mut calm = shed();
+        assert!(calm.admit6(&new, 40_000, 7) && calm.first.is_empty());
     }
 
     #[test]

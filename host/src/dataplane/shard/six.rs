@@ -213,8 +213,15 @@ impl Shard {
                 if proto == ip_proto::UDP && !self.udp_admit(svc) {
                     return self.drop(DropReason::FloodLimit);
                 }
-                if is_syn && self.sheds6(svc) && !self.shed.admit6(client.ip()) {
-                    return self.drop(DropReason::Overload);
+                if is_syn && self.sheds6(svc) {
+                    // The SYN's sequence number tells its retransmission from a flood's SYN.
+                    let isn = pkt
+                        .data()
+                        .get(l6.l4 + 4..l6.l4 + 8)
+                        .map_or(0, |b| u32::from_be_bytes(b.try_into().unwrap_or_default()));
+                    if !self.shed.admit6(client.ip(), client.port(), isn) {
+                        return self.drop(DropReason::Overload);
+                    }
                 }
                 match self.start_flow6(hash, proto, client, svc, blocked) {
                     Ok(id) => id,
