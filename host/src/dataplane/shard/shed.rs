@@ -40,7 +40,7 @@
 //! a flood outruns the queue its SYN competes with the flood for [`FORWARDED_PER_TICK`]: in
 //! the lab, 0 of 18 new clients got through a 160,000-SYN/s flood. So a refused SYN of an
 //! unknown IPv6 source is noted (a keyed digest of source, port and initial sequence number
-//! in a direct-mapped array of [`FIRST_SLOTS`], allocated at the first refusal), and the
+//! in a direct-mapped array of [`FIRST_SLOTS`], allocated at the first refusal and kept), and the
 //! same SYN seen again — the client's retransmission, 1 s later — is forwarded, up to
 //! [`RETRIED_PER_TICK`] a tick: a random-source flood never sends a SYN twice. The newcomer
 //! pays one retransmission (1 s; two when the flood took its note's slot meanwhile), the
@@ -317,8 +317,9 @@ impl Shed {
 
     /// A refused SYN of unknown IPv6 source `id`: true (and counted) if it is the
     /// retransmission of one refused before and this tick's [`RETRIED_PER_TICK`] has some
-    /// left; else it is noted, for its own retransmission.
-    #[cold]
+    /// left; else it is noted, for its own retransmission. (The flood's path while shedding:
+    /// every refused SYN comes here, so it is not marked cold.)
+    #[inline]
     fn retransmitted(&mut self, id: u32, port: u16, isn: u32) -> bool {
         if self.first.is_empty() {
             self.first = vec![0; FIRST_SLOTS].into_boxed_slice();
